@@ -1,0 +1,99 @@
+"""The adapter contract (ARCHITECTURE.md section 4).
+
+Lifecycle, driven by the gateway's runner::
+
+    adapter = AdapterClass(context, settings)   # no I/O here; settings already validated
+    await adapter.connect()                     # may raise TransientError / ConfigurationError
+    async for batch in adapter.stream():        # lists of Sample, forever
+        ...
+    await adapter.aclose()                      # always called, even after errors
+
+Errors: raise `TransientError` (or a subclass) when the device may come back: the runner
+backs off (capped exponential with jitter), logs once when the device goes away and once
+when it returns, then calls `connect()` again on the same instance. Raise
+`ConfigurationError` when retrying cannot help: that device stops, no other is affected.
+
+Polling adapters subclass `PollingAdapter` and implement `read_once()` only; the base class
+paces reads on a monotonic schedule (no drift, no bursts after a stall).
+
+Adapters are registered under the entry-point group `edge_gateway.adapters`; the entry
+point names the adapter class, whose `settings_model` (a pydantic model) validates the
+machine's `settings:` block in the plant YAML.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from models.errors import ConfigurationError, DeviceUnavailable, ProtocolError, TransientError
+from models.sample import Sample
+
+__all__ = [
+    "Adapter",
+    "AdapterContext",
+    "ConfigurationError",
+    "DeviceUnavailable",
+    "PollingAdapter",
+    "ProtocolError",
+    "Sample",
+    "TransientError",
+]
+
+ENTRY_POINT_GROUP = "edge_gateway.adapters"
+
+
+@dataclass(frozen=True)
+class AdapterContext:
+    """What the gateway tells an adapter about the machine it serves."""
+
+    asset: str
+    poll_interval: float = 1.0
+    logger: Any = None  # a structlog BoundLogger; typed Any so adapters need no structlog
+
+
+class Adapter(abc.ABC):
+    """Base class of every adapter."""
+
+    settings_model: ClassVar[type[BaseModel]]
+
+    def __init__(self, context: AdapterContext, settings: BaseModel) -> None:
+        self.context = context
+        self.settings = settings
+
+    @abc.abstractmethod
+    async def connect(self) -> None: ...
+
+    @abc.abstractmethod
+    def stream(self) -> AsyncIterator[Sequence[Sample]]: ...
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Static facts for the terminal view and `describe` queries (points, endpoint)."""
+        return {}
+
+
+class PollingAdapter(Adapter):
+    """An adapter that reads the whole device on a fixed interval."""
+
+    @abc.abstractmethod
+    async def read_once(self) -> Sequence[Sample]: ...
+
+    async def stream(self) -> AsyncIterator[Sequence[Sample]]:  # type: ignore[override]
+        loop = asyncio.get_running_loop()
+        interval = self.context.poll_interval
+        next_at = loop.time()
+        while True:
+            yield await self.read_once()
+            next_at += interval
+            now = loop.time()
+            if next_at < now:  # we fell behind: skip missed slots rather than burst
+                next_at = now + interval - ((now - next_at) % interval)
+            await asyncio.sleep(next_at - now)
