@@ -86,7 +86,7 @@ class PollingAdapter(Adapter):
     @abc.abstractmethod
     async def read_once(self) -> Sequence[Sample]: ...
 
-    async def stream(self) -> AsyncIterator[Sequence[Sample]]:  # type: ignore[override]
+    async def stream(self) -> AsyncIterator[Sequence[Sample]]:
         loop = asyncio.get_running_loop()
         interval = self.context.poll_interval
         next_at = loop.time()

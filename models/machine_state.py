@@ -46,8 +46,16 @@ SIG_PROGRAM = "program"
 SIG_PART_COUNT = "part_count"
 SIG_BAD_PART_COUNT = "bad_part_count"
 STATE_SIGNALS = frozenset(
-    {SIG_EXECUTION, SIG_AVAILABILITY, SIG_MODE, SIG_ESTOP, SIG_ALARM, SIG_PROGRAM,
-     SIG_PART_COUNT, SIG_BAD_PART_COUNT}
+    {
+        SIG_EXECUTION,
+        SIG_AVAILABILITY,
+        SIG_MODE,
+        SIG_ESTOP,
+        SIG_ALARM,
+        SIG_PROGRAM,
+        SIG_PART_COUNT,
+        SIG_BAD_PART_COUNT,
+    }
 )
 
 
@@ -101,5 +109,5 @@ class CounterTracker:
         if value >= last:
             return value - last
         if self._modulus is not None and last - value > self._modulus // 2:
-            return self._modulus - last + value
+            return (value - last) % self._modulus
         return value

@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=64)]
 """Ids become MQTT topic levels: lower case, digits, `_` and `-` only."""
 
+StreamName = Literal["telemetry", "state"]
+STREAMS: tuple[StreamName, ...] = ("telemetry", "state")
+
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ALL_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -43,11 +46,15 @@ class SecretRef(Strict):
 
 
 class TlsSettings(Strict):
-    ca_file: str | None = Field(None, description="CA bundle to verify the broker; system CAs when absent")
+    ca_file: str | None = Field(
+        None, description="CA bundle to verify the broker; system CAs when absent"
+    )
     cert_file: str | None = Field(None, description="client certificate for mTLS")
     key_file: str | None = Field(None, description="client private key for mTLS")
     key_password: SecretRef | None = None
-    insecure_skip_verify: bool = Field(False, description="accept any broker certificate (tests only)")
+    insecure_skip_verify: bool = Field(
+        False, description="accept any broker certificate (tests only)"
+    )
 
     @model_validator(mode="after")
     def _pair(self) -> TlsSettings:
@@ -69,8 +76,8 @@ class Destination(Strict):
         "auto", description="auto tries MQTT 5 and falls back to 3.1.1 when the broker refuses it"
     )
     keepalive: int = Field(30, ge=5, le=3600)
-    streams: list[Literal["telemetry", "state"]] = Field(
-        default_factory=lambda: ["telemetry", "state"], description="streams sent to this destination"
+    streams: list[StreamName] = Field(
+        default_factory=lambda: list(STREAMS), description="streams sent to this destination"
     )
 
     @field_validator("url")
@@ -107,10 +114,15 @@ class Machine(Strict):
     ideal_cycle_time: float | None = Field(None, gt=0, description="seconds per part")
     programs: dict[str, ProgramSettings] = Field(default_factory=dict)
     nameplate: Nameplate = Field(default_factory=Nameplate)
-    connection: dict[str, Any] = Field(description="adapter-specific; see adapters/<type>/README.md")
-    points: list[dict[str, Any]] = Field(default_factory=list, description="adapter-specific point map")
+    connection: dict[str, Any] = Field(
+        description="adapter-specific; see adapters/<type>/README.md"
+    )
+    points: list[dict[str, Any]] = Field(
+        default_factory=list, description="adapter-specific point map"
+    )
     simulator: dict[str, Any] = Field(
-        default_factory=dict, description="machine-model options for `simulate` (seed, time_scale...)"
+        default_factory=dict,
+        description="machine-model options for `simulate` (seed, time_scale...)",
     )
 
 
@@ -138,7 +150,9 @@ class ShiftCalendar(Strict):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r} (use an IANA name like 'Europe/Berlin')") from exc
+            raise ValueError(
+                f"unknown time zone {v!r} (use an IANA name like 'Europe/Berlin')"
+            ) from exc
         return v
 
 
@@ -147,7 +161,8 @@ class Gateway(Strict):
     site: Ident
     topic_prefix: Ident = "edge"
     state_dir: str = Field(
-        "/var/lib/edge-gateway", description="signing keys, outbox, OEE store; $STATE_DIRECTORY wins"
+        "/var/lib/edge-gateway",
+        description="signing keys, outbox, OEE store; $STATE_DIRECTORY wins",
     )
     log_format: Literal["auto", "json", "console"] = "auto"
 
@@ -162,8 +177,10 @@ class Plant(Strict):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Plant:
-        for name, ids in (("machine", [m.id for m in self.machines]),
-                          ("destination", [d.id for d in self.destinations])):
+        for name, ids in (
+            ("machine", [m.id for m in self.machines]),
+            ("destination", [d.id for d in self.destinations]),
+        ):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             if dup:
                 raise ValueError(f"duplicate {name} id(s): {', '.join(dup)}")

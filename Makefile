@@ -1,0 +1,50 @@
+# Two commands do all set-up on a fresh machine:  make demo  |  make test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit bench schema mosquitto clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Python >= 3.11 is required (found: $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	@touch $(STAMP)
+
+## Simulated plant (3 Modbus CNC machines) + embedded MQTT broker + gateway, until Ctrl-C.
+demo: $(STAMP)
+	$(BIN)/edge-gateway run -c config/demo-plant.yaml --with-simulators --console
+
+## Lint, type-check and run every test (starts its own Mosquitto on a free port).
+test: $(STAMP) mosquitto lint typecheck
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+mosquitto:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing mosquitto (tests need a real MQTT broker)"; \
+	    (apt-get install -y --no-install-recommends mosquitto >/dev/null 2>&1 || \
+	      (apt-get update >/dev/null && apt-get install -y --no-install-recommends mosquitto >/dev/null)); \
+	  else \
+	    echo "The tests need the Mosquitto broker binary. Install it, e.g.: sudo apt-get install mosquitto"; \
+	    exit 1; \
+	  fi; }
+
+## Regenerate config/schema.json from the models (a test keeps them equal).
+schema: $(STAMP)
+	$(BIN)/edge-gateway schema -o config/schema.json
+
+bench: $(STAMP) mosquitto
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var

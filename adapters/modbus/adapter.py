@@ -1,0 +1,215 @@
+"""The Modbus adapter: executes the read plan each poll and turns replies into Samples.
+
+Failure policy, chosen so one bad register never blinds the whole machine and one dead
+machine never hides behind stale values:
+
+- an exception response (the device answered "illegal address", "busy"...) concerns only
+  the points of that request: they get quality bad and value None, and the cycle goes on;
+  the error is logged once until that request succeeds again;
+- a short reply (fewer registers than asked) is treated the same way: the device is alive
+  but the data of that request cannot be trusted;
+- no reply, refused or dropped connection: `DeviceUnavailable`;
+  a reply that does not match the request (wrong unit or transaction id): `ProtocolError`.
+  Both drop the connection so a late answer cannot be taken for the next request's.
+
+pymodbus's own reconnect loop and retries are off: the gateway's runner owns retry timing
+(backoff with jitter, log once on loss and once on recovery). Every call into pymodbus
+sits behind `asyncio.wait_for`, so even a library bug cannot hang the poll loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+from pymodbus import FramerType
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
+from pymodbus.exceptions import ConnectionException, ModbusIOException
+from pymodbus.pdu import ModbusPDU
+
+from adapters.base import AdapterContext, PollingAdapter
+from models.errors import ConfigurationError, DeviceUnavailable, ProtocolError
+from models.sample import Quality, Sample, utc_now
+
+from .codec import interpret
+from .plan import ReadRequest, minimum_requests, plan_reads
+from .settings import BIT_KINDS, ModbusSettings
+
+_EXCEPTION_NAMES = {
+    1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+    4: "server device failure", 5: "acknowledge", 6: "server device busy",
+    7: "negative acknowledge", 8: "memory parity error",
+    10: "gateway path unavailable", 11: "gateway target device failed to respond",
+}
+
+Reader = Callable[..., Awaitable[ModbusPDU]]
+
+
+class ModbusAdapter(PollingAdapter):
+    """Modbus TCP, RTU (serial) and RTU-over-TCP devices."""
+
+    settings_model: ClassVar[type[BaseModel]] = ModbusSettings
+
+    def __init__(self, context: AdapterContext, settings: BaseModel) -> None:
+        if not isinstance(settings, ModbusSettings):
+            raise ConfigurationError(
+                f"ModbusAdapter needs ModbusSettings, got {type(settings).__name__}"
+            )
+        super().__init__(context, settings)
+        self.config = settings
+        self.plan: list[ReadRequest] = plan_reads(settings.points, settings.connection)
+        self.last_cycle_requests = 0
+        self._client: ModbusBaseClient | None = None
+        self._reported: set[tuple[int, str, int, int, str]] = set()
+        c = settings.connection
+        # pymodbus is told the configured timeout; our guard is a backstop a little later,
+        # so normally pymodbus gives up first and keeps its own state consistent.
+        self._guard = c.timeout * 1.5 + 0.1
+        self._heard = False  # any bytes received during the current request
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus drops frames it cannot match and just times out; this tells the two apart."""
+        if not sending and data:
+            self._heard = True
+        return data
+
+    @property
+    def endpoint(self) -> str:
+        c = self.config.connection
+        if c.transport == "rtu":
+            return f"rtu://{c.port_path}?{c.baudrate}-{c.bytesize}{c.parity}{c.stopbits}"
+        scheme = "tcp" if c.transport == "tcp" else "rtu+tcp"
+        return f"{scheme}://{c.host}:{c.port}"
+
+    def _new_client(self) -> ModbusBaseClient:
+        c = self.config.connection
+        common: dict[str, Any] = {
+            "timeout": c.timeout, "retries": 0, "reconnect_delay": 0,
+            "trace_packet": self._trace_packet,
+        }
+        if c.transport == "rtu":
+            assert c.port_path is not None  # guaranteed by ModbusConnection validation
+            return AsyncModbusSerialClient(
+                c.port_path, framer=FramerType.RTU, baudrate=c.baudrate, bytesize=c.bytesize,
+                parity=c.parity, stopbits=c.stopbits, **common,
+            )
+        assert c.host is not None
+        framer = FramerType.SOCKET if c.transport == "tcp" else FramerType.RTU
+        return AsyncModbusTcpClient(c.host, port=c.port, framer=framer, **common)
+
+    async def connect(self) -> None:
+        await self.aclose()  # the runner reconnects on the same instance
+        client = self._new_client()
+        try:
+            ok = await asyncio.wait_for(client.connect(), self._guard)
+        except TimeoutError as exc:
+            client.close()
+            raise DeviceUnavailable(f"{self.endpoint}: connect timed out") from exc
+        except Exception as exc:  # library boundary: nothing of pymodbus/pyserial escapes
+            client.close()
+            raise DeviceUnavailable(f"{self.endpoint}: cannot connect: {exc}") from exc
+        if not ok:
+            client.close()
+            raise DeviceUnavailable(f"{self.endpoint}: cannot connect (refused or unreachable)")
+        self._client = client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def read_once(self) -> Sequence[Sample]:
+        client = self._client
+        if client is None or not client.connected:
+            await self.aclose()
+            raise DeviceUnavailable(f"{self.endpoint}: not connected")
+        self.last_cycle_requests = 0
+        samples: list[Sample] = []
+        for req in self.plan:
+            self.last_cycle_requests += 1
+            values, error = await self._execute(client, req)
+            ts = utc_now()
+            for slot in req.slots:
+                p = slot.point
+                value, quality = (
+                    (None, Quality.BAD) if values is None
+                    else interpret(values[slot.offset : slot.end], p)
+                )
+                samples.append(
+                    Sample(self.context.asset, p.name, value, p.unit, ts, quality=quality)
+                )
+            self._report(req, error)
+        return samples
+
+    async def _execute(
+        self, client: ModbusBaseClient, req: ReadRequest
+    ) -> tuple[list[int] | None, str]:
+        """Values of one request, or None and why when the device refused it."""
+        readers: dict[str, Reader] = {
+            "holding": client.read_holding_registers,
+            "input": client.read_input_registers,
+            "coil": client.read_coils,
+            "discrete": client.read_discrete_inputs,
+        }
+        self._heard = False
+        try:
+            rsp = await asyncio.wait_for(
+                readers[req.kind](req.address, count=req.count, device_id=req.unit), self._guard
+            )
+        except (TimeoutError, ModbusIOException) as exc:
+            # pymodbus reports "no response" for silence and for frames it could not match
+            # (garbage, wrong unit or transaction id) alike; what we heard tells them apart.
+            await self.aclose()
+            where = f"{self.endpoint} unit {req.unit} {req.kind} {req.address}+{req.count}"
+            if self._heard:
+                raise ProtocolError(f"{where}: garbled or mismatched reply") from exc
+            raise DeviceUnavailable(
+                f"{where}: no reply within {self.config.connection.timeout}s"
+            ) from exc
+        except ConnectionException as exc:
+            await self.aclose()
+            raise DeviceUnavailable(f"{self.endpoint}: connection lost: {exc}") from exc
+        except Exception as exc:  # library boundary: nothing of pymodbus escapes
+            await self.aclose()
+            raise ProtocolError(f"{self.endpoint}: {type(exc).__name__}: {exc}") from exc
+        if rsp.isError():
+            code = int(getattr(rsp, "exception_code", 0))
+            return None, f"exception {code} ({_EXCEPTION_NAMES.get(code, 'unknown')})"
+        raw = [int(b) for b in rsp.bits] if req.kind in BIT_KINDS else list(rsp.registers)
+        if len(raw) < req.count:
+            return None, f"short reply: {len(raw)} of {req.count}"
+        return raw[: req.count], ""
+
+    def _report(self, req: ReadRequest, error: str) -> None:
+        """Log a request's failure once, and again only after it has worked in between."""
+        keys = {k for k in self._reported if k[:4] == (req.unit, req.kind, req.address, req.count)}
+        if not error:
+            self._reported -= keys
+            return
+        key = (req.unit, req.kind, req.address, req.count, error)
+        if key in self._reported:
+            return
+        self._reported -= keys
+        self._reported.add(key)
+        if self.context.logger is not None:
+            self.context.logger.warning(
+                "modbus_exception", endpoint=self.endpoint, unit=req.unit, register=req.kind,
+                address=req.address, count=req.count, error=error,
+                points=[s.point.name for s in req.slots],
+            )
+
+    def describe(self) -> dict[str, Any]:
+        c = self.config.connection
+        return {
+            "protocol": "modbus",
+            "endpoint": self.endpoint,
+            "transport": c.transport,
+            "unit": c.unit,
+            "points": len(self.config.points),
+            "requests_per_cycle": len(self.plan),
+            "minimum_requests": minimum_requests(self.config.points, c),
+            "last_cycle_requests": self.last_cycle_requests,
+        }

@@ -1,0 +1,1 @@
+"""The gateway daemon: runner, twin, OEE, egress (envelope, signing, outbox, transport)."""

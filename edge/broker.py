@@ -1,0 +1,171 @@
+"""An in-process MQTT broker so `make demo` works on a bare machine.
+
+When the plant YAML names no destination the gateway still needs somewhere to publish, and a
+platform developer needs something to subscribe to, without installing Mosquitto. amqtt is
+pure Python and runs on our event loop. It is a demo convenience, not a production broker:
+anonymous, plain TCP, no persistence, MQTT 3.1.1 only.
+
+We own the TCP listener and hand each connection to amqtt as an "external" connection,
+because amqtt 0.12 mishandles MQTT 5 clients in a way that matters to us. To a bare v5
+CONNECT it answers correctly (a 3.1.1 CONNACK "unacceptable protocol version"), but a v5
+CONNECT carrying a will, which the gateway always sends, fails its 3.1.1 parser ("Will flag
+set, but will topic/message not present") and the socket is left open with no answer, so a
+client waits for its CONNACK timeout. So the listener reads the CONNECT itself: v5 gets the
+clean refusal at once (and `MqttTransport` in `auto` falls back to 3.1.1); anything else is
+replayed to amqtt, and a connection amqtt gives up on is closed instead of left hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from typing import Any
+
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
+from amqtt.broker import Broker
+
+from models.errors import TransportError
+
+_CONNECT = 0x10
+_CONNACK_UNACCEPTABLE_PROTOCOL = b"\x20\x02\x00\x01"  # MQTT 3.1.1 section 3.2.2.3, rc 1
+_MAX_CONNECT = 64 * 1024
+_FIRST_PACKET_TIMEOUT = 10.0
+
+
+class _Replay(StreamReaderAdapter):  # type: ignore[misc]
+    """Serves the bytes we already read (the CONNECT) before the rest of the stream."""
+
+    def __init__(self, reader: asyncio.StreamReader, head: bytes) -> None:
+        super().__init__(reader)
+        self._head = bytearray(head)
+
+    async def read(self, n: int = -1) -> bytes:
+        if not self._head:
+            return bytes(await super().read(n))
+        take = len(self._head) if n < 0 else min(n, len(self._head))
+        out = bytes(self._head[:take])
+        del self._head[:take]
+        if n >= 0 and len(out) < n:
+            out += bytes(await super().read(n - len(out)))
+        return out
+
+
+async def _read_packet(reader: asyncio.StreamReader) -> bytes | None:
+    """One whole MQTT packet (fixed header included), or None if it is not plausible MQTT."""
+    head = await reader.readexactly(1)
+    length, shift = 0, 0
+    for _ in range(4):
+        b = await reader.readexactly(1)
+        head += b
+        length |= (b[0] & 0x7F) << shift
+        shift += 7
+        if not b[0] & 0x80:
+            break
+    else:
+        return None
+    if length > _MAX_CONNECT:
+        return None
+    return head + await reader.readexactly(length)
+
+
+def _protocol_level(packet: bytes) -> int | None:
+    """The CONNECT's protocol level byte (4 = 3.1.1, 5 = MQTT 5)."""
+    if packet[0] & 0xF0 != _CONNECT:
+        return None
+    i = 1
+    while packet[i] & 0x80:
+        i += 1
+    i += 1
+    name_len = int.from_bytes(packet[i : i + 2], "big")
+    pos = i + 2 + name_len
+    return packet[pos] if pos < len(packet) else None
+
+
+class EmbeddedBroker:
+    """amqtt's broker behind our TCP listener; `port=0` picks a free port (see `.port`)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
+        self.host = host
+        self.port = port
+        """The bound port once started (differs from the requested one only when that was 0)."""
+        self._broker: Any = None
+        self._server: asyncio.Server | None = None
+        self._clients: dict[asyncio.StreamWriter, asyncio.Task[Any]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        # amqtt logs every packet and connection at INFO/DEBUG; the gateway's own logs say
+        # what matters, so only its warnings (refused clients, failures) come through.
+        for name in ("amqtt", "transitions"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        where = f"{self.host}:{self.port}"
+        try:
+            server = await asyncio.start_server(self._on_client, self.host, self.port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise TransportError(
+                    f"embedded MQTT broker cannot listen on {where}: the port is already in use "
+                    "(another broker running? name it as a destination in the plant YAML instead)"
+                ) from exc
+            raise TransportError(f"embedded MQTT broker cannot listen on {where}: {exc}") from exc
+        broker = Broker({
+            "listeners": {"default": {"type": "external"}},
+            # Replaces amqtt's defaults, which add packet/event loggers and $SYS publishing.
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        })
+        try:
+            await broker.start()
+        except Exception as exc:
+            server.close()
+            raise TransportError(f"embedded MQTT broker failed to start: {exc}") from exc
+        self._server, self._broker = server, broker
+        self.port = int(server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        broker, self._broker = self._broker, None
+        if server is not None:
+            server.close()
+        if broker is not None:
+            await broker.shutdown()
+        for writer in list(self._clients):  # ends handlers still waiting for a CONNECT
+            writer.close()
+        if self._clients:
+            await asyncio.wait(set(self._clients.values()), timeout=5)
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients[writer] = task
+        try:
+            async with asyncio.timeout(_FIRST_PACKET_TIMEOUT):
+                packet = await _read_packet(reader)
+            level = _protocol_level(packet) if packet else None
+            if packet is None or level is None:
+                return
+            if level == 5:
+                writer.write(_CONNACK_UNACCEPTABLE_PROTOCOL)
+                await writer.drain()
+                return
+            if self._broker is not None:
+                await self._broker.external_connected(
+                    _Replay(reader, packet), StreamWriterAdapter(writer), "default"
+                )
+        except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._clients.pop(writer, None)
+            writer.close()

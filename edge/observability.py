@@ -1,0 +1,53 @@
+"""Logging setup: JSON lines under systemd or in pipes, readable key=value on a terminal.
+
+Secrets never reach a log call: config values that are secrets are `SecretRef`s, which
+print as their reference (`env:NAME`), and resolved values are only held by the transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any, Literal
+
+import structlog
+
+
+def configure_logging(
+    fmt: Literal["auto", "json", "console"] = "auto", level: str = "info"
+) -> None:
+    if fmt == "auto":
+        under_systemd = "JOURNAL_STREAM" in os.environ or "INVOCATION_ID" in os.environ
+        fmt = "console" if sys.stderr.isatty() and not under_systemd else "json"
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info
+            if fmt == "json"
+            else structlog.processors.StackInfoRenderer(),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries log through stdlib logging; keep their chatter out unless it matters.
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("pymodbus", "amqtt", "transitions", "asyncio"):
+        logging.getLogger(noisy).setLevel(
+            logging.CRITICAL if noisy == "pymodbus" else logging.WARNING
+        )
+
+
+def get_logger(**bindings: Any) -> Any:
+    return structlog.get_logger().bind(**bindings)

@@ -1,0 +1,334 @@
+"""The gateway, assembled. The data flow (also drawn in README.md)::
+
+    device --protocol--> adapter --Sample--> runner --> asset twin (AAS) --> OEE engine
+                                                             |                    |
+                                                             v                    v
+                           egress: policy per destination -> envelope (batch, seq, prev hash)
+                                   -> signer (JWS Ed25519) -> outbox (SQLite WAL) -> MQTT
+    platform --MQTT request--> query handler (authorize) --> twin / OEE / capacity --> signed reply
+
+Built so far: adapter -> runner -> twin (normalized state) -> egress (batch, seq, per
+destination stream filter) -> MQTT. Signing, outbox, OEE publishing and queries are
+separate issues; `egress.Sealer` is the seam signing plugs into.
+
+`Gateway.run()` owns every task. SIGTERM/SIGINT stop it cleanly (flush batches, publish
+the offline status, wait for acknowledgements, disconnect); SIGHUP reloads the YAML: an
+invalid file is refused and the running configuration stays; machine changes restart only
+the machines that changed; gateway or destination changes restart the egress side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge import registry, systemd
+from edge.broker import EmbeddedBroker
+from edge.config import LoadedPlant, load_plant
+from edge.console import MachineRow, console_loop
+from edge.egress import DestinationSender, Egress, JsonSealer
+from edge.observability import get_logger
+from edge.runner import DeviceRunner, DeviceStatus
+from edge.transport import MqttTransport
+from edge.twin import AssetTwin
+from models.envelope import telemetry_record
+from models.errors import PlantConfigError
+from models.plant import Destination, Machine, gateway_topic, machine_topic
+from models.sample import Sample, format_ts, utc_now
+
+EMBEDDED_BROKER = ("127.0.0.1", 1883)
+
+
+@dataclass
+class _Device:
+    machine: Machine
+    runner: DeviceRunner
+    task: asyncio.Task[None]
+    twin: AssetTwin
+
+
+@dataclass
+class RunOptions:
+    broker_url: str | None = None
+    with_simulators: bool = False
+    console: bool = False
+    console_every: float = 5.0
+    embedded_broker: tuple[str, int] = EMBEDDED_BROKER
+
+
+@dataclass
+class _Egress:
+    egress: Egress
+    senders: list[DestinationSender]
+    transports: list[MqttTransport]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Gateway:
+    def __init__(self, loaded: LoadedPlant, options: RunOptions | None = None) -> None:
+        self.loaded = loaded
+        self.options = options or RunOptions()
+        self.log = get_logger(gateway=loaded.plant.gateway.id)
+        self.devices: dict[str, _Device] = {}
+        self.twins: dict[str, AssetTwin] = {}
+        self.out: _Egress | None = None
+        self.broker: EmbeddedBroker | None = None
+        self.simulators: list[Any] = []
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+
+    # ---- destinations -------------------------------------------------------------
+    def destinations(self) -> list[Destination]:
+        if self.options.broker_url:
+            return [Destination(id="cli", url=self.options.broker_url)]
+        if self.loaded.plant.destinations:
+            return list(self.loaded.plant.destinations)
+        host, port = self.options.embedded_broker
+        return [Destination(id="embedded", url=f"mqtt://{host}:{port}")]
+
+    def _status_payload(self, state: str) -> bytes:
+        g = self.loaded.plant.gateway
+        body = {
+            "state": state,
+            "gateway": g.id,
+            "site": g.site,
+            "ts": format_ts(utc_now()),
+            "machines": [m.id for m in self.loaded.enabled_machines()],
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    async def _start_egress(self) -> _Egress:
+        plant = self.loaded.plant
+        status_topic = gateway_topic(plant, "status")
+        transports, senders = [], []
+        for dest in self.destinations():
+            transport = MqttTransport(
+                dest,
+                client_id=dest.client_id or f"{plant.gateway.id}-{dest.id}",
+                will=(status_topic, self._status_payload("offline"), True),
+                birth=(status_topic, self._status_payload("online"), True),
+                logger=self.log.bind(destination=dest.id),
+            )
+            await transport.start()
+            transports.append(transport)
+            senders.append(DestinationSender(dest.id, transport, set(dest.streams), self.log))
+        egress = Egress(JsonSealer(plant.gateway.id), senders)
+        out = _Egress(egress, senders, transports)
+        out.tasks = [asyncio.create_task(s.run(), name=f"sender-{s.name}") for s in senders]
+        out.tasks.append(asyncio.create_task(egress.run(), name="egress-batcher"))
+        return out
+
+    async def _stop_egress(self, out: _Egress) -> None:
+        out.egress.flush_all()
+        for s in out.senders:
+            try:
+                await asyncio.wait_for(s.drain(), timeout=5.0)
+            except TimeoutError:
+                self.log.warning(
+                    "egress_unsent_at_shutdown", destination=s.name, queued=len(s.queue)
+                )
+        for t in out.tasks:
+            t.cancel()
+        await asyncio.gather(*out.tasks, return_exceptions=True)
+        for s in out.senders:
+            await s.close()
+        status_topic = gateway_topic(self.loaded.plant, "status")
+        for tr in out.transports:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    tr.publish(status_topic, self._status_payload("offline"), qos=1, retain=True),
+                    timeout=2.0,
+                )
+            await tr.stop()
+
+    # ---- devices ------------------------------------------------------------------
+    def _on_samples(self, asset: str, batch: Sequence[Sample]) -> None:
+        twin = self.twins[asset]
+        machine = self.devices[asset].machine
+        new_state, rejected = twin.apply(batch)
+        for signal_name, value in rejected:
+            self.log.warning(
+                "state_value_not_in_vocabulary", asset=asset, signal=signal_name, value=value
+            )
+        if self.out is None:
+            return
+        self.out.egress.add(
+            machine_topic(self.loaded.plant, machine, "telemetry"),
+            asset,
+            [telemetry_record(s) for s in batch],
+        )
+        if new_state is not None:
+            self._emit_state(machine, twin)
+
+    def _emit_state(self, machine: Machine, twin: AssetTwin) -> None:
+        if self.out is None:
+            return
+        twin.announced = True
+        record = twin.state.as_record()
+        record["ts"] = format_ts(twin.state.since or utc_now())
+        self.out.egress.emit(
+            machine_topic(self.loaded.plant, machine, "state"), machine.id, "state", [record]
+        )
+
+    def _on_status(self, asset: str, status: DeviceStatus, reason: str | None) -> None:
+        device = self.devices.get(asset)
+        twin = self.twins.get(asset)
+        if device is None or twin is None or status is DeviceStatus.UP:
+            return
+        # a device that never answered is announced too: silence is not a state
+        if twin.set_available(False, utc_now()) is not None or not twin.announced:
+            self._emit_state(device.machine, twin)
+
+    def _start_device(self, machine: Machine) -> None:
+        adapter_cls = registry.load(machine.adapter)
+        runner = DeviceRunner(
+            machine.id,
+            adapter_cls,
+            settings=self.loaded.settings[machine.id],
+            poll_interval=machine.poll_interval,
+            on_samples=self._on_samples,
+            on_status=self._on_status,
+            logger=self.log,
+        )
+        twin = self.twins.setdefault(machine.id, AssetTwin(machine.id))
+        task = asyncio.create_task(runner.run(), name=f"device-{machine.id}")
+        self.devices[machine.id] = _Device(machine, runner, task, twin)
+
+    async def _stop_device(self, asset: str) -> None:
+        device = self.devices.pop(asset)
+        device.task.cancel()
+        await asyncio.gather(device.task, return_exceptions=True)
+
+    # ---- reload -------------------------------------------------------------------
+    async def _apply_reload(self) -> None:
+        try:
+            new = load_plant(self.loaded.path)
+        except PlantConfigError as exc:
+            self.log.error(
+                "reload_rejected_keeping_running_config", problems=[str(p) for p in exc.problems]
+            )
+            return
+        old = self.loaded
+        self.loaded = new
+        egress_changed = (
+            old.plant.gateway != new.plant.gateway
+            or old.plant.destinations != new.plant.destinations
+        )
+        wanted = {m.id: m for m in new.enabled_machines()}
+        for asset in list(self.devices):
+            d = self.devices[asset]
+            if (
+                asset not in wanted
+                or d.machine != wanted[asset]
+                or old.settings.get(asset) != new.settings.get(asset)
+                or egress_changed
+            ):
+                await self._stop_device(asset)
+        if egress_changed and self.out is not None:
+            await self._stop_egress(self.out)
+            self.out = await self._start_egress()
+        for asset, machine in wanted.items():
+            if asset not in self.devices:
+                self._start_device(machine)
+        self.log.info("reloaded", machines=len(wanted), egress_restarted=egress_changed)
+
+    # ---- console ------------------------------------------------------------------
+    def console_snapshot(self) -> tuple[list[MachineRow], str]:
+        rows = []
+        for asset, d in self.devices.items():
+            st = d.twin.state
+            rows.append(
+                MachineRow(
+                    asset=asset,
+                    adapter=d.machine.adapter,
+                    status=d.runner.status.value,
+                    execution=st.execution.value if st.execution else "-",
+                    mode=st.controller_mode.value if st.controller_mode else "-",
+                    program=st.program or "-",
+                    parts="-"
+                    if st.part_count is None
+                    else f"{st.part_count}/{st.bad_part_count or 0} bad",
+                    alarms=",".join(st.alarms) or "-",
+                    samples=d.twin.stats.samples,
+                )
+            )
+        parts = []
+        if self.out:
+            for s, t in zip(self.out.senders, self.out.transports, strict=True):
+                link = "connected" if t.connected else "DISCONNECTED"
+                parts.append(
+                    f"{s.name}: {link}, sent {s.stats.sent}, queued {len(s.queue)}, "
+                    f"dropped {s.stats.dropped}"
+                )
+            parts.append(
+                f"envelopes {self.out.egress.envelopes}, records {self.out.egress.records}"
+            )
+        return rows, " | ".join(parts)
+
+    # ---- lifecycle ----------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        background: list[asyncio.Task[None]] = []
+        try:
+            if self.options.with_simulators:
+                from edge.simulation import start_simulators  # noqa: PLC0415 (demo only)
+
+                self.simulators = await start_simulators(self.loaded)
+            if not self.options.broker_url and not self.loaded.plant.destinations:
+                self.broker = EmbeddedBroker(*self.options.embedded_broker)
+                await self.broker.start()
+                self.log.info("embedded_broker_started", url=self.destinations()[0].url)
+            self.out = await self._start_egress()
+            for machine in self.loaded.enabled_machines():
+                self._start_device(machine)
+            systemd.notify("READY=1\nSTATUS=running")
+            self.log.info(
+                "gateway_started",
+                machines=len(self.devices),
+                destinations=[d.url for d in self.destinations()],
+            )
+            background.append(asyncio.create_task(systemd.watchdog_loop(), name="watchdog"))
+            if self.options.console:
+                background.append(
+                    asyncio.create_task(
+                        console_loop(self.console_snapshot, self.options.console_every),
+                        name="console",
+                    )
+                )
+            while not self._stop.is_set():
+                stop_wait = asyncio.create_task(self._stop.wait())
+                reload_wait = asyncio.create_task(self._reload.wait())
+                await asyncio.wait({stop_wait, reload_wait}, return_when=asyncio.FIRST_COMPLETED)
+                stop_wait.cancel()
+                reload_wait.cancel()
+                if self._reload.is_set() and not self._stop.is_set():
+                    self._reload.clear()
+                    await self._apply_reload()
+            return 0
+        finally:
+            systemd.notify("STOPPING=1")
+            self.log.info("gateway_stopping")
+            for t in background:
+                t.cancel()
+            for asset in list(self.devices):
+                await self._stop_device(asset)
+            if self.out is not None:
+                await self._stop_egress(self.out)
+            if self.broker is not None:
+                await self.broker.stop()
+            for sim in self.simulators:
+                await sim.aclose()
+            self.log.info("gateway_stopped")

@@ -1,0 +1,54 @@
+"""Adapter discovery through the `edge_gateway.adapters` entry-point group.
+
+Only adapter types the plant YAML uses are imported, so a broken third-party plugin cannot
+stop a plant that does not use it; a name registered twice is refused rather than
+silently shadowed.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+
+from adapters.base import ENTRY_POINT_GROUP, Adapter
+from models.errors import PluginError
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        other = found.get(ep.name)
+        if other is not None and other.value != ep.value:
+            raise PluginError(
+                f"adapter type {ep.name!r} is registered twice: by {_dist(other)} ({other.value}) "
+                f"and by {_dist(ep)} ({ep.value}); uninstall one of them"
+            )
+        found[ep.name] = ep
+    return found
+
+
+def _dist(ep: EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "an unknown package"
+
+
+def available() -> list[str]:
+    return sorted(_entry_points())
+
+
+def load(name: str) -> type[Adapter]:
+    eps = _entry_points()
+    ep = eps.get(name)
+    if ep is None:
+        raise PluginError(
+            f"unknown adapter {name!r}; installed: {', '.join(sorted(eps)) or 'none'}"
+        )
+    try:
+        cls = ep.load()
+    except Exception as exc:  # a plugin's import error is its own bug, reported by name
+        raise PluginError(
+            f"adapter {name!r} from package {_dist(ep)} failed to import: {exc}"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise PluginError(
+            f"adapter {name!r} from package {_dist(ep)} is not an adapters.base.Adapter"
+        )
+    return cls

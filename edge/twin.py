@@ -1,0 +1,107 @@
+"""The asset twin: folds each machine's samples into its normalized `MachineState`.
+
+Adapters speak their protocol's words; by the time samples reach here, the state signals
+carry the shared vocabulary (models/machine_state.py), so this fold is brand-agnostic.
+A value outside the vocabulary is kept out of the state (and reported once) rather than
+guessed at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from models import machine_state as ms
+from models.sample import Quality, Sample
+
+
+@dataclass
+class TwinStats:
+    samples: int = 0
+    bad_samples: int = 0
+    last_sample: datetime | None = None
+    rejected_values: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "on", "yes", "triggered", "active"}
+    return bool(value)
+
+
+class AssetTwin:
+    def __init__(self, asset: str) -> None:
+        self.state = ms.MachineState(asset=asset)
+        self.stats = TwinStats()
+        self.last_values: dict[str, Sample] = {}
+        self.announced = False  # whether the state stream has carried this twin yet
+
+    def set_available(self, available: bool, at: datetime) -> ms.MachineState | None:
+        target = ms.Availability.AVAILABLE if available else ms.Availability.UNAVAILABLE
+        if self.state.availability == target:
+            return None
+        self.state = self.state.with_changes(availability=target, since=at)
+        return self.state
+
+    def apply(
+        self, samples: Iterable[Sample]
+    ) -> tuple[ms.MachineState | None, list[tuple[str, str]]]:
+        """Fold a batch; returns the new state if it changed, and newly rejected values."""
+        changes: dict[str, Any] = {}
+        rejected: list[tuple[str, str]] = []
+        at: datetime | None = None
+        for s in samples:
+            self.stats.samples += 1
+            self.stats.last_sample = s.gateway_ts
+            self.last_values[s.signal] = s
+            if s.quality is Quality.BAD:
+                self.stats.bad_samples += 1
+                continue
+            if s.signal not in ms.STATE_SIGNALS or s.value is None:
+                continue
+            at = s.ts
+            try:
+                changes.update(self._fold(s))
+            except ValueError:
+                key = (s.signal, str(s.value))
+                if key not in self.stats.rejected_values:
+                    self.stats.rejected_values.add(key)
+                    rejected.append(key)
+        if self.state.availability is ms.Availability.UNAVAILABLE and self.stats.samples:
+            changes.setdefault("availability", ms.Availability.AVAILABLE)
+        new = self.state.with_changes(**changes) if changes else self.state
+        if new.as_record() == self.state.as_record():
+            return None, rejected
+        self.state = new.with_changes(since=at)
+        return self.state, rejected
+
+    @staticmethod
+    def _fold(s: Sample) -> dict[str, Any]:
+        v = s.value
+        if v is None:
+            return {}
+        match s.signal:
+            case ms.SIG_EXECUTION:
+                return {"execution": ms.Execution(str(v).lower())}
+            case ms.SIG_MODE:
+                return {"controller_mode": ms.ControllerMode(str(v).lower())}
+            case ms.SIG_AVAILABILITY:
+                return {
+                    "availability": ms.Availability.AVAILABLE
+                    if _as_bool(v) or v == "available"
+                    else ms.Availability.UNAVAILABLE
+                }
+            case ms.SIG_ESTOP:
+                return {"emergency_stop": _as_bool(v)}
+            case ms.SIG_ALARM:
+                active = v not in (0, "", "0", False, "none", "normal")
+                return {"alarms": (str(v),) if active else ()}
+            case ms.SIG_PROGRAM:
+                return {"program": str(v).strip() or None}
+            case ms.SIG_PART_COUNT:
+                return {"part_count": int(v)}
+            case ms.SIG_BAD_PART_COUNT:
+                return {"bad_part_count": int(v)}
+        return {}

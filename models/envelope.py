@@ -1,0 +1,56 @@
+"""The envelope body of wire contract v1 (ARCHITECTURE.md section 5), built in one place.
+
+Signing wraps this body in a JWS; until then (and for anyone reading the body after
+verification) this is the shape platforms rely on.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Literal
+
+from models.sample import Sample, format_ts
+
+ENVELOPE_VERSION = 1
+Stream = Literal["telemetry", "state", "oee", "capacity", "response"]
+RETAINED_STREAMS = frozenset({"state", "oee", "capacity"})
+
+
+def telemetry_record(sample: Sample) -> dict[str, Any]:
+    value = sample.value
+    if isinstance(value, float) and not math.isfinite(value):
+        value = None  # JSON has no NaN/Infinity; RFC 8785 refuses them
+    return {
+        "signal": sample.signal,
+        "value": value,
+        "unit": sample.unit,
+        "ts": format_ts(sample.ts),
+        "quality": sample.quality.value,
+    }
+
+
+def envelope_body(
+    *,
+    gateway: str,
+    topic: str,
+    asset: str | None,
+    stream: Stream,
+    seq: int,
+    prev: str | None,
+    created: datetime,
+    records: list[dict[str, Any]],
+    historical: bool = False,
+) -> dict[str, Any]:
+    return {
+        "v": ENVELOPE_VERSION,
+        "gateway": gateway,
+        "topic": topic,
+        "asset": asset,
+        "stream": stream,
+        "seq": seq,
+        "prev": prev,
+        "created": format_ts(created),
+        "historical": historical,
+        "records": records,
+    }
