@@ -42,6 +42,14 @@ class LoadedPlant:
         p = Path(self.plant.gateway.state_dir)
         return p if p.is_absolute() else (self.path.parent / p).resolve()
 
+    @property
+    def keys_dir(self) -> Path:
+        configured = self.plant.gateway.keys_dir
+        if configured is None:
+            return self.state_dir / "keys"
+        p = Path(configured)
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
     def enabled_machines(self) -> list[Machine]:
         return [m for m in self.plant.machines if m.enabled]
 

@@ -1,13 +1,21 @@
-"""Egress: batch records per topic, seal each batch once, fan out to every destination.
+"""Egress: batch records per topic, sign each batch once, store it, send it per destination.
 
-    records --> Batcher (per topic: max records / max delay) --> Sealer (seq, body, bytes)
-            --> one DestinationSender per broker (its own queue, connection, policy)
+    records --> batcher (per topic: max records / bytes / delay)
+            --> sealer: seq + prev from the per-topic chain, v1 body, JWS (Ed25519)
+            --> outbox (SQLite WAL): one row per destination whose policy takes the stream,
+                in the same transaction as the chain update
+            --> one DestinationSender per broker: publish in id order, delete after PUBACK
 
-The `Sealer` is the one place a body becomes bytes on the wire; it numbers envelopes per
-topic. Signing and the persistent `prev` chain (a later issue) replace `JsonSealer`
-without touching batching or sending. Until the SQLite outbox lands, each destination
-buffers in a bounded in-memory queue: when it is full the oldest envelope is dropped and
-counted (`dropped`), so a dead platform costs bounded memory, never the gateway.
+Records are signed before they are buffered, and leave the outbox only after the broker
+acknowledged them, so a gateway restart or a broker outage loses nothing the outbox cap
+did not deliberately drop (and that is counted). A stream no destination takes is never
+signed or stored: denied data does not leave the process.
+
+`historical` in the signed body is true when every destination of the envelope was
+disconnected at sealing time (it is known then that the envelope will arrive late). Rows
+written by an earlier process, or sealed while this destination's link was down, are
+replayed at `backlog_rate` envelopes/s with the MQTT 5 user property `historical=true`,
+an unsigned hint; the signed `created` is the authority on lateness.
 """
 
 from __future__ import annotations
@@ -15,131 +23,166 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import deque
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from edge.outbox import Outbox, OutboxRow
+from edge.signing import ChainState, Signer, signing_input_hash
 from models.envelope import RETAINED_STREAMS, Stream, envelope_body
+from models.errors import EdgeError
 from models.sample import utc_now
 
 
-@dataclass(frozen=True)
-class Envelope:
-    topic: str
-    stream: Stream
-    asset: str | None
-    payload: bytes
-    retain: bool
+class Publisher(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        properties: dict[str, Any] | None = None,
+    ) -> None: ...
 
 
-class Sealer(Protocol):
-    def seal(
-        self, topic: str, asset: str | None, stream: Stream, records: list[dict[str, Any]]
-    ) -> Envelope: ...
+class Sealer:
+    """The one place a body becomes signed bytes; owns the per-topic seq/prev chain."""
 
-
-class JsonSealer:
-    """Unsigned v1 bodies with a per-topic sequence (in memory: restarts begin at 1)."""
-
-    def __init__(self, gateway: str) -> None:
+    def __init__(
+        self,
+        gateway: str,
+        signer: Signer,
+        outbox: Outbox,
+        routes: dict[str, set[str]],
+        is_connected: Callable[[str], bool],
+    ) -> None:
         self.gateway = gateway
-        self.seq: dict[str, int] = {}
+        self.signer = signer
+        self.outbox = outbox
+        self.routes = routes  # destination -> streams it takes
+        self.is_connected = is_connected
+        self.chain: ChainState = outbox.load_chain()
 
     def seal(
         self, topic: str, asset: str | None, stream: Stream, records: list[dict[str, Any]]
-    ) -> Envelope:
-        seq = self.seq.get(topic, 0) + 1
-        self.seq[topic] = seq
+    ) -> list[str]:
+        """Sign and store; returns the destinations that accepted the envelope."""
+        dests = [d for d, streams in self.routes.items() if stream in streams]
+        if not dests:
+            return []
+        seq, prev = self.chain.next(topic)
         body = envelope_body(
             gateway=self.gateway,
             topic=topic,
             asset=asset,
             stream=stream,
             seq=seq,
-            prev=None,
+            prev=prev,
             created=utc_now(),
             records=records,
+            historical=not any(self.is_connected(d) for d in dests),
         )
-        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        return Envelope(topic, stream, asset, payload, retain=stream in RETAINED_STREAMS)
-
-
-class Publisher(Protocol):
-    async def publish(
-        self, topic: str, payload: bytes, qos: int = 1, retain: bool = False
-    ) -> None: ...
+        envelope = self.signer.sign_body(body)
+        link = signing_input_hash(envelope)
+        payload = json.dumps(envelope, separators=(",", ":")).encode()
+        accepted = self.outbox.append(
+            topic, seq, link, payload, retain=stream in RETAINED_STREAMS, dests=dests
+        )
+        self.chain.commit(topic, seq, link)
+        return [d for d, ok in accepted.items() if ok]
 
 
 @dataclass
 class SenderStats:
-    queued: int = 0
     sent: int = 0
-    dropped: int = 0
+    replayed: int = 0
 
 
 class DestinationSender:
-    """Drains one destination's queue in order, with a bounded number of unacknowledged
-    publishes in flight so throughput does not collapse to one round trip per message."""
+    """Drains one destination's outbox rows in id order, with a bounded number of
+    unacknowledged publishes in flight so throughput is not one round trip per message."""
 
     def __init__(
         self,
         name: str,
         transport: Publisher,
-        streams: set[str],
+        outbox: Outbox,
         logger: Any,
         *,
-        max_queue: int = 10_000,
+        backlog_rate: float = 200.0,
         max_inflight: int = 64,
+        batch: int = 256,
     ) -> None:
         self.name = name
         self.transport = transport
-        self.streams = streams
+        self.outbox = outbox
         self.log = logger.bind(destination=name)
-        self.queue: deque[Envelope] = deque()
-        self.max_queue = max_queue
+        self.backlog_rate = backlog_rate
+        self.batch = batch
         self.stats = SenderStats()
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()  # set whenever a publish completes
+        self._idle = asyncio.Event()
         self._inflight = asyncio.Semaphore(max_inflight)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._dropping = False
+        self._replay_until = outbox.last_id_at_open
+        self._link_up_at = 0.0
+        self._was_connected = False
 
-    def offer(self, env: Envelope) -> None:
-        if env.stream not in self.streams:
-            return
-        if len(self.queue) >= self.max_queue:
-            self.queue.popleft()
-            self.stats.dropped += 1
-            if not self._dropping:
-                self.log.warning("egress_queue_full_dropping_oldest", max_queue=self.max_queue)
-                self._dropping = True
-        self.queue.append(env)
-        self.stats.queued += 1
+    def wake(self) -> None:
         self._wake.set()
 
-    async def run(self) -> None:
-        while True:
-            while not self.queue:
-                self._wake.clear()
-                await self._wake.wait()
-            self._dropping = False
-            env = self.queue.popleft()
-            await self._inflight.acquire()
-            task = asyncio.create_task(self._send(env))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def _historical(self, row: OutboxRow) -> bool:
+        connected = self.transport.connected
+        if connected and not self._was_connected:
+            self._link_up_at = time.time()
+        self._was_connected = connected
+        return row.id <= self._replay_until or row.created < self._link_up_at or not connected
 
-    async def _send(self, env: Envelope) -> None:
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        cursor: int | None = None
+        next_slot = loop.time()
+        while True:
+            self._wake.clear()
+            rows = self.outbox.peek(self.name, after_id=cursor, limit=self.batch)
+            if not rows:
+                await self._wake.wait()
+                continue
+            for row in rows:
+                historical = self._historical(row)
+                if historical:  # pace the backlog so live data and the broker keep up
+                    now = loop.time()
+                    if next_slot > now:
+                        await asyncio.sleep(next_slot - now)
+                    next_slot = max(next_slot, now) + 1.0 / self.backlog_rate
+                await self._inflight.acquire()
+                task = asyncio.create_task(self._send(row, historical))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                cursor = row.id
+
+    async def _send(self, row: OutboxRow, historical: bool) -> None:
+        props = {"user_property": [("historical", "true")]} if historical else None
         try:
-            await self.transport.publish(env.topic, env.payload, qos=1, retain=env.retain)
+            await self.transport.publish(
+                row.topic, row.payload, qos=1, retain=row.retain, properties=props
+            )
+            self.outbox.ack(self.name, [row.id])
             self.stats.sent += 1
+            self.stats.replayed += historical
+        except EdgeError as exc:  # stopping: the row stays in the outbox for the next start
+            self.log.debug("egress_send_abandoned", id=row.id, error=str(exc))
         finally:
             self._inflight.release()
             self._idle.set()
 
-    async def drain(self) -> None:
-        """Wait until everything queued is acknowledged (callers bound it with a timeout)."""
-        while self.queue or self._tasks:
+    async def settle(self) -> None:
+        """Wait until nothing is in flight (callers bound it with a timeout)."""
+        while self._tasks:
             self._idle.clear()
             await self._idle.wait()
 
@@ -154,54 +197,67 @@ class DestinationSender:
 @dataclass
 class _Batch:
     asset: str | None
+    opened: float
     records: list[dict[str, Any]] = field(default_factory=list)
     size: int = 0
-    opened: float = 0.0
 
 
 class Egress:
-    """Batches telemetry per topic and seals + fans out every envelope exactly once."""
+    """Batches telemetry per topic and seals + routes every envelope exactly once."""
 
     def __init__(
         self,
         sealer: Sealer,
         senders: list[DestinationSender],
+        logger: Any,
         *,
         max_records: int = 500,
         max_bytes: int = 128_000,
         max_delay: float = 0.25,
     ) -> None:
         self.sealer = sealer
-        self.senders = senders
+        self.senders = {s.name: s for s in senders}
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.max_delay = max_delay
         self._batches: dict[str, _Batch] = {}
+        self.log = logger
         self.envelopes = 0
         self.records = 0
+        self.lost_records = 0
+        self._store_failing = False
 
     def emit(
         self, topic: str, asset: str | None, stream: Stream, records: list[dict[str, Any]]
     ) -> None:
-        env = self.sealer.seal(topic, asset, stream, records)
+        try:
+            accepted = self.sealer.seal(topic, asset, stream, records)
+        except EdgeError as exc:  # the outbox cannot store: count the loss, keep collecting
+            self.lost_records += len(records)
+            if not self._store_failing:
+                self.log.error("egress_store_failed", error=str(exc), topic=topic)
+                self._store_failing = True
+            return
+        if self._store_failing:
+            self.log.info("egress_store_recovered", lost_records=self.lost_records)
+            self._store_failing = False
+        for dest in accepted:
+            self.senders[dest].wake()
         self.envelopes += 1
         self.records += len(records)
-        for s in self.senders:
-            s.offer(env)
 
     def add(self, topic: str, asset: str, records: list[dict[str, Any]]) -> None:
         """Queue telemetry records; flushed by size here or by age in `run`."""
+        now = asyncio.get_running_loop().time()
         batch = self._batches.get(topic)
         if batch is None:
-            batch = self._batches[topic] = _Batch(asset, opened=asyncio.get_running_loop().time())
+            batch = self._batches[topic] = _Batch(asset, now)
         for r in records:
             batch.records.append(r)
-            batch.size += 64 + len(str(r["value"]))  # cheap estimate; exactness is not needed
+            batch.size += 64 + len(str(r["value"]))  # an estimate; exactness is not needed
             if len(batch.records) >= self.max_records or batch.size >= self.max_bytes:
                 self._flush(topic)
-                batch = self._batches[topic] = _Batch(
-                    asset, opened=asyncio.get_running_loop().time()
-                )
+                batch = self._batches[topic] = _Batch(asset, now)
         if not batch.records:
             del self._batches[topic]
 

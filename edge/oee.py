@@ -467,11 +467,30 @@ class OeeEngine:
         Configuration (calendar, cycle times) is not included: it comes from the plant YAML,
         so a corrected ideal cycle time also corrects stored history.
         """
-        return {
+        return self.export_since(None)[0]
+
+    def export_since(self, cursor: int | None) -> tuple[dict[str, Any], int | None]:
+        """`state_dict()` with only the segments and counts committed after `cursor`, and
+        the cursor to pass next time (None: export everything).
+
+        For incremental persistence (edge/oee_store.py): records are committed at strictly
+        increasing instants (the clock only moves forward, and one commit closes everything
+        of one instant), so the instant of the newest committed record splits them exactly
+        into "already exported" and "new". The records of successive exports, concatenated,
+        plus the other fields of the last one, are `state_dict()`; `from_state_dict` takes
+        them. Pending same-instant events are not records yet: they travel in the other
+        fields until time moves on. `prune` does not move the cursor.
+        """
+        segs, counts = self._segs, self._counts
+        if cursor is not None:
+            segs = segs[bisect_right(segs, cursor, key=lambda s: s[1]) :]
+            counts = counts[bisect_right(counts, cursor, key=lambda c: c[0]) :]
+        marks = [cursor, segs[-1][1] if segs else None, counts[-1][0] if counts else None]
+        state = {
             "version": _STATE_VERSION,
             "asset": self.asset,
-            "segments": [list(s) for s in self._segs],
-            "counts": [list(c) for c in self._counts],
+            "segments": [list(s) for s in segs],
+            "counts": [list(c) for c in counts],
             "current": None if self._cur is None else list(self._cur),
             "since": self._since,
             "last_total": self._last_total,
@@ -481,6 +500,7 @@ class OeeEngine:
             "pending_counts": [list(c) for c in self._pcounts],
             "gap_end": self._gap_end,
         }
+        return state, max((m for m in marks if m is not None), default=None)
 
     @classmethod
     def from_state_dict(

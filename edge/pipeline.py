@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import json
 import signal
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,13 +31,16 @@ from edge import registry, systemd
 from edge.broker import EmbeddedBroker
 from edge.config import LoadedPlant, load_plant
 from edge.console import MachineRow, console_loop
-from edge.egress import DestinationSender, Egress, JsonSealer
+from edge.egress import DestinationSender, Egress, Sealer
+from edge.keystore import KeyStore
 from edge.observability import get_logger
+from edge.outbox import FILENAME as OUTBOX_FILE
+from edge.outbox import Outbox, OutboxCap
 from edge.runner import DeviceRunner, DeviceStatus
 from edge.transport import MqttTransport
 from edge.twin import AssetTwin
 from models.envelope import telemetry_record
-from models.errors import PlantConfigError
+from models.errors import ConfigurationError, PlantConfigError
 from models.plant import Destination, Machine, gateway_topic, machine_topic
 from models.sample import Sample, format_ts, utc_now
 
@@ -66,6 +69,7 @@ class _Egress:
     egress: Egress
     senders: list[DestinationSender]
     transports: list[MqttTransport]
+    outbox: Outbox
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -80,6 +84,7 @@ class Gateway:
         self.broker: EmbeddedBroker | None = None
         self.simulators: list[Any] = []
         self._stop = asyncio.Event()
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._reload = asyncio.Event()
 
     # ---- destinations -------------------------------------------------------------
@@ -91,22 +96,65 @@ class Gateway:
         host, port = self.options.embedded_broker
         return [Destination(id="embedded", url=f"mqtt://{host}:{port}")]
 
-    def _status_payload(self, state: str) -> bytes:
+    def _status_payload(self, state: str, detail: bool = False) -> bytes:
         g = self.loaded.plant.gateway
-        body = {
+        body: dict[str, Any] = {
             "state": state,
             "gateway": g.id,
             "site": g.site,
             "ts": format_ts(utc_now()),
             "machines": [m.id for m in self.loaded.enabled_machines()],
         }
+        if detail and self.out is not None:
+            dests = self.destination_stats()
+            body["destinations"] = dests
+            body["alarms"] = [
+                f"outbox_dropping:{d}" for d, st in dests.items() if st["dropped"] or st["rejected"]
+            ]
+            body["devices"] = {a: d.runner.status.value for a, d in self.devices.items()}
         return json.dumps(body, separators=(",", ":")).encode()
+
+    def destination_stats(self) -> dict[str, dict[str, Any]]:
+        """Exact outbox counters per destination, for status, metrics and the console."""
+        if self.out is None:
+            return {}
+        stats = {}
+        for sender, transport in zip(self.out.senders, self.out.transports, strict=True):
+            rows, size = self.out.outbox.pending(sender.name)
+            counters = self.out.outbox.counters(sender.name)
+            stats[sender.name] = {
+                "connected": transport.connected,
+                "pending": rows,
+                "pending_bytes": size,
+                "sent": sender.stats.sent,
+                "replayed": sender.stats.replayed,
+                "dropped": counters["dropped"],
+                "rejected": counters["rejected"],
+            }
+        return stats
 
     async def _start_egress(self) -> _Egress:
         plant = self.loaded.plant
         status_topic = gateway_topic(plant, "status")
-        transports, senders = [], []
-        for dest in self.destinations():
+        state_dir = self.loaded.state_dir
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot create state directory {state_dir}: {exc}") from exc
+        keystore = KeyStore(self.loaded.keys_dir)
+        signer = keystore.load_or_create(self.log)
+        dests = self.destinations()
+        outbox = Outbox(
+            state_dir / OUTBOX_FILE,
+            caps={
+                d.id: OutboxCap(d.outbox.max_bytes, d.outbox.policy, d.outbox.min_free_disk_bytes)
+                for d in dests
+            },
+            logger=self.log,
+        )
+        transports: dict[str, MqttTransport] = {}
+        senders = []
+        for dest in dests:
             transport = MqttTransport(
                 dest,
                 client_id=dest.client_id or f"{plant.gateway.id}-{dest.id}",
@@ -115,36 +163,91 @@ class Gateway:
                 logger=self.log.bind(destination=dest.id),
             )
             await transport.start()
-            transports.append(transport)
-            senders.append(DestinationSender(dest.id, transport, set(dest.streams), self.log))
-        egress = Egress(JsonSealer(plant.gateway.id), senders)
-        out = _Egress(egress, senders, transports)
+            transports[dest.id] = transport
+            senders.append(
+                DestinationSender(
+                    dest.id, transport, outbox, self.log, backlog_rate=dest.outbox.backlog_rate
+                )
+            )
+        sealer = Sealer(
+            plant.gateway.id,
+            signer,
+            outbox,
+            routes={d.id: set(d.streams) for d in dests},
+            is_connected=lambda d: transports[d].connected,
+        )
+        egress = Egress(sealer, senders, self.log)
+        out = _Egress(egress, senders, list(transports.values()), outbox)
         out.tasks = [asyncio.create_task(s.run(), name=f"sender-{s.name}") for s in senders]
         out.tasks.append(asyncio.create_task(egress.run(), name="egress-batcher"))
+        out.tasks.append(asyncio.create_task(self._status_loop(out, keystore), name="status"))
+        self.log.info(
+            "egress_ready",
+            kid=signer.kid,
+            outbox=str(state_dir / OUTBOX_FILE),
+            pending={d.id: outbox.pending(d.id)[0] for d in dests},
+        )
         return out
+
+    async def _status_loop(self, out: _Egress, keystore: KeyStore, every: float = 30.0) -> None:
+        """Keep the retained status (with exact drop counters) and the JWKS current; both are
+        re-published after every reconnect, since a broker restart may lose retained messages."""
+        plant = self.loaded.plant
+        keys_topic = gateway_topic(plant, "keys")
+        status_topic = gateway_topic(plant, "status")
+        jwks = json.dumps(keystore.public_jwks(), separators=(",", ":")).encode()
+        seen: dict[int, int] = {}
+        last_status = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            for i, tr in enumerate(out.transports):
+                if tr.connected and seen.get(i) != tr.stats["reconnects"]:
+                    seen[i] = tr.stats["reconnects"]
+                    self._spawn(tr.publish(keys_topic, jwks, qos=1, retain=True))
+            if loop.time() - last_status >= every:
+                last_status = loop.time()
+                payload = self._status_payload("online", detail=True)
+                for tr in out.transports:
+                    if tr.connected:
+                        self._spawn(tr.publish(status_topic, payload, qos=1, retain=True))
+            await asyncio.sleep(1.0)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Fire-and-forget publishes (status, keys) that must not block the loop that
+        schedules them; kept referenced until done, failures only logged."""
+        task = asyncio.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_done)
+
+    def _side_done(self, task: asyncio.Task[None]) -> None:
+        self._side_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.debug("side_publish_failed", error=str(task.exception()))
 
     async def _stop_egress(self, out: _Egress) -> None:
         out.egress.flush_all()
         for s in out.senders:
             try:
-                await asyncio.wait_for(s.drain(), timeout=5.0)
+                await asyncio.wait_for(s.settle(), timeout=5.0)
             except TimeoutError:
-                self.log.warning(
-                    "egress_unsent_at_shutdown", destination=s.name, queued=len(s.queue)
-                )
-        for t in out.tasks:
+                self.log.warning("egress_inflight_at_shutdown_kept_in_outbox", destination=s.name)
+        for t in [*out.tasks, *self._side_tasks]:
             t.cancel()
-        await asyncio.gather(*out.tasks, return_exceptions=True)
+        await asyncio.gather(*out.tasks, *self._side_tasks, return_exceptions=True)
         for s in out.senders:
             await s.close()
         status_topic = gateway_topic(self.loaded.plant, "status")
         for tr in out.transports:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    tr.publish(status_topic, self._status_payload("offline"), qos=1, retain=True),
-                    timeout=2.0,
-                )
+            if tr.connected:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        tr.publish(
+                            status_topic, self._status_payload("offline"), qos=1, retain=True
+                        ),
+                        timeout=2.0,
+                    )
             await tr.stop()
+        out.outbox.close()
 
     # ---- devices ------------------------------------------------------------------
     def _on_samples(self, asset: str, batch: Sequence[Sample]) -> None:
@@ -257,14 +360,12 @@ class Gateway:
                     samples=d.twin.stats.samples,
                 )
             )
-        parts = []
+        parts = [
+            f"{name}: {'connected' if st['connected'] else 'DISCONNECTED'}, sent {st['sent']}, "
+            f"outbox {st['pending']}, dropped {st['dropped'] + st['rejected']}"
+            for name, st in self.destination_stats().items()
+        ]
         if self.out:
-            for s, t in zip(self.out.senders, self.out.transports, strict=True):
-                link = "connected" if t.connected else "DISCONNECTED"
-                parts.append(
-                    f"{s.name}: {link}, sent {s.stats.sent}, queued {len(s.queue)}, "
-                    f"dropped {s.stats.dropped}"
-                )
             parts.append(
                 f"envelopes {self.out.egress.envelopes}, records {self.out.egress.records}"
             )

@@ -38,7 +38,13 @@ def _bindings(loaded: LoadedPlant) -> list[ModbusBinding]:
             )
             continue
         try:
-            model = MachineModel.from_options(m.id, m.simulator)
+            options = dict(m.simulator)
+            if m.programs and "programs" not in options and "script" not in options:
+                # the machine's own programs and ideal cycle times drive its simulation
+                options["programs"] = {
+                    name: {"ideal_cycle_time": p.ideal_cycle_time} for name, p in m.programs.items()
+                }
+            model = MachineModel.from_options(m.id, options)
         except ValueError as exc:
             problems.append(
                 ConfigProblem(str(loaded.path), None, None, f"machines[{i}].simulator", str(exc))

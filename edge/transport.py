@@ -66,6 +66,17 @@ _SUBACK_TIMEOUT = 10.0
 _INBOX_SIZE = 1000
 
 
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """paho drops the socket of a failed TLS handshake without closing it; we close it."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
 @dataclass(frozen=True)
 class IncomingMessage:
     """A message from a subscription; the v5 request/response fields are None under 3.1.1."""
@@ -287,7 +298,7 @@ class MqttTransport:
 
     async def _supervise(self) -> None:
         failures = 0
-        outage_logged = False
+        outage_logged = fallback_logged = False
         tentative_311 = False  # on 3.1.1 only because a v5 attempt was dropped without CONNACK
         while not self._closing:
             try:
@@ -307,7 +318,9 @@ class MqttTransport:
                 result.reason == _UNSUPPORTED_PROTOCOL or result.kind == "dropped"
             ):
                 self._protocol, tentative_311 = "3.1.1", result.kind == "dropped"
-                self._log.info("mqtt_protocol_fallback", to="3.1.1", because=result.detail)
+                log = self._log.debug if fallback_logged else self._log.info
+                log("mqtt_protocol_fallback", to="3.1.1", because=result.detail)
+                fallback_logged = True
                 continue  # try 3.1.1 at once
             else:
                 log = self._log.debug if outage_logged else self._log.warning
@@ -392,6 +405,7 @@ class MqttTransport:
         tls = self._dest.tls
         try:
             ctx = ssl.create_default_context(cafile=tls.ca_file if tls else None)
+            ctx.sslsocket_class = _ClosingSSLSocket
             if tls is not None and tls.cert_file is not None:
                 key_password = resolve_secret(tls.key_password) if tls.key_password else None
                 ctx.load_cert_chain(tls.cert_file, tls.key_file, password=key_password)

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=64)]
 """Ids become MQTT topic levels: lower case, digits, `_` and `-` only."""
 
-StreamName = Literal["telemetry", "state"]
-STREAMS: tuple[StreamName, ...] = ("telemetry", "state")
+StreamName = Literal["telemetry", "state", "oee", "capacity"]
+STREAMS: tuple[StreamName, ...] = ("telemetry", "state", "oee", "capacity")
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ALL_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -63,6 +63,21 @@ class TlsSettings(Strict):
         return self
 
 
+class OutboxSettings(Strict):
+    """Store-and-forward for one destination: signed envelopes wait on disk until PUBACK."""
+
+    max_bytes: int = Field(256 * 2**20, ge=2**16, description="pending bytes kept for this destination")
+    policy: Literal["drop_oldest", "reject_new"] = Field(
+        "drop_oldest", description="when full: evict the oldest envelopes, or refuse new ones"
+    )
+    min_free_disk_bytes: int = Field(
+        512 * 2**20, ge=0, description="stop growing when the disk has less free space than this"
+    )
+    backlog_rate: float = Field(
+        200.0, gt=0, description="envelopes/s at most when replaying a backlog after an outage"
+    )
+
+
 class Destination(Strict):
     """One MQTT broker of one platform; each gets its own connection."""
 
@@ -79,6 +94,7 @@ class Destination(Strict):
     streams: list[StreamName] = Field(
         default_factory=lambda: list(STREAMS), description="streams sent to this destination"
     )
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
 
     @field_validator("url")
     @classmethod
@@ -165,6 +181,10 @@ class Gateway(Strict):
         description="signing keys, outbox, OEE store; $STATE_DIRECTORY wins",
     )
     log_format: Literal["auto", "json", "console"] = "auto"
+    keys_dir: str | None = Field(
+        None, description="directory of the Ed25519 signing key (signing-key.pem, 0600) and retired "
+        "public keys; default <state_dir>/keys; a key is created on first start"
+    )
 
 
 class Plant(Strict):

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from conftest import Collector, Mosquitto
 
+from edge.verifier import verify_envelope, verify_stream
+
 ROOT = Path(__file__).resolve().parents[1]
 POINTS = """
     points:
@@ -63,7 +65,21 @@ machines:{machines}
 
 
 def body(msg: Any) -> dict[str, Any]:
-    return json.loads(msg.payload)  # type: ignore[no-any-return]
+    """The verified body of an envelope (signature checked against the published JWKS),
+    or the plain JSON of a status message."""
+    data = json.loads(msg.payload)
+    if "signature" not in data:
+        return data  # type: ignore[no-any-return]
+    assert JWKS, "the gateway must publish its JWKS before any envelope can be checked"
+    return verify_envelope(data, JWKS[-1], topic=msg.topic)
+
+
+JWKS: list[dict[str, Any]] = []
+
+
+def keys_from(col: Collector) -> None:
+    wait_for(lambda: any(m.topic.endswith("/keys") for m in col.snapshot()), 10, "JWKS")
+    JWKS.append(json.loads(next(m for m in col.snapshot() if m.topic.endswith("/keys")).payload))
 
 
 @pytest.fixture
@@ -126,6 +142,7 @@ def test_gateway_publishes_contract_shaped_telemetry_and_state(
     gateway: dict[str, Any], mosquitto: Mosquitto, mqtt_collector: Callable[..., Collector]
 ) -> None:
     col = mqtt_collector(mosquitto.host, mosquitto.port, "edge/#")
+    keys_from(col)
     telemetry = "edge/plant-a/hall-1/line-1/m1/telemetry"
     state = "edge/plant-a/hall-1/line-1/m1/state"
     wait_for(lambda: sum(m.topic == telemetry for m in col.snapshot()) >= 5, 20, "m1 telemetry")
@@ -161,6 +178,14 @@ def test_gateway_publishes_contract_shaped_telemetry_and_state(
     )
     seqs = [b["seq"] for b in tel]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "seq must run without gaps per topic"
+    assert tel[0]["seq"] == 1 and tel[0]["prev"] is None and tel[0]["historical"] is False
+    lines = [
+        json.dumps({"topic": m.topic, "envelope": json.loads(m.payload)})
+        for m in msgs
+        if m.topic.endswith(("/telemetry", "/state"))
+    ]
+    report = verify_stream(lines, JWKS[-1])
+    assert report.ok and report.counts.get("ok") == len(lines), report.to_dict()
     signals = {r["signal"]: r for b in tel for r in b["records"]}
     assert set(signals) == {
         "execution",

@@ -405,8 +405,6 @@ def _tls_listener(port: int, pki: dict[str, str], require_certificate: bool) -> 
             f"require_certificate {str(require_certificate).lower()}\n")
 
 
-# paho leaves the socket of a failed TLS handshake to the garbage collector.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_tls_with_ca_file(
     pki: dict[str, str], mosquitto_factory: Callable[..., Mosquitto], mqtt_collector: Collect,
     free_port: Callable[[], int],

@@ -1,0 +1,359 @@
+"""Figure 2: the real gateway polling N simulated Modbus machines, seen from the broker.
+
+Everything is a separate process so each is measured alone: the simulators (`python -m
+simulators.modbus_server --machines N`), Mosquitto, and `edge-gateway run` (as `python -m
+edge.cli run`, the same code path the console script takes). The bench process only runs
+the paho subscriber that counts what arrived.
+
+How the window is cut: after every machine has published once and a settle time, CPU
+(utime+stime from /proc) is read at t0 and t1, RSS is sampled every 0.5 s, and the records
+counted are those whose `ts` (the gateway's read time) lies in [t0, t1), collected until a
+grace period after t1. Counting by read time rather than by arrival keeps the batching delay
+out of the rate and the latency in it.
+
+A polling gateway cannot exceed machines x points / interval ("offered"), so
+`achieved / offered` is the honest throughput figure; samples/s alone mostly measures the
+YAML.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adapters.modbus.plan import plan_reads
+from adapters.modbus.settings import ModbusSettings
+
+from .processes import HOST, Child, ProcessGroup, cpu_seconds, memory_bytes, start_simulators
+from .subscriber import Arrival, TelemetrySubscriber
+
+MB = 1024 * 1024
+
+# Holding registers 0..47 of the simulator's register map (simulators/README.md).
+STATE_POINTS = """\
+      - {name: execution, register: holding, address: 0, data_type: uint16,
+         map: {0: ready, 1: active, 2: interrupted, 3: feed_hold, 4: stopped, 5: program_stopped,
+               6: program_completed, 7: wait, 8: optional_stop}}
+      - {name: controller_mode, register: holding, address: 1, data_type: uint16,
+         map: {0: automatic, 1: manual, 2: mdi, 3: edit, 4: semi_automatic}}
+      - {name: availability, register: holding, address: 2, data_type: uint16,
+         map: {0: unavailable, 1: available}}
+      - {name: emergency_stop, register: holding, address: 3, data_type: uint16}
+      - {name: alarm, register: holding, address: 4, data_type: uint16}
+      - {name: program_number, register: holding, address: 5, data_type: uint16}
+      - {name: part_count, register: holding, address: 10, data_type: uint32}
+      - {name: bad_part_count, register: holding, address: 12, data_type: uint32}
+      - {name: spindle_speed, register: holding, address: 20, data_type: float32, unit: 1/min}
+      - {name: spindle_load, register: holding, address: 22, data_type: float32, unit: "%"}
+      - {name: feed_rate, register: holding, address: 24, data_type: float32, unit: mm/min}
+      - {name: spindle_temperature, register: holding, address: 26, data_type: float32,
+         unit: Cel}
+      - {name: coolant_temperature, register: holding, address: 28, data_type: float32,
+         unit: Cel}
+      - {name: last_cycle_time, register: holding, address: 30, data_type: float32, unit: s}
+      - {name: program, register: holding, address: 40, data_type: string, length: 8}
+"""
+STATE_POINT_COUNT = 15
+PROCESS_VALUES_AT = 200  # 100 uint16 process values at holding 200..299
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    machines: int
+    points: int = 40
+    interval: float = 1.0
+    window: float = 25.0
+    settle: float = 3.0
+    grace: float = 3.0
+
+    @property
+    def offered(self) -> float:
+        """Samples per second a perfect poller would deliver."""
+        return self.machines * self.points / self.interval
+
+
+def points_yaml(points: int) -> str:
+    extra = points - STATE_POINT_COUNT
+    if not 0 <= extra <= 100:
+        raise ValueError(f"points must be {STATE_POINT_COUNT}..{STATE_POINT_COUNT + 100}")
+    lines = [
+        f"      - {{name: pv_{i:03d}, register: holding, address: {PROCESS_VALUES_AT + i}, "
+        "data_type: uint16}\n"
+        for i in range(extra)
+    ]
+    return STATE_POINTS + "".join(lines)
+
+
+def plant_yaml(spec: LoadSpec, sim_base_port: int, state_dir: Path) -> str:
+    """One gateway, N Modbus machines on the simulator's ports, no destinations (the bench
+    passes `--broker`)."""
+    head = (
+        f"gateway: {{id: gw-bench, site: bench, state_dir: {state_dir}}}\n"
+        "machines:\n"
+    )
+    body = []
+    pts = points_yaml(spec.points)
+    for i in range(spec.machines):
+        body.append(
+            f"  - id: m{i + 1:03d}\n"
+            f"    area: hall-{i // 50 + 1}\n"
+            f"    line: line-{i // 10 + 1}\n"
+            "    adapter: modbus\n"
+            f"    poll_interval: {spec.interval}\n"
+            f"    connection: {{host: {HOST}, port: {sim_base_port + i}, unit: 1, timeout: 2.0}}\n"
+            "    points:\n" + pts
+        )
+    return head + "".join(body)
+
+
+def requests_per_cycle(spec: LoadSpec) -> int:
+    import yaml  # noqa: PLC0415 - only needed here; the bench's import time stays small
+
+    doc = yaml.safe_load(plant_yaml(spec, 5020, Path("/tmp")))["machines"][0]
+    settings = ModbusSettings.model_validate(
+        {"connection": doc["connection"], "points": doc["points"]})
+    return len(plan_reads(settings.points, settings.connection))
+
+
+def weighted_percentiles(values: list[tuple[float, int]], qs: list[float]) -> list[float]:
+    """Percentiles of values given as (value, weight) pairs (weight = records)."""
+    if not values:
+        return [float("nan")] * len(qs)
+    ordered = sorted(values)
+    total = sum(w for _, w in ordered)
+    out = []
+    for q in qs:
+        target, acc = q * total, 0
+        for v, w in ordered:
+            acc += w
+            if acc >= target:
+                out.append(v)
+                break
+        else:
+            out.append(ordered[-1][0])
+    return out
+
+
+def _log_events(log: Path) -> dict[str, int]:
+    """warning/error events the gateway logged (JSON lines), by event name."""
+    events: Counter[str] = Counter()
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            if line.strip():
+                events["(non-JSON line)"] += 1
+            continue
+        if isinstance(rec, dict) and rec.get("level") in ("warning", "error", "critical"):
+            events[f"{rec['level']}: {rec.get('event', '?')}"] += 1
+    return dict(events)
+
+
+def py_spy_binary() -> str | None:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def _frame_key(frame: str) -> str:
+    """`func (path/to/file.py:123)` -> `func (to/file.py)`: per function, not per line."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    else:
+        path = path.removeprefix(str(Path(__file__).resolve().parents[1]) + "/")
+    return f"{name} ({path})"
+
+
+def _bucket(key: str) -> str:
+    path = key.rsplit("(", 1)[-1].rstrip(")")
+    top = path.split("/", 1)[0]
+    if top.startswith(".") or top[:1].isdigit():  # stdlib: "/lib/python3.11/asyncio/..."
+        top = path.split("/", 2)[1] if path.count("/") >= 2 else path
+    return top.removesuffix(".py")
+
+
+def profile(pid: int, seconds: float, out: Path) -> dict[str, Any]:
+    """py-spy over a running gateway: self time per function, and where it goes by module.
+
+    Taken after the measured window (py-spy's sampling would otherwise be in the CPU
+    figure). Idle threads are not sampled, so shares are of CPU the gateway used.
+    """
+    binary = py_spy_binary()
+    if binary is None:
+        return {"available": False, "reason": "py-spy not installed (pip install py-spy)"}
+    cmd = [binary, "record", "--format", "raw", "--nonblocking", "--rate", "200",
+           "--duration", str(int(seconds)), "--output", str(out), "--pid", str(pid)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"available": False, "reason": f"py-spy failed: {exc}"}
+    if done.returncode != 0 or not out.exists():
+        return {"available": False, "reason": f"py-spy failed: {done.stderr.strip()[-300:]}"}
+    leaf: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    buckets: Counter[str] = Counter()
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [_frame_key(f) for f in stack.split(";") if f]
+        if not frames:
+            continue
+        total += n
+        leaf[frames[-1]] += n
+        buckets[_bucket(frames[-1])] += n
+        for f in set(frames):
+            inclusive[f] += n
+
+    def share(c: Counter[str], k: int, only_project: bool = False) -> list[list[Any]]:
+        items = [(name, n) for name, n in c.most_common()
+                 if not only_project or name.rsplit("(", 1)[-1].startswith(
+                     ("edge/", "adapters/", "models/"))]
+        return [[name, round(100 * n / total, 1)] for name, n in items[:k]]
+
+    return {
+        "available": True,
+        "samples": total,
+        "seconds": seconds,
+        "raw": str(out),
+        "self_top": share(leaf, 15),
+        "self_by_module": share(buckets, 12),
+        "inclusive_project_top": share(inclusive, 15, only_project=True),
+    }
+
+
+def _stop_timed(group: ProcessGroup, child: Child) -> tuple[float, int | None]:
+    t = time.monotonic()
+    code = group.stop(child, timeout=15.0)
+    return time.monotonic() - t, code
+
+
+def run_load(
+    group: ProcessGroup,
+    broker_port: int,
+    spec: LoadSpec,
+    *,
+    simulators: tuple[Child, int] | None = None,
+    profile_seconds: float = 0.0,
+) -> tuple[dict[str, Any], tuple[Child, int], bytes]:
+    """One load point. Returns the figures, the simulator (still running: the caller reuses
+    it for the raw ceilings or stops it) and one telemetry payload as it went on the wire."""
+    sim, base = simulators or start_simulators(group, spec.machines)
+    state_dir = group.workdir / f"state-{spec.machines}"
+    state_dir.mkdir(exist_ok=True)
+    plant = group.workdir / f"plant-{spec.machines}.yaml"
+    plant.write_text(plant_yaml(spec, base, state_dir))
+
+    sub = TelemetrySubscriber(HOST, broker_port)
+    try:
+        spawned = time.monotonic()
+        gw = group.spawn(
+            f"gateway-{spec.machines}",
+            [sys.executable, "-m", "edge.cli", "--log-level", "warning", "--log-format", "json",
+             "run", "-c", str(plant), "--broker", f"mqtt://{HOST}:{broker_port}",
+             "--no-console"],
+        )
+        deadline = spawned + 60 + spec.machines * 0.2
+        while sub.topics() < spec.machines:
+            if not gw.alive():
+                raise RuntimeError(f"gateway exited with {gw.proc.returncode}:\n{gw.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"only {sub.topics()} of {spec.machines} machines published within "
+                    f"{deadline - spawned:.0f} s:\n{gw.log_tail()}")
+            time.sleep(0.05)
+        startup = time.monotonic() - spawned
+        time.sleep(spec.settle)
+
+        rss: list[int] = []
+        cpu0, sim0, broker0 = (cpu_seconds(gw.pid), cpu_seconds(sim.pid),
+                               cpu_seconds(_broker_pid(group)))
+        t0 = time.time()
+        while time.time() < t0 + spec.window:
+            rss.append(memory_bytes(gw.pid)[0])
+            time.sleep(min(0.5, max(0.0, t0 + spec.window - time.time())))
+        t1 = time.time()
+        cpu1, sim1, broker1 = (cpu_seconds(gw.pid), cpu_seconds(sim.pid),
+                               cpu_seconds(_broker_pid(group)))
+        rss.append(memory_bytes(gw.pid)[0])
+        prof: dict[str, Any] = {}
+        if profile_seconds > 0:
+            prof = profile(gw.pid, profile_seconds,
+                           group.workdir / f"py-spy-{spec.machines}.txt")
+        time.sleep(spec.grace)
+        peak = memory_bytes(gw.pid)[1]
+        if not gw.alive():
+            raise RuntimeError(f"gateway died during the window:\n{gw.log_tail()}")
+        tally = sub.take()
+    finally:
+        sub.close()
+    stop_s, exit_code = _stop_timed(group, gw)
+
+    elapsed = t1 - t0
+    inside: list[Arrival] = [a for a in tally.arrivals if t0 <= a.read_at < t1]
+    samples = sum(a.records for a in inside)
+    envelopes = [e for e in tally.envelopes if t0 <= e.read_at < t1]
+    lat = [(a.received_at - a.read_at, a.records) for a in inside]
+    p50, p99, pmax = weighted_percentiles(lat, [0.50, 0.99, 1.0])
+    cpu = cpu1 - cpu0
+    rate = samples / elapsed
+    per_cycle = requests_per_cycle(spec)
+    result: dict[str, Any] = {
+        "machines": spec.machines,
+        "points_per_machine": spec.points,
+        "poll_interval_s": spec.interval,
+        "requests_per_cycle": per_cycle,
+        "window_s": round(elapsed, 2),
+        "startup_s": round(startup, 2),
+        "samples": samples,
+        "samples_per_s": rate,
+        "offered_per_s": spec.offered,
+        "achieved_over_offered": rate / spec.offered,
+        "modbus_requests_per_s": rate / spec.points * per_cycle,
+        "envelopes_per_s": len(envelopes) / elapsed,
+        "records_per_envelope": samples / len(envelopes) if envelopes else 0.0,
+        "envelope_bytes_mean": statistics.fmean(e.size for e in envelopes) if envelopes else 0,
+        "gateway_cpu_s": cpu,
+        "gateway_cpu_pct_of_core": 100 * cpu / elapsed,
+        "gateway_cpu_s_per_1000_samples": 1000 * cpu / samples if samples else float("nan"),
+        "gateway_rss_mb_steady": statistics.median(rss) / MB,
+        "gateway_rss_mb_window_max": max(rss) / MB,
+        "gateway_rss_mb_peak": peak / MB,
+        "latency_ms_p50": p50 * 1e3,
+        "latency_ms_p99": p99 * 1e3,
+        "latency_ms_max": pmax * 1e3,
+        "simulators_cpu_pct_of_core": 100 * (sim1 - sim0) / elapsed,
+        "broker_cpu_pct_of_core": 100 * (broker1 - broker0) / elapsed,
+        "seq_gaps": tally.seq_gaps,
+        "duplicates": tally.duplicates,
+        "undecodable": tally.undecodable,
+        "state_and_other_envelopes": tally.other_envelopes,
+        "gateway_stop_s": round(stop_s, 2),
+        "gateway_exit_code": exit_code,
+        "gateway_log_warnings": _log_events(gw.log),
+    }
+    if prof:
+        result["profile"] = prof
+    return result, (sim, base), tally.sample_payload
+
+
+def _broker_pid(group: ProcessGroup) -> int:
+    return next(c.pid for c in group.children if c.name == "mosquitto")

@@ -1,0 +1,183 @@
+"""Shared pieces of the end-to-end tests: a plant YAML, the gateway as a subprocess, its
+logs, verified envelope bodies, and a TCP proxy that plays a network outage for real."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge.verifier import verify_envelope
+
+ROOT = Path(__file__).resolve().parents[1]
+POINTS = """
+    points:
+      - {name: execution, register: holding, address: 0, data_type: uint16,
+         map: {0: ready, 1: active, 2: interrupted, 3: feed_hold, 4: stopped, 5: program_stopped,
+               6: program_completed, 7: wait, 8: optional_stop}}
+      - {name: controller_mode, register: holding, address: 1, data_type: uint16,
+         map: {0: automatic, 1: manual, 2: mdi, 3: edit, 4: semi_automatic}}
+      - {name: part_count, register: holding, address: 10, data_type: uint32}
+      - {name: spindle_speed, register: holding, address: 20, data_type: float32, unit: 1/min}
+      - {name: program, register: holding, address: 40, data_type: string, length: 8}
+"""
+
+
+def plant_yaml(
+    state_dir: Path, sim_ports: list[int], broker_port: int, dead_port: int | None = None,
+    destinations: str | None = None,
+) -> str:
+    machines = ""
+    for i, port in enumerate(sim_ports):
+        machines += f"""
+  - id: m{i + 1}
+    area: hall-1
+    line: line-1
+    adapter: modbus
+    simulate: true
+    poll_interval: 0.2
+    simulator: {{seed: {i + 1}, time_scale: 60}}
+    connection: {{host: 127.0.0.1, port: {port}, timeout: 0.5}}
+{POINTS}"""
+    if dead_port is not None:
+        machines += f"""
+  - id: dead
+    area: hall-1
+    line: line-2
+    adapter: modbus
+    poll_interval: 0.2
+    connection: {{host: 127.0.0.1, port: {dead_port}, timeout: 0.5}}
+{POINTS}"""
+    dests = destinations or f'  - {{id: local, url: "mqtt://127.0.0.1:{broker_port}"}}\n'
+    return f"""gateway: {{id: gw-1, site: plant-a, state_dir: {state_dir}}}
+destinations:
+{dests}machines:{machines}
+"""
+
+
+class GatewayProcess:
+    """`edge-gateway run` in a subprocess with JSON logs captured to a file."""
+
+    def __init__(self, plant: Path, *extra: str) -> None:
+        self.plant = plant
+        self.log_path = plant.parent / "gateway.log"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> GatewayProcess:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edge.cli", "--log-format", "json", "run", "-c",
+                 str(self.plant), "--with-simulators", "--no-console", *self.extra],
+                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        return self
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def logs(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                out.append({"event": "non-json", "line": line})
+        return out
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.logs() if e.get("event") == name]
+
+
+def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def verified_body(payload: bytes, jwks: dict[str, Any], topic: str) -> dict[str, Any]:
+    data = json.loads(payload)
+    if "signature" not in data:
+        return data  # type: ignore[no-any-return]  # status messages are plain JSON
+    return verify_envelope(data, jwks, topic=topic)
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:listen_port to target_port; `stop()` drops every connection, as a
+    cable pulled between gateway and broker would, and refuses new ones until `start()`."""
+
+    def __init__(self, listen_port: int, target_port: int) -> None:
+        self.listen_port, self.target_port = listen_port, target_port
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self._stop.clear()
+        server = socket.create_server(("127.0.0.1", self.listen_port), reuse_port=True)
+        self._thread = threading.Thread(target=self._serve, args=(server,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _serve(self, server: socket.socket) -> None:
+        sel = selectors.DefaultSelector()
+        server.setblocking(False)
+        sel.register(server, selectors.EVENT_READ)
+        peers: dict[socket.socket, socket.socket] = {}
+        while not self._stop.is_set():
+            for key, _ in sel.select(0.05):
+                sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                if sock is server:
+                    client, _addr = server.accept()
+                    upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                    for s in (client, upstream):
+                        s.setblocking(False)
+                        sel.register(s, selectors.EVENT_READ)
+                    peers[client], peers[upstream] = upstream, client
+                    continue
+                try:
+                    data = sock.recv(65536)
+                except (BlockingIOError, ConnectionError):
+                    data = b""
+                if data:
+                    with contextlib.suppress(OSError):
+                        peers[sock].sendall(data)
+                    continue
+                other = peers.pop(sock)
+                peers.pop(other, None)
+                for s in (sock, other):
+                    with contextlib.suppress(Exception):
+                        sel.unregister(s)
+                    s.close()
+        for s in list(peers):
+            with contextlib.suppress(Exception):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        sel.close()
+        server.close()
