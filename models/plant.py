@@ -66,7 +66,9 @@ class TlsSettings(Strict):
 class OutboxSettings(Strict):
     """Store-and-forward for one destination: signed envelopes wait on disk until PUBACK."""
 
-    max_bytes: int = Field(256 * 2**20, ge=2**16, description="pending bytes kept for this destination")
+    max_bytes: int = Field(
+        256 * 2**20, ge=2**16, description="pending bytes kept for this destination"
+    )
     policy: Literal["drop_oldest", "reject_new"] = Field(
         "drop_oldest", description="when full: evict the oldest envelopes, or refuse new ones"
     )
@@ -182,8 +184,9 @@ class Gateway(Strict):
     )
     log_format: Literal["auto", "json", "console"] = "auto"
     keys_dir: str | None = Field(
-        None, description="directory of the Ed25519 signing key (signing-key.pem, 0600) and retired "
-        "public keys; default <state_dir>/keys; a key is created on first start"
+        None,
+        description="directory of the Ed25519 signing key (signing-key.pem, 0600) and retired "
+        "public keys; default <state_dir>/keys; a key is created on first start",
     )
 
 

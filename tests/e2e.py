@@ -34,7 +34,10 @@ POINTS = """
 
 
 def plant_yaml(
-    state_dir: Path, sim_ports: list[int], broker_port: int, dead_port: int | None = None,
+    state_dir: Path,
+    sim_ports: list[int],
+    broker_port: int,
+    dead_port: int | None = None,
     destinations: str | None = None,
 ) -> str:
     machines = ""
@@ -77,9 +80,22 @@ class GatewayProcess:
     def start(self) -> GatewayProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "edge.cli", "--log-format", "json", "run", "-c",
-                 str(self.plant), "--with-simulators", "--no-console", *self.extra],
-                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                [
+                    sys.executable,
+                    "-m",
+                    "edge.cli",
+                    "--log-format",
+                    "json",
+                    "run",
+                    "-c",
+                    str(self.plant),
+                    "--with-simulators",
+                    "--no-console",
+                    *self.extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         return self

@@ -362,8 +362,10 @@ def run_and_kill(path: Path, after: int) -> int:
         if len(seen) == after:
             os.kill(proc.pid, signal.SIGKILL)
             break
-    out, _ = proc.communicate(timeout=30)
-    seen += [int(x) for x in out.split()]
+    # read through the same buffered file object: lines it already read ahead would be lost
+    # to communicate(), which reads the raw pipe
+    seen += [int(x) for x in proc.stdout.read().split()]
+    proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     return seen[-1]
 

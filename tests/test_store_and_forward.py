@@ -80,7 +80,9 @@ def test_outage_and_sigkill_lose_nothing_and_keep_the_chain(
     tel = [m for m in msgs if m.topic == TOPIC]
     bodies = [verified_body(m.payload, jwks, TOPIC) for m in tel]
     seqs = sorted({b["seq"] for b in bodies})
-    assert seqs == list(range(1, len(seqs) + 1)), "every envelope since seq 1 arrived, across restarts"
+    assert seqs == list(range(1, len(seqs) + 1)), (
+        "every envelope since seq 1 arrived, across restarts"
+    )
     # the first envelopes were sealed while no destination was reachable
     assert bodies[0]["seq"] == 1 and bodies[0]["historical"] is True
     assert user_props(tel[0]).get("historical") == "true"
