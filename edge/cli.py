@@ -11,8 +11,12 @@ import json
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from models.errors import EdgeError, PlantConfigError
+
+if TYPE_CHECKING:
+    from edge.config import LoadedPlant
 
 EXIT_OK, EXIT_RUNTIME, EXIT_INPUT = 0, 1, 2
 
@@ -62,7 +66,93 @@ def _parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="serve every machine the YAML marks `simulate: true`")
     sim.add_argument("plant", type=Path)
+
+    k = sub.add_parser("keys", help="the gateway's Ed25519 signing keys")
+    k.add_argument(
+        "action",
+        choices=["generate", "rotate", "show"],
+        help="generate: first key (never overwrites); rotate: new key signs from the "
+        "next start or reload, the old public key stays published; show: the JWKS",
+    )
+    k.add_argument("-c", "--config", type=Path, required=True)
+
+    ver = sub.add_parser("verify", help="check signed envelopes: signature, kid, seq, prev chain")
+    ver.add_argument(
+        "capture",
+        nargs="?",
+        type=Path,
+        help="file with one envelope (or {topic, envelope}) per line; - for stdin",
+    )
+    ver.add_argument("--jwks", type=Path, help="JWKS file (capture mode)")
+    ver.add_argument("--broker", help="mqtt://HOST:PORT: verify live instead of from a file")
+    ver.add_argument("--topic", default="edge/#", help="topic filter for --broker")
+    ver.add_argument("--seconds", type=float, default=30.0, help="how long to listen (--broker)")
+    ver.add_argument("--save", type=Path, help="also write what was received, one per line")
+    ver.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from edge.verifier import Report, verify_stream
+
+    report: Report
+    if args.broker:
+        from edge.capture import verify_live
+
+        save = args.save.open("w") if args.save else None
+        try:
+            report = asyncio.run(
+                verify_live(args.broker, args.topic, args.seconds, sys.stderr, save)
+            )
+        finally:
+            if save:
+                save.close()
+    else:
+        if args.capture is None or args.jwks is None:
+            print("verify: give CAPTURE and --jwks FILE, or --broker URL", file=sys.stderr)
+            return EXIT_INPUT
+        try:
+            jwks = json.loads(args.jwks.read_text())
+            text = sys.stdin.read() if str(args.capture) == "-" else args.capture.read_text()
+        except (OSError, ValueError) as exc:
+            print(f"verify: {exc}", file=sys.stderr)
+            return EXIT_INPUT
+        report = verify_stream(text.splitlines(), jwks)
+        for f in report.findings:
+            print(
+                f"{f.kind}: line {f.line} {f.topic or ''} seq {f.seq}: {f.detail}", file=sys.stderr
+            )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in report.counts.items() if v)
+        print(
+            f"{'OK' if report.ok else 'FAILED'}: {report.total} envelope(s): {counts or 'none'}; "
+            f"missing {report.missing}"
+        )
+    forged = report.counts.get("forgery", 0) + report.counts.get("unknown_key", 0)
+    return EXIT_RUNTIME if forged or not report.ok else EXIT_OK
+
+
+def _keys(args: argparse.Namespace, loaded: LoadedPlant) -> int:
+    from edge.keystore import KeyStore
+
+    store = KeyStore(loaded.keys_dir)
+    if args.action == "generate":
+        if store.key_path.exists():
+            print(f"{store.key_path} exists; use `keys rotate` to replace it", file=sys.stderr)
+            return EXIT_INPUT
+        signer = store.generate()
+        print(f"created {store.key_path} kid {signer.kid}")
+    elif args.action == "rotate":
+        signer = store.rotate()
+        print(
+            f"rotated: new kid {signer.kid}; previous public keys stay in the JWKS. "
+            "Reload the gateway (SIGHUP / systemctl reload) to sign with it."
+        )
+    else:
+        print(json.dumps(store.public_jwks(), indent=2))
+    return EXIT_OK
 
 
 def _report(exc: PlantConfigError) -> int:
@@ -77,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     from edge.config import json_schema, load_plant
     from edge.observability import configure_logging
 
+    # stdout carries command results; logs always go to stderr
+    configure_logging(args.log_format or "auto", args.log_level)
     try:
         if args.command == "schema":
             text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
@@ -98,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             )
             return EXIT_OK
 
-        loaded = load_plant(args.config if args.command == "run" else args.plant)
+        if args.command == "verify":
+            return _verify(args)
+
+        loaded = load_plant(args.config if args.command in ("run", "keys") else args.plant)
+        if args.command == "keys":
+            return _keys(args, loaded)
         configure_logging(args.log_format or loaded.plant.gateway.log_format, args.log_level)
         if args.command == "simulate":
             from edge.simulation import serve_forever

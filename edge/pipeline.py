@@ -85,6 +85,8 @@ class Gateway:
         self.simulators: list[Any] = []
         self._stop = asyncio.Event()
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self.keystore: KeyStore | None = None
+        self._jwks = b""
         self._reload = asyncio.Event()
 
     # ---- destinations -------------------------------------------------------------
@@ -143,6 +145,8 @@ class Gateway:
             raise ConfigurationError(f"cannot create state directory {state_dir}: {exc}") from exc
         keystore = KeyStore(self.loaded.keys_dir)
         signer = keystore.load_or_create(self.log)
+        self.keystore = keystore
+        self._jwks = json.dumps(keystore.public_jwks(), separators=(",", ":")).encode()
         dests = self.destinations()
         outbox = Outbox(
             state_dir / OUTBOX_FILE,
@@ -180,7 +184,7 @@ class Gateway:
         out = _Egress(egress, senders, list(transports.values()), outbox)
         out.tasks = [asyncio.create_task(s.run(), name=f"sender-{s.name}") for s in senders]
         out.tasks.append(asyncio.create_task(egress.run(), name="egress-batcher"))
-        out.tasks.append(asyncio.create_task(self._status_loop(out, keystore), name="status"))
+        out.tasks.append(asyncio.create_task(self._status_loop(out), name="status"))
         self.log.info(
             "egress_ready",
             kid=signer.kid,
@@ -189,21 +193,22 @@ class Gateway:
         )
         return out
 
-    async def _status_loop(self, out: _Egress, keystore: KeyStore, every: float = 30.0) -> None:
+    async def _status_loop(self, out: _Egress, every: float = 30.0) -> None:
         """Keep the retained status (with exact drop counters) and the JWKS current; both are
-        re-published after every reconnect, since a broker restart may lose retained messages."""
+        re-published after every reconnect, since a broker restart may lose retained messages,
+        and the JWKS again whenever a reload brought a rotated key."""
         plant = self.loaded.plant
         keys_topic = gateway_topic(plant, "keys")
         status_topic = gateway_topic(plant, "status")
-        jwks = json.dumps(keystore.public_jwks(), separators=(",", ":")).encode()
-        seen: dict[int, int] = {}
+        published: dict[int, tuple[int, bytes]] = {}
         last_status = 0.0
         loop = asyncio.get_running_loop()
         while True:
             for i, tr in enumerate(out.transports):
-                if tr.connected and seen.get(i) != tr.stats["reconnects"]:
-                    seen[i] = tr.stats["reconnects"]
-                    self._spawn(tr.publish(keys_topic, jwks, qos=1, retain=True))
+                mark = (tr.stats["reconnects"], self._jwks)
+                if tr.connected and published.get(i) != mark:
+                    published[i] = mark
+                    self._spawn(tr.publish(keys_topic, self._jwks, qos=1, retain=True))
             if loop.time() - last_status >= every:
                 last_status = loop.time()
                 payload = self._status_payload("online", detail=True)
@@ -335,10 +340,29 @@ class Gateway:
         if egress_changed and self.out is not None:
             await self._stop_egress(self.out)
             self.out = await self._start_egress()
+        elif self.out is not None:
+            self._reload_signing_key(self.out)
         for asset, machine in wanted.items():
             if asset not in self.devices:
                 self._start_device(machine)
         self.log.info("reloaded", machines=len(wanted), egress_restarted=egress_changed)
+
+    def _reload_signing_key(self, out: _Egress) -> None:
+        """`edge-gateway keys rotate` wrote a new key: sign with it from now on, and publish
+        the JWKS that still holds the previous public key. seq/prev chains continue."""
+        if self.keystore is None:
+            return
+        try:
+            signer = self.keystore.load(self.log)
+        except ConfigurationError as exc:
+            self.log.error("signing_key_reload_failed_keeping_current", error=str(exc))
+            return
+        if signer.kid != out.egress.sealer.signer.kid:
+            self.log.info(
+                "signing_key_reloaded", kid=signer.kid, previous=out.egress.sealer.signer.kid
+            )
+            out.egress.sealer.signer = signer
+            self._jwks = json.dumps(self.keystore.public_jwks(), separators=(",", ":")).encode()
 
     # ---- console ------------------------------------------------------------------
     def console_snapshot(self) -> tuple[list[MachineRow], str]:
