@@ -165,7 +165,9 @@ class EmbeddedBroker:
                     _Replay(reader, packet), StreamWriterAdapter(writer), "default"
                 )
         except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError):
-            pass
+            pass  # the client went away or never spoke MQTT
+        except Exception:  # an amqtt bug must not surface as an unhandled task error
+            logging.getLogger(__name__).warning("embedded broker dropped a client", exc_info=True)
         finally:
             self._clients.pop(writer, None)
             writer.close()

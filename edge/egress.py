@@ -39,6 +39,8 @@ class Publisher(Protocol):
     @property
     def connected(self) -> bool: ...
 
+    async def wait_connected(self, timeout: float | None = None) -> bool: ...  # noqa: ASYNC109
+
     async def publish(
         self,
         topic: str,
@@ -125,9 +127,9 @@ class DestinationSender:
         self.batch = batch
         self.stats = SenderStats()
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
         self._inflight = asyncio.Semaphore(max_inflight)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.poll = 0.5  # seconds between checks of the link while waiting
         self._replay_until = outbox.last_id_at_open
         self._link_up_at = 0.0
         self._was_connected = False
@@ -143,14 +145,25 @@ class DestinationSender:
         return row.id <= self._replay_until or row.created < self._link_up_at or not connected
 
     async def run(self) -> None:
+        """While the link is down nothing is handed to the transport: rows wait in the outbox
+        only, so a full outbox evicts rows that were truly never delivered, and its drop
+        counters are exact. Publishes in flight when the link drops are withdrawn and the
+        cursor rewinds to the oldest unacknowledged row."""
         loop = asyncio.get_running_loop()
         cursor: int | None = None
         next_slot = loop.time()
         while True:
+            if not self.transport.connected:
+                await self._withdraw()
+                cursor = None
+                await self.transport.wait_connected()
+                continue
             self._wake.clear()
             rows = self.outbox.peek(self.name, after_id=cursor, limit=self.batch)
             if not rows:
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll):
+                        await self._wake.wait()
                 continue
             for row in rows:
                 historical = self._historical(row)
@@ -159,11 +172,31 @@ class DestinationSender:
                     if next_slot > now:
                         await asyncio.sleep(next_slot - now)
                     next_slot = max(next_slot, now) + 1.0 / self.backlog_rate
-                await self._inflight.acquire()
+                while not await self._acquire():
+                    if not self.transport.connected:
+                        break
+                if not self.transport.connected:
+                    break
                 task = asyncio.create_task(self._send(row, historical))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 cursor = row.id
+
+    async def _acquire(self) -> bool:
+        """asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        that races with completion, which would leave this loop running after shutdown."""
+        try:
+            async with asyncio.timeout(self.poll):
+                await self._inflight.acquire()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _withdraw(self) -> None:
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self, row: OutboxRow, historical: bool) -> None:
         props = {"user_property": [("historical", "true")]} if historical else None
@@ -176,15 +209,15 @@ class DestinationSender:
             self.stats.replayed += historical
         except EdgeError as exc:  # stopping: the row stays in the outbox for the next start
             self.log.debug("egress_send_abandoned", id=row.id, error=str(exc))
+        except asyncio.CancelledError:  # withdrawn (link lost): the row stays in the outbox
+            pass
         finally:
             self._inflight.release()
-            self._idle.set()
 
     async def settle(self) -> None:
         """Wait until nothing is in flight (callers bound it with a timeout)."""
         while self._tasks:
-            self._idle.clear()
-            await self._idle.wait()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def close(self) -> None:
         for t in list(self._tasks):

@@ -86,6 +86,7 @@ class Gateway:
         self._stop = asyncio.Event()
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.keystore: KeyStore | None = None
+        self._outbox_alarms: set[str] = set()
         self._jwks = b""
         self._reload = asyncio.Event()
 
@@ -110,9 +111,7 @@ class Gateway:
         if detail and self.out is not None:
             dests = self.destination_stats()
             body["destinations"] = dests
-            body["alarms"] = [
-                f"outbox_dropping:{d}" for d, st in dests.items() if st["dropped"] or st["rejected"]
-            ]
+            body["alarms"] = [f"outbox_full_losing_data:{d}" for d in sorted(self._outbox_alarms)]
             body["devices"] = {a: d.runner.status.value for a, d in self.devices.items()}
         return json.dumps(body, separators=(",", ":")).encode()
 
@@ -180,7 +179,15 @@ class Gateway:
             routes={d.id: set(d.streams) for d in dests},
             is_connected=lambda d: transports[d].connected,
         )
-        egress = Egress(sealer, senders, self.log)
+        b = plant.gateway.batch
+        egress = Egress(
+            sealer,
+            senders,
+            self.log,
+            max_records=b.max_records,
+            max_bytes=b.max_bytes,
+            max_delay=b.max_delay,
+        )
         out = _Egress(egress, senders, list(transports.values()), outbox)
         out.tasks = [asyncio.create_task(s.run(), name=f"sender-{s.name}") for s in senders]
         out.tasks.append(asyncio.create_task(egress.run(), name="egress-batcher"))
@@ -203,10 +210,24 @@ class Gateway:
         published: dict[int, tuple[int, bytes]] = {}
         last_status = 0.0
         loop = asyncio.get_running_loop()
+        losses = {d: st["dropped"] + st["rejected"] for d, st in self.destination_stats().items()}
+        alarmed = self._outbox_alarms
         while True:
+            for dest, st in self.destination_stats().items():
+                lost = st["dropped"] + st["rejected"]
+                if lost > losses.get(dest, lost) and dest not in alarmed:
+                    alarmed.add(dest)  # the alarm: one error line, and `alarms` in the status
+                    self.log.error("outbox_full_losing_data", destination=dest, **st)
+                    last_status = 0.0
+                elif lost == losses.get(dest) and dest in alarmed:
+                    alarmed.discard(dest)
+                    self.log.info("outbox_no_longer_losing_data", destination=dest, **st)
+                losses[dest] = lost
             for i, tr in enumerate(out.transports):
                 mark = (tr.stats["reconnects"], self._jwks)
                 if tr.connected and published.get(i) != mark:
+                    if published.get(i, (None,))[0] != mark[0]:
+                        last_status = 0.0  # a new link gets the detailed status at once
                     published[i] = mark
                     self._spawn(tr.publish(keys_topic, self._jwks, qos=1, retain=True))
             if loop.time() - last_status >= every:
@@ -231,14 +252,17 @@ class Gateway:
 
     async def _stop_egress(self, out: _Egress) -> None:
         out.egress.flush_all()
+        self.log.debug("shutdown_flushed")
         for s in out.senders:
             try:
                 await asyncio.wait_for(s.settle(), timeout=5.0)
             except TimeoutError:
                 self.log.warning("egress_inflight_at_shutdown_kept_in_outbox", destination=s.name)
+        self.log.debug("shutdown_settled")
         for t in [*out.tasks, *self._side_tasks]:
             t.cancel()
         await asyncio.gather(*out.tasks, *self._side_tasks, return_exceptions=True)
+        self.log.debug("shutdown_tasks_cancelled")
         for s in out.senders:
             await s.close()
         status_topic = gateway_topic(self.loaded.plant, "status")
@@ -448,10 +472,11 @@ class Gateway:
             self.log.info("gateway_stopping")
             for t in background:
                 t.cancel()
-            for asset in list(self.devices):
-                await self._stop_device(asset)
+            await asyncio.gather(*(self._stop_device(a) for a in list(self.devices)))
+            self.log.debug("shutdown_devices_stopped")
             if self.out is not None:
                 await self._stop_egress(self.out)
+            self.log.debug("shutdown_egress_stopped")
             if self.broker is not None:
                 await self.broker.stop()
             for sim in self.simulators:

@@ -16,16 +16,22 @@ Why it is built this way:
   sent again: QoS 1 is at-least-once, and the envelope's per-topic `seq` lets subscribers drop
   duplicates. Surviving a restart is the outbox's job: it deletes a record only after
   `publish()` returned.
-* **Protocol `auto`.** MQTT 5 first. A broker that only speaks 3.1.1 refuses in one of two
-  ways: a 3.1.1-style CONNACK with return code 1 (amqtt 0.12 and Mosquitto 1.x; paho reports
-  it as reason 132 "Unsupported protocol version"), after which 3.1.1 is used for the life of
-  the transport; or by closing the connection before any CONNACK, after which the next attempt
-  uses 3.1.1 and, because a bare drop may also be a broker restarting, the next connection
-  cycle tries 5 again. `"5"` and `"3.1.1"` force one version.
+* **Protocol `auto`.** MQTT 5 first. A broker that only speaks 3.1.1 says so in one of three
+  ways. (1) A 3.1.1 CONNACK with return code 1, which paho reports as reason 132 "Unsupported
+  protocol version" (amqtt 0.12 does this for a v5 CONNECT without a will): 3.1.1 is then
+  used for the life of the transport. (2) Closing the connection before any CONNACK, or
+  (3) never answering at all (amqtt 0.12's own listener with a v5 CONNECT that carries a will
+  and a client id: its 3.1.1 parser fails and leaves the socket open), which the CONNACK
+  timeout turns into (2). After (2) the next attempt uses 3.1.1 and, because a bare drop may
+  also be a broker restarting, the next connection cycle tries 5 again. `"5"` and `"3.1.1"`
+  force one version.
 * **Quiet under outage.** Reconnects back off exponentially with jitter (1 s .. 60 s by
   default). One warning when the link is lost (`mqtt_disconnected`) or the first attempt fails
   (`mqtt_connect_failed`), one info line when it is back (`mqtt_connected`); the attempts in
   between log at debug. Passwords are resolved once at `start()` and never logged.
+* **Birth and will.** The will (QoS 1) tells subscribers the gateway died; the optional
+  birth message is published again after every (re)connect, so a will the broker sent for
+  the previous link never stays the last word.
 
 paho's exceptions and error codes become `TransportError` here; unusable settings (missing
 secret, unreadable certificate) become `ConfigurationError`, raised by `start()`.
@@ -56,7 +62,7 @@ from edge.secrets import resolve_secret
 from models.errors import ConfigurationError, TransportError
 from models.plant import Destination
 
-Protocol = Literal["5", "3.1.1"]
+MqttVersion = Literal["5", "3.1.1"]
 
 _PAHO_PROTOCOL = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
 _UNSUPPORTED_PROTOCOL = 132  # MQTT 5 CONNACK 0x84; paho maps a 3.1.1 CONNACK rc 1 to it too
@@ -132,7 +138,11 @@ def _publish_properties(values: dict[str, Any]) -> Properties:
 
 
 class MqttTransport:
-    """One destination broker: background (re)connection, acknowledged publishes, subscriptions."""
+    """One destination broker: background (re)connection, acknowledged publishes, subscriptions.
+
+    Lifecycle: construct (no I/O), `await start()` once, use, `await stop()` once. Runs on the
+    loop that called `start()`; not thread-safe. `backoff_min`/`backoff_max` exist for tests.
+    """
 
     def __init__(
         self,
@@ -157,7 +167,7 @@ class MqttTransport:
         self._log: FilteringBoundLogger = (logger or structlog.get_logger()).bind(
             destination=destination.id, broker=f"{self._host}:{self._port}"
         )
-        self._protocol: Protocol = "3.1.1" if destination.protocol == "3.1.1" else "5"
+        self._protocol: MqttVersion = "3.1.1" if destination.protocol == "3.1.1" else "5"
         self._password: str | None = None
         self._ssl: ssl.SSLContext | None = None
 
@@ -190,7 +200,7 @@ class MqttTransport:
         return self._connected
 
     @property
-    def protocol_in_use(self) -> Protocol:
+    def protocol_in_use(self) -> MqttVersion:
         """The version of the current connection, or the one the next attempt will try."""
         return self._protocol
 
@@ -334,7 +344,7 @@ class MqttTransport:
             cap = min(high, low * 2 ** min(failures + 1, 20))
             await asyncio.sleep(max(low, random.uniform(cap / 2, cap)))
 
-    async def _connect_once(self, protocol: Protocol) -> _Attempt:
+    async def _connect_once(self, protocol: MqttVersion) -> _Attempt:
         assert self._loop is not None
         client = self._new_client(protocol)
         self._client = client
@@ -365,13 +375,13 @@ class MqttTransport:
             client._sock_close()  # could not flush; paho has no public close
         self._unwire()
 
-    def _blocking_connect(self, client: mqtt.Client, protocol: Protocol) -> None:
+    def _blocking_connect(self, client: mqtt.Client, protocol: MqttVersion) -> None:
         if protocol == "5":
             client.connect(self._host, self._port, self._dest.keepalive, clean_start=True)
         else:
             client.connect(self._host, self._port, self._dest.keepalive)
 
-    def _new_client(self, protocol: Protocol) -> mqtt.Client:
+    def _new_client(self, protocol: MqttVersion) -> mqtt.Client:
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self._client_id,

@@ -174,6 +174,14 @@ class ShiftCalendar(Strict):
         return v
 
 
+class BatchSettings(Strict):
+    """Telemetry records per topic are batched so one signature covers many samples."""
+
+    max_records: int = Field(500, ge=1, le=10_000, description="records per envelope at most")
+    max_bytes: int = Field(128_000, ge=1024, le=4_000_000, description="approximate body size")
+    max_delay: float = Field(0.25, gt=0, le=60, description="seconds a record may wait")
+
+
 class Gateway(Strict):
     id: Ident
     site: Ident
@@ -183,6 +191,7 @@ class Gateway(Strict):
         description="signing keys, outbox, OEE store; $STATE_DIRECTORY wins",
     )
     log_format: Literal["auto", "json", "console"] = "auto"
+    batch: BatchSettings = Field(default_factory=BatchSettings)
     keys_dir: str | None = Field(
         None,
         description="directory of the Ed25519 signing key (signing-key.pem, 0600) and retired "

@@ -39,6 +39,7 @@ def plant_yaml(
     broker_port: int,
     dead_port: int | None = None,
     destinations: str | None = None,
+    gateway_extra: str = "",
 ) -> str:
     machines = ""
     for i, port in enumerate(sim_ports):
@@ -62,7 +63,7 @@ def plant_yaml(
     connection: {{host: 127.0.0.1, port: {dead_port}, timeout: 0.5}}
 {POINTS}"""
     dests = destinations or f'  - {{id: local, url: "mqtt://127.0.0.1:{broker_port}"}}\n'
-    return f"""gateway: {{id: gw-1, site: plant-a, state_dir: {state_dir}}}
+    return f"""gateway: {{id: gw-1, site: plant-a, state_dir: {state_dir}{gateway_extra}}}
 destinations:
 {dests}machines:{machines}
 """
@@ -86,6 +87,8 @@ class GatewayProcess:
                     "edge.cli",
                     "--log-format",
                     "json",
+                    "--log-level",
+                    "debug",
                     "run",
                     "-c",
                     str(self.plant),

@@ -100,7 +100,8 @@ def test_rotation_on_reload_and_verify_capture_and_live(
     ok = cli("verify", str(tmp_path / "capture.jsonl"), "--jwks", str(jwks), "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     report = json.loads(ok.stdout)
-    assert report["ok"] and report["counts"]["ok"] == len(capture) and report["counts"]["reset"] == 0
+    assert report["ok"] and report["counts"]["ok"] == len(capture)
+    assert report["counts"]["reset"] == 0
 
     # flip one byte of one signature: a forgery, and a non-zero exit
     env = json.loads(capture[3])

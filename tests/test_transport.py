@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import signal
 import socket
 import subprocess
 from collections.abc import Callable
@@ -112,6 +113,20 @@ async def test_many_publishes_are_all_acknowledged(
         got = await c.wait(500)
         assert sorted(int(m.payload) for m in got) == list(range(500))
         assert t.stats["acked"] == 500
+    finally:
+        await t.stop()
+
+
+async def test_large_payload_goes_through_partial_writes(
+    mosquitto: Mosquitto, mqtt_collector: Collect
+) -> None:
+    c = mqtt_collector(mosquitto.host, mosquitto.port, "big/#")
+    t = await started(transport(mosquitto.url))
+    try:
+        blob = bytes(range(256)) * (8 * 4096)  # 8 MiB: far more than one socket send
+        await asyncio.wait_for(t.publish("big/x", blob), 30)
+        [m] = await c.wait(1, within=30)
+        assert m.payload == blob
     finally:
         await t.stop()
 
@@ -253,6 +268,28 @@ async def test_will_on_abnormal_death_and_birth_on_reconnect(
         events = [e["event"] for e in logs if e["event"].startswith("mqtt_")]
         assert events == ["mqtt_disconnected", "mqtt_connected"]
     finally:
+        await t.stop()
+
+
+@pytest.mark.slow
+async def test_keepalive_notices_a_frozen_broker(mosquitto: Mosquitto) -> None:
+    """A broker that stops answering (no FIN, no RST) is only found by paho's keep-alive."""
+    assert mosquitto.proc is not None
+    t = await started(transport(mosquitto.url, keepalive=5))
+    try:
+        mosquitto.proc.send_signal(signal.SIGSTOP)
+        sent = asyncio.create_task(t.publish("frozen/x", b"1"))
+        for _ in range(200):  # PINGREQ after 5 s, give up 5 s later
+            if not t.connected:
+                break
+            await asyncio.sleep(0.1)
+        assert not t.connected and not sent.done()
+        mosquitto.proc.send_signal(signal.SIGCONT)
+        await asyncio.wait_for(sent, 30)
+        assert t.stats["reconnects"] == 1
+    finally:
+        if mosquitto.proc is not None:
+            mosquitto.proc.send_signal(signal.SIGCONT)
         await t.stop()
 
 

@@ -14,7 +14,9 @@ machine never hides behind stale values:
 
 pymodbus's own reconnect loop and retries are off: the gateway's runner owns retry timing
 (backoff with jitter, log once on loss and once on recovery). Every call into pymodbus
-sits behind `asyncio.wait_for`, so even a library bug cannot hang the poll loop.
+sits behind `asyncio.timeout`, so even a library bug cannot hang the poll loop (not
+`wait_for`: on Python 3.11 it can swallow a cancellation racing with a reply, which
+would keep a device polling after the gateway was told to stop).
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ class ModbusAdapter(PollingAdapter):
         await self.aclose()  # the runner reconnects on the same instance
         client = self._new_client()
         try:
-            ok = await asyncio.wait_for(client.connect(), self._guard)
+            async with asyncio.timeout(self._guard):
+                ok = await client.connect()
         except TimeoutError as exc:
             client.close()
             raise DeviceUnavailable(f"{self.endpoint}: connect timed out") from exc
@@ -156,9 +159,8 @@ class ModbusAdapter(PollingAdapter):
         }
         self._heard = False
         try:
-            rsp = await asyncio.wait_for(
-                readers[req.kind](req.address, count=req.count, device_id=req.unit), self._guard
-            )
+            async with asyncio.timeout(self._guard):
+                rsp = await readers[req.kind](req.address, count=req.count, device_id=req.unit)
         except (TimeoutError, ModbusIOException) as exc:
             # pymodbus reports "no response" for silence and for frames it could not match
             # (garbage, wrong unit or transaction id) alike; what we heard tells them apart.

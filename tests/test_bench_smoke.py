@@ -1,0 +1,72 @@
+"""`python -m bench --quick` runs end to end and writes a well-formed result file.
+
+This is a smoke test, not a performance test: it asserts that every figure was measured
+(the suite, its subprocesses and the gateway all work together), never how fast anything
+was. Speed on a shared CI box says nothing; the figures live in bench/report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+EXPECTED_TOP = {"schema", "mode", "meta", "modbus_plan", "gateway_runs", "ceilings", "ratios",
+                "duration_s"}
+EXPECTED_RUN = {
+    "machines", "points_per_machine", "samples_per_s", "offered_per_s", "achieved_over_offered",
+    "gateway_cpu_s_per_1000_samples", "gateway_rss_mb_steady", "gateway_rss_mb_peak",
+    "latency_ms_p50", "latency_ms_p99", "seq_gaps", "gateway_exit_code",
+}
+EXPECTED_RATIOS = {
+    "achieved_over_offered", "modbus_requests_over_sequential_ceiling",
+    "modbus_requests_over_concurrent_ceiling", "envelopes_over_mqtt_ceiling",
+    "envelopes_over_sign_ceiling",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_quick_bench_writes_results(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "bench", "--quick", "--results-dir", str(tmp_path),
+           "--report", str(tmp_path / "report.md")]
+    # Own session, so a hung run can be killed with everything it started.
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"python -m bench --quick took more than 60 s:\n{out}")
+    assert proc.returncode == 0, out
+
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert not EXPECTED_TOP - results.keys(), "missing keys"
+    assert results["mode"] == "quick"
+
+    plan = results["modbus_plan"]
+    assert plan["points"] == 500
+    assert plan["minimum_requests"] <= plan["plan_requests"]
+    # what the planner promises is what goes on the wire
+    assert plan["live_requests_per_cycle"] == plan["plan_requests"]
+
+    (run,) = results["gateway_runs"]
+    assert not EXPECTED_RUN - run.keys(), "missing keys"
+    assert run["samples_per_s"] > 0
+    assert run["gateway_exit_code"] == 0
+    assert run["seq_gaps"] == 0
+
+    assert not {"modbus", "mqtt", "signing"} - results["ceilings"].keys()
+    assert not EXPECTED_RATIOS - results["ratios"].keys()
+    for name in EXPECTED_RATIOS:
+        assert math.isfinite(results["ratios"][name]), name
+    assert (tmp_path / "report.md").read_text().startswith("# Benchmark report")
