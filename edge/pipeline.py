@@ -33,6 +33,9 @@ from edge.config import LoadedPlant, load_plant
 from edge.console import MachineRow, console_loop
 from edge.egress import DestinationSender, Egress, Sealer
 from edge.keystore import KeyStore
+from edge.kpi import KpiService
+from edge.oee_store import FILENAME as OEE_FILE
+from edge.oee_store import OeeStore
 from edge.observability import get_logger
 from edge.outbox import FILENAME as OUTBOX_FILE
 from edge.outbox import Outbox, OutboxCap
@@ -86,6 +89,8 @@ class Gateway:
         self._stop = asyncio.Event()
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.keystore: KeyStore | None = None
+        self.kpi: KpiService | None = None
+        self.oee_store: OeeStore | None = None
         self._outbox_alarms: set[str] = set()
         self._jwks = b""
         self._reload = asyncio.Event()
@@ -283,6 +288,8 @@ class Gateway:
         twin = self.twins[asset]
         machine = self.devices[asset].machine
         new_state, rejected = twin.apply(batch)
+        if new_state is not None and self.kpi is not None:
+            self.kpi.on_state(asset, new_state, new_state.since or utc_now())
         for signal_name, value in rejected:
             self.log.warning(
                 "state_value_not_in_vocabulary", asset=asset, signal=signal_name, value=value
@@ -313,7 +320,11 @@ class Gateway:
         if device is None or twin is None or status is DeviceStatus.UP:
             return
         # a device that never answered is announced too: silence is not a state
-        if twin.set_available(False, utc_now()) is not None or not twin.announced:
+        at = utc_now()
+        changed = twin.set_available(False, at) is not None
+        if changed and self.kpi is not None:
+            self.kpi.on_unavailable(asset, at)
+        if changed or not twin.announced:
             self._emit_state(device.machine, twin)
 
     def _start_device(self, machine: Machine) -> None:
@@ -366,10 +377,25 @@ class Gateway:
             self.out = await self._start_egress()
         elif self.out is not None:
             self._reload_signing_key(self.out)
+        if self.kpi is not None:
+            self.kpi.reconfigure(new.plant)
         for asset, machine in wanted.items():
             if asset not in self.devices:
                 self._start_device(machine)
         self.log.info("reloaded", machines=len(wanted), egress_restarted=egress_changed)
+
+    async def _kpi_loop(self) -> None:
+        """Publish OEE on the retained `oee` stream: every machine's current shift at least
+        every 60 s, and each shift once more, closed, when it ends."""
+        while True:
+            assert self.kpi is not None
+            for asset, record in self.kpi.tick():
+                if self.out is not None and asset in self.devices:
+                    machine = self.devices[asset].machine
+                    topic = machine_topic(self.loaded.plant, machine, "oee")
+                    self.out.egress.emit(topic, asset, "oee", [record])
+            delay = (self.kpi.next_due() - utc_now()).total_seconds()
+            await asyncio.sleep(min(5.0, max(0.05, delay)))
 
     def _reload_signing_key(self, out: _Egress) -> None:
         """`edge-gateway keys rotate` wrote a new key: sign with it from now on, and publish
@@ -441,6 +467,9 @@ class Gateway:
                 await self.broker.start()
                 self.log.info("embedded_broker_started", url=self.destinations()[0].url)
             self.out = await self._start_egress()
+            self.oee_store = OeeStore(self.loaded.state_dir / OEE_FILE, logger=self.log)
+            self.kpi = KpiService(self.loaded.plant, self.oee_store, logger=self.log)
+            background.append(asyncio.create_task(self._kpi_loop(), name="kpi"))
             for machine in self.loaded.enabled_machines():
                 self._start_device(machine)
             systemd.notify("READY=1\nSTATUS=running")
@@ -474,6 +503,9 @@ class Gateway:
                 t.cancel()
             await asyncio.gather(*(self._stop_device(a) for a in list(self.devices)))
             self.log.debug("shutdown_devices_stopped")
+            if self.kpi is not None and self.oee_store is not None:
+                self.kpi.close()
+                self.oee_store.close()
             if self.out is not None:
                 await self._stop_egress(self.out)
             self.log.debug("shutdown_egress_stopped")

@@ -166,8 +166,9 @@ class Collector:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append(Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain),
-                                          msg.properties))
+            self.messages.append(
+                Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.properties)
+            )
 
     def snapshot(self) -> list[Received]:
         with self._lock:
@@ -192,8 +193,9 @@ def mqtt_collector() -> Iterator[Callable[..., Collector]]:
     """`collect(host, port, topic="#", protocol="5", wait=True)` -> a subscribed `Collector`."""
     made: list[Collector] = []
 
-    def collect(host: str, port: int, topic: str = "#", protocol: str = "5",
-                wait: bool = True) -> Collector:
+    def collect(
+        host: str, port: int, topic: str = "#", protocol: str = "5", wait: bool = True
+    ) -> Collector:
         c = Collector(host, port, topic, protocol, wait)
         made.append(c)
         return c

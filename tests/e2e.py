@@ -28,6 +28,7 @@ POINTS = """
       - {name: controller_mode, register: holding, address: 1, data_type: uint16,
          map: {0: automatic, 1: manual, 2: mdi, 3: edit, 4: semi_automatic}}
       - {name: part_count, register: holding, address: 10, data_type: uint32}
+      - {name: bad_part_count, register: holding, address: 12, data_type: uint32}
       - {name: spindle_speed, register: holding, address: 20, data_type: float32, unit: 1/min}
       - {name: program, register: holding, address: 40, data_type: string, length: 8}
 """

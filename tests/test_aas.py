@@ -52,9 +52,15 @@ def machine_ids() -> list[str]:
 
 def a_state(asset: str) -> MachineState:
     return MachineState(
-        asset=asset, availability=Availability.AVAILABLE, execution=Execution.ACTIVE,
-        controller_mode=ControllerMode.AUTOMATIC, alarms=("E1042", "bad\x00byte"),
-        program="O1000", part_count=4_000_000_000, bad_part_count=3, since=T0,
+        asset=asset,
+        availability=Availability.AVAILABLE,
+        execution=Execution.ACTIVE,
+        controller_mode=ControllerMode.AUTOMATIC,
+        alarms=("E1042", "bad\x00byte"),
+        program="O1000",
+        part_count=4_000_000_000,
+        bad_part_count=3,
+        since=T0,
     )
 
 
@@ -113,8 +119,12 @@ def test_every_demo_machine_verifies(plant: Plant, machine_id: str, live: bool) 
     m = plant.machine(machine_id)
     kwargs: dict[str, Any] = {}
     if live:
-        kwargs = {"state": a_state(m.id), "signals": SIGNALS, "oee": a_result(plant, m),
-                  "device_identification": {"FirmwareVersion": "V1.2", "Model": "x"}}
+        kwargs = {
+            "state": a_state(m.id),
+            "signals": SIGNALS,
+            "oee": a_result(plant, m),
+            "device_identification": {"FirmwareVersion": "V1.2", "Model": "x"},
+        }
     env = build_environment(plant, m, **kwargs)
     assert verify_environment(env) == []
     json.dumps(environment_json(env))  # plain JSON
@@ -123,8 +133,7 @@ def test_every_demo_machine_verifies(plant: Plant, machine_id: str, live: bool) 
 def test_plant_environment_verifies_and_shares_the_calendar(plant: Plant) -> None:
     states = {m.id: a_state(m.id) for m in plant.machines}
     results = {m.id: a_result(plant, m) for m in plant.machines}
-    env = build_plant_environment(plant, states=states, signals={"mill-01": SIGNALS},
-                                  oee=results)
+    env = build_plant_environment(plant, states=states, signals={"mill-01": SIGNALS}, oee=results)
     assert verify_environment(env) == []
     shells = env.asset_administration_shells or []
     assert len(shells) == len(plant.machines)
@@ -139,8 +148,7 @@ def test_plant_environment_verifies_and_shares_the_calendar(plant: Plant) -> Non
 
 def test_json_round_trip_is_equal(plant: Plant) -> None:
     m = plant.machines[0]
-    env = build_environment(plant, m, state=a_state(m.id), signals=SIGNALS,
-                            oee=a_result(plant, m))
+    env = build_environment(plant, m, state=a_state(m.id), signals=SIGNALS, oee=a_result(plant, m))
     data = environment_json(env)
     back = jsonization.environment_from_jsonable(json.loads(json.dumps(data)))
     assert environment_json(back) == data
@@ -165,8 +173,9 @@ def test_no_empty_values_anywhere(plant: Plant) -> None:
             assert node.value and all(s.text for s in node.value)
         if isinstance(node, aas.SubmodelElementCollection | aas.SubmodelElementList):
             assert node.value
-    state = by_id_short(by_id_short(submodel(env, "OperationalData").submodel_elements)
-                        ["State"].value)
+    state = by_id_short(
+        by_id_short(submodel(env, "OperationalData").submodel_elements)["State"].value
+    )
     assert set(state) == {"Availability", "EmergencyStop"}
     assert state["Availability"].value == "unavailable"
 
@@ -179,13 +188,19 @@ def test_ratios_that_are_none_are_left_out(plant: Plant) -> None:
     assert result.effectiveness is None and result.quality is None
     env = build_environment(plant, m.model_copy(update={"ideal_cycle_time": None}), oee=result)
     assert verify_environment(env) == []
-    kpis = by_id_short(by_id_short(submodel(env, "OperationalData").submodel_elements)
-                       ["Kpis"].value)
-    assert set(kpis) == {"CalculativeStartDate", "CalculativeEndDate", "Availability",
-                         "OverallEquipmentEffectiveness"}
+    kpis = by_id_short(
+        by_id_short(submodel(env, "OperationalData").submodel_elements)["Kpis"].value
+    )
+    assert set(kpis) == {
+        "CalculativeStartDate",
+        "CalculativeEndDate",
+        "Availability",
+        "OverallEquipmentEffectiveness",
+    }
     assert kpis["OverallEquipmentEffectiveness"].value == "0.0"
-    pv = by_id_short(submodel(env, "ProcessVariablesForManufacturingKPICalculation")
-                     .submodel_elements)
+    pv = by_id_short(
+        submodel(env, "ProcessVariablesForManufacturingKPICalculation").submodel_elements
+    )
     assert "PlannedRuntimePerItem" not in pv and "ProducedQuantity" in pv
 
 
@@ -248,17 +263,23 @@ def test_kpi_template_ids_and_values(plant: Plant) -> None:
     result = a_result(plant, m)
     env = build_environment(plant, m, state=a_state(m.id), oee=result)
     sm = submodel(env, "ProcessVariablesForManufacturingKPICalculation")
-    assert semantic(sm) == ("https://admin-shell.io/idta/SubmodelTemplate/"
-                            "ProcessVariablesForManufacturingKPICalculation/1/0")
+    assert semantic(sm) == (
+        "https://admin-shell.io/idta/SubmodelTemplate/"
+        "ProcessVariablesForManufacturingKPICalculation/1/0"
+    )
     pv = by_id_short(sm.submodel_elements)
     concept = {k: semantic(v).removeprefix(ISO) for k, v in pv.items()}
     assert concept == {
-        "PlannedBusyTime": "PlannedBusyTime", "ActualProductionTime": "ActualProductionTime",
+        "PlannedBusyTime": "PlannedBusyTime",
+        "ActualProductionTime": "ActualProductionTime",
         "ActualUnitSetupTime": "ActualSetupTime",
         "ActualUnitProcessingTime": "ActualUnitProcessingTime",
-        "ActualUnitDelayTime": "ActualUnitDelayTime", "ActualUnitBusyTime": "ActualUnitBusyTime",
-        "ActualUnitDownTime": "ActualUnitDownTime", "ProducedQuantity": "ProducedQuantity",
-        "GoodQuantity": "GoodQuantity", "ScrapQuantity": "ScrapQuantity",
+        "ActualUnitDelayTime": "ActualUnitDelayTime",
+        "ActualUnitBusyTime": "ActualUnitBusyTime",
+        "ActualUnitDownTime": "ActualUnitDownTime",
+        "ProducedQuantity": "ProducedQuantity",
+        "GoodQuantity": "GoodQuantity",
+        "ScrapQuantity": "ScrapQuantity",
         "PlannedRuntimePerItem": "PlannedRuntimePerUnit",
     }
 
@@ -293,8 +314,9 @@ def test_kpi_template_ids_and_values(plant: Plant) -> None:
     key = by_id_short(pv["ActualUnitDownTime"].value)["key"]
     assert key.value == "ADOT"
 
-    kpis = by_id_short(by_id_short(submodel(env, "OperationalData").submodel_elements)
-                       ["Kpis"].value)
+    kpis = by_id_short(
+        by_id_short(submodel(env, "OperationalData").submodel_elements)["Kpis"].value
+    )
     assert {k: semantic(v) for k, v in kpis.items()} == {k: ISO + k for k in kpis}
     assert float(kpis["Availability"].value) == result.availability
     assert float(kpis["OverallEquipmentEffectiveness"].value) == result.oee
@@ -304,8 +326,12 @@ def test_kpi_template_ids_and_values(plant: Plant) -> None:
 def test_pru_of_the_running_program(plant: Plant) -> None:
     m = plant.machine("mill-01")  # machine 30 s, O2000 45 s
     state = a_state(m.id).with_changes(program="O2000")
-    pv = by_id_short(submodel(build_environment(plant, m, state=state),
-                              "ProcessVariablesForManufacturingKPICalculation").submodel_elements)
+    pv = by_id_short(
+        submodel(
+            build_environment(plant, m, state=state),
+            "ProcessVariablesForManufacturingKPICalculation",
+        ).submodel_elements
+    )
     assert by_id_short(pv["PlannedRuntimePerItem"].value)["currentValue"].value == "PT45S"
 
 
@@ -339,8 +365,15 @@ def test_state_and_signals(plant: Plant) -> None:
     assert semantic(state["Execution"]).endswith("OperationalData:1:0#Execution")
 
     signals = by_id_short(parts["Signals"].value)
-    assert set(signals) == {"spindle_speed", "door_closed", "S_1st_temp", "S_1st_temp_2",
-                            "nan_value", "huge", "program"}
+    assert set(signals) == {
+        "spindle_speed",
+        "door_closed",
+        "S_1st_temp",
+        "S_1st_temp_2",
+        "nan_value",
+        "huge",
+        "program",
+    }
     speed = by_id_short(signals["spindle_speed"].value)
     assert speed["value"].value == "1200.5"
     assert speed["value"].value_type == aas.DataTypeDefXSD.DOUBLE
@@ -383,12 +416,22 @@ def test_device_fills_gaps_and_yaml_wins(plant: Plant) -> None:
 
 
 def test_device_identification_for_an_empty_nameplate(plant: Plant) -> None:
-    m = plant.machines[0].model_copy(update={"nameplate": plant.machines[0].nameplate.model_copy(
-        update={"manufacturer": None, "model": None, "serial_number": None,
-                "year_of_construction": None})})
+    m = plant.machines[0].model_copy(
+        update={
+            "nameplate": plant.machines[0].nameplate.model_copy(
+                update={
+                    "manufacturer": None,
+                    "model": None,
+                    "serial_number": None,
+                    "year_of_construction": None,
+                }
+            )
+        }
+    )
     assert resolve_nameplate(plant, m) == {"URIOfTheProduct": "urn:edge-gateway:plant-a:mill-01"}
-    values = resolve_nameplate(plant, m, {"Model": "DMU 50", "SerialNumber": " 77 ",
-                                          "DateOfManufacture": "2020-05-04"})
+    values = resolve_nameplate(
+        plant, m, {"Model": "DMU 50", "SerialNumber": " 77 ", "DateOfManufacture": "2020-05-04"}
+    )
     assert values["ManufacturerProductDesignation"] == values["ManufacturerProductType"] == "DMU 50"
     assert values["SerialNumber"] == "77"
     assert values["DateOfManufacture"] == "2020-05-04"
@@ -420,36 +463,65 @@ def _expand(ics: str, first: date, last: date) -> dict[str, list[tuple[datetime,
         s = datetime.strptime(props[start_key], "%Y%m%dT%H%M%S")
         e = datetime.strptime(props[end_key], "%Y%m%dT%H%M%S")
         byday = props["RRULE"].removeprefix("FREQ=WEEKLY;BYDAY=").split(",")
-        excluded = {datetime.strptime(x, "%Y%m%dT%H%M%S")
-                    for k, v in props.items() if k.startswith("EXDATE") for x in v.split(",")}
+        excluded = {
+            datetime.strptime(x, "%Y%m%dT%H%M%S")
+            for k, v in props.items()
+            if k.startswith("EXDATE")
+            for x in v.split(",")
+        }
         d = first - timedelta(days=1)
         while d <= last:
             occ = datetime.combine(d, s.time())
             if days[d.weekday()] in byday and occ >= s and occ not in excluded:
-                out[category].append((occ.replace(tzinfo=tz).astimezone(UTC),
-                                      (occ + (e - s)).replace(tzinfo=tz).astimezone(UTC)))
+                out[category].append(
+                    (
+                        occ.replace(tzinfo=tz).astimezone(UTC),
+                        (occ + (e - s)).replace(tzinfo=tz).astimezone(UTC),
+                    )
+                )
             d += timedelta(days=1)
     return out
 
 
-@pytest.mark.parametrize("calendar", [
-    "demo",
-    {"timezone": "America/New_York", "holidays": ["2026-03-09"],
-     "shifts": [{"name": "night", "start": "22:00", "end": "06:00",
-                 "days": ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
-                 "breaks": [{"start": "02:00", "end": "02:30"},
-                            {"start": "23:00", "end": "23:15"}]}]},
-    {"timezone": "Asia/Shanghai", "holidays": ["2026-03-06"]},  # 24/7, no DST
-], ids=["demo", "overnight-dst", "always"])
+@pytest.mark.parametrize(
+    "calendar",
+    [
+        "demo",
+        {
+            "timezone": "America/New_York",
+            "holidays": ["2026-03-09"],
+            "shifts": [
+                {
+                    "name": "night",
+                    "start": "22:00",
+                    "end": "06:00",
+                    "days": ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+                    "breaks": [
+                        {"start": "02:00", "end": "02:30"},
+                        {"start": "23:00", "end": "23:15"},
+                    ],
+                }
+            ],
+        },
+        {"timezone": "Asia/Shanghai", "holidays": ["2026-03-06"]},  # 24/7, no DST
+    ],
+    ids=["demo", "overnight-dst", "always"],
+)
 def test_calendar_ics_gives_the_planned_time(plant: Plant, calendar: Any) -> None:
     cal = plant.shifts if calendar == "demo" else ShiftCalendar.model_validate(calendar)
-    first, last = (date(2026, 12, 21), date(2027, 1, 3)) if calendar == "demo" else (
-        date(2026, 3, 2), date(2026, 3, 12))
+    first, last = (
+        (date(2026, 12, 21), date(2027, 1, 3))
+        if calendar == "demo"
+        else (date(2026, 3, 2), date(2026, 3, 12))
+    )
     lo = datetime.combine(first, datetime.min.time(), UTC)
     hi = datetime.combine(last, datetime.min.time(), UTC)
     events = _expand(calendar_ics("site", cal), first, last)
-    planned = [(max(a, lo), min(b, hi)) for a, b in
-               _subtract(events["X_PRODUCTION_DAY"], events["X_BREAK"]) if b > lo and a < hi]
+    planned = [
+        (max(a, lo), min(b, hi))
+        for a, b in _subtract(events["X_PRODUCTION_DAY"], events["X_BREAK"])
+        if b > lo and a < hi
+    ]
     assert planned == planned_intervals(cal, lo, hi)
 
 
@@ -477,23 +549,37 @@ def test_production_calendar_submodel(plant: Plant) -> None:
     data = environment_json(env)
     cal_json = next(s for s in data["submodels"] if s["idShort"] == "ProductionCalendar")
     assert base64.b64decode(cal_json["submodelElements"][0]["value"]).startswith(b"BEGIN:VCAL")
-    names = [by_id_short(v.value)["variableName"].value
-             for v in els["specificationExtensionVariables"].value]
+    names = [
+        by_id_short(v.value)["variableName"].value
+        for v in els["specificationExtensionVariables"].value
+    ]
     assert names == ["X_PRODUCTION_DAY", "X_BREAK"]
 
 
 DEMO_PLANT = load_plant(DEMO).plant
-values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(),
-                   st.datetimes(timezones=st.none() | st.just(UTC)))
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(),
+    st.datetimes(timezones=st.none() | st.just(UTC)),
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(signals=st.dictionaries(st.text(), st.tuples(values, st.none() | st.text(),
-                                                    st.none() | st.datetimes())),
-       device=st.dictionaries(st.sampled_from([*twin.NAMEPLATE_KEYS, "model", "x"]), st.text()),
-       alarms=st.lists(st.text(), max_size=3), program=st.none() | st.text())
+@given(
+    signals=st.dictionaries(
+        st.text(), st.tuples(values, st.none() | st.text(), st.none() | st.datetimes())
+    ),
+    device=st.dictionaries(st.sampled_from([*twin.NAMEPLATE_KEYS, "model", "x"]), st.text()),
+    alarms=st.lists(st.text(), max_size=3),
+    program=st.none() | st.text(),
+)
 def test_anything_a_device_says_keeps_the_environment_valid(
-    signals: dict[str, SignalValue], device: dict[str, str], alarms: list[str],
+    signals: dict[str, SignalValue],
+    device: dict[str, str],
+    alarms: list[str],
     program: str | None,
 ) -> None:
     plant = DEMO_PLANT

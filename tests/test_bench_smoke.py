@@ -19,16 +19,35 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-EXPECTED_TOP = {"schema", "mode", "meta", "modbus_plan", "gateway_runs", "ceilings", "ratios",
-                "duration_s"}
+EXPECTED_TOP = {
+    "schema",
+    "mode",
+    "meta",
+    "modbus_plan",
+    "gateway_runs",
+    "ceilings",
+    "ratios",
+    "duration_s",
+}
 EXPECTED_RUN = {
-    "machines", "points_per_machine", "samples_per_s", "offered_per_s", "achieved_over_offered",
-    "gateway_cpu_s_per_1000_samples", "gateway_rss_mb_steady", "gateway_rss_mb_peak",
-    "latency_ms_p50", "latency_ms_p99", "seq_gaps", "gateway_exit_code",
+    "machines",
+    "points_per_machine",
+    "samples_per_s",
+    "offered_per_s",
+    "achieved_over_offered",
+    "gateway_cpu_s_per_1000_samples",
+    "gateway_rss_mb_steady",
+    "gateway_rss_mb_peak",
+    "latency_ms_p50",
+    "latency_ms_p99",
+    "seq_gaps",
+    "gateway_exit_code",
 }
 EXPECTED_RATIOS = {
-    "achieved_over_offered", "modbus_requests_over_sequential_ceiling",
-    "modbus_requests_over_concurrent_ceiling", "envelopes_over_mqtt_ceiling",
+    "achieved_over_offered",
+    "modbus_requests_over_sequential_ceiling",
+    "modbus_requests_over_concurrent_ceiling",
+    "envelopes_over_mqtt_ceiling",
     "envelopes_over_sign_ceiling",
 }
 
@@ -36,11 +55,25 @@ EXPECTED_RATIOS = {
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_quick_bench_writes_results(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "bench", "--quick", "--results-dir", str(tmp_path),
-           "--report", str(tmp_path / "report.md")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench",
+        "--quick",
+        "--results-dir",
+        str(tmp_path),
+        "--report",
+        str(tmp_path / "report.md"),
+    ]
     # Own session, so a hung run can be killed with everything it started.
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, _ = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:

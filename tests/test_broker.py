@@ -25,9 +25,13 @@ def _connack(port: int, protocol: int, will: bool, within: float) -> Any:
     """Connect a plain paho client; the CONNACK reason (None if none came), off the event loop."""
     got = threading.Event()
     reason: list[Any] = []
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="gw-test", protocol=protocol,
-                    clean_session=None if protocol == mqtt.MQTTv5 else True,
-                    reconnect_on_failure=False)
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id="gw-test",
+        protocol=protocol,
+        clean_session=None if protocol == mqtt.MQTTv5 else True,
+        reconnect_on_failure=False,
+    )
     if will:
         c.will_set("gw/status", b"offline", qos=1, retain=True)
     c.on_connect = lambda _c, _u, _f, rc, _p: (reason.append(rc), got.set())
@@ -73,10 +77,14 @@ async def test_amqtt_own_listener_leaves_v5_with_will_unanswered(
 ) -> None:
     """Why EmbeddedBroker owns the listener. If this starts failing, amqtt fixed it upstream."""
     port = free_port()
-    broker = Broker({
-        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-    })
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
     await broker.start()
     try:
         assert await asyncio.to_thread(_connack, port, mqtt.MQTTv5, False, 2.0) is not None

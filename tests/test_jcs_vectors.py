@@ -19,7 +19,8 @@ TESTDATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "material" / 
 NAMES = sorted(p.name for p in (TESTDATA / "input").glob("*.json")) if TESTDATA.is_dir() else []
 
 pytestmark = pytest.mark.skipif(
-    not NAMES, reason=f"JCS vectors not found at {TESTDATA} (shared/material is absent)")
+    not NAMES, reason=f"JCS vectors not found at {TESTDATA} (shared/material is absent)"
+)
 
 
 @pytest.mark.parametrize("name", NAMES)

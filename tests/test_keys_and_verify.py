@@ -26,8 +26,13 @@ TOPIC = "edge/plant-a/hall-1/line-1/m1/telemetry"
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, cwd=ROOT,
-        timeout=60, check=False, input=stdin,
+        [sys.executable, "-m", "edge.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+        input=stdin,
     )
 
 
@@ -73,7 +78,8 @@ def test_rotation_on_reload_and_verify_capture_and_live(
         gw.signal(signal.SIGHUP)
         wait_for(
             lambda: any(m.topic == TOPIC and kid_of(m.payload) == new_kid for m in col.snapshot()),
-            15, "envelopes signed with the rotated key",
+            15,
+            "envelopes signed with the rotated key",
         )
         live = cli("verify", "--broker", mosquitto.url, "--topic", "edge/#", "--seconds", "2")
         assert live.returncode == 0, live.stdout + live.stderr

@@ -26,20 +26,40 @@ EPS = 1e-9
 BERLIN = ZoneInfo("Europe/Berlin")
 VORNE_SHIFTS = {
     "timezone": "Europe/Berlin",
-    "shifts": [{"name": "day", "start": "06:00", "end": "14:00",
-                "breaks": [{"start": "09:00", "end": "09:15"}, {"start": "11:30", "end": "12:00"},
-                           {"start": "12:45", "end": "13:00"}]}],
+    "shifts": [
+        {
+            "name": "day",
+            "start": "06:00",
+            "end": "14:00",
+            "breaks": [
+                {"start": "09:00", "end": "09:15"},
+                {"start": "11:30", "end": "12:00"},
+                {"start": "12:45", "end": "13:00"},
+            ],
+        }
+    ],
 }
 REPO = Path(__file__).resolve().parents[1]
 
 
 def make_plant(shifts: dict[str, Any] | None = None, machines: tuple[str, ...] = ("m1",)) -> Plant:
-    return Plant.model_validate({
-        "gateway": {"id": "gw", "site": "s1"},
-        "machines": [{"id": m, "area": "a", "line": "l", "adapter": "modbus",
-                      "ideal_cycle_time": 1.0, "connection": {}} for m in machines],
-        "shifts": VORNE_SHIFTS if shifts is None else shifts,
-    })
+    return Plant.model_validate(
+        {
+            "gateway": {"id": "gw", "site": "s1"},
+            "machines": [
+                {
+                    "id": m,
+                    "area": "a",
+                    "line": "l",
+                    "adapter": "modbus",
+                    "ideal_cycle_time": 1.0,
+                    "connection": {},
+                }
+                for m in machines
+            ],
+            "shifts": VORNE_SHIFTS if shifts is None else shifts,
+        }
+    )
 
 
 class Clock:
@@ -68,8 +88,15 @@ def berlin(h: int, mi: int = 0, s: int = 0) -> datetime:
 
 
 def st(execution: X | None, parts: int | None, bad: int | None, asset: str = "m1") -> MachineState:
-    return MachineState(asset, Availability.AVAILABLE, execution, M.AUTOMATIC, program="p1",
-                        part_count=parts, bad_part_count=bad)
+    return MachineState(
+        asset,
+        Availability.AVAILABLE,
+        execution,
+        M.AUTOMATIC,
+        program="p1",
+        part_count=parts,
+        bad_part_count=bad,
+    )
 
 
 def closed(out: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -77,8 +104,12 @@ def closed(out: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 # The Vorne shift (docs/oee.md): 47 min stop, ideal 1 s, 19,271 parts, 423 rejects.
-VORNE = [(berlin(6), st(X.ACTIVE, 0, 0)), (berlin(7), st(X.STOPPED, 3000, 50)),
-         (berlin(7, 47), st(X.ACTIVE, 3000, 50)), (berlin(14), st(X.ACTIVE, 19271, 423))]
+VORNE = [
+    (berlin(6), st(X.ACTIVE, 0, 0)),
+    (berlin(7), st(X.STOPPED, 3000, 50)),
+    (berlin(7, 47), st(X.ACTIVE, 3000, 50)),
+    (berlin(14), st(X.ACTIVE, 19271, 423)),
+]
 
 
 def test_scripted_shift_gives_the_vorne_figures_and_publishes(tmp_path: Path) -> None:
@@ -95,16 +126,26 @@ def test_scripted_shift_gives_the_vorne_figures_and_publishes(tmp_path: Path) ->
         out = kpi.tick(berlin(14, 0, 5))
         [rec] = closed(out)
         assert kpi.tick(berlin(14, 0, 10)) == []  # closed once; nothing running
-    assert rec["window"] == {"kind": "shift", "name": "day", "day": "2024-06-05",
-                             "start": "2024-06-05T04:00:00.000Z",
-                             "end": "2024-06-05T12:00:00.000Z", "closed": True}
+    assert rec["window"] == {
+        "kind": "shift",
+        "name": "day",
+        "day": "2024-06-05",
+        "start": "2024-06-05T04:00:00.000Z",
+        "end": "2024-06-05T12:00:00.000Z",
+        "closed": True,
+    }
     a, e, q, oee = (rec[k] for k in ("availability", "effectiveness", "quality", "oee"))
     assert [round(x, 4) for x in (a, e, q, oee)] == [0.8881, 0.8611, 0.9780, 0.7479]
     assert rec["time"]["pbt"] == 420 * 60 and rec["time"]["apt"] == 373 * 60
     assert rec["time"]["downtime"]["waiting"] == 47 * 60
     assert sum(rec["time"]["downtime"].values()) == pytest.approx(420 * 60 - 373 * 60)
-    assert rec["counts"] == {"pq": 19271, "gq": 18848, "scrap": 423, "unplanned_pq": 0,
-                             "unrated_pq": 0}
+    assert rec["counts"] == {
+        "pq": 19271,
+        "gq": 18848,
+        "scrap": 423,
+        "unplanned_pq": 0,
+        "unrated_pq": 0,
+    }
     assert rec["losses"]["speed_loss"] == pytest.approx(22380 - 19271)
     assert rec["losses"]["gap"] == 0 and rec["ts"] == "2024-06-05T12:00:05.000Z"
 
@@ -122,8 +163,11 @@ def test_publishes_every_minute_on_a_fixed_cadence(tmp_path: Path) -> None:
         assert kpi.next_due(berlin(7, 50, 30)) == berlin(7, 51)
 
 
-def reference(before: list[tuple[datetime, MachineState]], gap: tuple[datetime, datetime],
-              after: list[tuple[datetime, MachineState]]) -> OeeEngine:
+def reference(
+    before: list[tuple[datetime, MachineState]],
+    gap: tuple[datetime, datetime],
+    after: list[tuple[datetime, MachineState]],
+) -> OeeEngine:
     """The pure engine fed what the service should have seen, gap included."""
     eng = OeeEngine("m1", make_plant().shifts, 1.0, {})
     for events in (before, after):
@@ -160,7 +204,11 @@ def test_restart_mid_shift_loses_nothing_and_counts_the_downtime(tmp_path: Path)
     ref = reference(before, (berlin(10), berlin(10, 5)), after)
     r = ref.window(berlin(6), berlin(14), now=berlin(14, 1))
     assert (rec["availability"], rec["effectiveness"], rec["quality"], rec["oee"]) == (
-        r.availability, r.effectiveness, r.quality, r.oee)
+        r.availability,
+        r.effectiveness,
+        r.quality,
+        r.oee,
+    )
 
 
 def test_crash_without_close_restores_the_last_tick(tmp_path: Path) -> None:
@@ -210,8 +258,14 @@ sys.stdin.read()  # wait for SIGKILL
 
 def child(path: Path, mode: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(path), mode], cwd=REPO, env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), mode],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def kill(proc: subprocess.Popen[str]) -> list[str]:

@@ -50,8 +50,9 @@ def test_same_seed_same_times_same_snapshots_however_often_asked() -> None:
 def test_thinned_checkpoints_rebuild_the_same_past(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(machine_module, "_MAX_CHECKPOINTS", 4)
     times = [wall(t) for t in range(0, 3 * int(SHIFT), 600)]
-    reference = [MachineModel("m1", seed=2, time_scale=SCALE, start=START).snapshot(t)
-                 for t in times]
+    reference = [
+        MachineModel("m1", seed=2, time_scale=SCALE, start=START).snapshot(t) for t in times
+    ]
     model = MachineModel("m1", seed=2, time_scale=SCALE, start=START)
     model.snapshot(times[-1])  # generate far ahead first, thinning the history
     assert len(model._checkpoints) <= 5
@@ -90,10 +91,17 @@ def test_eight_hour_shift_shows_every_state_scrap_and_alarms(seed: int) -> None:
     snaps = shift_snapshots(m, step=2.0)
     assert snaps[-1].ts == START + timedelta(minutes=1)
     seen = {s.execution for s in snaps}
-    assert {Execution.ACTIVE, Execution.READY, Execution.INTERRUPTED, Execution.FEED_HOLD,
-            Execution.STOPPED, Execution.PROGRAM_COMPLETED} <= seen
+    assert {
+        Execution.ACTIVE,
+        Execution.READY,
+        Execution.INTERRUPTED,
+        Execution.FEED_HOLD,
+        Execution.STOPPED,
+        Execution.PROGRAM_COMPLETED,
+    } <= seen
     assert {ControllerMode.AUTOMATIC, ControllerMode.MANUAL, ControllerMode.MDI} <= {
-        s.controller_mode for s in snaps}
+        s.controller_mode for s in snaps
+    }
     alarms = {(s.alarm_code, s.alarm_text) for s in snaps if s.alarm_code}
     assert alarms
     assert alarms <= {(a.code, a.text) for a in m.profile.alarms}
@@ -148,59 +156,91 @@ def test_scripted_follows_the_script() -> None:
     # The InfluxData oee.APQ golden case timeline, one simulated second per wall second.
     h = 3600.0
     events = [
-        ScriptEvent(at=0, execution=Execution.ACTIVE, part_count=1200, bad_part_count=10,
-                    program="O1000"),
+        ScriptEvent(
+            at=0, execution=Execution.ACTIVE, part_count=1200, bad_part_count=10, program="O1000"
+        ),
         ScriptEvent(at=1 * h, part_count=1300, bad_part_count=11),
         ScriptEvent(at=2 * h, execution=Execution.STOPPED, part_count=1400),
-        ScriptEvent(at=3 * h, execution=Execution.ACTIVE, alarm_code=2002,
-                    alarm_text="tool breakage"),
-        ScriptEvent(at=3.5 * h, part_count=1440, bad_part_count=14, alarm_code=0,
-                    program="P77", controller_mode=ControllerMode.MDI),
+        ScriptEvent(
+            at=3 * h, execution=Execution.ACTIVE, alarm_code=2002, alarm_text="tool breakage"
+        ),
+        ScriptEvent(
+            at=3.5 * h,
+            part_count=1440,
+            bad_part_count=14,
+            alarm_code=0,
+            program="P77",
+            controller_mode=ControllerMode.MDI,
+        ),
     ]
     m = MachineModel.scripted("golden", list(reversed(events)), start=START)
 
     def at(seconds: float) -> MachineSnapshot:
         return m.snapshot(START + timedelta(seconds=seconds))
 
-    assert (at(0).execution, at(0).part_count, at(0).bad_part_count) == (
-        Execution.ACTIVE, 1200, 10)
+    assert (at(0).execution, at(0).part_count, at(0).bad_part_count) == (Execution.ACTIVE, 1200, 10)
     assert (at(h - 1).part_count, at(h).part_count, at(h).bad_part_count) == (1200, 1300, 11)
     assert (at(2.5 * h).execution, at(2.5 * h).part_count, at(2.5 * h).bad_part_count) == (
-        Execution.STOPPED, 1400, 11)
+        Execution.STOPPED,
+        1400,
+        11,
+    )
     assert at(2.5 * h).spindle_speed == 0
     assert (at(3.2 * h).alarm_code, at(3.2 * h).alarm_text) == (2002, "tool breakage")
     assert at(3.2 * h).spindle_speed > 0 and at(3.2 * h).program == "O1000"
     end = at(10 * h)
-    assert (end.part_count, end.bad_part_count, end.alarm_code, end.program,
-            end.program_number, end.controller_mode) == (
-        1440, 14, 0, "P77", 77, ControllerMode.MDI)
+    assert (
+        end.part_count,
+        end.bad_part_count,
+        end.alarm_code,
+        end.program,
+        end.program_number,
+        end.controller_mode,
+    ) == (1440, 14, 0, "P77", 77, ControllerMode.MDI)
     assert end.as_state().part_count == 1440 and end.as_state().alarms == ()
     assert at(3.2 * h).as_state().alarms == ("2002",)
 
-    late = MachineModel.scripted("x", [ScriptEvent(at=60, execution=Execution.ACTIVE)],
-                                 start=START, time_scale=10)
+    late = MachineModel.scripted(
+        "x", [ScriptEvent(at=60, execution=Execution.ACTIVE)], start=START, time_scale=10
+    )
     assert late.snapshot(START + timedelta(seconds=5.9)).execution is Execution.READY
     assert late.snapshot(START + timedelta(seconds=6)).execution is Execution.ACTIVE
     assert MachineModel.scripted("y", [], start=START).snapshot(START).execution is (
-        Execution.READY)
+        Execution.READY
+    )
 
 
 def test_from_options_validates_the_yaml_block() -> None:
-    m = MachineModel.from_options("m1", {
-        "seed": 5, "time_scale": 60, "start": "2026-01-05T06:00:00Z",
-        "programs": {"O4711": {"ideal_cycle_time": 42}, "P2": {"ideal_cycle_time": 9,
-                                                               "number": 2}},
-        "profile": {"scrap_rate": 0.1, "lot_size": [5, 10], "counter_reset": "never"},
-    })
+    m = MachineModel.from_options(
+        "m1",
+        {
+            "seed": 5,
+            "time_scale": 60,
+            "start": "2026-01-05T06:00:00Z",
+            "programs": {
+                "O4711": {"ideal_cycle_time": 42},
+                "P2": {"ideal_cycle_time": 9, "number": 2},
+            },
+            "profile": {"scrap_rate": 0.1, "lot_size": [5, 10], "counter_reset": "never"},
+        },
+    )
     assert (m.seed, m.time_scale, m.start) == (5, 60.0, START)
     assert [(p.name, p.number, p.ideal_cycle_time) for p in m.programs] == [
-        ("O4711", 4711, 42.0), ("P2", 2, 9.0)]
+        ("O4711", 4711, 42.0),
+        ("P2", 2, 9.0),
+    ]
     assert m.profile.scrap_rate == 0.1 and m.profile.counter_reset == "never"
-    listed = MachineModel.from_options("m1", {"programs": [
-        {"name": "O1", "ideal_cycle_time": 10, "spindle_speed": 8000}]})
+    listed = MachineModel.from_options(
+        "m1", {"programs": [{"name": "O1", "ideal_cycle_time": 10, "spindle_speed": 8000}]}
+    )
     assert listed.programs[0].spindle_speed == 8000
-    scripted = MachineModel.from_options("m1", {"start": "2026-01-05T06:00:00+00:00", "script": [
-        {"at": 0, "execution": "active", "part_count": 3}]})
+    scripted = MachineModel.from_options(
+        "m1",
+        {
+            "start": "2026-01-05T06:00:00+00:00",
+            "script": [{"at": 0, "execution": "active", "part_count": 3}],
+        },
+    )
     assert scripted.snapshot(START).execution is Execution.ACTIVE
 
     cases: list[tuple[dict[str, Any], str]] = [

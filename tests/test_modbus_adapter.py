@@ -38,21 +38,48 @@ class RecordingLogger:
 
 
 POINTS: list[dict[str, Any]] = [
-    {"name": "spindle_speed", "register": "holding", "address": 0, "data_type": "float32",
-     "byte_order": "CDAB", "unit": "1/min"},
+    {
+        "name": "spindle_speed",
+        "register": "holding",
+        "address": 0,
+        "data_type": "float32",
+        "byte_order": "CDAB",
+        "unit": "1/min",
+    },
     {"name": "part_count", "register": "holding", "address": 2, "data_type": "uint32"},
-    {"name": "temperature", "register": "holding", "address": 4, "data_type": "int16",
-     "scale": 0.1, "unit": "Cel"},
-    {"name": "execution", "register": "holding", "address": 5,
-     "map": {0: "stopped", 1: "ready", 2: "active"}},
+    {
+        "name": "temperature",
+        "register": "holding",
+        "address": 4,
+        "data_type": "int16",
+        "scale": 0.1,
+        "unit": "Cel",
+    },
+    {
+        "name": "execution",
+        "register": "holding",
+        "address": 5,
+        "map": {0: "stopped", 1: "ready", 2: "active"},
+    },
     {"name": "program", "register": "holding", "address": 6, "data_type": "string", "length": 4},
     {"name": "door_open", "register": "holding", "address": 10, "data_type": "bit", "bit": 3},
     {"name": "coolant_on", "register": "holding", "address": 10, "data_type": "bit", "bit": 0},
     {"name": "emergency_stop", "register": "holding", "address": 11, "data_type": "bool"},
-    {"name": "energy", "register": "holding", "address": 12, "data_type": "int64",
-     "byte_order": "DCBA"},
-    {"name": "position", "register": "holding", "address": 16, "data_type": "float64",
-     "byte_order": "BADC", "unit": "mm"},
+    {
+        "name": "energy",
+        "register": "holding",
+        "address": 12,
+        "data_type": "int64",
+        "byte_order": "DCBA",
+    },
+    {
+        "name": "position",
+        "register": "holding",
+        "address": 16,
+        "data_type": "float64",
+        "byte_order": "BADC",
+        "unit": "mm",
+    },
     {"name": "mode_code", "register": "holding", "address": 20, "map": {0: "automatic"}},
     {"name": "load", "register": "input", "address": 0, "unit": "%"},
     {"name": "spindle_on", "register": "coil", "address": 3},
@@ -60,10 +87,21 @@ POINTS: list[dict[str, Any]] = [
     {"name": "other_unit", "register": "holding", "address": 0, "unit_id": 2},
 ]
 VALUES: dict[str, Any] = {
-    "spindle_speed": 1234.5, "part_count": 70000, "temperature": -12.5, "execution": "active",
-    "program": "O1234", "door_open": True, "coolant_on": False, "emergency_stop": False,
-    "energy": -5_000_000_000, "position": -123.456, "mode_code": 9, "load": 42,
-    "spindle_on": True, "alarm": True, "other_unit": 777,
+    "spindle_speed": 1234.5,
+    "part_count": 70000,
+    "temperature": -12.5,
+    "execution": "active",
+    "program": "O1234",
+    "door_open": True,
+    "coolant_on": False,
+    "emergency_stop": False,
+    "energy": -5_000_000_000,
+    "position": -123.456,
+    "mode_code": 9,
+    "load": 42,
+    "spindle_on": True,
+    "alarm": True,
+    "other_unit": 777,
 }
 
 
@@ -87,12 +125,19 @@ def device_blocks(points: list[ModbusPoint], values: dict[str, Any]) -> dict[int
                 else:
                     runs.append([a])
             bits = kind in BIT_KINDS
-            blocks.append([
-                SimData(run[0], values=[bool(by_kind[kind].get(a, 0)) if bits
-                                        else by_kind[kind].get(a, 0) for a in run],
-                        datatype=DataType.BITS if bits else DataType.REGISTERS)
-                for run in runs
-            ])
+            blocks.append(
+                [
+                    SimData(
+                        run[0],
+                        values=[
+                            bool(by_kind[kind].get(a, 0)) if bits else by_kind[kind].get(a, 0)
+                            for a in run
+                        ],
+                        datatype=DataType.BITS if bits else DataType.REGISTERS,
+                    )
+                    for run in runs
+                ]
+            )
         devices[unit] = SimDevice(unit, simdata=(blocks[0], blocks[1], blocks[2], blocks[3]))
     return devices
 
@@ -103,7 +148,10 @@ def settings(points: list[dict[str, Any]], **connection: Any) -> ModbusSettings:
 
 @asynccontextmanager
 async def tcp_server(
-    points: list[dict[str, Any]], values: dict[str, Any], *, port: int = 0,
+    points: list[dict[str, Any]],
+    values: dict[str, Any],
+    *,
+    port: int = 0,
     framer: FramerType = FramerType.SOCKET,
 ) -> AsyncIterator[int]:
     model = [ModbusPoint.model_validate(p) for p in points]
@@ -205,16 +253,27 @@ async def test_values_decode_and_missing_register_is_bad_not_fatal() -> None:
 
 async def test_wire_layout_independent_of_our_encoder() -> None:
     """Registers written by hand, so a codec bug cannot cancel itself out through `encode`."""
-    device = SimDevice(1, simdata=(
-        [SimData(0, values=[False, True], datatype=DataType.BITS)],
-        [SimData(0, values=[True], datatype=DataType.BITS)],
-        [SimData(0, values=[0x0000, 0x3F80, 0x0102, 0x0304, 0x4F4B],
-                 datatype=DataType.REGISTERS)],
-        [SimData(0, values=[0xFFFE], datatype=DataType.REGISTERS)],
-    ))
+    device = SimDevice(
+        1,
+        simdata=(
+            [SimData(0, values=[False, True], datatype=DataType.BITS)],
+            [SimData(0, values=[True], datatype=DataType.BITS)],
+            [
+                SimData(
+                    0, values=[0x0000, 0x3F80, 0x0102, 0x0304, 0x4F4B], datatype=DataType.REGISTERS
+                )
+            ],
+            [SimData(0, values=[0xFFFE], datatype=DataType.REGISTERS)],
+        ),
+    )
     points = [
-        {"name": "f", "register": "holding", "address": 0, "data_type": "float32",
-         "byte_order": "CDAB"},
+        {
+            "name": "f",
+            "register": "holding",
+            "address": 0,
+            "data_type": "float32",
+            "byte_order": "CDAB",
+        },
         {"name": "u", "register": "holding", "address": 2, "data_type": "uint32"},
         {"name": "s", "register": "holding", "address": 4, "data_type": "string", "length": 1},
         {"name": "i", "register": "input", "address": 0, "data_type": "int16"},
@@ -229,16 +288,24 @@ async def test_wire_layout_independent_of_our_encoder() -> None:
     finally:
         await stop(server)
     assert {k: v.value for k, v in got.items()} == {
-        "f": 1.0, "u": 0x01020304, "s": "OK", "i": -2, "c": True}
+        "f": 1.0,
+        "u": 0x01020304,
+        "s": "OK",
+        "i": -2,
+        "c": True,
+    }
 
 
 async def test_one_request_per_point_rescues_a_picky_device() -> None:
-    points = [{"name": "a", "register": "holding", "address": 0},
-              {"name": "hole", "register": "holding", "address": 5}]  # 1-4 do not exist
+    points = [
+        {"name": "a", "register": "holding", "address": 0},
+        {"name": "hole", "register": "holding", "address": 5},
+    ]  # 1-4 do not exist
     async with tcp_server(points[:1], {"a": 11}) as port:
         coalesced = make_adapter(settings(points, host="127.0.0.1", port=port))
-        split = make_adapter(settings(points, host="127.0.0.1", port=port,
-                                      one_request_per_point=True))
+        split = make_adapter(
+            settings(points, host="127.0.0.1", port=port, one_request_per_point=True)
+        )
         for adapter in (coalesced, split):
             await adapter.connect()
         try:
@@ -281,14 +348,17 @@ async def test_silent_device_is_unavailable_within_the_timeout() -> None:
     assert 0.25 <= elapsed < 0.3 * 1.5 + 0.1 + 0.2
 
 
-def reply(handler: Callable[[int, int, bytes], bytes]) -> Callable[
-        [asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+def reply(
+    handler: Callable[[int, int, bytes], bytes],
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     """A hand-made Modbus TCP device: `handler(tid, unit, pdu)` returns raw bytes to send."""
+
     async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         while True:
             tid, _pid, length, unit = struct.unpack(">HHHB", await r.readexactly(7))
             w.write(handler(tid, unit, await r.readexactly(length - 1)))
             await w.drain()
+
     return serve
 
 
@@ -300,10 +370,13 @@ def mbap(tid: int, unit: int, pdu: bytes) -> bytes:
     "answer",
     [
         pytest.param(lambda tid, unit, pdu: b"\xff\x00\x13 garbage", id="garbage"),
-        pytest.param(lambda tid, unit, pdu: mbap(tid + 7, unit, b"\x03\x04\x00\x01\x00\x02"),
-                     id="wrong-transaction-id"),
-        pytest.param(lambda tid, unit, pdu: mbap(tid, unit + 1, b"\x03\x04\x00\x01\x00\x02"),
-                     id="wrong-unit"),
+        pytest.param(
+            lambda tid, unit, pdu: mbap(tid + 7, unit, b"\x03\x04\x00\x01\x00\x02"),
+            id="wrong-transaction-id",
+        ),
+        pytest.param(
+            lambda tid, unit, pdu: mbap(tid, unit + 1, b"\x03\x04\x00\x01\x00\x02"), id="wrong-unit"
+        ),
     ],
 )
 async def test_garbled_reply_is_a_protocol_error(
@@ -352,8 +425,9 @@ async def test_device_goes_away_and_comes_back() -> None:
 
 async def test_rtu_over_tcp() -> None:
     async with tcp_server(POINTS, VALUES, framer=FramerType.RTU) as port:
-        adapter = make_adapter(settings(POINTS, transport="rtu_over_tcp", host="127.0.0.1",
-                                        port=port))
+        adapter = make_adapter(
+            settings(POINTS, transport="rtu_over_tcp", host="127.0.0.1", port=port)
+        )
         await adapter.connect()
         try:
             got = by_signal(await adapter.read_once())
@@ -393,11 +467,20 @@ async def test_rtu_over_a_serial_line() -> None:
     points = [{**p, "unit_id": 5} for p in POINTS if "unit_id" not in p]
     model = [ModbusPoint.model_validate(p) for p in points]
     with null_modem() as (device_end, gateway_end):
-        server = ModbusSerialServer(list(device_blocks(model, VALUES).values()),
-                                    port=device_end, baudrate=115200)
+        server = ModbusSerialServer(
+            list(device_blocks(model, VALUES).values()), port=device_end, baudrate=115200
+        )
         await start(server)
-        adapter = make_adapter(settings(points, transport="rtu", port_path=gateway_end,
-                                        baudrate=115200, parity="N", timeout=1.0))
+        adapter = make_adapter(
+            settings(
+                points,
+                transport="rtu",
+                port_path=gateway_end,
+                baudrate=115200,
+                parity="N",
+                timeout=1.0,
+            )
+        )
         try:
             await adapter.connect()
             got = by_signal(await adapter.read_once())
@@ -423,6 +506,8 @@ def test_wrong_settings_type_is_a_configuration_error() -> None:
 
 
 def test_adapter_never_imports_the_daemon() -> None:
-    code = ("import sys, adapters.modbus.adapter, adapters.modbus.plan; "
-            "sys.exit(any(m == 'edge' or m.startswith('edge.') for m in sys.modules))")
+    code = (
+        "import sys, adapters.modbus.adapter, adapters.modbus.plan; "
+        "sys.exit(any(m == 'edge' or m.startswith('edge.') for m in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -23,41 +23,115 @@ def point(**kw: Any) -> ModbusPoint:
 
 # (data_type, extra settings, value, {byte_order: registers})
 CASES: list[tuple[str, dict[str, Any], Any, dict[str, list[int]]]] = [
-    ("uint16", {}, 0x1234,
-     {"ABCD": [0x1234], "CDAB": [0x1234], "BADC": [0x3412], "DCBA": [0x3412]}),
-    ("int16", {}, -2,
-     {"ABCD": [0xFFFE], "CDAB": [0xFFFE], "BADC": [0xFEFF], "DCBA": [0xFEFF]}),
-    ("int16", {}, -32768,
-     {"ABCD": [0x8000], "CDAB": [0x8000], "BADC": [0x0080], "DCBA": [0x0080]}),
-    ("uint32", {}, 0x01020304,
-     {"ABCD": [0x0102, 0x0304], "CDAB": [0x0304, 0x0102],
-      "BADC": [0x0201, 0x0403], "DCBA": [0x0403, 0x0201]}),
-    ("int32", {}, -2,
-     {"ABCD": [0xFFFF, 0xFFFE], "CDAB": [0xFFFE, 0xFFFF],
-      "BADC": [0xFFFF, 0xFEFF], "DCBA": [0xFEFF, 0xFFFF]}),
-    ("float32", {}, 1.0,
-     {"ABCD": [0x3F80, 0x0000], "CDAB": [0x0000, 0x3F80],
-      "BADC": [0x803F, 0x0000], "DCBA": [0x0000, 0x803F]}),
-    ("float32", {}, -3.5,  # 0xC0600000
-     {"ABCD": [0xC060, 0x0000], "CDAB": [0x0000, 0xC060],
-      "BADC": [0x60C0, 0x0000], "DCBA": [0x0000, 0x60C0]}),
-    ("uint64", {}, 0x0102030405060708,
-     {"ABCD": [0x0102, 0x0304, 0x0506, 0x0708], "CDAB": [0x0708, 0x0506, 0x0304, 0x0102],
-      "BADC": [0x0201, 0x0403, 0x0605, 0x0807], "DCBA": [0x0807, 0x0605, 0x0403, 0x0201]}),
+    (
+        "uint16",
+        {},
+        0x1234,
+        {"ABCD": [0x1234], "CDAB": [0x1234], "BADC": [0x3412], "DCBA": [0x3412]},
+    ),
+    ("int16", {}, -2, {"ABCD": [0xFFFE], "CDAB": [0xFFFE], "BADC": [0xFEFF], "DCBA": [0xFEFF]}),
+    ("int16", {}, -32768, {"ABCD": [0x8000], "CDAB": [0x8000], "BADC": [0x0080], "DCBA": [0x0080]}),
+    (
+        "uint32",
+        {},
+        0x01020304,
+        {
+            "ABCD": [0x0102, 0x0304],
+            "CDAB": [0x0304, 0x0102],
+            "BADC": [0x0201, 0x0403],
+            "DCBA": [0x0403, 0x0201],
+        },
+    ),
+    (
+        "int32",
+        {},
+        -2,
+        {
+            "ABCD": [0xFFFF, 0xFFFE],
+            "CDAB": [0xFFFE, 0xFFFF],
+            "BADC": [0xFFFF, 0xFEFF],
+            "DCBA": [0xFEFF, 0xFFFF],
+        },
+    ),
+    (
+        "float32",
+        {},
+        1.0,
+        {
+            "ABCD": [0x3F80, 0x0000],
+            "CDAB": [0x0000, 0x3F80],
+            "BADC": [0x803F, 0x0000],
+            "DCBA": [0x0000, 0x803F],
+        },
+    ),
+    (
+        "float32",
+        {},
+        -3.5,  # 0xC0600000
+        {
+            "ABCD": [0xC060, 0x0000],
+            "CDAB": [0x0000, 0xC060],
+            "BADC": [0x60C0, 0x0000],
+            "DCBA": [0x0000, 0x60C0],
+        },
+    ),
+    (
+        "uint64",
+        {},
+        0x0102030405060708,
+        {
+            "ABCD": [0x0102, 0x0304, 0x0506, 0x0708],
+            "CDAB": [0x0708, 0x0506, 0x0304, 0x0102],
+            "BADC": [0x0201, 0x0403, 0x0605, 0x0807],
+            "DCBA": [0x0807, 0x0605, 0x0403, 0x0201],
+        },
+    ),
     ("uint64", {}, 2**64 - 1, {o: [0xFFFF] * 4 for o in ("ABCD", "CDAB", "BADC", "DCBA")}),
-    ("int64", {}, -(2**63) + 1,  # 0x8000000000000001: exact, no float detour
-     {"ABCD": [0x8000, 0, 0, 0x0001], "CDAB": [0x0001, 0, 0, 0x8000],
-      "BADC": [0x0080, 0, 0, 0x0100], "DCBA": [0x0100, 0, 0, 0x0080]}),
-    ("float64", {}, 1.0,  # 0x3FF0000000000000
-     {"ABCD": [0x3FF0, 0, 0, 0], "CDAB": [0, 0, 0, 0x3FF0],
-      "BADC": [0xF03F, 0, 0, 0], "DCBA": [0, 0, 0, 0xF03F]}),
-    ("string", {"length": 2}, "ABC",  # strings honour the byte swap only
-     {"ABCD": [0x4142, 0x4300], "CDAB": [0x4142, 0x4300],
-      "BADC": [0x4241, 0x0043], "DCBA": [0x4241, 0x0043]}),
-    ("bit", {"bit": 3}, True,
-     {"ABCD": [0x0008], "CDAB": [0x0008], "BADC": [0x0800], "DCBA": [0x0800]}),
-    ("bit", {"bit": 15}, True,
-     {"ABCD": [0x8000], "CDAB": [0x8000], "BADC": [0x0080], "DCBA": [0x0080]}),
+    (
+        "int64",
+        {},
+        -(2**63) + 1,  # 0x8000000000000001: exact, no float detour
+        {
+            "ABCD": [0x8000, 0, 0, 0x0001],
+            "CDAB": [0x0001, 0, 0, 0x8000],
+            "BADC": [0x0080, 0, 0, 0x0100],
+            "DCBA": [0x0100, 0, 0, 0x0080],
+        },
+    ),
+    (
+        "float64",
+        {},
+        1.0,  # 0x3FF0000000000000
+        {
+            "ABCD": [0x3FF0, 0, 0, 0],
+            "CDAB": [0, 0, 0, 0x3FF0],
+            "BADC": [0xF03F, 0, 0, 0],
+            "DCBA": [0, 0, 0, 0xF03F],
+        },
+    ),
+    (
+        "string",
+        {"length": 2},
+        "ABC",  # strings honour the byte swap only
+        {
+            "ABCD": [0x4142, 0x4300],
+            "CDAB": [0x4142, 0x4300],
+            "BADC": [0x4241, 0x0043],
+            "DCBA": [0x4241, 0x0043],
+        },
+    ),
+    (
+        "bit",
+        {"bit": 3},
+        True,
+        {"ABCD": [0x0008], "CDAB": [0x0008], "BADC": [0x0800], "DCBA": [0x0800]},
+    ),
+    (
+        "bit",
+        {"bit": 15},
+        True,
+        {"ABCD": [0x8000], "CDAB": [0x8000], "BADC": [0x0080], "DCBA": [0x0080]},
+    ),
     ("bool", {}, True, {o: [1] for o in ("ABCD", "CDAB", "BADC", "DCBA")}),
     ("bool", {}, False, {o: [0] for o in ("ABCD", "CDAB", "BADC", "DCBA")}),
 ]
@@ -82,16 +156,37 @@ def test_known_patterns_round_trip(
 
 def test_every_data_type_and_order_is_covered() -> None:
     covered = {(dt, o) for dt, _, _, table in CASES for o in table}
-    types = ["uint16", "int16", "uint32", "int32", "float32", "uint64", "int64", "float64",
-             "string", "bit", "bool"]
+    types = [
+        "uint16",
+        "int16",
+        "uint32",
+        "int32",
+        "float32",
+        "uint64",
+        "int64",
+        "float64",
+        "string",
+        "bit",
+        "bool",
+    ]
     assert covered == {(t, o) for t in types for o in ("ABCD", "CDAB", "BADC", "DCBA")}
 
 
 @pytest.mark.parametrize(
     ("data_type", "extra", "count"),
-    [("int16", {}, 1), ("uint16", {}, 1), ("bool", {}, 1), ("bit", {"bit": 0}, 1),
-     ("int32", {}, 2), ("uint32", {}, 2), ("float32", {}, 2),
-     ("int64", {}, 4), ("uint64", {}, 4), ("float64", {}, 4), ("string", {"length": 10}, 10)],
+    [
+        ("int16", {}, 1),
+        ("uint16", {}, 1),
+        ("bool", {}, 1),
+        ("bit", {"bit": 0}, 1),
+        ("int32", {}, 2),
+        ("uint32", {}, 2),
+        ("float32", {}, 2),
+        ("int64", {}, 4),
+        ("uint64", {}, 4),
+        ("float64", {}, 4),
+        ("string", {"length": 10}, 10),
+    ],
 )
 def test_register_count(data_type: str, extra: dict[str, Any], count: int) -> None:
     assert register_count(point(data_type=data_type, **extra)) == count
@@ -153,9 +248,13 @@ def test_non_finite_float_is_bad(registers: list[int]) -> None:
 
 @pytest.mark.parametrize(
     ("extra", "value"),
-    [({"data_type": "int16"}, 40000), ({"data_type": "uint16"}, -1),
-     ({"data_type": "string", "length": 1}, "abc"), ({"data_type": "uint16"}, "x"),
-     ({"data_type": "uint16"}, None)],
+    [
+        ({"data_type": "int16"}, 40000),
+        ({"data_type": "uint16"}, -1),
+        ({"data_type": "string", "length": 1}, "abc"),
+        ({"data_type": "uint16"}, "x"),
+        ({"data_type": "uint16"}, None),
+    ],
 )
 def test_encode_refuses_what_does_not_fit(extra: dict[str, Any], value: Any) -> None:
     with pytest.raises(ValueError):
@@ -175,38 +274,108 @@ CONN = {"host": "10.0.0.5"}
 @pytest.mark.parametrize(
     ("points", "connection", "message"),
     [
-        ([{"name": "a", "register": "holding", "address": 65535, "data_type": "uint32"}], CONN,
-         "register out of range"),
+        (
+            [{"name": "a", "register": "holding", "address": 65535, "data_type": "uint32"}],
+            CONN,
+            "register out of range",
+        ),
         ([{"name": "a", "register": "holding", "address": 65536}], CONN, "less than or equal"),
-        ([{"name": "a", "register": "holding", "address": 1, "data_type": "bit"}], CONN,
-         "needs 'bit'"),
-        ([{"name": "a", "register": "holding", "address": 1, "bit": 3}], CONN,
-         "only meaningful with data_type 'bit'"),
-        ([{"name": "a", "register": "coil", "address": 1, "data_type": "float32"}], CONN,
-         "data_type must be 'bool'"),
-        ([{"name": "a", "register": "discrete", "address": 1, "data_type": "uint16"}], CONN,
-         "data_type must be 'bool'"),
-        ([{"name": "a", "register": "holding", "address": 1, "data_type": "string"}], CONN,
-         "needs 'length'"),
-        ([{"name": "a", "register": "holding", "address": 1, "length": 4}], CONN,
-         "only meaningful with data_type 'string'"),
-        ([{"name": "a", "register": "holding", "address": 1, "data_type": "string", "length": 2,
-           "scale": 2}], CONN, "numeric types only"),
-        ([{"name": "a", "register": "holding", "address": 1, "data_type": "float32",
-           "map": {1: "x"}}], CONN, "integer data_type"),
+        (
+            [{"name": "a", "register": "holding", "address": 1, "data_type": "bit"}],
+            CONN,
+            "needs 'bit'",
+        ),
+        (
+            [{"name": "a", "register": "holding", "address": 1, "bit": 3}],
+            CONN,
+            "only meaningful with data_type 'bit'",
+        ),
+        (
+            [{"name": "a", "register": "coil", "address": 1, "data_type": "float32"}],
+            CONN,
+            "data_type must be 'bool'",
+        ),
+        (
+            [{"name": "a", "register": "discrete", "address": 1, "data_type": "uint16"}],
+            CONN,
+            "data_type must be 'bool'",
+        ),
+        (
+            [{"name": "a", "register": "holding", "address": 1, "data_type": "string"}],
+            CONN,
+            "needs 'length'",
+        ),
+        (
+            [{"name": "a", "register": "holding", "address": 1, "length": 4}],
+            CONN,
+            "only meaningful with data_type 'string'",
+        ),
+        (
+            [
+                {
+                    "name": "a",
+                    "register": "holding",
+                    "address": 1,
+                    "data_type": "string",
+                    "length": 2,
+                    "scale": 2,
+                }
+            ],
+            CONN,
+            "numeric types only",
+        ),
+        (
+            [
+                {
+                    "name": "a",
+                    "register": "holding",
+                    "address": 1,
+                    "data_type": "float32",
+                    "map": {1: "x"},
+                }
+            ],
+            CONN,
+            "integer data_type",
+        ),
         ([{"name": "a", "register": "holding", "address": 1, "scale": 0}], CONN, "not be 0"),
-        ([{"name": "a", "register": "holding", "address": 1},
-          {"name": "a", "register": "holding", "address": 2}], CONN, "duplicate point name"),
+        (
+            [
+                {"name": "a", "register": "holding", "address": 1},
+                {"name": "a", "register": "holding", "address": 2},
+            ],
+            CONN,
+            "duplicate point name",
+        ),
         ([{"name": "Spindle", "register": "holding", "address": 1}], CONN, "pattern"),
-        ([{"name": "a", "register": "holding", "address": 1, "colour": "red"}], CONN,
-         "Extra inputs"),
+        (
+            [{"name": "a", "register": "holding", "address": 1, "colour": "red"}],
+            CONN,
+            "Extra inputs",
+        ),
         ([{"name": "a", "register": "holding", "address": 1}], {}, "needs 'host'"),
-        ([{"name": "a", "register": "holding", "address": 1}], {"transport": "rtu"},
-         "needs 'port_path'"),
-        ([{"name": "a", "register": "holding", "address": 1}],
-         {"transport": "rtu", "port_path": "/dev/ttyUSB0", "unit": 0}, "broadcast"),
-        ([{"name": "a", "register": "holding", "address": 1, "data_type": "string",
-           "length": 10}], {**CONN, "max_registers_per_request": 8}, "max_registers_per_request"),
+        (
+            [{"name": "a", "register": "holding", "address": 1}],
+            {"transport": "rtu"},
+            "needs 'port_path'",
+        ),
+        (
+            [{"name": "a", "register": "holding", "address": 1}],
+            {"transport": "rtu", "port_path": "/dev/ttyUSB0", "unit": 0},
+            "broadcast",
+        ),
+        (
+            [
+                {
+                    "name": "a",
+                    "register": "holding",
+                    "address": 1,
+                    "data_type": "string",
+                    "length": 10,
+                }
+            ],
+            {**CONN, "max_registers_per_request": 8},
+            "max_registers_per_request",
+        ),
         ([], CONN, "at least 1"),
         ([{"name": "a", "register": "register", "address": 1}], CONN, "holding"),
     ],
@@ -219,17 +388,32 @@ def test_settings_errors(
 
 
 def test_settings_accept_a_full_map_and_are_frozen() -> None:
-    s = ModbusSettings.model_validate({
-        "connection": {"transport": "rtu", "port_path": "/dev/ttyUSB0", "baudrate": 9600,
-                       "parity": "E", "unit": 3},
-        "points": [
-            {"name": "a", "register": "holding", "address": 65534, "data_type": "uint16"},
-            {"name": "b", "register": "holding", "address": 65534, "data_type": "int32",
-             "byte_order": "CDAB", "scale": 0.01, "unit": "mm", "unit_id": 4},
-            {"name": "c", "register": "coil", "address": 65535},
-            {"name": "d", "register": "input", "address": 0, "map": {0: "off", 1: "on"}},
-        ],
-    })
+    s = ModbusSettings.model_validate(
+        {
+            "connection": {
+                "transport": "rtu",
+                "port_path": "/dev/ttyUSB0",
+                "baudrate": 9600,
+                "parity": "E",
+                "unit": 3,
+            },
+            "points": [
+                {"name": "a", "register": "holding", "address": 65534, "data_type": "uint16"},
+                {
+                    "name": "b",
+                    "register": "holding",
+                    "address": 65534,
+                    "data_type": "int32",
+                    "byte_order": "CDAB",
+                    "scale": 0.01,
+                    "unit": "mm",
+                    "unit_id": 4,
+                },
+                {"name": "c", "register": "coil", "address": 65535},
+                {"name": "d", "register": "input", "address": 0, "map": {0: "off", 1: "on"}},
+            ],
+        }
+    )
     assert s.points[1].unit_id == 4
     assert s.connection.port == 502
     with pytest.raises(ValidationError):
@@ -247,5 +431,13 @@ def test_sample_yaml_is_a_valid_machine_block() -> None:
     assert isinstance(s, ModbusSettings)
     assert len(s.points) == 14
     assert next(p for p in s.points if p.name == "execution").map == {
-        0: "stopped", 1: "ready", 2: "active", 3: "interrupted", 4: "feed_hold",
-        5: "program_stopped", 6: "program_completed", 7: "wait", 8: "optional_stop"}
+        0: "stopped",
+        1: "ready",
+        2: "active",
+        3: "interrupted",
+        4: "feed_hold",
+        5: "program_stopped",
+        6: "program_completed",
+        7: "wait",
+        8: "optional_stop",
+    }

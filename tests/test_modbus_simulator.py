@@ -53,8 +53,7 @@ async def client_for() -> AsyncIterator[Callable[[int], AsyncModbusTcpClient]]:
         c.close()
 
 
-async def holding(client: AsyncModbusTcpClient, address: int, count: int,
-                  unit: int = 1) -> bytes:
+async def holding(client: AsyncModbusTcpClient, address: int, count: int, unit: int = 1) -> bytes:
     """Registers as bytes, in requests of at most 100 (Modbus allows 125 per read)."""
     raw = b""
     for start in range(address, address + count, 100):
@@ -78,31 +77,60 @@ def decode(raw: bytes) -> dict[str, object]:
     (temp_x10,) = struct.unpack_from(">h", raw, 212)
     (status,) = struct.unpack_from(">H", raw, 214)
     return {
-        "execution": exe, "mode": mode, "available": avail, "estop": estop, "alarm": alarm,
-        "program_number": number, "parts": parts, "bad": bad,
-        "spindle_speed": f32(raw, 20), "spindle_load": f32(raw, 22), "feed_rate": f32(raw, 24),
-        "spindle_temperature": f32(raw, 26), "coolant_temperature": f32(raw, 28),
-        "last_cycle_time": f32(raw, 30), "program": raw[80:96].rstrip(b"\0").decode("ascii"),
-        "spindle_speed_cdab": struct.unpack(">f", cdab[2:] + cdab[:2])[0], "parts64": parts64,
-        "spindle_temperature_x10": temp_x10, "status": status,
+        "execution": exe,
+        "mode": mode,
+        "available": avail,
+        "estop": estop,
+        "alarm": alarm,
+        "program_number": number,
+        "parts": parts,
+        "bad": bad,
+        "spindle_speed": f32(raw, 20),
+        "spindle_load": f32(raw, 22),
+        "feed_rate": f32(raw, 24),
+        "spindle_temperature": f32(raw, 26),
+        "coolant_temperature": f32(raw, 28),
+        "last_cycle_time": f32(raw, 30),
+        "program": raw[80:96].rstrip(b"\0").decode("ascii"),
+        "spindle_speed_cdab": struct.unpack(">f", cdab[2:] + cdab[:2])[0],
+        "parts64": parts64,
+        "spindle_temperature_x10": temp_x10,
+        "status": status,
     }
 
 
 def expected(s: MachineSnapshot) -> dict[str, object]:
-    execution = ["ready", "active", "interrupted", "feed_hold", "stopped", "program_stopped",
-                 "program_completed", "wait", "optional_stop"].index(s.execution.value)
-    mode = ["automatic", "manual", "mdi", "edit", "semi_automatic"].index(
-        s.controller_mode.value)
+    execution = [
+        "ready",
+        "active",
+        "interrupted",
+        "feed_hold",
+        "stopped",
+        "program_stopped",
+        "program_completed",
+        "wait",
+        "optional_stop",
+    ].index(s.execution.value)
+    mode = ["automatic", "manual", "mdi", "edit", "semi_automatic"].index(s.controller_mode.value)
     f = pytest.approx
     return {
-        "execution": execution, "mode": mode, "available": 1, "estop": int(s.emergency_stop),
-        "alarm": s.alarm_code, "program_number": s.program_number, "parts": s.part_count,
-        "bad": s.bad_part_count, "spindle_speed": f(s.spindle_speed, rel=1e-6),
-        "spindle_load": f(s.spindle_load, rel=1e-6), "feed_rate": f(s.feed_rate, rel=1e-6),
+        "execution": execution,
+        "mode": mode,
+        "available": 1,
+        "estop": int(s.emergency_stop),
+        "alarm": s.alarm_code,
+        "program_number": s.program_number,
+        "parts": s.part_count,
+        "bad": s.bad_part_count,
+        "spindle_speed": f(s.spindle_speed, rel=1e-6),
+        "spindle_load": f(s.spindle_load, rel=1e-6),
+        "feed_rate": f(s.feed_rate, rel=1e-6),
         "spindle_temperature": f(s.spindle_temperature, rel=1e-6),
         "coolant_temperature": f(s.coolant_temperature, rel=1e-6),
-        "last_cycle_time": f(s.last_cycle_time, rel=1e-6), "program": s.program,
-        "spindle_speed_cdab": f(s.spindle_speed, rel=1e-6), "parts64": s.part_count,
+        "last_cycle_time": f(s.last_cycle_time, rel=1e-6),
+        "program": s.program,
+        "spindle_speed_cdab": f(s.spindle_speed, rel=1e-6),
+        "parts64": s.part_count,
         "spindle_temperature_x10": round(s.spindle_temperature * 10),
         "status": s.running | s.alarm_active << 1 | s.door_closed << 2,
     }
@@ -148,27 +176,50 @@ async def test_registers_match_the_snapshot(
 async def test_bits_and_codes_follow_a_scripted_machine(
     client_for: Callable[[int], AsyncModbusTcpClient],
 ) -> None:
-    model = MachineModel.scripted("cnc-02", [
-        ScriptEvent(at=0, execution=Execution.ACTIVE, part_count=70_000, bad_part_count=3,
-                    program="O4242"),
-        ScriptEvent(at=60, execution=Execution.INTERRUPTED, alarm_code=2002,
-                    alarm_text="tool breakage", controller_mode=ControllerMode.MDI),
-        ScriptEvent(at=120, execution=Execution.STOPPED, emergency_stop=True, alarm_code=0),
-    ], start=NOW)
+    model = MachineModel.scripted(
+        "cnc-02",
+        [
+            ScriptEvent(
+                at=0,
+                execution=Execution.ACTIVE,
+                part_count=70_000,
+                bad_part_count=3,
+                program="O4242",
+            ),
+            ScriptEvent(
+                at=60,
+                execution=Execution.INTERRUPTED,
+                alarm_code=2002,
+                alarm_text="tool breakage",
+                controller_mode=ControllerMode.MDI,
+            ),
+            ScriptEvent(at=120, execution=Execution.STOPPED, emergency_stop=True, alarm_code=0),
+        ],
+        start=NOW,
+    )
     clock = Clock(NOW + timedelta(seconds=30))
     async with await serve_modbus([(model, "127.0.0.1", 0, 7)], clock=clock) as sim:
         client = client_for(sim.port("cnc-02"))
         await client.connect()
         regs = await read_machine(client, unit=7)
-        assert (regs["execution"], regs["parts"], regs["parts64"], regs["program"],
-                regs["program_number"], regs["status"]) == (
-            EXECUTION_CODES[Execution.ACTIVE], 70_000, 70_000, "O4242", 4242, 0b101)
+        assert (
+            regs["execution"],
+            regs["parts"],
+            regs["parts64"],
+            regs["program"],
+            regs["program_number"],
+            regs["status"],
+        ) == (EXECUTION_CODES[Execution.ACTIVE], 70_000, 70_000, "O4242", 4242, 0b101)
         assert (await client.read_coils(0, count=1, device_id=7)).bits[0] is True
 
         clock.now = NOW + timedelta(seconds=90)
         regs = await read_machine(client, unit=7)
-        assert (regs["execution"], regs["mode"], regs["alarm"], regs["status"]) == (2, 2, 2002,
-                                                                                 0b110)
+        assert (regs["execution"], regs["mode"], regs["alarm"], regs["status"]) == (
+            2,
+            2,
+            2002,
+            0b110,
+        )
         di = await client.read_discrete_inputs(0, count=2, device_id=7)
         assert di.bits[:2] == [True, False]
 
@@ -214,15 +265,21 @@ async def test_machines_on_two_ports_and_two_units_are_independent(
     free.bind(("127.0.0.1", 0))
     shared_port = free.getsockname()[1]
     free.close()
-    bindings = [ModbusBinding(a, "127.0.0.1", 0, 1), ModbusBinding(b, "127.0.0.1", shared_port, 1),
-                ModbusBinding(c, "127.0.0.1", shared_port, 2)]
+    bindings = [
+        ModbusBinding(a, "127.0.0.1", 0, 1),
+        ModbusBinding(b, "127.0.0.1", shared_port, 1),
+        ModbusBinding(c, "127.0.0.1", shared_port, 2),
+    ]
     async with await serve_modbus(bindings, clock=clock) as sim:
         assert sim.port("a") != shared_port == sim.port("b") == sim.port("c")
         ca, cb = client_for(sim.port("a")), client_for(shared_port)
         await ca.connect()
         await cb.connect()
-        got = {"a": await read_machine(ca), "b": await read_machine(cb, 1),
-               "c": await read_machine(cb, 2)}
+        got = {
+            "a": await read_machine(ca),
+            "b": await read_machine(cb, 1),
+            "c": await read_machine(cb, 2),
+        }
         for m in (a, b, c):
             assert got[m.asset] == expected(m.snapshot(NOW))
         assert got["a"] != got["b"] != got["c"]
@@ -259,10 +316,18 @@ async def test_bad_bindings_are_refused() -> None:
 
 
 def test_encoding_is_the_documented_layout() -> None:
-    model = MachineModel.scripted("m", [
-        ScriptEvent(at=0, execution=Execution.FEED_HOLD, part_count=2**33 + 5,
-                    program="ABCDEFGHIJKLMNOP"),
-    ], start=NOW)
+    model = MachineModel.scripted(
+        "m",
+        [
+            ScriptEvent(
+                at=0,
+                execution=Execution.FEED_HOLD,
+                part_count=2**33 + 5,
+                program="ABCDEFGHIJKLMNOP",
+            ),
+        ],
+        start=NOW,
+    )
     regs = encode_holding_registers(model, model.snapshot(NOW))
     assert len(regs) == 300
     assert regs[0] == 3
@@ -277,8 +342,16 @@ async def test_command_line_entry_serves_a_machine() -> None:
     port = free.getsockname()[1]
     free.close()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulators.modbus_server", "--port", str(port), "--seed", "1",
-        "--time-scale", "60", cwd=ROOT,
+        sys.executable,
+        "-m",
+        "simulators.modbus_server",
+        "--port",
+        str(port),
+        "--seed",
+        "1",
+        "--time-scale",
+        "60",
+        cwd=ROOT,
     )
     client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0)
     try:

@@ -13,8 +13,9 @@ from models.machine_state import ControllerMode as M
 from models.machine_state import Execution as X
 from models.plant import Shift, ShiftCalendar
 
-CAL = ShiftCalendar(timezone="Europe/Berlin", shifts=[Shift(name="day", start=time(6),
-                                                            end=time(22))])
+CAL = ShiftCalendar(
+    timezone="Europe/Berlin", shifts=[Shift(name="day", start=time(6), end=time(22))]
+)
 T0 = datetime(2024, 6, 3, 3, tzinfo=UTC)
 
 # One step: (minutes forward, 0 = same instant; event kind; argument; export afterwards?)
@@ -31,8 +32,14 @@ steps = st.lists(
 
 def apply(eng: OeeEngine, t: datetime, kind: str, arg: int) -> None:
     if kind == "state":
-        eng.on_state(t, list(X)[arg % len(X)], arg % 11 != 0, "ab"[arg % 2], arg % 5 == 0,
-                     list(M)[arg % len(M)])
+        eng.on_state(
+            t,
+            list(X)[arg % len(X)],
+            arg % 11 != 0,
+            "ab"[arg % 2],
+            arg % 5 == 0,
+            list(M)[arg % len(M)],
+        )
     elif kind == "counts":
         eng.on_counts(t, arg, arg // 50)
     elif kind == "gap":
@@ -63,8 +70,9 @@ def test_exports_concatenate_to_state_dict(script: list[tuple[int, str, int, boo
             head, cursor = state, new_cursor
     whole = eng.state_dict()
     assert {**head, "segments": segs, "counts": counts} == json.loads(json.dumps(whole))
-    back = OeeEngine.from_state_dict({**head, "segments": segs, "counts": counts}, CAL, 2.0,
-                                     {"a": 1.0})
+    back = OeeEngine.from_state_dict(
+        {**head, "segments": segs, "counts": counts}, CAL, 2.0, {"a": 1.0}
+    )
     end = t + timedelta(hours=3)
     assert back.window(T0, end, now=end) == eng.window(T0, end, now=end)
 

@@ -45,11 +45,17 @@ def run(eng: OeeEngine, start: float, stop: float) -> None:
         eng.on_counts(minutes(m), m, m // 10)
 
 
-def save(store: OeeStore, eng: OeeEngine, cursor: int | None, at: datetime,
-         windows: list[ClosedWindow] | None = None) -> tuple[int | None, list[ClosedWindow]]:
+def save(
+    store: OeeStore,
+    eng: OeeEngine,
+    cursor: int | None,
+    at: datetime,
+    windows: list[ClosedWindow] | None = None,
+) -> tuple[int | None, list[ClosedWindow]]:
     state, new = eng.export_since(cursor)
-    return new, store.save([EngineDelta(eng.asset, cursor, new, state, at)], windows or [],
-                           last_tick=at)
+    return new, store.save(
+        [EngineDelta(eng.asset, cursor, new, state, at)], windows or [], last_tick=at
+    )
 
 
 def window(asset: str, start: float, end: float, oee: float) -> ClosedWindow:
@@ -94,8 +100,9 @@ def test_retention_removes_old_rows_and_keeps_recent_ones(tmp_path: Path) -> Non
     log = RecordingLogger()
     eng = OeeEngine("m1", CAL, 2.0)
     gone = OeeEngine("old", CAL, 2.0)  # a machine removed from the YAML long ago
-    with OeeStore(tmp_path / FILENAME, raw_retention_days=2, window_retention_days=5,
-                  logger=log) as store:
+    with OeeStore(
+        tmp_path / FILENAME, raw_retention_days=2, window_retention_days=5, logger=log
+    ) as store:
         run(gone, 0, 30)
         save(store, gone, None, minutes(30))
         run(eng, 0, 30)

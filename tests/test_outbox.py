@@ -56,8 +56,9 @@ class RecordingLogger:
         return [kw for _, e, kw in self.events if e == event]
 
 
-def fill(ob: Outbox, topic: str, n: int, dests: list[str],
-         size: int = 100) -> list[dict[str, bool]]:
+def fill(
+    ob: Outbox, topic: str, n: int, dests: list[str], size: int = 100
+) -> list[dict[str, bool]]:
     """Append `n` envelopes on `topic` continuing its chain; payload = seq, padded."""
     out = []
     for _ in range(n):
@@ -166,8 +167,7 @@ def test_drop_oldest_evicts_only_what_is_needed(tmp_path: Path) -> None:
         assert ob.pending("a") == (8, 7 * 101 + 251)
 
 
-def test_reject_new_counts_exactly_survives_reopen_and_chain_still_advances(
-        tmp_path: Path) -> None:
+def test_reject_new_counts_exactly_survives_reopen_and_chain_still_advances(tmp_path: Path) -> None:
     path, row = tmp_path / FILENAME, 100 + 1
     caps = {"a": OutboxCap(10 * row, "reject_new"), "b": BIG}
     with Outbox(path, caps=caps) as ob:
@@ -196,9 +196,11 @@ def test_low_free_disk_stops_growth_under_both_policies(tmp_path: Path) -> None:
         fill(ob, "t", 5, ["a", "b"])
     floor = 2 * (1 << 60)  # more than any disk has free: the disk counts as full
     log = RecordingLogger()
-    caps = {"a": OutboxCap(1 << 30, "drop_oldest", floor),
-            "b": OutboxCap(1 << 30, "reject_new", floor),
-            "c": OutboxCap(1 << 30, "drop_oldest", floor)}
+    caps = {
+        "a": OutboxCap(1 << 30, "drop_oldest", floor),
+        "b": OutboxCap(1 << 30, "reject_new", floor),
+        "c": OutboxCap(1 << 30, "drop_oldest", floor),
+    }
     with Outbox(path, caps=caps, logger=log) as ob:
         before = ob.pending("a")
         results = fill(ob, "t", 5, ["a", "b", "c"])
@@ -209,7 +211,10 @@ def test_low_free_disk_stops_growth_under_both_policies(tmp_path: Path) -> None:
         assert ob.counters("b")["rejected"] == 5
         assert [r["c"] for r in results] == [False] * 5  # empty + no room = nothing to drop
         assert {kw["destination"] for kw in log.named("outbox_disk_low_not_growing")} == {
-            "a", "b", "c"}
+            "a",
+            "b",
+            "c",
+        }
         assert len(log.named("outbox_disk_low_not_growing")) == 3
 
 
@@ -230,8 +235,7 @@ def assert_fresh_after_corruption(path: Path, log: RecordingLogger, ob: Outbox) 
     assert seqs(ob, "a") == ["t#1", "t#2"]
 
 
-def test_garbage_file_is_moved_aside_with_its_wal_and_a_fresh_outbox_works(
-        tmp_path: Path) -> None:
+def test_garbage_file_is_moved_aside_with_its_wal_and_a_fresh_outbox_works(tmp_path: Path) -> None:
     path = tmp_path / FILENAME
     path.write_bytes(os.urandom(8192))
     path.with_name(FILENAME + "-wal").write_bytes(b"old wal")
@@ -324,13 +328,18 @@ def test_file_format_is_what_the_docstring_says(tmp_path: Path) -> None:
     try:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone() == ("1",)
-        cols = {t: [c[1] for c in db.execute(f"PRAGMA table_info({t})")]
-                for t in ("envelopes", "chain", "counters")}
+        cols = {
+            t: [c[1] for c in db.execute(f"PRAGMA table_info({t})")]
+            for t in ("envelopes", "chain", "counters")
+        }
         assert cols == {
             "envelopes": ["id", "dest", "topic", "payload", "retain", "created", "bytes"],
-            "chain": ["topic", "seq", "hash"], "counters": ["dest", "name", "value"]}
-        assert db.execute("SELECT dest, topic, payload, retain, bytes FROM envelopes"
-                          ).fetchall() == [("a", "t", b"payload", 1, 8)]
+            "chain": ["topic", "seq", "hash"],
+            "counters": ["dest", "name", "value"],
+        }
+        assert db.execute(
+            "SELECT dest, topic, payload, retain, bytes FROM envelopes"
+        ).fetchall() == [("a", "t", b"payload", 1, 8)]
         assert db.execute("SELECT * FROM chain").fetchall() == [("t", 1, h(1))]
     finally:
         db.close()
@@ -353,8 +362,9 @@ CHILD = textwrap.dedent("""
 
 def run_and_kill(path: Path, after: int) -> int:
     """Run a writer, SIGKILL it after it reported `after` commits; last reported seq."""
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     seen: list[int] = []
     for line in proc.stdout:
@@ -388,10 +398,14 @@ def test_sigkill_loses_no_committed_row_and_duplicates_none(tmp_path: Path) -> N
 
 
 CAPS = {"a": OutboxCap(3000, "drop_oldest"), "b": OutboxCap(2000, "reject_new")}
-OPS = st.lists(st.one_of(
-    st.tuples(st.just("append"), st.sets(st.sampled_from("ab")), st.integers(1, 1200)),
-    st.tuples(st.just("ack"), st.sampled_from("ab"), st.integers(0, 5)),
-    st.tuples(st.just("reopen"), st.none(), st.none())), max_size=40)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.sets(st.sampled_from("ab")), st.integers(1, 1200)),
+        st.tuples(st.just("ack"), st.sampled_from("ab"), st.integers(0, 5)),
+        st.tuples(st.just("reopen"), st.none(), st.none()),
+    ),
+    max_size=40,
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -411,18 +425,25 @@ def test_caps_and_counters_match_a_model_across_reopens(ops: list[Any]) -> None:
                 elif op == "ack":
                     rows = ob.peek(arg, None, n) if n else []
                     assert ob.ack(arg, [r.id for r in rows]) == len(rows)
-                    del model[arg][:len(rows)]
+                    del model[arg][: len(rows)]
                     count[arg]["acked"] += len(rows)
                 else:
                     seq += 1
                     size = n + 1  # topic "t"
-                    got = ob.append("t", seq, h(seq), str(seq).encode().ljust(n, b"."),
-                                    retain=False, dests=sorted(arg))
+                    got = ob.append(
+                        "t",
+                        seq,
+                        h(seq),
+                        str(seq).encode().ljust(n, b"."),
+                        retain=False,
+                        dests=sorted(arg),
+                    )
                     for d in sorted(arg):
                         cap, q = CAPS[d], model[d]
                         used = sum(b for _, b in q)
                         fits = size <= cap.max_bytes and (
-                            cap.policy == "drop_oldest" or used + size <= cap.max_bytes)
+                            cap.policy == "drop_oldest" or used + size <= cap.max_bytes
+                        )
                         assert got[d] == fits
                         if not fits:
                             count[d]["rejected"] += 1

@@ -38,8 +38,10 @@ from models.errors import ConfigurationError
 RFC_D = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"
 RFC_X = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
 RFC_THUMBPRINT = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
-RFC_JWS = ("eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc."
-           "hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg")
+RFC_JWS = (
+    "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc."
+    "hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg"
+)
 
 
 def rfc_key() -> Ed25519PrivateKey:
@@ -59,6 +61,7 @@ class RecordingLogger:
 
 # --- RFC 8037 known answers -------------------------------------------------------------
 
+
 def test_rfc8037_a4_compact_jws() -> None:
     protected = b64url_encode(b'{"alg":"EdDSA"}')
     payload = b64url_encode(b"Example of Ed25519 signing")
@@ -68,13 +71,20 @@ def test_rfc8037_a4_compact_jws() -> None:
 def test_rfc8037_a3_thumbprint_and_public_jwk() -> None:
     assert jwk_thumbprint(RFC_X) == RFC_THUMBPRINT
     jwk = jwk_public(rfc_key())
-    assert jwk == {"kty": "OKP", "crv": "Ed25519", "x": RFC_X, "kid": RFC_THUMBPRINT,
-                   "alg": "EdDSA", "use": "sig"}
+    assert jwk == {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": RFC_X,
+        "kid": RFC_THUMBPRINT,
+        "alg": "EdDSA",
+        "use": "sig",
+    }
     assert jwk_public(rfc_key().public_key()) == jwk
     assert Signer(rfc_key()).kid == RFC_THUMBPRINT
 
 
 # --- base64url and envelope shape -------------------------------------------------------
+
 
 @pytest.mark.parametrize("bad", ["YQ==", "a+b/", "abcde", "YR", "é"])
 def test_b64url_decode_is_strict(bad: str) -> None:
@@ -94,11 +104,13 @@ def test_sign_body_envelope_shape() -> None:
     env = signer.sign_body(body)
     assert set(env) == {"protected", "payload", "signature"}
     assert b64url_decode(env["protected"]) == (
-        b'{"alg":"EdDSA","kid":"' + RFC_THUMBPRINT.encode() + b'","typ":"edge-envelope+json"}')
+        b'{"alg":"EdDSA","kid":"' + RFC_THUMBPRINT.encode() + b'","typ":"edge-envelope+json"}'
+    )
     assert b64url_decode(env["payload"]) == canonical_json(body)
     assert b64url_decode(env["payload"]).startswith(b'{"a":"\xc3\xbc","prev":null,"seq":1')
     rfc_key().public_key().verify(
-        b64url_decode(env["signature"]), f"{env['protected']}.{env['payload']}".encode())
+        b64url_decode(env["signature"]), f"{env['protected']}.{env['payload']}".encode()
+    )
     assert signer.sign_body(body) == env  # deterministic
 
 
@@ -130,6 +142,7 @@ def test_jwks_dedupes_and_keeps_order() -> None:
 
 # --- chain state ------------------------------------------------------------------------
 
+
 def test_chain_state_next_commit_and_serialization() -> None:
     signer, chain = Signer(rfc_key()), ChainState()
     assert chain.next("t/a") == (1, None)
@@ -149,14 +162,17 @@ def test_chain_state_next_commit_and_serialization() -> None:
     assert restored.last("t/b") is None
 
 
-@pytest.mark.parametrize("entry", [{"seq": 0, "hash": "AA"}, {"seq": True, "hash": "AA"},
-                                   {"seq": 3}, {"seq": 3, "hash": "=="}])
+@pytest.mark.parametrize(
+    "entry",
+    [{"seq": 0, "hash": "AA"}, {"seq": True, "hash": "AA"}, {"seq": 3}, {"seq": 3, "hash": "=="}],
+)
 def test_chain_state_from_dict_rejects_malformed(entry: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         ChainState.from_dict({"t": entry})
 
 
 # --- key store --------------------------------------------------------------------------
+
 
 def test_load_or_create_creates_0600_and_logs_kid_only(tmp_path: Path) -> None:
     log = RecordingLogger()
@@ -166,8 +182,9 @@ def test_load_or_create_creates_0600_and_logs_kid_only(tmp_path: Path) -> None:
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
     assert key_file.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
-    assert log.events == [("info", "signing_key_created",
-                           {"kid": signer.kid, "path": str(key_file)})]
+    assert log.events == [
+        ("info", "signing_key_created", {"kid": signer.kid, "path": str(key_file)})
+    ]
     assert not [p for p in key_file.parent.iterdir() if p.name.endswith(".tmp")]
 
 

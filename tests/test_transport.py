@@ -41,8 +41,13 @@ Collect = Callable[..., "Collector"]
 FAST = {"backoff_min": 0.1, "backoff_max": 0.5}
 
 
-def transport(url: str, client_id: str = "gw-test", *, will: tuple[str, bytes, bool] | None = None,
-              **dest: Any) -> MqttTransport:
+def transport(
+    url: str,
+    client_id: str = "gw-test",
+    *,
+    will: tuple[str, bytes, bool] | None = None,
+    **dest: Any,
+) -> MqttTransport:
     return MqttTransport(Destination(id="test", url=url, **dest), client_id, will, **FAST)
 
 
@@ -93,7 +98,8 @@ async def test_publish_qos1_retained_and_not_over_v5(
         await t.publish("t/kept", b"two", retain=True)
         got = await live.wait(2)
         assert [(m.topic, m.payload, m.qos) for m in got] == [
-            ("t/live", b"one", 1), ("t/kept", b"two", 1)
+            ("t/live", b"one", 1),
+            ("t/kept", b"two", 1),
         ]
         late = mqtt_collector(mosquitto.host, mosquitto.port, "t/#")  # sees only the retained one
         [kept] = await late.wait(1)
@@ -135,10 +141,15 @@ async def test_v5_properties_out_and_in(mosquitto: Mosquitto, mqtt_collector: Co
     c = mqtt_collector(mosquitto.host, mosquitto.port, "reply/#")
     t = await started(transport(mosquitto.url))
     try:
-        await t.publish("reply/1", b"{}", properties={
-            "correlation_data": b"abc", "content_type": "application/json",
-            "user_property": [("kid", "k1")],
-        })
+        await t.publish(
+            "reply/1",
+            b"{}",
+            properties={
+                "correlation_data": b"abc",
+                "content_type": "application/json",
+                "user_property": [("kid", "k1")],
+            },
+        )
         [m] = await c.wait(1)
         assert m.properties.CorrelationData == b"abc"
         assert m.properties.ContentType == "application/json"
@@ -253,8 +264,13 @@ async def test_will_on_abnormal_death_and_birth_on_reconnect(
 ) -> None:
     c = mqtt_collector(mosquitto.host, mosquitto.port, "gw/status")
     dest = Destination(id="test", url=mosquitto.url)
-    t = MqttTransport(dest, "gw-will", ("gw/status", b"offline", True),
-                      birth=("gw/status", b"online", True), **FAST)
+    t = MqttTransport(
+        dest,
+        "gw-will",
+        ("gw/status", b"offline", True),
+        birth=("gw/status", b"online", True),
+        **FAST,
+    )
     await started(t)
     try:
         await c.wait(1)
@@ -317,8 +333,10 @@ async def test_broker_restart_mid_stream_loses_nothing(
         assert not t.connected
         # Retained on distinct topics, so a subscriber arriving after the restart sees them all
         # no matter how the reconnect races with it (persistence is off: r/before is gone).
-        pending = [asyncio.create_task(t.publish(f"r/{i}", str(i).encode(), retain=True))
-                   for i in range(20)]
+        pending = [
+            asyncio.create_task(t.publish(f"r/{i}", str(i).encode(), retain=True))
+            for i in range(20)
+        ]
         await asyncio.sleep(0.5)
         assert not any(p.done() for p in pending)
         assert t.stats["pending"] == 20
@@ -401,16 +419,26 @@ async def test_username_password_from_secret_file(
     assert "wrong-password-value" not in repr(logs)
 
 
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Name, Any] | None,
-          ca: bool = False, server: bool = False) -> x509.Certificate:
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Name, Any] | None,
+    ca: bool = False,
+    server: bool = False,
+) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     issuer_name, issuer_key = issuer or (name, key)
     now = dt.datetime.now(dt.UTC)
-    b = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name)
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(now - dt.timedelta(minutes=5))
-         .not_valid_after(now + dt.timedelta(days=1))
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if server:
         names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
@@ -423,27 +451,40 @@ def pki(tmp_path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _cert("edge-test-ca", ca_key, None, ca=True)
-    for name, cert, key in [("ca", ca, ca_key), *[
-        (n, _cert(n, k, (ca.subject, ca_key), server=n == "server"), k)
-        for n, k in (("server", ec.generate_private_key(ec.SECP256R1())),
-                     ("client", ec.generate_private_key(ec.SECP256R1())))
-    ]]:
+    for name, cert, key in [
+        ("ca", ca, ca_key),
+        *[
+            (n, _cert(n, k, (ca.subject, ca_key), server=n == "server"), k)
+            for n, k in (
+                ("server", ec.generate_private_key(ec.SECP256R1())),
+                ("client", ec.generate_private_key(ec.SECP256R1())),
+            )
+        ],
+    ]:
         (tmp_path / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (tmp_path / f"{name}.key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
+        (tmp_path / f"{name}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
         out[name], out[f"{name}_key"] = str(tmp_path / f"{name}.pem"), str(tmp_path / f"{name}.key")
     return out
 
 
 def _tls_listener(port: int, pki: dict[str, str], require_certificate: bool) -> str:
-    return (f"listener {port} 127.0.0.1\ncafile {pki['ca']}\ncertfile {pki['server']}\n"
-            f"keyfile {pki['server_key']}\n"
-            f"require_certificate {str(require_certificate).lower()}\n")
+    return (
+        f"listener {port} 127.0.0.1\ncafile {pki['ca']}\ncertfile {pki['server']}\n"
+        f"keyfile {pki['server_key']}\n"
+        f"require_certificate {str(require_certificate).lower()}\n"
+    )
 
 
 async def test_tls_with_ca_file(
-    pki: dict[str, str], mosquitto_factory: Callable[..., Mosquitto], mqtt_collector: Collect,
+    pki: dict[str, str],
+    mosquitto_factory: Callable[..., Mosquitto],
+    mqtt_collector: Collect,
     free_port: Callable[[], int],
 ) -> None:
     port = free_port()
@@ -476,8 +517,12 @@ async def test_mutual_tls(
     port = free_port()
     mosquitto_factory(_tls_listener(port, pki, require_certificate=True))
     url = f"mqtts://127.0.0.1:{port}"
-    t = await started(transport(url, tls=TlsSettings(
-        ca_file=pki["ca"], cert_file=pki["client"], key_file=pki["client_key"])))
+    t = await started(
+        transport(
+            url,
+            tls=TlsSettings(ca_file=pki["ca"], cert_file=pki["client"], key_file=pki["client_key"]),
+        )
+    )
     await t.publish("mtls/x", b"1")
     await t.stop()
     t = transport(url, tls=TlsSettings(ca_file=pki["ca"]))  # no client certificate

@@ -55,11 +55,27 @@ TOPIC = "edge/plant-a/hall-1/line-2/m1/telemetry"
 
 
 def body(seq: int, prev: str | None, topic: str = TOPIC, **extra: Any) -> dict[str, Any]:
-    return {"v": 1, "gateway": "gw-01", "topic": topic, "asset": "m1", "stream": "telemetry",
-            "seq": seq, "prev": prev, "created": "2026-11-22T10:00:00.123Z",
-            "historical": False,
-            "records": [{"signal": "spindle_speed", "value": 1200.0, "unit": "1/min",
-                         "ts": "2026-11-22T10:00:00.100Z", "quality": "good"}], **extra}
+    return {
+        "v": 1,
+        "gateway": "gw-01",
+        "topic": topic,
+        "asset": "m1",
+        "stream": "telemetry",
+        "seq": seq,
+        "prev": prev,
+        "created": "2026-11-22T10:00:00.123Z",
+        "historical": False,
+        "records": [
+            {
+                "signal": "spindle_speed",
+                "value": 1200.0,
+                "unit": "1/min",
+                "ts": "2026-11-22T10:00:00.100Z",
+                "quality": "good",
+            }
+        ],
+        **extra,
+    }
 
 
 def produce(signer: Signer, chain: ChainState, topic: str = TOPIC, **extra: Any) -> dict[str, str]:
@@ -74,8 +90,11 @@ def craft(key: Ed25519PrivateKey, header: dict[str, Any], payload: bytes) -> dic
     """A validly signed envelope with arbitrary header and payload bytes."""
     protected = b64url_encode(json.dumps(header).encode())
     encoded = b64url_encode(payload)
-    return {"protected": protected, "payload": encoded,
-            "signature": sign_jws(protected, encoded, key)}
+    return {
+        "protected": protected,
+        "payload": encoded,
+        "signature": sign_jws(protected, encoded, key),
+    }
 
 
 @pytest.fixture
@@ -95,12 +114,16 @@ def keyset(signer: Signer) -> dict[str, Any]:
 
 # --- independent implementations ---------------------------------------------------------
 
+
 def test_joserfc_verifies_our_envelope(signer: Signer, keyset: dict[str, Any]) -> None:
     env = signer.sign_body(body(1, None))
     with warnings.catch_warnings():  # joserfc flags "EdDSA" as superseded by RFC 9864
         warnings.simplefilter("ignore", SecurityWarning)
-        result = jws.deserialize_json(cast(FlattenedJSONSerialization, env),
-                                      OKPKey.import_key(keyset["keys"][0]), algorithms=["EdDSA"])
+        result = jws.deserialize_json(
+            cast(FlattenedJSONSerialization, env),
+            OKPKey.import_key(keyset["keys"][0]),
+            algorithms=["EdDSA"],
+        )
     assert result.headers() == {"alg": "EdDSA", "kid": signer.kid, "typ": "edge-envelope+json"}
     assert json.loads(result.payload) == body(1, None)
     assert OKPKey.import_key(keyset["keys"][0]).thumbprint() == signer.kid
@@ -111,16 +134,28 @@ def node_jose() -> Path:
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("node/npm not installed: cannot cross-check with npm jose")
     if not (NODE_DIR / "node_modules" / "jose").is_dir():
-        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=NODE_DIR,
-                              capture_output=True, text=True, timeout=180, check=False)
+        done = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
         if done.returncode != 0:
             pytest.skip(f"npm install of jose failed (offline?): {done.stderr.strip()[-300:]}")
     return NODE_DIR / "verify.mjs"
 
 
 def run_node(script: Path, env: Any, keys: dict[str, Any]) -> dict[str, Any]:
-    done = subprocess.run(["node", str(script)], input=json.dumps({"jwks": keys, "envelope": env}),
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        ["node", str(script)],
+        input=json.dumps({"jwks": keys, "envelope": env}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     result: dict[str, Any] = json.loads(done.stdout)
     assert (done.returncode == 0) == result["ok"], done.stderr
     return result
@@ -131,13 +166,17 @@ def test_node_jose_verifies_our_envelope(node_jose: Path, key: Ed25519PrivateKey
     signer = Signer(key)
     env = signer.sign_body(body(7, b64url_encode(b"\x00" * 32), note="unicode ✓ é"))
     result = run_node(node_jose, env, store_keys)
-    assert result == {"ok": True, "kid": signer.kid,
-                      "body": body(7, b64url_encode(b"\x00" * 32), note="unicode ✓ é")}
+    assert result == {
+        "ok": True,
+        "kid": signer.kid,
+        "body": body(7, b64url_encode(b"\x00" * 32), note="unicode ✓ é"),
+    }
     tampered = dict(env, payload=b64url_encode(canonical_json(body(8, None))))
     assert run_node(node_jose, tampered, store_keys)["ok"] is False
 
 
 # --- our verifier: happy path and tampering ---------------------------------------------
+
 
 def test_verify_returns_body(signer: Signer, keyset: dict[str, Any]) -> None:
     env = signer.sign_body(body(1, None))
@@ -163,56 +202,77 @@ def test_tampered_payload_signature_kid(signer: Signer, keyset: dict[str, Any]) 
         verify_envelope(other.sign_body(body(1, None)), keyset)
 
 
-@pytest.mark.parametrize(("header", "error"), [
-    ({"alg": "none", "typ": "edge-envelope+json"}, Malformed),
-    ({"alg": "HS256", "typ": "edge-envelope+json"}, Malformed),
-    ({"alg": "EdDSA"}, Malformed),
-    ({"alg": "EdDSA", "typ": "JWT"}, Malformed),
-    ({"alg": "EdDSA", "typ": "edge-envelope+json", "crit": ["b64"], "b64": False}, Malformed),
-])
-def test_bad_headers(key: Ed25519PrivateKey, signer: Signer, keyset: dict[str, Any],
-                     header: dict[str, Any], error: type[VerificationError]) -> None:
+@pytest.mark.parametrize(
+    ("header", "error"),
+    [
+        ({"alg": "none", "typ": "edge-envelope+json"}, Malformed),
+        ({"alg": "HS256", "typ": "edge-envelope+json"}, Malformed),
+        ({"alg": "EdDSA"}, Malformed),
+        ({"alg": "EdDSA", "typ": "JWT"}, Malformed),
+        ({"alg": "EdDSA", "typ": "edge-envelope+json", "crit": ["b64"], "b64": False}, Malformed),
+    ],
+)
+def test_bad_headers(
+    key: Ed25519PrivateKey,
+    signer: Signer,
+    keyset: dict[str, Any],
+    header: dict[str, Any],
+    error: type[VerificationError],
+) -> None:
     env = craft(key, {**header, "kid": signer.kid}, canonical_json(body(1, None)))
     with pytest.raises(error):
         verify_envelope(env, keyset)
 
 
-@pytest.mark.parametrize(("alg", "typ"), [("Ed25519", "edge-envelope+json"),
-                                          ("EdDSA", "application/edge-envelope+json"),
-                                          ("EdDSA", "Edge-Envelope+JSON")])
-def test_accepted_header_variants(key: Ed25519PrivateKey, signer: Signer,
-                                  keyset: dict[str, Any], alg: str, typ: str) -> None:
+@pytest.mark.parametrize(
+    ("alg", "typ"),
+    [
+        ("Ed25519", "edge-envelope+json"),
+        ("EdDSA", "application/edge-envelope+json"),
+        ("EdDSA", "Edge-Envelope+JSON"),
+    ],
+)
+def test_accepted_header_variants(
+    key: Ed25519PrivateKey, signer: Signer, keyset: dict[str, Any], alg: str, typ: str
+) -> None:
     env = craft(key, {"alg": alg, "kid": signer.kid, "typ": typ}, canonical_json(body(1, None)))
     assert verify_envelope(env, keyset)["seq"] == 1
 
 
-@pytest.mark.parametrize("payload", [
-    json.dumps(body(1, None)).encode(),  # valid JSON, signed, but not canonical
-    b'{"v":1,"v":1}',  # duplicate member
-    b'{"seq":NaN}',
-    b"[1,2]",
-    canonical_json(body(1, None, v=2)),
-    canonical_json(body(1, "AAAA")),
-    canonical_json(body(2, None)),
-    canonical_json(body(2, "AAAA")),  # prev not a SHA-256
-    canonical_json(body(0, None)),
-    canonical_json({k: v for k, v in body(1, None).items() if k != "topic"}),
-    "{\"v\":1}".encode("utf-16"),
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        json.dumps(body(1, None)).encode(),  # valid JSON, signed, but not canonical
+        b'{"v":1,"v":1}',  # duplicate member
+        b'{"seq":NaN}',
+        b"[1,2]",
+        canonical_json(body(1, None, v=2)),
+        canonical_json(body(1, "AAAA")),
+        canonical_json(body(2, None)),
+        canonical_json(body(2, "AAAA")),  # prev not a SHA-256
+        canonical_json(body(0, None)),
+        canonical_json({k: v for k, v in body(1, None).items() if k != "topic"}),
+        '{"v":1}'.encode("utf-16"),
+    ],
+)
 def test_malformed_bodies_are_refused_even_when_signed(
-        key: Ed25519PrivateKey, signer: Signer, keyset: dict[str, Any], payload: bytes) -> None:
+    key: Ed25519PrivateKey, signer: Signer, keyset: dict[str, Any], payload: bytes
+) -> None:
     header = {"alg": "EdDSA", "kid": signer.kid, "typ": "edge-envelope+json"}
     with pytest.raises(Malformed):
         verify_envelope(craft(key, header, payload), keyset)
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda e: {**e, "header": {"kid": "x"}},
-    lambda e: {k: v for k, v in e.items() if k != "signature"},
-    lambda e: {**e, "payload": e["payload"] + "="},
-    lambda e: {**e, "signature": e["signature"].replace("_", "/").replace("-", "+") + "+/"},
-    lambda e: [e],
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda e: {**e, "header": {"kid": "x"}},
+        lambda e: {k: v for k, v in e.items() if k != "signature"},
+        lambda e: {**e, "payload": e["payload"] + "="},
+        lambda e: {**e, "signature": e["signature"].replace("_", "/").replace("-", "+") + "+/"},
+        lambda e: [e],
+    ],
+)
 def test_malformed_envelopes(signer: Signer, keyset: dict[str, Any], mutate: Any) -> None:
     with pytest.raises(Malformed):
         verify_envelope(mutate(signer.sign_body(body(1, None))), keyset)
@@ -243,12 +303,24 @@ def test_jwks_key_must_match_its_kid(signer: Signer) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.dictionaries(st.text(max_size=8), st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner,
-                                                                max_size=4),
-    max_leaves=12), max_size=6))
+@given(
+    st.dictionaries(
+        st.text(max_size=8),
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers(-(2**53) + 1, 2**53 - 1)
+            | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+            ),
+            max_leaves=12,
+        ),
+        max_size=6,
+    )
+)
 def test_any_json_body_roundtrips(extra: dict[str, Any]) -> None:
     signer = Signer(Ed25519PrivateKey.from_private_bytes(b"\x07" * 32))
     sent = {**extra, **body(1, None)}
@@ -257,6 +329,7 @@ def test_any_json_body_roundtrips(extra: dict[str, Any]) -> None:
 
 
 # --- chain checking ----------------------------------------------------------------------
+
 
 def feed_all(envs: list[Any], keys: dict[str, Any]) -> ChainChecker:
     checker = ChainChecker()
@@ -282,8 +355,13 @@ def test_gap_duplicate_reordered(signer: Signer, keyset: dict[str, Any]) -> None
     e = [produce(signer, chain) for _ in range(8)]  # e[i] has seq i + 1
     checker = feed_all([e[0], e[1], e[1], e[4], e[2], e[5], e[0], e[7]], keyset)
     report = checker.report()
-    assert kinds(checker) == [("duplicate", 2), ("gap", 5), ("reordered", 3), ("duplicate", 1),
-                              ("gap", 8)]
+    assert kinds(checker) == [
+        ("duplicate", 2),
+        ("gap", 5),
+        ("reordered", 3),
+        ("duplicate", 1),
+        ("gap", 8),
+    ]
     gap = report.findings[1]
     assert gap.missing == 2 and "3..4" in gap.detail
     # 3 and 4 were missing, 3 arrived late, then 7 was skipped: 4 and 7 are still missing
@@ -300,8 +378,9 @@ def test_late_arrivals_fill_the_gap(signer: Signer, keyset: dict[str, Any]) -> N
     assert report.counts == {**report.counts, "ok": 1, "gap": 1, "reordered": 2}
 
 
-def test_broken_chain_and_substitution(key: Ed25519PrivateKey, signer: Signer,
-                                       keyset: dict[str, Any]) -> None:
+def test_broken_chain_and_substitution(
+    key: Ed25519PrivateKey, signer: Signer, keyset: dict[str, Any]
+) -> None:
     chain = ChainState()
     e1, e2 = produce(signer, chain), produce(signer, chain)
     # authentic seq 2 pointing at the wrong predecessor (e.g. a lost and regenerated state)
@@ -322,8 +401,9 @@ def test_broken_chain_and_substitution(key: Ed25519PrivateKey, signer: Signer,
 def test_forgery_unknown_key_malformed_misrouted(signer: Signer, keyset: dict[str, Any]) -> None:
     chain = ChainState()
     e1, e2 = produce(signer, chain), produce(signer, chain)
-    forged = dict(e2, payload=b64url_encode(canonical_json(body(2, signing_input_hash(e1),
-                                                                 asset="evil"))))
+    forged = dict(
+        e2, payload=b64url_encode(canonical_json(body(2, signing_input_hash(e1), asset="evil")))
+    )
     stranger = Signer(Ed25519PrivateKey.generate()).sign_body(body(2, signing_input_hash(e1)))
     checker = ChainChecker()
     checker.feed(e1, keyset)
@@ -365,15 +445,26 @@ def test_rotation_keeps_chain_and_old_envelopes_verify(tmp_path: Path) -> None:
 
 # --- stream files ------------------------------------------------------------------------
 
+
 def test_verify_stream_both_line_formats(signer: Signer, keyset: dict[str, Any]) -> None:
     chain = ChainState()
     e = [produce(signer, chain) for _ in range(4)]
-    lines = [json.dumps(e[0]), "", json.dumps({"topic": TOPIC, "envelope": e[1]}),
-             json.dumps({"topic": "edge/elsewhere", "envelope": e[2]}),
-             json.dumps({"envelope": e[2]}), "garbage", json.dumps(e[3])]
+    lines = [
+        json.dumps(e[0]),
+        "",
+        json.dumps({"topic": TOPIC, "envelope": e[1]}),
+        json.dumps({"topic": "edge/elsewhere", "envelope": e[2]}),
+        json.dumps({"envelope": e[2]}),
+        "garbage",
+        json.dumps(e[3]),
+    ]
     report = verify_stream(lines, keyset)
     assert [(f.kind, f.line) for f in report.findings] == [
-        ("misrouted", 4), ("malformed", 5), ("malformed", 6), ("gap", 7)]
+        ("misrouted", 4),
+        ("malformed", 5),
+        ("malformed", 6),
+        ("gap", 7),
+    ]
     assert report.counts["ok"] == 2 and report.missing == 1 and report.total == 6
 
 
@@ -383,6 +474,7 @@ def test_link_hash_matches_signer(signer: Signer) -> None:
 
 
 # --- the worked example in docs/protocol.md must stay true ------------------------------
+
 
 def doc_block(name: str) -> Any:
     text = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
@@ -407,8 +499,15 @@ def test_protocol_doc_example_chain() -> None:
 def test_verifier_is_standalone() -> None:
     # Platforms copy edge/verifier.py alone: it may import only stdlib, cryptography, rfc8785.
     tree = ast.parse((ROOT / "edge" / "verifier.py").read_text(encoding="utf-8"))
-    roots = {alias.name.split(".")[0] for node in ast.walk(tree)
-             if isinstance(node, ast.Import) for alias in node.names}
-    roots |= {node.module.split(".")[0] for node in ast.walk(tree)
-              if isinstance(node, ast.ImportFrom) and node.module}
+    roots = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    roots |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert roots - sys.stdlib_module_names == {"cryptography", "rfc8785"}
