@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     k.add_argument("-c", "--config", type=Path, required=True)
 
+    a = sub.add_parser("aas", help="Asset Administration Shell (AAS V3) of the plant's machines")
+    a.add_argument("action", choices=["export"])
+    a.add_argument("-c", "--config", type=Path, required=True)
+    a.add_argument("--asset", help="one machine id; default: every machine in one environment")
+    a.add_argument("-o", "--output", type=Path, help="file to write; default stdout")
+
     ver = sub.add_parser("verify", help="check signed envelopes: signature, kid, seq, prev chain")
     ver.add_argument(
         "capture",
@@ -132,6 +138,42 @@ def _verify(args: argparse.Namespace) -> int:
         )
     forged = report.counts.get("forgery", 0) + report.counts.get("unknown_key", 0)
     return EXIT_RUNTIME if forged or not report.ok else EXIT_OK
+
+
+def _aas(args: argparse.Namespace, loaded: LoadedPlant) -> int:
+    """The environment from the YAML alone (nameplate, calendar, KPI structure); live state
+    and OEE values are filled in by the running gateway."""
+    from models.aas import (
+        build_environment,
+        build_plant_environment,
+        environment_json,
+        verify_environment,
+    )
+
+    plant = loaded.plant
+    if args.asset:
+        try:
+            env = build_environment(plant, plant.machine(args.asset))
+        except KeyError:
+            ids = ", ".join(m.id for m in plant.machines)
+            print(
+                f"aas: no machine {args.asset!r} in {loaded.path} (machines: {ids})",
+                file=sys.stderr,
+            )
+            return EXIT_INPUT
+    else:
+        env = build_plant_environment(plant)
+    problems = verify_environment(env)
+    if problems:  # our bug, not the user's: refuse to emit an invalid environment
+        for p in problems:
+            print(f"aas: invalid environment: {p}", file=sys.stderr)
+        return EXIT_RUNTIME
+    text = json.dumps(environment_json(env), indent=2, ensure_ascii=False) + "\n"
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
 
 
 def _keys(args: argparse.Namespace, loaded: LoadedPlant) -> int:
@@ -193,9 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "verify":
             return _verify(args)
 
-        loaded = load_plant(args.config if args.command in ("run", "keys") else args.plant)
+        loaded = load_plant(args.config if args.command in ("run", "keys", "aas") else args.plant)
         if args.command == "keys":
             return _keys(args, loaded)
+        if args.command == "aas":
+            return _aas(args, loaded)
         configure_logging(args.log_format or loaded.plant.gateway.log_format, args.log_level)
         if args.command == "simulate":
             from edge.simulation import serve_forever

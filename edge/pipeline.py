@@ -34,9 +34,9 @@ from edge.console import MachineRow, console_loop
 from edge.egress import DestinationSender, Egress, Sealer
 from edge.keystore import KeyStore
 from edge.kpi import KpiService
+from edge.observability import get_logger
 from edge.oee_store import FILENAME as OEE_FILE
 from edge.oee_store import OeeStore
-from edge.observability import get_logger
 from edge.outbox import FILENAME as OUTBOX_FILE
 from edge.outbox import Outbox, OutboxCap
 from edge.runner import DeviceRunner, DeviceStatus
