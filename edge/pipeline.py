@@ -467,8 +467,16 @@ class Gateway:
                 await self.broker.start()
                 self.log.info("embedded_broker_started", url=self.destinations()[0].url)
             self.out = await self._start_egress()
-            self.oee_store = OeeStore(self.loaded.state_dir / OEE_FILE, logger=self.log)
-            self.kpi = KpiService(self.loaded.plant, self.oee_store, logger=self.log)
+            oee = self.loaded.plant.gateway.oee
+            self.oee_store = OeeStore(
+                self.loaded.state_dir / OEE_FILE,
+                raw_retention_days=oee.raw_retention_days,
+                window_retention_days=oee.window_retention_days,
+                logger=self.log,
+            )
+            self.kpi = KpiService(
+                self.loaded.plant, self.oee_store, publish_every=oee.publish_every, logger=self.log
+            )
             background.append(asyncio.create_task(self._kpi_loop(), name="kpi"))
             for machine in self.loaded.enabled_machines():
                 self._start_device(machine)

@@ -182,6 +182,14 @@ class BatchSettings(Strict):
     max_delay: float = Field(0.25, gt=0, le=60, description="seconds a record may wait")
 
 
+class OeeSettings(Strict):
+    """How long OEE history is kept in the state directory's SQLite store."""
+
+    raw_retention_days: int = Field(35, ge=1, le=3650, description="state intervals and counts")
+    window_retention_days: int = Field(400, ge=1, le=3650, description="closed shift windows")
+    publish_every: float = Field(60.0, ge=1, le=3600, description="seconds between oee messages")
+
+
 class Gateway(Strict):
     id: Ident
     site: Ident
@@ -192,6 +200,7 @@ class Gateway(Strict):
     )
     log_format: Literal["auto", "json", "console"] = "auto"
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    oee: OeeSettings = Field(default_factory=OeeSettings)
     keys_dir: str | None = Field(
         None,
         description="directory of the Ed25519 signing key (signing-key.pem, 0600) and retired "
