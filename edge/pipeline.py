@@ -7,9 +7,10 @@
                                    -> signer (JWS Ed25519) -> outbox (SQLite WAL) -> MQTT
     platform --MQTT request--> query handler (authorize) --> twin / OEE / capacity --> signed reply
 
-Built so far: adapter -> runner -> twin (normalized state) -> egress (batch, seq, per
-destination stream filter) -> MQTT. Signing, outbox, OEE publishing and queries are
-separate issues; `egress.Sealer` is the seam signing plugs into.
+Built so far: adapter -> runner -> twin (normalized state) -> KPI service (OEE engine,
+SQLite store) and egress (batch per topic, seq/prev chain, JWS Ed25519, SQLite outbox,
+one sender per destination with its stream filter) -> MQTT. Not yet: the query handler,
+capacity offers, per-machine/per-signal egress policies.
 
 `Gateway.run()` owns every task. SIGTERM/SIGINT stop it cleanly (flush batches, publish
 the offline status, wait for acknowledgements, disconnect); SIGHUP reloads the YAML: an
