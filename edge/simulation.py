@@ -1,7 +1,10 @@
 """Serve the plant's `simulate: true` machines: the bridge from a plant YAML to simulators/.
 
-Machines sharing a host and port become units of one simulated server, exactly as the
-gateway would see a multi-drop Modbus gateway.
+Every simulated machine gets one clock-driven `MachineModel` (seeded, scripted or not) and
+is served by the protocol server of its adapter type. `STARTERS` maps an adapter type to a
+function that serves a group of machines of that type and returns a handle with `aclose()`;
+each protocol's starter lives beside its server in simulators/. The connection block is
+the adapter's validated settings: a simulator listens where the gateway will connect.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edge.config import LoadedPlant
@@ -17,70 +21,74 @@ from models.errors import ConfigProblem, ConfigurationError, PlantConfigError
 from simulators.machine import MachineModel
 from simulators.modbus_server import ModbusBinding, serve_modbus
 
-SUPPORTED = {"modbus"}
+SimulatedMachine = tuple[str, Any, MachineModel]
+"""(machine id, the adapter's validated settings, its model)"""
+
+Starter = Callable[[list[SimulatedMachine]], Awaitable[Any]]
 
 
-def _bindings(loaded: LoadedPlant) -> list[ModbusBinding]:
-    out: list[ModbusBinding] = []
+async def _start_modbus(machines: list[SimulatedMachine]) -> Any:
+    bindings = []
+    for asset, settings, model in machines:
+        conn = settings.connection
+        if conn.transport != "tcp":
+            raise ConfigurationError(f"{asset}: the Modbus simulator serves transport 'tcp' only")
+        bindings.append(ModbusBinding(model, conn.host, conn.port, conn.unit))
+    return await serve_modbus(bindings)
+
+
+STARTERS: dict[str, Starter] = {"modbus": _start_modbus}
+
+
+def _models(loaded: LoadedPlant) -> dict[str, list[SimulatedMachine]]:
+    groups: dict[str, list[SimulatedMachine]] = {}
     problems: list[ConfigProblem] = []
     for i, m in enumerate(loaded.plant.machines):
         if not m.simulate:
             continue
-        if m.adapter not in SUPPORTED:
+        where = (str(loaded.path), None, None)
+        if m.adapter not in STARTERS:
             problems.append(
                 ConfigProblem(
-                    str(loaded.path),
-                    None,
-                    None,
-                    f"machines[{i}].simulate",
-                    f"no simulator for adapter {m.adapter!r} yet",
+                    *where, f"machines[{i}].simulate", f"no simulator for adapter {m.adapter!r} yet"
                 )
             )
             continue
+        options = dict(m.simulator)
+        if m.programs and "programs" not in options and "script" not in options:
+            # the machine's own programs and ideal cycle times drive its simulation
+            options["programs"] = {
+                name: {"ideal_cycle_time": p.ideal_cycle_time} for name, p in m.programs.items()
+            }
         try:
-            options = dict(m.simulator)
-            if m.programs and "programs" not in options and "script" not in options:
-                # the machine's own programs and ideal cycle times drive its simulation
-                options["programs"] = {
-                    name: {"ideal_cycle_time": p.ideal_cycle_time} for name, p in m.programs.items()
-                }
             model = MachineModel.from_options(m.id, options)
         except ValueError as exc:
-            problems.append(
-                ConfigProblem(str(loaded.path), None, None, f"machines[{i}].simulator", str(exc))
-            )
+            problems.append(ConfigProblem(*where, f"machines[{i}].simulator", str(exc)))
             continue
-        conn: Any = getattr(loaded.settings[m.id], "connection", None)
-        if conn is None or conn.transport != "tcp":
-            problems.append(
-                ConfigProblem(
-                    str(loaded.path),
-                    None,
-                    None,
-                    f"machines[{i}].connection",
-                    "the Modbus simulator serves transport 'tcp' only",
-                )
-            )
-            continue
-        out.append(ModbusBinding(model, conn.host, conn.port, conn.unit))
+        groups.setdefault(m.adapter, []).append((m.id, loaded.settings[m.id], model))
     if problems:
         raise PlantConfigError(problems)
-    return out
+    return groups
 
 
 async def start_simulators(loaded: LoadedPlant) -> list[Any]:
-    bindings = _bindings(loaded)
-    if not bindings:
-        return []
+    handles: list[Any] = []
     try:
-        handle = await serve_modbus(bindings)
-    except OSError as exc:
-        raise ConfigurationError(f"cannot start simulated machines: {exc} (port in use?)") from exc
-    get_logger().info(
-        "simulators_started",
-        machines=[f"{b.model.asset}@{b.host}:{b.port}/{b.unit}" for b in handle.endpoints],
-    )
-    return [handle]
+        for adapter, machines in _models(loaded).items():
+            try:
+                handles.append(await STARTERS[adapter](machines))
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot start simulated {adapter} machines: {exc} (port in use?)"
+                ) from exc
+            get_logger().info(
+                "simulators_started", adapter=adapter, machines=[asset for asset, _, _ in machines]
+            )
+    except BaseException:
+        for h in handles:
+            await h.aclose()
+        raise
+    return handles
 
 
 async def serve_forever(loaded: LoadedPlant) -> int:
