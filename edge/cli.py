@@ -82,6 +82,22 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--asset", help="one machine id; default: every machine in one environment")
     a.add_argument("-o", "--output", type=Path, help="file to write; default stdout")
 
+    q = sub.add_parser(
+        "query", help="ask a gateway over MQTT as a platform would; prints the verified reply"
+    )
+    q.add_argument("method", choices=["describe", "aas", "state", "oee", "capacity", "health"])
+    q.add_argument(
+        "params", nargs="*", help="NAME=VALUE request parameters, e.g. asset=mill-01 window=today"
+    )
+    q.add_argument("--broker", required=True, help="mqtt://HOST:PORT of the gateway's broker")
+    q.add_argument(
+        "--key", type=Path, required=True, help="the platform's Ed25519 private key (PEM)"
+    )
+    q.add_argument(
+        "--gateway", required=True, help="{prefix}/{site}/{gateway}, e.g. edge/plant-a/gw-01"
+    )
+    q.add_argument("--timeout", type=float, default=10.0)
+
     ver = sub.add_parser("verify", help="check signed envelopes: signature, kid, seq, prev chain")
     ver.add_argument(
         "capture",
@@ -176,6 +192,37 @@ def _aas(args: argparse.Namespace, loaded: LoadedPlant) -> int:
     return EXIT_OK
 
 
+def _query(args: argparse.Namespace) -> int:
+    from edge.query_client import load_private_key, query
+    from edge.verifier import VerificationError
+
+    params: dict[str, object] = {}
+    for item in args.params:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"query: parameter {item!r} is not NAME=VALUE", file=sys.stderr)
+            return EXIT_INPUT
+        try:
+            params[name] = json.loads(value)  # numbers, booleans; plain words stay strings
+        except ValueError:
+            params[name] = value
+    key = load_private_key(args.key)
+    try:
+        record = asyncio.run(
+            query(
+                args.broker, key, args.gateway.rstrip("/"), args.method, params, wait=args.timeout
+            )
+        )
+    except TimeoutError:
+        print(f"query: no verified reply within {args.timeout:g} s", file=sys.stderr)
+        return EXIT_RUNTIME
+    except VerificationError as exc:
+        print(f"query: the reply does not verify: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(json.dumps(record, indent=2))
+    return EXIT_OK if record.get("ok") else EXIT_RUNTIME
+
+
 def _keys(args: argparse.Namespace, loaded: LoadedPlant) -> int:
     from edge.keystore import KeyStore
 
@@ -234,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.command == "verify":
             return _verify(args)
+        if args.command == "query":
+            return _query(args)
 
         loaded = load_plant(args.config if args.command in ("run", "keys", "aas") else args.plant)
         if args.command == "keys":

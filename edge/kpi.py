@@ -330,6 +330,15 @@ class KpiService:
             return oee_record(eng.window(start, end, now=now), kind, closed=end <= now, at=now)
         raise ValueError(f"unknown window kind {kind!r}")
 
+    def current_shift_result(self, asset: str, now: datetime | None = None) -> OeeResult | None:
+        """The running shift's figures as an OeeResult (what the AAS KPI submodel shows)."""
+        now = now or self._clock()
+        inst = shift_at(self.plant.shifts, now)
+        eng = self._engines.get(asset)
+        if inst is None or eng is None:
+            return None
+        return eng.window(inst.start, now, now=now)
+
     def closed_shifts(self, asset: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Published records of the asset's shifts starting in [start, end), from the store."""
         return self.store.closed_windows(asset, start, end)

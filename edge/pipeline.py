@@ -26,6 +26,8 @@ import json
 import signal
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from edge import registry, systemd
@@ -40,6 +42,7 @@ from edge.oee_store import FILENAME as OEE_FILE
 from edge.oee_store import OeeStore
 from edge.outbox import FILENAME as OUTBOX_FILE
 from edge.outbox import Outbox, OutboxCap
+from edge.query import QueryHandler, load_platform_keys
 from edge.runner import DeviceRunner, DeviceStatus
 from edge.transport import MqttTransport
 from edge.twin import AssetTwin
@@ -49,6 +52,25 @@ from models.plant import Destination, Machine, gateway_topic, machine_topic
 from models.sample import Sample, format_ts, utc_now
 
 EMBEDDED_BROKER = ("127.0.0.1", 1883)
+
+
+def _version() -> str:
+    try:
+        return version("edge-gateway")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _ts(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"not an RFC 3339 timestamp: {value!r}") from exc
+    if ts.tzinfo is None:
+        raise ValueError(f"timestamp needs a time zone: {value!r}")
+    return ts
 
 
 @dataclass
@@ -91,6 +113,8 @@ class Gateway:
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.keystore: KeyStore | None = None
         self.kpi: KpiService | None = None
+        self.queries: QueryHandler | None = None
+        self.started = utc_now()
         self.oee_store: OeeStore | None = None
         self._outbox_alarms: set[str] = set()
         self._jwks = b""
@@ -198,6 +222,14 @@ class Gateway:
         out.tasks = [asyncio.create_task(s.run(), name=f"sender-{s.name}") for s in senders]
         out.tasks.append(asyncio.create_task(egress.run(), name="egress-batcher"))
         out.tasks.append(asyncio.create_task(self._status_loop(out), name="status"))
+        keys = load_platform_keys(plant.platforms, self.loaded.path.parent)
+        self.queries = QueryHandler(
+            plant, self, signer=lambda: out.egress.sealer.signer, keys=keys, logger=self.log
+        )
+        for dest_id, tr in transports.items():
+            out.tasks.append(
+                asyncio.create_task(self.queries.serve(tr, dest_id), name=f"query-{dest_id}")
+            )
         self.log.info(
             "egress_ready",
             kid=signer.kid,
@@ -414,6 +446,95 @@ class Gateway:
             )
             out.egress.sealer.signer = signer
             self._jwks = json.dumps(self.keystore.public_jwks(), separators=(",", ":")).encode()
+
+    # ---- queries (edge/query.py Backend): read-only views ----------------------------
+    def _assets(self, asset: str | None) -> list[str]:
+        if asset is None:
+            return list(self.devices)
+        if asset not in self.devices:
+            raise KeyError(asset)
+        return [asset]
+
+    def query_describe(self) -> dict[str, Any]:
+        plant = self.loaded.plant
+        g = plant.gateway
+        return {
+            "gateway": g.id,
+            "site": g.site,
+            "version": _version(),
+            "streams": ["telemetry", "state", "oee", "capacity"],
+            "machines": {
+                m.id: {
+                    "name": m.name,
+                    "area": m.area,
+                    "line": m.line,
+                    "adapter": m.adapter,
+                    "nameplate": m.nameplate.model_dump(exclude_none=True),
+                    "topics": {
+                        s: machine_topic(plant, m, s)
+                        for s in ("telemetry", "state", "oee", "capacity")
+                    },
+                }
+                for m in self.loaded.enabled_machines()
+            },
+        }
+
+    def query_state(self, asset: str | None) -> dict[str, Any]:
+        out = {}
+        for a in self._assets(asset):
+            d = self.devices[a]
+            record = d.twin.state.as_record()
+            record["ts"] = format_ts(d.twin.state.since) if d.twin.state.since else None
+            record["link"] = d.runner.status.value
+            out[a] = record
+        return {"machines": out}
+
+    def query_oee(self, asset: str, params: Any) -> dict[str, Any] | None:
+        if self.kpi is None or asset not in self.devices:
+            raise KeyError(asset)
+        kind = params.get("window", "shift")
+        start, end = _ts(params.get("start")), _ts(params.get("end"))
+        hours = params.get("hours")
+        if kind == "hours":
+            kind = "last_hour"
+        if hours is not None and not isinstance(hours, int | float):
+            raise ValueError("hours must be a number")
+        return self.kpi.window(asset, kind, start=start, end=end, hours=hours)
+
+    def query_aas(self, asset: str | None) -> dict[str, Any]:
+        from models.aas import build_environment, environment_json  # noqa: PLC0415
+
+        envs = {}
+        for a in self._assets(asset):
+            d = self.devices[a]
+            signals = {
+                name: (s.value, s.unit, s.ts)
+                for name, s in d.twin.last_values.items()
+                if s.quality.value != "bad"
+            }
+            oee = self.kpi.current_shift_result(a) if self.kpi is not None else None
+            env = build_environment(
+                self.loaded.plant, d.machine, state=d.twin.state, signals=signals, oee=oee
+            )
+            envs[a] = environment_json(env)
+        return {"machines": envs}
+
+    def query_capacity(self, asset: str | None) -> dict[str, Any]:
+        return {"machines": {a: self.capacity_record(a) for a in self._assets(asset)}}
+
+    def capacity_record(self, asset: str) -> dict[str, Any]:
+        raise ValueError("capacity offers are not built yet")
+
+    def query_health(self) -> dict[str, Any]:
+        return {
+            "state": "online",
+            "version": _version(),
+            "started": format_ts(self.started),
+            "uptime_s": round((utc_now() - self.started).total_seconds(), 3),
+            "devices": {a: d.runner.status.value for a, d in self.devices.items()},
+            "destinations": self.destination_stats(),
+            "queries": dict(self.queries.counts) if self.queries else {},
+        }
 
     # ---- console ------------------------------------------------------------------
     def console_snapshot(self) -> tuple[list[MachineRow], str]:

@@ -190,6 +190,40 @@ class OeeSettings(Strict):
     publish_every: float = Field(60.0, ge=1, le=3600, description="seconds between oee messages")
 
 
+QueryMethod = Literal["describe", "aas", "state", "oee", "capacity", "health"]
+QUERY_METHODS: tuple[QueryMethod, ...] = ("describe", "aas", "state", "oee", "capacity", "health")
+
+
+class Platform(Strict):
+    """A capacity-sharing platform allowed to query this gateway over MQTT.
+
+    Requests are JWS signed with one of the platform's Ed25519 keys; what it may ask is
+    listed here, nothing else is answered.
+    """
+
+    id: Ident
+    jwks_file: str | None = Field(None, description="JWKS file with the platform's public keys")
+    public_key_file: str | None = Field(None, description="PEM Ed25519 public key")
+    methods: list[QueryMethod] = Field(default_factory=lambda: list(QUERY_METHODS))
+    machines: list[str] = Field(
+        default_factory=lambda: ["*"], description="machine id patterns (fnmatch) it may ask about"
+    )
+    rate_limit: float = Field(5.0, gt=0, le=1000, description="requests per second, sustained")
+    burst: int = Field(20, ge=1, le=10_000, description="requests allowed at once")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Platform:
+        if (self.jwks_file is None) == (self.public_key_file is None):
+            raise ValueError("give exactly one of 'jwks_file' or 'public_key_file'")
+        return self
+
+
+class QuerySettings(Strict):
+    max_request_bytes: int = Field(65_536, ge=1024, le=4_000_000)
+    max_skew_seconds: float = Field(60.0, gt=0, le=3600, description="accepted age of a request's ts")
+    queue_size: int = Field(200, ge=1, le=100_000, description="requests waiting; more are dropped")
+
+
 class Gateway(Strict):
     id: Ident
     site: Ident
@@ -201,6 +235,7 @@ class Gateway(Strict):
     log_format: Literal["auto", "json", "console"] = "auto"
     batch: BatchSettings = Field(default_factory=BatchSettings)
     oee: OeeSettings = Field(default_factory=OeeSettings)
+    query: QuerySettings = Field(default_factory=QuerySettings)
     keys_dir: str | None = Field(
         None,
         description="directory of the Ed25519 signing key (signing-key.pem, 0600) and retired "
@@ -215,6 +250,9 @@ class Plant(Strict):
         default_factory=list, description="empty: an embedded broker on 127.0.0.1:1883 is used"
     )
     shifts: ShiftCalendar = Field(default_factory=ShiftCalendar)
+    platforms: list[Platform] = Field(
+        default_factory=list, description="who may query this gateway; none: queries are refused"
+    )
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Plant:
