@@ -358,7 +358,7 @@ class Outbox:
                 raise OutboxError(f"outbox {self.path}: chain table malformed: {exc}") from exc
 
     def append(self, topic: str, seq: int, link_hash: str, payload: bytes, *, retain: bool,
-               dests: Iterable[str]) -> dict[str, bool]:
+               dests: Iterable[str], chain_key: str | None = None) -> dict[str, bool]:
         """Store one sealed envelope for each of `dests` and advance `topic`'s chain to
         (`seq`, `link_hash`), all in one transaction; returns which destinations took it.
 
@@ -366,7 +366,10 @@ class Outbox:
         means two sealers or a lost commit, and storing it would fork the chain. The chain
         advances even when every destination refused the row; platforms then see a gap,
         which is the truth. The caller commits its own `ChainState` after this returns.
+        `chain_key` (default: `topic`) names the chain when one topic carries several chains,
+        e.g. one per destination whose egress policy filters what it receives.
         """
+        key = topic if chain_key is None else chain_key
         if len(b64url_decode(link_hash)) != 32:
             raise ValueError("link hash is not a b64url SHA-256")
         wanted = list(dict.fromkeys(dests))
@@ -381,17 +384,17 @@ class Outbox:
         pending: dict[str, tuple[int, int]] = {}
         with self._lock:
             with self._tx("append") as conn:
-                row = conn.execute("SELECT seq FROM chain WHERE topic = ?", (topic,)).fetchone()
+                row = conn.execute("SELECT seq FROM chain WHERE topic = ?", (key,)).fetchone()
                 expected = 1 if row is None else int(row[0]) + 1
                 if seq != expected:
-                    raise ValueError(f"outbox chain {topic!r}: append of seq {seq}, "
+                    raise ValueError(f"outbox chain {key!r}: append of seq {seq}, "
                                      f"expected {expected}")
                 for dest in wanted:
                     accepted[dest], pending[dest] = self._admit(
                         conn, dest, (topic, payload, int(retain), now, size), free)
                 conn.execute("INSERT INTO chain(topic, seq, hash) VALUES (?, ?, ?) "
                              "ON CONFLICT(topic) DO UPDATE SET seq = excluded.seq, "
-                             "hash = excluded.hash", (topic, seq, link_hash))
+                             "hash = excluded.hash", (key, seq, link_hash))
             self._pending.update(pending)
         return accepted
 

@@ -28,7 +28,10 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from edge import registry, systemd
 from edge.broker import EmbeddedBroker
@@ -46,9 +49,17 @@ from edge.query import QueryHandler, load_platform_keys
 from edge.runner import DeviceRunner, DeviceStatus
 from edge.transport import MqttTransport
 from edge.twin import AssetTwin
+from models.capacity import (
+    capacity_record,
+    expected_program_end,
+    free_slots,
+    ideal_cycle_time_for,
+    parse_bookings,
+    performance_windows,
+)
 from models.envelope import telemetry_record
 from models.errors import ConfigurationError, PlantConfigError
-from models.plant import Destination, Machine, gateway_topic, machine_topic
+from models.plant import Booking, Destination, Machine, gateway_topic, machine_topic
 from models.sample import Sample, format_ts, utc_now
 
 EMBEDDED_BROKER = ("127.0.0.1", 1883)
@@ -59,6 +70,26 @@ def _version() -> str:
         return version("edge-gateway")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def _capacity_digest(record: dict[str, Any]) -> str:
+    """What counts as a change of an offer: capabilities, performance, whether data flows,
+    and free slots at 15-minute resolution (the first slot starts `now`, which moves)."""
+
+    def q(ts: str) -> str:
+        t = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        return t.replace(minute=t.minute // 15 * 15, second=0, microsecond=0).isoformat()
+
+    return json.dumps(
+        {
+            "capabilities": record.get("capabilities"),
+            "performance": record.get("performance"),
+            "fresh": record["freshness"]["last_sample"] is not None,
+            "slots": [(q(s["start"]), q(s["end"])) for s in record.get("free_slots", [])],
+        },
+        sort_keys=True,
+        default=str,
+    )
 
 
 def _ts(value: Any) -> datetime | None:
@@ -115,6 +146,8 @@ class Gateway:
         self.kpi: KpiService | None = None
         self.queries: QueryHandler | None = None
         self.started = utc_now()
+        self._bookings_cache: dict[str, list[Booking]] = {}
+        self._booking_errors: dict[str, str] = {}
         self.oee_store: OeeStore | None = None
         self._outbox_alarms: set[str] = set()
         self._jwks = b""
@@ -195,6 +228,7 @@ class Gateway:
                 birth=(status_topic, self._status_payload("online"), True),
                 logger=self.log.bind(destination=dest.id),
             )
+            transport.set_announcements([(gateway_topic(plant, "keys"), self._jwks, True)])
             await transport.start()
             transports[dest.id] = transport
             senders.append(
@@ -206,7 +240,7 @@ class Gateway:
             plant.gateway.id,
             signer,
             outbox,
-            routes={d.id: set(d.streams) for d in dests},
+            destinations=dests,
             is_connected=lambda d: transports[d].connected,
         )
         b = plant.gateway.batch
@@ -243,9 +277,8 @@ class Gateway:
         re-published after every reconnect, since a broker restart may lose retained messages,
         and the JWKS again whenever a reload brought a rotated key."""
         plant = self.loaded.plant
-        keys_topic = gateway_topic(plant, "keys")
         status_topic = gateway_topic(plant, "status")
-        published: dict[int, tuple[int, bytes]] = {}
+        published: dict[int, int] = {}
         last_status = 0.0
         loop = asyncio.get_running_loop()
         losses = {d: st["dropped"] + st["rejected"] for d, st in self.destination_stats().items()}
@@ -262,12 +295,9 @@ class Gateway:
                     self.log.info("outbox_no_longer_losing_data", destination=dest, **st)
                 losses[dest] = lost
             for i, tr in enumerate(out.transports):
-                mark = (tr.stats["reconnects"], self._jwks)
-                if tr.connected and published.get(i) != mark:
-                    if published.get(i, (None,))[0] != mark[0]:
-                        last_status = 0.0  # a new link gets the detailed status at once
-                    published[i] = mark
-                    self._spawn(tr.publish(keys_topic, self._jwks, qos=1, retain=True))
+                if tr.connected and published.get(i) != tr.stats["reconnects"]:
+                    published[i] = tr.stats["reconnects"]
+                    last_status = 0.0  # a new link gets the detailed status at once
             if loop.time() - last_status >= every:
                 last_status = loop.time()
                 payload = self._status_payload("online", detail=True)
@@ -444,8 +474,11 @@ class Gateway:
             self.log.info(
                 "signing_key_reloaded", kid=signer.kid, previous=out.egress.sealer.signer.kid
             )
-            out.egress.sealer.signer = signer
             self._jwks = json.dumps(self.keystore.public_jwks(), separators=(",", ":")).encode()
+            keys_topic = gateway_topic(self.loaded.plant, "keys")
+            for tr in out.transports:  # the new JWKS goes out before the first new signature
+                tr.set_announcements([(keys_topic, self._jwks, True)])
+            out.egress.sealer.signer = signer
 
     # ---- queries (edge/query.py Backend): read-only views ----------------------------
     def _assets(self, asset: str | None) -> list[str]:
@@ -523,7 +556,80 @@ class Gateway:
         return {"machines": {a: self.capacity_record(a) for a in self._assets(asset)}}
 
     def capacity_record(self, asset: str) -> dict[str, Any]:
-        raise ValueError("capacity offers are not built yet")
+        """What a platform shows a buyer: capabilities, free slots over the horizon (shift
+        calendar minus bookings minus the running program), recent OEE, data freshness."""
+        d = self.devices[asset]
+        m, settings, now = d.machine, self.loaded.plant.gateway.capacity, utc_now()
+        state = d.twin.state
+        busy_until = expected_program_end(state, now, ideal_cycle_time_for(m, state.program))
+        slots = free_slots(
+            self.loaded.plant.shifts,
+            [*m.bookings, *self._bookings_from_file(m)],
+            now,
+            settings.horizon,
+            busy_until=busy_until,
+            min_slot=settings.min_slot,
+        )
+        performance: dict[str, dict[str, Any] | None] = {}
+        for name, (start, end) in performance_windows(now).items():
+            performance[name] = (
+                self.kpi.window(asset, "range", start=start, end=end) if self.kpi else None
+            )
+        return capacity_record(
+            asset,
+            m.capabilities,
+            slots,
+            performance,
+            last_sample=d.twin.stats.last_sample,
+            now=now,
+            horizon=settings.horizon,
+        )
+
+    def _bookings_from_file(self, m: Machine) -> list[Booking]:
+        """Re-read on every refresh so a scheduler can update it without a reload; a broken
+        file is logged once and the last good list is kept."""
+        if m.bookings_file is None:
+            return []
+        path = Path(m.bookings_file)
+        path = path if path.is_absolute() else self.loaded.path.parent / path
+        try:
+            found = parse_bookings(yaml.safe_load(path.read_text(encoding="utf-8")) or [])
+        except (OSError, yaml.YAMLError, ValueError) as exc:
+            if self._booking_errors.get(m.id) != str(exc):
+                self._booking_errors[m.id] = str(exc)
+                self.log.error(
+                    "bookings_file_unreadable_keeping_last",
+                    asset=m.id,
+                    path=str(path),
+                    error=str(exc),
+                )
+            return self._bookings_cache.get(m.id, [])
+        self._booking_errors.pop(m.id, None)
+        self._bookings_cache[m.id] = found
+        return found
+
+    async def _capacity_loop(self) -> None:
+        """Retained `capacity` per machine: on change (ignoring timestamps) and at least
+        every `refresh_seconds`."""
+        last: dict[str, tuple[str, float]] = {}
+        loop = asyncio.get_running_loop()
+        while True:
+            every = self.loaded.plant.gateway.capacity.refresh_seconds
+            for asset, d in list(self.devices.items()):
+                if self.out is None:
+                    break
+                try:
+                    record = self.capacity_record(asset)
+                except Exception:  # a bug must not end the loop for every machine
+                    self.log.exception("capacity_failed", asset=asset)
+                    continue
+                digest = _capacity_digest(record)
+                prev = last.get(asset)
+                if prev is None or prev[0] != digest or loop.time() - prev[1] >= every:
+                    last[asset] = (digest, loop.time())
+                    topic = machine_topic(self.loaded.plant, d.machine, "capacity")
+                    self.out.egress.emit(topic, asset, "capacity", [record])
+            await asyncio.sleep(min(5.0, every))
 
     def query_health(self) -> dict[str, Any]:
         return {
@@ -600,6 +706,7 @@ class Gateway:
                 self.loaded.plant, self.oee_store, publish_every=oee.publish_every, logger=self.log
             )
             background.append(asyncio.create_task(self._kpi_loop(), name="kpi"))
+            background.append(asyncio.create_task(self._capacity_loop(), name="capacity"))
             for machine in self.loaded.enabled_machines():
                 self._start_device(machine)
             systemd.notify("READY=1\nSTATUS=running")

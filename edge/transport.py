@@ -160,6 +160,7 @@ class MqttTransport:
         self._client_id = client_id
         self._will = will
         self._birth = birth
+        self._announcements: list[tuple[str, bytes, bool]] = []
         self._tls = url.scheme == "mqtts"
         self._host = url.hostname or ""
         self._port = url.port or (8883 if self._tls else 1883)
@@ -216,12 +217,24 @@ class MqttTransport:
         if d.password is not None and d.username is None:
             raise ConfigurationError(f"destination {d.id}: a password needs a username")
         if d.tls is not None and not self._tls:
-            raise ConfigurationError(f"destination {d.id}: 'tls' is set but the url is not mqtts://")
+            raise ConfigurationError(
+                f"destination {d.id}: 'tls' is set but the url is not mqtts://"
+            )
         self._password = resolve_secret(d.password) if d.password is not None else None
         self._ssl = self._ssl_context() if self._tls else None
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._supervisor = self._loop.create_task(self._supervise(), name=f"mqtt-{d.id}")
+
+    def set_announcements(self, messages: list[tuple[str, bytes, bool]]) -> None:
+        """Messages (topic, payload, retain) published at QoS 1 on every connect, right after
+        the birth and before anything else, e.g. the JWKS that the envelopes which follow
+        are signed with. Set while connected, they go out at once too."""
+        self._announcements = list(messages)
+        client = self._client
+        if self._connected and client is not None:
+            for topic, payload, retain in self._announcements:
+                client.publish(topic, payload, qos=1, retain=retain)
 
     async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """True once connected; False if `timeout` seconds pass first (the link keeps trying)."""
@@ -247,8 +260,9 @@ class MqttTransport:
         if not topic or "+" in topic or "#" in topic or qos not in (0, 1, 2):
             raise TransportError(f"cannot publish to {topic!r} with QoS {qos}")
         props = _publish_properties(properties) if properties else None
-        rec = _Outgoing(next(self._keys), topic, bytes(payload), qos, retain, props,
-                        self._loop.create_future())
+        rec = _Outgoing(
+            next(self._keys), topic, bytes(payload), qos, retain, props, self._loop.create_future()
+        )
         self._pending[rec.key] = rec
         self._stats["published"] += 1
         if self._connected:
@@ -321,11 +335,14 @@ class MqttTransport:
                     await self._lost.wait()
                 if self._closing:
                     return
-                self._log.warning("mqtt_disconnected", reason=self._lost_reason,
-                                  pending=len(self._pending))
+                self._log.warning(
+                    "mqtt_disconnected", reason=self._lost_reason, pending=len(self._pending)
+                )
                 outage_logged = True
-            elif self._dest.protocol == "auto" and self._protocol == "5" and (
-                result.reason == _UNSUPPORTED_PROTOCOL or result.kind == "dropped"
+            elif (
+                self._dest.protocol == "auto"
+                and self._protocol == "5"
+                and (result.reason == _UNSUPPORTED_PROTOCOL or result.kind == "dropped")
             ):
                 self._protocol, tentative_311 = "3.1.1", result.kind == "dropped"
                 log = self._log.debug if fallback_logged else self._log.info
@@ -334,8 +351,12 @@ class MqttTransport:
                 continue  # try 3.1.1 at once
             else:
                 log = self._log.debug if outage_logged else self._log.warning
-                log("mqtt_connect_failed", reason=result.detail, protocol=self._protocol,
-                    pending=len(self._pending))
+                log(
+                    "mqtt_connect_failed",
+                    reason=result.detail,
+                    protocol=self._protocol,
+                    pending=len(self._pending),
+                )
                 outage_logged = True
                 failures += 1
             if tentative_311:  # a bare drop may have been a restarting broker: try 5 first again
@@ -494,8 +515,14 @@ class MqttTransport:
         else:
             self._connected_event.clear()
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _flags: mqtt.ConnectFlags,
-                    reason: ReasonCode, _props: Properties | None) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _u: Any,
+        _flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
         if client is not self._client:
             return
         if reason.is_failure:
@@ -509,17 +536,29 @@ class MqttTransport:
         if self._birth is not None:  # undoes a will the broker may have sent for the last link
             topic, payload, retain = self._birth
             client.publish(topic, payload, qos=1, retain=retain)
+        for topic, payload, retain in self._announcements:  # before any re-send or new data
+            client.publish(topic, payload, qos=1, retain=retain)
         for topic, qos in self._subscriptions.items():
             self._send_subscribe(client, topic, qos)
         resend = [r for r in self._pending.values() if not r.future.done()]
         for rec in resend:
             self._send(rec)
-        self._log.info("mqtt_connected", protocol=self._protocol, resent=len(resend),
-                       reconnects=self._stats["reconnects"])
+        self._log.info(
+            "mqtt_connected",
+            protocol=self._protocol,
+            resent=len(resend),
+            reconnects=self._stats["reconnects"],
+        )
         self._settle(_Attempt("ok"))
 
-    def _on_disconnect(self, client: mqtt.Client, _u: Any, _flags: mqtt.DisconnectFlags,
-                       reason: ReasonCode, _props: Properties | None) -> None:
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        _u: Any,
+        _flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
         self._gone(client, str(reason))
 
     def _gone(self, client: mqtt.Client, reason: str) -> None:
@@ -539,8 +578,13 @@ class MqttTransport:
         client = self._client
         assert client is not None
         try:
-            info = client.publish(rec.topic, rec.payload, rec.qos, rec.retain,
-                                  properties=rec.properties if self._protocol == "5" else None)
+            info = client.publish(
+                rec.topic,
+                rec.payload,
+                rec.qos,
+                rec.retain,
+                properties=rec.properties if self._protocol == "5" else None,
+            )
         except (ValueError, RuntimeError) as exc:
             self._fail(rec, TransportError(f"cannot publish to {rec.topic!r}: {exc}"))
             return
@@ -555,8 +599,9 @@ class MqttTransport:
         if not rec.future.done():
             rec.future.set_exception(exc)
 
-    def _on_publish(self, client: mqtt.Client, _u: Any, mid: int, reason: ReasonCode,
-                    _props: Properties | None) -> None:
+    def _on_publish(
+        self, client: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _props: Properties | None
+    ) -> None:
         rec = self._by_mid.pop(mid, None) if client is self._client else None
         if rec is None:
             return
@@ -583,8 +628,14 @@ class MqttTransport:
             self._suback[mid] = fut
         return fut
 
-    def _on_subscribe(self, client: mqtt.Client, _u: Any, mid: int, reasons: list[ReasonCode],
-                      _props: Properties | None) -> None:
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        _u: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        _props: Properties | None,
+    ) -> None:
         fut = self._suback.pop(mid, None)
         refused = [str(r) for r in reasons if r.is_failure]
         if refused:
@@ -599,7 +650,10 @@ class MqttTransport:
         props = msg.properties
         user = getattr(props, "UserProperty", None) or []
         incoming = IncomingMessage(
-            topic=msg.topic, payload=bytes(msg.payload), qos=msg.qos, retain=bool(msg.retain),
+            topic=msg.topic,
+            payload=bytes(msg.payload),
+            qos=msg.qos,
+            retain=bool(msg.retain),
             response_topic=getattr(props, "ResponseTopic", None),
             correlation_data=getattr(props, "CorrelationData", None),
             user_properties=tuple((str(k), str(v)) for k, v in user),

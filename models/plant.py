@@ -9,11 +9,20 @@ every problem with file, line, column and field path). Secrets are never inline:
 from __future__ import annotations
 
 import re
-from datetime import date, time
+from datetime import UTC, date, datetime, time, timedelta
+from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=64)]
 """Ids become MQTT topic levels: lower case, digits, `_` and `-` only."""
@@ -80,6 +89,23 @@ class OutboxSettings(Strict):
     )
 
 
+class PatternFilter(Strict):
+    """Names a destination may receive: any `allow` pattern matches and no `deny` pattern
+    does (fnmatch, case-sensitive). Deny wins, so `deny: [program*]` keeps programs inside."""
+
+    allow: list[str] = Field(default_factory=lambda: ["*"])
+    deny: list[str] = Field(default_factory=list)
+
+    def allows(self, name: str) -> bool:
+        return any(fnmatchcase(name, p) for p in self.allow) and not any(
+            fnmatchcase(name, p) for p in self.deny
+        )
+
+    @property
+    def everything(self) -> bool:
+        return self.allow == ["*"] and not self.deny
+
+
 class Destination(Strict):
     """One MQTT broker of one platform; each gets its own connection."""
 
@@ -97,6 +123,13 @@ class Destination(Strict):
         default_factory=lambda: list(STREAMS), description="streams sent to this destination"
     )
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    machines: PatternFilter = Field(
+        default_factory=PatternFilter, description="which machines' data this destination gets"
+    )
+    signals: PatternFilter = Field(
+        default_factory=PatternFilter,
+        description="which signals (telemetry records, state fields) this destination gets",
+    )
 
     @field_validator("url")
     @classmethod
@@ -120,6 +153,87 @@ class ProgramSettings(Strict):
     ideal_cycle_time: float = Field(gt=0, description="seconds per part for this program")
 
 
+Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+"""A free-text keyword (process, material, certification): trimmed, never empty."""
+
+
+class WorkEnvelope(Strict):
+    """Axis travel in millimetres: the largest part the machine can hold and reach."""
+
+    x: float = Field(gt=0)
+    y: float = Field(gt=0)
+    z: float = Field(gt=0)
+
+
+class Capabilities(Strict):
+    """What a machine can make, as the plant declares it (published as-is, signed).
+
+    Process names are lower-cased so that buyers filtering on "milling" also find
+    "Milling"; materials and certifications keep their spelling ("Ti-6Al-4V", "ISO 9001").
+    """
+
+    processes: list[Label] = Field(
+        default_factory=list, description="e.g. milling, turning, 5-axis, grinding"
+    )
+    work_envelope_mm: WorkEnvelope | None = Field(None, description="axis travel x/y/z in mm")
+    max_part_weight_kg: float | None = Field(None, gt=0)
+    materials: list[Label] = Field(default_factory=list, description="e.g. steel, aluminium")
+    tolerance_mm: float | None = Field(None, gt=0, description="achievable tolerance, +/- mm")
+    surface_finish_ra_um: float | None = Field(None, gt=0, description="best Ra in micrometres")
+    certifications: list[Label] = Field(default_factory=list, description="e.g. ISO 9001")
+    notes: str | None = Field(None, max_length=2000)
+
+    @field_validator("processes")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [p.lower() for p in v]
+
+
+class Booking(Strict):
+    """Time already sold or reserved: [start, end), never offered again.
+
+    Aware datetimes only: a naive time in a booking file would be read in whatever zone the
+    gateway happens to run in, and the slot offered to a buyer would be off by hours.
+    """
+
+    start: AwareDatetime
+    end: AwareDatetime
+    reference: str | None = Field(None, max_length=256, description="order or job number")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Booking:
+        if self.end <= self.start:
+            raise ValueError("booking end must be after its start")
+        return self
+
+    def interval(self) -> tuple[datetime, datetime]:
+        """The booking in UTC."""
+        return (self.start.astimezone(UTC), self.end.astimezone(UTC))
+
+
+class CapacitySettings(Strict):
+    """Gateway-level settings of the `capacity` stream."""
+
+    horizon_days: int = Field(14, ge=1, le=90, description="how far ahead free slots are offered")
+    min_slot_minutes: int = Field(
+        30, ge=0, le=1440, description="free slots shorter than this are not offered"
+    )
+    refresh_seconds: float = Field(
+        300.0,
+        ge=5,
+        le=300,
+        description="republish at least this often (and on change); at most 5 min by contract",
+    )
+
+    @property
+    def horizon(self) -> timedelta:
+        return timedelta(days=self.horizon_days)
+
+    @property
+    def min_slot(self) -> timedelta:
+        return timedelta(minutes=self.min_slot_minutes)
+
+
 class Machine(Strict):
     id: Ident
     name: str | None = None
@@ -137,6 +251,11 @@ class Machine(Strict):
     )
     points: list[dict[str, Any]] = Field(
         default_factory=list, description="adapter-specific point map"
+    )
+    capabilities: Capabilities | None = Field(None, description="what a buyer may order")
+    bookings: list[Booking] = Field(default_factory=list, description="time already sold")
+    bookings_file: str | None = Field(
+        None, description="JSON or YAML list of bookings, re-read at every capacity refresh"
     )
     simulator: dict[str, Any] = Field(
         default_factory=dict,
@@ -220,7 +339,9 @@ class Platform(Strict):
 
 class QuerySettings(Strict):
     max_request_bytes: int = Field(65_536, ge=1024, le=4_000_000)
-    max_skew_seconds: float = Field(60.0, gt=0, le=3600, description="accepted age of a request's ts")
+    max_skew_seconds: float = Field(
+        60.0, gt=0, le=3600, description="accepted age of a request's ts"
+    )
     queue_size: int = Field(200, ge=1, le=100_000, description="requests waiting; more are dropped")
 
 
@@ -236,6 +357,7 @@ class Gateway(Strict):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     oee: OeeSettings = Field(default_factory=OeeSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     keys_dir: str | None = Field(
         None,
         description="directory of the Ed25519 signing key (signing-key.pem, 0600) and retired "
