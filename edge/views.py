@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from models.capacity import (
+    aggregate_windows,
     capacity_record,
     expected_program_end,
     free_slots,
@@ -177,11 +178,12 @@ class GatewayViews:
             busy_until=busy_until,
             min_slot=settings.min_slot,
         )
+        # from the closed shift windows in the store: cheap for 30 days, and the same figures
+        # a platform received on the `oee` stream
         performance: dict[str, dict[str, Any] | None] = {}
         for name, (start, end) in performance_windows(now).items():
-            performance[name] = (
-                self.kpi.window(asset, "range", start=start, end=end) if self.kpi else None
-            )
+            closed = self.kpi.closed_shifts(asset, start, end) if self.kpi else []
+            performance[name] = aggregate_windows(closed)
         return capacity_record(
             asset,
             m.capabilities,

@@ -236,6 +236,44 @@ def _metrics(record: Mapping[str, Any] | None) -> dict[str, float | None] | None
     return out
 
 
+def aggregate_windows(records: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """ISO 22400 ratios over several windows (e.g. the closed shifts of 30 days): time
+    elements and counts are summed first, then divided, never averaged ratio by ratio, so a
+    short shift weighs what it lasted. None when no window had planned time."""
+    pbt = apt = effective = 0.0
+    pq = gq = 0
+    rated = True
+    for r in records:
+        t, c = r.get("time", {}), r.get("counts", {})
+        pbt += float(t.get("pbt") or 0)
+        apt += float(t.get("apt") or 0)
+        if t.get("effective") is None and (c.get("pq") or 0):
+            rated = False
+        effective += float(t.get("effective") or 0)
+        pq += int(c.get("pq") or 0)
+        gq += int(c.get("gq") or 0)
+    if pbt <= 0:
+        return None
+    availability = apt / pbt
+    effectiveness = effective / apt if apt > 0 and rated else None
+    quality = gq / pq if pq > 0 else None
+    oee = (
+        availability * effectiveness * quality
+        if effectiveness is not None and quality is not None
+        else None
+    )
+    return {
+        "availability": availability,
+        "effectiveness": effectiveness,
+        "quality": quality,
+        "oee": oee,
+        "pbt": pbt,
+        "apt": apt,
+        "pq": pq,
+        "gq": gq,
+    }
+
+
 def _hours(a: datetime, b: datetime) -> float:
     return (b - a).total_seconds() / 3600.0
 

@@ -304,7 +304,13 @@ class BatchSettings(Strict):
 class OeeSettings(Strict):
     """How long OEE history is kept in the state directory's SQLite store."""
 
-    raw_retention_days: int = Field(35, ge=1, le=3650, description="state intervals and counts")
+    raw_retention_days: int = Field(
+        8,
+        ge=1,
+        le=3650,
+        description="state intervals and part counts kept in memory and on disk for open windows "
+        "(last hour, today, a range, the running shift); about 200 B per part and state change",
+    )
     window_retention_days: int = Field(400, ge=1, le=3650, description="closed shift windows")
     publish_every: float = Field(60.0, ge=1, le=3600, description="seconds between oee messages")
 

@@ -73,16 +73,17 @@ def test_holidays_and_weekends_are_not_offered() -> None:
     cal = ShiftCalendar(timezone="Europe/Berlin", shifts=[DAY], holidays=[date(2026, 11, 24)])
     slots = free_slots(cal, [], MON, timedelta(days=7), min_slot=ZERO)
     days = sorted({a.astimezone(BER).date() for a, _ in slots})
-    assert days == [date(2026, 11, 23), date(2026, 11, 25), date(2026, 11, 26),
-                    date(2026, 11, 27)]
+    assert days == [date(2026, 11, 23), date(2026, 11, 25), date(2026, 11, 26), date(2026, 11, 27)]
     assert sum(((b - a) for a, b in slots), ZERO) == 4 * timedelta(hours=7, minutes=15)
 
 
 def test_horizon_starts_now_and_cuts_the_last_slot() -> None:
     now = local(2026, 11, 23, 10)
     slots = free_slots(CAL, [], now, timedelta(hours=2, minutes=45), min_slot=ZERO)
-    assert slots == [(utc(2026, 11, 23, 9), utc(2026, 11, 23, 11)),
-                     (utc(2026, 11, 23, 11, 30), utc(2026, 11, 23, 11, 45))]
+    assert slots == [
+        (utc(2026, 11, 23, 9), utc(2026, 11, 23, 11)),
+        (utc(2026, 11, 23, 11, 30), utc(2026, 11, 23, 11, 45)),
+    ]
 
 
 def test_calendar_without_shifts_offers_the_whole_horizon() -> None:
@@ -142,13 +143,17 @@ def test_plain_intervals_are_accepted_as_bookings() -> None:
 
 def test_busy_until_blocks_from_now() -> None:
     now = local(2026, 11, 23, 7)
-    slots = free_slots(CAL, [], now, timedelta(hours=12), busy_until=local(2026, 11, 23, 9, 45),
-                       min_slot=ZERO)
-    assert slots == [(utc(2026, 11, 23, 8, 45), utc(2026, 11, 23, 11)),
-                     (utc(2026, 11, 23, 11, 30), utc(2026, 11, 23, 13))]
+    slots = free_slots(
+        CAL, [], now, timedelta(hours=12), busy_until=local(2026, 11, 23, 9, 45), min_slot=ZERO
+    )
+    assert slots == [
+        (utc(2026, 11, 23, 8, 45), utc(2026, 11, 23, 11)),
+        (utc(2026, 11, 23, 11, 30), utc(2026, 11, 23, 13)),
+    ]
     # A past expected end blocks nothing.
-    past = free_slots(CAL, [], now, timedelta(hours=12), busy_until=local(2026, 11, 23, 6),
-                      min_slot=ZERO)
+    past = free_slots(
+        CAL, [], now, timedelta(hours=12), busy_until=local(2026, 11, 23, 6), min_slot=ZERO
+    )
     assert past == free_slots(CAL, [], now, timedelta(hours=12), min_slot=ZERO)
     assert past[0] == (utc(2026, 11, 23, 6), utc(2026, 11, 23, 8))
 
@@ -187,8 +192,9 @@ def test_bad_arguments(kwargs: dict[str, object], match: str) -> None:
 
 
 def test_dst_week_day_shift_moves_in_utc_not_in_length() -> None:
-    cal = ShiftCalendar(timezone="Europe/Berlin", shifts=[Shift(name="day", start=time(6),
-                                                               end=time(14))])
+    cal = ShiftCalendar(
+        timezone="Europe/Berlin", shifts=[Shift(name="day", start=time(6), end=time(14))]
+    )
     now = local(2026, 3, 25)  # Wednesday; clocks go forward Sunday 2026-03-29 02:00
     slots = free_slots(cal, [], now, timedelta(days=7), min_slot=ZERO)
     assert slots == [
@@ -200,9 +206,7 @@ def test_dst_week_day_shift_moves_in_utc_not_in_length() -> None:
     ]
 
 
-@pytest.mark.parametrize(
-    ("saturday", "hours"), [(date(2026, 3, 28), 7), (date(2026, 10, 24), 9)]
-)
+@pytest.mark.parametrize(("saturday", "hours"), [(date(2026, 3, 28), 7), (date(2026, 10, 24), 9)])
 def test_dst_night_shift_slot_is_real_time(saturday: date, hours: int) -> None:
     cal = ShiftCalendar(timezone="Europe/Berlin", shifts=[NIGHT])
     now = local(saturday.year, saturday.month, saturday.day, 12)
@@ -230,8 +234,9 @@ _shift = st.builds(
     st.integers(0, 999),
     _quarter,
     _quarter,
-    st.lists(st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]), min_size=1,
-             unique=True),
+    st.lists(
+        st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]), min_size=1, unique=True
+    ),
     st.lists(st.builds(lambda s, e: Break(start=s, end=e), _quarter, _quarter), max_size=2),
 )
 _calendar = st.builds(
@@ -249,8 +254,9 @@ _BASE = utc(2026, 1, 1)
     cal=_calendar,
     start_min=st.integers(0, 60 * 24 * 360),
     horizon_min=st.integers(1, 60 * 24 * 10),
-    raw_bookings=st.lists(st.tuples(st.integers(-60 * 24, 60 * 24 * 12), st.integers(1, 6000)),
-                          max_size=8),
+    raw_bookings=st.lists(
+        st.tuples(st.integers(-60 * 24, 60 * 24 * 12), st.integers(1, 6000)), max_size=8
+    ),
     busy_min=st.one_of(st.none(), st.integers(-600, 6000)),
     min_slot_min=st.integers(0, 240),
     probes=st.lists(st.floats(0, 1), max_size=20),
@@ -341,8 +347,15 @@ def test_expected_end_rejects_negative_parts_and_naive_now() -> None:
 
 
 def test_ideal_cycle_time_prefers_the_program() -> None:
-    m = Machine(id="m1", area="a", line="l", adapter="modbus", connection={},
-                ideal_cycle_time=60.0, programs={"O100": ProgramSettings(ideal_cycle_time=12.5)})
+    m = Machine(
+        id="m1",
+        area="a",
+        line="l",
+        adapter="modbus",
+        connection={},
+        ideal_cycle_time=60.0,
+        programs={"O100": ProgramSettings(ideal_cycle_time=12.5)},
+    )
     assert ideal_cycle_time_for(m, "O100") == 12.5
     assert ideal_cycle_time_for(m, "O200") == 60.0
     assert ideal_cycle_time_for(m, None) == 60.0
@@ -359,8 +372,9 @@ def test_expected_end_feeds_free_slots() -> None:
 
 
 def test_booking_validation() -> None:
-    b = Booking.model_validate({"start": "2026-11-23T06:00:00+01:00",
-                                "end": "2026-11-23T08:00:00Z", "reference": "PO-7"})
+    b = Booking.model_validate(
+        {"start": "2026-11-23T06:00:00+01:00", "end": "2026-11-23T08:00:00Z", "reference": "PO-7"}
+    )
     assert b.interval() == (utc(2026, 11, 23, 5), utc(2026, 11, 23, 8))
     with pytest.raises(ValidationError, match="after its start"):
         Booking(start=NOW, end=NOW)
@@ -381,16 +395,24 @@ def test_parse_bookings_reports_the_bad_entry() -> None:
 
 
 def test_capabilities_model() -> None:
-    c = Capabilities.model_validate({
-        "processes": ["Milling", " 5-axis "], "materials": ["Ti-6Al-4V"],
-        "work_envelope_mm": {"x": 600, "y": 500, "z": 450}, "tolerance_mm": 0.005,
-        "certifications": ["ISO 9001"],
-    })
+    c = Capabilities.model_validate(
+        {
+            "processes": ["Milling", " 5-axis "],
+            "materials": ["Ti-6Al-4V"],
+            "work_envelope_mm": {"x": 600, "y": 500, "z": 450},
+            "tolerance_mm": 0.005,
+            "certifications": ["ISO 9001"],
+        }
+    )
     assert c.processes == ["milling", "5-axis"]
     assert c.materials == ["Ti-6Al-4V"]
     assert Capabilities() == Capabilities(processes=[], materials=[], certifications=[])
-    for bad in ({"processes": [""]}, {"tolerance_mm": 0}, {"work_envelope_mm": {"x": 1, "y": 1}},
-                {"colour": "red"}):
+    for bad in (
+        {"processes": [""]},
+        {"tolerance_mm": 0},
+        {"work_envelope_mm": {"x": 1, "y": 1}},
+        {"colour": "red"},
+    ):
         with pytest.raises(ValidationError):
             Capabilities.model_validate(bad)
 
@@ -399,8 +421,13 @@ def test_capacity_settings() -> None:
     s = CapacitySettings()
     assert (s.horizon_days, s.min_slot_minutes, s.refresh_seconds) == (14, 30, 300.0)
     assert s.horizon == timedelta(days=14) and s.min_slot == 30 * M
-    for bad in ({"horizon_days": 0}, {"horizon_days": 91}, {"refresh_seconds": 301},
-                {"min_slot_minutes": -1}, {"extra": 1}):
+    for bad in (
+        {"horizon_days": 0},
+        {"horizon_days": 91},
+        {"refresh_seconds": 301},
+        {"min_slot_minutes": -1},
+        {"extra": 1},
+    ):
         with pytest.raises(ValidationError):
             CapacitySettings.model_validate(bad)
 
@@ -410,8 +437,15 @@ def test_capacity_settings() -> None:
 
 def kpi(a: float | None, q: float | None, oee: float | None) -> dict[str, object]:
     """The parts of a KpiService.window record that capacity reads, plus some it ignores."""
-    return {"window": {"kind": "range"}, "availability": a, "effectiveness": 0.9,
-            "quality": q, "oee": oee, "time": {"pbt": 1.0}, "counts": {}}
+    return {
+        "window": {"kind": "range"},
+        "availability": a,
+        "effectiveness": 0.9,
+        "quality": q,
+        "oee": oee,
+        "time": {"pbt": 1.0},
+        "counts": {},
+    }
 
 
 def test_record_shape() -> None:
@@ -419,12 +453,25 @@ def test_record_shape() -> None:
     caps = Capabilities(processes=["milling"], materials=["steel"])
     slots = free_slots(CAL, [], now, 20 * H, min_slot=30 * M)
     rec = capacity_record(
-        "m1", caps, slots, {"7d": kpi(0.8, 0.99, 0.7), "30d": None},
-        last_sample=now - timedelta(seconds=2.5), now=now, horizon=20 * H,
+        "m1",
+        caps,
+        slots,
+        {"7d": kpi(0.8, 0.99, 0.7), "30d": None},
+        last_sample=now - timedelta(seconds=2.5),
+        now=now,
+        horizon=20 * H,
     )
     assert json.loads(json.dumps(rec)) == rec  # JSON-ready
-    assert set(rec) == {"machine", "capabilities", "free_slots", "free_hours", "horizon",
-                        "performance", "freshness", "ts"}
+    assert set(rec) == {
+        "machine",
+        "capabilities",
+        "free_slots",
+        "free_hours",
+        "horizon",
+        "performance",
+        "freshness",
+        "ts",
+    }
     assert rec["machine"] == "m1"
     assert rec["capabilities"]["processes"] == ["milling"]
     assert rec["capabilities"]["work_envelope_mm"] is None
@@ -434,8 +481,10 @@ def test_record_shape() -> None:
         {"start": "2026-11-23T11:30:00.000Z", "end": "2026-11-23T13:00:00.000Z", "hours": 1.5},
     ]
     assert rec["free_hours"] == pytest.approx(6.25)
-    assert rec["horizon"] == {"start": "2026-11-23T06:00:00.000Z",
-                              "end": "2026-11-24T02:00:00.000Z"}
+    assert rec["horizon"] == {
+        "start": "2026-11-23T06:00:00.000Z",
+        "end": "2026-11-24T02:00:00.000Z",
+    }
     assert rec["performance"] == {
         "7d": {"availability": 0.8, "effectiveness": 0.9, "quality": 0.99, "oee": 0.7},
         "30d": None,
@@ -446,8 +495,9 @@ def test_record_shape() -> None:
 
 def test_record_without_data() -> None:
     now = local(2026, 11, 23, 7)  # a non-UTC now still yields Z timestamps
-    rec = capacity_record("m2", None, [], {"7d": {"oee": None}}, last_sample=None, now=now,
-                          horizon=timedelta(days=14))
+    rec = capacity_record(
+        "m2", None, [], {"7d": {"oee": None}}, last_sample=None, now=now, horizon=timedelta(days=14)
+    )
     assert rec["capabilities"] is None
     assert rec["free_slots"] == [] and rec["free_hours"] == 0
     assert rec["performance"] == {
@@ -460,12 +510,36 @@ def test_record_without_data() -> None:
 
 
 def test_record_clamps_a_sample_from_the_future() -> None:
-    rec = capacity_record("m1", None, [], {}, last_sample=NOW + timedelta(seconds=3), now=NOW,
-                          horizon=H)
+    rec = capacity_record(
+        "m1", None, [], {}, last_sample=NOW + timedelta(seconds=3), now=NOW, horizon=H
+    )
     assert rec["freshness"]["age_s"] == 0.0
 
 
 def test_performance_windows() -> None:
     w = performance_windows(local(2026, 11, 23, 11))
-    assert w == {"7d": (utc(2026, 11, 16, 10), utc(2026, 11, 23, 10)),
-                 "30d": (utc(2026, 10, 24, 10), utc(2026, 11, 23, 10))}
+    assert w == {
+        "7d": (utc(2026, 11, 16, 10), utc(2026, 11, 23, 10)),
+        "30d": (utc(2026, 10, 24, 10), utc(2026, 11, 23, 10)),
+    }
+
+
+def test_aggregate_windows_sums_time_elements_before_dividing() -> None:
+    from models.capacity import aggregate_windows
+
+    short = {"time": {"pbt": 100.0, "apt": 80.0, "effective": 60.0}, "counts": {"pq": 60, "gq": 57}}
+    long = {
+        "time": {"pbt": 300.0, "apt": 150.0, "effective": 150.0},
+        "counts": {"pq": 150, "gq": 150},
+    }
+    agg = aggregate_windows([short, long])
+    assert agg is not None
+    assert agg["availability"] == pytest.approx(230 / 400, rel=1e-12)
+    assert agg["effectiveness"] == pytest.approx(210 / 230, rel=1e-12)
+    assert agg["quality"] == pytest.approx(207 / 210, rel=1e-12)
+    assert agg["oee"] == pytest.approx(230 / 400 * 210 / 230 * 207 / 210, rel=1e-12)
+    # not the mean of the two shifts' ratios
+    assert agg["availability"] != pytest.approx((0.8 + 0.5) / 2)
+    assert aggregate_windows([]) is None
+    unrated = {"time": {"pbt": 10.0, "apt": 5.0, "effective": None}, "counts": {"pq": 3, "gq": 3}}
+    assert aggregate_windows([unrated])["effectiveness"] is None  # type: ignore[index]
