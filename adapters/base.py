@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -89,7 +90,9 @@ class PollingAdapter(Adapter):
     async def stream(self) -> AsyncIterator[Sequence[Sample]]:
         loop = asyncio.get_running_loop()
         interval = self.context.poll_interval
-        next_at = loop.time()
+        # After the first read, each device keeps its own random phase in the interval, so
+        # a plant of devices started together does not poll (and sign) in one burst.
+        next_at = loop.time() + random.uniform(0, interval) - interval
         while True:
             yield await self.read_once()
             next_at += interval

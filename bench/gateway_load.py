@@ -19,9 +19,8 @@ YAML.
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -32,7 +31,16 @@ from typing import Any
 from adapters.modbus.plan import plan_reads
 from adapters.modbus.settings import ModbusSettings
 
-from .processes import HOST, Child, ProcessGroup, cpu_seconds, memory_bytes, start_simulators
+from .processes import (
+    HOST,
+    Child,
+    ProcessGroup,
+    cpu_seconds,
+    memory_bytes,
+    start_simulators,
+    system_busy_seconds,
+)
+from .profiling import profile
 from .subscriber import Arrival, TelemetrySubscriber
 
 MB = 1024 * 1024
@@ -142,6 +150,20 @@ def weighted_percentiles(values: list[tuple[float, int]], qs: list[float]) -> li
     return out
 
 
+def busiest_slice_pct(arrivals: list[Arrival], interval: float, slices: int = 10) -> float:
+    """Share of reads falling in the busiest tenth of the poll interval (by phase).
+
+    About 10 % means the machines' polls are spread over the interval; near 100 % means they
+    all poll in the same instant, so the event loop takes every request (and every seal) of
+    the plant in one burst per interval.
+    """
+    bins = [0] * slices
+    for a in arrivals:
+        bins[int((a.read_at % interval) / interval * slices) % slices] += a.records
+    total = sum(bins)
+    return 100 * max(bins) / total if total else float("nan")
+
+
 def _log_events(log: Path) -> dict[str, int]:
     """warning/error events the gateway logged (JSON lines), by event name."""
     events: Counter[str] = Counter()
@@ -159,85 +181,6 @@ def _log_events(log: Path) -> dict[str, int]:
         if isinstance(rec, dict) and rec.get("level") in ("warning", "error", "critical"):
             events[f"{rec['level']}: {rec.get('event', '?')}"] += 1
     return dict(events)
-
-
-def py_spy_binary() -> str | None:
-    beside = Path(sys.executable).parent / "py-spy"
-    return str(beside) if beside.exists() else shutil.which("py-spy")
-
-
-def _frame_key(frame: str) -> str:
-    """`func (path/to/file.py:123)` -> `func (to/file.py)`: per function, not per line."""
-    name, _, where = frame.partition(" (")
-    path = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "/lib/python3"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
-    else:
-        path = path.removeprefix(str(Path(__file__).resolve().parents[1]) + "/")
-    return f"{name} ({path})"
-
-
-def _bucket(key: str) -> str:
-    path = key.rsplit("(", 1)[-1].rstrip(")")
-    top = path.split("/", 1)[0]
-    if top.startswith(".") or top[:1].isdigit():  # stdlib: "/lib/python3.11/asyncio/..."
-        top = path.split("/", 2)[1] if path.count("/") >= 2 else path
-    return top.removesuffix(".py")
-
-
-def profile(pid: int, seconds: float, out: Path) -> dict[str, Any]:
-    """py-spy over a running gateway: self time per function, and where it goes by module.
-
-    Taken after the measured window (py-spy's sampling would otherwise be in the CPU
-    figure). Idle threads are not sampled, so shares are of CPU the gateway used.
-    """
-    binary = py_spy_binary()
-    if binary is None:
-        return {"available": False, "reason": "py-spy not installed (pip install py-spy)"}
-    cmd = [binary, "record", "--format", "raw", "--nonblocking", "--rate", "200",
-           "--duration", str(int(seconds)), "--output", str(out), "--pid", str(pid)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30,
-                              check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"available": False, "reason": f"py-spy failed: {exc}"}
-    if done.returncode != 0 or not out.exists():
-        return {"available": False, "reason": f"py-spy failed: {done.stderr.strip()[-300:]}"}
-    leaf: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    buckets: Counter[str] = Counter()
-    total = 0
-    for line in out.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        frames = [_frame_key(f) for f in stack.split(";") if f]
-        if not frames:
-            continue
-        total += n
-        leaf[frames[-1]] += n
-        buckets[_bucket(frames[-1])] += n
-        for f in set(frames):
-            inclusive[f] += n
-
-    def share(c: Counter[str], k: int, only_project: bool = False) -> list[list[Any]]:
-        items = [(name, n) for name, n in c.most_common()
-                 if not only_project or name.rsplit("(", 1)[-1].startswith(
-                     ("edge/", "adapters/", "models/"))]
-        return [[name, round(100 * n / total, 1)] for name, n in items[:k]]
-
-    return {
-        "available": True,
-        "samples": total,
-        "seconds": seconds,
-        "raw": str(out),
-        "self_top": share(leaf, 15),
-        "self_by_module": share(buckets, 12),
-        "inclusive_project_top": share(inclusive, 15, only_project=True),
-    }
 
 
 def _stop_timed(group: ProcessGroup, child: Child) -> tuple[float, int | None]:
@@ -286,6 +229,7 @@ def run_load(
         rss: list[int] = []
         cpu0, sim0, broker0 = (cpu_seconds(gw.pid), cpu_seconds(sim.pid),
                                cpu_seconds(_broker_pid(group)))
+        busy0, own0 = system_busy_seconds(), cpu_seconds(os.getpid())
         t0 = time.time()
         while time.time() < t0 + spec.window:
             rss.append(memory_bytes(gw.pid)[0])
@@ -293,6 +237,7 @@ def run_load(
         t1 = time.time()
         cpu1, sim1, broker1 = (cpu_seconds(gw.pid), cpu_seconds(sim.pid),
                                cpu_seconds(_broker_pid(group)))
+        busy1, own1 = system_busy_seconds(), cpu_seconds(os.getpid())
         rss.append(memory_bytes(gw.pid)[0])
         prof: dict[str, Any] = {}
         if profile_seconds > 0:
@@ -307,14 +252,23 @@ def run_load(
         sub.close()
     stop_s, exit_code = _stop_timed(group, gw)
 
+    # Rates count reads in [t0, t0 + window): a whole number of poll intervals, so every
+    # machine contributes the same number of polls whatever its phase. CPU uses t1 - t0.
     elapsed = t1 - t0
-    inside: list[Arrival] = [a for a in tally.arrivals if t0 <= a.read_at < t1]
+    end = t0 + spec.window
+    inside: list[Arrival] = [a for a in tally.arrivals if t0 <= a.read_at < end]
     samples = sum(a.records for a in inside)
-    envelopes = [e for e in tally.envelopes if t0 <= e.read_at < t1]
-    lat = [(a.received_at - a.read_at, a.records) for a in inside]
-    p50, p99, pmax = weighted_percentiles(lat, [0.50, 0.99, 1.0])
+    envelopes = [e for e in tally.envelopes if t0 <= e.read_at < end]
+    p50, p99, pmax = weighted_percentiles(
+        [(a.received_at - a.read_at, a.records) for a in inside], [0.50, 0.99, 1.0])
+    seal50, seal99 = weighted_percentiles(
+        [(a.sealed_at - a.read_at, a.records) for a in inside], [0.50, 0.99])
+    wire50, wire99 = weighted_percentiles(
+        [(a.received_at - a.sealed_at, a.records) for a in inside], [0.50, 0.99])
+    spread50, spread99 = weighted_percentiles(
+        [(e.read_spread, 1) for e in envelopes], [0.50, 0.99])
     cpu = cpu1 - cpu0
-    rate = samples / elapsed
+    rate = samples / spec.window
     per_cycle = requests_per_cycle(spec)
     result: dict[str, Any] = {
         "machines": spec.machines,
@@ -328,7 +282,7 @@ def run_load(
         "offered_per_s": spec.offered,
         "achieved_over_offered": rate / spec.offered,
         "modbus_requests_per_s": rate / spec.points * per_cycle,
-        "envelopes_per_s": len(envelopes) / elapsed,
+        "envelopes_per_s": len(envelopes) / spec.window,
         "records_per_envelope": samples / len(envelopes) if envelopes else 0.0,
         "envelope_bytes_mean": statistics.fmean(e.size for e in envelopes) if envelopes else 0,
         "gateway_cpu_s": cpu,
@@ -340,8 +294,20 @@ def run_load(
         "latency_ms_p50": p50 * 1e3,
         "latency_ms_p99": p99 * 1e3,
         "latency_ms_max": pmax * 1e3,
+        "read_to_sealed_ms_p50": seal50 * 1e3,
+        "read_to_sealed_ms_p99": seal99 * 1e3,
+        "sealed_to_received_ms_p50": wire50 * 1e3,
+        "sealed_to_received_ms_p99": wire99 * 1e3,
+        "poll_read_spread_ms_p50": spread50 * 1e3,
+        "poll_read_spread_ms_p99": spread99 * 1e3,
+        "reads_in_busiest_100ms_pct": busiest_slice_pct(inside, spec.interval),
         "simulators_cpu_pct_of_core": 100 * (sim1 - sim0) / elapsed,
         "broker_cpu_pct_of_core": 100 * (broker1 - broker0) / elapsed,
+        "bench_cpu_pct_of_core": 100 * (own1 - own0) / elapsed,
+        # whatever else ran on the machine meanwhile: high values mean contended figures
+        "other_load_pct_of_core": max(0.0, 100 * ((busy1 - busy0) - (cpu1 - cpu0)
+                                                  - (sim1 - sim0) - (broker1 - broker0)
+                                                  - (own1 - own0)) / elapsed),
         "seq_gaps": tally.seq_gaps,
         "duplicates": tally.duplicates,
         "undecodable": tally.undecodable,

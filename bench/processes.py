@@ -106,6 +106,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of stat(5)
 
 
+def system_busy_seconds() -> float:
+    """CPU time all processes of the machine have used (all cores), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 def memory_bytes(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM): resident set now and its peak over the process' life, in bytes."""
     values = {"VmRSS": 0, "VmHWM": 0}

@@ -30,17 +30,20 @@ class Arrival:
     """Records of one envelope that share one read time (one Modbus request)."""
 
     read_at: float  # epoch seconds, from the record's `ts` (millisecond resolution)
+    sealed_at: float  # epoch seconds, the envelope's `created` (when it was signed)
     received_at: float  # epoch seconds, when paho handed the message to us
     records: int
 
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """One telemetry envelope: when its first record was read, its size and record count."""
+    """One telemetry envelope: when its first record was read, its size, its record count
+    and how far apart its first and last read times are (one poll's request spread)."""
 
     read_at: float
     size: int
     records: int
+    read_spread: float
 
 
 @dataclass
@@ -97,16 +100,19 @@ class TelemetrySubscriber:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         received = time.time()
+        payload = bytes(msg.payload)
         if not msg.topic.endswith("/telemetry"):
             with self._lock:
                 self._tally.other_envelopes += 1
             return
         try:
-            body = _decode(msg.payload)
+            body = _decode(payload)
             per_ts: dict[str, int] = {}
             for r in body["records"]:
                 per_ts[r["ts"]] = per_ts.get(r["ts"], 0) + 1
-            arrivals = [Arrival(self._epoch(ts), received, n) for ts, n in per_ts.items()]
+            sealed = self._epoch(body["created"])
+            arrivals = [Arrival(self._epoch(ts), sealed, received, n)
+                        for ts, n in per_ts.items()]
             seq = int(body["seq"])
             if not arrivals:
                 raise ValueError("telemetry envelope without records")
@@ -116,11 +122,12 @@ class TelemetrySubscriber:
             return
         with self._lock:
             t = self._tally
-            t.envelopes.append(Seen(min(a.read_at for a in arrivals), len(msg.payload),
-                                    sum(a.records for a in arrivals)))
+            first = min(a.read_at for a in arrivals)
+            t.envelopes.append(Seen(first, len(payload), sum(a.records for a in arrivals),
+                                    max(a.read_at for a in arrivals) - first))
             t.arrivals += arrivals
             t.topics.add(msg.topic)
-            t.sample_payload = msg.payload
+            t.sample_payload = payload
             last = self._seq.get(msg.topic)
             if last is not None:
                 if seq <= last:

@@ -96,7 +96,7 @@ class DeviceRunner:
                         went_down = False
                         self.backoff.reset()
                         self._set(DeviceStatus.UP)
-                    self.describe = adapter.describe()
+                        self.describe = adapter.describe()  # not per batch: it may be costly
                     self.on_samples(self.asset, batch)
                 raise TransientError("adapter stream ended")
             except ConfigurationError as exc:

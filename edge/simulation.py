@@ -18,6 +18,7 @@ from typing import Any
 from edge.config import LoadedPlant
 from edge.observability import get_logger
 from models.errors import ConfigProblem, ConfigurationError, PlantConfigError
+from simulators import focas_server, haas_server, mtconnect_agent, opcua_server, shdr_replay
 from simulators.machine import MachineModel
 from simulators.modbus_server import ModbusBinding, serve_modbus
 
@@ -37,7 +38,14 @@ async def _start_modbus(machines: list[SimulatedMachine]) -> Any:
     return await serve_modbus(bindings)
 
 
-STARTERS: dict[str, Starter] = {"modbus": _start_modbus}
+STARTERS: dict[str, Starter] = {
+    "modbus": _start_modbus,
+    "mtconnect": mtconnect_agent.start_for_gateway,
+    "shdr": shdr_replay.start_for_gateway,
+    "haas": haas_server.start_for_gateway,
+    "focas": focas_server.start_for_gateway,
+    "opcua": opcua_server.start_for_gateway,
+}
 
 
 def _models(loaded: LoadedPlant) -> dict[str, list[SimulatedMachine]]:

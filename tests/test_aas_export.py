@@ -9,6 +9,8 @@ from pathlib import Path
 
 from aas_core3 import jsonization, verification
 
+from edge.config import load_plant
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "config" / "demo-plant.yaml"
 
@@ -30,9 +32,8 @@ def test_export_all_machines_verifies(tmp_path: Path) -> None:
     env = jsonization.environment_from_jsonable(json.loads(out.read_text()))
     assert list(verification.verify(env)) == []
     shells = {s.id for s in env.asset_administration_shells or []}
-    assert shells == {
-        f"urn:edge-gateway:plant-a:{m}:aas" for m in ("mill-01", "lathe-01", "mill-02")
-    }
+    machines = [m.id for m in load_plant(DEMO).plant.machines]
+    assert shells == {f"urn:edge-gateway:plant-a:{m}:aas" for m in machines}
 
 
 def test_export_one_machine_and_unknown_machine() -> None:

@@ -37,7 +37,14 @@ def problems(text: str) -> list[str]:
 def test_demo_plant_is_valid() -> None:
     loaded = load_plant(DEMO)
     assert len(loaded.plant.machines) >= 3
-    assert {m.adapter for m in loaded.plant.machines} == {"modbus"}
+    # one machine per adapter type, so `make demo` shows every protocol
+    assert {m.adapter for m in loaded.plant.machines} == {
+        "modbus",
+        "mtconnect",
+        "shdr",
+        "haas",
+        "focas",
+    } | ({"opcua"} if any(m.adapter == "opcua" for m in loaded.plant.machines) else set())
     assert set(loaded.settings) == {m.id for m in loaded.plant.machines}
 
 
@@ -121,7 +128,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_validate_ok_and_error_exit_codes(tmp_path: Path) -> None:
     ok = cli("validate", str(DEMO))
     assert ok.returncode == 0, ok.stderr
-    assert "ok" in ok.stdout and "3 machine(s)" in ok.stdout
+    assert "ok" in ok.stdout and f"{len(load_plant(DEMO).plant.machines)} machine(s)" in ok.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(MINIMAL.replace("register: holding", "register: holdings"))
     res = cli("validate", str(bad))

@@ -1,0 +1,137 @@
+"""Settings of MTConnect machines: `connection:` and the optional `points:` of the plant YAML.
+
+Why `points:` is optional here (unlike Modbus): an MTConnect agent describes itself
+(`/probe`), and an SHDR stream names its data items, so everything can be mapped by its
+MTConnect type without a register map. `points:` only renames (or, with
+`connection.unlisted: drop`, selects) data items; for SHDR it can also say what type a
+key is when no device model file is given. `unlisted` sits in `connection:` because the
+gateway hands an adapter only its `connection:` and `points:` blocks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "AgentConnection",
+    "AgentPoint",
+    "MtconnectAgentSettings",
+    "ShdrConnection",
+    "ShdrPoint",
+    "ShdrSettings",
+]
+
+SignalName = Field(pattern=r"^[a-z0-9_]+$", max_length=64, description="gateway signal name")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentConnection(_Strict):
+    url: str = Field(description="agent base URL, e.g. http://10.0.0.5:5000 (prefix kept)")
+    device: str | None = Field(None, description="device name or uuid; default: the first device")
+    timeout: float = Field(5.0, gt=0, le=120, description="seconds for one HTTP request")
+    count: int = Field(1000, ge=1, le=100_000, description="max observations per /sample request")
+    unlisted: Literal["keep", "drop"] = Field(
+        "keep", description="data items neither in points nor well known: keep under their "
+        "own name, or drop"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must look like http://host:port[/prefix]")
+        return v.rstrip("/")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+class AgentPoint(_Strict):
+    data_item: str = Field(min_length=1, description="data item id or name in the probe")
+    name: str = SignalName
+    unit: str | None = Field(None, description="overrides the unit derived from the probe")
+
+
+def _no_duplicates(names: list[str], what: str) -> None:
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"duplicate {what}: {', '.join(dup)}")
+
+
+class MtconnectAgentSettings(_Strict):
+    connection: AgentConnection
+    points: list[AgentPoint] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> MtconnectAgentSettings:
+        _no_duplicates([p.name for p in self.points], "point name(s)")
+        _no_duplicates([p.data_item for p in self.points], "data item(s)")
+        return self
+
+
+class ShdrConnection(_Strict):
+    host: str = Field(min_length=1)
+    port: int = Field(7878, ge=1, le=65535)
+    timeout: float = Field(5.0, gt=0, le=120, description="seconds to connect")
+    heartbeat: float = Field(
+        10.0, gt=0, le=600,
+        description="seconds between '* PING's when the device answers PONG",
+    )
+    silence: float = Field(
+        60.0, gt=0, le=3600,
+        description="seconds without a byte before a device that never PONGs counts as gone",
+    )
+    device_model: Path | None = Field(
+        None, description="an MTConnect Devices.xml that types the SHDR keys"
+    )
+    device: str | None = Field(None, description="device in device_model; default: the first")
+    timestamps: Literal["device", "gateway"] = Field(
+        "device", description="source_ts from the SHDR line (device) or none (gateway)"
+    )
+    unlisted: Literal["keep", "drop"] = Field(
+        "keep", description="data items neither in points nor well known: keep under their "
+        "own name, or drop"
+    )
+
+
+class ShdrPoint(_Strict):
+    key: str = Field(min_length=1, description="SHDR key (data item name or id)")
+    name: str | None = Field(None, pattern=r"^[a-z0-9_]+$", max_length=64)
+    type: str | None = Field(
+        None, pattern=r"^[A-Z_]+$", description="MTConnect type, e.g. EXECUTION, PART_COUNT"
+    )
+    sub_type: str | None = Field(None, pattern=r"^[A-Z_]+$")
+    category: Literal["SAMPLE", "EVENT", "CONDITION"] | None = None
+    component: str = Field("", description="component kind, e.g. Rotary (spindle_* names)")
+    unit: str | None = None
+
+    @model_validator(mode="after")
+    def _does_something(self) -> ShdrPoint:
+        if self.name is None and self.type is None and self.category is None:
+            raise ValueError("a point needs 'name', 'type' or 'category'")
+        return self
+
+
+class ShdrSettings(_Strict):
+    connection: ShdrConnection
+    points: list[ShdrPoint] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ShdrSettings:
+        _no_duplicates([p.key for p in self.points], "key(s)")
+        _no_duplicates([p.name for p in self.points if p.name], "point name(s)")
+        return self

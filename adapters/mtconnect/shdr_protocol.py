@@ -1,0 +1,141 @@
+"""SHDR, the line protocol between an MTConnect adapter (port 7878) and an agent.
+
+A line is `timestamp|key|value|key|value...`; a CONDITION takes five fields
+(`key|level|native_code|native_severity|qualifier|message`); `@ASSET@|id|type|body`,
+`@UPDATE_ASSET@`, `@REMOVE_ASSET@|id` and `@REMOVE_ALL_ASSETS@|type` carry assets, whose
+body may span lines between two identical `--multiline--TAG` markers; lines starting with
+`*` are commands (`* PONG 10000` answers our `* PING`, `* shdrVersion: 2`...).
+
+Why the condition heuristic: SHDR does not say which keys are conditions; the agent knows
+from its device model. When no model is configured, a key is taken for a condition when
+its value is a condition level and exactly five fields follow it, which is how every
+condition line of the OKUMA recording looks (`system|NORMAL||||`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = [
+    "AssetEvent",
+    "Command",
+    "ConditionEvent",
+    "DataEvent",
+    "Event",
+    "ShdrParser",
+]
+
+CONDITION_LEVELS = frozenset({"NORMAL", "WARNING", "FAULT", "UNAVAILABLE"})
+MAX_ASSET_LINES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class DataEvent:
+    ts: str
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionEvent:
+    ts: str
+    key: str
+    level: str
+    native_code: str
+    severity: str
+    qualifier: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AssetEvent:
+    ts: str
+    command: str  # ASSET, UPDATE_ASSET, REMOVE_ASSET, REMOVE_ALL_ASSETS
+    asset_id: str
+    asset_type: str
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    text: str  # without the leading '*', stripped
+
+
+Event = DataEvent | ConditionEvent | AssetEvent | Command
+
+
+class ShdrParser:
+    """Stateful line parser (multiline asset bodies span lines).
+
+    `is_condition(key)` returns True/False when the device model knows the key, None when
+    it does not (then the heuristic above decides).
+    """
+
+    def __init__(self, is_condition: Callable[[str], bool | None] | None = None) -> None:
+        self.is_condition = is_condition or (lambda _key: None)
+        self._multiline: tuple[str, AssetEvent, list[str]] | None = None
+        self.lines = 0
+        self.malformed = 0
+
+    def feed(self, line: str) -> list[Event]:
+        self.lines += 1
+        line = line.rstrip("\r\n")
+        if self._multiline is not None:
+            marker, pending, body = self._multiline
+            if line.strip() == marker:
+                self._multiline = None
+                e = pending
+                return [AssetEvent(e.ts, e.command, e.asset_id, e.asset_type, "\n".join(body))]
+            if len(body) >= MAX_ASSET_LINES:
+                self._multiline = None
+                self.malformed += 1
+                return []
+            body.append(line)
+            return []
+        if not line.strip():
+            return []
+        if line.startswith("*"):
+            return [Command(line[1:].strip())]
+        fields = line.split("|")
+        ts = fields[0]
+        out: list[Event] = []
+        i = 1
+        n = len(fields)
+        while i < n:
+            key = fields[i]
+            if key.startswith("@") and key.endswith("@") and len(key) > 2:
+                command = key.strip("@")
+                rest = fields[i + 1:]
+                if command == "REMOVE_ALL_ASSETS":
+                    out.append(AssetEvent(ts, command, "", rest[0] if rest else "", ""))
+                elif command == "REMOVE_ASSET":
+                    out.append(AssetEvent(ts, command, rest[0] if rest else "", "", ""))
+                else:
+                    asset_id = rest[0] if rest else ""
+                    asset_type = rest[1] if len(rest) > 1 else ""
+                    text = "|".join(rest[2:])
+                    event = AssetEvent(ts, command, asset_id, asset_type, text)
+                    if text.startswith("--multiline--"):
+                        self._multiline = (text.strip(), event, [])
+                    else:
+                        out.append(event)
+                return out
+            if not key:
+                i += 1
+                continue
+            value = fields[i + 1] if i + 1 < n else ""
+            known = self.is_condition(key)
+            remaining = n - i - 1
+            if known or (known is None and remaining == 5
+                         and value.upper() in CONDITION_LEVELS):
+                f = [*fields[i + 1:i + 6], "", "", "", "", ""][:5]
+                out.append(ConditionEvent(ts, key, f[0].upper() or "UNAVAILABLE", f[1], f[2],
+                                          f[3], f[4]))
+                i += 6
+                continue
+            if i + 1 >= n:
+                self.malformed += 1
+            out.append(DataEvent(ts, key, value))
+            i += 2
+        return out

@@ -1,0 +1,568 @@
+"""The OPC UA adapter: subscriptions by default, cyclic reads per point, OPC 40501-1 profile.
+
+Failure policy, chosen so a machine that goes quiet is visible and comes back by itself:
+
+- asyncua's own reconnect loop is off (`auto_reconnect=False`): the gateway's runner owns
+  retry timing (capped backoff with jitter, one log line on loss and one on recovery).
+  Each `connect()` builds a fresh client, session and subscriptions, so nothing of a dead
+  session (tasks, handles, queues) survives it and memory stays flat across reconnects.
+- Loss is noticed three ways: the socket closes (server stopped), asyncua's watchdog probe
+  of ServerStatus/State times out every `watchdog_interval` (server frozen, network black
+  hole), or a subscription reports a bad status. Then `stream()` yields one last batch,
+  `availability = unavailable` plus every signal with quality bad, and raises
+  `DeviceUnavailable`; the gap is in the data, not only in a log.
+- A node that cannot be resolved or monitored (unknown namespace URI, BadNodeIdUnknown,
+  deadband refused) makes that signal bad, is logged once, and does not stop the others.
+- Wrong credentials are a `ConfigurationError` (retrying cannot help); an untrusted server
+  certificate is a transient `UntrustedServerCertificate`, so moving the file into the trust
+  directory is enough, no restart.
+
+Every call into asyncua sits behind `asyncio.timeout`, so a library bug cannot hang us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.common.subscription import DataChangeNotif, Subscription
+from asyncua.crypto import security_policies
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+from pydantic import BaseModel
+
+from adapters.base import Adapter, AdapterContext
+from models.errors import ConfigurationError, DeviceUnavailable, TransientError
+from models.machine_state import SIG_AVAILABILITY, Availability
+from models.sample import Quality, Sample, Value, utc_now
+
+from . import machine_tool as mt
+from .security import (
+    UntrustedServerCertificate,
+    check_server_certificate,
+    ensure_client_identity,
+    resolve_secret,
+)
+from .settings import OpcUaPoint, OpcUaSettings, browse_segments
+
+_POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
+    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+    "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
+}
+_MODES = {"None": ua.MessageSecurityMode.None_, "Sign": ua.MessageSecurityMode.Sign,
+          "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt}
+_AUTH_CODES = frozenset({
+    StatusCodes.BadIdentityTokenRejected, StatusCodes.BadIdentityTokenInvalid,
+    StatusCodes.BadUserAccessDenied,
+})
+_QUEUE_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class _Binding:
+    """What one monitored item or read feeds: a configured point or a profile input."""
+
+    signal: str
+    unit: str | None
+    point: OpcUaPoint | None = None
+    profile_input: str | None = None
+
+
+@dataclass(frozen=True)
+class _Lost:
+    reason: str
+
+
+def _first_certificate(der: bytes) -> bytes:
+    """A server may send a chain (concatenated DER); its own certificate comes first."""
+    if len(der) < 4 or der[0] != 0x30:
+        return der
+    n = der[1]
+    if n < 0x80:
+        return der[: 2 + n]
+    k = n & 0x7F
+    return der[: 2 + k + int.from_bytes(der[2 : 2 + k], "big")]
+
+
+def _quality(code: ua.StatusCode | None) -> Quality:
+    if code is None or code.is_good():
+        return Quality.GOOD
+    return Quality.UNCERTAIN if code.is_uncertain() else Quality.BAD
+
+
+def plain(value: Any) -> Value:
+    """An OPC UA value as one of Sample's plain types."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, ua.LocalizedText | ua.QualifiedName):
+        return mt.text(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, ua.NodeId):
+        return value.to_string()
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+class _Handler:
+    """asyncua's subscription callbacks, turned into items on the adapter's queue."""
+
+    def __init__(self, adapter: OpcUaAdapter) -> None:
+        self.adapter = adapter
+        self.generation = adapter._generation
+
+    def _current(self) -> bool:
+        """A late callback of a previous session must not land in the new one's signals."""
+        return self.generation == self.adapter._generation
+
+    def datachange_notification(self, node: Any, val: Any, data: DataChangeNotif) -> None:
+        item = data.monitored_item
+        binding = self.adapter._bindings.get(item.ClientHandle)
+        if binding is not None and self._current():
+            self.adapter._on_value(binding, item.Value)
+
+    def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
+        code = status.Status
+        if not code.is_good() and self._current():
+            self.adapter._lost(f"subscription status {code.name}")
+
+
+class OpcUaAdapter(Adapter):
+    """OPC UA servers (asyncua client), optionally mapped by the Machine Tools profile."""
+
+    settings_model: ClassVar[type[BaseModel]] = OpcUaSettings
+
+    def __init__(self, context: AdapterContext, settings: BaseModel) -> None:
+        if not isinstance(settings, OpcUaSettings):
+            raise ConfigurationError(
+                f"OpcUaAdapter needs OpcUaSettings, got {type(settings).__name__}")
+        super().__init__(context, settings)
+        self.config = settings
+        c = settings.connection
+        self.endpoint = c.endpoint
+        self._guard = c.timeout * 2 + 1.0
+        self._client: Client | None = None
+        self._queue: asyncio.Queue[Sample | _Lost] = asyncio.Queue()
+        self._bindings: dict[int, _Binding] = {}
+        self._reads: list[tuple[ua.NodeId, _Binding]] = []
+        self._subscriptions: list[Subscription] = []
+        self._read_task: asyncio.Task[None] | None = None
+        self._inputs: dict[str, Any] = {}
+        self._derived: dict[str, tuple[Value, str | None]] = {}
+        self._signals: dict[str, str | None] = {p.name: p.unit for p in settings.points}
+        self._reported: set[str] = set()
+        self._dropped = 0
+        self._generation = 0
+        self.identification: dict[str, Value] = {}
+        self.machine_name: str | None = None
+        self.discovered: list[str] = []
+        self.subscription_count = 0
+        self.connects = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        await self.aclose()  # the runner reconnects on the same instance
+        self._generation += 1
+        self._queue = asyncio.Queue()
+        c = self.config.connection
+        client = Client(c.endpoint, timeout=c.timeout, watchdog_intervall=c.watchdog_interval)
+        client.session_timeout = int(c.session_timeout * 1000)
+        client.application_uri = c.application_uri
+        client.name = client.description = "edge-gateway"
+        client.product_uri = "urn:edge-gateway"
+        username = resolve_secret(c.username)
+        if username is not None:
+            client.set_user(username)
+            password = resolve_secret(c.password)
+            if password is not None:
+                client.set_password(password)
+        try:
+            if c.security_policy != "None":
+                await self._secure(client)
+            client.connection_lost_callback = self._connection_lost
+            async with asyncio.timeout(self._guard):
+                await client.connect()
+        except (ConfigurationError, TransientError):
+            await self._drop(client)
+            raise
+        except UaStatusCodeError as exc:
+            await self._drop(client)
+            if exc.code in _AUTH_CODES:
+                raise ConfigurationError(
+                    f"{self.endpoint}: server refused the user {username!r}: "
+                    f"{ua.StatusCode(exc.code).name}") from None
+            raise DeviceUnavailable(f"{self.endpoint}: {ua.StatusCode(exc.code).name}") from exc
+        except TimeoutError as exc:
+            await self._drop(client)
+            raise DeviceUnavailable(f"{self.endpoint}: connect timed out") from exc
+        except Exception as exc:  # library boundary: nothing of asyncua escapes
+            await self._drop(client)
+            raise DeviceUnavailable(f"{self.endpoint}: cannot connect: {exc or type(exc)}") \
+                from exc
+        self._client = client
+        self.connects += 1
+        self._reported.discard("untrusted")  # log again if it is ever refused again
+        try:
+            async with asyncio.timeout(self._guard * 4):
+                await self._setup(client)
+        except (ConfigurationError, TransientError):
+            await self.aclose()
+            raise
+        except Exception as exc:
+            await self.aclose()
+            raise DeviceUnavailable(f"{self.endpoint}: setup failed: {exc or type(exc)}") from exc
+
+    async def _secure(self, client: Client) -> None:
+        """Client identity, server certificate trust, then asyncua's secure channel."""
+        c = self.config.connection
+        identity = ensure_client_identity(c.pki_path, c.application_uri)
+        policy = _POLICIES[c.security_policy]
+        mode = _MODES[c.security_mode]
+        probe = Client(c.endpoint, timeout=c.timeout)
+        try:
+            async with asyncio.timeout(self._guard):
+                endpoints = await probe.connect_and_get_server_endpoints()
+        except Exception as exc:
+            probe.disconnect_socket()  # a timed-out probe must not leave its socket behind
+            raise DeviceUnavailable(f"{self.endpoint}: cannot list endpoints: {exc}") from exc
+        try:
+            ep = Client.find_endpoint(endpoints, mode, policy.URI)
+        except UaError:
+            offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name}"
+                              for e in endpoints})
+            raise ConfigurationError(
+                f"{self.endpoint}: no endpoint with {c.security_policy}/{c.security_mode}; "
+                f"the server offers {', '.join(offered)}") from None
+        server_cert = _first_certificate(bytes(ep.ServerCertificate or b""))
+        if not server_cert:
+            raise ConfigurationError(f"{self.endpoint}: the secure endpoint has no certificate")
+        try:
+            pinned = check_server_certificate(
+                server_cert, trust_dir=c.trust_path, pki_dir=c.pki_path,
+                tofu=c.trust_on_first_use, endpoint=self.endpoint)
+        except UntrustedServerCertificate as exc:
+            self._log_once("untrusted", "warning", "opcua_untrusted_server_certificate",
+                           error=str(exc))
+            raise
+        if pinned and self.context.logger is not None:
+            self.context.logger.warning("opcua_server_certificate_pinned", endpoint=self.endpoint,
+                                        file=pinned)
+        await client.set_security(policy, identity.cert_path, identity.key_path,
+                                  server_certificate=server_cert, mode=mode)
+
+    async def _setup(self, client: Client) -> None:
+        c = self.config.connection
+        ns_array = await client.get_namespace_array()
+        ns = {uri: i for i, uri in enumerate(ns_array)}
+        self._bindings.clear()
+        self._reads = []
+        self._inputs = {}
+        self._derived = {}
+        subscribe: list[tuple[ua.NodeId, _Binding]] = []
+        self._queue.put_nowait(self._sample(SIG_AVAILABILITY, Availability.AVAILABLE.value,
+                                            None, None, Quality.GOOD))
+        if c.profile == "machine_tool":
+            subscribe += await self._discover(client, ns)
+        for p in self.config.points:
+            nodeid = await self._resolve(client, ns, p)
+            if nodeid is None:
+                self._queue.put_nowait(self._sample(p.name, None, p.unit, None, Quality.BAD))
+                continue
+            binding = _Binding(p.name, p.unit, point=p)
+            (subscribe if p.mode == "subscribe" else self._reads).append((nodeid, binding))
+        await self._subscribe(client, subscribe)
+        if self._reads:
+            self._read_task = asyncio.create_task(self._read_loop(client),
+                                                  name=f"opcua-read {self.context.asset}")
+
+    async def aclose(self) -> None:
+        task, self._read_task = self._read_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        client, self._client = self._client, None
+        self._subscriptions = []
+        self._bindings.clear()
+        if client is not None:
+            await self._drop(client)
+
+    async def _drop(self, client: Client) -> None:
+        """Disconnect politely if the server answers, else just close the socket."""
+        client.connection_lost_callback = None
+        try:
+            async with asyncio.timeout(min(2.0, self.config.connection.timeout)):
+                await client.disconnect()
+        except Exception:
+            with contextlib.suppress(Exception):
+                client.disconnect_socket()
+
+    # -- resolution and discovery ---------------------------------------------------------
+
+    async def _resolve(self, client: Client, ns: dict[str, int],
+                       p: OpcUaPoint) -> ua.NodeId | None:
+        try:
+            if p.node.startswith("/"):
+                root = self._nodeid(p.root, ns)
+                path = []
+                for uri, name in browse_segments(p.node):
+                    if uri is not None and uri not in ns:
+                        raise LookupError(f"namespace {uri} is not on the server")
+                    path.append(ua.QualifiedName(name, ns[uri] if uri else 0))
+                node = await client.get_node(root).get_child(path)
+                return node.nodeid
+            return self._nodeid(p.node, ns)
+        except LookupError as exc:
+            why = str(exc)
+        except UaStatusCodeError as exc:
+            why = ua.StatusCode(exc.code).name
+        self._log_once(f"resolve:{p.name}", "warning", "opcua_node_unresolved", point=p.name,
+                       node=p.node, error=why)
+        return None
+
+    @staticmethod
+    def _nodeid(text: str, ns: dict[str, int]) -> ua.NodeId:
+        if text.startswith("nsu="):
+            uri, _, rest = text[4:].partition(";")
+            if uri not in ns:
+                raise LookupError(f"namespace {uri} is not on the server")
+            return ua.NodeId.from_string(f"ns={ns[uri]};{rest}")
+        return ua.NodeId.from_string(text)
+
+    async def _discover(self, client: Client,
+                        ns: dict[str, int]) -> list[tuple[ua.NodeId, _Binding]]:
+        c = self.config.connection
+        try:
+            found = await mt.discover(client, ns, c.machine)
+        except LookupError as exc:
+            raise ConfigurationError(
+                f"{self.endpoint}: profile machine_tool: {exc}") from None
+        self.machine_name = found.name
+        self.discovered = sorted(found.inputs)
+        if found.identification:
+            names = list(found.identification)
+            values = await client.read_attributes(
+                [client.get_node(found.identification[n]) for n in names])
+            for name, dv in zip(names, values, strict=True):
+                value = plain(dv.Value.Value if dv.Value is not None else None)
+                self.identification[name] = value
+                signal = mt.identification_signal(name)
+                self._signals[signal] = None
+                self._queue.put_nowait(self._sample(signal, value, None,
+                                                    dv.SourceTimestamp, _quality(dv.StatusCode)))
+        if self.context.logger is not None:
+            self.context.logger.info(
+                "opcua_machine_tool_discovered", endpoint=self.endpoint, machine=found.name,
+                roles=sorted(found.roles), inputs=sorted(found.inputs))
+        return [(nodeid, _Binding(key, None, profile_input=key))
+                for key, nodeid in found.inputs.items()]
+
+    # -- subscriptions and reads ----------------------------------------------------------
+
+    async def _server_item_limit(self, client: Client) -> int | None:
+        """ServerCapabilities/MaxMonitoredItemsPerSubscription (OPC UA 1.05), when offered."""
+        node = client.get_node(mt.node_id(24104, 0))
+        try:
+            value = await node.read_value()
+        except Exception:  # an older server without the node, or it refuses the read
+            return None
+        return value if isinstance(value, int) and value > 0 else None
+
+    async def _subscribe(self, client: Client, items: list[tuple[ua.NodeId, _Binding]]) -> None:
+        """Monitored items spread over as many subscriptions as the server needs.
+
+        A chunk holds at most `max_items_per_subscription` items, or fewer when the server
+        announces a lower MaxMonitoredItemsPerSubscription. Items a server still refuses
+        with BadTooManyMonitoredItems move on to a new subscription; any other refusal
+        makes that one signal bad (logged once).
+        """
+        c = self.config.connection
+        chunk = c.max_items_per_subscription
+        if items:
+            chunk = min(chunk, await self._server_item_limit(client) or chunk)
+        handler = _Handler(self)
+        handle = 0
+        pending = list(items)
+        while pending:
+            part, pending = pending[:chunk], pending[chunk:]
+            params = ua.CreateSubscriptionParameters(
+                RequestedPublishingInterval=c.publishing_interval * 1000,
+                RequestedLifetimeCount=max(30, int(3 * c.session_timeout / c.publishing_interval)),
+                RequestedMaxKeepAliveCount=max(3, int(5 / c.publishing_interval)),
+                MaxNotificationsPerPublish=0, PublishingEnabled=True, Priority=0)
+            sub = await client.create_subscription(params, handler)
+            self._subscriptions.append(sub)
+            requests = []
+            for nodeid, binding in part:
+                handle += 1
+                self._bindings[handle] = binding
+                requests.append(self._request(handle, nodeid, binding))
+            results = await sub.create_monitored_items(requests)
+            overflow: list[tuple[ua.NodeId, _Binding]] = []
+            for item, result in zip(part, results, strict=True):
+                if not isinstance(result, ua.StatusCode):
+                    continue
+                binding = item[1]
+                if result.value == StatusCodes.BadTooManyMonitoredItems and \
+                        len(overflow) < len(part) - 1:
+                    overflow.append(item)
+                    continue
+                self._log_once(f"monitor:{binding.signal}", "warning",
+                               "opcua_monitored_item_refused", signal=binding.signal,
+                               error=result.name)
+                if binding.point is not None:
+                    self._queue.put_nowait(self._sample(binding.signal, None, binding.unit,
+                                                        None, Quality.BAD))
+            if overflow:
+                chunk = max(1, len(part) - len(overflow))
+                pending = overflow + pending
+        self.subscription_count = len(self._subscriptions)
+
+    def _request(self, handle: int, nodeid: ua.NodeId,
+                 binding: _Binding) -> ua.MonitoredItemCreateRequest:
+        c = self.config.connection
+        p = binding.point
+        params = ua.MonitoringParameters()
+        params.ClientHandle = handle
+        sampling = p.sampling_interval if p and p.sampling_interval is not None \
+            else c.publishing_interval
+        params.SamplingInterval = sampling * 1000
+        params.QueueSize = p.queue_size if p else 1
+        params.DiscardOldest = True
+        if p is not None and p.deadband_type != "none":
+            params.Filter = ua.DataChangeFilter(
+                Trigger=ua.DataChangeTrigger.StatusValue,
+                DeadbandType=1 if p.deadband_type == "absolute" else 2,
+                DeadbandValue=p.deadband_value)
+        rv = ua.ReadValueId()
+        rv.NodeId = nodeid
+        rv.AttributeId = AttributeIds.Value
+        req = ua.MonitoredItemCreateRequest()
+        req.ItemToMonitor = rv
+        req.MonitoringMode = ua.MonitoringMode.Reporting
+        req.RequestedParameters = params
+        return req
+
+    async def _read_loop(self, client: Client) -> None:
+        """Cyclic reads of `mode: read` points, one Read request per cycle, drift-free."""
+        loop = asyncio.get_running_loop()
+        interval = self.context.poll_interval
+        nodes = [client.get_node(n) for n, _ in self._reads]
+        next_at = loop.time()
+        try:
+            while True:
+                async with asyncio.timeout(self._guard):
+                    values = await client.read_attributes(nodes)
+                for (_, binding), dv in zip(self._reads, values, strict=True):
+                    self._on_value(binding, dv)
+                next_at += interval
+                now = loop.time()
+                if next_at < now:
+                    next_at = now + interval - ((now - next_at) % interval)
+                await asyncio.sleep(next_at - now)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._lost(f"read failed: {exc or type(exc).__name__}")
+
+    # -- values ---------------------------------------------------------------------------
+
+    def _sample(self, signal: str, value: Value, unit: str | None, source_ts: datetime | None,
+                quality: Quality) -> Sample:
+        if source_ts is not None and source_ts.tzinfo is None:
+            source_ts = source_ts.replace(tzinfo=UTC)
+        return Sample(self.context.asset, signal, value, unit, utc_now(), source_ts, quality)
+
+    def _put(self, item: Sample | _Lost) -> None:
+        if self._queue.qsize() >= _QUEUE_LIMIT and isinstance(item, Sample):
+            self._dropped += 1
+            return
+        self._queue.put_nowait(item)
+
+    def _on_value(self, binding: _Binding, dv: ua.DataValue) -> None:
+        quality = _quality(dv.StatusCode)
+        raw = dv.Value.Value if dv.Value is not None else None
+        ts = dv.SourceTimestamp or dv.ServerTimestamp
+        if binding.profile_input is not None:
+            if quality is Quality.BAD:
+                self._inputs.pop(binding.profile_input, None)
+            else:
+                self._inputs[binding.profile_input] = raw
+            for signal, (value, unit) in mt.derive(self._inputs).items():
+                if self._derived.get(signal) != (value, unit):
+                    self._derived[signal] = (value, unit)
+                    self._signals.setdefault(signal, unit)  # so a gap marks it bad too
+                    self._put(self._sample(signal, value, unit, ts, Quality.GOOD))
+            return
+        p = binding.point
+        out: Value = None if quality is Quality.BAD else plain(raw)
+        if p is not None and p.map is not None and out is not None:
+            key: int | str = out if isinstance(out, str) else int(out) \
+                if isinstance(out, int | float) else str(out)
+            mapped = p.map.get(key, p.map.get(str(key)))
+            out = mapped if mapped is not None else out
+        self._put(self._sample(binding.signal, out, binding.unit, ts, quality))
+
+    def _lost(self, reason: str) -> None:
+        self._queue.put_nowait(_Lost(reason))
+
+    async def _connection_lost(self, exc: Exception) -> None:
+        self._lost(f"connection lost: {exc or type(exc).__name__}")
+
+    def _gap(self) -> list[Sample]:
+        """What marks a loss in the data: unavailable, and every signal bad."""
+        out = [self._sample(SIG_AVAILABILITY, Availability.UNAVAILABLE.value, None, None,
+                            Quality.GOOD)]
+        out += [self._sample(name, None, unit, None, Quality.BAD)
+                for name, unit in self._signals.items() if name != SIG_AVAILABILITY]
+        return out
+
+    async def stream(self) -> AsyncIterator[Sequence[Sample]]:
+        if self._client is None:
+            raise DeviceUnavailable(f"{self.endpoint}: not connected")
+        queue = self._queue
+        while True:
+            first = await queue.get()
+            items = [first]
+            while not queue.empty() and len(items) < 5000:
+                items.append(queue.get_nowait())
+            samples = [i for i in items if isinstance(i, Sample)]
+            lost = next((i for i in items if isinstance(i, _Lost)), None)
+            if lost is not None:
+                yield samples + self._gap()
+                await self.aclose()
+                raise DeviceUnavailable(f"{self.endpoint}: {lost.reason}")
+            if self._client is None:
+                raise DeviceUnavailable(f"{self.endpoint}: not connected")
+            if samples:
+                yield samples
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def _log_once(self, key: str, level: str, event: str, **fields: Any) -> None:
+        if key in self._reported or self.context.logger is None:
+            return
+        self._reported.add(key)
+        getattr(self.context.logger, level)(event, endpoint=self.endpoint, **fields)
+
+    def describe(self) -> dict[str, Any]:
+        c = self.config.connection
+        return {
+            "protocol": "opcua",
+            "endpoint": c.endpoint,
+            "security": f"{c.security_policy}/{c.security_mode}",
+            "profile": c.profile,
+            "machine": self.machine_name,
+            "points": len(self.config.points),
+            "subscriptions": self.subscription_count,
+            "identification": dict(self.identification),
+        }

@@ -1,0 +1,168 @@
+"""Settings of one OPC UA machine: the `connection:` and `points:` blocks of the plant YAML.
+
+Nodes are addressed by namespace URI (`nsu=`), never by a bare namespace index (`ns=`):
+a server renumbers its namespace table when a model is added or loaded in another order,
+and a YAML that said `ns=4` would then silently read another machine's value. Namespace 0
+is fixed by the standard, so `i=2258` alone is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models.plant import SecretRef
+
+SecurityPolicyName = Literal["None", "Basic256Sha256", "Aes256_Sha256_RsaPss"]
+SecurityModeName = Literal["None", "Sign", "SignAndEncrypt"]
+
+_EXPANDED = re.compile(r"^nsu=(?P<uri>[^;]+);(?P<kind>[isgb])=(?P<id>.+)$")
+_NS0 = re.compile(r"^(?P<kind>[isgb])=(?P<id>.+)$")
+_SEGMENT = re.compile(r"/((?:\{[^}]*\})?[^/{}]+)")
+_SEG_PARTS = re.compile(r"^(?:\{(?P<uri>[^}]*)\})?(?P<name>.+)$")
+
+DEFAULT_PKI_DIRS = ("$STATE_DIRECTORY/opcua-pki", "/var/lib/edge-gateway/opcua-pki")
+
+
+def default_pki_dir() -> Path:
+    """`$STATE_DIRECTORY/opcua-pki` under systemd, else /var/lib/edge-gateway/opcua-pki.
+
+    Never relative to the working directory: a daemon's cwd is `/` or wherever the
+    operator happened to stand, and a client key must not land there.
+    """
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) / "opcua-pki" if state else Path("/var/lib/edge-gateway/opcua-pki")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_node_address(text: str) -> str:
+    """Accept `nsu=<uri>;i|s|g|b=<id>`, a namespace-0 `i=85`, or a browse path `/...`."""
+    text = text.strip()
+    if text.startswith("ns="):
+        raise ValueError(
+            f"{text!r}: bare namespace indexes change when a server reloads its models; "
+            "write nsu=<namespace uri>;... instead"
+        )
+    if text.startswith("/"):
+        segments = _SEGMENT.findall(text)
+        if not segments or "".join("/" + s for s in segments) != text:
+            raise ValueError(
+                f"{text!r}: a browse path is /Seg/Seg..., each segment `{{namespace uri}}Name` "
+                "or `Name` (namespace 0)"
+            )
+        return text
+    if _EXPANDED.match(text) or _NS0.match(text):
+        return text
+    raise ValueError(f"{text!r}: expected nsu=<uri>;i=<n> (or s=, g=, b=), i=<n>, or /browse/path")
+
+
+def browse_segments(path: str) -> list[tuple[str | None, str]]:
+    """`/{uri}Name/Other` -> [(uri, "Name"), (None, "Other")]; None means namespace 0."""
+    out: list[tuple[str | None, str]] = []
+    for seg in _SEGMENT.findall(path):
+        m = _SEG_PARTS.match(seg)
+        assert m is not None  # _SEGMENT only yields non-empty segments
+        out.append((m.group("uri"), m.group("name")))
+    return out
+
+
+class OpcUaConnection(_Strict):
+    endpoint: str = Field(pattern=r"^opc\.tcp://[^/\s]+(/.*)?$",
+                          description="opc.tcp://host:port/path")
+    security_policy: SecurityPolicyName = "None"
+    security_mode: SecurityModeName = "None"
+    pki_dir: str | None = Field(
+        None, description="client certificate/key, trust list; default "
+        "$STATE_DIRECTORY/opcua-pki or /var/lib/edge-gateway/opcua-pki")
+    trust_dir: str | None = Field(
+        None, description="trusted server certificates (DER or PEM); default <pki_dir>/trusted")
+    trust_on_first_use: bool = Field(
+        False, description="accept and pin an unknown server certificate on first contact")
+    username: str | SecretRef | None = None
+    password: SecretRef | None = None
+    application_uri: str = Field("urn:edge-gateway:opcua-client",
+                                 description="goes into the generated client certificate")
+    timeout: float = Field(4.0, gt=0, le=120, description="seconds per request")
+    session_timeout: float = Field(60.0, ge=1, le=3600, description="seconds")
+    watchdog_interval: float = Field(
+        1.0, gt=0, le=60, description="seconds between liveness probes (detects a frozen server)")
+    profile: Literal["none", "machine_tool"] = "none"
+    machine: str | None = Field(
+        None, description="machine_tool profile: browse name of the machine below Machines, "
+        "when the server has several")
+    max_items_per_subscription: int = Field(
+        1000, ge=1, description="start another subscription past this many monitored items")
+    publishing_interval: float = Field(0.5, gt=0, le=3600, description="seconds")
+
+    @model_validator(mode="after")
+    def _security(self) -> OpcUaConnection:
+        if (self.security_policy == "None") != (self.security_mode == "None"):
+            raise ValueError(
+                "security_policy and security_mode go together: both 'None', or a policy "
+                "with mode 'Sign' or 'SignAndEncrypt'"
+            )
+        if self.password is not None and self.username is None:
+            raise ValueError("'password' needs 'username'")
+        return self
+
+    @property
+    def pki_path(self) -> Path:
+        return Path(self.pki_dir) if self.pki_dir else default_pki_dir()
+
+    @property
+    def trust_path(self) -> Path:
+        return Path(self.trust_dir) if self.trust_dir else self.pki_path / "trusted"
+
+
+class OpcUaPoint(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9_]+$", max_length=64, description="signal name")
+    node: str = Field(description="nsu=<uri>;s=<id> | nsu=<uri>;i=<n> | i=<n> | /browse/path")
+    root: str = Field("i=85", description="start of a browse path (default: Objects)")
+    mode: Literal["subscribe", "read"] = "subscribe"
+    sampling_interval: float | None = Field(
+        None, ge=0, description="seconds; default: the publishing interval")
+    queue_size: int = Field(1, ge=1, le=10000)
+    deadband_type: Literal["none", "absolute", "percent"] = "none"
+    deadband_value: float = Field(0.0, ge=0)
+    unit: str | None = None
+    map: dict[int | str, str] | None = Field(
+        None, description="raw value -> text (enumerations, state names)")
+
+    @field_validator("node", "root")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return check_node_address(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OpcUaPoint:
+        if self.root.startswith("/"):
+            raise ValueError("'root' must be a node id (nsu=...;i=... or i=...), not a path")
+        if self.mode == "read" and (self.deadband_type != "none" or self.queue_size != 1):
+            raise ValueError("deadband and queue_size apply to mode 'subscribe' only")
+        if self.deadband_type == "none" and self.deadband_value:
+            raise ValueError("deadband_value needs deadband_type 'absolute' or 'percent'")
+        if self.deadband_type == "percent" and self.deadband_value > 100:
+            raise ValueError("a percent deadband is 0..100")
+        return self
+
+
+class OpcUaSettings(_Strict):
+    connection: OpcUaConnection
+    points: Annotated[list[OpcUaPoint], Field(default_factory=list)]
+
+    @model_validator(mode="after")
+    def _whole(self) -> OpcUaSettings:
+        if not self.points and self.connection.profile == "none":
+            raise ValueError("no points: list some, or set connection.profile: machine_tool")
+        names = [p.name for p in self.points]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate point name(s): {', '.join(dup)}")
+        return self

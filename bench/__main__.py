@@ -1,0 +1,224 @@
+"""`python -m bench [--quick]`: run every benchmark, print the table, write the report.
+
+Full mode (a few minutes) measures 10, 50 and 200 machines and writes `bench/report.md`
+(committed) and `bench/results/latest.json` (git-ignored). `--quick` (seconds; what CI's
+smoke test runs) measures 10 machines with short windows and writes
+`bench/results/latest.json` and `bench/results/report-quick.md`, leaving the committed
+report alone. Exit status: 0 when every figure was measured, 1 otherwise (the processes'
+logs are then kept and their directory printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from . import ceilings, modbus_plan, profiling, report
+from .gateway_load import LoadSpec, run_load
+from .processes import (
+    ProcessGroup,
+    mosquitto_binary,
+    mosquitto_version,
+    start_mosquitto,
+    terminate_on_sigterm,
+)
+
+HERE = Path(__file__).resolve().parent
+
+
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def meta(mode: str) -> dict[str, Any]:
+    return {
+        "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": mode,
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "pymodbus": _version("pymodbus"),
+        "paho": _version("paho-mqtt"),
+        "cryptography": _version("cryptography"),
+        "mosquitto": mosquitto_version(mosquitto_binary()),
+        "gateway": _version("edge-gateway"),
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true",
+                   help="seconds-long smoke run (10 machines, short windows, no profile)")
+    p.add_argument("--machines", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                   help="gateway runs, e.g. 10,50,200 (default: 10,50,200; quick: 10)")
+    p.add_argument("--window", type=float, default=None,
+                   help="seconds measured per gateway run (default 20-30; quick 4)")
+    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
+                   help="py-spy the gateway after the last (largest) run's window (default: in "
+                        "full mode, when py-spy is installed)")
+    p.add_argument("--results-dir", type=Path, default=HERE / "results",
+                   help="where latest.json goes (default bench/results)")
+    p.add_argument("--report", type=Path, default=None,
+                   help="Markdown report (default: bench/report.md; quick: "
+                        "<results-dir>/report-quick.md)")
+    p.add_argument("--render", type=Path, metavar="JSON", default=None,
+                   help="measure nothing: re-render the table and the Markdown report from a "
+                        "results file (after editing report.py)")
+    p.add_argument("--keep-workdir", action="store_true",
+                   help="keep configs and process logs (kept anyway on failure)")
+    return p
+
+
+def _specs(args: argparse.Namespace) -> tuple[list[LoadSpec], int]:
+    """Gateway runs and the headline run (whose simulator the ceilings read from)."""
+    if args.quick:
+        machines = args.machines or [10]
+        window = args.window or 4.0
+        specs = [LoadSpec(m, window=window, settle=1.0, grace=2.0) for m in machines]
+    else:
+        machines = args.machines or [10, 50, 200]
+        specs = [LoadSpec(m, window=args.window or (20.0 if m <= 10 else 30.0))
+                 for m in machines]
+    headline = 50 if 50 in machines else machines[0]
+    return specs, headline
+
+
+def _ceilings(quick: bool, base_port: int, machines: int, broker_port: int,
+              payload: bytes) -> dict[str, Any]:
+    seconds = 0.5 if quick else 3.0
+    result: dict[str, Any] = {"against_machines": machines}
+    print(f"  ceilings: pymodbus against the {machines}-machine simulator ...", flush=True)
+    result["modbus"] = ceilings.modbus(base_port, machines, seconds, clients=10)
+    print("  ceilings: paho QoS 1 publishes ...", flush=True)
+    result["mqtt"] = ceilings.mqtt_publish(broker_port, payload,
+                                           messages=2_000 if quick else 20_000)
+    print("  ceilings: Ed25519 / RFC 8785 ...", flush=True)
+    result["signing"] = ceilings.signing(0.3 if quick else 2.0)
+    print("  ceilings: outbox ...", flush=True)
+    try:
+        result["outbox"] = ceilings.outbox(payload, 0.3 if quick else 2.0)
+    except Exception as exc:  # the outbox API is young; its figure is optional
+        result["outbox"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return result
+
+
+def run(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:
+    mode = "quick" if args.quick else "full"
+    t_start = time.monotonic()
+    results: dict[str, Any] = {"schema": 1, "mode": mode, "meta": meta(mode)}
+
+    print("1. Modbus read plan, 500 points ...", flush=True)
+    results["modbus_plan"] = modbus_plan.run(args.quick)
+
+    _, broker_port = start_mosquitto(group)
+    specs, headline = _specs(args)
+    profile = (not args.quick) if args.profile is None else args.profile
+    runs: list[dict[str, Any]] = []
+    for spec in specs:
+        print(f"2. gateway, {spec.machines} machines x {spec.points} points, "
+              f"{spec.window:.0f} s window ...", flush=True)
+        is_headline = spec.machines == headline and "ceilings" not in results
+        result, (sim, base), payload = run_load(
+            group, broker_port, spec,
+            profile_seconds=10.0 if (profile and spec is specs[-1]) else 0.0)
+        runs.append(result)
+        print(f"  {result['samples_per_s']:,.0f} samples/s "
+              f"({100 * result['achieved_over_offered']:.1f} % of offered), "
+              f"CPU {result['gateway_cpu_pct_of_core']:.1f} % of a core, "
+              f"RSS {result['gateway_rss_mb_steady']:.0f} MB, "
+              f"p99 {result['latency_ms_p99']:.0f} ms", flush=True)
+        if is_headline:
+            print("3. raw ceilings ...", flush=True)
+            results["ceilings"] = _ceilings(args.quick, base, spec.machines, broker_port,
+                                            payload)
+        group.stop(sim)
+    results["gateway_runs"] = runs
+    results["ratios"] = report.compute_ratios(results)
+    results["duration_s"] = time.monotonic() - t_start
+    return results
+
+
+def _keep_profile(results: dict[str, Any], results_dir: Path) -> None:
+    """Copy py-spy's raw stacks out of the work dir (it is deleted) into results/."""
+    for g in results["gateway_runs"]:
+        prof = g.get("profile") or {}
+        raw = Path(prof.get("raw", ""))
+        if prof.get("available") and raw.is_file():
+            results_dir.mkdir(parents=True, exist_ok=True)
+            dest = results_dir / raw.name
+            shutil.copyfile(raw, dest)
+            prof["raw"] = str(dest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.render is not None:
+        import json  # noqa: PLC0415 - only this path reads JSON
+
+        results = json.loads(args.render.read_text())
+        for g in results["gateway_runs"]:  # re-summarize a kept py-spy capture
+            raw = Path(g.get("profile", {}).get("raw", ""))
+            if g.get("profile", {}).get("available") and raw.is_file():
+                g["profile"] = profiling.summarize(raw, g["profile"]["seconds"])
+        results["ratios"] = report.compute_ratios(results)
+        md = args.report or (args.results_dir / "report-quick.md"
+                             if results.get("mode") == "quick" else HERE / "report.md")
+        report.write(results, args.render, md)
+        print(report.console_table(results))
+        print(f"\nrewrote {md} from {args.render}")
+        return 0
+    terminate_on_sigterm()
+    workdir = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    group = ProcessGroup(workdir)
+    ok = False
+    try:
+        results = run(args, group)
+        _keep_profile(results, args.results_dir)
+        md = args.report or (args.results_dir / "report-quick.md" if args.quick
+                             else HERE / "report.md")
+        report.write(results, args.results_dir / "latest.json", md)
+        print()
+        print(report.console_table(results))
+        print(f"\nwrote {args.results_dir / 'latest.json'} and {md}")
+        ok = True
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        group.close()
+        if ok and not args.keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"configs and process logs kept in {workdir}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

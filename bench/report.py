@@ -1,0 +1,422 @@
+"""Ratios, the console table, `report.md` and `results/latest.json` from one run's figures.
+
+The ratios are computed here, in one place, so the console, the Markdown and the JSON can
+never disagree about what "share of the Modbus ceiling" means. Every ratio divides a
+gateway figure by a ceiling measured in the same run (see bench/ceilings.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _pct(ratio: float) -> str:
+    return "n/a" if math.isnan(ratio) else f"{100 * ratio:.1f} %"
+
+
+def headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The gateway run the ceilings were measured against (same simulator process)."""
+    runs = results["gateway_runs"]
+    wanted = results["ceilings"]["against_machines"]
+    return next((r for r in runs if r["machines"] == wanted), runs[0])
+
+
+def compute_ratios(results: dict[str, Any]) -> dict[str, float]:
+    run = headline(results)
+    c = results["ceilings"]
+    cpu_frac = run["gateway_cpu_pct_of_core"] / 100
+    requests = run["modbus_requests_per_s"] * run["window_s"]
+    env_rate = run["envelopes_per_s"]
+    sign = c["signing"]["sign_body_per_s"] * c["signing"]["body_records"] / max(
+        run["records_per_envelope"], 1.0)  # scaled to the gateway's envelope size
+    ratios = {
+        "achieved_over_offered": run["achieved_over_offered"],
+        "modbus_requests_over_sequential_ceiling":
+            run["modbus_requests_per_s"] / c["modbus"]["sequential_reads_per_s"],
+        "modbus_requests_over_concurrent_ceiling":
+            run["modbus_requests_per_s"] / c["modbus"]["concurrent_reads_per_s"],
+        "gateway_cpu_per_request_over_bare_client":
+            (run["gateway_cpu_s"] / requests * 1e6) / c["modbus"]["client_cpu_us_per_read"]
+            if requests else math.nan,
+        "envelopes_over_mqtt_ceiling": env_rate / c["mqtt"]["publishes_per_s"],
+        "envelopes_over_sign_ceiling": env_rate / sign,
+        "signing_share_of_gateway_cpu": (env_rate / sign) / cpu_frac if cpu_frac else math.nan,
+    }
+    outbox = c.get("outbox", {})
+    if "append_and_ack_per_s" in outbox:
+        ratios["envelopes_over_outbox_ceiling"] = env_rate / outbox["append_and_ack_per_s"]
+        ratios["outbox_share_of_gateway_cpu"] = (
+            (env_rate / outbox["append_and_ack_per_s"]) / cpu_frac if cpu_frac else math.nan)
+    per_1000 = run["gateway_cpu_s_per_1000_samples"]
+    ratios["projected_samples_per_s_at_one_core"] = 1000 / per_1000 if per_1000 else math.nan
+    return ratios
+
+
+# ---- console ------------------------------------------------------------------------------
+
+
+def console_table(results: dict[str, Any]) -> str:
+    plan = results["modbus_plan"]
+    c = results["ceilings"]
+    r = results["ratios"]
+    run = headline(results)
+    rows: list[tuple[str, str, str]] = [
+        ("1. Modbus requests / cycle, 500 points, 3 ranges",
+         f"{plan['plan_requests']} planned, {_fmt(plan['live_requests_per_cycle'])} live",
+         f"minimum {plan['minimum_requests']}"),
+        ("   one_request_per_point cycle time / coalesced", f"{plan['coalescing_speedup']:.1f}x",
+         "loopback, same server"),
+    ]
+    for g in results["gateway_runs"]:
+        tag = f"2. gateway {g['machines']} machines x {g['points_per_machine']} points"
+        rows += [
+            (tag + ": samples/s", _fmt(g["samples_per_s"]),
+             f"offered {_fmt(g['offered_per_s'])} -> {_pct(g['achieved_over_offered'])}"),
+            ("   CPU s / 1,000 samples; % of a core",
+             f"{g['gateway_cpu_s_per_1000_samples']:.3f}",
+             f"{g['gateway_cpu_pct_of_core']:.1f} %"),
+            ("   RSS steady / peak (MB)", f"{g['gateway_rss_mb_steady']:.1f}",
+             f"peak {g['gateway_rss_mb_peak']:.1f}"),
+            ("   latency read -> subscriber p50 / p99 (ms)", f"{g['latency_ms_p50']:.0f}",
+             f"p99 {g['latency_ms_p99']:.0f}"),
+        ]
+    rows += [
+        (f"3. pymodbus reads/s (1 client; {c['modbus']['concurrent_clients']} clients)",
+         _fmt(c["modbus"]["sequential_reads_per_s"]),
+         f"{_fmt(c['modbus']['concurrent_reads_per_s'])} concurrent"),
+        (f"   gateway ({run['machines']} machines) requests/s / ceilings",
+         _fmt(run["modbus_requests_per_s"]),
+         f"{_pct(r['modbus_requests_over_sequential_ceiling'])} / "
+         f"{_pct(r['modbus_requests_over_concurrent_ceiling'])}"),
+        ("   gateway CPU per request / bare client CPU per read",
+         f"{r['gateway_cpu_per_request_over_bare_client']:.1f}x", ""),
+        (f"   paho QoS 1 publishes/s ({c['mqtt']['payload_bytes']:,} B)",
+         _fmt(c["mqtt"]["publishes_per_s"]),
+         f"gateway {_fmt(run['envelopes_per_s'])}/s = {_pct(r['envelopes_over_mqtt_ceiling'])}"),
+        (f"   Signer.sign_body/s ({c['signing']['body_records']} records)",
+         _fmt(c["signing"]["sign_body_per_s"]),
+         f"gateway = {_pct(r['envelopes_over_sign_ceiling'])}; "
+         f"~{_pct(r['signing_share_of_gateway_cpu'])} of its CPU"),
+        ("   RFC 8785 canonicalization alone /s", _fmt(c["signing"]["canonical_json_per_s"]), ""),
+        ("   raw Ed25519 sign of 1 KiB /s", _fmt(c["signing"]["raw_sign_1kib_per_s"]), ""),
+    ]
+    if "append_and_ack_per_s" in c.get("outbox", {}):
+        rows.append(("   outbox append+ack /s", _fmt(c["outbox"]["append_and_ack_per_s"]),
+                     f"gateway = {_pct(r['envelopes_over_outbox_ceiling'])}"))
+    rows.append(("   projected samples/s at 100 % of one core",
+                 _fmt(r["projected_samples_per_s_at_one_core"]), "extrapolated from CPU/sample"))
+    w0 = max(len(a) for a, _, _ in rows)
+    w1 = max(len(b) for _, b, _ in rows)
+    return "\n".join(f"{a:<{w0}}  {b:>{w1}}  {c_}" for a, b, c_ in rows)
+
+
+# ---- Markdown -----------------------------------------------------------------------------
+
+
+def _table(header: list[str], body: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _observations(results: dict[str, Any]) -> list[str]:
+    """Notes derived from the figures, so they stay true when the figures change."""
+    notes: list[str] = []
+    runs = results["gateway_runs"]
+    r = results["ratios"]
+    busy = [g for g in runs if g.get("other_load_pct_of_core", 0) > 25]
+    if busy:
+        loads = ", ".join(f"{g['other_load_pct_of_core']:.0f} % during the {g['machines']}-"
+                          "machine run" for g in busy)
+        notes.append(
+            f"Other work shared the machine ({loads}, in % of one core, outside the bench's "
+            "processes): latency, CPU and ceiling figures of those runs are contended; "
+            "compare ratios and CPU per sample rather than absolute rates.")
+    for g in runs:
+        if g["achieved_over_offered"] < 0.98:
+            notes.append(
+                f"At {g['machines']} machines the gateway delivered only "
+                f"{_pct(g['achieved_over_offered'])} of the offered samples: polls are being "
+                "skipped (the poll loop skips missed slots rather than burst).")
+        if g["seq_gaps"] or g["duplicates"] or g["undecodable"]:
+            notes.append(
+                f"At {g['machines']} machines the subscriber saw {g['seq_gaps']} missing "
+                f"envelopes (seq gaps), {g['duplicates']} duplicates, {g['undecodable']} "
+                "undecodable bodies.")
+        if g["gateway_stop_s"] > 2:
+            how = ("it had to be SIGKILLed" if (g["gateway_exit_code"] or 0) < 0
+                   else f"exit code {g['gateway_exit_code']}")
+            notes.append(
+                f"SIGTERM to exit took {g['gateway_stop_s']:.1f} s at {g['machines']} machines "
+                f"({how}) with the broker up and nothing backed up.")
+        if g["gateway_log_warnings"]:
+            events = ", ".join(f"{k} x{v}" for k, v in g["gateway_log_warnings"].items())
+            notes.append(f"Gateway log at {g['machines']} machines: {events}.")
+    lockstep = [g for g in runs if g["reads_in_busiest_100ms_pct"] > 30]
+    if lockstep:
+        shares = ", ".join(f"{g['reads_in_busiest_100ms_pct']:.0f} % at {g['machines']}"
+                           for g in lockstep)
+        notes.append(
+            f"Reads bunch up in the same 100 ms of each poll interval ({shares} machines; "
+            "10 % would be an even spread): every device's poll loop starts when the gateway "
+            "starts, so the machines poll in lockstep and the event loop takes the plant's "
+            "requests, decodes and seals in one burst per interval. The 2nd-request gap and "
+            "the p99 latency grow with the burst.")
+    lat = [g["latency_ms_p50"] for g in runs]
+    if lat and min(lat) > 100:
+        span = f"{min(lat):.0f}" if len(lat) == 1 else f"{min(lat):.0f}-{max(lat):.0f}"
+        notes.append(
+            f"Median latency ({span} ms) is dominated by egress batching "
+            "(see read -> sealed vs sealed -> received): "
+            "a telemetry record waits for its topic's batch to age out (`Egress.max_delay`, "
+            "checked every `max_delay / 2`), so the read-to-broker path itself is a small "
+            "part of it.")
+    big = max(runs, key=lambda g: g["machines"])
+    small = min(runs, key=lambda g: g["machines"])
+    if big is not small:
+        notes.append(
+            f"CPU per 1,000 samples goes from {small['gateway_cpu_s_per_1000_samples']:.3f} s "
+            f"({small['machines']} machines) to {big['gateway_cpu_s_per_1000_samples']:.3f} s "
+            f"({big['machines']} machines); p99 latency from {small['latency_ms_p99']:.0f} to "
+            f"{big['latency_ms_p99']:.0f} ms; RSS from {small['gateway_rss_mb_steady']:.0f} to "
+            f"{big['gateway_rss_mb_steady']:.0f} MB "
+            f"({'within' if big['gateway_rss_mb_peak'] < 150 else 'ABOVE'} the 150 MB target "
+            f"at peak: {big['gateway_rss_mb_peak']:.0f} MB).")
+    prof = next((g["profile"] for g in runs if g.get("profile", {}).get("available")), None)
+    if prof:
+        top = ", ".join(f"`{name}` {pct} %" for name, pct in prof["self_top"][:6])
+        notes.append(f"Top self time in the profile: {top}.")
+        stages = {label: pct for label, pct in prof.get("stages", [])}
+        planning = next((pct for label, pct in stages.items() if "minimum_requests" in label),
+                        0.0)
+        if planning >= 2:
+            notes.append(
+                f"Read planning shows up in the poll path ({planning} % of samples inside "
+                "`minimum_requests`), although the plan is fixed per configuration: at the "
+                "time of writing `DeviceRunner.run` refreshes `adapter.describe()` after each "
+                "batch, and `ModbusAdapter.describe()` re-runs the planner to get "
+                "`minimum_requests`.")
+        stamp = next((pct for label, pct in stages.items() if "format_ts" in label), 0.0)
+        if stamp >= 2:
+            notes.append(
+                f"`format_ts` (strftime per record) takes {stamp} % of the gateway's CPU; all "
+                "records of one Modbus request share one timestamp, so the same text is "
+                "formatted up to 125 times per request.")
+    share = r.get("signing_share_of_gateway_cpu", math.nan)
+    if not math.isnan(share):
+        c = results["ceilings"]["signing"]
+        jcs = 1 / c["canonical_json_per_s"]
+        total = 1 / c["sign_body_per_s"]
+        notes.append(
+            f"Signing costs about {_pct(share)} of the gateway's CPU at the headline load, and "
+            f"{_pct(jcs / total)} of a `sign_body` call is RFC 8785 canonicalization "
+            "(pure-Python `rfc8785`); the Ed25519 signature itself is "
+            f"{c['raw_sign_1kib_per_s'] / c['sign_body_per_s']:.0f}x cheaper than the whole "
+            "call.")
+    return notes
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    plan = results["modbus_plan"]
+    c = results["ceilings"]
+    r = results["ratios"]
+    run = headline(results)
+    out: list[str] = [
+        "# Benchmark report: gateway core and the Modbus path",
+        "",
+        f"Generated by `python -m bench{' --quick' if results['mode'] == 'quick' else ''}` "
+        f"on {meta['started']} ({results['mode']} mode, {results['duration_s']:.0f} s). "
+        "Regenerate it with `make bench`; how to read it: [README.md](README.md).",
+        "",
+        f"Machine: {meta['cpu']}, {meta['cpus']} CPUs (shared with other work: absolute "
+        f"figures are noisy, ratios in one run are not), Linux {meta['kernel']}, Python "
+        f"{meta['python']}, pymodbus {meta['pymodbus']}, paho-mqtt {meta['paho']}, "
+        f"cryptography {meta['cryptography']}, Mosquitto {meta['mosquitto']}.",
+        "",
+        "## 1. Modbus requests per poll cycle (500 points, 3 ranges)",
+        "",
+        f"Point map: {', '.join(plan['ranges'])}; mixed `uint16 int16 uint32 int32 float32 "
+        "float64 uint64 string bit` (status block), float32/int16 with 2-register holes "
+        "(process block), 10 axis blocks of 10 float32 separated by 12 reserved registers. "
+        "Live figures: `ModbusAdapter.read_once()` against an in-process pymodbus server that "
+        "counts the requests it answers.",
+        "",
+        _table(
+            ["variant", "planned", "minimum", "server saw / cycle", "adapter last_cycle_requests",
+             "registers read", "registers used", "cycle (ms, loopback)"],
+            [[name, v["requests"], v["minimum_requests"], v["server_requests_per_cycle"],
+              v["adapter_last_cycle_requests"], v["registers_read"], v["registers_used"],
+              v["cycle_ms"]] for name, v in plan["variants"].items()],
+        ),
+        "",
+        f"Coalescing (default) vs `one_request_per_point`: {plan['coalescing_speedup']:.1f}x "
+        "shorter cycle on loopback, where a round trip costs almost nothing; on a real network "
+        "or a serial line the gap widens by the round-trip time times the extra requests.",
+        "",
+        "## 2. The gateway under load (`edge-gateway run`, 1 s poll, loopback)",
+        "",
+        "Simulators in their own process, Mosquitto, the gateway alone in its process; "
+        "counted at a paho subscriber by read time (`ts`).",
+        "",
+    ]
+    runs = results["gateway_runs"]
+    fields: list[tuple[str, str]] = [
+        ("machines x points", ""),
+        ("Modbus requests / cycle / machine", "requests_per_cycle"),
+        ("window (s)", "window_s"),
+        ("offered samples/s (machines x points / interval)", "offered_per_s"),
+        ("achieved samples/s (at the broker)", "samples_per_s"),
+        ("achieved / offered", "achieved_over_offered"),
+        ("envelopes/s (telemetry)", "envelopes_per_s"),
+        ("records / envelope", "records_per_envelope"),
+        ("envelope bytes (mean)", "envelope_bytes_mean"),
+        ("gateway CPU, % of one core", "gateway_cpu_pct_of_core"),
+        ("gateway CPU s / 1,000 samples", "gateway_cpu_s_per_1000_samples"),
+        ("gateway RSS steady (MB, median)", "gateway_rss_mb_steady"),
+        ("gateway RSS peak (MB, VmHWM)", "gateway_rss_mb_peak"),
+        ("latency read -> subscriber p50 (ms)", "latency_ms_p50"),
+        ("latency p99 (ms)", "latency_ms_p99"),
+        ("latency max (ms)", "latency_ms_max"),
+        ("  of which read -> sealed p50 / p99 (ms)", "read_to_sealed"),
+        ("  of which sealed -> received p50 / p99 (ms)", "sealed_to_received"),
+        ("2nd request of a poll, read-time gap p50 / p99 (ms)", "poll_read_spread"),
+        ("reads in the busiest 100 ms of the interval", "reads_in_busiest_100ms_pct"),
+        ("simulators CPU, % of one core", "simulators_cpu_pct_of_core"),
+        ("Mosquitto CPU, % of one core", "broker_cpu_pct_of_core"),
+        ("bench process (subscriber) CPU, % of one core", "bench_cpu_pct_of_core"),
+        ("other load on the machine, % of one core", "other_load_pct_of_core"),
+        ("lost (seq gaps) / duplicates", ""),
+        ("start to all machines publishing (s)", "startup_s"),
+        ("SIGTERM to exit (s), exit code", ""),
+    ]
+    body = []
+    for label, key in fields:
+        row: list[Any] = [label]
+        for g in runs:
+            if label.startswith("machines"):
+                row.append(f"{g['machines']} x {g['points_per_machine']}")
+            elif label.startswith("lost"):
+                row.append(f"{g['seq_gaps']} / {g['duplicates']}")
+            elif label.startswith("SIGTERM"):
+                row.append(f"{g['gateway_stop_s']:.2f}, {g['gateway_exit_code']}")
+            elif key in ("read_to_sealed", "sealed_to_received", "poll_read_spread"):
+                row.append(f"{g[key + '_ms_p50']:.0f} / {g[key + '_ms_p99']:.0f}")
+            elif key in ("bench_cpu_pct_of_core", "other_load_pct_of_core") and key not in g:
+                row.append(None)
+            elif key == "reads_in_busiest_100ms_pct":
+                row.append(f"{g[key]:.0f} %")
+            elif key == "achieved_over_offered":
+                row.append(_pct(g[key]))
+            elif key == "gateway_cpu_s_per_1000_samples":
+                row.append(f"{g[key]:.3f}")
+            else:
+                row.append(g[key])
+        body.append(row)
+    out += [_table(["", *[f"run {i + 1}" for i in range(len(runs))]], body), ""]
+    out += [
+        "## 3. Raw ceilings (same run, same simulator and broker) and the gateway's ratios",
+        "",
+        f"Ratios use the {run['machines']}-machine run, whose simulator process the Modbus "
+        "ceiling read from.",
+        "",
+        _table(["ceiling", "rate", "gateway", "ratio"], [
+            [f"pymodbus `AsyncModbusTcpClient`, {c['modbus']['request']}, 1 client, reads/s",
+             c["modbus"]["sequential_reads_per_s"],
+             f"{_fmt(run['modbus_requests_per_s'])} requests/s",
+             _pct(r["modbus_requests_over_sequential_ceiling"])],
+            [f"same, {c['modbus']['concurrent_clients']} concurrent clients, reads/s",
+             c["modbus"]["concurrent_reads_per_s"],
+             f"{_fmt(run['modbus_requests_per_s'])} requests/s",
+             _pct(r["modbus_requests_over_concurrent_ceiling"])],
+            ["bare client CPU per read (us) vs gateway CPU per request (us)",
+             c["modbus"]["client_cpu_us_per_read"],
+             run["gateway_cpu_s"] / max(run["modbus_requests_per_s"] * run["window_s"], 1) * 1e6,
+             f"{r['gateway_cpu_per_request_over_bare_client']:.1f}x"],
+            [f"paho QoS 1 publishes/s, {c['mqtt']['payload_bytes']:,} B, "
+             f"max_inflight {c['mqtt']['max_inflight']}",
+             c["mqtt"]["publishes_per_s"], f"{_fmt(run['envelopes_per_s'])} envelopes/s",
+             _pct(r["envelopes_over_mqtt_ceiling"])],
+            [f"`Signer.sign_body`, {c['signing']['body_records']}-record body "
+             f"({c['signing']['body_bytes']:,} B), signs/s",
+             c["signing"]["sign_body_per_s"], f"{_fmt(run['envelopes_per_s'])} envelopes/s",
+             _pct(r["envelopes_over_sign_ceiling"]) + " (scaled to its envelope size)"],
+            ["RFC 8785 canonicalization of that body alone, /s",
+             c["signing"]["canonical_json_per_s"], "", ""],
+            ["raw Ed25519 sign, 1 KiB, signs/s", c["signing"]["raw_sign_1kib_per_s"], "", ""],
+            *([["outbox append + ack (SQLite WAL, NORMAL), envelopes/s",
+                c["outbox"]["append_and_ack_per_s"],
+                f"{_fmt(run['envelopes_per_s'])} envelopes/s",
+                _pct(r["envelopes_over_outbox_ceiling"])]]
+              if "append_and_ack_per_s" in c.get("outbox", {}) else []),
+        ]),
+        "",
+        f"Signing at the gateway's envelope rate is about {_pct(r['signing_share_of_gateway_cpu'])}"
+        " of the gateway's CPU"
+        + (f", the outbox about {_pct(r['outbox_share_of_gateway_cpu'])}"
+           if "outbox_share_of_gateway_cpu" in r else "")
+        + f". Projected saturation of one core at this CPU cost per sample: "
+        f"{_fmt(r['projected_samples_per_s_at_one_core'])} samples/s "
+        f"(~{_fmt(r['projected_samples_per_s_at_one_core'] / run['points_per_machine'])} "
+        f"machines x {run['points_per_machine']} points at 1 s), an extrapolation, not a "
+        "measurement.",
+        "",
+    ]
+    profiled = next((g for g in runs if "profile" in g), None)
+    prof = profiled["profile"] if profiled else None
+    if profiled and prof and prof.get("available"):
+        out += [
+            f"## Where the gateway's CPU goes (py-spy, {prof['seconds']:.0f} s after the "
+            f"{profiled['machines']}-machine window, {prof['samples']:,} samples)",
+            "",
+            "Pipeline stages (inclusive: the stage's function anywhere on the stack), % of "
+            "samples; indented rows are part of the row above:",
+            "",
+            _table(["stage", "%"], prof.get("stages", [])),
+            "",
+            "Self time (the function on top of the stack), % of samples:",
+            "",
+            _table(["function", "%"], prof["self_top"][:12]),
+            "",
+            "Self time by module:",
+            "",
+            _table(["module", "%"], prof["self_by_module"]),
+            "",
+            "Inclusive time of the gateway's own functions:",
+            "",
+            _table(["function", "%"], prof["inclusive_project_top"]),
+            "",
+        ]
+    elif prof:
+        out += ["## Profile", "", f"Not taken: {prof.get('reason')}.", ""]
+    notes = _observations(results)
+    if notes:
+        out += ["## Observations", "", *[f"* {n}" for n in notes], ""]
+    return "\n".join(out)
+
+
+def write(results: dict[str, Any], json_path: Path, md_path: Path | None) -> None:
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+    if md_path is not None:
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(markdown(results))
