@@ -72,6 +72,24 @@ def _ts(value: Any) -> datetime | None:
     return ts
 
 
+IDENTIFICATION_SIGNALS = frozenset({"serial_number", "model", "manufacturer", "control_version"})
+
+
+def device_identification(last_values: dict[str, Any]) -> dict[str, str]:
+    """What devices say about themselves, for the AAS nameplate: Haas Q100/Q101/Q102 and
+    FOCAS system info as `serial_number`, `model`, `control_version`; OPC UA DI
+    Identification as `identification_<BrowseName>`. The YAML still wins (models/aas.py)."""
+    out: dict[str, str] = {}
+    for name, sample in last_values.items():
+        if sample.value is None or sample.quality.value == "bad":
+            continue
+        if name in IDENTIFICATION_SIGNALS:
+            out[name] = str(sample.value)
+        elif name.startswith("identification_"):
+            out[name.removeprefix("identification_")] = str(sample.value)
+    return out
+
+
 class GatewayViews:
     """Mixin of `edge.pipeline.Gateway`: the query Backend (edge/query.py) and the
     `capacity` stream."""
@@ -155,7 +173,12 @@ class GatewayViews:
             }
             oee = self.kpi.current_shift_result(a) if self.kpi is not None else None
             env = build_environment(
-                self.loaded.plant, d.machine, state=d.twin.state, signals=signals, oee=oee
+                self.loaded.plant,
+                d.machine,
+                state=d.twin.state,
+                signals=signals,
+                oee=oee,
+                device_identification=device_identification(d.twin.last_values),
             )
             envs[a] = environment_json(env)
         return {"machines": envs}

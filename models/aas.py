@@ -45,10 +45,23 @@ from models.plant import ALL_DAYS, Machine, Plant, Shift, ShiftCalendar, Weekday
 from models.shift_calendar import ALWAYS
 
 __all__ = [
-    "CALENDAR_SEMANTIC_ID", "ISO22400", "KPI_SEMANTIC_ID", "NAMEPLATE_KEYS",
-    "NAMEPLATE_SEMANTIC_ID", "OPERATIONAL_SEMANTIC_ID", "AasIds", "KpiFigures", "LossFigures",
-    "SignalValue", "aas_ids", "build_environment", "build_plant_environment", "calendar_ics",
-    "environment_json", "resolve_nameplate", "verify_environment",
+    "CALENDAR_SEMANTIC_ID",
+    "ISO22400",
+    "KPI_SEMANTIC_ID",
+    "NAMEPLATE_KEYS",
+    "NAMEPLATE_SEMANTIC_ID",
+    "OPERATIONAL_SEMANTIC_ID",
+    "AasIds",
+    "KpiFigures",
+    "LossFigures",
+    "SignalValue",
+    "aas_ids",
+    "build_environment",
+    "build_plant_environment",
+    "calendar_ics",
+    "environment_json",
+    "resolve_nameplate",
+    "verify_environment",
 ]
 
 XSD = aas.DataTypeDefXSD
@@ -58,9 +71,7 @@ SignalValue = tuple[object, str | None, datetime | None]
 # -- semantic ids ---------------------------------------------------------------------------
 
 NAMEPLATE_SEMANTIC_ID = "https://admin-shell.io/idta/nameplate/3/0/Nameplate"
-KPI_SEMANTIC_ID = (
-    "https://admin-shell.io/idta/SubmodelTemplate/ProcessVariablesForManufacturingKPICalculation/1/0"
-)
+KPI_SEMANTIC_ID = "https://admin-shell.io/idta/SubmodelTemplate/ProcessVariablesForManufacturingKPICalculation/1/0"
 CALENDAR_SEMANTIC_ID = "https://admin-shell.io/idta/SubmodelTemplate/ProductionCalendar/1/0"
 OPERATIONAL_SEMANTIC_ID = "urn:edge-gateway:semantics:OperationalData:1:0"
 ISO22400 = "http://www.w3id.org/hsu-aut/ISO22400-2#"
@@ -79,8 +90,12 @@ _NAMEPLATE: tuple[tuple[str, str, str | None, aas.DataTypeDefXSD | None], ...] =
     ("ManufacturerProductFamily", "0112/2///61987#ABP464#002", "0173-1#02-AAU731#003", None),
     ("ManufacturerProductType", "0112/2///61987#ABA300#008", "0173-1#02-AAO057#004", XSD.STRING),
     ("OrderCodeOfManufacturer", "0112/2///61987#ABA950#008", "0173-1#02-AAO227#004", XSD.STRING),
-    ("ProductArticleNumberOfManufacturer", "0112/2///61987#ABA581#007", "0173-1#02-AAO676#005",
-     XSD.STRING),
+    (
+        "ProductArticleNumberOfManufacturer",
+        "0112/2///61987#ABA581#007",
+        "0173-1#02-AAO676#005",
+        XSD.STRING,
+    ),
     ("SerialNumber", "0112/2///61987#ABA951#009", "0173-1#02-AAM556#004", XSD.STRING),
     ("YearOfConstruction", "0112/2///61987#ABP000#002", "0173-1#02-AAP906#003", XSD.STRING),
     ("DateOfManufacture", "0112/2///61987#ABB757#007", "0173-1#02-AAR972#004", XSD.DATE),
@@ -88,8 +103,12 @@ _NAMEPLATE: tuple[tuple[str, str, str | None, aas.DataTypeDefXSD | None], ...] =
     ("FirmwareVersion", "0112/2///61987#ABA302#006", None, XSD.STRING),
     ("SoftwareVersion", "0112/2///61987#ABA601#008", "0173-1#02-AAM737#004", XSD.STRING),
     ("CountryOfOrigin", "0112/2///61987#ABP462#001", "0173-1#02-AAO259#007", XSD.STRING),
-    ("UniqueFacilityIdentifier", "https://admin-shell.io/idta/nameplate/3/0/UniqueFacilityIdentifier",
-     None, XSD.STRING),
+    (
+        "UniqueFacilityIdentifier",
+        "https://admin-shell.io/idta/nameplate/3/0/UniqueFacilityIdentifier",
+        None,
+        XSD.STRING,
+    ),
 )
 NAMEPLATE_KEYS = tuple(row[0] for row in _NAMEPLATE)
 """The keys `device_identification` takes (case and `_`/`-` do not matter; aliases below)."""
@@ -102,6 +121,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {  # OPC UA DI / MTConnect Description / 
     "hardwarerevision": ("HardwareVersion",),
     "softwarerevision": ("SoftwareVersion",),
     "firmwarerevision": ("FirmwareVersion",),
+    "controlversion": ("SoftwareVersion",),  # Haas Q101, FANUC FOCAS system info
 }
 _DEVICE_KEYS = {k.lower(): (k,) for k in NAMEPLATE_KEYS} | _ALIASES
 
@@ -191,8 +211,10 @@ def _op(name: str) -> aas.Reference:
 def _prop(
     id_short: str | None, value: str | None, xsd: aas.DataTypeDefXSD, semantic: aas.Reference
 ) -> aas.Property | None:
-    return None if value is None else aas.Property(
-        xsd, id_short=id_short, semantic_id=semantic, value=value
+    return (
+        None
+        if value is None
+        else aas.Property(xsd, id_short=id_short, semantic_id=semantic, value=value)
     )
 
 
@@ -335,18 +357,30 @@ def _nameplate(ids: AasIds, values: Mapping[str, str]) -> aas.Submodel:
             continue
         extra = [_ref(supplemental)] if supplemental else None
         if xsd is None:
-            elements.append(aas.MultiLanguageProperty(
-                id_short=id_short, semantic_id=_ref(semantic), supplemental_semantic_ids=extra,
-                value=_en(value),
-            ))
+            elements.append(
+                aas.MultiLanguageProperty(
+                    id_short=id_short,
+                    semantic_id=_ref(semantic),
+                    supplemental_semantic_ids=extra,
+                    value=_en(value),
+                )
+            )
         else:
-            elements.append(aas.Property(
-                xsd, id_short=id_short, semantic_id=_ref(semantic),
-                supplemental_semantic_ids=extra, value=value,
-            ))
+            elements.append(
+                aas.Property(
+                    xsd,
+                    id_short=id_short,
+                    semantic_id=_ref(semantic),
+                    supplemental_semantic_ids=extra,
+                    value=value,
+                )
+            )
     return aas.Submodel(
-        ids.nameplate, id_short="Nameplate", kind=aas.ModellingKind.INSTANCE,
-        semantic_id=_ref(NAMEPLATE_SEMANTIC_ID), submodel_elements=elements or None,
+        ids.nameplate,
+        id_short="Nameplate",
+        kind=aas.ModellingKind.INSTANCE,
+        semantic_id=_ref(NAMEPLATE_SEMANTIC_ID),
+        submodel_elements=elements or None,
     )
 
 
@@ -359,13 +393,22 @@ def _variable(
     """One template variable: key (ISO 22400-2 acronym), currentValue and comment."""
     if value is None:
         return None
-    return _smc(id_short, _ref(ISO22400 + concept), [
-        aas.Property(XSD.STRING, id_short="key", semantic_id=_ref(_PV + "key/1/0"), value=key),
-        aas.Property(xsd, id_short="currentValue", semantic_id=_ref(_PV + "currentValue/1/0"),
-                     value=value),
-        aas.MultiLanguageProperty(id_short="comment", semantic_id=_ref(_PV + "comment/1/0"),
-                                  value=_en(note)),
-    ])
+    return _smc(
+        id_short,
+        _ref(ISO22400 + concept),
+        [
+            aas.Property(XSD.STRING, id_short="key", semantic_id=_ref(_PV + "key/1/0"), value=key),
+            aas.Property(
+                xsd,
+                id_short="currentValue",
+                semantic_id=_ref(_PV + "currentValue/1/0"),
+                value=value,
+            ),
+            aas.MultiLanguageProperty(
+                id_short="comment", semantic_id=_ref(_PV + "comment/1/0"), value=_en(note)
+            ),
+        ],
+    )
 
 
 def _pru(machine: Machine, state: MachineState | None) -> tuple[float | None, str]:
@@ -397,25 +440,47 @@ def _kpi(
             ("ActualUnitDownTime", "ActualUnitDownTime", "ADOT", adot),
         )
         for id_short, concept, key, seconds in times:
-            elements.append(_variable(
-                id_short, concept, key, value=_duration(seconds), xsd=XSD.DURATION,
-                note=f"ISO 22400-2 {key} over {window}, measured at the gateway",
-            ))
-        for id_short, key, count in (("ProducedQuantity", "PQ", oee.pq),
-                                     ("GoodQuantity", "GQ", oee.gq),
-                                     ("ScrapQuantity", "SQ", oee.scrap)):
-            elements.append(_variable(
-                id_short, id_short, key, value=str(count), xsd=XSD.DECIMAL,
-                note=f"ISO 22400-2 {key} over {window}, from the part counters",
-            ))
-    elements.append(_variable(
-        "PlannedRuntimePerItem", "PlannedRuntimePerUnit", "PRU", value=_duration(pru),
-        xsd=XSD.DURATION, note=f"Ideal cycle time of {pru_of} from the plant configuration",
-    ))
+            elements.append(
+                _variable(
+                    id_short,
+                    concept,
+                    key,
+                    value=_duration(seconds),
+                    xsd=XSD.DURATION,
+                    note=f"ISO 22400-2 {key} over {window}, measured at the gateway",
+                )
+            )
+        for id_short, key, count in (
+            ("ProducedQuantity", "PQ", oee.pq),
+            ("GoodQuantity", "GQ", oee.gq),
+            ("ScrapQuantity", "SQ", oee.scrap),
+        ):
+            elements.append(
+                _variable(
+                    id_short,
+                    id_short,
+                    key,
+                    value=str(count),
+                    xsd=XSD.DECIMAL,
+                    note=f"ISO 22400-2 {key} over {window}, from the part counters",
+                )
+            )
+    elements.append(
+        _variable(
+            "PlannedRuntimePerItem",
+            "PlannedRuntimePerUnit",
+            "PRU",
+            value=_duration(pru),
+            xsd=XSD.DURATION,
+            note=f"Ideal cycle time of {pru_of} from the plant configuration",
+        )
+    )
     value: list[aas.SubmodelElement] = [e for e in elements if e is not None]
     return aas.Submodel(
-        ids.kpi, id_short="ProcessVariablesForManufacturingKPICalculation",
-        kind=aas.ModellingKind.INSTANCE, semantic_id=_ref(KPI_SEMANTIC_ID),
+        ids.kpi,
+        id_short="ProcessVariablesForManufacturingKPICalculation",
+        kind=aas.ModellingKind.INSTANCE,
+        semantic_id=_ref(KPI_SEMANTIC_ID),
         submodel_elements=value or None,
     )
 
@@ -425,29 +490,52 @@ def _kpi(
 
 def _state(state: MachineState) -> aas.SubmodelElementCollection | None:
     alarms = [a for a in (_text(x) for x in state.alarms) if a is not None]
-    alarm_list = aas.SubmodelElementList(
-        aas.AASSubmodelElements.PROPERTY, id_short="Alarms", semantic_id=_op("Alarms"),
-        semantic_id_list_element=_op("Alarm"), value_type_list_element=XSD.STRING,
-        value=[aas.Property(XSD.STRING, semantic_id=_op("Alarm"), value=a) for a in alarms],
-    ) if alarms else None
+    alarm_list = (
+        aas.SubmodelElementList(
+            aas.AASSubmodelElements.PROPERTY,
+            id_short="Alarms",
+            semantic_id=_op("Alarms"),
+            semantic_id_list_element=_op("Alarm"),
+            value_type_list_element=XSD.STRING,
+            value=[aas.Property(XSD.STRING, semantic_id=_op("Alarm"), value=a) for a in alarms],
+        )
+        if alarms
+        else None
+    )
 
     def count(n: int | None) -> str | None:
         return None if n is None else str(n)
 
-    return _smc("State", _op("State"), [
-        _prop("Availability", state.availability.value, XSD.STRING, _op("Availability")),
-        _prop("Execution", state.execution.value if state.execution else None, XSD.STRING,
-              _op("Execution")),
-        _prop("ControllerMode", state.controller_mode.value if state.controller_mode else None,
-              XSD.STRING, _op("ControllerMode")),
-        _prop("EmergencyStop", "true" if state.emergency_stop else "false", XSD.BOOLEAN,
-              _op("EmergencyStop")),
-        alarm_list,
-        _prop("Program", _text(state.program), XSD.STRING, _op("Program")),
-        _prop("PartCount", count(state.part_count), XSD.LONG, _op("PartCount")),
-        _prop("BadPartCount", count(state.bad_part_count), XSD.LONG, _op("BadPartCount")),
-        _prop("Since", _datetime(state.since), XSD.DATE_TIME, _op("Since")),
-    ])
+    return _smc(
+        "State",
+        _op("State"),
+        [
+            _prop("Availability", state.availability.value, XSD.STRING, _op("Availability")),
+            _prop(
+                "Execution",
+                state.execution.value if state.execution else None,
+                XSD.STRING,
+                _op("Execution"),
+            ),
+            _prop(
+                "ControllerMode",
+                state.controller_mode.value if state.controller_mode else None,
+                XSD.STRING,
+                _op("ControllerMode"),
+            ),
+            _prop(
+                "EmergencyStop",
+                "true" if state.emergency_stop else "false",
+                XSD.BOOLEAN,
+                _op("EmergencyStop"),
+            ),
+            alarm_list,
+            _prop("Program", _text(state.program), XSD.STRING, _op("Program")),
+            _prop("PartCount", count(state.part_count), XSD.LONG, _op("PartCount")),
+            _prop("BadPartCount", count(state.bad_part_count), XSD.LONG, _op("BadPartCount")),
+            _prop("Since", _datetime(state.since), XSD.DATE_TIME, _op("Since")),
+        ],
+    )
 
 
 def _signals(signals: Mapping[str, SignalValue]) -> aas.SubmodelElementCollection | None:
@@ -458,12 +546,20 @@ def _signals(signals: Mapping[str, SignalValue]) -> aas.SubmodelElementCollectio
         typed = _typed(value)
         if typed is None:
             continue
-        items.append(_smc(_id_short(name, used), _op("Signal"), [
-            aas.Property(typed[0], id_short="value", semantic_id=_op("SignalValue"),
-                         value=typed[1]),
-            _prop("unit", _text(unit), XSD.STRING, _op("SignalUnit")),
-            _prop("timestamp", _datetime(ts), XSD.DATE_TIME, _op("SignalTimestamp")),
-        ], display_name=name))
+        items.append(
+            _smc(
+                _id_short(name, used),
+                _op("Signal"),
+                [
+                    aas.Property(
+                        typed[0], id_short="value", semantic_id=_op("SignalValue"), value=typed[1]
+                    ),
+                    _prop("unit", _text(unit), XSD.STRING, _op("SignalUnit")),
+                    _prop("timestamp", _datetime(ts), XSD.DATE_TIME, _op("SignalTimestamp")),
+                ],
+                display_name=name,
+            )
+        )
     return _smc("Signals", _op("Signals"), items)
 
 
@@ -471,14 +567,18 @@ def _kpis(oee: KpiFigures) -> aas.SubmodelElementCollection | None:
     def iso(id_short: str, value: str | None, xsd: aas.DataTypeDefXSD) -> aas.Property | None:
         return _prop(id_short, value, xsd, _ref(ISO22400 + id_short))
 
-    return _smc("Kpis", _op("Kpis"), [
-        iso("CalculativeStartDate", _datetime(oee.start), XSD.DATE_TIME),
-        iso("CalculativeEndDate", _datetime(oee.end), XSD.DATE_TIME),
-        iso("Availability", _optional_double(oee.availability), XSD.DOUBLE),
-        iso("Effectiveness", _optional_double(oee.effectiveness), XSD.DOUBLE),
-        iso("QualityRatio", _optional_double(oee.quality), XSD.DOUBLE),
-        iso("OverallEquipmentEffectiveness", _optional_double(oee.oee), XSD.DOUBLE),
-    ])
+    return _smc(
+        "Kpis",
+        _op("Kpis"),
+        [
+            iso("CalculativeStartDate", _datetime(oee.start), XSD.DATE_TIME),
+            iso("CalculativeEndDate", _datetime(oee.end), XSD.DATE_TIME),
+            iso("Availability", _optional_double(oee.availability), XSD.DOUBLE),
+            iso("Effectiveness", _optional_double(oee.effectiveness), XSD.DOUBLE),
+            iso("QualityRatio", _optional_double(oee.quality), XSD.DOUBLE),
+            iso("OverallEquipmentEffectiveness", _optional_double(oee.oee), XSD.DOUBLE),
+        ],
+    )
 
 
 def _operational(
@@ -494,7 +594,9 @@ def _operational(
     ]
     value: list[aas.SubmodelElement] = [e for e in elements if e is not None]
     return aas.Submodel(
-        ids.operational, id_short="OperationalData", kind=aas.ModellingKind.INSTANCE,
+        ids.operational,
+        id_short="OperationalData",
+        kind=aas.ModellingKind.INSTANCE,
         semantic_id=_ref(OPERATIONAL_SEMANTIC_ID),
         submodel_elements=value or None,
     )
@@ -546,17 +648,25 @@ def _vtimezone(name: str, year: int) -> tuple[str, ...]:
             nth = -1 if local.day + 7 > last else (local.day - 1) // 7 + 1
             kind = "DAYLIGHT" if hi.astimezone(tz).dst() else "STANDARD"
             lines += [
-                f"BEGIN:{kind}", f"DTSTART:{local:%Y%m%dT%H%M%S}",
+                f"BEGIN:{kind}",
+                f"DTSTART:{local:%Y%m%dT%H%M%S}",
                 f"RRULE:FREQ=YEARLY;BYMONTH={local.month};BYDAY={nth}{_ICS_DAYS[local.weekday()]}",
-                f"TZOFFSETFROM:{_ics_offset(before)}", f"TZOFFSETTO:{_ics_offset(after)}",
-                f"TZNAME:{hi.astimezone(tz).tzname()}", f"END:{kind}",
+                f"TZOFFSETFROM:{_ics_offset(before)}",
+                f"TZOFFSETTO:{_ics_offset(after)}",
+                f"TZNAME:{hi.astimezone(tz).tzname()}",
+                f"END:{kind}",
             ]
             before = after
         t = nxt
     if len(lines) == 2:  # no DST
-        lines += ["BEGIN:STANDARD", "DTSTART:19700101T000000",
-                  f"TZOFFSETFROM:{_ics_offset(before)}", f"TZOFFSETTO:{_ics_offset(before)}",
-                  f"TZNAME:{t.astimezone(tz).tzname()}", "END:STANDARD"]
+        lines += [
+            "BEGIN:STANDARD",
+            "DTSTART:19700101T000000",
+            f"TZOFFSETFROM:{_ics_offset(before)}",
+            f"TZOFFSETTO:{_ics_offset(before)}",
+            f"TZNAME:{t.astimezone(tz).tzname()}",
+            "END:STANDARD",
+        ]
     return (*lines, "END:VTIMEZONE")
 
 
@@ -565,19 +675,31 @@ def _ics_dt(d: date, t: time) -> str:
 
 
 def _vevent(  # noqa: PLR0917 (one event's fields)
-    uid: str, summary: str, category: str, tzid: str, start: time, end: time,
-    days: list[Weekday], holidays: Iterable[date],
+    uid: str,
+    summary: str,
+    category: str,
+    tzid: str,
+    start: time,
+    end: time,
+    days: list[Weekday],
+    holidays: Iterable[date],
 ) -> list[str]:
     """A weekly recurring event on `days`; occurrences starting on `holidays` are excluded."""
-    first = next(_ICS_ANCHOR + timedelta(days=i) for i in range(7)
-                 if ALL_DAYS[(_ICS_ANCHOR + timedelta(days=i)).weekday()] in days)
+    first = next(
+        _ICS_ANCHOR + timedelta(days=i)
+        for i in range(7)
+        if ALL_DAYS[(_ICS_ANCHOR + timedelta(days=i)).weekday()] in days
+    )
     end_day = first if end > start else first + timedelta(days=1)  # end == start: 24 h
     lines = [
-        "BEGIN:VEVENT", f"UID:{uid}", f"DTSTAMP:{_ICS_ANCHOR:%Y%m%d}T000000Z",
+        "BEGIN:VEVENT",
+        f"UID:{uid}",
+        f"DTSTAMP:{_ICS_ANCHOR:%Y%m%d}T000000Z",
         f"DTSTART;TZID={tzid}:{_ics_dt(first, start)}",
         f"DTEND;TZID={tzid}:{_ics_dt(end_day, end)}",
         f"RRULE:FREQ=WEEKLY;BYDAY={','.join(_ICS_DAYS[ALL_DAYS.index(d)] for d in days)}",
-        f"SUMMARY:{summary}", f"CATEGORIES:{category}",
+        f"SUMMARY:{summary}",
+        f"CATEGORIES:{category}",
     ]
     skipped = sorted({h for h in holidays if h >= first and ALL_DAYS[h.weekday()] in days})
     if skipped:
@@ -595,8 +717,16 @@ def _break_events(site: str, tzid: str, shift: Shift, holidays: list[date]) -> l
         shift_days = 1 if shift.end <= shift.start and b.start < shift.start else 0
         days = [ALL_DAYS[(ALL_DAYS.index(d) + shift_days) % 7] for d in shift.days]
         moved = [h + timedelta(days=shift_days) for h in holidays]
-        lines += _vevent(f"{site}-{shift.name}-break{i}@edge-gateway", f"{shift.name} break",
-                         BREAK, tzid, b.start, b.end, days, moved)
+        lines += _vevent(
+            f"{site}-{shift.name}-break{i}@edge-gateway",
+            f"{shift.name} break",
+            BREAK,
+            tzid,
+            b.start,
+            b.end,
+            days,
+            moved,
+        )
     return lines
 
 
@@ -608,19 +738,38 @@ def calendar_ics(site: str, cal: ShiftCalendar) -> str:
     as an all-day event. No shifts means the plant runs 24/7, as in models/shift_calendar.py.
     """
     tzid, holidays = cal.timezone, sorted(set(cal.holidays))
-    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//edge-gateway//production calendar//EN",
-             "CALSCALE:GREGORIAN", *_vtimezone(tzid, _ICS_ANCHOR.year)]
+    lines = [
+        "BEGIN:VCALENDAR",
+        "VERSION:2.0",
+        "PRODID:-//edge-gateway//production calendar//EN",
+        "CALSCALE:GREGORIAN",
+        *_vtimezone(tzid, _ICS_ANCHOR.year),
+    ]
     for shift in cal.shifts or [ALWAYS]:
         if not shift.days:
             continue
-        lines += _vevent(f"{site}-{shift.name}-shift@edge-gateway", shift.name, PRODUCTION,
-                         tzid, shift.start, shift.end, shift.days, holidays)
+        lines += _vevent(
+            f"{site}-{shift.name}-shift@edge-gateway",
+            shift.name,
+            PRODUCTION,
+            tzid,
+            shift.start,
+            shift.end,
+            shift.days,
+            holidays,
+        )
         lines += _break_events(site, tzid, shift, holidays)
     for h in holidays:
-        lines += ["BEGIN:VEVENT", f"UID:{site}-holiday-{h:%Y%m%d}@edge-gateway",
-                  f"DTSTAMP:{_ICS_ANCHOR:%Y%m%d}T000000Z", f"DTSTART;VALUE=DATE:{h:%Y%m%d}",
-                  f"DTEND;VALUE=DATE:{h + timedelta(days=1):%Y%m%d}", "SUMMARY:holiday",
-                  "TRANSP:TRANSPARENT", "END:VEVENT"]
+        lines += [
+            "BEGIN:VEVENT",
+            f"UID:{site}-holiday-{h:%Y%m%d}@edge-gateway",
+            f"DTSTAMP:{_ICS_ANCHOR:%Y%m%d}T000000Z",
+            f"DTSTART;VALUE=DATE:{h:%Y%m%d}",
+            f"DTEND;VALUE=DATE:{h + timedelta(days=1):%Y%m%d}",
+            "SUMMARY:holiday",
+            "TRANSP:TRANSPARENT",
+            "END:VEVENT",
+        ]
     lines.append("END:VCALENDAR")
     return "".join(_fold(line) + "\r\n" for line in lines)
 
@@ -640,28 +789,51 @@ def _production_calendar(plant: Plant, ids: AasIds) -> aas.Submodel:
     idShort and semanticId that carries the iCalendar itself."""
     cal, site = plant.shifts, plant.gateway.site
     variables = (
-        (PRODUCTION, "Events of this category are planned production time (one per shift); "
-                     "occurrences on holidays are excluded with EXDATE."),
-        (BREAK, "Events of this category are planned breaks: planned downtime inside a shift, "
-                "not part of the planned busy time."),
+        (
+            PRODUCTION,
+            "Events of this category are planned production time (one per shift); "
+            "occurrences on holidays are excluded with EXDATE.",
+        ),
+        (
+            BREAK,
+            "Events of this category are planned breaks: planned downtime inside a shift, "
+            "not part of the planned busy time.",
+        ),
     )
     var_id = _ref(_PC + "specificationExtensionVariables/1/0")
     return aas.Submodel(
-        ids.calendar, id_short="ProductionCalendar", kind=aas.ModellingKind.INSTANCE,
+        ids.calendar,
+        id_short="ProductionCalendar",
+        kind=aas.ModellingKind.INSTANCE,
         semantic_id=_ref(CALENDAR_SEMANTIC_ID),
         description=_en(f"Shift calendar of site {site} ({cal.timezone}) as RFC 5545 iCalendar"),
         submodel_elements=[
-            aas.Blob("text/calendar", id_short="calendar", semantic_id=_ref(_PC + "calendar/1/0"),
-                     value=calendar_ics(site, cal).encode("ascii")),
+            aas.Blob(
+                "text/calendar",
+                id_short="calendar",
+                semantic_id=_ref(_PC + "calendar/1/0"),
+                value=calendar_ics(site, cal).encode("ascii"),
+            ),
             aas.SubmodelElementList(
                 aas.AASSubmodelElements.SUBMODEL_ELEMENT_COLLECTION,
-                id_short="specificationExtensionVariables", semantic_id=var_id,
+                id_short="specificationExtensionVariables",
+                semantic_id=var_id,
                 semantic_id_list_element=var_id,
-                value=[aas.SubmodelElementCollection(
-                    semantic_id=var_id, description=_en(text),
-                    value=[aas.Property(XSD.STRING, id_short="variableName",
-                                        semantic_id=_ref(_PC + "variableName/1/0"), value=name)],
-                ) for name, text in variables],
+                value=[
+                    aas.SubmodelElementCollection(
+                        semantic_id=var_id,
+                        description=_en(text),
+                        value=[
+                            aas.Property(
+                                XSD.STRING,
+                                id_short="variableName",
+                                semantic_id=_ref(_PC + "variableName/1/0"),
+                                value=name,
+                            )
+                        ],
+                    )
+                    for name, text in variables
+                ],
             ),
         ],
     )
@@ -691,8 +863,10 @@ def build_environment(
         _operational(ids, state, signals, oee),
         _production_calendar(plant, ids),
     ]
-    refs = [aas.Reference(aas.ReferenceTypes.MODEL_REFERENCE,
-                          [aas.Key(aas.KeyTypes.SUBMODEL, sm.id)]) for sm in submodels]
+    refs = [
+        aas.Reference(aas.ReferenceTypes.MODEL_REFERENCE, [aas.Key(aas.KeyTypes.SUBMODEL, sm.id)])
+        for sm in submodels
+    ]
     place, name = f"{plant.gateway.site}/{machine.area}/{machine.line}", _text(machine.name)
     shell = aas.AssetAdministrationShell(
         ids.shell,
@@ -719,7 +893,10 @@ def build_plant_environment(
     submodels: dict[str, aas.Submodel] = {}
     for m in plant.machines:
         env = build_environment(
-            plant, m, state=(states or {}).get(m.id), signals=(signals or {}).get(m.id),
+            plant,
+            m,
+            state=(states or {}).get(m.id),
+            signals=(signals or {}).get(m.id),
             oee=(oee or {}).get(m.id),
             device_identification=(device_identification or {}).get(m.id),
         )
