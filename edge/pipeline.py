@@ -24,8 +24,9 @@ import asyncio
 import contextlib
 import json
 import signal
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from edge import registry, systemd
@@ -202,16 +203,16 @@ class Gateway(GatewayViews):
             max_delay=b.max_delay,
         )
         out = _Egress(egress, senders, list(transports.values()), outbox)
-        out.tasks = [asyncio.create_task(s.run(), name=f"sender-{s.name}") for s in senders]
-        out.tasks.append(asyncio.create_task(egress.run(), name="egress-batcher"))
-        out.tasks.append(asyncio.create_task(self._status_loop(out), name="status"))
+        out.tasks = [self._supervise(f"sender-{s.name}", s.run) for s in senders]
+        out.tasks.append(self._supervise("egress-batcher", egress.run))
+        out.tasks.append(self._supervise("status", lambda: self._status_loop(out)))
         keys = load_platform_keys(plant.platforms, self.loaded.path.parent)
-        self.queries = QueryHandler(
+        queries = self.queries = QueryHandler(
             plant, self, signer=lambda: out.egress.sealer.signer, keys=keys, logger=self.log
         )
         for dest_id, tr in transports.items():
             out.tasks.append(
-                asyncio.create_task(self.queries.serve(tr, dest_id), name=f"query-{dest_id}")
+                self._supervise(f"query-{dest_id}", partial(queries.serve, tr, dest_id))
             )
         self.log.info(
             "egress_ready",
@@ -254,6 +255,26 @@ class Gateway(GatewayViews):
                     if tr.connected:
                         self._spawn(tr.publish(status_topic, payload, qos=1, retain=True))
             await asyncio.sleep(1.0)
+
+    def _supervise(
+        self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]
+    ) -> asyncio.Task[None]:
+        """Run a background loop forever: an unexpected exception (a bug, a disk error) is
+        logged with its traceback and the loop restarts after a pause, instead of dying
+        silently and leaving, say, OEE unpublished while everything looks fine."""
+
+        async def guarded() -> None:
+            while True:
+                try:
+                    await loop()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.log.exception("background_task_failed_restarting", task=name)
+                    await asyncio.sleep(5.0)
+
+        return asyncio.create_task(guarded(), name=name)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Fire-and-forget publishes (status, keys) that must not block the loop that
@@ -494,8 +515,8 @@ class Gateway(GatewayViews):
             self.kpi = KpiService(
                 self.loaded.plant, self.oee_store, publish_every=oee.publish_every, logger=self.log
             )
-            background.append(asyncio.create_task(self._kpi_loop(), name="kpi"))
-            background.append(asyncio.create_task(self._capacity_loop(), name="capacity"))
+            background.append(self._supervise("kpi", self._kpi_loop))
+            background.append(self._supervise("capacity", self._capacity_loop))
             for machine in self.loaded.enabled_machines():
                 self._start_device(machine)
             systemd.notify("READY=1\nSTATUS=running")
