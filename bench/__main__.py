@@ -23,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from . import ceilings, modbus_plan, profiling, report
+from . import ceilings, modbus_plan, peer, plots, profiling, report, scenarios
 from .gateway_load import LoadSpec, run_load
 from .processes import (
     ProcessGroup,
@@ -88,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--render", type=Path, metavar="JSON", default=None,
                    help="measure nothing: re-render the table and the Markdown report from a "
                         "results file (after editing report.py)")
+    p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=None,
+                   help="ThingsBoard IoT Gateway on the headline Modbus scenario (default: in "
+                        "full mode; needs bench/.peer-venv, `python -m bench.peer --install`)")
+    p.add_argument("--opcua", action=argparse.BooleanOptionalAction, default=True,
+                   help="scenario (b), OPC UA 2,000 items x 10 Hz (bench/opcua_load.py)")
     p.add_argument("--keep-workdir", action="store_true",
                    help="keep configs and process logs (kept anyway on failure)")
     return p
@@ -100,7 +105,7 @@ def _specs(args: argparse.Namespace) -> tuple[list[LoadSpec], int]:
         window = args.window or 4.0
         specs = [LoadSpec(m, window=window, settle=1.0, grace=2.0) for m in machines]
     else:
-        machines = args.machines or [10, 50, 200]
+        machines = args.machines or [10, 50, 125, 200]  # 125 x 40 = the 5,000 samples/s target
         specs = [LoadSpec(m, window=args.window or (20.0 if m <= 10 else 30.0))
                  for m in machines]
     headline = 50 if 50 in machines else machines[0]
@@ -126,10 +131,32 @@ def _ceilings(quick: bool, base_port: int, machines: int, broker_port: int,
     return result
 
 
+def _guarded(what: str, fn: Any, *a: Any, **kw: Any) -> dict[str, Any]:
+    """Run one optional figure; a failure is recorded in the results, never fatal."""
+    t = time.monotonic()
+    try:
+        out = fn(*a, **kw)
+    except Exception as exc:
+        traceback.print_exc()
+        print(f"  {what} FAILED: {type(exc).__name__}: {exc}", flush=True)
+        return {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+    if isinstance(out, dict):
+        out.setdefault("bench_seconds", round(time.monotonic() - t, 1))
+    return out
+
+
+def _opcua(quick: bool) -> dict[str, Any]:
+    try:
+        from . import opcua_load  # noqa: PLC0415 - written separately; may be absent
+    except ImportError as exc:
+        return {"error": f"bench/opcua_load.py not importable: {exc}"}
+    return dict(opcua_load.run(quick))
+
+
 def run(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:
     mode = "quick" if args.quick else "full"
     t_start = time.monotonic()
-    results: dict[str, Any] = {"schema": 1, "mode": mode, "meta": meta(mode)}
+    results: dict[str, Any] = {"schema": 2, "mode": mode, "meta": meta(mode)}
 
     print("1. Modbus read plan, 500 points ...", flush=True)
     results["modbus_plan"] = modbus_plan.run(args.quick)
@@ -137,9 +164,11 @@ def run(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:
     _, broker_port = start_mosquitto(group)
     specs, headline = _specs(args)
     profile = (not args.quick) if args.profile is None else args.profile
+    with_peer = (not args.quick) if args.peer is None else args.peer
+    results["peer"] = {"ran": False, "reason": "not run (--quick; `--peer` includes it)"}
     runs: list[dict[str, Any]] = []
     for spec in specs:
-        print(f"2. gateway, {spec.machines} machines x {spec.points} points, "
+        print(f"2a. gateway, {spec.machines} Modbus machines x {spec.points} points, "
               f"{spec.window:.0f} s window ...", flush=True)
         is_headline = spec.machines == headline and "ceilings" not in results
         result, (sim, base), payload = run_load(
@@ -155,10 +184,54 @@ def run(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:
             print("3. raw ceilings ...", flush=True)
             results["ceilings"] = _ceilings(args.quick, base, spec.machines, broker_port,
                                             payload)
+            if not args.quick:
+                sat = LoadSpec(spec.machines, interval=0.1, window=15.0)
+                print(f"2a'. saturation: {spec.machines} machines polled every "
+                      f"{sat.interval} s (offered {sat.offered:,.0f} samples/s) ...", flush=True)
+                results["saturation"] = _guarded(
+                    "saturation", lambda: run_load(group, broker_port, sat,
+                                                   simulators=(sim, base))[0])
+            if with_peer:
+                print(f"4. peer: ThingsBoard IoT Gateway, {spec.machines} machines x "
+                      f"{spec.points} points, same simulator and broker ...", flush=True)
+                results["peer"] = _guarded(
+                    "peer", peer.run, group, broker_port, sim.pid, base, spec.machines,
+                    window=4.0 if args.quick else 30.0, settle=1.0 if args.quick else 3.0,
+                    points=spec.points)
+                p = results["peer"]
+                print("  " + (f"{p['samples_per_s']:,.0f} points/s, "
+                              f"CPU {p['cpu_s_per_1000_samples']:.3f} s / 1,000, "
+                              f"RSS {p['rss_mb_steady']:.0f} MB" if p.get("ran")
+                              else f"not measured: {p.get('reason') or p.get('error')}"),
+                      flush=True)
         group.stop(sim)
     results["gateway_runs"] = runs
+
+    quick = args.quick
+    n_mt = 3 if quick else 50
+    print(f"2c. MTConnect agent stream, {n_mt} devices on one simulated agent ...", flush=True)
+    results["scenarios"] = {
+        "mtconnect": _guarded("mtconnect", scenarios.mtconnect, group, broker_port, n_mt,
+                              window=2.0 if quick else 20.0, settle=0.5 if quick else 3.0),
+    }
+    print("2d. mixed demo plant (config/demo-plant.yaml, every simulator) ...", flush=True)
+    results["scenarios"]["mixed"] = _guarded(
+        "mixed", scenarios.mixed, group, broker_port, window=2.0 if quick else 20.0,
+        settle=0.5 if quick else 3.0)
+    for name, sc in results["scenarios"].items():
+        if "error" not in sc:
+            print(f"  {name}: {sc['samples_per_s']:,.0f} samples/s, "
+                  f"CPU {sc['gateway_cpu_s_per_1000_samples']:.3f} s / 1,000, "
+                  f"RSS {sc['gateway_rss_mb_steady']:.0f} MB, p99 {sc['latency_ms_p99']:.0f} ms",
+                  flush=True)
+    if args.opcua:
+        print("2b. OPC UA subscription load (bench/opcua_load.py) ...", flush=True)
+        results["opcua"] = _guarded("opcua", _opcua, quick)
+    else:
+        results["opcua"] = {"error": "not run (--no-opcua)"}
     results["ratios"] = report.compute_ratios(results)
     results["duration_s"] = time.monotonic() - t_start
+    results["targets"] = report.targets(results)
     return results
 
 
@@ -185,8 +258,10 @@ def main(argv: list[str] | None = None) -> int:
             if g.get("profile", {}).get("available") and raw.is_file():
                 g["profile"] = profiling.summarize(raw, g["profile"]["seconds"])
         results["ratios"] = report.compute_ratios(results)
+        results["targets"] = report.targets(results)
         md = args.report or (args.results_dir / "report-quick.md"
                              if results.get("mode") == "quick" else HERE / "report.md")
+        results["plots"] = plots.render(results, md.parent / "plots", relative_to=md.parent)
         report.write(results, args.render, md)
         print(report.console_table(results))
         print(f"\nrewrote {md} from {args.render}")
@@ -200,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         _keep_profile(results, args.results_dir)
         md = args.report or (args.results_dir / "report-quick.md" if args.quick
                              else HERE / "report.md")
+        results["plots"] = plots.render(results, md.parent / "plots"
+                                        if not args.quick else args.results_dir / "plots",
+                                        relative_to=md.parent)
         report.write(results, args.results_dir / "latest.json", md)
         print()
         print(report.console_table(results))

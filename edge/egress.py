@@ -261,6 +261,8 @@ class DestinationSender:
 
     async def _send(self, row: OutboxRow, historical: bool) -> None:
         props = {"user_property": [("historical", "true")]} if historical else None
+        inflight = self.outbox.inflight.setdefault(self.name, set())
+        inflight.add(row.id)
         try:
             await self.transport.publish(
                 row.topic, row.payload, qos=1, retain=row.retain, properties=props
@@ -273,6 +275,7 @@ class DestinationSender:
         except asyncio.CancelledError:  # withdrawn (link lost): the row stays in the outbox
             pass
         finally:
+            inflight.discard(row.id)
             self._inflight.release()
 
     async def settle(self) -> None:

@@ -217,6 +217,8 @@ class Outbox:
                                      f"{exc.strerror or exc}") from exc
         self._conn: sqlite3.Connection | None = self._open()
         self.opened_at = time.time()
+        # ids each destination's sender is publishing now; eviction leaves them alone
+        self.inflight: dict[str, set[int]] = {}
         """Unix time this process opened the outbox; older rows were buffered earlier."""
         try:
             row = self._conn.execute(
@@ -419,7 +421,11 @@ class Outbox:
             self._note_full(dest, why, cap, used)
             return False, (count, used)
         if used + size > limit:  # drop_oldest: evict just enough of the oldest rows
-            need, freed, last, n = used + size - limit, 0, 0, 0
+            # Rows being published right now are never evicted: one may be delivered after
+            # all, and then `dropped` would count an envelope the platform received. The cap
+            # may be exceeded by at most the sender's in-flight window.
+            busy = self.inflight.get(dest, set())
+            need, freed, victims = used + size - limit, 0, []
             cur = conn.execute("SELECT id, bytes FROM envelopes WHERE dest = ? ORDER BY id",
                                (dest,))
             try:
@@ -430,12 +436,17 @@ class Outbox:
                         break
                     chunk = min(chunk * 4, 1024)
                     for rid, nbytes in batch:
-                        last, n, freed = rid, n + 1, freed + nbytes
+                        if rid in busy:
+                            continue
+                        victims.append(rid)
+                        freed += nbytes
                         if freed >= need:
                             break
             finally:
                 cur.close()
-            conn.execute("DELETE FROM envelopes WHERE dest = ? AND id <= ?", (dest, last))
+            conn.executemany("DELETE FROM envelopes WHERE dest = ? AND id = ?",
+                             [(dest, rid) for rid in victims])
+            n = len(victims)
             conn.execute(_BUMP, (dest, "dropped", n))
             count, used = count - n, used - freed
             self._note_full(dest, "drop_oldest", cap, used)

@@ -26,7 +26,16 @@ Layout of one machine (`s=` ids in namespace `urn:edge-gateway:simulator`)::
           ProductionPlan/Job       ProductionJobType: Identifier, PartsCompleted, PartsGood,
                                    State/CurrentState
         Notification               NotificationType (sim extras: AlarmCode, AlarmText)
+          Messages                 event notifier: AlarmConditionType events of the model's alarm
         Process                    sim extras with stable `s=<asset>.<Name>` ids for plain points
+
+Alarms: when the model's `alarm_code` turns non-zero, `Notification/Messages` emits an
+AlarmConditionType event (ConditionName = the code, Message = the text, Severity 800 for
+codes below 2000 else 500, ActiveState/Id true, Retain true, ConditionId
+`s=<asset>.Alarm.<code>`); when it clears (or changes), the same condition is sent again
+inactive with Retain false. The server binds ConditionRefresh, so a client that subscribes
+later (or after a restart: the current alarm is raised again when the server starts) is
+told of retained alarms; asyncua sends RefreshStart/RefreshEnd on the Server object.
 
 Values are refreshed from `MachineModel.snapshot(now)` every `refresh_interval` and written
 only when they change, so subscriptions see real data changes and nothing else.
@@ -55,6 +64,7 @@ from urllib.parse import urlparse
 from asyncua import ua
 from asyncua.common.node import Node
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.event_generator import EventGenerator
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.object_ids import ObjectIds
@@ -180,6 +190,12 @@ class _Machine:
     nodes: dict[str, tuple[str, Node]] = field(default_factory=dict)
     """node id key -> (value key in `_values`, node)"""
     last: dict[str, Any] = field(default_factory=dict)
+    messages: Node | None = None
+    """Notification/Messages: where the alarm events come from."""
+    source: ua.NodeId | None = None
+    alarm_ns: int = 0
+    alarm: tuple[int, EventGenerator] | None = None
+    """The active alarm code and the generator holding its condition event."""
 
 
 def _values(snap: MachineSnapshot) -> dict[str, Any]:
@@ -355,6 +371,11 @@ class _Builder:
                          (MACHINE_TOOL_URI, 7))
         await var(note, "AlarmCode", sim, "AlarmCode", snap["AlarmCode"])
         await var(note, "AlarmText", sim, "AlarmText", snap["AlarmText"])
+        m.messages = await obj(note, "Messages", MACHINE_TOOL_URI, "Messages")
+        await m.messages.set_event_notifier([ua.EventNotifier.SubscribeToEvents])
+        m.source = root.nodeid
+        m.alarm_ns = self.ns[sim]
+        m.alarm = None
 
         proc = await obj(root, "Process", sim, "Process")
         for key in ("Execution", "ControllerMode", "EmergencyStop", "SpindleSpeed",
@@ -425,6 +446,7 @@ class OpcUaSimulator:
 
     async def _start_one(self, ep: _Endpoint) -> None:
         server = Server(user_manager=_PasswordUsers(self._users) if self._users else None)
+        server.iserver.bind_condition_methods = True  # ConditionRefresh, Refresh events
         await server.init()
         server.set_endpoint(ep.url)
         server.set_server_name("edge-gateway OPC UA simulator")
@@ -458,7 +480,9 @@ class OpcUaSimulator:
         while True:
             now = self._clock()
             for m in ep.machines:
-                values = _values(m.model.snapshot(now))
+                snap = m.model.snapshot(now)
+                await self._alarm(server, m, snap.alarm_code, snap.alarm_text)
+                values = _values(snap)
                 for id_key, (key, node) in m.nodes.items():
                     value = values[key]
                     if m.last.get(id_key) != value:
@@ -469,6 +493,43 @@ class OpcUaSimulator:
                                                       SourceTimestamp=stamp,
                                                       ServerTimestamp=stamp))
             await asyncio.sleep(self._refresh)
+
+    @staticmethod
+    async def _alarm(server: Server, m: _Machine, code: int, text: str) -> None:
+        """Raise or clear the model's alarm as an AlarmConditionType event.
+
+        One generator (one event object) per raised condition: asyncua keeps a reference
+        to the retained event for ConditionRefresh, so reusing one object for the next
+        alarm would rewrite the retained one too.
+        """
+        current = m.alarm[0] if m.alarm else 0
+        if code == current or m.messages is None:
+            return
+        if m.alarm is not None:
+            _code, old = m.alarm
+            m.alarm = None
+            old.event.Retain = False
+            setattr(old.event, "ActiveState/Id", False)
+            old.event.ActiveState = ua.LocalizedText("Inactive", "en")
+            await old.trigger()
+        if code:
+            gen = EventGenerator(server.iserver.isession)
+            await gen.init(_ns0(ObjectIds.AlarmConditionType), m.messages,
+                           add_generates_event=False)
+            ev = gen.event
+            ev.NodeId = ua.NodeId(f"{m.model.asset}.Alarm.{code}", m.alarm_ns)  # type: ignore[arg-type]
+            ev.SourceNode = m.source
+            ev.SourceName = m.model.asset
+            ev.ConditionName = str(code)
+            ev.Message = ua.LocalizedText(text, "en")
+            ev.Severity = 800 if code < 2000 else 500
+            ev.Retain = True
+            setattr(ev, "ActiveState/Id", True)
+            ev.ActiveState = ua.LocalizedText("Active", "en")
+            setattr(ev, "EnabledState/Id", True)
+            ev.EnabledState = ua.LocalizedText("Enabled", "en")
+            m.alarm = (code, gen)
+            await gen.trigger()
 
     async def stop(self) -> None:
         """Stop every server: sockets close, sessions and subscriptions are gone."""

@@ -17,6 +17,10 @@ Failure policy, chosen so a machine that goes quiet is visible and comes back by
   certificate is a transient `UntrustedServerCertificate`, so moving the file into the trust
   directory is enough, no restart.
 
+- With `profile: machine_tool`, alarms come from condition events (alarms.py) on a
+  subscription of their own, refreshed with ConditionRefresh on every connect, because an
+  event missed while away is otherwise lost for good.
+
 Every call into asyncua sits behind `asyncio.timeout`, so a library bug cannot hang us.
 """
 
@@ -34,6 +38,7 @@ from asyncua.client.client import Client
 from asyncua.common.subscription import DataChangeNotif, Subscription
 from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from pydantic import BaseModel
@@ -43,6 +48,7 @@ from models.errors import ConfigurationError, DeviceUnavailable, TransientError
 from models.machine_state import SIG_AVAILABILITY, Availability
 from models.sample import Quality, Sample, Value, utc_now
 
+from . import alarms
 from . import machine_tool as mt
 from .security import (
     UntrustedServerCertificate,
@@ -129,6 +135,10 @@ class _Handler:
         if binding is not None and self._current():
             self.adapter._on_value(binding, item.Value)
 
+    def event_notification(self, event: Any) -> None:
+        if self._current():
+            self.adapter._on_event(event)
+
     def status_change_notification(self, status: ua.StatusChangeNotification) -> None:
         code = status.Status
         if not code.is_good() and self._current():
@@ -161,6 +171,12 @@ class OpcUaAdapter(Adapter):
         self._reported: set[str] = set()
         self._dropped = 0
         self._generation = 0
+        self._messages: ua.NodeId | None = None
+        self._alarms = alarms.AlarmSet()
+        self._alarms_settled = False
+        self._alarm_last: dict[str, tuple[Value, Quality]] = {}
+        self._alarm_timer: asyncio.TimerHandle | None = None
+        self.alarm_source: str | None = None
         self.identification: dict[str, Value] = {}
         self.machine_name: str | None = None
         self.discovered: list[str] = []
@@ -280,11 +296,16 @@ class OpcUaAdapter(Adapter):
             binding = _Binding(p.name, p.unit, point=p)
             (subscribe if p.mode == "subscribe" else self._reads).append((nodeid, binding))
         await self._subscribe(client, subscribe)
+        if c.profile == "machine_tool":
+            await self._subscribe_alarms(client)
         if self._reads:
             self._read_task = asyncio.create_task(self._read_loop(client),
                                                   name=f"opcua-read {self.context.asset}")
 
     async def aclose(self) -> None:
+        timer, self._alarm_timer = self._alarm_timer, None
+        if timer is not None:
+            timer.cancel()
         task, self._read_task = self._read_task, None
         if task is not None:
             task.cancel()
@@ -347,6 +368,7 @@ class OpcUaAdapter(Adapter):
             raise ConfigurationError(
                 f"{self.endpoint}: profile machine_tool: {exc}") from None
         self.machine_name = found.name
+        self._messages = found.roles.get("messages")
         self.discovered = sorted(found.inputs)
         if found.identification:
             names = list(found.identification)
@@ -426,6 +448,90 @@ class OpcUaAdapter(Adapter):
                 chunk = max(1, len(part) - len(overflow))
                 pending = overflow + pending
         self.subscription_count = len(self._subscriptions)
+
+    async def _subscribe_alarms(self, client: Client) -> None:
+        """Condition events of the machine (Notification/Messages, else the Server object).
+
+        A server that refuses event subscriptions costs the alarm signals only (logged
+        once), never the device. See alarms.py for why ConditionRefresh follows.
+        """
+        c = self.config.connection
+        self._alarms.clear()
+        self._alarms_settled = False
+        self._alarm_last = {}
+        server = mt.node_id(ObjectIds.Server, 0)
+        source, self.alarm_source = server, "server"
+        if self._messages is not None:
+            with contextlib.suppress(Exception):  # no EventNotifier attribute: use Server
+                notifier = await client.get_node(self._messages).read_event_notifier()
+                if ua.EventNotifier.SubscribeToEvents in notifier:
+                    source, self.alarm_source = self._messages, "messages"
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=c.publishing_interval * 1000,
+            RequestedLifetimeCount=max(30, int(3 * c.session_timeout / c.publishing_interval)),
+            RequestedMaxKeepAliveCount=max(3, int(5 / c.publishing_interval)),
+            MaxNotificationsPerPublish=0, PublishingEnabled=True, Priority=0)
+        try:
+            sub = await client.create_subscription(params, _Handler(self))
+            self._subscriptions.append(sub)
+            await sub.subscribe_events(source, evfilter=alarms.event_filter(), queuesize=1000)
+        except Exception as exc:  # BadServiceUnsupported, BadFilterNotAllowed, ...
+            self.alarm_source = None
+            self._log_once("alarm_events", "warning", "opcua_alarm_events_unavailable",
+                           error=str(exc) or type(exc).__name__)
+            return
+        for signal in alarms.ALARM_SIGNALS:
+            self._signals.setdefault(signal, None)
+        if source != server:
+            # Servers may bracket a refresh on the Server object only (asyncua does):
+            # listen there too, for RefreshStart/RefreshEnd; other events are ignored.
+            with contextlib.suppress(Exception):
+                await sub.subscribe_events(server, evfilter=alarms.event_filter(), queuesize=100)
+        self.subscription_count = len(self._subscriptions)
+        try:
+            await client.get_node(alarms.CONDITION_TYPE).call_method(
+                alarms.CONDITION_REFRESH, ua.Variant(sub.subscription_id, ua.VariantType.UInt32))
+        except Exception as exc:
+            # Without a refresh, alarms raised before the subscription stay unseen: the
+            # first value is only a guess, so it goes out as uncertain.
+            self._log_once("condition_refresh", "warning", "opcua_condition_refresh_failed",
+                           error=str(exc) or type(exc).__name__)
+            self._settle_alarms(Quality.UNCERTAIN)
+            return
+        generation = self._generation
+        self._alarm_timer = asyncio.get_running_loop().call_later(
+            max(1.0, 3 * c.publishing_interval), self._refresh_timeout, generation)
+
+    def _refresh_timeout(self, generation: int) -> None:
+        """No RefreshEnd seen in time: publish what the refresh brought so far."""
+        if generation == self._generation:
+            self._settle_alarms(Quality.GOOD)
+
+    def _settle_alarms(self, quality: Quality) -> None:
+        self._alarm_timer = None
+        if not self._alarms_settled:
+            self._alarms_settled = True
+            self._publish_alarms(None, quality)
+
+    def _on_event(self, event: Any) -> None:
+        fields = alarms.fields_of(event)
+        changed = self._alarms.apply(fields)
+        when = fields.get("Time")
+        ts = when if isinstance(when, datetime) else None
+        if fields.get("EventType") == alarms.REFRESH_END and not self._alarms_settled:
+            if self._alarm_timer is not None:
+                self._alarm_timer.cancel()
+            self._settle_alarms(Quality.GOOD)
+        elif changed and self._alarms_settled and not self._alarms.refreshing:
+            self._publish_alarms(ts, Quality.GOOD)
+
+    def _publish_alarms(self, ts: datetime | None, quality: Quality) -> None:
+        if ts is None:  # settling after a refresh: the newest condition's own time
+            ts = max((a.time for a in self._alarms.active.values() if a.time), default=None)
+        for signal, (value, unit) in self._alarms.signals().items():
+            if self._alarm_last.get(signal) != (value, quality):
+                self._alarm_last[signal] = (value, quality)
+                self._put(self._sample(signal, value, unit, ts, quality))
 
     def _request(self, handle: int, nodeid: ua.NodeId,
                  binding: _Binding) -> ua.MonitoredItemCreateRequest:
@@ -564,5 +670,6 @@ class OpcUaAdapter(Adapter):
             "machine": self.machine_name,
             "points": len(self.config.points),
             "subscriptions": self.subscription_count,
+            "alarms": self.alarm_source,
             "identification": dict(self.identification),
         }

@@ -33,19 +33,26 @@ from datetime import datetime
 from typing import Any
 
 from asyncua import ua
+from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 
 from models.machine_state import SIG_ALARM
 from models.sample import Value
 
+
+def _ns0(ident: int) -> ua.NodeId:
+    """asyncua types NodeId's identifier with its own Int32 class; a plain int is what works."""
+    return ua.NodeId(ident, 0)  # type: ignore[arg-type]
+
+
 SIG_ALARM_TEXT = "alarm_text"
 SIG_ALARM_COUNT = "alarm_count"
 ALARM_SIGNALS = (SIG_ALARM, SIG_ALARM_TEXT, SIG_ALARM_COUNT)
 
-REFRESH_START = ua.NodeId(ObjectIds.RefreshStartEventType)
-REFRESH_END = ua.NodeId(ObjectIds.RefreshEndEventType)
-CONDITION_TYPE = ua.NodeId(ObjectIds.ConditionType)
-CONDITION_REFRESH = ua.NodeId(ObjectIds.ConditionType_ConditionRefresh)
+REFRESH_START = _ns0(ObjectIds.RefreshStartEventType)
+REFRESH_END = _ns0(ObjectIds.RefreshEndEventType)
+CONDITION_TYPE = _ns0(ObjectIds.ConditionType)
+CONDITION_REFRESH = _ns0(ObjectIds.ConditionType_ConditionRefresh)
 
 # Event fields selected, by browse path below BaseEventType / ConditionType. Selected
 # explicitly (not "every property of AlarmConditionType") to keep each event small.
@@ -66,14 +73,14 @@ def event_filter() -> ua.EventFilter:
     flt = ua.EventFilter()
     for path in _FIELDS:
         op = ua.SimpleAttributeOperand()
-        op.TypeDefinitionId = ua.NodeId(ObjectIds.BaseEventType)
+        op.TypeDefinitionId = _ns0(ObjectIds.BaseEventType)
         op.BrowsePath = [ua.QualifiedName(name, 0) for name in path]
-        op.AttributeId = ua.AttributeIds.Value
+        op.AttributeId = AttributeIds.Value
         flt.SelectClauses.append(op)
     cid = ua.SimpleAttributeOperand()
     cid.TypeDefinitionId = CONDITION_TYPE
     cid.BrowsePath = []
-    cid.AttributeId = ua.AttributeIds.NodeId
+    cid.AttributeId = AttributeIds.NodeId
     flt.SelectClauses.append(cid)
     return flt
 

@@ -193,6 +193,9 @@ async def discover(client: Client, ns: Mapping[str, int], machine: str | None) -
             bname = ref.BrowseName.Name
             if ref.NodeClass == ua.NodeClass.Object:
                 child_role = type_role.get(ref.TypeDefinition)
+                if role == "notification" and bname == "Messages":
+                    # OPC 40501-1: the event notifier of the machine's alarms and messages
+                    found.roles.setdefault("messages", child)
                 if child_role is not None:
                     found.roles.setdefault(child_role, child)
                 if child_role in _NO_DESCENT or depth + 1 >= _MAX_DEPTH:
