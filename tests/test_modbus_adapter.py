@@ -314,8 +314,11 @@ async def test_one_request_per_point_rescues_a_picky_device() -> None:
         finally:
             await coalesced.aclose()
             await split.aclose()
-    assert coalesced.last_cycle_requests == 1
-    assert one["a"].quality is Quality.BAD  # the whole joined read was refused
+    # the joined read was refused (illegal address), then split and retried in the same cycle
+    assert coalesced.last_cycle_requests == 3
+    assert (one["a"].value, one["a"].quality) == (11, Quality.GOOD)
+    assert one["hole"].quality is Quality.BAD
+    assert len(coalesced.plan) == 2, "the split is remembered"
     assert split.last_cycle_requests == 2
     assert (two["a"].value, two["a"].quality) == (11, Quality.GOOD)
     assert two["hole"].quality is Quality.BAD

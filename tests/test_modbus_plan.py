@@ -39,15 +39,15 @@ CASES = [
         pts(*[("holding", a) for a in range(10)]), {}, [(1, "holding", 0, 10)], id="contiguous"
     ),
     pytest.param(
-        pts(("holding", 0), ("holding", 11)),
+        pts(("holding", 0), ("holding", 33)),
         {},
-        [(1, "holding", 0, 12)],
+        [(1, "holding", 0, 34)],
         id="gap-equal-to-max_gap-joins",
     ),
     pytest.param(
-        pts(("holding", 0), ("holding", 12)),
+        pts(("holding", 0), ("holding", 34)),
         {},
-        [(1, "holding", 0, 1), (1, "holding", 12, 1)],
+        [(1, "holding", 0, 1), (1, "holding", 34, 1)],
         id="gap-above-max_gap-splits",
     ),
     pytest.param(

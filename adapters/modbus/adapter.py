@@ -22,6 +22,7 @@ would keep a device polling after the gateway was told to stop).
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
@@ -41,13 +42,20 @@ from .plan import ReadRequest, minimum_requests, plan_reads
 from .settings import BIT_KINDS, ModbusSettings
 
 _EXCEPTION_NAMES = {
-    1: "illegal function", 2: "illegal data address", 3: "illegal data value",
-    4: "server device failure", 5: "acknowledge", 6: "server device busy",
-    7: "negative acknowledge", 8: "memory parity error",
-    10: "gateway path unavailable", 11: "gateway target device failed to respond",
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    7: "negative acknowledge",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
 }
 
 Reader = Callable[..., Awaitable[ModbusPDU]]
+_ILLEGAL_ADDRESS = "exception 2 "
 
 
 class ModbusAdapter(PollingAdapter):
@@ -89,14 +97,21 @@ class ModbusAdapter(PollingAdapter):
     def _new_client(self) -> ModbusBaseClient:
         c = self.config.connection
         common: dict[str, Any] = {
-            "timeout": c.timeout, "retries": 0, "reconnect_delay": 0,
+            "timeout": c.timeout,
+            "retries": 0,
+            "reconnect_delay": 0,
             "trace_packet": self._trace_packet,
         }
         if c.transport == "rtu":
             assert c.port_path is not None  # guaranteed by ModbusConnection validation
             return AsyncModbusSerialClient(
-                c.port_path, framer=FramerType.RTU, baudrate=c.baudrate, bytesize=c.bytesize,
-                parity=c.parity, stopbits=c.stopbits, **common,
+                c.port_path,
+                framer=FramerType.RTU,
+                baudrate=c.baudrate,
+                bytesize=c.bytesize,
+                parity=c.parity,
+                stopbits=c.stopbits,
+                **common,
             )
         assert c.host is not None
         framer = FramerType.SOCKET if c.transport == "tcp" else FramerType.RTU
@@ -131,21 +146,55 @@ class ModbusAdapter(PollingAdapter):
             raise DeviceUnavailable(f"{self.endpoint}: not connected")
         self.last_cycle_requests = 0
         samples: list[Sample] = []
-        for req in self.plan:
+        queue = deque(self.plan)
+        plan: list[ReadRequest] = []
+        while queue:
+            req = queue.popleft()
             self.last_cycle_requests += 1
             values, error = await self._execute(client, req)
+            if values is None and error.startswith(_ILLEGAL_ADDRESS) and len(req.slots) > 1:
+                parts = self._split(req)
+                queue.extendleft(reversed(parts))
+                continue
+            plan.append(req)
             ts = utc_now()
             for slot in req.slots:
                 p = slot.point
                 value, quality = (
-                    (None, Quality.BAD) if values is None
+                    (None, Quality.BAD)
+                    if values is None
                     else interpret(values[slot.offset : slot.end], p)
                 )
                 samples.append(
                     Sample(self.context.asset, p.name, value, p.unit, ts, quality=quality)
                 )
             self._report(req, error)
+        self.plan = plan
         return samples
+
+    def _split(self, req: ReadRequest) -> list[ReadRequest]:
+        """A device refused a coalesced read with "illegal data address": it does not map
+        some register the read bridged. Split the request (first at its gaps, then point by
+        point) and remember the split, so coalescing stays the default and a picky device
+        costs one refused read per hole, once."""
+        points = [slot.point for slot in req.slots]
+        conn = self.config.connection
+        parts = plan_reads(points, conn.model_copy(update={"max_gap": 0}))
+        if len(parts) == 1:
+            parts = plan_reads(points, conn.model_copy(update={"one_request_per_point": True}))
+        if self.context.logger is not None:
+            self.context.logger.warning(
+                "modbus_read_split",
+                endpoint=self.endpoint,
+                unit=req.unit,
+                register=req.kind,
+                address=req.address,
+                count=req.count,
+                into=len(parts),
+                reason="illegal data address: the device does not map every register the "
+                "coalesced read spans",
+            )
+        return parts
 
     async def _execute(
         self, client: ModbusBaseClient, req: ReadRequest
@@ -198,8 +247,13 @@ class ModbusAdapter(PollingAdapter):
         self._reported.add(key)
         if self.context.logger is not None:
             self.context.logger.warning(
-                "modbus_exception", endpoint=self.endpoint, unit=req.unit, register=req.kind,
-                address=req.address, count=req.count, error=error,
+                "modbus_exception",
+                endpoint=self.endpoint,
+                unit=req.unit,
+                register=req.kind,
+                address=req.address,
+                count=req.count,
+                error=error,
                 points=[s.point.name for s in req.slots],
             )
 

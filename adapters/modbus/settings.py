@@ -13,20 +13,34 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 RegisterKind = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal[
-    "int16", "uint16", "int32", "uint32", "int64", "uint64",
-    "float32", "float64", "bool", "bit", "string",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float32",
+    "float64",
+    "bool",
+    "bit",
+    "string",
 ]
 ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 
 BIT_KINDS: frozenset[str] = frozenset({"coil", "discrete"})
-INTEGER_TYPES: frozenset[str] = frozenset(
-    {"int16", "uint16", "int32", "uint32", "int64", "uint64"}
-)
+INTEGER_TYPES: frozenset[str] = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64"})
 NUMERIC_TYPES: frozenset[str] = INTEGER_TYPES | {"float32", "float64"}
 _WIDTH: dict[str, int] = {
-    "int16": 1, "uint16": 1, "bool": 1, "bit": 1,
-    "int32": 2, "uint32": 2, "float32": 2,
-    "int64": 4, "uint64": 4, "float64": 4,
+    "int16": 1,
+    "uint16": 1,
+    "bool": 1,
+    "bit": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "int64": 4,
+    "uint64": 4,
+    "float64": 4,
 }
 MAX_ADDRESS = 65535
 
@@ -51,7 +65,10 @@ class ModbusConnection(_Strict):
     max_registers_per_request: int = Field(125, ge=1, le=125)
     max_bits_per_request: int = Field(2000, ge=1, le=2000)
     max_gap: int = Field(
-        10, ge=0, description="unused registers/bits that may be read to join two ranges"
+        32,
+        ge=0,
+        description="unused registers/bits that may be read to join two ranges; a "
+        "device that refuses such a read (illegal data address) gets it split, once",
     )
     one_request_per_point: bool = Field(
         False, description="no coalescing, for devices that refuse reads spanning several fields"
@@ -108,12 +125,14 @@ class ModbusPoint(_Strict):
             )
         if (self.data_type == "bit") != (self.bit is not None):
             raise ValueError(
-                "data_type 'bit' needs 'bit' (0-15)" if self.bit is None
+                "data_type 'bit' needs 'bit' (0-15)"
+                if self.bit is None
                 else "'bit' is only meaningful with data_type 'bit'"
             )
         if (self.data_type == "string") != (self.length is not None):
             raise ValueError(
-                "data_type 'string' needs 'length' (in registers)" if self.length is None
+                "data_type 'string' needs 'length' (in registers)"
+                if self.length is None
                 else "'length' is only meaningful with data_type 'string'"
             )
         if (self.scale != 1.0 or self.offset != 0.0) and self.data_type not in NUMERIC_TYPES:
