@@ -79,6 +79,8 @@ async def test_current_state_matches_the_model(sim_factory: Callable[..., Any]) 
         assert state["alarm"] == (str(snap.alarm_code) if snap.alarm_code else "")
         assert state["spindle_speed"] == snap.spindle_speed
         assert a.describe()["device"] == "m1"
+        # the device model's Description travels as identification for the AAS nameplate
+        assert (state["manufacturer"], state["model"]) == ("edge-gateway", "simulated CNC")
     finally:
         await a.aclose()
 

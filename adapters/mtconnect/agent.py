@@ -71,6 +71,7 @@ class MtconnectAgentAdapter(Adapter):
         self.instance_id: str | None = None
         self.next_sequence: int | None = None
         self.restarts = 0
+        self.description: dict[str, str] = {}
         self.overruns = 0
         self.observations = 0
         self.pages = 0
@@ -144,6 +145,7 @@ class MtconnectAgentAdapter(Adapter):
         self.normalizer.conditions.clear()
         self.instance_id = doc.header.instance_id or None
         self.next_sequence = None
+        self.description = doc.description
 
     def stream(self) -> AsyncIterator[Sequence[Sample]]:
         return self._stream()
@@ -186,6 +188,13 @@ class MtconnectAgentAdapter(Adapter):
                                   self.normalizer.conditions.current(), None, now, None,
                                   Quality.GOOD))
         self.next_sequence = doc.header.next_sequence
+        # the device model's Description (manufacturer, model, serial number) travels as
+        # samples with the well-known identification names, which the AAS nameplate uses
+        samples += [
+            Sample(self.context.asset, key, value, None, now, None, Quality.GOOD)
+            for key, value in self.description.items()
+            if key in ("manufacturer", "model", "serial_number")
+        ]
         return samples
 
     async def _restarted(self, new_instance: str) -> None:

@@ -66,6 +66,7 @@ class ProbeDocument:
     header: Header
     device: str
     items: dict[str, DataItem] = field(default_factory=dict)
+    description: dict[str, str] = field(default_factory=dict)  # manufacturer, model, ...
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,15 @@ def parse_probe(data: bytes | str, device: str | None = None) -> ProbeDocument:
 
     walk(chosen, "Device")
     name = chosen.attrib.get("name") or chosen.attrib.get("uuid") or ""
-    return ProbeDocument(header, name, items)
+    description: dict[str, str] = {}
+    for child in chosen:
+        if _local(child.tag) == "Description":  # identification for the AAS nameplate
+            for attr, key in (("manufacturer", "manufacturer"), ("model", "model"),
+                              ("serialNumber", "serial_number"), ("station", "station")):
+                value = child.attrib.get(attr, "").strip()
+                if value:
+                    description[key] = value
+    return ProbeDocument(header, name, items, description)
 
 
 def parse_streams(data: bytes | str) -> StreamsDocument | ErrorDocument:
