@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	  { echo "Python >= 3.11 is required (found: $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
 ## Simulated plant (3 Modbus CNC machines) + embedded MQTT broker + gateway, until Ctrl-C.
