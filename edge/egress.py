@@ -310,7 +310,7 @@ class Egress:
         *,
         max_records: int = 500,
         max_bytes: int = 128_000,
-        max_delay: float = 0.25,
+        max_delay: float = 0.05,
     ) -> None:
         self.sealer = sealer
         self.senders = {s.name: s for s in senders}
