@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 
 Value = float | int | bool | str | None
 
