@@ -175,7 +175,7 @@ class OpcUaAdapter(Adapter):
         self._alarms = alarms.AlarmSet()
         self._alarms_settled = False
         self._alarm_last: dict[str, tuple[Value, Quality]] = {}
-        self._alarm_timer: asyncio.TimerHandle | None = None
+        self._alarm_timer: asyncio.Handle | None = None
         self.alarm_source: str | None = None
         self.identification: dict[str, Value] = {}
         self.machine_name: str | None = None
@@ -484,9 +484,11 @@ class OpcUaAdapter(Adapter):
             self._signals.setdefault(signal, None)
         if source != server:
             # Servers may bracket a refresh on the Server object only (asyncua does):
-            # listen there too, for RefreshStart/RefreshEnd; other events are ignored.
+            # listen there too, for RefreshStart/RefreshEnd only (the where clause keeps
+            # other machines' alarms, which the Server object also sees, out).
             with contextlib.suppress(Exception):
-                await sub.subscribe_events(server, evfilter=alarms.event_filter(), queuesize=100)
+                await sub.subscribe_events(server, evfilter=alarms.refresh_filter(),
+                                           queuesize=100)
         self.subscription_count = len(self._subscriptions)
         try:
             await client.get_node(alarms.CONDITION_TYPE).call_method(
@@ -519,9 +521,13 @@ class OpcUaAdapter(Adapter):
         when = fields.get("Time")
         ts = when if isinstance(when, datetime) else None
         if fields.get("EventType") == alarms.REFRESH_END and not self._alarms_settled:
+            # Settle after the rest of this notification message: a server that sends the
+            # bracket on another monitored item (asyncua: the Server object) may put
+            # RefreshEnd ahead of the refreshed conditions in the same message.
             if self._alarm_timer is not None:
                 self._alarm_timer.cancel()
-            self._settle_alarms(Quality.GOOD)
+            self._alarm_timer = asyncio.get_running_loop().call_soon(
+                self._refresh_timeout, self._generation)
         elif changed and self._alarms_settled and not self._alarms.refreshing:
             self._publish_alarms(ts, Quality.GOOD)
 

@@ -85,6 +85,23 @@ def event_filter() -> ua.EventFilter:
     return flt
 
 
+def refresh_filter() -> ua.EventFilter:
+    """`event_filter()` restricted to RefreshStart/RefreshEnd, for the Server object.
+
+    The Server object sees every event of the server, other machines' alarms included; from
+    there only the refresh bracket is wanted. Exact `OfType` is right here: neither type
+    has subtypes.
+    """
+    flt = event_filter()
+    ors = ua.ContentFilterElement(FilterOperator=ua.FilterOperator.Or,
+                                  FilterOperands=[ua.ElementOperand(1), ua.ElementOperand(2)])
+    flt.WhereClause.Elements = [ors] + [
+        ua.ContentFilterElement(FilterOperator=ua.FilterOperator.OfType,
+                                FilterOperands=[ua.LiteralOperand(ua.Variant(t))])
+        for t in (REFRESH_START, REFRESH_END)]
+    return flt
+
+
 def fields_of(event: Any) -> dict[str, Any]:
     """An asyncua Event as {"EventType": ..., "ActiveState/Id": ..., "NodeId": ...}."""
     names = ["/".join(p) for p in _FIELDS] + [CONDITION_ID]
