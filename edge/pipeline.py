@@ -318,8 +318,11 @@ class Gateway(GatewayViews):
 
     # ---- devices ------------------------------------------------------------------
     def _on_samples(self, asset: str, batch: Sequence[Sample]) -> None:
+        device = self.devices.get(asset)
+        if device is None:  # a late batch from a device being stopped or removed
+            return
         twin = self.twins[asset]
-        machine = self.devices[asset].machine
+        machine = device.machine
         new_state, rejected = twin.apply(batch)
         if new_state is not None and self.kpi is not None:
             # the gateway's clock, not the device's: OEE windows are on one time line, and
@@ -379,8 +382,11 @@ class Gateway(GatewayViews):
 
     async def _stop_device(self, asset: str) -> None:
         device = self.devices.pop(asset)
+        device.runner.stop()
         device.task.cancel()
-        await asyncio.gather(device.task, return_exceptions=True)
+        done, _ = await asyncio.wait({device.task}, timeout=5.0)
+        if not done:
+            self.log.warning("device_task_did_not_stop", asset=asset)
 
     # ---- reload -------------------------------------------------------------------
     async def _apply_reload(self) -> None:

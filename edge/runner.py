@@ -74,6 +74,13 @@ class DeviceRunner:
         self.backoff = backoff or Backoff()
         self.status = DeviceStatus.CONNECTING
         self.describe: dict[str, Any] = {}
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Ask the loop to end. A flag as well as a cancel: a library under an adapter may
+        swallow a CancelledError (seen at shutdown with 200 Modbus devices), and the loop
+        must end anyway instead of polling a device nobody listens to any more."""
+        self.stopping = True
 
     def _set(self, status: DeviceStatus, reason: str | None = None) -> None:
         self.status = status
@@ -84,10 +91,12 @@ class DeviceRunner:
         adapter = self.adapter_cls(ctx, self.settings)
         self.describe = adapter.describe()
         went_down = False
-        while True:
+        while not self.stopping:
             try:
                 await adapter.connect()
                 async for batch in adapter.stream():
+                    if self.stopping:
+                        break
                     if self.status is not DeviceStatus.UP:
                         if went_down:
                             self.log.info("device_recovered")
@@ -98,6 +107,8 @@ class DeviceRunner:
                         self._set(DeviceStatus.UP)
                         self.describe = adapter.describe()  # not per batch: it may be costly
                     self.on_samples(self.asset, batch)
+                if self.stopping:
+                    break
                 raise TransientError("adapter stream ended")
             except ConfigurationError as exc:
                 self.log.error("device_misconfigured", error=str(exc))
@@ -122,4 +133,5 @@ class DeviceRunner:
                     await asyncio.shield(adapter.aclose())
                 except Exception:  # closing a broken connection may fail; nothing to do
                     self.log.debug("device_close_failed")
-            await asyncio.sleep(self.backoff.next_delay())
+            if not self.stopping:
+                await asyncio.sleep(self.backoff.next_delay())
