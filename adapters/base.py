@@ -28,6 +28,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -56,6 +57,7 @@ class AdapterContext:
     asset: str
     poll_interval: float = 1.0
     logger: Any = None  # a structlog BoundLogger; typed Any so adapters need no structlog
+    state_dir: Path | None = None  # the gateway's state directory, for keys and certificates
 
 
 class Adapter(abc.ABC):

@@ -375,6 +375,7 @@ class Gateway(GatewayViews):
             on_samples=self._on_samples,
             on_status=self._on_status,
             logger=self.log,
+            state_dir=self.loaded.state_dir,
         )
         twin = self.twins.setdefault(machine.id, AssetTwin(machine.id))
         task = asyncio.create_task(runner.run(), name=f"device-{machine.id}")

@@ -14,6 +14,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -63,6 +64,7 @@ class DeviceRunner:
         on_status: StatusSink,
         logger: Any,
         backoff: Backoff | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.asset = asset
         self.adapter_cls = adapter_cls
@@ -72,6 +74,7 @@ class DeviceRunner:
         self.on_status = on_status
         self.log = logger.bind(asset=asset)
         self.backoff = backoff or Backoff()
+        self.state_dir = state_dir
         self.status = DeviceStatus.CONNECTING
         self.describe: dict[str, Any] = {}
         self.stopping = False
@@ -87,7 +90,12 @@ class DeviceRunner:
         self.on_status(self.asset, status, reason)
 
     async def run(self) -> None:
-        ctx = AdapterContext(asset=self.asset, poll_interval=self.poll_interval, logger=self.log)
+        ctx = AdapterContext(
+            asset=self.asset,
+            poll_interval=self.poll_interval,
+            logger=self.log,
+            state_dir=self.state_dir,
+        )
         adapter = self.adapter_cls(ctx, self.settings)
         self.describe = adapter.describe()
         went_down = False

@@ -82,7 +82,9 @@ def test_pki_dir_never_relative_to_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_pki_dir() == Path("/var/lib/edge-gateway/opcua-pki")
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/gw:/other")
     assert default_pki_dir() == Path("/var/lib/gw/opcua-pki")
-    assert settings().connection.trust_path == Path("/var/lib/gw/opcua-pki/trusted")
+    assert settings().connection.trust_path() == Path("/var/lib/gw/opcua-pki/trusted")
+    # the gateway's state directory, when the runner passes it, wins over the env default
+    assert settings().connection.pki_path(Path("/srv/gw")) == Path("/srv/gw/opcua-pki")
 
 
 def test_client_identity_generated_once_with_private_key_0600(tmp_path: Path) -> None:

@@ -62,12 +62,18 @@ _POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
     "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
 }
-_MODES = {"None": ua.MessageSecurityMode.None_, "Sign": ua.MessageSecurityMode.Sign,
-          "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt}
-_AUTH_CODES = frozenset({
-    StatusCodes.BadIdentityTokenRejected, StatusCodes.BadIdentityTokenInvalid,
-    StatusCodes.BadUserAccessDenied,
-})
+_MODES = {
+    "None": ua.MessageSecurityMode.None_,
+    "Sign": ua.MessageSecurityMode.Sign,
+    "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt,
+}
+_AUTH_CODES = frozenset(
+    {
+        StatusCodes.BadIdentityTokenRejected,
+        StatusCodes.BadIdentityTokenInvalid,
+        StatusCodes.BadUserAccessDenied,
+    }
+)
 _QUEUE_LIMIT = 10_000
 
 
@@ -153,7 +159,8 @@ class OpcUaAdapter(Adapter):
     def __init__(self, context: AdapterContext, settings: BaseModel) -> None:
         if not isinstance(settings, OpcUaSettings):
             raise ConfigurationError(
-                f"OpcUaAdapter needs OpcUaSettings, got {type(settings).__name__}")
+                f"OpcUaAdapter needs OpcUaSettings, got {type(settings).__name__}"
+            )
         super().__init__(context, settings)
         self.config = settings
         c = settings.connection
@@ -215,15 +222,15 @@ class OpcUaAdapter(Adapter):
             if exc.code in _AUTH_CODES:
                 raise ConfigurationError(
                     f"{self.endpoint}: server refused the user {username!r}: "
-                    f"{ua.StatusCode(exc.code).name}") from None
+                    f"{ua.StatusCode(exc.code).name}"
+                ) from None
             raise DeviceUnavailable(f"{self.endpoint}: {ua.StatusCode(exc.code).name}") from exc
         except TimeoutError as exc:
             await self._drop(client)
             raise DeviceUnavailable(f"{self.endpoint}: connect timed out") from exc
         except Exception as exc:  # library boundary: nothing of asyncua escapes
             await self._drop(client)
-            raise DeviceUnavailable(f"{self.endpoint}: cannot connect: {exc or type(exc)}") \
-                from exc
+            raise DeviceUnavailable(f"{self.endpoint}: cannot connect: {exc or type(exc)}") from exc
         self._client = client
         self.connects += 1
         self._reported.discard("untrusted")  # log again if it is ever refused again
@@ -240,7 +247,7 @@ class OpcUaAdapter(Adapter):
     async def _secure(self, client: Client) -> None:
         """Client identity, server certificate trust, then asyncua's secure channel."""
         c = self.config.connection
-        identity = ensure_client_identity(c.pki_path, c.application_uri)
+        identity = ensure_client_identity(c.pki_path(self.context.state_dir), c.application_uri)
         policy = _POLICIES[c.security_policy]
         mode = _MODES[c.security_mode]
         probe = Client(c.endpoint, timeout=c.timeout)
@@ -253,27 +260,39 @@ class OpcUaAdapter(Adapter):
         try:
             ep = Client.find_endpoint(endpoints, mode, policy.URI)
         except UaError:
-            offered = sorted({f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name}"
-                              for e in endpoints})
+            offered = sorted(
+                {
+                    f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name}"
+                    for e in endpoints
+                }
+            )
             raise ConfigurationError(
                 f"{self.endpoint}: no endpoint with {c.security_policy}/{c.security_mode}; "
-                f"the server offers {', '.join(offered)}") from None
+                f"the server offers {', '.join(offered)}"
+            ) from None
         server_cert = _first_certificate(bytes(ep.ServerCertificate or b""))
         if not server_cert:
             raise ConfigurationError(f"{self.endpoint}: the secure endpoint has no certificate")
         try:
             pinned = check_server_certificate(
-                server_cert, trust_dir=c.trust_path, pki_dir=c.pki_path,
-                tofu=c.trust_on_first_use, endpoint=self.endpoint)
+                server_cert,
+                trust_dir=c.trust_path(self.context.state_dir),
+                pki_dir=c.pki_path(self.context.state_dir),
+                tofu=c.trust_on_first_use,
+                endpoint=self.endpoint,
+            )
         except UntrustedServerCertificate as exc:
-            self._log_once("untrusted", "warning", "opcua_untrusted_server_certificate",
-                           error=str(exc))
+            self._log_once(
+                "untrusted", "warning", "opcua_untrusted_server_certificate", error=str(exc)
+            )
             raise
         if pinned and self.context.logger is not None:
-            self.context.logger.warning("opcua_server_certificate_pinned", endpoint=self.endpoint,
-                                        file=pinned)
-        await client.set_security(policy, identity.cert_path, identity.key_path,
-                                  server_certificate=server_cert, mode=mode)
+            self.context.logger.warning(
+                "opcua_server_certificate_pinned", endpoint=self.endpoint, file=pinned
+            )
+        await client.set_security(
+            policy, identity.cert_path, identity.key_path, server_certificate=server_cert, mode=mode
+        )
 
     async def _setup(self, client: Client) -> None:
         c = self.config.connection
@@ -284,8 +303,9 @@ class OpcUaAdapter(Adapter):
         self._inputs = {}
         self._derived = {}
         subscribe: list[tuple[ua.NodeId, _Binding]] = []
-        self._queue.put_nowait(self._sample(SIG_AVAILABILITY, Availability.AVAILABLE.value,
-                                            None, None, Quality.GOOD))
+        self._queue.put_nowait(
+            self._sample(SIG_AVAILABILITY, Availability.AVAILABLE.value, None, None, Quality.GOOD)
+        )
         if c.profile == "machine_tool":
             subscribe += await self._discover(client, ns)
         for p in self.config.points:
@@ -299,8 +319,9 @@ class OpcUaAdapter(Adapter):
         if c.profile == "machine_tool":
             await self._subscribe_alarms(client)
         if self._reads:
-            self._read_task = asyncio.create_task(self._read_loop(client),
-                                                  name=f"opcua-read {self.context.asset}")
+            self._read_task = asyncio.create_task(
+                self._read_loop(client), name=f"opcua-read {self.context.asset}"
+            )
 
     async def aclose(self) -> None:
         timer, self._alarm_timer = self._alarm_timer, None
@@ -329,8 +350,7 @@ class OpcUaAdapter(Adapter):
 
     # -- resolution and discovery ---------------------------------------------------------
 
-    async def _resolve(self, client: Client, ns: dict[str, int],
-                       p: OpcUaPoint) -> ua.NodeId | None:
+    async def _resolve(self, client: Client, ns: dict[str, int], p: OpcUaPoint) -> ua.NodeId | None:
         try:
             if p.node.startswith("/"):
                 root = self._nodeid(p.root, ns)
@@ -346,8 +366,14 @@ class OpcUaAdapter(Adapter):
             why = str(exc)
         except UaStatusCodeError as exc:
             why = ua.StatusCode(exc.code).name
-        self._log_once(f"resolve:{p.name}", "warning", "opcua_node_unresolved", point=p.name,
-                       node=p.node, error=why)
+        self._log_once(
+            f"resolve:{p.name}",
+            "warning",
+            "opcua_node_unresolved",
+            point=p.name,
+            node=p.node,
+            error=why,
+        )
         return None
 
     @staticmethod
@@ -359,34 +385,41 @@ class OpcUaAdapter(Adapter):
             return ua.NodeId.from_string(f"ns={ns[uri]};{rest}")
         return ua.NodeId.from_string(text)
 
-    async def _discover(self, client: Client,
-                        ns: dict[str, int]) -> list[tuple[ua.NodeId, _Binding]]:
+    async def _discover(
+        self, client: Client, ns: dict[str, int]
+    ) -> list[tuple[ua.NodeId, _Binding]]:
         c = self.config.connection
         try:
             found = await mt.discover(client, ns, c.machine)
         except LookupError as exc:
-            raise ConfigurationError(
-                f"{self.endpoint}: profile machine_tool: {exc}") from None
+            raise ConfigurationError(f"{self.endpoint}: profile machine_tool: {exc}") from None
         self.machine_name = found.name
         self._messages = found.roles.get("messages")
         self.discovered = sorted(found.inputs)
         if found.identification:
             names = list(found.identification)
             values = await client.read_attributes(
-                [client.get_node(found.identification[n]) for n in names])
+                [client.get_node(found.identification[n]) for n in names]
+            )
             for name, dv in zip(names, values, strict=True):
                 value = plain(dv.Value.Value if dv.Value is not None else None)
                 self.identification[name] = value
                 signal = mt.identification_signal(name)
                 self._signals[signal] = None
-                self._queue.put_nowait(self._sample(signal, value, None,
-                                                    dv.SourceTimestamp, _quality(dv.StatusCode)))
+                self._queue.put_nowait(
+                    self._sample(signal, value, None, dv.SourceTimestamp, _quality(dv.StatusCode))
+                )
         if self.context.logger is not None:
             self.context.logger.info(
-                "opcua_machine_tool_discovered", endpoint=self.endpoint, machine=found.name,
-                roles=sorted(found.roles), inputs=sorted(found.inputs))
-        return [(nodeid, _Binding(key, None, profile_input=key))
-                for key, nodeid in found.inputs.items()]
+                "opcua_machine_tool_discovered",
+                endpoint=self.endpoint,
+                machine=found.name,
+                roles=sorted(found.roles),
+                inputs=sorted(found.inputs),
+            )
+        return [
+            (nodeid, _Binding(key, None, profile_input=key)) for key, nodeid in found.inputs.items()
+        ]
 
     # -- subscriptions and reads ----------------------------------------------------------
 
@@ -420,7 +453,10 @@ class OpcUaAdapter(Adapter):
                 RequestedPublishingInterval=c.publishing_interval * 1000,
                 RequestedLifetimeCount=max(30, int(3 * c.session_timeout / c.publishing_interval)),
                 RequestedMaxKeepAliveCount=max(3, int(5 / c.publishing_interval)),
-                MaxNotificationsPerPublish=0, PublishingEnabled=True, Priority=0)
+                MaxNotificationsPerPublish=0,
+                PublishingEnabled=True,
+                Priority=0,
+            )
             sub = await client.create_subscription(params, handler)
             self._subscriptions.append(sub)
             requests = []
@@ -434,16 +470,23 @@ class OpcUaAdapter(Adapter):
                 if not isinstance(result, ua.StatusCode):
                     continue
                 binding = item[1]
-                if result.value == StatusCodes.BadTooManyMonitoredItems and \
-                        len(overflow) < len(part) - 1:
+                if (
+                    result.value == StatusCodes.BadTooManyMonitoredItems
+                    and len(overflow) < len(part) - 1
+                ):
                     overflow.append(item)
                     continue
-                self._log_once(f"monitor:{binding.signal}", "warning",
-                               "opcua_monitored_item_refused", signal=binding.signal,
-                               error=result.name)
+                self._log_once(
+                    f"monitor:{binding.signal}",
+                    "warning",
+                    "opcua_monitored_item_refused",
+                    signal=binding.signal,
+                    error=result.name,
+                )
                 if binding.point is not None:
-                    self._queue.put_nowait(self._sample(binding.signal, None, binding.unit,
-                                                        None, Quality.BAD))
+                    self._queue.put_nowait(
+                        self._sample(binding.signal, None, binding.unit, None, Quality.BAD)
+                    )
             if overflow:
                 chunk = max(1, len(part) - len(overflow))
                 pending = overflow + pending
@@ -470,15 +513,22 @@ class OpcUaAdapter(Adapter):
             RequestedPublishingInterval=c.publishing_interval * 1000,
             RequestedLifetimeCount=max(30, int(3 * c.session_timeout / c.publishing_interval)),
             RequestedMaxKeepAliveCount=max(3, int(5 / c.publishing_interval)),
-            MaxNotificationsPerPublish=0, PublishingEnabled=True, Priority=0)
+            MaxNotificationsPerPublish=0,
+            PublishingEnabled=True,
+            Priority=0,
+        )
         try:
             sub = await client.create_subscription(params, _Handler(self))
             self._subscriptions.append(sub)
             await sub.subscribe_events(source, evfilter=alarms.event_filter(), queuesize=1000)
         except Exception as exc:  # BadServiceUnsupported, BadFilterNotAllowed, ...
             self.alarm_source = None
-            self._log_once("alarm_events", "warning", "opcua_alarm_events_unavailable",
-                           error=str(exc) or type(exc).__name__)
+            self._log_once(
+                "alarm_events",
+                "warning",
+                "opcua_alarm_events_unavailable",
+                error=str(exc) or type(exc).__name__,
+            )
             return
         for signal in alarms.ALARM_SIGNALS:
             self._signals.setdefault(signal, None)
@@ -487,22 +537,27 @@ class OpcUaAdapter(Adapter):
             # listen there too, for RefreshStart/RefreshEnd only (the where clause keeps
             # other machines' alarms, which the Server object also sees, out).
             with contextlib.suppress(Exception):
-                await sub.subscribe_events(server, evfilter=alarms.refresh_filter(),
-                                           queuesize=100)
+                await sub.subscribe_events(server, evfilter=alarms.refresh_filter(), queuesize=100)
         self.subscription_count = len(self._subscriptions)
         try:
             await client.get_node(alarms.CONDITION_TYPE).call_method(
-                alarms.CONDITION_REFRESH, ua.Variant(sub.subscription_id, ua.VariantType.UInt32))
+                alarms.CONDITION_REFRESH, ua.Variant(sub.subscription_id, ua.VariantType.UInt32)
+            )
         except Exception as exc:
             # Without a refresh, alarms raised before the subscription stay unseen: the
             # first value is only a guess, so it goes out as uncertain.
-            self._log_once("condition_refresh", "warning", "opcua_condition_refresh_failed",
-                           error=str(exc) or type(exc).__name__)
+            self._log_once(
+                "condition_refresh",
+                "warning",
+                "opcua_condition_refresh_failed",
+                error=str(exc) or type(exc).__name__,
+            )
             self._settle_alarms(Quality.UNCERTAIN)
             return
         generation = self._generation
         self._alarm_timer = asyncio.get_running_loop().call_later(
-            max(1.0, 3 * c.publishing_interval), self._refresh_timeout, generation)
+            max(1.0, 3 * c.publishing_interval), self._refresh_timeout, generation
+        )
 
     def _refresh_timeout(self, generation: int) -> None:
         """No RefreshEnd seen in time: publish what the refresh brought so far."""
@@ -527,7 +582,8 @@ class OpcUaAdapter(Adapter):
             if self._alarm_timer is not None:
                 self._alarm_timer.cancel()
             self._alarm_timer = asyncio.get_running_loop().call_soon(
-                self._refresh_timeout, self._generation)
+                self._refresh_timeout, self._generation
+            )
         elif changed and self._alarms_settled and not self._alarms.refreshing:
             self._publish_alarms(ts, Quality.GOOD)
 
@@ -539,14 +595,16 @@ class OpcUaAdapter(Adapter):
                 self._alarm_last[signal] = (value, quality)
                 self._put(self._sample(signal, value, unit, ts, quality))
 
-    def _request(self, handle: int, nodeid: ua.NodeId,
-                 binding: _Binding) -> ua.MonitoredItemCreateRequest:
+    def _request(
+        self, handle: int, nodeid: ua.NodeId, binding: _Binding
+    ) -> ua.MonitoredItemCreateRequest:
         c = self.config.connection
         p = binding.point
         params = ua.MonitoringParameters()
         params.ClientHandle = handle
-        sampling = p.sampling_interval if p and p.sampling_interval is not None \
-            else c.publishing_interval
+        sampling = (
+            p.sampling_interval if p and p.sampling_interval is not None else c.publishing_interval
+        )
         params.SamplingInterval = sampling * 1000
         params.QueueSize = p.queue_size if p else 1
         params.DiscardOldest = True
@@ -554,7 +612,8 @@ class OpcUaAdapter(Adapter):
             params.Filter = ua.DataChangeFilter(
                 Trigger=ua.DataChangeTrigger.StatusValue,
                 DeadbandType=1 if p.deadband_type == "absolute" else 2,
-                DeadbandValue=p.deadband_value)
+                DeadbandValue=p.deadband_value,
+            )
         rv = ua.ReadValueId()
         rv.NodeId = nodeid
         rv.AttributeId = AttributeIds.Value
@@ -588,8 +647,14 @@ class OpcUaAdapter(Adapter):
 
     # -- values ---------------------------------------------------------------------------
 
-    def _sample(self, signal: str, value: Value, unit: str | None, source_ts: datetime | None,
-                quality: Quality) -> Sample:
+    def _sample(
+        self,
+        signal: str,
+        value: Value,
+        unit: str | None,
+        source_ts: datetime | None,
+        quality: Quality,
+    ) -> Sample:
         if source_ts is not None and source_ts.tzinfo is None:
             source_ts = source_ts.replace(tzinfo=UTC)
         return Sample(self.context.asset, signal, value, unit, utc_now(), source_ts, quality)
@@ -618,8 +683,13 @@ class OpcUaAdapter(Adapter):
         p = binding.point
         out: Value = None if quality is Quality.BAD else plain(raw)
         if p is not None and p.map is not None and out is not None:
-            key: int | str = out if isinstance(out, str) else int(out) \
-                if isinstance(out, int | float) else str(out)
+            key: int | str = (
+                out
+                if isinstance(out, str)
+                else int(out)
+                if isinstance(out, int | float)
+                else str(out)
+            )
             mapped = p.map.get(key, p.map.get(str(key)))
             out = mapped if mapped is not None else out
         self._put(self._sample(binding.signal, out, binding.unit, ts, quality))
@@ -632,10 +702,14 @@ class OpcUaAdapter(Adapter):
 
     def _gap(self) -> list[Sample]:
         """What marks a loss in the data: unavailable, and every signal bad."""
-        out = [self._sample(SIG_AVAILABILITY, Availability.UNAVAILABLE.value, None, None,
-                            Quality.GOOD)]
-        out += [self._sample(name, None, unit, None, Quality.BAD)
-                for name, unit in self._signals.items() if name != SIG_AVAILABILITY]
+        out = [
+            self._sample(SIG_AVAILABILITY, Availability.UNAVAILABLE.value, None, None, Quality.GOOD)
+        ]
+        out += [
+            self._sample(name, None, unit, None, Quality.BAD)
+            for name, unit in self._signals.items()
+            if name != SIG_AVAILABILITY
+        ]
         return out
 
     async def stream(self) -> AsyncIterator[Sequence[Sample]]:

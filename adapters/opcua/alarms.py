@@ -57,8 +57,16 @@ CONDITION_REFRESH = _ns0(ObjectIds.ConditionType_ConditionRefresh)
 # Event fields selected, by browse path below BaseEventType / ConditionType. Selected
 # explicitly (not "every property of AlarmConditionType") to keep each event small.
 _FIELDS: tuple[tuple[str, ...], ...] = (
-    ("EventId",), ("EventType",), ("SourceNode",), ("SourceName",), ("Time",), ("Message",),
-    ("Severity",), ("ConditionName",), ("Retain",), ("ActiveState", "Id"),
+    ("EventId",),
+    ("EventType",),
+    ("SourceNode",),
+    ("SourceName",),
+    ("Time",),
+    ("Message",),
+    ("Severity",),
+    ("ConditionName",),
+    ("Retain",),
+    ("ActiveState", "Id"),
 )
 CONDITION_ID = "NodeId"  # the name asyncua gives the ConditionId operand (no browse path)
 
@@ -93,12 +101,17 @@ def refresh_filter() -> ua.EventFilter:
     has subtypes.
     """
     flt = event_filter()
-    ors = ua.ContentFilterElement(FilterOperator=ua.FilterOperator.Or,
-                                  FilterOperands=[ua.ElementOperand(1), ua.ElementOperand(2)])
+    ors = ua.ContentFilterElement(
+        FilterOperator=ua.FilterOperator.Or,
+        FilterOperands=[ua.ElementOperand(1), ua.ElementOperand(2)],
+    )
     flt.WhereClause.Elements = [ors] + [
-        ua.ContentFilterElement(FilterOperator=ua.FilterOperator.OfType,
-                                FilterOperands=[ua.LiteralOperand(ua.Variant(t))])
-        for t in (REFRESH_START, REFRESH_END)]
+        ua.ContentFilterElement(
+            FilterOperator=ua.FilterOperator.OfType,
+            FilterOperands=[ua.LiteralOperand(ua.Variant(t))],
+        )
+        for t in (REFRESH_START, REFRESH_END)
+    ]
     return flt
 
 
@@ -149,8 +162,11 @@ class AlarmSet:
             return False  # a plain message (BaseEventType), not a condition
         cid = fields.get(CONDITION_ID)
         source = fields.get("SourceNode")
-        key = cid.to_string() if isinstance(cid, ua.NodeId) and not cid.is_null() else \
-            f"{source.to_string() if isinstance(source, ua.NodeId) else source}|{name}"
+        key = (
+            cid.to_string()
+            if isinstance(cid, ua.NodeId) and not cid.is_null()
+            else f"{source.to_string() if isinstance(source, ua.NodeId) else source}|{name}"
+        )
         self._stale.discard(key)
         is_active = bool(active_id) if active_id is not None else bool(fields.get("Retain"))
         if not is_active:
@@ -159,9 +175,11 @@ class AlarmSet:
         severity = fields.get("Severity")
         when = fields.get("Time")
         self.active[key] = ActiveAlarm(
-            code, _text(fields.get("Message")),
+            code,
+            _text(fields.get("Message")),
             severity if isinstance(severity, int) else 0,
-            when if isinstance(when, datetime) else None)
+            when if isinstance(when, datetime) else None,
+        )
         return True
 
     def clear(self) -> None:
@@ -173,7 +191,11 @@ class AlarmSet:
         """`alarm`, `alarm_text`, `alarm_count` (see the module docstring)."""
         if not self.active:
             return {SIG_ALARM: ("", None), SIG_ALARM_TEXT: ("", None), SIG_ALARM_COUNT: (0, None)}
-        top = max(self.active.values(),
-                  key=lambda a: (a.severity, a.time.timestamp() if a.time else 0.0))
-        return {SIG_ALARM: (top.code, None), SIG_ALARM_TEXT: (top.text, None),
-                SIG_ALARM_COUNT: (len(self.active), None)}
+        top = max(
+            self.active.values(), key=lambda a: (a.severity, a.time.timestamp() if a.time else 0.0)
+        )
+        return {
+            SIG_ALARM: (top.code, None),
+            SIG_ALARM_TEXT: (top.text, None),
+            SIG_ALARM_COUNT: (len(self.active), None),
+        }

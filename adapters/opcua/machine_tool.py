@@ -109,10 +109,21 @@ PASS_THROUGH: dict[str, tuple[str, str | None]] = {
 }
 # DI / Machinery identification property -> signal suffix (aliases of models/aas.py)
 IDENTIFICATION = (
-    "Manufacturer", "ManufacturerUri", "Model", "ProductCode", "SerialNumber",
-    "HardwareRevision", "SoftwareRevision", "DeviceClass", "ProductInstanceUri",
-    "YearOfConstruction", "MonthOfConstruction", "InitialOperationDate", "AssetId",
-    "ComponentName", "Location",
+    "Manufacturer",
+    "ManufacturerUri",
+    "Model",
+    "ProductCode",
+    "SerialNumber",
+    "HardwareRevision",
+    "SoftwareRevision",
+    "DeviceClass",
+    "ProductInstanceUri",
+    "YearOfConstruction",
+    "MonthOfConstruction",
+    "InitialOperationDate",
+    "AssetId",
+    "ComponentName",
+    "Location",
 )
 
 # a bit mask on the wire; asyncua types the parameter as the (non-flag) NodeClass enum
@@ -143,8 +154,9 @@ async def _subtypes(client: Client, base: ua.NodeId) -> set[ua.NodeId]:
     todo = [base]
     while todo:
         node = client.get_node(todo.pop())
-        for ref in await node.get_references(refs=ObjectIds.HasSubtype,
-                                             direction=ua.BrowseDirection.Forward):
+        for ref in await node.get_references(
+            refs=ObjectIds.HasSubtype, direction=ua.BrowseDirection.Forward
+        ):
             if ref.NodeId not in out:
                 out.add(ref.NodeId)
                 todo.append(ref.NodeId)
@@ -154,9 +166,11 @@ async def _subtypes(client: Client, base: ua.NodeId) -> set[ua.NodeId]:
 async def list_machines(client: Client, ns: Mapping[str, int]) -> list[tuple[str, ua.NodeId]]:
     """(browse name, node id) of every object organized below Machinery's Machines folder."""
     folder = client.get_node(node_id(MACHINES_FOLDER, ns[MACHINERY_URI]))
-    refs = await folder.get_references(refs=ObjectIds.HierarchicalReferences,
-                                       direction=ua.BrowseDirection.Forward,
-                                       nodeclassmask=ua.NodeClass.Object)
+    refs = await folder.get_references(
+        refs=ObjectIds.HierarchicalReferences,
+        direction=ua.BrowseDirection.Forward,
+        nodeclassmask=ua.NodeClass.Object,
+    )
     return [(r.BrowseName.Name, r.NodeId) for r in refs]
 
 
@@ -170,7 +184,8 @@ async def discover(client: Client, ns: Mapping[str, int], machine: str | None) -
     chosen = [m for m in machines if machine is None or m[0] == machine]
     if not chosen:
         raise LookupError(
-            f"no machine {machine!r} below Machines; found {', '.join(m[0] for m in machines)}")
+            f"no machine {machine!r} below Machines; found {', '.join(m[0] for m in machines)}"
+        )
     name, root = chosen[0]
     type_role: dict[ua.NodeId, str] = {}
     for role_name, (uri, ident) in ROLE_TYPES.items():
@@ -183,8 +198,10 @@ async def discover(client: Client, ns: Mapping[str, int], machine: str | None) -
     while queue and len(seen) < _MAX_NODES:
         nodeid, role, depth = queue.popleft()
         refs = await client.get_node(nodeid).get_references(
-            refs=ObjectIds.HierarchicalReferences, direction=ua.BrowseDirection.Forward,
-            nodeclassmask=_OBJECTS_AND_VARIABLES)
+            refs=ObjectIds.HierarchicalReferences,
+            direction=ua.BrowseDirection.Forward,
+            nodeclassmask=_OBJECTS_AND_VARIABLES,
+        )
         for ref in refs:
             child = ref.NodeId
             if child in seen:
@@ -207,8 +224,11 @@ async def discover(client: Client, ns: Mapping[str, int], machine: str | None) -
             key = INPUTS.get((role, bname))
             if key is not None and key not in found.inputs:
                 found.inputs[key] = child
-            if role == "identification" and found.roles.get("identification") == nodeid \
-                    and bname in IDENTIFICATION:
+            if (
+                role == "identification"
+                and found.roles.get("identification") == nodeid
+                and bname in IDENTIFICATION
+            ):
                 found.identification.setdefault(bname, child)
             if depth + 1 < _MAX_DEPTH:
                 queue.append((child, role, depth + 1))
@@ -235,12 +255,25 @@ def _int(value: Any) -> int | None:
         return None
 
 
-_CHANNEL_MODE = {0: ControllerMode.AUTOMATIC, 1: ControllerMode.MDI, 2: ControllerMode.MANUAL,
-                 3: ControllerMode.MANUAL, 4: ControllerMode.MANUAL}
-_OPERATION_MODE = {0: ControllerMode.MANUAL, 1: ControllerMode.AUTOMATIC, 2: ControllerMode.MANUAL,
-                   3: ControllerMode.SEMI_AUTOMATIC, 4: ControllerMode.MANUAL}
-_OPERATION_MODE_SM = {"Processing": ControllerMode.AUTOMATIC, "Setup": ControllerMode.MANUAL,
-                      "Maintenance": ControllerMode.MANUAL}
+_CHANNEL_MODE = {
+    0: ControllerMode.AUTOMATIC,
+    1: ControllerMode.MDI,
+    2: ControllerMode.MANUAL,
+    3: ControllerMode.MANUAL,
+    4: ControllerMode.MANUAL,
+}
+_OPERATION_MODE = {
+    0: ControllerMode.MANUAL,
+    1: ControllerMode.AUTOMATIC,
+    2: ControllerMode.MANUAL,
+    3: ControllerMode.SEMI_AUTOMATIC,
+    4: ControllerMode.MANUAL,
+}
+_OPERATION_MODE_SM = {
+    "Processing": ControllerMode.AUTOMATIC,
+    "Setup": ControllerMode.MANUAL,
+    "Maintenance": ControllerMode.MANUAL,
+}
 
 
 def execution(inputs: Mapping[str, Any]) -> tuple[Availability | None, Execution | None]:

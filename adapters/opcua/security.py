@@ -82,37 +82,52 @@ def _write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
-def make_self_signed(application_uri: str, common_name: str, *, server: bool = False,
-                     hostnames: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
+def make_self_signed(
+    application_uri: str, common_name: str, *, server: bool = False, hostnames: tuple[str, ...] = ()
+) -> tuple[bytes, bytes]:
     """A self-signed OPC UA application certificate: (DER cert, PEM PKCS#8 key)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edge-gateway"),
-    ])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edge-gateway"),
+        ]
+    )
     now = dt.datetime.now(dt.UTC)
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(application_uri)]
     sans += [x509.DNSName(h) for h in hostnames or (socket.gethostname(),)]
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=3650))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=True, key_encipherment=True,
-            data_encipherment=True, key_agreement=False, key_cert_sign=False, crl_sign=False,
-            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=True,
+                data_encipherment=True,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return cert.public_bytes(serialization.Encoding.DER), key_pem
 
 
@@ -156,8 +171,9 @@ def trusted_certificates(trust_dir: Path) -> set[bytes]:
     return out
 
 
-def check_server_certificate(der: bytes, *, trust_dir: Path, pki_dir: Path, tofu: bool,
-                             endpoint: str) -> str | None:
+def check_server_certificate(
+    der: bytes, *, trust_dir: Path, pki_dir: Path, tofu: bool, endpoint: str
+) -> str | None:
     """Accept a trusted certificate; pin it under TOFU; else raise with how to trust it.
 
     Returns the path it was pinned to when this call pinned it (for one log line).
@@ -176,7 +192,7 @@ def check_server_certificate(der: bytes, *, trust_dir: Path, pki_dir: Path, tofu
         rejected.write_bytes(der)
     except OSError:
         pass
-    why = ("differs from the pinned one" if tofu else "is not in the trust list")
+    why = "differs from the pinned one" if tofu else "is not in the trust list"
     raise UntrustedServerCertificate(
         f"{endpoint}: server certificate {tp} {why}; to trust it: "
         f"mv {rejected} {trust_dir}/ (or set trust_on_first_use on a first connection)"

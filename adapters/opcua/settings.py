@@ -74,31 +74,41 @@ def browse_segments(path: str) -> list[tuple[str | None, str]]:
 
 
 class OpcUaConnection(_Strict):
-    endpoint: str = Field(pattern=r"^opc\.tcp://[^/\s]+(/.*)?$",
-                          description="opc.tcp://host:port/path")
+    endpoint: str = Field(
+        pattern=r"^opc\.tcp://[^/\s]+(/.*)?$", description="opc.tcp://host:port/path"
+    )
     security_policy: SecurityPolicyName = "None"
     security_mode: SecurityModeName = "None"
     pki_dir: str | None = Field(
-        None, description="client certificate/key, trust list; default "
-        "$STATE_DIRECTORY/opcua-pki or /var/lib/edge-gateway/opcua-pki")
+        None,
+        description="client certificate/key, trust list; default "
+        "$STATE_DIRECTORY/opcua-pki or /var/lib/edge-gateway/opcua-pki",
+    )
     trust_dir: str | None = Field(
-        None, description="trusted server certificates (DER or PEM); default <pki_dir>/trusted")
+        None, description="trusted server certificates (DER or PEM); default <pki_dir>/trusted"
+    )
     trust_on_first_use: bool = Field(
-        False, description="accept and pin an unknown server certificate on first contact")
+        False, description="accept and pin an unknown server certificate on first contact"
+    )
     username: str | SecretRef | None = None
     password: SecretRef | None = None
-    application_uri: str = Field("urn:edge-gateway:opcua-client",
-                                 description="goes into the generated client certificate")
+    application_uri: str = Field(
+        "urn:edge-gateway:opcua-client", description="goes into the generated client certificate"
+    )
     timeout: float = Field(4.0, gt=0, le=120, description="seconds per request")
     session_timeout: float = Field(60.0, ge=1, le=3600, description="seconds")
     watchdog_interval: float = Field(
-        1.0, gt=0, le=60, description="seconds between liveness probes (detects a frozen server)")
+        1.0, gt=0, le=60, description="seconds between liveness probes (detects a frozen server)"
+    )
     profile: Literal["none", "machine_tool"] = "none"
     machine: str | None = Field(
-        None, description="machine_tool profile: browse name of the machine below Machines, "
-        "when the server has several")
+        None,
+        description="machine_tool profile: browse name of the machine below Machines, "
+        "when the server has several",
+    )
     max_items_per_subscription: int = Field(
-        1000, ge=1, description="start another subscription past this many monitored items")
+        1000, ge=1, description="start another subscription past this many monitored items"
+    )
     publishing_interval: float = Field(0.5, gt=0, le=3600, description="seconds")
 
     @model_validator(mode="after")
@@ -112,13 +122,14 @@ class OpcUaConnection(_Strict):
             raise ValueError("'password' needs 'username'")
         return self
 
-    @property
-    def pki_path(self) -> Path:
-        return Path(self.pki_dir) if self.pki_dir else default_pki_dir()
+    def pki_path(self, state_dir: Path | None = None) -> Path:
+        """`pki_dir`, else `<gateway state dir>/opcua-pki`, else the systemd default."""
+        if self.pki_dir:
+            return Path(self.pki_dir)
+        return state_dir / "opcua-pki" if state_dir is not None else default_pki_dir()
 
-    @property
-    def trust_path(self) -> Path:
-        return Path(self.trust_dir) if self.trust_dir else self.pki_path / "trusted"
+    def trust_path(self, state_dir: Path | None = None) -> Path:
+        return Path(self.trust_dir) if self.trust_dir else self.pki_path(state_dir) / "trusted"
 
 
 class OpcUaPoint(_Strict):
@@ -127,13 +138,15 @@ class OpcUaPoint(_Strict):
     root: str = Field("i=85", description="start of a browse path (default: Objects)")
     mode: Literal["subscribe", "read"] = "subscribe"
     sampling_interval: float | None = Field(
-        None, ge=0, description="seconds; default: the publishing interval")
+        None, ge=0, description="seconds; default: the publishing interval"
+    )
     queue_size: int = Field(1, ge=1, le=10000)
     deadband_type: Literal["none", "absolute", "percent"] = "none"
     deadband_value: float = Field(0.0, ge=0)
     unit: str | None = None
     map: dict[int | str, str] | None = Field(
-        None, description="raw value -> text (enumerations, state names)")
+        None, description="raw value -> text (enumerations, state names)"
+    )
 
     @field_validator("node", "root")
     @classmethod
