@@ -44,7 +44,7 @@ schema: $(STAMP)
 	$(BIN)/edge-gateway schema -o config/schema.json
 
 bench: $(STAMP) mosquitto
-	$(BIN)/python -m bench
+	$(BIN)/pip install --quiet -e '.[test,bench]' && $(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var

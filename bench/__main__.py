@@ -53,8 +53,25 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _git() -> str:
+    """The commit measured (read-only git), `+dirty` when the work tree has changes."""
+    import subprocess  # noqa: PLC0415
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent,
+                              capture_output=True, text=True, timeout=10,
+                              check=False).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=HERE.parent, capture_output=True, text=True,
+                               timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return (head or "?") + ("+dirty" if dirty else "")
+
+
 def meta(mode: str) -> dict[str, Any]:
     return {
+        "git": _git(),
         "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": mode,
         "cpu": _cpu_model(),
@@ -140,9 +157,11 @@ def _guarded(what: str, fn: Any, *a: Any, **kw: Any) -> dict[str, Any]:
         traceback.print_exc()
         print(f"  {what} FAILED: {type(exc).__name__}: {exc}", flush=True)
         return {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-    if isinstance(out, dict):
-        out.setdefault("bench_seconds", round(time.monotonic() - t, 1))
-    return out
+    if not isinstance(out, dict):
+        return {"error": f"{what} returned {type(out).__name__}, not a dict"}
+    result: dict[str, Any] = out
+    result.setdefault("bench_seconds", round(time.monotonic() - t, 1))
+    return result
 
 
 def _opcua(quick: bool) -> dict[str, Any]:
@@ -185,17 +204,23 @@ def run(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:
             results["ceilings"] = _ceilings(args.quick, base, spec.machines, broker_port,
                                             payload)
             if not args.quick:
-                sat = LoadSpec(spec.machines, interval=0.1, window=15.0)
+                sat = LoadSpec(spec.machines, interval=0.05, window=15.0)
                 print(f"2a'. saturation: {spec.machines} machines polled every "
                       f"{sat.interval} s (offered {sat.offered:,.0f} samples/s) ...", flush=True)
                 results["saturation"] = _guarded(
-                    "saturation", lambda: run_load(group, broker_port, sat,
-                                                   simulators=(sim, base))[0])
+                    "saturation", lambda s, sims: run_load(group, broker_port, s,
+                                                           simulators=sims)[0],
+                    sat, (sim, base))
+                s_ = results["saturation"]
+                if "samples_per_s" in s_:
+                    print(f"  {s_['samples_per_s']:,.0f} samples/s "
+                          f"({100 * s_['achieved_over_offered']:.1f} % of offered), CPU "
+                          f"{s_['gateway_cpu_pct_of_core']:.0f} % of a core", flush=True)
             if with_peer:
                 print(f"4. peer: ThingsBoard IoT Gateway, {spec.machines} machines x "
                       f"{spec.points} points, same simulator and broker ...", flush=True)
                 results["peer"] = _guarded(
-                    "peer", peer.run, group, broker_port, sim.pid, base, spec.machines,
+                    "peer", peer.run, group, broker_port, sim.pid, base, machines=spec.machines,
                     window=4.0 if args.quick else 30.0, settle=1.0 if args.quick else 3.0,
                     points=spec.points)
                 p = results["peer"]

@@ -207,7 +207,7 @@ def peer_version() -> str:
     return out.stdout.strip() or "?"
 
 
-def run(group: ProcessGroup, broker_port: int, sim_pid: int, sim_base: int, machines: int,
+def run(group: ProcessGroup, broker_port: int, sim_pid: int, sim_base: int, *, machines: int,
         window: float, settle: float = 3.0, points: int = 40) -> dict[str, Any]:
     """Measure ThingsBoard IoT Gateway on the running Modbus simulator. Never raises: a
     failure comes back as {"ran": False, "reason": ...}."""

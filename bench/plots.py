@@ -34,7 +34,8 @@ def render(results: dict[str, Any], directory: Path, relative_to: Path) -> dict[
     if runs:
         n = [g["machines"] for g in runs]
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-        ax1.plot(n, [g["offered_per_s"] for g in runs], "k--", label="offered (machines x 40 / 1 s)")
+        ax1.plot(n, [g["offered_per_s"] for g in runs], "k--",
+                 label="offered (machines x 40 / 1 s)")
         ax1.plot(n, [g["samples_per_s"] for g in runs], "o-", label="gateway, at the broker")
         if peer.get("ran"):
             ax1.plot([peer["machines"]], [peer["samples_per_s"]], "s", color="tab:red",
