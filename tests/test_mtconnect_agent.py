@@ -191,7 +191,7 @@ async def test_unreachable_agent_is_transient(free_port: Callable[[], int]) -> N
 
 
 async def test_hostile_agent_billion_laughs_refused() -> None:
-    from tests.test_mtconnect_vocabulary import BILLION_LAUGHS
+    from test_mtconnect_vocabulary import BILLION_LAUGHS
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

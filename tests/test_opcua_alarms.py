@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 from asyncua import ua
+from test_opcua_adapter import collect
 
 from adapters.base import AdapterContext
 from adapters.opcua import alarms
@@ -24,7 +25,6 @@ from models.machine_state import ControllerMode, Execution
 from models.sample import Quality, Sample
 from simulators.machine import MachineModel, ScriptEvent
 from simulators.opcua_server import serve_opcua
-from tests.test_opcua_adapter import collect
 
 START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_mtconnect_vocabulary import BILLION_LAUGHS
 
 from adapters.base import AdapterContext
 from adapters.mtconnect.settings import ShdrSettings
@@ -18,7 +19,6 @@ from models.machine_state import CounterTracker
 from models.sample import Quality, Sample
 from simulators.machine import MachineModel, ScriptEvent
 from simulators.shdr_replay import ShdrReplayer, load_recording, replay, serve_shdr
-from tests.test_mtconnect_vocabulary import BILLION_LAUGHS
 
 
 def adapter_for(port: int, **conn: Any) -> ShdrAdapter:
