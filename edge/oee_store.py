@@ -65,6 +65,9 @@ from typing import Any, Protocol
 
 import structlog
 
+from edge.walstore import (
+    WalStore,
+)
 from models.errors import ConfigurationError, EdgeError
 
 __all__ = ["FILENAME", "FORMAT_VERSION", "ClosedWindow", "EngineDelta", "OeeStore",
@@ -91,10 +94,6 @@ CREATE TABLE IF NOT EXISTS windows(
     PRIMARY KEY(asset, kind, start_us)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS windows_end ON windows(end_us);
 """
-_CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
-_NOT_WRITABLE = {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY,
-                 sqlite3.SQLITE_AUTH}
-_HEADER = b"SQLite format 3\x00"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
@@ -153,16 +152,17 @@ class ClosedWindow:
     record: dict[str, Any]
 
 
-def _code(exc: sqlite3.Error) -> int:
-    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
 
 
-class _CorruptError(Exception):
-    """quick_check found damage that did not raise by itself."""
-
-
-class OeeStore:
+class OeeStore(WalStore):
     """The OEE database at `path` (its directory is created 0700 if missing)."""
+
+    label = "OEE store"
+    schema = _SCHEMA
+    format_version = FORMAT_VERSION
+    error_class = OeeStoreError
+    corrupt_event = "oee_store_corrupt_moved_aside"
+    corrupt_consequence = "OEE history and shift windows start afresh"
 
     def __init__(self, path: str | os.PathLike[str], *, raw_retention_days: float = 35,
                  window_retention_days: float = 400, durable: bool = False,
@@ -184,96 +184,6 @@ class OeeStore:
         self._conn: sqlite3.Connection | None = self._open()
 
     # --- opening and recovery (as edge/outbox.py) -------------------------------------
-
-    def _error(self, exc: sqlite3.Error, doing: str) -> EdgeError:
-        msg = f"OEE store {self.path}: {doing}: {exc}"
-        if _code(exc) in _NOT_WRITABLE:
-            return ConfigurationError(msg + " (is the state directory writable?)")
-        return OeeStoreError(msg)
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=self._busy_timeout)
-        try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise OeeStoreError(f"OEE store {self.path}: WAL mode unavailable ({mode})")
-            conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
-            conn.execute("PRAGMA journal_size_limit=8388608")
-            problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
-            if problems != ["ok"]:
-                raise _CorruptError("; ".join(problems[:5]))
-            conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-            row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta(key, value) VALUES ('format', ?), ('created', ?)",
-                             (str(FORMAT_VERSION), str(time.time())))
-            elif row[0] != str(FORMAT_VERSION):
-                raise ConfigurationError(
-                    f"OEE store {self.path}: format {row[0]!r}, this gateway reads "
-                    f"{FORMAT_VERSION}; refusing to discard it (was the gateway downgraded?)")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            # Checked before SQLite sees the file: closing a connection to a file that is
-            # not a database deletes the `-wal` beside it, which we keep for forensics.
-            with self.path.open("rb") as fh:
-                head = fh.read(len(_HEADER))
-            if head and head != _HEADER:
-                raise _CorruptError("not an SQLite database (bad header)")
-            return self._connect()
-        except FileNotFoundError:
-            return self._open_fresh()
-        except OSError as exc:
-            raise ConfigurationError(f"OEE store {self.path}: cannot read it: "
-                                     f"{exc.strerror or exc}") from exc
-        except _CorruptError as exc:
-            reason = str(exc)
-        except sqlite3.Error as exc:
-            if _code(exc) not in _CORRUPT:
-                raise self._error(exc, "open") from exc
-            reason = str(exc)
-        aside = self._move_aside()
-        self._log.error("oee_store_corrupt_moved_aside", path=str(self.path),
-                        moved_to=str(aside), reason=reason,
-                        consequence="OEE history and shift windows start afresh")
-        return self._open_fresh()
-
-    def _open_fresh(self) -> sqlite3.Connection:
-        try:
-            return self._connect()
-        except _CorruptError as exc:
-            raise OeeStoreError(f"OEE store {self.path}: fresh database unusable: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise self._error(exc, "create") from exc
-
-    def _move_aside(self) -> Path:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        n = 1
-        while aside.exists():
-            n += 1
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}.{n}")
-        try:
-            self.path.replace(aside)
-            wal = self.path.with_name(self.path.name + "-wal")
-            if wal.exists():
-                wal.replace(aside.with_name(aside.name + "-wal"))
-            with contextlib.suppress(FileNotFoundError):
-                self.path.with_name(self.path.name + "-shm").unlink()
-        except OSError as exc:
-            raise ConfigurationError(f"OEE store {self.path}: corrupt, and cannot move it "
-                                     f"aside: {exc.strerror or exc}") from exc
-        return aside
-
-    def _require(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise OeeStoreError(f"OEE store {self.path}: closed")
-        return self._conn
 
     @contextlib.contextmanager
     def _tx(self, doing: str) -> Iterator[sqlite3.Connection]:

@@ -95,6 +95,9 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from edge.signing import ChainState, b64url_decode
+from edge.walstore import (
+    WalStore,
+)
 from models.errors import ConfigurationError, EdgeError
 
 __all__ = [
@@ -128,10 +131,6 @@ CREATE TABLE IF NOT EXISTS counters(
 """
 _BUMP = ("INSERT INTO counters(dest, name, value) VALUES (?, ?, ?) "
          "ON CONFLICT(dest, name) DO UPDATE SET value = value + excluded.value")
-_CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
-_NOT_WRITABLE = {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY,
-                 sqlite3.SQLITE_AUTH}
-_HEADER = b"SQLite format 3\x00"
 _ACK_CHUNK = 500  # stays below SQLite's default limit of bound parameters per statement
 _RECOVERED = 0.9  # "full" ends once pending bytes fall below this share of the cap
 
@@ -180,15 +179,9 @@ class OutboxRow:
     created: float
 
 
-def _code(exc: sqlite3.Error) -> int:
-    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF  # primary result code
 
 
-class _CorruptError(Exception):
-    """quick_check found damage that did not raise by itself."""
-
-
-class Outbox:
+class Outbox(WalStore):
     """The SQLite outbox at `path` (a file; its directory is created 0700 if missing).
 
     `caps` names every destination `append` may target; rows of other destinations found on
@@ -197,6 +190,13 @@ class Outbox:
     `OutboxError`; `logger` is a structlog-like logger (one line per state change, never
     one per envelope).
     """
+
+    label = "outbox"
+    schema = _SCHEMA
+    format_version = FORMAT_VERSION
+    error_class = OutboxError
+    corrupt_event = "outbox_corrupt_moved_aside"
+    corrupt_consequence = "pending envelopes and chains start afresh"
 
     def __init__(self, path: str | os.PathLike[str], *, caps: Mapping[str, OutboxCap],
                  durable: bool = False, busy_timeout: float = 5.0,
@@ -238,95 +238,6 @@ class Outbox:
                               destinations=orphans, note="rows kept until acked or reconfigured")
 
     # --- opening and recovery ---------------------------------------------------------
-
-    def _error(self, exc: sqlite3.Error, doing: str) -> EdgeError:
-        msg = f"outbox {self.path}: {doing}: {exc}"
-        if _code(exc) in _NOT_WRITABLE:
-            return ConfigurationError(msg + " (is the state directory writable?)")
-        return OutboxError(msg)
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=self._busy_timeout)
-        try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise OutboxError(f"outbox {self.path}: WAL mode unavailable (got {mode})")
-            conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
-            conn.execute("PRAGMA journal_size_limit=8388608")  # truncate WAL after checkpoints
-            problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
-            if problems != ["ok"]:
-                raise _CorruptError("; ".join(problems[:5]))
-            conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-            row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta(key, value) VALUES ('format', ?), "
-                             "('created', ?)", (str(FORMAT_VERSION), str(time.time())))
-            elif row[0] != str(FORMAT_VERSION):
-                raise ConfigurationError(
-                    f"outbox {self.path}: format {row[0]!r}, this gateway reads "
-                    f"{FORMAT_VERSION}; refusing to discard it (was the gateway downgraded?)")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            # Checked before SQLite sees the file: closing a connection to a file that is
-            # not a database deletes the `-wal` beside it, which we want to keep.
-            with self.path.open("rb") as fh:
-                head = fh.read(len(_HEADER))
-            if head and head != _HEADER:
-                raise _CorruptError("not an SQLite database (bad header)")
-            return self._connect()
-        except FileNotFoundError:
-            return self._open_fresh()
-        except OSError as exc:
-            raise ConfigurationError(f"outbox {self.path}: cannot read it: "
-                                     f"{exc.strerror or exc}") from exc
-        except _CorruptError as exc:
-            reason = str(exc)
-        except sqlite3.Error as exc:
-            if _code(exc) not in _CORRUPT:
-                raise self._error(exc, "open") from exc
-            reason = str(exc)
-        aside = self._move_aside()
-        self._log.error("outbox_corrupt_moved_aside", path=str(self.path), moved_to=str(aside),
-                        reason=reason, consequence="pending envelopes and chains start afresh")
-        return self._open_fresh()
-
-    def _open_fresh(self) -> sqlite3.Connection:
-        try:
-            return self._connect()
-        except _CorruptError as exc:
-            raise OutboxError(f"outbox {self.path}: fresh database unusable: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise self._error(exc, "create") from exc
-
-    def _move_aside(self) -> Path:
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        n = 1
-        while aside.exists():
-            n += 1
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}.{n}")
-        try:
-            self.path.replace(aside)
-            wal = self.path.with_name(self.path.name + "-wal")
-            if wal.exists():
-                wal.replace(aside.with_name(aside.name + "-wal"))
-            with contextlib.suppress(FileNotFoundError):
-                self.path.with_name(self.path.name + "-shm").unlink()
-        except OSError as exc:
-            raise ConfigurationError(f"outbox {self.path}: corrupt, and cannot move it aside: "
-                                     f"{exc.strerror or exc}") from exc
-        return aside
-
-    def _require(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise OutboxError(f"outbox {self.path}: closed")
-        return self._conn
 
     @contextlib.contextmanager
     def _tx(self, doing: str) -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,140 @@
+"""The SQLite WAL database under both of the gateway's stores (outbox, OEE store).
+
+One way to open, check and recover: WAL mode, `quick_check` at open, a format version in a
+`meta` table (a newer file is refused, never discarded), and a corrupt file moved aside with
+its WAL (never silently deleted) so the gateway starts afresh and the evidence stays. sqlite3
+errors leave as the store's own EdgeError, or ConfigurationError when the directory is not
+writable. Subclasses give the schema and the words for their logs and errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from models.errors import ConfigurationError, EdgeError
+
+CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+NOT_WRITABLE_CODES = {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY,
+                      sqlite3.SQLITE_AUTH}
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class Logger(Protocol):
+    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
+
+
+def sqlite_code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF  # primary result code
+
+
+class CorruptError(Exception):
+    """quick_check or the file header found damage that did not raise by itself."""
+
+
+class WalStore:
+    label: ClassVar[str]  # "outbox", "OEE store": starts every message
+    schema: ClassVar[str]  # CREATE ... IF NOT EXISTS statements, incl. a `meta` table
+    format_version: ClassVar[int]
+    error_class: ClassVar[type[EdgeError]]
+    corrupt_event: ClassVar[str]  # log event when a corrupt file is moved aside
+    corrupt_consequence: ClassVar[str]
+
+    path: Path
+    durable: bool
+    _busy_timeout: float
+    _log: Logger
+    _conn: sqlite3.Connection | None
+
+    def _error(self, exc: sqlite3.Error, doing: str) -> EdgeError:
+        msg = f"{self.label} {self.path}: {doing}: {exc}"
+        if sqlite_code(exc) in NOT_WRITABLE_CODES:
+            return ConfigurationError(msg + " (is the state directory writable?)")
+        return self.error_class(msg)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=self._busy_timeout)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise self.error_class(f"{self.label} {self.path}: WAL mode unavailable ({mode})")
+            conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            conn.execute("PRAGMA journal_size_limit=8388608")  # truncate WAL after checkpoints
+            problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise CorruptError("; ".join(problems[:5]))
+            conn.executescript(f"BEGIN IMMEDIATE; {self.schema} COMMIT;")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta(key, value) VALUES ('format', ?), ('created', ?)",
+                             (str(self.format_version), str(time.time())))
+            elif row[0] != str(self.format_version):
+                raise ConfigurationError(
+                    f"{self.label} {self.path}: format {row[0]!r}, this gateway reads "
+                    f"{self.format_version}; refusing to discard it (was the gateway downgraded?)")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            # Checked before SQLite sees the file: closing a connection to a file that is
+            # not a database deletes the `-wal` beside it, which we keep for forensics.
+            with self.path.open("rb") as fh:
+                head = fh.read(len(SQLITE_HEADER))
+            if head and head != SQLITE_HEADER:
+                raise CorruptError("not an SQLite database (bad header)")
+            return self._connect()
+        except FileNotFoundError:
+            return self._open_fresh()
+        except OSError as exc:
+            raise ConfigurationError(f"{self.label} {self.path}: cannot read it: "
+                                     f"{exc.strerror or exc}") from exc
+        except CorruptError as exc:
+            reason = str(exc)
+        except sqlite3.Error as exc:
+            if sqlite_code(exc) not in CORRUPT_CODES:
+                raise self._error(exc, "open") from exc
+            reason = str(exc)
+        aside = self._move_aside()
+        self._log.error(self.corrupt_event, path=str(self.path), moved_to=str(aside),
+                        reason=reason, consequence=self.corrupt_consequence)
+        return self._open_fresh()
+
+    def _open_fresh(self) -> sqlite3.Connection:
+        try:
+            return self._connect()
+        except CorruptError as exc:
+            raise self.error_class(
+                f"{self.label} {self.path}: fresh database unusable: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise self._error(exc, "create") from exc
+
+    def _move_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}.{n}")
+        try:
+            self.path.replace(aside)
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists():
+                wal.replace(aside.with_name(aside.name + "-wal"))
+            with contextlib.suppress(FileNotFoundError):
+                self.path.with_name(self.path.name + "-shm").unlink()
+        except OSError as exc:
+            raise ConfigurationError(f"{self.label} {self.path}: corrupt, and cannot move it "
+                                     f"aside: {exc.strerror or exc}") from exc
+        return aside
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise self.error_class(f"{self.label} {self.path}: closed")
+        return self._conn
