@@ -50,7 +50,7 @@ from models.plant import (
     WorkEnvelope,
 )
 from models.sample import format_ts
-from models.shift_calendar import planned_intervals
+from models.shift_calendar import planned_intervals, subtract_intervals
 
 __all__ = [
     "PERFORMANCE_METRICS",
@@ -108,34 +108,6 @@ def _utc(t: datetime, what: str) -> datetime:
     return t.astimezone(UTC)
 
 
-def _merge(intervals: Iterable[Interval]) -> list[Interval]:
-    """Sort and join overlapping or touching intervals; drop empty ones."""
-    out: list[Interval] = []
-    for a, b in sorted(i for i in intervals if i[1] > i[0]):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
-
-
-def _subtract(base: list[Interval], holes: list[Interval]) -> list[Interval]:
-    """`base` minus `holes`; both are merged first, the result is sorted and disjoint."""
-    holes = _merge(holes)
-    out: list[Interval] = []
-    for start, b in _merge(base):
-        a = start
-        for ha, hb in holes:
-            if hb <= a or ha >= b:
-                continue
-            if ha > a:
-                out.append((a, ha))
-            a = hb
-        if b > a:
-            out.append((a, b))
-    return out
-
-
 def free_slots(
     calendar: ShiftCalendar,
     bookings: Iterable[Booking | Interval],
@@ -171,7 +143,7 @@ def free_slots(
             holes.append((_utc(b[0], "booking start"), _utc(b[1], "booking end")))
     if busy_until is not None:
         holes.append((now, _utc(busy_until, "busy_until")))
-    free = _subtract(planned_intervals(calendar, now, end), holes)
+    free = subtract_intervals(planned_intervals(calendar, now, end), holes)
     return [(a, b) for a, b in free if b - a >= min_slot]
 
 

@@ -23,7 +23,7 @@ does not). Pure: no I/O, the caller passes the time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -50,7 +50,7 @@ class ShiftInstance:
 
     def planned(self) -> list[Interval]:
         """The shift minus its breaks, sorted."""
-        return _subtract([(self.start, self.end)], list(self.breaks))
+        return subtract_intervals([(self.start, self.end)], list(self.breaks))
 
 
 def _aware(t: datetime, what: str) -> datetime:
@@ -63,7 +63,7 @@ def _instant(d: date, t: time, tz: ZoneInfo) -> datetime:
     return datetime.combine(d, t.replace(tzinfo=None), tzinfo=tz).astimezone(UTC)
 
 
-def _merge(intervals: list[Interval]) -> list[Interval]:
+def merge_intervals(intervals: Iterable[Interval]) -> list[Interval]:
     """Sort and join overlapping or touching intervals; drop empty ones."""
     out: list[Interval] = []
     for a, b in sorted(i for i in intervals if i[1] > i[0]):
@@ -74,10 +74,11 @@ def _merge(intervals: list[Interval]) -> list[Interval]:
     return out
 
 
-def _subtract(base: list[Interval], holes: list[Interval]) -> list[Interval]:
+def subtract_intervals(base: list[Interval], holes: list[Interval]) -> list[Interval]:
+    """`base` minus `holes`; both are merged first, the result is sorted and disjoint."""
     out: list[Interval] = []
-    holes = _merge(holes)
-    for start, b in _merge(base):
+    holes = merge_intervals(holes)
+    for start, b in merge_intervals(base):
         a = start
         for ha, hb in holes:
             if hb <= a or ha >= b:
@@ -107,7 +108,7 @@ def _instance(shift: Shift, day: date, tz: ZoneInfo) -> ShiftInstance | None:
             bs, be = max(bs, start), min(be, end)
             if be > bs:
                 breaks.append((bs, be))
-    return ShiftInstance(shift.name, day, start, end, tuple(_merge(breaks)))
+    return ShiftInstance(shift.name, day, start, end, tuple(merge_intervals(breaks)))
 
 
 def _instances(cal: ShiftCalendar, first: date, last: date) -> Iterator[ShiftInstance]:
@@ -153,7 +154,7 @@ def planned_intervals(cal: ShiftCalendar, start: datetime, end: datetime) -> lis
     busy: list[Interval] = []
     for inst in shift_instances(cal, start, end):
         busy.extend((max(a, start), min(b, end)) for a, b in inst.planned())
-    return _merge(busy)
+    return merge_intervals(busy)
 
 
 def planned_busy_seconds(cal: ShiftCalendar, start: datetime, end: datetime) -> float:
