@@ -343,8 +343,12 @@ class Egress:
         self.envelopes += 1
         self.records += len(records)
 
-    def add(self, topic: str, asset: str, records: list[dict[str, Any]]) -> None:
-        """Queue telemetry records; flushed by size here or by age in `run`."""
+    def add(
+        self, topic: str, asset: str, records: list[dict[str, Any]], *, complete: bool = False
+    ) -> None:
+        """Queue telemetry records; flushed by size here, by age in `run`, or at once when
+        `complete` (a polling adapter's whole poll: waiting would only add latency, since
+        nothing more arrives for this topic before the next poll)."""
         now = asyncio.get_running_loop().time()
         batch = self._batches.get(topic)
         if batch is None:
@@ -357,6 +361,8 @@ class Egress:
                 batch = self._batches[topic] = _Batch(asset, now)
         if not batch.records:
             del self._batches[topic]
+        elif complete:
+            self._flush(topic)
 
     def _flush(self, topic: str) -> None:
         batch = self._batches.pop(topic, None)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from adapters.base import PollingAdapter
 from edge import registry, systemd
 from edge.broker import EmbeddedBroker
 from edge.config import LoadedPlant, load_plant
@@ -338,6 +339,7 @@ class Gateway(GatewayViews):
             machine_topic(self.loaded.plant, machine, "telemetry"),
             asset,
             [telemetry_record(s) for s in batch],
+            complete=issubclass(device.runner.adapter_cls, PollingAdapter),
         )
         if new_state is not None:
             self._emit_state(machine, twin)
