@@ -34,7 +34,7 @@ from models.aas import (
 )
 from models.machine_state import Availability, ControllerMode, Execution, MachineState
 from models.plant import Machine, Plant, ShiftCalendar
-from models.shift_calendar import _subtract, planned_intervals
+from models.shift_calendar import planned_intervals, subtract_intervals
 
 DEMO = Path(__file__).resolve().parents[1] / "config" / "demo-plant.yaml"
 T0 = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)  # a Monday, 06:00 in Berlin
@@ -519,7 +519,7 @@ def test_calendar_ics_gives_the_planned_time(plant: Plant, calendar: Any) -> Non
     events = _expand(calendar_ics("site", cal), first, last)
     planned = [
         (max(a, lo), min(b, hi))
-        for a, b in _subtract(events["X_PRODUCTION_DAY"], events["X_BREAK"])
+        for a, b in subtract_intervals(events["X_PRODUCTION_DAY"], events["X_BREAK"])
         if b > lo and a < hi
     ]
     assert planned == planned_intervals(cal, lo, hi)
