@@ -60,7 +60,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 import structlog
@@ -338,18 +337,3 @@ class OeeStore(WalStore):
             self._log.info("oee_store_pruned", **gone)
         return gone
 
-    def close(self) -> None:
-        """Close the database (idempotent); the last connection checkpoints the WAL."""
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA optimize")
-                conn.close()
-
-    def __enter__(self) -> OeeStore:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

@@ -89,7 +89,6 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Protocol
 
 import structlog
@@ -430,21 +429,6 @@ class Outbox(WalStore):
         out.update({str(k): int(v) for k, v in rows})
         return out
 
-    def close(self) -> None:
-        """Close the database (idempotent); the last connection checkpoints the WAL."""
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA optimize")
-                conn.close()
-
-    def __enter__(self) -> Outbox:
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     # --- disk and cap state (log once per transition, not per envelope) ------------------
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from types import TracebackType
+from typing import Any, ClassVar, Protocol, Self
 
 from models.errors import ConfigurationError, EdgeError
 
@@ -48,6 +50,7 @@ class WalStore:
     _busy_timeout: float
     _log: Logger
     _conn: sqlite3.Connection | None
+    _lock: threading.Lock
 
     def _error(self, exc: sqlite3.Error, doing: str) -> EdgeError:
         msg = f"{self.label} {self.path}: {doing}: {exc}"
@@ -133,6 +136,23 @@ class WalStore:
             raise ConfigurationError(f"{self.label} {self.path}: corrupt, and cannot move it "
                                      f"aside: {exc.strerror or exc}") from exc
         return aside
+
+    def close(self) -> None:
+        """Close the database (idempotent); the last connection checkpoints the WAL."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA optimize")
+                conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
