@@ -16,7 +16,6 @@ FEED_HOLD -> 2, INTERRUPTED/STOPPED/PROGRAM_STOPPED/OPTIONAL_STOP -> 1; `aut` AU
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -28,6 +27,7 @@ from typing import Any
 from models.errors import ConfigurationError
 from models.machine_state import ControllerMode, Execution
 from simulators.machine import MachineModel, MachineSnapshot
+from simulators.standalone import run_standalone
 
 __all__ = ["MACROS", "PARAMETERS", "FocasSimulator", "serve_focas", "start_for_gateway"]
 
@@ -220,24 +220,13 @@ async def start_for_gateway(machines: list[tuple[str, Any, MachineModel]]) -> Fo
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m simulators.focas_server`: one simulated machine until Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m simulators.focas_server",
-                                     description="A simulated CNC machine over FOCAS2 Ethernet")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8193)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--time-scale", type=float, default=1.0)
-    parser.add_argument("--asset", default="sim-focas")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    model = MachineModel.from_options(args.asset, {"seed": args.seed,
-                                                   "time_scale": args.time_scale})
-
-    async def run() -> None:
-        async with await serve_focas(model, args.host, args.port):
-            await asyncio.Event().wait()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    run_standalone(
+        argv,
+        prog="python -m simulators.focas_server",
+        description="A simulated CNC machine over FOCAS2 Ethernet",
+        port=8193, asset="sim-focas",
+        serve=serve_focas,
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ framing bug in the adapter cannot hide behind a shared helper.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -34,6 +33,7 @@ from typing import Any, Literal
 from models.errors import ConfigurationError
 from models.machine_state import ControllerMode, Execution
 from simulators.machine import MachineModel, MachineSnapshot
+from simulators.standalone import run_standalone
 
 __all__ = ["MACROS", "HaasSimulator", "reply_for", "serve_haas", "start_for_gateway"]
 
@@ -248,24 +248,13 @@ async def start_for_gateway(machines: list[tuple[str, Any, MachineModel]]) -> Ha
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m simulators.haas_server`: one simulated machine until Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="python -m simulators.haas_server",
-                                     description="A simulated CNC machine over Haas MDC")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5051)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--time-scale", type=float, default=1.0)
-    parser.add_argument("--asset", default="sim-haas")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    model = MachineModel.from_options(args.asset, {"seed": args.seed,
-                                                   "time_scale": args.time_scale})
-
-    async def run() -> None:
-        async with await serve_haas(model, args.host, args.port):
-            await asyncio.Event().wait()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    run_standalone(
+        argv,
+        prog="python -m simulators.haas_server",
+        description="A simulated CNC machine over Haas MDC",
+        port=5051, asset="sim-haas",
+        serve=serve_haas,
+    )
 
 
 if __name__ == "__main__":
