@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench schema mosquitto clean
+.PHONY: demo test test-fast lint typecheck unit bench schema mosquitto clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -21,6 +21,11 @@ demo: $(STAMP)
 ## Lint, type-check and run every test (starts its own Mosquitto on a free port).
 test: $(STAMP) mosquitto lint typecheck
 	$(BIN)/pytest -q
+
+## The fast lane while working: lint, types and every test not marked `slow` (no subprocess
+## gateways); CI runs `make test`, the full run.
+test-fast: $(STAMP) mosquitto lint typecheck
+	$(BIN)/pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

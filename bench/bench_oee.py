@@ -49,9 +49,9 @@ from random import Random
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge.kpi import KpiService, oee_record
-from edge.oee import OeeEngine
-from edge.oee_store import FILENAME, ClosedWindow, EngineDelta, OeeStore
+from edge.kpi.oee import OeeEngine
+from edge.kpi.service import KpiService, oee_record
+from edge.kpi.store import FILENAME, ClosedWindow, EngineDelta, OeeStore
 from models.machine_state import Availability, ControllerMode, Execution, MachineState
 from models.plant import Machine, Plant
 from models.shift_calendar import planned_intervals, shift_at, shift_instances

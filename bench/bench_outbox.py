@@ -5,7 +5,7 @@
 Run it on the target's state directory (`--dir`): fsync cost is what separates
 `synchronous=NORMAL` from `FULL`, and it differs by orders of magnitude between an NVMe
 disk, an SD card and tmpfs. The append latency percentiles are what justify calling the
-outbox on the event loop thread (see edge/outbox.py).
+outbox on the event loop thread (see edge/egress/outbox.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edge.outbox import FILENAME, Outbox, OutboxCap
-from edge.signing import b64url_encode
+from edge.egress.outbox import FILENAME, Outbox, OutboxCap
+from edge.signing.jws import b64url_encode
 
 PAYLOAD = os.urandom(768).hex().encode()[:1024]  # 1 KiB, incompressible-looking like JWS
 TOPIC = "edge/plant-a/area-1/line-1/m1/telemetry"

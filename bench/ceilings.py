@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from pymodbus.client import AsyncModbusTcpClient
 
-from edge.signing import Signer, canonical_json
+from edge.signing.jws import Signer, canonical_json
 from models.envelope import envelope_body, telemetry_record
 from models.sample import Quality, Sample
 
@@ -188,8 +188,8 @@ def outbox(payload: bytes, seconds: float) -> dict[str, Any]:
     """Outbox append + ack per envelope (the gateway's SQLite work), WAL synchronous=NORMAL."""
     import hashlib  # noqa: PLC0415
 
-    from edge.outbox import FILENAME, Outbox, OutboxCap  # noqa: PLC0415
-    from edge.signing import b64url_encode  # noqa: PLC0415
+    from edge.egress.outbox import FILENAME, Outbox, OutboxCap  # noqa: PLC0415
+    from edge.signing.jws import b64url_encode  # noqa: PLC0415
 
     topic = "edge/bench/hall-1/line-1/m001/telemetry"
     links = [b64url_encode(hashlib.sha256(str(i).encode()).digest()) for i in range(1024)]

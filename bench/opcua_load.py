@@ -305,7 +305,7 @@ async def restart_latency(spec: Spec) -> dict[str, float]:
 
     from adapters.opcua.adapter import OpcUaAdapter  # noqa: PLC0415
     from adapters.opcua.settings import OpcUaSettings  # noqa: PLC0415
-    from edge.runner import DeviceRunner  # noqa: PLC0415
+    from edge.devices.runner import DeviceRunner  # noqa: PLC0415
     from models.sample import Quality, Sample  # noqa: PLC0415
     from simulators.machine import MachineModel  # noqa: PLC0415
     from simulators.opcua_server import serve_opcua  # noqa: PLC0415

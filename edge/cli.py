@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from models.errors import EdgeError, PlantConfigError
 
 if TYPE_CHECKING:
-    from edge.config import LoadedPlant
+    from edge.config.loader import LoadedPlant
 
 EXIT_OK, EXIT_RUNTIME, EXIT_INPUT = 0, 1, 2
 
@@ -115,11 +115,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from edge.verifier import Report, verify_stream
+    from edge.platform_kit.verifier import Report, verify_stream
 
     report: Report
     if args.broker:
-        from edge.capture import verify_live
+        from edge.platform_kit.capture import verify_live
 
         save = args.save.open("w") if args.save else None
         try:
@@ -193,8 +193,8 @@ def _aas(args: argparse.Namespace, loaded: LoadedPlant) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from edge.query_client import load_private_key, query
-    from edge.verifier import VerificationError
+    from edge.platform_kit.client import load_private_key, query
+    from edge.platform_kit.verifier import VerificationError
 
     params: dict[str, object] = {}
     for item in args.params:
@@ -224,7 +224,7 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace, loaded: LoadedPlant) -> int:
-    from edge.keystore import KeyStore
+    from edge.signing.keystore import KeyStore
 
     store = KeyStore(loaded.keys_dir)
     if args.action == "generate":
@@ -253,7 +253,7 @@ def _report(exc: PlantConfigError) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from edge.config import json_schema, load_plant
+    from edge.config.loader import json_schema, load_plant
     from edge.observability import configure_logging
 
     # stdout carries command results; logs always go to stderr
@@ -291,11 +291,11 @@ def main(argv: list[str] | None = None) -> int:
             return _aas(args, loaded)
         configure_logging(args.log_format or loaded.plant.gateway.log_format, args.log_level)
         if args.command == "simulate":
-            from edge.simulation import serve_forever
+            from edge.daemon.simulation import serve_forever
 
             return asyncio.run(serve_forever(loaded))
 
-        from edge.pipeline import Gateway, RunOptions
+        from edge.daemon.gateway import Gateway, RunOptions
 
         console = sys.stdout.isatty() if args.console is None else args.console
         options = RunOptions(

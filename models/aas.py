@@ -125,7 +125,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {  # OPC UA DI / MTConnect Description / 
 }
 _DEVICE_KEYS = {k.lower(): (k,) for k in NAMEPLATE_KEYS} | _ALIASES
 
-# Downtime reasons of edge/oee.py's loss tree that ISO 22400-2 names separately; every other
+# Downtime reasons of edge/kpi/oee.py's loss tree that ISO 22400-2 names separately; every other
 # reason (waiting, unavailable, no_data, ...) is ActualUnitDownTime.
 SETUP_REASON = "setup"
 DELAY_REASONS = ("alarm", "feed_hold")
@@ -137,7 +137,7 @@ class LossFigures(Protocol):
 
 
 class KpiFigures(Protocol):
-    """What the AAS needs of one OEE window; `edge.oee.OeeResult` has it (models cannot import
+    """What the AAS needs of one OEE window; `edge.kpi.oee.OeeResult` has it (models cannot import
     edge, so this is structural)."""
 
     @property

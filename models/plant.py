@@ -1,7 +1,7 @@
 """Plant configuration: one YAML file describes one plant and its gateway.
 
 Generic fields are checked here; each machine's `connection` and `points` blocks are checked
-by its adapter's own `settings_model` (the loader in `edge/config.py` runs both and reports
+by its adapter's own `settings_model` (the loader in `edge/config/loader.py` runs both and reports
 every problem with file, line, column and field path). Secrets are never inline: a
 `SecretRef` names an environment variable or a file, resolved only when connecting.
 """

@@ -450,7 +450,7 @@ async def serve_agents(machines: Sequence[tuple[MachineModel, str, int]], *,
 
 
 async def start_for_gateway(machines: list[tuple[str, Any, MachineModel]]) -> AgentSimulator:
-    """The `simulate: true` starter for adapter type `mtconnect` (edge/simulation.py).
+    """The `simulate: true` starter for adapter type `mtconnect` (edge/daemon/simulation.py).
 
     Each machine's agent listens where its `connection.url` points.
     """

@@ -311,7 +311,7 @@ async def serve_shdr(machines: Sequence[tuple[MachineModel, str, int]], *,
 
 
 async def start_for_gateway(machines: list[tuple[str, Any, MachineModel]]) -> ShdrServer:
-    """The `simulate: true` starter for adapter type `shdr` (edge/simulation.py)."""
+    """The `simulate: true` starter for adapter type `shdr` (edge/daemon/simulation.py)."""
     return await serve_shdr([(model, settings.connection.host, settings.connection.port)
                              for _asset, settings, model in machines])
 

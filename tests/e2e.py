@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge.verifier import verify_envelope
+from edge.platform_kit.verifier import verify_envelope
 
 ROOT = Path(__file__).resolve().parents[1]
 POINTS = """

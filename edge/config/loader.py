@@ -1,0 +1,233 @@
+"""Load a plant YAML and report every problem with file, line, column and field path.
+
+Two passes: the generic `models.plant.Plant` schema, then each machine's `connection` and
+`points` against its adapter's `settings_model`. Errors of both are mapped back to YAML
+node positions, so a plant engineer sees `plant.yaml:14:9: machines[1].points[3].address:
+...` rather than a traceback. Duplicate mapping keys are errors too (PyYAML would silently
+keep the last one, which hides typos).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from edge.config import registry
+from models.errors import ConfigProblem, PlantConfigError, PluginError
+from models.plant import Machine, Plant
+
+Loc = tuple[int | str, ...]
+
+
+@dataclass
+class LoadedPlant:
+    """A validated plant plus each machine's validated adapter settings."""
+
+    plant: Plant
+    path: Path
+    settings: dict[str, BaseModel] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        """$STATE_DIRECTORY (set by systemd's StateDirectory=) wins; relative paths are
+        relative to the YAML file so a checkout's demo keeps its state beside it."""
+        env = os.environ.get("STATE_DIRECTORY")
+        if env:
+            return Path(env.split(":")[0])
+        p = Path(self.plant.gateway.state_dir)
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+    @property
+    def keys_dir(self) -> Path:
+        configured = self.plant.gateway.keys_dir
+        if configured is None:
+            return self.state_dir / "keys"
+        p = Path(configured)
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+    def enabled_machines(self) -> list[Machine]:
+        return [m for m in self.plant.machines if m.enabled]
+
+
+class _Located:
+    """Finds the YAML node for a pydantic error location."""
+
+    def __init__(self, root: yaml.Node | None) -> None:
+        self.root = root
+
+    def mark(self, loc: Loc) -> tuple[int | None, int | None]:
+        node = self.root
+        best = node
+        for part in loc:
+            nxt = None
+            if isinstance(node, yaml.MappingNode):
+                for k, v in node.value:
+                    if isinstance(k, yaml.ScalarNode) and k.value == str(part):
+                        nxt = v
+                        break
+            elif (
+                isinstance(node, yaml.SequenceNode)
+                and isinstance(part, int)
+                and 0 <= part < len(node.value)
+            ):
+                nxt = node.value[part]
+            if nxt is None:
+                break
+            node = best = nxt
+        if best is None:
+            return None, None
+        return best.start_mark.line + 1, best.start_mark.column + 1
+
+
+def format_path(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _duplicate_keys(node: yaml.Node | None, path: Loc, file: str) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, v in node.value:
+            if k.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = str(k.value)
+            if key in seen:
+                problems.append(
+                    ConfigProblem(
+                        file,
+                        k.start_mark.line + 1,
+                        k.start_mark.column + 1,
+                        format_path((*path, key)),
+                        "duplicate key",
+                    )
+                )
+            seen.add(key)
+            problems += _duplicate_keys(v, (*path, key), file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            problems += _duplicate_keys(v, (*path, i), file)
+    return problems
+
+
+def _problems(exc: ValidationError, prefix: Loc, where: _Located, file: str) -> list[ConfigProblem]:
+    out = []
+    for err in exc.errors():
+        loc: Loc = (*prefix, *(p for p in err["loc"] if not str(p).startswith("function-")))
+        line, col = where.mark(loc)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check spelling; see config/schema.json)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        out.append(ConfigProblem(file, line, col, format_path(loc), msg))
+    return out
+
+
+def parse_plant(text: str, file: str) -> LoadedPlant:
+    """Validate YAML text; raises PlantConfigError with every problem found."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            # before construction: constructing flattens `<<` merge keys into the node
+            duplicates = _duplicate_keys(root, (), file)
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise PlantConfigError(
+            [
+                ConfigProblem(
+                    file,
+                    mark.line + 1 if mark else None,
+                    mark.column + 1 if mark else None,
+                    "",
+                    f"YAML syntax error: {exc.problem or exc.context}",
+                )
+            ]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise PlantConfigError(
+            [ConfigProblem(file, None, None, "", f"YAML error: {exc}")]
+        ) from None
+    where = _Located(root)
+    if not isinstance(data, dict):
+        raise PlantConfigError(
+            [ConfigProblem(file, 1, 1, "", "expected a mapping with 'gateway' and 'machines'")]
+        )
+
+    problems = duplicates
+    plant: Plant | None = None
+    try:
+        plant = Plant.model_validate(data)
+    except ValidationError as exc:
+        problems += _problems(exc, (), where, file)
+
+    settings: dict[str, BaseModel] = {}
+    raw_machines = data.get("machines")
+    for i, raw in enumerate(raw_machines if isinstance(raw_machines, list) else []):
+        if not isinstance(raw, dict) or not isinstance(raw.get("adapter"), str):
+            continue
+        try:
+            adapter = registry.load(raw["adapter"])
+        except PluginError as exc:
+            line, col = where.mark(("machines", i, "adapter"))
+            problems.append(
+                ConfigProblem(file, line, col, format_path(("machines", i, "adapter")), str(exc))
+            )
+            continue
+        try:
+            settings[str(raw.get("id"))] = adapter.settings_model.model_validate(
+                {"connection": raw.get("connection"), "points": raw.get("points", [])}
+            )
+        except ValidationError as exc:
+            problems += _problems(exc, ("machines", i), where, file)
+
+    if problems or plant is None:
+        problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+        raise PlantConfigError(problems)
+    return LoadedPlant(plant=plant, path=Path(file), settings=settings)
+
+
+def load_plant(path: str | os.PathLike[str]) -> LoadedPlant:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlantConfigError(
+            [ConfigProblem(str(p), None, None, "", f"cannot read: {exc}")]
+        ) from None
+    loaded = parse_plant(text, str(p))
+    loaded.path = p.resolve()
+    return loaded
+
+
+def json_schema() -> dict[str, Any]:
+    """The plant JSON Schema, with each installed adapter's settings attached by type."""
+    schema = Plant.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    rules = []
+    for name in registry.available():
+        sm = registry.load(name).settings_model.model_json_schema(ref_template="#/$defs/{model}")
+        for k, v in sm.pop("$defs", {}).items():
+            defs[k] = v
+        props = sm.get("properties", {})
+        rules.append(
+            {
+                "if": {"properties": {"adapter": {"const": name}}, "required": ["adapter"]},
+                "then": {
+                    "properties": {k: props[k] for k in ("connection", "points") if k in props}
+                },
+            }
+        )
+    defs["Machine"]["allOf"] = rules
+    return schema

@@ -1,0 +1,120 @@
+"""The one place a body becomes signed bytes: seq/prev chains and egress policy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from edge.egress.outbox import Outbox
+from edge.signing.jws import ChainState, Signer, signing_input_hash
+from models.envelope import RETAINED_STREAMS, Stream, envelope_body
+from models.plant import Destination, PatternFilter
+from models.sample import utc_now
+
+
+class Sealer:
+    """The one place a body becomes signed bytes; owns the seq/prev chains.
+
+    Egress policy (data sovereignty) is applied here, before signing: a destination gets a
+    topic only if it takes the stream and the machine, and only the signals its `signals`
+    filter allows (telemetry records by signal name, state fields by field name). What a
+    destination may not see is never signed for it, stored for it or sent to it.
+    Destinations without a signal filter share one envelope and the topic's chain; a
+    destination with a filter gets its own envelope and its own chain on that topic
+    (chain key `dest:<id>:<topic>`), so each subscriber still sees one unbroken chain.
+    """
+
+    def __init__(
+        self,
+        gateway: str,
+        signer: Signer,
+        outbox: Outbox,
+        destinations: list[Destination],
+        is_connected: Callable[[str], bool],
+    ) -> None:
+        self.gateway = gateway
+        self.signer = signer
+        self.outbox = outbox
+        self.destinations = destinations
+        self.is_connected = is_connected
+        self.chain: ChainState = outbox.load_chain()
+
+    def seal(
+        self, topic: str, asset: str | None, stream: Stream, records: list[dict[str, Any]]
+    ) -> list[str]:
+        """Sign and store; returns the destinations that accepted an envelope."""
+        shared: list[str] = []
+        own: list[tuple[str, list[dict[str, Any]]]] = []
+        for d in self.destinations:
+            if stream not in d.streams or (asset is not None and not d.machines.allows(asset)):
+                continue
+            if d.signals.everything or stream not in ("telemetry", "state"):
+                shared.append(d.id)
+                continue
+            mine = _filter_signals(records, stream, d.signals)
+            if mine:
+                own.append((d.id, mine))
+        accepted = (
+            self._seal(topic, topic, asset=asset, stream=stream, records=records, dests=shared)
+            if shared
+            else []
+        )
+        for dest, mine in own:
+            accepted += self._seal(
+                f"dest:{dest}:{topic}",
+                topic,
+                asset=asset,
+                stream=stream,
+                records=mine,
+                dests=[dest],
+            )
+        return accepted
+
+    def _seal(
+        self,
+        chain_key: str,
+        topic: str,
+        *,
+        asset: str | None,
+        stream: Stream,
+        records: list[dict[str, Any]],
+        dests: list[str],
+    ) -> list[str]:
+        seq, prev = self.chain.next(chain_key)
+        body = envelope_body(
+            gateway=self.gateway,
+            topic=topic,
+            asset=asset,
+            stream=stream,
+            seq=seq,
+            prev=prev,
+            created=utc_now(),
+            records=records,
+            historical=not any(self.is_connected(d) for d in dests),
+        )
+        envelope = self.signer.sign_body(body)
+        link = signing_input_hash(envelope)
+        payload = json.dumps(envelope, separators=(",", ":")).encode()
+        accepted = self.outbox.append(
+            topic,
+            seq,
+            link,
+            payload,
+            retain=stream in RETAINED_STREAMS,
+            dests=dests,
+            chain_key=chain_key,
+        )
+        self.chain.commit(chain_key, seq, link)
+        return [d for d, ok in accepted.items() if ok]
+
+
+_ALWAYS_KEPT = frozenset({"ts", "availability"})  # what a state record means without the rest
+
+
+def _filter_signals(
+    records: list[dict[str, Any]], stream: str, allowed: PatternFilter
+) -> list[dict[str, Any]]:
+    if stream == "telemetry":
+        return [r for r in records if allowed.allows(str(r.get("signal")))]
+    return [{k: v for k, v in r.items() if k in _ALWAYS_KEPT or allowed.allows(k)} for r in records]

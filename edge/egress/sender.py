@@ -1,0 +1,165 @@
+"""One sender per destination: drain its outbox rows in id order, delete after PUBACK.
+
+Rows written by an earlier process, or sealed while this destination's link was down, are
+replayed at `backlog_rate` envelopes/s with the MQTT 5 user property `historical=true`,
+an unsigned hint; the signed `created` is the authority on lateness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from edge.egress.outbox import Outbox, OutboxRow
+from models.errors import EdgeError
+
+
+class Publisher(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    async def wait_connected(self, timeout: float | None = None) -> bool: ...  # noqa: ASYNC109
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        properties: dict[str, Any] | None = None,
+    ) -> None: ...
+
+
+@dataclass
+class SenderStats:
+    sent: int = 0
+    replayed: int = 0
+
+
+class DestinationSender:
+    """Drains one destination's outbox rows in id order, with a bounded number of
+    unacknowledged publishes in flight so throughput is not one round trip per message."""
+
+    def __init__(
+        self,
+        name: str,
+        transport: Publisher,
+        outbox: Outbox,
+        logger: Any,
+        *,
+        backlog_rate: float = 200.0,
+        max_inflight: int = 64,
+        batch: int = 256,
+    ) -> None:
+        self.name = name
+        self.transport = transport
+        self.outbox = outbox
+        self.log = logger.bind(destination=name)
+        self.backlog_rate = backlog_rate
+        self.batch = batch
+        self.stats = SenderStats()
+        self._wake = asyncio.Event()
+        self._inflight = asyncio.Semaphore(max_inflight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.poll = 0.5  # seconds between checks of the link while waiting
+        self._replay_until = outbox.last_id_at_open
+        self._link_up_at = 0.0
+        self._was_connected = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _historical(self, row: OutboxRow) -> bool:
+        connected = self.transport.connected
+        if connected and not self._was_connected:
+            self._link_up_at = time.time()
+        self._was_connected = connected
+        return row.id <= self._replay_until or row.created < self._link_up_at or not connected
+
+    async def run(self) -> None:
+        """While the link is down nothing is handed to the transport: rows wait in the outbox
+        only, so a full outbox evicts rows that were truly never delivered, and its drop
+        counters are exact. Publishes in flight when the link drops are withdrawn and the
+        cursor rewinds to the oldest unacknowledged row."""
+        loop = asyncio.get_running_loop()
+        cursor: int | None = None
+        next_slot = loop.time()
+        while True:
+            if not self.transport.connected:
+                await self._withdraw()
+                cursor = None
+                await self.transport.wait_connected()
+                continue
+            self._wake.clear()
+            rows = self.outbox.peek(self.name, after_id=cursor, limit=self.batch)
+            if not rows:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.poll):
+                        await self._wake.wait()
+                continue
+            for row in rows:
+                historical = self._historical(row)
+                if historical:  # pace the backlog so live data and the broker keep up
+                    now = loop.time()
+                    if next_slot > now:
+                        await asyncio.sleep(next_slot - now)
+                    next_slot = max(next_slot, now) + 1.0 / self.backlog_rate
+                while not await self._acquire():
+                    if not self.transport.connected:
+                        break
+                if not self.transport.connected:
+                    break
+                task = asyncio.create_task(self._send(row, historical))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                cursor = row.id
+
+    async def _acquire(self) -> bool:
+        """asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        that races with completion, which would leave this loop running after shutdown."""
+        try:
+            async with asyncio.timeout(self.poll):
+                await self._inflight.acquire()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _withdraw(self) -> None:
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _send(self, row: OutboxRow, historical: bool) -> None:
+        props = {"user_property": [("historical", "true")]} if historical else None
+        inflight = self.outbox.inflight.setdefault(self.name, set())
+        inflight.add(row.id)
+        try:
+            await self.transport.publish(
+                row.topic, row.payload, qos=1, retain=row.retain, properties=props
+            )
+            self.outbox.ack(self.name, [row.id])
+            self.stats.sent += 1
+            self.stats.replayed += historical
+        except EdgeError as exc:  # stopping: the row stays in the outbox for the next start
+            self.log.debug("egress_send_abandoned", id=row.id, error=str(exc))
+        except asyncio.CancelledError:  # withdrawn (link lost): the row stays in the outbox
+            pass
+        finally:
+            inflight.discard(row.id)
+            self._inflight.release()
+
+    async def settle(self) -> None:
+        """Wait until nothing is in flight (callers bound it with a timeout)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t

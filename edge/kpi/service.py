@@ -1,0 +1,344 @@
+"""KPI service: one OEE engine per machine, persisted, and the records of the `oee` stream.
+
+The engine (edge/kpi/oee.py) is pure; this is the part with a clock and a disk. The gateway:
+
+* feeds it every state change: `on_state(asset, twin.state, at)`, and `on_unavailable`
+  when the device link drops;
+* calls `tick()` every few seconds (or at `next_due()`) and emits what it returns on the
+  retained `oee` stream; `tick` saves every engine (so SIGKILL loses at most one tick, see
+  edge/kpi/store.py), closes the shifts that ended since the previous tick, and every
+  `publish_every` seconds adds each machine's current-shift record;
+* answers queries with `window(asset, kind, ...)`;
+* calls `close()` on clean shutdown (saves; the store stays open, its owner closes it).
+
+At start each engine is restored from the store and `on_gap(last_alive, now)` is applied:
+the time the gateway was down is `unavailable`, never production and never dropped.
+
+Record shape (one per envelope `records` entry of the `oee` stream; seconds as floats,
+timestamps as RFC 3339 UTC via `models.sample.format_ts`)::
+
+    {"window": {"kind": "shift" | "last_hour" | "today" | "range",
+                "name": "early" | None,           # the shift's name
+                "day": "2024-06-05" | None,       # local day of a shift / of "today"
+                "start": ts, "end": ts,           # an open window ends at the tick's time
+                "closed": bool},                  # True: final, will not change again
+     "availability": A, "effectiveness": E, "quality": Q, "oee": OEE,   # float | None
+     "time": {"pbt": s, "apt": s, "effective": s | None,  # effective = sum(PRU x PQ)
+              "unplanned_apt": s,                 # running outside planned time
+              "downtime": {"alarm": s, "feed_hold": s, "setup": s, "waiting": s,
+                           "unavailable": s, "no_data": s}},   # sums to pbt - apt
+     "counts": {"pq": n, "gq": n, "scrap": n, "unplanned_pq": n, "unrated_pq": n},
+     "losses": {"gap": s,                         # part of downtime.unavailable: gateway down
+                "speed_loss": s | None, "scrap_time": s | None},
+     "ts": ts}                                    # when computed
+
+Closed shift windows are recorded in the store when they close and served from there. Open
+windows ("last_hour", "today", a range, the running shift) are computed from the engine,
+which keeps `raw_retention_days` of records: a range reaching further back is `no_data`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from edge.kpi.oee import OeeEngine, OeeResult
+from edge.kpi.store import ClosedWindow, EngineDelta, OeeStore
+from models.errors import EdgeError
+from models.machine_state import Availability, MachineState
+from models.plant import Machine, Plant
+from models.sample import format_ts, utc_now
+from models.shift_calendar import next_shift_boundary, shift_at, shift_instances
+
+__all__ = ["KpiService", "WindowKind", "oee_record"]
+
+WindowKind = Literal["shift", "last_hour", "today", "range"]
+_PRUNE_EVERY = timedelta(hours=1)
+
+
+class Logger(Protocol):
+    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def warning(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
+
+
+def oee_record(r: OeeResult, kind: WindowKind, *, closed: bool, at: datetime,
+               name: str | None = None, day: date | None = None) -> dict[str, Any]:
+    """The `oee` stream record of one window (shape in the module docstring)."""
+    return {
+        "window": {"kind": kind, "name": name, "day": day.isoformat() if day else None,
+                   "start": format_ts(r.start), "end": format_ts(r.end), "closed": closed},
+        "availability": r.availability,
+        "effectiveness": r.effectiveness,
+        "quality": r.quality,
+        "oee": r.oee,
+        "time": {"pbt": r.pbt, "apt": r.apt, "effective": r.effective_time,
+                 "unplanned_apt": r.unplanned_apt, "downtime": dict(r.losses.downtime)},
+        "counts": {"pq": r.pq, "gq": r.gq, "scrap": r.scrap, "unplanned_pq": r.unplanned_pq,
+                   "unrated_pq": r.unrated_pq},
+        "losses": {"gap": r.losses.gap, "speed_loss": r.losses.speed_loss,
+                   "scrap_time": r.losses.scrap_time},
+        "ts": format_ts(at),
+    }
+
+
+def _cycle_times(m: Machine) -> dict[str, float]:
+    return {name: p.ideal_cycle_time for name, p in m.programs.items()}
+
+
+class KpiService:
+    """OEE of every enabled machine of `plant`, persisted in `store`; see the module doc.
+
+    `clock` is read only at start (to apply the downtime gap) and when `tick`, `window`
+    or `close` are not given a time, so tests run on an injected clock without sleeping.
+    """
+
+    def __init__(self, plant: Plant, store: OeeStore,
+                 clock: Callable[[], datetime] = utc_now, *, publish_every: float = 60.0,
+                 logger: Logger | None = None) -> None:
+        if publish_every <= 0:
+            raise ValueError("publish_every must be positive")
+        self.plant = plant
+        self.store = store
+        self.publish_every = timedelta(seconds=publish_every)
+        self._clock = clock
+        self._log: Logger = logger or structlog.get_logger().bind(component="kpi")
+        self._engines: dict[str, OeeEngine] = {}
+        self._cursors: dict[str, int | None] = {}
+        self._refused: set[str] = set()
+        self._store_failing = False
+        now = clock()
+        # Shifts that ended while the gateway was down are closed by the first tick.
+        self._last_tick = store.last_tick() or now
+        self._next_publish: datetime | None = None  # None: the first tick publishes
+        self._next_prune = now
+        for m in plant.machines:
+            if m.enabled:
+                self._restore(m, now)
+
+    # -- engines --------------------------------------------------------------------------
+
+    def _restore(self, m: Machine, now: datetime) -> None:
+        """The machine's engine from the store, with the time since its last save as a gap."""
+        cal, ict, prog = self.plant.shifts, m.ideal_cycle_time, _cycle_times(m)
+        try:
+            saved = self.store.load(m.id)
+            engine = None if saved is None else OeeEngine.from_state_dict(saved.state, cal, ict,
+                                                                          prog)
+        except (EdgeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            self._log.error("oee_state_unreadable_starting_fresh", asset=m.id, error=str(exc))
+            saved = engine = None
+        if saved is None or engine is None:
+            self._engines[m.id], self._cursors[m.id] = OeeEngine(m.id, cal, ict, prog), None
+            return
+        if now > saved.alive:
+            engine.on_gap(saved.alive, now)
+            self._log.info("oee_restored_with_gap", asset=m.id, last_alive=format_ts(saved.alive),
+                           gap_s=(now - saved.alive).total_seconds())
+        self._engines[m.id], self._cursors[m.id] = engine, saved.cursor
+
+    def reconfigure(self, plant: Plant) -> None:
+        """After a YAML reload: new calendar and cycle times (they also re-rate stored
+        history), machines added (restored) or removed (saved, then dropped)."""
+        self.close()
+        self.plant = plant
+        wanted = {m.id: m for m in plant.machines if m.enabled}
+        for asset in [a for a in self._engines if a not in wanted]:
+            del self._engines[asset], self._cursors[asset]
+        for asset, m in wanted.items():
+            eng = self._engines.get(asset)
+            if eng is None:
+                self._restore(m, self._clock())
+            else:
+                eng.calendar, eng.ideal_cycle_time = plant.shifts, m.ideal_cycle_time
+                eng.program_cycle_times = _cycle_times(m)
+
+    @property
+    def assets(self) -> list[str]:
+        return list(self._engines)
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def on_state(self, asset: str, state: MachineState, at: datetime) -> None:
+        """A machine state from `at` on (call on every change of the twin's state)."""
+        eng = self._engines.get(asset)
+        if eng is None:
+            return  # not (or no longer) configured: a reload race, nothing to account
+        try:
+            eng.on_state(at, state.execution, state.availability is Availability.AVAILABLE,
+                         state.program, bool(state.alarms) or state.emergency_stop,
+                         state.controller_mode)
+            if state.part_count is not None:
+                eng.on_counts(at, state.part_count, state.bad_part_count or 0)
+        except ValueError as exc:  # naive timestamp, negative counter: refuse, keep running
+            if asset not in self._refused:
+                self._refused.add(asset)
+                self._log.warning("oee_event_refused", asset=asset, error=str(exc))
+
+    def on_unavailable(self, asset: str, at: datetime) -> None:
+        """The device link is lost: unavailable from `at` until the next state."""
+        eng = self._engines.get(asset)
+        if eng is not None:
+            eng.on_state(at, None, False, None)
+
+    # -- the periodic work ----------------------------------------------------------------
+
+    def tick(self, now: datetime | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Save, close ended shifts, publish when due; returns (asset, record) to emit.
+
+        Closed shift records come first, then (every `publish_every`) the running shift's,
+        so the retained message is the live one. A shift closed here was stored in the
+        same transaction as the tick's time, so it is returned exactly once, also across a
+        restart. If the store fails, records are still returned (and the tick's time kept
+        in memory); after a restart in that state a shift may be published twice.
+        """
+        now = now or self._clock()
+        for eng in self._engines.values():
+            eng.advance(now)
+        closed = self._closing(now)
+        out = [(w.asset, w.record) for w in self._save(now, closed)]
+        self._last_tick = max(self._last_tick, now)
+        due = self._next_publish
+        if due is None or now >= due or due - now > self.publish_every:  # (clock set back)
+            for asset in self._engines:
+                rec = self.window(asset, "shift", now=now)
+                if rec is not None:
+                    out.append((asset, rec))
+            # A fixed cadence (no drift); restarted after a pause or a clock set back.
+            every = self.publish_every
+            nxt = (now if due is None or due - now > every else due) + every
+            self._next_publish = nxt if nxt > now else now + every
+        if now >= self._next_prune:
+            self._prune(now)
+        return out
+
+    def next_due(self, now: datetime | None = None) -> datetime:
+        """When `tick` next has something to publish (periodic record or a shift end), so
+        the gateway can sleep `min(tick interval, next_due - now)`."""
+        now = now or self._clock()
+        due = self._next_publish or now
+        boundary = next_shift_boundary(self.plant.shifts, self._last_tick)
+        return due if boundary is None else min(due, boundary)
+
+    def _closing(self, now: datetime) -> list[ClosedWindow]:
+        """Records of the shifts that ended in (last tick, now], for every machine."""
+        since = max(self._last_tick, now - self.store.window_retention)
+        if now <= since:
+            return []
+        ended = [i for i in shift_instances(self.plant.shifts, since, now) if since < i.end <= now]
+        return [
+            ClosedWindow(asset, f"shift:{inst.name}", inst.start, inst.end,
+                         oee_record(eng.window(inst.start, inst.end, now=now), "shift",
+                                    closed=True, at=now, name=inst.name, day=inst.day))
+            for inst in ended
+            for asset, eng in self._engines.items()
+        ]
+
+    def _save(self, now: datetime, closed: list[ClosedWindow] | None) -> list[ClosedWindow]:
+        """Save every engine (and, from `tick`, the closed windows and the tick's time).
+
+        Returns the windows to publish: the new ones, or all of them if the store failed.
+        """
+        deltas, cursors = [], {}
+        for asset, eng in self._engines.items():
+            state, cursor = eng.export_since(self._cursors[asset])
+            deltas.append(EngineDelta(asset, self._cursors[asset], cursor, state, now))
+            cursors[asset] = cursor
+        try:
+            new = self.store.save(deltas, closed or (),
+                                  last_tick=None if closed is None else now)
+        except EdgeError as exc:
+            if not self._store_failing:
+                self._store_failing = True
+                self._log.error("oee_store_save_failed", error=str(exc),
+                                consequence="retried each tick; a crash now loses OEE state "
+                                "back to the last successful save")
+            return closed or []
+        if self._store_failing:
+            self._store_failing = False
+            self._log.info("oee_store_save_recovered")
+        self._cursors.update(cursors)
+        return new
+
+    def _prune(self, now: datetime) -> None:
+        self._next_prune = now + _PRUNE_EVERY
+        for eng in self._engines.values():
+            eng.prune(now - self.store.raw_retention)
+        try:
+            self.store.prune(now)
+        except EdgeError as exc:
+            self._log.error("oee_store_prune_failed", error=str(exc))
+
+    def close(self, now: datetime | None = None) -> None:
+        """Save every engine as of `now` (clean shutdown); the store stays open.
+
+        The tick's time is not advanced, so a shift that ended since the last tick is
+        still closed (and published) by the first tick after the restart.
+        """
+        now = now or self._clock()
+        for eng in self._engines.values():
+            eng.advance(now)
+        self._save(now, None)
+
+    # -- queries --------------------------------------------------------------------------
+
+    def window(self, asset: str, kind: WindowKind, start: datetime | None = None,
+               end: datetime | None = None, hours: float | None = None, *,
+               now: datetime | None = None) -> dict[str, Any] | None:
+        """One window's record; None when `kind="shift"` finds no shift.
+
+        * "shift": the shift running at `start` (default now); a shift that has ended is
+          served from the store as it was published, else computed (closed if over).
+        * "last_hour": the last `hours` (default 1) up to now.
+        * "today": local midnight (the calendar's time zone) up to now.
+        * "range": [start, end); `closed` once `end` is past.
+
+        Raises KeyError for an unknown asset, ValueError for a bad kind or range.
+        """
+        eng = self._engines[asset]
+        now = now or self._clock()
+        if kind == "shift":
+            inst = shift_at(self.plant.shifts, start or now)
+            if inst is None:
+                return None
+            if inst.end <= now:
+                try:
+                    stored = self.store.closed_window(asset, f"shift:{inst.name}", inst.start)
+                except EdgeError as exc:
+                    self._log.warning("oee_store_read_failed", error=str(exc))
+                    stored = None
+                if stored is not None:
+                    return stored
+            closed = inst.end <= now
+            r = eng.window(inst.start, inst.end if closed else now, now=now)
+            return oee_record(r, "shift", closed=closed, at=now, name=inst.name, day=inst.day)
+        if kind == "last_hour":
+            h = 1.0 if hours is None else hours
+            if h <= 0:
+                raise ValueError("hours must be positive")
+            return oee_record(eng.last(now, timedelta(hours=h)), kind, closed=False, at=now)
+        if kind == "today":
+            day = now.astimezone(ZoneInfo(self.plant.shifts.timezone)).date()
+            return oee_record(eng.today(now), kind, closed=False, at=now, day=day)
+        if kind == "range":
+            if start is None or end is None:
+                raise ValueError("a range needs start and end")
+            return oee_record(eng.window(start, end, now=now), kind, closed=end <= now, at=now)
+        raise ValueError(f"unknown window kind {kind!r}")
+
+    def current_shift_result(self, asset: str, now: datetime | None = None) -> OeeResult | None:
+        """The running shift's figures as an OeeResult (what the AAS KPI submodel shows)."""
+        now = now or self._clock()
+        inst = shift_at(self.plant.shifts, now)
+        eng = self._engines.get(asset)
+        if inst is None or eng is None:
+            return None
+        return eng.window(inst.start, now, now=now)
+
+    def closed_shifts(self, asset: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Published records of the asset's shifts starting in [start, end), from the store."""
+        return self.store.closed_windows(asset, start, end)

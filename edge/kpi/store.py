@@ -1,0 +1,339 @@
+"""Durable OEE state: each machine's engine records and its closed windows, in SQLite (WAL).
+
+    KpiService.tick (every few seconds) --save(deltas, closed windows, last_tick)--> one commit
+    KpiService start  <--load(asset)-- head + segments + counts --> OeeEngine.from_state_dict
+
+Why incremental rows rather than a periodic `state_dict()` snapshot: the engine keeps weeks
+of state intervals, so rewriting them all every few seconds would cost O(history) per save
+and wear flash. Its records are append-only and committed at strictly increasing instants
+(`OeeEngine.export_since`), so each save appends only the records closed since the previous
+one plus a small JSON "head" (current state, counter baselines, pending same-instant events)
+and the `alive` heartbeat, all in one transaction: O(change) per save, never a torn state.
+
+Crash bound (tested with SIGKILL): a commit survives a process crash, so after SIGKILL the
+store holds the engine as of the last `save`, i.e. at most one save interval old (the
+gateway saves on every tick, every few seconds). Nothing is silently lost: the restarted
+gateway calls `on_gap(alive, now)`, so time from the last save to the restart counts as
+`unavailable` (also `losses.gap`), and because the gap re-baselines the counters, parts
+made in that time count in neither PQ nor GQ (their run time is not in APT either, so E
+stays honest). After a power cut (not a process crash) `synchronous=NORMAL` may also lose
+the last commits since the previous WAL sync; `durable=True` selects `synchronous=FULL`.
+
+File format, version 1 (`oee.sqlite3` in the state directory); times are integer
+microseconds since the Unix epoch (UTC), as in the engine::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)     'format' -> '1', 'created', 'last_tick'
+    engines(asset PRIMARY KEY, head TEXT,       head = state_dict() without segments/counts;
+            cursor INTEGER, alive INTEGER,      cursor = export_since cursor of the last save;
+            saved REAL)                         alive = the gateway's time at the last save
+    segments(asset, end_us, start_us, class, program)   PRIMARY KEY(asset, end_us)
+    counts(asset, t_us, program, total, bad)             INDEX(asset, t_us)
+    windows(asset, kind, start_us, end_us, record TEXT, closed_at REAL)
+                                                PRIMARY KEY(asset, kind, start_us);
+                                                kind = 'shift:<name>'; record = the published
+                                                JSON, served again to queries for past shifts
+
+A save deletes the asset's rows after the cursor it exported from before inserting, so a
+save repeated after an ambiguous failure never duplicates a record. Closed windows are
+`INSERT OR IGNORE`: `save` reports which ones are new, which is what makes a shift end
+publish exactly once, across restarts too.
+
+Retention: `prune(now)` deletes raw records (segments, counts, engines not seen) older than
+`raw_retention_days` (default 35) and closed windows older than `window_retention_days`
+(default 400). Recovery mirrors edge/egress/outbox.py: a file SQLite calls corrupt (or that fails
+`PRAGMA quick_check`) is renamed `oee.sqlite3.corrupt-<UTC time>` (with its WAL), an error
+is logged and a fresh store starts (history restarts; nothing to apply a gap to). A busy,
+read-only or unreadable file is never moved aside; sqlite3 errors leave this module as
+`OeeStoreError` or `ConfigurationError`. Synchronous API for the event loop thread (a
+commit of a few rows is tens of microseconds), serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from edge.storage.wal import (
+    WalStore,
+)
+from models.errors import ConfigurationError, EdgeError
+
+__all__ = ["FILENAME", "FORMAT_VERSION", "ClosedWindow", "EngineDelta", "OeeStore",
+           "OeeStoreError", "SavedEngine"]
+
+FORMAT_VERSION = 1
+FILENAME = "oee.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS engines(
+    asset TEXT PRIMARY KEY, head TEXT NOT NULL, cursor INTEGER, alive INTEGER NOT NULL,
+    saved REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS segments(
+    asset TEXT NOT NULL, end_us INTEGER NOT NULL, start_us INTEGER NOT NULL,
+    class TEXT NOT NULL, program TEXT, PRIMARY KEY(asset, end_us)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counts(
+    asset TEXT NOT NULL, t_us INTEGER NOT NULL, program TEXT,
+    total INTEGER NOT NULL, bad INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS counts_asset_t ON counts(asset, t_us);
+CREATE TABLE IF NOT EXISTS windows(
+    asset TEXT NOT NULL, kind TEXT NOT NULL, start_us INTEGER NOT NULL,
+    end_us INTEGER NOT NULL, record TEXT NOT NULL, closed_at REAL NOT NULL,
+    PRIMARY KEY(asset, kind, start_us)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS windows_end ON windows(end_us);
+"""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+class OeeStoreError(EdgeError):
+    """The OEE database failed (disk full, I/O error, locked, closed, malformed row).
+
+    From `save` it means nothing was written; the caller keeps its cursors and retries.
+    """
+
+
+class Logger(Protocol):
+    """The slice of a structlog logger this module uses."""
+
+    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...
+    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
+
+
+def to_us(t: datetime) -> int:
+    """Microseconds since the epoch, as the engine counts (naive datetimes are refused)."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"timestamps must be timezone-aware, got naive {t.isoformat()}")
+    return (t - _EPOCH) // _US
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + us * _US
+
+
+@dataclass(frozen=True, slots=True)
+class SavedEngine:
+    """What `load` found: a full `state_dict()`, its export cursor and the last heartbeat."""
+
+    state: dict[str, Any]
+    cursor: int | None
+    alive: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EngineDelta:
+    """One asset's `export_since(after)` result, stamped with the heartbeat `alive`."""
+
+    asset: str
+    after: int | None  # the cursor the export started from
+    cursor: int | None  # the cursor it returned
+    state: dict[str, Any]
+    alive: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindow:
+    asset: str
+    kind: str  # "shift:<name>"
+    start: datetime
+    end: datetime
+    record: dict[str, Any]
+
+
+
+
+class OeeStore(WalStore):
+    """The OEE database at `path` (its directory is created 0700 if missing)."""
+
+    label = "OEE store"
+    schema = _SCHEMA
+    format_version = FORMAT_VERSION
+    error_class = OeeStoreError
+    corrupt_event = "oee_store_corrupt_moved_aside"
+    corrupt_consequence = "OEE history and shift windows start afresh"
+
+    def __init__(self, path: str | os.PathLike[str], *, raw_retention_days: float = 35,
+                 window_retention_days: float = 400, durable: bool = False,
+                 busy_timeout: float = 5.0, logger: Logger | None = None) -> None:
+        if raw_retention_days <= 0 or window_retention_days <= 0:
+            raise ConfigurationError("OEE retention must be a positive number of days")
+        self.path = Path(path)
+        self.raw_retention = timedelta(days=raw_retention_days)
+        self.window_retention = timedelta(days=window_retention_days)
+        self.durable = durable
+        self._busy_timeout = busy_timeout
+        self._log: Logger = logger or structlog.get_logger().bind(component="oee_store")
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigurationError(f"OEE store {self.path}: cannot create its directory: "
+                                     f"{exc.strerror or exc}") from exc
+        self._conn: sqlite3.Connection | None = self._open()
+
+    # --- opening and recovery (as edge/egress/outbox.py) -------------------------------------
+
+    @contextlib.contextmanager
+    def _tx(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock; sqlite3 errors leave as EdgeError."""
+        with self._lock:
+            conn = self._require()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error(exc, doing) from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(exc, doing) from exc
+                raise
+
+    def _read(self, doing: str, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        with self._lock:
+            try:
+                return self._require().execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc, doing) from exc
+
+    # --- public API -------------------------------------------------------------------
+
+    def load(self, asset: str) -> SavedEngine | None:
+        """The asset's engine as last saved (a full `state_dict()`), or None if never saved."""
+        with self._lock:
+            try:
+                conn = self._require()
+                row = conn.execute("SELECT head, cursor, alive FROM engines WHERE asset = ?",
+                                   (asset,)).fetchone()
+                if row is None:
+                    return None
+                segs = conn.execute("SELECT start_us, end_us, class, program FROM segments "
+                                    "WHERE asset = ? ORDER BY end_us", (asset,)).fetchall()
+                counts = conn.execute("SELECT t_us, program, total, bad FROM counts "
+                                      "WHERE asset = ? ORDER BY t_us, rowid", (asset,)).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc, f"load {asset}") from exc
+        try:
+            state = json.loads(row[0])
+            if not isinstance(state, dict):
+                raise TypeError("head is not an object")
+        except (ValueError, TypeError) as exc:
+            raise OeeStoreError(f"OEE store {self.path}: head of {asset!r} malformed: "
+                                f"{exc}") from exc
+        state["segments"] = [list(s) for s in segs]
+        state["counts"] = [list(c) for c in counts]
+        return SavedEngine(state, row[1], from_us(int(row[2])))
+
+    def last_tick(self) -> datetime | None:
+        """The time of the last save that closed windows up to it (None on a new store)."""
+        rows = self._read("read last_tick", "SELECT value FROM meta WHERE key = 'last_tick'", ())
+        return from_us(int(rows[0][0])) if rows else None
+
+    def save(self, deltas: Iterable[EngineDelta], windows: Iterable[ClosedWindow] = (), *,
+             last_tick: datetime | None = None) -> list[ClosedWindow]:
+        """Append engine deltas, store closed windows and `last_tick`, in one transaction.
+
+        Returns the windows that were not stored before (publish those: this is what makes
+        a shift end publish once). On `OeeStoreError` nothing was written.
+        """
+        deltas, windows = list(deltas), list(windows)
+        now = time.time()
+        new: list[ClosedWindow] = []
+        with self._tx("save") as conn:
+            for d in deltas:
+                segs, counts = d.state["segments"], d.state["counts"]
+                floor = d.after
+                if floor is None and (segs or counts):  # first save of a fresh engine
+                    floor = min([s[1] for s in segs[:1]] + [c[0] for c in counts[:1]]) - 1
+                if floor is not None:
+                    conn.execute("DELETE FROM segments WHERE asset = ? AND end_us > ?",
+                                 (d.asset, floor))
+                    conn.execute("DELETE FROM counts WHERE asset = ? AND t_us > ?",
+                                 (d.asset, floor))
+                conn.executemany(
+                    "INSERT INTO segments(asset, start_us, end_us, class, program) "
+                    "VALUES (?, ?, ?, ?, ?)", [(d.asset, *s) for s in segs])
+                conn.executemany(
+                    "INSERT INTO counts(asset, t_us, program, total, bad) VALUES (?, ?, ?, ?, ?)",
+                    [(d.asset, *c) for c in counts])
+                head = {k: v for k, v in d.state.items() if k not in ("segments", "counts")}
+                conn.execute(
+                    "INSERT INTO engines(asset, head, cursor, alive, saved) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(asset) DO UPDATE SET head = excluded.head, "
+                    "cursor = excluded.cursor, alive = excluded.alive, saved = excluded.saved",
+                    (d.asset, json.dumps(head, separators=(",", ":")), d.cursor,
+                     to_us(d.alive), now))
+            for w in windows:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO windows(asset, kind, start_us, end_us, record, "
+                    "closed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (w.asset, w.kind, to_us(w.start), to_us(w.end),
+                     json.dumps(w.record, separators=(",", ":")), now))
+                if cur.rowcount == 1:
+                    new.append(w)
+            if last_tick is not None:
+                conn.execute("INSERT INTO meta(key, value) VALUES ('last_tick', ?) "
+                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                             (str(to_us(last_tick)),))
+        return new
+
+    def closed_window(self, asset: str, kind: str, start: datetime) -> dict[str, Any] | None:
+        """The stored record of one closed window, e.g. ("m1", "shift:early", its start)."""
+        rows = self._read("read window", "SELECT record FROM windows WHERE asset = ? AND "
+                          "kind = ? AND start_us = ?", (asset, kind, to_us(start)))
+        return self._decode(rows[0][0]) if rows else None
+
+    def closed_windows(self, asset: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Stored records of the asset's windows starting in [start, end), oldest first."""
+        rows = self._read("read windows", "SELECT record FROM windows WHERE asset = ? AND "
+                          "start_us >= ? AND start_us < ? ORDER BY start_us, kind",
+                          (asset, to_us(start), to_us(end)))
+        return [self._decode(r[0]) for r in rows]
+
+    def _decode(self, text: str) -> dict[str, Any]:
+        try:
+            record = json.loads(text)
+        except ValueError as exc:
+            raise OeeStoreError(f"OEE store {self.path}: window record malformed") from exc
+        if not isinstance(record, dict):
+            raise OeeStoreError(f"OEE store {self.path}: window record malformed")
+        return record
+
+    def prune(self, now: datetime) -> dict[str, int]:
+        """Apply retention; returns how many rows went from each table.
+
+        Raw records fully before `now - raw_retention` go (a segment still running across
+        the cutoff stays whole), as do engines last alive before it (machines removed from
+        the YAML); closed windows that ended before `now - window_retention` go.
+        """
+        raw, win = to_us(now - self.raw_retention), to_us(now - self.window_retention)
+        gone = dict.fromkeys(("segments", "counts", "engines", "windows"), 0)
+        with self._tx("prune") as conn:
+            assets = [r[0] for r in conn.execute("SELECT asset FROM engines")]
+            for asset in assets:  # per asset, so every delete walks an index
+                gone["segments"] += conn.execute(
+                    "DELETE FROM segments WHERE asset = ? AND end_us <= ?", (asset, raw)).rowcount
+                gone["counts"] += conn.execute(
+                    "DELETE FROM counts WHERE asset = ? AND t_us <= ?", (asset, raw)).rowcount
+            gone["engines"] = conn.execute("DELETE FROM engines WHERE alive <= ?",
+                                           (raw,)).rowcount
+            gone["windows"] = conn.execute("DELETE FROM windows WHERE end_us <= ?",
+                                           (win,)).rowcount
+        if any(gone.values()):
+            self._log.info("oee_store_pruned", **gone)
+        return gone
+

@@ -1,0 +1,95 @@
+"""Read envelopes for `edge-gateway verify`: from a capture file or live from a broker.
+
+A capture line is `{"topic": ..., "envelope": {...}}` (what `--save` writes) or a bare
+envelope. Live capture takes the JWKS from the retained `.../keys` topic, so a platform
+engineer can check a gateway with nothing but its broker address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+from typing import Any, TextIO
+
+from edge.platform_kit.verifier import ChainChecker, Finding, KeySet, Report
+from edge.transport.mqtt import MqttTransport
+from models.errors import TransportError
+from models.plant import Destination
+
+
+async def verify_live(
+    broker: str, topic_filter: str, seconds: float, out: TextIO, save: TextIO | None = None
+) -> Report:
+    """Subscribe, pick up the JWKS from retained `keys` topics, check every envelope."""
+    transport = MqttTransport(Destination(id="verify", url=broker), client_id="edge-verify")
+    await transport.start()
+    checker = ChainChecker()
+    keys: KeySet | None = None
+    jwks_seen: dict[str, Any] = {"keys": []}
+    waiting: list[tuple[str, bytes]] = []
+    try:
+        if not await transport.wait_connected(10):
+            raise TransportError(f"cannot connect to {broker}")
+        await transport.subscribe(topic_filter, 1)
+        keys_filter = topic_filter.rstrip("#").rstrip("/") + "/+/keys"
+        if "#" in topic_filter and keys_filter != topic_filter:
+            await transport.subscribe(keys_filter, 1)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                async for msg in transport.messages():
+                    if msg.topic.endswith("/keys"):
+                        with contextlib.suppress(ValueError, TypeError):
+                            for jwk in json.loads(msg.payload).get("keys", []):
+                                if jwk not in jwks_seen["keys"]:
+                                    jwks_seen["keys"].append(jwk)
+                            keys = KeySet.from_jwks(jwks_seen)
+                        for topic, payload in waiting:
+                            _check(checker, keys, topic, payload, out=out, save=save)
+                        waiting.clear()
+                        continue
+                    if b'"signature"' not in msg.payload:
+                        continue  # status messages are plain JSON
+                    if keys is None or _kid(msg.payload) not in keys.keys:
+                        # a JWKS may reach us after the first envelopes it covers (retained
+                        # messages of different topics arrive in no defined order): hold them
+                        waiting.append((msg.topic, msg.payload))
+                    else:
+                        _check(checker, keys, msg.topic, msg.payload, out=out, save=save)
+    finally:
+        await transport.stop()
+    for topic, payload in waiting:  # still no key for them: judged as they are
+        if keys is None:
+            checker.reject("unknown_key", "no JWKS seen on a keys topic", topic=topic)
+        else:
+            _check(checker, keys, topic, payload, out=out, save=save)
+    return checker.report()
+
+
+def _kid(payload: bytes) -> str | None:
+    try:
+        protected = json.loads(payload)["protected"]
+        header = json.loads(base64.urlsafe_b64decode(protected + "=" * (-len(protected) % 4)))
+    except (ValueError, KeyError, TypeError):
+        return None  # malformed: the checker will say so
+    kid = header.get("kid") if isinstance(header, dict) else None
+    return kid if isinstance(kid, str) else None
+
+
+def _check(
+    checker: ChainChecker,
+    keys: KeySet | None,
+    topic: str,
+    payload: bytes,
+    *,
+    out: TextIO,
+    save: TextIO | None,
+) -> None:
+    assert keys is not None
+    finding: Finding = checker.feed(payload, keys, topic=topic)
+    if save is not None:
+        with contextlib.suppress(ValueError):
+            save.write(json.dumps({"topic": topic, "envelope": json.loads(payload)}) + "\n")
+    if finding.kind != "ok":
+        out.write(f"{finding.kind}: {topic} seq {finding.seq}: {finding.detail}\n")

@@ -1,0 +1,103 @@
+"""The platform side of a query, for `edge-gateway query` and for integrators to copy:
+sign a request with the platform key, publish it, wait for the reply, verify it against
+the gateway's retained JWKS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from edge.platform_kit.verifier import verify_envelope
+from edge.query.handler import REQUEST_TYP, request_ts
+from edge.signing.jws import b64url_encode, canonical_json, jwk_public, sign_jws
+from edge.transport.mqtt import MqttTransport
+from models.errors import ConfigurationError, TransportError
+from models.plant import Destination
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigurationError(f"cannot read platform key {path}: {exc}") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigurationError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def sign_request(key: Ed25519PrivateKey, body: dict[str, Any]) -> dict[str, str]:
+    header = {"alg": "EdDSA", "kid": jwk_public(key)["kid"], "typ": REQUEST_TYP}
+    protected = b64url_encode(canonical_json(header))
+    payload = b64url_encode(canonical_json(body))
+    return {
+        "protected": protected,
+        "payload": payload,
+        "signature": sign_jws(protected, payload, key),
+    }
+
+
+def new_request(method: str, params: dict[str, Any], reply_to: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "method": method,
+        "params": params,
+        "id": secrets.token_hex(8),
+        "ts": request_ts(),
+        "nonce": secrets.token_urlsafe(16),
+    }
+    if reply_to:
+        body["reply_to"] = reply_to
+    return body
+
+
+async def query(
+    broker: str,
+    key: Ed25519PrivateKey,
+    gateway: str,
+    method: str,
+    params: dict[str, Any],
+    *,
+    wait: float = 10.0,
+) -> dict[str, Any]:
+    """`gateway` is `{prefix}/{site}/{gateway id}`; returns the verified reply record."""
+    transport = MqttTransport(
+        Destination(id="query", url=broker), client_id=f"edge-query-{secrets.token_hex(4)}"
+    )
+    await transport.start()
+    try:
+        if not await transport.wait_connected(wait):
+            raise TransportError(f"cannot connect to {broker}")
+        reply_topic = f"platform/replies/{secrets.token_hex(8)}"
+        await transport.subscribe(f"{gateway}/keys", 1)
+        await transport.subscribe(reply_topic, 1)
+        body = new_request(method, params, reply_to=reply_topic)
+        request = sign_request(key, body)
+        await transport.publish(
+            f"{gateway}/query",
+            json.dumps(request).encode(),
+            qos=1,
+            properties={"response_topic": reply_topic, "correlation_data": body["id"].encode()},
+        )
+        jwks: dict[str, Any] | None = None
+        reply: bytes | None = None
+        async with asyncio.timeout(wait):
+            async for msg in transport.messages():
+                if msg.topic.endswith("/keys"):
+                    jwks = json.loads(msg.payload)
+                elif msg.topic == reply_topic:
+                    reply = msg.payload
+                if jwks is not None and reply is not None:
+                    break
+        assert jwks is not None and reply is not None
+        verified = verify_envelope(reply, jwks, topic=reply_topic)
+        record: dict[str, Any] = verified["records"][0]
+        if record.get("id") != body["id"]:
+            raise TransportError("reply does not answer this request")
+        return record
+    finally:
+        await transport.stop()

@@ -1,0 +1,146 @@
+"""Plant YAML loading: every problem located by file, line, column and field path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.config.loader import json_schema, load_plant, parse_plant
+from models.errors import PlantConfigError
+
+ROOT = Path(__file__).resolve().parents[3]
+DEMO = ROOT / "config" / "demo-plant.yaml"
+
+MINIMAL = """\
+gateway: {id: gw-1, site: plant-a}
+machines:
+  - id: m1
+    area: a1
+    line: l1
+    adapter: modbus
+    connection: {host: 127.0.0.1, port: 5020}
+    points:
+      - {name: spindle_speed, register: holding, address: 20, data_type: float32}
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(PlantConfigError) as info:
+        parse_plant(text, "plant.yaml")
+    return [str(p) for p in info.value.problems]
+
+
+def test_demo_plant_is_valid() -> None:
+    loaded = load_plant(DEMO)
+    assert len(loaded.plant.machines) >= 3
+    # one machine per adapter type, so `make demo` shows every protocol
+    assert {m.adapter for m in loaded.plant.machines} == {
+        "modbus",
+        "mtconnect",
+        "shdr",
+        "haas",
+        "focas",
+    } | ({"opcua"} if any(m.adapter == "opcua" for m in loaded.plant.machines) else set())
+    assert set(loaded.settings) == {m.id for m in loaded.plant.machines}
+
+
+def test_minimal_plant_loads_with_adapter_settings() -> None:
+    loaded = parse_plant(MINIMAL, "plant.yaml")
+    settings = loaded.settings["m1"]
+    assert settings.points[0].data_type == "float32"  # type: ignore[attr-defined]
+
+
+def test_generic_field_error_is_located() -> None:
+    text = MINIMAL.replace("id: m1", "id: M 1")
+    assert problems(text) == [
+        "plant.yaml:3:9: machines[0].id: String should match pattern '^[a-z0-9_-]+$'"
+    ]
+
+
+def test_unknown_field_is_named() -> None:
+    text = MINIMAL.replace("    line: l1\n", "    line: l1\n    lien: l2\n")
+    (p,) = problems(text)
+    assert p.startswith("plant.yaml:6:11: machines[0].lien: unknown field")
+
+
+def test_adapter_settings_errors_are_located_in_the_machine_block() -> None:
+    text = MINIMAL.replace("address: 20", "address: 65535")
+    (p,) = problems(text)
+    assert p.startswith("plant.yaml:9:9: machines[0].points[0]:")
+    assert "65535" in p or "address" in p
+
+
+def test_every_problem_is_reported_not_just_the_first() -> None:
+    text = MINIMAL.replace("site: plant-a", "site: Plant A").replace("port: 5020", "port: 99999")
+    found = problems(text)
+    assert len(found) == 2
+    assert found[0].startswith("plant.yaml:1:") and "gateway.site" in found[0]
+    assert "machines[0].connection.port" in found[1]
+
+
+def test_unknown_adapter_lists_installed_ones() -> None:
+    (p,) = problems(MINIMAL.replace("adapter: modbus", "adapter: profinet"))
+    assert p.startswith("plant.yaml:6:14: machines[0].adapter: unknown adapter 'profinet'")
+    assert "modbus" in p
+
+
+def test_yaml_syntax_error_is_located() -> None:
+    (p,) = problems(MINIMAL.replace("machines:\n", "machines:\n  - id: [\n"))
+    assert p.startswith("plant.yaml:4:") and "YAML syntax error" in p
+
+
+def test_duplicate_keys_are_errors() -> None:
+    text = MINIMAL.replace("    line: l1\n", "    line: l1\n    line: l2\n")
+    assert problems(text) == ["plant.yaml:6:5: machines[0].line: duplicate key"]
+
+
+def test_inline_secret_is_refused() -> None:
+    text = MINIMAL + "destinations:\n  - {id: p1, url: mqtt://h:1883, password: hunter2}\n"
+    (p,) = problems(text)
+    assert "destinations[0].password" in p
+    assert "hunter2" not in p.split(":", 4)[-1] or "inline" in p
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(PlantConfigError, match="cannot read"):
+        load_plant(tmp_path / "nope.yaml")
+
+
+def test_schema_file_matches_models() -> None:
+    on_disk = json.loads((ROOT / "config" / "schema.json").read_text())
+    assert on_disk == json_schema(), "config/schema.json is stale: run `make schema`"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_validate_ok_and_error_exit_codes(tmp_path: Path) -> None:
+    ok = cli("validate", str(DEMO))
+    assert ok.returncode == 0, ok.stderr
+    assert "ok" in ok.stdout and f"{len(load_plant(DEMO).plant.machines)} machine(s)" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MINIMAL.replace("register: holding", "register: holdings"))
+    res = cli("validate", str(bad))
+    assert res.returncode == 2
+    assert f"{bad}:9:" in res.stderr and "machines[0].points[0].register" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_cli_run_with_invalid_yaml_exits_2_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway: {id: gw-1}\n")
+    res = cli("run", "-c", str(bad))
+    assert res.returncode == 2
+    assert "gateway.site: required field is missing" in res.stderr
+    assert "Traceback" not in res.stderr

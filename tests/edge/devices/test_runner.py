@@ -1,0 +1,93 @@
+"""The device runner: backoff, log-once, and a stop that always ends the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from adapters.base import PollingAdapter
+from edge.devices.runner import Backoff, DeviceRunner, DeviceStatus
+from models.errors import DeviceUnavailable
+from models.sample import Sample, utc_now
+
+
+class NoSettings(BaseModel):
+    pass
+
+
+class SwallowingAdapter(PollingAdapter):
+    """Like a library that catches CancelledError inside a read (seen under pymodbus at
+    shutdown): cancelling the task alone would never end the runner."""
+
+    settings_model = NoSettings
+    reads = 0
+
+    async def connect(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def read_once(self) -> Sequence[Sample]:
+        type(self).reads += 1
+        with contextlib.suppress(asyncio.CancelledError):  # the bug we must survive
+            await asyncio.sleep(0.01)
+        return [Sample(self.context.asset, "x", 1, None, utc_now())]
+
+
+class FlakyAdapter(SwallowingAdapter):
+    attempts = 0
+
+    async def connect(self) -> None:
+        type(self).attempts += 1
+        if type(self).attempts <= 3:
+            raise DeviceUnavailable("refused")
+
+
+def runner(cls: type[PollingAdapter], statuses: list[Any], samples: list[Any]) -> DeviceRunner:
+    return DeviceRunner(
+        "m1",
+        cls,
+        settings=NoSettings(),
+        poll_interval=0.01,
+        on_samples=lambda a, b: samples.append(b),
+        on_status=lambda a, s, r: statuses.append(s),
+        logger=structlog.get_logger(),
+        backoff=Backoff(initial=0.01, cap=0.02),
+    )
+
+
+async def test_stop_ends_a_runner_whose_adapter_swallows_cancellation() -> None:
+    statuses: list[Any] = []
+    samples: list[Any] = []
+    r = runner(SwallowingAdapter, statuses, samples)
+    task = asyncio.create_task(r.run())
+    await asyncio.sleep(0.1)
+    assert samples and r.status is DeviceStatus.UP
+    r.stop()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert done, "the runner kept polling after stop()"
+
+
+async def test_transient_failures_back_off_and_recover(capsys: Any) -> None:
+    statuses: list[Any] = []
+    samples: list[Any] = []
+    r = runner(FlakyAdapter, statuses, samples)
+    task = asyncio.create_task(r.run())
+    async with asyncio.timeout(5):
+        while not samples:  # noqa: ASYNC110 (polling a list the runner appends to)
+            await asyncio.sleep(0.01)
+    r.stop()
+    task.cancel()
+    await asyncio.wait({task}, timeout=2)
+    assert FlakyAdapter.attempts == 4
+    assert statuses.count(DeviceStatus.DOWN) == 3 and statuses[-1] is DeviceStatus.UP
+    out = capsys.readouterr().out
+    assert out.count("device_unavailable") == 1, "a dead device is logged once, not per retry"
+    assert out.count("device_recovered") == 1

@@ -1,0 +1,261 @@
+"""Platforms query a running gateway over a real broker (wire contract v1, section 5).
+
+Every refusal path answers with the contract's error code; replies are signed envelopes
+that verify against the gateway's JWKS; a flood of requests does not stop telemetry.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from conftest import Collector, Mosquitto
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+from e2e import ROOT, GatewayProcess, plant_yaml, wait_for
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.platform_kit.client import new_request, sign_request
+from edge.platform_kit.verifier import verify_envelope
+from edge.signing.jws import b64url_encode, jwk_public
+
+GATEWAY = "edge/plant-a/gw-1"
+
+
+class Platform:
+    """A raw paho client: publishes requests (v5 properties or v3.1.1 `reply_to`), collects
+    replies and verifies them."""
+
+    def __init__(self, port: int, v5: bool = True) -> None:
+        self.v5 = v5
+        self.replies: dict[str, list[Any]] = {}
+        self.lock = threading.Lock()
+        self.topic = f"platform/replies/{'v5' if v5 else 'v311'}"
+        ready = threading.Event()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311
+        )
+        self.client.on_connect = lambda c, *_: c.subscribe(
+            [(self.topic, 1), (f"{GATEWAY}/keys", 1)]
+        )
+        self.client.on_subscribe = lambda *_: ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert ready.wait(10)
+        self.jwks: dict[str, Any] | None = None
+
+    def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic.endswith("/keys"):
+            self.jwks = json.loads(msg.payload)
+            return
+        corr = getattr(msg.properties, "CorrelationData", None) if self.v5 else None
+        with self.lock:
+            self.replies.setdefault(corr.decode() if corr else "", []).append(msg)
+
+    def send(self, payload: bytes, corr: str | None = None) -> None:
+        props = None
+        if self.v5:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = self.topic
+            if corr:
+                props.CorrelationData = corr.encode()
+        self.client.publish(f"{GATEWAY}/query", payload, qos=1, properties=props).wait_for_publish(
+            5
+        )
+
+    def ask(
+        self, key: Ed25519PrivateKey, method: str, params: dict[str, Any] | None = None, **over: Any
+    ) -> dict[str, Any]:
+        body = new_request(method, params or {}, reply_to=None if self.v5 else self.topic)
+        body.update(over)
+        self.send(json.dumps(sign_request(key, body)).encode(), corr=body["id"])
+        return self.reply(body["id"])
+
+    def reply(self, corr: str, within: float = 10) -> dict[str, Any]:
+        key = corr if self.v5 else ""
+        wait_for(
+            lambda: bool(self.replies.get(key)) and self.jwks is not None, within, f"reply {corr}"
+        )
+        with self.lock:
+            msg = self.replies[key].pop(0)
+        assert self.jwks is not None
+        body = verify_envelope(msg.payload, self.jwks, topic=self.topic)
+        assert body["stream"] == "response" and body["asset"] is None
+        record: dict[str, Any] = body["records"][0]
+        return record
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def key_files(tmp_path: Path, name: str) -> tuple[Ed25519PrivateKey, Path, Path]:
+    key = Ed25519PrivateKey.generate()
+    priv = tmp_path / f"{name}.pem"
+    priv.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    pub = tmp_path / f"{name}.pub.pem"
+    pub.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    return key, priv, pub
+
+
+@pytest.fixture
+def running(
+    tmp_path: Path, mosquitto: Mosquitto, free_port: Callable[[], int]
+) -> Iterator[dict[str, Any]]:
+    a_key, a_priv, a_pub = key_files(tmp_path, "platform-a")
+    b_key, _, _ = key_files(tmp_path, "platform-b")
+    (tmp_path / "b.jwks").write_text(json.dumps({"keys": [jwk_public(b_key)]}))
+    plant = tmp_path / "plant.yaml"
+    text = plant_yaml(tmp_path / "state", [free_port(), free_port()], mosquitto.port)
+    text += f"""platforms:
+  - {{id: platform-a, public_key_file: {a_pub.name}, machines: [m1]}}
+  - {{id: platform-b, jwks_file: b.jwks, methods: [describe, health], rate_limit: 0.5, burst: 3}}
+"""
+    plant.write_text(text)
+    gw = GatewayProcess(plant).start()
+    wait_for(lambda: bool(gw.events("device_connected")), 20, "gateway up")
+    yield {"gw": gw, "a": a_key, "a_priv": a_priv, "b": b_key, "port": mosquitto.port}
+    gw.kill()
+
+
+@pytest.mark.slow
+def test_queries_answer_refuse_and_never_starve_telemetry(
+    running: dict[str, Any], mqtt_collector: Callable[..., Collector]
+) -> None:
+    a, b = running["a"], running["b"]
+    v5, v311 = Platform(running["port"]), Platform(running["port"], v5=False)
+    try:
+        # answers, over v5 (Response Topic + Correlation Data) and v3.1.1 (reply_to + id)
+        described = v5.ask(a, "describe")
+        assert described["ok"] and described["result"]["gateway"] == "gw-1"
+        assert set(described["result"]["machines"]) == {"m1"}, "only machines shared with A"
+        state = v311.ask(a, "state", {"asset": "m1"})
+        assert state["ok"] and state["result"]["machines"]["m1"]["availability"] == "available"
+        wait_for(lambda: v5.ask(a, "oee", {"asset": "m1", "window": "today"})["ok"], 10, "oee")
+        today = v5.ask(a, "oee", {"asset": "m1", "window": "today"})["result"]
+        assert today["window"]["kind"] == "today" and "pbt" in today["time"]
+        aas = v5.ask(a, "aas", {"asset": "m1"})
+        from aas_core3 import jsonization, verification
+
+        env = jsonization.environment_from_jsonable(aas["result"]["machines"]["m1"])
+        assert list(verification.verify(env)) == []
+        health = v5.ask(b, "health")
+        assert health["ok"] and health["result"]["devices"] == {"m1": "up", "m2": "up"}
+
+        # refusals, each with its code
+        def code(record: dict[str, Any]) -> str:
+            assert record["ok"] is False, record
+            return str(record["error"]["code"])
+
+        assert code(v5.ask(a, "state", {"asset": "m2"})) == "forbidden"
+        assert code(v5.ask(b, "state")) == "forbidden"
+        assert code(v5.ask(a, "state", {"asset": "m9"})) == "forbidden"
+        assert (
+            code(v5.ask(a, "oee", {"asset": "m1", "window": "range", "start": "yesterday"}))
+            == "bad_request"
+        )
+        assert code(v5.ask(a, "teleport")) == "bad_request"
+        assert code(v5.ask(a, "describe", ts="2020-01-01T00:00:00Z")) == "unauthorized"
+        body = new_request("describe", {})
+        signed = json.dumps(sign_request(a, body)).encode()
+        v5.send(signed, corr=body["id"])
+        assert v5.reply(body["id"])["ok"]
+        v5.send(signed, corr=body["id"])  # the same request again: a replay
+        assert code(v5.reply(body["id"])) == "unauthorized"
+        stranger = Ed25519PrivateKey.generate()
+        assert code(v5.ask(stranger, "describe")) == "unauthorized"
+        forged = sign_request(a, new_request("describe", {}))
+        forged["payload"] = b64url_encode(b'{"method":"health"}')
+        v5.send(json.dumps(forged).encode(), corr="forged")
+        assert code(v5.reply("forged")) == "unauthorized"
+        v5.send(json.dumps(new_request("describe", {})).encode(), corr="unsigned")
+        assert code(v5.reply("unsigned")) == "unauthorized"
+        v5.send(b"{not json", corr="garbage")
+        assert code(v5.reply("garbage")) == "bad_request"
+        v5.send(b"x" * 70_000, corr="big")
+        assert code(v5.reply("big")) == "too_large"
+        codes = [v5.ask(b, "describe") for _ in range(5)]
+        assert "rate_limited" in [c["error"]["code"] for c in codes if not c["ok"]]
+
+        # a flood: telemetry keeps flowing, the gateway keeps answering
+        col = mqtt_collector("127.0.0.1", running["port"], "edge/plant-a/hall-1/line-1/+/telemetry")
+        flood = json.dumps(sign_request(a, new_request("describe", {}))).encode()
+        t0 = time.monotonic()
+        for _ in range(3000):
+            v5.client.publish(f"{GATEWAY}/query", flood, qos=0)
+        time.sleep(2.0)
+        during = [m for m in col.snapshot()]
+        assert len(during) >= 4, (
+            f"telemetry starved during the flood ({time.monotonic() - t0:.1f} s)"
+        )
+        assert v5.ask(a, "describe")["ok"]
+        assert running["gw"].proc is not None and running["gw"].proc.poll() is None
+    finally:
+        v5.close()
+        v311.close()
+
+
+@pytest.mark.slow
+def test_query_cli_prints_the_verified_reply(running: dict[str, Any]) -> None:
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "query",
+            "--broker",
+            f"mqtt://127.0.0.1:{running['port']}",
+            "--key",
+            str(running["a_priv"]),
+            "--gateway",
+            GATEWAY,
+            "state",
+            "asset=m1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    record = json.loads(res.stdout)
+    assert record["ok"] and "m1" in record["result"]["machines"]
+    denied = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "query",
+            "--broker",
+            f"mqtt://127.0.0.1:{running['port']}",
+            "--key",
+            str(running["a_priv"]),
+            "--gateway",
+            GATEWAY,
+            "state",
+            "asset=m2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert denied.returncode == 1 and json.loads(denied.stdout)["error"]["code"] == "forbidden"
