@@ -1,4 +1,4 @@
-"""The adapter contract (ARCHITECTURE.md section 4).
+"""The adapter contract (docs/architecture.md, "The adapter contract").
 
 Lifecycle, driven by the gateway's runner::
 
@@ -18,7 +18,8 @@ paces reads on a monotonic schedule (no drift, no bursts after a stall).
 
 Adapters are registered under the entry-point group `edge_gateway.adapters`; the entry
 point names the adapter class, whose `settings_model` (a pydantic model) validates the
-machine's `settings:` block in the plant YAML.
+machine's `connection:` and `points:` blocks of the plant YAML, passed to it as
+`{"connection": ..., "points": [...]}` by edge/config/loader.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The envelope body of wire contract v1 (ARCHITECTURE.md section 5), built in one place.
+"""The envelope body of wire contract v1 (docs/protocol.md, "Body"), built in one place.
 
 Signing wraps this body in a JWS; until then (and for anyone reading the body after
 verification) this is the shape platforms rely on.

@@ -11,11 +11,13 @@ acknowledged them, so a gateway restart or a broker outage loses nothing the out
 did not deliberately drop (and that is counted). A stream no destination takes is never
 signed or stored: denied data does not leave the process.
 
-`historical` in the signed body is true when every destination of the envelope was
-disconnected at sealing time (it is known then that the envelope will arrive late). Rows
-written by an earlier process, or sealed while this destination's link was down, are
-replayed at `backlog_rate` envelopes/s with the MQTT 5 user property `historical=true`,
-an unsigned hint; the signed `created` is the authority on lateness.
+`historical` in the signed body is true when none of the destinations the envelope is
+sealed for was connected at sealing time (it is known then that the envelope will arrive
+late; edge/egress/sealer.py). Rows written by an earlier process, or sealed before a
+destination's sender last saw its link come up, are replayed at `backlog_rate`
+envelopes/s with the MQTT 5 user property `historical=true`, an unsigned hint
+(edge/egress/sender.py); the signed `created` is the authority on lateness. The contract:
+docs/protocol.md, "Store-and-forward and `historical`".
 """
 
 from __future__ import annotations

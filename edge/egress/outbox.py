@@ -50,15 +50,16 @@ destination already holds, so the file stops growing (freed pages are reused) an
 disk never wedges the gateway. Caps count logical bytes; the file is larger by SQLite's
 page overhead (see bench/bench_outbox.py) and never shrinks by itself.
 
-`historical`: the body is signed at sealing time, before anyone knows whether it will be
-delivered late, and one sealed envelope fans out to every destination, some connected and
-some not. So the signed body says `historical: false` for live data (the flag is reserved
-for records that were already old when sealed, such as a device's own backlog), and the
-*transport* marks a replay: a row whose `created` is older than the destination's current
-MQTT session (or whose id is at most `last_id_at_open`, i.e. written by an earlier process)
-is published with the unsigned MQTT v5 user property `historical=true`. The signed
-`created` lets any platform, v3.1.1 included, check lateness itself. This differs from the
-wording of ARCHITECTURE.md section 5 and must be stated in docs/protocol.md.
+`historical` (docs/protocol.md, "Store-and-forward and `historical`"): the body is signed
+at sealing time, before anyone knows whether it will be delivered late, and one sealed
+envelope fans out to several destinations, some connected and some not. So the signed
+`historical` is true only when none of the envelope's destinations was connected when it
+was sealed (`edge/egress/sealer.py`), and the *sender* marks a replay
+(`edge/egress/sender.py`): a row written by an earlier process (id at most
+`last_id_at_open`), or sealed before the sender last saw its link come up, is published
+with the unsigned MQTT 5 user property `historical=true`. The signed `created` lets any
+platform, v3.1.1 included, check lateness itself. The outbox stores rows as sealed and
+knows nothing of either mark.
 
 Threading: the API is synchronous and meant to be called on the event loop thread. With
 WAL+NORMAL a commit is a write into the page cache (p50 about 40 us, p99 about 0.3-0.4 ms

@@ -23,6 +23,10 @@ class Sealer:
     Destinations without a signal filter share one envelope and the topic's chain; a
     destination with a filter gets its own envelope and its own chain on that topic
     (chain key `dest:<id>:<topic>`), so each subscriber still sees one unbroken chain.
+
+    The signed `historical` is true when none of the envelope's destinations is connected
+    at sealing time (`is_connected`), false as soon as one is; replays are marked later,
+    unsigned, by the sender (docs/protocol.md, "Store-and-forward and `historical`").
     """
 
     def __init__(

@@ -1,8 +1,11 @@
 """One sender per destination: drain its outbox rows in id order, delete after PUBACK.
 
-Rows written by an earlier process, or sealed while this destination's link was down, are
-replayed at `backlog_rate` envelopes/s with the MQTT 5 user property `historical=true`,
-an unsigned hint; the signed `created` is the authority on lateness.
+Rows written by an earlier process (id at most `outbox.last_id_at_open`), or sealed before
+this sender last saw its link come up (i.e. while it was down), are replayed at
+`backlog_rate` envelopes/s with the MQTT 5 user property `historical=true`, an unsigned hint
+(3.1.1 connections carry no properties); the signed `created` is the authority on lateness.
+The signed `historical` of the body is the sealer's (edge/egress/sealer.py), see
+docs/protocol.md, "Store-and-forward and `historical`".
 """
 
 from __future__ import annotations

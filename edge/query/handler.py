@@ -1,4 +1,4 @@
-"""Platforms query the gateway over MQTT (wire contract v1, ARCHITECTURE.md section 5).
+"""Platforms query the gateway over MQTT (docs/protocol.md, section "Queries").
 
     platform --MQTT request--> query handler (authorize) --> twin / OEE / capacity --> signed reply
 
@@ -10,11 +10,14 @@ signed envelope on stream `response` whose one record is `{"id", "ok": true, "re
 `{"id", "ok": false, "error": {"code", "message"}}`.
 
 Checks, in order, each refusal answered (when a reply address exists) and logged once:
-size (`too_large`), JSON and JWS shape (`bad_request`), key and signature (`unauthorized`),
-body schema (`bad_request`), `ts` within the skew window and a fresh `nonce`
-(`unauthorized`), the platform's token bucket (`rate_limited`), method and machine allowed
-for that platform (`forbidden`), then the method (`not_found`, `bad_request`, `internal`).
-Error messages never echo key material or internals.
+size (`too_large`), JSON (`bad_request`), a JWS with exactly protected/payload/signature
+(`unauthorized`), decodable header and signature (`bad_request`), `alg`, known `kid` and
+signature (`unauthorized`), body schema and `ts` syntax (`bad_request`), `ts` within the
+skew window and a fresh `nonce` (`unauthorized`), the platform's token bucket
+(`rate_limited`), method and machine allowed for that platform (`forbidden`), then the
+method (`not_found`, `bad_request`, `internal`). docs/protocol.md ("Checks and error codes,
+in order") lists every check with its message; keep the two in step. The header's `typ`
+is not checked. Error messages never echo key material or internals.
 
 Flood safety: requests wait in one bounded queue served by one task, so a flood costs a
 bounded amount of memory and one task's share of the event loop; telemetry keeps flowing

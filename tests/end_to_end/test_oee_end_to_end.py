@@ -1,5 +1,5 @@
 """A scripted shift through the whole gateway: the closed `oee` window published at shift end
-must match what the script implies (ISO 22400-2 by ARCHITECTURE.md section 6).
+must match what the script implies (ISO 22400-2, as docs/oee.md defines it).
 
 The shift is 10 s long and starts a few seconds after the test; the simulated machine's
 script is anchored at the shift start: active 0-6 s, stopped 6-8 s, active 8-10 s, 8 parts

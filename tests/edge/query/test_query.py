@@ -1,4 +1,4 @@
-"""Platforms query a running gateway over a real broker (wire contract v1, section 5).
+"""Platforms query a running gateway over a real broker (docs/protocol.md, "Queries").
 
 Every refusal path answers with the contract's error code; replies are signed envelopes
 that verify against the gateway's JWKS; a flood of requests does not stop telemetry.
