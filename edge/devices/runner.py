@@ -4,7 +4,9 @@ Modelled on Home Assistant's coordinators: a device that dies is logged once whe
 and once when it returns, however many retries lie between, and its failure never touches
 another device's task. An unexpected exception from an adapter (a bug) is logged with its
 traceback once and treated like a transient failure, so a faulty plugin degrades to one
-unavailable machine instead of a dead gateway.
+unavailable machine instead of a dead gateway. An adapter that cannot even be built (its
+constructor or `describe()` raises) is reported FAILED, in the log once and in status and
+`health`, instead of ending its task silently.
 """
 
 from __future__ import annotations
@@ -96,8 +98,21 @@ class DeviceRunner:
             logger=self.log,
             state_dir=self.state_dir,
         )
-        adapter = self.adapter_cls(ctx, self.settings)
-        self.describe = adapter.describe()
+        try:
+            adapter = self.adapter_cls(ctx, self.settings)
+            self.describe = adapter.describe()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any plugin error: this machine only
+            # a constructor or describe() that cannot work will not work on retry either:
+            # FAILED until the YAML (or the plugin) changes, said once, naming the machine
+            kind = "misconfigured" if isinstance(exc, ConfigurationError) else "adapter bug"
+            reason = f"{kind}: {type(exc).__name__}: {exc}"
+            self.log.error(
+                "device_adapter_failed_to_start", adapter=self.adapter_cls.__name__, error=reason
+            )
+            self._set(DeviceStatus.FAILED, reason)
+            return
         went_down = False
         while not self.stopping:
             try:

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 import structlog
 from pydantic import BaseModel
 
@@ -91,3 +92,33 @@ async def test_transient_failures_back_off_and_recover(capsys: Any) -> None:
     out = capsys.readouterr().out
     assert out.count("device_unavailable") == 1, "a dead device is logged once, not per retry"
     assert out.count("device_recovered") == 1
+
+
+class ExplodingConstructor(SwallowingAdapter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("plugin cannot start")
+
+
+class ExplodingDescribe(SwallowingAdapter):
+    def describe(self) -> dict[str, Any]:
+        raise ValueError("describe is broken")
+
+
+@pytest.mark.parametrize(
+    ("cls", "error"),
+    [(ExplodingConstructor, "plugin cannot start"), (ExplodingDescribe, "describe is broken")],
+)
+async def test_an_adapter_that_cannot_be_built_is_failed_and_logged_once(
+    cls: type[PollingAdapter], error: str, capsys: Any
+) -> None:
+    statuses: list[Any] = []
+    samples: list[Any] = []
+    r = runner(cls, statuses, samples)
+    async with asyncio.timeout(5):
+        await r.run()  # ends by itself: nothing to retry
+    assert r.status is DeviceStatus.FAILED
+    assert statuses == [DeviceStatus.FAILED]
+    assert not samples
+    out = capsys.readouterr().out
+    assert out.count("device_adapter_failed_to_start") == 1
+    assert error in out and "m1" in out
