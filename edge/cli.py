@@ -254,6 +254,7 @@ def _report(exc: PlantConfigError) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from edge.config.loader import json_schema, load_plant
+    from edge.daemon.preflight import load_checked
     from edge.observability import configure_logging
 
     # stdout carries command results; logs always go to stderr
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
 
         if args.command == "validate":
-            loaded = load_plant(args.plant)
+            loaded = load_checked(args.plant)
             plant = loaded.plant
             adapters = sorted({m.adapter for m in plant.machines})
             print(
@@ -284,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "query":
             return _query(args)
 
-        loaded = load_plant(args.config if args.command in ("run", "keys", "aas") else args.plant)
+        if args.command == "run":
+            loaded = load_checked(args.config)
+        else:
+            loaded = load_plant(args.config if args.command in ("keys", "aas") else args.plant)
         if args.command == "keys":
             return _keys(args, loaded)
         if args.command == "aas":

@@ -32,6 +32,10 @@ POINTS = """
       - {name: spindle_speed, register: holding, address: 20, data_type: float32, unit: 1/min}
       - {name: program, register: holding, address: 40, data_type: string, length: 8}
 """
+# a YAML "billion laughs": 700 bytes of text, 9**9 strings once aliases are expanded
+ALIAS_BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{n}: &{n} [{','.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
 
 
 def plant_yaml(

@@ -5,11 +5,19 @@ Two passes: the generic `models.plant.Plant` schema, then each machine's `connec
 node positions, so a plant engineer sees `plant.yaml:14:9: machines[1].points[3].address:
 ...` rather than a traceback. Duplicate mapping keys are errors too (PyYAML would silently
 keep the last one, which hides typos).
+
+Hostile or broken files are refused quickly with a location, never a traceback or a spin:
+a size limit, a nesting-depth limit checked on the event stream (before the recursive
+composer could overflow the stack), a limit on the node count after alias expansion (a
+YAML "billion laughs" is tiny as text and astronomic as data), and impossible dates
+(`2026-13-45`) reported at their node.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,13 @@ from models.plant import Machine, Plant
 
 Loc = tuple[int | str, ...]
 
+MAX_FILE_BYTES = 4 * 1024 * 1024  # a 1,000-machine plant is well under 1 MiB
+MAX_DEPTH = 64  # the schema needs 6 levels; PyYAML's composer recurses per level
+# after alias expansion: anchors and merge keys share settings, a few times over at most;
+# an alias bomb multiplies a few dozen nodes a billion times
+MAX_EXPANSION = 10  # times the distinct nodes
+MIN_NODE_LIMIT = 100_000
+
 
 @dataclass
 class LoadedPlant:
@@ -31,6 +46,10 @@ class LoadedPlant:
     plant: Plant
     path: Path
     settings: dict[str, BaseModel] = field(default_factory=dict)
+    # line and column of a field path, for problems found after validation (references)
+    locate: Callable[[Loc], tuple[int | None, int | None]] = field(
+        default=lambda _loc: (None, None), repr=False, compare=False
+    )
 
     @property
     def state_dir(self) -> Path:
@@ -131,12 +150,100 @@ def _problems(exc: ValidationError, prefix: Loc, where: _Located, file: str) -> 
     return out
 
 
+class _PlantLoader(yaml.SafeLoader):
+    """SafeLoader whose impossible timestamps are located errors, not ValueErrors."""
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> dt.date | dt.datetime:
+        try:
+            value: dt.date | dt.datetime = super().construct_yaml_timestamp(node)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"invalid date or time {node.value!r}: {exc}", node.start_mark
+            ) from None
+        return value
+
+
+_PlantLoader.add_constructor(
+    "tag:yaml.org,2002:timestamp", _PlantLoader.construct_yaml_timestamp
+)
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """Well-formed YAML refused by a limit."""
+
+
+def _check_depth(text: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH from the parser's events (iterative, cheap)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _Refused(
+                    problem=f"nested deeper than {MAX_DEPTH} levels",
+                    problem_mark=event.start_mark,  # type: ignore[arg-type]  # same fields
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node | None) -> None:
+    """Refuse a graph whose alias expansion exceeds MAX_EXPANSION times its distinct nodes
+    (at least MIN_NODE_LIMIT); sizes are memoized per distinct node, so the check itself is
+    linear in the file, not in the expansion."""
+    if root is None:
+        return
+    distinct: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) not in distinct:
+            distinct.add(id(node))
+            todo.extend(_children(node))
+    limit = max(MIN_NODE_LIMIT, MAX_EXPANSION * len(distinct))
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        total = 1 + sum(size(c) for c in _children(node))
+        sizes[id(node)] = total
+        if total > limit:
+            raise _Refused(
+                problem=f"aliases expand to more than {limit:,} nodes (an alias bomb?)",
+                problem_mark=node.start_mark,
+            )
+        return total
+
+    size(root)
+
+
+def _kind(exc: yaml.MarkedYAMLError) -> str:
+    syntax = (yaml.scanner.ScannerError, yaml.parser.ParserError, yaml.composer.ComposerError)
+    return "YAML syntax error: " if isinstance(exc, syntax) else ""
+
+
 def parse_plant(text: str, file: str) -> LoadedPlant:
     """Validate YAML text; raises PlantConfigError with every problem found."""
+    if len(text) > MAX_FILE_BYTES:
+        raise PlantConfigError(
+            [ConfigProblem(file, None, None, "", f"larger than {MAX_FILE_BYTES:,} bytes")]
+        )
     try:
-        loader = yaml.SafeLoader(text)
+        _check_depth(text)
+        loader = _PlantLoader(text)
         try:
             root = loader.get_single_node()
+            _check_expansion(root)
             # before construction: constructing flattens `<<` merge keys into the node
             duplicates = _duplicate_keys(root, (), file)
             data = loader.construct_document(root) if root is not None else None
@@ -151,7 +258,7 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
                     mark.line + 1 if mark else None,
                     mark.column + 1 if mark else None,
                     "",
-                    f"YAML syntax error: {exc.problem or exc.context}",
+                    f"{_kind(exc)}{exc.problem or exc.context}",
                 )
             ]
         ) from None
@@ -195,12 +302,16 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
     if problems or plant is None:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0))
         raise PlantConfigError(problems)
-    return LoadedPlant(plant=plant, path=Path(file), settings=settings)
+    return LoadedPlant(plant=plant, path=Path(file), settings=settings, locate=where.mark)
 
 
 def load_plant(path: str | os.PathLike[str]) -> LoadedPlant:
     p = Path(path)
     try:
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise PlantConfigError(
+                [ConfigProblem(str(p), None, None, "", f"larger than {MAX_FILE_BYTES:,} bytes")]
+            )
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PlantConfigError(

@@ -175,6 +175,20 @@ class QueryHandler:
         self.state: dict[str, _PlatformState] = {}
         self.counts: dict[str, int] = {"answered": 0, "refused": 0, "dropped": 0}
 
+    def reconfigure(
+        self, plant: Plant, keys: dict[str, tuple[Platform, Ed25519PublicKey]]
+    ) -> None:
+        """A reload's platforms and query settings, effective with the next request: a
+        revoked key is unknown at once, a narrowed machine list applies at once. Nonce
+        memory and token buckets of platforms that stay are kept (a reload must not open a
+        replay window); those of removed platforms are dropped."""
+        self.plant = plant
+        self.settings = plant.gateway.query
+        self.keys = keys
+        self.topic = gateway_topic(plant, "query")
+        kept = {p.id for p, _ in keys.values()}
+        self.state = {pid: st for pid, st in self.state.items() if pid in kept}
+
     # ---- the pipeline ---------------------------------------------------------------
     def handle(self, msg: Incoming) -> Reply | None:
         """Answer one message; None when there is nowhere to send the answer."""

@@ -171,6 +171,7 @@ class MqttTransport:
         self._protocol: MqttVersion = "3.1.1" if destination.protocol == "3.1.1" else "5"
         self._password: str | None = None
         self._ssl: ssl.SSLContext | None = None
+        self._prepared = False
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -209,10 +210,9 @@ class MqttTransport:
     def stats(self) -> dict[str, int]:
         return {**self._stats, "pending": len(self._pending)}
 
-    async def start(self) -> None:
-        """Check settings, then connect in the background; returns before the broker answers."""
-        if self._supervisor is not None:
-            return
+    def prepare(self) -> None:
+        """Check settings, resolve the password and build the TLS context: everything that
+        can fail on a missing file or secret, done before a reload stops the running side."""
         d = self._dest
         if d.password is not None and d.username is None:
             raise ConfigurationError(f"destination {d.id}: a password needs a username")
@@ -222,6 +222,16 @@ class MqttTransport:
             )
         self._password = resolve_secret(d.password) if d.password is not None else None
         self._ssl = self._ssl_context() if self._tls else None
+        self._prepared = True
+
+    async def start(self) -> None:
+        """`prepare()` unless done, then connect in the background; returns before the
+        broker answers."""
+        if self._supervisor is not None:
+            return
+        if not self._prepared:
+            self.prepare()
+        d = self._dest
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._supervisor = self._loop.create_task(self._supervise(), name=f"mqtt-{d.id}")

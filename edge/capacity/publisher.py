@@ -1,0 +1,129 @@
+"""Capacity offers: what a platform shows a buyer, built per machine from the shift
+calendar, bookings, the running program, closed OEE shifts and data freshness, and
+published retained on the `capacity` stream on change and every `refresh_seconds`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from edge.capacity.bookings import BookingsFiles
+from edge.config.loader import LoadedPlant
+from edge.devices.fleet import FleetView
+from edge.egress.stack import RecordSink
+from edge.kpi.service import KpiService
+from models.capacity import (
+    aggregate_windows,
+    capacity_record,
+    expected_program_end,
+    free_slots,
+    ideal_cycle_time_for,
+    performance_windows,
+)
+from models.plant import machine_topic
+from models.sample import utc_now
+
+
+def capacity_digest(record: dict[str, Any]) -> str:
+    """What counts as a change of an offer: capabilities, performance, whether data flows,
+    and free slots at 15-minute resolution (the first slot starts `now`, which moves)."""
+
+    def q(ts: str) -> str:
+        t = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        return t.replace(minute=t.minute // 15 * 15, second=0, microsecond=0).isoformat()
+
+    return json.dumps(
+        {
+            "capabilities": record.get("capabilities"),
+            "performance": record.get("performance"),
+            "fresh": record["freshness"]["last_sample"] is not None,
+            "slots": [(q(s["start"]), q(s["end"])) for s in record.get("free_slots", [])],
+        },
+        sort_keys=True,
+        default=str,
+    )
+
+
+class CapacityRecords:
+    def __init__(
+        self,
+        config: Callable[[], LoadedPlant],
+        fleet: FleetView,
+        kpi: KpiService,
+        bookings: BookingsFiles,
+    ) -> None:
+        self.config = config
+        self.fleet = fleet
+        self.kpi = kpi
+        self.bookings = bookings
+
+    def record(self, asset: str) -> dict[str, Any]:
+        d = self.fleet.device(asset)
+        plant = self.config().plant
+        m, settings, now = d.machine, plant.gateway.capacity, utc_now()
+        state = d.twin.state
+        busy_until = expected_program_end(state, now, ideal_cycle_time_for(m, state.program))
+        slots = free_slots(
+            plant.shifts,
+            [*m.bookings, *self.bookings.bookings(m)],
+            now,
+            settings.horizon,
+            busy_until=busy_until,
+            min_slot=settings.min_slot,
+        )
+        # from the closed shift windows in the store: cheap for 30 days, and the same figures
+        # a platform received on the `oee` stream
+        performance: dict[str, dict[str, Any] | None] = {
+            name: aggregate_windows(self.kpi.closed_shifts(asset, start, end))
+            for name, (start, end) in performance_windows(now).items()
+        }
+        return capacity_record(
+            asset,
+            m.capabilities,
+            slots,
+            performance,
+            last_sample=d.twin.stats.last_sample,
+            now=now,
+            horizon=settings.horizon,
+        )
+
+
+class CapacityPublisher:
+    def __init__(
+        self,
+        records: CapacityRecords,
+        fleet: FleetView,
+        sink: RecordSink,
+        config: Callable[[], LoadedPlant],
+        log: FilteringBoundLogger,
+    ) -> None:
+        self.records = records
+        self.fleet = fleet
+        self.sink = sink
+        self.config = config
+        self.log = log
+
+    async def run(self) -> None:
+        last: dict[str, tuple[str, float]] = {}
+        loop = asyncio.get_running_loop()
+        while True:
+            every = self.config().plant.gateway.capacity.refresh_seconds
+            for asset in self.fleet.assets():
+                try:
+                    record = self.records.record(asset)
+                except Exception:  # a bug must not end the loop for every machine
+                    self.log.exception("capacity_failed", asset=asset)
+                    continue
+                digest = capacity_digest(record)
+                prev = last.get(asset)
+                if prev is None or prev[0] != digest or loop.time() - prev[1] >= every:
+                    last[asset] = (digest, loop.time())
+                    machine = self.fleet.device(asset).machine
+                    topic = machine_topic(self.config().plant, machine, "capacity")
+                    self.sink.emit(topic, asset, "capacity", [record])
+            await asyncio.sleep(min(5.0, every))

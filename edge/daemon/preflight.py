@@ -1,0 +1,85 @@
+"""Check every file and secret a plant YAML refers to, as `run` would use it.
+
+`validate` runs this, so systemd's ExecStartPre catches what `run` (or a SIGHUP reload)
+would fail on: platform keys (public_key_file / jwks_file), TLS ca/cert/key files and the
+key password, `{file: ...}` and `{env: ...}` secrets, bookings files. Each problem is
+located at the YAML field that names the file; messages name the file or variable, never
+a secret's value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from edge.capacity.bookings import bookings_path, read_bookings
+from edge.config.loader import LoadedPlant, Loc, format_path, load_plant
+from edge.config.secret_refs import resolve_secret
+from edge.query.handler import load_platform_keys
+from edge.transport.mqtt import MqttTransport
+from models.errors import ConfigProblem, ConfigurationError, PlantConfigError
+from models.plant import SecretRef
+
+
+def check_references(loaded: LoadedPlant) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    file = str(loaded.path)
+
+    def problem(loc: Loc, message: str) -> None:
+        line, col = loaded.locate(loc)
+        problems.append(ConfigProblem(file, line, col, format_path(loc), message))
+
+    plant = loaded.plant
+    for i, p in enumerate(plant.platforms):
+        field = "jwks_file" if p.jwks_file is not None else "public_key_file"
+        try:
+            load_platform_keys([p], loaded.path.parent)
+        except ConfigurationError as exc:
+            problem(("platforms", i, field), str(exc))
+
+    for i, d in enumerate(plant.destinations):
+        secrets: list[tuple[Loc, SecretRef]] = []
+        if d.password is not None:
+            secrets.append((("destinations", i, "password"), d.password))
+        if d.tls is not None and d.tls.key_password is not None:
+            secrets.append((("destinations", i, "tls", "key_password"), d.tls.key_password))
+        bad_secret = False  # one located problem per cause, not a second vaguer one
+        for loc, ref in secrets:
+            try:
+                resolve_secret(ref)
+            except ConfigurationError as exc:
+                problem(loc, str(exc))
+                bad_secret = True
+        for name in ("ca_file", "cert_file", "key_file"):
+            tls_file = getattr(d.tls, name) if d.tls is not None else None
+            if tls_file is not None and not Path(tls_file).is_file():
+                problem(("destinations", i, "tls", name), f"no such file: {tls_file}")
+                bad_secret = True
+        if bad_secret:
+            continue
+        try:  # the transport's own checks: username, mqtts://, TLS files as ssl loads them
+            MqttTransport(d, client_id="preflight").prepare()
+        except ConfigurationError as exc:
+            problem(("destinations", i, "tls" if d.tls is not None else "url"), str(exc))
+
+    for i, m in enumerate(plant.machines):
+        path = bookings_path(loaded, m)
+        if path is None:
+            continue
+        try:
+            read_bookings(path)
+        except (OSError, yaml.YAMLError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            problem(("machines", i, "bookings_file"), f"cannot use {path}: {reason}")
+    problems.sort(key=lambda p: (p.line or 0, p.column or 0))
+    return problems
+
+
+def load_checked(path: str | Path) -> LoadedPlant:
+    """The YAML and every file and secret it names: what `run` or a reload would fail on."""
+    loaded = load_plant(path)
+    problems = check_references(loaded)
+    if problems:
+        raise PlantConfigError(problems)
+    return loaded

@@ -1,0 +1,107 @@
+"""SIGHUP: apply a changed plant YAML without harm.
+
+1. Read, parse and validate off the event loop (the loader refuses huge files, deep nesting
+   and alias bombs), then check every referenced file (edge/config/references.py).
+2. Prepare what the change needs (a new egress side, or the platform keys) completely,
+   still touching nothing that runs. Any failure: one error line, the running
+   configuration stays.
+3. Commit, restarting only what changed: machines whose YAML or settings changed; the
+   egress side when destinations or the gateway's identity, directories or batching
+   changed (devices keep running: their records are held and go to the new side);
+   platforms and `gateway.query` go to the query handler at once; `gateway.oee`,
+   `gateway.capacity`, shifts and cycle times go to the KPI service, restarting nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from edge.config.loader import LoadedPlant
+from edge.daemon.preflight import load_checked
+from edge.egress.stack import EgressPlan, PlatformKeys, platform_keys, prepare_egress
+from models.errors import ConfigurationError, PlantConfigError
+
+if TYPE_CHECKING:
+    from edge.daemon.gateway import Gateway
+
+# gateway fields only the KPI service, capacity, the query handler or logging read
+_NOT_EGRESS = {"oee", "capacity", "query", "log_format"}
+
+
+def egress_inputs(loaded: LoadedPlant) -> dict[str, Any]:
+    """What the egress side is built from; a reload restarts egress only when this differs."""
+    return {
+        "gateway": loaded.plant.gateway.model_dump(exclude=_NOT_EGRESS),
+        "destinations": [d.model_dump() for d in loaded.plant.destinations],
+        "state_dir": str(loaded.state_dir),
+        "keys_dir": str(loaded.keys_dir),
+    }
+
+
+class Reloader:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self.committing = False
+
+    async def apply(self) -> None:
+        gw = self.gw
+        old = gw.loaded
+        try:
+            new = await asyncio.to_thread(load_checked, str(old.path))
+        except PlantConfigError as exc:
+            gw.log.error(
+                "reload_rejected_keeping_running_config", problems=[str(p) for p in exc.problems]
+            )
+            return
+        egress_changed = egress_inputs(old) != egress_inputs(new) or gw.destinations(
+            old
+        ) != gw.destinations(new)
+        plan: EgressPlan | None = None
+        keys: PlatformKeys | None = None
+        try:
+            if egress_changed:
+                plan = await asyncio.to_thread(
+                    prepare_egress, new, gw.destinations(new), gw.log
+                )
+            else:
+                keys = await asyncio.to_thread(platform_keys, new)
+        except ConfigurationError as exc:
+            gw.log.error("reload_preparation_failed_keeping_running_config", error=str(exc))
+            return
+        self.committing = True
+        try:
+            await self._commit(old, new, plan, keys)
+        finally:
+            self.committing = False
+
+    async def _commit(
+        self,
+        old: LoadedPlant,
+        new: LoadedPlant,
+        plan: EgressPlan | None,
+        keys: PlatformKeys | None,
+    ) -> None:
+        gw = self.gw
+        stopped = gw.fleet.changed(old, new)
+        gw.loaded = new
+        for asset in stopped:
+            await gw.fleet.stop(asset)
+        if plan is not None:
+            await gw.stop_egress(old)
+            await gw.start_egress(plan)
+        else:
+            assert keys is not None
+            gw.queries.reconfigure(new.plant, keys)
+            if gw.slot.current is not None:
+                gw.slot.current.reload_signing_key()
+        gw.kpi.reconfigure(new.plant)
+        started = gw.fleet.start_missing()
+        gw.log.info(
+            "reloaded",
+            machines=len(gw.fleet.assets()),
+            egress_restarted=plan is not None,
+            devices_stopped=stopped,
+            devices_started=started,
+            platforms=sorted({p.id for p in new.plant.platforms}),
+        )

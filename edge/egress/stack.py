@@ -1,0 +1,306 @@
+"""The egress side as one stage: signing key, outbox, one transport and sender per
+destination, the sealer and the batcher.
+
+Two steps, so a reload can fail without harm: `prepare_egress` does everything that reads
+files or secrets (signing key, platform keys, passwords, TLS files) and touches no running
+part; `EgressStack.start` then opens the outbox and connects. A reload prepares the new
+side completely before it stops the old one, and keeps the old one when preparation fails.
+`EgressSlot` is what the other stages hold: a destination change swaps the stack behind
+it, so devices keep running and their next batch goes to the new egress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from structlog.typing import FilteringBoundLogger
+
+from edge.config.loader import LoadedPlant
+from edge.daemon.supervisor import LoopFactory, Supervisor
+from edge.egress.batcher import Egress
+from edge.egress.outbox import FILENAME as OUTBOX_FILE
+from edge.egress.outbox import Outbox, OutboxCap
+from edge.egress.sealer import Sealer
+from edge.egress.sender import DestinationSender
+from edge.query.handler import load_platform_keys
+from edge.signing.jws import Signer
+from edge.signing.keystore import KeyStore
+from edge.transport.mqtt import MqttTransport
+from models.envelope import Stream
+from models.errors import ConfigurationError
+from models.plant import Destination, Platform, gateway_topic
+
+PlatformKeys = dict[str, tuple[Platform, Ed25519PublicKey]]
+
+
+class RecordSink(Protocol):
+    """Where stages hand records for signing and delivery."""
+
+    def emit(
+        self, topic: str, asset: str | None, stream: Stream, records: list[dict[str, Any]]
+    ) -> None: ...
+
+    def add(
+        self, topic: str, asset: str, records: list[dict[str, Any]], *, complete: bool = False
+    ) -> None: ...
+
+
+def status_payload(loaded: LoadedPlant, state: str, detail: dict[str, Any] | None = None) -> bytes:
+    """The retained `status` message: plain JSON (read by tools that cannot verify JWS)."""
+    from models.sample import format_ts, utc_now  # noqa: PLC0415 (keeps the header short)
+
+    g = loaded.plant.gateway
+    body: dict[str, Any] = {
+        "state": state,
+        "gateway": g.id,
+        "site": g.site,
+        "ts": format_ts(utc_now()),
+        "machines": [m.id for m in loaded.enabled_machines()],
+        **(detail or {}),
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class EgressPlan:
+    """Everything the egress side needs, read and checked; nothing connected or opened."""
+
+    loaded: LoadedPlant
+    destinations: list[Destination]
+    keystore: KeyStore
+    signer: Signer
+    jwks: bytes
+    platform_keys: PlatformKeys
+    transports: dict[str, MqttTransport]
+
+
+def platform_keys(loaded: LoadedPlant) -> PlatformKeys:
+    return load_platform_keys(loaded.plant.platforms, loaded.path.parent)
+
+
+def prepare_egress(
+    loaded: LoadedPlant, destinations: list[Destination], log: FilteringBoundLogger
+) -> EgressPlan:
+    """Raise ConfigurationError (naming the file or secret) before anything runs."""
+    plant = loaded.plant
+    state_dir = loaded.state_dir
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot create state directory {state_dir}: {exc}") from exc
+    keystore = KeyStore(loaded.keys_dir)
+    signer = keystore.load_or_create(log)
+    jwks = json.dumps(keystore.public_jwks(), separators=(",", ":")).encode()
+    keys = platform_keys(loaded)
+    status_topic = gateway_topic(plant, "status")
+    transports: dict[str, MqttTransport] = {}
+    for dest in destinations:
+        transport = MqttTransport(
+            dest,
+            client_id=dest.client_id or f"{plant.gateway.id}-{dest.id}",
+            will=(status_topic, status_payload(loaded, "offline"), True),
+            birth=(status_topic, status_payload(loaded, "online"), True),
+            logger=log.bind(destination=dest.id),
+        )
+        transport.prepare()
+        transport.set_announcements([(gateway_topic(plant, "keys"), jwks, True)])
+        transports[dest.id] = transport
+    return EgressPlan(loaded, destinations, keystore, signer, jwks, keys, transports)
+
+
+class EgressStack:
+    """A started egress side; `stop()` flushes, settles in-flight publishes and closes."""
+
+    def __init__(
+        self, plan: EgressPlan, supervisor: Supervisor, log: FilteringBoundLogger
+    ) -> None:
+        self.plan = plan
+        self.log = log
+        self.supervisor = supervisor
+        self.keystore = plan.keystore
+        self.jwks = plan.jwks
+        self.transports = plan.transports
+        state_dir = plan.loaded.state_dir
+        self.outbox_path: Path = state_dir / OUTBOX_FILE
+        self.outbox = Outbox(
+            self.outbox_path,
+            caps={
+                d.id: OutboxCap(d.outbox.max_bytes, d.outbox.policy, d.outbox.min_free_disk_bytes)
+                for d in plan.destinations
+            },
+            logger=log,
+        )
+        self.senders = [
+            DestinationSender(
+                d.id, plan.transports[d.id], self.outbox, log, backlog_rate=d.outbox.backlog_rate
+            )
+            for d in plan.destinations
+        ]
+        transports = plan.transports
+        self.sealer = Sealer(
+            plan.loaded.plant.gateway.id,
+            plan.signer,
+            self.outbox,
+            destinations=plan.destinations,
+            is_connected=lambda d: transports[d].connected,
+        )
+        b = plan.loaded.plant.gateway.batch
+        self.egress = Egress(
+            self.sealer,
+            self.senders,
+            log,
+            max_records=b.max_records,
+            max_bytes=b.max_bytes,
+            max_delay=b.max_delay,
+        )
+        self.tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def start(
+        cls, plan: EgressPlan, supervisor: Supervisor, log: FilteringBoundLogger
+    ) -> EgressStack:
+        stack = cls(plan, supervisor, log)
+        for transport in plan.transports.values():
+            await transport.start()
+        for s in stack.senders:
+            stack.attach(f"sender-{s.name}", s.run)
+        stack.attach("egress-batcher", stack.egress.run)
+        log.info(
+            "egress_ready",
+            kid=plan.signer.kid,
+            outbox=str(stack.outbox_path),
+            pending={d.id: stack.outbox.pending(d.id)[0] for d in plan.destinations},
+        )
+        return stack
+
+    def attach(self, name: str, loop: LoopFactory) -> None:
+        """A loop that lives and dies with this stack (status, query serving)."""
+        self.tasks.append(self.supervisor.supervise(name, loop))
+
+    def destination_stats(self) -> dict[str, dict[str, Any]]:
+        """Exact outbox counters per destination, for status, health and the console."""
+        stats = {}
+        for sender in self.senders:
+            rows, size = self.outbox.pending(sender.name)
+            counters = self.outbox.counters(sender.name)
+            stats[sender.name] = {
+                "connected": self.transports[sender.name].connected,
+                "pending": rows,
+                "pending_bytes": size,
+                "sent": sender.stats.sent,
+                "replayed": sender.stats.replayed,
+                "dropped": counters["dropped"],
+                "rejected": counters["rejected"],
+            }
+        return stats
+
+    def reload_signing_key(self) -> None:
+        """`edge-gateway keys rotate` wrote a new key: sign with it from now on, and publish
+        the JWKS that still holds the previous public key. seq/prev chains continue."""
+        try:
+            signer = self.keystore.load(self.log)
+        except ConfigurationError as exc:
+            self.log.error("signing_key_reload_failed_keeping_current", error=str(exc))
+            return
+        if signer.kid == self.sealer.signer.kid:
+            return
+        self.log.info("signing_key_reloaded", kid=signer.kid, previous=self.sealer.signer.kid)
+        self.jwks = json.dumps(self.keystore.public_jwks(), separators=(",", ":")).encode()
+        keys_topic = gateway_topic(self.plan.loaded.plant, "keys")
+        for tr in self.transports.values():  # the new JWKS goes out before the first new signature
+            tr.set_announcements([(keys_topic, self.jwks, True)])
+        self.sealer.signer = signer
+
+    async def stop(self, offline: bytes) -> None:
+        self.egress.flush_all()
+        self.log.debug("shutdown_flushed")
+        for s in self.senders:
+            try:
+                await asyncio.wait_for(s.settle(), timeout=5.0)
+            except TimeoutError:
+                self.log.warning("egress_inflight_at_shutdown_kept_in_outbox", destination=s.name)
+        self.log.debug("shutdown_settled")
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, self.supervisor.cancel_spawned(), return_exceptions=True)
+        self.log.debug("shutdown_tasks_cancelled")
+        for s in self.senders:
+            await s.close()
+        status_topic = gateway_topic(self.plan.loaded.plant, "status")
+        for tr in self.transports.values():
+            if tr.connected:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        tr.publish(status_topic, offline, qos=1, retain=True), timeout=2.0
+                    )
+            await tr.stop()
+        self.outbox.close()
+
+
+class EgressSlot:
+    """The current egress stack. While a reload swaps stacks, records are held (bounded)
+    and handed to the new stack, so devices keep running and lose nothing; before the
+    first stack, and past the bound, records are dropped and counted."""
+
+    def __init__(self, hold_limit: int = 10_000) -> None:
+        self.current: EgressStack | None = None
+        self.hold_limit = hold_limit
+        self.dropped = 0
+        self._held: list[Callable[[EgressStack], None]] | None = None
+
+    def _offer(self, call: Callable[[EgressStack], None]) -> None:
+        if self.current is not None:
+            call(self.current)
+        elif self._held is not None and len(self._held) < self.hold_limit:
+            self._held.append(call)
+        else:
+            self.dropped += 1
+
+    def emit(
+        self, topic: str, asset: str | None, stream: Stream, records: list[dict[str, Any]]
+    ) -> None:
+        self._offer(lambda s: s.egress.emit(topic, asset, stream, records))
+
+    def add(
+        self, topic: str, asset: str, records: list[dict[str, Any]], *, complete: bool = False
+    ) -> None:
+        self._offer(lambda s: s.egress.add(topic, asset, records, complete=complete))
+
+    def detach(self) -> EgressStack | None:
+        """Take the running stack out (to stop it); hold records until `attach`."""
+        old, self.current, self._held = self.current, None, []
+        return old
+
+    def attach(self, stack: EgressStack) -> None:
+        held, self._held = self._held or [], None
+        self.current = stack
+        for call in held:
+            call(stack)
+
+    def signer(self) -> Signer:
+        if self.current is None:
+            raise ConfigurationError("no egress running: nothing signs")
+        return self.current.sealer.signer
+
+    def destination_stats(self) -> dict[str, dict[str, Any]]:
+        return {} if self.current is None else self.current.destination_stats()
+
+    def footer(self) -> str:
+        """The console's egress line."""
+        parts = [
+            f"{name}: {'connected' if st['connected'] else 'DISCONNECTED'}, sent {st['sent']}, "
+            f"outbox {st['pending']}, dropped {st['dropped'] + st['rejected']}"
+            for name, st in self.destination_stats().items()
+        ]
+        if self.current is not None:
+            e = self.current.egress
+            parts.append(f"envelopes {e.envelopes}, records {e.records}")
+        return " | ".join(parts)
+

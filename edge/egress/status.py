@@ -1,0 +1,92 @@
+"""The retained `status` message and the data-loss alarm.
+
+Lives with one egress stack (it publishes on that stack's transports) and reads the fleet
+through `DeviceStatuses`, so it knows nothing of how devices run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from structlog.typing import FilteringBoundLogger
+
+from edge.config.loader import LoadedPlant
+from edge.daemon.supervisor import Supervisor
+from edge.egress.stack import EgressStack, status_payload
+from models.plant import gateway_topic
+
+
+class DeviceStatuses(Protocol):
+    def statuses(self) -> dict[str, str]: ...
+
+
+class StatusReporter:
+    def __init__(
+        self,
+        stack: EgressStack,
+        devices: DeviceStatuses,
+        config: Callable[[], LoadedPlant],
+        supervisor: Supervisor,
+        log: FilteringBoundLogger,
+        *,
+        every: float = 30.0,
+    ) -> None:
+        self.stack = stack
+        self.devices = devices
+        self.config = config
+        self.supervisor = supervisor
+        self.log = log
+        self.every = every
+        self.alarmed: set[str] = set()
+
+    def payload(self) -> bytes:
+        detail: dict[str, Any] = {
+            "destinations": self.stack.destination_stats(),
+            "alarms": [f"outbox_full_losing_data:{d}" for d in sorted(self.alarmed)],
+            "devices": self.devices.statuses(),
+        }
+        return status_payload(self.config(), "online", detail)
+
+    def _check_losses(self, losses: dict[str, int]) -> bool:
+        """Raise or clear the alarm per destination; True when the status must go out now."""
+        urgent = False
+        for dest, st in self.stack.destination_stats().items():
+            lost = st["dropped"] + st["rejected"]
+            if lost > losses.get(dest, lost) and dest not in self.alarmed:
+                self.alarmed.add(dest)  # the alarm: one error line, and `alarms` in the status
+                self.log.error("outbox_full_losing_data", destination=dest, **st)
+                urgent = True
+            elif lost == losses.get(dest) and dest in self.alarmed:
+                self.alarmed.discard(dest)
+                self.log.info("outbox_no_longer_losing_data", destination=dest, **st)
+            losses[dest] = lost
+        return urgent
+
+    async def run(self) -> None:
+        """Keep the retained status (with exact drop counters) current; it is re-published
+        after every reconnect, since a broker restart may lose retained messages."""
+        status_topic = gateway_topic(self.config().plant, "status")
+        published: dict[str, int] = {}
+        last_status = 0.0
+        loop = asyncio.get_running_loop()
+        losses = {
+            d: st["dropped"] + st["rejected"] for d, st in self.stack.destination_stats().items()
+        }
+        while True:
+            if self._check_losses(losses):
+                last_status = 0.0
+            for name, tr in self.stack.transports.items():
+                if tr.connected and published.get(name) != tr.stats["reconnects"]:
+                    published[name] = tr.stats["reconnects"]
+                    last_status = 0.0  # a new link gets the detailed status at once
+            if loop.time() - last_status >= self.every:
+                last_status = loop.time()
+                payload = self.payload()
+                for tr in self.stack.transports.values():
+                    if tr.connected:
+                        self.supervisor.spawn(
+                            tr.publish(status_topic, payload, qos=1, retain=True)
+                        )
+            await asyncio.sleep(1.0)

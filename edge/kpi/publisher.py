@@ -1,0 +1,42 @@
+"""Publish OEE on the retained `oee` stream: every machine's current shift at least every
+`publish_every` seconds, and each shift once more, closed, when it ends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from edge.config.loader import LoadedPlant
+from edge.devices.fleet import FleetView
+from edge.egress.stack import RecordSink
+from edge.kpi.service import KpiService
+from models.plant import machine_topic
+from models.sample import utc_now
+
+
+class OeePublisher:
+    def __init__(
+        self,
+        kpi: KpiService,
+        fleet: FleetView,
+        sink: RecordSink,
+        config: Callable[[], LoadedPlant],
+    ) -> None:
+        self.kpi = kpi
+        self.fleet = fleet
+        self.sink = sink
+        self.config = config
+
+    def publish_due(self) -> None:
+        running = set(self.fleet.assets())
+        for asset, record in self.kpi.tick():
+            if asset in running:
+                machine = self.fleet.device(asset).machine
+                topic = machine_topic(self.config().plant, machine, "oee")
+                self.sink.emit(topic, asset, "oee", [record])
+
+    async def run(self) -> None:
+        while True:
+            self.publish_due()
+            delay = (self.kpi.next_due() - utc_now()).total_seconds()
+            await asyncio.sleep(min(5.0, max(0.05, delay)))

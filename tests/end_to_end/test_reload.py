@@ -1,0 +1,169 @@
+"""SIGHUP at a real broker, the gateway as a subprocess: what a reload changes takes effect
+at once, what it cannot prepare leaves the running configuration publishing, a hostile file
+cannot stall the loop, and only what changed restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Collector, Mosquitto
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from e2e import ALIAS_BOMB, GatewayProcess, plant_yaml, wait_for
+
+from edge.platform_kit.client import query
+
+GATEWAY = "edge/plant-a/gw-1"
+PLATFORMS = """platforms:
+  - {id: p1, public_key_file: p1.pub.pem}
+  - {id: p2, public_key_file: p2.pub.pem}
+"""
+
+
+@dataclass
+class Running:
+    gw: GatewayProcess
+    plant: Path
+    broker: str
+    keys: dict[str, Ed25519PrivateKey]
+    telemetry: Collector
+
+    def ask(self, platform: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return asyncio.run(query(self.broker, self.keys[platform], GATEWAY, method, params))
+
+    def edit(self, old: str, new: str) -> None:
+        text = self.plant.read_text()
+        assert old in text, old
+        self.plant.write_text(text.replace(old, new, 1))
+
+    def reload_and_wait(self, event: str) -> dict[str, Any]:
+        before = len(self.gw.events(event))
+        self.gw.signal(signal.SIGHUP)
+        wait_for(lambda: len(self.gw.events(event)) > before, 15, event)
+        return self.gw.events(event)[-1]
+
+    def telemetry_keeps_arriving(self) -> None:
+        n = len(self.telemetry.snapshot())
+        wait_for(lambda: len(self.telemetry.snapshot()) > n + 3, 10, "telemetry keeps arriving")
+
+
+@pytest.fixture
+def running(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    free_port: Callable[[], int],
+    mqtt_collector: Callable[..., Collector],
+) -> Iterator[Running]:
+    keys = {p: Ed25519PrivateKey.generate() for p in ("p1", "p2")}
+    for name, key in keys.items():
+        (tmp_path / f"{name}.pub.pem").write_bytes(
+            key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        )
+    plant = tmp_path / "plant.yaml"
+    text = plant_yaml(tmp_path / "state", [free_port(), free_port()], mosquitto.port)
+    plant.write_text(text.replace("machines:", PLATFORMS + "machines:", 1))
+    col = mqtt_collector(mosquitto.host, mosquitto.port, "edge/plant-a/+/+/+/telemetry")
+    gw = GatewayProcess(plant).start()
+    try:
+        wait_for(lambda: len(gw.events("device_connected")) == 2, 20, "both machines up")
+        r = Running(gw, plant, mosquitto.url, keys, col)
+        r.telemetry_keeps_arriving()
+        yield r
+    finally:
+        gw.kill()
+
+
+def no_tracebacks(gw: GatewayProcess) -> None:
+    assert not [e for e in gw.logs() if e.get("event") == "non-json"], "plain-text output"
+
+
+@pytest.mark.slow
+def test_revoked_platform_and_narrowed_machines_take_effect_at_once(running: Running) -> None:
+    assert running.ask("p1", "state", {})["ok"]
+    assert running.ask("p2", "state", {"asset": "m1"})["ok"]
+    running.edit("  - {id: p1, public_key_file: p1.pub.pem}\n", "")
+    running.edit("{id: p2, public_key_file: p2.pub.pem}", "{id: p2, public_key_file: p2.pub.pem,"
+                 " machines: [m2]}")
+    reloaded = running.reload_and_wait("reloaded")
+    assert reloaded["platforms"] == ["p2"]
+    assert not reloaded["egress_restarted"] and reloaded["devices_stopped"] == []
+
+    revoked = running.ask("p1", "state", {})
+    assert not revoked["ok"] and revoked["error"]["code"] == "unauthorized"
+    narrowed = running.ask("p2", "state", {"asset": "m1"})
+    assert not narrowed["ok"] and narrowed["error"]["code"] == "forbidden"
+    assert list(running.ask("p2", "state", {})["result"]["machines"]) == ["m2"]
+    no_tracebacks(running.gw)
+
+
+@pytest.mark.slow
+def test_a_missing_platform_key_keeps_the_running_configuration(running: Running) -> None:
+    running.edit("p2.pub.pem}", "missing.pem}")
+    running.edit("time_scale: 60", "time_scale: 30")  # a change that would restart m1
+    rejected = running.reload_and_wait("reload_rejected_keeping_running_config")
+    assert any("missing.pem" in p and "platforms[1].public_key_file" in p
+               for p in rejected["problems"]), rejected
+    running.telemetry_keeps_arriving()
+    assert running.ask("p2", "describe", {})["ok"]  # the old key still works
+    assert not running.gw.events("reloaded") and len(running.gw.events("egress_ready")) == 1
+    no_tracebacks(running.gw)
+
+
+@pytest.mark.slow
+def test_an_alias_bomb_is_refused_while_telemetry_flows_and_sigterm_still_stops(
+    running: Running,
+) -> None:
+    running.plant.write_text(ALIAS_BOMB)
+    rejected = running.reload_and_wait("reload_rejected_keeping_running_config")
+    assert any("alias" in p for p in rejected["problems"]), rejected
+    running.telemetry_keeps_arriving()
+    started = time.monotonic()
+    running.gw.signal(signal.SIGTERM)
+    assert running.gw.wait(timeout=5) == 0
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.slow
+def test_a_destination_change_restarts_egress_only(running: Running) -> None:
+    running.edit("url: \"mqtt://", "keepalive: 20, url: \"mqtt://")
+    reloaded = running.reload_and_wait("reloaded")
+    assert reloaded["egress_restarted"] and reloaded["devices_stopped"] == []
+    assert reloaded["devices_started"] == []
+    assert len(running.gw.events("egress_ready")) == 2
+    assert len(running.gw.events("device_connected")) == 2, "devices were not restarted"
+    running.telemetry_keeps_arriving()
+    assert running.ask("p1", "health", {})["ok"]  # queries are served on the new connection
+    no_tracebacks(running.gw)
+
+
+@pytest.mark.slow
+def test_an_oee_change_restarts_nothing(running: Running) -> None:
+    running.edit("state_dir:", "oee: {publish_every: 5}, state_dir:")
+    reloaded = running.reload_and_wait("reloaded")
+    assert not reloaded["egress_restarted"]
+    assert reloaded["devices_stopped"] == [] and reloaded["devices_started"] == []
+    assert len(running.gw.events("egress_ready")) == 1
+    assert len(running.gw.events("device_connected")) == 2
+    running.telemetry_keeps_arriving()
+
+
+@pytest.mark.slow
+def test_a_failing_egress_preparation_keeps_the_running_egress(running: Running) -> None:
+    """The new file validates, but its signing key directory cannot be used: the old egress
+    must not have been stopped for it."""
+    blocker = running.plant.parent / "not-a-directory"
+    blocker.write_text("a file where the keys directory should be\n")
+    running.edit("state_dir:", f"keys_dir: {blocker}, state_dir:")
+    failed = running.reload_and_wait("reload_preparation_failed_keeping_running_config")
+    assert str(blocker) in failed["error"]
+    running.telemetry_keeps_arriving()
+    assert running.ask("p1", "health", {})["ok"]
+    assert len(running.gw.events("egress_ready")) == 1 and not running.gw.events("reloaded")
+    no_tracebacks(running.gw)
