@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from edge.devices.fleet import FleetView
+
 
 @dataclass
 class MachineRow:
@@ -24,6 +26,28 @@ class MachineRow:
     parts: str
     alarms: str
     samples: int
+
+
+def machine_rows(fleet: FleetView) -> list[MachineRow]:
+    rows = []
+    for asset in fleet.assets():
+        d = fleet.device(asset)
+        st = d.twin.state
+        parts = "-" if st.part_count is None else f"{st.part_count}/{st.bad_part_count or 0} bad"
+        rows.append(
+            MachineRow(
+                asset=asset,
+                adapter=d.machine.adapter,
+                status=d.runner.status.value,
+                execution=st.execution.value if st.execution else "-",
+                mode=st.controller_mode.value if st.controller_mode else "-",
+                program=st.program or "-",
+                parts=parts,
+                alarms=",".join(st.alarms) or "-",
+                samples=d.twin.stats.samples,
+            )
+        )
+    return rows
 
 
 def render(rows: list[MachineRow], rates: dict[str, float], footer: str) -> str:

@@ -31,12 +31,18 @@ from edge.capacity.bookings import BookingsFiles
 from edge.capacity.publisher import CapacityPublisher, CapacityRecords
 from edge.config.loader import LoadedPlant
 from edge.daemon import systemd
-from edge.daemon.console import MachineRow, console_loop
+from edge.daemon.console import MachineRow, console_loop, machine_rows
 from edge.daemon.embedded_broker import EmbeddedBroker
 from edge.daemon.reload import Reloader
 from edge.daemon.supervisor import Supervisor, cancel_all
 from edge.devices.fleet import DeviceFleet
-from edge.egress.stack import EgressPlan, EgressSlot, EgressStack, status_payload
+from edge.egress.stack import (
+    EgressPlan,
+    EgressSlot,
+    EgressStack,
+    prepare_egress,
+    status_payload,
+)
 from edge.egress.status import StatusReporter
 from edge.kpi.publisher import OeePublisher
 from edge.kpi.service import KpiService
@@ -44,7 +50,7 @@ from edge.kpi.store import FILENAME as OEE_FILE
 from edge.kpi.store import OeeStore
 from edge.observability import get_logger
 from edge.query.backend import QueryBackend
-from edge.query.handler import QueryHandler
+from edge.query.handler import QueryHandler, load_platform_keys
 from models.plant import Destination
 
 EMBEDDED_BROKER = ("127.0.0.1", 1883)
@@ -117,7 +123,6 @@ class Gateway:
         stack = await EgressStack.start(plan, self.supervisor, self.log)
         status = StatusReporter(stack, self.fleet, self.current, self.supervisor, self.log)
         stack.attach("status", status.run)
-        self.queries.reconfigure(plan.loaded.plant, plan.platform_keys)
         for dest_id, tr in stack.transports.items():
             stack.attach(f"query-{dest_id}", partial(self.queries.serve, tr, dest_id))
         self.slot.attach(stack)
@@ -128,26 +133,7 @@ class Gateway:
             await old.stop(status_payload(loaded, "offline"))
 
     def console_snapshot(self) -> tuple[list[MachineRow], str]:
-        rows = []
-        for asset in self.fleet.assets():
-            d = self.fleet.device(asset)
-            st = d.twin.state
-            rows.append(
-                MachineRow(
-                    asset=asset,
-                    adapter=d.machine.adapter,
-                    status=d.runner.status.value,
-                    execution=st.execution.value if st.execution else "-",
-                    mode=st.controller_mode.value if st.controller_mode else "-",
-                    program=st.program or "-",
-                    parts="-"
-                    if st.part_count is None
-                    else f"{st.part_count}/{st.bad_part_count or 0} bad",
-                    alarms=",".join(st.alarms) or "-",
-                    samples=d.twin.stats.samples,
-                )
-            )
-        return rows, self.slot.footer()
+        return machine_rows(self.fleet), self.slot.footer()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -171,8 +157,10 @@ class Gateway:
                 broker = EmbeddedBroker(*self.options.embedded_broker)
                 await broker.start()
                 self.log.info("embedded_broker_started", url=self.destinations()[0].url)
-            from edge.egress.stack import prepare_egress  # noqa: PLC0415
-
+            plant = self.loaded.plant
+            self.queries.reconfigure(
+                plant, load_platform_keys(plant.platforms, self.loaded.path.parent)
+            )
             await self.start_egress(prepare_egress(self.loaded, self.destinations(), self.log))
             oee = OeePublisher(self.kpi, self.fleet, self.slot, self.current)
             capacity = CapacityPublisher(

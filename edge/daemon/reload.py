@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from edge.config.loader import LoadedPlant
 from edge.daemon.preflight import load_checked
-from edge.egress.stack import EgressPlan, PlatformKeys, platform_keys, prepare_egress
+from edge.egress.stack import EgressPlan, prepare_egress
+from edge.query.handler import PlatformKeys, load_platform_keys
 from models.errors import ConfigurationError, PlantConfigError
+from models.plant import Destination
 
 if TYPE_CHECKING:
     from edge.daemon.gateway import Gateway
@@ -29,11 +31,12 @@ if TYPE_CHECKING:
 _NOT_EGRESS = {"oee", "capacity", "query", "log_format"}
 
 
-def egress_inputs(loaded: LoadedPlant) -> dict[str, Any]:
-    """What the egress side is built from; a reload restarts egress only when this differs."""
+def egress_inputs(loaded: LoadedPlant, destinations: list[Destination]) -> dict[str, Any]:
+    """What the egress side is built from; a reload restarts egress only when this differs
+    (`destinations` as the run uses them: `--broker` replaces the YAML's)."""
     return {
         "gateway": loaded.plant.gateway.model_dump(exclude=_NOT_EGRESS),
-        "destinations": [d.model_dump() for d in loaded.plant.destinations],
+        "destinations": [d.model_dump() for d in destinations],
         "state_dir": str(loaded.state_dir),
         "keys_dir": str(loaded.keys_dir),
     }
@@ -54,18 +57,21 @@ class Reloader:
                 "reload_rejected_keeping_running_config", problems=[str(p) for p in exc.problems]
             )
             return
-        egress_changed = egress_inputs(old) != egress_inputs(new) or gw.destinations(
-            old
-        ) != gw.destinations(new)
+        except Exception:  # a bug in a check must not end the daemon nor pass silently
+            gw.log.exception("reload_failed_keeping_running_config")
+            return
+        egress_changed = egress_inputs(old, gw.destinations(old)) != egress_inputs(
+            new, gw.destinations(new)
+        )
         plan: EgressPlan | None = None
-        keys: PlatformKeys | None = None
         try:
+            keys = await asyncio.to_thread(
+                load_platform_keys, new.plant.platforms, new.path.parent
+            )
             if egress_changed:
                 plan = await asyncio.to_thread(
                     prepare_egress, new, gw.destinations(new), gw.log
                 )
-            else:
-                keys = await asyncio.to_thread(platform_keys, new)
         except ConfigurationError as exc:
             gw.log.error("reload_preparation_failed_keeping_running_config", error=str(exc))
             return
@@ -80,21 +86,26 @@ class Reloader:
         old: LoadedPlant,
         new: LoadedPlant,
         plan: EgressPlan | None,
-        keys: PlatformKeys | None,
+        keys: PlatformKeys,
     ) -> None:
         gw = self.gw
         stopped = gw.fleet.changed(old, new)
         gw.loaded = new
         for asset in stopped:
             await gw.fleet.stop(asset)
+        old_keys = gw.queries.keys
+        gw.queries.reconfigure(new.plant, keys)  # effective with the next request
         if plan is not None:
             await gw.stop_egress(old)
-            await gw.start_egress(plan)
-        else:
-            assert keys is not None
-            gw.queries.reconfigure(new.plant, keys)
-            if gw.slot.current is not None:
-                gw.slot.current.reload_signing_key()
+            try:
+                await gw.start_egress(plan)
+            except Exception:  # prepared, yet the outbox did not open (disk): go back
+                gw.log.exception("reload_egress_start_failed_restoring_previous")
+                gw.loaded = new = old
+                gw.queries.reconfigure(old.plant, old_keys)
+                await gw.start_egress(prepare_egress(old, gw.destinations(old), gw.log))
+        elif gw.slot.current is not None:
+            gw.slot.current.reload_signing_key()
         gw.kpi.reconfigure(new.plant)
         started = gw.fleet.start_missing()
         gw.log.info(

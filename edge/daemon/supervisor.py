@@ -7,15 +7,17 @@ One owner for both, so shutdown can cancel and await everything the stages start
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
-LoopFactory = Callable[[], Coroutine[Any, Any, None]]
+from edge.egress.stack import LoopFactory
 
 
 class Supervisor:
+    """Implements edge.egress.stack.Supervising for every stage."""
+
     def __init__(self, logger: FilteringBoundLogger, *, restart_pause: float = 5.0) -> None:
         self.log = logger
         self.restart_pause = restart_pause

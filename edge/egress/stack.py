@@ -14,30 +14,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from structlog.typing import FilteringBoundLogger
 
 from edge.config.loader import LoadedPlant
-from edge.daemon.supervisor import LoopFactory, Supervisor
 from edge.egress.batcher import Egress
 from edge.egress.outbox import FILENAME as OUTBOX_FILE
 from edge.egress.outbox import Outbox, OutboxCap
 from edge.egress.sealer import Sealer
 from edge.egress.sender import DestinationSender
-from edge.query.handler import load_platform_keys
 from edge.signing.jws import Signer
 from edge.signing.keystore import KeyStore
 from edge.transport.mqtt import MqttTransport
 from models.envelope import Stream
 from models.errors import ConfigurationError
-from models.plant import Destination, Platform, gateway_topic
+from models.plant import Destination, gateway_topic
+from models.sample import format_ts, utc_now
 
-PlatformKeys = dict[str, tuple[Platform, Ed25519PublicKey]]
+LoopFactory = Callable[[], Coroutine[Any, Any, None]]
+
+
+class Supervising(Protocol):
+    """Background tasks as edge/daemon/supervisor.py runs them."""
+
+    def supervise(self, name: str, loop: LoopFactory) -> asyncio.Task[None]: ...
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None: ...
+    async def cancel_spawned(self) -> None: ...
 
 
 class RecordSink(Protocol):
@@ -54,8 +60,6 @@ class RecordSink(Protocol):
 
 def status_payload(loaded: LoadedPlant, state: str, detail: dict[str, Any] | None = None) -> bytes:
     """The retained `status` message: plain JSON (read by tools that cannot verify JWS)."""
-    from models.sample import format_ts, utc_now  # noqa: PLC0415 (keeps the header short)
-
     g = loaded.plant.gateway
     body: dict[str, Any] = {
         "state": state,
@@ -77,18 +81,14 @@ class EgressPlan:
     keystore: KeyStore
     signer: Signer
     jwks: bytes
-    platform_keys: PlatformKeys
     transports: dict[str, MqttTransport]
-
-
-def platform_keys(loaded: LoadedPlant) -> PlatformKeys:
-    return load_platform_keys(loaded.plant.platforms, loaded.path.parent)
 
 
 def prepare_egress(
     loaded: LoadedPlant, destinations: list[Destination], log: FilteringBoundLogger
 ) -> EgressPlan:
-    """Raise ConfigurationError (naming the file or secret) before anything runs."""
+    """Raise ConfigurationError (naming the file or secret) before anything runs. Platform
+    keys are the query side's, loaded beside this by the caller (edge/daemon/reload.py)."""
     plant = loaded.plant
     state_dir = loaded.state_dir
     try:
@@ -98,7 +98,6 @@ def prepare_egress(
     keystore = KeyStore(loaded.keys_dir)
     signer = keystore.load_or_create(log)
     jwks = json.dumps(keystore.public_jwks(), separators=(",", ":")).encode()
-    keys = platform_keys(loaded)
     status_topic = gateway_topic(plant, "status")
     transports: dict[str, MqttTransport] = {}
     for dest in destinations:
@@ -112,14 +111,14 @@ def prepare_egress(
         transport.prepare()
         transport.set_announcements([(gateway_topic(plant, "keys"), jwks, True)])
         transports[dest.id] = transport
-    return EgressPlan(loaded, destinations, keystore, signer, jwks, keys, transports)
+    return EgressPlan(loaded, destinations, keystore, signer, jwks, transports)
 
 
 class EgressStack:
     """A started egress side; `stop()` flushes, settles in-flight publishes and closes."""
 
     def __init__(
-        self, plan: EgressPlan, supervisor: Supervisor, log: FilteringBoundLogger
+        self, plan: EgressPlan, supervisor: Supervising, log: FilteringBoundLogger
     ) -> None:
         self.plan = plan
         self.log = log
@@ -164,7 +163,7 @@ class EgressStack:
 
     @classmethod
     async def start(
-        cls, plan: EgressPlan, supervisor: Supervisor, log: FilteringBoundLogger
+        cls, plan: EgressPlan, supervisor: Supervising, log: FilteringBoundLogger
     ) -> EgressStack:
         stack = cls(plan, supervisor, log)
         for transport in plan.transports.values():

@@ -13,8 +13,7 @@ from typing import Any, Protocol
 from structlog.typing import FilteringBoundLogger
 
 from edge.config.loader import LoadedPlant
-from edge.daemon.supervisor import Supervisor
-from edge.egress.stack import EgressStack, status_payload
+from edge.egress.stack import EgressStack, Supervising, status_payload
 from models.plant import gateway_topic
 
 
@@ -28,7 +27,7 @@ class StatusReporter:
         stack: EgressStack,
         devices: DeviceStatuses,
         config: Callable[[], LoadedPlant],
-        supervisor: Supervisor,
+        supervisor: Supervising,
         log: FilteringBoundLogger,
         *,
         every: float = 30.0,

@@ -143,9 +143,14 @@ class KpiService:
 
     def reconfigure(self, plant: Plant) -> None:
         """After a YAML reload: new calendar and cycle times (they also re-rate stored
-        history), machines added (restored) or removed (saved, then dropped)."""
+        history), publish interval and retention, machines added (restored) or removed
+        (saved, then dropped)."""
         self.close()
         self.plant = plant
+        oee = plant.gateway.oee  # `gateway.oee` applies without a restart
+        self.publish_every = timedelta(seconds=oee.publish_every)
+        self.store.raw_retention = timedelta(days=oee.raw_retention_days)
+        self.store.window_retention = timedelta(days=oee.window_retention_days)
         wanted = {m.id: m for m in plant.machines if m.enabled}
         for asset in [a for a in self._engines if a not in wanted]:
             del self._engines[asset], self._cursors[asset]

@@ -97,9 +97,10 @@ class Backend(Protocol):
     def query_health(self) -> dict[str, Any]: ...
 
 
-def load_platform_keys(
-    platforms: list[Platform], base: Path
-) -> dict[str, tuple[Platform, Ed25519PublicKey]]:
+PlatformKeys = dict[str, tuple[Platform, Ed25519PublicKey]]
+
+
+def load_platform_keys(platforms: list[Platform], base: Path) -> PlatformKeys:
     """kid (RFC 7638 thumbprint) -> (platform, key); a file problem is a ConfigurationError."""
     keys: dict[str, tuple[Platform, Ed25519PublicKey]] = {}
     for p in platforms:
@@ -175,9 +176,7 @@ class QueryHandler:
         self.state: dict[str, _PlatformState] = {}
         self.counts: dict[str, int] = {"answered": 0, "refused": 0, "dropped": 0}
 
-    def reconfigure(
-        self, plant: Plant, keys: dict[str, tuple[Platform, Ed25519PublicKey]]
-    ) -> None:
+    def reconfigure(self, plant: Plant, keys: PlatformKeys) -> None:
         """A reload's platforms and query settings, effective with the next request: a
         revoked key is unknown at once, a narrowed machine list applies at once. Nonce
         memory and token buckets of platforms that stay are kept (a reload must not open a

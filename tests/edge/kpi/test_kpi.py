@@ -427,3 +427,17 @@ def test_reconfigure_and_corrupt_store(tmp_path: Path) -> None:
         rec = kpi.window("m1", "range", berlin(7), berlin(9))
     assert rec is not None
     assert rec["time"]["apt"] == 3600 and rec["losses"]["gap"] == 3600
+
+
+def test_reconfigure_applies_gateway_oee_settings(tmp_path: Path) -> None:
+    with OeeStore(tmp_path / FILENAME) as store:
+        kpi = KpiService(make_plant(), store, Clock(berlin(7)))
+        plant = make_plant()
+        oee = plant.gateway.oee.model_copy(
+            update={"publish_every": 5, "raw_retention_days": 3, "window_retention_days": 30}
+        )
+        gateway = plant.gateway.model_copy(update={"oee": oee})
+        kpi.reconfigure(plant.model_copy(update={"gateway": gateway}))
+        assert kpi.publish_every == timedelta(seconds=5)
+        assert store.raw_retention == timedelta(days=3)
+        assert store.window_retention == timedelta(days=30)
