@@ -27,6 +27,8 @@ import signal
 from dataclasses import dataclass
 from functools import partial
 
+from structlog.typing import FilteringBoundLogger
+
 from edge.capacity.bookings import BookingsFiles
 from edge.capacity.publisher import CapacityPublisher, CapacityRecords
 from edge.config.loader import LoadedPlant
@@ -78,7 +80,7 @@ class Gateway:
     def __init__(self, loaded: LoadedPlant, options: RunOptions | None = None) -> None:
         self.loaded = loaded
         self.options = options or RunOptions()
-        self.log = get_logger(gateway=loaded.plant.gateway.id)
+        self.log: FilteringBoundLogger = get_logger(gateway=loaded.plant.gateway.id)
         self.supervisor = Supervisor(self.log)
         self.slot = EgressSlot()
         oee = loaded.plant.gateway.oee

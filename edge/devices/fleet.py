@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
@@ -20,8 +21,8 @@ from edge.config.loader import LoadedPlant
 from edge.devices.runner import DeviceRunner, DeviceStatus
 from edge.devices.twin import AssetTwin
 from edge.egress.stack import RecordSink
-from edge.kpi.service import KpiService
 from models.envelope import telemetry_record
+from models.machine_state import MachineState
 from models.plant import Machine, machine_topic
 from models.sample import Sample, format_ts, utc_now
 
@@ -32,6 +33,13 @@ class Device:
     runner: DeviceRunner
     task: asyncio.Task[None]
     twin: AssetTwin
+
+
+class StateObserver(Protocol):
+    """Who learns of state changes on the gateway's clock (the KPI service)."""
+
+    def on_state(self, asset: str, state: MachineState, at: datetime) -> None: ...
+    def on_unavailable(self, asset: str, at: datetime) -> None: ...
 
 
 class FleetView(Protocol):
@@ -47,7 +55,7 @@ class DeviceFleet:
         self,
         config: Callable[[], LoadedPlant],
         sink: RecordSink,
-        kpi: KpiService,
+        kpi: StateObserver,
         log: FilteringBoundLogger,
     ) -> None:
         self.config = config
