@@ -119,15 +119,15 @@ class Gateway:
     def destinations(self, loaded: LoadedPlant | None = None) -> list[Destination]:
         return destinations(loaded or self.loaded, self.options)
 
-    async def start_egress(self, plan: EgressPlan) -> None:
+    async def start_egress(self, plan: EgressPlan) -> int:
         """Start a prepared egress side with its status loop and query serving, and put it
-        behind the slot (records held during a swap go to it)."""
+        behind the slot; returns how many offers held during a swap went to it."""
         stack = await EgressStack.start(plan, self.supervisor, self.log)
         status = StatusReporter(stack, self.fleet, self.current, self.supervisor, self.log)
         stack.attach("status", status.run)
         for dest_id, tr in stack.transports.items():
             stack.attach(f"query-{dest_id}", partial(self.queries.serve, tr, dest_id))
-        self.slot.attach(stack)
+        return self.slot.attach(stack)
 
     async def stop_egress(self, loaded: LoadedPlant) -> None:
         old = self.slot.detach()

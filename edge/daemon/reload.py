@@ -95,15 +95,16 @@ class Reloader:
             await gw.fleet.stop(asset)
         old_keys = gw.queries.keys
         gw.queries.reconfigure(new.plant, keys)  # effective with the next request
+        held, dropped = 0, gw.slot.dropped
         if plan is not None:
             await gw.stop_egress(old)
             try:
-                await gw.start_egress(plan)
+                held = await gw.start_egress(plan)
             except Exception:  # prepared, yet the outbox did not open (disk): go back
                 gw.log.exception("reload_egress_start_failed_restoring_previous")
                 gw.loaded = new = old
                 gw.queries.reconfigure(old.plant, old_keys)
-                await gw.start_egress(prepare_egress(old, gw.destinations(old), gw.log))
+                held = await gw.start_egress(prepare_egress(old, gw.destinations(old), gw.log))
         elif gw.slot.current is not None:
             gw.slot.current.reload_signing_key()
         gw.kpi.reconfigure(new.plant)
@@ -112,6 +113,8 @@ class Reloader:
             "reloaded",
             machines=len(gw.fleet.assets()),
             egress_restarted=plan is not None,
+            records_held_during_swap=held,
+            records_dropped_during_swap=gw.slot.dropped - dropped,
             devices_stopped=stopped,
             devices_started=started,
             platforms=sorted({p.id for p in new.plant.platforms}),

@@ -277,11 +277,13 @@ class EgressSlot:
         old, self.current, self._held = self.current, None, []
         return old
 
-    def attach(self, stack: EgressStack) -> None:
+    def attach(self, stack: EgressStack) -> int:
+        """Put `stack` behind the slot; returns how many held offers it received."""
         held, self._held = self._held or [], None
         self.current = stack
         for call in held:
             call(stack)
+        return len(held)
 
     def signer(self) -> Signer:
         if self.current is None:

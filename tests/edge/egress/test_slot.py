@@ -43,7 +43,7 @@ def test_records_offered_during_a_swap_go_to_the_new_stack_in_order() -> None:
     slot.add("t/telemetry", "m1", [{"n": 2}], complete=True)
     slot.emit("t/state", "m1", "state", [{"n": 3}])
     new, new_egress = stack()
-    slot.attach(new)
+    assert slot.attach(new) == 2
     slot.emit("t/oee", "m1", "oee", [{"n": 4}])
     assert old_egress.emitted == [("t/state", "m1", "state", [{"n": 1}])]
     assert new_egress.added == [("t/telemetry", "m1", [{"n": 2}], True)]
