@@ -18,7 +18,14 @@ from typing import Any
 from edge.config.loader import LoadedPlant
 from edge.observability import get_logger
 from models.errors import ConfigProblem, ConfigurationError, PlantConfigError
-from simulators import focas_server, haas_server, mtconnect_agent, opcua_server, shdr_replay
+from simulators import (
+    focas_server,
+    haas_server,
+    mtconnect_agent,
+    opcua_server,
+    s7_server,
+    shdr_replay,
+)
 from simulators.machine import MachineModel
 from simulators.modbus_server import ModbusBinding, serve_modbus
 
@@ -45,6 +52,7 @@ STARTERS: dict[str, Starter] = {
     "haas": haas_server.start_for_gateway,
     "focas": focas_server.start_for_gateway,
     "opcua": opcua_server.start_for_gateway,
+    "s7": s7_server.start_for_gateway,
 }
 
 

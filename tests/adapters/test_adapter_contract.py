@@ -21,11 +21,13 @@ from adapters.contract import AdapterContractSuite, ContractCase, closed_port
 from adapters.focas.adapter import FocasAdapter
 from adapters.haas.adapter import HaasAdapter
 from adapters.modbus.adapter import ModbusAdapter
+from adapters.s7.adapter import S7Adapter
 from models.sample import Sample, utc_now
 from simulators.focas_server import serve_focas
 from simulators.haas_server import serve_haas
 from simulators.machine import MachineModel
 from simulators.modbus_server import start_modbus_simulator
+from simulators.s7_server import serve_s7
 
 STATE = {"execution", "controller_mode", "part_count"}
 
@@ -125,6 +127,44 @@ class TestFocasContract(AdapterContractSuite):
                                             "timeout": 0.5}},
         invalid=[{"connection": {}}, {"connection": {"host": "h", "port": 0}}],
         expected_signals=STATE | {"emergency_stop", "program", "model"},
+    )
+
+
+# --- S7 -----------------------------------------------------------------------------------
+
+S7_POINTS: list[dict[str, Any]] = [
+    {"name": "execution", "address": "DB10.DBW0", "data_type": "INT",
+     "map": {0: "ready", 1: "active", 2: "interrupted", 3: "feed_hold", 4: "stopped",
+             5: "program_stopped", 6: "program_completed", 7: "wait", 8: "optional_stop"}},
+    {"name": "controller_mode", "address": "DB10.DBW2", "data_type": "INT",
+     "map": {0: "automatic", 1: "manual", 2: "mdi", 3: "edit", 4: "semi_automatic"}},
+    {"name": "emergency_stop", "address": "DB10.DBX4.0"},
+    {"name": "part_count", "address": "DB10.DBD8", "data_type": "DINT"},
+    {"name": "program", "address": "DB10.DBB16", "data_type": "STRING", "length": 32},
+]
+
+
+@asynccontextmanager
+async def s7_device() -> AsyncIterator[Mapping[str, Any]]:
+    m = model("contract-asset")
+    sim = await serve_s7(m, port=0)
+    try:
+        yield {"connection": {"host": "127.0.0.1", "port": sim.ports[m.asset], "timeout": 1.0},
+               "points": S7_POINTS}
+    finally:
+        await sim.aclose()
+
+
+class TestS7Contract(AdapterContractSuite):
+    case = ContractCase(
+        adapter=S7Adapter,
+        device=s7_device,
+        unreachable=lambda: {"connection": {"host": "127.0.0.1", "port": closed_port(),
+                                            "timeout": 0.5}, "points": S7_POINTS},
+        invalid=[{"connection": {"host": "h"}, "points": []},
+                 {"connection": {"host": "h"}, "points": [{"name": "x", "address": "DB1.DBW0.1"}]},
+                 {"connection": {"host": "h", "local_tsap": 256}, "points": S7_POINTS}],
+        expected_signals=STATE | {"emergency_stop", "program"},
     )
 
 

@@ -44,6 +44,7 @@ def test_demo_plant_is_valid() -> None:
         "shdr",
         "haas",
         "focas",
+        "s7",
     } | ({"opcua"} if any(m.adapter == "opcua" for m in loaded.plant.machines) else set())
     assert set(loaded.settings) == {m.id for m in loaded.plant.machines}
 
