@@ -23,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from . import ceilings, modbus_plan, peer, plots, profiling, report, scenarios
+from . import ceilings, modbus_plan, peer, plots, profiling, report, s7_plan, scenarios
 from .gateway_load import LoadSpec, run_load
 from .processes import (
     ProcessGroup,
@@ -179,6 +179,8 @@ def run(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:
 
     print("1. Modbus read plan, 500 points ...", flush=True)
     results["modbus_plan"] = modbus_plan.run(args.quick)
+    print("1b. S7 read plan, 500 points, and python-snap7's bare client ...", flush=True)
+    results["s7_plan"] = _guarded("s7_plan", s7_plan.run, args.quick)
 
     _, broker_port = start_mosquitto(group)
     specs, headline = _specs(args)

@@ -210,6 +210,15 @@ def console_table(results: dict[str, Any]) -> str:
         ("   one_request_per_point cycle time / coalesced", f"{plan['coalescing_speedup']:.1f}x",
          "loopback, same server"),
     ]
+    s7 = results.get("s7_plan") or {}
+    if "plan_requests" in s7:
+        rows += [
+            ("1b. S7 requests / cycle, 500 points, PDU " + str(s7["default"]["pdu"]),
+             f"{s7['plan_requests']} planned, {_fmt(s7['default']['live_requests_per_cycle'])}"
+             " live", f"minimum {s7['minimum_requests']}"),
+            ("   S7 adapter requests/s / bare AsyncClient reads/s",
+             f"{s7['adapter_over_ceiling']:.2f}", "incl. decoding 500 points per cycle"),
+        ]
     for g in results["gateway_runs"]:
         tag = f"2. gateway {g['machines']} machines x {g['points_per_machine']} points"
         rows += [
@@ -547,6 +556,37 @@ def _scenarios_md(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _s7_md(s7: dict[str, Any]) -> list[str]:
+    """Section 1b (bench/s7_plan.py), or one line saying why it is missing."""
+    head = ["## 1b. S7 requests per poll cycle (500 points, 3 DBs)", ""]
+    if "plan_requests" not in s7:
+        return [*head, f"Not measured: {s7.get('error', 'not run')}.", ""]
+    d, u = s7["default"], s7["uncoalesced"]
+    return [
+        *head,
+        "Point map (bench/s7_plan.py): 200 mixed-type status points (DB100), 200 REALs with a "
+        "reserved double word after every ten (DB101), 10 axis blocks of 10 REALs separated "
+        "by 24 reserved bytes (DB102). Live: `S7Adapter.read_once()` against python-snap7's "
+        "server in the bench process, which counts the variables it answers.",
+        "",
+        _table(["PDU", "planned requests", "minimum"],
+               [[pdu, p["requests"], p["minimum_requests"]] for pdu, p in s7["plans"].items()]),
+        "",
+        _table(["variant (PDU " + str(d["pdu"]) + ")", "requests / cycle", "variables / cycle",
+                "cycle (ms, loopback)", "requests/s"],
+               [["default (max_gap 16, multi-variable reads)", d["live_requests_per_cycle"],
+                 d["server_items_per_cycle"], d["cycle_ms"], d["requests_per_s"]],
+                ["max_gap 0, one variable per request", u["live_requests_per_cycle"],
+                 u["server_items_per_cycle"], u["cycle_ms"], u["requests_per_s"]]]),
+        "",
+        f"Bare `snap7.AsyncClient` reading {d['pdu'] - 18} bytes back to back: "
+        f"{_fmt(s7['ceiling_reads_per_s'], 0)} reads/s; the adapter's requests/s during its "
+        f"cycles is {s7['adapter_over_ceiling']:.2f} of that (its cycle also decodes 500 "
+        f"points). One request per point would be {s7['one_request_per_point']} requests.",
+        "",
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     plan = results["modbus_plan"]
@@ -587,6 +627,7 @@ def markdown(results: dict[str, Any]) -> str:
         "shorter cycle on loopback, where a round trip costs almost nothing; on a real network "
         "or a serial line the gap widens by the round-trip time times the extra requests.",
         "",
+        *_s7_md(results.get("s7_plan") or {}),
         "## 2. The gateway under load (`edge-gateway run`, 1 s poll, loopback)",
         "",
         "Simulators in their own process, Mosquitto, the gateway alone in its process; "

@@ -63,8 +63,15 @@ def decode_raw(data: bytearray, point: S7Point) -> int | float | bool | str:
         bit = point.parsed.bit
         assert bit is not None  # guaranteed by S7Point validation
         return util.get_bool(data, 0, bit)
-    if t == "STRING":
-        return util.get_string(data, 0, point.encoding)
+    if t in ("STRING", "WSTRING"):
+        # checked here: snap7.util logs an error line of its own for every malformed string
+        width = 1 if t == "STRING" else 2
+        declared = int.from_bytes(data[:width], "big")
+        actual = int.from_bytes(data[width:2 * width], "big")
+        if actual > declared or 2 * width + actual * width > len(data):
+            raise ValueError(f"{t} header says {actual} of {declared} characters")
+        if t == "STRING":
+            return util.get_string(data, 0, point.encoding)
     if t == "S5TIME":  # time base in bits 12-13, three BCD digits
         word = util.get_word(data, 0)
         return _bcd(word & 0x0FFF, 3) * _S5_BASE[(word >> 12) & 0x3]

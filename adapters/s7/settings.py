@@ -8,6 +8,7 @@ decides how reads are split is only known after connecting; everything else is c
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -115,16 +116,17 @@ class S7Point(_Strict):
         parse_address(value)
         return value
 
-    @property
+    @cached_property
     def parsed(self) -> S7Address:
+        # cached: the adapter consults it for every point of every cycle
         return parse_address(self.address)
 
-    @property
+    @cached_property
     def type(self) -> str:
         """The data type, defaulted from the address's width letter."""
         return self.data_type or _DEFAULT_TYPE[self.parsed.letter]
 
-    @property
+    @cached_property
     def width(self) -> int:
         """Bytes the point occupies (timers and counters: elements)."""
         t = self.type

@@ -24,6 +24,7 @@ EXPECTED_TOP = {
     "mode",
     "meta",
     "modbus_plan",
+    "s7_plan",
     "gateway_runs",
     "ceilings",
     "ratios",
@@ -105,6 +106,12 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     assert plan["minimum_requests"] <= plan["plan_requests"]
     # what the planner promises is what goes on the wire
     assert plan["live_requests_per_cycle"] == plan["plan_requests"]
+
+    s7 = results["s7_plan"]
+    assert "error" not in s7, s7.get("error")
+    assert s7["points"] == 500 and s7["minimum_requests"] <= s7["plan_requests"]
+    assert s7["default"]["live_requests_per_cycle"] == s7["plan_requests"]
+    assert s7["adapter_over_ceiling"] > 0 and math.isfinite(s7["adapter_over_ceiling"])
 
     (run,) = results["gateway_runs"]
     assert not EXPECTED_RUN - run.keys(), "missing keys"
