@@ -44,7 +44,27 @@ with a self-signed certificate kept for the life of the handle (restarts keep it
 pinned certificate stays valid). Client certificates are accepted without a trust list: this
 is a simulator. `users=` requires a user name and password; anonymous access is then off.
 
-Run by hand: `python -m simulators.opcua_server --port 4841 --machines 2`.
+SINUMERIK face (`serve_opcua(..., sinumerik=[url])`, and `start_for_gateway` for machines
+whose settings say `profile: sinumerik`): the endpoint then presents one machine the way the
+SINUMERIK 840D sl / ONE OPC UA server does (adapters/opcua/README.md cites the manual):
+namespace `SinumerikVarProvider`, an object `Sinumerik` below Objects, and the NC variables
+the `sinumerik` profile reads, each with the variable path as its string NodeId
+(`s=/Channel/State/progStatus`) and a browse path of the same segments:
+
+    Objects/Sinumerik
+      Channel/State         progStatus, actParts, reqParts, feedRateIpoOvr
+      Channel/ProgramInfo   selectedWorkPProg (`/_N_MPF_DIR/_N_<program>_MPF`)
+      Channel/Spindle       actSpeed, driveLoad, speedOvr
+      Bag/State             opMode
+
+progStatus from the model: active 3, interrupted / feed_hold / optional_stop 1 (feed_hold
+with feedRateIpoOvr 0), program_stopped 2, wait 4, ready / program_completed / stopped 5;
+opMode: manual / edit 0 (JOG), mdi 1 (MDA), automatic / semi_automatic 2 (AUTOMATIC).
+reqParts is 0 (the model has no lot size). The model's alarm is an AlarmConditionType
+event of the Server object, as SINUMERIK alarms are.
+
+Run by hand: `python -m simulators.opcua_server --port 4841 --machines 2` (`--sinumerik`
+for the SINUMERIK face, one machine).
 """
 
 from __future__ import annotations
@@ -83,6 +103,7 @@ __all__ = [
     "MACHINERY_URI",
     "MACHINE_TOOL_URI",
     "SIM_URI",
+    "SINUMERIK_URI",
     "OpcUaSimulator",
     "serve_opcua",
     "start_for_gateway",
@@ -95,6 +116,7 @@ MACHINERY_URI = "http://opcfoundation.org/UA/Machinery/"
 MACHINE_TOOL_URI = "http://opcfoundation.org/UA/MachineTool/"
 IA_URI = "http://opcfoundation.org/UA/IA/"
 SIM_URI = "urn:edge-gateway:simulator"
+SINUMERIK_URI = "SinumerikVarProvider"
 
 # (namespace uri, numeric id, browse name, supertype (uri, id) or None for BaseObjectType)
 _TYPES: tuple[tuple[str, int, str, tuple[str, int] | None], ...] = (
@@ -139,6 +161,23 @@ _CHANNEL_MODE = {ControllerMode.AUTOMATIC: 0, ControllerMode.SEMI_AUTOMATIC: 0,
 _OPERATION_MODE = {ControllerMode.AUTOMATIC: 1, ControllerMode.SEMI_AUTOMATIC: 3,
                    ControllerMode.MDI: 1, ControllerMode.MANUAL: 0, ControllerMode.EDIT: 2}
 _OPERATION_MODE_SM = {ControllerMode.MANUAL: "Setup", ControllerMode.EDIT: "Setup"}
+# SINUMERIK NC variables (see the module docstring)
+_PROG_STATUS = {Execution.ACTIVE: 3, Execution.INTERRUPTED: 1, Execution.FEED_HOLD: 1,
+                Execution.OPTIONAL_STOP: 1, Execution.PROGRAM_STOPPED: 2, Execution.WAIT: 4}
+_OP_MODE = {ControllerMode.MANUAL: 0, ControllerMode.EDIT: 0, ControllerMode.MDI: 1,
+            ControllerMode.AUTOMATIC: 2, ControllerMode.SEMI_AUTOMATIC: 2}
+# NC variable path -> value key of `_values`
+_SINUMERIK_VARIABLES = {
+    "/Channel/State/progStatus": "ProgStatus",
+    "/Channel/State/actParts": "PartCount",
+    "/Channel/State/reqParts": "ReqParts",
+    "/Channel/State/feedRateIpoOvr": "FeedOverride",
+    "/Channel/ProgramInfo/selectedWorkPProg": "SelectedWorkPProg",
+    "/Channel/Spindle/actSpeed": "SpindleSpeed",
+    "/Channel/Spindle/driveLoad": "SpindleLoad",
+    "/Channel/Spindle/speedOvr": "SpindleOverride",
+    "/Bag/State/opMode": "OpMode",
+}
 
 _POLICIES = [
     ua.SecurityPolicyType.NoSecurity,
@@ -239,6 +278,11 @@ def _values(snap: MachineSnapshot) -> dict[str, Any]:
         "BadPartCount": snap.bad_part_count,
         "Program": snap.program,
         "LastCycleTime": snap.last_cycle_time,
+        # the SINUMERIK face
+        "ProgStatus": _PROG_STATUS.get(ex, 5),
+        "OpMode": _OP_MODE[snap.controller_mode],
+        "SelectedWorkPProg": f"/_N_MPF_DIR/_N_{snap.program}_MPF",
+        "ReqParts": 0,
     }
 
 
@@ -261,9 +305,11 @@ class _Builder:
         self.server = server
         self.ns: dict[str, int] = {}
 
-    async def namespaces(self) -> None:
+    async def namespaces(self, sinumerik: bool = False) -> None:
         for uri in (DI_URI, MACHINERY_URI, IA_URI, MACHINE_TOOL_URI, SIM_URI):
             self.ns[uri] = await self.server.register_namespace(uri)
+        if sinumerik:
+            self.ns[SINUMERIK_URI] = await self.server.register_namespace(SINUMERIK_URI)
         self.ns[""] = 0
 
     def nid(self, uri: str, ident: int | str) -> ua.NodeId:
@@ -386,6 +432,32 @@ class _Builder:
         m.last = {id_key: snap[key] for id_key, (key, _node) in m.nodes.items()}
 
 
+    async def sinumerik(self, m: _Machine) -> None:
+        """The SINUMERIK face: NC variables by path below Objects/Sinumerik (one machine)."""
+        snap = _values(m.model.snapshot(datetime.now(UTC)))
+        uri = SINUMERIK_URI
+        root = await self.server.nodes.objects.add_object(self.nid(uri, "/Sinumerik"),
+                                                          self.qn(uri, "Sinumerik"))
+        folders: dict[str, Node] = {"": root}
+        for path, key in _SINUMERIK_VARIABLES.items():
+            *parents, name = path.strip("/").split("/")
+            parent = root
+            for depth in range(1, len(parents) + 1):
+                sub = "/".join(parents[:depth])
+                if sub not in folders:
+                    folders[sub] = await parent.add_object(self.nid(uri, f"/{sub}"),
+                                                           self.qn(uri, parents[depth - 1]))
+                parent = folders[sub]
+            node = await parent.add_variable(self.nid(uri, path), self.qn(uri, name),
+                                             _variant(key, snap[key]))
+            m.nodes[path] = (key, node)
+        m.messages = self.server.nodes.server  # SINUMERIK alarms: events of the Server object
+        m.source = root.nodeid
+        m.alarm_ns = self.ns[SIM_URI]
+        m.alarm = None
+        m.last = {id_key: snap[key] for id_key, (key, _node) in m.nodes.items()}
+
+
 def _ns0(ident: int) -> ua.NodeId:
     """A namespace-0 NodeId (asyncua types Identifier with its own Int32 class)."""
     return ua.NodeId(ident, 0)  # type: ignore[arg-type]
@@ -408,6 +480,7 @@ class _PasswordUsers(UserManager):
 class _Endpoint:
     url: str
     machines: list[_Machine]
+    sinumerik: bool = False
     server: Server | None = None
     task: asyncio.Task[None] | None = None
 
@@ -458,11 +531,11 @@ class OpcUaSimulator:
             await server.write_attribute_value(
                 _ns0(24104), ua.DataValue(ua.Variant(self._item_limit, ua.VariantType.UInt32)))
         b = _Builder(server)
-        await b.namespaces()
+        await b.namespaces(ep.sinumerik)
         machines = await b.types()
         for m in ep.machines:
             m.nodes.clear()
-            await b.machine(machines, m)
+            await (b.sinumerik(m) if ep.sinumerik else b.machine(machines, m))
         try:
             await server.start()
         except OSError as exc:
@@ -557,9 +630,11 @@ class OpcUaSimulator:
 async def serve_opcua(
     machines: Iterable[tuple[MachineModel, str]], *, refresh_interval: float = 0.1,
     clock: Callable[[], datetime] = _utc_now, users: Mapping[str, str] | None = None,
-    max_monitored_items_per_subscription: int = 0,
+    max_monitored_items_per_subscription: int = 0, sinumerik: Iterable[str] = (),
 ) -> OpcUaSimulator:
     """Serve (model, endpoint URL) pairs; machines sharing an endpoint share one server.
+
+    Endpoints listed in `sinumerik` present their (single) machine as a SINUMERIK.
 
     `users` (name -> password) turns anonymous access off and requires one of them.
     `max_monitored_items_per_subscription` is advertised in ServerCapabilities (not
@@ -574,9 +649,13 @@ async def serve_opcua(
         if any(m.model.asset == model.asset for m in group):
             raise ValueError(f"machine {model.asset!r} twice on {url}")
         group.append(_Machine(model))
+    faces = set(sinumerik)
+    for url in faces & set(groups):
+        if len(groups[url]) > 1:
+            raise ValueError(f"{url}: a SINUMERIK endpoint serves one machine (one NC)")
     hosts = {urlparse(u).hostname or "127.0.0.1" for u in groups}
     cert, key = _server_certificate(next(iter(hosts), "127.0.0.1"))
-    sim = OpcUaSimulator([_Endpoint(u, ms) for u, ms in groups.items()], cert, key,
+    sim = OpcUaSimulator([_Endpoint(u, ms, u in faces) for u, ms in groups.items()], cert, key,
                          refresh_interval, clock, users=users,
                          item_limit=max_monitored_items_per_subscription)
     await sim.start()
@@ -584,13 +663,17 @@ async def serve_opcua(
 
 
 async def start_for_gateway(machines: list[tuple[str, Any, MachineModel]]) -> OpcUaSimulator:
-    """STARTERS["opcua"]: serve each machine where its adapter settings will connect."""
-    return await serve_opcua([(model, settings.connection.endpoint)
-                              for _asset, settings, model in machines])
+    """STARTERS["opcua"]: serve each machine where its adapter settings will connect, as a
+    SINUMERIK when its settings say `profile: sinumerik`."""
+    return await serve_opcua(
+        [(model, settings.connection.endpoint) for _asset, settings, model in machines],
+        sinumerik=[settings.connection.endpoint for _asset, settings, _model in machines
+                   if settings.connection.profile == "sinumerik"])
 
 
-async def _serve_until_cancelled(machines: list[tuple[MachineModel, str]]) -> None:
-    async with await serve_opcua(machines):
+async def _serve_until_cancelled(machines: list[tuple[MachineModel, str]],
+                                 sinumerik: list[str]) -> None:
+    async with await serve_opcua(machines, sinumerik=sinumerik):
         await asyncio.Event().wait()
 
 
@@ -606,6 +689,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--machines", type=int, default=1,
                         help="N machines below Machines on the one endpoint")
     parser.add_argument("--asset", default="sim", help="asset id prefix (part of the seed)")
+    parser.add_argument("--sinumerik", action="store_true",
+                        help="present the machine as a SINUMERIK OPC UA server (one machine)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     url = f"opc.tcp://{args.host}:{args.port}/"
@@ -613,7 +698,7 @@ def main(argv: list[str] | None = None) -> None:
     machines = [(MachineModel.from_options(f"{args.asset}-{i + 1}", options), url)
                 for i in range(args.machines)]
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_until_cancelled(machines))
+        asyncio.run(_serve_until_cancelled(machines, [url] if args.sinumerik else []))
 
 
 if __name__ == "__main__":

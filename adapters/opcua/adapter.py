@@ -1,4 +1,6 @@
-"""The OPC UA adapter: subscriptions by default, cyclic reads per point, OPC 40501-1 profile.
+"""The OPC UA adapter: subscriptions by default, cyclic reads per point, and profiles that
+map a machine without a point list: `machinery` (OPC 40001-1), `machine_tool` (OPC 40501-1
+on top of it) and `sinumerik` (the SINUMERIK OPC UA server's NC variables).
 
 Failure policy, chosen so a machine that goes quiet is visible and comes back by itself:
 
@@ -17,7 +19,7 @@ Failure policy, chosen so a machine that goes quiet is visible and comes back by
   certificate is a transient `UntrustedServerCertificate`, so moving the file into the trust
   directory is enough, no restart.
 
-- With `profile: machine_tool`, alarms come from condition events (alarms.py) on a
+- With a profile, alarms come from condition events (alarms.py) on a
   subscription of their own, refreshed with ConditionRefresh on every connect, because an
   event missed while away is otherwise lost for good.
 
@@ -48,7 +50,7 @@ from models.errors import ConfigurationError, DeviceUnavailable, TransientError
 from models.machine_state import SIG_AVAILABILITY, Availability
 from models.sample import Quality, Sample, Value, utc_now
 
-from . import alarms
+from . import alarms, sinumerik
 from . import machine_tool as mt
 from .security import (
     UntrustedServerCertificate,
@@ -152,7 +154,7 @@ class _Handler:
 
 
 class OpcUaAdapter(Adapter):
-    """OPC UA servers (asyncua client), optionally mapped by the Machine Tools profile."""
+    """OPC UA servers (asyncua client), optionally mapped by a machine profile."""
 
     settings_model: ClassVar[type[BaseModel]] = OpcUaSettings
 
@@ -306,8 +308,10 @@ class OpcUaAdapter(Adapter):
         self._queue.put_nowait(
             self._sample(SIG_AVAILABILITY, Availability.AVAILABLE.value, None, None, Quality.GOOD)
         )
-        if c.profile == "machine_tool":
+        if c.profile in ("machinery", "machine_tool"):
             subscribe += await self._discover(client, ns)
+        elif c.profile == "sinumerik":
+            subscribe += await self._discover_sinumerik(client, ns)
         for p in self.config.points:
             nodeid = await self._resolve(client, ns, p)
             if nodeid is None:
@@ -316,7 +320,7 @@ class OpcUaAdapter(Adapter):
             binding = _Binding(p.name, p.unit, point=p)
             (subscribe if p.mode == "subscribe" else self._reads).append((nodeid, binding))
         await self._subscribe(client, subscribe)
-        if c.profile == "machine_tool":
+        if c.profile != "none":
             await self._subscribe_alarms(client)
         if self._reads:
             self._read_task = asyncio.create_task(
@@ -389,10 +393,11 @@ class OpcUaAdapter(Adapter):
         self, client: Client, ns: dict[str, int]
     ) -> list[tuple[ua.NodeId, _Binding]]:
         c = self.config.connection
+        roles = mt.ROLE_TYPES if c.profile == "machine_tool" else mt.MACHINERY_ROLES
         try:
-            found = await mt.discover(client, ns, c.machine)
+            found = await mt.discover(client, ns, c.machine, roles)
         except LookupError as exc:
-            raise ConfigurationError(f"{self.endpoint}: profile machine_tool: {exc}") from None
+            raise ConfigurationError(f"{self.endpoint}: profile {c.profile}: {exc}") from None
         self.machine_name = found.name
         self._messages = found.roles.get("messages")
         self.discovered = sorted(found.inputs)
@@ -411,8 +416,9 @@ class OpcUaAdapter(Adapter):
                 )
         if self.context.logger is not None:
             self.context.logger.info(
-                "opcua_machine_tool_discovered",
+                "opcua_machine_discovered",
                 endpoint=self.endpoint,
+                profile=c.profile,
                 machine=found.name,
                 roles=sorted(found.roles),
                 inputs=sorted(found.inputs),
@@ -420,6 +426,27 @@ class OpcUaAdapter(Adapter):
         return [
             (nodeid, _Binding(key, None, profile_input=key)) for key, nodeid in found.inputs.items()
         ]
+
+    async def _discover_sinumerik(
+        self, client: Client, ns: dict[str, int]
+    ) -> list[tuple[ua.NodeId, _Binding]]:
+        try:
+            found = await sinumerik.resolve(client, ns)
+        except LookupError as exc:
+            raise ConfigurationError(f"{self.endpoint}: profile sinumerik: {exc}") from None
+        self._messages = None  # SINUMERIK alarms are events of the Server object
+        self.machine_name = sinumerik.ROOT_NAME
+        self.discovered = sorted(found.inputs)
+        if found.missing:
+            self._log_once("sinumerik_missing", "warning", "opcua_sinumerik_variables_missing",
+                           variables=found.missing)
+        if self.context.logger is not None:
+            self.context.logger.info(
+                "opcua_machine_discovered", endpoint=self.endpoint, profile="sinumerik",
+                inputs=self.discovered,
+            )
+        return [(nodeid, _Binding(key, None, profile_input=key))
+                for key, nodeid in found.inputs.items()]
 
     # -- subscriptions and reads ----------------------------------------------------------
 
@@ -674,7 +701,9 @@ class OpcUaAdapter(Adapter):
                 self._inputs.pop(binding.profile_input, None)
             else:
                 self._inputs[binding.profile_input] = raw
-            for signal, (value, unit) in mt.derive(self._inputs).items():
+            sinumerik_profile = self.config.connection.profile == "sinumerik"
+            derive = sinumerik.derive if sinumerik_profile else mt.derive
+            for signal, (value, unit) in derive(self._inputs).items():
                 if self._derived.get(signal) != (value, unit):
                     self._derived[signal] = (value, unit)
                     self._signals.setdefault(signal, unit)  # so a gap marks it bad too

@@ -1,4 +1,11 @@
-"""`profile: machine_tool`: find an OPC 40501-1 machine and map it to the normalized state.
+"""`profile: machinery` and `profile: machine_tool`: find an OPC 40001-1 Machinery machine
+(and, for machine_tool, its OPC 40501-1 Machine Tools building blocks) and map it to the
+normalized state.
+
+`machinery` looks only for what OPC 40001-1 gives every machine, whatever it makes:
+identification (MachineIdentificationType), MachineryItemState and MachineryOperationMode,
+so a plastics, robot or packaging cell is mapped as far as Machinery goes. `machine_tool`
+adds the 40501 roles (monitoring, channel, spindle, program, job, statistics, notification).
 
 Discovery is by type definition, never by browse-name namespace: the Machinery example
 NodeSet puts MachineryItemState in the example's own namespace, and vendors subtype the
@@ -81,6 +88,10 @@ ROLE_TYPES: dict[str, tuple[str, int]] = {
     "tool_list": (MACHINE_TOOL_URI, 44),  # ToolListType: not descended into
 }
 _NO_DESCENT = frozenset({"components", "tool_list"})
+MACHINERY_ROLES: dict[str, tuple[str, int]] = {
+    role: spec for role, spec in ROLE_TYPES.items() if spec[0] == MACHINERY_URI
+}
+"""What `profile: machinery` looks for: the OPC 40001-1 building blocks only."""
 
 # (role, variable browse name) -> input key of `derive()`; first match in BFS order wins
 INPUTS: dict[tuple[str, str], str] = {
@@ -174,8 +185,11 @@ async def list_machines(client: Client, ns: Mapping[str, int]) -> list[tuple[str
     return [(r.BrowseName.Name, r.NodeId) for r in refs]
 
 
-async def discover(client: Client, ns: Mapping[str, int], machine: str | None) -> MachineToolNodes:
-    """Find the machine and its building blocks; raises LookupError with a reason."""
+async def discover(
+    client: Client, ns: Mapping[str, int], machine: str | None,
+    roles: Mapping[str, tuple[str, int]] = ROLE_TYPES,
+) -> MachineToolNodes:
+    """Find the machine and the building blocks of `roles`; LookupError says why not."""
     if MACHINERY_URI not in ns:
         raise LookupError(f"the server has no Machinery namespace ({MACHINERY_URI})")
     machines = await list_machines(client, ns)
@@ -188,7 +202,7 @@ async def discover(client: Client, ns: Mapping[str, int], machine: str | None) -
         )
     name, root = chosen[0]
     type_role: dict[ua.NodeId, str] = {}
-    for role_name, (uri, ident) in ROLE_TYPES.items():
+    for role_name, (uri, ident) in roles.items():
         if uri in ns:
             for t in await _subtypes(client, node_id(ident, ns[uri])):
                 type_role.setdefault(t, role_name)

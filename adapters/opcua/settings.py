@@ -100,11 +100,15 @@ class OpcUaConnection(_Strict):
     watchdog_interval: float = Field(
         1.0, gt=0, le=60, description="seconds between liveness probes (detects a frozen server)"
     )
-    profile: Literal["none", "machine_tool"] = "none"
+    profile: Literal["none", "machinery", "machine_tool", "sinumerik"] = Field(
+        "none",
+        description="map the machine without points: machinery (OPC 40001-1), machine_tool "
+        "(OPC 40501-1, Machinery included), sinumerik (SINUMERIK OPC UA NC variables)",
+    )
     machine: str | None = Field(
         None,
-        description="machine_tool profile: browse name of the machine below Machines, "
-        "when the server has several",
+        description="machinery/machine_tool profile: browse name of the machine below "
+        "Machines, when the server has several",
     )
     max_items_per_subscription: int = Field(
         1000, ge=1, description="start another subscription past this many monitored items"
@@ -173,7 +177,10 @@ class OpcUaSettings(_Strict):
     @model_validator(mode="after")
     def _whole(self) -> OpcUaSettings:
         if not self.points and self.connection.profile == "none":
-            raise ValueError("no points: list some, or set connection.profile: machine_tool")
+            raise ValueError(
+                "no points: list some, or set connection.profile (machinery, machine_tool, "
+                "sinumerik)"
+            )
         names = [p.name for p in self.points]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

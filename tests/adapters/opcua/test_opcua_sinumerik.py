@@ -1,0 +1,138 @@
+"""`profile: sinumerik` against the OPC UA simulator's SINUMERIK face, and its mapping rules."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import structlog
+
+from adapters.base import AdapterContext
+from adapters.opcua import sinumerik
+from adapters.opcua.adapter import OpcUaAdapter
+from adapters.opcua.settings import OpcUaSettings
+from models.errors import ConfigurationError
+from models.machine_state import ControllerMode, Execution
+from models.sample import Quality, Sample
+from simulators.machine import MachineModel, ScriptEvent
+from simulators.opcua_server import serve_opcua
+
+
+def scripted() -> MachineModel:
+    """Active on PART7 with 12 parts and an alarm raised before anyone subscribes."""
+    return MachineModel.scripted("nc1", [
+        ScriptEvent(at=0, execution=Execution.ACTIVE, controller_mode=ControllerMode.AUTOMATIC,
+                    program="PART7", part_count=12, alarm_code=1016,
+                    alarm_text="coolant low"),
+    ], start=datetime.now(UTC) - timedelta(seconds=5))
+
+
+def adapter(port: int, **conn: object) -> OpcUaAdapter:
+    settings = OpcUaSettings.model_validate({"connection": {
+        "endpoint": f"opc.tcp://127.0.0.1:{port}/", "profile": "sinumerik",
+        "publishing_interval": 0.1, "timeout": 2.0, **conn}})
+    return OpcUaAdapter(AdapterContext("nc1", 0.2, structlog.get_logger()), settings)
+
+
+async def collect(a: OpcUaAdapter, want: Callable[[dict[str, Sample]], bool]) -> dict[str, Sample]:
+    latest: dict[str, Sample] = {}
+    async with asyncio.timeout(10):
+        async for batch in a.stream():
+            latest.update({s.signal: s for s in batch})
+            if want(latest):
+                return latest
+    raise AssertionError(f"stream ended; got {latest}")
+
+
+async def test_sinumerik_profile_maps_the_nc_variables(free_port: Callable[[], int]) -> None:
+    port = free_port()
+    url = f"opc.tcp://127.0.0.1:{port}/"
+    sim = await serve_opcua([(scripted(), url)], sinumerik=[url])
+    try:
+        a = adapter(port)
+        await a.connect()
+        try:
+            got = await collect(a, lambda d: {"execution", "controller_mode", "program",
+                                              "part_count", "spindle_speed", "alarm"} <= d.keys()
+                                and d["alarm"].quality is Quality.GOOD)
+        finally:
+            await a.aclose()
+    finally:
+        await sim.aclose()
+    assert got["execution"].value == "active"
+    assert got["controller_mode"].value == "automatic"
+    assert got["program"].value == "PART7.MPF"
+    assert got["program_path"].value == "/_N_MPF_DIR/_N_PART7_MPF"
+    assert got["part_count"].value == 12
+    assert got["spindle_speed"].unit == "1/min"
+    assert got["feed_override"].value == 100.0
+    assert got["required_parts"].value == 0
+    assert (got["alarm"].value, got["alarm_text"].value) == ("1016", "coolant low")
+    assert set(a.discovered) == set(sinumerik.VARIABLES.values())
+    assert a.describe()["alarms"] == "server"
+
+
+async def test_documented_node_ids_work_as_plain_points(free_port: Callable[[], int]) -> None:
+    """The simulator's NodeIds are the variable paths, as the Siemens manual describes."""
+    port = free_port()
+    url = f"opc.tcp://127.0.0.1:{port}/"
+    sim = await serve_opcua([(scripted(), url)], sinumerik=[url])
+    try:
+        settings = OpcUaSettings.model_validate({
+            "connection": {"endpoint": url, "publishing_interval": 0.1},
+            "points": [{"name": "prog_status",
+                        "node": "nsu=SinumerikVarProvider;s=/Channel/State/progStatus"},
+                       {"name": "op_mode", "node": "/{SinumerikVarProvider}Sinumerik"
+                        "/{SinumerikVarProvider}Bag/{SinumerikVarProvider}State"
+                        "/{SinumerikVarProvider}opMode"}]})
+        a = OpcUaAdapter(AdapterContext("nc1", 0.2, structlog.get_logger()), settings)
+        await a.connect()
+        try:
+            got = await collect(a, lambda d: {"prog_status", "op_mode"} <= d.keys())
+        finally:
+            await a.aclose()
+    finally:
+        await sim.aclose()
+    assert (got["prog_status"].value, got["op_mode"].value) == (3, 2)
+
+
+async def test_a_server_without_the_namespace_is_a_configuration_error(
+    free_port: Callable[[], int],
+) -> None:
+    port = free_port()
+    sim = await serve_opcua([(scripted(), f"opc.tcp://127.0.0.1:{port}/")])
+    try:
+        a = adapter(port)
+        with pytest.raises(ConfigurationError, match="SinumerikVarProvider"):
+            await a.connect()
+        await a.aclose()
+    finally:
+        await sim.aclose()
+
+
+@pytest.mark.parametrize(("inputs", "execution", "mode"), [
+    ({"prog_status": 3, "op_mode": 2}, "active", "automatic"),
+    ({"prog_status": 1, "feed_override": 0.0, "op_mode": 1}, "feed_hold", "mdi"),
+    ({"prog_status": 1, "feed_override": 80.0, "op_mode": 0}, "interrupted", "manual"),
+    ({"prog_status": 2}, "program_stopped", None),
+    ({"prog_status": 4}, "wait", None),
+    ({"prog_status": 5}, "ready", None),
+    ({"prog_status": 9}, None, None),
+])
+def test_execution_and_mode(inputs: dict[str, object], execution: str | None,
+                            mode: str | None) -> None:
+    out = sinumerik.derive(inputs)
+    assert out.get("execution", (None,))[0] == execution
+    assert out.get("controller_mode", (None,))[0] == mode
+
+
+@pytest.mark.parametrize(("path", "name"), [
+    ("/_N_MPF_DIR/_N_PART1_MPF", "PART1.MPF"),
+    ("/_N_WKS_DIR/_N_SHAFT_WPD/_N_MAIN_MPF", "MAIN.MPF"),
+    ("//NC/WKS.DIR/SHAFT.WPD/MAIN.MPF", "MAIN.MPF"),
+    ("MAIN", "MAIN"),
+])
+def test_program_names_as_operate_shows_them(path: str, name: str) -> None:
+    assert sinumerik.program_name(path) == name
