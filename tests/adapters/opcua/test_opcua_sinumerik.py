@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import structlog
@@ -13,11 +14,14 @@ from adapters.base import AdapterContext
 from adapters.opcua import sinumerik
 from adapters.opcua.adapter import OpcUaAdapter
 from adapters.opcua.settings import OpcUaSettings
+from edge.config.loader import load_plant
 from models.errors import ConfigurationError
 from models.machine_state import ControllerMode, Execution
 from models.sample import Quality, Sample
 from simulators.machine import MachineModel, ScriptEvent
-from simulators.opcua_server import serve_opcua
+from simulators.opcua_server import serve_opcua, start_for_gateway
+
+DEMO = Path(__file__).resolve().parents[3] / "config" / "demo-plant.yaml"
 
 
 def scripted() -> MachineModel:
@@ -136,3 +140,31 @@ def test_execution_and_mode(inputs: dict[str, object], execution: str | None,
 ])
 def test_program_names_as_operate_shows_them(path: str, name: str) -> None:
     assert sinumerik.program_name(path) == name
+
+
+async def test_demo_plant_sinumerik_machine_needs_no_points(free_port: Callable[[], int]) -> None:
+    """config/demo-plant.yaml's `profile: sinumerik` machine, served as `simulate` serves it."""
+    loaded = load_plant(DEMO)
+    (machine,) = [m for m in loaded.plant.machines
+                  if m.adapter == "opcua" and m.connection.get("profile") == "sinumerik"]
+    assert not machine.points
+    settings = loaded.settings[machine.id]
+    url = f"opc.tcp://127.0.0.1:{free_port()}/"
+    settings = settings.model_copy(
+        update={"connection": settings.connection.model_copy(update={"endpoint": url})})
+    model = MachineModel.from_options(machine.id, {"seed": 8, "time_scale": 60})
+    sim = await start_for_gateway([(machine.id, settings, model)])
+    try:
+        a = OpcUaAdapter(AdapterContext(machine.id, 0.5, structlog.get_logger()), settings)
+        await a.connect()
+        try:
+            got = await collect(a, lambda d: {"execution", "controller_mode", "program",
+                                              "part_count"} <= d.keys())
+        finally:
+            await a.aclose()
+    finally:
+        await sim.aclose()
+    assert got["execution"].value in {e.value for e in Execution}
+    assert got["controller_mode"].value in {m.value for m in ControllerMode}
+    assert got["program"].value.endswith(".MPF")
+    assert isinstance(got["part_count"].value, int)
