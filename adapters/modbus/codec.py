@@ -16,10 +16,10 @@ pymodbus's helpers because those cover only part of this matrix.
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Sequence
 
+from adapters.engineering import Raw, engineering_value
 from models.sample import Quality, Value
 
 from .settings import BIT_KINDS, INTEGER_TYPES, ModbusPoint
@@ -28,8 +28,6 @@ _STRUCT: dict[str, str] = {
     "int16": "h", "uint16": "H", "int32": "i", "uint32": "I",
     "int64": "q", "uint64": "Q", "float32": "f", "float64": "d",
 }
-
-Raw = int | float | bool | str
 
 
 def register_count(point: ModbusPoint) -> int:
@@ -87,26 +85,8 @@ def decode_raw(registers: Sequence[int], point: ModbusPoint) -> Raw:
 
 
 def interpret(registers: Sequence[int], point: ModbusPoint) -> tuple[Value, Quality]:
-    """Engineering value and its quality.
-
-    A raw code missing from `map` is kept as its decimal text with quality uncertain (the
-    device said something real, we just cannot name it); a NaN or infinite float is bad,
-    because it cannot travel in canonical JSON and never describes a real measurement.
-    """
-    raw = decode_raw(registers, point)
-    if point.map is not None:
-        code = int(raw)
-        text = point.map.get(code)
-        return (text, Quality.GOOD) if text is not None else (str(code), Quality.UNCERTAIN)
-    if isinstance(raw, (bool, str)):
-        return raw, Quality.GOOD
-    if point.scale == 1.0 and point.offset == 0.0:
-        value: int | float = raw
-    else:
-        value = raw * point.scale + point.offset
-    if isinstance(value, float) and not math.isfinite(value):
-        return None, Quality.BAD
-    return value, Quality.GOOD
+    """Engineering value and its quality (rules in adapters/engineering.py)."""
+    return engineering_value(decode_raw(registers, point), point.map, point.scale, point.offset)
 
 
 def decode(registers: Sequence[int], point: ModbusPoint) -> Value:

@@ -260,7 +260,8 @@ def text(value: Any) -> str | None:
     return str(value)
 
 
-def _int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """An integer input, or None for booleans, absent or non-numeric values."""
     if isinstance(value, bool) or value is None:
         return None
     try:
@@ -315,8 +316,8 @@ def execution(inputs: Mapping[str, Any]) -> tuple[Availability | None, Execution
 
 
 def controller_mode(inputs: Mapping[str, Any]) -> ControllerMode | None:
-    op = _int(inputs.get("operation_mode"))
-    ch = _int(inputs.get("channel_mode"))
+    op = as_int(inputs.get("operation_mode"))
+    ch = as_int(inputs.get("channel_mode"))
     if op == 3:
         return ControllerMode.SEMI_AUTOMATIC
     if ch is not None and ch in _CHANNEL_MODE:
@@ -340,13 +341,13 @@ def derive(inputs: Mapping[str, Any]) -> dict[str, tuple[Value, str | None]]:
         out[SIG_MODE] = (mode.value, None)
     if "program" in inputs:
         out[SIG_PROGRAM] = (text(inputs["program"]), None)
-    done = _int(inputs.get("parts_completed"))
-    good = _int(inputs.get("parts_good"))
+    done = as_int(inputs.get("parts_completed"))
+    good = as_int(inputs.get("parts_good"))
     if done is not None:
         out[SIG_PART_COUNT] = (done, None)
         if good is not None:
             out[SIG_BAD_PART_COUNT] = (max(0, done - good), None)
-    elif (life := _int(inputs.get("parts_lifetime"))) is not None:
+    elif (life := as_int(inputs.get("parts_lifetime"))) is not None:
         out[SIG_PART_COUNT] = (life, None)
     for key, (signal, unit) in PASS_THROUGH.items():
         if key in inputs:

@@ -55,6 +55,8 @@ from models.machine_state import (
 )
 from models.sample import Value
 
+from .machine_tool import as_int
+
 _T = TypeVar("_T")
 SINUMERIK_URI = "SinumerikVarProvider"
 ROOT_NAME = "Sinumerik"
@@ -155,17 +157,8 @@ async def resolve(client: Client, ns: Mapping[str, int]) -> SinumerikNodes:
     return found
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _lookup(table: Mapping[int, _T], raw: Any) -> _T | None:
-    code = _int(raw)
+    code = as_int(raw)
     return None if code is None else table.get(code)
 
 
@@ -196,7 +189,7 @@ def derive(inputs: Mapping[str, Any]) -> dict[str, tuple[Value, str | None]]:
     if isinstance(program, str) and program:
         out[SIG_PROGRAM] = (program_name(program), None)
         out["program_path"] = (program, None)
-    parts = _int(inputs.get("act_parts"))
+    parts = as_int(inputs.get("act_parts"))
     if parts is not None and parts >= 0:
         out[SIG_PART_COUNT] = (parts, None)
     for key, (signal, unit) in PASS_THROUGH.items():

@@ -12,11 +12,11 @@ zone it was set to, and guessing one would be worse than saying nothing.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from snap7 import util
 
+from adapters.engineering import engineering_value
 from models.sample import Quality, Value
 
 from .settings import S7Point
@@ -81,24 +81,14 @@ def decode_raw(data: bytearray, point: S7Point) -> int | float | bool | str:
 
 
 def interpret(data: bytearray, point: S7Point) -> tuple[Value, Quality]:
-    """Engineering value and its quality.
+    """Engineering value and its quality (map, scale, offset: adapters/engineering.py).
 
     Bytes the getters reject (a STRING whose length byte exceeds its maximum, a date that
     does not exist, a non-BCD counter) are quality bad: the PLC holds something, but not
-    the declared type. A raw code missing from `map` is kept as text with quality
-    uncertain; NaN or infinity is bad (it cannot travel in canonical JSON).
+    the declared type.
     """
     try:
         raw = decode_raw(data, point)
     except (ValueError, TypeError, IndexError, OverflowError, UnicodeDecodeError):
         return None, Quality.BAD
-    if point.map is not None:
-        code = int(raw)
-        text = point.map.get(code)
-        return (text, Quality.GOOD) if text is not None else (str(code), Quality.UNCERTAIN)
-    if isinstance(raw, (bool, str)):
-        return raw, Quality.GOOD
-    value = raw if point.scale == 1.0 and point.offset == 0.0 else raw * point.scale + point.offset
-    if isinstance(value, float) and not math.isfinite(value):
-        return None, Quality.BAD
-    return value, Quality.GOOD
+    return engineering_value(raw, point.map, point.scale, point.offset)
