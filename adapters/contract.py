@@ -36,7 +36,8 @@ What is checked, and why it matters to the gateway:
 - connect, read, aclose work against a live device, and again on the same instance (the
   runner reconnects that way);
 - every sample is well-formed: the asset of the context, a `[a-z0-9_]+` signal name, a
-  `Quality`, timezone-aware timestamps, a JSON-able value, and the well-known machine state
+  `Quality`, timezone-aware timestamps, a value canonical JSON can carry (no NaN, no
+  integer beyond 2**53 - 1, which the signer would refuse), and the well-known machine state
   signals in the shared vocabulary of models/machine_state.py;
 - an unreachable device raises `TransientError` (so the runner backs off), never another
   exception, and within a bounded time;
@@ -62,6 +63,7 @@ from unittest import mock
 from pydantic import BaseModel, ValidationError
 
 from adapters.base import Adapter, AdapterContext, PollingAdapter
+from adapters.engineering import MAX_SAFE_INTEGER
 from models.errors import ConfigurationError, TransientError
 from models.machine_state import (
     SIG_BAD_PART_COUNT,
@@ -173,6 +175,11 @@ def check_samples(samples: Sequence[Sample], asset: str = ASSET,
         )
         if isinstance(s.value, float) and s.quality is Quality.GOOD:
             assert math.isfinite(s.value), f"{where}: NaN/inf must not be quality good"
+        if isinstance(s.value, int) and not isinstance(s.value, bool):
+            assert abs(s.value) <= MAX_SAFE_INTEGER, (
+                f"{where}: canonical JSON (RFC 8785) carries numbers as IEEE doubles; send "
+                "integers beyond 2**53 - 1 as text"
+            )
         json.dumps(s.value)
         if s.quality is not Quality.GOOD or s.value is None:
             continue

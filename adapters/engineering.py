@@ -7,7 +7,10 @@ the same rules whatever the protocol:
   device said something real, we just cannot name it);
 - value = raw x scale + offset, exact (no float detour) when scale is 1 and offset 0;
 - a NaN or infinite result is quality bad: it cannot travel in canonical JSON and never
-  describes a real measurement.
+  describes a real measurement;
+- an integer beyond +-(2**53 - 1) (a 64-bit counter, an LWORD) travels as its decimal
+  text: canonical JSON (RFC 8785, I-JSON) carries numbers as IEEE doubles, so the signer
+  refuses it as a number, and a double would silently round it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Mapping
 from models.sample import Quality, Value
 
 Raw = int | float | bool | str
+MAX_SAFE_INTEGER = 2**53 - 1
 
 
 def engineering_value(
@@ -32,4 +36,6 @@ def engineering_value(
     value = raw if scale == 1.0 and offset == 0.0 else raw * scale + offset
     if isinstance(value, float) and not math.isfinite(value):
         return None, Quality.BAD
+    if isinstance(value, int) and abs(value) > MAX_SAFE_INTEGER:
+        return str(value), Quality.GOOD
     return value, Quality.GOOD

@@ -36,7 +36,7 @@ def _s7_wstring(text: str, max_len: int) -> bytes:
 
 
 def _db() -> bytearray:
-    db = bytearray(100)
+    db = bytearray(120)
     db[0] = 0b0000_1000  # DBX0.3
     db[1] = 0xAB
     struct.pack_into(">H", db, 2, 0xBEEF)
@@ -55,6 +55,7 @@ def _db() -> bytearray:
     struct.pack_into(">i", db, 78, -5000)  # TIME -5 s
     struct.pack_into(">H", db, 82, 2)  # execution code, mapped
     struct.pack_into(">I", db, 84, 4711)  # part count
+    struct.pack_into(">bBHqQQ", db, 88, -7, 250, 65000, -(2**40), 2**63 + 5, 0x0102030405060708)
     return db
 
 
@@ -74,6 +75,12 @@ EXPECTED: dict[str, Any] = {
     "cycle_time": -5.0,
     "execution": "active",
     "part_count": 4711,
+    "sint": -7,
+    "usint": 250,
+    "uint": 65000,
+    "lint": -(2**40),
+    "ulint": str(2**63 + 5),  # beyond 2**53: as text, exact (adapters/engineering.py)
+    "lword": str(0x0102030405060708),
     "long_text": "x" * 254,
     "merker_word": 4321,
     "merker_bit": True,
@@ -103,6 +110,12 @@ POINTS: list[dict[str, Any]] = [
     {"name": "execution", "address": "DB5.DBW82", "data_type": "INT",
      "map": {0: "ready", 1: "stopped", 2: "active"}},
     {"name": "part_count", "address": "DB5.DBD84", "data_type": "UDINT"},
+    {"name": "sint", "address": "DB5.DBB88", "data_type": "SINT"},
+    {"name": "usint", "address": "DB5.DBB89", "data_type": "USINT"},
+    {"name": "uint", "address": "DB5.DBW90", "data_type": "UINT"},
+    {"name": "lint", "address": "DB5.DBB92", "data_type": "LINT"},
+    {"name": "ulint", "address": "DB5.DBB100", "data_type": "ULINT"},
+    {"name": "lword", "address": "DB5.DBB108", "data_type": "LWORD"},
     {"name": "long_text", "address": "DB6.DBB0", "data_type": "STRING"},
     {"name": "merker_word", "address": "MW20"},
     {"name": "merker_bit", "address": "M0.1"},

@@ -119,6 +119,8 @@ def encode(value: Value, point: ModbusPoint) -> list[int]:
         if len(data) > size:
             raise ValueError(f"{point.name}: {len(data)} bytes do not fit in {size}")
         return _to_registers(data.ljust(size, b"\x00"), point)
+    if isinstance(value, str) and point.data_type in INTEGER_TYPES and value.lstrip("-").isdigit():
+        value = int(value)  # a 64-bit value beyond 2**53 travels as text (engineering.py)
     if isinstance(value, str):
         raise ValueError(f"{point.name}: {point.data_type} cannot hold {value!r}")
     raw: int | float

@@ -46,6 +46,7 @@ from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from pydantic import BaseModel
 
 from adapters.base import Adapter, AdapterContext
+from adapters.engineering import MAX_SAFE_INTEGER
 from models.errors import ConfigurationError, DeviceUnavailable, TransientError
 from models.machine_state import SIG_AVAILABILITY, Availability
 from models.sample import Quality, Sample, Value, utc_now
@@ -112,7 +113,10 @@ def _quality(code: ua.StatusCode | None) -> Quality:
 
 
 def plain(value: Any) -> Value:
-    """An OPC UA value as one of Sample's plain types."""
+    """An OPC UA value as one of Sample's plain types (a UInt64 beyond 2**53 as text, exact:
+    canonical JSON carries numbers as doubles, see adapters/engineering.py)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INTEGER:
+        return str(value)
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, ua.LocalizedText | ua.QualifiedName):

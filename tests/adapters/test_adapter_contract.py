@@ -223,3 +223,10 @@ LEAKY = ContractCase(
 def test_suite_catches_a_broken_adapter(check: str, message: str) -> None:
     with pytest.raises(AssertionError, match=message):
         asyncio.run(contract.CHECKS[check](LEAKY))
+
+
+def test_suite_refuses_integers_canonical_json_cannot_carry() -> None:
+    big = Sample(contract.ASSET, "energy", 2**53, None, utc_now())
+    with pytest.raises(AssertionError, match="canonical JSON"):
+        contract.check_samples([big])
+    contract.check_samples([Sample(contract.ASSET, "energy", 2**53 - 1, None, utc_now())])
