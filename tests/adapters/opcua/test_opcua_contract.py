@@ -43,3 +43,27 @@ class TestOpcUaContract(AdapterContractSuite):
         ],
         expected_signals={"availability"},
     )
+
+
+@asynccontextmanager
+async def simulated_sinumerik() -> AsyncIterator[dict[str, Any]]:
+    port = closed_port()
+    endpoint = f"opc.tcp://127.0.0.1:{port}/"
+    server = await serve_opcua([(MachineModel("asset-1", time_scale=60), endpoint)],
+                               sinumerik=[endpoint])
+    try:
+        yield {"connection": {"endpoint": endpoint, "profile": "sinumerik",
+                              "publishing_interval": 0.1, "timeout": 2.0}}
+    finally:
+        await server.aclose()
+
+
+class TestOpcUaSinumerikContract(AdapterContractSuite):
+    case = ContractCase(
+        adapter=OpcUaAdapter,
+        device=simulated_sinumerik,
+        unreachable=lambda: {"connection": {"endpoint": f"opc.tcp://127.0.0.1:{closed_port()}/",
+                                            "timeout": 1.0, "profile": "sinumerik"}},
+        invalid=[{"connection": {"endpoint": "opc.tcp://h:4840/", "profile": "fanuc"}}],
+        expected_signals={"availability"},
+    )

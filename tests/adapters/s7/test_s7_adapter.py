@@ -10,7 +10,7 @@ from s7_plc import EXPECTED, POINTS, REFUSED, known_plc
 from snap7.type import SrvArea
 
 from adapters.base import AdapterContext
-from adapters.s7.adapter import S7Adapter
+from adapters.s7.adapter import S7Adapter, explain
 from adapters.s7.settings import S7Settings
 from models.errors import DeviceUnavailable
 from models.sample import Quality, Sample
@@ -127,3 +127,14 @@ async def test_server_gone_is_device_unavailable() -> None:
                 for _ in range(3):  # the first read may still find the socket half-open
                     await a.read_once()
         await a.aclose()
+
+
+@pytest.mark.parametrize(("code", "words"), [
+    (0x03, ["not allowed", "PUT/GET", "Optimized block access"]),
+    (0x05, ["Invalid address", "Optimized block access"]),
+    (0x0A, ["does not exist", "DB number"]),
+    (0x06, ["Data type not supported"]),
+])
+def test_refusals_name_the_fix(code: int, words: list[str]) -> None:
+    text = explain(code)
+    assert all(w in text for w in words), text
