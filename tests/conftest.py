@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,7 @@ class Received:
     qos: int
     retain: bool
     properties: Any
+    at: float = field(default_factory=time.monotonic)  # arrival, for rates measured at the broker
 
 
 class Collector:

@@ -74,6 +74,33 @@ destinations:
 """
 
 
+def proxied_plant(
+    tmp_path: Path,
+    free_port: Callable[[], int],
+    broker_port: int,
+    outbox: str,
+    *,
+    machines: int = 1,
+    gateway_extra: str = "",
+    state_dir: Path | None = None,
+) -> tuple[Path, TcpProxy]:
+    """plant.yaml with one destination `local` reached through a (stopped) `TcpProxy` to
+    `broker_port`, its `outbox` settings given as YAML flow-mapping items."""
+    proxy_port = free_port()
+    dest = f'  - {{id: local, url: "mqtt://127.0.0.1:{proxy_port}",\n     outbox: {{{outbox}}}}}\n'
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(
+        plant_yaml(
+            state_dir or tmp_path / "state",
+            [free_port() for _ in range(machines)],
+            proxy_port,
+            destinations=dest,
+            gateway_extra=gateway_extra,
+        )
+    )
+    return plant, TcpProxy(proxy_port, broker_port)
+
+
 class GatewayProcess:
     """`edge-gateway run` in a subprocess with JSON logs captured to a file."""
 

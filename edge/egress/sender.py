@@ -1,10 +1,13 @@
 """One sender per destination: drain its outbox rows in id order, delete after PUBACK.
 
-Rows written by an earlier process (id at most `outbox.last_id_at_open`), or sealed before
-this sender last saw its link come up (i.e. while it was down), are replayed at
-`backlog_rate` envelopes/s with the MQTT 5 user property `historical=true`, an unsigned hint
-(3.1.1 connections carry no properties); the signed `created` is the authority on lateness.
-The signed `historical` of the body is the sealer's (edge/egress/sealer.py), see
+Rows written by an earlier process, or stored before this destination's current MQTT
+session began (sealed during an outage, or in flight when the link dropped), are replayed
+at `backlog_rate` envelopes/s with the MQTT 5 user property `historical=true`, an unsigned
+hint (3.1.1 connections carry no properties); the signed `created` is the authority on
+lateness. Both cases are judged per row from facts that do not depend on when this task
+happened to look at the link: the row id against `Outbox.last_id_at_open` (restart) and the
+row's `created` against the transport's `connected_since` (reconnect), so a reconnect is
+treated exactly like a restart. The signed `historical` of the body is the sealer's (edge/egress/sealer.py), see
 docs/protocol.md, "Store-and-forward and `historical`".
 """
 
@@ -12,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +25,9 @@ from models.errors import EdgeError
 class Publisher(Protocol):
     @property
     def connected(self) -> bool: ...
+
+    @property
+    def connected_since(self) -> float: ...
 
     async def wait_connected(self, timeout: float | None = None) -> bool: ...  # noqa: ASYNC109
 
@@ -69,18 +74,21 @@ class DestinationSender:
         self._tasks: set[asyncio.Task[None]] = set()
         self.poll = 0.5  # seconds between checks of the link while waiting
         self._replay_until = outbox.last_id_at_open
-        self._link_up_at = 0.0
-        self._was_connected = False
 
     def wake(self) -> None:
         self._wake.set()
 
     def _historical(self, row: OutboxRow) -> bool:
-        connected = self.transport.connected
-        if connected and not self._was_connected:
-            self._link_up_at = time.time()
-        self._was_connected = connected
-        return row.id <= self._replay_until or row.created < self._link_up_at or not connected
+        """A replay: written by an earlier process, or stored before the current session.
+
+        The session start comes from the transport (its CONNACK time), not from this loop
+        noticing the link change: a sender asleep in `wait_connected` during the outage
+        never saw the link down, and used to send the whole backlog as live, unpaced."""
+        return (
+            row.id <= self._replay_until
+            or not self.transport.connected
+            or row.created < self.transport.connected_since
+        )
 
     async def run(self) -> None:
         """While the link is down nothing is handed to the transport: rows wait in the outbox

@@ -45,6 +45,7 @@ import itertools
 import random
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -182,6 +183,7 @@ class MqttTransport:
         self._supervisor: asyncio.Task[None] | None = None
         self._connected = False
         self._connected_event = asyncio.Event()
+        self._connected_since = 0.0
         self._lost = asyncio.Event()
         self._closing = False
         self._ever_connected = False
@@ -200,6 +202,13 @@ class MqttTransport:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def connected_since(self) -> float:
+        """Unix time of the current session's CONNACK (0.0 before the first one). A sender
+        compares it with a row's `created` to know the row waited out an outage, however
+        short, without having to watch the link itself."""
+        return self._connected_since
 
     @property
     def protocol_in_use(self) -> MqttVersion:
@@ -542,6 +551,7 @@ class MqttTransport:
             self._stats["reconnects"] += 1
         self._ever_connected = True
         self._by_mid.clear()
+        self._connected_since = time.time()
         self._set_connected(True)
         if self._birth is not None:  # undoes a will the broker may have sent for the last link
             topic, payload, retain = self._birth

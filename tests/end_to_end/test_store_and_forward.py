@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import Collector, Mosquitto
-from e2e import GatewayProcess, TcpProxy, plant_yaml, verified_body, wait_for
+from e2e import GatewayProcess, TcpProxy, plant_yaml, proxied_plant, verified_body, wait_for
 
 from edge.platform_kit.verifier import verify_stream
 
@@ -101,21 +101,13 @@ def test_full_outbox_drops_oldest_counts_exactly_and_raises_an_alarm(
     free_port: Callable[[], int],
 ) -> None:
     col = mqtt_collector(mosquitto.host, mosquitto.port, "edge/#")
-    proxy_port = free_port()
-    proxy = TcpProxy(proxy_port, mosquitto.port)
-    plant = tmp_path / "plant.yaml"
-    dest = (
-        f'  - {{id: local, url: "mqtt://127.0.0.1:{proxy_port}",\n'
-        "     outbox: {max_bytes: 65536, policy: drop_oldest, min_free_disk_bytes: 0}}\n"
-    )
-    plant.write_text(
-        plant_yaml(
-            tmp_path / "state",
-            [free_port(), free_port()],
-            proxy_port,
-            destinations=dest,
-            gateway_extra=", batch: {max_delay: 0.05}",
-        )
+    plant, proxy = proxied_plant(
+        tmp_path,
+        free_port,
+        mosquitto.port,
+        "max_bytes: 65536, policy: drop_oldest, min_free_disk_bytes: 0",
+        machines=2,
+        gateway_extra=", batch: {max_delay: 0.05}",
     )
     gw = GatewayProcess(plant).start()
     try:
