@@ -223,6 +223,16 @@ def _query(args: argparse.Namespace) -> int:
     return EXIT_OK if record.get("ok") else EXIT_RUNTIME
 
 
+def _disk_warnings(loaded: LoadedPlant) -> list[str]:
+    """The state directory's disk already below an outbox's free-disk floor (the gateway
+    without destinations uses an embedded broker, with the default outbox settings)."""
+    from edge.storage.disk import outbox_floors
+    from models.plant import Destination
+
+    dests = loaded.plant.destinations or [Destination(id="embedded", url="mqtt://127.0.0.1")]
+    return outbox_floors(dests, loaded.state_dir)[1]
+
+
 def _keys(args: argparse.Namespace, loaded: LoadedPlant) -> int:
     from edge.signing.keystore import KeyStore
 
@@ -278,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{len(plant.destinations) or 'no'} destination(s), "
                 f"{len(plant.shifts.shifts)} shift(s)"
             )
+            for warning in _disk_warnings(loaded):
+                print(f"{args.plant}: warning: {warning}", file=sys.stderr)
             return EXIT_OK
 
         if args.command == "verify":

@@ -81,8 +81,12 @@ class OutboxSettings(Strict):
     policy: Literal["drop_oldest", "reject_new"] = Field(
         "drop_oldest", description="when full: evict the oldest envelopes, or refuse new ones"
     )
-    min_free_disk_bytes: int = Field(
-        512 * 2**20, ge=0, description="stop growing when the disk has less free space than this"
+    min_free_disk_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="below this much free disk the backlog stops growing (live data to a "
+        "connected broker still flows); default 5% of the state directory's file system, "
+        "at least 8 MiB (a quarter of a disk under 32 MiB), at most 512 MiB; 0 disables",
     )
     backlog_rate: float = Field(
         200.0, gt=0, description="envelopes/s at most when replaying a backlog after an outage"

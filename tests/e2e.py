@@ -7,15 +7,18 @@ import contextlib
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from edge.platform_kit.verifier import verify_envelope
 
@@ -74,6 +77,35 @@ destinations:
 """
 
 
+@contextlib.contextmanager
+def small_disk(path: Path, size_mib: int) -> Iterator[Path]:
+    """A tmpfs of `size_mib` MiB mounted at `path` for the test (a small eMMC/SD card);
+    the test is skipped, with the reason, where mounting is not allowed (not root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    run = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if run.returncode != 0:
+        pytest.skip(f"cannot mount a {size_mib} MiB tmpfs (needs root): {run.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill_disk(path: Path, leave: int) -> Path:
+    """Take space on `path`'s file system with one file until only `leave` bytes are free;
+    delete the returned file to give the space back."""
+    filler = path / "filler"
+    take = shutil.disk_usage(path).free - leave
+    with filler.open("ab") as fh:
+        os.posix_fallocate(fh.fileno(), filler.stat().st_size, max(take, 1))
+    return filler
+
+
 def proxied_plant(
     tmp_path: Path,
     free_port: Callable[[], int],
@@ -99,6 +131,17 @@ def proxied_plant(
         )
     )
     return plant, TcpProxy(proxy_port, broker_port)
+
+
+def validate(plant: Path) -> subprocess.CompletedProcess[str]:
+    """`edge-gateway validate` as a user runs it (exit code, stdout, stderr)."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", "validate", str(plant)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
 
 
 class GatewayProcess:

@@ -53,6 +53,7 @@ from edge.kpi.store import OeeStore
 from edge.observability import get_logger
 from edge.query.backend import QueryBackend
 from edge.query.handler import QueryHandler, load_platform_keys
+from edge.storage.wal import WalStore, checkpoint_loop
 from models.plant import Destination
 
 EMBEDDED_BROKER = ("127.0.0.1", 1883)
@@ -116,6 +117,11 @@ class Gateway:
     def current(self) -> LoadedPlant:
         return self.loaded
 
+    def _wal_stores(self) -> list[WalStore]:
+        """The SQLite stores whose WAL `checkpoint_loop` truncates (the outbox may change)."""
+        stack = self.slot.current
+        return [self.oee_store] if stack is None else [self.oee_store, stack.outbox]
+
     def destinations(self, loaded: LoadedPlant | None = None) -> list[Destination]:
         return destinations(loaded or self.loaded, self.options)
 
@@ -169,6 +175,11 @@ class Gateway:
                 self.capacity, self.fleet, self.slot, self.current, self.log
             )
             background.append(self.supervisor.supervise("kpi", oee.run))
+            background.append(
+                self.supervisor.supervise(
+                    "wal-checkpoint", partial(checkpoint_loop, self._wal_stores)
+                )
+            )
             background.append(self.supervisor.supervise("capacity", capacity.run))
             self.fleet.start_missing()
             systemd.notify("READY=1\nSTATUS=running")

@@ -36,9 +36,9 @@ Counters are exact and persistent: for every destination
 Durability: WAL with `synchronous=NORMAL` (default). Every commit is atomic and survives a
 process crash (SIGKILL, OOM kill); after a power cut or kernel panic the database is still
 consistent, but the last transactions since the previous WAL sync (at most one
-auto-checkpoint, about 4 MiB) may be lost. The honest consequence: an envelope that was
-published and then lost this way gets its `seq` issued again with other content, which a
-platform sees as a fork of the chain at that point. `durable=True` selects
+auto-checkpoint, about 1 MiB: edge.storage.wal) may be lost. The honest consequence: an
+envelope that was published and then lost this way gets its `seq` issued again with other
+content, which a platform sees as a fork of the chain at that point. `durable=True` selects
 `synchronous=FULL`, an fsync per append, which rules that out at the price of latency and
 flash wear on SD/eMMC gateways; choose it where power is unreliable and writes are rare.
 
@@ -46,8 +46,12 @@ Caps: each destination has an `OutboxCap`. `drop_oldest` evicts that destination
 rows until the new one fits (counted as `dropped`); `reject_new` refuses the new row
 (`rejected`). A row larger than the whole cap is refused under either policy. When the free
 space of the file system is below `min_free_disk_bytes`, the cap shrinks to what the
-destination already holds, so the file stops growing (freed pages are reused) and a full
-disk never wedges the gateway. Caps count logical bytes; the file is larger by SQLite's
+destination already holds, so its backlog stops growing (freed pages are reused) and a full
+disk never wedges the gateway; a destination whose broker is connected keeps at least
+`LIVE_WINDOW_BYTES` (1 MiB), so live traffic always flows: its rows are written, sent and
+deleted on PUBACK. With `drop_oldest` a live row evicts the oldest backlog row when the
+destination holds more than that; with `reject_new` a live row waits until the backlog
+has drained below it. Caps count logical bytes; the file is larger by SQLite's
 page overhead (see bench/bench_outbox.py) and never shrinks by itself.
 
 `historical` (docs/protocol.md, "Store-and-forward and `historical`"): the body is signed
@@ -65,7 +69,7 @@ Threading: the API is synchronous and meant to be called on the event loop threa
 WAL+NORMAL a commit is a write into the page cache (p50 about 40 us, p99 about 0.3-0.4 ms
 with 1 KiB envelopes; bench/bench_outbox.py), cheaper than a hop to a worker thread, and
 calling inline keeps append/ack order equal to program order without extra machinery. The
-cost: about once per 4 MiB written, the WAL auto-checkpoint (with its fsyncs) holds one
+cost: about once per 1 MiB written, the WAL auto-checkpoint (with its fsyncs) holds one
 call for a few milliseconds (5-15 ms on the bench host). Calls are serialised by a lock, so
 a caller that enables `durable=True` on slow flash may move them to `asyncio.to_thread`
 (from one task, to keep order) without other changes.
@@ -87,7 +91,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -133,6 +137,9 @@ _BUMP = ("INSERT INTO counters(dest, name, value) VALUES (?, ?, ?) "
          "ON CONFLICT(dest, name) DO UPDATE SET value = value + excluded.value")
 _ACK_CHUNK = 500  # stays below SQLite's default limit of bound parameters per statement
 _RECOVERED = 0.9  # "full" ends once pending bytes fall below this share of the cap
+LIVE_WINDOW_BYTES = 2**20
+"""What a connected destination may hold below the free-disk floor: far more than the
+sender's in-flight window, small enough to fit on any disk the gateway can run from."""
 
 
 class OutboxError(EdgeError):
@@ -271,7 +278,8 @@ class Outbox(WalStore):
                 raise OutboxError(f"outbox {self.path}: chain table malformed: {exc}") from exc
 
     def append(self, topic: str, seq: int, link_hash: str, payload: bytes, *, retain: bool,
-               dests: Iterable[str], chain_key: str | None = None) -> dict[str, bool]:
+               dests: Iterable[str], chain_key: str | None = None,
+               live: Collection[str] = ()) -> dict[str, bool]:
         """Store one sealed envelope for each of `dests` and advance `topic`'s chain to
         (`seq`, `link_hash`), all in one transaction; returns which destinations took it.
 
@@ -280,7 +288,9 @@ class Outbox(WalStore):
         advances even when every destination refused the row; platforms then see a gap,
         which is the truth. The caller commits its own `ChainState` after this returns.
         `chain_key` (default: `topic`) names the chain when one topic carries several chains,
-        e.g. one per destination whose egress policy filters what it receives.
+        e.g. one per destination whose egress policy filters what it receives. `live` names
+        the destinations whose broker is connected now: below the free-disk floor they may
+        still hold `LIVE_WINDOW_BYTES`, so live data keeps flowing (see `_admit`).
         """
         key = topic if chain_key is None else chain_key
         if len(b64url_decode(link_hash)) != 32:
@@ -304,7 +314,8 @@ class Outbox(WalStore):
                                      f"expected {expected}")
                 for dest in wanted:
                     accepted[dest], pending[dest] = self._admit(
-                        conn, dest, (topic, payload, int(retain), now, size), free)
+                        conn, dest, (topic, payload, int(retain), now, size), free,
+                        dest in live)
                 conn.execute("INSERT INTO chain(topic, seq, hash) VALUES (?, ?, ?) "
                              "ON CONFLICT(topic) DO UPDATE SET seq = excluded.seq, "
                              "hash = excluded.hash", (key, seq, link_hash))
@@ -312,11 +323,15 @@ class Outbox(WalStore):
         return accepted
 
     def _admit(self, conn: sqlite3.Connection, dest: str,
-               row: tuple[str, bytes, int, float, int], free: int | None,
+               row: tuple[str, bytes, int, float, int], free: int | None, live: bool,
                ) -> tuple[bool, tuple[int, int]]:
         """Apply `dest`'s cap inside the append transaction; returns (stored, new pending).
 
-        `row` is (topic, payload, retain, created, bytes)."""
+        `row` is (topic, payload, retain, created, bytes). Below the free-disk floor the
+        destination's backlog may not grow past what it holds, except that a connected
+        (`live`) destination may always hold `LIVE_WINDOW_BYTES`: its rows leave again within
+        a round trip, so live data flows on a disk that is small or nearly full, while a
+        backlog for an unreachable broker cannot eat the last free space."""
         cap = self._caps[dest]
         size = row[4]
         count, used = self._pending.get(dest, (0, 0))
@@ -324,7 +339,7 @@ class Outbox(WalStore):
         low = free is not None and free < cap.min_free_disk_bytes
         self._note_disk(dest, low, free, cap)
         if low:
-            limit = min(limit, used)
+            limit = min(limit, max(used, LIVE_WINDOW_BYTES if live else 0))
         refuse = size > limit or (used + size > limit and cap.policy == "reject_new")
         if refuse:
             conn.execute(_BUMP, (dest, "rejected", 1))

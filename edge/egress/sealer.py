@@ -86,6 +86,7 @@ class Sealer:
         dests: list[str],
     ) -> list[str]:
         seq, prev = self.chain.next(chain_key)
+        live = [d for d in dests if self.is_connected(d)]
         body = envelope_body(
             gateway=self.gateway,
             topic=topic,
@@ -95,7 +96,7 @@ class Sealer:
             prev=prev,
             created=utc_now(),
             records=records,
-            historical=not any(self.is_connected(d) for d in dests),
+            historical=not live,
         )
         envelope = self.signer.sign_body(body)
         link = signing_input_hash(envelope)
@@ -108,6 +109,7 @@ class Sealer:
             retain=stream in RETAINED_STREAMS,
             dests=dests,
             chain_key=chain_key,
+            live=live,
         )
         self.chain.commit(chain_key, seq, link)
         return [d for d, ok in accepted.items() if ok]

@@ -29,6 +29,7 @@ from edge.egress.sealer import Sealer
 from edge.egress.sender import DestinationSender
 from edge.signing.jws import Signer
 from edge.signing.keystore import KeyStore
+from edge.storage.disk import outbox_floors
 from edge.transport.mqtt import MqttTransport
 from models.envelope import Stream
 from models.errors import ConfigurationError
@@ -128,10 +129,13 @@ class EgressStack:
         self.transports = plan.transports
         state_dir = plan.loaded.state_dir
         self.outbox_path: Path = state_dir / OUTBOX_FILE
+        floors, warnings = outbox_floors(plan.destinations, state_dir)
+        for warning in warnings:
+            log.warning("disk_below_free_floor", detail=warning)
         self.outbox = Outbox(
             self.outbox_path,
             caps={
-                d.id: OutboxCap(d.outbox.max_bytes, d.outbox.policy, d.outbox.min_free_disk_bytes)
+                d.id: OutboxCap(d.outbox.max_bytes, d.outbox.policy, floors[d.id])
                 for d in plan.destinations
             },
             logger=log,
@@ -304,4 +308,3 @@ class EgressSlot:
             e = self.current.egress
             parts.append(f"envelopes {e.envelopes}, records {e.records}")
         return " | ".join(parts)
-

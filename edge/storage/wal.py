@@ -9,10 +9,12 @@ writable. Subclasses give the schema and the words for their logs and errors.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
@@ -23,6 +25,9 @@ CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 NOT_WRITABLE_CODES = {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY,
                       sqlite3.SQLITE_AUTH}
 SQLITE_HEADER = b"SQLite format 3\x00"
+WAL_AUTOCHECKPOINT = 256  # pages (1 MiB at SQLite's default 4 KiB page): SQLite's 1000 was 4 MiB
+JOURNAL_SIZE_LIMIT = 2 * 2**20  # bytes the WAL file keeps after a checkpoint
+CHECKPOINT_EVERY = 60.0  # seconds between WAL truncations by `checkpoint_loop`
 
 
 class Logger(Protocol):
@@ -66,7 +71,11 @@ class WalStore:
             if str(mode).lower() != "wal":
                 raise self.error_class(f"{self.label} {self.path}: WAL mode unavailable ({mode})")
             conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
-            conn.execute("PRAGMA journal_size_limit=8388608")  # truncate WAL after checkpoints
+            # WAL growth bounded (small eMMC/SD disks): checkpoint every WAL_AUTOCHECKPOINT
+            # pages, truncate the file back to JOURNAL_SIZE_LIMIT after each checkpoint, and
+            # to zero when idle (`truncate_wal`, run by `checkpoint_loop`).
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
+            conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
             problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
                 raise CorruptError("; ".join(problems[:5]))
@@ -137,6 +146,22 @@ class WalStore:
                                      f"aside: {exc.strerror or exc}") from exc
         return aside
 
+    def truncate_wal(self) -> bool:
+        """Checkpoint the whole WAL into the database and truncate the `-wal` file to zero
+        bytes; False when SQLite could not finish (busy) or the store is closed.
+
+        Auto-checkpoints only ever truncate down to `JOURNAL_SIZE_LIMIT`; on a small disk
+        those megabytes matter, and the counter and chain updates made even while nothing
+        is stored would otherwise keep a WAL of that size around for good."""
+        with self._lock:
+            if self._conn is None:
+                return False
+            try:
+                busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error:
+                return False  # e.g. disk full; the next round tries again
+            return not busy
+
     def close(self) -> None:
         """Close the database (idempotent); the last connection checkpoints the WAL."""
         with self._lock:
@@ -158,3 +183,15 @@ class WalStore:
         if self._conn is None:
             raise self.error_class(f"{self.label} {self.path}: closed")
         return self._conn
+
+
+async def checkpoint_loop(
+    stores: Callable[[], Iterable[WalStore]], every: float = CHECKPOINT_EVERY
+) -> None:
+    """Truncate every store's WAL once per `every` seconds. `stores` is asked each round,
+    since a reload may replace a store. A checkpoint of a WAL that is at most
+    `JOURNAL_SIZE_LIMIT` long holds the calling thread for milliseconds."""
+    while True:
+        await asyncio.sleep(every)
+        for store in stores():
+            store.truncate_wal()

@@ -23,8 +23,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.egress.outbox import FILENAME, Outbox, OutboxCap, OutboxError
+from edge.egress.outbox import FILENAME, LIVE_WINDOW_BYTES, Outbox, OutboxCap, OutboxError
 from edge.signing.jws import b64url_encode
+from edge.storage.wal import JOURNAL_SIZE_LIMIT
 from models.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -216,6 +217,51 @@ def test_low_free_disk_stops_growth_under_both_policies(tmp_path: Path) -> None:
             "c",
         }
         assert len(log.named("outbox_disk_low_not_growing")) == 3
+
+
+def test_below_the_floor_a_connected_destination_still_sends_live_data(tmp_path: Path) -> None:
+    """Issue 12: with the floor above the free space every envelope used to be refused, even
+    for a connected broker. Now only the backlog of an unreachable broker stops growing."""
+    floor = 2 * (1 << 60)  # more than any disk has free
+    caps = {d: OutboxCap(1 << 30, policy, floor) for d, policy in
+            (("up", "drop_oldest"), ("strict", "reject_new"), ("down", "drop_oldest"))}
+    with Outbox(tmp_path / FILENAME, caps=caps) as ob:
+        for n in range(1, 21):
+            payload = b"x" * 200
+            got = ob.append("t", n, h(n), payload, retain=False, dests=list(caps),
+                            live=["up", "strict"])
+            assert got == {"up": True, "strict": True, "down": False}
+            ob.ack("up", [r.id for r in ob.peek("up")])  # the broker acknowledges at once
+        assert ob.pending("up") == (0, 0) and ob.counters("up")["acked"] == 20
+        assert ob.pending("strict")[0] == 20  # unacked live rows: within LIVE_WINDOW_BYTES
+        assert ob.counters("down")["rejected"] == 20 and ob.pending("down") == (0, 0)
+
+
+def test_live_window_is_bounded_below_the_floor(tmp_path: Path) -> None:
+    floor = 2 * (1 << 60)
+    caps = {"a": OutboxCap(1 << 30, "drop_oldest", floor),
+            "b": OutboxCap(1 << 30, "reject_new", floor)}
+    with Outbox(tmp_path / FILENAME, caps=caps) as ob:
+        size = 64 * 1024
+        n = 2 * LIVE_WINDOW_BYTES // size
+        for i in range(1, n + 1):
+            ob.append("t", i, h(i), b"p" * size, retain=False, dests=["a", "b"], live=["a", "b"])
+        for dest in ("a", "b"):
+            assert ob.pending(dest)[1] <= LIVE_WINDOW_BYTES + size  # never more than the window
+        assert ob.counters("a")["dropped"] > 0 and ob.counters("b")["rejected"] > 0
+
+
+def test_wal_stays_bounded_and_truncates_when_idle(tmp_path: Path) -> None:
+    path = tmp_path / FILENAME
+    wal = path.with_name(FILENAME + "-wal")
+    with Outbox(path, caps={"a": BIG}) as ob:
+        for i in range(1, 3001):  # ~3 MiB of rows written, then deleted
+            ob.append("t", i, h(i), b"w" * 1000, retain=False, dests=["a"])
+            if i % 10 == 0:
+                ob.ack("a", [r.id for r in ob.peek("a")])
+            assert wal.stat().st_size <= JOURNAL_SIZE_LIMIT + 64 * 1024
+        assert ob.truncate_wal()
+        assert wal.stat().st_size == 0
 
 
 def garbage(path: Path, offset: int, n: int) -> None:
