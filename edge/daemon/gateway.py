@@ -38,6 +38,7 @@ from edge.daemon.embedded_broker import EmbeddedBroker
 from edge.daemon.reload import Reloader
 from edge.daemon.supervisor import Supervisor, cancel_all
 from edge.devices.fleet import DeviceFleet
+from edge.egress.loss import LossLedger
 from edge.egress.stack import (
     EgressPlan,
     EgressSlot,
@@ -84,6 +85,7 @@ class Gateway:
         self.log: FilteringBoundLogger = get_logger(gateway=loaded.plant.gateway.id)
         self.supervisor = Supervisor(self.log)
         self.slot = EgressSlot()
+        self.losses = LossLedger()  # survives reloads: counts since the process started
         oee = loaded.plant.gateway.oee
         self.oee_store = OeeStore(
             loaded.state_dir / OEE_FILE,
@@ -106,6 +108,7 @@ class Gateway:
             self.capacity,
             stats=self.slot.destination_stats,
             counts=lambda: dict(self.queries.counts),
+            losses=self.losses.snapshot,
         )
         self.queries = QueryHandler(
             loaded.plant, backend, signer=self.slot.signer, keys={}, logger=self.log
@@ -128,7 +131,7 @@ class Gateway:
     async def start_egress(self, plan: EgressPlan) -> int:
         """Start a prepared egress side with its status loop and query serving, and put it
         behind the slot; returns how many offers held during a swap went to it."""
-        stack = await EgressStack.start(plan, self.supervisor, self.log)
+        stack = await EgressStack.start(plan, self.supervisor, self.log, losses=self.losses)
         status = StatusReporter(stack, self.fleet, self.current, self.supervisor, self.log)
         stack.attach("status", status.run)
         for dest_id, tr in stack.transports.items():

@@ -26,10 +26,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.egress.loss import LossLedger
 from edge.egress.sealer import Sealer
 from edge.egress.sender import DestinationSender
 from models.envelope import Stream
 from models.errors import EdgeError
+from models.sample import utc_now
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Egress:
         max_records: int = 500,
         max_bytes: int = 128_000,
         max_delay: float = 0.05,
+        losses: LossLedger | None = None,
     ) -> None:
         self.sealer = sealer
         self.senders = {s.name: s for s in senders}
@@ -60,6 +63,7 @@ class Egress:
         self.max_delay = max_delay
         self._batches: dict[str, _Batch] = {}
         self.log = logger
+        self.losses = losses or LossLedger()
         self.envelopes = 0
         self.records = 0
         self.lost_records = 0
@@ -72,17 +76,44 @@ class Egress:
             accepted = self.sealer.seal(topic, asset, stream, records)
         except EdgeError as exc:  # the outbox cannot store: count the loss, keep collecting
             self.lost_records += len(records)
+            self.losses.lost(
+                topic=topic,
+                asset=asset,
+                stream=stream,
+                records=len(records),
+                destinations=self.sealer.routes(asset, stream),
+                at=utc_now(),
+                reason="disk_full" if "full" in str(exc) else "storage_error",
+            )
             if not self._store_failing:
                 self.log.error("egress_store_failed", error=str(exc), topic=topic)
                 self._store_failing = True
             return
+        self.losses.stored()
         if self._store_failing:
             self.log.info("egress_store_recovered", lost_records=self.lost_records)
             self._store_failing = False
-        for dest in accepted:
-            self.senders[dest].wake()
+        self._wake(accepted)
         self.envelopes += 1
         self.records += len(records)
+        if self.losses.unreported():
+            self._report_gaps()
+
+    def _report_gaps(self) -> None:
+        """Storage works again: tell each affected machine's subscribers, signed, what was
+        lost (a `gap` envelope); a gap whose record cannot be stored either stays open."""
+        for gap in self.losses.unreported():
+            try:
+                accepted = self.sealer.seal_gap(gap)
+            except EdgeError:
+                return
+            self.losses.reported(gap)
+            self.log.warning("egress_gap_reported", topic=gap.topic, **gap.as_record())
+            self._wake(accepted)
+
+    def _wake(self, destinations: list[str]) -> None:
+        for dest in destinations:
+            self.senders[dest].wake()
 
     def add(
         self, topic: str, asset: str, records: list[dict[str, Any]], *, complete: bool = False

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from edge.egress.loss import Gap
 from edge.egress.outbox import Outbox
 from edge.signing.jws import ChainState, Signer, signing_input_hash
 from models.envelope import RETAINED_STREAMS, Stream, envelope_body
@@ -50,8 +51,9 @@ class Sealer:
         """Sign and store; returns the destinations that accepted an envelope."""
         shared: list[str] = []
         own: list[tuple[str, list[dict[str, Any]]]] = []
+        routed = set(self.routes(asset, stream))
         for d in self.destinations:
-            if stream not in d.streams or (asset is not None and not d.machines.allows(asset)):
+            if d.id not in routed:
                 continue
             if d.signals.everything or stream not in ("telemetry", "state"):
                 shared.append(d.id)
@@ -74,6 +76,29 @@ class Sealer:
                 dests=[dest],
             )
         return accepted
+
+    def routes(self, asset: str | None, stream: Stream) -> list[str]:
+        """Destinations that take `stream` of `asset` (before any signal filter)."""
+        return [
+            d.id
+            for d in self.destinations
+            if stream in d.streams and (asset is None or d.machines.allows(asset))
+        ]
+
+    def seal_gap(self, gap: Gap) -> list[str]:
+        """Sign and store the `gap` record of `gap` on its own topic, for every destination
+        that may see the machine, whatever streams it takes: one chain per gap topic must
+        reach every subscriber of it whole, and the record names streams, so a destination
+        ignores counts of streams it does not take. Counts are before signal filters."""
+        dests = [
+            d.id for d in self.destinations if gap.asset is None or d.machines.allows(gap.asset)
+        ]
+        if not dests:
+            return []
+        return self._seal(
+            gap.topic, gap.topic, asset=gap.asset, stream="gap", records=[gap.as_record()],
+            dests=dests,
+        )
 
     def _seal(
         self,

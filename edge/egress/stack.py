@@ -23,6 +23,7 @@ from structlog.typing import FilteringBoundLogger
 
 from edge.config.loader import LoadedPlant
 from edge.egress.batcher import Egress
+from edge.egress.loss import LossLedger
 from edge.egress.outbox import FILENAME as OUTBOX_FILE
 from edge.egress.outbox import Outbox, OutboxCap
 from edge.egress.sealer import Sealer
@@ -119,9 +120,14 @@ class EgressStack:
     """A started egress side; `stop()` flushes, settles in-flight publishes and closes."""
 
     def __init__(
-        self, plan: EgressPlan, supervisor: Supervising, log: FilteringBoundLogger
+        self,
+        plan: EgressPlan,
+        supervisor: Supervising,
+        log: FilteringBoundLogger,
+        losses: LossLedger | None = None,
     ) -> None:
         self.plan = plan
+        self.losses = losses or LossLedger()
         self.log = log
         self.supervisor = supervisor
         self.keystore = plan.keystore
@@ -162,14 +168,21 @@ class EgressStack:
             max_records=b.max_records,
             max_bytes=b.max_bytes,
             max_delay=b.max_delay,
+            losses=self.losses,
         )
         self.tasks: list[asyncio.Task[None]] = []
 
     @classmethod
     async def start(
-        cls, plan: EgressPlan, supervisor: Supervising, log: FilteringBoundLogger
+        cls,
+        plan: EgressPlan,
+        supervisor: Supervising,
+        log: FilteringBoundLogger,
+        *,
+        losses: LossLedger | None = None,
     ) -> EgressStack:
-        stack = cls(plan, supervisor, log)
+        """`losses`: the gateway's ledger, so counts survive a reload (default: a new one)."""
+        stack = cls(plan, supervisor, log, losses)
         for transport in plan.transports.values():
             await transport.start()
         for s in stack.senders:
@@ -201,6 +214,7 @@ class EgressStack:
                 "replayed": sender.stats.replayed,
                 "dropped": counters["dropped"],
                 "rejected": counters["rejected"],
+                "lost_records": self.losses.lost_records(sender.name),
             }
         return stats
 

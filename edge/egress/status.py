@@ -17,6 +17,11 @@ from edge.egress.stack import EgressStack, Supervising, status_payload
 from models.plant import gateway_topic
 
 
+def _lost(st: dict[str, Any]) -> int:
+    """Everything a destination lost: envelopes dropped or rejected, records never stored."""
+    return int(st["dropped"] + st["rejected"] + st["lost_records"])
+
+
 class DeviceStatuses(Protocol):
     def statuses(self) -> dict[str, str]: ...
 
@@ -45,6 +50,7 @@ class StatusReporter:
             "destinations": self.stack.destination_stats(),
             "alarms": [f"outbox_full_losing_data:{d}" for d in sorted(self.alarmed)],
             "devices": self.devices.statuses(),
+            "losses": self.stack.losses.snapshot(),
         }
         return status_payload(self.config(), "online", detail)
 
@@ -52,14 +58,17 @@ class StatusReporter:
         """Raise or clear the alarm per destination; True when the status must go out now."""
         urgent = False
         for dest, st in self.stack.destination_stats().items():
-            lost = st["dropped"] + st["rejected"]
-            if lost > losses.get(dest, lost) and dest not in self.alarmed:
+            lost = _lost(st)
+            # up while loss goes on: new drops, or storing still failing (edge/egress/loss.py)
+            losing = lost > losses.get(dest, lost) or self.stack.losses.failing(dest)
+            if losing and dest not in self.alarmed:
                 self.alarmed.add(dest)  # the alarm: one error line, and `alarms` in the status
                 self.log.error("outbox_full_losing_data", destination=dest, **st)
                 urgent = True
-            elif lost == losses.get(dest) and dest in self.alarmed:
+            elif not losing and dest in self.alarmed:
                 self.alarmed.discard(dest)
                 self.log.info("outbox_no_longer_losing_data", destination=dest, **st)
+                urgent = True  # platforms see the alarm clear at once
             losses[dest] = lost
         return urgent
 
@@ -70,9 +79,7 @@ class StatusReporter:
         published: dict[str, int] = {}
         last_status = 0.0
         loop = asyncio.get_running_loop()
-        losses = {
-            d: st["dropped"] + st["rejected"] for d, st in self.stack.destination_stats().items()
-        }
+        losses = {d: _lost(st) for d, st in self.stack.destination_stats().items()}
         while True:
             if self._check_losses(losses):
                 last_status = 0.0
@@ -85,7 +92,5 @@ class StatusReporter:
                 payload = self.payload()
                 for tr in self.stack.transports.values():
                     if tr.connected:
-                        self.supervisor.spawn(
-                            tr.publish(status_topic, payload, qos=1, retain=True)
-                        )
+                        self.supervisor.spawn(tr.publish(status_topic, payload, qos=1, retain=True))
             await asyncio.sleep(1.0)

@@ -71,6 +71,7 @@ class QueryBackend:
         *,
         stats: StatsProvider,
         counts: Callable[[], dict[str, int]],
+        losses: Callable[[], dict[str, Any]] = dict,
         started: datetime | None = None,
     ) -> None:
         self.config = config
@@ -79,6 +80,7 @@ class QueryBackend:
         self.capacity = capacity
         self.stats = stats
         self.counts = counts
+        self.losses = losses
         self.started = started or utc_now()
 
     def _assets(self, asset: str | None) -> list[str]:
@@ -168,5 +170,6 @@ class QueryBackend:
             "uptime_s": round((utc_now() - self.started).total_seconds(), 3),
             "devices": self.fleet.statuses(),
             "destinations": self.stats(),
+            "losses": self.losses(),
             "queries": self.counts(),
         }
