@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,40 @@ def proxied_plant(
     return plant, TcpProxy(proxy_port, broker_port)
 
 
+def scripted_shift_plant(
+    tmp_path: Path,
+    broker_port: int,
+    sim_port: int,
+    shift: tuple[datetime, datetime],
+    script: list[dict[str, Any]],
+    poll: float,
+) -> Path:
+    """plant.yaml with one UTC shift `test` of [start, end) today and one simulated Modbus
+    machine `m1` (ideal cycle 1 s) whose `script` is anchored at the shift start."""
+    start, end = shift
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(f"""gateway: {{id: gw-1, site: plant-a, state_dir: {tmp_path / "state"}}}
+destinations:
+  - {{id: local, url: "mqtt://127.0.0.1:{broker_port}"}}
+shifts:
+  timezone: UTC
+  shifts:
+    - {{name: test, start: "{start:%H:%M:%S}", end: "{end:%H:%M:%S}",
+       days: [mon, tue, wed, thu, fri, sat, sun]}}
+machines:
+  - id: m1
+    area: hall-1
+    line: line-1
+    adapter: modbus
+    simulate: true
+    poll_interval: {poll}
+    ideal_cycle_time: 1.0
+    simulator: {{start: "{start.isoformat()}", script: {json.dumps(script)}}}
+    connection: {{host: 127.0.0.1, port: {sim_port}, timeout: 0.5}}
+{POINTS}""")
+    return plant
+
+
 def validate(plant: Path) -> subprocess.CompletedProcess[str]:
     """`edge-gateway validate` as a user runs it (exit code, stdout, stderr)."""
     return subprocess.run(
@@ -147,10 +182,10 @@ def validate(plant: Path) -> subprocess.CompletedProcess[str]:
 class GatewayProcess:
     """`edge-gateway run` in a subprocess with JSON logs captured to a file."""
 
-    def __init__(self, plant: Path, *extra: str) -> None:
+    def __init__(self, plant: Path, *extra: str, simulators: bool = True) -> None:
         self.plant = plant
         self.log_path = plant.parent / "gateway.log"
-        self.extra = extra
+        self.extra = (*(("--with-simulators",) if simulators else ()), *extra)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> GatewayProcess:
@@ -167,7 +202,6 @@ class GatewayProcess:
                     "run",
                     "-c",
                     str(self.plant),
-                    "--with-simulators",
                     "--no-console",
                     *self.extra,
                 ],

@@ -38,11 +38,12 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from models.machine_state import ControllerMode, Execution
 from models.plant import ShiftCalendar
+from models.sample import format_ts
 from models.shift_calendar import planned_intervals, shift_at
 
 RUNNING = "running"
@@ -70,6 +71,21 @@ _STATE_VERSION = 1
 _State = tuple[str, str | None]  # (loss class, program)
 _Seg = tuple[int, int, str, str | None]  # [start, end) in µs, class, program
 _Count = tuple[int, str | None, int, int]  # time in µs, program, +total, +bad
+# gap start and first reading after it (µs), total before/after, bad before/after
+_GapSpan = tuple[int, int, int, int, int, int]
+
+
+class _Settled(NamedTuple):
+    """What the pending events would commit (see `OeeEngine._settle`)."""
+
+    segs: list[_Seg]
+    counts: list[_Count]
+    cur: _State | None
+    since: int
+    last_total: int | None
+    last_bad: int | None
+    gap_base: tuple[int, int, int] | None
+    gap_parts: list[_GapSpan]
 
 
 def classify(
@@ -130,6 +146,34 @@ class LossTree:
     speed_loss: float | None  # APT - sum(PRU_i x PQ_i); None without PRU
     scrap_count: int
     scrap_time: float | None  # sum(PRU_i x scrap_i)
+    gap_parts: tuple[GapParts, ...] = ()  # parts made while the gateway was down; not in PQ
+
+
+@dataclass(frozen=True, slots=True)
+class GapParts:
+    """Parts the machine's own counters say were made while the gateway was down: the counter
+    values when the gap began and at the first reading after it. Not in PQ (their running
+    time is in the gap, not APT), but booked, so a platform can reconcile the OEE record with
+    the machine's counter: counter delta over a window = pq + unplanned_pq + sum(gap parts)."""
+
+    start: datetime  # the gap began (last reading before it was the counter `before`)
+    end: datetime  # the first counter reading after the gap
+    total_before: int
+    total_after: int
+    bad_before: int
+    bad_after: int
+    parts: int  # with the engine's reset/rollover rules
+    scrap: int
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "from": format_ts(self.start),
+            "to": format_ts(self.end),
+            "parts": self.parts,
+            "scrap": self.scrap,
+            "counter": [self.total_before, self.total_after],
+            "bad_counter": [self.bad_before, self.bad_after],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +206,7 @@ class OeeResult:
         d = {k: getattr(self, k) for k in self.__slots__}
         d["start"], d["end"] = self.start.isoformat(), self.end.isoformat()
         d["losses"] = {k: getattr(self.losses, k) for k in LossTree.__slots__}
+        d["losses"]["gap_parts"] = [g.as_record() for g in self.losses.gap_parts]
         return d
 
 
@@ -221,6 +266,9 @@ class OeeEngine:
         self._pstates: list[_State] = []
         self._pcounts: list[tuple[int, int]] = []
         self._gap_end: int | None = None  # end of a gap whose start is pending or current
+        # counters (total, bad) and time when the last gap began, until the next reading
+        self._gap_base: tuple[int, int, int] | None = None
+        self._gap_parts: list[_GapSpan] = []
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -278,19 +326,22 @@ class OeeEngine:
             self._pt = us
         return self._pt
 
-    def _settle(
-        self,
-    ) -> tuple[list[_Seg], list[_Count], _State | None, int, int | None, int | None]:
+    def _settle(self) -> _Settled:
         """Apply the pending events (all at `_pt`) without mutating: closed segment, new
-        counts, state and counter baselines after them."""
+        counts, state and counter baselines after them, and the parts a gap hid."""
         t = self._pt
         cur, since, lt, lb = self._cur, self._since, self._last_total, self._last_bad
         segs: list[_Seg] = []
         counts: list[_Count] = []
+        gb = self._gap_base
+        spans: list[_GapSpan] = []
         if t is None:
-            return segs, counts, cur, since, lt, lb
+            return _Settled(segs, counts, cur, since, lt, lb, gb, spans)
         program = cur[1] if cur else None
         for total, bad in sorted(self._pcounts):
+            if lt is None and gb is not None:  # first reading after a gap: book what it hid
+                spans.append((gb[2], t, gb[0], total, gb[1], bad))
+                gb = None
             dt, db = _delta(lt, total, self.counter_modulus), _delta(lb, bad, self.counter_modulus)
             lt, lb = total, bad
             if dt or db:
@@ -302,13 +353,19 @@ class OeeEngine:
                     segs.append((since, t, cur[0], cur[1]))
                 cur, since = new, t
             if new[0] == GAP:
+                if lt is not None and lb is not None:
+                    gb = (lt, lb, t)
                 lt = lb = None
-        return segs, counts, cur, since, lt, lb
+        return _Settled(segs, counts, cur, since, lt, lb, gb, spans)
 
     def _commit(self) -> None:
-        segs, counts, self._cur, self._since, self._last_total, self._last_bad = self._settle()
-        self._segs.extend(segs)
-        self._counts.extend(counts)
+        st = self._settle()
+        self._cur, self._since = st.cur, st.since
+        self._last_total, self._last_bad = st.last_total, st.last_bad
+        self._gap_base = st.gap_base
+        self._segs.extend(st.segs)
+        self._counts.extend(st.counts)
+        self._gap_parts.extend(st.gap_parts)
         self._pstates, self._pcounts = [], []
 
     # -- windows --------------------------------------------------------------------------
@@ -351,7 +408,8 @@ class OeeEngine:
             j = bisect_left(p_starts, x)
             return j > 0 and x <= plan[j - 1][1]
 
-        new_segs, new_counts, cur, since, _, _ = self._settle()
+        settled = self._settle()
+        new_segs, new_counts, cur, since = settled.segs, settled.counts, settled.cur, settled.since
         segs: list[_Seg] = []
         for k in range(bisect_right(self._segs, ws, key=lambda s: s[1]), len(self._segs)):
             if self._segs[k][0] >= we:
@@ -432,11 +490,22 @@ class OeeEngine:
                 speed_loss=apt_s - effective if rated else None,
                 scrap_count=scrap,
                 scrap_time=scrap_time if rated else None,
+                gap_parts=tuple(
+                    self._gap_parts_of(g)
+                    for g in [*self._gap_parts, *settled.gap_parts]
+                    if ws < g[1] <= we
+                ),
             ),
             unplanned_apt=unplanned_apt / 1e6,
             unplanned_pq=unplanned_pq,
             unrated_pq=unrated,
         )
+
+    def _gap_parts_of(self, span: _GapSpan) -> GapParts:
+        start, end, t0, t1, b0, b1 = span
+        mod = self.counter_modulus
+        return GapParts(_dt(start), _dt(end), t0, t1, b0, b1, _delta(t0, t1, mod),
+                        _delta(b0, b1, mod))
 
     def current_shift(self, now: datetime) -> OeeResult | None:
         """The running shift from its start to `now`; None between shifts."""
@@ -460,6 +529,7 @@ class OeeEngine:
         b = _us(before)
         self._segs = [(max(s, b), e, c, p) for s, e, c, p in self._segs if e > b]
         self._counts = [c for c in self._counts if c[0] > b]
+        self._gap_parts = [g for g in self._gap_parts if g[1] > b]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything the engine knows, as plain JSON (ints, strings, lists, None).
@@ -499,6 +569,8 @@ class OeeEngine:
             "pending_states": [list(s) for s in self._pstates],
             "pending_counts": [list(c) for c in self._pcounts],
             "gap_end": self._gap_end,
+            "gap_base": None if self._gap_base is None else list(self._gap_base),
+            "gap_parts": [list(g) for g in self._gap_parts],
         }
         return state, max((m for m in marks if m is not None), default=None)
 
@@ -532,4 +604,10 @@ class OeeEngine:
         eng._pstates = [(str(c), p) for c, p in state["pending_states"]]
         eng._pcounts = [(int(a), int(b)) for a, b in state["pending_counts"]]
         eng._gap_end = state["gap_end"]
+        base = state.get("gap_base")  # absent in states saved before gap parts were booked
+        eng._gap_base = None if base is None else (int(base[0]), int(base[1]), int(base[2]))
+        eng._gap_parts = [
+            (int(a), int(b), int(c), int(d), int(e), int(f))
+            for a, b, c, d, e, f in state.get("gap_parts", [])
+        ]
         return eng

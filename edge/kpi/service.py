@@ -5,14 +5,16 @@ The engine (edge/kpi/oee.py) is pure; this is the part with a clock and a disk. 
 * feeds it every state change: `on_state(asset, twin.state, at)`, and `on_unavailable`
   when the device link drops;
 * calls `tick()` every few seconds (or at `next_due()`) and emits what it returns on the
-  retained `oee` stream; `tick` saves every engine (so SIGKILL loses at most one tick, see
-  edge/kpi/store.py), closes the shifts that ended since the previous tick, and every
-  `publish_every` seconds adds each machine's current-shift record;
+  retained `oee` stream; `tick` saves every engine (so a SIGKILL loses at most one tick of
+  *time*, see edge/kpi/store.py), closes the shifts that ended since the previous tick, and
+  every `publish_every` seconds adds each machine's current-shift record; `on_state` also
+  saves whenever a part counter changed, so no part already seen is lost;
 * answers queries with `window(asset, kind, ...)`;
 * calls `close()` on clean shutdown (saves; the store stays open, its owner closes it).
 
 At start each engine is restored from the store and `on_gap(last_alive, now)` is applied:
-the time the gateway was down is `unavailable`, never production and never dropped.
+the time the gateway was down is `unavailable`, never production and never dropped; the
+parts the machine's counters made meanwhile are booked in `losses.gap_parts`.
 
 Record shape (one per envelope `records` entry of the `oee` stream; seconds as floats,
 timestamps as RFC 3339 UTC via `models.sample.format_ts`)::
@@ -29,7 +31,10 @@ timestamps as RFC 3339 UTC via `models.sample.format_ts`)::
                            "unavailable": s, "no_data": s}},   # sums to pbt - apt
      "counts": {"pq": n, "gq": n, "scrap": n, "unplanned_pq": n, "unrated_pq": n},
      "losses": {"gap": s,                         # part of downtime.unavailable: gateway down
-                "speed_loss": s | None, "scrap_time": s | None},
+                "speed_loss": s | None, "scrap_time": s | None,
+                "gap_parts": [{"from": ts, "to": ts,   # parts made while the gateway was down
+                               "parts": n, "scrap": n, # (not in counts; see docs/oee.md)
+                               "counter": [before, after], "bad_counter": [before, after]}]},
      "ts": ts}                                    # when computed
 
 Closed shift windows are recorded in the store when they close and served from there. Open
@@ -81,7 +86,8 @@ def oee_record(r: OeeResult, kind: WindowKind, *, closed: bool, at: datetime,
         "counts": {"pq": r.pq, "gq": r.gq, "scrap": r.scrap, "unplanned_pq": r.unplanned_pq,
                    "unrated_pq": r.unrated_pq},
         "losses": {"gap": r.losses.gap, "speed_loss": r.losses.speed_loss,
-                   "scrap_time": r.losses.scrap_time},
+                   "scrap_time": r.losses.scrap_time,
+                   "gap_parts": [g.as_record() for g in r.losses.gap_parts]},
         "ts": format_ts(at),
     }
 
@@ -111,6 +117,7 @@ class KpiService:
         self._cursors: dict[str, int | None] = {}
         self._refused: set[str] = set()
         self._store_failing = False
+        self._saved_counts: dict[str, tuple[int, int]] = {}
         now = clock()
         # Shifts that ended while the gateway was down are closed by the first tick.
         self._last_tick = store.last_tick() or now
@@ -178,7 +185,14 @@ class KpiService:
                          state.program, bool(state.alarms) or state.emergency_stop,
                          state.controller_mode)
             if state.part_count is not None:
-                eng.on_counts(at, state.part_count, state.bad_part_count or 0)
+                counts = (state.part_count, state.bad_part_count or 0)
+                eng.on_counts(at, *counts)
+                if self._saved_counts.get(asset) != counts:
+                    # Saved at once, not at the next tick: a SIGKILL must not lose a part
+                    # already seen. Parts are seconds apart at the fastest, one small
+                    # transaction each (edge/kpi/store.py saves only what is new).
+                    self._saved_counts[asset] = counts
+                    self._save(at, None)
         except ValueError as exc:  # naive timestamp, negative counter: refuse, keep running
             if asset not in self._refused:
                 self._refused.add(asset)

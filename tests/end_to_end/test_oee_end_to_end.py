@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import Collector, Mosquitto
-from e2e import POINTS, GatewayProcess, verified_body, wait_for
+from e2e import GatewayProcess, scripted_shift_plant, verified_body, wait_for
 
 POLL = 0.1
 
@@ -46,26 +46,9 @@ def test_scripted_shift_publishes_the_oee_the_script_implies(
         {"at": 8, "execution": "active"},
         {"at": 9, "part_count": 8},
     ]
-    plant = tmp_path / "plant.yaml"
-    plant.write_text(f"""gateway: {{id: gw-1, site: plant-a, state_dir: {tmp_path / "state"}}}
-destinations:
-  - {{id: local, url: "mqtt://127.0.0.1:{mosquitto.port}"}}
-shifts:
-  timezone: UTC
-  shifts:
-    - {{name: test, start: "{start:%H:%M:%S}", end: "{end:%H:%M:%S}",
-       days: [mon, tue, wed, thu, fri, sat, sun]}}
-machines:
-  - id: m1
-    area: hall-1
-    line: line-1
-    adapter: modbus
-    simulate: true
-    poll_interval: {POLL}
-    ideal_cycle_time: 1.0
-    simulator: {{start: "{start.isoformat()}", script: {json.dumps(script)}}}
-    connection: {{host: 127.0.0.1, port: {free_port()}, timeout: 0.5}}
-{POINTS}""")
+    plant = scripted_shift_plant(
+        tmp_path, mosquitto.port, free_port(), (start, end), script, POLL
+    )
     col = mqtt_collector(mosquitto.host, mosquitto.port, "edge/#")
     gw = GatewayProcess(plant).start()
     try:

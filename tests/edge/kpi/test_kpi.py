@@ -217,15 +217,16 @@ def test_crash_without_close_restores_the_last_tick(tmp_path: Path) -> None:
     kpi = KpiService(make_plant(), store, clock)
     kpi.on_state("m1", st(X.ACTIVE, 0, 0), berlin(6))
     kpi.tick(berlin(8))
-    kpi.on_state("m1", st(X.STOPPED, 100, 0), berlin(8, 0, 3))  # never saved: lost
+    kpi.on_state("m1", st(X.ACTIVE, 100, 0), berlin(8, 0, 3))  # a part event: saved at once
+    kpi.on_state("m1", st(X.STOPPED, 100, 0), berlin(8, 0, 4))  # no part: lost with the tick
     store.close()  # the process "dies": no kpi.close()
     clock.t = berlin(8, 10)
     with OeeStore(tmp_path / FILENAME) as store:
         kpi = KpiService(make_plant(), store, clock)
         rec = kpi.window("m1", "range", berlin(6), berlin(8, 10))
     assert rec is not None and rec["window"]["closed"] is True
-    assert rec["time"]["apt"] == 2 * 3600 and rec["counts"]["pq"] == 0
-    assert rec["losses"]["gap"] == rec["time"]["downtime"]["unavailable"] == 600
+    assert rec["time"]["apt"] == 2 * 3600 + 3 and rec["counts"]["pq"] == 100
+    assert rec["losses"]["gap"] == rec["time"]["downtime"]["unavailable"] == 600 - 3
 
 
 CHILD = r"""
@@ -278,9 +279,11 @@ def kill(proc: subprocess.Popen[str]) -> list[str]:
 T0 = datetime(2024, 6, 5, tzinfo=UTC)
 
 
-def test_sigkill_keeps_everything_up_to_the_last_tick(tmp_path: Path) -> None:
-    """The bound: state as of the last tick survives SIGKILL; later events are lost and
-    their time, up to the restart, counts as unavailable (gap), their parts in no count."""
+def test_sigkill_keeps_every_part_and_books_the_gap(tmp_path: Path) -> None:
+    """Every part event is saved at once, so SIGKILL loses no part already seen (before
+    issue 12 the parts since the last tick were lost); the time from the last save to the
+    restart counts as unavailable (gap), and the parts the machine made meanwhile are booked
+    in `losses.gap_parts` with the counter at both ends."""
     path = tmp_path / FILENAME
     proc = child(path, "steady")
     assert proc.stdout is not None
@@ -288,7 +291,7 @@ def test_sigkill_keeps_everything_up_to_the_last_tick(tmp_path: Path) -> None:
     while (line := proc.stdout.readline().strip()) != "ready":
         lines.append(line)
     kill(proc)
-    assert lines == ["5", "10", "15", "20"]  # events 21-23 were fed but never saved
+    assert lines == ["5", "10", "15", "20"]  # events 21-23 came after the last tick
     restart = T0 + timedelta(seconds=100)
     with OeeStore(path) as store:
         kpi = KpiService(make_plant({}), store, Clock(restart))
@@ -297,10 +300,12 @@ def test_sigkill_keeps_everything_up_to_the_last_tick(tmp_path: Path) -> None:
         kpi.on_state("m1", st(X.ACTIVE, 107, None), restart + timedelta(seconds=2))
         after = kpi.window("m1", "range", restart, restart + timedelta(seconds=2))
     assert rec is not None and after is not None
-    assert rec["time"]["apt"] == 19 and rec["counts"]["pq"] == 19  # 1 s .. 20 s
-    assert rec["losses"]["gap"] == rec["time"]["downtime"]["unavailable"] == 80
+    assert rec["time"]["apt"] == 22 and rec["counts"]["pq"] == 22  # 1 s .. 23 s
+    assert rec["losses"]["gap"] == rec["time"]["downtime"]["unavailable"] == 77
     assert rec["time"]["downtime"]["no_data"] == 1  # before the first report
     assert after["counts"]["pq"] == 2 and after["time"]["apt"] == 2
+    (gap,) = kpi.window("m1", "range", T0, restart + timedelta(seconds=2))["losses"]["gap_parts"]
+    assert (gap["counter"], gap["parts"]) == ([23, 105], 82)  # 1 + 22 + 82 + 2 = 107
 
 
 def test_sigkill_during_saves_leaves_a_sound_store(tmp_path: Path) -> None:

@@ -241,6 +241,32 @@ def test_gap_is_unavailable_and_not_production() -> None:
     assert (r2.apt, r2.losses.gap, r2.losses.downtime[NO_DATA]) == (600, 600, 1200)
 
 
+def test_parts_made_during_a_gap_are_booked_with_the_counters_at_both_ends() -> None:
+    """Issue 12: parts made while the gateway was down used to vanish from every count."""
+    eng = OeeEngine("m", ALWAYS, 1.0, {})
+    eng.on_state(at(0), X.ACTIVE, True, None, False)
+    eng.on_counts(at(0), 100, 0)
+    eng.on_counts(at(10), 700, 2)
+    eng.on_gap(at(10), at(30))
+    # a restart mid-gap: the booking survives the engine's persistence
+    eng = OeeEngine.from_state_dict(json.loads(json.dumps(eng.state_dict())), ALWAYS, 1.0, {})
+    eng.on_counts(at(31), 5000, 7)
+    eng.on_counts(at(40), 5600, 7)
+    r = eng.window(at(0), at(40), now=at(40))
+    assert (r.pq, r.scrap) == (1200, 2)  # unchanged: gap parts are not production
+    (g,) = r.losses.gap_parts
+    assert (g.start, g.end, g.parts, g.scrap) == (at(10), at(31), 4300, 5)
+    assert (g.total_before, g.total_after, g.bad_before, g.bad_after) == (700, 5000, 2, 7)
+    assert r.pq + r.unplanned_pq + g.parts == 5600 - 100  # reconciles with the machine
+    assert r.as_dict()["losses"]["gap_parts"][0]["counter"] == [700, 5000]
+    assert eng.window(at(0), at(30), now=at(40)).losses.gap_parts == ()  # booked at `end`
+    # a gap with no earlier reading books nothing (no counter value to start from)
+    fresh = OeeEngine("m", ALWAYS, 1.0, {})
+    fresh.on_gap(at(0), at(5))
+    fresh.on_counts(at(6), 10, 0)
+    assert fresh.window(at(0), at(10), now=at(10)).losses.gap_parts == ()
+
+
 def test_counter_reset_and_rollover() -> None:
     eng = OeeEngine("m", ALWAYS, 1.0, {}, counter_modulus=65536)
     eng.on_state(at(0), X.ACTIVE, True, None, False)

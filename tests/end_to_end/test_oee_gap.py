@@ -1,0 +1,108 @@
+"""Parts made while the gateway was down are booked, and a SIGKILL loses no part already seen
+(issue 12, item 4).
+
+The simulated machine runs in its own process (`edge-gateway simulate`), so it keeps making
+parts while the gateway is SIGKILLed and restarted. Its script is anchored at a 26 s shift:
+one part every 2 s, 11 in all, the counter going 0 -> 11. The closed shift record must
+reconcile with that counter: pq + unplanned_pq + the parts in `losses.gap_parts` = 11, and
+the gap's first counter value is at least the last count the platform saw before the kill.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Collector, Mosquitto
+from e2e import ROOT, GatewayProcess, scripted_shift_plant, verified_body, wait_for
+
+PARTS = 11
+
+
+@pytest.mark.slow
+def test_parts_made_while_the_gateway_was_down_are_booked(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    mqtt_collector: Callable[..., Collector],
+    free_port: Callable[[], int],
+) -> None:
+    start = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
+    end = start + timedelta(seconds=26)
+    script: list[dict[str, Any]] = [
+        {
+            "at": 0,
+            "execution": "active",
+            "controller_mode": "automatic",
+            "part_count": 0,
+            "bad_part_count": 0,
+            "program": "O1000",
+        },
+        *({"at": 2 * k, "part_count": k} for k in range(1, PARTS + 1)),
+    ]
+    plant = scripted_shift_plant(tmp_path, mosquitto.port, free_port(), (start, end), script, 0.1)
+    col = mqtt_collector(mosquitto.host, mosquitto.port, "edge/#")
+    with (tmp_path / "simulator.log").open("wb") as log:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "simulate", str(plant)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    gw = GatewayProcess(plant, simulators=False)
+
+    def jwks() -> dict[str, Any]:
+        return json.loads(next(m for m in col.snapshot() if m.topic.endswith("/keys")).payload)
+
+    def bodies(leaf: str) -> list[dict[str, Any]]:
+        keys = jwks()
+        return [
+            verified_body(m.payload, keys, m.topic)
+            for m in col.snapshot()
+            if m.topic.endswith(f"/m1/{leaf}")
+        ]
+
+    def seen_count() -> int:
+        values = [
+            r["value"]
+            for b in bodies("telemetry")
+            for r in b["records"]
+            if r["signal"] == "part_count"
+        ]
+        return max(values, default=-1)
+
+    def closed() -> list[dict[str, Any]]:
+        return [r for b in bodies("oee") for r in b["records"] if r["window"]["closed"]]
+
+    try:
+        gw.start()
+        wait_for(lambda: any(m.topic.endswith("/keys") for m in col.snapshot()), 20, "JWKS")
+        wait_for(lambda: seen_count() >= 3, 30, "three parts seen by the platform")
+        gw.signal(signal.SIGKILL)
+        gw.wait()
+        before_kill = seen_count()
+        time.sleep(max(0.0, (start + timedelta(seconds=14) - datetime.now(UTC)).total_seconds()))
+        gw = GatewayProcess(plant, simulators=False).start()  # the machine made parts meanwhile
+        wait_for(lambda: bool(closed()), 60, "the closed shift window")
+    finally:
+        gw.kill()
+        sim.terminate()
+        sim.wait(10)
+    (record,) = closed()
+    counts, gaps = record["counts"], record["losses"]["gap_parts"]
+    booked = sum(g["parts"] for g in gaps)
+    print(
+        f"counter 0 -> {PARTS}: pq {counts['pq']}, unplanned {counts['unplanned_pq']}, "
+        f"gap parts {booked} {gaps}; last count seen before the kill {before_kill}"
+    )
+    assert counts["pq"] + counts["unplanned_pq"] + booked == PARTS
+    (gap,) = gaps
+    assert gap["counter"][0] >= before_kill, "a part the platform saw was lost by the SIGKILL"
+    assert gap["parts"] >= 2 and gap["counter"][1] - gap["counter"][0] == gap["parts"]
