@@ -8,8 +8,10 @@
 
 Records are signed before they are buffered, and leave the outbox only after the broker
 acknowledged them, so a gateway restart or a broker outage loses nothing the outbox cap
-did not deliberately drop (and that is counted). A stream no destination takes is never
-signed or stored: denied data does not leave the process.
+did not deliberately drop (and that is counted). Records the outbox cannot store at all
+(disk full) are counted in the `LossLedger` and reported to platforms in a signed `gap`
+envelope once storage works again (edge/egress/loss.py). A stream no destination takes is
+never signed or stored: denied data does not leave the process.
 
 `historical` in the signed body is true when none of the destinations the envelope is
 sealed for was connected at sealing time (it is known then that the envelope will arrive
