@@ -7,8 +7,8 @@ hint (3.1.1 connections carry no properties); the signed `created` is the author
 lateness. Both cases are judged per row from facts that do not depend on when this task
 happened to look at the link: the row id against `Outbox.last_id_at_open` (restart) and the
 row's `created` against the transport's `connected_since` (reconnect), so a reconnect is
-treated exactly like a restart. The signed `historical` of the body is the sealer's (edge/egress/sealer.py), see
-docs/protocol.md, "Store-and-forward and `historical`".
+treated exactly like a restart. The signed `historical` of the body is the sealer's
+(edge/egress/sealer.py), see docs/protocol.md, "Store-and-forward and `historical`".
 """
 
 from __future__ import annotations
