@@ -96,7 +96,11 @@ class Sealer:
         if not dests:
             return []
         return self._seal(
-            gap.topic, gap.topic, asset=gap.asset, stream="gap", records=[gap.as_record()],
+            gap.topic,
+            gap.topic,
+            asset=gap.asset,
+            stream="gap",
+            records=[gap.as_record()],
             dests=dests,
         )
 
