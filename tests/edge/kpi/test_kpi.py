@@ -270,9 +270,15 @@ def child(path: Path, mode: str) -> subprocess.Popen[str]:
 
 
 def kill(proc: subprocess.Popen[str]) -> list[str]:
+    """SIGKILL, then every line the child printed that the test has not read yet. Read from
+    `proc.stdout` itself: `communicate()` reads the raw pipe and would miss lines an earlier
+    `readline()` had already buffered (the last printed tick then looked older than it was)."""
+    assert proc.stdout is not None and proc.stdin is not None
     proc.send_signal(signal.SIGKILL)
-    rest, _ = proc.communicate(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    rest = proc.stdout.read()
+    proc.stdout.close()
+    proc.stdin.close()
     return rest.split()
 
 
