@@ -242,6 +242,11 @@ class Machine(Strict):
     adapter: Ident = Field(description="adapter type, e.g. 'modbus' (an entry point name)")
     simulate: bool = Field(False, description="`edge-gateway simulate` serves this machine")
     enabled: bool = True
+    gateway: Ident | None = Field(
+        None,
+        description="the gateway (one of `gateways`) whose host serves this machine, when the "
+        "plant is split over several hosts",
+    )
     poll_interval: float = Field(1.0, gt=0, le=3600, description="seconds between polls")
     ideal_cycle_time: float | None = Field(None, gt=0, description="seconds per part")
     programs: dict[str, ProgramSettings] = Field(default_factory=dict)
@@ -379,6 +384,12 @@ class Gateway(Strict):
 
 class Plant(Strict):
     gateway: Gateway
+    gateways: list[Ident] = Field(
+        default_factory=list,
+        description="split the plant over several hosts: the ids of the gateways that share "
+        "it, each machine naming its own in `machines[].gateway`; a host serves the share "
+        "chosen by `run --gateway-id` / $EDGE_GATEWAY_ID (default: `gateway.id`)",
+    )
     machines: list[Machine] = Field(min_length=1)
     destinations: list[Destination] = Field(
         default_factory=list, description="empty: an embedded broker on 127.0.0.1:1883 is used"
