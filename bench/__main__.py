@@ -23,7 +23,18 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from . import ceilings, modbus_plan, peer, plots, profiling, report, s7_plan, scenarios, sealing
+from . import (
+    ceilings,
+    failover,
+    modbus_plan,
+    peer,
+    plots,
+    profiling,
+    report,
+    s7_plan,
+    scenarios,
+    sealing,
+)
 from .gateway_load import LoadSpec, run_load
 from .processes import (
     ProcessGroup,
@@ -113,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sealing", action=argparse.BooleanOptionalAction, default=None,
                    help="issue 17 sealing before/after and batch sizes, 50 machines "
                         "(bench/sealing.py; default: in full mode)")
+    p.add_argument("--failover", action=argparse.BooleanOptionalAction, default=None,
+                   help="issue 17 broker failover: two Mosquitto nodes, the gateway's killed "
+                        "(bench/failover.py; default: in full mode)")
     p.add_argument("--only", choices=sorted(SECTIONS), action="append", default=None,
                    help="run only this section (repeatable); writes <results-dir>/"
                         "latest-only.json and report-only.md, leaving the report alone")
@@ -182,7 +196,7 @@ def _sealing(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, An
     return sealing.run(group, broker_port, quick)
 
 
-SECTIONS: dict[str, Any] = {"sealing": _sealing}
+SECTIONS: dict[str, Any] = {"sealing": _sealing, "failover": failover.run}
 
 
 def run_only(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:

@@ -82,6 +82,7 @@ class LoadSpec:
     settle: float = 3.0
     grace: float = 3.0
     max_delay: float | None = None  # gateway.batch.max_delay; None: the gateway's default
+    polls_per_envelope: int = 1  # gateway.batch.polls_per_envelope
     canonicalizer: str = "gateway"  # "rfc8785": envelopes canonicalized as before issue 17
 
     @property
@@ -97,6 +98,8 @@ class LoadSpec:
             tag += f"-i{self.interval:g}"
         if self.max_delay is not None:
             tag += f"-d{self.max_delay:g}"
+        if self.polls_per_envelope != 1:
+            tag += f"-p{self.polls_per_envelope}"
         if self.canonicalizer != "gateway":
             tag += f"-{self.canonicalizer}"
         return tag
@@ -117,7 +120,8 @@ def points_yaml(points: int) -> str:
 def plant_yaml(spec: LoadSpec, sim_base_port: int, state_dir: Path) -> str:
     """One gateway, N Modbus machines on the simulator's ports, no destinations (the bench
     passes `--broker`)."""
-    batch = "" if spec.max_delay is None else f", batch: {{max_delay: {spec.max_delay}}}"
+    batch = "" if spec.max_delay is None else (
+        f", batch: {{max_delay: {spec.max_delay}, polls_per_envelope: {spec.polls_per_envelope}}}")
     head = (
         f"gateway: {{id: gw-bench, site: bench, state_dir: {state_dir}{batch}}}\n"
         "machines:\n"

@@ -347,6 +347,13 @@ class BatchSettings(Strict):
         description="seconds a record may wait; a poll's records arrive together, so a short "
         "delay costs no extra signatures for polling adapters",
     )
+    polls_per_envelope: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="polling adapters: polls per envelope (one signature over several polls; "
+        "records wait up to that many poll intervals, still bounded by max_delay)",
+    )
 
 
 class OeeSettings(Strict):

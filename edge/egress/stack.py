@@ -158,6 +158,7 @@ class EgressStack:
             max_records=b.max_records,
             max_bytes=b.max_bytes,
             max_delay=b.max_delay,
+            polls_per_envelope=b.polls_per_envelope,
         )
         self.tasks: list[asyncio.Task[None]] = []
 
