@@ -30,6 +30,7 @@ from . import (
     peer,
     plots,
     profiling,
+    rabbitmq_failover,
     report,
     s7_plan,
     scenarios,
@@ -127,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--failover", action=argparse.BooleanOptionalAction, default=None,
                    help="issue 17 broker failover: two Mosquitto nodes, the gateway's killed "
                         "(bench/failover.py; default: in full mode)")
+    p.add_argument("--rabbitmq", action=argparse.BooleanOptionalAction, default=None,
+                   help="the failover run on a two-node RabbitMQ cluster (bench/"
+                        "rabbitmq_failover.py; default: in full mode when installed)")
     p.add_argument("--only", choices=sorted(SECTIONS), action="append", default=None,
                    help="run only this section (repeatable); writes <results-dir>/"
                         "latest-only.json and report-only.md, leaving the report alone")
@@ -196,7 +200,8 @@ def _sealing(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, An
     return sealing.run(group, broker_port, quick)
 
 
-SECTIONS: dict[str, Any] = {"sealing": _sealing, "failover": failover.run}
+SECTIONS: dict[str, Any] = {"sealing": _sealing, "failover": failover.run,
+                             "rabbitmq": rabbitmq_failover.run}
 
 
 def run_only(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:

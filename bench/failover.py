@@ -23,6 +23,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +37,9 @@ from .gateway_load import LoadSpec, plant_yaml
 from .processes import HOST, ProcessGroup, start_mosquitto, start_simulators
 
 MACHINES, INTERVAL = 10, 0.1
+SETUP = (f"{MACHINES} Modbus machines x 40 points every {INTERVAL} s, gateway `urls: [A, B]` "
+         "(failback_after 0), subscriber on B, A killed with SIGKILL mid-stream; everything "
+         "received checked by edge/platform_kit/verifier.py.")
 
 
 class Capture:
@@ -45,7 +50,8 @@ class Capture:
         self.got: list[tuple[float, str, bytes]] = []
         self._ready = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=f"failover-sub-{os.getpid()}", protocol=mqtt.MQTTv5)
+                                  client_id=f"failover-sub-{os.getpid()}",
+                                  protocol=mqtt.MQTTv311)  # RabbitMQ 3.10: 3.1.1 only
         self.client.on_connect = lambda c, *_: c.subscribe("edge/#", qos=1)
         self.client.on_subscribe = lambda *_: self._ready.set()
         self.client.on_message = self._on_message
@@ -85,7 +91,7 @@ def _body(payload: bytes) -> dict[str, Any]:
 
 
 def _bridge_ready(a_port: int, sub: Capture) -> None:
-    """A probe published on A must reach B's subscriber: the bridge is up."""
+    """A probe published on A must reach B's subscriber: the bridge (or cluster) is up."""
     probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{os.getpid()}")
     probe.connect(HOST, a_port)
     probe.loop_start()
@@ -95,52 +101,83 @@ def _bridge_ready(a_port: int, sub: Capture) -> None:
             time.sleep(0.2)
             return any(t == "edge/probe" for _, t, _p in sub.snapshot())
 
-        _wait("the bridge B <- A", arrived, 30)
+        _wait("a message from A at B", arrived, 60)
     finally:
         probe.disconnect()
         probe.loop_stop()
 
 
-def run(group: ProcessGroup, _broker_port: int, quick: bool) -> dict[str, Any]:
-    before, after = (3.0, 4.0) if quick else (8.0, 10.0)
+@dataclass
+class Pair:
+    """Two broker nodes: the gateway starts on A, a subscriber on B sees what reaches either."""
+
+    a_port: int
+    b_port: int
+    kill_a: Callable[[], None]
+    close: Callable[[], None]
+    setup: str
+
+
+def mosquitto_pair(group: ProcessGroup) -> Pair:
     a, a_port = start_mosquitto(group, "mosquitto-a")
     b, b_port = start_mosquitto(group, "mosquitto-b", (
         f"connection to-a\naddress {HOST}:{a_port}\ntopic edge/# in 1\n"
         "cleansession true\nrestart_timeout 1\nbridge_protocol_version mqttv311\n"))
-    sims, base = start_simulators(group, MACHINES)
-    sub = Capture(b_port)
-    try:
-        _bridge_ready(a_port, sub)
-        state = group.workdir / "state-failover"
-        state.mkdir(exist_ok=True)
-        plant = group.workdir / "plant-failover.yaml"
-        plant.write_text(
-            plant_yaml(LoadSpec(MACHINES, interval=INTERVAL), base, state)
-            + "destinations:\n"
-            f"  - {{id: pair, urls: [mqtt://{HOST}:{a_port}, mqtt://{HOST}:{b_port}], "
-            "failback_after: 0}\n")
-        gw = group.spawn("gateway-failover", [
-            sys.executable, "-m", "edge.cli", "--log-level", "info", "--log-format", "json",
-            "run", "-c", str(plant), "--no-console"])
 
-        def machines_seen() -> int:
-            return len({t for _, t, _p in sub.snapshot() if t.endswith("/telemetry")})
-
-        _wait("telemetry of every machine at B", lambda: machines_seen() >= MACHINES, 90)
-        time.sleep(before)
-        killed = time.time()
+    def kill_a() -> None:
         a.proc.send_signal(signal.SIGKILL)
         a.proc.wait()
-        time.sleep(after)
-        stopped = group.stop(gw, timeout=20.0)  # SIGTERM: waits for what is in flight
-        time.sleep(1.0)
-        got = sub.snapshot()
-    finally:
-        sub.close()
-        group.stop(sims)
+
+    def close() -> None:
         group.stop(b)
         group.stop(a)
-    return _analyse(got, killed, stopped, gw.log_tail(400))
+
+    return Pair(a_port, b_port, kill_a, close,
+                "two Mosquitto processes, B bridging `edge/#` in from A")
+
+
+def run(group: ProcessGroup, _broker_port: int, quick: bool) -> dict[str, Any]:
+    """Mosquitto A + B (bridged)."""
+    return measure(group, mosquitto_pair(group), quick)
+
+
+def measure(group: ProcessGroup, pair: Pair, quick: bool) -> dict[str, Any]:
+    before, after = (3.0, 4.0) if quick else (8.0, 10.0)
+    sims, base = start_simulators(group, MACHINES)
+    try:
+        sub = Capture(pair.b_port)
+        try:
+            _bridge_ready(pair.a_port, sub)
+            state = group.workdir / f"state-failover-{pair.a_port}"
+            state.mkdir(exist_ok=True)
+            plant = group.workdir / f"plant-failover-{pair.a_port}.yaml"
+            plant.write_text(
+                plant_yaml(LoadSpec(MACHINES, interval=INTERVAL), base, state)
+                + "destinations:\n"
+                f"  - {{id: pair, urls: [mqtt://{HOST}:{pair.a_port}, "
+                f"mqtt://{HOST}:{pair.b_port}], failback_after: 0}}\n")
+            gw = group.spawn(f"gateway-failover-{pair.a_port}", [
+                sys.executable, "-m", "edge.cli", "--log-level", "info", "--log-format", "json",
+                "run", "-c", str(plant), "--no-console"])
+
+            def machines_seen() -> int:
+                return len({t for _, t, _p in sub.snapshot() if t.endswith("/telemetry")})
+
+            _wait("telemetry of every machine at B", lambda: machines_seen() >= MACHINES, 90)
+            time.sleep(before)
+            killed = time.time()
+            pair.kill_a()
+            time.sleep(after)
+            stopped = group.stop(gw, timeout=20.0)  # SIGTERM: waits for what is in flight
+            time.sleep(1.0)
+            got = sub.snapshot()
+        finally:
+            sub.close()
+    finally:
+        group.stop(sims)
+        pair.close()
+    return {"setup": f"{pair.setup}; " + SETUP, **_analyse(got, killed, stopped,
+                                                           gw.log_tail(400))}
 
 
 def _analyse(got: list[tuple[float, str, bytes]], killed: float, exit_code: int | None,
@@ -162,10 +199,6 @@ def _analyse(got: list[tuple[float, str, bytes]], killed: float, exit_code: int 
     events = [json.loads(line).get("event") for line in log.splitlines()
               if line.startswith("{")]
     return {
-        "setup": (f"{MACHINES} Modbus machines x 40 points every {INTERVAL} s, gateway "
-                  "`urls: [A, B]` (failback_after 0), B bridges `edge/#` in from A, "
-                  "subscriber on B, A killed with SIGKILL mid-stream; everything received "
-                  "checked by edge/platform_kit/verifier.py."),
         "envelopes_received": report.total,
         "telemetry_records_received": sum(per_env),
         "envelopes_lost": report.missing,

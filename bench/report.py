@@ -810,10 +810,11 @@ def _sealing_md(s: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
-def _failover_md(f: dict[str, Any]) -> list[str]:
-    title = "## 2f. Broker failover (issue 17): two Mosquitto nodes, the gateway's node killed"
+def _failover_md(f: dict[str, Any], title: str) -> list[str]:
     if "error" in f:
         return [title, "", f"Failed: `{f['error']}`", ""]
+    if "skipped" in f:
+        return [title, "", f"Not run: {f['skipped']}.", ""]
     return [title, "", f.get("setup", ""), "", _table(["figure", "value"], _scalar_rows(
         {k: v for k, v in f.items() if k not in ("setup", "bench_seconds")})), ""]
 
@@ -824,7 +825,11 @@ def sections_md(results: dict[str, Any]) -> list[str]:
     if "sealing" in results:
         out += _sealing_md(results["sealing"])
     if "failover" in results:
-        out += _failover_md(results["failover"])
+        out += _failover_md(results["failover"], "## 2f. Broker failover (issue 17): two "
+                            "Mosquitto nodes, the gateway's node killed")
+    if "rabbitmq" in results:
+        out += _failover_md(results["rabbitmq"], "## 2g. Broker failover (issue 17): two-node "
+                            "RabbitMQ cluster, the gateway's node killed")
     return out
 
 
