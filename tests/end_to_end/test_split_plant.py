@@ -8,6 +8,7 @@ saying which machines it serves.
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,6 +66,18 @@ def test_two_hosts_each_serve_their_share(
             assert seqs == list(range(1, len(seqs) + 1))  # one chain: served once
         assert (tmp_path / "state" / "gw-1" / "keys").is_dir()
         assert (tmp_path / "state" / "gw-2" / "keys").is_dir()
+
+        # SIGHUP keeps each host on its share: m3 moves from gw-1 to gw-2 in both copies
+        moved = text.replace("  - id: m3\n    gateway: gw-1\n", "  - id: m3\n    gateway: gw-2\n")
+        for plant in hosts:
+            plant.write_text(moved)
+        gw1.signal(signal.SIGHUP)
+        gw2.signal(signal.SIGHUP)
+        wait_for(lambda: bool(gw1.events("reloaded")) and bool(gw2.events("reloaded")), 30,
+                 "both reloads")
+        assert gw1.events("reloaded")[-1]["devices_stopped"] == ["m3"]
+        assert gw2.events("reloaded")[-1]["devices_started"] == ["m3"]
+        assert gw2.events("reloaded")[-1]["machines"] == 2
     finally:
         gw1.kill()
         gw2.kill()
