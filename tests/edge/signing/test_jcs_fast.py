@@ -125,9 +125,14 @@ class Colour(enum.IntEnum):
     RED = 1
 
 
+class Mode(enum.StrEnum):
+    AUTO = "automatic"
+
+
 @pytest.mark.parametrize(
     "value",
     [(1, 2), {"a": (1.5, "x")}, Colour.RED, {"k": Colour.RED}, {1: "x"}, math.nan, [math.inf],
+     Mode.AUTO, {Mode.AUTO: [Mode.AUTO]}, True, None,
      2**53, -(2**53), {"a": 2**60}, "\ud800", {"\udfff": 1}, b"bytes", object()],
     ids=repr,
 )
