@@ -50,6 +50,15 @@ def test_killed_broker_node_loses_nothing(
         killed_at = telemetry(on_b)
         wait_for(lambda: telemetry(on_b) >= killed_at + 20, 20, "data at B after the kill")
         assert gw.events("mqtt_failover")
+
+        def on_b_says() -> dict[str, object] | None:  # the detailed status names the node
+            for m in reversed(on_b.snapshot()):
+                if m.topic.endswith("/gw-1/status") and b'"destinations"' in m.payload:
+                    return json.loads(m.payload)["destinations"]["pair"]  # type: ignore[no-any-return]
+            return None
+
+        wait_for(lambda: (on_b_says() or {}).get("failovers") == 1, 20, "status after failover")
+        assert on_b_says()["broker"] == f"127.0.0.1:{b.port}"  # type: ignore[index]
         gw.signal(signal.SIGTERM)
         assert gw.wait(20) == 0
 
