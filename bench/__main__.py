@@ -23,7 +23,19 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from . import ceilings, modbus_plan, peer, plots, profiling, report, s7_plan, scenarios
+from . import (
+    ceilings,
+    failover,
+    modbus_plan,
+    peer,
+    plots,
+    profiling,
+    rabbitmq_failover,
+    report,
+    s7_plan,
+    scenarios,
+    sealing,
+)
 from .gateway_load import LoadSpec, run_load
 from .processes import (
     ProcessGroup,
@@ -110,6 +122,18 @@ def _parser() -> argparse.ArgumentParser:
                         "full mode; needs bench/.peer-venv, `python -m bench.peer --install`)")
     p.add_argument("--opcua", action=argparse.BooleanOptionalAction, default=True,
                    help="scenario (b), OPC UA 2,000 items x 10 Hz (bench/opcua_load.py)")
+    p.add_argument("--sealing", action=argparse.BooleanOptionalAction, default=None,
+                   help="issue 17 sealing before/after and batch sizes, 50 machines "
+                        "(bench/sealing.py; default: in full mode)")
+    p.add_argument("--failover", action=argparse.BooleanOptionalAction, default=None,
+                   help="issue 17 broker failover: two Mosquitto nodes, the gateway's killed "
+                        "(bench/failover.py; default: in full mode)")
+    p.add_argument("--rabbitmq", action=argparse.BooleanOptionalAction, default=None,
+                   help="the failover run on a two-node RabbitMQ cluster (bench/"
+                        "rabbitmq_failover.py; default: in full mode when installed)")
+    p.add_argument("--only", choices=sorted(SECTIONS), action="append", default=None,
+                   help="run only this section (repeatable); writes <results-dir>/"
+                        "latest-only.json and report-only.md, leaving the report alone")
     p.add_argument("--keep-workdir", action="store_true",
                    help="keep configs and process logs (kept anyway on failure)")
     return p
@@ -170,6 +194,25 @@ def _opcua(quick: bool) -> dict[str, Any]:
     except ImportError as exc:
         return {"error": f"bench/opcua_load.py not importable: {exc}"}
     return dict(opcua_load.run(quick))
+
+
+def _sealing(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
+    return sealing.run(group, broker_port, quick)
+
+
+SECTIONS: dict[str, Any] = {"sealing": _sealing, "failover": failover.run,
+                             "rabbitmq": rabbitmq_failover.run}
+
+
+def run_only(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:
+    """Just the named sections, e.g. to measure one change without the whole bench."""
+    mode = "quick" if args.quick else "full"
+    results: dict[str, Any] = {"schema": 2, "mode": mode, "meta": meta(mode)}
+    _, broker_port = start_mosquitto(group)
+    for name in args.only:
+        print(f"{name} ...", flush=True)
+        results[name] = _guarded(name, SECTIONS[name], group, broker_port, args.quick)
+    return results
 
 
 def run(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:
@@ -256,6 +299,10 @@ def run(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:
         results["opcua"] = _guarded("opcua", _opcua, quick)
     else:
         results["opcua"] = {"error": "not run (--no-opcua)"}
+    for name, section in SECTIONS.items():
+        if getattr(args, name) or (getattr(args, name) is None and not args.quick):
+            print(f"2e. {name} (issue 17) ...", flush=True)
+            results[name] = _guarded(name, section, group, broker_port, args.quick)
     results["ratios"] = report.compute_ratios(results)
     results["duration_s"] = time.monotonic() - t_start
     results["targets"] = report.targets(results)
@@ -297,6 +344,20 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="edge-bench-"))
     group = ProcessGroup(workdir)
     ok = False
+    if args.only:
+        try:
+            results = run_only(args, group)
+            out = args.report or args.results_dir / "report-only.md"
+            report.write_sections(results, args.results_dir / "latest-only.json", out)
+            print(f"wrote {args.results_dir / 'latest-only.json'} and {out}")
+            ok = not any("error" in results[n] for n in args.only)
+            return 0 if ok else 1
+        finally:
+            group.close()
+            if ok and not args.keep_workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+            else:
+                print(f"configs and process logs kept in {workdir}", file=sys.stderr)
     try:
         results = run(args, group)
         _keep_profile(results, args.results_dir)

@@ -81,11 +81,28 @@ class LoadSpec:
     window: float = 25.0
     settle: float = 3.0
     grace: float = 3.0
+    max_delay: float | None = None  # gateway.batch.max_delay; None: the gateway's default
+    polls_per_envelope: int = 1  # gateway.batch.polls_per_envelope
+    canonicalizer: str = "gateway"  # "rfc8785": envelopes canonicalized as before issue 17
 
     @property
     def offered(self) -> float:
         """Samples per second a perfect poller would deliver."""
         return self.machines * self.points / self.interval
+
+    @property
+    def tag(self) -> str:
+        """Names this run's state dir and plant file (runs of one size must not share them)."""
+        tag = f"{self.machines}"
+        if self.interval != 1.0:
+            tag += f"-i{self.interval:g}"
+        if self.max_delay is not None:
+            tag += f"-d{self.max_delay:g}"
+        if self.polls_per_envelope != 1:
+            tag += f"-p{self.polls_per_envelope}"
+        if self.canonicalizer != "gateway":
+            tag += f"-{self.canonicalizer}"
+        return tag
 
 
 def points_yaml(points: int) -> str:
@@ -103,8 +120,10 @@ def points_yaml(points: int) -> str:
 def plant_yaml(spec: LoadSpec, sim_base_port: int, state_dir: Path) -> str:
     """One gateway, N Modbus machines on the simulator's ports, no destinations (the bench
     passes `--broker`)."""
+    batch = "" if spec.max_delay is None else (
+        f", batch: {{max_delay: {spec.max_delay}, polls_per_envelope: {spec.polls_per_envelope}}}")
     head = (
-        f"gateway: {{id: gw-bench, site: bench, state_dir: {state_dir}}}\n"
+        f"gateway: {{id: gw-bench, site: bench, state_dir: {state_dir}{batch}}}\n"
         "machines:\n"
     )
     body = []
@@ -210,17 +229,18 @@ def run_load(
     """One load point. Returns the figures, the simulator (still running: the caller reuses
     it for the raw ceilings or stops it) and one telemetry payload as it went on the wire."""
     sim, base = simulators or start_simulators(group, spec.machines)
-    state_dir = group.workdir / f"state-{spec.machines}"
+    state_dir = group.workdir / f"state-{spec.tag}"
     state_dir.mkdir(exist_ok=True)
-    plant = group.workdir / f"plant-{spec.machines}.yaml"
+    plant = group.workdir / f"plant-{spec.tag}.yaml"
     plant.write_text(plant_yaml(spec, base, state_dir))
 
     sub = TelemetrySubscriber(HOST, broker_port)
     try:
         spawned = time.monotonic()
+        cli = "bench.rfc8785_gateway" if spec.canonicalizer == "rfc8785" else "edge.cli"
         gw = group.spawn(
-            f"gateway-{spec.machines}",
-            [sys.executable, "-m", "edge.cli", "--log-level", "warning", "--log-format", "json",
+            f"gateway-{spec.tag}",
+            [sys.executable, "-m", cli, "--log-level", "warning", "--log-format", "json",
              "run", "-c", str(plant), "--broker", f"mqtt://{HOST}:{broker_port}",
              "--no-console"],
         )

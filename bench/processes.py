@@ -221,21 +221,24 @@ def mosquitto_version(binary: str) -> str:
     return first.removeprefix("mosquitto version ").strip() or "unknown"
 
 
-def start_mosquitto(group: ProcessGroup) -> tuple[Child, int]:
+def start_mosquitto(
+    group: ProcessGroup, name: str = "mosquitto", extra: str = ""
+) -> tuple[Child, int]:
     """A broker on a free loopback port, with queues deep enough never to drop for us.
 
     `max_queued_messages` is raised because a burst of QoS 1 messages beyond the default
-    1000 would be dropped silently and read as a gateway loss.
+    1000 would be dropped silently and read as a gateway loss. `extra`: more configuration
+    (e.g. a bridge); `name` tells several brokers of one run apart.
     """
     binary = mosquitto_binary()
     port = free_port()
-    conf = group.workdir / "mosquitto.conf"
+    conf = group.workdir / f"{name}.conf"
     conf.write_text(
         f"listener {port} {HOST}\nallow_anonymous true\npersistence false\n"
         f"user {getpass.getuser()}\nmax_queued_messages 1000000\n"
-        "log_type error\nlog_type warning\n"
+        f"log_type error\nlog_type warning\n{extra}"
     )
-    child = group.spawn("mosquitto", [binary, "-c", str(conf)])
+    child = group.spawn(name, [binary, "-c", str(conf)])
     wait_port(port, 10.0, child.proc)
     return child, port
 

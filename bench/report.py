@@ -765,10 +765,85 @@ def markdown(results: dict[str, Any]) -> str:
     elif prof:
         out += ["## Profile", "", f"Not taken: {prof.get('reason')}.", ""]
     out += _scenarios_md(results)
+    out += sections_md(results)
     notes = _observations(results)
     if notes:
         out += ["## Observations", "", *[f"* {n}" for n in notes], ""]
     return "\n".join(out)
+
+
+def _sealing_md(s: dict[str, Any]) -> list[str]:
+    if "error" in s:
+        return ["## 2e. Sealing before/after (issue 17)", "", f"Failed: `{s['error']}`", ""]
+    cols = [("offered/s", "offered_per_s"), ("samples/s", "samples_per_s"),
+            ("achieved", "achieved_over_offered"),
+            ("CPU s / 1,000", "gateway_cpu_s_per_1000_samples"),
+            ("CPU % core", "gateway_cpu_pct_of_core"), ("p50 ms", "latency_ms_p50"),
+            ("p99 ms", "latency_ms_p99"), ("records / env", "records_per_envelope"),
+            ("env/s", "envelopes_per_s"), ("RSS MB", "gateway_rss_mb_steady"),
+            ("gaps / dups", "")]
+    body = []
+    for r in s["runs"]:
+        row: list[Any] = [r["run"]]
+        for _, key in cols:
+            if not key:
+                row.append(f"{r['seq_gaps']} / {r['duplicates']}")
+            elif key == "achieved_over_offered":
+                row.append(_pct(r[key]))
+            elif key == "gateway_cpu_s_per_1000_samples":
+                row.append(f"{r[key]:.4f}")
+            else:
+                row.append(r[key])
+        body.append(row)
+    out = [f"## 2e. Sealing before/after (issue 17): {s['machines']} machines x 40 points, "
+           "one run", "",
+           "`rfc8785` = envelope bodies canonicalized by the pure-Python package "
+           "(`bench/rfc8785_gateway.py`, the code before); `edge.signing.jcs` = the orjson "
+           "path. Same simulator process and broker for every row.", "",
+           _table(["run", *[c for c, _ in cols]], body), ""]
+    if "cpu_per_1000_after_over_before" in s:
+        out.append(f"CPU per 1,000 samples after / before: "
+                   f"{s['cpu_per_1000_after_over_before']:.2f}x.")
+    if "saturation_after_over_before" in s:
+        out.append(f"Saturation samples/s after / before: "
+                   f"{s['saturation_after_over_before']:.2f}x.")
+    return [*out, ""]
+
+
+def _failover_md(f: dict[str, Any], title: str) -> list[str]:
+    if "error" in f:
+        return [title, "", f"Failed: `{f['error']}`", ""]
+    if "skipped" in f:
+        return [title, "", f"Not run: {f['skipped']}.", ""]
+    return [title, "", f.get("setup", ""), "", _table(["figure", "value"], _scalar_rows(
+        {k: v for k, v in f.items() if k not in ("setup", "bench_seconds")})), ""]
+
+
+def sections_md(results: dict[str, Any]) -> list[str]:
+    """The issue 17 sections (sealing before/after, broker failover), when they ran."""
+    out: list[str] = []
+    if "sealing" in results:
+        out += _sealing_md(results["sealing"])
+    if "failover" in results:
+        out += _failover_md(results["failover"], "## 2f. Broker failover (issue 17): two "
+                            "Mosquitto nodes, the gateway's node killed")
+    if "rabbitmq" in results:
+        out += _failover_md(results["rabbitmq"], "## 2g. Broker failover (issue 17): two-node "
+                            "RabbitMQ cluster, the gateway's node killed")
+    return out
+
+
+def write_sections(results: dict[str, Any], json_path: Path, md_path: Path) -> None:
+    """`python -m bench --only ...`: the JSON and just those sections' Markdown."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+    meta = results["meta"]
+    names = ", ".join(k for k in results if k not in ("schema", "mode", "meta"))
+    head = [f"# Bench sections ({names})", "",
+            f"`python -m bench --only ...` on {meta['started']}, {meta['cpu']}, "
+            f"{meta['cpus']} CPUs; code `{meta['git']}`.", ""]
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text("\n".join(head + sections_md(results)))
 
 
 def write(results: dict[str, Any], json_path: Path, md_path: Path | None) -> None:

@@ -28,6 +28,12 @@ def _version() -> str:
         return "0+unknown"
 
 
+GATEWAY_ID_HELP = (
+    "which share of a plant split over several gateways (`gateways:`) this host serves; "
+    "default: $EDGE_GATEWAY_ID, else the YAML's gateway.id"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-gateway", description="Industrial IoT edge gateway")
     p.add_argument("--version", action="version", version=f"edge-gateway {_version()}")
@@ -63,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         help="print a machine table every few seconds (default: when stdout is a TTY)",
     )
     r.add_argument("--console-every", type=float, default=5.0, help="seconds between tables")
+    r.add_argument("--gateway-id", help=GATEWAY_ID_HELP)
 
     sim = sub.add_parser("simulate", help="serve every machine the YAML marks `simulate: true`")
     sim.add_argument("plant", type=Path)
@@ -75,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         "next start or reload, the old public key stays published; show: the JWKS",
     )
     k.add_argument("-c", "--config", type=Path, required=True)
+    k.add_argument("--gateway-id", help=GATEWAY_ID_HELP)
 
     a = sub.add_parser("aas", help="Asset Administration Shell (AAS V3) of the plant's machines")
     a.add_argument("action", choices=["export"])
@@ -290,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             for warning in _disk_warnings(loaded):
                 print(f"{args.plant}: warning: {warning}", file=sys.stderr)
+            if plant.gateways:
+                from edge.config.shares import shares
+
+                for gid, ids in shares(plant).items():
+                    print(f"  share {gid}: {len(ids)} machine(s): {', '.join(ids)}")
             return EXIT_OK
 
         if args.command == "verify":
@@ -297,10 +310,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "query":
             return _query(args)
 
-        if args.command == "run":
-            loaded = load_checked(args.config)
+        if args.command == "run":  # this host's share of a split plant
+            from edge.daemon.preflight import load_share_checked
+
+            loaded = load_share_checked(args.config, args.gateway_id)
+        elif args.command == "keys":
+            from edge.config.loader import load_share
+
+            loaded = load_share(args.config, args.gateway_id)
         else:
-            loaded = load_plant(args.config if args.command in ("keys", "aas") else args.plant)
+            loaded = load_plant(args.config if args.command == "aas" else args.plant)
         if args.command == "keys":
             return _keys(args, loaded)
         if args.command == "aas":

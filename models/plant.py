@@ -114,7 +114,19 @@ class Destination(Strict):
     """One MQTT broker of one platform; each gets its own connection."""
 
     id: Ident
-    url: str = Field(description="mqtt://host:1883 or mqtts://host:8883")
+    url: str | None = Field(None, description="mqtt://host:1883 or mqtts://host:8883")
+    urls: list[str] = Field(
+        default_factory=list,
+        description="instead of url: several nodes of one clustered broker, or a primary and "
+        "standbys, in order of preference; on loss the gateway moves to the next",
+    )
+    failback_after: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="seconds on a later url before checking whether the first one is back "
+        "(a TCP connect); then the gateway returns to it. 0: stay until that node fails",
+    )
     client_id: str | None = Field(None, description="defaults to '<gateway id>-<destination id>'")
     username: str | None = None
     password: SecretRef | None = None
@@ -137,10 +149,35 @@ class Destination(Strict):
 
     @field_validator("url")
     @classmethod
-    def _url(cls, v: str) -> str:
-        if not re.match(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$", v):
-            raise ValueError("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-        return v
+    def _url(cls, v: str | None) -> str | None:
+        return None if v is None else _broker_url(v)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        urls = [_broker_url(u) for u in v]
+        if len({u.split("://")[0] for u in urls}) > 1:
+            raise ValueError("all urls must use the same scheme (the tls settings apply to all)")
+        if len(set(urls)) != len(urls):
+            raise ValueError("a url is listed twice")
+        return urls
+
+    @model_validator(mode="after")
+    def _one_url_field(self) -> Destination:
+        if (self.url is None) == (not self.urls):
+            raise ValueError("give exactly one of 'url' or 'urls'")
+        return self
+
+    @property
+    def brokers(self) -> list[str]:
+        """The broker URLs in order of preference (`urls`, or `url` alone)."""
+        return self.urls or [self.url or ""]
+
+
+def _broker_url(v: str) -> str:
+    if not re.match(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$", v):
+        raise ValueError("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    return v
 
 
 class Nameplate(Strict):
@@ -246,6 +283,11 @@ class Machine(Strict):
     adapter: Ident = Field(description="adapter type, e.g. 'modbus' (an entry point name)")
     simulate: bool = Field(False, description="`edge-gateway simulate` serves this machine")
     enabled: bool = True
+    gateway: Ident | None = Field(
+        None,
+        description="the gateway (one of `gateways`) whose host serves this machine, when the "
+        "plant is split over several hosts",
+    )
     poll_interval: float = Field(1.0, gt=0, le=3600, description="seconds between polls")
     ideal_cycle_time: float | None = Field(None, gt=0, description="seconds per part")
     programs: dict[str, ProgramSettings] = Field(default_factory=dict)
@@ -308,6 +350,13 @@ class BatchSettings(Strict):
         le=60,
         description="seconds a record may wait; a poll's records arrive together, so a short "
         "delay costs no extra signatures for polling adapters",
+    )
+    polls_per_envelope: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="polling adapters: polls per envelope (one signature over several polls; "
+        "records wait up to that many poll intervals, still bounded by max_delay)",
     )
 
 
@@ -383,6 +432,12 @@ class Gateway(Strict):
 
 class Plant(Strict):
     gateway: Gateway
+    gateways: list[Ident] = Field(
+        default_factory=list,
+        description="split the plant over several hosts: the ids of the gateways that share "
+        "it, each machine naming its own in `machines[].gateway`; a host serves the share "
+        "chosen by `run --gateway-id` / $EDGE_GATEWAY_ID (default: `gateway.id`)",
+    )
     machines: list[Machine] = Field(min_length=1)
     destinations: list[Destination] = Field(
         default_factory=list, description="empty: an embedded broker on 127.0.0.1:1883 is used"

@@ -15,6 +15,7 @@ YAML "billion laughs" is tiny as text and astronomic as data), and impossible da
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from collections.abc import Callable
@@ -26,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from edge.config import registry
+from edge.config.shares import chosen_share, narrow, share_problems
 from models.errors import ConfigProblem, PlantConfigError, PluginError
 from models.plant import Machine, Plant
 
@@ -50,16 +52,22 @@ class LoadedPlant:
     locate: Callable[[Loc], tuple[int | None, int | None]] = field(
         default=lambda _loc: (None, None), repr=False, compare=False
     )
+    share: str | None = None
+    """The gateway id whose share of a split plant this is (edge.config.shares), else None."""
 
     @property
     def state_dir(self) -> Path:
         """$STATE_DIRECTORY (set by systemd's StateDirectory=) wins; relative paths are
-        relative to the YAML file so a checkout's demo keeps its state beside it."""
+        relative to the YAML file so a checkout's demo keeps its state beside it. A share of
+        a split plant keeps its state in a subdirectory named after it, so two shares on
+        one host never mix outboxes or keys."""
         env = os.environ.get("STATE_DIRECTORY")
         if env:
-            return Path(env.split(":")[0])
-        p = Path(self.plant.gateway.state_dir)
-        return p if p.is_absolute() else (self.path.parent / p).resolve()
+            p = Path(env.split(":")[0])
+        else:
+            p = Path(self.plant.gateway.state_dir)
+            p = p if p.is_absolute() else (self.path.parent / p).resolve()
+        return p / self.share if self.share else p
 
     @property
     def keys_dir(self) -> Path:
@@ -67,7 +75,8 @@ class LoadedPlant:
         if configured is None:
             return self.state_dir / "keys"
         p = Path(configured)
-        return p if p.is_absolute() else (self.path.parent / p).resolve()
+        p = p if p.is_absolute() else (self.path.parent / p).resolve()
+        return p / self.share if self.share else p
 
     def enabled_machines(self) -> list[Machine]:
         return [m for m in self.plant.machines if m.enabled]
@@ -299,6 +308,11 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
         except ValidationError as exc:
             problems += _problems(exc, ("machines", i), where, file)
 
+    if plant is not None:
+        for loc, message in share_problems(plant):
+            line, col = where.mark(loc)
+            problems.append(ConfigProblem(file, line, col, format_path(loc), message))
+
     if problems or plant is None:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0))
         raise PlantConfigError(problems)
@@ -320,6 +334,24 @@ def load_plant(path: str | os.PathLike[str]) -> LoadedPlant:
     loaded = parse_plant(text, str(p))
     loaded.path = p.resolve()
     return loaded
+
+
+def load_share(path: str | os.PathLike[str], gateway_id: str | None) -> LoadedPlant:
+    """The plant as this host serves it: `load_plant`, then `share_of`."""
+    return share_of(load_plant(path), gateway_id)
+
+
+def share_of(loaded: LoadedPlant, gateway_id: str | None) -> LoadedPlant:
+    """`loaded` narrowed to the share chosen by `gateway_id` / $EDGE_GATEWAY_ID /
+    `gateway.id` when the plant is split over gateways; `loaded` itself otherwise. Check
+    references before narrowing: `locate` paths index the whole file's machines."""
+    share = chosen_share(loaded.plant, gateway_id, str(loaded.path))
+    if share is None:
+        return loaded
+    plant = narrow(loaded.plant, share)
+    ids = {m.id for m in plant.machines}
+    return dataclasses.replace(loaded, plant=plant, share=share,
+                               settings={k: v for k, v in loaded.settings.items() if k in ids})
 
 
 def json_schema() -> dict[str, Any]:

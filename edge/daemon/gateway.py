@@ -189,7 +189,7 @@ class Gateway:
             self.log.info(
                 "gateway_started",
                 machines=len(self.fleet.assets()),
-                destinations=[d.url for d in self.destinations()],
+                destinations=[d.brokers for d in self.destinations()],
             )
             background.append(asyncio.create_task(systemd.watchdog_loop(), name="watchdog"))
             if self.options.console:

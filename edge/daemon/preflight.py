@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from edge.capacity.bookings import bookings_path, read_bookings
-from edge.config.loader import LoadedPlant, Loc, format_path, load_plant
+from edge.config.loader import LoadedPlant, Loc, format_path, load_plant, share_of
 from edge.config.secret_refs import resolve_secret
 from edge.query.handler import load_platform_keys
 from edge.transport.mqtt import MqttTransport
@@ -83,3 +83,9 @@ def load_checked(path: str | Path) -> LoadedPlant:
     if problems:
         raise PlantConfigError(problems)
     return loaded
+
+
+def load_share_checked(path: str | Path, gateway_id: str | None) -> LoadedPlant:
+    """`load_checked`, narrowed to this host's share when the plant is split over gateways
+    (edge.config.shares); the whole file is checked first, so locations stay right."""
+    return share_of(load_checked(path), gateway_id)

@@ -18,7 +18,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from edge.config.loader import LoadedPlant
-from edge.daemon.preflight import load_checked
+from edge.daemon.preflight import load_share_checked
 from edge.egress.stack import EgressPlan, prepare_egress
 from edge.query.handler import PlatformKeys, load_platform_keys
 from models.errors import ConfigurationError, PlantConfigError
@@ -51,7 +51,7 @@ class Reloader:
         gw = self.gw
         old = gw.loaded
         try:
-            new = await asyncio.to_thread(load_checked, str(old.path))
+            new = await asyncio.to_thread(load_share_checked, str(old.path), old.share)
         except PlantConfigError as exc:
             gw.log.error(
                 "reload_rejected_keeping_running_config", problems=[str(p) for p in exc.problems]

@@ -42,6 +42,7 @@ class _Batch:
     opened: float
     records: list[dict[str, Any]] = field(default_factory=list)
     size: int = 0
+    polls: int = 0  # complete polls in this batch
 
 
 class Egress:
@@ -57,12 +58,14 @@ class Egress:
         max_bytes: int = 128_000,
         max_delay: float = 0.05,
         losses: LossLedger | None = None,
+        polls_per_envelope: int = 1,
     ) -> None:
         self.sealer = sealer
         self.senders = {s.name: s for s in senders}
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.max_delay = max_delay
+        self.polls_per_envelope = polls_per_envelope
         self._batches: dict[str, _Batch] = {}
         self.log = logger
         self.losses = losses or LossLedger()
@@ -120,9 +123,10 @@ class Egress:
     def add(
         self, topic: str, asset: str, records: list[dict[str, Any]], *, complete: bool = False
     ) -> None:
-        """Queue telemetry records; flushed by size here, by age in `run`, or at once when
+        """Queue telemetry records; flushed by size here, by age in `run`, or when
         `complete` (a polling adapter's whole poll: waiting would only add latency, since
-        nothing more arrives for this topic before the next poll)."""
+        nothing more arrives for this topic before the next poll) once `polls_per_envelope`
+        polls are in the batch (more polls per signature: less CPU, more latency)."""
         now = asyncio.get_running_loop().time()
         batch = self._batches.get(topic)
         if batch is None:
@@ -136,7 +140,9 @@ class Egress:
         if not batch.records:
             del self._batches[topic]
         elif complete:
-            self._flush(topic)
+            batch.polls += 1
+            if batch.polls >= self.polls_per_envelope:
+                self._flush(topic)
 
     def _flush(self, topic: str) -> None:
         batch = self._batches.pop(topic, None)

@@ -169,6 +169,7 @@ class EgressStack:
             max_bytes=b.max_bytes,
             max_delay=b.max_delay,
             losses=self.losses,
+            polls_per_envelope=b.polls_per_envelope,
         )
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -206,8 +207,11 @@ class EgressStack:
         for sender in self.senders:
             rows, size = self.outbox.pending(sender.name)
             counters = self.outbox.counters(sender.name)
+            transport = self.transports[sender.name]
             stats[sender.name] = {
-                "connected": self.transports[sender.name].connected,
+                "connected": transport.connected,
+                "broker": transport.broker,  # the node of `urls` in use (or tried next)
+                "failovers": transport.stats["failovers"],
                 "pending": rows,
                 "pending_bytes": size,
                 "sent": sender.stats.sent,

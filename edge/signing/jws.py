@@ -4,7 +4,9 @@ Why this shape: a platform must be able to check every envelope with any stock J
 (RFC 7515 section 7.2.2, RFC 8037), find the key by a name it can recompute itself (the
 RFC 7638 thumbprint as `kid`), and see a lost, replayed or reordered message on a topic
 (`seq`/`prev` per topic, see `ChainState`). Bodies are canonicalized with RFC 8785 so the
-signed bytes are the same whichever JSON library built the dict.
+signed bytes are the same whichever JSON library built the dict (`edge.signing.jcs`: orjson
+for the gateway's own body shapes, byte-identical to the `rfc8785` package, which the
+platform-side verifier uses alone).
 
 Order of operations for a producer (the outbox owns durability)::
 
@@ -26,12 +28,13 @@ import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from edge.signing import jcs
 
 __all__ = [
     "ALG",
@@ -81,7 +84,7 @@ def canonical_json(value: Any) -> bytes:
     JCS refuses NaN/Infinity and integers beyond 2**53 (I-JSON), so such values must be sent
     as strings or floats by the caller rather than silently change on a platform's parser.
     """
-    return rfc8785.dumps(value)
+    return jcs.canonical_json(value)
 
 
 def jwk_thumbprint(x: str) -> str:

@@ -25,6 +25,16 @@ Why it is built this way:
   timeout turns into (2). After (2) the next attempt uses 3.1.1 and, because a bare drop may
   also be a broker restarting, the next connection cycle tries 5 again. `"5"` and `"3.1.1"`
   force one version.
+* **Failover across broker nodes.** A destination may list several URLs (`urls`: the nodes
+  of a clustered broker, or a primary and standbys). One connection at a time, to the
+  current node. When the link is lost the next node is tried at once; a failed attempt moves
+  on to the next node too, and only after every node failed in a row does the back-off
+  sleep, after which the next round starts again at the first URL. Policy for returning:
+  while on a later node, every `failback_after` seconds a TCP connect checks the first URL;
+  if it answers, the link is closed cleanly (DISCONNECT: no will) and reopened there. What
+  was not acknowledged is re-sent on the new link before anything new, as after any
+  reconnect, so nothing acknowledged is lost and nothing is reordered within a topic;
+  duplicates (a PUBACK lost with the node) carry the same `seq`.
 * **Quiet under outage.** Reconnects back off exponentially with jitter (1 s .. 60 s by
   default). One warning when the link is lost (`mqtt_disconnected`) or the first attempt fails
   (`mqtt_connect_failed`), one info line when it is back (`mqtt_connected`); the attempts in
@@ -70,6 +80,7 @@ _UNSUPPORTED_PROTOCOL = 132  # MQTT 5 CONNACK 0x84; paho maps a 3.1.1 CONNACK rc
 _CONNACK_TIMEOUT = 10.0
 _CONNECT_TIMEOUT = 10.0  # TCP connect + TLS handshake, in the executor
 _SUBACK_TIMEOUT = 10.0
+_PROBE_TIMEOUT = 3.0  # TCP connect to the first url before failing back to it
 _INBOX_SIZE = 1000
 
 
@@ -126,6 +137,24 @@ class _Wiring:
     writing: bool = False
 
 
+def _node(url: str, tls: bool) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or (8883 if tls else 1883)
+
+
+async def _reachable(host: str, port: int) -> bool:
+    """Does something accept TCP connections there? (the failback check; no MQTT session)"""
+    try:
+        async with asyncio.timeout(_PROBE_TIMEOUT):
+            _, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
 def _publish_properties(values: dict[str, Any]) -> Properties:
     """MQTT 5 PUBLISH properties from snake_case names (`response_topic`, `user_property`...)."""
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -156,19 +185,19 @@ class MqttTransport:
         backoff_min: float = 1.0,
         backoff_max: float = 60.0,
     ) -> None:
-        url = urlsplit(destination.url)
         self._dest = destination
         self._client_id = client_id
         self._will = will
         self._birth = birth
         self._announcements: list[tuple[str, bytes, bool]] = []
-        self._tls = url.scheme == "mqtts"
-        self._host = url.hostname or ""
-        self._port = url.port or (8883 if self._tls else 1883)
+        self._tls = destination.brokers[0].startswith("mqtts:")
+        self._nodes = [_node(u, self._tls) for u in destination.brokers]
+        self._node = 0  # index of the node connected to, or tried next
         self._backoff = (backoff_min, backoff_max)
-        self._log: FilteringBoundLogger = (logger or structlog.get_logger()).bind(
-            destination=destination.id, broker=f"{self._host}:{self._port}"
+        self._base_log: FilteringBoundLogger = (logger or structlog.get_logger()).bind(
+            destination=destination.id
         )
+        self._log = self._base_log.bind(broker=self.broker)
         self._protocol: MqttVersion = "3.1.1" if destination.protocol == "3.1.1" else "5"
         self._password: str | None = None
         self._ssl: ssl.SSLContext | None = None
@@ -195,7 +224,7 @@ class MqttTransport:
         self._subscriptions: dict[str, int] = {}
         self._suback: dict[int, asyncio.Future[None]] = {}
         self._inbox: asyncio.Queue[IncomingMessage] = asyncio.Queue(_INBOX_SIZE)
-        self._stats = {"published": 0, "acked": 0, "reconnects": 0}
+        self._stats = {"published": 0, "acked": 0, "reconnects": 0, "failovers": 0}
 
     # ---------------------------------------------------------------- public surface
 
@@ -209,6 +238,12 @@ class MqttTransport:
         compares it with a row's `created` to know the row waited out an outage, however
         short, without having to watch the link itself."""
         return self._connected_since
+
+    @property
+    def broker(self) -> str:
+        """`host:port` of the node connected to (or tried next)."""
+        host, port = self._nodes[self._node]
+        return f"{host}:{port}"
 
     @property
     def protocol_in_use(self) -> MqttVersion:
@@ -343,21 +378,28 @@ class MqttTransport:
         failures = 0
         outage_logged = fallback_logged = False
         tentative_311 = False  # on 3.1.1 only because a v5 attempt was dropped without CONNACK
+        left = len(self._nodes)  # attempts before the next back-off (one round over the nodes)
         while not self._closing:
             try:
                 result = await self._connect_once(self._protocol)
             except Exception as exc:  # keep the supervisor alive whatever paho throws
                 result = _Attempt("unreachable", f"{type(exc).__name__}: {exc}")
             if result.kind == "ok":
-                failures, outage_logged = 0, False
-                if not self._closing:
-                    await self._lost.wait()
+                failures, outage_logged, left = 0, False, len(self._nodes)
+                failback = await self._hold() if not self._closing else False
                 if self._closing:
                     return
+                if failback:
+                    self._move(0, "failback")
+                    continue
                 self._log.warning(
                     "mqtt_disconnected", reason=self._lost_reason, pending=len(self._pending)
                 )
                 outage_logged = True
+                left -= 1
+                if left > 0:  # the lost node counts as tried: the next one at once
+                    self._move(self._node + 1, "failover")
+                    continue
             elif (
                 self._dest.protocol == "auto"
                 and self._protocol == "5"
@@ -378,11 +420,48 @@ class MqttTransport:
                 )
                 outage_logged = True
                 failures += 1
+                left -= 1
+                if left > 0:
+                    self._move(self._node + 1, "failover")
+                    continue
             if tentative_311:  # a bare drop may have been a restarting broker: try 5 first again
                 self._protocol, tentative_311 = "5", False
             low, high = self._backoff
             cap = min(high, low * 2 ** min(failures + 1, 20))
             await asyncio.sleep(max(low, random.uniform(cap / 2, cap)))
+            left = len(self._nodes)
+            self._move(0, "retry")  # every round starts at the preferred node
+
+    def _move(self, index: int, why: str) -> None:
+        """Make node `index` (modulo the list) the one the next attempt connects to."""
+        index %= len(self._nodes)
+        if index == self._node:
+            return
+        before, self._node = self.broker, index
+        self._log = self._base_log.bind(broker=self.broker)
+        if why != "retry":
+            self._stats["failovers"] += 1
+            self._log.info(f"mqtt_{why}", previous=before, pending=len(self._pending))
+
+    async def _hold(self) -> bool:
+        """Wait while connected. True when the link was closed to return to the first node."""
+        every = self._dest.failback_after
+        while not self._closing and not self._lost.is_set():
+            if self._node == 0 or every <= 0:
+                await self._lost.wait()
+                return False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self._lost.wait()
+            if self._lost.is_set() or self._closing:
+                return False
+            if await _reachable(*self._nodes[0]):
+                client = self._client
+                if client is not None:
+                    self._gone(client, "returning to the first broker url")
+                    self._drop(client)
+                return True
+        return False
 
     async def _connect_once(self, protocol: MqttVersion) -> _Attempt:
         assert self._loop is not None
@@ -416,10 +495,11 @@ class MqttTransport:
         self._unwire()
 
     def _blocking_connect(self, client: mqtt.Client, protocol: MqttVersion) -> None:
+        host, port = self._nodes[self._node]
         if protocol == "5":
-            client.connect(self._host, self._port, self._dest.keepalive, clean_start=True)
+            client.connect(host, port, self._dest.keepalive, clean_start=True)
         else:
-            client.connect(self._host, self._port, self._dest.keepalive)
+            client.connect(host, port, self._dest.keepalive)
 
     def _new_client(self, protocol: MqttVersion) -> mqtt.Client:
         c = mqtt.Client(

@@ -104,7 +104,8 @@ async def test_publish_qos1_retained_and_not_over_v5(
         late = mqtt_collector(mosquitto.host, mosquitto.port, "t/#")  # sees only the retained one
         [kept] = await late.wait(1)
         assert (kept.topic, kept.payload, kept.retain) == ("t/kept", b"two", True)
-        assert t.stats == {"published": 2, "acked": 2, "reconnects": 0, "pending": 0}
+        assert t.stats == {"published": 2, "acked": 2, "reconnects": 0, "failovers": 0,
+                           "pending": 0}
     finally:
         await t.stop()
 
