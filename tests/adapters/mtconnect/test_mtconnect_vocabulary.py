@@ -21,7 +21,8 @@ from adapters.mtconnect.vocabulary import DataItem, Normalizer, parse_timestamp,
 from models.errors import ProtocolError
 from models.sample import Quality
 
-MATERIAL = Path(__file__).resolve().parents[4] / "shared" / "material" / "mtconnect"
+# vendored with licence and provenance: tests/fixtures/mtconnect-cppagent/README.md
+MATERIAL = Path(__file__).resolve().parents[2] / "fixtures" / "mtconnect-cppagent"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
@@ -143,8 +144,6 @@ def test_error_document() -> None:
     assert doc.header is not None and doc.header.first_sequence == 100
 
 
-@pytest.mark.skipif(not (MATERIAL / "demo_Devices.xml").exists(),
-                    reason="shared/material/mtconnect/demo_Devices.xml is absent")
 def test_real_device_model() -> None:
     doc = parse_probe((MATERIAL / "demo_Devices.xml").read_bytes(), "OKUMA")
     by_name = {i.name: i for i in doc.items.values() if i.name}

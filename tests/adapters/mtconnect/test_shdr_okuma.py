@@ -30,14 +30,10 @@ from models.machine_state import CounterTracker
 from models.sample import Sample
 from simulators.shdr_replay import replay
 
-MATERIAL = Path(__file__).resolve().parents[4] / "shared" / "material" / "mtconnect"
-RECORDING = MATERIAL / "okuma.txt"
+# vendored with licence and provenance: tests/fixtures/mtconnect-cppagent/README.md
+MATERIAL = Path(__file__).resolve().parents[2] / "fixtures" / "mtconnect-cppagent"
+RECORDING = MATERIAL / "okuma.txt.gz"
 DEVICES = MATERIAL / "demo_Devices.xml"
-
-pytestmark = pytest.mark.skipif(
-    not (RECORDING.exists() and DEVICES.exists()),
-    reason="../shared/material/mtconnect/okuma.txt (and demo_Devices.xml) absent: the real "
-           "OKUMA recording is test material only, see shared/material/README.md")
 
 RUNS = [
     ("IMTS-2022-2-HOB.MIN", 186.7296259),

@@ -10,10 +10,10 @@ into an asyncua server and expects the ENGEL Viper 6 of the example NodeSet.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import structlog
 from asyncua import Server
 
@@ -22,15 +22,10 @@ from adapters.opcua.adapter import OpcUaAdapter
 from adapters.opcua.settings import OpcUaSettings
 from models.sample import Sample
 
-NODESETS = Path(__file__).resolve().parents[4] / "shared" / "material" / "opcua-nodesets"
-FILES = ("Opc.Ua.Di.NodeSet2.xml", "Opc.Ua.Machinery.NodeSet2.xml",
-         "Opc.Ua.Machinery.Examples.NodeSet2.xml")
-
-pytestmark = pytest.mark.skipif(
-    not all((NODESETS / f).is_file() for f in FILES),
-    reason=f"OPC Foundation NodeSets not found in {NODESETS} (../shared/material is test-only "
-           "material; see its README)",
-)
+# vendored with licence and provenance: tests/fixtures/opcua-nodesets/README.md
+NODESETS = Path(__file__).resolve().parents[2] / "fixtures" / "opcua-nodesets"
+FILES = ("Opc.Ua.Di.NodeSet2.xml.gz", "Opc.Ua.Machinery.NodeSet2.xml.gz",
+         "Opc.Ua.Machinery.Examples.NodeSet2.xml.gz")
 
 
 async def test_finds_engel_example_machine_and_maps_identification(
@@ -41,7 +36,8 @@ async def test_finds_engel_example_machine_and_maps_identification(
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/")
     for f in FILES:  # auto_load_definitions=False: asyncua issue #1869 (material README)
-        await server.import_xml(str(NODESETS / f), auto_load_definitions=False)
+        xml = gzip.decompress((NODESETS / f).read_bytes()).decode("utf-8")
+        await server.import_xml(xmlstring=xml, auto_load_definitions=False)
     await server.load_data_type_definitions()
     await server.start()
     try:
