@@ -105,6 +105,15 @@ def _int(value: str | None) -> int:
         return 0
 
 
+def _positive(value: str | None) -> float | None:
+    """A positive number attribute (`nativeScale`), or None when absent or unusable."""
+    try:
+        n = float(value) if value is not None else 0.0
+    except ValueError:
+        return None
+    return n if n > 0 and n != float("inf") else None
+
+
 def _header(root: Element) -> Header | None:
     for child in root:
         if _local(child.tag) == "Header":
@@ -148,7 +157,8 @@ def parse_probe(data: bytes | str, device: str | None = None) -> ProbeDocument:
                     items[a["id"]] = DataItem(
                         id=a["id"], type=a.get("type", ""), category=a.get("category", "EVENT"),
                         name=a.get("name"), sub_type=a.get("subType"), units=a.get("units"),
-                        component=component)
+                        component=component, native_units=a.get("nativeUnits"),
+                        native_scale=_positive(a.get("nativeScale")))
             elif tag in ("Components", "Compositions", "References", "Configuration",
                          "Description"):
                 if tag == "Components":
