@@ -288,8 +288,12 @@ def _main(argv: list[str] | None) -> int:
             return EXIT_OK
 
         if args.command == "validate":
+            from edge.config.risks import risky_settings
+
             loaded = load_checked(args.plant)
             plant = loaded.plant
+            for risk in risky_settings(plant):
+                print(f"{args.plant}: warning: {risk}", file=sys.stderr)
             adapters = sorted({m.adapter for m in plant.machines})
             print(
                 f"{args.plant}: ok: gateway {plant.gateway.id} at site {plant.gateway.site}, "
