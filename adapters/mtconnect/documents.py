@@ -84,7 +84,7 @@ class ErrorDocument:
         return any(c == code for c, _ in self.errors)
 
 
-def parse_document(data: bytes | str) -> Element:
+def parse_document(data: bytes | bytearray | str) -> Element:
     """Parse untrusted XML: no DTD, no entities, no external references, bounded size."""
     if len(data) > MAX_DOCUMENT_BYTES:
         raise ProtocolError(f"MTConnect document too large ({len(data)} bytes)")
@@ -130,7 +130,7 @@ def _errors(root: Element) -> ErrorDocument:
     return ErrorDocument(_header(root), errors)
 
 
-def parse_probe(data: bytes | str, device: str | None = None) -> ProbeDocument:
+def parse_probe(data: bytes | bytearray | str, device: str | None = None) -> ProbeDocument:
     """The data items of one device (by name or uuid; the first device when None)."""
     root = parse_document(data)
     if _local(root.tag) == "MTConnectError":
@@ -179,7 +179,7 @@ def parse_probe(data: bytes | str, device: str | None = None) -> ProbeDocument:
     return ProbeDocument(header, name, items, description)
 
 
-def parse_streams(data: bytes | str) -> StreamsDocument | ErrorDocument:
+def parse_streams(data: bytes | bytearray | str) -> StreamsDocument | ErrorDocument:
     """A /current or /sample reply, or the agent's error document (e.g. OUT_OF_RANGE)."""
     root = parse_document(data)
     kind = _local(root.tag)
