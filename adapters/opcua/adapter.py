@@ -359,7 +359,11 @@ class OpcUaAdapter(Adapter):
                     if uri is not None and uri not in ns:
                         raise LookupError(f"namespace {uri} is not on the server")
                     path.append(ua.QualifiedName(name, ns[uri] if uri else 0))
-                node = await client.get_node(root).get_child(path)
+                try:
+                    node = await client.get_node(root).get_child(path)
+                except UaStatusCodeError as exc:
+                    why = await self._unmatched_segment(client, root, path)
+                    raise LookupError(why or ua.StatusCode(exc.code).name) from None
                 return node.nodeid
             return self._nodeid(p.node, ns)
         except LookupError as exc:
@@ -374,6 +378,21 @@ class OpcUaAdapter(Adapter):
             node=p.node,
             error=why,
         )
+        return None
+
+    @staticmethod
+    async def _unmatched_segment(client: Client, root: ua.NodeId,
+                                 path: list[ua.QualifiedName]) -> str | None:
+        """Which segment of a browse path the server does not have, walked one step at a time
+        (only after the whole path failed): "no such node" alone leaves the operator to
+        guess which of eight names is misspelt."""
+        node = client.get_node(root)
+        for i, qn in enumerate(path):
+            try:
+                node = await node.get_child([qn])
+            except UaStatusCodeError:
+                under = "/" + "/".join(q.Name for q in path[:i]) if i else "the root"
+                return f"browse path segment {i + 1} {qn.Name!r} not found under {under}"
         return None
 
     @staticmethod

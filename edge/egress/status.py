@@ -19,6 +19,7 @@ from models.plant import gateway_topic
 
 class DeviceStatuses(Protocol):
     def statuses(self) -> dict[str, str]: ...
+    def reasons(self) -> dict[str, str]: ...
 
 
 class StatusReporter:
@@ -46,6 +47,9 @@ class StatusReporter:
             "alarms": [f"outbox_full_losing_data:{d}" for d in sorted(self.alarmed)],
             "devices": self.devices.statuses(),
         }
+        reasons = self.devices.reasons()
+        if reasons:  # why a device is down, degraded or failed, in the operator's words
+            detail["device_reasons"] = reasons
         return status_payload(self.config(), "online", detail)
 
     def _check_losses(self, losses: dict[str, int]) -> bool:
@@ -73,9 +77,13 @@ class StatusReporter:
         losses = {
             d: st["dropped"] + st["rejected"] for d, st in self.stack.destination_stats().items()
         }
+        seen_devices: dict[str, str] = {}
         while True:
             if self._check_losses(losses):
                 last_status = 0.0
+            devices = self.devices.statuses()
+            if devices != seen_devices:  # a device went down, degraded or back: say so now
+                seen_devices, last_status = devices, 0.0
             for name, tr in self.stack.transports.items():
                 if tr.connected and published.get(name) != tr.stats["reconnects"]:
                     published[name] = tr.stats["reconnects"]
