@@ -29,6 +29,7 @@ from models.errors import ConfigurationError, TransientError
 from models.sample import Sample
 
 from .health import PointHealth, Verdict
+from .recovery import pause
 
 
 class DeviceStatus(StrEnum):
@@ -196,5 +197,5 @@ class DeviceRunner:
                     await asyncio.shield(adapter.aclose())
                 except Exception:  # closing a broken connection may fail; nothing to do
                     self.log.debug("device_close_failed")
-            if not self.stopping:
-                await asyncio.sleep(self.backoff.next_delay())
+            if not self.stopping and await pause(adapter, self.backoff.next_delay()):
+                self.log.debug("device_reachable_again_retrying_now")
