@@ -83,6 +83,13 @@ class Adapter(abc.ABC):
         """Static facts for the terminal view and `describe` queries (points, endpoint)."""
         return {}
 
+    async def reachable(self) -> bool | None:
+        """Cheap check, between retries, whether the device answers on the network again
+        (e.g. its TCP port accepts); None when the adapter cannot tell. The runner uses it to
+        retry at once when a device that was gone is back, instead of sitting out its
+        backoff."""
+        return None
+
 
 class PollingAdapter(Adapter):
     """An adapter that reads the whole device on a fixed interval."""

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import sys
 import time
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from simulators.machine import MachineModel  # noqa: E402
 from simulators.mtconnect_agent import serve_agents  # noqa: E402
 from simulators.shdr_replay import replay  # noqa: E402
 
-MATERIAL = ROOT.parent / "shared" / "material" / "mtconnect"
+MATERIAL = ROOT / "tests" / "fixtures" / "mtconnect-cppagent"  # vendored, see its README
 
 
 async def bench_agent(total: int = 200_000, count: int = 1000) -> None:
@@ -56,7 +57,7 @@ async def bench_agent(total: int = 200_000, count: int = 1000) -> None:
 
 
 def bench_shdr_parse(path: Path, rounds: int = 5) -> None:
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = gzip.decompress(path.read_bytes()).decode("utf-8", errors="replace").splitlines()
     settings = ShdrSettings.model_validate({"connection": {
         "host": "127.0.0.1", "device_model": str(MATERIAL / "demo_Devices.xml"),
         "device": "OKUMA"}})
@@ -91,12 +92,9 @@ async def bench_shdr_tcp(path: Path) -> None:
 
 def main() -> None:
     asyncio.run(bench_agent())
-    rec = MATERIAL / "okuma.txt"
-    if rec.exists():
-        bench_shdr_parse(rec)
-        asyncio.run(bench_shdr_tcp(rec))
-    else:
-        print(f"skipped SHDR figures: {rec} is absent")
+    rec = MATERIAL / "okuma.txt.gz"
+    bench_shdr_parse(rec)
+    asyncio.run(bench_shdr_tcp(rec))
 
 
 if __name__ == "__main__":

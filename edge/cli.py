@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -154,11 +155,15 @@ def _verify(args: argparse.Namespace) -> int:
             )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
+    elif report.total == 0:
+        where = f"on {args.topic}" if args.broker else "in the capture"
+        print(f"FAILED: nothing verified: no envelope {where} "
+              f"(skipped {report.skipped} status/keys/query message(s))")
     else:
         counts = ", ".join(f"{k} {v}" for k, v in report.counts.items() if v)
         print(
             f"{'OK' if report.ok else 'FAILED'}: {report.total} envelope(s): {counts or 'none'}; "
-            f"missing {report.missing}"
+            f"missing {report.missing}; skipped {report.skipped} status/keys/query"
         )
     forged = report.counts.get("forgery", 0) + report.counts.get("unknown_key", 0)
     return EXIT_RUNTIME if forged or not report.ok else EXIT_OK
@@ -270,6 +275,20 @@ def _report(exc: PlantConfigError) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; output cut short by its reader (`... | head`) is not an error."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader is gone: point stdout at /dev/null so the interpreter's final flush
+        # cannot raise again, and exit like a command killed by SIGPIPE (128 + 13)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     from edge.config.loader import json_schema, load_plant
     from edge.daemon.preflight import load_checked
@@ -287,8 +306,12 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
 
         if args.command == "validate":
+            from edge.config.risks import risky_settings
+
             loaded = load_checked(args.plant)
             plant = loaded.plant
+            for risk in risky_settings(plant):
+                print(f"{args.plant}: warning: {risk}", file=sys.stderr)
             adapters = sorted({m.adapter for m in plant.machines})
             print(
                 f"{args.plant}: ok: gateway {plant.gateway.id} at site {plant.gateway.site}, "

@@ -17,6 +17,9 @@ import structlog
 def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto", level: str = "info"
 ) -> None:
+    """structlog for our own events, and the standard library's `logging` (asyncua, pymodbus,
+    paho, asyncio) rendered by the same renderer through `ProcessorFormatter`: under systemd
+    every line of the journal is one JSON object, whoever wrote it."""
     if fmt == "auto":
         under_systemd = "JOURNAL_STREAM" in os.environ or "INVOCATION_ID" in os.environ
         fmt = "console" if sys.stderr.isatty() and not under_systemd else "json"
@@ -25,24 +28,32 @@ def configure_logging(
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    exc: Any = (structlog.processors.format_exc_info if fmt == "json"
+                else structlog.processors.StackInfoRenderer())
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info
-            if fmt == "json"
-            else structlog.processors.StackInfoRenderer(),
+            stamp,
+            exc,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+                           stamp],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    *([exc] if fmt == "json" else []), renderer],
+    ))
+    root = logging.getLogger()
+    root.handlers = [handler]  # replaces basicConfig's plain-text handler, also on reload
     # Libraries log through stdlib logging; keep their chatter out unless it matters.
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
+    root.setLevel(logging.WARNING)
     for noisy in ("pymodbus", "amqtt", "transitions", "asyncio"):
         logging.getLogger(noisy).setLevel(
             logging.CRITICAL if noisy == "pymodbus" else logging.WARNING

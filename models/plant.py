@@ -289,6 +289,11 @@ class Machine(Strict):
         "plant is split over several hosts",
     )
     poll_interval: float = Field(1.0, gt=0, le=3600, description="seconds between polls")
+    degraded_after: int = Field(
+        3, ge=1, le=1000,
+        description="polls (or poll intervals, for subscriptions) with no good value from any "
+        "point after which a connected machine is reported degraded and unavailable",
+    )
     ideal_cycle_time: float | None = Field(None, gt=0, description="seconds per part")
     programs: dict[str, ProgramSettings] = Field(default_factory=dict)
     nameplate: Nameplate = Field(default_factory=Nameplate)

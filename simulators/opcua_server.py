@@ -41,8 +41,12 @@ Values are refreshed from `MachineModel.snapshot(now)` every `refresh_interval` 
 only when they change, so subscriptions see real data changes and nothing else.
 Every server offers None, Basic256Sha256 and Aes256_Sha256_RsaPss (Sign, SignAndEncrypt)
 with a self-signed certificate kept for the life of the handle (restarts keep it, so a
-pinned certificate stays valid). Client certificates are accepted without a trust list: this
-is a simulator. `users=` requires a user name and password; anonymous access is then off.
+pinned certificate stays valid). Client certificates are accepted without a trust list,
+unless `trusted_clients` (a set of DER certificates, changeable while running) is given: then
+CreateSession of any other client certificate fails with BadCertificateUntrusted, as on a
+server whose administrator has not trusted the gateway yet. `policies` (changeable, applied
+at the next `start()`) plays a server that offers fewer endpoints for a while. `users=`
+requires a user name and password; anonymous access is then off.
 
 SINUMERIK face (`serve_opcua(..., sinumerik=[url])`, and `start_for_gateway` for machines
 whose settings say `profile: sinumerik`): the endpoint then presents one machine the way the
@@ -83,11 +87,13 @@ from urllib.parse import urlparse
 
 from asyncua import ua
 from asyncua.common.node import Node
+from asyncua.common.utils import ServiceError
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.event_generator import EventGenerator
 from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -497,6 +503,8 @@ class OpcUaSimulator:
                  users: Mapping[str, str] | None = None, item_limit: int = 0) -> None:
         self._endpoints = endpoints
         self._item_limit = item_limit
+        self.policies: list[ua.SecurityPolicyType] = list(_POLICIES)
+        self.trusted_clients: set[bytes] | None = None
         self._users = dict(users) if users else None
         self.certificate = cert
         self._key = key
@@ -517,6 +525,11 @@ class OpcUaSimulator:
             await self.aclose()
             raise
 
+    async def _validate_client(self, cert: x509.Certificate, _app: Any) -> None:
+        trusted = self.trusted_clients
+        if trusted is not None and cert.public_bytes(serialization.Encoding.DER) not in trusted:
+            raise ServiceError(StatusCodes.BadCertificateUntrusted)
+
     async def _start_one(self, ep: _Endpoint) -> None:
         server = Server(user_manager=_PasswordUsers(self._users) if self._users else None)
         server.iserver.bind_condition_methods = True  # ConditionRefresh, Refresh events
@@ -524,7 +537,8 @@ class OpcUaSimulator:
         server.set_endpoint(ep.url)
         server.set_server_name("edge-gateway OPC UA simulator")
         await server.set_application_uri("urn:edge-gateway:simulator:server")
-        server.set_security_policy(_POLICIES)
+        server.set_security_policy(self.policies)
+        server.set_certificate_validator(self._validate_client)
         await server.load_certificate(self.certificate, format="der")
         await server.load_private_key(self._key, format="pem")
         if self._item_limit:  # advertised only: asyncua does not enforce it

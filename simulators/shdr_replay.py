@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gzip
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -74,7 +75,10 @@ def load_recording(path: Path | str, *, max_gap: float = 10.0,
     prev: datetime | None = None
     marker: str | None = None
     block: list[str] = []
-    for raw in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+    data = Path(path).read_bytes()
+    if Path(path).suffix == ".gz":  # the vendored test recording is stored compressed
+        data = gzip.decompress(data)
+    for raw in data.decode("utf-8", errors="replace").splitlines():
         if marker is not None:
             block.append(raw)
             if raw.strip() == marker:

@@ -36,7 +36,6 @@ from models.machine_state import SIG_ALARM
 from models.sample import Quality, Sample, utc_now
 
 from .documents import (
-    MAX_DOCUMENT_BYTES,
     ErrorDocument,
     Observation,
     StreamsDocument,
@@ -104,26 +103,34 @@ class MtconnectAgentAdapter(Adapter):
         if client is not None:
             await client.aclose()
 
-    async def _get(self, url: str, params: dict[str, int] | None = None) -> bytes:
+    async def _get(self, url: str, params: dict[str, int] | None = None) -> bytearray:
         client = self._client
         if client is None:
             raise DeviceUnavailable(f"{self.endpoint}: not connected")
+        cap = self.config.connection.max_reply_bytes
         try:
             async with client.stream("GET", url, params=params) as rsp:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in rsp.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_DOCUMENT_BYTES:
-                        raise ProtocolError(f"{url}: reply larger than {MAX_DOCUMENT_BYTES} B")
-                    chunks.append(chunk)
+                declared = rsp.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > cap:  # refused without reading it
+                    raise ProtocolError(f"{url}: reply of {declared} B is over max_reply_bytes "
+                                        f"({cap} B)")
+                body = bytearray()  # grown in place: no list of chunks, no join copy
+                async for chunk in rsp.aiter_bytes():  # decoded: a gzip bomb counts expanded
+                    body += chunk
+                    if len(body) > cap:
+                        raise ProtocolError(f"{url}: reply larger than max_reply_bytes "
+                                            f"({cap} B)")
                 status = rsp.status_code
         except httpx.TimeoutException as exc:
             raise DeviceUnavailable(f"{url}: no reply within "
                                     f"{self.config.connection.timeout}s") from exc
         except httpx.TransportError as exc:
             raise DeviceUnavailable(f"{url}: {type(exc).__name__}: {exc}") from exc
-        body = b"".join(chunks)
+        elements = body.count(b"<")  # an upper bound of the elements (with comments, PIs)
+        if elements > self.config.connection.max_elements:
+            raise ProtocolError(f"{url}: reply with {elements} XML tags, over the "
+                                f"{self.config.connection.max_elements} allowed for count "
+                                f"{self.config.connection.count}")
         if status >= 500:
             raise DeviceUnavailable(f"{url}: HTTP {status}")
         if status >= 300 and b"MTConnectError" not in body[:4096]:

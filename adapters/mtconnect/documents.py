@@ -84,7 +84,7 @@ class ErrorDocument:
         return any(c == code for c, _ in self.errors)
 
 
-def parse_document(data: bytes | str) -> Element:
+def parse_document(data: bytes | bytearray | str) -> Element:
     """Parse untrusted XML: no DTD, no entities, no external references, bounded size."""
     if len(data) > MAX_DOCUMENT_BYTES:
         raise ProtocolError(f"MTConnect document too large ({len(data)} bytes)")
@@ -105,6 +105,15 @@ def _int(value: str | None) -> int:
         return 0
 
 
+def _positive(value: str | None) -> float | None:
+    """A positive number attribute (`nativeScale`), or None when absent or unusable."""
+    try:
+        n = float(value) if value is not None else 0.0
+    except ValueError:
+        return None
+    return n if n > 0 and n != float("inf") else None
+
+
 def _header(root: Element) -> Header | None:
     for child in root:
         if _local(child.tag) == "Header":
@@ -121,7 +130,7 @@ def _errors(root: Element) -> ErrorDocument:
     return ErrorDocument(_header(root), errors)
 
 
-def parse_probe(data: bytes | str, device: str | None = None) -> ProbeDocument:
+def parse_probe(data: bytes | bytearray | str, device: str | None = None) -> ProbeDocument:
     """The data items of one device (by name or uuid; the first device when None)."""
     root = parse_document(data)
     if _local(root.tag) == "MTConnectError":
@@ -148,7 +157,8 @@ def parse_probe(data: bytes | str, device: str | None = None) -> ProbeDocument:
                     items[a["id"]] = DataItem(
                         id=a["id"], type=a.get("type", ""), category=a.get("category", "EVENT"),
                         name=a.get("name"), sub_type=a.get("subType"), units=a.get("units"),
-                        component=component)
+                        component=component, native_units=a.get("nativeUnits"),
+                        native_scale=_positive(a.get("nativeScale")))
             elif tag in ("Components", "Compositions", "References", "Configuration",
                          "Description"):
                 if tag == "Components":
@@ -169,7 +179,7 @@ def parse_probe(data: bytes | str, device: str | None = None) -> ProbeDocument:
     return ProbeDocument(header, name, items, description)
 
 
-def parse_streams(data: bytes | str) -> StreamsDocument | ErrorDocument:
+def parse_streams(data: bytes | bytearray | str) -> StreamsDocument | ErrorDocument:
     """A /current or /sample reply, or the agent's error document (e.g. OUT_OF_RANGE)."""
     root = parse_document(data)
     kind = _local(root.tag)

@@ -37,6 +37,20 @@ class AgentConnection(_Strict):
     device: str | None = Field(None, description="device name or uuid; default: the first device")
     timeout: float = Field(5.0, gt=0, le=120, description="seconds for one HTTP request")
     count: int = Field(1000, ge=1, le=100_000, description="max observations per /sample request")
+    max_reply_bytes: int = Field(
+        2 * 2**20, ge=2**16, le=256 * 2**20,
+        description="largest agent reply read (bytes); a bigger one is refused unread past the "
+        "cap, so one hostile agent cannot grow the gateway's memory (a /sample page of 1000 "
+        "observations is ~0.3 MB)",
+    )
+
+    @property
+    def max_elements(self) -> int:
+        """XML elements one reply may hold: a parsed element costs far more memory than its
+        bytes (`<a/>` is 4 bytes), so the byte cap alone does not bound the tree. A /sample
+        page has about one element per observation; 20 per observation plus room for a
+        large device model is far above any real agent."""
+        return 20 * self.count + 20_000
     unlisted: Literal["keep", "drop"] = Field(
         "keep", description="data items neither in points nor well known: keep under their "
         "own name, or drop"

@@ -18,14 +18,20 @@ Behaviour, each choice driven by what real recordings contain:
   so a reset never makes a negative delta);
 - assets (`@ASSET@`, multiline bodies): parsed with the same hostile-XML-safe parser as the
   agent documents; a refused asset is logged and skipped, the data stream goes on. Each
-  accepted change is announced as an `asset_changed` sample (`"<type>:<id>"`).
+  accepted change is announced as an `asset_changed` sample (`"<type>:<id>"`);
+- junk (not UTF-8, control characters, unreadable timestamps or keys, keys outside the
+  device model): refused, counted and logged once per interval (`shdr_junk.py`), never
+  published; a number that is not a number is published as None with quality bad;
+- units: values are in the data item's `nativeUnits` (the agent would convert them); with a
+  device model they are converted to the declared `units`, or labelled with the native unit
+  when the conversion is unknown (`units.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -37,7 +43,8 @@ from models.sample import Quality, Sample, utc_now
 
 from .documents import parse_document, parse_probe
 from .settings import ShdrSettings
-from .shdr_protocol import AssetEvent, Command, ConditionEvent, DataEvent, ShdrParser
+from .shdr_junk import RefusedInput, bad_key, decode_line, has_control
+from .shdr_protocol import AssetEvent, Command, ConditionEvent, DataEvent, Event, ShdrParser
 from .vocabulary import DataItem, Normalizer, parse_timestamp
 
 __all__ = ["SIG_ASSET", "ShdrAdapter"]
@@ -97,12 +104,18 @@ class ShdrAdapter(Adapter):
                     name=base.name if base else None,
                     sub_type=p.sub_type or (base.sub_type if base else None),
                     units=base.units if base else None,
-                    component=p.component or (base.component if base else ""))
+                    component=p.component or (base.component if base else ""),
+                    native_units=base.native_units if base else None,
+                    native_scale=base.native_scale if base else None)
         renames = {p.key: p.name for p in settings.points if p.name}
         units = {(p.name or p.key): p.unit for p in settings.points if p.unit}
         self.normalizer = Normalizer(context.asset, items, renames,
                                      keep_unlisted=settings.connection.unlisted == "keep",
-                                     units=units)
+                                     units=units, native_units=True)
+        # a key outside a device model (or, with `unlisted: drop`, outside the points) is junk
+        self._closed = c.device_model is not None or c.unlisted == "drop"
+        self.refused = RefusedInput(self._log)
+        self._good_ts = ""
         self._by_key: dict[str, DataItem | None] = {}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -225,19 +238,63 @@ class ShdrAdapter(Adapter):
             if len(pending) > MAX_LINE:
                 await self.aclose()
                 raise ProtocolError(f"{self.endpoint}: line longer than {MAX_LINE} bytes")
-            batch = self.parse_lines(ln.decode("utf-8", "replace") for ln in lines)
+            batch = self.parse_lines(self._decoded(lines))
             if batch:
                 yield batch
 
-    def parse_lines(self, lines: Any) -> list[Sample]:
+    def _decoded(self, lines: list[bytes]) -> Iterator[str]:
+        for raw in lines:
+            text = decode_line(raw)
+            if text is None:
+                self.lines += 1
+                self.refused.refuse("not_utf8", raw.decode("utf-8", "replace"))
+            else:
+                yield text
+
+    def _refused_line(self, line: str) -> list[Event] | None:
+        """The events of a line, or None when the line is junk (counted in `refused`)."""
+        if has_control(line):
+            self.refused.refuse("control_characters", line)
+            return None
+        in_body = self.parser.in_asset_body
+        events = self.parser.feed(line)
+        if in_body or line.startswith("*") or not line.strip():
+            return events
+        if "|" not in line:
+            self.refused.refuse("no_fields", line)
+            return None
+        for e in events:
+            if isinstance(e, DataEvent | ConditionEvent):
+                if e.ts != self._good_ts:
+                    if e.ts and parse_timestamp(e.ts) is None:
+                        self.refused.refuse("bad_timestamp", line)
+                        return None
+                    self._good_ts = e.ts
+                if bad_key(e.key):
+                    self.refused.refuse("bad_key", line)
+                    return None
+        return events
+
+    def _unknown(self, key: str) -> bool:
+        if not self._closed or key in self._by_key:
+            return False
+        if self.normalizer.lookup(key) is not None or key.lower() in _DEFAULT_KEYS:
+            return False
+        self.refused.refuse("unknown_key", key)
+        return True
+
+    def parse_lines(self, lines: Iterable[str]) -> list[Sample]:
         """Lines of SHDR -> samples (public so the benchmark can time parsing alone)."""
         out: list[Sample] = []
         now = utc_now()
         device_ts = self.config.connection.timestamps == "device"
         n = self.normalizer
-        for line in lines:
+        for raw in lines:
             self.lines += 1
-            for e in self.parser.feed(line):
+            events = self._refused_line(raw.rstrip("\r\n"))
+            for e in events or ():
+                if isinstance(e, DataEvent | ConditionEvent) and self._unknown(e.key):
+                    continue
                 if isinstance(e, Command):
                     self._command(e.text)
                     continue
@@ -308,4 +365,5 @@ class ShdrAdapter(Adapter):
             "clock_jumps": self.clock_jumps,
             "assets": len(self.assets),
             "refused_assets": self.refused_assets,
+            "refused": self.refused.describe(),
         }

@@ -78,6 +78,11 @@ class ShdrParser:
         self.lines = 0
         self.malformed = 0
 
+    @property
+    def in_asset_body(self) -> bool:
+        """True between the two markers of a multiline asset (its lines are XML, not SHDR)."""
+        return self._multiline is not None
+
     def feed(self, line: str) -> list[Event]:
         self.lines += 1
         line = line.rstrip("\r\n")

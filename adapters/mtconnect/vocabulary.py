@@ -18,17 +18,26 @@ Rules, chosen so OEE and the AAS twin never see a brand's words:
 - UNAVAILABLE (any data item) -> value None, quality bad: the device said it does not know,
   which is different from a value of zero;
 - a value outside the vocabulary stays a string with quality uncertain: the twin reports it
-  once instead of guessing.
+  once instead of guessing;
+- a SAMPLE (or part counter) whose value is not a finite number (`1\x00\x00`, `abc`, `nan`)
+  is value None, quality bad: a number that is not a number is not data (3D vectors such as
+  `1 2 3` stay text, good);
+- with `native_units=True` (SHDR: values arrive as the control reports them), a data item
+  with `nativeUnits` is converted to its declared `units` (`units.py`), or labelled with the
+  native unit when no conversion is known.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from models import machine_state as ms
 from models.sample import Quality, Sample
+
+from .units import Conversion, conversion
 
 __all__ = [
     "UNITS",
@@ -46,6 +55,14 @@ UNITS: dict[str, str] = {
     "REVOLUTION/MINUTE": "1/min",
     "PERCENT": "%",
     "MILLIMETER/SECOND": "mm/s",
+    "MILLIMETER/MINUTE": "mm/min",
+    "INCH": "[in_i]",
+    "INCH/MINUTE": "[in_i]/min",
+    "FAHRENHEIT": "[degF]",
+    "DEGREE/MINUTE": "deg/min",
+    "REVOLUTION/SECOND": "1/s",
+    "MINUTE": "min",
+    "HOUR": "h",
     "MILLIMETER": "mm",
     "DEGREE": "deg",
     "CELSIUS": "Cel",
@@ -96,6 +113,8 @@ class DataItem:
     sub_type: str | None = None
     units: str | None = None
     component: str = ""  # the kind of the enclosing component: Rotary, Path, Controller...
+    native_units: str | None = None  # what an SHDR adapter sends (the agent converts)
+    native_scale: float | None = None  # the native number is divided by it first
 
 
 def signal_name(text: str) -> str:
@@ -177,8 +196,9 @@ class Normalizer:
 
     def __init__(self, asset: str, items: dict[str, DataItem], renames: dict[str, str]
                  | None = None, *, keep_unlisted: bool = True,
-                 units: dict[str, str] | None = None) -> None:
+                 units: dict[str, str] | None = None, native_units: bool = False) -> None:
         self.asset = asset
+        self.native_units = native_units
         self.items: dict[str, DataItem] = {}
         self.renames = dict(renames or {})
         self.units = dict(units or {})
@@ -253,13 +273,33 @@ class Normalizer:
         signal = self.signal_of(item)
         if signal is None or signal == ms.SIG_ALARM:
             return None
-        unit = self.units.get(signal) or (UNITS.get(item.units, item.units.lower())
-                                          if item.units else None)
+        unit, convert = self._unit(item, signal)
         text = value.strip()
         if text.upper() == UNAVAILABLE:
             return Sample(self.asset, signal, None, unit, gateway_ts, source_ts, Quality.BAD)
         v, q = self._convert(item, signal, text)
+        if convert is not None and q is Quality.GOOD:
+            if isinstance(v, float):
+                v = convert(v)
+            elif isinstance(v, str):  # a 3D vector: each coordinate
+                v = " ".join(repr(convert(float(x))) for x in v.split())
         return Sample(self.asset, signal, v, unit, gateway_ts, source_ts, q)
+
+    def _unit(self, item: DataItem, signal: str) -> tuple[str | None, Conversion | None]:
+        """The unit label and, for native values, the conversion to the declared unit.
+
+        A unit the plant YAML gives for the point is the user's word about the value: it is
+        the label and nothing is converted."""
+        if signal in self.units:
+            return self.units[signal], None
+        declared = item.units
+        if self.native_units and item.native_units:
+            convert = conversion(item.native_units, declared, item.native_scale)
+            if convert is None:  # no known conversion: say what the number really is
+                return _label(item.native_units), None
+            return _label(declared or item.native_units), (None if convert.identity
+                                                             else convert)
+        return (_label(declared) if declared else None), None
 
     def condition(self, item: DataItem, level: str, native_code: str, *, message: str,
                   source_ts: datetime | None, gateway_ts: datetime) -> Sample | None:
@@ -274,8 +314,8 @@ class Normalizer:
                       None, gateway_ts, source_ts, Quality.GOOD)
 
     @staticmethod
-    def _convert(item: DataItem, signal: str, text: str) -> tuple[str | float | int | bool,
-                                                                  Quality]:
+    def _convert(item: DataItem, signal: str, text: str) -> tuple[
+            str | float | int | bool | None, Quality]:
         upper = text.upper()
         if signal == ms.SIG_EXECUTION:
             return (_EXECUTION[upper], Quality.GOOD) if upper in _EXECUTION else (
@@ -290,16 +330,34 @@ class Normalizer:
                 return upper == "TRIGGERED", Quality.GOOD
             return text, Quality.UNCERTAIN
         if signal in (ms.SIG_PART_COUNT, ms.SIG_BAD_PART_COUNT):
-            try:
-                n = int(float(text))
-            except ValueError:
-                return text, Quality.UNCERTAIN
+            number = _number(text)
+            if number is None:
+                return None, Quality.BAD
+            n = int(number)
             return (n, Quality.GOOD) if n >= 0 else (n, Quality.UNCERTAIN)
         if signal == ms.SIG_PROGRAM:
             return text, Quality.GOOD
         if item.category == "SAMPLE":
-            try:
-                return float(text), Quality.GOOD
-            except ValueError:
+            number = _number(text)
+            if number is not None:
+                return number, Quality.GOOD
+            parts = text.split()
+            if len(parts) > 1 and all(_number(x) is not None for x in parts):
                 return text, Quality.GOOD  # 3D vectors ("1 2 3") stay text
+            return None, Quality.BAD
         return text, Quality.GOOD
+
+
+def _number(text: str) -> float | None:
+    """A finite float, or None (`float()` also takes `nan`, `inf` and `1_0`: none is data)."""
+    if "_" in text:
+        return None
+    try:
+        n = float(text)
+    except ValueError:
+        return None
+    return n if math.isfinite(n) else None
+
+
+def _label(units: str) -> str:
+    return UNITS.get(units, units.lower())

@@ -17,7 +17,14 @@ Failure policy, chosen so a machine that goes quiet is visible and comes back by
   deadband refused) makes that signal bad, is logged once, and does not stop the others.
 - Wrong credentials are a `ConfigurationError` (retrying cannot help); an untrusted server
   certificate is a transient `UntrustedServerCertificate`, so moving the file into the trust
-  directory is enough, no restart.
+  directory is enough, no restart. The server refusing *our* certificate (CreateSession:
+  BadCertificateUntrusted...) is transient too, with a message naming the file and its
+  thumbprint to trust on the server. A server that does not offer the configured security
+  endpoint is transient as well: servers starting up or reloading offer fewer endpoints
+  for a while, and a machine must not stay FAILED until the gateway is reloaded.
+- `reachable()` answers whether the server's port accepts connections again, so the runner
+  retries at once when a server that was gone comes back instead of sitting out its
+  backoff.
 
 - With a profile, alarms come from condition events (alarms.py) on a
   subscription of their own, refreshed with ConditionRefresh on every connect, because an
@@ -33,7 +40,9 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -58,6 +67,7 @@ from .security import (
     check_server_certificate,
     ensure_client_identity,
     resolve_secret,
+    thumbprint,
 )
 from .settings import OpcUaPoint, OpcUaSettings, browse_segments
 
@@ -78,6 +88,19 @@ _AUTH_CODES = frozenset(
     }
 )
 _QUEUE_LIMIT = 10_000
+# the server refuses the certificate the gateway presented (CreateSession/OpenSecureChannel)
+_CLIENT_CERT_REFUSED = frozenset(
+    {
+        StatusCodes.BadCertificateUntrusted,
+        StatusCodes.BadCertificateInvalid,
+        StatusCodes.BadCertificateRevoked,
+        StatusCodes.BadCertificateIssuerRevoked,
+        StatusCodes.BadCertificateUriInvalid,
+        StatusCodes.BadCertificateTimeInvalid,
+        StatusCodes.BadCertificateUseNotAllowed,
+        StatusCodes.BadSecurityChecksFailed,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +127,14 @@ def _first_certificate(der: bytes) -> bytes:
         return der[: 2 + n]
     k = n & 0x7F
     return der[: 2 + k + int.from_bytes(der[2 : 2 + k], "big")]
+
+
+def _why(exc: BaseException, waited: float) -> str:
+    """Never an empty reason: asyncua's watchdog and timeouts raise exceptions without text."""
+    if isinstance(exc, TimeoutError):
+        return (f"no answer from the server within {waited:g} s "
+                f"({type(exc).__name__}): server frozen or network down")
+    return str(exc) or type(exc).__name__
 
 
 def _quality(code: ua.StatusCode | None) -> Quality:
@@ -195,6 +226,7 @@ class OpcUaAdapter(Adapter):
         self.discovered: list[str] = []
         self.subscription_count = 0
         self.connects = 0
+        self._client_cert: tuple[Path, bytes] | None = None  # (file, DER) once secured
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -230,6 +262,14 @@ class OpcUaAdapter(Adapter):
                     f"{self.endpoint}: server refused the user {username!r}: "
                     f"{ua.StatusCode(exc.code).name}"
                 ) from None
+            if exc.code in _CLIENT_CERT_REFUSED and self._client_cert is not None:
+                path, der = self._client_cert
+                raise DeviceUnavailable(
+                    f"{self.endpoint}: the server refused the gateway's certificate "
+                    f"({ua.StatusCode(exc.code).name}); to fix it, trust {path} (thumbprint "
+                    f"{thumbprint(der)}) on the server, e.g. move it from the server's "
+                    "rejected to its trusted certificates; retried without a restart"
+                ) from None
             raise DeviceUnavailable(f"{self.endpoint}: {ua.StatusCode(exc.code).name}") from exc
         except TimeoutError as exc:
             await self._drop(client)
@@ -254,6 +294,7 @@ class OpcUaAdapter(Adapter):
         """Client identity, server certificate trust, then asyncua's secure channel."""
         c = self.config.connection
         identity = ensure_client_identity(c.pki_path(self.context.state_dir), c.application_uri)
+        self._client_cert = (identity.cert_path, identity.cert_der)
         policy = _POLICIES[c.security_policy]
         mode = _MODES[c.security_mode]
         probe = Client(c.endpoint, timeout=c.timeout)
@@ -272,9 +313,10 @@ class OpcUaAdapter(Adapter):
                     for e in endpoints
                 }
             )
-            raise ConfigurationError(
+            raise DeviceUnavailable(  # transient: a server starting up may offer fewer for a while
                 f"{self.endpoint}: no endpoint with {c.security_policy}/{c.security_mode}; "
-                f"the server offers {', '.join(offered)}"
+                f"the server offers {', '.join(offered)} (retried; if it stays so, change "
+                "security_policy/security_mode or the server's endpoints)"
             ) from None
         server_cert = _first_certificate(bytes(ep.ServerCertificate or b""))
         if not server_cert:
@@ -367,7 +409,11 @@ class OpcUaAdapter(Adapter):
                     if uri is not None and uri not in ns:
                         raise LookupError(f"namespace {uri} is not on the server")
                     path.append(ua.QualifiedName(name, ns[uri] if uri else 0))
-                node = await client.get_node(root).get_child(path)
+                try:
+                    node = await client.get_node(root).get_child(path)
+                except UaStatusCodeError as exc:
+                    why = await self._unmatched_segment(client, root, path)
+                    raise LookupError(why or ua.StatusCode(exc.code).name) from None
                 return node.nodeid
             return self._nodeid(p.node, ns)
         except LookupError as exc:
@@ -382,6 +428,21 @@ class OpcUaAdapter(Adapter):
             node=p.node,
             error=why,
         )
+        return None
+
+    @staticmethod
+    async def _unmatched_segment(client: Client, root: ua.NodeId,
+                                 path: list[ua.QualifiedName]) -> str | None:
+        """Which segment of a browse path the server does not have, walked one step at a time
+        (only after the whole path failed): "no such node" alone leaves the operator to
+        guess which of eight names is misspelt."""
+        node = client.get_node(root)
+        for i, qn in enumerate(path):
+            try:
+                node = await node.get_child([qn])
+            except UaStatusCodeError:
+                under = "/" + "/".join(q.Name for q in path[:i]) if i else "the root"
+                return f"browse path segment {i + 1} {qn.Name!r} not found under {under}"
         return None
 
     @staticmethod
@@ -674,7 +735,7 @@ class OpcUaAdapter(Adapter):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._lost(f"read failed: {exc or type(exc).__name__}")
+            self._lost(f"read failed: {_why(exc, self._guard)}")
 
     # -- values ---------------------------------------------------------------------------
 
@@ -731,7 +792,20 @@ class OpcUaAdapter(Adapter):
         self._queue.put_nowait(_Lost(reason))
 
     async def _connection_lost(self, exc: Exception) -> None:
-        self._lost(f"connection lost: {exc or type(exc).__name__}")
+        self._lost(f"connection lost: {_why(exc, self.config.connection.watchdog_interval)}")
+
+    async def reachable(self) -> bool | None:
+        """Whether the server's TCP port accepts a connection (nothing is sent)."""
+        url = urlsplit(self.endpoint)
+        try:
+            async with asyncio.timeout(1.0):
+                _reader, writer = await asyncio.open_connection(url.hostname, url.port or 4840)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+        return True
 
     def _gap(self) -> list[Sample]:
         """What marks a loss in the data: unavailable, and every signal bad."""

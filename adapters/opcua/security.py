@@ -190,6 +190,7 @@ def check_server_certificate(
     try:
         rejected.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         rejected.write_bytes(der)
+        trust_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # so the `mv` below works
     except OSError:
         pass
     why = "differs from the pinned one" if tofu else "is not in the trust list"

@@ -48,6 +48,7 @@ class FleetView(Protocol):
     def assets(self) -> list[str]: ...
     def device(self, asset: str) -> Device: ...  # KeyError for an unknown machine
     def statuses(self) -> dict[str, str]: ...
+    def reasons(self) -> dict[str, str]: ...
 
 
 class DeviceFleet:
@@ -74,6 +75,10 @@ class DeviceFleet:
 
     def statuses(self) -> dict[str, str]:
         return {a: d.runner.status.value for a, d in self.devices.items()}
+
+    def reasons(self) -> dict[str, str]:
+        """Why each device that is not up is not (down, degraded, failed), in its words."""
+        return {a: d.runner.reason for a, d in self.devices.items() if d.runner.reason}
 
     # ---- runner callbacks -------------------------------------------------------------
     def on_samples(self, asset: str, batch: Sequence[Sample]) -> None:
@@ -131,6 +136,7 @@ class DeviceFleet:
             on_status=self.on_status,
             logger=self.log,
             state_dir=loaded.state_dir,
+            degraded_after=machine.degraded_after,
         )
         twin = self.twins.setdefault(machine.id, AssetTwin(machine.id))
         task = asyncio.create_task(runner.run(), name=f"device-{machine.id}")

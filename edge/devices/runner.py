@@ -7,6 +7,9 @@ traceback once and treated like a transient failure, so a faulty plugin degrades
 unavailable machine instead of a dead gateway. An adapter that cannot even be built (its
 constructor or `describe()` raises) is reported FAILED, in the log once and in status and
 `health`, instead of ending its task silently.
+
+A device that answers but whose every point is bad is `degraded` (health.py): same as down
+for availability and OEE, with the failing points named once in the log.
 """
 
 from __future__ import annotations
@@ -25,10 +28,14 @@ from adapters.base import Adapter, AdapterContext
 from models.errors import ConfigurationError, TransientError
 from models.sample import Sample
 
+from .health import PointHealth, Verdict
+from .recovery import pause
+
 
 class DeviceStatus(StrEnum):
     CONNECTING = "connecting"
     UP = "up"
+    DEGRADED = "degraded"  # connected, but no good value from any point for N polls
     DOWN = "down"
     FAILED = "failed"  # configuration error: stopped until the YAML changes
 
@@ -67,6 +74,7 @@ class DeviceRunner:
         logger: Any,
         backoff: Backoff | None = None,
         state_dir: Path | None = None,
+        degraded_after: int = 3,
     ) -> None:
         self.asset = asset
         self.adapter_cls = adapter_cls
@@ -78,6 +86,8 @@ class DeviceRunner:
         self.backoff = backoff or Backoff()
         self.state_dir = state_dir
         self.status = DeviceStatus.CONNECTING
+        self.reason: str | None = None  # why the device is not up, for status and health
+        self.health = PointHealth(degraded_after, poll_interval)
         self.describe: dict[str, Any] = {}
         self.stopping = False
 
@@ -89,7 +99,28 @@ class DeviceRunner:
 
     def _set(self, status: DeviceStatus, reason: str | None = None) -> None:
         self.status = status
+        self.reason = reason
         self.on_status(self.asset, status, reason)
+
+    def _judge(self, verdict: Verdict | None) -> None:
+        if verdict is None:
+            return
+        if verdict.degraded:
+            reason = verdict.reason(self.health.polls)
+            self.log.warning("device_degraded", failing=list(verdict.failing),
+                             polls=self.health.polls)
+            self._set(DeviceStatus.DEGRADED, reason)
+        else:
+            self.log.info("device_points_recovered")
+            self._set(DeviceStatus.UP)
+
+    async def _watch_health(self) -> None:
+        """Ticks every poll interval: a subscription that went quiet sends no batch."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            if self.status in (DeviceStatus.UP, DeviceStatus.DEGRADED):
+                self._judge(self.health.tick(loop.time()))
 
     async def run(self) -> None:
         ctx = AdapterContext(
@@ -113,14 +144,23 @@ class DeviceRunner:
             )
             self._set(DeviceStatus.FAILED, reason)
             return
+        watcher = asyncio.create_task(self._watch_health(), name=f"health-{self.asset}")
+        try:
+            await self._loop(adapter)
+        finally:
+            watcher.cancel()
+
+    async def _loop(self, adapter: Adapter) -> None:
+        loop = asyncio.get_running_loop()
         went_down = False
         while not self.stopping:
             try:
                 await adapter.connect()
+                self.health.reset()
                 async for batch in adapter.stream():
                     if self.stopping:
                         break
-                    if self.status is not DeviceStatus.UP:
+                    if self.status not in (DeviceStatus.UP, DeviceStatus.DEGRADED):
                         if went_down:
                             self.log.info("device_recovered")
                         else:
@@ -130,6 +170,7 @@ class DeviceRunner:
                         self._set(DeviceStatus.UP)
                         self.describe = adapter.describe()  # not per batch: it may be costly
                     self.on_samples(self.asset, batch)
+                    self._judge(self.health.observe(batch, loop.time()))
                 if self.stopping:
                     break
                 raise TransientError("adapter stream ended")
@@ -156,5 +197,5 @@ class DeviceRunner:
                     await asyncio.shield(adapter.aclose())
                 except Exception:  # closing a broken connection may fail; nothing to do
                     self.log.debug("device_close_failed")
-            if not self.stopping:
-                await asyncio.sleep(self.backoff.next_delay())
+            if not self.stopping and await pause(adapter, self.backoff.next_delay()):
+                self.log.debug("device_reachable_again_retrying_now")

@@ -52,6 +52,7 @@ class AssetTwin:
         changes: dict[str, Any] = {}
         rejected: list[tuple[str, str]] = []
         at: datetime | None = None
+        good = False
         for s in samples:
             self.stats.samples += 1
             self.stats.last_sample = s.gateway_ts
@@ -59,6 +60,7 @@ class AssetTwin:
             if s.quality is Quality.BAD:
                 self.stats.bad_samples += 1
                 continue
+            good = True
             if s.signal not in ms.STATE_SIGNALS or s.value is None:
                 continue
             at = s.ts
@@ -69,7 +71,9 @@ class AssetTwin:
                 if key not in self.stats.rejected_values:
                     self.stats.rejected_values.add(key)
                     rejected.append(key)
-        if self.state.availability is ms.Availability.UNAVAILABLE and self.stats.samples:
+        if self.state.availability is ms.Availability.UNAVAILABLE and good:
+            # only a good value proves the device back: a batch of bad ones (exception
+            # replies, unresolved nodes) is a device that answers but says nothing
             changes.setdefault("availability", ms.Availability.AVAILABLE)
         new = self.state.with_changes(**changes) if changes else self.state
         if new.as_record() == self.state.as_record():

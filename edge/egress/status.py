@@ -24,6 +24,7 @@ def _lost(st: dict[str, Any]) -> int:
 
 class DeviceStatuses(Protocol):
     def statuses(self) -> dict[str, str]: ...
+    def reasons(self) -> dict[str, str]: ...
 
 
 class StatusReporter:
@@ -52,6 +53,9 @@ class StatusReporter:
             "devices": self.devices.statuses(),
             "losses": self.stack.losses.snapshot(),
         }
+        reasons = self.devices.reasons()
+        if reasons:  # why a device is down, degraded or failed, in the operator's words
+            detail["device_reasons"] = reasons
         return status_payload(self.config(), "online", detail)
 
     def _check_losses(self, losses: dict[str, int]) -> bool:
@@ -80,9 +84,13 @@ class StatusReporter:
         last_status = 0.0
         loop = asyncio.get_running_loop()
         losses = {d: _lost(st) for d, st in self.stack.destination_stats().items()}
+        seen_devices: dict[str, str] = {}
         while True:
             if self._check_losses(losses):
                 last_status = 0.0
+            devices = self.devices.statuses()
+            if devices != seen_devices:  # a device went down, degraded or back: say so now
+                seen_devices, last_status = devices, 0.0
             for name, tr in self.stack.transports.items():
                 if tr.connected and published.get(name) != tr.stats["reconnects"]:
                     published[name] = tr.stats["reconnects"]

@@ -13,7 +13,13 @@ import contextlib
 import json
 from typing import Any, TextIO
 
-from edge.platform_kit.verifier import ChainChecker, Finding, KeySet, Report
+from edge.platform_kit.verifier import (
+    ChainChecker,
+    Finding,
+    KeySet,
+    Report,
+    not_gateway_envelopes,
+)
 from edge.transport.mqtt import MqttTransport
 from models.errors import TransportError
 from models.plant import Destination
@@ -29,6 +35,7 @@ async def verify_live(
     keys: KeySet | None = None
     jwks_seen: dict[str, Any] = {"keys": []}
     waiting: list[tuple[str, bytes]] = []
+    skipped = 0
     try:
         if not await transport.wait_connected(10):
             raise TransportError(f"cannot connect to {broker}")
@@ -49,8 +56,9 @@ async def verify_live(
                             _check(checker, keys, topic, payload, out=out, save=save)
                         waiting.clear()
                         continue
-                    if b'"signature"' not in msg.payload:
-                        continue  # status messages are plain JSON
+                    if not_gateway_envelopes(msg.topic):
+                        skipped += 1  # status JSON, platform requests: not envelopes
+                        continue
                     if keys is None or _kid(msg.payload) not in keys.keys:
                         # a JWKS may reach us after the first envelopes it covers (retained
                         # messages of different topics arrive in no defined order): hold them
@@ -64,7 +72,9 @@ async def verify_live(
             checker.reject("unknown_key", "no JWKS seen on a keys topic", topic=topic)
         else:
             _check(checker, keys, topic, payload, out=out, save=save)
-    return checker.report()
+    report = checker.report()
+    report.skipped = skipped
+    return report
 
 
 def _kid(payload: bytes) -> str | None:

@@ -300,6 +300,7 @@ class Report:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     missing: int = 0
     findings: list[Finding] = field(default_factory=list)
+    skipped: int = 0  # `status`, `keys`, `query` messages: not gateway envelopes, not judged
 
     @property
     def total(self) -> int:
@@ -307,13 +308,15 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        """All authentic, chains intact, nothing missing (QoS 1 duplicates/reorders allowed,
-        and gaps once late arrivals filled them)."""
-        return self.missing == 0 and all(
+        """Something was verified, all authentic, chains intact, nothing missing (QoS 1
+        duplicates/reorders allowed, and gaps once late arrivals filled them). An empty
+        capture is not OK: a wrong topic filter must not pass for a clean stream."""
+        return self.total > 0 and self.missing == 0 and all(
             n == 0 for kind, n in self.counts.items() if kind not in _BENIGN)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "total": self.total, "missing": self.missing,
+                "skipped": self.skipped,
                 "counts": dict(self.counts),
                 "findings": [f.__dict__.copy() for f in self.findings]}
 
@@ -446,6 +449,13 @@ class ChainChecker:
         return self._report
 
 
+def not_gateway_envelopes(topic: str) -> bool:
+    """The gateway's `status` (birth/death) and `keys` (JWKS) topics carry plain JSON, and
+    `query` carries the platforms' own requests (docs/protocol.md): none is a gateway
+    envelope. A capture of `edge/#` holds them all and must skip them, not fail on them."""
+    return topic.rsplit("/", 1)[-1] in ("status", "keys", "query")
+
+
 def verify_stream(lines: Iterable[str], jwks: JwksLike) -> Report:
     """Check a capture with one JSON document per line; blank lines are skipped.
 
@@ -455,6 +465,7 @@ def verify_stream(lines: Iterable[str], jwks: JwksLike) -> Report:
     """
     keys = jwks if isinstance(jwks, KeySet) else KeySet.from_jwks(jwks)
     checker = ChainChecker()
+    skipped = 0
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
@@ -469,7 +480,12 @@ def verify_stream(lines: Iterable[str], jwks: JwksLike) -> Report:
                 checker.reject("malformed", 'expected {"topic": str, "envelope": {...}}',
                                line=number)
                 continue
+            if not_gateway_envelopes(topic):
+                skipped += 1
+                continue
             checker.feed(item["envelope"], keys, topic=topic, line=number)
         else:
             checker.feed(item, keys, line=number)
-    return checker.report()
+    report = checker.report()
+    report.skipped = skipped
+    return report

@@ -69,9 +69,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from structlog.typing import FilteringBoundLogger
 
+from edge.config.risks import INSECURE_HINT
 from edge.config.secret_refs import resolve_secret
 from models.errors import ConfigurationError, TransportError
 from models.plant import Destination
+
+from .tls_diagnosis import PahoSocketErrors, tls_refusal
 
 MqttVersion = Literal["5", "3.1.1"]
 
@@ -202,6 +205,9 @@ class MqttTransport:
         self._password: str | None = None
         self._ssl: ssl.SSLContext | None = None
         self._prepared = False
+        self._insecure = destination.tls is not None and destination.tls.insecure_skip_verify
+        self._paho_errors = PahoSocketErrors()
+        self._paho_log = self._paho_errors.logger(f"paho.{destination.id}")
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -400,6 +406,17 @@ class MqttTransport:
                 if left > 0:  # the lost node counts as tried: the next one at once
                     self._move(self._node + 1, "failover")
                     continue
+            elif (hint := tls_refusal(result.detail, self._has_client_cert)) is not None:
+                # not a protocol problem: no fallback, one line that says what to do
+                log = self._log.debug if outage_logged else self._log.warning
+                log("mqtt_tls_refused", reason=result.detail, hint=hint,
+                    pending=len(self._pending))
+                outage_logged = True
+                failures += 1
+                left -= 1
+                if left > 0:  # another node may trust our certificate
+                    self._move(self._node + 1, "failover")
+                    continue
             elif (
                 self._dest.protocol == "auto"
                 and self._protocol == "5"
@@ -468,6 +485,7 @@ class MqttTransport:
         client = self._new_client(protocol)
         self._client = client
         self._lost.clear()
+        self._paho_errors.take()
         self._attempt = attempt = self._loop.create_future()
         self._connecting = self._loop.run_in_executor(
             None, self._blocking_connect, client, protocol
@@ -515,8 +533,9 @@ class MqttTransport:
             c.username_pw_set(self._dest.username, self._password)
         if self._ssl is not None:
             c.tls_set_context(self._ssl)
-            if self._dest.tls is not None and self._dest.tls.insecure_skip_verify:
+            if self._insecure:
                 c.tls_insecure_set(True)
+            c.enable_logger(self._paho_log)  # keeps the TLS alert of a refused client side
         if self._will is not None:
             topic, payload, retain = self._will
             c.will_set(topic, payload, qos=1, retain=retain)
@@ -530,6 +549,10 @@ class MqttTransport:
         c.on_socket_register_write = lambda cl, _u, _s: self._in_loop(self._want_write, cl, True)
         c.on_socket_unregister_write = lambda cl, _u, _s: self._in_loop(self._want_write, cl, False)
         return c
+
+    @property
+    def _has_client_cert(self) -> bool:
+        return self._dest.tls is not None and self._dest.tls.cert_file is not None
 
     def _ssl_context(self) -> ssl.SSLContext:
         tls = self._dest.tls
@@ -649,6 +672,8 @@ class MqttTransport:
             resent=len(resend),
             reconnects=self._stats["reconnects"],
         )
+        if self._insecure:  # on every connect: the risk is taken again each time
+            self._log.warning("mqtt_tls_not_verified", hint=INSECURE_HINT)
         self._settle(_Attempt("ok"))
 
     def _on_disconnect(
@@ -664,6 +689,9 @@ class MqttTransport:
     def _gone(self, client: mqtt.Client, reason: str) -> None:
         if client is not self._client:
             return
+        socket_error = self._paho_errors.take()  # e.g. the TLS alert behind "Unspecified error"
+        if socket_error:
+            reason = f"{reason}: {socket_error}"
         self._settle(_Attempt("dropped", f"connection closed before CONNACK ({reason})"))
         if self._connected:
             self._lost_reason = reason

@@ -212,6 +212,52 @@ async def test_hostile_agent_billion_laughs_refused() -> None:
         server.close()
 
 
+async def _flooding_agent(chunked: bool, body: bytes, repeat: int) -> tuple[asyncio.Server,
+                                                                           list[int]]:
+    """An agent answering `body * repeat`; `sent` counts the bytes it managed to write."""
+    sent = [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = (b"Transfer-Encoding: chunked" if chunked
+                else b"Content-Length: %d" % (len(body) * repeat))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\n" + head + b"\r\n\r\n")
+        try:
+            for _ in range(repeat):
+                writer.write(b"%x\r\n%s\r\n" % (len(body), body) if chunked else body)
+                await writer.drain()
+                sent[0] += len(body)
+            writer.write(b"0\r\n\r\n" if chunked else b"")
+            await writer.drain()
+        except OSError:
+            pass  # the client hung up on us: what a refusal looks like from here
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0), sent
+
+
+@pytest.mark.parametrize(("chunked", "body", "repeat", "match"), [
+    (False, b"<" + b"x" * 999_999, 200, "over max_reply_bytes"),  # 200 MB announced
+    (True, b"<" + b"x" * 999_999, 200, "larger than max_reply_bytes"),  # 200 MB, no length
+    (True, b"<a/>" * 100_000, 4, "XML tags"),  # 1.6 MB, but 400,000 elements to build
+], ids=["content_length", "chunked", "tiny_elements"])
+async def test_hostile_agent_flood_refused_within_the_cap(chunked: bool, body: bytes,
+                                                          repeat: int, match: str) -> None:
+    """A 200 MB reply (issue 12: the gateway's RSS went from 87 to 183 MB) is refused at
+    `max_reply_bytes` (2 MiB by default) or, with a Content-Length, before reading it."""
+    server, sent = await _flooding_agent(chunked, body, repeat)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        a = adapter_for(f"http://127.0.0.1:{port}")
+        with pytest.raises(ProtocolError, match=match):
+            await a.connect()
+        await a.aclose()
+    finally:
+        server.close()
+    assert sent[0] < 16 * 2**20  # the rest was never read (socket buffers hold a few MB)
+
+
 async def test_start_for_gateway(free_port: Callable[[], int]) -> None:
     port = free_port()
     settings = MtconnectAgentSettings.model_validate(

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from adapters.mtconnect.documents import parse_probe
 
-DEVICES = (
-    Path(__file__).resolve().parents[3]
-    / ".."
-    / "shared"
-    / "material"
-    / "mtconnect"
-    / "demo_Devices.xml"
-)
+# vendored with licence and provenance: tests/fixtures/mtconnect-cppagent/README.md
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "mtconnect-cppagent"
+DEVICES = FIXTURES / "demo_Devices.xml"
 
 
-@pytest.mark.skipif(not DEVICES.exists(), reason=f"third-party material absent: {DEVICES}")
 def test_okuma_description_gives_identification() -> None:
     doc = parse_probe(DEVICES.read_bytes())
     assert doc.device == "OKUMA"

@@ -21,7 +21,8 @@ from adapters.mtconnect.vocabulary import DataItem, Normalizer, parse_timestamp,
 from models.errors import ProtocolError
 from models.sample import Quality
 
-MATERIAL = Path(__file__).resolve().parents[4] / "shared" / "material" / "mtconnect"
+# vendored with licence and provenance: tests/fixtures/mtconnect-cppagent/README.md
+MATERIAL = Path(__file__).resolve().parents[2] / "fixtures" / "mtconnect-cppagent"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
@@ -91,6 +92,39 @@ def test_units_unavailable_and_unknown_words() -> None:
     assert odd is not None and odd.quality is Quality.UNCERTAIN
 
 
+@pytest.mark.parametrize(("native", "units", "scale", "raw", "value", "unit"), [
+    ("MILLIMETER/MINUTE", "MILLIMETER/SECOND", None, "600", 10.0, "mm/s"),
+    ("INCH/MINUTE", "MILLIMETER/SECOND", None, "60", 25.4, "mm/s"),
+    ("FAHRENHEIT", "CELSIUS", None, "212", 100.0, "Cel"),
+    ("MILLIMETER", "MILLIMETER", 10.0, "125", 12.5, "mm"),  # nativeScale divides first
+    ("INCH_3D", "MILLIMETER_3D", None, "1 0 2", "25.4 0.0 50.8", "millimeter_3d"),
+    ("FURLONG/FORTNIGHT", "MILLIMETER/SECOND", None, "7", 7.0, "furlong/fortnight"),
+    ("MILLIMETER/MINUTE", None, None, "7", 7.0, "mm/min"),
+])
+def test_native_units_converted_or_labelled(native: str, units: str | None,
+                                            scale: float | None, raw: str, value: object,
+                                            unit: str) -> None:
+    """SHDR sends native units; an unknown conversion is labelled, never mislabelled."""
+    item = DataItem(id="x", type="PATH_FEEDRATE", category="SAMPLE", units=units,
+                    native_units=native, native_scale=scale)
+    shdr = Normalizer("m1", {"x": item}, native_units=True)
+    s = shdr.sample(item, raw, NOW, NOW)
+    assert s is not None and (s.value, s.unit, s.quality) == (
+        pytest.approx(value) if isinstance(value, float) else value, unit, Quality.GOOD)
+    agent = Normalizer("m1", {"x": item})  # an agent has converted already
+    a = agent.sample(item, "600", NOW, NOW)
+    assert a is not None and a.value == 600.0
+
+
+@pytest.mark.parametrize("raw", ["1\x00\x00\x00", "abc", "nan", "inf", "1_0", "1 b"])
+def test_a_number_that_is_not_a_number_is_bad(raw: str) -> None:
+    n = Normalizer("m1", items())
+    s = n.sample(n.items["S1"], raw, NOW, NOW)
+    assert s is not None and (s.value, s.quality) == (None, Quality.BAD)
+    pc = n.sample(DataItem(id="pc", type="PART_COUNT"), raw, NOW, NOW)
+    assert pc is not None and (pc.value, pc.quality) == (None, Quality.BAD)
+
+
 def test_conditions_become_alarm_with_native_code() -> None:
     n = Normalizer("m1", items())
     sysitem, hyd = n.items["system"], n.items["hyd"]
@@ -143,8 +177,6 @@ def test_error_document() -> None:
     assert doc.header is not None and doc.header.first_sequence == 100
 
 
-@pytest.mark.skipif(not (MATERIAL / "demo_Devices.xml").exists(),
-                    reason="shared/material/mtconnect/demo_Devices.xml is absent")
 def test_real_device_model() -> None:
     doc = parse_probe((MATERIAL / "demo_Devices.xml").read_bytes(), "OKUMA")
     by_name = {i.name: i for i in doc.items.values() if i.name}

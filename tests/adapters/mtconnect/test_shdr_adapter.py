@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 from test_mtconnect_vocabulary import BILLION_LAUGHS
 
 from adapters.base import AdapterContext
@@ -191,3 +194,66 @@ def test_recording_delays(tmp_path: Path) -> None:
     p.write_text("2024-01-01T00:00:00Z|a|1\n2024-01-01T00:00:02.5Z|a|2\n"
                  "2023-01-01T00:00:00Z|a|3\n2023-01-01T05:00:00Z|a|4\n")
     assert [r.delay for r in load_recording(p, max_gap=10, run_gap=0.5)] == [0, 2.5, 0.5, 0.5]
+
+
+OKUMA_DEVICES = Path(__file__).resolve().parents[2] / "fixtures" / "mtconnect-cppagent" / (
+    "demo_Devices.xml")
+
+
+async def raw_server(payload: bytes) -> asyncio.Server:
+    """A TCP port that sends `payload` to whoever connects (a hostile or broken adapter)."""
+    async def send(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(payload)
+        await w.drain()
+
+    return await asyncio.start_server(send, "127.0.0.1", 0)
+
+
+async def test_junk_is_refused_counted_and_logged_once() -> None:
+    junk = random.Random(12).randbytes(50_000)  # what a misconfigured port sends
+    server = await raw_server(
+        junk + b"\n2024-01-01T00:00:00Z|S1speed|1\x00\x00\x00\n"
+        b"2024-01-01T00:00:01Z|S1load|2|S1temp|\x00nan\n"  # one control character: whole line
+        b"2024-01-01T00:00:01Z|S1temp|nan|S1pos|1 2 3|S1dist|1abc\n"
+        b"2024-01-01T00:00:01Z|k e y|1\n"
+        b"2024-01-01T00:00:02Z|execution|READY\n")
+    port = server.sockets[0].getsockname()[1]
+    settings = ShdrSettings.model_validate({
+        "connection": {"host": "127.0.0.1", "port": port},
+        "points": [{"key": k, "category": "SAMPLE"} for k in
+                   ("S1speed", "S1load", "S1temp", "S1pos", "S1dist")]})
+    a = ShdrAdapter(AdapterContext("m1", logger=structlog.get_logger()), settings)
+    await a.connect()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            got = await collect(a, lambda s: any(x.signal == "execution" for x in s))
+    finally:
+        await a.aclose()
+        server.close()
+    good = [(s.signal, s.value) for s in got if s.quality is Quality.GOOD]
+    assert good == [("s1pos", "1 2 3"), ("execution", "ready")]
+    bad = {s.signal: s.value for s in got if s.quality is Quality.BAD}
+    assert bad == {"s1temp": None, "s1dist": None}
+    refused = a.describe()["refused"]
+    assert refused["not_utf8"] > 50 and refused["control_characters"] >= 2
+    assert refused["bad_key"] == 1
+    lines = [e for e in logs if e["event"] == "shdr_input_refused"]
+    assert len(lines) == 1 and lines[0]["refused_total"] == 1  # once per interval
+
+
+async def test_keys_outside_the_device_model_are_refused() -> None:
+    server = await raw_server(b"2024-01-01T00:00:00Z|pexecution|ACTIVE|k_e_1_h|5\n"
+                              b"2024-01-01T00:00:01Z|p1Fact|6000|nosuchkey|1\n")
+    port = server.sockets[0].getsockname()[1]
+    settings = ShdrSettings.model_validate({"connection": {
+        "host": "127.0.0.1", "port": port, "device_model": str(OKUMA_DEVICES),
+        "device": "OKUMA"}})
+    a = ShdrAdapter(AdapterContext("okuma"), settings)
+    await a.connect()
+    try:
+        got = await collect(a, lambda s: any(x.signal == "feed_rate" for x in s))
+    finally:
+        await a.aclose()
+        server.close()
+    assert [s.signal for s in got] == ["execution", "feed_rate"]
+    assert a.describe()["refused"] == {"unknown_key": 2}

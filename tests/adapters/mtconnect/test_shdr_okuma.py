@@ -19,6 +19,8 @@ shows 0,1 | 0,1 | 2,3 | 0,1: 5 parts, of which 4 were completed under our eyes
 from __future__ import annotations
 
 import asyncio
+import gzip
+import re
 from pathlib import Path
 
 import pytest
@@ -30,14 +32,10 @@ from models.machine_state import CounterTracker
 from models.sample import Sample
 from simulators.shdr_replay import replay
 
-MATERIAL = Path(__file__).resolve().parents[4] / "shared" / "material" / "mtconnect"
-RECORDING = MATERIAL / "okuma.txt"
+# vendored with licence and provenance: tests/fixtures/mtconnect-cppagent/README.md
+MATERIAL = Path(__file__).resolve().parents[2] / "fixtures" / "mtconnect-cppagent"
+RECORDING = MATERIAL / "okuma.txt.gz"
 DEVICES = MATERIAL / "demo_Devices.xml"
-
-pytestmark = pytest.mark.skipif(
-    not (RECORDING.exists() and DEVICES.exists()),
-    reason="../shared/material/mtconnect/okuma.txt (and demo_Devices.xml) absent: the real "
-           "OKUMA recording is test material only, see shared/material/README.md")
 
 RUNS = [
     ("IMTS-2022-2-HOB.MIN", 186.7296259),
@@ -116,3 +114,16 @@ async def test_part_counting_rule() -> None:
     assert sum(increments) == 5
     completed = [s for s in samples if s.signal == "execution" and s.value == "program_completed"]
     assert len(completed) == 4
+
+
+async def test_feed_rate_converted_from_native_units() -> None:
+    """Devices.xml: p1Fact `units="MILLIMETER/SECOND" nativeUnits="MILLIMETER/MINUTE"`; the
+    OKUMA adapter sends mm/min (up to 49999.875), the agent would divide by 60, so do we."""
+    text = gzip.decompress(RECORDING.read_bytes()).decode()
+    recorded = [float(v) for v in re.findall(r"\|p1Fact\|([^|\r\n]*)", text)
+                if v != "UNAVAILABLE"]
+    assert max(recorded) == 49999.875
+    _a, samples = await read_recording(True)
+    feed = [s for s in samples if s.signal == "feed_rate" and s.value is not None]
+    assert {s.unit for s in feed} == {"mm/s"}
+    assert [s.value for s in feed] == pytest.approx([v / 60 for v in recorded])

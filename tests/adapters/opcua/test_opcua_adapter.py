@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import shlex
 import stat
 import time
 import tracemalloc
@@ -76,14 +77,21 @@ async def collect(a: OpcUaAdapter, want: Callable[[dict[str, Sample]], bool],
     raise AssertionError(f"condition not met within {within}s; got {latest}")
 
 
+@contextlib.asynccontextmanager
+async def serving(port: int) -> AsyncIterator[OpcUaSimulator]:
+    """The simulator with the scripted machine on `port` (the recovery tests use it too)."""
+    s = await serve_opcua([(scripted(), f"opc.tcp://127.0.0.1:{port}/")])
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
 @pytest.fixture
 async def sim(free_port: Callable[[], int]) -> AsyncIterator[tuple[OpcUaSimulator, int]]:
     port = free_port()
-    s = await serve_opcua([(scripted(), f"opc.tcp://127.0.0.1:{port}/")])
-    try:
+    async with serving(port) as s:
         yield s, port
-    finally:
-        await s.aclose()
 
 
 async def test_subscribe_read_browse_path_and_map(sim: tuple[OpcUaSimulator, int]) -> None:
@@ -165,8 +173,13 @@ async def test_untrusted_server_is_refused_until_trusted(
         await a.connect()
     rejected = next((pki / "rejected").iterdir())
     assert str(rejected) in str(err.value)
-    (pki / "trusted").mkdir()
-    rejected.rename(pki / "trusted" / rejected.name)
+    # the command the operator is told to run works as printed on a fresh install
+    command = str(err.value).split("to trust it: ", 1)[1].split(" (or ", 1)[0]
+    mv = await asyncio.create_subprocess_exec(*shlex.split(command),
+                                              stderr=asyncio.subprocess.PIPE)
+    _, stderr = await mv.communicate()
+    assert mv.returncode == 0, stderr
+    assert (pki / "trusted" / rejected.name).is_file()
     await a.connect()  # same instance, no restart: what the runner does next
     try:
         got = await collect(a, lambda d: "program_text" in d)

@@ -507,10 +507,13 @@ async def test_tls_with_ca_file(
         await t.stop()
     failed = next(e for e in logs if e["event"] == "mqtt_connect_failed")
     assert "certificate verify failed" in failed["reason"]
-    # ...unless verification is explicitly switched off.
+    # ...unless verification is explicitly switched off, which is said at every connect.
     insecure = TlsSettings(insecure_skip_verify=True)
-    t = await started(transport(f"mqtts://127.0.0.1:{port}", tls=insecure))
-    await t.stop()
+    with capture_logs() as logs:
+        t = await started(transport(f"mqtts://127.0.0.1:{port}", tls=insecure))
+        await t.stop()
+    [warned] = [e for e in logs if e["event"] == "mqtt_tls_not_verified"]
+    assert warned["log_level"] == "warning" and "insecure_skip_verify" in warned["hint"]
 
 
 async def test_mutual_tls(
@@ -527,10 +530,34 @@ async def test_mutual_tls(
     )
     await t.publish("mtls/x", b"1")
     await t.stop()
-    t = transport(url, tls=TlsSettings(ca_file=pki["ca"]))  # no client certificate
-    await t.start()
-    assert not await t.wait_connected(1.0)
-    await t.stop()
+    # no client certificate; TLS 1.3 sends the refusal after the handshake: it must not pass
+    # for a 3.1.1 broker
+    refused = await _refusal(transport(url, tls=TlsSettings(ca_file=pki["ca"])))
+    assert "requires a client certificate" in refused["hint"]
+    assert "CERTIFICATE_REQUIRED" in refused["reason"]
+    # a client certificate from a CA the broker does not trust
+    tmp = Path(pki["ca"]).parent
+    rogue_key = ec.generate_private_key(ec.SECP256R1())
+    rogue = _cert("rogue-client", rogue_key, None)
+    (tmp / "rogue.pem").write_bytes(rogue.public_bytes(serialization.Encoding.PEM))
+    (tmp / "rogue.key").write_bytes(rogue_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    refused = await _refusal(transport(url, tls=TlsSettings(
+        ca_file=pki["ca"], cert_file=str(tmp / "rogue.pem"), key_file=str(tmp / "rogue.key"))))
+    assert "client certificate" in refused["hint"]
+
+
+async def _refusal(t: MqttTransport) -> dict[str, Any]:
+    """The one warning of a transport the broker refuses; there is no protocol fallback."""
+    with capture_logs() as logs:
+        await t.start()
+        assert not await t.wait_connected(1.0)
+        await t.stop()
+    assert not [e for e in logs if e["event"] == "mqtt_protocol_fallback"]
+    [refused] = [e for e in logs if e["log_level"] == "warning"]
+    assert refused["event"] == "mqtt_tls_refused", refused
+    return refused
 
 
 async def test_unreadable_tls_file_is_a_configuration_error(tmp_path: Path) -> None:

@@ -1,0 +1,78 @@
+"""`edge-gateway` as a platform engineer uses it in a shell: pipes, empty topics, `edge/#`.
+
+- output cut short by its reader (`... | head`) ends quietly, without a traceback;
+- `verify` that saw no envelope fails ("nothing verified"): a mistyped topic filter must
+  not pass for a clean stream;
+- a capture of `edge/#` holds the unsigned `status` and `keys` messages: they are skipped
+  and counted, not reported as malformed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import Mosquitto
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from e2e import ROOT
+from paho.mqtt import publish
+
+from edge.signing.jws import ChainState, Signer, jwks, signing_input_hash
+
+GW = "edge/plant-a/gw-01"
+TOPIC = "edge/plant-a/hall-1/line-1/m1/telemetry"
+
+
+def cli(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], text=True, cwd=ROOT,
+                          timeout=60, check=False, **kw)  # type: ignore[call-overload]
+
+
+def test_output_into_a_closed_pipe_ends_without_traceback() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader (`head`) is already gone when we write
+    try:
+        done = cli("schema", stdout=write_end, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 141  # as if killed by SIGPIPE, like any shell tool
+
+
+def test_verify_live_with_no_envelope_fails(mosquitto: Mosquitto) -> None:
+    publish.single(f"{GW}/status", json.dumps({"state": "online", "gateway": "gw-01"}),
+                   qos=1, retain=True, hostname=mosquitto.host, port=mosquitto.port)
+    done = cli("verify", "--broker", mosquitto.url, "--topic", "edge/#", "--seconds", "1",
+               capture_output=True)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith("FAILED: nothing verified"), done.stdout
+    assert "skipped 1" in done.stdout
+
+
+def test_capture_of_everything_skips_status_and_keys(tmp_path: Path) -> None:
+    signer, chain = Signer(Ed25519PrivateKey.generate()), ChainState()
+    keyset = jwks([signer.public_key])
+    lines = [{"topic": f"{GW}/keys", "envelope": keyset},
+             {"topic": f"{GW}/status", "envelope": {"state": "online", "gateway": "gw-01"}}]
+    for _ in range(3):
+        seq, prev = chain.next(TOPIC)
+        env = signer.sign_body({
+            "v": 1, "gateway": "gw-01", "topic": TOPIC, "asset": "m1", "stream": "telemetry",
+            "seq": seq, "prev": prev, "created": "2026-11-22T10:00:00.123Z",
+            "historical": False, "records": []})
+        chain.commit(TOPIC, seq, signing_input_hash(env))
+        lines.append({"topic": TOPIC, "envelope": env})
+    capture, keys = tmp_path / "all.jsonl", tmp_path / "jwks.json"
+    capture.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    keys.write_text(json.dumps(keyset))
+    done = cli("verify", str(capture), "--jwks", str(keys), "--json", capture_output=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] and report["counts"]["ok"] == 3 and report["skipped"] == 2
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("".join(json.dumps(x) + "\n" for x in lines[:2]))
+    nothing = cli("verify", str(empty), "--jwks", str(keys), capture_output=True)
+    assert nothing.returncode == 1 and "nothing verified" in nothing.stdout
