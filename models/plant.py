@@ -27,8 +27,8 @@ from pydantic import (
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=64)]
 """Ids become MQTT topic levels: lower case, digits, `_` and `-` only."""
 
-StreamName = Literal["telemetry", "state", "oee", "capacity"]
-STREAMS: tuple[StreamName, ...] = ("telemetry", "state", "oee", "capacity")
+StreamName = Literal["telemetry", "state", "oee", "capacity", "bookings"]
+STREAMS: tuple[StreamName, ...] = ("telemetry", "state", "oee", "capacity", "bookings")
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ALL_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -379,8 +379,14 @@ class OeeSettings(Strict):
     publish_every: float = Field(60.0, ge=1, le=3600, description="seconds between oee messages")
 
 
-QueryMethod = Literal["describe", "aas", "state", "oee", "capacity", "health"]
-QUERY_METHODS: tuple[QueryMethod, ...] = ("describe", "aas", "state", "oee", "capacity", "health")
+QueryMethod = Literal[
+    "describe", "aas", "state", "oee", "capacity", "health", "reserve", "release", "bookings"
+]
+READ_METHODS: tuple[QueryMethod, ...] = ("describe", "aas", "state", "oee", "capacity", "health")
+"""What a platform may ask when its `methods` are not listed: read-only views."""
+BOOKING_METHODS: tuple[QueryMethod, ...] = ("reserve", "release", "bookings")
+"""Methods that change the plant's commitments: off unless a platform's `methods` lists them."""
+QUERY_METHODS: tuple[QueryMethod, ...] = READ_METHODS + BOOKING_METHODS
 
 
 class Platform(Strict):
@@ -393,7 +399,10 @@ class Platform(Strict):
     id: Ident
     jwks_file: str | None = Field(None, description="JWKS file with the platform's public keys")
     public_key_file: str | None = Field(None, description="PEM Ed25519 public key")
-    methods: list[QueryMethod] = Field(default_factory=lambda: list(QUERY_METHODS))
+    methods: list[QueryMethod] = Field(
+        default_factory=lambda: list(READ_METHODS),
+        description="methods it may call; reserve/release/bookings only when listed",
+    )
     machines: list[str] = Field(
         default_factory=lambda: ["*"], description="machine id patterns (fnmatch) it may ask about"
     )
@@ -435,6 +444,100 @@ class Gateway(Strict):
     )
 
 
+class TimeWindow(Strict):
+    """[start, end) in which no booking may run (blackout) or a machine is serviced."""
+
+    start: AwareDatetime
+    end: AwareDatetime
+    machines: list[str] = Field(
+        default_factory=lambda: ["*"], description="machine id patterns (fnmatch) it applies to"
+    )
+    reason: str | None = Field(None, max_length=256)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeWindow:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+    def applies_to(self, machine_id: str) -> bool:
+        return any(fnmatchcase(machine_id, p) for p in self.machines)
+
+    def interval(self) -> tuple[datetime, datetime]:
+        return (self.start.astimezone(UTC), self.end.astimezone(UTC))
+
+
+class PlatformQuota(Strict):
+    """What one platform may hold at once without a person looking at it."""
+
+    max_hours: float | None = Field(
+        None, gt=0, description="accepted and requested hours ahead of now, at most"
+    )
+    max_bookings: int | None = Field(None, ge=1, description="open bookings at most")
+
+
+class BookingRules(Strict):
+    """How platforms' `reserve` requests are decided (docs/protocol.md, "Bookings").
+
+    Hard limits are never crossed, by rules or by a person: planned shift time only (breaks
+    and holidays excluded), no maintenance, no blackout, no other accepted booking, not the
+    running job's expected remaining time, not in the past. A request inside them is
+    accepted at once when every `auto` rule holds, and waits for a person
+    (`edge-gateway bookings accept|decline`) otherwise.
+    """
+
+    auto_accept: bool = Field(True, description="false: every request waits for a person")
+    max_duration_minutes: int = Field(
+        8 * 60, ge=1, le=90 * 1440, description="longer requests wait for a person"
+    )
+    min_notice_minutes: int = Field(
+        0, ge=0, le=90 * 1440, description="requests starting sooner wait for a person"
+    )
+    horizon_days: int = Field(
+        14, ge=1, le=365, description="requests starting later wait for a person"
+    )
+    max_horizon_days: int = Field(
+        90, ge=1, le=730, description="requests starting later are declined"
+    )
+    machines: list[str] = Field(
+        default_factory=lambda: ["*"], description="machines (fnmatch) booked without a person"
+    )
+    programs: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="programs (fnmatch) booked without a person; a request without one passes",
+    )
+    quota: PlatformQuota = Field(
+        default_factory=PlatformQuota, description="per platform, for automatic acceptance"
+    )
+    quotas: dict[str, PlatformQuota] = Field(
+        default_factory=dict, description="platform id -> its own quota (instead of `quota`)"
+    )
+    pending_expire_minutes: int = Field(
+        24 * 60, ge=1, le=90 * 1440, description="a waiting request expires after this"
+    )
+    blackouts: list[TimeWindow] = Field(
+        default_factory=list, description="periods never booked (inventory, plant holidays)"
+    )
+    maintenance: list[TimeWindow] = Field(
+        default_factory=list, description="planned maintenance per machine, never booked"
+    )
+    poll_seconds: float = Field(
+        1.0, ge=0.1, le=60, description="how often the gateway looks for decisions made "
+        "with `edge-gateway bookings`"
+    )
+
+    def quota_for(self, platform: str) -> PlatformQuota:
+        return self.quotas.get(platform, self.quota)
+
+    @property
+    def max_duration(self) -> timedelta:
+        return timedelta(minutes=self.max_duration_minutes)
+
+    @property
+    def min_notice(self) -> timedelta:
+        return timedelta(minutes=self.min_notice_minutes)
+
+
 class Plant(Strict):
     gateway: Gateway
     gateways: list[Ident] = Field(
@@ -450,6 +553,9 @@ class Plant(Strict):
     shifts: ShiftCalendar = Field(default_factory=ShiftCalendar)
     platforms: list[Platform] = Field(
         default_factory=list, description="who may query this gateway; none: queries are refused"
+    )
+    booking: BookingRules = Field(
+        default_factory=BookingRules, description="how platforms' reserve requests are decided"
     )
 
     @model_validator(mode="after")

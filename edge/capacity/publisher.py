@@ -5,6 +5,7 @@ published retained on the `capacity` stream on change and every `refresh_seconds
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -18,6 +19,7 @@ from edge.devices.fleet import FleetView
 from edge.egress.stack import RecordSink
 from edge.kpi.service import KpiService
 from models.capacity import (
+    Interval,
     aggregate_windows,
     capacity_record,
     expected_program_end,
@@ -49,6 +51,11 @@ def capacity_digest(record: dict[str, Any]) -> str:
     )
 
 
+Held = Callable[[str, datetime], list[Interval]]
+"""asset, now -> time taken besides the YAML's and the files' bookings (platform bookings
+accepted in the bookings store, maintenance, blackouts)."""
+
+
 class CapacityRecords:
     def __init__(
         self,
@@ -56,21 +63,29 @@ class CapacityRecords:
         fleet: FleetView,
         kpi: KpiService,
         bookings: BookingsFiles,
+        held: Held | None = None,
     ) -> None:
         self.config = config
         self.fleet = fleet
         self.kpi = kpi
         self.bookings = bookings
+        self.held = held
+
+    def busy_until(self, asset: str, now: datetime) -> datetime | None:
+        """When the running job is expected to end (None: nothing running, or unknown)."""
+        d = self.fleet.device(asset)
+        state = d.twin.state
+        return expected_program_end(state, now, ideal_cycle_time_for(d.machine, state.program))
 
     def record(self, asset: str) -> dict[str, Any]:
         d = self.fleet.device(asset)
         plant = self.config().plant
         m, settings, now = d.machine, plant.gateway.capacity, utc_now()
-        state = d.twin.state
-        busy_until = expected_program_end(state, now, ideal_cycle_time_for(m, state.program))
+        busy_until = self.busy_until(asset, now)
+        held = self.held(asset, now) if self.held is not None else []
         slots = free_slots(
             plant.shifts,
-            [*m.bookings, *self.bookings.bookings(m)],
+            [*m.bookings, *self.bookings.bookings(m), *held],
             now,
             settings.horizon,
             busy_until=busy_until,
@@ -107,12 +122,22 @@ class CapacityPublisher:
         self.sink = sink
         self.config = config
         self.log = log
+        self._wake = asyncio.Event()
+        self._forced: set[str] = set()
+
+    def refresh_now(self, asset: str) -> None:
+        """Republish `asset`'s offer at once, changed or not (a booking took or freed a
+        slot: the platform must not see the old offer for up to `refresh_seconds`)."""
+        self._forced.add(asset)
+        self._wake.set()
 
     async def run(self) -> None:
         last: dict[str, tuple[str, float]] = {}
         loop = asyncio.get_running_loop()
         while True:
             every = self.config().plant.gateway.capacity.refresh_seconds
+            forced, self._forced = self._forced, set()
+            self._wake.clear()
             for asset in self.fleet.assets():
                 try:
                     record = self.records.record(asset)
@@ -121,9 +146,11 @@ class CapacityPublisher:
                     continue
                 digest = capacity_digest(record)
                 prev = last.get(asset)
-                if prev is None or prev[0] != digest or loop.time() - prev[1] >= every:
+                stale = prev is None or prev[0] != digest or loop.time() - prev[1] >= every
+                if stale or asset in forced:
                     last[asset] = (digest, loop.time())
                     machine = self.fleet.device(asset).machine
                     topic = machine_topic(self.config().plant, machine, "capacity")
                     self.sink.emit(topic, asset, "capacity", [record])
-            await asyncio.sleep(min(5.0, every))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(5.0, every))

@@ -29,6 +29,10 @@ from functools import partial
 
 from structlog.typing import FilteringBoundLogger
 
+from edge.bookings.desk import BookingDesk, PlantHolds, capacity_held
+from edge.bookings.publisher import BookingPublisher, window_oee
+from edge.bookings.store import FILENAME as BOOKINGS_FILE
+from edge.bookings.store import BookingStore
 from edge.capacity.bookings import BookingsFiles
 from edge.capacity.publisher import CapacityPublisher, CapacityRecords
 from edge.config.loader import LoadedPlant
@@ -98,8 +102,28 @@ class Gateway:
         )
         config = self.current
         self.fleet = DeviceFleet(config, self.slot, self.kpi, self.log)
+        self.bookings_store = BookingStore(loaded.state_dir / BOOKINGS_FILE, logger=self.log)
+        files = BookingsFiles(config, self.log)
         self.capacity = CapacityRecords(
-            config, self.fleet, self.kpi, BookingsFiles(config, self.log)
+            config, self.fleet, self.kpi, files, held=capacity_held(config, self.bookings_store)
+        )
+        self.capacity_publisher = CapacityPublisher(
+            self.capacity, self.fleet, self.slot, config, self.log
+        )
+        self.booking_publisher = BookingPublisher(
+            self.bookings_store,
+            self.slot,
+            config,
+            refresh=self.capacity_publisher.refresh_now,
+            oee=window_oee(self.kpi.window),
+            log=self.log,
+        )
+        desk = BookingDesk(
+            config,
+            self.bookings_store,
+            PlantHolds(config, files),
+            self.capacity.busy_until,
+            self.booking_publisher.flush,
         )
         backend = QueryBackend(
             config,
@@ -109,6 +133,7 @@ class Gateway:
             stats=self.slot.destination_stats,
             counts=lambda: dict(self.queries.counts),
             losses=self.losses.snapshot,
+            bookings=desk,
         )
         self.queries = QueryHandler(
             loaded.plant, backend, signer=self.slot.signer, keys={}, logger=self.log
@@ -123,7 +148,8 @@ class Gateway:
     def _wal_stores(self) -> list[WalStore]:
         """The SQLite stores whose WAL `checkpoint_loop` truncates (the outbox may change)."""
         stack = self.slot.current
-        return [self.oee_store] if stack is None else [self.oee_store, stack.outbox]
+        own: list[WalStore] = [self.oee_store, self.bookings_store]
+        return own if stack is None else [*own, stack.outbox]
 
     def destinations(self, loaded: LoadedPlant | None = None) -> list[Destination]:
         return destinations(loaded or self.loaded, self.options)
@@ -174,16 +200,14 @@ class Gateway:
             )
             await self.start_egress(prepare_egress(self.loaded, self.destinations(), self.log))
             oee = OeePublisher(self.kpi, self.fleet, self.slot, self.current)
-            capacity = CapacityPublisher(
-                self.capacity, self.fleet, self.slot, self.current, self.log
-            )
             background.append(self.supervisor.supervise("kpi", oee.run))
             background.append(
                 self.supervisor.supervise(
                     "wal-checkpoint", partial(checkpoint_loop, self._wal_stores)
                 )
             )
-            background.append(self.supervisor.supervise("capacity", capacity.run))
+            background.append(self.supervisor.supervise("capacity", self.capacity_publisher.run))
+            background.append(self.supervisor.supervise("bookings", self.booking_publisher.run))
             self.fleet.start_missing()
             systemd.notify("READY=1\nSTATUS=running")
             self.log.info(
@@ -209,6 +233,7 @@ class Gateway:
             self.log.debug("shutdown_devices_stopped")
             self.kpi.close()
             self.oee_store.close()
+            self.bookings_store.close()
             await self.stop_egress(self.loaded)
             self.log.debug("shutdown_egress_stopped")
             if broker is not None:

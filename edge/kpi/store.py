@@ -50,13 +50,12 @@ commit of a few rows is tens of microseconds), serialised by a lock.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -183,32 +182,6 @@ class OeeStore(WalStore):
         self._conn: sqlite3.Connection | None = self._open()
 
     # --- opening and recovery (as edge/egress/outbox.py) -------------------------------------
-
-    @contextlib.contextmanager
-    def _tx(self, doing: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the lock; sqlite3 errors leave as EdgeError."""
-        with self._lock:
-            conn = self._require()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise self._error(exc, doing) from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise self._error(exc, doing) from exc
-                raise
-
-    def _read(self, doing: str, sql: str, args: tuple[Any, ...]) -> list[Any]:
-        with self._lock:
-            try:
-                return self._require().execute(sql, args).fetchall()
-            except sqlite3.Error as exc:
-                raise self._error(exc, doing) from exc
 
     # --- public API -------------------------------------------------------------------
 

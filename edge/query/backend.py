@@ -11,11 +11,14 @@ from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from edge.bookings.desk import BookingDesk
+from edge.bookings.store import Refused
 from edge.capacity.publisher import CapacityRecords
 from edge.config.loader import LoadedPlant
 from edge.devices.fleet import FleetView
 from edge.kpi.service import KpiService
-from models.plant import machine_topic
+from edge.query.handler import QueryError
+from models.plant import STREAMS, Platform, machine_topic
 from models.sample import format_ts, utc_now
 
 StatsProvider = Callable[[], dict[str, dict[str, Any]]]
@@ -72,6 +75,7 @@ class QueryBackend:
         stats: StatsProvider,
         counts: Callable[[], dict[str, int]],
         losses: Callable[[], dict[str, Any]] = dict,
+        bookings: BookingDesk | None = None,
         started: datetime | None = None,
     ) -> None:
         self.config = config
@@ -81,6 +85,7 @@ class QueryBackend:
         self.stats = stats
         self.counts = counts
         self.losses = losses
+        self.bookings = bookings
         self.started = started or utc_now()
 
     def _assets(self, asset: str | None) -> list[str]:
@@ -99,7 +104,7 @@ class QueryBackend:
             "gateway": g.id,
             "site": g.site,
             "version": _version(),
-            "streams": ["telemetry", "state", "oee", "capacity"],
+            "streams": list(STREAMS),
             "machines": {
                 m.id: {
                     "name": m.name,
@@ -107,10 +112,7 @@ class QueryBackend:
                     "line": m.line,
                     "adapter": m.adapter,
                     "nameplate": m.nameplate.model_dump(exclude_none=True),
-                    "topics": {
-                        s: machine_topic(plant, m, s)
-                        for s in ("telemetry", "state", "oee", "capacity")
-                    },
+                    "topics": {s: machine_topic(plant, m, s) for s in STREAMS},
                 }
                 for m in loaded.enabled_machines()
             },
@@ -173,3 +175,21 @@ class QueryBackend:
             "losses": self.losses(),
             "queries": self.counts(),
         }
+
+    def query_booking(
+        self, method: str, platform: Platform, params: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """`reserve`, `release`, `bookings` for `platform` (docs/protocol.md, "Bookings")."""
+        desk = self.bookings
+        if desk is None:
+            raise QueryError("not_found", "this gateway takes no bookings")
+        try:
+            if method == "reserve":
+                return desk.reserve(platform, params)
+            if method == "release":
+                return desk.release(platform, params)
+            return desk.list(platform, params)
+        except KeyError as exc:
+            raise QueryError("not_found", str(exc.args[0]) if exc.args else "not found") from exc
+        except Refused as exc:
+            raise QueryError("bad_request", str(exc)) from exc

@@ -54,7 +54,7 @@ from edge.signing.jws import (
 )
 from models.envelope import envelope_body
 from models.errors import ConfigurationError, EdgeError
-from models.plant import QUERY_METHODS, Plant, Platform, gateway_topic
+from models.plant import BOOKING_METHODS, QUERY_METHODS, Plant, Platform, gateway_topic
 from models.sample import utc_now
 
 REQUEST_TYP = "edge-request+json"
@@ -95,6 +95,9 @@ class Backend(Protocol):
     def query_aas(self, asset: str | None) -> dict[str, Any]: ...
     def query_capacity(self, asset: str | None) -> dict[str, Any]: ...
     def query_health(self) -> dict[str, Any]: ...
+    def query_booking(
+        self, method: str, platform: Platform, params: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
 
 
 PlatformKeys = dict[str, tuple[Platform, Ed25519PublicKey]]
@@ -209,7 +212,7 @@ class QueryHandler:
             self._fresh(platform, body)
             self._admit(platform)
             self._authorize(platform, method, params)
-            result = self._dispatch(method, params)
+            result = self._dispatch(method, params, platform)
             record: dict[str, Any] = {"id": request_id, "ok": True, "result": result}
             self.counts["answered"] += 1
         except QueryError as exc:
@@ -350,12 +353,14 @@ class QueryHandler:
         elif method in ("describe", "aas", "state", "capacity") and platform.machines != ["*"]:
             params["_allowed"] = platform.machines  # whole-plant answers are filtered
 
-    def _dispatch(self, method: str, params: dict[str, Any]) -> Any:
+    def _dispatch(self, method: str, params: dict[str, Any], platform: Platform) -> Any:
         asset = params.get("asset")
         allowed = params.pop("_allowed", None)
         try:
-            if method == "describe":
-                result: Any = self.backend.query_describe()
+            if method in BOOKING_METHODS:  # the platform is who books and whose bookings
+                result: Any = self.backend.query_booking(method, platform, params)
+            elif method == "describe":
+                result = self.backend.query_describe()
             elif method == "health":
                 result = self.backend.query_health()
             elif method == "oee":

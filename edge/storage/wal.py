@@ -14,7 +14,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
@@ -178,6 +178,32 @@ class WalStore:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    @contextlib.contextmanager
+    def _tx(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock; sqlite3 errors leave as EdgeError."""
+        with self._lock:
+            conn = self._require()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error(exc, doing) from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(exc, doing) from exc
+                raise
+
+    def _read(self, doing: str, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        with self._lock:
+            try:
+                return self._require().execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc, doing) from exc
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -1,0 +1,174 @@
+"""The booking desk: answers a platform's `reserve`, `release` and `bookings` queries.
+
+    query handler (signed, authorized, fresh, rate-limited) --> QueryBackend --> BookingDesk
+        --> BookingStore (one transaction: read accepted bookings, decide, commit)
+        --> BookingPublisher.flush (signed `bookings` records into the outbox, capacity
+            republished for the machine) --> the reply
+
+The reply leaves only after the decision is committed, so an acceptance the platform was
+told about survives SIGKILL. What blocks a machine's time besides the store's accepted
+bookings is gathered here (`PlantHolds`: the YAML's bookings and bookings files,
+maintenance, blackouts; plus the running job's expected end from the capacity view), so
+the decision and the capacity offer see the same time as taken.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from edge.bookings.store import BookingRow, BookingStore
+from edge.capacity.bookings import BookingsFiles
+from edge.config.loader import LoadedPlant
+from models.booking import BOOKING_STATES, Candidate, Interval, parse_reserve, plant_holds
+from models.capacity import ideal_cycle_time_for
+from models.plant import Machine, Platform
+from models.sample import utc_now
+
+RunningUntil = Callable[[str, datetime], datetime | None]
+"""machine, now -> the running job's expected end (models.capacity.expected_program_end)."""
+
+
+class PlantHolds:
+    """Time the plant itself has taken on a machine: YAML bookings, bookings files,
+    maintenance and blackouts, each with a reason a platform can read."""
+
+    def __init__(self, config: Callable[[], LoadedPlant], files: BookingsFiles) -> None:
+        self.config = config
+        self.files = files
+
+    def holds(self, machine: Machine) -> list[tuple[Interval, str]]:
+        plant = self.config().plant
+        out = plant_holds(plant.booking, machine.id)
+        for b in [*machine.bookings, *self.files.bookings(machine)]:
+            ref = f" {b.reference}" if b.reference else ""
+            out.append((b.interval(), f"plant booking{ref}"))
+        return out
+
+
+class BookingDesk:
+    def __init__(
+        self,
+        config: Callable[[], LoadedPlant],
+        store: BookingStore,
+        holds: PlantHolds,
+        running_until: RunningUntil,
+        on_change: Callable[[], object],
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.holds = holds
+        self.running_until = running_until
+        self.on_change = on_change
+        self.clock = clock
+
+    def _candidate(self, m: Machine, program: str | None, now: datetime) -> Candidate:
+        busy = self.holds.holds(m)
+        until = self.running_until(m.id, now)
+        if until is not None and until > now:
+            busy.append(((now, until), "the running job"))
+        return Candidate(m.id, tuple(busy), ideal_cycle_time_for(m, program))
+
+    def _machines(
+        self, platform: Platform, asset: str | None, process: str | None
+    ) -> list[Machine]:
+        """Machines the request may go to, in YAML order; KeyError when there is none."""
+        enabled = self.config().enabled_machines()
+        if asset is not None:
+            found = [m for m in enabled if m.id == asset]
+            if not found:
+                raise KeyError(f"unknown machine {asset!r}")
+            return found
+        assert process is not None
+        wanted = process.strip().lower()
+        found = [
+            m
+            for m in enabled
+            if m.capabilities is not None
+            and wanted in m.capabilities.processes
+            and any(fnmatch.fnmatchcase(m.id, p) for p in platform.machines)
+        ]
+        if not found:
+            raise KeyError(f"no machine shared with this platform offers process {process!r}")
+        return found
+
+    def reserve(self, platform: Platform, params: Mapping[str, Any]) -> dict[str, Any]:
+        """ValueError: bad params; KeyError: no such machine or process."""
+        req = parse_reserve(params)
+        now = self.clock()
+        machines = self._machines(platform, req.asset, req.process)
+        plant = self.config().plant
+        row, new = self.store.reserve(
+            platform.id,
+            req,
+            [self._candidate(m, req.program, now) for m in machines],
+            calendar=plant.shifts,
+            rules=plant.booking,
+            now=now,
+        )
+        if new:
+            self.on_change()
+        return {**row.result(), "new": new}
+
+    def release(self, platform: Platform, params: Mapping[str, Any]) -> dict[str, Any]:
+        """KeyError: not this platform's booking; ValueError: bad params; Refused: closed."""
+        row = self._own(platform, params)
+        released = self.store.release(platform.id, row.id, self.clock())
+        self.on_change()
+        return released.result()
+
+    def _own(self, platform: Platform, params: Mapping[str, Any]) -> BookingRow:
+        booking, reference = params.get("booking"), params.get("reference")
+        if booking is not None and isinstance(booking, str):
+            row = self.store.get(booking)
+            if row is None or row.platform != platform.id:
+                raise KeyError(f"no booking {booking!r} of this platform")
+            return row
+        if reference is not None and isinstance(reference, str):
+            rows = self.store.bookings(
+                platform=platform.id,
+                reference=reference,
+                states=("requested", "accepted"),
+                limit=1,
+            )
+            if not rows:
+                raise KeyError(f"no open booking with reference {reference!r}")
+            return rows[0]
+        raise ValueError("give params.booking (the gateway's id) or params.reference (yours)")
+
+    def list(self, platform: Platform, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The platform's own bookings, newest first (`state`, `reference`, `limit`)."""
+        states = params.get("state")
+        if isinstance(states, str):
+            states = [states]
+        if states is not None and (
+            not isinstance(states, list) or not all(s in BOOKING_STATES for s in states)
+        ):
+            raise ValueError(f"state must be one or a list of {', '.join(BOOKING_STATES)}")
+        limit = params.get("limit", 100)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise ValueError("limit must be an integer from 1 to 1000")
+        reference = params.get("reference")
+        if reference is not None and not isinstance(reference, str):
+            raise ValueError("reference must be a string")
+        rows = self.store.bookings(
+            platform=platform.id, states=states, reference=reference, limit=limit
+        )
+        return {"bookings": [r.result() for r in rows]}
+
+
+def capacity_held(
+    config: Callable[[], LoadedPlant], store: BookingStore
+) -> Callable[[str, datetime], list[Interval]]:
+    """What the capacity offer leaves out besides the YAML's and files' bookings: accepted
+    platform bookings, maintenance and blackouts (the same time `reserve` refuses)."""
+
+    def held(asset: str, now: datetime) -> list[Interval]:
+        rules = config().plant.booking
+        return [iv for iv, _ in (*plant_holds(rules, asset), *store.accepted(asset, now))]
+
+    return held

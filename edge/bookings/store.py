@@ -1,0 +1,509 @@
+"""Bookings on disk: every reservation, its state, and each state change's record until it is
+signed, in SQLite (WAL) in the state directory (`bookings.sqlite3`).
+
+Why SQLite, and why here: a decision must be made once, in one place, even when the running
+gateway and `edge-gateway bookings accept` (another process) decide at the same moment. Each
+decision runs inside one `BEGIN IMMEDIATE` transaction that reads the accepted bookings,
+calls the pure rules (`models.booking.decide`/`recheck`) and writes the result, so two
+requests for the same slot are serialised: the first commits its acceptance, the second
+reads it and is declined with the reason. A committed acceptance survives SIGKILL (and,
+because the store is opened `durable`, a power cut): the gateway commits before it replies.
+
+The signed record of a state change is not written here (signing and chaining belong to the
+egress): each change appends a row to `events` with `published = 0`, in the same
+transaction as the state. The gateway hands unpublished rows to the egress (whose outbox
+commits them signed) and then marks them published (`edge/bookings/publisher.py`). A crash
+between the two republishes that record after the restart, never loses it; a platform may
+see a record twice (same `booking`, `state` and `at`), never miss one.
+
+File format, version 1; times are UTC seconds since the epoch (REAL, millisecond precision)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)        'format' -> '1', 'created'
+    bookings(id TEXT PRIMARY KEY, platform, reference, machine, start, end, state,
+             request TEXT (the reserve params as JSON), reason, waits_for TEXT (JSON list),
+             created REAL, updated REAL)
+    events(seq INTEGER PRIMARY KEY AUTOINCREMENT, booking, machine, record TEXT (JSON),
+           published INTEGER)
+
+The gateway notices decisions another process committed by polling `PRAGMA data_version`
+(`changed()`), which SQLite bumps on every commit by another connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from edge.storage.wal import Logger, WalStore
+from models.booking import (
+    OPEN_STATES,
+    BookingState,
+    Candidate,
+    Decision,
+    Interval,
+    ReserveParams,
+    Usage,
+    booking_record,
+    decide,
+    recheck,
+)
+from models.errors import ConfigurationError, EdgeError
+from models.plant import BookingRules, ShiftCalendar
+from models.sample import format_ts
+
+__all__ = ["FILENAME", "BookingRow", "BookingStore", "BookingStoreError", "Refused"]
+
+FORMAT_VERSION = 1
+FILENAME = "bookings.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bookings(
+    id TEXT PRIMARY KEY, platform TEXT NOT NULL, reference TEXT NOT NULL,
+    machine TEXT NOT NULL, start REAL, end REAL, state TEXT NOT NULL,
+    request TEXT NOT NULL, reason TEXT, waits_for TEXT NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS bookings_machine ON bookings(machine, state, end);
+CREATE INDEX IF NOT EXISTS bookings_platform ON bookings(platform, reference);
+CREATE INDEX IF NOT EXISTS bookings_state ON bookings(state);
+CREATE TABLE IF NOT EXISTS events(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, booking TEXT NOT NULL, machine TEXT NOT NULL,
+    record TEXT NOT NULL, published INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS events_unpublished ON events(seq) WHERE published = 0;
+"""
+
+By = Literal["rules", "operator", "platform", "gateway"]
+BusyFor = Callable[[str], list[tuple[Interval, str]]]
+"""machine -> what blocks its time besides the store's own accepted bookings."""
+OeeFor = Callable[[str, datetime, datetime], Mapping[str, Any] | None]
+
+
+class BookingStoreError(EdgeError):
+    """The bookings database failed (disk full, I/O error, locked, closed)."""
+
+
+class Refused(EdgeError):
+    """A change the booking's state or the hard limits do not allow; the message says why."""
+
+
+def _t(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def _s(t: datetime | None) -> float | None:
+    return None if t is None else round(t.timestamp(), 3)
+
+
+@dataclass(frozen=True)
+class BookingRow:
+    id: str
+    platform: str
+    reference: str
+    machine: str
+    start: datetime | None
+    end: datetime | None
+    state: BookingState
+    request: dict[str, Any]
+    reason: str | None
+    waits_for: list[str]
+    created: datetime
+    updated: datetime
+
+    def result(self) -> dict[str, Any]:
+        """The booking as query replies show it."""
+        return {
+            "booking": self.id,
+            "reference": self.reference,
+            "machine": self.machine,
+            "state": self.state,
+            "start": None if self.start is None else format_ts(self.start),
+            "end": None if self.end is None else format_ts(self.end),
+            "program": self.request.get("program"),
+            "process": self.request.get("process"),
+            "quantity": self.request.get("quantity"),
+            "reason": self.reason,
+            "waits_for": self.waits_for,
+            "created": format_ts(self.created),
+            "updated": format_ts(self.updated),
+        }
+
+
+_COLUMNS = (
+    "id, platform, reference, machine, start, end, state, request, reason, waits_for, "
+    "created, updated"
+)
+
+
+def _row(r: tuple[Any, ...]) -> BookingRow:
+    created, updated = _t(r[10]), _t(r[11])
+    assert created is not None and updated is not None
+    return BookingRow(
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        _t(r[4]),
+        _t(r[5]),
+        r[6],
+        json.loads(r[7]),
+        r[8],
+        json.loads(r[9]),
+        created,
+        updated,
+    )
+
+
+class BookingStore(WalStore):
+    """The bookings database at `path`; `durable` by default (an acceptance is a promise)."""
+
+    label = "bookings store"
+    schema = _SCHEMA
+    format_version = FORMAT_VERSION
+    error_class = BookingStoreError
+    corrupt_event = "bookings_store_corrupt_moved_aside"
+    corrupt_consequence = (
+        "bookings start afresh; the signed bookings records already sent remain the evidence"
+    )
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durable: bool = True,
+        busy_timeout: float = 10.0,
+        logger: Logger | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.durable = durable
+        self._busy_timeout = busy_timeout
+        self._log: Logger = logger or structlog.get_logger().bind(component="bookings_store")
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"bookings store {self.path}: cannot create its directory: {exc.strerror or exc}"
+            ) from exc
+        self._conn: sqlite3.Connection | None = self._open()
+
+    # --- inside a transaction -------------------------------------------------------
+
+    def _accepted(
+        self, conn: sqlite3.Connection, machine: str, after: datetime
+    ) -> list[tuple[Interval, str]]:
+        rows = conn.execute(
+            "SELECT id, start, end FROM bookings WHERE machine = ? AND state = 'accepted' "
+            "AND end > ? ORDER BY start",
+            (machine, _s(after)),
+        ).fetchall()
+        out: list[tuple[Interval, str]] = []
+        for bid, a, b in rows:
+            start, end = _t(a), _t(b)
+            assert start is not None and end is not None
+            out.append(((start, end), f"accepted booking {bid}"))
+        return out
+
+    def _event(
+        self,
+        conn: sqlite3.Connection,
+        row: BookingRow,
+        state: BookingState,
+        at: datetime,
+        by: By,
+        *,
+        reason: str | None = None,
+        waits_for: Iterable[str] = (),
+        oee: Mapping[str, Any] | None = None,
+    ) -> None:
+        record = booking_record(
+            booking=row.id,
+            state=state,
+            platform=row.platform,
+            reference=row.reference,
+            machine=row.machine,
+            start=row.start,
+            end=row.end,
+            at=at,
+            by=by,
+            request=row.request,
+            reason=reason,
+            waits_for=waits_for,
+            oee=oee,
+        )
+        conn.execute(
+            "INSERT INTO events(booking, machine, record) VALUES (?, ?, ?)",
+            (row.id, row.machine, json.dumps(record, separators=(",", ":"))),
+        )
+
+    def _set_state(
+        self,
+        conn: sqlite3.Connection,
+        row: BookingRow,
+        state: BookingState,
+        at: datetime,
+        by: By,
+        *,
+        reason: str | None = None,
+        oee: Mapping[str, Any] | None = None,
+    ) -> BookingRow:
+        conn.execute(
+            "UPDATE bookings SET state = ?, reason = ?, updated = ? WHERE id = ?",
+            (state, reason, _s(at), row.id),
+        )
+        self._event(conn, row, state, at, by, reason=reason, oee=oee)
+        return BookingRow(
+            row.id,
+            row.platform,
+            row.reference,
+            row.machine,
+            row.start,
+            row.end,
+            state,
+            row.request,
+            reason,
+            row.waits_for,
+            row.created,
+            at,
+        )
+
+    @staticmethod
+    def _get(conn: sqlite3.Connection, booking: str) -> BookingRow | None:
+        r = conn.execute(f"SELECT {_COLUMNS} FROM bookings WHERE id = ?", (booking,)).fetchone()
+        return None if r is None else _row(r)
+
+    # --- decisions --------------------------------------------------------------------
+
+    def reserve(
+        self,
+        platform: str,
+        req: ReserveParams,
+        candidates: list[Candidate],
+        *,
+        calendar: ShiftCalendar,
+        rules: BookingRules,
+        now: datetime,
+    ) -> tuple[BookingRow, bool]:
+        """Decide one request and commit it (with its `requested` record, and the
+        `accepted`/`declined` one when decided at once). Returns (booking, new); an open
+        booking of this platform with the same reference is returned as it is (new=False),
+        so a platform that lost a reply can ask again without booking twice."""
+        request = req.model_dump(mode="json", exclude_none=True)
+        with self._tx("reserve") as conn:
+            r = conn.execute(
+                f"SELECT {_COLUMNS} FROM bookings WHERE platform = ? AND reference = ? "
+                "AND state IN ('requested', 'accepted') ORDER BY created DESC LIMIT 1",
+                (platform, req.reference),
+            ).fetchone()
+            if r is not None:
+                return _row(r), False
+            full = [
+                Candidate(
+                    c.machine, (*c.busy, *self._accepted(conn, c.machine, now)), c.ideal_cycle_s
+                )
+                for c in candidates
+            ]
+            usage = conn.execute(
+                "SELECT COALESCE(SUM(end - start), 0), COUNT(*) FROM bookings WHERE platform = ? "
+                "AND state IN ('requested', 'accepted') AND end > ?",
+                (platform, _s(now)),
+            ).fetchone()
+            decision: Decision = decide(
+                req,
+                full,
+                platform=platform,
+                calendar=calendar,
+                rules=rules,
+                usage=Usage(float(usage[0]) / 3600.0, int(usage[1])),
+                now=now,
+            )
+            row = BookingRow(
+                f"b-{secrets.token_hex(8)}",
+                platform,
+                req.reference,
+                decision.machine,
+                decision.start,
+                decision.end,
+                "requested",
+                request,
+                None,
+                list(decision.waits_for),
+                now,
+                now,
+            )
+            conn.execute(
+                f"INSERT INTO bookings({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.id,
+                    platform,
+                    req.reference,
+                    row.machine,
+                    _s(row.start),
+                    _s(row.end),
+                    "requested",
+                    json.dumps(request),
+                    None,
+                    json.dumps(row.waits_for),
+                    _s(now),
+                    _s(now),
+                ),
+            )
+            self._event(conn, row, "requested", now, "platform", waits_for=decision.waits_for)
+            if decision.state != "requested":
+                row = self._set_state(
+                    conn, row, decision.state, now, "rules", reason=decision.reason
+                )
+            return row, True
+
+    def release(self, platform: str, booking: str, now: datetime) -> BookingRow:
+        """The platform withdraws its own open booking. KeyError: no such booking of
+        this platform (another platform's is not found either); Refused: already closed."""
+        with self._tx("release") as conn:
+            row = self._get(conn, booking)
+            if row is None or row.platform != platform:
+                raise KeyError(booking)
+            if row.state not in OPEN_STATES:
+                raise Refused(f"booking {booking} is {row.state}, nothing to release")
+            return self._set_state(conn, row, "released", now, "platform")
+
+    def operator_decide(
+        self,
+        booking: str,
+        *,
+        accept: bool,
+        reason: str | None,
+        busy: BusyFor,
+        calendar: ShiftCalendar,
+        now: datetime,
+    ) -> BookingRow:
+        """A person accepts or declines a waiting request. Accepting checks the hard
+        limits again inside the transaction (Refused, state unchanged, when they fail)."""
+        with self._tx("decide") as conn:
+            row = self._get(conn, booking)
+            if row is None:
+                raise KeyError(booking)
+            if row.state != "requested":
+                raise Refused(f"booking {booking} is {row.state}, not waiting for a decision")
+            if not accept:
+                return self._set_state(
+                    conn, row, "declined", now, "operator", reason=reason or "declined by the plant"
+                )
+            assert row.start is not None and row.end is not None
+            blocked = recheck(
+                row.machine,
+                row.start,
+                row.end,
+                [*busy(row.machine), *self._accepted(conn, row.machine, now)],
+                calendar=calendar,
+                now=now,
+            )
+            if blocked is not None:
+                raise Refused(f"cannot accept {booking}: {blocked}")
+            return self._set_state(conn, row, "accepted", now, "operator", reason=reason)
+
+    def close_due(self, now: datetime, *, expire_after: float, oee: OeeFor) -> list[BookingRow]:
+        """Waiting requests whose start passed or that waited `expire_after` seconds
+        expire; accepted bookings whose window ended complete, carrying that window's OEE."""
+        changed: list[BookingRow] = []
+        with self._tx("close due") as conn:
+            rows = [
+                _row(r)
+                for r in conn.execute(
+                    f"SELECT {_COLUMNS} FROM bookings WHERE (state = 'requested' AND "
+                    "(start <= ? OR start IS NULL OR created <= ?)) OR "
+                    "(state = 'accepted' AND end <= ?) ORDER BY end, id",
+                    (_s(now), now.timestamp() - expire_after, _s(now)),
+                ).fetchall()
+            ]
+            for row in rows:
+                if row.state == "requested":
+                    changed.append(
+                        self._set_state(
+                            conn, row, "expired", now, "gateway", reason="no decision in time"
+                        )
+                    )
+                else:
+                    assert row.start is not None and row.end is not None
+                    changed.append(
+                        self._set_state(
+                            conn,
+                            row,
+                            "completed",
+                            now,
+                            "gateway",
+                            oee=oee(row.machine, row.start, row.end),
+                        )
+                    )
+        return changed
+
+    # --- reads --------------------------------------------------------------------------
+
+    def get(self, booking: str) -> BookingRow | None:
+        rows = self._read("read", f"SELECT {_COLUMNS} FROM bookings WHERE id = ?", (booking,))
+        return _row(rows[0]) if rows else None
+
+    def bookings(
+        self,
+        *,
+        platform: str | None = None,
+        states: Iterable[str] | None = None,
+        reference: str | None = None,
+        limit: int = 1000,
+    ) -> list[BookingRow]:
+        """Newest first."""
+        where, args = ["1"], []
+        if platform is not None:
+            where.append("platform = ?")
+            args.append(platform)
+        if reference is not None:
+            where.append("reference = ?")
+            args.append(reference)
+        wanted = list(states or [])
+        if wanted:
+            where.append(f"state IN ({', '.join('?' * len(wanted))})")
+            args.extend(wanted)
+        rows = self._read(
+            "list",
+            f"SELECT {_COLUMNS} FROM bookings WHERE {' AND '.join(where)} "
+            "ORDER BY created DESC, id LIMIT ?",
+            (*args, limit),
+        )
+        return [_row(r) for r in rows]
+
+    def accepted(self, machine: str, after: datetime) -> list[tuple[Interval, str]]:
+        """Accepted bookings of `machine` ending after `after`: time no longer offered."""
+        with self._lock:
+            try:
+                return self._accepted(self._require(), machine, after)
+            except sqlite3.Error as exc:
+                raise self._error(exc, "read accepted") from exc
+
+    def unpublished(self, limit: int = 500) -> list[tuple[int, str, dict[str, Any]]]:
+        """(seq, machine, record) of state changes not yet handed to the egress, in order."""
+        rows = self._read(
+            "read events",
+            "SELECT seq, machine, record FROM events WHERE published = 0 ORDER BY seq LIMIT ?",
+            (limit,),
+        )
+        return [(int(s), str(m), json.loads(r)) for s, m, r in rows]
+
+    def mark_published(self, seqs: Iterable[int]) -> None:
+        ids = [(s,) for s in seqs]
+        if not ids:
+            return
+        with self._tx("mark published") as conn:
+            conn.executemany("UPDATE events SET published = 1 WHERE seq = ?", ids)
+
+    def changed(self) -> int:
+        """`PRAGMA data_version`: changes when another process commits to the file."""
+        rows = self._read("data_version", "PRAGMA data_version", ())
+        return int(rows[0][0])

@@ -1,0 +1,366 @@
+"""Bookings: how a platform's `reserve` request is decided, and what each state change says.
+
+A platform asks for a machine (or a process any shared machine offers) for a fixed window,
+or for a duration somewhere between an earliest and a latest start. The plant's
+`booking:` rules (`models.plant.BookingRules`) and its calendar decide:
+
+* **Hard limits**, never crossed by the rules or by a person: the window lies in planned
+  shift time (breaks, holidays and time outside shifts excluded), overlaps no maintenance,
+  no blackout, no accepted booking (from the store, the YAML or a bookings file) and not the
+  running job's expected remaining time, starts no earlier than now and no later than
+  `max_horizon_days`. A request that cannot fit is `declined`, with the reason.
+* **Automatic acceptance**: a fitting request is `accepted` at once when every rule holds
+  (`auto_accept`, maximum duration, minimum notice, horizon, allowed machines and programs,
+  the platform's quota); otherwise it stays `requested` and waits for a person, and the
+  record says which rules it waits for.
+
+States: `requested` -> `accepted` | `declined` | `expired` (nobody decided in time, or its
+start passed) | `released` (the platform withdrew it); `accepted` -> `released` |
+`completed` (its window ended; the record carries the window's OEE). Only `requested` and
+`accepted` hold anything, and only `accepted` holds machine time.
+
+Pure: no I/O, no clock (the caller passes `now`); every datetime handled is aware and
+returned in UTC. The one place that serialises decisions is the store's transaction
+(edge/bookings/store.py), which calls `decide` with the bookings it just read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from models.plant import BookingRules, ShiftCalendar
+from models.sample import format_ts
+from models.shift_calendar import planned_intervals, subtract_intervals
+
+Interval = tuple[datetime, datetime]
+BookingState = Literal["requested", "accepted", "declined", "released", "expired", "completed"]
+BOOKING_STATES: tuple[BookingState, ...] = (
+    "requested",
+    "accepted",
+    "declined",
+    "released",
+    "expired",
+    "completed",
+)
+OPEN_STATES: frozenset[str] = frozenset({"requested", "accepted"})
+"""States that still hold something: a request waiting, or machine time promised."""
+
+
+class ReserveParams(BaseModel):
+    """`params` of the `reserve` query method (docs/protocol.md, "Bookings")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reference: str = Field(min_length=1, max_length=128, description="the platform's own id")
+    asset: str | None = Field(None, min_length=1, max_length=64)
+    process: str | None = Field(None, min_length=1, max_length=128)
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    duration_minutes: float | None = Field(None, gt=0, le=90 * 1440)
+    earliest_start: AwareDatetime | None = None
+    latest_start: AwareDatetime | None = None
+    program: str | None = Field(None, min_length=1, max_length=128)
+    quantity: int | None = Field(None, ge=1, le=10_000_000)
+    ideal_cycle_s: float | None = Field(None, gt=0, le=7 * 86400)
+
+    @model_validator(mode="after")
+    def _shape(self) -> ReserveParams:
+        if (self.asset is None) == (self.process is None):
+            raise ValueError("give exactly one of asset or process")
+        fixed = self.start is not None or self.end is not None
+        if fixed:
+            if self.start is None or self.end is None:
+                raise ValueError("a window needs both start and end")
+            if self.end <= self.start:
+                raise ValueError("end must be after start")
+            if self.duration_minutes or self.earliest_start or self.latest_start:
+                raise ValueError(
+                    "give start/end, or a duration with earliest_start/latest_start, not both"
+                )
+        elif self.duration_minutes is None and self.quantity is None:
+            raise ValueError("give start/end, duration_minutes, or quantity (with a cycle time)")
+        if (
+            self.earliest_start is not None
+            and self.latest_start is not None
+            and self.latest_start < self.earliest_start
+        ):
+            raise ValueError("latest_start must not be before earliest_start")
+        return self
+
+
+def parse_reserve(params: Mapping[str, Any]) -> ReserveParams:
+    """Validate `reserve` params; ValueError names every bad field in one line."""
+    try:
+        return ReserveParams.model_validate(dict(params))
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'params'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise ValueError("; ".join(problems)) from None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A machine the request may go to, with everything that blocks its time.
+
+    `busy` holds (interval, reason) pairs: accepted bookings, maintenance, blackouts, the
+    running job. `ideal_cycle_s` is the YAML's cycle time for the requested program (used
+    when the request gives a quantity without its own cycle time)."""
+
+    machine: str
+    busy: tuple[tuple[Interval, str], ...] = ()
+    ideal_cycle_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a platform already holds (open bookings ending after now), for its quota."""
+
+    hours: float = 0.0
+    bookings: int = 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: BookingState
+    machine: str
+    start: datetime | None
+    end: datetime | None
+    reason: str | None = None
+    waits_for: tuple[str, ...] = field(default=())
+
+
+def _utc(t: datetime) -> datetime:
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"timestamps must be timezone-aware, got naive {t.isoformat()}")
+    return t.astimezone(UTC)
+
+
+def _duration(req: ReserveParams, cand: Candidate) -> timedelta | None:
+    if req.start is not None and req.end is not None:
+        return _utc(req.end) - _utc(req.start)
+    if req.duration_minutes is not None:
+        return timedelta(minutes=req.duration_minutes)
+    cycle = req.ideal_cycle_s or cand.ideal_cycle_s
+    if req.quantity is None or cycle is None:
+        return None
+    return timedelta(seconds=req.quantity * cycle)
+
+
+def _free(
+    calendar: ShiftCalendar, busy: Iterable[tuple[Interval, str]], lo: datetime, hi: datetime
+) -> list[Interval]:
+    return subtract_intervals(planned_intervals(calendar, lo, hi), [iv for iv, _ in busy])
+
+
+def first_fit(
+    free: list[Interval], duration: timedelta, earliest: datetime, latest: datetime
+) -> datetime | None:
+    """The earliest start in [earliest, latest] whose whole window lies in one free interval."""
+    for a, b in free:
+        s = max(a, earliest)
+        if s > latest:
+            return None
+        if s + duration <= b:
+            return s
+    return None
+
+
+def _blocker(
+    calendar: ShiftCalendar, busy: Iterable[tuple[Interval, str]], start: datetime, end: datetime
+) -> str:
+    """Why [start, end) cannot be booked, in words a platform can act on."""
+    outside = subtract_intervals([(start, end)], planned_intervals(calendar, start, end))
+    if outside:
+        a, b = outside[0]
+        return (
+            f"outside planned shift time from {format_ts(a)} to {format_ts(b)} "
+            "(no shift, a break or a holiday)"
+        )
+    for (a, b), why in sorted(busy, key=lambda x: x[0]):
+        if a < end and b > start:
+            return f"overlaps {why} ({format_ts(a)} to {format_ts(b)})"
+    return "no free time"  # unreachable when the caller only asks after a failed fit
+
+
+def _auto_rules(
+    rules: BookingRules,
+    req: ReserveParams,
+    *,
+    platform: str,
+    machine: str,
+    start: datetime,
+    end: datetime,
+    usage: Usage,
+    now: datetime,
+) -> list[str]:
+    """Every automatic-acceptance rule the slot breaks (empty: accept at once)."""
+    waits: list[str] = []
+    if not rules.auto_accept:
+        waits.append("every request is decided by a person (auto_accept: false)")
+    if end - start > rules.max_duration:
+        waits.append(f"longer than max_duration_minutes {rules.max_duration_minutes}")
+    if start - now < rules.min_notice:
+        waits.append(f"starts sooner than min_notice_minutes {rules.min_notice_minutes}")
+    if start > now + timedelta(days=rules.horizon_days):
+        waits.append(f"starts later than horizon_days {rules.horizon_days}")
+    if not any(fnmatchcase(machine, p) for p in rules.machines):
+        waits.append(f"machine {machine} is not booked automatically")
+    if req.program is not None and not any(fnmatchcase(req.program, p) for p in rules.programs):
+        waits.append(f"program {req.program} is not booked automatically")
+    quota = rules.quota_for(platform)
+    hours = (end - start).total_seconds() / 3600.0
+    if quota.max_hours is not None and usage.hours + hours > quota.max_hours:
+        waits.append(f"platform quota of {quota.max_hours:g} h would be exceeded")
+    if quota.max_bookings is not None and usage.bookings + 1 > quota.max_bookings:
+        waits.append(f"platform quota of {quota.max_bookings} open bookings would be exceeded")
+    return waits
+
+
+def decide(
+    req: ReserveParams,
+    candidates: list[Candidate],
+    *,
+    platform: str,
+    calendar: ShiftCalendar,
+    rules: BookingRules,
+    usage: Usage,
+    now: datetime,
+) -> Decision:
+    """Accept, hold for a person, or decline one request; deterministic for equal inputs.
+
+    Candidates are tried in order (the YAML's machine order). For each, the earliest
+    fitting start is taken, first at or after the minimum notice (so a flexible request
+    is accepted automatically when it can be), then at any allowed start (the slot then
+    waits for a person). Among candidates, the first one whose slot passes every rule wins;
+    else the first one with any slot waits; else the request is declined with the first
+    candidate's reason. `candidates` must not be empty.
+    """
+    if not candidates:
+        raise ValueError("no machine to decide on")
+    now = _utc(now)
+    limit = now + timedelta(days=rules.max_horizon_days)
+    if req.start is not None:
+        earliest = latest = _utc(req.start)
+    else:
+        earliest = _utc(req.earliest_start) if req.earliest_start else now
+        latest = _utc(req.latest_start) if req.latest_start else limit
+    first = candidates[0].machine
+    if earliest < now:
+        return Decision("declined", first, None, None, "starts in the past")
+    if earliest > limit:
+        why = f"starts later than max_horizon_days {rules.max_horizon_days}"
+        return Decision("declined", first, None, None, why)
+    latest = min(latest, limit)
+    waiting: Decision | None = None
+    refusal: Decision | None = None
+    for cand in candidates:
+        duration = _duration(req, cand)
+        if duration is None:
+            why = "quantity needs ideal_cycle_s or a program with an ideal cycle time here"
+            refusal = refusal or Decision("declined", cand.machine, None, None, why)
+            continue
+        free = _free(calendar, cand.busy, earliest, latest + duration)
+        noticed = first_fit(free, duration, max(earliest, now + rules.min_notice), latest)
+        start = noticed if noticed is not None else first_fit(free, duration, earliest, latest)
+        if start is None:
+            if req.start is not None:
+                why = _blocker(calendar, cand.busy, earliest, earliest + duration)
+            else:
+                why = (
+                    f"no free {duration.total_seconds() / 3600:g} h starting between "
+                    f"{format_ts(earliest)} and {format_ts(latest)}"
+                )
+            why = f"{cand.machine}: {why}"
+            refusal = refusal or Decision("declined", cand.machine, None, None, why)
+            continue
+        end = start + duration
+        waits = _auto_rules(
+            rules,
+            req,
+            platform=platform,
+            machine=cand.machine,
+            start=start,
+            end=end,
+            usage=usage,
+            now=now,
+        )
+        if not waits:
+            return Decision("accepted", cand.machine, start, end)
+        waiting = waiting or Decision("requested", cand.machine, start, end, None, tuple(waits))
+    if waiting is not None:
+        return waiting
+    assert refusal is not None
+    return refusal
+
+
+def recheck(
+    machine: str,
+    start: datetime,
+    end: datetime,
+    busy: Iterable[tuple[Interval, str]],
+    *,
+    calendar: ShiftCalendar,
+    now: datetime,
+) -> str | None:
+    """A person accepting a waiting request: the hard limits again (time has passed and
+    other bookings may have been accepted meanwhile); None when it may be accepted."""
+    now, start, end = _utc(now), _utc(start), _utc(end)
+    if start < now:
+        return "starts in the past"
+    busy = list(busy)
+    if first_fit(_free(calendar, busy, start, end), end - start, start, start) is None:
+        return f"{machine}: {_blocker(calendar, busy, start, end)}"
+    return None
+
+
+def booking_record(
+    *,
+    booking: str,
+    state: BookingState,
+    platform: str,
+    reference: str,
+    machine: str,
+    start: datetime | None,
+    end: datetime | None,
+    at: datetime,
+    by: Literal["rules", "operator", "platform", "gateway"],
+    request: Mapping[str, Any],
+    reason: str | None = None,
+    waits_for: Iterable[str] = (),
+    oee: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One record of the `bookings` stream (docs/protocol.md, "Stream bookings")."""
+    return {
+        "booking": booking,
+        "state": state,
+        "platform": platform,
+        "reference": reference,
+        "machine": machine,
+        "start": None if start is None else format_ts(_utc(start)),
+        "end": None if end is None else format_ts(_utc(end)),
+        "program": request.get("program"),
+        "process": request.get("process"),
+        "quantity": request.get("quantity"),
+        "by": by,
+        "reason": reason,
+        "waits_for": list(waits_for),
+        "oee": None if oee is None else dict(oee),
+        "at": format_ts(_utc(at)),
+    }
+
+
+def plant_holds(rules: BookingRules, machine: str) -> list[tuple[Interval, str]]:
+    """Maintenance and blackouts of `machine` from the YAML: never booked, never offered."""
+    out: list[tuple[Interval, str]] = []
+    for kind, windows in (("maintenance", rules.maintenance), ("blackout", rules.blackouts)):
+        for w in windows:
+            if w.applies_to(machine):
+                out.append((w.interval(), f"{kind}{': ' + w.reason if w.reason else ''}"))
+    return out
