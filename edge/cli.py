@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models.errors import EdgeError, PlantConfigError
+from models.plant import QUERY_METHODS
 
 if TYPE_CHECKING:
     from edge.config.loader import LoadedPlant
@@ -91,10 +92,21 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--asset", help="one machine id; default: every machine in one environment")
     a.add_argument("-o", "--output", type=Path, help="file to write; default stdout")
 
+    b = sub.add_parser(
+        "bookings",
+        help="platform bookings: list them, accept or decline one waiting for a person",
+    )
+    b.add_argument("action", choices=["list", "accept", "decline"])
+    b.add_argument("booking", nargs="?", help="the booking id (accept, decline)")
+    b.add_argument("-c", "--config", type=Path, required=True)
+    b.add_argument("--gateway-id", help=GATEWAY_ID_HELP)
+    b.add_argument("--reason", help="a note for the signed record (decline: the reason)")
+    b.add_argument("--all", action="store_true", help="list: every booking, not only those waiting")
+
     q = sub.add_parser(
         "query", help="ask a gateway over MQTT as a platform would; prints the verified reply"
     )
-    q.add_argument("method", choices=["describe", "aas", "state", "oee", "capacity", "health"])
+    q.add_argument("method", choices=list(QUERY_METHODS))
     q.add_argument(
         "params", nargs="*", help="NAME=VALUE request parameters, e.g. asset=mill-01 window=today"
     )
@@ -267,6 +279,38 @@ def _keys(args: argparse.Namespace, loaded: LoadedPlant) -> int:
     return EXIT_OK
 
 
+def _bookings(args: argparse.Namespace, loaded: LoadedPlant) -> int:
+    from edge.bookings.desk import OperatorDesk, PlantHolds, booking_line
+    from edge.bookings.store import FILENAME, BookingStore, Refused
+    from edge.capacity.bookings import BookingsFiles
+    from edge.observability import get_logger
+
+    with BookingStore(loaded.state_dir / FILENAME) as store:
+        if args.action == "list":
+            rows = store.bookings(states=None if args.all else ["requested"])
+            for row in rows:
+                print(booking_line(row))
+            if not rows:
+                print("no bookings" if args.all else "no booking waits for a decision")
+            return EXIT_OK
+        if not args.booking:
+            print(f"bookings {args.action}: give the booking id", file=sys.stderr)
+            return EXIT_INPUT
+        log = get_logger(gateway=loaded.plant.gateway.id)
+        holds = PlantHolds(lambda: loaded, BookingsFiles(lambda: loaded, log))
+        desk = OperatorDesk(lambda: loaded, store, holds)
+        try:
+            row = desk.decide(args.booking, accept=args.action == "accept", reason=args.reason)
+        except KeyError:
+            print(f"bookings: no booking {args.booking!r}", file=sys.stderr)
+            return EXIT_INPUT
+        except Refused as exc:
+            print(f"bookings: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
+        print(booking_line(row))
+        return EXIT_OK
+
+
 def _report(exc: PlantConfigError) -> int:
     for problem in exc.problems:
         print(problem, file=sys.stderr)
@@ -337,12 +381,14 @@ def _main(argv: list[str] | None) -> int:
             from edge.daemon.preflight import load_share_checked
 
             loaded = load_share_checked(args.config, args.gateway_id)
-        elif args.command == "keys":
+        elif args.command in ("keys", "bookings"):  # this host's state directory
             from edge.config.loader import load_share
 
             loaded = load_share(args.config, args.gateway_id)
         else:
             loaded = load_plant(args.config if args.command == "aas" else args.plant)
+        if args.command == "bookings":
+            return _bookings(args, loaded)
         if args.command == "keys":
             return _keys(args, loaded)
         if args.command == "aas":

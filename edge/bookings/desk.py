@@ -172,3 +172,54 @@ def capacity_held(
         return [iv for iv, _ in (*plant_holds(rules, asset), *store.accepted(asset, now))]
 
     return held
+
+
+class OperatorDesk:
+    """`edge-gateway bookings list|accept|decline`: a person's decisions, written to the
+    same store from another process. The running gateway notices the commit (it polls
+    `PRAGMA data_version` every `booking.poll_seconds`), signs the record and republishes
+    the capacity offer. Accepting checks the hard limits again, except the running job's
+    remaining time, which only the running gateway knows (the person at the machine does)."""
+
+    def __init__(
+        self,
+        config: Callable[[], LoadedPlant],
+        store: BookingStore,
+        holds: PlantHolds,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.holds = holds
+        self.clock = clock
+
+    def decide(self, booking: str, *, accept: bool, reason: str | None) -> BookingRow:
+        """KeyError: no such booking; Refused: not waiting, or it no longer fits."""
+        plant = self.config().plant
+
+        def busy(asset: str) -> list[tuple[Interval, str]]:
+            try:
+                return self.holds.holds(plant.machine(asset))
+            except KeyError:
+                return plant_holds(plant.booking, asset)
+
+        return self.store.operator_decide(
+            booking,
+            accept=accept,
+            reason=reason,
+            busy=busy,
+            calendar=plant.shifts,
+            now=self.clock(),
+        )
+
+
+def booking_line(row: BookingRow) -> str:
+    """One row of `edge-gateway bookings list`."""
+    r = row.result()
+    waits = f"  waits for: {'; '.join(row.waits_for)}" if row.waits_for else ""
+    reason = f"  ({row.reason})" if row.reason else ""
+    return (
+        f"{row.id}  {row.state:<9}  {row.platform}/{row.reference}  {row.machine}  "
+        f"{r['start']} .. {r['end']}{reason}{waits}"
+    )

@@ -16,12 +16,12 @@ commits them signed) and then marks them published (`edge/bookings/publisher.py`
 between the two republishes that record after the restart, never loses it; a platform may
 see a record twice (same `booking`, `state` and `at`), never miss one.
 
-File format, version 1; times are UTC seconds since the epoch (REAL, millisecond precision)::
+File format, version 1; times are integer microseconds since the Unix epoch (UTC)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)        'format' -> '1', 'created'
     bookings(id TEXT PRIMARY KEY, platform, reference, machine, start, end, state,
              request TEXT (the reserve params as JSON), reason, waits_for TEXT (JSON list),
-             created REAL, updated REAL)
+             created, updated)
     events(seq INTEGER PRIMARY KEY AUTOINCREMENT, booking, machine, record TEXT (JSON),
            published INTEGER)
 
@@ -38,7 +38,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,9 +70,9 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS bookings(
     id TEXT PRIMARY KEY, platform TEXT NOT NULL, reference TEXT NOT NULL,
-    machine TEXT NOT NULL, start REAL, end REAL, state TEXT NOT NULL,
+    machine TEXT NOT NULL, start INTEGER, end INTEGER, state TEXT NOT NULL,
     request TEXT NOT NULL, reason TEXT, waits_for TEXT NOT NULL,
-    created REAL NOT NULL, updated REAL NOT NULL) WITHOUT ROWID;
+    created INTEGER NOT NULL, updated INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS bookings_machine ON bookings(machine, state, end);
 CREATE INDEX IF NOT EXISTS bookings_platform ON bookings(platform, reference);
 CREATE INDEX IF NOT EXISTS bookings_state ON bookings(state);
@@ -96,12 +96,16 @@ class Refused(EdgeError):
     """A change the booking's state or the hard limits do not allow; the message says why."""
 
 
-def _t(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
 
 
-def _s(t: datetime | None) -> float | None:
-    return None if t is None else round(t.timestamp(), 3)
+def _t(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + us * _US
+
+
+def _s(t: datetime | None) -> int | None:
+    return None if t is None else (t - _EPOCH) // _US
 
 
 @dataclass(frozen=True)
@@ -323,7 +327,7 @@ class BookingStore(WalStore):
                 platform=platform,
                 calendar=calendar,
                 rules=rules,
-                usage=Usage(float(usage[0]) / 3600.0, int(usage[1])),
+                usage=Usage(float(usage[0]) / 3.6e9, int(usage[1])),
                 now=now,
             )
             row = BookingRow(
@@ -421,7 +425,7 @@ class BookingStore(WalStore):
                     f"SELECT {_COLUMNS} FROM bookings WHERE (state = 'requested' AND "
                     "(start <= ? OR start IS NULL OR created <= ?)) OR "
                     "(state = 'accepted' AND end <= ?) ORDER BY end, id",
-                    (_s(now), now.timestamp() - expire_after, _s(now)),
+                    (_s(now), _s(now - timedelta(seconds=expire_after)), _s(now)),
                 ).fetchall()
             ]
             for row in rows:

@@ -1,0 +1,285 @@
+"""Platforms book free capacity at a real broker (issue 18): a gateway subprocess with a
+simulated Modbus machine, three platforms (two may book, one may only read), the plant's
+`booking:` rules, the `edge-gateway bookings` command line beside the running gateway, and
+a SIGKILL right after an acceptance. Every `bookings` record is checked with joserfc (an
+independent JOSE library) and its per-topic chain is followed without gaps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from conftest import Collector, Mosquitto
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from e2e import ROOT, GatewayProcess, plant_yaml, wait_for
+from joserfc import jws
+from joserfc.errors import SecurityWarning
+from joserfc.jwk import KeySet
+from joserfc.jws import FlattenedJSONSerialization
+
+from edge.platform_kit.client import query
+from edge.platform_kit.verifier import link_hash
+
+GATEWAY = "edge/plant-a/gw-1"
+BOOKINGS = "edge/plant-a/+/+/+/bookings"
+CAPACITY = "edge/plant-a/hall-1/line-1/m1/capacity"
+RULES = """
+platforms:
+  - {id: p1, public_key_file: p1.pem, methods: [reserve, release, bookings, capacity]}
+  - {id: p2, public_key_file: p2.pem, methods: [reserve, release, bookings]}
+  - {id: p3, public_key_file: p3.pem}
+booking:
+  max_duration_minutes: 240
+  poll_seconds: 0.2
+"""
+
+
+def ts(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse(s: str) -> datetime:
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+class Platform:
+    def __init__(self, broker: Mosquitto, key: Ed25519PrivateKey) -> None:
+        self.broker, self.key = broker, key
+
+    def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return asyncio.run(query(self.broker.url, self.key, GATEWAY, method, params, wait=15))
+
+
+def joserfc_body(payload: bytes, jwks: dict[str, Any]) -> dict[str, Any]:
+    with warnings.catch_warnings():  # joserfc flags "EdDSA" as superseded by RFC 9864
+        warnings.simplefilter("ignore", SecurityWarning)
+        result = jws.deserialize_json(
+            cast(FlattenedJSONSerialization, json.loads(payload)),
+            KeySet.import_key_set(cast(Any, jwks)),
+            algorithms=["EdDSA"],
+        )
+    return cast(dict[str, Any], json.loads(result.payload))
+
+
+def records(collector: Collector) -> list[dict[str, Any]]:
+    out = []
+    for m in collector.snapshot():
+        env = json.loads(m.payload)
+        out.extend(json.loads(jws_payload(env))["records"])
+    return out
+
+
+def jws_payload(env: dict[str, Any]) -> bytes:
+    import base64
+
+    p = env["payload"]
+    return base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))
+
+
+def states_of(collector: Collector, booking: str) -> list[str]:
+    return [r["state"] for r in records(collector) if r["booking"] == booking]
+
+
+def slot_taken(collector: Collector, start: datetime, end: datetime, after: datetime) -> bool:
+    """The newest capacity offer computed after `after` leaves [start, end) out."""
+    for m in reversed(collector.snapshot()):
+        rec = json.loads(jws_payload(json.loads(m.payload)))["records"][0]
+        if parse(rec["ts"]) < after:
+            return False
+        return all(parse(s["end"]) <= start or parse(s["start"]) >= end for s in rec["free_slots"])
+    return False
+
+
+def cli(plant: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", "bookings", *args, "-c", str(plant)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_platforms_book_capacity_end_to_end(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    mqtt_collector: Callable[..., Collector],
+    free_port: Callable[[], int],
+) -> None:
+    keys = {p: Ed25519PrivateKey.generate() for p in ("p1", "p2", "p3")}
+    for name, key in keys.items():
+        (tmp_path / f"{name}.pem").write_bytes(
+            key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+        )
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(plant_yaml(tmp_path / "state", [free_port()], mosquitto.port) + RULES)
+    p1, p2, p3 = (Platform(mosquitto, keys[p]) for p in ("p1", "p2", "p3"))
+    booked = mqtt_collector(mosquitto.host, mosquitto.port, BOOKINGS)
+    offers = mqtt_collector(mosquitto.host, mosquitto.port, CAPACITY)
+    jwks_seen = mqtt_collector(mosquitto.host, mosquitto.port, f"{GATEWAY}/keys")
+    gw = GatewayProcess(plant).start()
+    try:
+        wait_for(lambda: bool(gw.events("gateway_started")), 30, "gateway started")
+        wait_for(lambda: bool(offers.snapshot()), 30, "a first capacity offer")
+        base = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+
+        # 1. a free slot is accepted automatically within a second, the offer shows it taken
+        t0 = time.monotonic()
+        first = p1.ask(
+            "reserve",
+            {
+                "asset": "m1",
+                "reference": "po-1",
+                "start": ts(base),
+                "end": ts(base + timedelta(hours=2)),
+                "program": "O1000",
+                "quantity": 40,
+            },
+        )
+        elapsed = time.monotonic() - t0
+        assert first["ok"], first
+        accepted = first["result"]
+        assert accepted["state"] == "accepted" and accepted["machine"] == "m1", accepted
+        assert elapsed < 1.0, f"reserve answered in {elapsed:.2f} s"
+        wait_for(
+            lambda: slot_taken(offers, base, base + timedelta(hours=2), parse(accepted["created"])),
+            5,
+            "capacity offer without the booked slot",
+        )
+
+        # 2. an overlapping request of another platform is refused, naming why
+        clash = p2.ask(
+            "reserve",
+            {
+                "asset": "m1",
+                "reference": "x-7",
+                "start": ts(base + timedelta(hours=1)),
+                "end": ts(base + timedelta(hours=3)),
+            },
+        )
+        assert clash["ok"] and clash["result"]["state"] == "declined", clash
+        assert f"overlaps accepted booking {accepted['booking']}" in clash["result"]["reason"]
+
+        # 3. outside the rules (longer than 240 min): waits; a person accepts it
+        long = p2.ask(
+            "reserve",
+            {
+                "asset": "m1",
+                "reference": "x-8",
+                "start": ts(base + timedelta(hours=5)),
+                "end": ts(base + timedelta(hours=10)),
+            },
+        )
+        waiting = long["result"]
+        assert waiting["state"] == "requested", long
+        assert waiting["waits_for"] == ["longer than max_duration_minutes 240"]
+        listed = cli(plant, "list")
+        assert listed.returncode == 0 and waiting["booking"] in listed.stdout, listed
+        done = cli(plant, "accept", waiting["booking"], "--reason", "night crew confirmed")
+        assert done.returncode == 0, done.stderr
+        wait_for(
+            lambda: "accepted" in states_of(booked, waiting["booking"]),
+            5,
+            "the operator's acceptance signed on the stream",
+        )
+        again = cli(plant, "accept", waiting["booking"])
+        assert again.returncode == 1 and "is accepted, not waiting" in again.stderr
+
+        # 4. a read-only platform may not book
+        denied = p3.ask("reserve", {"asset": "m1", "reference": "r", "duration_minutes": 30})
+        assert denied["error"]["code"] == "forbidden", denied
+
+        # 5. a platform sees and releases its own bookings only
+        mine = p2.ask("bookings", {})["result"]["bookings"]
+        assert {b["booking"] for b in mine} == {clash["result"]["booking"], waiting["booking"]}
+        other = p2.ask("release", {"booking": accepted["booking"]})
+        assert other["error"]["code"] == "not_found", other
+        released = p2.ask("release", {"reference": "x-8"})
+        assert released["result"]["state"] == "released", released
+
+        # 6. a booked window that runs closes as completed, with its OEE
+        soon = datetime.now(UTC) + timedelta(seconds=2)
+        short = p1.ask(
+            "reserve",
+            {
+                "asset": "m1",
+                "reference": "po-2",
+                "start": ts(soon),
+                "end": ts(soon + timedelta(seconds=3)),
+            },
+        )["result"]
+        assert short["state"] == "accepted", short
+        wait_for(lambda: "completed" in states_of(booked, short["booking"]), 20, "completed")
+        completed = next(
+            r
+            for r in records(booked)
+            if r["booking"] == short["booking"] and r["state"] == "completed"
+        )
+        oee, window = completed["oee"], completed["oee"]["window"]
+        assert window["kind"] == "range" and window["closed"] and oee["time"]["pbt"] > 0, oee
+        assert (window["start"], window["end"]) == (short["start"], short["end"])
+
+        # 7. SIGKILL right after an acceptance loses nothing
+        later = base + timedelta(hours=11)
+        kept = p1.ask(
+            "reserve",
+            {
+                "asset": "m1",
+                "reference": "po-3",
+                "start": ts(later),
+                "end": ts(later + timedelta(hours=1)),
+            },
+        )["result"]
+        assert kept["state"] == "accepted"
+        gw.kill()
+        restart = time.time()
+        gw = GatewayProcess(plant).start()
+        wait_for(lambda: len(gw.events("gateway_started")) >= 2, 30, "gateway restarted")
+        wait_for(
+            lambda: slot_taken(
+                offers, later, later + timedelta(hours=1), datetime.fromtimestamp(restart, UTC)
+            ),
+            15,
+            "the restarted gateway's offer without the booked slot",
+        )
+        after = p1.ask("bookings", {"reference": "po-3"})["result"]["bookings"]
+        assert [(b["booking"], b["state"]) for b in after] == [(kept["booking"], "accepted")]
+        wait_for(
+            lambda: "accepted" in states_of(booked, kept["booking"]),
+            10,
+            "the acceptance's signed record, sent before or after the kill",
+        )
+    finally:
+        gw.kill()
+
+    # every record verifies with joserfc; every machine's chain runs without gaps
+    jwks = json.loads(jwks_seen.snapshot()[-1].payload)
+    chains: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for m in booked.snapshot():
+        body = joserfc_body(m.payload, jwks)
+        assert body["topic"] == m.topic and body["stream"] == "bookings"
+        chains.setdefault(m.topic, []).append((json.loads(m.payload), body))
+    assert list(chains) == ["edge/plant-a/hall-1/line-1/m1/bookings"]
+    seen: dict[int, dict[str, Any]] = {}
+    for env, body in chains["edge/plant-a/hall-1/line-1/m1/bookings"]:
+        seen.setdefault(body["seq"], env)  # QoS 1 may deliver twice
+    seqs = sorted(seen)
+    assert seqs == list(range(1, len(seqs) + 1)), seqs
+    for seq in seqs[1:]:
+        body = json.loads(jws_payload(seen[seq]))
+        assert body["prev"] == link_hash(seen[seq - 1]), f"chain broken at {seq}"
+    states = [r["state"] for r in records(booked)]
+    for state in ("requested", "accepted", "declined", "released", "completed"):
+        assert state in states
