@@ -24,7 +24,7 @@ from edge.bookings.store import BookingStore, OeeFor
 from edge.config.loader import LoadedPlant
 from edge.egress.stack import RecordSink
 from models.errors import EdgeError
-from models.plant import machine_topic
+from models.plant import Plant, machine_topic
 from models.sample import utc_now
 
 Refresh = Callable[[str], None]
@@ -54,31 +54,31 @@ class BookingPublisher:
         self._failing = False
 
     def flush(self) -> int:
-        """Hand every unpublished record to the egress, in commit order; returns how many."""
+        """Hand every unpublished record to the egress, in commit order, the records of one
+        machine in one envelope (a decision's `requested` and `accepted` share a signature);
+        returns how many records."""
         plant = self.config().plant
         done = 0
         while batch := self.store.unpublished():
-            seqs: list[int] = []
-            touched: set[str] = set()
-            for seq, asset, record in batch:
-                try:
-                    machine = plant.machine(asset)
-                except KeyError:  # removed from the YAML: its stream still gets the record
-                    topic = (
-                        f"{plant.gateway.topic_prefix}/{plant.gateway.site}/"
-                        f"_removed/_removed/{asset}/bookings"
-                    )
-                else:
-                    topic = machine_topic(plant, machine, "bookings")
-                self.sink.emit(topic, asset, "bookings", [record])
-                seqs.append(seq)
-                touched.add(asset)
-            self.store.mark_published(seqs)
-            for asset in sorted(touched):
+            by_asset: dict[str, list[dict[str, Any]]] = {}
+            for _seq, asset, record in batch:  # one envelope per machine and flush
+                by_asset.setdefault(asset, []).append(record)
+            for asset, records in by_asset.items():
+                self.sink.emit(self._topic(plant, asset), asset, "bookings", records)
+            self.store.mark_published(seq for seq, _, _ in batch)
+            for asset in sorted(by_asset):
                 self.refresh(asset)
-            done += len(seqs)
+            done += len(batch)
         self.published += done
         return done
+
+    @staticmethod
+    def _topic(plant: Plant, asset: str) -> str:
+        try:
+            return machine_topic(plant, plant.machine(asset), "bookings")
+        except KeyError:  # removed from the YAML since: its records still leave, signed
+            g = plant.gateway
+            return f"{g.topic_prefix}/{g.site}/_removed/_removed/{asset}/bookings"
 
     def close_due(self) -> int:
         """Expire waiting requests and complete ended bookings; returns how many changed."""
