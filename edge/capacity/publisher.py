@@ -132,13 +132,22 @@ class CapacityPublisher:
         self._wake.set()
 
     async def run(self) -> None:
+        """Every machine every min(5 s, refresh_seconds), published when changed or due;
+        in between, only the machines `refresh_now` names (a burst of bookings must not
+        recompute the whole plant's offers per booking)."""
         last: dict[str, tuple[str, float]] = {}
         loop = asyncio.get_running_loop()
+        next_round = loop.time()
         while True:
             every = self.config().plant.gateway.capacity.refresh_seconds
             forced, self._forced = self._forced, set()
             self._wake.clear()
+            full = loop.time() >= next_round
+            if full:
+                next_round = loop.time() + min(5.0, every)
             for asset in self.fleet.assets():
+                if not full and asset not in forced:
+                    continue
                 try:
                     record = self.records.record(asset)
                 except Exception:  # a bug must not end the loop for every machine
@@ -153,4 +162,4 @@ class CapacityPublisher:
                     topic = machine_topic(self.config().plant, machine, "capacity")
                     self.sink.emit(topic, asset, "capacity", [record])
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(5.0, every))
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_round - loop.time()))
