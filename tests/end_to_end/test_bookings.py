@@ -172,6 +172,33 @@ def test_platforms_book_capacity_end_to_end(
         assert clash["ok"] and clash["result"]["state"] == "declined", clash
         assert f"overlaps accepted booking {accepted['booking']}" in clash["result"]["reason"]
 
+        # 2b. two platforms asking for one free slot at the same moment: one wins
+        race = base + timedelta(hours=20)
+        slot = {"asset": "m1", "start": ts(race), "end": ts(race + timedelta(hours=1))}
+
+        async def both() -> list[dict[str, Any]]:
+            return list(
+                await asyncio.gather(
+                    *(
+                        query(
+                            mosquitto.url,
+                            keys[p],
+                            GATEWAY,
+                            "reserve",
+                            {**slot, "reference": f"race-{p}"},
+                            wait=15,
+                        )
+                        for p in ("p1", "p2")
+                    )
+                )
+            )
+
+        raced = [r["result"] for r in asyncio.run(both())]
+        assert sorted(r["state"] for r in raced) == ["accepted", "declined"], raced
+        winner = next(r for r in raced if r["state"] == "accepted")
+        loser = next(r for r in raced if r["state"] == "declined")
+        assert f"overlaps accepted booking {winner['booking']}" in loser["reason"]
+
         # 3. outside the rules (longer than 240 min): waits; a person accepts it
         long = p2.ask(
             "reserve",
