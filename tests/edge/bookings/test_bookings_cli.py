@@ -1,0 +1,71 @@
+"""`edge-gateway bookings` without a gateway running: the person's side of the store. A
+waiting request is listed, declined with a note, and refused a second decision; an unknown
+id is a user error (exit 2), a decision the store refuses a runtime one (exit 1)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from e2e import ROOT, plant_yaml
+
+from edge.bookings.store import FILENAME, BookingStore
+from models.booking import Candidate, parse_reserve
+from models.plant import BookingRules, ShiftCalendar
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", "bookings", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_list_decline_and_errors(tmp_path: Path) -> None:
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(plant_yaml(tmp_path / "state", [5020], 1883))
+    now = datetime.now(UTC)
+    with BookingStore(tmp_path / "state" / FILENAME) as store:
+        req = parse_reserve(
+            {
+                "asset": "m1",
+                "reference": "po-9",
+                "start": (now + timedelta(hours=2)).isoformat(),
+                "end": (now + timedelta(hours=3)).isoformat(),
+            }
+        )
+        row, _ = store.reserve(
+            "p1",
+            req,
+            [Candidate("m1")],
+            calendar=ShiftCalendar(),
+            rules=BookingRules(auto_accept=False),
+            now=now,
+        )
+    listed = cli("list", "-c", str(plant))
+    assert listed.returncode == 0, listed.stderr
+    assert row.id in listed.stdout and "p1/po-9" in listed.stdout
+    assert "auto_accept: false" in listed.stdout
+
+    declined = cli("decline", row.id, "--reason", "tooling not free", "-c", str(plant))
+    assert declined.returncode == 0, declined.stderr
+    assert "declined" in declined.stdout and "tooling not free" in declined.stdout
+    assert "no booking waits" in cli("list", "-c", str(plant)).stdout
+    assert row.id in cli("list", "--all", "-c", str(plant)).stdout
+
+    again = cli("accept", row.id, "-c", str(plant))
+    assert again.returncode == 1 and "is declined, not waiting" in again.stderr
+    unknown = cli("accept", "b-nope", "-c", str(plant))
+    assert unknown.returncode == 2 and "no booking 'b-nope'" in unknown.stderr
+    missing = cli("accept", "-c", str(plant))
+    assert missing.returncode == 2 and "give the booking id" in missing.stderr
+
+    with BookingStore(tmp_path / "state" / FILENAME) as store:
+        states = [r["state"] for _, _, r in store.unpublished()]
+    assert states == ["requested", "declined"]  # the running gateway would sign these
