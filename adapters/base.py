@@ -59,6 +59,9 @@ class AdapterContext:
     poll_interval: float = 1.0
     logger: Any = None  # a structlog BoundLogger; typed Any so adapters need no structlog
     state_dir: Path | None = None  # the gateway's state directory, for keys and certificates
+    keep_raw: bool = False
+    """Keep each read's undecoded form for `raw_values()` (`edge-gateway probe`); off in the
+    daemon, where nobody looks at it and it would cost a dict update per point per poll."""
 
 
 class Adapter(abc.ABC):
@@ -89,6 +92,17 @@ class Adapter(abc.ABC):
         retry at once when a device that was gone is back, instead of sitting out its
         backoff."""
         return None
+
+    def point_addresses(self) -> dict[str, str]:
+        """Where each configured point is read (register, node id, macro...) by signal name,
+        so commissioning tools and the status page can show a value beside its source.
+        Empty for adapters whose signals come from the device's own model."""
+        return {}
+
+    def raw_values(self) -> dict[str, str]:
+        """The last read's undecoded form per signal (registers, reply text), kept only when
+        `context.keep_raw` is set; a wrong register map shows here before anywhere else."""
+        return {}
 
 
 class PollingAdapter(Adapter):

@@ -76,15 +76,42 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="serve every machine the YAML marks `simulate: true`")
     sim.add_argument("plant", type=Path)
 
-    k = sub.add_parser("keys", help="the gateway's Ed25519 signing keys")
+    k = sub.add_parser("keys", help="the gateway's Ed25519 signing keys, or a platform's")
     k.add_argument(
         "action",
-        choices=["generate", "rotate", "show"],
+        choices=["generate", "rotate", "show", "platform"],
         help="generate: first key (never overwrites); rotate: new key signs from the "
-        "next start or reload, the old public key stays published; show: the JWKS",
+        "next start or reload, the old public key stays published; show: the JWKS; "
+        "platform: a key pair for a platform that queries the gateway (-o DIR)",
     )
-    k.add_argument("-c", "--config", type=Path, required=True)
+    k.add_argument("-c", "--config", type=Path, help="the plant YAML (not for `platform`)")
     k.add_argument("--gateway-id", help=GATEWAY_ID_HELP)
+    k.add_argument("-o", "--output", type=Path, help="`platform`: directory for the key pair")
+    k.add_argument("--id", default="my-platform", help="`platform`: the platform's id")
+
+    pr = sub.add_parser(
+        "probe", help="read every point of one machine once and judge it (commissioning)"
+    )
+    pr.add_argument("-c", "--config", type=Path, required=True)
+    pr.add_argument("machine", help="the machine id in the plant YAML")
+    pr.add_argument("--timeout", type=float, default=10.0, help="seconds to connect and read")
+
+    b = sub.add_parser(
+        "browse", help="an OPC UA server's address space with node ids and YAML point lines"
+    )
+    b.add_argument("endpoint", help="opc.tcp://HOST:PORT[/path]")
+    b.add_argument("--path", default=None, help="start here: a node id or /browse/path")
+    b.add_argument("--depth", type=int, default=6, help="levels below the start")
+    b.add_argument("--timeout", type=float, default=10.0)
+
+    w = sub.add_parser(
+        "watch", help="verify and decode every stream from a broker as a live table"
+    )
+    w.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    w.add_argument("--machine", help="one machine id; default every machine")
+    w.add_argument("--topic", default="edge/#", help="topic filter")
+    w.add_argument("--every", type=float, default=2.0, help="seconds between tables")
+    w.add_argument("--seconds", type=float, default=None, help="stop after; default Ctrl-C")
 
     a = sub.add_parser("aas", help="Asset Administration Shell (AAS V3) of the plant's machines")
     a.add_argument("action", choices=["export"])
@@ -145,7 +172,7 @@ def _verify(args: argparse.Namespace) -> int:
         save = args.save.open("w") if args.save else None
         try:
             report = asyncio.run(
-                verify_live(args.broker, args.topic, args.seconds, sys.stderr, save)
+                verify_live(args.broker, args.topic, args.seconds, sys.stderr, save=save)
             )
         finally:
             if save:
@@ -311,6 +338,59 @@ def _bookings(args: argparse.Namespace, loaded: LoadedPlant) -> int:
         return EXIT_OK
 
 
+def _probe(args: argparse.Namespace, loaded: LoadedPlant) -> int:
+    from edge.commissioning.probe import probe, render
+
+    try:
+        loaded.plant.machine(args.machine)
+    except KeyError:
+        ids = ", ".join(m.id for m in loaded.plant.machines)
+        print(f"probe: no machine {args.machine!r} in {loaded.path} (machines: {ids})",
+              file=sys.stderr)
+        return EXIT_INPUT
+    result = asyncio.run(probe(loaded, args.machine, args.timeout))
+    sys.stdout.write(render(result))
+    return EXIT_OK if result.ok else EXIT_RUNTIME
+
+
+def _browse(args: argparse.Namespace) -> int:
+    from edge.commissioning.browse import BrowseError, browse, render
+
+    try:
+        tree = asyncio.run(browse(args.endpoint, args.path, args.depth, args.timeout))
+    except BrowseError as exc:
+        print(f"browse: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    sys.stdout.write(render(tree))
+    return EXIT_OK
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from edge.commissioning.watch import watch
+
+    return asyncio.run(
+        watch(args.broker, args.topic, args.machine, every=args.every, seconds=args.seconds)
+    )
+
+
+def _platform_keys(args: argparse.Namespace) -> int:
+    from edge.platform_kit.keys import make_platform_keys
+
+    if args.output is None:
+        print("keys platform: give -o DIR for the key pair", file=sys.stderr)
+        return EXIT_INPUT
+    try:
+        made = make_platform_keys(args.output, args.id)
+    except FileExistsError as exc:
+        print(f"keys platform: {exc} exists; pick another directory or --id", file=sys.stderr)
+        return EXIT_INPUT
+    print(f"created {made.private_key} (keep it on the platform) and {made.public_key}",
+          file=sys.stderr)
+    print("# paste into the plant YAML, then reload the gateway (SIGHUP):")
+    print(made.yaml_block, end="")
+    return EXIT_OK
+
+
 def _report(exc: PlantConfigError) -> int:
     for problem in exc.problems:
         print(problem, file=sys.stderr)
@@ -377,6 +457,15 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "query":
             return _query(args)
 
+        if args.command == "browse":
+            return _browse(args)
+        if args.command == "watch":
+            return _watch(args)
+        if args.command == "keys" and args.action == "platform":
+            return _platform_keys(args)
+        if args.command == "keys" and args.config is None:
+            print("keys: give -c PLANT.yaml (the gateway's state directory)", file=sys.stderr)
+            return EXIT_INPUT
         if args.command == "run":  # this host's share of a split plant
             from edge.daemon.preflight import load_share_checked
 
@@ -386,9 +475,12 @@ def _main(argv: list[str] | None) -> int:
 
             loaded = load_share(args.config, args.gateway_id)
         else:
-            loaded = load_plant(args.config if args.command == "aas" else args.plant)
+            config_commands = ("aas", "probe")
+            loaded = load_plant(args.config if args.command in config_commands else args.plant)
         if args.command == "bookings":
             return _bookings(args, loaded)
+        if args.command == "probe":
+            return _probe(args, loaded)
         if args.command == "keys":
             return _keys(args, loaded)
         if args.command == "aas":

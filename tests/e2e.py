@@ -309,3 +309,32 @@ class TcpProxy:
             s.close()
         sel.close()
         server.close()
+
+
+def demo_plant_on_free_ports(
+    directory: Path, broker_url: str | None = None, gateway_extra: dict[str, Any] | None = None
+) -> Path:
+    """config/demo-plant.yaml with every simulated machine moved to a free port and the state
+    in `directory`, so tests of the real demo plant run beside each other (and beside a
+    `make demo`) without fighting over 5021, 4841, 1883..."""
+    import yaml
+
+    from adapters.contract import closed_port as find_free_port
+
+    plant = yaml.safe_load((ROOT / "config" / "demo-plant.yaml").read_text())
+    plant["gateway"]["state_dir"] = str(directory / "state")
+    plant["gateway"].update(gateway_extra or {})
+    for machine in plant["machines"]:
+        conn = dict(machine["connection"])
+        if "endpoint" in conn:
+            conn["endpoint"] = f"opc.tcp://127.0.0.1:{find_free_port()}/"
+        elif "url" in conn:
+            conn["url"] = f"http://127.0.0.1:{find_free_port()}"
+        else:
+            conn["port"] = find_free_port()
+        machine["connection"] = conn
+    if broker_url is not None:
+        plant["destinations"] = [{"id": "local", "url": broker_url}]
+    path = directory / "demo-plant.yaml"
+    path.write_text(yaml.safe_dump(plant, sort_keys=False))
+    return path

@@ -237,6 +237,9 @@ class FocasAdapter(PollingAdapter):
         add("program_number", run)
         add("main_program_number", main)
 
+    def point_addresses(self) -> dict[str, str]:
+        return {pt.name: f"{pt.source} {pt.number}" for pt in self.config.points}
+
     def describe(self) -> dict[str, Any]:
         info = self.sysinfo
         c = self.config.connection

@@ -178,6 +178,9 @@ class HaasAdapter(PollingAdapter):
         if st.parts is not None and not self._counter_from_macro:
             add(SIG_PART_COUNT, st.parts)
 
+    def point_addresses(self) -> dict[str, str]:
+        return {pt.name: f"macro #{pt.macro} (Q600)" for pt in self.config.points}
+
     def describe(self) -> dict[str, Any]:
         c = self.config.connection
         return {

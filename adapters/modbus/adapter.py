@@ -79,6 +79,7 @@ class ModbusAdapter(PollingAdapter):
         # so normally pymodbus gives up first and keeps its own state consistent.
         self._guard = c.timeout * 1.5 + 0.1
         self._heard = False  # any bytes received during the current request
+        self._raw: dict[str, str] = {}
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
         """pymodbus drops frames it cannot match and just times out; this tells the two apart."""
@@ -165,6 +166,10 @@ class ModbusAdapter(PollingAdapter):
                     if values is None
                     else interpret(values[slot.offset : slot.end], p)
                 )
+                if self.context.keep_raw:
+                    self._raw[p.name] = (
+                        error if values is None else _registers_text(values[slot.offset : slot.end])
+                    )
                 samples.append(
                     Sample(self.context.asset, p.name, value, p.unit, ts, quality=quality)
                 )
@@ -257,6 +262,24 @@ class ModbusAdapter(PollingAdapter):
                 points=[s.point.name for s in req.slots],
             )
 
+    def point_addresses(self) -> dict[str, str]:
+        unit = self.config.connection.unit
+        out = {}
+        for p in self.config.points:
+            where = f"{p.kind} {p.address}"
+            if p.width > 1:
+                where += f"+{p.width}"
+            if p.unit_id is not None and p.unit_id != unit:
+                where = f"unit {p.unit_id} {where}"
+            detail = p.data_type if p.data_type != "bit" else f"bit {p.bit}"
+            if p.byte_order != "ABCD" and p.width > 1:
+                detail += f" {p.byte_order}"
+            out[p.name] = f"{where} {detail}"
+        return out
+
+    def raw_values(self) -> dict[str, str]:
+        return dict(self._raw)
+
     def describe(self) -> dict[str, Any]:
         c = self.config.connection
         return {
@@ -269,3 +292,8 @@ class ModbusAdapter(PollingAdapter):
             "minimum_requests": minimum_requests(self.config.points, c),
             "last_cycle_requests": self.last_cycle_requests,
         }
+
+
+def _registers_text(registers: Sequence[int]) -> str:
+    """Registers as the hex words a Modbus tool shows, e.g. `0x0001 0x86a0`."""
+    return " ".join(f"0x{r:04x}" for r in registers)

@@ -258,6 +258,9 @@ class MtconnectAgentAdapter(Adapter):
                 out.append(s)
         return out
 
+    def point_addresses(self) -> dict[str, str]:
+        return {p.name: f"data item {p.data_item}" for p in self.config.points}
+
     def describe(self) -> dict[str, Any]:
         return {
             "protocol": "mtconnect",

@@ -356,6 +356,12 @@ class ShdrAdapter(Adapter):
             value = f"{e.asset_type}:{e.asset_id}"
         return Sample(self.context.asset, SIG_ASSET, value, None, now, ts, Quality.GOOD)
 
+    def point_addresses(self) -> dict[str, str]:
+        # CONDITION items have no signal of their own: they fold into `alarm`, which is
+        # sent only when the set of active faults changes
+        return {(p.name or p.key): f"SHDR key {p.key}" for p in self.config.points
+                if p.category != "CONDITION"}
+
     def describe(self) -> dict[str, Any]:
         return {
             "protocol": "shdr",

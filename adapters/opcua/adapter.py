@@ -187,6 +187,16 @@ class _Handler:
         if not code.is_good() and self._current():
             self.adapter._lost(f"subscription status {code.name}")
 
+def node_id_of(text: str, ns: dict[str, int]) -> ua.NodeId:
+    """A configured `nsu=<uri>;...` (or namespace-0) id as this server's NodeId; LookupError
+    when the server does not carry the namespace."""
+    if text.startswith("nsu="):
+        uri, _, rest = text[4:].partition(";")
+        if uri not in ns:
+            raise LookupError(f"namespace {uri} is not on the server")
+        return ua.NodeId.from_string(f"ns={ns[uri]};{rest}")
+    return ua.NodeId.from_string(text)
+
 
 class OpcUaAdapter(Adapter):
     """OPC UA servers (asyncua client), optionally mapped by a machine profile."""
@@ -445,14 +455,7 @@ class OpcUaAdapter(Adapter):
                 return f"browse path segment {i + 1} {qn.Name!r} not found under {under}"
         return None
 
-    @staticmethod
-    def _nodeid(text: str, ns: dict[str, int]) -> ua.NodeId:
-        if text.startswith("nsu="):
-            uri, _, rest = text[4:].partition(";")
-            if uri not in ns:
-                raise LookupError(f"namespace {uri} is not on the server")
-            return ua.NodeId.from_string(f"ns={ns[uri]};{rest}")
-        return ua.NodeId.from_string(text)
+    _nodeid = staticmethod(node_id_of)
 
     async def _discover(
         self, client: Client, ns: dict[str, int]
@@ -847,6 +850,9 @@ class OpcUaAdapter(Adapter):
         self._reported.add(key)
         getattr(self.context.logger, level)(event, endpoint=self.endpoint, **fields)
 
+    def point_addresses(self) -> dict[str, str]:
+        return {p.name: f"{p.node} ({p.mode})" for p in self.config.points}
+
     def describe(self) -> dict[str, Any]:
         c = self.config.connection
         return {
@@ -860,3 +866,4 @@ class OpcUaAdapter(Adapter):
             "alarms": self.alarm_source,
             "identification": dict(self.identification),
         }
+

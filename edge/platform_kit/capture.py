@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from edge.platform_kit.verifier import (
@@ -24,11 +25,25 @@ from edge.transport.mqtt import MqttTransport
 from models.errors import TransportError
 from models.plant import Destination
 
+VERIFIED = frozenset({"ok", "gap", "duplicate", "reordered", "reset"})
+"""Kinds whose envelope is authentic (a chain anomaly is not a forgery): shown by `watch`."""
+
+
+OnVerified = Callable[[str, dict[str, Any]], None]
+"""Called with (topic, body) for each envelope that verified (`edge-gateway watch`)."""
+
 
 async def verify_live(
-    broker: str, topic_filter: str, seconds: float, out: TextIO, save: TextIO | None = None
+    broker: str,
+    topic_filter: str,
+    seconds: float | None,
+    out: TextIO,
+    *,
+    save: TextIO | None = None,
+    on_verified: OnVerified | None = None,
 ) -> Report:
-    """Subscribe, pick up the JWKS from retained `keys` topics, check every envelope."""
+    """Subscribe, pick up the JWKS from retained `keys` topics, check every envelope;
+    `seconds` None listens until cancelled."""
     transport = MqttTransport(Destination(id="verify", url=broker), client_id="edge-verify")
     await transport.start()
     checker = ChainChecker()
@@ -53,7 +68,8 @@ async def verify_live(
                                     jwks_seen["keys"].append(jwk)
                             keys = KeySet.from_jwks(jwks_seen)
                         for topic, payload in waiting:
-                            _check(checker, keys, topic, payload, out=out, save=save)
+                            _check(checker, keys, topic, payload, out=out, save=save,
+                                   on_verified=on_verified)
                         waiting.clear()
                         continue
                     if not_gateway_envelopes(msg.topic):
@@ -64,7 +80,8 @@ async def verify_live(
                         # messages of different topics arrive in no defined order): hold them
                         waiting.append((msg.topic, msg.payload))
                     else:
-                        _check(checker, keys, msg.topic, msg.payload, out=out, save=save)
+                        _check(checker, keys, msg.topic, msg.payload, out=out, save=save,
+                               on_verified=on_verified)
     finally:
         await transport.stop()
     for topic, payload in waiting:  # still no key for them: judged as they are
@@ -87,6 +104,14 @@ def _kid(payload: bytes) -> str | None:
     return kid if isinstance(kid, str) else None
 
 
+def _body(payload: bytes) -> dict[str, Any]:
+    """The body of an envelope the checker has just verified (so it parses)."""
+    encoded = json.loads(payload)["payload"]
+    padded = encoded + "=" * (-len(encoded) % 4)
+    body: dict[str, Any] = json.loads(base64.urlsafe_b64decode(padded))
+    return body
+
+
 def _check(
     checker: ChainChecker,
     keys: KeySet | None,
@@ -95,9 +120,12 @@ def _check(
     *,
     out: TextIO,
     save: TextIO | None,
+    on_verified: OnVerified | None = None,
 ) -> None:
     assert keys is not None
     finding: Finding = checker.feed(payload, keys, topic=topic)
+    if on_verified is not None and finding.kind in VERIFIED:
+        on_verified(topic, _body(payload))
     if save is not None:
         with contextlib.suppress(ValueError):
             save.write(json.dumps({"topic": topic, "envelope": json.loads(payload)}) + "\n")

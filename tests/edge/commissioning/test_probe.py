@@ -1,0 +1,138 @@
+"""`edge-gateway probe` against the demo plant's own simulators, over real sockets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+import yaml
+from e2e import ROOT, demo_plant_on_free_ports
+
+from edge.cli import main
+from edge.commissioning.probe import implausible, probe, render
+from edge.config.loader import LoadedPlant, load_plant
+from edge.daemon.simulation import start_simulators
+
+
+@pytest.fixture(autouse=True)
+def _logging_back_to_defaults() -> Iterator[None]:
+    """main() points structlog at this test's captured stderr, closed after the test."""
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[LoadedPlant]:
+    loaded = load_plant(demo_plant_on_free_ports(tmp_path))
+    handles = await start_simulators(loaded)
+    try:
+        yield loaded
+    finally:
+        for h in handles:
+            await h.aclose()
+
+
+async def test_every_demo_machine_probes_good(demo: LoadedPlant) -> None:
+    for machine in demo.plant.machines:
+        result = await probe(demo, machine.id, within=10.0)
+        text = render(result)
+        assert result.ok, text
+        assert result.rows, text
+        configured = {p.get("name") or p.get("key") for p in machine.points}
+        configured.discard("system")  # the SHDR condition folds into `alarm`
+        assert configured <= {r.point for r in result.rows}, text
+        assert text.rstrip().endswith("good"), text
+
+
+async def test_modbus_rows_carry_registers_and_decoded_values(demo: LoadedPlant) -> None:
+    result = await probe(demo, "mill-01")
+    rows = {r.point: r for r in result.rows}
+    assert rows["part_count"].address == "holding 10+2 uint32"
+    high, low = (int(w, 16) for w in rows["part_count"].raw.split())
+    assert rows["part_count"].value == (high << 16) | low
+    assert rows["execution"].raw.startswith("0x")
+    assert rows["spindle_speed_cdab"].address.endswith("CDAB")
+
+
+def _with_points(loaded: LoadedPlant, tmp: Path, points: list[dict[str, object]]) -> Path:
+    plant = yaml.safe_load(loaded.path.read_text())
+    machine = next(m for m in plant["machines"] if m["id"] == "mill-01")
+    machine["points"] = points
+    plant["machines"] = [machine]
+    path = tmp / "wrong.yaml"
+    path.write_text(yaml.safe_dump(plant))
+    return path
+
+
+async def test_a_register_map_from_another_controller_exits_1_naming_points(
+    demo: LoadedPlant, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case: adapters/modbus/sample.yaml copied onto a simulated machine reads
+    without a single Modbus error, yet the float and the text are nonsense."""
+    sample = yaml.safe_load((ROOT / "adapters" / "modbus" / "sample.yaml").read_text())
+    path = _with_points(demo, tmp_path, sample["points"])
+    rc = await _run_cli(["probe", "-c", str(path), "mill-01"])
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    verdict = out.rstrip().splitlines()[-1]
+    assert "spindle_speed" in verdict and "program" in verdict, out
+    assert "execution" not in verdict, out
+
+
+async def test_refused_and_unmapped_points_are_named(
+    demo: LoadedPlant, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _with_points(
+        demo,
+        tmp_path,
+        [
+            {"name": "part_count", "register": "holding", "address": 10, "data_type": "uint32"},
+            {"name": "beyond_map", "register": "holding", "address": 5000},
+            {"name": "execution", "register": "holding", "address": 10,
+             "map": {7: "active"}},  # wrong address: holds the part counter's high word
+        ],
+    )
+    rc = await _run_cli(["probe", "-c", str(path), "mill-01"])
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "illegal data address" in lines["beyond_map"], out
+    assert "uncertain" in lines["execution"], out
+    assert "good" in lines["part_count"] and lines["part_count"].rstrip().endswith("good"), out
+    assert out.rstrip().endswith("beyond_map, execution") or "2 of 3" in out, out
+
+
+async def test_an_unreachable_machine_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = demo_plant_on_free_ports(tmp_path)  # no simulators started
+    rc = await _run_cli(["probe", "-c", str(path), "mill-01", "--timeout", "3"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "cannot read" in out
+
+
+async def test_an_unknown_machine_is_an_input_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = demo_plant_on_free_ports(tmp_path)
+    assert await _run_cli(["probe", "-c", str(path), "nope"]) == 2
+    assert "machines: mill-01" in capsys.readouterr().err
+
+
+def test_implausible_values() -> None:
+    assert implausible(1.401298464324817e-45)
+    assert implausible("\x00\x00")
+    assert not implausible(0.0)
+    assert not implausible(3030.5)
+    assert not implausible("O1000")
+
+
+async def _run_cli(argv: list[str]) -> int:
+    """main() runs its own event loop: keep it off this test's loop (the simulators live
+    here) by running it in a worker thread."""
+    import asyncio
+
+    return await asyncio.to_thread(main, argv)
