@@ -483,10 +483,28 @@ def _expand(ics: str, first: date, last: date) -> dict[str, list[tuple[datetime,
     return out
 
 
+OFFICE_HOURS = ShiftCalendar.model_validate(
+    {
+        "timezone": "Europe/Berlin",
+        "shifts": [
+            {"name": "early", "start": "06:00", "end": "14:00",
+             "days": ["mon", "tue", "wed", "thu", "fri"],
+             "breaks": [{"start": "09:00", "end": "09:15"}, {"start": "12:00", "end": "12:30"}]},
+            {"name": "late", "start": "14:00", "end": "22:00",
+             "days": ["mon", "tue", "wed", "thu", "fri"],
+             "breaks": [{"start": "18:00", "end": "18:30"}]},
+        ],
+        "holidays": ["2026-12-25", "2026-12-26", "2027-01-01"],
+    }
+)
+"""Two weekday shifts and holidays (the demo plant runs round the clock without holidays)."""
+
+
 @pytest.mark.parametrize(
     "calendar",
     [
         "demo",
+        OFFICE_HOURS.model_dump(mode="json"),
         {
             "timezone": "America/New_York",
             "holidays": ["2026-03-09"],
@@ -505,13 +523,13 @@ def _expand(ics: str, first: date, last: date) -> dict[str, list[tuple[datetime,
         },
         {"timezone": "Asia/Shanghai", "holidays": ["2026-03-06"]},  # 24/7, no DST
     ],
-    ids=["demo", "overnight-dst", "always"],
+    ids=["demo", "office-hours", "overnight-dst", "always"],
 )
 def test_calendar_ics_gives_the_planned_time(plant: Plant, calendar: Any) -> None:
     cal = plant.shifts if calendar == "demo" else ShiftCalendar.model_validate(calendar)
     first, last = (
         (date(2026, 12, 21), date(2027, 1, 3))
-        if calendar == "demo"
+        if calendar == "demo" or "2026-12-25" in calendar.get("holidays", [])
         else (date(2026, 3, 2), date(2026, 3, 12))
     )
     lo = datetime.combine(first, datetime.min.time(), UTC)
@@ -525,8 +543,8 @@ def test_calendar_ics_gives_the_planned_time(plant: Plant, calendar: Any) -> Non
     assert planned == planned_intervals(cal, lo, hi)
 
 
-def test_calendar_ics_shape(plant: Plant) -> None:
-    ics = calendar_ics("plant-a", plant.shifts)
+def test_calendar_ics_shape() -> None:
+    ics = calendar_ics("plant-a", OFFICE_HOURS)
     lines = _unfold(ics)
     assert lines[:2] == ["BEGIN:VCALENDAR", "VERSION:2.0"] and lines[-2:] == ["END:VCALENDAR", ""]
     assert "RRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=-1SU" in lines  # Berlin DST rules
@@ -534,7 +552,7 @@ def test_calendar_ics_shape(plant: Plant) -> None:
     assert "EXDATE;TZID=Europe/Berlin:20261225T060000,20270101T060000" in lines
     assert lines.count("BEGIN:VEVENT") == 2 + 3 + 3  # shifts, breaks, holidays
     assert len({line for line in lines if line.startswith("UID:")}) == 8
-    assert calendar_ics("plant-a", plant.shifts) == ics  # deterministic
+    assert calendar_ics("plant-a", OFFICE_HOURS) == ics  # deterministic
 
 
 def test_production_calendar_submodel(plant: Plant) -> None:
