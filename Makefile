@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 
 .PHONY: demo test test-fast lint typecheck unit bench schema mosquitto clean
 
@@ -14,9 +15,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-## Simulated plant (3 Modbus CNC machines) + embedded MQTT broker + gateway, until Ctrl-C.
-demo: $(STAMP)
+## Simulated plant (8 CNC machines) + embedded MQTT broker + gateway, until Ctrl-C.
+demo: $(DEMO_STAMP)
+	@echo "Status page: http://127.0.0.1:8080/   metrics: http://127.0.0.1:8080/metrics"
 	$(BIN)/edge-gateway run -c config/demo-plant.yaml --with-simulators --console
+
+# the `demo` extra (the embedded broker) stays out of production installs
+$(DEMO_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,demo]'
+	@touch $(DEMO_STAMP)
 
 ## Lint, type-check and run every test (starts its own Mosquitto on a free port).
 test: $(STAMP) mosquitto lint typecheck

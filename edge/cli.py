@@ -491,6 +491,11 @@ def _main(argv: list[str] | None) -> int:
 
             return asyncio.run(serve_forever(loaded))
 
+        from edge.daemon import embedded_broker
+
+        if not args.broker and not loaded.plant.destinations and not embedded_broker.available():
+            print(f"edge-gateway: {embedded_broker.MISSING}", file=sys.stderr)
+            return EXIT_INPUT
         from edge.daemon.gateway import Gateway, RunOptions
 
         console = sys.stdout.isatty() if args.console is None else args.console

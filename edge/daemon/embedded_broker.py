@@ -20,35 +20,27 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+from importlib.util import find_spec
 from typing import Any
 
-from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
-from amqtt.broker import Broker
-
 from models.errors import TransportError
+
+MISSING = (
+    "no destination is configured and the embedded demo broker is not installed: name your "
+    "MQTT broker under `destinations:` in the plant YAML or with `--broker mqtt://HOST:PORT`; "
+    "for the demo, install the extra: pip install 'edge-gateway[demo]' (`make demo` does)"
+)
+"""What to do when amqtt (the `demo` extra) is missing, said once by the CLI and the broker."""
+
+
+def available() -> bool:
+    """Whether the `demo` extra (amqtt) is installed; production installs leave it out."""
+    return find_spec("amqtt") is not None
 
 _CONNECT = 0x10
 _CONNACK_UNACCEPTABLE_PROTOCOL = b"\x20\x02\x00\x01"  # MQTT 3.1.1 section 3.2.2.3, rc 1
 _MAX_CONNECT = 64 * 1024
 _FIRST_PACKET_TIMEOUT = 10.0
-
-
-class _Replay(StreamReaderAdapter):  # type: ignore[misc]
-    """Serves the bytes we already read (the CONNECT) before the rest of the stream."""
-
-    def __init__(self, reader: asyncio.StreamReader, head: bytes) -> None:
-        super().__init__(reader)
-        self._head = bytearray(head)
-
-    async def read(self, n: int = -1) -> bytes:
-        if not self._head:
-            return bytes(await super().read(n))
-        take = len(self._head) if n < 0 else min(n, len(self._head))
-        out = bytes(self._head[:take])
-        del self._head[:take]
-        if n >= 0 and len(out) < n:
-            out += bytes(await super().read(n - len(out)))
-        return out
 
 
 async def _read_packet(reader: asyncio.StreamReader) -> bytes | None:
@@ -102,6 +94,10 @@ class EmbeddedBroker:
         # what matters, so only its warnings (refused clients, failures) come through.
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        if not available():
+            raise TransportError(MISSING)
+        from edge.daemon import amqtt_bridge  # noqa: PLC0415 (the optional `demo` extra)
+
         where = f"{self.host}:{self.port}"
         try:
             server = await asyncio.start_server(self._on_client, self.host, self.port)
@@ -112,13 +108,7 @@ class EmbeddedBroker:
                     "(another broker running? name it as a destination in the plant YAML instead)"
                 ) from exc
             raise TransportError(f"embedded MQTT broker cannot listen on {where}: {exc}") from exc
-        broker = Broker({
-            "listeners": {"default": {"type": "external"}},
-            # Replaces amqtt's defaults, which add packet/event loggers and $SYS publishing.
-            "plugins": {
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
-            },
-        })
+        broker = amqtt_bridge.new_broker()
         try:
             await broker.start()
         except Exception as exc:
@@ -161,9 +151,9 @@ class EmbeddedBroker:
                 await writer.drain()
                 return
             if self._broker is not None:
-                await self._broker.external_connected(
-                    _Replay(reader, packet), StreamWriterAdapter(writer), "default"
-                )
+                from edge.daemon import amqtt_bridge  # noqa: PLC0415 (loaded by start())
+
+                await amqtt_bridge.hand_over(self._broker, reader, writer, packet)
         except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError):
             pass  # the client went away or never spoke MQTT
         except Exception:  # an amqtt bug must not surface as an unhandled task error
