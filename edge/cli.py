@@ -286,6 +286,7 @@ def _disk_warnings(loaded: LoadedPlant) -> list[str]:
 
 
 def _keys(args: argparse.Namespace, loaded: LoadedPlant) -> int:
+    from edge.config.state_owner import hand_to_state_owner
     from edge.signing.keystore import KeyStore
 
     store = KeyStore(loaded.keys_dir)
@@ -294,12 +295,14 @@ def _keys(args: argparse.Namespace, loaded: LoadedPlant) -> int:
             print(f"{store.key_path} exists; use `keys rotate` to replace it", file=sys.stderr)
             return EXIT_INPUT
         signer = store.generate()
+        hand_to_state_owner(loaded.state_dir, store.directory)
         print(f"created {store.key_path} kid {signer.kid}")
     elif args.action == "rotate":
         signer = store.rotate()
+        hand_to_state_owner(loaded.state_dir, store.directory)
         print(
-            f"rotated: new kid {signer.kid}; previous public keys stay in the JWKS. "
-            "Reload the gateway (SIGHUP / systemctl reload) to sign with it."
+            f"rotated {store.key_path}: new kid {signer.kid}; previous public keys stay in the "
+            "JWKS. Reload the gateway (SIGHUP / systemctl reload) to sign with it."
         )
     else:
         print(json.dumps(store.public_jwks(), indent=2))
@@ -491,6 +494,17 @@ def _main(argv: list[str] | None) -> int:
 
             return asyncio.run(serve_forever(loaded))
 
+        enabled = loaded.enabled_machines()
+        if enabled and all(m.simulate for m in enabled) and not args.with_simulators:
+            from edge.observability import get_logger
+
+            get_logger().warning(
+                "every_machine_is_simulated_but_no_simulator_runs",
+                plant=str(loaded.path),
+                hint="every machine has `simulate: true`: add --with-simulators (the demo), "
+                "run `edge-gateway simulate` beside it, or install a plant of real machines "
+                "(config/plant.example.yaml)",
+            )
         from edge.daemon import embedded_broker
 
         if not args.broker and not loaded.plant.destinations and not embedded_broker.available():
