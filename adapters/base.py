@@ -108,6 +108,9 @@ class Adapter(abc.ABC):
 class PollingAdapter(Adapter):
     """An adapter that reads the whole device on a fixed interval."""
 
+    last_read_seconds: float | None = None
+    """How long the latest `read_once()` took (the runner's poll-duration histogram)."""
+
     @abc.abstractmethod
     async def read_once(self) -> Sequence[Sample]: ...
 
@@ -118,7 +121,10 @@ class PollingAdapter(Adapter):
         # a plant of devices started together does not poll (and sign) in one burst.
         next_at = loop.time() + random.uniform(0, interval) - interval
         while True:
-            yield await self.read_once()
+            started = loop.time()
+            batch = await self.read_once()
+            self.last_read_seconds = loop.time() - started
+            yield batch
             next_at += interval
             now = loop.time()
             if next_at < now:  # we fell behind: skip missed slots rather than burst

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import structlog
 
+from edge.status.log_tap import TAP
+
 
 def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto", level: str = "info"
@@ -35,6 +37,7 @@ def configure_logging(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            TAP,  # recent warnings and reloads for the status page
             stamp,
             exc,
             renderer,

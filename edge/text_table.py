@@ -22,14 +22,14 @@ def format_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str
     return [rule, lines[0], rule, *lines[1:], rule]
 
 
-def cell(value: object, limit: int = 40) -> str:
-    """A value as one short cell: None is `-`, floats get 4 significant digits, long text
-    is cut with an ellipsis so one string point cannot push the table off the screen."""
+def cell(value: object, limit: int = 40, digits: int = 4) -> str:
+    """A value as one short cell: None is `-`, floats get `digits` significant digits, long
+    text is cut with an ellipsis so one string point cannot push the table off the screen."""
     if value is None:
         return "-"
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    text = f"{value:.{digits}g}" if isinstance(value, float) else str(value)
     text = text.replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

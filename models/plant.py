@@ -424,6 +424,24 @@ class QuerySettings(Strict):
     queue_size: int = Field(200, ge=1, le=100_000, description="requests waiting; more are dropped")
 
 
+class WebSettings(Strict):
+    """The gateway's local, read-only status page and Prometheus `/metrics`."""
+
+    enabled: bool = Field(True, description="serve the status page and /metrics")
+    bind: str = Field(
+        "127.0.0.1", min_length=1, description="address to listen on; 0.0.0.0 for every one"
+    )
+    port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one")
+    token: SecretRef | None = Field(
+        None,
+        description="access token ({env: NAME} or {file: PATH}); required as `?token=` once "
+        "(kept in a cookie) or `Authorization: Bearer` when set",
+    )
+    refresh_seconds: float = Field(
+        2.0, ge=0.2, le=60, description="seconds between live updates to an open page"
+    )
+
+
 class Gateway(Strict):
     id: Ident
     site: Ident
@@ -437,6 +455,7 @@ class Gateway(Strict):
     oee: OeeSettings = Field(default_factory=OeeSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     keys_dir: str | None = Field(
         None,
         description="directory of the Ed25519 signing key (signing-key.pem, 0600) and retired "

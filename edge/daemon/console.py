@@ -1,7 +1,9 @@
 """The terminal view of `make demo`: one line per machine, refreshed every few seconds.
 
-Printed as a plain block (no cursor tricks) so it reads the same in a terminal, a CI log
-or `journalctl`; logs keep flowing on stderr between blocks.
+On a terminal the table is redrawn in place; in a pipe, a CI log or `journalctl` it is
+printed as a plain block each time (no escape codes), with logs flowing on stderr between.
+Each row carries the running shift's OEE (with A/E/Q) and the alarm with its text when the
+machine gives one, so a glance tells what the machine is doing and what it is worth.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ import asyncio
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from edge.devices.fleet import FleetView
+from edge.text_table import Screen, format_table
+
+ShiftOee = Callable[[str], "OeeFigures | None"]
 
 
 @dataclass
@@ -26,14 +31,32 @@ class MachineRow:
     parts: str
     alarms: str
     samples: int
+    oee: str = "-"
+    """The running shift's OEE and A/E/Q, e.g. `71% (90/85/93)`; `-` outside any shift."""
 
 
-def machine_rows(fleet: FleetView) -> list[MachineRow]:
+class OeeFigures(Protocol):
+    """The running shift's ratios (edge.kpi.oee.OeeResult has them)."""
+
+    @property
+    def oee(self) -> float | None: ...
+    @property
+    def availability(self) -> float | None: ...
+    @property
+    def effectiveness(self) -> float | None: ...
+    @property
+    def quality(self) -> float | None: ...
+
+
+def machine_rows(fleet: FleetView, shift_oee: ShiftOee | None = None) -> list[MachineRow]:
+    """One row per machine; `shift_oee(asset)` gives the running shift's figures."""
     rows = []
     for asset in fleet.assets():
         d = fleet.device(asset)
         st = d.twin.state
         parts = "-" if st.part_count is None else f"{st.part_count}/{st.bad_part_count or 0} bad"
+        text = d.twin.last_values.get("alarm_text")
+        shift = shift_oee(asset) if shift_oee is not None else None
         rows.append(
             MachineRow(
                 asset=asset,
@@ -43,53 +66,52 @@ def machine_rows(fleet: FleetView) -> list[MachineRow]:
                 mode=st.controller_mode.value if st.controller_mode else "-",
                 program=st.program or "-",
                 parts=parts,
-                alarms=",".join(st.alarms) or "-",
+                alarms=alarm_cell(st.alarms, str(text.value) if text and text.value else None),
                 samples=d.twin.stats.samples,
+                oee="-" if shift is None else oee_cell(
+                    shift.oee, shift.availability, shift.effectiveness, shift.quality),
             )
         )
     return rows
 
 
+def alarm_cell(codes: tuple[str, ...], text: str | None) -> str:
+    """`E1042 Spindle overload` when the machine sends a text with its code, else codes."""
+    if not codes:
+        return "-"
+    joined = ",".join(codes)
+    return f"{joined} {text}" if text and text not in codes else joined
+
+
+def oee_cell(oee: float | None, a: float | None, e: float | None, q: float | None) -> str:
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.0f}"
+
+    if oee is None and a is None:
+        return "-"
+    return f"{pct(oee)}% ({pct(a)}/{pct(e)}/{pct(q)})"
+
+
 def render(rows: list[MachineRow], rates: dict[str, float], footer: str) -> str:
-    head = (
-        "machine",
-        "adapter",
-        "link",
-        "execution",
-        "mode",
-        "program",
-        "parts",
-        "alarm",
-        "samples/s",
+    head = ("machine", "adapter", "link", "execution", "mode", "program", "parts",
+            "OEE (A/E/Q)", "alarm", "samples/s")
+    table = format_table(
+        head,
+        [
+            (r.asset, r.adapter, r.status, r.execution, r.mode, r.program, r.parts, r.oee,
+             r.alarms, f"{rates.get(r.asset, 0.0):.1f}")
+            for r in rows
+        ],
     )
-    table = [head] + [
-        (
-            r.asset,
-            r.adapter,
-            r.status,
-            r.execution,
-            r.mode,
-            r.program,
-            r.parts,
-            r.alarms,
-            f"{rates.get(r.asset, 0.0):.1f}",
-        )
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in table
-    ]
-    rule = "-" * max(len(line) for line in lines)
-    return "\n".join([rule, lines[0], rule, *lines[1:], rule, footer, ""])
+    return "\n".join([*table, footer, ""])
 
 
 async def console_loop(
     snapshot: Callable[[], tuple[list[MachineRow], str]],
     every: float = 5.0,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> None:
+    screen = Screen(out or sys.stdout)
     loop = asyncio.get_running_loop()
     last: dict[str, int] = {}
     last_t = loop.time()
@@ -101,5 +123,4 @@ async def console_loop(
         rates = {r.asset: (r.samples - last.get(r.asset, r.samples)) / dt for r in rows}
         last = {r.asset: r.samples for r in rows}
         last_t = now
-        out.write(render(rows, rates, footer))
-        out.flush()
+        screen.show(render(rows, rates, footer))

@@ -24,7 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from adapters.base import Adapter, AdapterContext
+from adapters.base import Adapter, AdapterContext, PollingAdapter
+from edge.devices.poll_stats import PollDurations
 from models.errors import ConfigurationError, TransientError
 from models.sample import Sample
 
@@ -90,6 +91,13 @@ class DeviceRunner:
         self.health = PointHealth(degraded_after, poll_interval)
         self.describe: dict[str, Any] = {}
         self.stopping = False
+        self.reconnects = 0
+        """Times the device came back after being down (metrics)."""
+        self.points: dict[str, str] = {}
+        """`Adapter.point_addresses()` of the running adapter (the status page)."""
+        self.polls: PollDurations | None = (
+            PollDurations() if issubclass(adapter_cls, PollingAdapter) else None
+        )
 
     def stop(self) -> None:
         """Ask the loop to end. A flag as well as a cancel: a library under an adapter may
@@ -132,6 +140,7 @@ class DeviceRunner:
         try:
             adapter = self.adapter_cls(ctx, self.settings)
             self.describe = adapter.describe()
+            self.points = adapter.point_addresses()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any plugin error: this machine only
@@ -160,8 +169,13 @@ class DeviceRunner:
                 async for batch in adapter.stream():
                     if self.stopping:
                         break
+                    if self.polls is not None and isinstance(adapter, PollingAdapter):
+                        seconds = adapter.last_read_seconds
+                        if seconds is not None:
+                            self.polls.observe(seconds)
                     if self.status not in (DeviceStatus.UP, DeviceStatus.DEGRADED):
                         if went_down:
+                            self.reconnects += 1
                             self.log.info("device_recovered")
                         else:
                             self.log.info("device_connected", **adapter.describe())

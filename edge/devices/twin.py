@@ -36,6 +36,8 @@ class AssetTwin:
         self.state = ms.MachineState(asset=asset)
         self.stats = TwinStats()
         self.last_values: dict[str, Sample] = {}
+        self.changed: dict[str, datetime] = {}
+        """When each signal's value last differed from the one before (the status page)."""
         self.announced = False  # whether the state stream has carried this twin yet
 
     def set_available(self, available: bool, at: datetime) -> ms.MachineState | None:
@@ -56,6 +58,9 @@ class AssetTwin:
         for s in samples:
             self.stats.samples += 1
             self.stats.last_sample = s.gateway_ts
+            before = self.last_values.get(s.signal)
+            if before is None or before.value != s.value or before.quality != s.quality:
+                self.changed[s.signal] = s.gateway_ts
             self.last_values[s.signal] = s
             if s.quality is Quality.BAD:
                 self.stats.bad_samples += 1

@@ -370,6 +370,22 @@ class OeeEngine:
 
     # -- windows --------------------------------------------------------------------------
 
+    def segments(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime, str]]:
+        """The loss class of each stretch of [start, end), clipped, the current state up to
+        `end`: the status page draws the shift's state timeline from it. Walks back from
+        the newest segment, so a short window costs little however long the history."""
+        s, e = _us(start), _us(end)
+        pending, _, cur, since, _, _ = self._settle()
+        open_seg: list[_Seg] = [(since, e, cur[0], cur[1])] if cur is not None else []
+        out: list[tuple[datetime, datetime, str]] = []
+        for a, b, cls, _program in reversed([*self._segs, *pending, *open_seg]):
+            if b <= s:
+                break
+            if a < e and b > a:
+                out.append((_dt(max(a, s)), _dt(min(b, e)), cls))
+        out.reverse()
+        return out
+
     def pru(self, program: str | None) -> float | None:
         """Ideal cycle time in seconds per part: the program's when known, else the machine's."""
         if program is not None and program in self.program_cycle_times:

@@ -358,6 +358,17 @@ class KpiService:
             return None
         return eng.window(inst.start, now, now=now)
 
+    def current_shift_segments(
+        self, asset: str, now: datetime | None = None
+    ) -> list[tuple[datetime, datetime, str]]:
+        """The running shift's state timeline so far: (start, end, loss class) stretches."""
+        now = now or self._clock()
+        inst = shift_at(self.plant.shifts, now)
+        eng = self._engines.get(asset)
+        if inst is None or eng is None:
+            return []
+        return eng.segments(inst.start, now)
+
     def closed_shifts(self, asset: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Published records of the asset's shifts starting in [start, end), from the store."""
         return self.store.closed_windows(asset, start, end)

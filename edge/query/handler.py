@@ -178,6 +178,9 @@ class QueryHandler:
         self.chain = ChainState()
         self.state: dict[str, _PlatformState] = {}
         self.counts: dict[str, int] = {"answered": 0, "refused": 0, "dropped": 0}
+        self.by_method: dict[tuple[str, str], int] = {}
+        """(method, "ok" or the error code) -> requests, for /metrics; the method is
+        `unknown` when the request was refused before its method could be read."""
 
     def reconfigure(self, plant: Plant, keys: PlatformKeys) -> None:
         """A reload's platforms and query settings, effective with the next request: a
@@ -197,6 +200,7 @@ class QueryHandler:
         request_id: str | None = None
         reply_to, correlation = msg.response_topic, msg.correlation_data
         platform: Platform | None = None
+        method = "unknown"
         try:
             if len(msg.payload) > self.settings.max_request_bytes:
                 raise QueryError(
@@ -215,6 +219,7 @@ class QueryHandler:
             result = self._dispatch(method, params, platform)
             record: dict[str, Any] = {"id": request_id, "ok": True, "result": result}
             self.counts["answered"] += 1
+            self._count(method, "ok")
         except QueryError as exc:
             record = {
                 "id": request_id,
@@ -222,6 +227,7 @@ class QueryHandler:
                 "error": {"code": exc.code, "message": exc.message},
             }
             self.counts["refused"] += 1
+            self._count(method, exc.code)
             self.log.warning(
                 "query_refused",
                 code=exc.code,
@@ -235,6 +241,10 @@ class QueryHandler:
             self.log.warning("query_reply_topic_refused", topic=reply_to[:200])
             return None
         return Reply(reply_to, self._seal(reply_to, record), correlation)
+
+    def _count(self, method: str, result: str) -> None:
+        key = (method, result)
+        self.by_method[key] = self.by_method.get(key, 0) + 1
 
     def _reply_topic_ok(self, topic: str) -> bool:
         """Never answer onto wildcards or into our own data namespace, where a reply could

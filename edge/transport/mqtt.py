@@ -58,6 +58,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -73,6 +74,7 @@ from edge.config.risks import INSECURE_HINT
 from edge.config.secret_refs import resolve_secret
 from models.errors import ConfigurationError, TransportError
 from models.plant import Destination
+from models.sample import utc_now
 
 from .tls_diagnosis import PahoSocketErrors, tls_refusal
 
@@ -231,6 +233,8 @@ class MqttTransport:
         self._suback: dict[int, asyncio.Future[None]] = {}
         self._inbox: asyncio.Queue[IncomingMessage] = asyncio.Queue(_INBOX_SIZE)
         self._stats = {"published": 0, "acked": 0, "reconnects": 0, "failovers": 0}
+        self.last_ack: datetime | None = None
+        """When the broker last acknowledged a publish (status page, metrics)."""
 
     # ---------------------------------------------------------------- public surface
 
@@ -740,6 +744,7 @@ class MqttTransport:
         if not rec.future.done():
             rec.future.set_result(None)
             self._stats["acked"] += 1
+            self.last_ack = utc_now()
 
     def _send_subscribe(self, client: mqtt.Client, topic: str, qos: int) -> asyncio.Future[None]:
         assert self._loop is not None

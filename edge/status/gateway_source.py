@@ -1,0 +1,207 @@
+"""`StatusSource` over a running gateway: devices (runner + twin), the KPI service, and
+what the assembling code passes in for the egress side.
+
+The device side is read directly (runner and twin are stable types); the egress and query
+side comes in as small callables, so this module does not depend on how the daemon wires
+its stages. OEE figures are cached for a second: the plant page, its live stream and a
+Prometheus scrape all ask for every machine's running shift, and one computation per
+machine per second is plenty for a view refreshed every two.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from edge.devices.runner import DeviceRunner
+from edge.devices.twin import AssetTwin
+from edge.kpi.service import KpiService
+from edge.status.log_tap import LogTap
+from edge.status.model import (
+    DestinationStatus,
+    GatewayStatus,
+    MachineStatus,
+    OeeStatus,
+    PointStatus,
+    PollHistogram,
+    QueryCounts,
+    Segment,
+)
+from models.plant import Machine, Plant
+from models.sample import utc_now
+from models.shift_calendar import shift_at
+
+ALARM_TEXT = "alarm_text"
+OEE_TTL = 1.0
+
+
+class DeviceLike(Protocol):
+    """One running device as the gateway holds it."""
+
+    @property
+    def machine(self) -> Machine: ...
+
+    @property
+    def runner(self) -> DeviceRunner: ...
+
+    @property
+    def twin(self) -> AssetTwin: ...
+
+
+@dataclass(frozen=True)
+class EgressFigures:
+    envelopes_sealed: int = 0
+    records_sealed: int = 0
+
+
+def _ts(text: Any) -> datetime:
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+
+
+def oee_status(record: Mapping[str, Any], shift_end: datetime | None) -> OeeStatus:
+    """The `oee` stream record (edge/kpi/service.py) as typed figures."""
+    window, t, counts, losses = (record["window"], record["time"], record["counts"],
+                                 record["losses"])
+    return OeeStatus(
+        shift=window.get("name"),
+        start=_ts(window["start"]),
+        end=shift_end or _ts(window["end"]),
+        availability=record.get("availability"),
+        effectiveness=record.get("effectiveness"),
+        quality=record.get("quality"),
+        oee=record.get("oee"),
+        planned_seconds=float(t["pbt"]),
+        running_seconds=float(t["apt"]),
+        downtime={k: float(v) for k, v in t["downtime"].items()},
+        speed_loss_seconds=losses.get("speed_loss"),
+        scrap_seconds=losses.get("scrap_time"),
+        parts=int(counts["pq"]),
+        good_parts=int(counts["gq"]),
+    )
+
+
+class GatewayStatusSource:
+    def __init__(
+        self,
+        *,
+        plant: Callable[[], Plant],
+        devices: Callable[[], Mapping[str, DeviceLike]],
+        kpi: Callable[[], KpiService | None],
+        destinations: Callable[[], Sequence[DestinationStatus]],
+        egress: Callable[[], EgressFigures],
+        kid: Callable[[], str | None],
+        queries: Callable[[], Mapping[tuple[str, str], int]],
+        version: str,
+        started: datetime,
+        tap: LogTap,
+    ) -> None:
+        self._plant = plant
+        self._devices = devices
+        self._kpi = kpi
+        self._destinations = destinations
+        self._egress = egress
+        self._kid = kid
+        self._queries = queries
+        self.version = version
+        self.started = started
+        self.tap = tap
+        self._oee: dict[str, tuple[float, OeeStatus | None]] = {}
+
+    def machines(self) -> Sequence[MachineStatus]:
+        out = []
+        for asset, d in self._devices().items():
+            st, stats = d.twin.state, d.twin.stats
+            text = d.twin.last_values.get(ALARM_TEXT)
+            out.append(MachineStatus(
+                id=asset,
+                name=d.machine.name or asset,
+                adapter=d.machine.adapter,
+                link=d.runner.status.value,
+                availability=st.availability.value,
+                execution=st.execution.value if st.execution else None,
+                mode=st.controller_mode.value if st.controller_mode else None,
+                program=st.program,
+                part_count=st.part_count,
+                bad_part_count=st.bad_part_count,
+                alarms=st.alarms,
+                alarm_text=str(text.value) if text is not None and text.value else None,
+                last_sample=stats.last_sample,
+                samples=stats.samples,
+                bad_samples=stats.bad_samples,
+                reconnects=d.runner.reconnects,
+                link_reason=d.runner.reason,
+            ))
+        return out
+
+    def points(self, machine_id: str) -> Sequence[PointStatus]:
+        d = self._devices().get(machine_id)
+        if d is None:
+            return []
+        addresses = d.runner.points
+        values = d.twin.last_values
+        # the configured points in YAML order, then what the device model adds, by name
+        order = [n for n in addresses if n in values]
+        order += sorted(n for n in values if n not in addresses)
+        out = []
+        for name in order:
+            s = values[name]
+            out.append(PointStatus(
+                name=name,
+                address=addresses.get(name, "(device model)"),
+                value=s.value,
+                unit=s.unit,
+                quality=s.quality.value,
+                ts=s.gateway_ts,
+                changed=d.twin.changed.get(name, s.gateway_ts),
+            ))
+        return out
+
+    def oee(self, machine_id: str) -> OeeStatus | None:
+        now = time.monotonic()
+        cached = self._oee.get(machine_id)
+        if cached is not None and now - cached[0] < OEE_TTL:
+            return cached[1]
+        kpi = self._kpi()
+        result: OeeStatus | None = None
+        if kpi is not None:
+            at = utc_now()
+            try:
+                record = kpi.window(machine_id, "shift", now=at)
+            except KeyError:  # not a machine of the KPI service (disabled, just added)
+                record = None
+            if record is not None:
+                inst = shift_at(self._plant().shifts, at)
+                result = oee_status(record, inst.end if inst else None)
+        self._oee[machine_id] = (now, result)
+        return result
+
+    def timeline(self, machine_id: str) -> Sequence[Segment]:
+        kpi = self._kpi()
+        if kpi is None:
+            return []
+        return [Segment(a, b, c) for a, b, c in kpi.current_shift_segments(machine_id)]
+
+    def destinations(self) -> Sequence[DestinationStatus]:
+        return self._destinations()
+
+    def gateway(self) -> GatewayStatus:
+        g = self._plant().gateway
+        e = self._egress()
+        return GatewayStatus(
+            id=g.id, site=g.site, version=self.version, kid=self._kid(), started=self.started,
+            reloads=tuple(self.tap.reloads), warnings=tuple(self.tap.warnings),
+            envelopes_sealed=e.envelopes_sealed, records_sealed=e.records_sealed,
+        )
+
+    def poll_durations(self, machine_id: str) -> PollHistogram | None:
+        d = self._devices().get(machine_id)
+        polls = d.runner.polls if d is not None else None
+        if polls is None:
+            return None
+        return PollHistogram(polls.bounds, polls.cumulative(), polls.count, polls.total)
+
+    def queries(self) -> QueryCounts:
+        return QueryCounts(dict(self._queries()))

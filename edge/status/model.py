@@ -1,0 +1,151 @@
+"""What the status page and the Prometheus metrics may read of a running gateway.
+
+Why a Protocol of frozen snapshots instead of handing them the gateway: both are read-only
+views, served from the gateway's own event loop, and neither should reach into twins,
+runners or the outbox (whose shapes change as the daemon is reassembled). Whoever
+assembles the daemon implements `StatusSource` once (edge/status/gateway_source.py); the web
+page, the metrics collector and their tests see only these types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from models.sample import Value
+
+
+@dataclass(frozen=True, slots=True)
+class MachineStatus:
+    id: str
+    name: str
+    adapter: str
+    link: str
+    """Device link: connecting, up, down, failed."""
+    availability: str
+    execution: str | None
+    mode: str | None
+    program: str | None
+    part_count: int | None
+    bad_part_count: int | None
+    alarms: tuple[str, ...]
+    alarm_text: str | None
+    last_sample: datetime | None
+    samples: int
+    bad_samples: int
+    reconnects: int
+    link_reason: str | None = None
+    """Why the link is not up (the adapter's last error), for the page."""
+
+
+@dataclass(frozen=True, slots=True)
+class PointStatus:
+    name: str
+    address: str
+    """Register, node id, macro...: `Adapter.point_addresses()`, or `(device model)`."""
+    value: Value
+    unit: str | None
+    quality: str
+    ts: datetime
+    changed: datetime
+    """When the value last differed from the one before."""
+
+
+@dataclass(frozen=True, slots=True)
+class OeeStatus:
+    """The running shift's figures (the `oee` stream record, typed)."""
+
+    shift: str | None
+    start: datetime
+    end: datetime
+    availability: float | None
+    effectiveness: float | None
+    quality: float | None
+    oee: float | None
+    planned_seconds: float
+    running_seconds: float
+    downtime: Mapping[str, float]
+    """Seconds per reason: alarm, feed_hold, setup, waiting, unavailable, no_data."""
+    speed_loss_seconds: float | None
+    scrap_seconds: float | None
+    parts: int
+    good_parts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One stretch of the state timeline: [start, end) in one state."""
+
+    start: datetime
+    end: datetime
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationStatus:
+    id: str
+    url: str
+    connected: bool
+    protocol: str
+    streams: tuple[str, ...]
+    pending: int
+    pending_bytes: int
+    sent: int
+    acked: int
+    dropped: int
+    rejected: int
+    last_ack: datetime | None
+    reconnects: int
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    id: str
+    site: str
+    version: str
+    kid: str | None
+    started: datetime
+    reloads: tuple[tuple[datetime, str], ...]
+    """(when, outcome) of each SIGHUP reload, newest last."""
+    warnings: tuple[tuple[datetime, str], ...]
+    """Recent warning and error log events, newest last."""
+    envelopes_sealed: int = 0
+    records_sealed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PollHistogram:
+    """Cumulative counts of poll durations per bucket upper bound (Prometheus layout)."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    """Same length as bounds; cumulative; the +Inf bucket is `count`."""
+    count: int
+    total: float
+
+
+@dataclass(frozen=True)
+class QueryCounts:
+    by_method_result: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+
+class StatusSource(Protocol):
+    """Read-only snapshots of a running gateway; every call is cheap and non-blocking."""
+
+    def machines(self) -> Sequence[MachineStatus]: ...
+
+    def points(self, machine_id: str) -> Sequence[PointStatus]: ...
+
+    def oee(self, machine_id: str) -> OeeStatus | None: ...
+
+    def timeline(self, machine_id: str) -> Sequence[Segment]: ...
+
+    def destinations(self) -> Sequence[DestinationStatus]: ...
+
+    def gateway(self) -> GatewayStatus: ...
+
+    def poll_durations(self, machine_id: str) -> PollHistogram | None: ...
+
+    def queries(self) -> QueryCounts: ...

@@ -1,0 +1,330 @@
+"""The status pages as HTML, and the same figures as cell maps for live updates.
+
+Each page is built from one function returning its cells (`key -> text`); the HTML puts
+every cell in an element with `data-k="key"`, and the live stream (Server-Sent Events)
+sends the same map every few seconds, which static/app.js writes into those elements. So
+the page reads the same with JavaScript off (plain tables, reload to refresh) and the two
+can never disagree. Everything is escaped here; no template engine, no external asset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+
+from edge.status.model import (
+    DestinationStatus,
+    MachineStatus,
+    OeeStatus,
+    PointStatus,
+    StatusSource,
+)
+from edge.text_table import cell
+from edge.web.timeline import timeline_svg
+from models.sample import utc_now
+
+Cells = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Live:
+    """One live update: the cells, the timeline (machine page) and the page's shape (the
+    row keys; a changed shape makes the browser reload, e.g. when a point first appears)."""
+
+    cells: Cells
+    shape: str
+    svg: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"cells": self.cells, "shape": self.shape}
+        if self.svg is not None:
+            out["svg"] = self.svg
+        return out
+
+
+def _shape(keys: Iterable[str]) -> str:
+    return hashlib.sha1("\n".join(keys).encode(), usedforsecurity=False).hexdigest()[:12]
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def age(ts: datetime | None, now: datetime) -> str:
+    if ts is None:
+        return "never"
+    s = max(0.0, (now - ts).total_seconds())
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
+
+
+def text(value: object) -> str:
+    return cell(value, limit=500, digits=6)
+
+
+# ---- plant ----------------------------------------------------------------------------
+
+PLANT_COLUMNS = ("link", "execution", "mode", "program", "parts", "oee", "aeq", "alarm", "age")
+PLANT_HEAD = ("machine", "link", "execution", "mode", "program", "parts good/bad",
+              "OEE (shift)", "A / E / Q", "alarm", "last sample")
+
+
+def _machine_cells(m: MachineStatus, oee: OeeStatus | None, now: datetime) -> Cells:
+    good = None if m.part_count is None else m.part_count - (m.bad_part_count or 0)
+    alarm = ", ".join(m.alarms)
+    if m.alarm_text and alarm:
+        alarm = f"{alarm}: {m.alarm_text}"
+    link = m.link if not m.link_reason or m.link == "up" else f"{m.link} ({m.link_reason})"
+    return {
+        f"{m.id}/link": link,
+        f"{m.id}/execution": text(m.execution),
+        f"{m.id}/mode": text(m.mode),
+        f"{m.id}/program": text(m.program),
+        f"{m.id}/parts": "-" if good is None else f"{good} / {m.bad_part_count or 0}",
+        f"{m.id}/oee": pct(oee.oee) if oee else "-",
+        f"{m.id}/aeq": " / ".join(pct(x) for x in (oee.availability, oee.effectiveness,
+                                                   oee.quality)) if oee else "-",
+        f"{m.id}/alarm": alarm or "-",
+        f"{m.id}/age": age(m.last_sample, now),
+    }
+
+
+def plant_live(source: StatusSource) -> Live:
+    now = utc_now()
+    cells: Cells = {}
+    machines = source.machines()
+    for m in machines:
+        cells.update(_machine_cells(m, source.oee(m.id), now))
+    return Live(cells, _shape(m.id for m in machines))
+
+
+def _td(key: str, value: str, cls: str = "") -> str:
+    c = f' class="{cls}"' if cls else ""
+    return f'<td data-k="{escape(key)}"{c}>{escape(value)}</td>'
+
+
+def _table(head: Sequence[str], rows: Iterable[str], cls: str = "") -> str:
+    h = "".join(f"<th>{escape(x)}</th>" for x in head)
+    c = f' class="{cls}"' if cls else ""
+    return f"<table{c}><thead><tr>{h}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def plant_page(source: StatusSource) -> tuple[str, Live]:
+    live = plant_live(source)
+    rows = []
+    for m in source.machines():
+        link = f'<th scope="row"><a href="/machines/{escape(m.id)}">{escape(m.id)}</a>'
+        if m.name and m.name != m.id:
+            link += f'<br><small>{escape(m.name)}</small>'
+        cells = "".join(_td(f"{m.id}/{c}", live.cells[f"{m.id}/{c}"], c)
+                        for c in PLANT_COLUMNS)
+        rows.append(f'<tr data-machine="{escape(m.id)}">{link}</th>{cells}</tr>')
+    return _table(PLANT_HEAD, rows, "machines"), live
+
+
+# ---- one machine -------------------------------------------------------------------------
+
+POINT_HEAD = ("point", "address / node", "value", "unit", "quality", "last change", "read")
+
+
+def _point_cells(machine: str, p: PointStatus, now: datetime) -> Cells:
+    k = f"{machine}.{p.name}"
+    return {
+        f"{k}/value": text(p.value),
+        f"{k}/quality": p.quality,
+        f"{k}/changed": age(p.changed, now) + " ago",
+        f"{k}/ts": age(p.ts, now) + " ago",
+    }
+
+
+def loss_tree(oee: OeeStatus | None) -> Cells:
+    """The ISO 22400 time model of the running shift, as cells of one nested list."""
+    if oee is None:
+        return {"loss/shift": "no shift running"}
+    downtime = sum(oee.downtime.values())
+    cells = {
+        "loss/shift": f"{oee.shift or 'shift'} since {oee.start:%H:%M} UTC",
+        "loss/planned": duration(oee.planned_seconds),
+        "loss/downtime": duration(downtime),
+        "loss/running": duration(oee.running_seconds),
+        "loss/speed": duration(oee.speed_loss_seconds),
+        "loss/scrap": duration(oee.scrap_seconds),
+        "loss/parts": f"{oee.good_parts} good of {oee.parts}",
+        "loss/oee": pct(oee.oee),
+        "loss/a": pct(oee.availability),
+        "loss/e": pct(oee.effectiveness),
+        "loss/q": pct(oee.quality),
+    }
+    for reason, seconds in sorted(oee.downtime.items()):
+        cells[f"loss/down/{reason}"] = duration(seconds)
+    return cells
+
+
+def machine_live(source: StatusSource, machine_id: str) -> Live | None:
+    m = next((x for x in source.machines() if x.id == machine_id), None)
+    if m is None:
+        return None
+    now = utc_now()
+    oee = source.oee(machine_id)
+    cells = _machine_cells(m, oee, now)
+    points = source.points(machine_id)
+    for p in points:
+        cells.update(_point_cells(machine_id, p, now))
+    tree = loss_tree(oee)
+    cells.update(tree)
+    svg = timeline_svg(source.timeline(machine_id), oee.start if oee else None,
+                       oee.end if oee else None, now)
+    return Live(cells, _shape([*(p.name for p in points), *sorted(tree)]), svg)
+
+
+def machine_page(source: StatusSource, machine_id: str) -> tuple[str, Live] | None:
+    live = machine_live(source, machine_id)
+    if live is None:
+        return None
+    c = live.cells
+    m = machine_id
+    summary = _table(PLANT_HEAD[1:], [
+        "<tr>" + "".join(_td(f"{m}/{col}", c[f"{m}/{col}"], col) for col in PLANT_COLUMNS)
+        + "</tr>"
+    ], "machines")
+    rows = []
+    for p in source.points(m):
+        k = f"{m}.{p.name}"
+        rows.append(
+            f'<tr><th scope="row">{escape(p.name)}</th><td class="address">{escape(p.address)}'
+            f"</td>{_td(k + '/value', c[k + '/value'], 'value')}<td>{escape(p.unit or '')}</td>"
+            f"{_td(k + '/quality', c[k + '/quality'], 'quality')}"
+            f"{_td(k + '/changed', c[k + '/changed'])}{_td(k + '/ts', c[k + '/ts'])}</tr>"
+        )
+    points = _table(POINT_HEAD, rows, "points") if rows else "<p>No value read yet.</p>"
+    tree = _loss_tree_html(c)
+    html = (
+        f"<h2>State</h2>{summary}"
+        f'<h2>Current shift</h2><div id="timeline">{live.svg or ""}</div>{tree}'
+        f"<h2>Points</h2>{points}"
+    )
+    return html, live
+
+
+def _li(label: str, key: str, c: Cells, inner: str = "") -> str:
+    return f'<li>{escape(label)}: <span data-k="{key}">{escape(c.get(key, "-"))}</span>{inner}</li>'
+
+
+def _loss_tree_html(c: Cells) -> str:
+    if "loss/planned" not in c:
+        return f'<p data-k="loss/shift">{escape(c["loss/shift"])}</p>'
+    down = "".join(_li(k.split("/")[-1].replace("_", " "), k, c)
+                   for k in sorted(c) if k.startswith("loss/down/"))
+    return (
+        f'<p>OEE <strong data-k="loss/oee">{escape(c["loss/oee"])}</strong> = availability '
+        f'<span data-k="loss/a">{escape(c["loss/a"])}</span> x effectiveness '
+        f'<span data-k="loss/e">{escape(c["loss/e"])}</span> x quality '
+        f'<span data-k="loss/q">{escape(c["loss/q"])}</span> '
+        f'(<span data-k="loss/shift">{escape(c["loss/shift"])}</span>)</p>'
+        '<ul class="loss-tree">'
+        + _li("planned busy time", "loss/planned", c, "<ul>"
+              + _li("downtime", "loss/downtime", c, f"<ul>{down}</ul>")
+              + _li("running (actual production time)", "loss/running", c, "<ul>"
+                    + _li("speed loss", "loss/speed", c)
+                    + _li("scrap time", "loss/scrap", c)
+                    + _li("parts", "loss/parts", c) + "</ul>")
+              + "</ul>")
+        + "</ul>"
+    )
+
+
+# ---- destinations and the gateway --------------------------------------------------------
+
+DEST_HEAD = ("destination", "url", "protocol", "streams", "link", "pending", "pending bytes",
+             "sent", "acked", "dropped", "rejected", "last PUBACK")
+
+
+def _dest_cells(d: DestinationStatus, now: datetime) -> Cells:
+    k = d.id
+    return {
+        f"{k}/link": "connected" if d.connected else "DISCONNECTED",
+        f"{k}/pending": str(d.pending),
+        f"{k}/pending_bytes": str(d.pending_bytes),
+        f"{k}/sent": str(d.sent),
+        f"{k}/acked": str(d.acked),
+        f"{k}/dropped": str(d.dropped),
+        f"{k}/rejected": str(d.rejected),
+        f"{k}/last_ack": age(d.last_ack, now) + (" ago" if d.last_ack else ""),
+    }
+
+
+def destinations_live(source: StatusSource) -> Live:
+    now = utc_now()
+    cells: Cells = {}
+    dests = source.destinations()
+    for d in dests:
+        cells.update(_dest_cells(d, now))
+    return Live(cells, _shape(d.id for d in dests))
+
+
+def destinations_page(source: StatusSource) -> tuple[str, Live]:
+    live = destinations_live(source)
+    rows = []
+    for d in source.destinations():
+        dynamic = "".join(
+            _td(f"{d.id}/{col}", live.cells[f"{d.id}/{col}"], col)
+            for col in ("link", "pending", "pending_bytes", "sent", "acked", "dropped",
+                        "rejected", "last_ack")
+        )
+        rows.append(
+            f'<tr><th scope="row">{escape(d.id)}</th><td>{escape(d.url)}</td>'
+            f"<td>{escape(d.protocol)}</td><td>{escape(', '.join(d.streams))}</td>{dynamic}</tr>"
+        )
+    return _table(DEST_HEAD, rows, "destinations"), live
+
+
+def gateway_live(source: StatusSource) -> Live:
+    g = source.gateway()
+    now = utc_now()
+    cells = {
+        "gw/uptime": duration((now - g.started).total_seconds()),
+        "gw/kid": g.kid or "-",
+        "gw/envelopes": str(g.envelopes_sealed),
+        "gw/records": str(g.records_sealed),
+    }
+    return Live(cells, _shape([str(len(g.reloads)), str(len(g.warnings))]))
+
+
+def gateway_page(source: StatusSource) -> tuple[str, Live]:
+    g = source.gateway()
+    live = gateway_live(source)
+    c = live.cells
+    facts = (
+        f"<tr><th>gateway</th><td>{escape(g.id)} at site {escape(g.site)}</td></tr>"
+        f"<tr><th>version</th><td>{escape(g.version)}</td></tr>"
+        f"<tr><th>signing key id</th>{_td('gw/kid', c['gw/kid'])}</tr>"
+        f"<tr><th>started</th><td>{g.started:%Y-%m-%d %H:%M:%S} UTC</td></tr>"
+        f"<tr><th>uptime</th>{_td('gw/uptime', c['gw/uptime'])}</tr>"
+        f"<tr><th>envelopes signed</th>{_td('gw/envelopes', c['gw/envelopes'])}</tr>"
+        f"<tr><th>records signed</th>{_td('gw/records', c['gw/records'])}</tr>"
+    )
+    reloads = _table(("when (UTC)", "outcome"), (
+        f"<tr><td>{t:%Y-%m-%d %H:%M:%S}</td><td>{escape(o)}</td></tr>"
+        for t, o in reversed(g.reloads)
+    )) if g.reloads else "<p>No reload since start.</p>"
+    warnings = _table(("when (UTC)", "warning"), (
+        f"<tr><td>{t:%Y-%m-%d %H:%M:%S}</td><td>{escape(w)}</td></tr>"
+        for t, w in reversed(g.warnings)
+    ), "warnings") if g.warnings else "<p>No warning.</p>"
+    html = (f'<table class="facts">{facts}</table><h2>Reloads</h2>{reloads}'
+            f"<h2>Recent warnings</h2>{warnings}")
+    return html, live

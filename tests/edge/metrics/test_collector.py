@@ -1,0 +1,47 @@
+"""/metrics text parses with Prometheus' own parser; names, labels and values as documented."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from edge.metrics.collector import registry_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
+from plant_status import FixedStatus
+
+
+def _families() -> dict[str, object]:
+    text = generate_latest(registry_for(FixedStatus())).decode()
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _value(families: dict[str, object], name: str, **labels: str) -> float:
+    fam = families[name]
+    for s in fam.samples:  # type: ignore[attr-defined]
+        if s.name.startswith(name) and all(s.labels.get(k) == v for k, v in labels.items()):
+            return float(s.value)
+    raise AssertionError(f"no sample {name} {labels}")
+
+
+def test_every_family_parses_with_per_machine_series() -> None:
+    f = _families()
+    assert _value(f, "edge_gateway_device_up", machine="mill-01", adapter="modbus") == 1
+    assert _value(f, "edge_gateway_device_up", machine="lathe-01") == 0
+    assert _value(f, "edge_gateway_samples_read", machine="mill-01") == 100
+    assert _value(f, "edge_gateway_samples_bad", machine="mill-01") == 1
+    assert _value(f, "edge_gateway_oee_oee_ratio", machine="mill-01") == 0.684
+    assert _value(f, "edge_gateway_oee_availability_ratio", machine="mill-01") == 0.9
+    assert _value(f, "edge_gateway_outbox_pending_bytes", destination="local") == 4096
+    assert _value(f, "edge_gateway_outbox_dropped_envelopes", reason="drop_oldest") == 1
+    assert _value(f, "edge_gateway_query_requests", method="oee", result="ok") == 4
+    assert _value(f, "edge_gateway_reloads", result="rejected") == 1
+    hist = f["edge_gateway_poll_duration_seconds"]
+    buckets = {s.labels["le"]: s.value for s in hist.samples  # type: ignore[attr-defined]
+               if s.name.endswith("_bucket") and s.labels["machine"] == "mill-01"}
+    assert buckets == {"0.01": 3, "0.1": 9, "+Inf": 10}
+    assert f["edge_gateway_samples_read"].type == "counter"  # type: ignore[attr-defined]
+    assert _value(f, "edge_gateway_build_info", version="0.1.0", kid="kid-1") == 1

@@ -1,0 +1,78 @@
+"""The status pages: every figure in the HTML and in the live cells, escaped, no external
+asset; the server's routes, token and SSE over a real socket."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from plant_status import FixedStatus
+
+from edge.metrics.collector import registry_for
+from edge.web import pages
+from edge.web.server import StatusWeb
+
+
+def test_plant_page_shows_every_machine_and_escapes() -> None:
+    html, live = pages.plant_page(FixedStatus())
+    assert 'data-machine="mill-01"' in html and 'data-machine="lathe-01"' in html
+    assert "68.4 %" in html and "10 / 2" in html
+    assert "E1042: Spindle &lt;overload&gt;" in html
+    assert "down (connection refused)" in html
+    for key, value in live.cells.items():  # the live map fills exactly the page's cells
+        assert f'data-k="{key}"' in html, key
+        assert value in html.replace("&lt;", "<").replace("&gt;", ">")
+
+
+def test_machine_page_points_timeline_loss_tree() -> None:
+    built = pages.machine_page(FixedStatus(), "mill-01")
+    assert built is not None
+    html, live = built
+    assert "holding 20+2 float32" in html and "3030.5" in html and "1/min" in html
+    assert "<svg" in html and 'data-state="running"' in html and 'data-state="alarm"' in html
+    assert "planned busy time" in html and "1 h 00 min" in html
+    assert live.svg is not None and live.svg.startswith("<svg")
+    assert pages.machine_page(FixedStatus(), "nope") is None
+
+
+@pytest.fixture
+async def web() -> AsyncIterator[StatusWeb]:
+    source = FixedStatus()
+    server = StatusWeb(source, registry_for(source), port=0, token="s3cret", refresh=0.2)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def test_routes_token_and_live_stream(web: StatusWeb) -> None:
+    # unsafe: accept cookies from an IP address host, as browsers do for 127.0.0.1
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(web.url) as r:
+            assert r.status == 401
+        async with http.get(web.url + "?token=wrong") as r:
+            assert r.status == 401
+        async with http.get(web.url + "?token=s3cret") as r:  # cookie set, then redirected
+            assert r.status == 200 and str(r.url) == web.url
+            html = await r.text()
+            assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+        assert not re.search(r'(src|href)="(https?:)?//', html), "no external asset"
+        for path in ("machines/mill-01", "destinations", "gateway", "static/app.js",
+                     "static/style.css"):
+            async with http.get(web.url + path) as r:
+                assert r.status == 200, path
+        async with http.get(web.url + "machines/nope") as r:
+            assert r.status == 404
+        async with http.get(web.url + "events?page=plant") as r:
+            assert r.headers["Content-Type"] == "text/event-stream"
+            line = b""
+            while not line.startswith(b"data: "):
+                line = await r.content.readline()
+            assert b'"mill-01/oee": "68.4 %"' in line
+    async with aiohttp.ClientSession() as other, other.get(web.url + "metrics",
+                         headers={"Authorization": "Bearer s3cret"}) as r:
+        assert r.status == 200
+        assert "edge_gateway_device_up" in await r.text()
