@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: demo test test-fast lint typecheck unit bench schema mosquitto clean
+.PHONY: demo test test-fast lint typecheck unit bench schema mosquitto browser clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -26,7 +26,7 @@ $(DEMO_STAMP): $(STAMP)
 	@touch $(DEMO_STAMP)
 
 ## Lint, type-check and run every test (starts its own Mosquitto on a free port).
-test: $(STAMP) mosquitto lint typecheck
+test: $(STAMP) mosquitto browser lint typecheck
 	$(BIN)/pytest -q
 
 ## The fast lane while working: lint, types and every test not marked `slow` (no subprocess
@@ -49,6 +49,17 @@ mosquitto:
 	  else \
 	    echo "The tests need the Mosquitto broker binary. Install it, e.g.: sudo apt-get install mosquitto"; \
 	    exit 1; \
+	  fi; }
+
+# The status-page test loads the page in Debian's headless Chromium through chromedriver.
+browser:
+	@[ -x /usr/bin/chromium ] && { command -v chromedriver >/dev/null 2>&1 || [ -x /usr/bin/chromedriver ]; } || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium + chromium-driver (the status-page test drives a real browser)"; \
+	    (apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+	      (apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null)); \
+	  else \
+	    echo "The status-page test needs Chromium; it is skipped without. Install: sudo apt-get install chromium chromium-driver"; \
 	  fi; }
 
 ## Regenerate config/schema.json from the models (a test keeps them equal).

@@ -1,0 +1,92 @@
+"""A small W3C WebDriver client for Debian's chromium + chromium-driver (tests only).
+
+Why not Selenium: three endpoints (new session, navigate, execute script, screenshot) are all
+the status-page test needs, and httpx is already a dependency.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CHROMIUM = "/usr/bin/chromium"
+MISSING = (
+    "Debian's chromium and chromium-driver are not installed: run `make test` as root, which "
+    "installs them, or `sudo apt-get install chromium chromium-driver`"
+)
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        "--window-size=1400,900"]
+
+
+def driver_binary() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return None
+    return shutil.which("chromedriver") or (
+        "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Browser:
+    def __init__(self, profile: Path) -> None:
+        binary = driver_binary()
+        assert binary is not None, MISSING
+        self.port = _free_port()
+        self.proc = subprocess.Popen([binary, f"--port={self.port}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
+        deadline = time.monotonic() + 20
+        while True:  # chromedriver answers /status once it listens
+            try:
+                if self.http.get("/status").json()["value"]["ready"]:
+                    break
+            except (httpx.HTTPError, KeyError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError("chromedriver did not start")
+            time.sleep(0.05)
+        caps = {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": CHROMIUM, "args": [*ARGS, f"--user-data-dir={profile}"]}}
+        reply = self.http.post("/session", json={"capabilities": {"alwaysMatch": caps}}).json()
+        self.session = reply["value"]["sessionId"]
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        r = self.http.request(method, f"/session/{self.session}{path}", json=body)
+        data = r.json()
+        if r.status_code >= 400:
+            raise RuntimeError(f"webdriver {path}: {data['value'].get('message')}")
+        return data["value"]
+
+    def get(self, url: str) -> None:
+        self._call("POST", "/url", {"url": url})
+
+    def run(self, script: str, *args: Any) -> Any:
+        return self._call("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+    def screenshot(self) -> bytes:
+        return base64.b64decode(self._call("GET", "/screenshot"))
+
+    def close(self) -> None:
+        try:
+            if getattr(self, "session", None):
+                self.http.delete(f"/session/{self.session}")
+        finally:
+            self.http.close()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
