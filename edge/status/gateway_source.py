@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 from edge.devices.runner import DeviceRunner
 from edge.devices.twin import AssetTwin
+from edge.egress.outbox import Outbox
+from edge.egress.sender import DestinationSender
 from edge.kpi.service import KpiService
 from edge.status.log_tap import LogTap
 from edge.status.model import (
@@ -30,7 +32,8 @@ from edge.status.model import (
     QueryCounts,
     Segment,
 )
-from models.plant import Machine, Plant
+from edge.transport.mqtt import MqttTransport
+from models.plant import Destination, Machine, Plant
 from models.sample import utc_now
 from models.shift_calendar import shift_at
 
@@ -55,6 +58,22 @@ class DeviceLike(Protocol):
 class EgressFigures:
     envelopes_sealed: int = 0
     records_sealed: int = 0
+
+
+def destination_status(
+    dest: Destination, transport: MqttTransport, sender: DestinationSender, outbox: Outbox
+) -> DestinationStatus:
+    """One destination's figures from its transport, sender and outbox (exact counters)."""
+    rows, size = outbox.pending(sender.name)
+    counters = outbox.counters(sender.name)
+    stats = transport.stats
+    return DestinationStatus(
+        id=dest.id, url=dest.url, connected=transport.connected,
+        protocol=str(transport.protocol_in_use), streams=tuple(dest.streams),
+        pending=rows, pending_bytes=size, sent=sender.stats.sent, acked=stats["acked"],
+        dropped=counters["dropped"], rejected=counters["rejected"],
+        last_ack=transport.last_ack, reconnects=stats["reconnects"],
+    )
 
 
 def _ts(text: Any) -> datetime:

@@ -24,9 +24,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from edge.config.secret_refs import resolve_secret
+from edge.metrics.collector import registry_for
 from edge.status.model import StatusSource
 from edge.web import pages
 from models.errors import ConfigurationError
+from models.plant import WebSettings
 
 COOKIE = "edge_gateway_token"
 STATIC = files("edge.web") / "static"
@@ -229,3 +232,19 @@ class StatusWeb:
         finally:
             self.viewers -= 1
         return response
+
+
+async def start_status_web(
+    settings: WebSettings, source: StatusSource, logger: Any, title: str = "plant"
+) -> StatusWeb | None:
+    """The status page per `gateway.web`, started; None when disabled. The token is
+    resolved here (a missing variable or file is a ConfigurationError naming it)."""
+    if not settings.enabled:
+        return None
+    token = resolve_secret(settings.token) if settings.token is not None else None
+    web_ = StatusWeb(source, registry_for(source), bind=settings.bind, port=settings.port,
+                     token=token, refresh=settings.refresh_seconds, title=title)
+    await web_.start()
+    logger.info("status_page_started", url=web_.url, metrics=web_.url + "metrics",
+                token_required=token is not None)
+    return web_
