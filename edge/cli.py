@@ -10,10 +10,10 @@ import asyncio
 import json
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge import package_version
 from models.errors import EdgeError, PlantConfigError
 from models.plant import QUERY_METHODS
 
@@ -21,13 +21,6 @@ if TYPE_CHECKING:
     from edge.config.loader import LoadedPlant
 
 EXIT_OK, EXIT_RUNTIME, EXIT_INPUT = 0, 1, 2
-
-
-def _version() -> str:
-    try:
-        return version("edge-gateway")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 GATEWAY_ID_HELP = (
@@ -38,7 +31,7 @@ GATEWAY_ID_HELP = (
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-gateway", description="Industrial IoT edge gateway")
-    p.add_argument("--version", action="version", version=f"edge-gateway {_version()}")
+    p.add_argument("--version", action="version", version=f"edge-gateway {package_version()}")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument(
         "--log-format",

@@ -29,6 +29,7 @@ from functools import partial
 
 from structlog.typing import FilteringBoundLogger
 
+from edge import package_version
 from edge.bookings.desk import BookingDesk, PlantHolds, capacity_held
 from edge.bookings.publisher import BookingPublisher, window_oee
 from edge.bookings.store import FILENAME as BOOKINGS_FILE
@@ -58,8 +59,12 @@ from edge.kpi.store import OeeStore
 from edge.observability import get_logger
 from edge.query.backend import QueryBackend
 from edge.query.handler import QueryHandler, load_platform_keys
+from edge.status.gateway_source import GatewayStatusSource
+from edge.status.log_tap import TAP
 from edge.storage.wal import WalStore, checkpoint_loop
+from edge.web.server import StatusWeb, start_status_web
 from models.plant import Destination
+from models.sample import utc_now
 
 EMBEDDED_BROKER = ("127.0.0.1", 1883)
 
@@ -138,6 +143,16 @@ class Gateway:
         self.queries = QueryHandler(
             loaded.plant, backend, signer=self.slot.signer, keys={}, logger=self.log
         )
+        self.status = GatewayStatusSource(
+            plant=lambda: self.loaded.plant,
+            devices=lambda: self.fleet.devices,
+            kpi=lambda: self.kpi,
+            egress=lambda: self.slot.current,
+            queries=lambda: self.queries.by_method,
+            version=package_version(),
+            started=utc_now(),
+            tap=TAP,
+        )
         self.reloader = Reloader(self)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -170,7 +185,7 @@ class Gateway:
             await old.stop(status_payload(loaded, "offline"))
 
     def console_snapshot(self) -> tuple[list[MachineRow], str]:
-        return machine_rows(self.fleet), self.slot.footer()
+        return machine_rows(self.fleet, self.kpi.current_shift_result), self.slot.footer()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -184,6 +199,7 @@ class Gateway:
             loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         background: list[asyncio.Task[None]] = []
         broker: EmbeddedBroker | None = None
+        web: StatusWeb | None = None
         simulators = []
         try:
             if self.options.with_simulators:
@@ -200,6 +216,9 @@ class Gateway:
             )
             await self.start_egress(prepare_egress(self.loaded, self.destinations(), self.log))
             oee = OeePublisher(self.kpi, self.fleet, self.slot, self.current)
+            web = await start_status_web(
+                plant.gateway.web, self.status, self.log, title=f"plant {plant.gateway.site}"
+            )
             background.append(self.supervisor.supervise("kpi", oee.run))
             background.append(
                 self.supervisor.supervise(
@@ -229,6 +248,8 @@ class Gateway:
             systemd.notify("STOPPING=1")
             self.log.info("gateway_stopping")
             await cancel_all(background)
+            if web is not None:
+                await web.stop()
             await self.fleet.stop_all()
             self.log.debug("shutdown_devices_stopped")
             self.kpi.close()

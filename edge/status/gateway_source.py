@@ -1,9 +1,9 @@
 """`StatusSource` over a running gateway: devices (runner + twin), the KPI service, and
 what the assembling code passes in for the egress side.
 
-The device side is read directly (runner and twin are stable types); the egress and query
-side comes in as small callables, so this module does not depend on how the daemon wires
-its stages. OEE figures are cached for a second: the plant page, its live stream and a
+The device side is read from the fleet's devices (runner and twin), the egress side from
+the stack currently behind the egress slot (none while a reload swaps it), query counts
+from the handler. OEE figures are cached for a second: the plant page, its live stream and a
 Prometheus scrape all ask for every machine's running shift, and one computation per
 machine per second is plenty for a view refreshed every two.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -20,6 +19,7 @@ from edge.devices.runner import DeviceRunner
 from edge.devices.twin import AssetTwin
 from edge.egress.outbox import Outbox
 from edge.egress.sender import DestinationSender
+from edge.egress.stack import EgressStack
 from edge.kpi.service import KpiService
 from edge.status.log_tap import LogTap
 from edge.status.model import (
@@ -52,12 +52,6 @@ class DeviceLike(Protocol):
 
     @property
     def twin(self) -> AssetTwin: ...
-
-
-@dataclass(frozen=True)
-class EgressFigures:
-    envelopes_sealed: int = 0
-    records_sealed: int = 0
 
 
 def destination_status(
@@ -109,9 +103,7 @@ class GatewayStatusSource:
         plant: Callable[[], Plant],
         devices: Callable[[], Mapping[str, DeviceLike]],
         kpi: Callable[[], KpiService | None],
-        destinations: Callable[[], Sequence[DestinationStatus]],
-        egress: Callable[[], EgressFigures],
-        kid: Callable[[], str | None],
+        egress: Callable[[], EgressStack | None],
         queries: Callable[[], Mapping[tuple[str, str], int]],
         version: str,
         started: datetime,
@@ -120,9 +112,7 @@ class GatewayStatusSource:
         self._plant = plant
         self._devices = devices
         self._kpi = kpi
-        self._destinations = destinations
         self._egress = egress
-        self._kid = kid
         self._queries = queries
         self.version = version
         self.started = started
@@ -204,15 +194,23 @@ class GatewayStatusSource:
         return [Segment(a, b, c) for a, b, c in kpi.current_shift_segments(machine_id)]
 
     def destinations(self) -> Sequence[DestinationStatus]:
-        return self._destinations()
+        stack = self._egress()
+        if stack is None:  # between stop and start of a reload
+            return []
+        return [
+            destination_status(d, stack.transports[d.id], sender, stack.outbox)
+            for d, sender in zip(stack.plan.destinations, stack.senders, strict=True)
+        ]
 
     def gateway(self) -> GatewayStatus:
         g = self._plant().gateway
-        e = self._egress()
+        stack = self._egress()
         return GatewayStatus(
-            id=g.id, site=g.site, version=self.version, kid=self._kid(), started=self.started,
+            id=g.id, site=g.site, version=self.version,
+            kid=stack.sealer.signer.kid if stack else None, started=self.started,
             reloads=tuple(self.tap.reloads), warnings=tuple(self.tap.warnings),
-            envelopes_sealed=e.envelopes_sealed, records_sealed=e.records_sealed,
+            envelopes_sealed=stack.egress.envelopes if stack else 0,
+            records_sealed=stack.egress.records if stack else 0,
         )
 
     def poll_durations(self, machine_id: str) -> PollHistogram | None:

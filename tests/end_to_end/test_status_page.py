@@ -1,0 +1,150 @@
+"""The demo plant's status page in a real headless browser, and its /metrics, against the
+project's simulators over real sockets (gateway in a subprocess, Mosquitto, Chromium)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from browser import MISSING, Browser, driver_binary
+from conftest import Mosquitto, find_free_port
+from e2e import GatewayProcess, demo_plant_on_free_ports, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+from edge.commissioning.probe import probe
+from edge.config.loader import LoadedPlant, load_plant
+
+DEMO_MACHINES = ("mill-01", "lathe-01", "mill-02", "dmu-01", "vmc-01", "lathe-02", "vf2-01",
+                 "robodrill-01")
+
+
+@dataclass
+class Running:
+    url: str
+    loaded: LoadedPlant
+
+
+@pytest.fixture
+def demo(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Running]:
+    port = find_free_port()
+    plant = demo_plant_on_free_ports(
+        tmp_path, f"mqtt://127.0.0.1:{mosquitto.port}",
+        {"web": {"port": port, "refresh_seconds": 0.5}, "oee": {"publish_every": 1}},
+    )
+    gw = GatewayProcess(plant).start()
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        def serving() -> bool:
+            try:
+                return httpx.get(url + "metrics", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(serving, 30, "status page listening")
+        yield Running(url, load_plant(plant))
+    finally:
+        gw.kill()
+
+
+def _metrics(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    text = httpx.get(url + "metrics", timeout=5).text
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def _per_machine(m: dict[str, dict[tuple[tuple[str, str], ...], float]], name: str) -> set[str]:
+    return {dict(labels)["machine"] for labels in m.get(name, {})}
+
+
+@pytest.mark.slow
+def test_metrics_parse_with_series_for_every_demo_machine(demo: Running) -> None:
+    def complete() -> bool:
+        m = _metrics(demo.url)
+        up = {dict(k)["machine"] for k, v in m.get("edge_gateway_device_up", {}).items() if v}
+        return up >= set(DEMO_MACHINES) and _per_machine(
+            m, "edge_gateway_oee_oee_ratio") >= set(DEMO_MACHINES)
+
+    wait_for(complete, 60, "every demo machine up with OEE in /metrics")
+    m = _metrics(demo.url)
+    for name in ("edge_gateway_samples_read_total", "edge_gateway_samples_bad_total",
+                 "edge_gateway_device_reconnects_total",
+                 "edge_gateway_last_sample_timestamp_seconds",
+                 "edge_gateway_oee_availability_ratio"):
+        assert _per_machine(m, name) >= set(DEMO_MACHINES), name
+    polled = _per_machine(m, "edge_gateway_poll_duration_seconds_count")
+    assert {"mill-01", "lathe-01", "mill-02", "vf2-01", "robodrill-01"} <= polled
+    assert all(v > 0 for v in m["edge_gateway_samples_read_total"].values())
+    assert m["edge_gateway_envelopes_acked_total"][(("destination", "local"),)] > 0
+
+
+def _parts_on_page(browser: Browser, machine: str) -> int | None:
+    cell = browser.run(
+        "const c = document.querySelector(`[data-k='${arguments[0]}/parts']`);"
+        "return c ? c.textContent : null;", machine)
+    if not cell or "/" not in cell:
+        return None
+    good, bad = (int(x) for x in cell.split("/"))
+    return good + bad
+
+
+def _simulator_parts(loaded: LoadedPlant, machine: str) -> int:
+    """What the simulator serves, read over a connection of our own (not the gateway's)."""
+    result = asyncio.run(probe(loaded, machine, within=10))
+    rows = {r.point: r for r in result.rows}
+    value = rows["part_count"].value
+    assert isinstance(value, int), result
+    return value
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(driver_binary() is None, reason=MISSING)
+def test_plant_page_in_chromium_shows_live_values_of_the_simulators(demo: Running) -> None:
+    with tempfile.TemporaryDirectory() as profile:
+        browser = Browser(Path(profile))
+        try:
+            browser.get(demo.url)
+            rows = browser.run("return [...document.querySelectorAll('tr[data-machine]')]"
+                               ".map(r => r.dataset.machine)")
+            assert sorted(rows) == sorted(DEMO_MACHINES)
+
+            def live_and_complete() -> bool:
+                states = browser.run(
+                    "return document.body.dataset.live === 'on' ? [...document.querySelectorAll("
+                    "'tr[data-machine]')].map(r => [r.querySelector('.link').textContent, "
+                    "r.querySelector('.execution').textContent, "
+                    "r.querySelector('.oee').textContent]) : null")
+                return bool(states) and all(
+                    link == "up" and execution != "-" and oee.endswith("%")
+                    for link, execution, oee in states)
+
+            wait_for(live_and_complete, 60, "live state and OEE on every row")
+            # every row's part counter is what the simulator serves: read the simulator,
+            # the page, the simulator again; the page must lie between (the count only rises)
+            for machine in DEMO_MACHINES:
+                def matches(machine: str = machine) -> bool:
+                    before = _simulator_parts(demo.loaded, machine)
+                    shown = _parts_on_page(browser, machine)
+                    after = _simulator_parts(demo.loaded, machine)
+                    # the page lags the device by a poll and a refresh, in which the
+                    # simulator (time_scale 20) may finish a part or two
+                    return shown is not None and before - 2 <= shown <= after
+
+                wait_for(matches, 30, f"{machine}: page's part count matches the simulator")
+            shot = browser.screenshot()
+            assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+            target = os.environ.get("EDGE_STATUS_SCREENSHOT")
+            if target:  # regenerate docs/status-page.png: EDGE_STATUS_SCREENSHOT=docs/...
+                browser.run("document.querySelectorAll('.changed')"
+                            ".forEach(e => e.classList.remove('changed'))")
+                Path(target).write_bytes(browser.screenshot())
+        finally:
+            browser.close()
