@@ -72,7 +72,9 @@ def plant_yaml(
     connection: {{host: 127.0.0.1, port: {dead_port}, timeout: 0.5}}
 {POINTS}"""
     dests = destinations or f'  - {{id: local, url: "mqtt://127.0.0.1:{broker_port}"}}\n'
-    return f"""gateway: {{id: gw-1, site: plant-a, state_dir: {state_dir}{gateway_extra}}}
+    # web port 0: tests run beside each other (and a `make demo`) without fighting over 8080
+    web = "web: {port: 0}"
+    return f"""gateway: {{id: gw-1, site: plant-a, state_dir: {state_dir}, {web}{gateway_extra}}}
 destinations:
 {dests}machines:{machines}
 """
@@ -146,7 +148,8 @@ def scripted_shift_plant(
     machine `m1` (ideal cycle 1 s) whose `script` is anchored at the shift start."""
     start, end = shift
     plant = tmp_path / "plant.yaml"
-    plant.write_text(f"""gateway: {{id: gw-1, site: plant-a, state_dir: {tmp_path / "state"}}}
+    state = tmp_path / "state"
+    plant.write_text(f"""gateway: {{id: gw-1, site: plant-a, state_dir: {state}, web: {{port: 0}}}}
 destinations:
   - {{id: local, url: "mqtt://127.0.0.1:{broker_port}"}}
 shifts:
@@ -323,6 +326,7 @@ def demo_plant_on_free_ports(
 
     plant = yaml.safe_load((ROOT / "config" / "demo-plant.yaml").read_text())
     plant["gateway"]["state_dir"] = str(directory / "state")
+    plant["gateway"]["web"] = {"port": 0}
     plant["gateway"].update(gateway_extra or {})
     for machine in plant["machines"]:
         conn = dict(machine["connection"])

@@ -237,14 +237,20 @@ class StatusWeb:
 async def start_status_web(
     settings: WebSettings, source: StatusSource, logger: Any, title: str = "plant"
 ) -> StatusWeb | None:
-    """The status page per `gateway.web`, started; None when disabled. The token is
-    resolved here (a missing variable or file is a ConfigurationError naming it)."""
+    """The status page per `gateway.web`, started; None when disabled or when it cannot be
+    served. A view must never stop data collection: a busy port or a token whose secret
+    cannot be read is logged as an error and the gateway runs on without the page (never
+    without its token)."""
     if not settings.enabled:
         return None
-    token = resolve_secret(settings.token) if settings.token is not None else None
-    web_ = StatusWeb(source, registry_for(source), bind=settings.bind, port=settings.port,
-                     token=token, refresh=settings.refresh_seconds, title=title)
-    await web_.start()
+    try:
+        token = resolve_secret(settings.token) if settings.token is not None else None
+        web_ = StatusWeb(source, registry_for(source), bind=settings.bind, port=settings.port,
+                         token=token, refresh=settings.refresh_seconds, title=title)
+        await web_.start()
+    except ConfigurationError as exc:
+        logger.error("status_page_not_served", error=str(exc))
+        return None
     logger.info("status_page_started", url=web_.url, metrics=web_.url + "metrics",
                 token_required=token is not None)
     return web_

@@ -37,7 +37,8 @@ def test_aas_query_uses_device_identification(
         key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     )
     plant = tmp_path / "plant.yaml"
-    plant.write_text(f"""gateway: {{id: gw-1, site: plant-a, state_dir: {tmp_path / "state"}}}
+    state = tmp_path / "state"
+    plant.write_text(f"""gateway: {{id: gw-1, site: plant-a, state_dir: {state}, web: {{port: 0}}}}
 destinations:
   - {{id: local, url: "mqtt://127.0.0.1:{mosquitto.port}"}}
 platforms:

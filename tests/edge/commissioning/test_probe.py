@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -56,23 +56,46 @@ async def test_modbus_rows_carry_registers_and_decoded_values(demo: LoadedPlant)
     assert rows["spindle_speed_cdab"].address.endswith("CDAB")
 
 
+# A machine held in one state, so what the wrong map reads is known: parts 5/0 (bytes no
+# text point can hold) and an alarm (input register 0 = 1, which a CDAB float decodes as
+# 1.4e-45).
+HELD = {"script": [{"at": 0, "execution": "active", "controller_mode": "automatic",
+                    "alarm_code": 1001, "alarm_text": "held", "program": "O1000",
+                    "part_count": 5, "bad_part_count": 0}]}
+
+
 def _with_points(loaded: LoadedPlant, tmp: Path, points: list[dict[str, object]]) -> Path:
     plant = yaml.safe_load(loaded.path.read_text())
     machine = next(m for m in plant["machines"] if m["id"] == "mill-01")
     machine["points"] = points
+    machine["simulator"] = HELD
     plant["machines"] = [machine]
     path = tmp / "wrong.yaml"
     path.write_text(yaml.safe_dump(plant))
     return path
 
 
+@pytest.fixture
+async def held(tmp_path: Path) -> AsyncIterator[Callable[[list[dict[str, object]]], Path]]:
+    """mill-01 served held in one state with the demo's register layout; yields a function
+    that writes a plant reading it with other points."""
+    base = load_plant(demo_plant_on_free_ports(tmp_path))
+    demo_points = [dict(p) for p in base.plant.machine("mill-01").points]
+    handles = await start_simulators(load_plant(_with_points(base, tmp_path, demo_points)))
+    try:
+        yield lambda points: _with_points(base, tmp_path, points)
+    finally:
+        for h in handles:
+            await h.aclose()
+
+
 async def test_a_register_map_from_another_controller_exits_1_naming_points(
-    demo: LoadedPlant, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    held: Callable[[list[dict[str, object]]], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The issue's case: adapters/modbus/sample.yaml copied onto a simulated machine reads
     without a single Modbus error, yet the float and the text are nonsense."""
     sample = yaml.safe_load((ROOT / "adapters" / "modbus" / "sample.yaml").read_text())
-    path = _with_points(demo, tmp_path, sample["points"])
+    path = held(sample["points"])
     rc = await _run_cli(["probe", "-c", str(path), "mill-01"])
     out = capsys.readouterr().out
     assert rc == 1, out
@@ -82,16 +105,14 @@ async def test_a_register_map_from_another_controller_exits_1_naming_points(
 
 
 async def test_refused_and_unmapped_points_are_named(
-    demo: LoadedPlant, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    held: Callable[[list[dict[str, object]]], Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _with_points(
-        demo,
-        tmp_path,
+    path = held(
         [
             {"name": "part_count", "register": "holding", "address": 10, "data_type": "uint32"},
             {"name": "beyond_map", "register": "holding", "address": 5000},
-            {"name": "execution", "register": "holding", "address": 10,
-             "map": {7: "active"}},  # wrong address: holds the part counter's high word
+            {"name": "execution", "register": "holding", "address": 11,
+             "map": {7: "active"}},  # wrong address: the part counter's low word, 5
         ],
     )
     rc = await _run_cli(["probe", "-c", str(path), "mill-01"])
