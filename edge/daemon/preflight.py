@@ -63,6 +63,13 @@ def check_references(loaded: LoadedPlant) -> list[ConfigProblem]:
         except ConfigurationError as exc:
             problem(("destinations", i, "tls" if d.tls is not None else "url"), str(exc))
 
+    web = plant.gateway.web
+    if web.enabled and web.token is not None:
+        try:
+            resolve_secret(web.token)
+        except ConfigurationError as exc:
+            problem(("gateway", "web", "token"), str(exc))
+
     for i, m in enumerate(plant.machines):
         path = bookings_path(loaded, m)
         if path is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -76,3 +77,23 @@ async def test_routes_token_and_live_stream(web: StatusWeb) -> None:
                          headers={"Authorization": "Bearer s3cret"}) as r:
         assert r.status == 200
         assert "edge_gateway_device_up" in await r.text()
+
+
+def test_a_token_whose_secret_is_missing_is_located_before_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge.config.loader import parse_plant
+    from edge.daemon.preflight import check_references
+
+    monkeypatch.delenv("EDGE_WEB_TOKEN", raising=False)
+    text = """gateway:
+  id: gw-1
+  site: s
+  web: {token: {env: EDGE_WEB_TOKEN}}
+machines:
+  - {id: m, area: a, line: l, adapter: modbus, connection: {host: 127.0.0.1},
+     points: [{name: x, register: holding, address: 0}]}
+"""
+    problems = check_references(parse_plant(text, str(tmp_path / "p.yaml")))
+    assert [(p.line, p.path) for p in problems] == [(4, "gateway.web.token")]
+    assert "EDGE_WEB_TOKEN" in problems[0].message
