@@ -74,7 +74,9 @@ def _ts(text: Any) -> datetime:
     return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
 
 
-def oee_status(record: Mapping[str, Any], shift_end: datetime | None) -> OeeStatus:
+def oee_status(
+    record: Mapping[str, Any], shift_end: datetime | None, timezone: str = "UTC"
+) -> OeeStatus:
     """The `oee` stream record (edge/kpi/service.py) as typed figures."""
     window, t, counts, losses = (record["window"], record["time"], record["counts"],
                                  record["losses"])
@@ -93,6 +95,7 @@ def oee_status(record: Mapping[str, Any], shift_end: datetime | None) -> OeeStat
         scrap_seconds=losses.get("scrap_time"),
         parts=int(counts["pq"]),
         good_parts=int(counts["gq"]),
+        timezone=timezone,
     )
 
 
@@ -182,8 +185,9 @@ class GatewayStatusSource:
             except KeyError:  # not a machine of the KPI service (disabled, just added)
                 record = None
             if record is not None:
-                inst = shift_at(self._plant().shifts, at)
-                result = oee_status(record, inst.end if inst else None)
+                shifts = self._plant().shifts
+                inst = shift_at(shifts, at)
+                result = oee_status(record, inst.end if inst else None, shifts.timezone)
         self._oee[machine_id] = (now, result)
         return result
 

@@ -72,6 +72,8 @@ class OeeStatus:
     scrap_seconds: float | None
     parts: int
     good_parts: int
+    timezone: str = "UTC"
+    """The shift calendar's zone: the page shows shift times as the plant reads them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
+from zoneinfo import ZoneInfo
 
 from edge.status.model import (
     DestinationStatus,
@@ -157,7 +158,8 @@ def loss_tree(oee: OeeStatus | None) -> Cells:
         return {"loss/shift": "no shift running"}
     downtime = sum(oee.downtime.values())
     cells = {
-        "loss/shift": f"{oee.shift or 'shift'} since {oee.start:%H:%M} UTC",
+        "loss/shift": f"{oee.shift or 'shift'} since "
+        f"{oee.start.astimezone(ZoneInfo(oee.timezone)):%H:%M} ({oee.timezone})",
         "loss/planned": duration(oee.planned_seconds),
         "loss/downtime": duration(downtime),
         "loss/running": duration(oee.running_seconds),
@@ -187,7 +189,7 @@ def machine_live(source: StatusSource, machine_id: str) -> Live | None:
     tree = loss_tree(oee)
     cells.update(tree)
     svg = timeline_svg(source.timeline(machine_id), oee.start if oee else None,
-                       oee.end if oee else None, now)
+                       oee.end if oee else None, now, ZoneInfo(oee.timezone) if oee else None)
     return Live(cells, _shape([*(p.name for p in points), *sorted(tree)]), svg)
 
 

@@ -7,8 +7,9 @@ inline style) so the page's Content-Security-Policy can forbid inline styles and
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from html import escape
+from zoneinfo import ZoneInfo
 
 from edge.status.model import Segment
 
@@ -26,8 +27,14 @@ WIDTH, BAR, AXIS = 1000.0, 28, 16
 
 
 def timeline_svg(
-    segments: Sequence[Segment], start: datetime | None, end: datetime | None, now: datetime
+    segments: Sequence[Segment],
+    start: datetime | None,
+    end: datetime | None,
+    now: datetime,
+    zone: ZoneInfo | None = None,
 ) -> str:
+    """Hour ticks and hover labels in `zone` (the shift calendar's), default UTC."""
+    tz = zone or ZoneInfo("UTC")
     if start is None or end is None or end <= start:
         return "<p>No shift is running.</p>"
     span = (end - start).total_seconds()
@@ -44,21 +51,23 @@ def timeline_svg(
         x0, x1 = x(seg.start), x(seg.end)
         if x1 <= x0:
             continue
-        label = f"{seg.state.replace('_', ' ')} {seg.start:%H:%M:%S}-{seg.end:%H:%M:%S} UTC"
+        a, b = seg.start.astimezone(tz), seg.end.astimezone(tz)
+        label = f"{seg.state.replace('_', ' ')} {a:%H:%M:%S}-{b:%H:%M:%S}"
         parts.append(
             f'<rect x="{x0}" y="0" width="{round(x1 - x0, 2)}" height="{BAR}" '
             f'fill="{COLOURS.get(seg.state, "#777")}" data-state="{escape(seg.state)}">'
             f"<title>{escape(label)}</title></rect>"
         )
     parts.append(f'<line x1="{x(now)}" x2="{x(now)}" y1="0" y2="{BAR}" stroke="#000"/>')
-    tick = start.replace(minute=0, second=0, microsecond=0)
+    # whole hours of the local clock (the zone may be off UTC by a half hour)
+    tick = start.astimezone(tz).replace(minute=0, second=0, microsecond=0)
     while tick <= end:
         if tick >= start:
             parts.append(
                 f'<text x="{x(tick)}" y="{BAR + AXIS - 3}" font-size="11" '
                 f'text-anchor="middle" fill="#333">{tick:%H:%M}</text>'
             )
-        tick += timedelta(hours=1)
+        tick = (tick.astimezone(UTC) + timedelta(hours=1)).astimezone(tz)
     parts.append("</svg>")
     seen = sorted({s.state for s in segments})
     legend = "".join(
