@@ -1,0 +1,35 @@
+"""The console table: OEE and alarm text columns; redrawn in place only on a terminal."""
+
+from __future__ import annotations
+
+import io
+
+from edge.daemon.console import MachineRow, alarm_cell, oee_cell, render
+from edge.text_table import Screen
+
+
+def test_oee_and_alarm_text_columns() -> None:
+    row = MachineRow("mill-01", "opcua", "up", "active", "automatic", "O1000", "12/2 bad",
+                     alarm_cell(("E1042",), "Spindle overload"), 10,
+                     oee_cell(0.684, 0.9, 0.8, 0.95))
+    text = render([row], {"mill-01": 2.0}, "footer")
+    head, line = text.splitlines()[1], text.splitlines()[3]
+    assert "OEE (A/E/Q)" in head
+    assert "68% (90/80/95)" in line and "E1042 Spindle overload" in line
+    assert alarm_cell((), "ignored") == "-"
+    assert alarm_cell(("7",), "7") == "7"
+    assert oee_cell(None, None, None, None) == "-"
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_screen_redraws_in_place_on_a_terminal_only() -> None:
+    tty, pipe = _Tty(), io.StringIO()
+    for out in (tty, pipe):
+        Screen(out).show("one\n")
+        Screen(out).show("two\n")
+    assert tty.getvalue() == "\x1b[H\x1b[Jone\n\x1b[H\x1b[Jtwo\n"
+    assert pipe.getvalue() == "one\ntwo\n"
