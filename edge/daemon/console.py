@@ -12,12 +12,14 @@ import asyncio
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TextIO
+from typing import TextIO
 
 from edge.devices.fleet import FleetView
 from edge.text_table import Screen, format_table
+from models.aas import KpiFigures
 
-ShiftOee = Callable[[str], "OeeFigures | None"]
+ShiftOee = Callable[[str], KpiFigures | None]
+"""The running shift's figures of a machine (KpiService.current_shift_result)."""
 
 
 @dataclass
@@ -33,19 +35,6 @@ class MachineRow:
     samples: int
     oee: str = "-"
     """The running shift's OEE and A/E/Q, e.g. `71% (90/85/93)`; `-` outside any shift."""
-
-
-class OeeFigures(Protocol):
-    """The running shift's ratios (edge.kpi.oee.OeeResult has them)."""
-
-    @property
-    def oee(self) -> float | None: ...
-    @property
-    def availability(self) -> float | None: ...
-    @property
-    def effectiveness(self) -> float | None: ...
-    @property
-    def quality(self) -> float | None: ...
 
 
 def machine_rows(fleet: FleetView, shift_oee: ShiftOee | None = None) -> list[MachineRow]:
