@@ -94,17 +94,18 @@ def _up(url: str) -> int:
 
 
 def _run_one(group: ProcessGroup, name: str, spec: LoadSpec, base: int, broker: int, *,
-             settle: float) -> dict[str, float]:
-    state = group.workdir / f"state-{name.replace(' ', '-')}"
+             settle: float, round_no: int) -> dict[str, float]:
+    tag = f"{name.replace(' ', '-')}-{round_no}"
+    state = group.workdir / f"state-{tag}"
     state.mkdir()
     port = free_port()
     enabled = name != "web off"
-    plant = group.workdir / f"plant-{name.replace(' ', '-')}.yaml"
+    plant = group.workdir / f"plant-{tag}.yaml"
     text = plant_yaml(spec, base, state)
     web = f"web: {{enabled: {str(enabled).lower()}, port: {port}}}"
     plant.write_text(text.replace("web: {port: 0}", web, 1))
     gw: Child = group.spawn(
-        f"gateway-{name.replace(' ', '-')}",
+        f"gateway-{tag}",
         [sys.executable, "-m", "edge.cli", "--log-level", "warning", "--log-format", "json",
          "run", "-c", str(plant), "--broker", f"mqtt://{HOST}:{broker}", "--no-console"])
     url = f"http://{HOST}:{port}/"
@@ -136,9 +137,12 @@ def run(machines: int, window: float, rounds: int, workdir: Path) -> dict[str, o
         _, broker = start_mosquitto(group)
         _, base = start_simulators(group, machines)
         samples: dict[str, list[dict[str, float]]] = {s: [] for s in SCENARIOS}
-        for _ in range(rounds):
+        for round_no in range(rounds):
             for name in SCENARIOS:
-                samples[name].append(_run_one(group, name, spec, base, broker, settle=5.0))
+                figures = _run_one(group, name, spec, base, broker, settle=5.0,
+                                   round_no=round_no)
+                print(f"round {round_no + 1} {name}: {figures}", file=sys.stderr, flush=True)
+                samples[name].append(figures)
     finally:
         group.close()
     result: dict[str, object] = {"machines": machines, "window_s": window, "rounds": rounds}

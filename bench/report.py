@@ -845,10 +845,18 @@ def write_sections(results: dict[str, Any], json_path: Path, md_path: Path) -> N
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text("\n".join(head + sections_md(results)))
 
+KEPT_SECTION = "<!-- bench_status_page: kept when report.md is rewritten -->"
+"""Everything after this line in report.md comes from `bench_status_page.py` (a separate run)."""
+
 
 def write(results: dict[str, Any], json_path: Path, md_path: Path | None) -> None:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
     if md_path is not None:
         md_path.parent.mkdir(parents=True, exist_ok=True)
-        md_path.write_text(markdown(results))
+        kept = ""
+        if md_path.exists():
+            old = md_path.read_text()
+            if KEPT_SECTION in old:
+                kept = "\n" + old[old.index(KEPT_SECTION):]
+        md_path.write_text(markdown(results) + kept)
