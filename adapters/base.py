@@ -60,8 +60,9 @@ class AdapterContext:
     logger: Any = None  # a structlog BoundLogger; typed Any so adapters need no structlog
     state_dir: Path | None = None  # the gateway's state directory, for keys and certificates
     keep_raw: bool = False
-    """Keep each read's undecoded form for `raw_values()` (`edge-gateway probe`); off in the
-    daemon, where nobody looks at it and it would cost a dict update per point per poll."""
+    """Keep each read's undecoded form for `raw_values()`: on for `edge-gateway probe` and
+    while the status page is enabled; off otherwise, since it costs a little per point per
+    poll."""
 
 
 class Adapter(abc.ABC):

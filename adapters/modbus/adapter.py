@@ -79,7 +79,8 @@ class ModbusAdapter(PollingAdapter):
         # so normally pymodbus gives up first and keeps its own state consistent.
         self._guard = c.timeout * 1.5 + 0.1
         self._heard = False  # any bytes received during the current request
-        self._raw: dict[str, str] = {}
+        self._raw: dict[str, list[int] | str] = {}
+        """Per point: its registers as last read, or why the device refused them."""
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
         """pymodbus drops frames it cannot match and just times out; this tells the two apart."""
@@ -166,10 +167,8 @@ class ModbusAdapter(PollingAdapter):
                     if values is None
                     else interpret(values[slot.offset : slot.end], p)
                 )
-                if self.context.keep_raw:
-                    self._raw[p.name] = (
-                        error if values is None else _registers_text(values[slot.offset : slot.end])
-                    )
+                if self.context.keep_raw:  # formatted only when asked (raw_values)
+                    self._raw[p.name] = error if values is None else values[slot.offset : slot.end]
                 samples.append(
                     Sample(self.context.asset, p.name, value, p.unit, ts, quality=quality)
                 )
@@ -278,7 +277,10 @@ class ModbusAdapter(PollingAdapter):
         return out
 
     def raw_values(self) -> dict[str, str]:
-        return dict(self._raw)
+        return {
+            name: raw if isinstance(raw, str) else _registers_text(raw)
+            for name, raw in self._raw.items()
+        }
 
     def describe(self) -> dict[str, Any]:
         c = self.config.connection

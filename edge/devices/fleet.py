@@ -137,6 +137,7 @@ class DeviceFleet:
             logger=self.log,
             state_dir=loaded.state_dir,
             degraded_after=machine.degraded_after,
+            keep_raw=loaded.plant.gateway.web.enabled,  # the status page shows raw values
         )
         twin = self.twins.setdefault(machine.id, AssetTwin(machine.id))
         task = asyncio.create_task(runner.run(), name=f"device-{machine.id}")

@@ -76,8 +76,11 @@ class DeviceRunner:
         backoff: Backoff | None = None,
         state_dir: Path | None = None,
         degraded_after: int = 3,
+        keep_raw: bool = False,
     ) -> None:
         self.asset = asset
+        self.keep_raw = keep_raw
+        self._raw_values: Callable[[], dict[str, str]] | None = None
         self.adapter_cls = adapter_cls
         self.settings = settings
         self.poll_interval = poll_interval
@@ -98,6 +101,10 @@ class DeviceRunner:
         self.polls: PollDurations | None = (
             PollDurations() if issubclass(adapter_cls, PollingAdapter) else None
         )
+
+    def raw_values(self) -> dict[str, str]:
+        """The running adapter's undecoded values (when kept), for the status page."""
+        return self._raw_values() if self._raw_values is not None else {}
 
     def stop(self) -> None:
         """Ask the loop to end. A flag as well as a cancel: a library under an adapter may
@@ -136,11 +143,13 @@ class DeviceRunner:
             poll_interval=self.poll_interval,
             logger=self.log,
             state_dir=self.state_dir,
+            keep_raw=self.keep_raw,
         )
         try:
             adapter = self.adapter_cls(ctx, self.settings)
             self.describe = adapter.describe()
             self.points = adapter.point_addresses()
+            self._raw_values = adapter.raw_values
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any plugin error: this machine only

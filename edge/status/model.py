@@ -51,6 +51,8 @@ class PointStatus:
     ts: datetime
     changed: datetime
     """When the value last differed from the one before."""
+    raw: str | None = None
+    """The undecoded value (Modbus registers) when the adapter keeps it."""
 
 
 @dataclass(frozen=True, slots=True)

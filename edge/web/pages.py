@@ -139,12 +139,14 @@ def plant_page(source: StatusSource) -> tuple[str, Live]:
 
 # ---- one machine -------------------------------------------------------------------------
 
-POINT_HEAD = ("point", "address / node", "value", "unit", "quality", "last change", "read")
+POINT_HEAD = ("point", "address / node", "raw", "value", "unit", "quality", "last change",
+              "read")
 
 
 def _point_cells(machine: str, p: PointStatus, now: datetime) -> Cells:
     k = f"{machine}.{p.name}"
     return {
+        f"{k}/raw": p.raw or "-",
         f"{k}/value": text(p.value),
         f"{k}/quality": p.quality,
         f"{k}/changed": age(p.changed, now) + " ago",
@@ -208,7 +210,8 @@ def machine_page(source: StatusSource, machine_id: str) -> tuple[str, Live] | No
         k = f"{m}.{p.name}"
         rows.append(
             f'<tr><th scope="row">{escape(p.name)}</th><td class="address">{escape(p.address)}'
-            f"</td>{_td(k + '/value', c[k + '/value'], 'value')}<td>{escape(p.unit or '')}</td>"
+            f"</td>{_td(k + '/raw', c[k + '/raw'], 'address')}"
+            f"{_td(k + '/value', c[k + '/value'], 'value')}<td>{escape(p.unit or '')}</td>"
             f"{_td(k + '/quality', c[k + '/quality'], 'quality')}"
             f"{_td(k + '/changed', c[k + '/changed'])}{_td(k + '/ts', c[k + '/ts'])}</tr>"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,6 +85,14 @@ def test_metrics_parse_with_series_for_every_demo_machine(demo: Running) -> None
     assert {"mill-01", "lathe-01", "mill-02", "vf2-01", "robodrill-01"} <= polled
     assert all(v > 0 for v in m["edge_gateway_samples_read_total"].values())
     assert m["edge_gateway_envelopes_acked_total"][(("destination", "local"),)] > 0
+
+    # the machine page without JavaScript: every configured point with its address, the
+    # raw registers and the decoded value
+    html = httpx.get(demo.url + "machines/mill-01", timeout=5).text
+    for point in ("execution", "part_count", "spindle_speed_cdab", "door_closed"):
+        assert f"<th scope=\"row\">{point}</th>" in html, point
+    assert "holding 100+2 float32 CDAB" in html
+    assert re.search(r'data-k="mill-01.part_count/raw"[^>]*>0x[0-9a-f]{4} 0x[0-9a-f]{4}<', html)
 
 
 def _parts_on_page(browser: Browser, machine: str) -> int | None:

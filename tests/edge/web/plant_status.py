@@ -45,7 +45,7 @@ class FixedStatus:
     def points(self, machine_id: str) -> Sequence[PointStatus]:
         return [
             PointStatus("spindle_speed", "holding 20+2 float32", 3030.5, "1/min", "good",
-                        T0, T0 - timedelta(seconds=3)),
+                        T0, T0 - timedelta(seconds=3), raw="0x453d 0x6000"),
             PointStatus("execution", "holding 0 uint16", "active", None, "good", T0, T0),
         ]
 

@@ -32,6 +32,7 @@ def test_machine_page_points_timeline_loss_tree() -> None:
     assert built is not None
     html, live = built
     assert "holding 20+2 float32" in html and "3030.5" in html and "1/min" in html
+    assert "0x453d 0x6000" in html
     assert "<svg" in html and 'data-state="running"' in html and 'data-state="alarm"' in html
     assert "planned busy time" in html and "1 h 00 min" in html
     assert live.svg is not None and live.svg.startswith("<svg")
