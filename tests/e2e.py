@@ -314,6 +314,17 @@ class TcpProxy:
         server.close()
 
 
+def _demo_machines() -> tuple[str, ...]:
+    import yaml
+
+    plant = yaml.safe_load((ROOT / "config" / "demo-plant.yaml").read_text())
+    return tuple(m["id"] for m in plant["machines"])
+
+
+DEMO_MACHINES = _demo_machines()
+"""Every machine of config/demo-plant.yaml, in its order."""
+
+
 def demo_plant_on_free_ports(
     directory: Path, broker_url: str | None = None, gateway_extra: dict[str, Any] | None = None
 ) -> Path:

@@ -227,6 +227,12 @@ class S7Adapter(PollingAdapter):
                 items=[f"{it.area.name} db={it.db} {it.start}+{it.size}" for it in request.items],
             )
 
+    def point_addresses(self) -> dict[str, str]:
+        return {
+            p.name: p.address + (f" {p.data_type}" if p.data_type else "")
+            for p in self.config.points
+        }
+
     def describe(self) -> dict[str, Any]:
         c = self.config.connection
         return {

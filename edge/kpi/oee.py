@@ -375,7 +375,8 @@ class OeeEngine:
         `end`: the status page draws the shift's state timeline from it. Walks back from
         the newest segment, so a short window costs little however long the history."""
         s, e = _us(start), _us(end)
-        pending, _, cur, since, _, _ = self._settle()
+        settled = self._settle()
+        pending, cur, since = settled.segs, settled.cur, settled.since
         open_seg: list[_Seg] = [(since, e, cur[0], cur[1])] if cur is not None else []
         out: list[tuple[datetime, datetime, str]] = []
         for a, b, cls, _program in reversed([*self._segs, *pending, *open_seg]):

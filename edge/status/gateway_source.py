@@ -64,7 +64,7 @@ def destination_status(
     counters = outbox.counters(sender.name)
     stats = transport.stats
     return DestinationStatus(
-        id=dest.id, url=dest.url, connected=transport.connected,
+        id=dest.id, url=dest.url or ", ".join(dest.urls), connected=transport.connected,
         protocol=str(transport.protocol_in_use), streams=tuple(dest.streams),
         pending=rows, pending_bytes=size, sent=sender.stats.sent, acked=stats["acked"],
         dropped=counters["dropped"], rejected=counters["rejected"],

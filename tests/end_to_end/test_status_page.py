@@ -15,14 +15,11 @@ import httpx
 import pytest
 from browser import MISSING, Browser, driver_binary
 from conftest import Mosquitto, find_free_port
-from e2e import GatewayProcess, demo_plant_on_free_ports, wait_for
+from e2e import DEMO_MACHINES, GatewayProcess, demo_plant_on_free_ports, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.commissioning.probe import probe
 from edge.config.loader import LoadedPlant, load_plant
-
-DEMO_MACHINES = ("mill-01", "lathe-01", "mill-02", "dmu-01", "vmc-01", "lathe-02", "vf2-01",
-                 "robodrill-01")
 
 
 @dataclass

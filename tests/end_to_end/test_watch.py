@@ -12,14 +12,11 @@ from typing import Any
 import pytest
 import structlog
 from conftest import Mosquitto
-from e2e import GatewayProcess, demo_plant_on_free_ports
+from e2e import DEMO_MACHINES, GatewayProcess, demo_plant_on_free_ports
 
 from edge.cli import main
 from edge.commissioning.watch import StreamBoard
 from edge.platform_kit.capture import verify_live
-
-DEMO_MACHINES = {"mill-01", "lathe-01", "mill-02", "dmu-01", "vmc-01", "lathe-02", "vf2-01",
-                 "robodrill-01"}
 
 
 @pytest.fixture
@@ -63,7 +60,7 @@ async def test_watch_decodes_every_demo_machine(
     gateway: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def complete(board: StreamBoard) -> bool:
-        return board.machines.keys() >= DEMO_MACHINES and all(
+        return board.machines.keys() >= set(DEMO_MACHINES) and all(
             v.state.get("execution") and v.oee and v.values for v in board.machines.values()
         )
 
