@@ -12,7 +12,10 @@ process alone (utime+stime from /proc) over the same window:
 
 The cost is each scenario's CPU minus the baseline's, as a share of the scenario's CPU.
 Machines share this host with other work, so the spread between runs is printed beside
-the figures; it asserts nothing.
+the figures; it asserts nothing. Because that difference is within the noise of a shared
+host, the run also measures unit costs on the last gateway: its CPU per /metrics scrape and
+per plant page, requests back to back minus its idle rate, and projects them onto the
+15 s scrape and the 2 s refresh as a share of the gateway's CPU.
 
     .venv/bin/python -m bench.bench_status_page [--machines 200] [--window 30]
 """
@@ -43,6 +46,7 @@ from .processes import (
 )
 
 SCRAPE_EVERY = 15.0
+REFRESH = 2.0  # gateway.web.refresh_seconds default
 SCENARIOS = ("web off", "nobody looking", "prometheus", "one browser")
 
 
@@ -123,11 +127,33 @@ def _run_one(group: ProcessGroup, name: str, spec: LoadSpec, base: int, broker: 
     time.sleep(spec.window)
     cpu1, t1 = cpu_seconds(gw.pid), time.monotonic()
     clients.stop.set()
-    group.stop(gw)
     for t in threads:
         t.join(timeout=5)
-    return {"cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0), "events": clients.events,
-            "scrapes": clients.scrapes}
+    figures = {"cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0), "events": clients.events,
+               "scrapes": clients.scrapes}
+    if name == "one browser":
+        figures.update(_unit_costs(gw.pid, url))
+    group.stop(gw)
+    return figures
+
+
+def _unit_costs(pid: int, url: str, n: int = 30) -> dict[str, float]:
+    """Gateway CPU per request, requests back to back (far above the noise of a shared
+    host), minus the idle rate measured just before: ms of CPU per /metrics scrape and per
+    plant page (the page builds every cell the live stream sends, plus the HTML: an upper
+    bound of one live update)."""
+    c0, w0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(5.0)
+    idle = (cpu_seconds(pid) - c0) / (time.monotonic() - w0)
+    out = {"idle_cpu_pct": 100 * idle}
+    with httpx.Client(timeout=30) as http:
+        for key, path in (("ms_per_scrape", "metrics"), ("ms_per_plant_page", "")):
+            c0, w0 = cpu_seconds(pid), time.monotonic()
+            for _ in range(n):
+                http.get(url + path).raise_for_status()
+            spent = cpu_seconds(pid) - c0 - idle * (time.monotonic() - w0)
+            out[key] = 1000 * max(spent, 0.0) / n
+    return out
 
 
 def run(machines: int, window: float, rounds: int, workdir: Path) -> dict[str, object]:
@@ -159,6 +185,21 @@ def run(machines: int, window: float, rounds: int, workdir: Path) -> dict[str, o
             "scrapes": sum(r["scrapes"] for r in samples[name]),
         }
     result["scenarios"] = rows
+    units = [r for r in samples["one browser"] if "ms_per_scrape" in r]
+    if units:
+        idle = sum(r["idle_cpu_pct"] for r in units) / len(units)
+        scrape = sum(r["ms_per_scrape"] for r in units) / len(units)
+        page = sum(r["ms_per_plant_page"] for r in units) / len(units)
+        # % of one core: ms per request / interval in ms x 100
+        scrape_pct, page_pct = scrape / (SCRAPE_EVERY * 10), page / (REFRESH * 10)
+        result["unit_costs"] = {
+            "gateway_idle_cpu_pct": round(idle, 2),
+            "ms_cpu_per_scrape": round(scrape, 2),
+            "ms_cpu_per_plant_page": round(page, 2),
+            "scrape_every_15s_share_pct": round(100 * scrape_pct / (idle + scrape_pct), 2),
+            "browser_every_2s_plus_scrape_share_pct": round(
+                100 * (page_pct + scrape_pct) / (idle + page_pct + scrape_pct), 2),
+        }
     return result
 
 
