@@ -61,6 +61,7 @@ async def test_routes_token_and_live_stream(web: StatusWeb) -> None:
             assert r.status == 200 and str(r.url) == web.url
             html = await r.text()
             assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+            assert r.headers["Server-Timing"].startswith("cpu;dur=")
         assert not re.search(r'(src|href)="(https?:)?//', html), "no external asset"
         for path in ("machines/mill-01", "destinations", "gateway", "static/app.js",
                      "static/style.css"):
