@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from edge.status.model import StatusSource
 
 PREFIX = "edge_gateway_"
+LINK_UP = frozenset({"up", "degraded"})
 
 
 class GatewayCollector(Collector):
@@ -83,7 +84,8 @@ class GatewayCollector(Collector):
             for name in ("oee", "availability", "effectiveness", "quality")
         }
         for m in self.source.machines():
-            up.add_metric([m.id, m.adapter], 1.0 if m.link == "up" else 0.0)
+            # degraded: connected, some points failing; still up as a link
+            up.add_metric([m.id, m.adapter], 1.0 if m.link in LINK_UP else 0.0)
             reconnects.add_metric([m.id], m.reconnects)
             samples.add_metric([m.id], m.samples)
             bad.add_metric([m.id], m.bad_samples)
