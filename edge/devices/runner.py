@@ -182,6 +182,8 @@ class DeviceRunner:
                 reason = str(exc) or type(exc).__name__
                 if not went_down:
                     self.log.warning("device_unavailable", error=reason)
+                else:  # the warning was given; retries only at debug
+                    self.log.debug("device_still_unavailable", error=reason)
                 went_down = True
                 self._set(DeviceStatus.DOWN, reason)
             except asyncio.CancelledError:
