@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from edge.egress.outbox import Outbox, OutboxRow
 from models.errors import EdgeError
+from models.logger import Logger
 
 
 class Publisher(Protocol):
@@ -56,7 +57,7 @@ class DestinationSender:
         name: str,
         transport: Publisher,
         outbox: Outbox,
-        logger: Any,
+        logger: Logger,
         *,
         backlog_rate: float = 200.0,
         max_inflight: int = 64,
