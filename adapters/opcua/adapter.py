@@ -54,7 +54,7 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from pydantic import BaseModel
 
-from adapters.base import Adapter, AdapterContext
+from adapters.base import Adapter, AdapterContext, expect_settings
 from adapters.engineering import MAX_SAFE_INTEGER
 from models.errors import ConfigurationError, DeviceUnavailable, TransientError
 from models.machine_state import SIG_AVAILABILITY, Availability
@@ -194,10 +194,7 @@ class OpcUaAdapter(Adapter):
     settings_model: ClassVar[type[BaseModel]] = OpcUaSettings
 
     def __init__(self, context: AdapterContext, settings: BaseModel) -> None:
-        if not isinstance(settings, OpcUaSettings):
-            raise ConfigurationError(
-                f"OpcUaAdapter needs OpcUaSettings, got {type(settings).__name__}"
-            )
+        settings = expect_settings(type(self), settings, OpcUaSettings)
         super().__init__(context, settings)
         self.config = settings
         c = settings.connection
