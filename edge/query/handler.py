@@ -37,9 +37,8 @@ Nonces live in a `NonceMemory` (edge/query/nonces.py; the daemon passes the SQLi
 
 Flood safety: requests wait in one bounded queue served by one task, so a flood costs a
 bounded amount of memory and one task's share of the event loop; telemetry keeps flowing.
-Replies are published
-directly, not through the outbox: an answer nobody waits for any more is worth nothing
-after an outage. Their `seq`/`prev` chain runs per reply topic for the life of the process.
+Replies are published directly, not through the outbox: an answer nobody waits for any more
+is worth nothing after an outage. Their `seq`/`prev` chain runs per reply topic for the life of the process.
 Nothing here writes to a machine.
 """
 
