@@ -1,6 +1,6 @@
 """The import rules of the code base, checked on every module's syntax tree.
 
-The rules (docs/architecture.md describes the same layers):
+The rules (docs/architecture.md, "Layers and import rules", describes the same):
 
 1. `models/` is pure data: it imports nothing from `edge`, `adapters` or `simulators`, and
    no module that does I/O (`IO_MODULES` below: sockets, TLS, files and processes, SQLite,
@@ -14,10 +14,13 @@ The rules (docs/architecture.md describes the same layers):
 5. Inside `edge/`, only `edge/daemon/` and `edge/cli.py` import `edge.daemon` or `edge.cli`:
    the assembly sits on top, nothing below depends on it.
 6. `edge/platform_kit/` (the platform-side tools) imports nothing from `edge.daemon`,
-   `edge.devices`, `edge.kpi`, `edge.egress` or `edge.query.backend`: it shares the wire
-   format (signing, transport, the query request type) but none of the gateway's stages.
+   `edge.devices`, `edge.kpi`, `edge.egress`, `edge.storage` or `edge.query`: it shares the
+   wire format (`edge.signing`, including the request `typ`; `edge.transport`) and `models`,
+   none of the gateway's stages.
 7. Inside `edge/`, only `edge/daemon/` imports `simulators` (`--with-simulators`); no stage
    of the data flow depends on a simulator.
+8. `edge/` imports nothing of `adapters/` but `adapters.base`: concrete adapters are reached
+   only through the entry-point registry.
 
 Every import counts, including those inside functions and under `TYPE_CHECKING`; relative
 imports are resolved. The checker is tested on synthetic modules that break each rule.
@@ -137,7 +140,7 @@ def assembly_on_top(m: Module) -> Iterable[str]:
 
 
 PLATFORM_KIT_MAY_NOT = ("edge.daemon", "edge.devices", "edge.kpi", "edge.egress",
-                        "edge.query.backend")  # fmt: skip
+                        "edge.storage", "edge.query")  # fmt: skip
 
 
 def platform_kit_shares_only_the_wire(m: Module) -> Iterable[str]:
@@ -150,6 +153,13 @@ def simulators_only_for_the_daemon(m: Module) -> Iterable[str]:
         yield from (f"imports {i}" for i in m.imports if within(i, "simulators"))
 
 
+def adapters_only_through_the_registry(m: Module) -> Iterable[str]:
+    if within(m.name, "edge"):
+        for i in m.imports:
+            if within(i, "adapters") and not within(i, "adapters.base") and i != "adapters":
+                yield f"imports {i}"
+
+
 RULES: tuple[Rule, ...] = (
     models_are_pure,
     adapters_stand_alone,
@@ -158,6 +168,7 @@ RULES: tuple[Rule, ...] = (
     assembly_on_top,
     platform_kit_shares_only_the_wire,
     simulators_only_for_the_daemon,
+    adapters_only_through_the_registry,
 )
 
 
@@ -195,6 +206,10 @@ BAD = [
      "platform_kit_shares_only_the_wire"),
     ("edge/platform_kit/x.py", "from ..kpi.store import OeeStore",
      "platform_kit_shares_only_the_wire"),
+    ("edge/platform_kit/client.py", "from edge.query.handler import REQUEST_TYP",
+     "platform_kit_shares_only_the_wire"),
+    ("edge/daemon/x.py", "from adapters.modbus.adapter import ModbusAdapter",
+     "adapters_only_through_the_registry"),
     ("edge/egress/x.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
      "    from simulators.machine import MachineModel", "simulators_only_for_the_daemon"),
 ]  # fmt: skip
@@ -212,7 +227,8 @@ GOOD = [
     ("simulators/x.py", "from adapters.haas.protocol import encode"),
     ("edge/platform_kit/verifier.py", "import json\nimport rfc8785\nfrom cryptography import x"),
     ("edge/daemon/x.py", "from edge.cli import main\nfrom simulators import machine"),
-    ("edge/platform_kit/x.py", "from edge.query.handler import REQUEST_TYP"),
+    ("edge/platform_kit/x.py", "from edge.signing.jws import REQUEST_TYP"),
+    ("edge/config/registry.py", "from adapters.base import ENTRY_POINT_GROUP, Adapter"),
 ]
 
 

@@ -38,7 +38,8 @@ Nonces live in a `NonceMemory` (edge/query/nonces.py; the daemon passes the SQLi
 Flood safety: requests wait in one bounded queue served by one task, so a flood costs a
 bounded amount of memory and one task's share of the event loop; telemetry keeps flowing.
 Replies are published directly, not through the outbox: an answer nobody waits for any more
-is worth nothing after an outage. Their `seq`/`prev` chain runs per reply topic for the life of the process.
+is worth nothing after an outage. Their `seq`/`prev` chain runs per reply topic for the life
+of the process.
 Nothing here writes to a machine.
 """
 
@@ -50,7 +51,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,6 +62,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from edge.query.limits import RefusalLog, TokenBucket
 from edge.query.nonces import NonceMemory
 from edge.signing.jws import (
+    REQUEST_TYP,
     ChainState,
     Signer,
     b64url_decode,
@@ -73,8 +75,6 @@ from models.errors import ConfigurationError, EdgeError
 from models.logger import Logger
 from models.plant import BOOKING_METHODS, QUERY_METHODS, Plant, Platform, gateway_topic
 from models.sample import utc_now
-
-REQUEST_TYP = "edge-request+json"
 
 
 class QueryError(EdgeError):
@@ -567,7 +567,3 @@ def _claimed_body(envelope: dict[str, Any]) -> dict[str, Any]:
 
 def _short_str(value: Any) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 512 else None
-
-
-def request_ts(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
