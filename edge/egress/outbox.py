@@ -307,9 +307,9 @@ class Outbox(WalStore):
             self._note_full(dest, why, cap, used)
             return False, (count, used)
         if used + size > limit:  # drop_oldest: evict just enough of the oldest rows
-            # Rows being published right now are never evicted: one may be delivered after
-            # all, and then `dropped` would count an envelope the platform received. The cap
-            # may be exceeded by at most the sender's in-flight window.
+            # Rows a sender has picked (peeked) or is publishing are never evicted: one may be
+            # delivered after all, and then `dropped` would count an envelope the platform
+            # received. The cap may be exceeded by at most the sender's peek batch.
             busy = self.inflight.get(dest, set())
             need, freed, victims = used + size - limit, 0, []
             cur = conn.execute("SELECT id, bytes FROM envelopes WHERE dest = ? ORDER BY id",

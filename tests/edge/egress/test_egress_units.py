@@ -338,3 +338,42 @@ async def test_a_link_lost_with_publishes_in_flight_loses_and_duplicates_nothing
     broker.up.set()
     await until(lambda: rig.outbox.pending("a")[0] == 0, 10, "delivery after the reconnect")
     assert broker.seqs() == [1, 2, 3, 4, 5, 6], "in order, each once"
+
+
+class RacingBroker(MemoryBroker):
+    """Runs `hook` on the Nth read of `connected`: the sender reads it for the third time
+    right before it starts the first publish task, after it peeked the rows."""
+
+    def __init__(self, hook: Any, on_read: int) -> None:
+        super().__init__()
+        self.hook, self.on_read, self.reads = hook, on_read, 0
+
+    @property
+    def connected(self) -> bool:
+        self.reads += 1
+        if self.reads == self.on_read:
+            self.hook()
+        return self.up.is_set()
+
+
+async def test_drop_oldest_never_evicts_a_row_the_sender_has_picked(
+    tmp_path: Path, running: Any
+) -> None:
+    """The loaded-machine failure of test_full_outbox_drops_oldest_counts_exactly: a row
+    evicted between the sender's peek and its publish was delivered *and* counted dropped."""
+    probe = Rig(tmp_path / "probe", [dest("a")])
+    probe.sealer.seal(TOPIC, "m1", "telemetry", [rec("x", 0)])
+    row_bytes = probe.outbox.pending("a")[1]
+    rig = Rig(tmp_path, [dest("a")])
+    rig.outbox.close()
+    rig.outbox = Outbox(tmp_path / FILENAME, caps={"a": OutboxCap(int(row_bytes * 3.5))})
+    rig.sealer = Sealer("gw-1", rig.signer, rig.outbox, [dest("a")], lambda d: True)
+    for i in range(3):
+        rig.sealer.seal(TOPIC, "m1", "telemetry", [rec("x", i)])
+    broker = RacingBroker(lambda: rig.sealer.seal(TOPIC, "m1", "telemetry", [rec("x", 3)]), 3)
+    running(DestinationSender("a", broker, rig.outbox, LOG))
+    await until(lambda: broker.reads >= 3 and rig.outbox.pending("a")[0] == 0, 10, "delivery")
+    delivered = set(broker.seqs())
+    dropped = rig.outbox.counters("a")["dropped"]
+    assert len(delivered) + dropped == 4, (sorted(delivered), dropped)
+    assert delivered == {1, 2, 3, 4} and dropped == 0
