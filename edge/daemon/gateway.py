@@ -243,8 +243,8 @@ class Gateway:
             self.kpi.close()
             self.oee_store.close()
             self.bookings_store.close()
-            self.nonces.close()
             await self.stop_egress(self.loaded)
+            self.nonces.close()  # after the query tasks, which stop with egress
             self.log.debug("shutdown_egress_stopped")
             if broker is not None:
                 await broker.stop()
