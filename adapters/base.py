@@ -35,6 +35,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from models.errors import ConfigurationError, DeviceUnavailable, ProtocolError, TransientError
+from models.logger import Logger
 from models.sample import Sample
 
 __all__ = [
@@ -77,7 +78,7 @@ class AdapterContext:
 
     asset: str
     poll_interval: float = 1.0
-    logger: Any = None  # a structlog BoundLogger; typed Any so adapters need no structlog
+    logger: Logger | None = None  # the daemon's structlog logger, seen through models.logger
     state_dir: Path | None = None  # the gateway's state directory, for keys and certificates
 
 

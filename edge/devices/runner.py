@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from adapters.base import Adapter, AdapterContext
 from models.errors import ConfigurationError, TransientError
+from models.logger import Logger
 from models.sample import Sample
 
 from .health import PointHealth, Verdict
@@ -71,7 +72,7 @@ class DeviceRunner:
         poll_interval: float,
         on_samples: SampleSink,
         on_status: StatusSink,
-        logger: Any,
+        logger: Logger,
         backoff: Backoff | None = None,
         state_dir: Path | None = None,
         degraded_after: int = 3,
