@@ -431,6 +431,11 @@ class QueryHandler:
                 result["destinations"] = {
                     d: v for d, v in destinations.items() if d == msg.destination
                 }
+            losses = result.get("losses")
+            if isinstance(losses, dict) and isinstance(losses.get("by_machine"), dict):
+                mine = {a: n for a, n in losses["by_machine"].items() if _shared(platform, a)}
+                result["losses"] = {**losses, "by_machine": mine,
+                                    "lost_records": sum(mine.values())}  # fmt: skip
         elif isinstance(result.get("machines"), dict):
             result["machines"] = {
                 a: v for a, v in result["machines"].items() if _shared(platform, a)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,7 @@ class MemoryBroker:
     def __init__(self) -> None:
         self.up = asyncio.Event()
         self.up.set()
+        self.since = time.time()
         self.gate = asyncio.Event()
         self.gate.set()
         self.published: list[tuple[str, bytes, bool, dict[str, Any] | None]] = []
@@ -212,6 +214,18 @@ class MemoryBroker:
     @property
     def connected(self) -> bool:
         return self.up.is_set()
+
+    @property
+    def connected_since(self) -> float:
+        return self.since
+
+    def link(self, up: bool) -> None:
+        """The link goes up (a new session starts now) or down."""
+        if up:
+            self.since = time.time()
+            self.up.set()
+        else:
+            self.up.clear()
 
     async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         self.waiters += 1
@@ -268,25 +282,20 @@ async def test_the_sender_publishes_in_order_and_deletes_after_the_ack(
 ) -> None:
     rig, broker = Rig(tmp_path, [dest("a")]), MemoryBroker()
     sender = running(DestinationSender("a", broker, rig.outbox, LOG, max_inflight=4))
-    # The first row is the one the sender notices the link with, and it counts as sealed
-    # before the link came up (replayed): the reconnect detection issue 12 item 3 fixes.
-    rig.sealer.seal(TOPIC, "m1", "telemetry", [rec("x", 0)])
-    sender.wake()
-    await until(lambda: len(broker.published) == 1, 10, "the first row")
-    for i in range(1, 50):
+    for i in range(50):
         rig.sealer.seal(TOPIC, "m1", "telemetry", [rec("x", i)])
         sender.wake()
     await until(lambda: rig.outbox.pending("a")[0] == 0, 10, "the outbox to drain")
     assert broker.seqs() == list(range(1, 51))
-    assert sender.stats.sent == 50
-    assert not any(historical_flags(broker)[1:]), "live rows are not marked historical"
+    assert sender.stats.sent == 50 and sender.stats.replayed == 0
+    assert not any(historical_flags(broker)), "live rows are not marked historical"
 
 
 async def test_nothing_is_handed_over_while_the_link_is_down_and_the_backlog_is_marked(
     tmp_path: Path, running: Any
 ) -> None:
     rig, broker = Rig(tmp_path, [dest("a")]), MemoryBroker()
-    broker.up.clear()
+    broker.link(False)
     rig.connected["a"] = False
     sender = running(DestinationSender("a", broker, rig.outbox, LOG, backlog_rate=10_000))
     for i in range(5):
@@ -294,7 +303,7 @@ async def test_nothing_is_handed_over_while_the_link_is_down_and_the_backlog_is_
         sender.wake()
     await until(lambda: broker.waiters > 0, 5, "the sender to wait for the link")
     assert broker.attempts == 0 and rig.outbox.pending("a")[0] == 5
-    broker.up.set()
+    broker.link(True)
     rig.connected["a"] = True
     await until(lambda: rig.outbox.pending("a")[0] == 0, 10, "the backlog to drain")
     assert broker.seqs() == [1, 2, 3, 4, 5]
@@ -331,11 +340,11 @@ async def test_a_link_lost_with_publishes_in_flight_loses_and_duplicates_nothing
     sender.wake()
     await until(lambda: broker.attempts == 3, 5, "three publishes in flight")
     assert rig.outbox.pending("a")[0] == 6
-    broker.up.clear()  # the link drops: the sender withdraws what is in flight
+    broker.link(False)  # the link drops: the sender withdraws what is in flight
     await until(lambda: not sender._tasks, 5, "in-flight publishes withdrawn")
     assert broker.published == [] and rig.outbox.pending("a")[0] == 6
     broker.gate.set()
-    broker.up.set()
+    broker.link(True)
     await until(lambda: rig.outbox.pending("a")[0] == 0, 10, "delivery after the reconnect")
     assert broker.seqs() == [1, 2, 3, 4, 5, 6], "in order, each once"
 

@@ -112,6 +112,7 @@ class Views:
             "state": "online",
             "devices": {"m1": "up", "m2": "up"},
             "destinations": {"local": {"sent": 1}, "cloud-7": {"sent": 2}},
+            "losses": {"lost_records": 7, "by_machine": {"m1": 3, "m2": 4}, "unreported_gaps": 0},
         }
 
 
@@ -393,6 +394,7 @@ def test_health_shows_the_platforms_machines_and_only_its_own_destination(rig: R
     scoped = rig.ask(rig.request(rig.a, "health"))["result"]
     assert scoped["devices"] == {"m1": "up"}
     assert scoped["destinations"] == {"local": {"sent": 1}}
+    assert scoped["losses"] == {"lost_records": 3, "by_machine": {"m1": 3}, "unreported_gaps": 0}
     everything = rig.ask(rig.request(rig.b, "health"), destination="cloud-7")["result"]
     assert everything["devices"] == {"m1": "up", "m2": "up"}
     assert everything["destinations"] == {"cloud-7": {"sent": 2}}

@@ -89,6 +89,7 @@ def test_health_shows_only_the_platforms_machines_and_its_own_destination(
         assert set(health["result"]["devices"]) == {"m1"}, health["result"]
         assert set(health["result"]["destinations"]) == {"local"}, health["result"]
         assert "cloud-7" not in json.dumps(health["result"])
+        assert set(health["result"]["losses"]["by_machine"]) <= {"m1"}
         everything = p.ask(gateway["b"], "health")["result"]
         assert set(everything["devices"]) == {"m1", "m2"}
         assert set(everything["destinations"]) == {"local"}, "never another broker's id"
