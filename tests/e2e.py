@@ -11,6 +11,7 @@ import selectors
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -255,6 +256,22 @@ async def until(predicate: Callable[[], bool], within: float = 10.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def stored(state_dir: Path) -> int:
+    """Envelopes in the running gateway's outbox (read-only; WAL lets us read beside it)."""
+    from edge.egress.outbox import FILENAME
+
+    path = state_dir / FILENAME
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(conn.execute("SELECT count(*) FROM envelopes").fetchone()[0])
+    except sqlite3.OperationalError:  # the schema is being created
+        return 0
+    finally:
+        conn.close()
 
 
 def wait_for_offline_status(collector: Any, within: float = 10) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from e2e import (
     TcpProxy,
     plant_yaml,
     proxied_plant,
+    stored,
     verified_body,
     wait_for,
     wait_for_offline_status,
@@ -29,22 +29,6 @@ from e2e import (
 from edge.platform_kit.verifier import verify_stream
 
 TOPIC = "edge/plant-a/hall-1/line-1/m1/telemetry"
-
-
-def stored(state_dir: Path) -> int:
-    """Envelopes in the running gateway's outbox (read-only; WAL lets us read beside it)."""
-    from edge.egress.outbox import FILENAME
-
-    path = state_dir / FILENAME
-    if not path.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        return int(conn.execute("SELECT count(*) FROM envelopes").fetchone()[0])
-    except sqlite3.OperationalError:  # the schema is being created
-        return 0
-    finally:
-        conn.close()
 
 
 def user_props(msg: Any) -> dict[str, str]:
