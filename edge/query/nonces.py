@@ -119,7 +119,7 @@ class NonceStore(WalStore, NonceMemory):
         self._pruned = 0.0
         self._failing = False
         now = wall_clock()
-        with self._lock, self._tx("load") as conn:
+        with self._tx("load") as conn:
             conn.execute("DELETE FROM nonces WHERE expires < ?", (now,))
             for platform, nonce, expires in conn.execute(
                 "SELECT platform, nonce, expires FROM nonces"
