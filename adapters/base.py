@@ -30,11 +30,12 @@ import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from models.errors import ConfigurationError, DeviceUnavailable, ProtocolError, TransientError
+from models.logger import Logger
 from models.sample import Sample
 
 __all__ = [
@@ -51,13 +52,33 @@ __all__ = [
 ENTRY_POINT_GROUP = "edge_gateway.adapters"
 
 
+class AdapterSettings(BaseModel):
+    """Base of every adapter's settings models: an unknown key is an error (a typo in the
+    plant YAML must not be ignored silently), and settings never change once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+def expect_settings(adapter: type, settings: BaseModel, model: type[SettingsT]) -> SettingsT:
+    """`settings` as the adapter's own settings type, or a ConfigurationError naming both
+    (the registry validates with `settings_model`, so this guards direct construction)."""
+    if not isinstance(settings, model):
+        raise ConfigurationError(
+            f"{adapter.__name__} needs {model.__name__}, got {type(settings).__name__}"
+        )
+    return settings
+
+
 @dataclass(frozen=True)
 class AdapterContext:
     """What the gateway tells an adapter about the machine it serves."""
 
     asset: str
     poll_interval: float = 1.0
-    logger: Any = None  # a structlog BoundLogger; typed Any so adapters need no structlog
+    logger: Logger | None = None  # the daemon's structlog logger, seen through models.logger
     state_dir: Path | None = None  # the gateway's state directory, for keys and certificates
     keep_raw: bool = False
     """Keep each read's undecoded form for `raw_values()`: on for `edge-gateway probe` and

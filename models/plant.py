@@ -421,7 +421,15 @@ class QuerySettings(Strict):
     max_skew_seconds: float = Field(
         60.0, gt=0, le=3600, description="accepted age of a request's ts"
     )
-    queue_size: int = Field(200, ge=1, le=100_000, description="requests waiting; more are dropped")
+    queue_size: int = Field(
+        10_000, ge=1, le=100_000, description="requests waiting; more are dropped unanswered"
+    )
+    queue_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=65_536,
+        le=1 << 30,
+        description="payload bytes of the waiting requests; more are dropped unanswered",
+    )
 
 
 class WebSettings(Strict):

@@ -16,16 +16,14 @@ data. Addresses past the map (holding/input registers >= 300/32, coils and discr
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import logging
 import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import cast
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
@@ -33,6 +31,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from models.machine_state import Availability, ControllerMode, Execution
 from simulators.machine import MachineModel, MachineSnapshot
+from simulators.standalone import machine_models, serve_until_interrupted, standalone_parser
 
 __all__ = [
     "EXECUTION_CODES",
@@ -244,27 +243,15 @@ async def run_simulated_machines(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = standalone_parser(
         prog="python -m simulators.modbus_server",
-        description="Simulated CNC machines over Modbus TCP (register map: simulators/README.md)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5020)
+        description="Simulated CNC machines over Modbus TCP (register map: simulators/README.md)",
+        port=5020, asset="sim", fleet="serve N machines on ports PORT..PORT+N-1 (load tests)")
     parser.add_argument("--unit", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--time-scale", type=float, default=1.0)
-    parser.add_argument("--machines", type=int, default=1,
-                        help="serve N machines on ports PORT..PORT+N-1 (load tests)")
-    parser.add_argument("--asset", default="sim", help="asset id prefix (part of the seed)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    options: dict[str, Any] = {"seed": args.seed, "time_scale": args.time_scale}
-    bindings = [
-        ModbusBinding(MachineModel.from_options(f"{args.asset}-{i + 1}", options),
-                      args.host, args.port + i, args.unit)
-        for i in range(args.machines)
-    ]
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_simulated_machines(bindings))
+    bindings = [ModbusBinding(model, args.host, args.port + i, args.unit)
+                for i, model in enumerate(machine_models(args))]
+    serve_until_interrupted(lambda: serve_modbus(bindings))
 
 
 if __name__ == "__main__":

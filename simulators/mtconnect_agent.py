@@ -17,7 +17,6 @@ Machines sharing a host and port become devices of one agent (device name = asse
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -31,6 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
 from simulators.machine import MachineModel, MachineSnapshot
+from simulators.standalone import machine_models, serve_until_interrupted, standalone_parser
 
 __all__ = [
     "DATA_ITEMS",
@@ -462,27 +462,15 @@ async def start_for_gateway(machines: list[tuple[str, Any, MachineModel]]) -> Ag
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = standalone_parser(
         prog="python -m simulators.mtconnect_agent",
-        description="A simulated CNC machine behind a small MTConnect agent")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--asset", default="sim-1")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--time-scale", type=float, default=1.0)
+        description="A simulated CNC machine behind a small MTConnect agent",
+        port=5000, asset="sim-1")
     parser.add_argument("--buffer-size", type=int, default=131072)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    model = MachineModel.from_options(args.asset, {"seed": args.seed,
-                                                   "time_scale": args.time_scale})
-
-    async def run() -> None:
-        async with await serve_agents([(model, args.host, args.port)],
-                                      buffer_size=args.buffer_size):
-            await asyncio.Event().wait()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    [model] = machine_models(args)
+    serve_until_interrupted(lambda: serve_agents([(model, args.host, args.port)],
+                                                 buffer_size=args.buffer_size))
 
 
 if __name__ == "__main__":

@@ -73,7 +73,6 @@ for the SINUMERIK face, one machine).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import functools
@@ -102,6 +101,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from models.machine_state import Availability, ControllerMode, Execution
 from simulators.machine import MachineModel, MachineSnapshot
+from simulators.standalone import machine_models, serve_until_interrupted, standalone_parser
 
 __all__ = [
     "DI_URI",
@@ -685,34 +685,18 @@ async def start_for_gateway(machines: list[tuple[str, Any, MachineModel]]) -> Op
                    if settings.connection.profile == "sinumerik"])
 
 
-async def _serve_until_cancelled(machines: list[tuple[MachineModel, str]],
-                                 sinumerik: list[str]) -> None:
-    async with await serve_opcua(machines, sinumerik=sinumerik):
-        await asyncio.Event().wait()
-
-
 def main(argv: list[str] | None = None) -> None:
     """`python -m simulators.opcua_server`: browse the simulator with UaExpert or similar."""
-    parser = argparse.ArgumentParser(
+    parser = standalone_parser(
         prog="python -m simulators.opcua_server",
-        description="Simulated CNC machines over OPC UA (Machinery / Machine Tools layout)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=4841)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--time-scale", type=float, default=1.0)
-    parser.add_argument("--machines", type=int, default=1,
-                        help="N machines below Machines on the one endpoint")
-    parser.add_argument("--asset", default="sim", help="asset id prefix (part of the seed)")
+        description="Simulated CNC machines over OPC UA (Machinery / Machine Tools layout)",
+        port=4841, asset="sim", fleet="N machines below Machines on the one endpoint")
     parser.add_argument("--sinumerik", action="store_true",
                         help="present the machine as a SINUMERIK OPC UA server (one machine)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     url = f"opc.tcp://{args.host}:{args.port}/"
-    options: dict[str, Any] = {"seed": args.seed, "time_scale": args.time_scale}
-    machines = [(MachineModel.from_options(f"{args.asset}-{i + 1}", options), url)
-                for i in range(args.machines)]
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_until_cancelled(machines, [url] if args.sinumerik else []))
+    serve_until_interrupted(lambda: serve_opcua([(m, url) for m in machine_models(args)],
+                                                sinumerik=[url] if args.sinumerik else []))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ logs, verified envelope bodies, and a TCP proxy that plays a network outage for 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -10,6 +11,7 @@ import selectors
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -242,11 +244,53 @@ class GatewayProcess:
 
 
 def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
+    """Poll `predicate` until it holds; an AssertionError naming `what` after `within` s."""
     deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+async def until(predicate: Callable[[], bool], within: float = 10.0, what: str = "it") -> None:
+    """`wait_for` inside an event loop: polls without blocking the loop under test."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def stored(state_dir: Path) -> int:
+    """Envelopes in the running gateway's outbox (read-only; WAL lets us read beside it)."""
+    from edge.egress.outbox import FILENAME
+
+    path = state_dir / FILENAME
+    if not path.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(conn.execute("SELECT count(*) FROM envelopes").fetchone()[0])
+    except sqlite3.OperationalError:  # the schema is being created
+        return 0
+    finally:
+        conn.close()
+
+
+def wait_for_offline_status(collector: Any, within: float = 10) -> None:
+    """After a clean stop: the gateway's `offline` status, its last message, has reached
+    `collector` (a conftest.Collector subscribed to it), so everything published before it
+    on the same connection has too."""
+
+    def arrived() -> bool:
+        for m in collector.snapshot():
+            if m.topic.endswith("/status"):
+                with contextlib.suppress(ValueError):
+                    if json.loads(m.payload).get("state") == "offline":
+                        return True
+        return False
+
+    wait_for(arrived, within, "the offline status")
 
 
 def verified_body(payload: bytes, jwks: dict[str, Any], topic: str) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from adapters.base import AdapterContext, PollingAdapter
-from models.errors import ConfigurationError, DeviceUnavailable, ProtocolError
+from adapters.base import AdapterContext, PollingAdapter, expect_settings
+from models.errors import DeviceUnavailable, ProtocolError
 from models.machine_state import (
     SIG_ALARM,
     SIG_ESTOP,
@@ -59,10 +59,7 @@ class FocasAdapter(PollingAdapter):
     settings_model: ClassVar[type[BaseModel]] = FocasSettings
 
     def __init__(self, context: AdapterContext, settings: BaseModel) -> None:
-        if not isinstance(settings, FocasSettings):
-            raise ConfigurationError(
-                f"FocasAdapter needs FocasSettings, got {type(settings).__name__}"
-            )
+        settings = expect_settings(type(self), settings, FocasSettings)
         super().__init__(context, settings)
         self.config = settings
         self.sysinfo: p.SysInfo | None = None

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from adapters.base import AdapterSettings
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FocasConnection(_Strict):
+class FocasConnection(AdapterSettings):
     host: str = Field(description="control address (Ethernet, embedded or FAST Ethernet board)")
     port: int = Field(8193, ge=1, le=65535, description="FOCAS TCP port (8193 by default)")
     timeout: float = Field(2.0, gt=0, le=60, description="seconds to wait for one reply")
@@ -25,7 +23,7 @@ class FocasConnection(_Strict):
     )
 
 
-class FocasPoint(_Strict):
+class FocasPoint(AdapterSettings):
     name: str = Field(pattern=r"^[a-z0-9_]+$", max_length=64, description="signal name")
     source: Literal["macro", "parameter"] = Field(description="macro variable or CNC parameter")
     number: int = Field(ge=0, le=99_999_999, description="variable or parameter number")
@@ -44,7 +42,7 @@ FIXED_SIGNALS = frozenset({
 })
 
 
-class FocasSettings(_Strict):
+class FocasSettings(AdapterSettings):
     connection: FocasConnection
     points: list[FocasPoint] = Field(default_factory=list)
 

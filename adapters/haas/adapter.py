@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from adapters.base import AdapterContext, PollingAdapter
-from models.errors import ConfigurationError, DeviceUnavailable, ProtocolError
+from adapters.base import AdapterContext, PollingAdapter, expect_settings
+from models.errors import DeviceUnavailable, ProtocolError
 from models.machine_state import (
     SIG_ALARM,
     SIG_EXECUTION,
@@ -43,10 +43,7 @@ class HaasAdapter(PollingAdapter):
     settings_model: ClassVar[type[BaseModel]] = HaasSettings
 
     def __init__(self, context: AdapterContext, settings: BaseModel) -> None:
-        if not isinstance(settings, HaasSettings):
-            raise ConfigurationError(
-                f"HaasAdapter needs HaasSettings, got {type(settings).__name__}"
-            )
+        settings = expect_settings(type(self), settings, HaasSettings)
         super().__init__(context, settings)
         self.config = settings
         self._link: Link | None = None

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from adapters.base import AdapterSettings
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HaasConnection(_Strict):
+class HaasConnection(AdapterSettings):
     transport: Literal["tcp", "serial"] = Field("tcp", description="tcp (NGC port 5051) or serial")
     host: str | None = Field(None, description="control address (tcp)")
     port: int = Field(5051, ge=1, le=65535, description="TCP port, Haas setting 143 (tcp)")
@@ -40,7 +38,7 @@ class HaasConnection(_Strict):
         return self
 
 
-class HaasMacro(_Strict):
+class HaasMacro(AdapterSettings):
     """One Q600 macro variable."""
 
     name: str = Field(pattern=r"^[a-z0-9_]+$", max_length=64, description="signal name")
@@ -53,7 +51,7 @@ class HaasMacro(_Strict):
     unit: str | None = Field(None, description="engineering unit, e.g. 1/min or %")
 
 
-class HaasSettings(_Strict):
+class HaasSettings(AdapterSettings):
     connection: HaasConnection
     points: list[HaasMacro] = Field(default_factory=list)
 

@@ -33,8 +33,8 @@ from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from adapters.base import AdapterContext, PollingAdapter
-from models.errors import ConfigurationError, DeviceUnavailable, ProtocolError
+from adapters.base import AdapterContext, PollingAdapter, expect_settings
+from models.errors import DeviceUnavailable, ProtocolError
 from models.sample import Quality, Sample, utc_now
 
 from .codec import interpret
@@ -64,10 +64,7 @@ class ModbusAdapter(PollingAdapter):
     settings_model: ClassVar[type[BaseModel]] = ModbusSettings
 
     def __init__(self, context: AdapterContext, settings: BaseModel) -> None:
-        if not isinstance(settings, ModbusSettings):
-            raise ConfigurationError(
-                f"ModbusAdapter needs ModbusSettings, got {type(settings).__name__}"
-            )
+        settings = expect_settings(type(self), settings, ModbusSettings)
         super().__init__(context, settings)
         self.config = settings
         self.plan: list[ReadRequest] = plan_reads(settings.points, settings.connection)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from adapters.base import AdapterSettings
 
 RegisterKind = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal[
@@ -45,11 +47,7 @@ _WIDTH: dict[str, int] = {
 MAX_ADDRESS = 65535
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModbusConnection(_Strict):
+class ModbusConnection(AdapterSettings):
     transport: Literal["tcp", "rtu", "rtu_over_tcp"] = Field(
         "tcp", description="tcp (MBAP), rtu (serial line), rtu_over_tcp (RTU frames on a socket)"
     )
@@ -83,7 +81,7 @@ class ModbusConnection(_Strict):
         return self
 
 
-class ModbusPoint(_Strict):
+class ModbusPoint(AdapterSettings):
     name: str = Field(pattern=r"^[a-z0-9_]+$", max_length=64, description="signal name")
     # `register` in YAML; named `kind` here because pydantic models inherit ABCMeta.register
     kind: RegisterKind = Field(alias="register", description="holding, input, coil or discrete")
@@ -153,7 +151,7 @@ class ModbusPoint(_Strict):
         return self
 
 
-class ModbusSettings(_Strict):
+class ModbusSettings(AdapterSettings):
     connection: ModbusConnection
     points: Annotated[list[ModbusPoint], Field(min_length=1)]
 

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel
 
-from adapters.base import Adapter, AdapterContext
+from adapters.base import Adapter, AdapterContext, expect_settings
 from models.errors import ConfigurationError, DeviceUnavailable, ProtocolError
 from models.machine_state import SIG_ALARM
 from models.sample import Quality, Sample, utc_now
@@ -54,10 +54,7 @@ class MtconnectAgentAdapter(Adapter):
     settings_model: ClassVar[type[BaseModel]] = MtconnectAgentSettings
 
     def __init__(self, context: AdapterContext, settings: BaseModel) -> None:
-        if not isinstance(settings, MtconnectAgentSettings):
-            raise ConfigurationError(
-                f"MtconnectAgentAdapter needs MtconnectAgentSettings, got {type(settings).__name__}"
-            )
+        settings = expect_settings(type(self), settings, MtconnectAgentSettings)
         super().__init__(context, settings)
         self.config = settings
         self._client: httpx.AsyncClient | None = None

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from adapters.base import AdapterSettings
 
 __all__ = [
     "AgentConnection",
@@ -28,11 +30,7 @@ __all__ = [
 SignalName = Field(pattern=r"^[a-z0-9_]+$", max_length=64, description="gateway signal name")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AgentConnection(_Strict):
+class AgentConnection(AdapterSettings):
     url: str = Field(description="agent base URL, e.g. http://10.0.0.5:5000 (prefix kept)")
     device: str | None = Field(None, description="device name or uuid; default: the first device")
     timeout: float = Field(5.0, gt=0, le=120, description="seconds for one HTTP request")
@@ -74,7 +72,7 @@ class AgentConnection(_Strict):
         return parts.port or (443 if parts.scheme == "https" else 80)
 
 
-class AgentPoint(_Strict):
+class AgentPoint(AdapterSettings):
     data_item: str = Field(min_length=1, description="data item id or name in the probe")
     name: str = SignalName
     unit: str | None = Field(None, description="overrides the unit derived from the probe")
@@ -86,7 +84,7 @@ def _no_duplicates(names: list[str], what: str) -> None:
         raise ValueError(f"duplicate {what}: {', '.join(dup)}")
 
 
-class MtconnectAgentSettings(_Strict):
+class MtconnectAgentSettings(AdapterSettings):
     connection: AgentConnection
     points: list[AgentPoint] = Field(default_factory=list)
 
@@ -97,7 +95,7 @@ class MtconnectAgentSettings(_Strict):
         return self
 
 
-class ShdrConnection(_Strict):
+class ShdrConnection(AdapterSettings):
     host: str = Field(min_length=1)
     port: int = Field(7878, ge=1, le=65535)
     timeout: float = Field(5.0, gt=0, le=120, description="seconds to connect")
@@ -122,7 +120,7 @@ class ShdrConnection(_Strict):
     )
 
 
-class ShdrPoint(_Strict):
+class ShdrPoint(AdapterSettings):
     key: str = Field(min_length=1, description="SHDR key (data item name or id)")
     name: str | None = Field(None, pattern=r"^[a-z0-9_]+$", max_length=64)
     type: str | None = Field(
@@ -140,7 +138,7 @@ class ShdrPoint(_Strict):
         return self
 
 
-class ShdrSettings(_Strict):
+class ShdrSettings(AdapterSettings):
     connection: ShdrConnection
     points: list[ShdrPoint] = Field(default_factory=list)
 

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from adapters.base import Adapter, AdapterContext
+from adapters.base import Adapter, AdapterContext, expect_settings
 from models.errors import ConfigurationError, DeviceUnavailable, ProtocolError
 from models.sample import Quality, Sample, utc_now
 
@@ -77,9 +77,7 @@ class ShdrAdapter(Adapter):
     settings_model: ClassVar[type[BaseModel]] = ShdrSettings
 
     def __init__(self, context: AdapterContext, settings: BaseModel) -> None:
-        if not isinstance(settings, ShdrSettings):
-            raise ConfigurationError(
-                f"ShdrAdapter needs ShdrSettings, got {type(settings).__name__}")
+        settings = expect_settings(type(self), settings, ShdrSettings)
         super().__init__(context, settings)
         self.config = settings
         c = settings.connection

@@ -54,7 +54,7 @@ from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from pydantic import BaseModel
 
-from adapters.base import Adapter, AdapterContext
+from adapters.base import Adapter, AdapterContext, expect_settings
 from adapters.engineering import MAX_SAFE_INTEGER
 from models.errors import ConfigurationError, DeviceUnavailable, TransientError
 from models.machine_state import SIG_AVAILABILITY, Availability
@@ -69,7 +69,7 @@ from .security import (
     resolve_secret,
     thumbprint,
 )
-from .settings import OpcUaPoint, OpcUaSettings, browse_segments
+from .settings import OpcUaConnection, OpcUaPoint, OpcUaSettings, browse_segments
 
 _POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
@@ -198,16 +198,28 @@ def node_id_of(text: str, ns: dict[str, int]) -> ua.NodeId:
     return ua.NodeId.from_string(text)
 
 
+def subscription_parameters(c: OpcUaConnection) -> ua.CreateSubscriptionParameters:
+    """One subscription's timing, for data and alarm subscriptions alike: publish every
+    `publishing_interval`; a keep-alive at least every ~5 s, so a silent server is noticed;
+    a lifetime of three session timeouts, so the server keeps the subscription across a
+    reconnect that reactivates the session."""
+    return ua.CreateSubscriptionParameters(
+        RequestedPublishingInterval=c.publishing_interval * 1000,
+        RequestedLifetimeCount=max(30, int(3 * c.session_timeout / c.publishing_interval)),
+        RequestedMaxKeepAliveCount=max(3, int(5 / c.publishing_interval)),
+        MaxNotificationsPerPublish=0,
+        PublishingEnabled=True,
+        Priority=0,
+    )
+
+
 class OpcUaAdapter(Adapter):
     """OPC UA servers (asyncua client), optionally mapped by a machine profile."""
 
     settings_model: ClassVar[type[BaseModel]] = OpcUaSettings
 
     def __init__(self, context: AdapterContext, settings: BaseModel) -> None:
-        if not isinstance(settings, OpcUaSettings):
-            raise ConfigurationError(
-                f"OpcUaAdapter needs OpcUaSettings, got {type(settings).__name__}"
-            )
+        settings = expect_settings(type(self), settings, OpcUaSettings)
         super().__init__(context, settings)
         self.config = settings
         c = settings.connection
@@ -544,15 +556,7 @@ class OpcUaAdapter(Adapter):
         pending = list(items)
         while pending:
             part, pending = pending[:chunk], pending[chunk:]
-            params = ua.CreateSubscriptionParameters(
-                RequestedPublishingInterval=c.publishing_interval * 1000,
-                RequestedLifetimeCount=max(30, int(3 * c.session_timeout / c.publishing_interval)),
-                RequestedMaxKeepAliveCount=max(3, int(5 / c.publishing_interval)),
-                MaxNotificationsPerPublish=0,
-                PublishingEnabled=True,
-                Priority=0,
-            )
-            sub = await client.create_subscription(params, handler)
+            sub = await client.create_subscription(subscription_parameters(c), handler)
             self._subscriptions.append(sub)
             requests = []
             for nodeid, binding in part:
@@ -604,16 +608,8 @@ class OpcUaAdapter(Adapter):
                 notifier = await client.get_node(self._messages).read_event_notifier()
                 if ua.EventNotifier.SubscribeToEvents in notifier:
                     source, self.alarm_source = self._messages, "messages"
-        params = ua.CreateSubscriptionParameters(
-            RequestedPublishingInterval=c.publishing_interval * 1000,
-            RequestedLifetimeCount=max(30, int(3 * c.session_timeout / c.publishing_interval)),
-            RequestedMaxKeepAliveCount=max(3, int(5 / c.publishing_interval)),
-            MaxNotificationsPerPublish=0,
-            PublishingEnabled=True,
-            Priority=0,
-        )
         try:
-            sub = await client.create_subscription(params, _Handler(self))
+            sub = await client.create_subscription(subscription_parameters(c), _Handler(self))
             self._subscriptions.append(sub)
             await sub.subscribe_events(source, evfilter=alarms.event_filter(), queuesize=1000)
         except Exception as exc:  # BadServiceUnsupported, BadFilterNotAllowed, ...

@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from adapters.base import AdapterSettings
 from models.plant import SecretRef
 
 SecurityPolicyName = Literal["None", "Basic256Sha256", "Aes256_Sha256_RsaPss"]
@@ -36,10 +37,6 @@ def default_pki_dir() -> Path:
     """
     state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
     return Path(state) / "opcua-pki" if state else Path("/var/lib/edge-gateway/opcua-pki")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def check_node_address(text: str) -> str:
@@ -73,7 +70,7 @@ def browse_segments(path: str) -> list[tuple[str | None, str]]:
     return out
 
 
-class OpcUaConnection(_Strict):
+class OpcUaConnection(AdapterSettings):
     endpoint: str = Field(
         pattern=r"^opc\.tcp://[^/\s]+(/.*)?$", description="opc.tcp://host:port/path"
     )
@@ -136,7 +133,7 @@ class OpcUaConnection(_Strict):
         return Path(self.trust_dir) if self.trust_dir else self.pki_path(state_dir) / "trusted"
 
 
-class OpcUaPoint(_Strict):
+class OpcUaPoint(AdapterSettings):
     name: str = Field(pattern=r"^[a-z0-9_]+$", max_length=64, description="signal name")
     node: str = Field(description="nsu=<uri>;s=<id> | nsu=<uri>;i=<n> | i=<n> | /browse/path")
     root: str = Field("i=85", description="start of a browse path (default: Objects)")
@@ -170,7 +167,7 @@ class OpcUaPoint(_Strict):
         return self
 
 
-class OpcUaSettings(_Strict):
+class OpcUaSettings(AdapterSettings):
     connection: OpcUaConnection
     points: Annotated[list[OpcUaPoint], Field(default_factory=list)]
 

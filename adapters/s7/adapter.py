@@ -33,8 +33,8 @@ from snap7.error import S7ConnectionError, S7Error, S7ProtocolError, S7TimeoutEr
 from snap7.s7protocol import get_return_code_description
 from snap7.type import Area as Snap7Area
 
-from adapters.base import AdapterContext, PollingAdapter
-from models.errors import ConfigurationError, DeviceUnavailable, ProtocolError
+from adapters.base import AdapterContext, PollingAdapter, expect_settings
+from models.errors import DeviceUnavailable, ProtocolError
 from models.sample import Quality, Sample, utc_now
 
 from .address import Area
@@ -76,8 +76,7 @@ class S7Adapter(PollingAdapter):
     settings_model: ClassVar[type[BaseModel]] = S7Settings
 
     def __init__(self, context: AdapterContext, settings: BaseModel) -> None:
-        if not isinstance(settings, S7Settings):
-            raise ConfigurationError(f"S7Adapter needs S7Settings, got {type(settings).__name__}")
+        settings = expect_settings(type(self), settings, S7Settings)
         super().__init__(context, settings)
         self.config = settings
         c = settings.connection

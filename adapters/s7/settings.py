@@ -11,7 +11,9 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from adapters.base import AdapterSettings
 
 from .address import Area, S7Address, parse_address
 
@@ -39,11 +41,7 @@ MIN_PDU = 240
 """The smallest PDU an S7 CPU negotiates (S7-200/300); reads are planned against the real one."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class S7Connection(_Strict):
+class S7Connection(AdapterSettings):
     host: str = Field(description="PLC or CP address")
     port: int = Field(102, ge=1, le=65535, description="ISO-on-TCP port (RFC 1006)")
     rack: int = Field(0, ge=0, le=7, description="rack of the CPU (usually 0)")
@@ -84,7 +82,7 @@ class S7Connection(_Strict):
         return self
 
 
-class S7Point(_Strict):
+class S7Point(AdapterSettings):
     name: str = Field(pattern=r"^[a-z0-9_]+$", max_length=64, description="signal name")
     address: str = Field(description="Siemens absolute address, e.g. DB10.DBD4, MW20, I0.1")
     data_type: DataType | None = Field(
@@ -189,7 +187,7 @@ def _width_hint(a: S7Address, width: int) -> str:
     return f"{prefix}{letter}{a.offset}"
 
 
-class S7Settings(_Strict):
+class S7Settings(AdapterSettings):
     connection: S7Connection
     points: Annotated[list[S7Point], Field(min_length=1)]
 

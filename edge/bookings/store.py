@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import structlog
 
-from edge.storage.wal import Logger, WalStore
+from edge.storage.wal import WalStore
 from models.booking import (
     OPEN_STATES,
     BookingState,
@@ -58,6 +58,7 @@ from models.booking import (
     recheck,
 )
 from models.errors import ConfigurationError, EdgeError
+from models.logger import Logger
 from models.plant import BookingRules, ShiftCalendar
 from models.sample import format_ts
 

@@ -59,6 +59,7 @@ from edge.kpi.store import OeeStore
 from edge.observability import get_logger
 from edge.query.backend import QueryBackend
 from edge.query.handler import QueryHandler, load_platform_keys
+from edge.query.nonces import NONCE_FILE, NonceStore
 from edge.status.gateway_source import GatewayStatusSource
 from edge.status.log_tap import TAP
 from edge.storage.wal import WalStore, checkpoint_loop
@@ -140,8 +141,16 @@ class Gateway:
             losses=self.losses.snapshot,
             bookings=desk,
         )
+        # nonces on disk, for the life of the process: neither a reload nor a restart
+        # opens a replay window (docs/protocol.md, "Query refusals, nonces and scope")
+        self.nonces = NonceStore(loaded.state_dir / NONCE_FILE, logger=self.log)
         self.queries = QueryHandler(
-            loaded.plant, backend, signer=self.slot.signer, keys={}, logger=self.log
+            loaded.plant,
+            backend,
+            signer=self.slot.signer,
+            keys={},
+            logger=self.log,
+            nonces=self.nonces,
         )
         self.status = GatewayStatusSource(
             plant=lambda: self.loaded.plant,
@@ -163,7 +172,7 @@ class Gateway:
     def _wal_stores(self) -> list[WalStore]:
         """The SQLite stores whose WAL `checkpoint_loop` truncates (the outbox may change)."""
         stack = self.slot.current
-        own: list[WalStore] = [self.oee_store, self.bookings_store]
+        own: list[WalStore] = [self.oee_store, self.bookings_store, self.nonces]
         return own if stack is None else [*own, stack.outbox]
 
     def destinations(self, loaded: LoadedPlant | None = None) -> list[Destination]:
@@ -256,6 +265,7 @@ class Gateway:
             self.oee_store.close()
             self.bookings_store.close()
             await self.stop_egress(self.loaded)
+            self.nonces.close()  # after the query tasks, which stop with egress
             self.log.debug("shutdown_egress_stopped")
             if broker is not None:
                 await broker.stop()

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from adapters.base import Adapter, AdapterContext, PollingAdapter
 from edge.devices.poll_stats import PollDurations
 from models.errors import ConfigurationError, TransientError
+from models.logger import Logger
 from models.sample import Sample
 
 from .health import PointHealth, Verdict
@@ -72,7 +73,7 @@ class DeviceRunner:
         poll_interval: float,
         on_samples: SampleSink,
         on_status: StatusSink,
-        logger: Any,
+        logger: Logger,
         backoff: Backoff | None = None,
         state_dir: Path | None = None,
         degraded_after: int = 3,
@@ -205,6 +206,8 @@ class DeviceRunner:
                 reason = str(exc) or type(exc).__name__
                 if not went_down:
                     self.log.warning("device_unavailable", error=reason)
+                else:  # the warning was given; retries only at debug
+                    self.log.debug("device_still_unavailable", error=reason)
                 went_down = True
                 self._set(DeviceStatus.DOWN, reason)
             except asyncio.CancelledError:

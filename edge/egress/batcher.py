@@ -25,6 +25,8 @@ docs/protocol.md, "Store-and-forward and `historical`".
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,7 @@ from edge.egress.sealer import Sealer
 from edge.egress.sender import DestinationSender
 from models.envelope import Stream
 from models.errors import EdgeError
+from models.logger import Logger
 from models.sample import utc_now
 
 
@@ -52,15 +55,18 @@ class Egress:
         self,
         sealer: Sealer,
         senders: list[DestinationSender],
-        logger: Any,
+        logger: Logger,
         *,
         max_records: int = 500,
         max_bytes: int = 128_000,
         max_delay: float = 0.05,
         losses: LossLedger | None = None,
         polls_per_envelope: int = 1,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` (seconds, monotonic) dates batches for `max_delay`; tests pass their own."""
         self.sealer = sealer
+        self.clock = clock
         self.senders = {s.name: s for s in senders}
         self.max_records = max_records
         self.max_bytes = max_bytes
@@ -127,7 +133,7 @@ class Egress:
         `complete` (a polling adapter's whole poll: waiting would only add latency, since
         nothing more arrives for this topic before the next poll) once `polls_per_envelope`
         polls are in the batch (more polls per signature: less CPU, more latency)."""
-        now = asyncio.get_running_loop().time()
+        now = self.clock()
         batch = self._batches.get(topic)
         if batch is None:
             batch = self._batches[topic] = _Batch(asset, now)
@@ -153,10 +159,13 @@ class Egress:
         for topic in list(self._batches):
             self._flush(topic)
 
+    def flush_due(self) -> None:
+        """Seal every batch that has waited `max_delay` or longer."""
+        now = self.clock()
+        for topic in [t for t, b in self._batches.items() if now - b.opened >= self.max_delay]:
+            self._flush(topic)
+
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.max_delay / 2)
-            now = loop.time()
-            for topic in [t for t, b in self._batches.items() if now - b.opened >= self.max_delay]:
-                self._flush(topic)
+            self.flush_due()

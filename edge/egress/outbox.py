@@ -85,24 +85,20 @@ A file written by a newer format raises `ConfigurationError` rather than being d
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sqlite3
-import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, Protocol
-
-import structlog
+from typing import Literal
 
 from edge.signing.jws import ChainState, b64url_decode
 from edge.storage.wal import (
     WalStore,
 )
 from models.errors import ConfigurationError, EdgeError
+from models.logger import Logger
 
 __all__ = [
     "COUNTER_NAMES",
@@ -150,14 +146,6 @@ class OutboxError(EdgeError):
     """
 
 
-class Logger(Protocol):
-    """The slice of a structlog logger this module uses."""
-
-    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...
-    def warning(self, event: str, *args: Any, **kw: Any) -> Any: ...
-    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
-
-
 @dataclass(frozen=True, slots=True)
 class OutboxCap:
     """Per-destination limit: at most `max_bytes` pending, `policy` when full, and the
@@ -186,8 +174,6 @@ class OutboxRow:
     created: float
 
 
-
-
 class Outbox(WalStore):
     """The SQLite outbox at `path` (a file; its directory is created 0700 if missing).
 
@@ -208,29 +194,21 @@ class Outbox(WalStore):
     def __init__(self, path: str | os.PathLike[str], *, caps: Mapping[str, OutboxCap],
                  durable: bool = False, busy_timeout: float = 5.0,
                  logger: Logger | None = None) -> None:
-        self.path = Path(path)
-        self._busy_timeout = busy_timeout
-        self.durable = durable
         self._caps = dict(caps)
-        self._log: Logger = logger or structlog.get_logger().bind(component="outbox")
-        self._lock = threading.Lock()
         self._pending: dict[str, tuple[int, int]] = {}
         self._full: set[str] = set()
         self._disk_low: set[str] = set()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise ConfigurationError(f"outbox {self.path}: cannot create its directory: "
-                                     f"{exc.strerror or exc}") from exc
-        self._conn: sqlite3.Connection | None = self._open()
+        self._start(path, durable=durable, busy_timeout=busy_timeout, logger=logger,
+                    component="outbox")
         self.opened_at = time.time()
+        """Unix time this process opened the outbox; older rows were buffered earlier."""
         # ids each destination's sender is publishing now; eviction leaves them alone
         self.inflight: dict[str, set[int]] = {}
-        """Unix time this process opened the outbox; older rows were buffered earlier."""
+        conn = self._require()
         try:
-            row = self._conn.execute(
+            row = conn.execute(
                 "SELECT seq FROM sqlite_sequence WHERE name = 'envelopes'").fetchone()
-            for dest, count, size in self._conn.execute(
+            for dest, count, size in conn.execute(
                     "SELECT dest, count(*), sum(bytes) FROM envelopes GROUP BY dest"):
                 self._pending[dest] = (int(count), int(size))
         except sqlite3.Error as exc:
@@ -245,24 +223,6 @@ class Outbox(WalStore):
                               destinations=orphans, note="rows kept until acked or reconfigured")
 
     # --- opening and recovery ---------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _tx(self, doing: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction; sqlite3 errors leave as EdgeError, everything rolled back."""
-        conn = self._require()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise self._error(exc, doing) from exc
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise self._error(exc, doing) from exc
-            raise
 
     # --- public API -------------------------------------------------------------------
 
@@ -306,7 +266,7 @@ class Outbox(WalStore):
         accepted: dict[str, bool] = {}
         pending: dict[str, tuple[int, int]] = {}
         with self._lock:
-            with self._tx("append") as conn:
+            with self._transaction("append") as conn:
                 row = conn.execute("SELECT seq FROM chain WHERE topic = ?", (key,)).fetchone()
                 expected = 1 if row is None else int(row[0]) + 1
                 if seq != expected:
@@ -347,9 +307,9 @@ class Outbox(WalStore):
             self._note_full(dest, why, cap, used)
             return False, (count, used)
         if used + size > limit:  # drop_oldest: evict just enough of the oldest rows
-            # Rows being published right now are never evicted: one may be delivered after
-            # all, and then `dropped` would count an envelope the platform received. The cap
-            # may be exceeded by at most the sender's in-flight window.
+            # Rows a sender has picked (peeked) or is publishing are never evicted: one may be
+            # delivered after all, and then `dropped` would count an envelope the platform
+            # received. The cap may be exceeded by at most the sender's peek batch.
             busy = self.inflight.get(dest, set())
             need, freed, victims = used + size - limit, 0, []
             cur = conn.execute("SELECT id, bytes FROM envelopes WHERE dest = ? ORDER BY id",
@@ -406,7 +366,7 @@ class Outbox(WalStore):
             return 0
         with self._lock:
             n = freed = 0
-            with self._tx("ack") as conn:
+            with self._transaction("ack") as conn:
                 for i in range(0, len(wanted), _ACK_CHUNK):
                     chunk = wanted[i:i + _ACK_CHUNK]
                     marks = ",".join("?" * len(chunk))

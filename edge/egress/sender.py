@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge.egress.outbox import Outbox, OutboxRow
 from models.errors import EdgeError
+from models.logger import Logger
 
 
 class Publisher(Protocol):
@@ -56,7 +58,7 @@ class DestinationSender:
         name: str,
         transport: Publisher,
         outbox: Outbox,
-        logger: Any,
+        logger: Logger,
         *,
         backlog_rate: float = 200.0,
         max_inflight: int = 64,
@@ -111,22 +113,36 @@ class DestinationSender:
                     async with asyncio.timeout(self.poll):
                         await self._wake.wait()
                 continue
-            for row in rows:
-                historical = self._historical(row)
-                if historical:  # pace the backlog so live data and the broker keep up
-                    now = loop.time()
-                    if next_slot > now:
-                        await asyncio.sleep(next_slot - now)
-                    next_slot = max(next_slot, now) + 1.0 / self.backlog_rate
-                while not await self._acquire():
+            # Claimed at once, before anything else runs on the loop: a row that drop_oldest
+            # evicted between this peek and its publish would be delivered and counted as
+            # dropped. A row is released when its publish ends, or below if never handed over.
+            claimed = self.outbox.inflight.setdefault(self.name, set())
+            claimed.update(row.id for row in rows)
+            handed = 0
+            try:
+                for row in rows:
+                    historical = self._historical(row)
+                    if historical:  # pace the backlog so live data and the broker keep up
+                        now = loop.time()
+                        if next_slot > now:
+                            await asyncio.sleep(next_slot - now)
+                        next_slot = max(next_slot, now) + 1.0 / self.backlog_rate
+                    while not await self._acquire():
+                        if not self.transport.connected:
+                            break
                     if not self.transport.connected:
                         break
-                if not self.transport.connected:
-                    break
-                task = asyncio.create_task(self._send(row, historical))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                cursor = row.id
+                    task = asyncio.create_task(self._send(row, historical))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    task.add_done_callback(functools.partial(self._release, row.id))
+                    handed += 1
+                    cursor = row.id
+            finally:
+                claimed.difference_update(row.id for row in rows[handed:])
+
+    def _release(self, row_id: int, _task: asyncio.Task[None]) -> None:
+        self.outbox.inflight.setdefault(self.name, set()).discard(row_id)
 
     async def _acquire(self) -> bool:
         """asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
@@ -146,8 +162,6 @@ class DestinationSender:
 
     async def _send(self, row: OutboxRow, historical: bool) -> None:
         props = {"user_property": [("historical", "true")]} if historical else None
-        inflight = self.outbox.inflight.setdefault(self.name, set())
-        inflight.add(row.id)
         try:
             await self.transport.publish(
                 row.topic, row.payload, qos=1, retain=row.retain, properties=props
@@ -160,7 +174,6 @@ class DestinationSender:
         except asyncio.CancelledError:  # withdrawn (link lost): the row stays in the outbox
             pass
         finally:
-            inflight.discard(row.id)
             self._inflight.release()
 
     async def settle(self) -> None:

@@ -45,6 +45,9 @@ class StatusReporter:
         self.log = log
         self.every = every
         self.alarmed: set[str] = set()
+        # alarms a published status has carried: only those may clear, so a platform sees
+        # every alarm however briefly the loss lasted and however late the loop runs
+        self.shown: set[str] = set()
 
     def payload(self) -> bytes:
         detail: dict[str, Any] = {
@@ -69,8 +72,9 @@ class StatusReporter:
                 self.alarmed.add(dest)  # the alarm: one error line, and `alarms` in the status
                 self.log.error("outbox_full_losing_data", destination=dest, **st)
                 urgent = True
-            elif not losing and dest in self.alarmed:
+            elif not losing and dest in self.alarmed and dest in self.shown:
                 self.alarmed.discard(dest)
+                self.shown.discard(dest)
                 self.log.info("outbox_no_longer_losing_data", destination=dest, **st)
                 urgent = True  # platforms see the alarm clear at once
             losses[dest] = lost
@@ -101,4 +105,5 @@ class StatusReporter:
                 for tr in self.stack.transports.values():
                     if tr.connected:
                         self.supervisor.spawn(tr.publish(status_topic, payload, qos=1, retain=True))
+                        self.shown |= self.alarmed
             await asyncio.sleep(1.0)

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -54,6 +54,7 @@ import structlog
 from edge.kpi.oee import OeeEngine, OeeResult
 from edge.kpi.store import ClosedWindow, EngineDelta, OeeStore
 from models.errors import EdgeError
+from models.logger import Logger
 from models.machine_state import Availability, MachineState
 from models.plant import Machine, Plant
 from models.sample import format_ts, utc_now
@@ -63,12 +64,6 @@ __all__ = ["KpiService", "WindowKind", "oee_record"]
 
 WindowKind = Literal["shift", "last_hour", "today", "range"]
 _PRUNE_EVERY = timedelta(hours=1)
-
-
-class Logger(Protocol):
-    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...
-    def warning(self, event: str, *args: Any, **kw: Any) -> Any: ...
-    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
 
 
 def oee_record(r: OeeResult, kind: WindowKind, *, closed: bool, at: datetime,

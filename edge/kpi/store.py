@@ -53,20 +53,17 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Protocol
-
-import structlog
+from typing import Any
 
 from edge.storage.wal import (
     WalStore,
 )
 from models.errors import ConfigurationError, EdgeError
+from models.logger import Logger
 
 __all__ = ["FILENAME", "FORMAT_VERSION", "ClosedWindow", "EngineDelta", "OeeStore",
            "OeeStoreError", "SavedEngine"]
@@ -101,13 +98,6 @@ class OeeStoreError(EdgeError):
 
     From `save` it means nothing was written; the caller keeps its cursors and retries.
     """
-
-
-class Logger(Protocol):
-    """The slice of a structlog logger this module uses."""
-
-    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...
-    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
 
 
 def to_us(t: datetime) -> int:
@@ -150,8 +140,6 @@ class ClosedWindow:
     record: dict[str, Any]
 
 
-
-
 class OeeStore(WalStore):
     """The OEE database at `path` (its directory is created 0700 if missing)."""
 
@@ -167,19 +155,10 @@ class OeeStore(WalStore):
                  busy_timeout: float = 5.0, logger: Logger | None = None) -> None:
         if raw_retention_days <= 0 or window_retention_days <= 0:
             raise ConfigurationError("OEE retention must be a positive number of days")
-        self.path = Path(path)
         self.raw_retention = timedelta(days=raw_retention_days)
         self.window_retention = timedelta(days=window_retention_days)
-        self.durable = durable
-        self._busy_timeout = busy_timeout
-        self._log: Logger = logger or structlog.get_logger().bind(component="oee_store")
-        self._lock = threading.Lock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise ConfigurationError(f"OEE store {self.path}: cannot create its directory: "
-                                     f"{exc.strerror or exc}") from exc
-        self._conn: sqlite3.Connection | None = self._open()
+        self._start(path, durable=durable, busy_timeout=busy_timeout, logger=logger,
+                    component="oee_store")
 
     # --- opening and recovery (as edge/egress/outbox.py) -------------------------------------
 

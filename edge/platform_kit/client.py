@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from edge.platform_kit.verifier import verify_envelope
-from edge.query.handler import REQUEST_TYP, request_ts
-from edge.signing.jws import b64url_encode, canonical_json, jwk_public, sign_jws
+from edge.signing.jws import REQUEST_TYP, b64url_encode, canonical_json, jwk_public, sign_jws
 from edge.transport.mqtt import MqttTransport
 from models.errors import ConfigurationError, TransportError
 from models.plant import Destination
@@ -29,6 +29,11 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigurationError(f"{path} is not an Ed25519 private key")
     return key
+
+
+def request_ts(now: datetime | None = None) -> str:
+    """A request's `ts`: now, UTC, RFC 3339 with `Z`."""
+    return (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
 
 
 def sign_request(key: Ed25519PrivateKey, body: dict[str, Any]) -> dict[str, str]:

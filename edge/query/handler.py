@@ -9,21 +9,37 @@ to the MQTT 5 Response Topic with the request's Correlation Data, or to `reply_t
 signed envelope on stream `response` whose one record is `{"id", "ok": true, "result"}` or
 `{"id", "ok": false, "error": {"code", "message"}}`.
 
-Checks, in order, each refusal answered (when a reply address exists) and logged once:
-size (`too_large`), JSON (`bad_request`), a JWS with exactly protected/payload/signature
-(`unauthorized`), decodable header and signature (`bad_request`), `alg`, known `kid` and
-signature (`unauthorized`), body schema and `ts` syntax (`bad_request`), `ts` within the
-skew window and a fresh `nonce` (`unauthorized`), the platform's token bucket
-(`rate_limited`), method and machine allowed for that platform (`forbidden`), then the
-method (`not_found`, `bad_request`, `internal`). docs/protocol.md ("Checks and error codes,
-in order") lists every check with its message; keep the two in step. The header's `typ`
-is not checked. Error messages never echo key material or internals.
+Checks, in order: size (`too_large`), JSON (`bad_request`), a JWS with exactly
+protected/payload/signature (`unauthorized`), decodable header and signature
+(`bad_request`), `alg`, `typ` (must be `edge-request+json`, so no other JWS a platform key
+signed passes for a request), known `kid` and signature (`unauthorized`), body schema and
+`ts` syntax (`bad_request`), `ts` within the skew window and a fresh `nonce`
+(`unauthorized`), the platform's token bucket (`rate_limited`), method and machine allowed
+for that platform (`forbidden`), then the method (`not_found`, `bad_request`, `internal`).
+docs/protocol.md ("Checks and error codes, in order") lists every check with its message;
+keep the two in step. Error messages never echo key material or internals.
+
+Every refusal is answered when it has a reply address, with two exceptions that keep a flood
+cheap. A request that has not yet proved to be a fresh request of a known platform (all
+checks up to and including the nonce) is *unauthenticated*: its refusals are answered only
+while one gateway-wide token bucket (`UNAUTHENTICATED_RATE`/`UNAUTHENTICATED_BURST`) has
+tokens, and logged once per interval with a count. A request that does not fit the queue
+(`queue_size`, `queue_bytes`) is dropped unanswered, counted, logged once per burst. An
+authenticated platform over its rate gets `rate_limited`, logged once per interval with a
+count. The reply address of an oversize request is read from the MQTT 5 Response Topic, or,
+for a v3.1.1 client, by parsing its `reply_to` when the request is at most
+`ADDRESS_PARSE_LIMIT` bytes (and the unauthenticated bucket has a token).
+
+`health` is scoped like `state`: devices of the platform's machines only, and the statistics
+of the destination the request arrived through only, never another destination's id.
+Nonces live in a `NonceMemory` (edge/query/nonces.py; the daemon passes the SQLite-backed
+`NonceStore` so that a request captured before a restart is refused after it).
 
 Flood safety: requests wait in one bounded queue served by one task, so a flood costs a
-bounded amount of memory and one task's share of the event loop; telemetry keeps flowing
-and excess requests are dropped (counted, logged once per burst). Replies are published
-directly, not through the outbox: an answer nobody waits for any more is worth nothing
-after an outage. Their `seq`/`prev` chain runs per reply topic for the life of the process.
+bounded amount of memory and one task's share of the event loop; telemetry keeps flowing.
+Replies are published directly, not through the outbox: an answer nobody waits for any more
+is worth nothing after an outage. Their `seq`/`prev` chain runs per reply topic for the life
+of the process.
 Nothing here writes to a machine.
 """
 
@@ -33,10 +49,9 @@ import asyncio
 import fnmatch
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,7 +59,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from edge.query.limits import RefusalLog, TokenBucket
+from edge.query.nonces import NonceMemory
 from edge.signing.jws import (
+    REQUEST_TYP,
     ChainState,
     Signer,
     b64url_decode,
@@ -54,10 +72,9 @@ from edge.signing.jws import (
 )
 from models.envelope import envelope_body
 from models.errors import ConfigurationError, EdgeError
+from models.logger import Logger
 from models.plant import BOOKING_METHODS, QUERY_METHODS, Plant, Platform, gateway_topic
 from models.sample import utc_now
-
-REQUEST_TYP = "edge-request+json"
 
 
 class QueryError(EdgeError):
@@ -77,6 +94,7 @@ class Incoming:
     payload: bytes
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    destination: str | None = None  # the destination whose connection it arrived on
 
 
 @dataclass(frozen=True)
@@ -144,16 +162,15 @@ def _read_keys(path: Path, *, jwks: bool) -> dict[str, Ed25519PublicKey]:
     return out
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    stamp: float
-
-
-@dataclass
-class _PlatformState:
-    bucket: _Bucket
-    nonces: OrderedDict[str, float] = field(default_factory=OrderedDict)
+UNAUTHENTICATED_RATE = 10.0
+"""Refusals per second answered to requests that are not (yet) a fresh request of a known
+platform; more are dropped unanswered (and counted)."""
+UNAUTHENTICATED_BURST = 100
+ADDRESS_PARSE_LIMIT = 1 << 20
+"""An oversize v3.1.1 request up to this size (or 4 x `max_request_bytes`, whichever is more)
+is parsed for its `reply_to` so that `too_large` reaches it; a larger one is answered only in
+MQTT 5 style (Response Topic)."""
+LOG_INTERVAL = 60.0
 
 
 class QueryHandler:
@@ -164,9 +181,14 @@ class QueryHandler:
         *,
         signer: Callable[[], Signer],
         keys: dict[str, tuple[Platform, Ed25519PublicKey]],
-        logger: Any,
+        logger: Logger,
         clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+        nonces: NonceMemory | None = None,
     ) -> None:
+        """`clock` is the wall clock of the `ts` window and of nonce expiry, `monotonic` the
+        clock of the token buckets and log intervals (both injectable for tests); `nonces`
+        defaults to memory only (the daemon passes the SQLite `NonceStore`)."""
         self.plant = plant
         self.settings = plant.gateway.query
         self.backend = backend
@@ -174,35 +196,54 @@ class QueryHandler:
         self.keys = keys
         self.log = logger
         self.clock = clock
+        self.monotonic = monotonic
+        self.nonces = nonces if nonces is not None else NonceMemory()
         self.topic = gateway_topic(plant, "query")
         self.chain = ChainState()
-        self.state: dict[str, _PlatformState] = {}
-        self.counts: dict[str, int] = {"answered": 0, "refused": 0, "dropped": 0}
+        self.buckets: dict[str, TokenBucket] = {}
+        self.anonymous = TokenBucket(UNAUTHENTICATED_RATE, UNAUTHENTICATED_BURST, monotonic)
+        self._anonymous_log = RefusalLog(
+            logger, "query_unauthenticated_refused", LOG_INTERVAL, monotonic
+        )
+        self._rate_logs: dict[str, RefusalLog] = {}
+        self._topic_log = RefusalLog(logger, "query_reply_topic_refused", LOG_INTERVAL, monotonic)
+        self.counts: dict[str, int] = {"answered": 0, "refused": 0, "dropped": 0, "unanswered": 0}
         self.by_method: dict[tuple[str, str], int] = {}
         """(method, "ok" or the error code) -> requests, for /metrics; the method is
         `unknown` when the request was refused before its method could be read."""
 
     def reconfigure(self, plant: Plant, keys: PlatformKeys) -> None:
         """A reload's platforms and query settings, effective with the next request: a
-        revoked key is unknown at once, a narrowed machine list applies at once. Nonce
-        memory and token buckets of platforms that stay are kept (a reload must not open a
-        replay window); those of removed platforms are dropped."""
+        revoked key is unknown at once, a narrowed machine list applies at once. Token
+        buckets of platforms that stay are kept with their tokens (a reload must not refill
+        them) and take the new rate and burst; those of removed platforms are dropped. Nonces
+        are all kept until they expire (a reload must not open a replay window, even for a
+        platform removed and added back)."""
         self.plant = plant
         self.settings = plant.gateway.query
         self.keys = keys
         self.topic = gateway_topic(plant, "query")
-        kept = {p.id for p, _ in keys.values()}
-        self.state = {pid: st for pid, st in self.state.items() if pid in kept}
+        platforms = {p.id: p for p, _ in keys.values()}
+        self.buckets = {pid: b for pid, b in self.buckets.items() if pid in platforms}
+        for pid, bucket in self.buckets.items():
+            bucket.rate = platforms[pid].rate_limit
+            bucket.burst = float(platforms[pid].burst)
+        self._rate_logs = {pid: log for pid, log in self._rate_logs.items() if pid in platforms}
 
     # ---- the pipeline ---------------------------------------------------------------
     def handle(self, msg: Incoming) -> Reply | None:
-        """Answer one message; None when there is nowhere to send the answer."""
+        """Answer one message; None when there is nowhere (or no budget) to send the answer."""
         request_id: str | None = None
         reply_to, correlation = msg.response_topic, msg.correlation_data
-        platform: Platform | None = None
+        platform: Platform | None = None  # set once the request is fresh and authenticated
+        paid = False  # an unauthenticated answer already paid for (oversize parsing)
         method = "unknown"
         try:
             if len(msg.payload) > self.settings.max_request_bytes:
+                limit = max(ADDRESS_PARSE_LIMIT, 4 * self.settings.max_request_bytes)
+                if reply_to is None and len(msg.payload) <= limit and self.anonymous.take():
+                    paid = True
+                    request_id, reply_to = _claimed_address(msg.payload)
                 raise QueryError(
                     "too_large", f"request larger than {self.settings.max_request_bytes} bytes"
                 )
@@ -211,12 +252,13 @@ class QueryHandler:
             request_id = _short_str(claimed.get("id"))
             if reply_to is None:
                 reply_to = _short_str(claimed.get("reply_to"))
-            platform, body = self._authenticate(envelope)
+            signer, body = self._authenticate(envelope)
             method, params = self._validate(body)
-            self._fresh(platform, body)
+            self._fresh(signer, body)
+            platform = signer
             self._admit(platform)
             self._authorize(platform, method, params)
-            result = self._dispatch(method, params, platform)
+            result = self._scope(platform, method, self._dispatch(method, params, platform), msg)
             record: dict[str, Any] = {"id": request_id, "ok": True, "result": result}
             self.counts["answered"] += 1
             self._count(method, "ok")
@@ -228,23 +270,50 @@ class QueryHandler:
             }
             self.counts["refused"] += 1
             self._count(method, exc.code)
-            self.log.warning(
-                "query_refused",
-                code=exc.code,
-                reason=exc.message,
-                platform=platform.id if platform else None,
-                request_id=request_id,
-            )
+            answerable = reply_to is not None and self._reply_topic_ok(reply_to)
+            if platform is None:
+                answered = answerable and (paid or self.anonymous.take())
+                self._anonymous_log.note(
+                    exc.code, answered=answered, reason=exc.message, request_id=request_id
+                )
+                if not answered:
+                    self.counts["unanswered"] += 1
+                    return None
+            elif exc.code == "rate_limited":
+                self._rate_log(platform).note(exc.code, answered=answerable)
+            else:
+                self.log.warning(
+                    "query_refused",
+                    code=exc.code,
+                    reason=exc.message,
+                    platform=platform.id,
+                    request_id=request_id,
+                )
         if reply_to is None:
+            self.counts["unanswered"] += 1
             return None
         if not self._reply_topic_ok(reply_to):
-            self.log.warning("query_reply_topic_refused", topic=reply_to[:200])
+            self.counts["unanswered"] += 1
+            self._topic_log.note("reply_topic", answered=False, topic=reply_to[:200])
             return None
         return Reply(reply_to, self._seal(reply_to, record), correlation)
 
     def _count(self, method: str, result: str) -> None:
         key = (method, result)
         self.by_method[key] = self.by_method.get(key, 0) + 1
+
+    def flush_logs(self) -> None:
+        """Write the counts of repeating refusals whose interval is over (called when idle)."""
+        for log in (self._anonymous_log, self._topic_log, *self._rate_logs.values()):
+            log.flush()
+
+    def _rate_log(self, platform: Platform) -> RefusalLog:
+        log = self._rate_logs.get(platform.id)
+        if log is None:
+            log = self._rate_logs[platform.id] = RefusalLog(
+                self.log, "query_rate_limited", LOG_INTERVAL, self.monotonic, platform=platform.id
+            )
+        return log
 
     def _reply_topic_ok(self, topic: str) -> bool:
         """Never answer onto wildcards or into our own data namespace, where a reply could
@@ -269,7 +338,7 @@ class QueryHandler:
             stream="response",
             seq=seq,
             prev=prev,
-            created=utc_now(),
+            created=self.clock(),
             records=[record],
         )
         envelope = self.signer().sign_body(body)
@@ -291,6 +360,8 @@ class QueryHandler:
             raise QueryError("bad_request", "malformed JWS") from exc
         if not isinstance(header, dict) or header.get("alg") not in ("EdDSA", "Ed25519"):
             raise QueryError("unauthorized", "alg must be EdDSA")
+        if header.get("typ") != REQUEST_TYP:
+            raise QueryError("unauthorized", f"typ must be {REQUEST_TYP}")
         entry = self.keys.get(str(header.get("kid")))
         if entry is None:
             raise QueryError("unauthorized", "unknown key")
@@ -316,6 +387,8 @@ class QueryHandler:
         return str(method), params
 
     def _fresh(self, platform: Platform, body: dict[str, Any]) -> None:
+        """`ts` within the window (inclusive) and a nonce not seen while it could be valid:
+        remembered until `ts + max_skew_seconds`, after which the `ts` check refuses it."""
         try:
             ts = datetime.fromisoformat(str(body["ts"]).replace("Z", "+00:00"))
         except ValueError as exc:
@@ -323,33 +396,25 @@ class QueryHandler:
         if ts.tzinfo is None:
             raise QueryError("bad_request", "ts needs a time zone")
         skew = self.settings.max_skew_seconds
-        if abs((self.clock() - ts).total_seconds()) > skew:
+        now = self.clock()
+        if abs((now - ts).total_seconds()) > skew:
             raise QueryError("unauthorized", f"ts outside the accepted window of {skew:g} s")
-        st = self._state(platform)
-        now = time.monotonic()
-        while st.nonces and next(iter(st.nonces.values())) < now:
-            st.nonces.popitem(last=False)
-        nonce = str(body["nonce"])
-        if nonce in st.nonces:
+        nonce, at = str(body["nonce"]), now.timestamp()
+        if self.nonces.seen(platform.id, nonce, at):
             raise QueryError("unauthorized", "nonce already used")
-        st.nonces[nonce] = now + 2 * skew  # a replay after this is stale by ts anyway
-
-    def _state(self, platform: Platform) -> _PlatformState:
-        st = self.state.get(platform.id)
-        if st is None:
-            st = self.state[platform.id] = _PlatformState(
-                _Bucket(float(platform.burst), time.monotonic())
+        if not self.nonces.remember(platform.id, nonce, ts.timestamp() + skew, at):
+            raise QueryError(
+                "rate_limited", "too many requests within the replay window; retry later"
             )
-        return st
 
     def _admit(self, platform: Platform) -> None:
-        b = self._state(platform).bucket
-        now = time.monotonic()
-        b.tokens = min(float(platform.burst), b.tokens + (now - b.stamp) * platform.rate_limit)
-        b.stamp = now
-        if b.tokens < 1:
+        bucket = self.buckets.get(platform.id)
+        if bucket is None:
+            bucket = self.buckets[platform.id] = TokenBucket(
+                platform.rate_limit, platform.burst, self.monotonic
+            )
+        if not bucket.take():
             raise QueryError("rate_limited", f"more than {platform.rate_limit:g} requests/s")
-        b.tokens -= 1
 
     def _authorize(self, platform: Platform, method: str, params: dict[str, Any]) -> None:
         if method not in platform.methods:
@@ -358,14 +423,37 @@ class QueryHandler:
         if asset is not None:
             if not isinstance(asset, str):
                 raise QueryError("bad_request", "asset must be a machine id")
-            if not any(fnmatch.fnmatchcase(asset, pat) for pat in platform.machines):
+            if not _shared(platform, asset):
                 raise QueryError("forbidden", f"machine {asset!r} is not shared with this platform")
-        elif method in ("describe", "aas", "state", "capacity") and platform.machines != ["*"]:
-            params["_allowed"] = platform.machines  # whole-plant answers are filtered
+
+    def _scope(self, platform: Platform, method: str, result: Any, msg: Incoming) -> Any:
+        """Whole-plant answers shrink to the platform's machines; `health` also to the
+        destination the request came through (a platform never learns another broker)."""
+        if not isinstance(result, dict):
+            return result
+        if method == "health":
+            devices = result.get("devices")
+            destinations = result.get("destinations")
+            result = dict(result)
+            if isinstance(devices, dict):
+                result["devices"] = {a: v for a, v in devices.items() if _shared(platform, a)}
+            if isinstance(destinations, dict):
+                result["destinations"] = {
+                    d: v for d, v in destinations.items() if d == msg.destination
+                }
+            losses = result.get("losses")
+            if isinstance(losses, dict) and isinstance(losses.get("by_machine"), dict):
+                mine = {a: n for a, n in losses["by_machine"].items() if _shared(platform, a)}
+                result["losses"] = {**losses, "by_machine": mine,
+                                    "lost_records": sum(mine.values())}  # fmt: skip
+        elif isinstance(result.get("machines"), dict):
+            result["machines"] = {
+                a: v for a, v in result["machines"].items() if _shared(platform, a)
+            }
+        return result
 
     def _dispatch(self, method: str, params: dict[str, Any], platform: Platform) -> Any:
         asset = params.get("asset")
-        allowed = params.pop("_allowed", None)
         try:
             if method in BOOKING_METHODS:  # the platform is who books and whose bookings
                 result: Any = self.backend.query_booking(method, platform, params)
@@ -394,44 +482,52 @@ class QueryHandler:
         except Exception as exc:  # a bug: answer `internal`, keep serving, log the traceback
             self.log.exception("query_failed", method=method)
             raise QueryError("internal", "internal error") from exc
-        if allowed is not None and isinstance(result, dict) and "machines" in result:
-            result["machines"] = {
-                k: v
-                for k, v in result["machines"].items()
-                if any(fnmatch.fnmatchcase(k, p) for p in allowed)
-            }
         return result
 
     # ---- serving --------------------------------------------------------------------
     async def serve(self, transport: Any, name: str) -> None:
-        """Subscribe on one destination's connection and answer there, one request at a time."""
-        queue: asyncio.Queue[Incoming] = asyncio.Queue(self.settings.queue_size)
+        """Subscribe on one destination's connection and answer there, one request at a time.
+
+        The queue holds at most `queue_size` requests and `queue_bytes` bytes of payload."""
+        queue: asyncio.Queue[Incoming] = asyncio.Queue()
+        held = [0]  # payload bytes in the queue
         await transport.subscribe(self.topic, 1)
-        worker = asyncio.create_task(self._work(queue, transport), name=f"query-{name}")
+        self.log.info("query_serving", destination=name, topic=self.topic)
+        worker = asyncio.create_task(self._work(queue, held, transport), name=f"query-{name}")
         dropping = False
         try:
             async for msg in transport.messages():
                 if msg.topic != self.topic:
                     continue
-                try:
-                    queue.put_nowait(
-                        Incoming(msg.topic, msg.payload, msg.response_topic, msg.correlation_data)
-                    )
-                    dropping = False
-                except asyncio.QueueFull:
+                size = len(msg.payload)
+                if (
+                    queue.qsize() >= self.settings.queue_size
+                    or held[0] + size > self.settings.queue_bytes
+                ):
                     self.counts["dropped"] += 1
                     if not dropping:
                         self.log.warning(
-                            "query_flood_dropping", destination=name, queue=self.settings.queue_size
+                            "query_flood_dropping", destination=name, queue=queue.qsize()
                         )
                         dropping = True
+                    continue
+                held[0] += size
+                dropping = False
+                queue.put_nowait(
+                    Incoming(msg.topic, msg.payload, msg.response_topic, msg.correlation_data, name)
+                )
         finally:
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
 
-    async def _work(self, queue: asyncio.Queue[Incoming], transport: Any) -> None:
+    async def _work(self, queue: asyncio.Queue[Incoming], held: list[int], transport: Any) -> None:
         while True:
-            msg = await queue.get()
+            try:
+                msg = await asyncio.wait_for(queue.get(), timeout=5.0)
+            except TimeoutError:
+                self.flush_logs()
+                continue
+            held[0] -= len(msg.payload)
             reply = self.handle(msg)
             if reply is not None:
                 props = (
@@ -447,6 +543,19 @@ class QueryHandler:
                 except (TimeoutError, EdgeError) as exc:
                     self.log.warning("query_reply_failed", topic=reply.topic[:200], error=str(exc))
             await asyncio.sleep(0)  # let telemetry run between requests
+
+
+def _shared(platform: Platform, asset: str) -> bool:
+    return any(fnmatch.fnmatchcase(asset, pattern) for pattern in platform.machines)
+
+
+def _claimed_address(payload: bytes) -> tuple[str | None, str | None]:
+    """`(id, reply_to)` of a request that is not checked further (an oversize one)."""
+    try:
+        claimed = _claimed_body(_json_object(payload, "request"))
+    except QueryError:
+        return None, None
+    return _short_str(claimed.get("id")), _short_str(claimed.get("reply_to"))
 
 
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
@@ -473,7 +582,3 @@ def _claimed_body(envelope: dict[str, Any]) -> dict[str, Any]:
 
 def _short_str(value: Any) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 512 else None
-
-
-def request_ts(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z")

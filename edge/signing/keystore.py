@@ -22,7 +22,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from edge.signing.jws import Signer, jwk_public, jwk_thumbprint, jwks
 from models.errors import ConfigurationError
+from models.logger import Logger
 
 __all__ = ["KEY_FILE", "PREVIOUS_FILE", "KeyStore", "Logger"]
 
@@ -42,13 +43,6 @@ KEY_FILE = "signing-key.pem"
 PREVIOUS_FILE = "previous-keys.json"
 
 T = TypeVar("T")
-
-
-class Logger(Protocol):
-    """The slice of a structlog logger this module uses (key=value events)."""
-
-    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...
-    def warning(self, event: str, *args: Any, **kw: Any) -> Any: ...
 
 
 def _config_error(path: Path, exc: BaseException) -> ConfigurationError:

@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, Self
+
+import structlog
 
 from models.errors import ConfigurationError, EdgeError
+from models.logger import Logger
 
 CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 NOT_WRITABLE_CODES = {sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY,
@@ -28,10 +32,6 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 WAL_AUTOCHECKPOINT = 256  # pages (1 MiB at SQLite's default 4 KiB page): SQLite's 1000 was 4 MiB
 JOURNAL_SIZE_LIMIT = 2 * 2**20  # bytes the WAL file keeps after a checkpoint
 CHECKPOINT_EVERY = 60.0  # seconds between WAL truncations by `checkpoint_loop`
-
-
-class Logger(Protocol):
-    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
 
 
 def sqlite_code(exc: sqlite3.Error) -> int:
@@ -56,6 +56,22 @@ class WalStore:
     _log: Logger
     _conn: sqlite3.Connection | None
     _lock: threading.Lock
+
+    def _start(self, path: str | os.PathLike[str], *, durable: bool, busy_timeout: float,
+               logger: Logger | None, component: str) -> None:
+        """What every store's constructor does: remember the settings, create the directory
+        (0700), open (checking, recovering) the database."""
+        self.path = Path(path)
+        self.durable = durable
+        self._busy_timeout = busy_timeout
+        self._log = logger or structlog.get_logger().bind(component=component)
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigurationError(f"{self.label} {self.path}: cannot create its directory: "
+                                     f"{exc.strerror or exc}") from exc
+        self._conn = self._open()
 
     def _error(self, exc: sqlite3.Error, doing: str) -> EdgeError:
         msg = f"{self.label} {self.path}: {doing}: {exc}"
@@ -181,22 +197,29 @@ class WalStore:
 
     @contextlib.contextmanager
     def _tx(self, doing: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the lock; sqlite3 errors leave as EdgeError."""
-        with self._lock:
-            conn = self._require()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
+        """One write transaction under the lock; sqlite3 errors leave as the store's
+        EdgeError, everything rolled back."""
+        with self._lock, self._transaction(doing) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _transaction(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """`_tx` for a caller that already holds `_lock` (the outbox, which reads and
+        decides under the same lock)."""
+        conn = self._require()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(exc, doing) from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
                 raise self._error(exc, doing) from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise self._error(exc, doing) from exc
-                raise
+            raise
 
     def _read(self, doing: str, sql: str, args: tuple[Any, ...]) -> list[Any]:
         with self._lock:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,21 @@ from conftest import Collector, Mosquitto
 from e2e import GatewayProcess, plant_yaml, verified_body, wait_for
 
 from edge.platform_kit.verifier import verify_stream
+from edge.signing.jws import b64url_decode
 
 TOPIC_M1 = "edge/plant-a/hall-1/line-1/m1/telemetry"
 JWKS: list[dict[str, Any]] = []
+
+
+def ts(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def unverified_body(msg: Any) -> dict[str, Any]:
+    """The body without checking the signature: for timing checks over messages that may
+    include retained ones of an earlier gateway (another key)."""
+    body: dict[str, Any] = json.loads(b64url_decode(json.loads(msg.payload)["payload"]))
+    return body
 
 
 def body(msg: Any) -> dict[str, Any]:
@@ -137,7 +149,7 @@ def test_gateway_publishes_contract_shaped_telemetry_and_state(
         body([m for m in col.snapshot() if m.topic == dead_state][-1])["records"][0]["availability"]
         == "unavailable"
     )
-    time.sleep(2.5)  # several retry periods
+    wait_for(lambda: len(gateway.events("device_still_unavailable")) >= 2, 20, "two more retries")
     unavailable = [e for e in gateway.logs() if e.get("event") == "device_unavailable"]
     assert [e["asset"] for e in unavailable] == ["dead"]
     assert not any(m.topic.endswith("/dead/telemetry") for m in col.snapshot())
@@ -187,11 +199,24 @@ def test_sighup_refuses_broken_yaml_and_applies_a_good_one(
     plant.write_text(text)
     gateway.signal(signal.SIGHUP)
     wait_for(lambda: any(e.get("event") == "reloaded" for e in gateway.logs()), 10, "reloaded")
-    time.sleep(0.5)
-    cut = len(col.snapshot())
-    time.sleep(1.5)
-    after = col.snapshot()[cut:]
-    assert any(m.topic.endswith("/m1/telemetry") for m in after)
-    assert not any(m.topic.endswith("/m2/telemetry") for m in after)
+    # Samples are stamped when read: an m2 sample stamped after the reload (which stops m2
+    # before it logs `reloaded`) would be a fault, whenever its envelope arrives. Waiting for
+    # three m1 envelopes of such samples covers any m2 envelope still in the batcher.
+    reloaded = ts(next(e for e in gateway.logs() if e.get("event") == "reloaded")["timestamp"])
+
+    def read_after_reload() -> list[Any]:
+        return [
+            m
+            for m in col.snapshot()
+            if m.topic.endswith("/telemetry")
+            and max(ts(r["ts"]) for r in unverified_body(m)["records"]) > reloaded
+        ]
+
+    wait_for(
+        lambda: sum(m.topic.endswith("/m1/telemetry") for m in read_after_reload()) >= 3,
+        10,
+        "m1 telemetry after the reload",
+    )
+    assert not any(m.topic.endswith("/m2/telemetry") for m in read_after_reload())
     gateway.signal(signal.SIGTERM)
     assert gateway.wait() == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Collector, Mosquitto, Received
-from e2e import GatewayProcess, proxied_plant, verified_body, wait_for
+from e2e import GatewayProcess, proxied_plant, stored, verified_body, wait_for
 
 BACKLOG_RATE = 10.0  # envelopes/s: low, so the pace is measurable against broker jitter
 OUTAGE = 3.0  # seconds the broker is unreachable: the fault itself, not a synchronisation
@@ -58,7 +58,10 @@ def test_backlog_is_flagged_and_paced_after_an_outage(
             gw.wait()
             gw = GatewayProcess(plant).start()
             wait_for(lambda: len(gw.events("egress_ready")) == 2, 20, "second start")
-            time.sleep(1.0)  # the new process seals some data while the broker is still away
+            kept = stored(tmp_path / "state")
+            wait_for(  # the new process seals some data while the broker is still away
+                lambda: stored(tmp_path / "state") >= kept + 3, 20, "envelopes of the new process"
+            )
         before = len(col.snapshot())
         proxy.start()
         wait_for(

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Collector, Mosquitto
-from e2e import GatewayProcess, TcpProxy, plant_yaml, proxied_plant, verified_body, wait_for
+from e2e import (
+    GatewayProcess,
+    TcpProxy,
+    plant_yaml,
+    proxied_plant,
+    stored,
+    verified_body,
+    wait_for,
+    wait_for_offline_status,
+)
 
 from edge.platform_kit.verifier import verify_stream
 
@@ -44,14 +52,16 @@ def test_outage_and_sigkill_lose_nothing_and_keep_the_chain(
     gw = GatewayProcess(plant).start()
     try:
         wait_for(lambda: bool(gw.events("egress_ready")), 20, "gateway ready")
-        time.sleep(2.0)
+        wait_for(lambda: stored(tmp_path / "state") >= 5, 20, "envelopes stored in the outage")
         gw.signal(signal.SIGKILL)
         gw.wait()
         # 2. a new process finds the outbox, continues the chain, and still cannot send
         gw = GatewayProcess(plant).start()
         wait_for(lambda: len(gw.events("egress_ready")) == 2, 20, "second start")
-        assert gw.events("egress_ready")[-1]["pending"]["local"] > 0
-        time.sleep(1.5)
+        kept = gw.events("egress_ready")[-1]["pending"]["local"]
+        assert kept > 0
+        # the second process seals more while the broker is still unreachable
+        wait_for(lambda: stored(tmp_path / "state") >= kept + 3, 20, "more envelopes stored")
         assert not [m for m in col.snapshot() if m.topic == TOPIC]
         # 3. the network comes back: backlog first, then live data
         proxy.start()
@@ -65,7 +75,7 @@ def test_outage_and_sigkill_lose_nothing_and_keep_the_chain(
         )
         # 4. a pulled cable mid-stream
         proxy.stop()
-        time.sleep(1.5)
+        wait_for(lambda: bool(gw.events("mqtt_disconnected")), 20, "the gateway sees the cut")
         proxy.start()
         n = len(col.snapshot())
         wait_for(lambda: len(col.snapshot()) > n + 10, 30, "telemetry after the second outage")
@@ -117,15 +127,19 @@ def test_full_outbox_drops_oldest_counts_exactly_and_raises_an_alarm(
         proxy.start()
 
         def status() -> dict[str, Any] | None:
+            """The first detailed status the broker received (the gateway was never
+            connected before, so it is the one published at the reconnect). The alarm
+            cannot clear before a status carrying it was published, however slowly the
+            gateway's loops run on a loaded machine."""
             found = [json.loads(m.payload) for m in col.snapshot() if m.topic.endswith("/status")]
-            return found[-1] if found and "destinations" in found[-1] else None
+            return next((s for s in found if "destinations" in s), None)
 
         wait_for(lambda: status() is not None, 20, "detailed status after reconnect")
         first = status()
         assert first is not None and "outbox_full_losing_data:local" in first["alarms"]
         gw.signal(signal.SIGTERM)
         assert gw.wait() == 0
-        time.sleep(0.5)  # the last deliveries reach the collector
+        wait_for_offline_status(col)  # so every delivery before it has arrived
     finally:
         gw.kill()
         proxy.stop()

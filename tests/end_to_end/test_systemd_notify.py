@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,9 +40,11 @@ def test_ready_watchdog_and_stopping_reach_the_notify_socket(
     gw = GatewayProcess(plant).start()
     try:
         wait_for(lambda: (drain(), any(m.startswith("READY=1") for m in received))[1], 20, "READY")
-        time.sleep(1.6)
-        drain()
-        assert sum(m == "WATCHDOG=1" for m in received) >= 3
+        wait_for(
+            lambda: (drain(), sum(m == "WATCHDOG=1" for m in received) >= 3)[1],
+            10,
+            "three watchdog pings (one per 0.5 s)",
+        )
         gw.signal(signal.SIGTERM)
         assert gw.wait() == 0
         drain()

@@ -292,8 +292,12 @@ async def test_real_clock_values_move_without_anyone_writing() -> None:
         await client.connect()
         try:
             first = (await client.read_holding_registers(200, count=100, device_id=1)).registers
-            await asyncio.sleep(0.25)
-            later = (await client.read_holding_registers(200, count=100, device_id=1)).registers
+            later = first
+            async with asyncio.timeout(5):  # time_scale 600: values change within a second
+                while later == first:
+                    await asyncio.sleep(0.05)  # poll interval of the reading client
+                    rr = await client.read_holding_registers(200, count=100, device_id=1)
+                    later = rr.registers
         finally:
             client.close()
         assert first != later
@@ -358,7 +362,7 @@ async def test_command_line_entry_serves_a_machine() -> None:
         for _ in range(100):
             if await client.connect():
                 break
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # poll until the subprocess listens
         rr = await client.read_holding_registers(0, count=6, device_id=1)
         assert not rr.isError()
         assert rr.registers[2] == 1  # available

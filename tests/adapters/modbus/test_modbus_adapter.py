@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 import pytest
+from e2e import until
 from pydantic import BaseModel
 from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
@@ -192,6 +194,11 @@ async def start(server: Any) -> int:
 
 async def stop(server: Any) -> None:
     await server.shutdown()
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def make_adapter(s: ModbusSettings, logger: Any = None) -> ModbusAdapter:
@@ -415,7 +422,7 @@ async def test_device_goes_away_and_comes_back() -> None:
         adapter = make_adapter(settings(s_points, host="127.0.0.1", port=port, timeout=0.5))
         await adapter.connect()
         assert by_signal(await adapter.read_once())["part_count"].value == 70000
-    await asyncio.sleep(0.05)
+    await until(lambda: not port_open(port), 5, "the device to be gone")
     with pytest.raises(DeviceUnavailable):
         await adapter.read_once()
     with pytest.raises(DeviceUnavailable):

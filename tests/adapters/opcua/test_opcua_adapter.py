@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import structlog
 import yaml
+from e2e import until
 
 from adapters.base import AdapterContext
 from adapters.opcua.adapter import OpcUaAdapter
@@ -254,14 +255,6 @@ async def run_device(settings: OpcUaSettings) -> tuple[DeviceRunner, list[Sample
     return runner, samples, asyncio.create_task(runner.run())
 
 
-async def wait_for(cond: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 def _marks(samples: list[Sample]) -> list[str]:
     return [s.value for s in samples if s.signal == "availability"]  # type: ignore[misc]
 
@@ -271,13 +264,13 @@ async def test_recovers_after_server_restart(sim: tuple[OpcUaSimulator, int]) ->
     s, port = sim
     _runner, samples, task = await run_device(make_settings(port, {"profile": "machine_tool"}))
     try:
-        await wait_for(lambda: any(x.signal == "execution" for x in samples), 10, "first data")
+        await until(lambda: any(x.signal == "execution" for x in samples), 10, "first data")
         await s.stop()
-        await wait_for(lambda: "unavailable" in _marks(samples), 10, "the gap")
+        await until(lambda: "unavailable" in _marks(samples), 10, "the gap")
         gap = len(samples)
         assert any(x.signal == "execution" and x.quality is Quality.BAD for x in samples)
         await s.start()
-        await wait_for(lambda: any(x.signal == "execution" and x.quality is Quality.GOOD
+        await until(lambda: any(x.signal == "execution" and x.quality is Quality.GOOD
                                    for x in samples[gap:]), 20, "samples after restart")
         assert _marks(samples[gap:])[-1] == "available"
     finally:
@@ -293,15 +286,15 @@ async def test_recovers_after_server_freeze(sim: tuple[OpcUaSimulator, int]) -> 
     await proxy.start()
     _runner, samples, task = await run_device(make_settings(proxy.port))
     try:
-        await wait_for(lambda: any(x.signal == "program_text" for x in samples), 10,
+        await until(lambda: any(x.signal == "program_text" for x in samples), 10,
                        "first data")
         proxy.frozen.set()
         t0 = time.monotonic()
-        await wait_for(lambda: "unavailable" in _marks(samples), 10, "freeze detected")
+        await until(lambda: "unavailable" in _marks(samples), 10, "freeze detected")
         assert time.monotonic() - t0 < 6  # watchdog 0.5 s, request timeout 2 s
         gap = len(samples)
         proxy.frozen.clear()
-        await wait_for(lambda: any(x.signal == "program_text" and x.quality is Quality.GOOD
+        await until(lambda: any(x.signal == "program_text" and x.quality is Quality.GOOD
                                    for x in samples[gap:]), 20, "samples after the freeze")
     finally:
         task.cancel()
@@ -328,7 +321,8 @@ async def test_memory_and_tasks_flat_across_reconnects(sim: tuple[OpcUaSimulator
     base = tracemalloc.get_traced_memory()[0]
     for _ in range(15):
         await cycle()
-    await asyncio.sleep(0.2)
+    # closed clients finish their own teardown tasks: wait for that, not for a fixed time
+    await until(lambda: len(asyncio.all_tasks()) <= tasks_before, 10, "client tasks to end")
     gc.collect()
     grown = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()

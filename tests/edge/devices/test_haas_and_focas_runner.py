@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
+from e2e import until
 
 from adapters.focas.adapter import FocasAdapter
 from adapters.focas.settings import FocasSettings
@@ -34,13 +34,6 @@ def machine(asset: str, execution: Execution) -> MachineModel:
     return MachineModel.scripted(asset, [ScriptEvent(
         at=0, execution=execution, controller_mode=ControllerMode.AUTOMATIC, program="O2000",
         part_count=12, bad_part_count=1, alarm_code=0)])
-
-
-async def until(cond: Callable[[], bool], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 Serve = Callable[[MachineModel, int], Awaitable[Any]]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import structlog
+from e2e import until
 from pydantic import BaseModel
 
 from adapters.base import PollingAdapter
@@ -37,7 +38,7 @@ class SwallowingAdapter(PollingAdapter):
     async def read_once(self) -> Sequence[Sample]:
         type(self).reads += 1
         with contextlib.suppress(asyncio.CancelledError):  # the bug we must survive
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a slow device read: the sleep is what is tested
         return [Sample(self.context.asset, "x", 1, None, utc_now())]
 
 
@@ -68,8 +69,7 @@ async def test_stop_ends_a_runner_whose_adapter_swallows_cancellation() -> None:
     samples: list[Any] = []
     r = runner(SwallowingAdapter, statuses, samples)
     task = asyncio.create_task(r.run())
-    await asyncio.sleep(0.1)
-    assert samples and r.status is DeviceStatus.UP
+    await until(lambda: bool(samples) and r.status is DeviceStatus.UP, 5, "polling")
     r.stop()
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=2)
@@ -81,9 +81,7 @@ async def test_transient_failures_back_off_and_recover(capsys: Any) -> None:
     samples: list[Any] = []
     r = runner(FlakyAdapter, statuses, samples)
     task = asyncio.create_task(r.run())
-    async with asyncio.timeout(5):
-        while not samples:  # noqa: ASYNC110 (polling a list the runner appends to)
-            await asyncio.sleep(0.01)
+    await until(lambda: bool(samples), 5, "samples after the failures")
     r.stop()
     task.cancel()
     await asyncio.wait({task}, timeout=2)

@@ -13,13 +13,12 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import Collector, Mosquitto
-from e2e import ROOT, GatewayProcess, plant_yaml, wait_for
+from e2e import ROOT, GatewayProcess, plant_yaml, wait_for, wait_for_offline_status
 
 TOPIC = "edge/plant-a/hall-1/line-1/m1/telemetry"
 
@@ -84,9 +83,9 @@ def test_rotation_on_reload_and_verify_capture_and_live(
         live = cli("verify", "--broker", mosquitto.url, "--topic", "edge/#", "--seconds", "2")
         assert live.returncode == 0, live.stdout + live.stderr
         assert live.stdout.startswith("OK:")
-        time.sleep(0.5)
         gw.signal(signal.SIGTERM)
         assert gw.wait() == 0
+        wait_for_offline_status(col)
     finally:
         gw.kill()
 

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge.platform_kit.client import sign_request
 from edge.platform_kit.verifier import verify_envelope
 from edge.query import handler
+from edge.query.nonces import NonceMemory
 from edge.signing.jws import Signer, b64url_decode, canonical_json, jwk_public
 from models.plant import Plant
 
@@ -122,7 +123,7 @@ def test_the_documented_replay_and_stale_refusals(example: handler.QueryHandler)
     record = json.loads(b64url_decode(json.loads(again.payload)["payload"]))["records"][0]
     assert record["error"] == {"code": "unauthorized", "message": "nonce already used"}
     example.clock = lambda: datetime(2026, 11, 22, 10, 1, 0, 1000, tzinfo=UTC)
-    example.state.clear()  # a fresh nonce memory: only the time window can refuse now
+    example.nonces = NonceMemory()  # a fresh nonce memory: only the time window can refuse now
     late = example.handle(incoming)
     assert late is not None
     record = json.loads(b64url_decode(json.loads(late.payload)["payload"]))["records"][0]

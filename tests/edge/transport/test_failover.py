@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
+from e2e import until
 from structlog.testing import capture_logs
 
 from edge.transport.mqtt import MqttTransport
@@ -27,15 +28,6 @@ FAST = {"backoff_min": 0.1, "backoff_max": 0.5}
 def two_node(a: Mosquitto, b: Mosquitto, failback_after: float = 0.0) -> MqttTransport:
     dest = Destination(id="pair", urls=[a.url, b.url], failback_after=failback_after)
     return MqttTransport(dest, "gw-failover", **FAST)
-
-
-async def until(predicate: Callable[[], bool], within: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def seqs(col: Collector) -> list[int]:

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from e2e import until
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -297,11 +298,9 @@ async def test_keepalive_notices_a_frozen_broker(mosquitto: Mosquitto) -> None:
     try:
         mosquitto.proc.send_signal(signal.SIGSTOP)
         sent = asyncio.create_task(t.publish("frozen/x", b"1"))
-        for _ in range(200):  # PINGREQ after 5 s, give up 5 s later
-            if not t.connected:
-                break
-            await asyncio.sleep(0.1)
-        assert not t.connected and not sent.done()
+        # PINGREQ after 5 s, give up 5 s later
+        await until(lambda: not t.connected, 20, "keep-alive to notice the frozen broker")
+        assert not sent.done()
         mosquitto.proc.send_signal(signal.SIGCONT)
         await asyncio.wait_for(sent, 30)
         assert t.stats["reconnects"] == 1
@@ -317,8 +316,15 @@ async def test_clean_stop_does_not_send_the_will(
     c = mqtt_collector(mosquitto.host, mosquitto.port, "gw/status")
     t = await started(transport(mosquitto.url, will=("gw/status", b"offline", True)))
     await t.stop()
-    await asyncio.sleep(0.5)
-    assert c.snapshot() == []
+    # a marker published after the stop: a will, published when the broker handles the
+    # closed connection, would be delivered before it
+    other = await started(transport(mosquitto.url))
+    try:
+        await other.publish("gw/status", b"marker")
+        await c.wait(1)
+    finally:
+        await other.stop()
+    assert [m.payload for m in c.snapshot()] == [b"marker"]
 
 
 async def test_broker_restart_mid_stream_loses_nothing(
@@ -328,19 +334,17 @@ async def test_broker_restart_mid_stream_loses_nothing(
     try:
         await t.publish("r/before", b"0", retain=True)
         mosquitto.stop()
-        for _ in range(200):
-            if not t.connected:
-                break
-            await asyncio.sleep(0.02)
-        assert not t.connected
+        await until(lambda: not t.connected, 5, "the transport to notice the stop")
         # Retained on distinct topics, so a subscriber arriving after the restart sees them all
         # no matter how the reconnect races with it (persistence is off: r/before is gone).
         pending = [
             asyncio.create_task(t.publish(f"r/{i}", str(i).encode(), retain=True))
             for i in range(20)
         ]
-        await asyncio.sleep(0.5)
-        assert not any(p.done() for p in pending)
+        # nothing can complete while the broker is down: give them half a second to fail
+        # this (a bounded wait for a thing that must not happen, returning early if it does)
+        done, _ = await asyncio.wait(pending, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+        assert not done
         assert t.stats["pending"] == 20
         mosquitto.start()
         await asyncio.wait_for(asyncio.gather(*pending), 15)
@@ -361,8 +365,11 @@ async def test_starts_while_broker_is_down_and_delivers_later(
         await t.start()  # returns although nothing listens
         assert not await t.wait_connected(0.5)
         sent = asyncio.create_task(t.publish("late/x", b"queued", retain=True))
-        await asyncio.sleep(1.0)  # several attempts, one warning
-        assert [e["event"] for e in logs].count("mqtt_connect_failed") >= 1
+        await until(
+            lambda: [e["event"] for e in logs].count("mqtt_connect_failed") >= 3,
+            10,
+            "several connect attempts",
+        )
         first = next(e for e in logs if e["event"] == "mqtt_connect_failed")
         assert first["log_level"] == "warning"
         assert sum(e["log_level"] == "warning" for e in logs) == 1
@@ -379,7 +386,7 @@ async def test_stop_fails_what_is_still_pending(free_port: Callable[[], int]) ->
     t = transport(f"mqtt://127.0.0.1:{free_port()}")
     await t.start()
     sent = asyncio.create_task(t.publish("x/y", b"never"))
-    await asyncio.sleep(0.2)
+    await until(lambda: t.stats["pending"] == 1, 5, "the publish to be queued")
     await t.stop()
     with pytest.raises(TransportError, match="stopped"):
         await sent
