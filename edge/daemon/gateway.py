@@ -56,6 +56,9 @@ from edge.kpi.service import KpiService
 from edge.kpi.store import FILENAME as OEE_FILE
 from edge.kpi.store import OeeStore
 from edge.observability import get_logger
+from edge.parts.recorder import PartRecorder
+from edge.parts.store import FILENAME as PARTS_FILE
+from edge.parts.store import PartStore
 from edge.query.backend import QueryBackend
 from edge.query.handler import QueryHandler, load_platform_keys
 from edge.storage.wal import WalStore, checkpoint_loop
@@ -101,7 +104,10 @@ class Gateway:
             loaded.plant, self.oee_store, publish_every=oee.publish_every, logger=self.log
         )
         config = self.current
-        self.fleet = DeviceFleet(config, self.slot, self.kpi, self.log)
+        self.parts_store = PartStore(loaded.state_dir / PARTS_FILE, logger=self.log)
+        self.parts = PartRecorder(config, self.parts_store, self.slot, self.log)
+        self.slot.observe_sealed("part", self.parts.on_sealed)
+        self.fleet = DeviceFleet(config, self.slot, self.kpi, self.log, observers=[self.parts])
         self.bookings_store = BookingStore(loaded.state_dir / BOOKINGS_FILE, logger=self.log)
         files = BookingsFiles(config, self.log)
         self.capacity = CapacityRecords(
@@ -208,6 +214,7 @@ class Gateway:
             )
             background.append(self.supervisor.supervise("capacity", self.capacity_publisher.run))
             background.append(self.supervisor.supervise("bookings", self.booking_publisher.run))
+            background.append(self.supervisor.supervise("parts", self.parts.run))
             self.fleet.start_missing()
             systemd.notify("READY=1\nSTATUS=running")
             self.log.info(
@@ -234,6 +241,8 @@ class Gateway:
             self.kpi.close()
             self.oee_store.close()
             self.bookings_store.close()
+            self.parts.close()
+            self.parts_store.close()
             await self.stop_egress(self.loaded)
             self.log.debug("shutdown_egress_stopped")
             if broker is not None:

@@ -1,0 +1,184 @@
+"""PartRecorder: the stage that turns each machine's reads into `part` records.
+
+    DeviceFleet (batch, new state; link down) --> PartRecorder --> PartTracker (models/parts.py)
+        closed parts --> PartStore (tracker state + records, one commit)
+                     --> RecordSink (`part` stream: signed, chained, outbox, MQTT)
+    Sealer (signed `part` envelope) --> PartStore.attach_envelope (for the `parts` query)
+
+The tracker is pure; this stage gives it the gateway's read times, routes an energy meter's
+readings to the machine it is `meter_for` (or a machine's own `energy` points to itself),
+and keeps the tracker state durable: saved on every state change and closed part, and on
+each tick (a heartbeat, so a crash loses at most one tick of process-signal statistics and
+the restart gap starts at the last save).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from edge.config.loader import LoadedPlant
+from edge.egress.stack import RecordSink
+from edge.parts.store import PartStore
+from models.capacity import ideal_cycle_time_for
+from models.carbon import CarbonFactor
+from models.errors import EdgeError
+from models.machine_state import MachineState
+from models.parts import PartSettings, PartTracker
+from models.plant import Machine, machine_topic
+from models.sample import Quality, Sample, utc_now
+
+
+class PartRecorder:
+    """One `PartTracker` per machine with a `part_record` block."""
+
+    def __init__(
+        self,
+        config: Callable[[], LoadedPlant],
+        store: PartStore,
+        sink: RecordSink,
+        log: FilteringBoundLogger,
+        *,
+        save_every: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.sink = sink
+        self.log = log
+        self.save_every = save_every
+        self.trackers: dict[str, PartTracker] = {}
+        self._failing = False
+
+    # ---- wiring --------------------------------------------------------------------------
+    def _machine(self, asset: str) -> Machine | None:
+        try:
+            return self.config().plant.machine(asset)
+        except KeyError:
+            return None
+
+    def _tracker(self, asset: str) -> PartTracker | None:
+        tracker = self.trackers.get(asset)
+        if tracker is not None:
+            return tracker
+        machine = self._machine(asset)
+        if machine is None or machine.part_record is None:
+            return None
+        plant = self.config().plant
+        metered = machine.energy is not None or any(
+            m.meter_for == asset for m in plant.machines if m.enabled)
+        settings = PartSettings(
+            signals=tuple(machine.part_record.signals),
+            metered=metered,
+            energy_wait=machine.part_record.energy_wait,
+            ideal_cycle_time=lambda program: ideal_cycle_time_for(machine, program),
+            carbon_factor=CarbonFactor(plant.gateway.carbon, plant.shifts.timezone),
+        )
+        tracker = self.trackers[asset] = PartTracker(asset, settings)
+        saved = self.store.load(asset)
+        if saved is not None:
+            tracker.restore(saved.state, saved.alive)
+            self.log.info("part_tracker_restored", asset=asset, next_seq=tracker.next_seq,
+                          open_cycle=tracker.open is not None, alive=saved.alive.isoformat())
+        return tracker
+
+    def _energy_target(self, asset: str) -> tuple[str, str] | None:
+        """(machine whose energy this is, the cumulative kWh signal), if `asset` meters."""
+        machine = self._machine(asset)
+        if machine is None or machine.energy is None or machine.energy.energy_kwh is None:
+            return None
+        return machine.meter_for or asset, machine.energy.energy_kwh
+
+    # ---- fleet callbacks (BatchObserver) -------------------------------------------------
+    def on_batch(self, asset: str, batch: Sequence[Sample], state: MachineState | None) -> None:
+        if not batch:
+            return
+        at = max(s.gateway_ts for s in batch)
+        touched: dict[str, bool] = {}
+        tracker = self._tracker(asset)
+        if tracker is not None:
+            for s in batch:  # alarm text first: a new alarm's state change names it
+                if s.quality is not Quality.BAD:
+                    tracker.observe_signal(s.signal, s.value, s.gateway_ts)
+            if state is not None:
+                tracker.observe(state, at)
+            touched[asset] = state is not None
+        target = self._energy_target(asset)
+        if target is not None:
+            meter_of, signal = target
+            energy_tracker = self._tracker(meter_of)
+            if energy_tracker is not None:
+                for s in batch:
+                    if s.signal == signal and s.quality is not Quality.BAD and isinstance(
+                            s.value, int | float) and not isinstance(s.value, bool):
+                        energy_tracker.observe_energy(float(s.value), s.gateway_ts)
+                touched.setdefault(meter_of, False)
+        for name, changed in touched.items():
+            self._publish(name, at, force_save=changed)
+
+    def on_unavailable(self, asset: str, at: datetime) -> None:
+        tracker = self._tracker(asset)
+        if tracker is not None:
+            tracker.link_lost(at)
+            self._publish(asset, at, force_save=True)
+
+    # ---- the sealer's callback -----------------------------------------------------------
+    def on_sealed(self, asset: str | None, records: list[dict[str, Any]],
+                  envelope: dict[str, Any]) -> None:
+        if asset is None:
+            return
+        for r in records:
+            try:
+                self.store.attach_envelope(asset, int(r["part_seq"]), envelope)
+            except EdgeError as exc:
+                self.log.error("part_envelope_not_stored", asset=asset, error=str(exc))
+
+    # ---- publishing ----------------------------------------------------------------------
+    def _publish(self, asset: str, now: datetime, *, force_save: bool) -> None:
+        tracker = self.trackers[asset]
+        records = tracker.due(now)
+        if not records and not force_save:
+            return
+        try:
+            self.store.save(asset, tracker.to_dict(), now, records)
+        except EdgeError as exc:
+            if not self._failing:
+                self.log.error("part_store_save_failed", asset=asset, error=str(exc))
+                self._failing = True
+        else:
+            if self._failing:
+                self.log.info("part_store_save_recovered")
+                self._failing = False
+        machine = self._machine(asset)
+        if machine is None:
+            return
+        topic = machine_topic(self.config().plant, machine, "part")
+        for record in records:
+            self.sink.emit(topic, asset, "part", [record])
+
+    def tick(self, now: datetime) -> None:
+        """Release parts whose meter wait is over; save every tracker (the heartbeat)."""
+        for asset in list(self.trackers):
+            self._publish(asset, now, force_save=True)
+
+    def prune(self, now: datetime) -> None:
+        days = self.config().plant.gateway.oee.window_retention_days
+        self.store.prune(now - timedelta(days=days))
+
+    async def run(self) -> None:
+        """The heartbeat loop (supervised); prunes once an hour."""
+        last_prune: datetime | None = None
+        while True:
+            await asyncio.sleep(self.save_every)
+            now = utc_now()
+            self.tick(now)
+            if last_prune is None or now - last_prune > timedelta(hours=1):
+                self.prune(now)
+                last_prune = now
+
+    def close(self) -> None:
+        """Save every tracker now (a clean stop: the restart gap starts here)."""
+        self.tick(utc_now())
