@@ -46,6 +46,10 @@ from typing import Any
 from models.machine_state import Availability, Execution, MachineState
 from models.sample import format_ts
 
+ALARM_DETAILS = frozenset({"alarm_text", "alarm_severity"})
+"""Signals that describe the active alarm (text, severity), when the adapter reads them."""
+POWER_GAP = 5.0
+"""Seconds between power reads beyond which the kWh register bridges the silence."""
 STATE_CLASSES = ("active", "feed_hold", "interrupted", "stopped", "alarm", "other", "unknown")
 _INTERRUPTED = frozenset(
     {Execution.INTERRUPTED, Execution.PROGRAM_STOPPED, Execution.OPTIONAL_STOP}
@@ -167,6 +171,14 @@ class Reading:
     kwh: float
 
 
+def _reading(r: Reading | None) -> list[Any] | None:
+    return None if r is None else [r.at.isoformat(), r.kwh]
+
+
+def _unreading(d: list[Any] | None) -> Reading | None:
+    return None if d is None else Reading(datetime.fromisoformat(d[0]), float(d[1]))
+
+
 @dataclass(frozen=True)
 class PartSettings:
     """What the tracker needs from the plant YAML (models/plant.py `part_record`)."""
@@ -197,6 +209,9 @@ class PartTracker:
         self.closing: list[Cycle] = []
         self.last_reading: Reading | None = None
         self.prev_reading: Reading | None = None  # the one before: readings may run ahead
+        self.integrated = 0.0  # kWh of power integrated since the tracker began
+        self.last_power: Reading | None = None
+        self.last_register: Reading | None = None
         self.alarm_text: str | None = None
         self.alarm_severity: str | None = None
         self.link_lost_at: datetime | None = None
@@ -242,8 +257,36 @@ class PartTracker:
             return
         self.open.signals.setdefault(name, SignalStats()).add(float(value))
 
-    def observe_energy(self, kwh: float, at: datetime) -> None:
-        """A cumulative active-energy reading (kWh) of this machine's meter."""
+    def observe_meter(self, at: datetime, kwh: float | None = None,
+                      watts: float | None = None) -> None:
+        """One read of this machine's meter: cumulative active energy (kWh) and/or total
+        active power (W).
+
+        With power, energy per part is power integrated (trapezoids between reads): a
+        float32 kWh register, as most meters have, resolves only ~1 Wh at 10,000 kWh, a
+        few percent of a short cycle. Across a silence longer than `POWER_GAP` (a restart,
+        a lost link) the register's own difference is used when there is one. Without
+        power, the register itself is interpolated."""
+        if watts is None:
+            if kwh is not None and self.last_power is None:
+                self._energy_reading(kwh, at)
+            return
+        value = self.integrated
+        prev = self.last_power
+        if prev is not None:
+            dt = (at - prev.at).total_seconds()
+            reg = self.last_register
+            if dt > POWER_GAP and kwh is not None and reg is not None and kwh >= reg.kwh:
+                value += kwh - reg.kwh
+            else:
+                value += max(0.0, dt) * (prev.kwh + watts) / 2 / 3.6e6
+        self.integrated = value
+        self.last_power = Reading(at, float(watts))  # kwh holds watts here
+        if kwh is not None:
+            self.last_register = Reading(at, float(kwh))
+        self._energy_reading(value, at)
+
+    def _energy_reading(self, kwh: float, at: datetime) -> None:
         reading = Reading(at, float(kwh))
         prev = self.last_reading
         if prev is not None and reading.kwh < prev.kwh:
@@ -291,6 +334,9 @@ class PartTracker:
             "last_bad": self.last_bad, "bad_seen": self.bad_seen,
             "reset_pending": self.reset_pending, "bad_since_close": self.bad_since_close,
             "program": self.program,
+            "meter": {"integrated": self.integrated, "last": _reading(self.last_reading),
+                      "prev": _reading(self.prev_reading), "power": _reading(self.last_power),
+                      "register": _reading(self.last_register)},
             "open": None if self.open is None else self.open.to_dict(),
             "closing": [c.to_dict() for c in self.closing],
         }
@@ -305,6 +351,12 @@ class PartTracker:
         self.reset_pending = bool(d["reset_pending"])
         self.bad_since_close = int(d["bad_since_close"])
         self.program = d["program"]
+        meter = d["meter"]
+        self.integrated = float(meter["integrated"])
+        self.last_reading = _unreading(meter["last"])
+        self.prev_reading = _unreading(meter["prev"])
+        self.last_power = _unreading(meter["power"])
+        self.last_register = _unreading(meter["register"])
         self.closing = [Cycle.from_dict(c) for c in d["closing"]]
         if d["open"] is not None:
             cyc = Cycle.from_dict(d["open"])
@@ -409,12 +461,12 @@ class PartTracker:
             elif end_kwh < part.energy_start:
                 energy_basis = "meter reset during the cycle"
             else:
-                energy = round(end_kwh - part.energy_start, 6)
+                energy = round(end_kwh - part.energy_start, 9)
                 energy_basis = part.energy_start_basis or "interpolated"
         mid = part.end if part.start is None else part.start + (part.end - part.start) / 2
         carbon = self.settings.carbon_factor(mid)
         co2e = None if energy is None or carbon is None else round(
-            energy * float(carbon["kg_per_kwh"]), 6)
+            energy * float(carbon["kg_per_kwh"]), 9)
         cycle_time = None if part.start is None else round(
             (part.end - part.start).total_seconds(), 3)
         return {

@@ -488,7 +488,9 @@ class MachineModel:
         an energy meter integrates (simulators/meter.py)."""
         t = max(0.0, t0)
         while t < t1:
-            run = self._find_run(t)
+            run = self._run
+            if run is None or not run.t0 <= t < run.t1:
+                run = self._run = self._find_run(t)
             i = bisect_right(run.starts, t) - 1
             for seg in run.segments[i:]:
                 if seg.t0 >= t1:

@@ -28,9 +28,18 @@ from models.capacity import ideal_cycle_time_for
 from models.carbon import CarbonFactor
 from models.errors import EdgeError
 from models.machine_state import MachineState
-from models.parts import PartSettings, PartTracker
-from models.plant import Machine, machine_topic
+from models.parts import ALARM_DETAILS, PartSettings, PartTracker
+from models.plant import EnergyRoles, Machine, machine_topic
 from models.sample import Quality, Sample, utc_now
+
+
+def _number(batch: Sequence[Sample], signal: str | None) -> float | None:
+    """The batch's good numeric value of `signal`, if it has one."""
+    for s in batch:
+        if s.signal == signal and s.quality is not Quality.BAD and isinstance(
+                s.value, int | float) and not isinstance(s.value, bool):
+            return float(s.value)
+    return None
 
 
 class PartRecorder:
@@ -85,12 +94,12 @@ class PartRecorder:
                           open_cycle=tracker.open is not None, alive=saved.alive.isoformat())
         return tracker
 
-    def _energy_target(self, asset: str) -> tuple[str, str] | None:
-        """(machine whose energy this is, the cumulative kWh signal), if `asset` meters."""
+    def _energy_target(self, asset: str) -> tuple[str, EnergyRoles] | None:
+        """(machine whose energy this is, the roles of the points), if `asset` meters."""
         machine = self._machine(asset)
-        if machine is None or machine.energy is None or machine.energy.energy_kwh is None:
+        if machine is None or machine.energy is None:
             return None
-        return machine.meter_for or asset, machine.energy.energy_kwh
+        return machine.meter_for or asset, machine.energy
 
     # ---- fleet callbacks (BatchObserver) -------------------------------------------------
     def on_batch(self, asset: str, batch: Sequence[Sample], state: MachineState | None) -> None:
@@ -100,21 +109,28 @@ class PartRecorder:
         touched: dict[str, bool] = {}
         tracker = self._tracker(asset)
         if tracker is not None:
-            for s in batch:  # alarm text first: a new alarm's state change names it
-                if s.quality is not Quality.BAD:
+            good = [s for s in batch if s.quality is not Quality.BAD]
+            # alarm details before the state (a new alarm's record names it); process
+            # signals after it (the read that opens a cycle belongs to it, the read that
+            # closes it to what follows)
+            for s in good:
+                if s.signal in ALARM_DETAILS:
                     tracker.observe_signal(s.signal, s.value, s.gateway_ts)
             if state is not None:
                 tracker.observe(state, at)
+            for s in good:
+                if s.signal not in ALARM_DETAILS:
+                    tracker.observe_signal(s.signal, s.value, s.gateway_ts)
             touched[asset] = state is not None
         target = self._energy_target(asset)
         if target is not None:
-            meter_of, signal = target
+            meter_of, roles = target
             energy_tracker = self._tracker(meter_of)
             if energy_tracker is not None:
-                for s in batch:
-                    if s.signal == signal and s.quality is not Quality.BAD and isinstance(
-                            s.value, int | float) and not isinstance(s.value, bool):
-                        energy_tracker.observe_energy(float(s.value), s.gateway_ts)
+                kwh = _number(batch, roles.energy_kwh)
+                watts = _number(batch, roles.power_w)
+                if kwh is not None or watts is not None:
+                    energy_tracker.observe_meter(at, kwh=kwh, watts=watts)
                 touched.setdefault(meter_of, False)
         for name, changed in touched.items():
             self._publish(name, at, force_save=changed)

@@ -86,12 +86,12 @@ def test_energy_is_interpolated_at_start_and_end_and_waits_for_the_reading() -> 
     t = tracker(metered=True, energy_wait=5.0,
                 carbon_factor=lambda _t: {"kg_per_kwh": 0.5, "source": "x", "year": 2025})
     t.observe(state(Execution.READY, 0, 0), at(0))
-    t.observe_energy(100.0, at(9))
+    t.observe_meter(at(9), kwh=100.0)
     t.observe(state(Execution.ACTIVE, 0, 0), at(10))
-    t.observe_energy(100.2, at(11))  # start at 10: 100.1
+    t.observe_meter(at(11), kwh=100.2)  # start at 10: 100.1
     t.observe(state(Execution.READY, 1, 0), at(20))
     assert t.due(at(20)) == []  # no reading at or after the end yet
-    t.observe_energy(101.1, at(21))  # end at 20: 101.0
+    t.observe_meter(at(21), kwh=101.1)  # end at 20: 101.0
     [r] = t.due(at(21))
     assert r["energy_kwh"] == pytest.approx(101.01 - 100.1) and r["energy_basis"] == "interpolated"
     assert r["co2e_kg"] == pytest.approx(0.455)
@@ -141,3 +141,17 @@ def test_first_seen_cutting_is_partial_and_sequence_survives_restore() -> None:
     again.observe(state(Execution.READY, 5, 0), at(9))
     [r2] = again.due(at(9))
     assert r2["part_seq"] == 2 and not r2["partial"]
+
+
+def test_power_is_integrated_and_the_register_bridges_a_long_silence() -> None:
+    t = tracker(metered=True)
+    t.observe(state(Execution.READY, 0, 0), at(0))
+    for s in range(0, 11):  # 1 s reads: 1 kW idle until 2 s, 10 kW cutting after
+        t.observe_meter(at(s), kwh=500.0, watts=1000.0 if s < 2 else 10_000.0)
+        if s == 2:
+            t.observe(state(Execution.ACTIVE, 0, 0), at(2))
+    # 30 s of silence (a restart), bridged by the register: +0.1 kWh
+    t.observe_meter(at(40), kwh=500.1, watts=10_000.0)
+    t.observe(state(Execution.READY, 1, 0), at(40))
+    [r] = t.due(at(40))
+    assert r["energy_kwh"] == pytest.approx(8 * 10 / 3600 + 0.1, rel=1e-6)
