@@ -48,6 +48,11 @@ from models.sample import format_ts
 
 ALARM_DETAILS = frozenset({"alarm_text", "alarm_severity"})
 """Signals that describe the active alarm (text, severity), when the adapter reads them."""
+ENERGY_CATEGORY = {
+    "active": "producing", "feed_hold": "idle", "interrupted": "idle", "other": "idle",
+    "stopped": "stopped", "alarm": "stopped", "unknown": "stopped",
+}
+"""How a machine's energy is split in OEE windows: cutting, on but not cutting, down."""
 POWER_GAP = 5.0
 """Seconds between power reads beyond which the kWh register bridges the silence."""
 STATE_CLASSES = ("active", "feed_hold", "interrupted", "stopped", "alarm", "other", "unknown")
@@ -212,6 +217,7 @@ class PartTracker:
         self.integrated = 0.0  # kWh of power integrated since the tracker began
         self.last_power: Reading | None = None
         self.last_register: Reading | None = None
+        self.energy: dict[tuple[str, str], float] = {}  # (minute, category) -> kWh, undrained
         self.alarm_text: str | None = None
         self.alarm_severity: str | None = None
         self.link_lost_at: datetime | None = None
@@ -291,6 +297,9 @@ class PartTracker:
         prev = self.last_reading
         if prev is not None and reading.kwh < prev.kwh:
             prev = None  # the meter was reset or replaced: no interpolation across it
+        if prev is not None:
+            key = (format_ts(at.replace(second=0, microsecond=0)), ENERGY_CATEGORY[self.cls])
+            self.energy[key] = self.energy.get(key, 0.0) + reading.kwh - prev.kwh
         cyc = self.open
         if cyc is not None and cyc.energy_start is None and cyc.start is not None \
                 and at >= cyc.start:
@@ -325,6 +334,11 @@ class PartTracker:
             else:
                 keep.append(part)
         self.closing = keep
+        return out
+
+    def drain_energy(self) -> dict[tuple[str, str], float]:
+        """kWh per (minute start, category) since the last drain (saved by the stage)."""
+        out, self.energy = self.energy, {}
         return out
 
     # ---- restart -----------------------------------------------------------------------

@@ -434,9 +434,12 @@ class OeeSettings(Strict):
 
 
 QueryMethod = Literal[
-    "describe", "aas", "state", "oee", "capacity", "health", "reserve", "release", "bookings"
+    "describe", "aas", "state", "oee", "capacity", "health", "parts", "energy", "reserve",
+    "release", "bookings"
 ]
-READ_METHODS: tuple[QueryMethod, ...] = ("describe", "aas", "state", "oee", "capacity", "health")
+READ_METHODS: tuple[QueryMethod, ...] = (
+    "describe", "aas", "state", "oee", "capacity", "health", "parts", "energy"
+)
 """What a platform may ask when its `methods` are not listed: read-only views."""
 BOOKING_METHODS: tuple[QueryMethod, ...] = ("reserve", "release", "bookings")
 """Methods that change the plant's commitments: off unless a platform's `methods` lists them."""

@@ -56,6 +56,7 @@ from edge.kpi.service import KpiService
 from edge.kpi.store import FILENAME as OEE_FILE
 from edge.kpi.store import OeeStore
 from edge.observability import get_logger
+from edge.parts.energy import EnergyWindows
 from edge.parts.recorder import PartRecorder
 from edge.parts.store import FILENAME as PARTS_FILE
 from edge.parts.store import PartStore
@@ -107,6 +108,7 @@ class Gateway:
         self.parts_store = PartStore(loaded.state_dir / PARTS_FILE, logger=self.log)
         self.parts = PartRecorder(config, self.parts_store, self.slot, self.log)
         self.slot.observe_sealed("part", self.parts.on_sealed)
+        self.energy = EnergyWindows(config, self.parts_store, self.parts)
         self.fleet = DeviceFleet(config, self.slot, self.kpi, self.log, observers=[self.parts])
         self.bookings_store = BookingStore(loaded.state_dir / BOOKINGS_FILE, logger=self.log)
         files = BookingsFiles(config, self.log)
@@ -140,6 +142,8 @@ class Gateway:
             counts=lambda: dict(self.queries.counts),
             losses=self.losses.snapshot,
             bookings=desk,
+            parts=self.parts_store,
+            energy=self.energy,
         )
         self.queries = QueryHandler(
             loaded.plant, backend, signer=self.slot.signer, keys={}, logger=self.log
@@ -205,7 +209,9 @@ class Gateway:
                 plant, load_platform_keys(plant.platforms, self.loaded.path.parent)
             )
             await self.start_egress(prepare_egress(self.loaded, self.destinations(), self.log))
-            oee = OeePublisher(self.kpi, self.fleet, self.slot, self.current)
+            oee = OeePublisher(
+                self.kpi, self.fleet, self.slot, self.current, self.energy.for_oee_record
+            )
             background.append(self.supervisor.supervise("kpi", oee.run))
             background.append(
                 self.supervisor.supervise(

@@ -158,9 +158,12 @@ class PartRecorder:
         records = tracker.due(now)
         if not records and not force_save:
             return
+        energy = tracker.drain_energy()
         try:
-            self.store.save(asset, tracker.to_dict(), now, records)
+            self.store.save(asset, tracker.to_dict(), now, records, energy)
         except EdgeError as exc:
+            for key, kwh in energy.items():  # kept for the next save
+                tracker.energy[key] = tracker.energy.get(key, 0.0) + kwh
             if not self._failing:
                 self.log.error("part_store_save_failed", asset=asset, error=str(exc))
                 self._failing = True
@@ -174,6 +177,11 @@ class PartRecorder:
         topic = machine_topic(self.config().plant, machine, "part")
         for record in records:
             self.sink.emit(topic, asset, "part", [record])
+
+    def flush(self, asset: str, now: datetime) -> None:
+        """Save one machine's tracker now (before reading its energy from the store)."""
+        if asset in self.trackers:
+            self._publish(asset, now, force_save=True)
 
     def tick(self, now: datetime) -> None:
         """Release parts whose meter wait is over; save every tracker (the heartbeat)."""

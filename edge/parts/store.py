@@ -22,6 +22,9 @@ microseconds since the Unix epoch (UTC)::
           envelope TEXT)                        envelope = the flattened JWS it went out in
                                                 (NULL until sealed, or when no
                                                 destination takes the stream)
+    energy(asset, minute_us, category, kwh)     PRIMARY KEY(asset, minute_us, category);
+                                                metered kWh per minute by what the machine
+                                                did: producing, idle, stopped (energy windows)
 
 Retention: `prune(before)` deletes part records that ended before `before`; the recorder
 keeps them as long as closed OEE windows (`gateway.oee.window_retention_days`). Opening,
@@ -34,7 +37,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +61,9 @@ CREATE TABLE IF NOT EXISTS parts(
     verdict TEXT NOT NULL, record TEXT NOT NULL, envelope TEXT,
     PRIMARY KEY(asset, part_seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS parts_end ON parts(asset, end_us);
+CREATE TABLE IF NOT EXISTS energy(
+    asset TEXT NOT NULL, minute_us INTEGER NOT NULL, category TEXT NOT NULL,
+    kwh REAL NOT NULL, PRIMARY KEY(asset, minute_us, category)) WITHOUT ROWID;
 """
 
 
@@ -107,8 +113,10 @@ class PartStore(WalStore):
         return SavedTracker(json.loads(rows[0][0]), from_us(rows[0][1]))
 
     def save(self, asset: str, state: dict[str, Any], alive: datetime,
-             records: Iterable[dict[str, Any]] = ()) -> None:
-        """The tracker's state and the records it just closed, in one commit."""
+             records: Iterable[dict[str, Any]] = (),
+             energy: Mapping[tuple[str, str], float] | None = None) -> None:
+        """The tracker's state, the records it just closed and its drained energy, in one
+        commit."""
         with self._tx("save") as conn:
             conn.execute(
                 "INSERT INTO trackers(asset, state, alive) VALUES (?, ?, ?) ON CONFLICT(asset) "
@@ -119,6 +127,20 @@ class PartStore(WalStore):
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(asset, r["part_seq"], to_us(datetime.fromisoformat(r["end"])), r["program"],
                   r["verdict"], json.dumps(r, separators=(",", ":"))) for r in records])
+            conn.executemany(
+                "INSERT INTO energy(asset, minute_us, category, kwh) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(asset, minute_us, category) DO UPDATE SET kwh = kwh + excluded.kwh",
+                [(asset, to_us(datetime.fromisoformat(minute)), category, kwh)
+                 for (minute, category), kwh in (energy or {}).items()])
+
+    def energy(self, asset: str, start: datetime, end: datetime) -> list[tuple[datetime, str,
+                                                                                 float]]:
+        """(minute, category, kWh) of the minutes starting in [start, end)."""
+        rows = self._read(
+            "energy", "SELECT minute_us, category, kwh FROM energy WHERE asset = ? AND "
+            "minute_us >= ? AND minute_us < ? ORDER BY minute_us", (asset, to_us(start),
+                                                                    to_us(end)))
+        return [(from_us(m), c, k) for m, c, k in rows]
 
     def attach_envelope(self, asset: str, part_seq: int, envelope: dict[str, Any]) -> None:
         with self._tx("attach envelope") as conn:
@@ -173,4 +195,5 @@ class PartStore(WalStore):
 
     def prune(self, before: datetime) -> int:
         with self._tx("prune") as conn:
+            conn.execute("DELETE FROM energy WHERE minute_us < ?", (to_us(before),))
             return conn.execute("DELETE FROM parts WHERE end_us < ?", (to_us(before),)).rowcount
