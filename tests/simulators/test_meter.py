@@ -17,7 +17,7 @@ from simulators.meter import MeterModel, MeterProfile
 from simulators.modbus_server import ModbusBinding, serve_modbus
 
 START = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
-SAMPLE = Path(__file__).resolve().parents[2] / "adapters" / "modbus" / "meters" / "eastron-sdm630.yaml"
+SAMPLE = Path(__file__).resolve().parents[2] / "adapters/modbus/meters/eastron-sdm630.yaml"
 SCRIPT = [
     ScriptEvent(at=0, execution="ready"),  # type: ignore[arg-type]
     ScriptEvent(at=10, execution="active"),  # type: ignore[arg-type]
