@@ -509,24 +509,30 @@ class PartTracker:
         }
 
 
-def summarise_energy(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Energy and CO2e per part per program over a set of part records (capacity offers)."""
+def footprint_by_program(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Energy and CO2e per good part per program over a set of part records (capacity
+    offers, the AAS carbon footprint). Scrap parts' energy is carried by the good parts of
+    their program: that is what a good part cost. Records without energy are left out."""
     by_program: dict[str, dict[str, float]] = {}
     for r in records:
-        if r.get("energy_kwh") is None or r.get("verdict") == "scrap":
+        if r.get("energy_kwh") is None:
             continue
-        agg = by_program.setdefault(str(r.get("program")), {"parts": 0, "kwh": 0.0, "co2e": 0.0,
-                                                            "co2e_parts": 0})
-        agg["parts"] += int(r.get("parts") or 1)
+        agg = by_program.setdefault(str(r.get("program")), dict.fromkeys(
+            ("good", "kwh", "co2e", "co2e_known"), 0.0))
+        parts = int(r.get("parts") or 1)
+        if r.get("verdict") != "scrap":
+            agg["good"] += parts
         agg["kwh"] += float(r["energy_kwh"])
         if r.get("co2e_kg") is not None:
             agg["co2e"] += float(r["co2e_kg"])
-            agg["co2e_parts"] += int(r.get("parts") or 1)
-    return {
-        program: {
-            "parts": int(a["parts"]),
-            "kwh_per_part": round(a["kwh"] / a["parts"], 6),
-            "co2e_kg_per_part": round(a["co2e"] / a["co2e_parts"], 6) if a["co2e_parts"] else None,
+            agg["co2e_known"] += 1
+    out = {}
+    for program, a in sorted(by_program.items()):
+        if not a["good"]:
+            continue
+        out[program] = {
+            "good_parts": int(a["good"]),
+            "kwh_per_part": round(a["kwh"] / a["good"], 9),
+            "co2e_kg_per_part": round(a["co2e"] / a["good"], 9) if a["co2e_known"] else None,
         }
-        for program, a in sorted(by_program.items())
-    }
+    return out

@@ -19,15 +19,17 @@ from typing import Any
 from edge.config.loader import LoadedPlant
 from edge.parts.recorder import PartRecorder
 from edge.parts.store import PartStore
-from models.carbon import CarbonFactor
+from models.aas import ProgramFootprint
+from models.carbon import CALCULATION_METHOD, CarbonFactor
+from models.parts import footprint_by_program
 from models.sample import format_ts, utc_now
 
 CATEGORIES = ("producing", "idle", "stopped")
 
 
 class EnergyWindows:
-    def __init__(self, config: Callable[[], LoadedPlant], store: PartStore,
-                 recorder: PartRecorder) -> None:
+    def __init__(self, config: Callable[[], LoadedPlant], store: PartStore | None,
+                 recorder: PartRecorder | None = None) -> None:
         self.config = config
         self.store = store
         self.recorder = recorder
@@ -44,9 +46,10 @@ class EnergyWindows:
     def figures(self, asset: str, start: datetime, end: datetime,
                 now: datetime | None = None) -> dict[str, Any] | None:
         """The energy block of a window [start, end); None for a machine without a meter."""
-        if not self.metered(asset):
+        if not self.metered(asset) or self.store is None:
             return None
-        self.recorder.flush(asset, now or utc_now())
+        if self.recorder is not None:
+            self.recorder.flush(asset, now or utc_now())
         plant = self.config().plant
         factor = CarbonFactor(plant.gateway.carbon, plant.shifts.timezone)
         kwh = dict.fromkeys(CATEGORIES, 0.0)
@@ -75,6 +78,35 @@ class EnergyWindows:
             "carbon_factor": carbon,
             "resolution_s": 60,
         }
+
+    def by_program(self, asset: str, days: int, now: datetime | None = None
+                   ) -> dict[str, dict[str, Any]] | None:
+        """Per program over the last `days`: good parts, kWh and CO2e per good part; None
+        for a machine without a meter."""
+        if not self.metered(asset):
+            return None
+        if self.store is None:
+            return {}
+        now = now or utc_now()
+        return footprint_by_program(self.store.records(asset, now - timedelta(days=days), now))
+
+    def footprints(self, asset: str, days: int = 30,
+                   now: datetime | None = None) -> list[ProgramFootprint] | None:
+        """The AAS carbon footprint's rows (programs with a CO2e figure)."""
+        programs = self.by_program(asset, days, now)
+        if programs is None:
+            return None
+        return [ProgramFootprint(p, f["co2e_kg_per_part"], f["kwh_per_part"], f["good_parts"],
+                                 days)
+                for p, f in programs.items() if f["co2e_kg_per_part"] is not None]
+
+    def method(self) -> str:
+        """How the CO2e was calculated, for the AAS carbon footprint."""
+        carbon = self.config().plant.gateway.carbon
+        if carbon is None:
+            return "no grid factor configured (gateway.carbon)"
+        return (f"{CALCULATION_METHOD}; grid factor {carbon.kg_per_kwh} kg CO2e/kWh, "
+                f"{carbon.source} ({carbon.year})")
 
     def for_oee_record(self, asset: str, record: dict[str, Any]) -> dict[str, Any] | None:
         """The energy block of an `oee` record's window."""

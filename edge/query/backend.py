@@ -167,6 +167,8 @@ class QueryBackend:
                 signals=signals,
                 oee=self.kpi.current_shift_result(a),
                 device_identification=device_identification(d.twin.last_values),
+                carbon=None if self.energy is None else self.energy.footprints(a),
+                carbon_method="" if self.energy is None else self.energy.method(),
             )
             envs[a] = environment_json(env)
         return {"machines": envs}
