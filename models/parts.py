@@ -509,30 +509,27 @@ class PartTracker:
         }
 
 
-def footprint_by_program(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Energy and CO2e per good part per program over a set of part records (capacity
-    offers, the AAS carbon footprint). Scrap parts' energy is carried by the good parts of
-    their program: that is what a good part cost. Records without energy are left out."""
-    by_program: dict[str, dict[str, float]] = {}
-    for r in records:
-        if r.get("energy_kwh") is None:
-            continue
-        agg = by_program.setdefault(str(r.get("program")), dict.fromkeys(
-            ("good", "kwh", "co2e", "co2e_known"), 0.0))
-        parts = int(r.get("parts") or 1)
-        if r.get("verdict") != "scrap":
-            agg["good"] += parts
-        agg["kwh"] += float(r["energy_kwh"])
-        if r.get("co2e_kg") is not None:
-            agg["co2e"] += float(r["co2e_kg"])
-            agg["co2e_known"] += 1
-    out = {}
-    for program, a in sorted(by_program.items()):
-        if not a["good"]:
-            continue
-        out[program] = {
-            "good_parts": int(a["good"]),
-            "kwh_per_part": round(a["kwh"] / a["good"], 9),
-            "co2e_kg_per_part": round(a["co2e"] / a["good"], 9) if a["co2e_known"] else None,
+@dataclass(frozen=True)
+class ProgramEnergy:
+    """Sums over one program's metered part records (edge/parts/store.py aggregates them)."""
+
+    program: str
+    good_parts: int
+    kwh: float  # every metered part, scrap included
+    co2e_kg: float | None  # None when no record had a carbon factor
+
+
+def per_good_part(sums: Sequence[ProgramEnergy]) -> dict[str, dict[str, Any]]:
+    """Energy and CO2e per good part per program (capacity offers, the AAS carbon
+    footprint). Scrap parts' energy is carried by the good parts of their program: that is
+    what a good part cost. A program without a good part is left out."""
+    return {
+        e.program: {
+            "good_parts": e.good_parts,
+            "kwh_per_part": round(e.kwh / e.good_parts, 9),
+            "co2e_kg_per_part": None if e.co2e_kg is None else round(
+                e.co2e_kg / e.good_parts, 9),
         }
-    return out
+        for e in sorted(sums, key=lambda e: e.program)
+        if e.good_parts > 0
+    }

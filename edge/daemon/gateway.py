@@ -113,7 +113,8 @@ class Gateway:
         self.bookings_store = BookingStore(loaded.state_dir / BOOKINGS_FILE, logger=self.log)
         files = BookingsFiles(config, self.log)
         self.capacity = CapacityRecords(
-            config, self.fleet, self.kpi, files, held=capacity_held(config, self.bookings_store)
+            config, self.fleet, self.kpi, files, held=capacity_held(config, self.bookings_store),
+            energy=self.energy.by_program,
         )
         self.capacity_publisher = CapacityPublisher(
             self.capacity, self.fleet, self.slot, config, self.log

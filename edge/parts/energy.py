@@ -21,7 +21,7 @@ from edge.parts.recorder import PartRecorder
 from edge.parts.store import PartStore
 from models.aas import ProgramFootprint
 from models.carbon import CALCULATION_METHOD, CarbonFactor
-from models.parts import footprint_by_program
+from models.parts import per_good_part
 from models.sample import format_ts, utc_now
 
 CATEGORIES = ("producing", "idle", "stopped")
@@ -58,12 +58,7 @@ class EnergyWindows:
             kwh[category] = kwh.get(category, 0.0) + value
             f = factor(minute + timedelta(seconds=30))
             co2e += value * (f["kg_per_kwh"] if f else 0.0)
-        good = scrap = 0
-        for r in self.store.records(asset, start, end):
-            if r["verdict"] == "scrap":
-                scrap += int(r["parts"])
-            else:
-                good += int(r["parts"])
+        good, scrap = self.store.good_and_scrap(asset, start, end)
         total = sum(kwh.values())
         carbon = factor(start + (end - start) / 2)
         return {
@@ -88,7 +83,7 @@ class EnergyWindows:
         if self.store is None:
             return {}
         now = now or utc_now()
-        return footprint_by_program(self.store.records(asset, now - timedelta(days=days), now))
+        return per_good_part(self.store.program_energy(asset, now - timedelta(days=days), now))
 
     def footprints(self, asset: str, days: int = 30,
                    now: datetime | None = None) -> list[ProgramFootprint] | None:

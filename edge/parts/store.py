@@ -18,7 +18,8 @@ microseconds since the Unix epoch (UTC)::
     trackers(asset PRIMARY KEY, state TEXT,     state = PartTracker.to_dict() as JSON;
              alive INTEGER)                     alive = the gateway's time of the save
     parts(asset, part_seq, end_us, program,     PRIMARY KEY(asset, part_seq);
-          verdict, record TEXT,                 record = the published record (JSON);
+          verdict, parts, kwh, co2e,            copies of the record's fields, for queries
+          record TEXT,                          record = the published record (JSON);
           envelope TEXT)                        envelope = the flattened JWS it went out in
                                                 (NULL until sealed, or when no
                                                 destination takes the stream)
@@ -48,6 +49,7 @@ import structlog
 from edge.kpi.store import from_us, to_us
 from edge.storage.wal import Logger, WalStore
 from models.errors import ConfigurationError, EdgeError
+from models.parts import ProgramEnergy
 
 FORMAT_VERSION = 1
 FILENAME = "parts.sqlite3"
@@ -58,8 +60,8 @@ CREATE TABLE IF NOT EXISTS trackers(
     asset TEXT PRIMARY KEY, state TEXT NOT NULL, alive INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS parts(
     asset TEXT NOT NULL, part_seq INTEGER NOT NULL, end_us INTEGER NOT NULL, program TEXT,
-    verdict TEXT NOT NULL, record TEXT NOT NULL, envelope TEXT,
-    PRIMARY KEY(asset, part_seq)) WITHOUT ROWID;
+    verdict TEXT NOT NULL, parts INTEGER NOT NULL, kwh REAL, co2e REAL,
+    record TEXT NOT NULL, envelope TEXT, PRIMARY KEY(asset, part_seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS parts_end ON parts(asset, end_us);
 CREATE TABLE IF NOT EXISTS energy(
     asset TEXT NOT NULL, minute_us INTEGER NOT NULL, category TEXT NOT NULL,
@@ -123,10 +125,11 @@ class PartStore(WalStore):
                 "DO UPDATE SET state = excluded.state, alive = excluded.alive",
                 (asset, json.dumps(state, separators=(",", ":")), to_us(alive)))
             conn.executemany(
-                "INSERT OR REPLACE INTO parts(asset, part_seq, end_us, program, verdict, record)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO parts(asset, part_seq, end_us, program, verdict, parts, "
+                "kwh, co2e, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(asset, r["part_seq"], to_us(datetime.fromisoformat(r["end"])), r["program"],
-                  r["verdict"], json.dumps(r, separators=(",", ":"))) for r in records])
+                  r["verdict"], r["parts"], r["energy_kwh"], r["co2e_kg"],
+                  json.dumps(r, separators=(",", ":"))) for r in records])
             conn.executemany(
                 "INSERT INTO energy(asset, minute_us, category, kwh) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(asset, minute_us, category) DO UPDATE SET kwh = kwh + excluded.kwh",
@@ -178,6 +181,27 @@ class PartStore(WalStore):
             (*args, limit))
         return [StoredPart(a, json.loads(r), None if e is None else json.loads(e))
                 for a, r, e in rows]
+
+    def program_energy(self, asset: str, start: datetime, end: datetime
+                       ) -> list[ProgramEnergy]:
+        """Per program, the metered parts that ended in [start, end): good parts, kWh of
+        all of them (scrap included), CO2e (None if no record had a factor)."""
+        rows = self._read(
+            "program energy",
+            "SELECT program, SUM(CASE WHEN verdict = 'scrap' THEN 0 ELSE parts END), SUM(kwh),"
+            " SUM(co2e) FROM parts WHERE asset = ? AND end_us >= ? AND end_us < ? AND kwh IS"
+            " NOT NULL GROUP BY program", (asset, to_us(start), to_us(end)))
+        return [ProgramEnergy(str(p), int(g), float(k), None if c is None else float(c))
+                for p, g, k, c in rows]
+
+    def good_and_scrap(self, asset: str, start: datetime, end: datetime) -> tuple[int, int]:
+        """Parts that ended in [start, end): (good or unknown, scrap)."""
+        rows = self._read(
+            "count parts",
+            "SELECT COALESCE(SUM(CASE WHEN verdict = 'scrap' THEN 0 ELSE parts END), 0), "
+            "COALESCE(SUM(CASE WHEN verdict = 'scrap' THEN parts ELSE 0 END), 0) FROM parts "
+            "WHERE asset = ? AND end_us >= ? AND end_us < ?", (asset, to_us(start), to_us(end)))
+        return int(rows[0][0]), int(rows[0][1])
 
     def records(self, asset: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Part records of one machine that ended in [start, end), oldest first."""

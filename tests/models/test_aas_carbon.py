@@ -16,24 +16,17 @@ from models.aas import (
     environment_json,
     verify_environment,
 )
-from models.parts import footprint_by_program
+from models.parts import ProgramEnergy, per_good_part
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo-plant.yaml"
 
 
-def record(program: str, kwh: float, verdict: str = "good") -> dict[str, object]:
-    return {"program": program, "parts": 1, "energy_kwh": kwh, "co2e_kg": kwh * 0.4,
-            "verdict": verdict}
-
-
 def test_scrap_energy_is_carried_by_the_good_parts_of_its_program() -> None:
-    rows = [record("O1000", 0.1), record("O1000", 0.1, "scrap"), record("O1000", 0.1),
-            record("O2000", 0.5), {"program": "O3000", "energy_kwh": None, "verdict": "good"}]
-    got = footprint_by_program(rows)
-    assert got["O1000"]["good_parts"] == 2
-    assert abs(got["O1000"]["kwh_per_part"] - 0.15) < 1e-9
-    assert abs(got["O1000"]["co2e_kg_per_part"] - 0.06) < 1e-9
-    assert set(got) == {"O1000", "O2000"}
+    got = per_good_part([ProgramEnergy("O2000", 1, 0.5, None), ProgramEnergy("O1000", 2, 0.3, 0.12),
+                         ProgramEnergy("O3000", 0, 0.2, 0.08)])
+    assert list(got) == ["O1000", "O2000"]  # a program without a good part has no figure
+    assert got["O1000"] == {"good_parts": 2, "kwh_per_part": 0.15, "co2e_kg_per_part": 0.06}
+    assert got["O2000"]["co2e_kg_per_part"] is None
 
 
 def test_measured_footprint_submodel_verifies_with_no_errors() -> None:
