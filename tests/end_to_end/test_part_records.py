@@ -10,6 +10,7 @@ is killed (SIGKILL) and restarted, and a plain one after it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import signal
@@ -21,12 +22,15 @@ from typing import Any, cast
 
 import pytest
 from conftest import Collector, Mosquitto
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from e2e import GatewayProcess, wait_for
 from joserfc import jws
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import OKPKey
 from joserfc.jws import FlattenedJSONSerialization
 
+from edge.platform_kit.client import query
 from simulators.machine import MachineModel, ScriptEvent
 from simulators.meter import MeterModel
 
@@ -61,6 +65,19 @@ EXPECTED = {
 }
 
 
+def latest(col: Collector, suffix: str, jwks: dict[str, Any] | None = None
+           ) -> dict[str, Any] | None:
+    """The newest record on a topic ending in `suffix` (verified when `jwks` is given)."""
+    for m in reversed(col.snapshot()):
+        if m.topic.endswith(suffix):
+            env = json.loads(m.payload)
+            if jwks is not None:
+                return cast(dict[str, Any], verify(env, jwks)["records"][-1])
+            payload = json.loads(base64.urlsafe_b64decode(env["payload"] + "=="))
+            return cast(dict[str, Any], payload["records"][-1])
+    return None
+
+
 def verify(envelope: dict[str, Any], jwks: dict[str, Any]) -> dict[str, Any]:
     header = json.loads(base64.urlsafe_b64decode(envelope["protected"] + "=="))
     key = next(k for k in jwks["keys"] if k["kid"] == header["kid"])
@@ -79,14 +96,21 @@ def test_scripted_parts_are_published_as_the_script_implies(
     free_port: Callable[[], int],
 ) -> None:
     start = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
+    platform_key = Ed25519PrivateKey.generate()
+    (tmp_path / "platform.pem").write_bytes(platform_key.public_key().public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
     plant = tmp_path / "plant.yaml"
     plant.write_text(f"""gateway:
   id: gw-1
   site: plant-a
   state_dir: {tmp_path / "state"}
   carbon: {{kg_per_kwh: 0.380, source: "test grid", year: 2025}}
+  oee: {{publish_every: 1}}
+  capacity: {{refresh_seconds: 5}}
 destinations:
   - {{id: local, url: "mqtt://127.0.0.1:{mosquitto.port}"}}
+platforms:
+  - {{id: buyer, public_key_file: platform.pem}}
 machines:
   - id: m1
     area: hall-1
@@ -137,6 +161,22 @@ machines:
         gw.wait()
         gw = GatewayProcess(plant).start()
         wait_for(lambda: len({json.dumps(p) for _, p in parts()}) >= 5, 60, "five parts")
+
+        def good_parts_offered() -> Any:
+            offer = latest(col, "/m1/capacity") or {}
+            return offer.get("energy_per_part", {}).get("7d", {}).get("O1000", {}).get(
+                "good_parts")
+
+        wait_for(lambda: good_parts_offered() == 4, 30, "an offer with the four good parts")
+
+        def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+            return asyncio.run(query(f"mqtt://127.0.0.1:{mosquitto.port}", platform_key,
+                                     "edge/plant-a/gw-1", method, params))
+
+        answered = ask("parts", {"asset": "m1", "limit": 3})
+        more = ask("parts", {"asset": "m1", "limit": 3, "after": answered["result"]["next"]})
+        scrap = ask("parts", {"asset": "m1", "verdict": "scrap"})
+        energy = ask("energy", {"asset": "m1", "window": "last_hour"})
         gw.signal(signal.SIGTERM)
         assert gw.wait() == 0
     finally:
@@ -180,6 +220,30 @@ machines:
     by_seq = {r["part_seq"]: r for r in records}
     assert by_seq[3]["alarms"] == [{"code": "1001", "text": None, "severity": None}]
     assert all(not by_seq[s]["alarms"] for s in (1, 2, 4, 5))
+    # the parts query: each record in the very envelope it was published in, paged
+    queried = answered["result"]["parts"] + more["result"]["parts"]
+    assert [p["part_seq"] for p in queried] == [1, 2, 3, 4, 5]
+    assert more["result"]["next"] is None
+    published = {b["seq"]: b for b in bodies}
+    for p in queried:
+        body = verify(p["envelope"], jwks)
+        assert body == published[p["part_seq"]] and body["records"] == [p["record"]]
+    assert [p["part_seq"] for p in scrap["result"]["parts"]] == [3]
+    # the energy window and the oee stream's energy block
+    figures = energy["result"]["energy"]
+    total = sum(r["energy_kwh"] for r in records)
+    assert figures["good_parts"] == 4 and figures["scrap_parts"] == 1
+    assert figures["kwh"]["total"] >= 0.99 * total  # the parts, and the time between them
+    assert figures["kwh"]["producing"] > figures["kwh"]["idle"] > 0
+    oee = latest(col, "/m1/oee", jwks)
+    assert oee is not None and oee["energy"]["kwh"]["total"] > 0
+    offer = latest(col, "/m1/capacity", jwks)
+    assert offer is not None
+    o1000 = offer["energy_per_part"]["30d"]["O1000"]
+    assert o1000["good_parts"] == 4
+    assert o1000["kwh_per_part"] == pytest.approx(total / 4, rel=1e-6)
+    assert o1000["co2e_kg_per_part"] == pytest.approx(total * 0.380 / 4, rel=1e-3)
+
     restart = by_seq[4]
     assert restart["partial_reasons"] == ["gateway restarted during the cycle"]
     assert [g["reason"] for g in restart["gaps"]] == ["gateway_restart"]
