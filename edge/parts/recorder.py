@@ -69,23 +69,41 @@ class PartRecorder:
         except KeyError:
             return None
 
-    def _tracker(self, asset: str) -> PartTracker | None:
-        tracker = self.trackers.get(asset)
-        if tracker is not None:
-            return tracker
+    def _settings(self, asset: str) -> PartSettings | None:
+        """The tracker settings of `asset` from the current YAML; None without `part_record`."""
         machine = self._machine(asset)
         if machine is None or machine.part_record is None:
             return None
         plant = self.config().plant
         metered = machine.energy is not None or any(
             m.meter_for == asset for m in plant.machines if m.enabled)
-        settings = PartSettings(
+        return PartSettings(
             signals=tuple(machine.part_record.signals),
             metered=metered,
             energy_wait=machine.part_record.energy_wait,
             ideal_cycle_time=lambda program: ideal_cycle_time_for(machine, program),
             carbon_factor=CarbonFactor(plant.gateway.carbon, plant.shifts.timezone),
         )
+
+    def reconfigure(self) -> None:
+        """After a reload: trackers take the new settings (signals, programs, carbon); a
+        machine that lost `part_record` is saved and dropped (its state stays stored)."""
+        now = utc_now()
+        for asset in list(self.trackers):
+            self._publish(asset, now, force_save=True)
+            settings = self._settings(asset)
+            if settings is None:
+                del self.trackers[asset]
+            else:
+                self.trackers[asset].settings = settings
+
+    def _tracker(self, asset: str) -> PartTracker | None:
+        tracker = self.trackers.get(asset)
+        if tracker is not None:
+            return tracker
+        settings = self._settings(asset)
+        if settings is None:
+            return None
         tracker = self.trackers[asset] = PartTracker(asset, settings)
         saved = self.store.load(asset)
         if saved is not None:

@@ -192,3 +192,22 @@ def test_energy_windows_split_producing_idle_and_count_good_parts(
     assert figures["kwh_per_good_part"] == pytest.approx(figures["kwh"]["total"] / 2)
     assert figures["co2e_kg"] == pytest.approx(figures["kwh"]["total"] * 0.5)
     assert windows.figures("meter", T0, T0 + timedelta(minutes=1)) is None
+
+
+def test_a_reload_gives_trackers_new_settings_or_drops_them(
+    loaded: LoadedPlant, store: PartStore, tmp_path: Path
+) -> None:
+    current = [loaded]
+    holder: list[PartRecorder] = []
+    rec = PartRecorder(lambda: current[0], store, Sink(holder), structlog.get_logger())
+    holder.append(rec)
+    machine(rec, 0, Execution.READY, 0)
+    (tmp_path / "plant.yaml").write_text(YAML.replace("[spindle_load]", "[coolant_temperature]"))
+    current[0] = load_plant(tmp_path / "plant.yaml")
+    rec.reconfigure()
+    assert rec.trackers["m1"].settings.signals == ("coolant_temperature",)
+    (tmp_path / "plant.yaml").write_text(YAML.replace(
+        "    part_record: {signals: [spindle_load]}\n", ""))
+    current[0] = load_plant(tmp_path / "plant.yaml")
+    rec.reconfigure()
+    assert "m1" not in rec.trackers and store.load("m1") is not None
