@@ -61,6 +61,8 @@ class PartRecorder:
         self.save_every = save_every
         self.trackers: dict[str, PartTracker] = {}
         self._failing = False
+        self._involved_for: LoadedPlant | None = None
+        self._involved_ids: set[str] = set()
 
     # ---- wiring --------------------------------------------------------------------------
     def _machine(self, asset: str) -> Machine | None:
@@ -120,8 +122,18 @@ class PartRecorder:
         return machine.meter_for or asset, machine.energy
 
     # ---- fleet callbacks (BatchObserver) -------------------------------------------------
+    def _involved(self, asset: str) -> bool:
+        """Whether `asset` has a part record or meters one (cached per loaded YAML: every
+        batch of every machine comes through here)."""
+        loaded = self.config()
+        if self._involved_for is not loaded:
+            self._involved_for = loaded
+            self._involved_ids = {m.id for m in loaded.plant.machines
+                                  if m.part_record is not None or m.energy is not None}
+        return asset in self._involved_ids
+
     def on_batch(self, asset: str, batch: Sequence[Sample], state: MachineState | None) -> None:
-        if not batch:
+        if not batch or not self._involved(asset):
             return
         at = max(s.gateway_ts for s in batch)
         touched: dict[str, bool] = {}
