@@ -648,17 +648,6 @@ class Plant(Strict):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             if dup:
                 raise ValueError(f"duplicate {name} id(s): {', '.join(dup)}")
-        machine_ids = {m.id for m in self.machines}
-        metered: dict[str, str] = {}
-        for m in self.machines:
-            if m.meter_for is None:
-                continue
-            if m.meter_for not in machine_ids:
-                raise ValueError(f"machine {m.id!r}: meter_for {m.meter_for!r} is no machine")
-            if m.meter_for in metered:
-                raise ValueError(f"machine {m.meter_for!r} has two meters: "
-                                 f"{metered[m.meter_for]!r} and {m.id!r}")
-            metered[m.meter_for] = m.id
         return self
 
     def machine(self, machine_id: str) -> Machine:
@@ -666,6 +655,27 @@ class Plant(Strict):
             if m.id == machine_id:
                 return m
         raise KeyError(machine_id)
+
+
+def meter_problems(plant: Plant) -> list[tuple[tuple[int | str, ...], str]]:
+    """Energy meters that name no machine, or two meters on one machine, each with the YAML
+    path it is about (the loader locates them); empty: fine."""
+    machine_ids = {m.id for m in plant.machines}
+    metered: dict[str, str] = {}
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    for i, m in enumerate(plant.machines):
+        if m.meter_for is None:
+            continue
+        if m.meter_for not in machine_ids:
+            problems.append((("machines", i, "meter_for"),
+                             f"{m.meter_for!r} is no machine of this plant"))
+        elif m.meter_for in metered:
+            problems.append((("machines", i, "meter_for"),
+                             f"machine {m.meter_for!r} already has a meter: "
+                             f"{metered[m.meter_for]!r}"))
+        else:
+            metered[m.meter_for] = m.id
+    return problems
 
 
 def machine_topic(plant: Plant, machine: Machine, stream: str) -> str:
