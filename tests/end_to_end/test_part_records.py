@@ -95,7 +95,7 @@ def test_scripted_parts_are_published_as_the_script_implies(
     mqtt_collector: Callable[..., Collector],
     free_port: Callable[[], int],
 ) -> None:
-    start = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
+    start = (datetime.now(UTC) + timedelta(seconds=10)).replace(microsecond=0)  # gateway up
     platform_key = Ed25519PrivateKey.generate()
     (tmp_path / "platform.pem").write_bytes(platform_key.public_key().public_bytes(
         Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
