@@ -156,6 +156,8 @@ machines:
 
     gw = GatewayProcess(plant).start()
     try:
+        wait_for(lambda: len(gw.events("device_connected")) >= 2, 30, "both devices connected")
+        assert elapsed() < 0.5, "the gateway came up after the script began: part 1 is unseen"
         wait_for(lambda: len(parts()) >= 3 and elapsed() >= KILL_AT, 60, "three parts")
         gw.signal(signal.SIGKILL)
         gw.wait()
