@@ -66,6 +66,7 @@ class CapacityRecords:
         fleet: FleetView,
         kpi: KpiService,
         bookings: BookingsFiles,
+        *,
         held: Held | None = None,
         energy: ProgramEnergyView | None = None,
     ) -> None:

@@ -210,32 +210,6 @@ class WalStore:
             raise self.error_class(f"{self.label} {self.path}: closed")
         return self._conn
 
-    @contextlib.contextmanager
-    def _tx(self, doing: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction under the lock; sqlite3 errors leave as EdgeError."""
-        with self._lock:
-            conn = self._require()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise self._error(exc, doing) from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise self._error(exc, doing) from exc
-                raise
-
-    def _read(self, doing: str, sql: str, args: tuple[Any, ...]) -> list[Any]:
-        with self._lock:
-            try:
-                return self._require().execute(sql, args).fetchall()
-            except sqlite3.Error as exc:
-                raise self._error(exc, doing) from exc
-
 
 async def checkpoint_loop(
     stores: Callable[[], Iterable[WalStore]], every: float = CHECKPOINT_EVERY
