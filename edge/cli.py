@@ -19,6 +19,7 @@ from models.plant import QUERY_METHODS
 
 if TYPE_CHECKING:
     from edge.config.loader import LoadedPlant
+    from edge.parts.energy import EnergyWindows
 
 EXIT_OK, EXIT_RUNTIME, EXIT_INPUT = 0, 1, 2
 
@@ -201,9 +202,20 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_RUNTIME if forged or not report.ok else EXIT_OK
 
 
+def _energy_windows(loaded: LoadedPlant) -> EnergyWindows:
+    """Measured footprints from the state directory's part store, when the gateway has run
+    there (opened only if it exists: an export creates nothing)."""
+    from edge.parts.energy import EnergyWindows
+    from edge.parts.store import FILENAME, PartStore
+
+    path = loaded.state_dir / FILENAME
+    return EnergyWindows(lambda: loaded, PartStore(path) if path.exists() else None)
+
+
 def _aas(args: argparse.Namespace, loaded: LoadedPlant) -> int:
-    """The environment from the YAML alone (nameplate, calendar, KPI structure); live state
-    and OEE values are filled in by the running gateway."""
+    """The environment from the YAML (nameplate, calendar, KPI structure) and the measured
+    carbon footprint of metered machines when the state directory has part records; live
+    state and OEE values are filled in by the running gateway."""
     from models.aas import (
         build_environment,
         build_plant_environment,
@@ -212,9 +224,15 @@ def _aas(args: argparse.Namespace, loaded: LoadedPlant) -> int:
     )
 
     plant = loaded.plant
+    windows = _energy_windows(loaded)
+    carbon = {m.id: f for m in plant.machines if (f := windows.footprints(m.id)) is not None}
+    method = windows.method()
     if args.asset:
         try:
-            env = build_environment(plant, plant.machine(args.asset))
+            env = build_environment(
+                plant, plant.machine(args.asset), carbon=carbon.get(args.asset),
+                carbon_method=method,
+            )
         except KeyError:
             ids = ", ".join(m.id for m in plant.machines)
             print(
@@ -223,7 +241,7 @@ def _aas(args: argparse.Namespace, loaded: LoadedPlant) -> int:
             )
             return EXIT_INPUT
     else:
-        env = build_plant_environment(plant)
+        env = build_plant_environment(plant, carbon=carbon, carbon_method=method)
     problems = verify_environment(env)
     if problems:  # our bug, not the user's: refuse to emit an invalid environment
         for p in problems:

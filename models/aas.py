@@ -11,7 +11,9 @@ reference SDK), never as hand-made JSON, and every environment passes
     |- Nameplate              IDTA 02006-3-0  YAML + device identification
     |- ProcessVariablesFor... IDTA 02066 1.0  ISO 22400-2 elements from the OEE engine
     |- OperationalData        our own         live state, signals, ISO 22400-2 KPIs
-    '- ProductionCalendar     IDTA 02067 1.1  the shift calendar as iCalendar (one per site)
+    |- ProductionCalendar     IDTA 02067 1.1  the shift calendar as iCalendar (one per site)
+    '- CarbonFootprint        IDTA 02023 0.9  measured PCF per good part and program, at the
+                                              production stage (metered machines only)
 
 Rules (each one is tested):
 
@@ -46,6 +48,7 @@ from models.shift_calendar import ALWAYS
 
 __all__ = [
     "CALENDAR_SEMANTIC_ID",
+    "CARBON_SEMANTIC_ID",
     "ISO22400",
     "KPI_SEMANTIC_ID",
     "NAMEPLATE_KEYS",
@@ -54,6 +57,7 @@ __all__ = [
     "AasIds",
     "KpiFigures",
     "LossFigures",
+    "ProgramFootprint",
     "SignalValue",
     "aas_ids",
     "build_environment",
@@ -74,6 +78,15 @@ NAMEPLATE_SEMANTIC_ID = "https://admin-shell.io/idta/nameplate/3/0/Nameplate"
 KPI_SEMANTIC_ID = "https://admin-shell.io/idta/SubmodelTemplate/ProcessVariablesForManufacturingKPICalculation/1/0"
 CALENDAR_SEMANTIC_ID = "https://admin-shell.io/idta/SubmodelTemplate/ProductionCalendar/1/0"
 OPERATIONAL_SEMANTIC_ID = "urn:edge-gateway:semantics:OperationalData:1:0"
+# IDTA 02023-0-9 Carbon Footprint: the submodel, its ProductCarbonFootprint collection and
+# the ECLASS IRDIs of the properties we fill (docs/aas.md, "Carbon footprint")
+CARBON_SEMANTIC_ID = "https://admin-shell.io/idta/CarbonFootprint/CarbonFootprint/0/9"
+PCF_SEMANTIC_ID = "https://admin-shell.io/idta/CarbonFootprint/ProductCarbonFootprint/0/9"
+PCF_CALCULATION_METHOD = "0173-1#02-ABG854#001"
+PCF_CO2EQ = "0173-1#02-ABG855#001"
+PCF_REFERENCE_VALUE = "0173-1#02-ABG856#001"
+PCF_QUANTITY = "0173-1#02-ABG857#001"
+PCF_LIFE_CYCLE_PHASE = "0173-1#02-ABG858#001"
 ISO22400 = "http://www.w3id.org/hsu-aut/ISO22400-2#"
 
 _PV = "https://admin-shell.io/idta/ProcessVariablesForManufacturingKPICalculation/"
@@ -176,6 +189,7 @@ class AasIds:
     kpi: str
     operational: str
     calendar: str
+    carbon: str
 
 
 def aas_ids(plant: Plant, machine: Machine) -> AasIds:
@@ -188,7 +202,19 @@ def aas_ids(plant: Plant, machine: Machine) -> AasIds:
         kpi=f"{base}:sm:kpi",
         operational=f"{base}:sm:operational",
         calendar=f"urn:edge-gateway:{plant.gateway.site}:sm:production-calendar",
+        carbon=f"{base}:sm:carbon-footprint",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramFootprint:
+    """Measured CO2e per good part of one program over a period (from part records)."""
+
+    program: str
+    co2e_kg_per_part: float
+    kwh_per_part: float
+    good_parts: int
+    period_days: int
 
 
 # -- small builders -------------------------------------------------------------------------
@@ -839,6 +865,51 @@ def _production_calendar(plant: Plant, ids: AasIds) -> aas.Submodel:
     )
 
 
+# -- Carbon footprint (IDTA 02023-0-9) ------------------------------------------------------
+
+
+def _carbon_footprint(
+    ids: AasIds, footprints: Iterable[ProgramFootprint], method: str
+) -> aas.Submodel:
+    """One ProductCarbonFootprint per program: measured kg CO2e per good part at the
+    production stage (A3), the machine's metered electricity only (gate-to-gate)."""
+    used: set[str] = set()
+    elements: list[aas.SubmodelElement] = []
+    for f in footprints:
+        statement = (
+            f"Measured at the machine: {f.kwh_per_part:.6f} kWh per good part, "
+            f"{f.good_parts} good parts over {f.period_days} days; {method}"
+        )
+        elements.append(
+            aas.SubmodelElementCollection(
+                id_short=_id_short(f"PCF_{f.program}", used),
+                semantic_id=_ref(PCF_SEMANTIC_ID),
+                description=_en(_text(statement, 1023) or "measured at the machine"),
+                value=[
+                    aas.Property(XSD.STRING, id_short="PCFCalculationMethod",
+                                 semantic_id=_ref(PCF_CALCULATION_METHOD), value="GHG Protocol"),
+                    aas.Property(XSD.DOUBLE, id_short="PCFCO2eq", semantic_id=_ref(PCF_CO2EQ),
+                                 value=_double(f.co2e_kg_per_part)),
+                    aas.Property(XSD.STRING, id_short="PCFReferenceValueForCalculation",
+                                 semantic_id=_ref(PCF_REFERENCE_VALUE), value="piece"),
+                    aas.Property(XSD.DOUBLE, id_short="PCFQuantityOfMeasureForCalculation",
+                                 semantic_id=_ref(PCF_QUANTITY), value="1.0"),
+                    aas.Property(XSD.STRING, id_short="PCFLifeCyclePhase",
+                                 semantic_id=_ref(PCF_LIFE_CYCLE_PHASE), value="A3 - production"),
+                    aas.Property(XSD.STRING, id_short="Program",
+                                 semantic_id=_op("Program"), value=_text(f.program, 128)),
+                ],
+            )
+        )
+    return aas.Submodel(
+        ids.carbon,
+        id_short="CarbonFootprint",
+        semantic_id=_ref(CARBON_SEMANTIC_ID),
+        description=_en("Product carbon footprint per good part, measured by the gateway"),
+        submodel_elements=elements or None,
+    )
+
+
 # -- environments ---------------------------------------------------------------------------
 
 
@@ -850,8 +921,11 @@ def build_environment(
     signals: Mapping[str, SignalValue] | None = None,
     oee: KpiFigures | None = None,
     device_identification: Mapping[str, str] | None = None,
+    carbon: Iterable[ProgramFootprint] | None = None,
+    carbon_method: str = "",
 ) -> aas.Environment:
-    """The AAS V3 environment of one machine: its shell and four submodels.
+    """The AAS V3 environment of one machine: its shell and four submodels, and a fifth,
+    the carbon footprint, when `carbon` is given (a metered machine).
 
     Without state, signals or OEE the submodels still exist (a consumer sees a stable shape),
     holding what the YAML knows: the nameplate, the ideal cycle time, the calendar.
@@ -863,6 +937,8 @@ def build_environment(
         _operational(ids, state, signals, oee),
         _production_calendar(plant, ids),
     ]
+    if carbon is not None:
+        submodels.append(_carbon_footprint(ids, carbon, carbon_method))
     refs = [
         aas.Reference(aas.ReferenceTypes.MODEL_REFERENCE, [aas.Key(aas.KeyTypes.SUBMODEL, sm.id)])
         for sm in submodels
@@ -886,6 +962,8 @@ def build_plant_environment(
     signals: Mapping[str, Mapping[str, SignalValue]] | None = None,
     oee: Mapping[str, KpiFigures] | None = None,
     device_identification: Mapping[str, Mapping[str, str]] | None = None,
+    carbon: Mapping[str, Iterable[ProgramFootprint]] | None = None,
+    carbon_method: str = "",
 ) -> aas.Environment:
     """All machines of the plant in one environment (the `aas` query for all assets); the
     mappings are keyed by machine id. The site's calendar submodel appears once."""
@@ -899,6 +977,8 @@ def build_plant_environment(
             signals=(signals or {}).get(m.id),
             oee=(oee or {}).get(m.id),
             device_identification=(device_identification or {}).get(m.id),
+            carbon=(carbon or {}).get(m.id),
+            carbon_method=carbon_method,
         )
         shells += env.asset_administration_shells or []
         for sm in env.submodels or []:

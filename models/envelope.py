@@ -13,7 +13,9 @@ from typing import Any, Literal
 from models.sample import Sample, format_ts
 
 ENVELOPE_VERSION = 1
-Stream = Literal["telemetry", "state", "oee", "capacity", "bookings", "response", "gap"]
+Stream = Literal[
+    "telemetry", "state", "oee", "capacity", "bookings", "part", "response", "gap"
+]
 RETAINED_STREAMS = frozenset({"state", "oee", "capacity"})
 
 

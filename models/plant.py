@@ -27,8 +27,10 @@ from pydantic import (
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=64)]
 """Ids become MQTT topic levels: lower case, digits, `_` and `-` only."""
 
-StreamName = Literal["telemetry", "state", "oee", "capacity", "bookings"]
-STREAMS: tuple[StreamName, ...] = ("telemetry", "state", "oee", "capacity", "bookings")
+StreamName = Literal["telemetry", "state", "oee", "capacity", "bookings", "part"]
+STREAMS: tuple[StreamName, ...] = (
+    "telemetry", "state", "oee", "capacity", "bookings", "part"
+)
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ALL_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -275,6 +277,38 @@ class CapacitySettings(Strict):
         return timedelta(minutes=self.min_slot_minutes)
 
 
+SignalName = Annotated[str, Field(pattern=r"^[a-z0-9_]+$", max_length=64)]
+
+
+class PartRecordSettings(Strict):
+    """The `part` stream of one machine: one signed record per completed part (issue 15)."""
+
+    signals: list[SignalName] = Field(
+        default_factory=list,
+        description="process signals summarised (min/mean/max) per part, e.g. spindle_load",
+    )
+    energy_wait: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="seconds a finished part waits for the meter reading after its end; "
+        "then it is published with energy_kwh null",
+    )
+
+
+class EnergyRoles(Strict):
+    """Which of a device's signals are energy-meter values (any adapter: the roles name
+    point/signal names). Cumulative active energy is what part records and OEE use."""
+
+    energy_kwh: SignalName | None = Field(
+        None, description="cumulative active energy imported, kWh (e.g. SDM630 30073)"
+    )
+    power_w: SignalName | None = Field(None, description="total active power, W")
+    phase_power_w: list[SignalName] = Field(
+        default_factory=list, description="active power per phase, W (L1, L2, L3)"
+    )
+
+
 class Machine(Strict):
     id: Ident
     name: str | None = None
@@ -312,6 +346,26 @@ class Machine(Strict):
         default_factory=dict,
         description="machine-model options for `simulate` (seed, time_scale...)",
     )
+    part_record: PartRecordSettings | None = Field(
+        None, description="publish the `part` stream for this machine (one record per part)"
+    )
+    energy: EnergyRoles | None = Field(
+        None, description="this device's energy-meter signals (a meter, or a machine that "
+        "measures its own energy)"
+    )
+    meter_for: Ident | None = Field(
+        None, description="this device is the energy meter of that machine (its `energy` "
+        "roles count for it)"
+    )
+
+    @model_validator(mode="after")
+    def _meter(self) -> Machine:
+        if self.meter_for is not None and (self.energy is None or self.energy.energy_kwh is None):
+            raise ValueError("'meter_for' needs 'energy.energy_kwh' (the cumulative kWh point)")
+        if self.meter_for == self.id:
+            raise ValueError("'meter_for' names another machine; a machine that measures its "
+                             "own energy only needs 'energy'")
+        return self
 
 
 class Break(Strict):
@@ -380,9 +434,12 @@ class OeeSettings(Strict):
 
 
 QueryMethod = Literal[
-    "describe", "aas", "state", "oee", "capacity", "health", "reserve", "release", "bookings"
+    "describe", "aas", "state", "oee", "capacity", "health", "parts", "energy", "reserve",
+    "release", "bookings"
 ]
-READ_METHODS: tuple[QueryMethod, ...] = ("describe", "aas", "state", "oee", "capacity", "health")
+READ_METHODS: tuple[QueryMethod, ...] = (
+    "describe", "aas", "state", "oee", "capacity", "health", "parts", "energy"
+)
 """What a platform may ask when its `methods` are not listed: read-only views."""
 BOOKING_METHODS: tuple[QueryMethod, ...] = ("reserve", "release", "bookings")
 """Methods that change the plant's commitments: off unless a platform's `methods` lists them."""
@@ -450,6 +507,27 @@ class WebSettings(Strict):
     )
 
 
+class CarbonPeriod(Strict):
+    """A time-of-day grid factor, in the shift calendar's time zone; may pass midnight."""
+
+    start: time
+    end: time
+    kg_per_kwh: float = Field(ge=0, le=5)
+
+
+class CarbonSettings(Strict):
+    """Grid emission factor: CO2e per kWh of the electricity the machines draw."""
+
+    kg_per_kwh: float = Field(ge=0, le=5, description="kg CO2e per kWh (location-based)")
+    source: str = Field(min_length=1, max_length=256, description="who published the factor")
+    year: int = Field(ge=1990, le=2100, description="the year the factor is for")
+    time_of_day: list[CarbonPeriod] = Field(
+        default_factory=list,
+        description="factors by local time (shifts.timezone); the first match wins, "
+        "kg_per_kwh applies outside them",
+    )
+
+
 class Gateway(Strict):
     id: Ident
     site: Ident
@@ -464,6 +542,9 @@ class Gateway(Strict):
     query: QuerySettings = Field(default_factory=QuerySettings)
     capacity: CapacitySettings = Field(default_factory=CapacitySettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    carbon: CarbonSettings | None = Field(
+        None, description="grid emission factor: CO2e per part, per OEE window"
+    )
     keys_dir: str | None = Field(
         None,
         description="directory of the Ed25519 signing key (signing-key.pem, 0600) and retired "
@@ -601,6 +682,27 @@ class Plant(Strict):
             if m.id == machine_id:
                 return m
         raise KeyError(machine_id)
+
+
+def meter_problems(plant: Plant) -> list[tuple[tuple[int | str, ...], str]]:
+    """Energy meters that name no machine, or two meters on one machine, each with the YAML
+    path it is about (the loader locates them); empty: fine."""
+    machine_ids = {m.id for m in plant.machines}
+    metered: dict[str, str] = {}
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    for i, m in enumerate(plant.machines):
+        if m.meter_for is None:
+            continue
+        if m.meter_for not in machine_ids:
+            problems.append((("machines", i, "meter_for"),
+                             f"{m.meter_for!r} is no machine of this plant"))
+        elif m.meter_for in metered:
+            problems.append((("machines", i, "meter_for"),
+                             f"machine {m.meter_for!r} already has a meter: "
+                             f"{metered[m.meter_for]!r}"))
+        else:
+            metered[m.meter_for] = m.id
+    return problems
 
 
 def machine_topic(plant: Plant, machine: Machine, stream: str) -> str:

@@ -23,7 +23,7 @@ import math
 import random
 import re
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -49,6 +49,7 @@ __all__ = [
     "ProgramSpec",
     "ScriptEvent",
     "SimulatorOptions",
+    "Stretch",
 ]
 
 
@@ -231,6 +232,20 @@ class MachineSnapshot:
             alarms=(str(self.alarm_code),) if self.alarm_code else (), program=self.program,
             part_count=self.part_count, bad_part_count=self.bad_part_count, since=self.ts,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Stretch:
+    """Simulated seconds [t0, t1) in one state: what drives power draw."""
+
+    t0: float
+    t1: float
+    execution: Execution
+    availability: Availability
+    emergency_stop: bool
+    spindle_on: bool
+    cutting: bool
+    program: ProgramSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,6 +482,24 @@ class MachineModel:
             spindle_temperature=round(spindle_temp, 2), coolant_temperature=round(coolant_temp, 2),
             last_cycle_time=round(seg.last_cycle, 3), door_closed=seg.door_closed,
         )
+
+    def stretches(self, t0: float, t1: float) -> Iterator[Stretch]:
+        """The constant-state stretches covering simulated seconds [t0, t1), clipped: what
+        an energy meter integrates (simulators/meter.py)."""
+        t = max(0.0, t0)
+        while t < t1:
+            run = self._run
+            if run is None or not run.t0 <= t < run.t1:
+                run = self._run = self._find_run(t)
+            i = bisect_right(run.starts, t) - 1
+            for seg in run.segments[i:]:
+                if seg.t0 >= t1:
+                    return
+                a, b = max(seg.t0, t), min(seg.t1, t1)
+                if b > a:
+                    yield Stretch(a, b, seg.execution, seg.availability, seg.estop,
+                                  seg.spindle_on, seg.cutting, self.programs[seg.program])
+            t = run.t1
 
     def process_values(self, snapshot: MachineSnapshot, count: int = 100) -> list[int]:
         """`count` uint16 values that drift with simulated time, for many-point load tests."""

@@ -31,6 +31,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from models.machine_state import Availability, ControllerMode, Execution
 from simulators.machine import MachineModel, MachineSnapshot
+from simulators.meter import MeterModel
 from simulators.standalone import machine_models, serve_until_interrupted, standalone_parser
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "ModbusBinding",
     "ModbusSimulator",
     "encode_holding_registers",
+    "encode_sdm630_input_registers",
     "run_simulated_machines",
     "serve_modbus",
     "start_modbus_simulator",
@@ -91,22 +93,54 @@ def encode_holding_registers(model: MachineModel, snap: MachineSnapshot) -> list
     return list(_IMAGE.unpack(buf))
 
 
+METER_INPUT_REGISTERS = 0x4C  # SDM630 input registers 30001-30076 (0x0000-0x004B)
+_SDM630 = {  # 0-based address -> quantity; float32, high word first (the meter's order)
+    "voltage": (0x0000, 0x0002, 0x0004),
+    "current": (0x0006, 0x0008, 0x000A),
+    "power": (0x000C, 0x000E, 0x0010),
+}
+SDM630_TOTAL_POWER = 0x0034
+SDM630_FREQUENCY = 0x0046
+SDM630_IMPORT_KWH = 0x0048
+SDM630_EXPORT_KWH = 0x004A
+
+
+def encode_sdm630_input_registers(meter: MeterModel, now: datetime) -> list[int]:
+    """The SDM630 input registers 0x0000-0x004B for `now`: a balanced 230 V three-phase
+    load drawing the meter model's power; addresses as adapters/modbus/meters/ cites."""
+    buf = bytearray(2 * METER_INPUT_REGISTERS)
+    watts = meter.power_w(now)
+    for phase in range(3):
+        _FLOAT.pack_into(buf, 2 * _SDM630["voltage"][phase], 230.0)
+        _FLOAT.pack_into(buf, 2 * _SDM630["current"][phase], watts / 3 / 230.0)
+        _FLOAT.pack_into(buf, 2 * _SDM630["power"][phase], watts / 3)
+    _FLOAT.pack_into(buf, 2 * SDM630_TOTAL_POWER, watts)
+    _FLOAT.pack_into(buf, 2 * SDM630_FREQUENCY, 50.0)
+    _FLOAT.pack_into(buf, 2 * SDM630_IMPORT_KWH, meter.energy_kwh(now))
+    _FLOAT.pack_into(buf, 2 * SDM630_EXPORT_KWH, 0.0)
+    return list(struct.unpack(f">{METER_INPUT_REGISTERS}H", buf))
+
+
 @dataclass(frozen=True)
 class ModbusBinding:
-    """Where one machine answers. Unit 0 answers every unit id on its port."""
+    """Where one machine answers. Unit 0 answers every unit id on its port. With `meter`,
+    the unit is that machine's energy meter instead (SDM630 input registers)."""
 
     model: MachineModel
     host: str = "127.0.0.1"
     port: int = 5020
     unit: int = 1
+    meter: MeterModel | None = None
 
 
 class _Device:
     """One machine's register image, refreshed on the time grid when a client reads it."""
 
     def __init__(self, model: MachineModel, clock: Callable[[], datetime],
-                 refresh_interval: float) -> None:
+                 refresh_interval: float, meter: MeterModel | None = None) -> None:
         self.model = model
+        self.meter = meter
+        self.meter_inputs = [0] * METER_INPUT_REGISTERS
         self.clock = clock
         self.interval = timedelta(seconds=refresh_interval)
         self.tick: int | None = None
@@ -121,6 +155,9 @@ class _Device:
             if tick == self.tick:
                 return
             self.tick, now = tick, _EPOCH + tick * self.interval
+        if self.meter is not None:
+            self.meter_inputs = encode_sdm630_input_registers(self.meter, now)
+            return
         snap = self.model.snapshot(now)
         self.holding = encode_holding_registers(self.model, snap)
         self.coils = int(snap.running)
@@ -136,6 +173,8 @@ class _Device:
         self.refresh()
         if function_code == 3:
             registers[:HOLDING_REGISTERS] = self.holding
+        elif function_code == 4 and self.meter is not None:
+            registers[:METER_INPUT_REGISTERS] = self.meter_inputs
         elif function_code == 4:
             registers[:INPUT_REGISTERS] = self.holding[:INPUT_REGISTERS]
         elif function_code == 1:
@@ -151,8 +190,9 @@ class _Device:
         def regs(n: int) -> list[SimData]:
             return [SimData(0, count=n, values=0, datatype=DataType.REGISTERS, readonly=True)]
 
+        inputs = INPUT_REGISTERS if self.meter is None else METER_INPUT_REGISTERS
         return SimDevice(id=unit, simdata=(bits(), bits(), regs(HOLDING_REGISTERS),
-                                           regs(INPUT_REGISTERS)), action=self.action)
+                                           regs(inputs)), action=self.action)
 
 
 class ModbusSimulator:
@@ -204,7 +244,10 @@ async def serve_modbus(
     endpoints: list[ModbusBinding] = []
     try:
         for (host, port), group in groups.items():
-            devices = [_Device(b.model, clock, refresh_interval).sim_device(b.unit)
+            # a meter is exact at every read (its integral is cheap): energy per part is
+            # checked against the model to 1 %, and a 100 ms grid would blur the instants
+            devices = [_Device(b.model, clock, refresh_interval if b.meter is None else 0.0,
+                               b.meter).sim_device(b.unit)
                        for b in group]
             server = ModbusTcpServer(devices, address=(host, port))
             servers.append(server)

@@ -35,14 +35,10 @@ import json
 import os
 import secrets
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
-
-import structlog
 
 from edge.storage.wal import WalStore
 from models.booking import (
@@ -57,7 +53,7 @@ from models.booking import (
     decide,
     recheck,
 )
-from models.errors import ConfigurationError, EdgeError
+from models.errors import EdgeError
 from models.logger import Logger
 from models.plant import BookingRules, ShiftCalendar
 from models.sample import format_ts
@@ -188,18 +184,8 @@ class BookingStore(WalStore):
         busy_timeout: float = 10.0,
         logger: Logger | None = None,
     ) -> None:
-        self.path = Path(path)
-        self.durable = durable
-        self._busy_timeout = busy_timeout
-        self._log: Logger = logger or structlog.get_logger().bind(component="bookings_store")
-        self._lock = threading.Lock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"bookings store {self.path}: cannot create its directory: {exc.strerror or exc}"
-            ) from exc
-        self._conn: sqlite3.Connection | None = self._open()
+        self._start(path, durable=durable, busy_timeout=busy_timeout, logger=logger,
+                    component="bookings_store")
 
     # --- inside a transaction -------------------------------------------------------
 

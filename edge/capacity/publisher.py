@@ -54,6 +54,9 @@ def capacity_digest(record: dict[str, Any]) -> str:
 Held = Callable[[str, datetime], list[Interval]]
 """asset, now -> time taken besides the YAML's and the files' bookings (platform bookings
 accepted in the bookings store, maintenance, blackouts)."""
+ProgramEnergyView = Callable[[str, int], dict[str, dict[str, Any]] | None]
+"""(machine, days) -> per program: good parts, kWh and CO2e per good part; None when the
+machine has no meter (edge/parts/energy.py `EnergyWindows.by_program`)."""
 
 
 class CapacityRecords:
@@ -63,13 +66,16 @@ class CapacityRecords:
         fleet: FleetView,
         kpi: KpiService,
         bookings: BookingsFiles,
+        *,
         held: Held | None = None,
+        energy: ProgramEnergyView | None = None,
     ) -> None:
         self.config = config
         self.fleet = fleet
         self.kpi = kpi
         self.bookings = bookings
         self.held = held
+        self.energy = energy
 
     def busy_until(self, asset: str, now: datetime) -> datetime | None:
         """When the running job is expected to end (None: nothing running, or unknown)."""
@@ -97,7 +103,7 @@ class CapacityRecords:
             name: aggregate_windows(self.kpi.closed_shifts(asset, start, end))
             for name, (start, end) in performance_windows(now).items()
         }
-        return capacity_record(
+        record = capacity_record(
             asset,
             m.capabilities,
             slots,
@@ -106,6 +112,10 @@ class CapacityRecords:
             now=now,
             horizon=settings.horizon,
         )
+        if self.energy is not None and (week := self.energy(asset, 7)) is not None:
+            # so a buyer can choose the greener offer: measured, per good part, per program
+            record["energy_per_part"] = {"7d": week, "30d": self.energy(asset, 30)}
+        return record
 
 
 class CapacityPublisher:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 from edge.config import registry
 from edge.config.shares import chosen_share, narrow, share_problems
 from models.errors import ConfigProblem, PlantConfigError, PluginError
-from models.plant import Machine, Plant
+from models.plant import Machine, Plant, meter_problems
 
 Loc = tuple[int | str, ...]
 
@@ -309,7 +309,7 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
             problems += _problems(exc, ("machines", i), where, file)
 
     if plant is not None:
-        for loc, message in share_problems(plant):
+        for loc, message in share_problems(plant) + meter_problems(plant):
             line, col = where.mark(loc)
             problems.append(ConfigProblem(file, line, col, format_path(loc), message))
 

@@ -57,6 +57,10 @@ from edge.kpi.service import KpiService
 from edge.kpi.store import FILENAME as OEE_FILE
 from edge.kpi.store import OeeStore
 from edge.observability import get_logger
+from edge.parts.energy import EnergyWindows
+from edge.parts.recorder import PartRecorder
+from edge.parts.store import FILENAME as PARTS_FILE
+from edge.parts.store import PartStore
 from edge.query.backend import QueryBackend
 from edge.query.handler import QueryHandler, load_platform_keys
 from edge.query.nonces import NONCE_FILE, NonceStore
@@ -107,11 +111,16 @@ class Gateway:
             loaded.plant, self.oee_store, publish_every=oee.publish_every, logger=self.log
         )
         config = self.current
-        self.fleet = DeviceFleet(config, self.slot, self.kpi, self.log)
+        self.parts_store = PartStore(loaded.state_dir / PARTS_FILE, logger=self.log)
+        self.parts = PartRecorder(config, self.parts_store, self.slot, self.log)
+        self.slot.observe_sealed("part", self.parts.on_sealed)
+        self.energy = EnergyWindows(config, self.parts_store, self.parts)
+        self.fleet = DeviceFleet(config, self.slot, self.kpi, self.log, observers=[self.parts])
         self.bookings_store = BookingStore(loaded.state_dir / BOOKINGS_FILE, logger=self.log)
         files = BookingsFiles(config, self.log)
         self.capacity = CapacityRecords(
-            config, self.fleet, self.kpi, files, held=capacity_held(config, self.bookings_store)
+            config, self.fleet, self.kpi, files, held=capacity_held(config, self.bookings_store),
+            energy=self.energy.by_program,
         )
         self.capacity_publisher = CapacityPublisher(
             self.capacity, self.fleet, self.slot, config, self.log
@@ -140,6 +149,8 @@ class Gateway:
             counts=lambda: dict(self.queries.counts),
             losses=self.losses.snapshot,
             bookings=desk,
+            parts=self.parts_store,
+            energy=self.energy,
         )
         # nonces on disk, for the life of the process: neither a reload nor a restart
         # opens a replay window (docs/protocol.md, "Query refusals, nonces and scope")
@@ -224,7 +235,9 @@ class Gateway:
                 plant, load_platform_keys(plant.platforms, self.loaded.path.parent)
             )
             await self.start_egress(prepare_egress(self.loaded, self.destinations(), self.log))
-            oee = OeePublisher(self.kpi, self.fleet, self.slot, self.current)
+            oee = OeePublisher(
+                self.kpi, self.fleet, self.slot, self.current, self.energy.for_oee_record
+            )
             web = await start_status_web(
                 plant.gateway.web, self.status, self.log, title=f"plant {plant.gateway.site}"
             )
@@ -236,6 +249,7 @@ class Gateway:
             )
             background.append(self.supervisor.supervise("capacity", self.capacity_publisher.run))
             background.append(self.supervisor.supervise("bookings", self.booking_publisher.run))
+            background.append(self.supervisor.supervise("parts", self.parts.run))
             self.fleet.start_missing()
             systemd.notify("READY=1\nSTATUS=running")
             self.log.info(
@@ -264,6 +278,8 @@ class Gateway:
             self.kpi.close()
             self.oee_store.close()
             self.bookings_store.close()
+            self.parts.close()
+            self.parts_store.close()
             await self.stop_egress(self.loaded)
             self.nonces.close()  # after the query tasks, which stop with egress
             self.log.debug("shutdown_egress_stopped")

@@ -27,8 +27,9 @@ from models.plant import Destination
 if TYPE_CHECKING:
     from edge.daemon.gateway import Gateway
 
-# gateway fields only the KPI service, capacity, the query handler or logging read
-_NOT_EGRESS = {"oee", "capacity", "query", "log_format"}
+# gateway fields only the KPI service, capacity, part records, the query handler or logging
+# read
+_NOT_EGRESS = {"oee", "capacity", "query", "log_format", "carbon"}
 
 
 def egress_inputs(loaded: LoadedPlant, destinations: list[Destination]) -> dict[str, Any]:
@@ -108,6 +109,7 @@ class Reloader:
         elif gw.slot.current is not None:
             gw.slot.current.reload_signing_key()
         gw.kpi.reconfigure(new.plant)
+        gw.parts.reconfigure()
         started = gw.fleet.start_missing()
         gw.log.info(
             "reloaded",

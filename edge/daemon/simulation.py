@@ -13,11 +13,15 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
+
+from pydantic import ValidationError
 
 from edge.config.loader import LoadedPlant
 from edge.observability import get_logger
 from models.errors import ConfigProblem, ConfigurationError, PlantConfigError
+from models.plant import Machine
 from simulators import (
     focas_server,
     haas_server,
@@ -27,6 +31,7 @@ from simulators import (
     shdr_replay,
 )
 from simulators.machine import MachineModel
+from simulators.meter import MeterModel, MeterProfile
 from simulators.modbus_server import ModbusBinding, serve_modbus
 
 SimulatedMachine = tuple[str, Any, MachineModel]
@@ -35,13 +40,17 @@ SimulatedMachine = tuple[str, Any, MachineModel]
 Starter = Callable[[list[SimulatedMachine]], Awaitable[Any]]
 
 
-async def _start_modbus(machines: list[SimulatedMachine]) -> Any:
+async def _start_modbus(
+    machines: list[SimulatedMachine], meters: dict[str, MeterModel] | None = None
+) -> Any:
+    meters = meters or {}
     bindings = []
     for asset, settings, model in machines:
         conn = settings.connection
         if conn.transport != "tcp":
             raise ConfigurationError(f"{asset}: the Modbus simulator serves transport 'tcp' only")
-        bindings.append(ModbusBinding(model, conn.host, conn.port, conn.unit))
+        meter = meters.get(asset)
+        bindings.append(ModbusBinding(model, conn.host, conn.port, conn.unit, meter))
     return await serve_modbus(bindings)
 
 
@@ -56,8 +65,12 @@ STARTERS: dict[str, Starter] = {
 }
 
 
-def _models(loaded: LoadedPlant) -> dict[str, list[SimulatedMachine]]:
+def _models(
+    loaded: LoadedPlant,
+) -> tuple[dict[str, list[SimulatedMachine]], dict[str, MeterModel]]:
+    """Each adapter type's simulated machines, and the simulated meters by meter id."""
     groups: dict[str, list[SimulatedMachine]] = {}
+    meters: dict[str, MeterModel] = {}
     problems: list[ConfigProblem] = []
     for i, m in enumerate(loaded.plant.machines):
         if not m.simulate:
@@ -70,29 +83,62 @@ def _models(loaded: LoadedPlant) -> dict[str, list[SimulatedMachine]]:
                 )
             )
             continue
-        options = dict(m.simulator)
-        if m.programs and "programs" not in options and "script" not in options:
-            # the machine's own programs and ideal cycle times drive its simulation
-            options["programs"] = {
-                name: {"ideal_cycle_time": p.ideal_cycle_time} for name, p in m.programs.items()
-            }
+        if m.meter_for is not None:
+            meter = _meter(loaded, m)
+            if isinstance(meter, str):
+                problems.append(ConfigProblem(*where, f"machines[{i}].meter_for", meter))
+            else:
+                meters[m.id] = meter
+                groups.setdefault(m.adapter, []).append(
+                    (m.id, loaded.settings[m.id], meter.machine))
+            continue
         try:
-            model = MachineModel.from_options(m.id, options)
+            model = MachineModel.from_options(m.id, _model_options(m))
         except ValueError as exc:
             problems.append(ConfigProblem(*where, f"machines[{i}].simulator", str(exc)))
             continue
         groups.setdefault(m.adapter, []).append((m.id, loaded.settings[m.id], model))
     if problems:
         raise PlantConfigError(problems)
-    return groups
+    return groups, meters
+
+
+def _model_options(m: Machine) -> dict[str, Any]:
+    options = dict(m.simulator)
+    options.pop("meter", None)
+    if m.programs and "programs" not in options and "script" not in options:
+        # the machine's own programs and ideal cycle times drive its simulation
+        options["programs"] = {
+            name: {"ideal_cycle_time": p.ideal_cycle_time} for name, p in m.programs.items()
+        }
+    return options
+
+
+def _meter(loaded: LoadedPlant, m: Machine) -> MeterModel | str:
+    """The simulated meter of `m.meter_for` over the same deterministic machine model, or
+    the problem."""
+    if m.adapter != "modbus":
+        return "simulated meters speak Modbus (SDM630 registers) only"
+    target = loaded.plant.machine(str(m.meter_for))
+    if not target.simulate:
+        return f"the metered machine {target.id!r} is not simulated"
+    try:
+        machine = MachineModel.from_options(target.id, _model_options(target))
+        profile = MeterProfile.model_validate(m.simulator.get("meter", {}))
+    except (ValueError, ValidationError) as exc:
+        return str(exc)
+    return MeterModel(machine, profile)
 
 
 async def start_simulators(loaded: LoadedPlant) -> list[Any]:
     handles: list[Any] = []
     try:
-        for adapter, machines in _models(loaded).items():
+        groups, meters = _models(loaded)
+        for adapter, machines in groups.items():
+            starter = partial(_start_modbus, meters=meters) if adapter == "modbus" else (
+                STARTERS[adapter])
             try:
-                handles.append(await STARTERS[adapter](machines))
+                handles.append(await starter(machines))
             except OSError as exc:
                 raise ConfigurationError(
                     f"cannot start simulated {adapter} machines: {exc} (port in use?)"

@@ -42,6 +42,15 @@ class StateObserver(Protocol):
     def on_unavailable(self, asset: str, at: datetime) -> None: ...
 
 
+class BatchObserver(Protocol):
+    """Who sees every batch with the state it produced, and link losses (part records)."""
+
+    def on_batch(
+        self, asset: str, batch: Sequence[Sample], state: MachineState | None
+    ) -> None: ...
+    def on_unavailable(self, asset: str, at: datetime) -> None: ...
+
+
 class FleetView(Protocol):
     """What queries, capacity and the console read of the fleet."""
 
@@ -58,11 +67,13 @@ class DeviceFleet:
         sink: RecordSink,
         kpi: StateObserver,
         log: FilteringBoundLogger,
+        observers: Sequence[BatchObserver] = (),
     ) -> None:
         self.config = config
         self.sink = sink
         self.kpi = kpi
         self.log = log
+        self.observers = observers
         self.devices: dict[str, Device] = {}
         self.twins: dict[str, AssetTwin] = {}
 
@@ -91,6 +102,8 @@ class DeviceFleet:
             # the gateway's clock, not the device's: OEE windows are on one time line, and
             # device clocks jump (SHDR recordings, controllers without NTP)
             self.kpi.on_state(asset, new_state, utc_now())
+        for observer in self.observers:
+            observer.on_batch(asset, batch, new_state)
         for signal_name, value in rejected:
             self.log.warning(
                 "state_value_not_in_vocabulary", asset=asset, signal=signal_name, value=value
@@ -113,6 +126,8 @@ class DeviceFleet:
         changed = device.twin.set_available(False, at) is not None
         if changed:
             self.kpi.on_unavailable(asset, at)
+            for observer in self.observers:
+                observer.on_unavailable(asset, at)
         if changed or not device.twin.announced:
             self._emit_state(device)
 

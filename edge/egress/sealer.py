@@ -13,6 +13,10 @@ from models.envelope import RETAINED_STREAMS, Stream, envelope_body
 from models.plant import Destination, PatternFilter
 from models.sample import utc_now
 
+SealedObserver = Callable[[str | None, list[dict[str, Any]], dict[str, Any]], None]
+"""Told (asset, records, signed envelope) after an envelope of its stream is stored: the
+part store keeps the envelope each part record was published in (edge/parts/)."""
+
 
 class Sealer:
     """The one place a body becomes signed bytes; owns the seq/prev chains.
@@ -44,6 +48,7 @@ class Sealer:
         self.destinations = destinations
         self.is_connected = is_connected
         self.chain: ChainState = outbox.load_chain()
+        self.observers: dict[str, list[SealedObserver]] = {}
 
     def seal(
         self, topic: str, asset: str | None, stream: Stream, records: list[dict[str, Any]]
@@ -141,6 +146,8 @@ class Sealer:
             live=live,
         )
         self.chain.commit(chain_key, seq, link)
+        for observer in self.observers.get(stream, ()):
+            observer(asset, records, envelope)
         return [d for d, ok in accepted.items() if ok]
 
 

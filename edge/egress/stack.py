@@ -26,7 +26,7 @@ from edge.egress.batcher import Egress
 from edge.egress.loss import LossLedger
 from edge.egress.outbox import FILENAME as OUTBOX_FILE
 from edge.egress.outbox import Outbox, OutboxCap
-from edge.egress.sealer import Sealer
+from edge.egress.sealer import SealedObserver, Sealer
 from edge.egress.sender import DestinationSender
 from edge.signing.jws import Signer
 from edge.signing.keystore import KeyStore
@@ -275,6 +275,13 @@ class EgressSlot:
         self.hold_limit = hold_limit
         self.dropped = 0
         self._held: list[Callable[[EgressStack], None]] | None = None
+        self._observers: dict[str, list[SealedObserver]] = {}
+
+    def observe_sealed(self, stream: Stream, observer: SealedObserver) -> None:
+        """Call `observer` with every envelope of `stream` sealed by this and later stacks."""
+        self._observers.setdefault(stream, []).append(observer)
+        if self.current is not None:
+            self.current.sealer.observers = self._observers
 
     def _offer(self, call: Callable[[EgressStack], None]) -> None:
         if self.current is not None:
@@ -303,6 +310,7 @@ class EgressSlot:
         """Put `stack` behind the slot; returns how many held offers it received."""
         held, self._held = self._held or [], None
         self.current = stack
+        stack.sealer.observers = self._observers
         for call in held:
             call(stack)
         return len(held)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from edge.config.loader import LoadedPlant
 from edge.devices.fleet import FleetView
@@ -12,6 +13,9 @@ from edge.egress.stack import RecordSink
 from edge.kpi.service import KpiService
 from models.plant import machine_topic
 from models.sample import utc_now
+
+EnergyBlock = Callable[[str, dict[str, Any]], dict[str, Any] | None]
+"""The energy figures of an `oee` record's window, for metered machines (edge/parts/)."""
 
 
 class OeePublisher:
@@ -21,11 +25,13 @@ class OeePublisher:
         fleet: FleetView,
         sink: RecordSink,
         config: Callable[[], LoadedPlant],
+        energy: EnergyBlock | None = None,
     ) -> None:
         self.kpi = kpi
         self.fleet = fleet
         self.sink = sink
         self.config = config
+        self.energy = energy
 
     def publish_due(self) -> None:
         running = set(self.fleet.assets())
@@ -33,7 +39,9 @@ class OeePublisher:
             if asset in running:
                 machine = self.fleet.device(asset).machine
                 topic = machine_topic(self.config().plant, machine, "oee")
-                self.sink.emit(topic, asset, "oee", [record])
+                block = None if self.energy is None else self.energy(asset, record)
+                extra = {} if block is None else {"energy": block}
+                self.sink.emit(topic, asset, "oee", [{**record, **extra}])
 
     async def run(self) -> None:
         while True:

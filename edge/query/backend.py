@@ -17,6 +17,8 @@ from edge.capacity.publisher import CapacityRecords
 from edge.config.loader import LoadedPlant
 from edge.devices.fleet import FleetView
 from edge.kpi.service import KpiService
+from edge.parts.energy import EnergyWindows
+from edge.parts.store import PartStore
 from edge.query.handler import QueryError
 from models.plant import STREAMS, Platform, machine_topic
 from models.sample import format_ts, utc_now
@@ -77,7 +79,11 @@ class QueryBackend:
         losses: Callable[[], dict[str, Any]] = dict,
         bookings: BookingDesk | None = None,
         started: datetime | None = None,
+        parts: PartStore | None = None,
+        energy: EnergyWindows | None = None,
     ) -> None:
+        self.parts = parts
+        self.energy = energy
         self.config = config
         self.fleet = fleet
         self.kpi = kpi
@@ -112,7 +118,11 @@ class QueryBackend:
                     "line": m.line,
                     "adapter": m.adapter,
                     "nameplate": m.nameplate.model_dump(exclude_none=True),
-                    "topics": {s: machine_topic(plant, m, s) for s in STREAMS},
+                    "topics": {
+                        s: machine_topic(plant, m, s)
+                        for s in STREAMS
+                        if s != "part" or m.part_record is not None
+                    },
                 }
                 for m in loaded.enabled_machines()
             },
@@ -157,12 +167,56 @@ class QueryBackend:
                 signals=signals,
                 oee=self.kpi.current_shift_result(a),
                 device_identification=device_identification(d.twin.last_values),
+                carbon=None if self.energy is None else self.energy.footprints(a),
+                carbon_method="" if self.energy is None else self.energy.method(),
             )
             envs[a] = environment_json(env)
         return {"machines": envs}
 
     def query_capacity(self, asset: str | None) -> dict[str, Any]:
         return {"machines": {a: self.capacity.record(a) for a in self._assets(asset)}}
+
+    def query_parts(self, asset: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Part records of one machine, oldest first, each with the signed envelope it was
+        published in (null if no destination took the `part` stream); paged by `after`."""
+        self._assets(asset)
+        limit = params.get("limit", 100)
+        after = params.get("after")
+        verdict = params.get("verdict")
+        program = params.get("program")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 500:
+            raise ValueError("limit must be an integer from 1 to 500")
+        if after is not None and (not isinstance(after, int) or isinstance(after, bool)):
+            raise ValueError("after must be a part_seq (integer)")
+        if verdict is not None and verdict not in ("good", "scrap", "unknown"):
+            raise ValueError("verdict must be good, scrap or unknown")
+        if program is not None and not isinstance(program, str):
+            raise ValueError("program must be a string")
+        if self.parts is None:
+            return {"asset": asset, "parts": [], "next": None}
+        page = self.parts.page(
+            [asset], start=_ts(params.get("start")), end=_ts(params.get("end")),
+            program=program, verdict=verdict,
+            after=None if after is None else (asset, after), limit=limit + 1)
+        more = len(page) > limit
+        page = page[:limit]
+        return {
+            "asset": asset,
+            "parts": [{"part_seq": p.record["part_seq"], "envelope": p.envelope,
+                       "record": p.record} for p in page],
+            "next": page[-1].record["part_seq"] if more else None,
+        }
+
+    def query_energy(self, asset: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A window as `oee` takes it (shift, last_hour/hours, today, range) with its energy:
+        total, producing, idle, stopped, per good part, CO2e."""
+        window = self.query_oee(asset, params)
+        if window is None or self.energy is None:
+            return None
+        figures = self.energy.for_oee_record(asset, window)
+        if figures is None:
+            return None
+        return {"asset": asset, "window": window["window"], "energy": figures}
 
     def query_health(self) -> dict[str, Any]:
         return {

@@ -116,6 +116,8 @@ class Backend(Protocol):
     def query_booking(
         self, method: str, platform: Platform, params: Mapping[str, Any]
     ) -> dict[str, Any]: ...
+    def query_parts(self, asset: str, params: Mapping[str, Any]) -> dict[str, Any]: ...
+    def query_energy(self, asset: str, params: Mapping[str, Any]) -> dict[str, Any] | None: ...
 
 
 PlatformKeys = dict[str, tuple[Platform, Ed25519PublicKey]]
@@ -467,6 +469,15 @@ class QueryHandler:
                 result = self.backend.query_oee(asset, params)
                 if result is None:
                     raise QueryError("not_found", "no such window (no shift at that time?)")
+            elif method in ("parts", "energy"):
+                if asset is None:
+                    raise QueryError("bad_request", f"{method} needs params.asset")
+                if method == "parts":
+                    result = self.backend.query_parts(asset, params)
+                else:
+                    result = self.backend.query_energy(asset, params)
+                if result is None:
+                    raise QueryError("not_found", "no such window, or the machine has no meter")
             elif method == "state":
                 result = self.backend.query_state(asset)
             elif method == "aas":

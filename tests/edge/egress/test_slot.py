@@ -3,6 +3,7 @@ behind it without touching them; records offered during the swap reach the new s
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, cast
 
 from edge.egress.stack import EgressSlot, EgressStack
@@ -27,6 +28,7 @@ class RecordingEgress:
 class FakeStack:
     def __init__(self) -> None:
         self.egress = RecordingEgress()
+        self.sealer = SimpleNamespace(observers={})
 
 
 def stack() -> tuple[EgressStack, RecordingEgress]:
@@ -60,3 +62,18 @@ def test_holding_is_bounded_and_drops_are_counted() -> None:
     new, egress = stack()
     slot.attach(new)
     assert len(egress.emitted) == 2 and slot.dropped == 2
+
+
+def test_sealed_observers_follow_the_slot_to_every_later_stack() -> None:
+    slot = EgressSlot()
+    seen: list[object] = []
+    slot.observe_sealed("part", lambda asset, records, envelope: seen.append(envelope))
+    first, _ = stack()
+    slot.attach(first)
+    slot.detach()
+    second, _ = stack()
+    slot.attach(second)
+    for s in (first, second):
+        (observer,) = s.sealer.observers["part"]
+        observer("m1", [], {"e": 1})
+    assert seen == [{"e": 1}, {"e": 1}]

@@ -1,0 +1,238 @@
+"""PartRecorder: the stage that turns each machine's reads into `part` records.
+
+    DeviceFleet (batch, new state; link down) --> PartRecorder --> PartTracker (models/parts.py)
+        closed parts --> PartStore (tracker state + records, one commit)
+                     --> RecordSink (`part` stream: signed, chained, outbox, MQTT)
+    Sealer (signed `part` envelope) --> PartStore.attach_envelope (for the `parts` query)
+
+The tracker is pure; this stage gives it the gateway's read times, routes an energy meter's
+readings to the machine it is `meter_for` (or a machine's own `energy` points to itself),
+and keeps the tracker state durable: saved on every state change and closed part, and on
+each tick (a heartbeat, so a crash loses at most one tick of process-signal statistics and
+the restart gap starts at the last save).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from edge.config.loader import LoadedPlant
+from edge.egress.stack import RecordSink
+from edge.parts.store import PartStore
+from models.capacity import ideal_cycle_time_for
+from models.carbon import CarbonFactor
+from models.errors import EdgeError
+from models.machine_state import MachineState
+from models.parts import ALARM_DETAILS, PartSettings, PartTracker
+from models.plant import EnergyRoles, Machine, machine_topic
+from models.sample import Quality, Sample, utc_now
+
+
+def _number(batch: Sequence[Sample], signal: str | None) -> float | None:
+    """The batch's good numeric value of `signal`, if it has one."""
+    for s in batch:
+        if s.signal == signal and s.quality is not Quality.BAD and isinstance(
+                s.value, int | float) and not isinstance(s.value, bool):
+            return float(s.value)
+    return None
+
+
+class PartRecorder:
+    """One `PartTracker` per machine with a `part_record` block."""
+
+    def __init__(
+        self,
+        config: Callable[[], LoadedPlant],
+        store: PartStore,
+        sink: RecordSink,
+        log: FilteringBoundLogger,
+        *,
+        save_every: float = 5.0,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.sink = sink
+        self.log = log
+        self.save_every = save_every
+        self.trackers: dict[str, PartTracker] = {}
+        self._failing = False
+        self._involved_for: LoadedPlant | None = None
+        self._involved_ids: set[str] = set()
+
+    # ---- wiring --------------------------------------------------------------------------
+    def _machine(self, asset: str) -> Machine | None:
+        try:
+            return self.config().plant.machine(asset)
+        except KeyError:
+            return None
+
+    def _settings(self, asset: str) -> PartSettings | None:
+        """The tracker settings of `asset` from the current YAML; None without `part_record`."""
+        machine = self._machine(asset)
+        if machine is None or machine.part_record is None:
+            return None
+        plant = self.config().plant
+        metered = machine.energy is not None or any(
+            m.meter_for == asset for m in plant.machines if m.enabled)
+        return PartSettings(
+            signals=tuple(machine.part_record.signals),
+            metered=metered,
+            energy_wait=machine.part_record.energy_wait,
+            ideal_cycle_time=lambda program: ideal_cycle_time_for(machine, program),
+            carbon_factor=CarbonFactor(plant.gateway.carbon, plant.shifts.timezone),
+        )
+
+    def reconfigure(self) -> None:
+        """After a reload: trackers take the new settings (signals, programs, carbon); a
+        machine that lost `part_record` is saved and dropped (its state stays stored)."""
+        now = utc_now()
+        for asset in list(self.trackers):
+            self._publish(asset, now, force_save=True)
+            settings = self._settings(asset)
+            if settings is None:
+                del self.trackers[asset]
+            else:
+                self.trackers[asset].settings = settings
+
+    def _tracker(self, asset: str) -> PartTracker | None:
+        tracker = self.trackers.get(asset)
+        if tracker is not None:
+            return tracker
+        settings = self._settings(asset)
+        if settings is None:
+            return None
+        tracker = self.trackers[asset] = PartTracker(asset, settings)
+        saved = self.store.load(asset)
+        if saved is not None:
+            tracker.restore(saved.state, saved.alive)
+            self.log.info("part_tracker_restored", asset=asset, next_seq=tracker.next_seq,
+                          open_cycle=tracker.open is not None, alive=saved.alive.isoformat())
+        return tracker
+
+    def _energy_target(self, asset: str) -> tuple[str, EnergyRoles] | None:
+        """(machine whose energy this is, the roles of the points), if `asset` meters."""
+        machine = self._machine(asset)
+        if machine is None or machine.energy is None:
+            return None
+        return machine.meter_for or asset, machine.energy
+
+    # ---- fleet callbacks (BatchObserver) -------------------------------------------------
+    def _involved(self, asset: str) -> bool:
+        """Whether `asset` has a part record or meters one (cached per loaded YAML: every
+        batch of every machine comes through here)."""
+        loaded = self.config()
+        if self._involved_for is not loaded:
+            self._involved_for = loaded
+            self._involved_ids = {m.id for m in loaded.plant.machines
+                                  if m.part_record is not None or m.energy is not None}
+        return asset in self._involved_ids
+
+    def on_batch(self, asset: str, batch: Sequence[Sample], state: MachineState | None) -> None:
+        if not batch or not self._involved(asset):
+            return
+        at = max(s.gateway_ts for s in batch)
+        touched: dict[str, bool] = {}
+        tracker = self._tracker(asset)
+        if tracker is not None:
+            good = [s for s in batch if s.quality is not Quality.BAD]
+            # alarm details before the state (a new alarm's record names it); process
+            # signals after it (the read that opens a cycle belongs to it, the read that
+            # closes it to what follows)
+            for s in good:
+                if s.signal in ALARM_DETAILS:
+                    tracker.observe_signal(s.signal, s.value, s.gateway_ts)
+            if state is not None:
+                tracker.observe(state, at)
+            for s in good:
+                if s.signal not in ALARM_DETAILS:
+                    tracker.observe_signal(s.signal, s.value, s.gateway_ts)
+            touched[asset] = state is not None
+        target = self._energy_target(asset)
+        if target is not None:
+            meter_of, roles = target
+            energy_tracker = self._tracker(meter_of)
+            if energy_tracker is not None:
+                kwh = _number(batch, roles.energy_kwh)
+                watts = _number(batch, roles.power_w)
+                if kwh is not None or watts is not None:
+                    energy_tracker.observe_meter(at, kwh=kwh, watts=watts)
+                touched.setdefault(meter_of, False)
+        for name, changed in touched.items():
+            self._publish(name, at, force_save=changed)
+
+    def on_unavailable(self, asset: str, at: datetime) -> None:
+        tracker = self._tracker(asset)
+        if tracker is not None:
+            tracker.link_lost(at)
+            self._publish(asset, at, force_save=True)
+
+    # ---- the sealer's callback -----------------------------------------------------------
+    def on_sealed(self, asset: str | None, records: list[dict[str, Any]],
+                  envelope: dict[str, Any]) -> None:
+        if asset is None:
+            return
+        for r in records:
+            try:
+                self.store.attach_envelope(asset, int(r["part_seq"]), envelope)
+            except EdgeError as exc:
+                self.log.error("part_envelope_not_stored", asset=asset, error=str(exc))
+
+    # ---- publishing ----------------------------------------------------------------------
+    def _publish(self, asset: str, now: datetime, *, force_save: bool) -> None:
+        tracker = self.trackers[asset]
+        records = tracker.due(now)
+        if not records and not force_save:
+            return
+        energy = tracker.drain_energy()
+        try:
+            self.store.save(asset, tracker.to_dict(), now, records, energy)
+        except EdgeError as exc:
+            for key, kwh in energy.items():  # kept for the next save
+                tracker.energy[key] = tracker.energy.get(key, 0.0) + kwh
+            if not self._failing:
+                self.log.error("part_store_save_failed", asset=asset, error=str(exc))
+                self._failing = True
+        else:
+            if self._failing:
+                self.log.info("part_store_save_recovered")
+                self._failing = False
+        machine = self._machine(asset)
+        if machine is None:
+            return
+        topic = machine_topic(self.config().plant, machine, "part")
+        for record in records:
+            self.sink.emit(topic, asset, "part", [record])
+
+    def flush(self, asset: str, now: datetime) -> None:
+        """Save one machine's tracker now (before reading its energy from the store)."""
+        if asset in self.trackers:
+            self._publish(asset, now, force_save=True)
+
+    def tick(self, now: datetime) -> None:
+        """Release parts whose meter wait is over; save every tracker (the heartbeat)."""
+        for asset in list(self.trackers):
+            self._publish(asset, now, force_save=True)
+
+    def prune(self, now: datetime) -> None:
+        days = self.config().plant.gateway.oee.window_retention_days
+        self.store.prune(now - timedelta(days=days))
+
+    async def run(self) -> None:
+        """The heartbeat loop (supervised); prunes once an hour."""
+        last_prune: datetime | None = None
+        while True:
+            await asyncio.sleep(self.save_every)
+            now = utc_now()
+            self.tick(now)
+            if last_prune is None or now - last_prune > timedelta(hours=1):
+                self.prune(now)
+                last_prune = now
+
+    def close(self) -> None:
+        """Save every tracker now (a clean stop: the restart gap starts here)."""
+        self.tick(utc_now())

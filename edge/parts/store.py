@@ -1,0 +1,210 @@
+"""Durable part records: each machine's tracker state and every published part record.
+
+    PartRecorder (on every state change, part and tick) --save--> one commit
+    PartRecorder start <--load(asset)-- tracker state + `alive`
+    Sealer (after signing) --attach_envelope--> the envelope the record was published in
+    QueryBackend `parts` <--page(...)-- records with their signed envelopes
+
+Why the tracker state is saved with the records in one transaction: the gateway part
+sequence number lives in that state, so a record is stored exactly when its number is
+spent; after a crash between closing a part and saving, the restored tracker still holds
+the open cycle and the counter's old value, so the part is recorded again (as partial)
+from the first read after the restart, never lost and never numbered twice.
+
+File format, version 1 (`parts.sqlite3` in the state directory); times are integer
+microseconds since the Unix epoch (UTC)::
+
+    meta(key TEXT PRIMARY KEY, value TEXT)      'format' -> '1', 'created'
+    trackers(asset PRIMARY KEY, state TEXT,     state = PartTracker.to_dict() as JSON;
+             alive INTEGER)                     alive = the gateway's time of the save
+    parts(asset, part_seq, end_us, program,     PRIMARY KEY(asset, part_seq);
+          verdict, parts, kwh, co2e,            copies of the record's fields, for queries
+          record TEXT,                          record = the published record (JSON);
+          envelope TEXT)                        envelope = the flattened JWS it went out in
+                                                (NULL until sealed, or when no
+                                                destination takes the stream)
+    energy(asset, minute_us, category, kwh)     PRIMARY KEY(asset, minute_us, category);
+                                                metered kWh per minute by what the machine
+                                                did: producing, idle, stopped (energy windows)
+
+Retention: `prune(before)` deletes part records that ended before `before`; the recorder
+keeps them as long as closed OEE windows (`gateway.oee.window_retention_days`). Opening,
+`quick_check`, format version and corrupt-file handling are edge/storage/wal.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from edge.kpi.store import from_us, to_us
+from edge.storage.wal import WalStore
+from models.errors import EdgeError
+from models.logger import Logger
+from models.parts import ProgramEnergy
+
+FORMAT_VERSION = 1
+FILENAME = "parts.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trackers(
+    asset TEXT PRIMARY KEY, state TEXT NOT NULL, alive INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS parts(
+    asset TEXT NOT NULL, part_seq INTEGER NOT NULL, end_us INTEGER NOT NULL, program TEXT,
+    verdict TEXT NOT NULL, parts INTEGER NOT NULL, kwh REAL, co2e REAL,
+    record TEXT NOT NULL, envelope TEXT, PRIMARY KEY(asset, part_seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS parts_end ON parts(asset, end_us);
+CREATE TABLE IF NOT EXISTS energy(
+    asset TEXT NOT NULL, minute_us INTEGER NOT NULL, category TEXT NOT NULL,
+    kwh REAL NOT NULL, PRIMARY KEY(asset, minute_us, category)) WITHOUT ROWID;
+"""
+
+
+class PartStoreError(EdgeError):
+    """The part database failed (disk full, I/O error, locked, closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SavedTracker:
+    state: dict[str, Any]
+    alive: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPart:
+    asset: str
+    record: dict[str, Any]
+    envelope: dict[str, Any] | None
+
+
+class PartStore(WalStore):
+    label = "part store"
+    schema = _SCHEMA
+    format_version = FORMAT_VERSION
+    error_class = PartStoreError
+    corrupt_event = "part_store_corrupt_moved_aside"
+    corrupt_consequence = "part records and sequence numbers start afresh"
+
+    def __init__(self, path: str | os.PathLike[str], *, durable: bool = False,
+                 busy_timeout: float = 5.0, logger: Logger | None = None) -> None:
+        self._start(path, durable=durable, busy_timeout=busy_timeout, logger=logger,
+                    component="part_store")
+
+    def load(self, asset: str) -> SavedTracker | None:
+        rows = self._read("load", "SELECT state, alive FROM trackers WHERE asset = ?", (asset,))
+        if not rows:
+            return None
+        return SavedTracker(json.loads(rows[0][0]), from_us(rows[0][1]))
+
+    def save(self, asset: str, state: dict[str, Any], alive: datetime,
+             records: Iterable[dict[str, Any]] = (),
+             energy: Mapping[tuple[str, str], float] | None = None) -> None:
+        """The tracker's state, the records it just closed and its drained energy, in one
+        commit."""
+        with self._tx("save") as conn:
+            conn.execute(
+                "INSERT INTO trackers(asset, state, alive) VALUES (?, ?, ?) ON CONFLICT(asset) "
+                "DO UPDATE SET state = excluded.state, alive = excluded.alive",
+                (asset, json.dumps(state, separators=(",", ":")), to_us(alive)))
+            conn.executemany(
+                "INSERT OR REPLACE INTO parts(asset, part_seq, end_us, program, verdict, parts, "
+                "kwh, co2e, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(asset, r["part_seq"], to_us(datetime.fromisoformat(r["end"])), r["program"],
+                  r["verdict"], r["parts"], r["energy_kwh"], r["co2e_kg"],
+                  json.dumps(r, separators=(",", ":"))) for r in records])
+            conn.executemany(
+                "INSERT INTO energy(asset, minute_us, category, kwh) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(asset, minute_us, category) DO UPDATE SET kwh = kwh + excluded.kwh",
+                [(asset, to_us(datetime.fromisoformat(minute)), category, kwh)
+                 for (minute, category), kwh in (energy or {}).items()])
+
+    def energy(self, asset: str, start: datetime, end: datetime) -> list[tuple[datetime, str,
+                                                                                 float]]:
+        """(minute, category, kWh) of the minutes starting in [start, end)."""
+        rows = self._read(
+            "energy", "SELECT minute_us, category, kwh FROM energy WHERE asset = ? AND "
+            "minute_us >= ? AND minute_us < ? ORDER BY minute_us", (asset, to_us(start),
+                                                                    to_us(end)))
+        return [(from_us(m), c, k) for m, c, k in rows]
+
+    def attach_envelope(self, asset: str, part_seq: int, envelope: dict[str, Any]) -> None:
+        with self._tx("attach envelope") as conn:
+            conn.execute("UPDATE parts SET envelope = ? WHERE asset = ? AND part_seq = ?",
+                         (json.dumps(envelope, separators=(",", ":")), asset, part_seq))
+
+    def page(self, assets: list[str], *, start: datetime | None = None,
+             end: datetime | None = None, program: str | None = None,
+             verdict: str | None = None, after: tuple[str, int] | None = None,
+             limit: int = 100) -> list[StoredPart]:
+        """Records ordered by (asset, part_seq), after the cursor `after`, at most `limit`."""
+        if not assets:
+            return []
+        where = [f"asset IN ({','.join('?' * len(assets))})"]
+        args: list[Any] = list(assets)
+        if start is not None:
+            where.append("end_us >= ?")
+            args.append(to_us(start))
+        if end is not None:
+            where.append("end_us < ?")
+            args.append(to_us(end))
+        if program is not None:
+            where.append("program = ?")
+            args.append(program)
+        if verdict is not None:
+            where.append("verdict = ?")
+            args.append(verdict)
+        if after is not None:
+            where.append("(asset > ? OR (asset = ? AND part_seq > ?))")
+            args += [after[0], after[0], after[1]]
+        rows = self._read(
+            "page",
+            f"SELECT asset, record, envelope FROM parts WHERE {' AND '.join(where)} "
+            "ORDER BY asset, part_seq LIMIT ?",
+            (*args, limit))
+        return [StoredPart(a, json.loads(r), None if e is None else json.loads(e))
+                for a, r, e in rows]
+
+    def program_energy(self, asset: str, start: datetime, end: datetime
+                       ) -> list[ProgramEnergy]:
+        """Per program, the metered parts that ended in [start, end): good parts, kWh of
+        all of them (scrap included), CO2e (None if no record had a factor)."""
+        rows = self._read(
+            "program energy",
+            "SELECT program, SUM(CASE WHEN verdict = 'scrap' THEN 0 ELSE parts END), SUM(kwh),"
+            " SUM(co2e) FROM parts WHERE asset = ? AND end_us >= ? AND end_us < ? AND kwh IS"
+            " NOT NULL GROUP BY program", (asset, to_us(start), to_us(end)))
+        return [ProgramEnergy(str(p), int(g), float(k), None if c is None else float(c))
+                for p, g, k, c in rows]
+
+    def good_and_scrap(self, asset: str, start: datetime, end: datetime) -> tuple[int, int]:
+        """Parts that ended in [start, end): (good or unknown, scrap)."""
+        rows = self._read(
+            "count parts",
+            "SELECT COALESCE(SUM(CASE WHEN verdict = 'scrap' THEN 0 ELSE parts END), 0), "
+            "COALESCE(SUM(CASE WHEN verdict = 'scrap' THEN parts ELSE 0 END), 0) FROM parts "
+            "WHERE asset = ? AND end_us >= ? AND end_us < ?", (asset, to_us(start), to_us(end)))
+        return int(rows[0][0]), int(rows[0][1])
+
+    def records(self, asset: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Part records of one machine that ended in [start, end), oldest first."""
+        return [p.record for p in self._all(asset, start, end)]
+
+    def _all(self, asset: str, start: datetime, end: datetime) -> list[StoredPart]:
+        out: list[StoredPart] = []
+        cursor: tuple[str, int] | None = None
+        while True:
+            batch = self.page([asset], start=start, end=end, after=cursor, limit=1000)
+            out += batch
+            if len(batch) < 1000:
+                return out
+            cursor = (asset, int(batch[-1].record["part_seq"]))
+
+    def prune(self, before: datetime) -> int:
+        with self._tx("prune") as conn:
+            conn.execute("DELETE FROM energy WHERE minute_us < ?", (to_us(before),))
+            return conn.execute("DELETE FROM parts WHERE end_us < ?", (to_us(before),)).rowcount

@@ -1,0 +1,213 @@
+"""The part stage with its real SQLite store: records emitted once and numbered across
+restarts, envelopes kept for the `parts` query, energy windows from the meter."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.config.loader import LoadedPlant, load_plant
+from edge.parts.energy import EnergyWindows
+from edge.parts.recorder import PartRecorder
+from edge.parts.store import PartStore
+from edge.platform_kit.verifier import verify_envelope
+from edge.signing.jws import Signer, signing_input_hash
+from models.envelope import envelope_body
+from models.machine_state import Availability, Execution, MachineState
+from models.sample import Sample
+
+T0 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
+YAML = """
+gateway:
+  id: gw-1
+  site: plant-a
+  state_dir: state
+  carbon: {kg_per_kwh: 0.5, source: test, year: 2025}
+machines:
+  - id: m1
+    area: a
+    line: l
+    adapter: modbus
+    programs: {P1: {ideal_cycle_time: 10}}
+    part_record: {signals: [spindle_load]}
+    connection: {host: 127.0.0.1}
+    points: [{name: execution, register: holding, address: 0}]
+  - id: meter
+    area: a
+    line: l
+    adapter: modbus
+    meter_for: m1
+    energy: {energy_kwh: kwh, power_w: watts}
+    connection: {host: 127.0.0.1}
+    points: [{name: kwh, register: input, address: 72, data_type: float32}]
+"""
+
+
+class Sink:
+    """The egress slot as the stage sees it; signs like the sealer so the store keeps it."""
+
+    def __init__(self, recorder: list[PartRecorder]) -> None:
+        self.signer = Signer(Ed25519PrivateKey.generate())
+        self.recorder = recorder
+        self.emitted: list[tuple[str, str | None, str, list[dict[str, Any]]]] = []
+        self.prev: str | None = None
+
+    def emit(self, topic: str, asset: str | None, stream: Any,
+             records: list[dict[str, Any]]) -> None:
+        self.emitted.append((topic, asset, stream, records))
+        body = envelope_body(gateway="gw-1", topic=topic, asset=asset, stream=stream,
+                             seq=len(self.emitted), prev=self.prev, created=T0,
+                             records=records)
+        envelope = self.signer.sign_body(body)
+        self.prev = signing_input_hash(envelope)
+        self.recorder[0].on_sealed(asset, records, envelope)
+
+    def add(self, topic: str, asset: str, records: list[dict[str, Any]], *,
+            complete: bool = False) -> None:
+        raise AssertionError("the part stage never batches telemetry")
+
+
+@pytest.fixture
+def loaded(tmp_path: Path) -> LoadedPlant:
+    (tmp_path / "plant.yaml").write_text(YAML)
+    return load_plant(tmp_path / "plant.yaml")
+
+
+@pytest.fixture
+def store(loaded: LoadedPlant) -> Iterator[PartStore]:
+    with PartStore(loaded.state_dir / "parts.sqlite3") as s:
+        yield s
+
+
+def stage(loaded: LoadedPlant, store: PartStore) -> tuple[PartRecorder, Sink]:
+    holder: list[PartRecorder] = []
+    sink = Sink(holder)
+    recorder = PartRecorder(lambda: loaded, store, sink, structlog.get_logger())
+    holder.append(recorder)
+    return recorder, sink
+
+
+def machine(rec: PartRecorder, s: float, execution: Execution, count: int, bad: int = 0,
+            load: float = 40.0) -> None:
+    at = T0 + timedelta(seconds=s)
+    state = MachineState(asset="m1", availability=Availability.AVAILABLE, execution=execution,
+                         program="P1", part_count=count, bad_part_count=bad)
+    rec.on_batch("m1", [Sample("m1", "spindle_load", load, "%", at)], state)
+
+
+def meter(rec: PartRecorder, s: float, watts: float, kwh: float = 0.0) -> None:
+    at = T0 + timedelta(seconds=s)
+    rec.on_batch("meter", [Sample("meter", "watts", watts, "W", at),
+                           Sample("meter", "kwh", kwh, "kWh", at)], None)
+
+
+def run_parts(rec: PartRecorder, first: int, n: int, offset: float = 0.0) -> None:
+    """n parts of 10 s cutting at 3.6 kW (0.01 kWh) and 5 s idle at 720 W, 1 s meter reads."""
+    for i in range(n):
+        base = offset + 15 * i
+        machine(rec, base, Execution.ACTIVE, first + i, bad=1 if i >= 2 else 0)
+        for s in range(10):
+            meter(rec, base + s, 3600.0)
+        machine(rec, base + 10, Execution.READY, first + i + 1, bad=1 if i >= 1 else 0)
+        for s in range(10, 15):
+            meter(rec, base + s, 720.0)
+
+
+def test_records_are_emitted_stored_with_envelopes_and_paged(
+    loaded: LoadedPlant, store: PartStore
+) -> None:
+    from edge.query.backend import QueryBackend
+
+    rec, sink = stage(loaded, store)
+    machine(rec, -1, Execution.READY, 0)
+    run_parts(rec, 0, 3)
+    assert [r[3][0]["part_seq"] for r in sink.emitted] == [1, 2, 3]
+    assert {r[0] for r in sink.emitted} == {"edge/plant-a/a/l/m1/part"}
+    first = sink.emitted[0][3][0]
+    assert first["energy_kwh"] == pytest.approx(0.01, rel=0.05)  # 1 s reads: trapezoids
+    assert first["co2e_kg"] == pytest.approx(first["energy_kwh"] * 0.5)
+    assert [r[3][0]["verdict"] for r in sink.emitted] == ["good", "scrap", "good"]
+
+    class Fleet:
+        def assets(self) -> list[str]:
+            return ["m1", "meter"]
+
+    backend = QueryBackend(lambda: loaded, Fleet(), None, None,  # type: ignore[arg-type]
+                           stats=dict, counts=dict, parts=store)
+    page = backend.query_parts("m1", {"limit": 2})
+    assert [p["part_seq"] for p in page["parts"]] == [1, 2] and page["next"] == 2
+    rest = backend.query_parts("m1", {"limit": 2, "after": page["next"]})
+    assert [p["part_seq"] for p in rest["parts"]] == [3] and rest["next"] is None
+    jwks = {"keys": [sink.signer.public_jwk]}
+    for p in page["parts"] + rest["parts"]:
+        body = verify_envelope(p["envelope"], jwks, topic="edge/plant-a/a/l/m1/part")
+        assert body["records"] == [p["record"]]
+    scrap = backend.query_parts("m1", {"verdict": "scrap"})
+    assert [p["part_seq"] for p in scrap["parts"]] == [2]
+    with pytest.raises(ValueError, match="limit"):
+        backend.query_parts("m1", {"limit": 0})
+
+
+def test_numbering_survives_a_restart_and_the_open_cycle_comes_back_partial(
+    loaded: LoadedPlant, store: PartStore
+) -> None:
+    rec, _ = stage(loaded, store)
+    machine(rec, -1, Execution.READY, 0)
+    run_parts(rec, 0, 2)
+    machine(rec, 30, Execution.ACTIVE, 2, bad=1)
+    rec.tick(T0 + timedelta(seconds=31))  # the heartbeat save, then the process dies
+    again, sink2 = stage(loaded, store)
+    machine(again, 40, Execution.ACTIVE, 2, bad=1)
+    machine(again, 42, Execution.READY, 3, bad=1)
+    assert sink2.emitted == []  # waiting for the meter's read after the end
+    again.tick(T0 + timedelta(seconds=52))  # energy_wait is over: out without energy
+    (record,) = [r[3][0] for r in sink2.emitted]
+    assert record["energy_kwh"] is None and "no meter reading" in record["energy_basis"]
+    assert record["part_seq"] == 3 and record["partial"]
+    assert record["gaps"][0]["reason"] == "gateway_restart"
+    assert record["cycle_time"] == pytest.approx(12.0)
+
+
+def test_energy_windows_split_producing_idle_and_count_good_parts(
+    loaded: LoadedPlant, store: PartStore
+) -> None:
+    rec, _ = stage(loaded, store)
+    machine(rec, -1, Execution.READY, 0)
+    meter(rec, -1, 720.0)
+    run_parts(rec, 0, 3)
+    windows = EnergyWindows(lambda: loaded, store, rec)
+    figures = windows.figures("m1", T0 - timedelta(minutes=1), T0 + timedelta(minutes=2),
+                              now=T0 + timedelta(minutes=2))
+    assert figures is not None
+    assert figures["kwh"]["producing"] == pytest.approx(3 * 0.01, rel=0.05)
+    assert figures["kwh"]["total"] == pytest.approx(
+        figures["kwh"]["producing"] + figures["kwh"]["idle"] + figures["kwh"]["stopped"])
+    assert (figures["good_parts"], figures["scrap_parts"]) == (2, 1)
+    assert figures["kwh_per_good_part"] == pytest.approx(figures["kwh"]["total"] / 2)
+    assert figures["co2e_kg"] == pytest.approx(figures["kwh"]["total"] * 0.5)
+    assert windows.figures("meter", T0, T0 + timedelta(minutes=1)) is None
+
+
+def test_a_reload_gives_trackers_new_settings_or_drops_them(
+    loaded: LoadedPlant, store: PartStore, tmp_path: Path
+) -> None:
+    current = [loaded]
+    holder: list[PartRecorder] = []
+    rec = PartRecorder(lambda: current[0], store, Sink(holder), structlog.get_logger())
+    holder.append(rec)
+    machine(rec, 0, Execution.READY, 0)
+    (tmp_path / "plant.yaml").write_text(YAML.replace("[spindle_load]", "[coolant_temperature]"))
+    current[0] = load_plant(tmp_path / "plant.yaml")
+    rec.reconfigure()
+    assert rec.trackers["m1"].settings.signals == ("coolant_temperature",)
+    (tmp_path / "plant.yaml").write_text(YAML.replace(
+        "    part_record: {signals: [spindle_load]}\n", ""))
+    current[0] = load_plant(tmp_path / "plant.yaml")
+    rec.reconfigure()
+    assert "m1" not in rec.trackers and store.load("m1") is not None
