@@ -123,6 +123,12 @@ class DestinationSender:
                         break
                 if not self.transport.connected:
                     break
+                # claimed now, not when the task first runs: an append in between could
+                # evict the row, and `dropped` would count an envelope that was delivered
+                if not self.outbox.claim(self.name, row.id):  # evicted since the peek
+                    self._inflight.release()
+                    cursor = row.id
+                    continue
                 task = asyncio.create_task(self._send(row, historical))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -145,9 +151,12 @@ class DestinationSender:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self, row: OutboxRow, historical: bool) -> None:
+        """Publish a claimed row; after PUBACK `ack` deletes it (and ends the claim). A
+        row withdrawn because the link dropped may already be on the wire, so its claim
+        stays until it is sent again and acknowledged: evicting it would count as dropped
+        an envelope the platform may have."""
         props = {"user_property": [("historical", "true")]} if historical else None
-        inflight = self.outbox.inflight.setdefault(self.name, set())
-        inflight.add(row.id)
+        may_be_on_the_wire = False
         try:
             await self.transport.publish(
                 row.topic, row.payload, qos=1, retain=row.retain, properties=props
@@ -158,9 +167,10 @@ class DestinationSender:
         except EdgeError as exc:  # stopping: the row stays in the outbox for the next start
             self.log.debug("egress_send_abandoned", id=row.id, error=str(exc))
         except asyncio.CancelledError:  # withdrawn (link lost): the row stays in the outbox
-            pass
+            may_be_on_the_wire = True
         finally:
-            inflight.discard(row.id)
+            if not may_be_on_the_wire:
+                self.outbox.release(self.name, row.id)
             self._inflight.release()
 
     async def settle(self) -> None:
