@@ -12,11 +12,28 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Protocol
 
 from simulators.machine import MachineModel
 
 Serve = Callable[[MachineModel, str, int], Awaitable[AbstractAsyncContextManager[Any]]]
+
+
+class Main(Protocol):
+    def __call__(self, argv: Sequence[str] | None = None) -> None: ...
+
+
+def standalone_main(
+    *, prog: str, description: str, port: int, asset: str, serve: Serve
+) -> Main:
+    """The `main(argv=None)` of a protocol server module: one simulated machine until Ctrl-C."""
+
+    def main(argv: Sequence[str] | None = None) -> None:
+        run_standalone(argv, prog=prog, description=description, port=port, asset=asset,
+                       serve=serve)
+
+    main.__doc__ = f"`{prog}`: one simulated machine until Ctrl-C."
+    return main
 
 
 def run_standalone(

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from edge.config.loader import LoadedPlant
 from edge.observability import get_logger
@@ -21,32 +20,20 @@ from models.errors import ConfigProblem, ConfigurationError, PlantConfigError
 from simulators import (
     focas_server,
     haas_server,
+    modbus_server,
     mtconnect_agent,
     opcua_server,
     s7_server,
     shdr_replay,
 )
+from simulators.lifecycle import SimulatedMachine, SimulatorHandle
 from simulators.machine import MachineModel
-from simulators.modbus_server import ModbusBinding, serve_modbus
 
-SimulatedMachine = tuple[str, Any, MachineModel]
-"""(machine id, the adapter's validated settings, its model)"""
-
-Starter = Callable[[list[SimulatedMachine]], Awaitable[Any]]
-
-
-async def _start_modbus(machines: list[SimulatedMachine]) -> Any:
-    bindings = []
-    for asset, settings, model in machines:
-        conn = settings.connection
-        if conn.transport != "tcp":
-            raise ConfigurationError(f"{asset}: the Modbus simulator serves transport 'tcp' only")
-        bindings.append(ModbusBinding(model, conn.host, conn.port, conn.unit))
-    return await serve_modbus(bindings)
+Starter = Callable[[list[SimulatedMachine]], Awaitable[SimulatorHandle]]
 
 
 STARTERS: dict[str, Starter] = {
-    "modbus": _start_modbus,
+    "modbus": modbus_server.start_for_gateway,
     "mtconnect": mtconnect_agent.start_for_gateway,
     "shdr": shdr_replay.start_for_gateway,
     "haas": haas_server.start_for_gateway,
@@ -87,8 +74,8 @@ def _models(loaded: LoadedPlant) -> dict[str, list[SimulatedMachine]]:
     return groups
 
 
-async def start_simulators(loaded: LoadedPlant) -> list[Any]:
-    handles: list[Any] = []
+async def start_simulators(loaded: LoadedPlant) -> list[SimulatorHandle]:
+    handles: list[SimulatorHandle] = []
     try:
         for adapter, machines in _models(loaded).items():
             try:
