@@ -205,12 +205,8 @@ async def start_for_gateway(machines: list[SimulatedMachine]) -> FocasSimulator:
     return await serve_machines(FocasSimulator(), machines, add)
 
 
-main = standalone_main(
-    prog="python -m simulators.focas_server",
-    description="A simulated CNC machine over FOCAS2 Ethernet",
-    port=8193, asset="sim-focas",
-    serve=serve_focas,
-)
+main = standalone_main("simulators.focas_server", "A simulated CNC machine over FOCAS2 Ethernet",
+                      port=8193, asset="sim-focas", serve=serve_focas)
 
 
 if __name__ == "__main__":

@@ -233,12 +233,8 @@ async def start_for_gateway(machines: list[SimulatedMachine]) -> HaasSimulator:
     return await serve_machines(HaasSimulator(), machines, add)
 
 
-main = standalone_main(
-    prog="python -m simulators.haas_server",
-    description="A simulated CNC machine over Haas MDC",
-    port=5051, asset="sim-haas",
-    serve=serve_haas,
-)
+main = standalone_main("simulators.haas_server", "A simulated CNC machine over Haas MDC",
+                      port=5051, asset="sim-haas", serve=serve_haas)
 
 
 if __name__ == "__main__":

@@ -213,13 +213,9 @@ async def start_for_gateway(machines: list[SimulatedMachine]) -> S7Simulator:
     return await serve_machines(S7Simulator(), machines, add)
 
 
-main = standalone_main(
-    prog="python -m simulators.s7_server",
-    description="A simulated machine behind an S7 PLC (ISO-on-TCP; DB layout in the "
-    "module docstring)",
-    port=1102, asset="sim-s7",
-    serve=serve_s7,
-)
+main = standalone_main("simulators.s7_server", "A simulated machine behind an S7 PLC "
+                      "(ISO-on-TCP; DB layout in the module docstring)",
+                      port=1102, asset="sim-s7", serve=serve_s7)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,11 @@ class Main(Protocol):
     def __call__(self, argv: Sequence[str] | None = None) -> None: ...
 
 
-def standalone_main(
-    *, prog: str, description: str, port: int, asset: str, serve: Serve
-) -> Main:
-    """The `main(argv=None)` of a protocol server module: one simulated machine until Ctrl-C."""
+def standalone_main(module: str, description: str, *, port: int, asset: str,
+                    serve: Serve) -> Main:
+    """The `main(argv=None)` of `module` (`python -m <module>`): one simulated machine on
+    `port` until Ctrl-C."""
+    prog = f"python -m {module}"
 
     def main(argv: Sequence[str] | None = None) -> None:
         run_standalone(argv, prog=prog, description=description, port=port, asset=asset,
