@@ -27,7 +27,13 @@ from typing import Any
 from models.errors import ConfigurationError
 from models.machine_state import ControllerMode, Execution
 from models.sample import utc_now
-from simulators.lifecycle import SimulatedMachine, SimulatorHandle, serve_machines, started
+from simulators.lifecycle import (
+    SimulatedMachine,
+    SimulatorHandle,
+    TcpListeners,
+    serve_machines,
+    started,
+)
 from simulators.machine import MachineModel, MachineSnapshot
 from simulators.standalone import standalone_main
 
@@ -142,16 +148,14 @@ class FocasSimulator(SimulatorHandle):
     """Running FOCAS endpoints; `ports` maps asset -> bound TCP port."""
 
     def __init__(self) -> None:
-        self._servers: list[asyncio.Server] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.ports: dict[str, int] = {}
+        self._tcp = TcpListeners("focas", log)
+        self.ports = self._tcp.ports
 
     async def add(self, model: MachineModel, host: str, port: int,
                   clock: Callable[[], datetime] = utc_now) -> int:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             session = _Session(model, clock)
-            self._writers.add(writer)
-            try:
+            with contextlib.suppress(ValueError, struct.error):  # garbage: the session ends
                 while data := await reader.read(65536):
                     out, done = session.feed(data)
                     if out:
@@ -159,28 +163,11 @@ class FocasSimulator(SimulatorHandle):
                         await writer.drain()
                     if done:
                         break
-            except (ValueError, struct.error, ConnectionError, OSError):
-                pass  # garbage or a dropped peer: a real control just closes the session
-            finally:
-                self._writers.discard(writer)
-                writer.close()
 
-        server = await asyncio.start_server(handle, host, port)
-        self._servers.append(server)
-        bound = int(server.sockets[0].getsockname()[1])
-        self.ports[model.asset] = bound
-        log.info("simulated machine %s on focas %s:%d", model.asset, host, bound)
-        return bound
+        return await self._tcp.listen(model.asset, host, port, handle)
 
     async def aclose(self) -> None:
-        servers, self._servers = self._servers, []
-        for server in servers:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for server in servers:
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
+        await self._tcp.aclose()
 
 
 async def serve_focas(model: MachineModel, host: str = "127.0.0.1", port: int = 8193, *,

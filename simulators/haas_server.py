@@ -33,7 +33,13 @@ from typing import Any, Literal
 from models.errors import ConfigurationError
 from models.machine_state import ControllerMode, Execution
 from models.sample import utc_now
-from simulators.lifecycle import SimulatedMachine, SimulatorHandle, serve_machines, started
+from simulators.lifecycle import (
+    SimulatedMachine,
+    SimulatorHandle,
+    TcpListeners,
+    serve_machines,
+    started,
+)
 from simulators.machine import MachineModel, MachineSnapshot
 from simulators.standalone import standalone_main
 
@@ -144,34 +150,21 @@ class HaasSimulator(SimulatorHandle):
     """Running Haas endpoints; `ports` maps asset -> bound TCP port (useful when asked for 0)."""
 
     def __init__(self) -> None:
-        self._servers: list[asyncio.Server] = []
+        self._tcp = TcpListeners("haas mdc tcp", log)
         self._fds: list[int] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.ports: dict[str, int] = {}
+        self.ports = self._tcp.ports
 
     async def add_tcp(self, model: MachineModel, host: str, port: int, framing: Framing,
                       clock: Callable[[], datetime]) -> int:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             session = _Session(model, framing, clock, _serial_of(model.asset))
-            self._writers.add(writer)
-            try:
-                while data := await reader.read(4096):
-                    reply = session.feed(data)
-                    if reply:
-                        writer.write(reply)
-                        await writer.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                self._writers.discard(writer)
-                writer.close()
+            while data := await reader.read(4096):
+                reply = session.feed(data)
+                if reply:
+                    writer.write(reply)
+                    await writer.drain()
 
-        server = await asyncio.start_server(handle, host, port)
-        self._servers.append(server)
-        bound = int(server.sockets[0].getsockname()[1])
-        self.ports[model.asset] = bound
-        log.info("simulated machine %s on haas mdc tcp %s:%d", model.asset, host, bound)
-        return bound
+        return await self._tcp.listen(model.asset, host, port, handle)
 
     def add_fd(self, model: MachineModel, fd: int, framing: Framing,
                clock: Callable[[], datetime]) -> None:
@@ -196,14 +189,7 @@ class HaasSimulator(SimulatorHandle):
         self._fds.append(fd)
 
     async def aclose(self) -> None:
-        servers, self._servers = self._servers, []
-        for server in servers:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for server in servers:
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
+        await self._tcp.aclose()
         fds, self._fds = self._fds, []
         loop = asyncio.get_running_loop()
         for fd in fds:

@@ -11,12 +11,18 @@ added, and what a machine's connection settings must say.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Self, TypeVar
 
 from simulators.machine import MachineModel
 
-__all__ = ["SimulatedMachine", "SimulatorHandle", "serve_machines", "started"]
+__all__ = ["SimulatedMachine", "SimulatorHandle", "TcpListeners", "serve_machines", "started"]
+
+Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+"""One client connection, served until it ends; the listener closes the writer after."""
 
 SimulatedMachine = tuple[str, Any, MachineModel]
 """(machine id, the adapter's validated settings, its model)"""
@@ -34,6 +40,47 @@ class SimulatorHandle(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class TcpListeners:
+    """The TCP ports of a simulator (one per machine) and the clients they accepted; `ports`
+    maps asset -> bound port (0 asks for a free one). `aclose` stops listening and drops
+    every client, as a control that is switched off would."""
+
+    def __init__(self, label: str, log: logging.Logger) -> None:
+        self._label = label
+        self._log = log
+        self._servers: list[asyncio.Server] = []
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.ports: dict[str, int] = {}
+
+    async def listen(self, asset: str, host: str, port: int, session: Session) -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._writers.add(writer)
+            try:
+                await session(reader, writer)
+            except (ConnectionError, OSError):
+                pass  # a dropped peer: a real control just closes the session
+            finally:
+                self._writers.discard(writer)
+                writer.close()
+
+        server = await asyncio.start_server(handle, host, port)
+        self._servers.append(server)
+        bound = int(server.sockets[0].getsockname()[1])
+        self.ports[asset] = bound
+        self._log.info("simulated machine %s on %s %s:%d", asset, self._label, host, bound)
+        return bound
+
+    async def aclose(self) -> None:
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        for server in servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
 
 
 H = TypeVar("H", bound=SimulatorHandle)
