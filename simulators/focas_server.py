@@ -20,14 +20,22 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from models.errors import ConfigurationError
 from models.machine_state import ControllerMode, Execution
+from models.sample import utc_now
+from simulators.lifecycle import (
+    SimulatedMachine,
+    SimulatorHandle,
+    TcpListeners,
+    serve_machines,
+    started,
+)
 from simulators.machine import MachineModel, MachineSnapshot
-from simulators.standalone import run_standalone
+from simulators.standalone import standalone_main
 
 __all__ = ["MACROS", "PARAMETERS", "FocasSimulator", "serve_focas", "start_for_gateway"]
 
@@ -98,10 +106,6 @@ def _answer(func: int, args: tuple[int, ...], s: MachineSnapshot) -> bytes:
     return _reply(func, 1)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class _Session:
     def __init__(self, model: MachineModel, clock: Callable[[], datetime]) -> None:
         self.model, self.clock = model, clock
@@ -140,20 +144,18 @@ class _Session:
         return struct.pack(">H", len(replies)) + b"".join(replies)
 
 
-class FocasSimulator:
+class FocasSimulator(SimulatorHandle):
     """Running FOCAS endpoints; `ports` maps asset -> bound TCP port."""
 
     def __init__(self) -> None:
-        self._servers: list[asyncio.Server] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.ports: dict[str, int] = {}
+        self._tcp = TcpListeners("focas", log)
+        self.ports = self._tcp.ports
 
     async def add(self, model: MachineModel, host: str, port: int,
-                  clock: Callable[[], datetime] = _utc_now) -> int:
+                  clock: Callable[[], datetime] = utc_now) -> int:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             session = _Session(model, clock)
-            self._writers.add(writer)
-            try:
+            with contextlib.suppress(ValueError, struct.error):  # garbage: the session ends
                 while data := await reader.read(65536):
                     out, done = session.feed(data)
                     if out:
@@ -161,72 +163,37 @@ class FocasSimulator:
                         await writer.drain()
                     if done:
                         break
-            except (ValueError, struct.error, ConnectionError, OSError):
-                pass  # garbage or a dropped peer: a real control just closes the session
-            finally:
-                self._writers.discard(writer)
-                writer.close()
 
-        server = await asyncio.start_server(handle, host, port)
-        self._servers.append(server)
-        bound = int(server.sockets[0].getsockname()[1])
-        self.ports[model.asset] = bound
-        log.info("simulated machine %s on focas %s:%d", model.asset, host, bound)
-        return bound
+        return await self._tcp.listen(model.asset, host, port, handle)
 
     async def aclose(self) -> None:
-        servers, self._servers = self._servers, []
-        for server in servers:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for server in servers:
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
-
-    async def __aenter__(self) -> FocasSimulator:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        await self._tcp.aclose()
 
 
 async def serve_focas(model: MachineModel, host: str = "127.0.0.1", port: int = 8193, *,
-                      clock: Callable[[], datetime] = _utc_now) -> FocasSimulator:
+                      clock: Callable[[], datetime] = utc_now) -> FocasSimulator:
     """One machine on its own port (0 picks a free one; see `.ports`)."""
-    sim = FocasSimulator()
-    try:
+
+    async def fill(sim: FocasSimulator) -> None:
         await sim.add(model, host, port, clock)
-    except BaseException:
-        await sim.aclose()
-        raise
-    return sim
+
+    return await started(FocasSimulator(), fill)
 
 
-async def start_for_gateway(machines: list[tuple[str, Any, MachineModel]]) -> FocasSimulator:
+async def start_for_gateway(machines: list[SimulatedMachine]) -> FocasSimulator:
     """Serve each `simulate: true` FOCAS machine at its settings' host and port."""
-    sim = FocasSimulator()
-    try:
-        for asset, settings, model in machines:
-            conn = settings.connection
-            if not conn.host:
-                raise ConfigurationError(f"{asset}: FOCAS simulation needs connection.host")
-            await sim.add(model, conn.host, conn.port)
-    except BaseException:
-        await sim.aclose()
-        raise
-    return sim
+
+    async def add(sim: FocasSimulator, asset: str, settings: Any, model: MachineModel) -> None:
+        conn = settings.connection
+        if not conn.host:
+            raise ConfigurationError(f"{asset}: FOCAS simulation needs connection.host")
+        await sim.add(model, conn.host, conn.port)
+
+    return await serve_machines(FocasSimulator(), machines, add)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m simulators.focas_server`: one simulated machine until Ctrl-C."""
-    run_standalone(
-        argv,
-        prog="python -m simulators.focas_server",
-        description="A simulated CNC machine over FOCAS2 Ethernet",
-        port=8193, asset="sim-focas",
-        serve=serve_focas,
-    )
+main = standalone_main("simulators.focas_server", "A simulated CNC machine over FOCAS2 Ethernet",
+                      port=8193, asset="sim-focas", serve=serve_focas)
 
 
 if __name__ == "__main__":

@@ -26,14 +26,22 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Literal
 
 from models.errors import ConfigurationError
 from models.machine_state import ControllerMode, Execution
+from models.sample import utc_now
+from simulators.lifecycle import (
+    SimulatedMachine,
+    SimulatorHandle,
+    TcpListeners,
+    serve_machines,
+    started,
+)
 from simulators.machine import MachineModel, MachineSnapshot
-from simulators.standalone import run_standalone
+from simulators.standalone import standalone_main
 
 __all__ = ["MACROS", "HaasSimulator", "reply_for", "serve_haas", "start_for_gateway"]
 
@@ -106,10 +114,6 @@ def _frame(text: str, framing: Framing) -> bytes:
     return b"\x02" + text.encode("ascii", "replace") + b"\x17\r\n>"
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class _Session:
     """Splits incoming bytes into request lines (CR, LF or both end a request)."""
 
@@ -142,38 +146,25 @@ def _serial_of(asset: str) -> str:
     return str(1000000 + sum(ord(c) * 31**i for i, c in enumerate(asset)) % 9000000)
 
 
-class HaasSimulator:
+class HaasSimulator(SimulatorHandle):
     """Running Haas endpoints; `ports` maps asset -> bound TCP port (useful when asked for 0)."""
 
     def __init__(self) -> None:
-        self._servers: list[asyncio.Server] = []
+        self._tcp = TcpListeners("haas mdc tcp", log)
         self._fds: list[int] = []
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.ports: dict[str, int] = {}
+        self.ports = self._tcp.ports
 
     async def add_tcp(self, model: MachineModel, host: str, port: int, framing: Framing,
                       clock: Callable[[], datetime]) -> int:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             session = _Session(model, framing, clock, _serial_of(model.asset))
-            self._writers.add(writer)
-            try:
-                while data := await reader.read(4096):
-                    reply = session.feed(data)
-                    if reply:
-                        writer.write(reply)
-                        await writer.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                self._writers.discard(writer)
-                writer.close()
+            while data := await reader.read(4096):
+                reply = session.feed(data)
+                if reply:
+                    writer.write(reply)
+                    await writer.drain()
 
-        server = await asyncio.start_server(handle, host, port)
-        self._servers.append(server)
-        bound = int(server.sockets[0].getsockname()[1])
-        self.ports[model.asset] = bound
-        log.info("simulated machine %s on haas mdc tcp %s:%d", model.asset, host, bound)
-        return bound
+        return await self._tcp.listen(model.asset, host, port, handle)
 
     def add_fd(self, model: MachineModel, fd: int, framing: Framing,
                clock: Callable[[], datetime]) -> None:
@@ -198,63 +189,38 @@ class HaasSimulator:
         self._fds.append(fd)
 
     async def aclose(self) -> None:
-        servers, self._servers = self._servers, []
-        for server in servers:
-            server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for server in servers:
-            with contextlib.suppress(Exception):
-                await server.wait_closed()
+        await self._tcp.aclose()
         fds, self._fds = self._fds, []
         loop = asyncio.get_running_loop()
         for fd in fds:
             loop.remove_reader(fd)
 
-    async def __aenter__(self) -> HaasSimulator:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
 
 async def serve_haas(model: MachineModel, host: str = "127.0.0.1", port: int = 5051, *,
                      framing: Framing = "stx",
-                     clock: Callable[[], datetime] = _utc_now) -> HaasSimulator:
+                     clock: Callable[[], datetime] = utc_now) -> HaasSimulator:
     """One machine on its own TCP port (0 picks a free one; see `.ports`)."""
-    sim = HaasSimulator()
-    try:
+
+    async def fill(sim: HaasSimulator) -> None:
         await sim.add_tcp(model, host, port, framing, clock)
-    except BaseException:
-        await sim.aclose()
-        raise
-    return sim
+
+    return await started(HaasSimulator(), fill)
 
 
-async def start_for_gateway(machines: list[tuple[str, Any, MachineModel]]) -> HaasSimulator:
+async def start_for_gateway(machines: list[SimulatedMachine]) -> HaasSimulator:
     """Serve each `simulate: true` Haas machine where its settings say (TCP only)."""
-    sim = HaasSimulator()
-    try:
-        for asset, settings, model in machines:
-            conn = settings.connection
-            if conn.transport != "tcp":
-                raise ConfigurationError(f"{asset}: the Haas simulator serves transport 'tcp' only")
-            await sim.add_tcp(model, conn.host, conn.port, "stx", _utc_now)
-    except BaseException:
-        await sim.aclose()
-        raise
-    return sim
+
+    async def add(sim: HaasSimulator, asset: str, settings: Any, model: MachineModel) -> None:
+        conn = settings.connection
+        if conn.transport != "tcp":
+            raise ConfigurationError(f"{asset}: the Haas simulator serves transport 'tcp' only")
+        await sim.add_tcp(model, conn.host, conn.port, "stx", utc_now)
+
+    return await serve_machines(HaasSimulator(), machines, add)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m simulators.haas_server`: one simulated machine until Ctrl-C."""
-    run_standalone(
-        argv,
-        prog="python -m simulators.haas_server",
-        description="A simulated CNC machine over Haas MDC",
-        port=5051, asset="sim-haas",
-        serve=serve_haas,
-    )
+main = standalone_main("simulators.haas_server", "A simulated CNC machine over Haas MDC",
+                      port=5051, asset="sim-haas", serve=serve_haas)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import struct
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import cast
@@ -29,7 +29,10 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from models.errors import ConfigurationError
 from models.machine_state import Availability, ControllerMode, Execution
+from models.sample import utc_now
+from simulators.lifecycle import SimulatedMachine, SimulatorHandle, started
 from simulators.machine import MachineModel, MachineSnapshot
 from simulators.meter import MeterModel
 from simulators.standalone import machine_models, serve_until_interrupted, standalone_parser
@@ -195,35 +198,42 @@ class _Device:
                                            regs(inputs)), action=self.action)
 
 
-class ModbusSimulator:
+class ModbusSimulator(SimulatorHandle):
     """Running Modbus servers; `endpoints` carry the real ports (useful when asked for 0)."""
 
-    def __init__(self, servers: list[ModbusTcpServer], endpoints: list[ModbusBinding]) -> None:
-        self._servers = servers
-        self.endpoints: tuple[ModbusBinding, ...] = tuple(endpoints)
+    def __init__(self) -> None:
+        self._servers: list[ModbusTcpServer] = []
+        self.endpoints: tuple[ModbusBinding, ...] = ()
 
     def port(self, asset: str) -> int:
         return next(e.port for e in self.endpoints if e.model.asset == asset)
+
+    async def listen(self, host: str, port: int, group: list[ModbusBinding],
+                     clock: Callable[[], datetime], refresh_interval: float) -> None:
+        """One server on `host`:`port` answering every machine of `group` at its unit id."""
+        # a meter is exact at every read (its integral is cheap): energy per part is checked
+        # against the model to 1 %, and a 100 ms grid would blur the instants
+        devices = [_Device(b.model, clock, refresh_interval if b.meter is None else 0.0,
+                           b.meter).sim_device(b.unit)
+                   for b in group]
+        server = ModbusTcpServer(devices, address=(host, port))
+        self._servers.append(server)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen for Modbus TCP on {host}:{port}") from exc
+        bound = cast(asyncio.Server, server.transport).sockets[0].getsockname()[1]
+        self.endpoints += tuple(replace(b, port=bound) for b in group)
 
     async def aclose(self) -> None:
         servers, self._servers = self._servers, []
         for server in servers:
             await server.shutdown()  # type: ignore[no-untyped-call]
 
-    async def __aenter__(self) -> ModbusSimulator:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 async def serve_modbus(
     bindings: Iterable[ModbusBinding | tuple[MachineModel, str, int, int]], *,
-    refresh_interval: float = 0.1, clock: Callable[[], datetime] = _utc_now,
+    refresh_interval: float = 0.1, clock: Callable[[], datetime] = utc_now,
 ) -> ModbusSimulator:
     """Serve every machine; machines sharing host and port become units of one server.
 
@@ -240,28 +250,13 @@ async def serve_modbus(
         if any(o.unit == b.unit for o in groups[(b.host, b.port)]):
             raise ValueError(f"unit id {b.unit} used twice on {b.host}:{b.port}")
         groups[(b.host, b.port)].append(b)
-    servers: list[ModbusTcpServer] = []
-    endpoints: list[ModbusBinding] = []
-    try:
+
+    async def fill(sim: ModbusSimulator) -> None:
         for (host, port), group in groups.items():
-            # a meter is exact at every read (its integral is cheap): energy per part is
-            # checked against the model to 1 %, and a 100 ms grid would blur the instants
-            devices = [_Device(b.model, clock, refresh_interval if b.meter is None else 0.0,
-                               b.meter).sim_device(b.unit)
-                       for b in group]
-            server = ModbusTcpServer(devices, address=(host, port))
-            servers.append(server)
-            try:
-                await server.serve_forever(background=True)
-            except RuntimeError as exc:
-                raise OSError(f"cannot listen for Modbus TCP on {host}:{port}") from exc
-            bound = cast(asyncio.Server, server.transport).sockets[0].getsockname()[1]
-            endpoints += [replace(b, port=bound) for b in group]
-    except BaseException:
-        await ModbusSimulator(servers, []).aclose()
-        raise
-    handle = ModbusSimulator(servers, endpoints)
-    for e in endpoints:
+            await sim.listen(host, port, group, clock, refresh_interval)
+
+    handle = await started(ModbusSimulator(), fill)
+    for e in handle.endpoints:
         log.info("simulated machine %s on modbus tcp %s:%d unit %d",
                  e.model.asset, e.host, e.port, e.unit)
     return handle
@@ -269,11 +264,27 @@ async def serve_modbus(
 
 async def start_modbus_simulator(
     model: MachineModel, host: str = "127.0.0.1", port: int = 5020, unit: int = 1, *,
-    refresh_interval: float = 0.1, clock: Callable[[], datetime] = _utc_now,
+    refresh_interval: float = 0.1, clock: Callable[[], datetime] = utc_now,
 ) -> ModbusSimulator:
     """One machine on its own port: what the gateway CLI calls per `simulate: true` machine."""
     return await serve_modbus([ModbusBinding(model, host, port, unit)],
                               refresh_interval=refresh_interval, clock=clock)
+
+
+async def start_for_gateway(
+    machines: list[SimulatedMachine], meters: Mapping[str, MeterModel] | None = None
+) -> ModbusSimulator:
+    """Serve each `simulate: true` Modbus machine at its settings' host, port and unit;
+    machines sharing a port become units of one server. A machine in `meters` is a
+    simulated energy meter (SDM630 input registers) instead of a machine."""
+    meters = meters or {}
+    bindings = []
+    for asset, settings, model in machines:
+        conn = settings.connection
+        if conn.transport != "tcp":
+            raise ConfigurationError(f"{asset}: the Modbus simulator serves transport 'tcp' only")
+        bindings.append(ModbusBinding(model, conn.host, conn.port, conn.unit, meters.get(asset)))
+    return await serve_modbus(bindings)
 
 
 async def run_simulated_machines(

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
+from simulators.lifecycle import SimulatorHandle
 from simulators.machine import MachineModel, MachineSnapshot
 from simulators.standalone import machine_models, serve_until_interrupted, standalone_parser
 
@@ -279,7 +280,7 @@ def error_document(agent: SimulatedAgent | None, code: str, text: str) -> str:
                          "</Error></Errors>")
 
 
-class AgentSimulator:
+class AgentSimulator(SimulatorHandle):
     """Running agents; `agents[asset]` to restart or flood one, `url(asset)` to reach it."""
 
     def __init__(self) -> None:
@@ -311,12 +312,6 @@ class AgentSimulator:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
                     await s.wait_closed()
-
-    async def __aenter__(self) -> AgentSimulator:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     def respond(self, group: list[SimulatedAgent], target: str) -> tuple[int, str]:
         """(status, XML) for one GET; the whole HTTP side is in `_serve`."""

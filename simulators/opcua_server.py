@@ -100,6 +100,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from models.machine_state import Availability, ControllerMode, Execution
+from simulators.lifecycle import SimulatorHandle
 from simulators.machine import MachineModel, MachineSnapshot
 from simulators.standalone import machine_models, serve_until_interrupted, standalone_parser
 
@@ -495,7 +496,7 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class OpcUaSimulator:
+class OpcUaSimulator(SimulatorHandle):
     """Running OPC UA servers, one per endpoint. `stop()`/`start()` play a server restart."""
 
     def __init__(self, endpoints: list[_Endpoint], cert: bytes, key: bytes,
@@ -633,12 +634,6 @@ class OpcUaSimulator:
 
     async def aclose(self) -> None:
         await self.stop()
-
-    async def __aenter__(self) -> OpcUaSimulator:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 async def serve_opcua(

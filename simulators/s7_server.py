@@ -45,7 +45,7 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,8 +54,10 @@ from snap7.type import SrvArea
 
 from models.errors import ConfigurationError
 from models.machine_state import Availability, ControllerMode, Execution
+from models.sample import utc_now
+from simulators.lifecycle import SimulatedMachine, SimulatorHandle, serve_machines, started
 from simulators.machine import MachineModel, MachineSnapshot
-from simulators.standalone import run_standalone
+from simulators.standalone import standalone_main
 
 __all__ = ["EXECUTION_CODES", "MODE_CODES", "S7Simulator", "serve_s7", "start_for_gateway"]
 
@@ -143,7 +145,7 @@ class _Plc:
                 self.server.unlock_area(area, index)
 
 
-class S7Simulator:
+class S7Simulator(SimulatorHandle):
     """Running S7 servers, one port per machine; `ports` carry the real ports."""
 
     def __init__(self, refresh_interval: float = 0.1) -> None:
@@ -185,57 +187,35 @@ class S7Simulator:
         for plc in plcs:
             await asyncio.to_thread(plc.server.stop)  # joins its threads: not on the loop
 
-    async def __aenter__(self) -> S7Simulator:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 async def serve_s7(model: MachineModel, host: str = "127.0.0.1", port: int = 1102, *,
-                   clock: Callable[[], datetime] = _utc_now,
+                   clock: Callable[[], datetime] = utc_now,
                    refresh_interval: float = 0.1) -> S7Simulator:
     """One machine on its own port (0 picks a free one; see `.ports`)."""
-    sim = S7Simulator(refresh_interval)
-    try:
+
+    async def fill(sim: S7Simulator) -> None:
         sim.add(model, host, port, clock)
-    except BaseException:
-        await sim.aclose()
-        raise
-    return sim
+
+    return await started(S7Simulator(refresh_interval), fill)
 
 
-async def start_for_gateway(machines: list[tuple[str, Any, MachineModel]]) -> S7Simulator:
+async def start_for_gateway(machines: list[SimulatedMachine]) -> S7Simulator:
     """Serve each `simulate: true` S7 machine at its settings' host and port."""
-    sim = S7Simulator()
-    try:
-        for asset, settings, model in machines:
-            conn = settings.connection
-            if conn.port in sim.ports.values():
-                raise ConfigurationError(
-                    f"{asset}: the S7 simulator serves one machine per port ({conn.port})"
-                )
-            sim.add(model, conn.host, conn.port, _utc_now)
-    except BaseException:
-        await sim.aclose()
-        raise
-    return sim
+
+    async def add(sim: S7Simulator, asset: str, settings: Any, model: MachineModel) -> None:
+        conn = settings.connection
+        if conn.port in sim.ports.values():
+            raise ConfigurationError(
+                f"{asset}: the S7 simulator serves one machine per port ({conn.port})"
+            )
+        sim.add(model, conn.host, conn.port, utc_now)
+
+    return await serve_machines(S7Simulator(), machines, add)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m simulators.s7_server`: one simulated machine until Ctrl-C."""
-    run_standalone(
-        argv,
-        prog="python -m simulators.s7_server",
-        description="A simulated machine behind an S7 PLC (ISO-on-TCP; DB layout in the "
-        "module docstring)",
-        port=1102, asset="sim-s7",
-        serve=serve_s7,
-    )
+main = standalone_main("simulators.s7_server", "A simulated machine behind an S7 PLC "
+                      "(ISO-on-TCP; DB layout in the module docstring)",
+                      port=1102, asset="sim-s7", serve=serve_s7)
 
 
 if __name__ == "__main__":

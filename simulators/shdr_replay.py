@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from simulators.lifecycle import SimulatorHandle
 from simulators.machine import MachineModel, MachineSnapshot
 
 __all__ = [
@@ -101,7 +102,7 @@ def load_recording(path: Path | str, *, max_gap: float = 10.0,
     return records
 
 
-class _Server:
+class _Server(SimulatorHandle):
     """Shared TCP plumbing: client registry, PING/PONG, orderly close."""
 
     def __init__(self, heartbeat_ms: int) -> None:
@@ -162,12 +163,6 @@ class _Server:
         for t in list(self.tasks):
             with contextlib.suppress(BaseException):
                 await t
-
-    async def __aenter__(self) -> _Server:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
 
 class ShdrReplayer(_Server):

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Protocol
 
 from simulators.machine import MachineModel
 
@@ -59,6 +59,24 @@ def serve_until_interrupted(start: Callable[[], Started]) -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run())
+
+
+class Main(Protocol):
+    def __call__(self, argv: Sequence[str] | None = None) -> None: ...
+
+
+def standalone_main(module: str, description: str, *, port: int, asset: str,
+                    serve: Serve) -> Main:
+    """The `main(argv=None)` of `module` (`python -m <module>`): one simulated machine on
+    `port` until Ctrl-C."""
+    prog = f"python -m {module}"
+
+    def main(argv: Sequence[str] | None = None) -> None:
+        run_standalone(argv, prog=prog, description=description, port=port, asset=asset,
+                       serve=serve)
+
+    main.__doc__ = f"`{prog}`: one simulated machine until Ctrl-C."
+    return main
 
 
 def run_standalone(

@@ -187,8 +187,16 @@ def validate(plant: Path) -> subprocess.CompletedProcess[str]:
 class GatewayProcess:
     """`edge-gateway run` in a subprocess with JSON logs captured to a file."""
 
-    def __init__(self, plant: Path, *extra: str, simulators: bool = True) -> None:
+    def __init__(
+        self,
+        plant: Path,
+        *extra: str,
+        simulators: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`env`: extra environment, e.g. PYTHONPATH to a test's adapter plugin."""
         self.plant = plant
+        self.env = env or {}
         self.log_path = plant.parent / "gateway.log"
         self.extra = (*(("--with-simulators",) if simulators else ()), *extra)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -213,7 +221,7 @@ class GatewayProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         return self
 

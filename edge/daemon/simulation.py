@@ -25,37 +25,21 @@ from models.plant import Machine
 from simulators import (
     focas_server,
     haas_server,
+    modbus_server,
     mtconnect_agent,
     opcua_server,
     s7_server,
     shdr_replay,
 )
+from simulators.lifecycle import SimulatedMachine, SimulatorHandle
 from simulators.machine import MachineModel
 from simulators.meter import MeterModel, MeterProfile
-from simulators.modbus_server import ModbusBinding, serve_modbus
 
-SimulatedMachine = tuple[str, Any, MachineModel]
-"""(machine id, the adapter's validated settings, its model)"""
-
-Starter = Callable[[list[SimulatedMachine]], Awaitable[Any]]
-
-
-async def _start_modbus(
-    machines: list[SimulatedMachine], meters: dict[str, MeterModel] | None = None
-) -> Any:
-    meters = meters or {}
-    bindings = []
-    for asset, settings, model in machines:
-        conn = settings.connection
-        if conn.transport != "tcp":
-            raise ConfigurationError(f"{asset}: the Modbus simulator serves transport 'tcp' only")
-        meter = meters.get(asset)
-        bindings.append(ModbusBinding(model, conn.host, conn.port, conn.unit, meter))
-    return await serve_modbus(bindings)
+Starter = Callable[[list[SimulatedMachine]], Awaitable[SimulatorHandle]]
 
 
 STARTERS: dict[str, Starter] = {
-    "modbus": _start_modbus,
+    "modbus": modbus_server.start_for_gateway,
     "mtconnect": mtconnect_agent.start_for_gateway,
     "shdr": shdr_replay.start_for_gateway,
     "haas": haas_server.start_for_gateway,
@@ -130,13 +114,14 @@ def _meter(loaded: LoadedPlant, m: Machine) -> MeterModel | str:
     return MeterModel(machine, profile)
 
 
-async def start_simulators(loaded: LoadedPlant) -> list[Any]:
-    handles: list[Any] = []
+async def start_simulators(loaded: LoadedPlant) -> list[SimulatorHandle]:
+    handles: list[SimulatorHandle] = []
     try:
         groups, meters = _models(loaded)
         for adapter, machines in groups.items():
-            starter = partial(_start_modbus, meters=meters) if adapter == "modbus" else (
-                STARTERS[adapter])
+            starter: Starter = STARTERS[adapter]
+            if adapter == "modbus":  # simulated energy meters are Modbus units too
+                starter = partial(modbus_server.start_for_gateway, meters=meters)
             try:
                 handles.append(await starter(machines))
             except OSError as exc:

@@ -44,15 +44,19 @@ flash wear on SD/eMMC gateways; choose it where power is unreliable and writes a
 
 Caps: each destination has an `OutboxCap`. `drop_oldest` evicts that destination's oldest
 rows until the new one fits (counted as `dropped`); `reject_new` refuses the new row
-(`rejected`). A row larger than the whole cap is refused under either policy. When the free
-space of the file system is below `min_free_disk_bytes`, the cap shrinks to what the
-destination already holds, so its backlog stops growing (freed pages are reused) and a full
-disk never wedges the gateway; a destination whose broker is connected keeps at least
-`LIVE_WINDOW_BYTES` (1 MiB), so live traffic always flows: its rows are written, sent and
-deleted on PUBACK. With `drop_oldest` a live row evicts the oldest backlog row when the
-destination holds more than that; with `reject_new` a live row waits until the backlog
-has drained below it. Caps count logical bytes; the file is larger by SQLite's
-page overhead (see bench/bench_outbox.py) and never shrinks by itself.
+(`rejected`). `dropped` means "deleted without a PUBACK and never handed to a broker by this
+process": rows a sender has claimed (`claim`: published and not yet acknowledged, or
+withdrawn when the link dropped while they may have been on the wire) are never evicted, and
+a row evicted after `peek` is refused by `claim`, so the sender skips it. A row larger than
+the whole cap is refused under either policy. When the free space of the file system is
+below `min_free_disk_bytes`, the cap shrinks to what the destination already holds, so its
+backlog stops growing (freed pages are reused) and a full disk never wedges the gateway; a
+destination whose broker is connected keeps at least `LIVE_WINDOW_BYTES` (1 MiB), so live
+traffic always flows: its rows are written, sent and deleted on PUBACK. With `drop_oldest` a
+live row evicts the oldest backlog row when the destination holds more than that; with
+`reject_new` a live row waits until the backlog has drained below it. Caps count logical
+bytes; the file is larger by SQLite's page overhead (see bench/bench_outbox.py) and never
+shrinks by itself.
 
 `historical` (docs/protocol.md, "Store-and-forward and `historical`"): the body is signed
 at sealing time, before anyone knows whether it will be delivered late, and one sealed
@@ -202,8 +206,8 @@ class Outbox(WalStore):
                     component="outbox")
         self.opened_at = time.time()
         """Unix time this process opened the outbox; older rows were buffered earlier."""
-        # ids each destination's sender is publishing now; eviction leaves them alone
-        self.inflight: dict[str, set[int]] = {}
+        # ids each destination's sender has claimed (`claim`): eviction leaves them alone
+        self._claimed: dict[str, set[int]] = {}
         conn = self._require()
         try:
             row = conn.execute(
@@ -307,10 +311,11 @@ class Outbox(WalStore):
             self._note_full(dest, why, cap, used)
             return False, (count, used)
         if used + size > limit:  # drop_oldest: evict just enough of the oldest rows
-            # Rows a sender has picked (peeked) or is publishing are never evicted: one may be
-            # delivered after all, and then `dropped` would count an envelope the platform
-            # received. The cap may be exceeded by at most the sender's peek batch.
-            busy = self.inflight.get(dest, set())
+            # Claimed rows (`claim`: being published, or maybe on the wire when the link
+            # dropped) are never evicted: one may be delivered after all, and then `dropped`
+            # would count an envelope the platform received. The cap may be exceeded by at
+            # most the sender's in-flight window.
+            busy = self._claimed.get(dest, set())
             need, freed, victims = used + size - limit, 0, []
             cur = conn.execute("SELECT id, bytes FROM envelopes WHERE dest = ? ORDER BY id",
                                (dest,))
@@ -355,6 +360,31 @@ class Outbox(WalStore):
                 raise self._error(exc, "peek") from exc
         return [OutboxRow(r[0], r[1], bytes(r[2]), bool(r[3]), r[4]) for r in rows]
 
+    def claim(self, dest: str, row_id: int) -> bool:
+        """Mark row `row_id` of `dest` as handed to a broker, so `drop_oldest` never evicts
+        it; False when it is gone (evicted since it was peeked): the sender must not publish
+        it. Call right before publishing, with no `await` in between: a row read by `peek`
+        can be evicted while the sender paces the backlog, and publishing it anyway
+        delivered an envelope that `dropped` also counted. Claims last until `ack` or
+        `release` and are not persisted (a new process replays every stored row)."""
+        with self._lock:
+            try:
+                found = self._require().execute(
+                    "SELECT 1 FROM envelopes WHERE dest = ? AND id = ?", (dest, row_id)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise self._error(exc, "claim") from exc
+            if found is None:
+                return False
+            self._claimed.setdefault(dest, set()).add(row_id)
+            return True
+
+    def release(self, dest: str, row_id: int) -> None:
+        """End a claim without an acknowledgement (the publish failed before reaching the
+        wire): the row may be evicted again."""
+        with self._lock:
+            self._claimed.get(dest, set()).discard(row_id)
+
     def ack(self, dest: str, ids: Iterable[int]) -> int:
         """Delete rows of `dest` the broker acknowledged; returns how many existed.
 
@@ -375,6 +405,7 @@ class Outbox(WalStore):
                     n, freed = n + len(rows), freed + sum(r[0] for r in rows)
                 if n:
                     conn.execute(_BUMP, (dest, "acked", n))
+            self._claimed.get(dest, set()).difference_update(wanted)
             count, used = self._pending.get(dest, (0, 0))
             self._pending[dest] = (count - n, used - freed)
             cap = self._caps.get(dest)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import structlog
 
 from edge.egress.loss import Gap
 from edge.egress.outbox import Outbox
+from edge.egress.unsignable import UnsignableRecords
 from edge.signing.jws import ChainState, Signer, signing_input_hash
 from models.envelope import RETAINED_STREAMS, Stream, envelope_body
 from models.plant import Destination, PatternFilter
@@ -32,6 +36,10 @@ class Sealer:
     The signed `historical` is true when none of the envelope's destinations is connected
     at sealing time (`is_connected`), false as soon as one is; replays are marked later,
     unsigned, by the sender (docs/protocol.md, "Store-and-forward and `historical`").
+
+    A record canonical JSON cannot carry (an integer beyond 2**53, a NaN, a non-JSON type
+    from a plugin) is replaced by a `bad` record with a reason, or dropped and counted, by
+    `unsignable` (edge/egress/unsignable.py); the rest of its batch is signed as usual.
     """
 
     def __init__(
@@ -41,19 +49,43 @@ class Sealer:
         outbox: Outbox,
         destinations: list[Destination],
         is_connected: Callable[[str], bool],
+        *,
+        unsignable: UnsignableRecords | None = None,
     ) -> None:
         self.gateway = gateway
         self.signer = signer
         self.outbox = outbox
         self.destinations = destinations
         self.is_connected = is_connected
+        self.unsignable = unsignable or UnsignableRecords(
+            structlog.get_logger().bind(component="sealer").warning
+        )
         self.chain: ChainState = outbox.load_chain()
         self.observers: dict[str, list[SealedObserver]] = {}
 
     def seal(
         self, topic: str, asset: str | None, stream: Stream, records: list[dict[str, Any]]
     ) -> list[str]:
-        """Sign and store; returns the destinations that accepted an envelope."""
+        """Sign and store; returns the destinations that accepted an envelope.
+
+        Every envelope of the call is signed before any is stored, so a record canonical
+        JSON cannot carry (edge/egress/unsignable.py) is replaced and the batch signed
+        again without storing anything twice: one bad value never costs its neighbours."""
+        try:
+            signed = self._sign_all(topic, asset, stream, records)
+        except ValueError:
+            records = self.unsignable.screen(asset, stream, records)
+            if not records:
+                return []
+            signed = self._sign_all(topic, asset, stream, records)
+        accepted: list[str] = []
+        for envelope in signed:
+            accepted += self._store(envelope)
+        return accepted
+
+    def _sign_all(
+        self, topic: str, asset: str | None, stream: Stream, records: list[dict[str, Any]]
+    ) -> list[_Signed]:
         shared: list[str] = []
         own: list[tuple[str, list[dict[str, Any]]]] = []
         routed = set(self.routes(asset, stream))
@@ -66,21 +98,23 @@ class Sealer:
             mine = _filter_signals(records, stream, d.signals)
             if mine:
                 own.append((d.id, mine))
-        accepted = (
-            self._seal(topic, topic, asset=asset, stream=stream, records=records, dests=shared)
+        signed = (
+            [self._sign(topic, topic, asset=asset, stream=stream, records=records, dests=shared)]
             if shared
             else []
         )
         for dest, mine in own:
-            accepted += self._seal(
-                f"dest:{dest}:{topic}",
-                topic,
-                asset=asset,
-                stream=stream,
-                records=mine,
-                dests=[dest],
+            signed.append(
+                self._sign(
+                    f"dest:{dest}:{topic}",
+                    topic,
+                    asset=asset,
+                    stream=stream,
+                    records=mine,
+                    dests=[dest],
+                )
             )
-        return accepted
+        return signed
 
     def routes(self, asset: str | None, stream: Stream) -> list[str]:
         """Destinations that take `stream` of `asset` (before any signal filter)."""
@@ -100,16 +134,18 @@ class Sealer:
         ]
         if not dests:
             return []
-        return self._seal(
-            gap.topic,
-            gap.topic,
-            asset=gap.asset,
-            stream="gap",
-            records=[gap.as_record()],
-            dests=dests,
+        return self._store(
+            self._sign(
+                gap.topic,
+                gap.topic,
+                asset=gap.asset,
+                stream="gap",
+                records=[gap.as_record()],
+                dests=dests,
+            )
         )
 
-    def _seal(
+    def _sign(
         self,
         chain_key: str,
         topic: str,
@@ -118,7 +154,9 @@ class Sealer:
         stream: Stream,
         records: list[dict[str, Any]],
         dests: list[str],
-    ) -> list[str]:
+    ) -> _Signed:
+        """The next envelope of `chain_key`, signed; ValueError if a record is unsignable.
+        Nothing is stored and the chain does not advance until `_store`."""
         seq, prev = self.chain.next(chain_key)
         live = [d for d in dests if self.is_connected(d)]
         body = envelope_body(
@@ -133,22 +171,54 @@ class Sealer:
             historical=not live,
         )
         envelope = self.signer.sign_body(body)
-        link = signing_input_hash(envelope)
-        payload = json.dumps(envelope, separators=(",", ":")).encode()
-        accepted = self.outbox.append(
+        return _Signed(
+            chain_key,
             topic,
             seq,
-            link,
-            payload,
-            retain=stream in RETAINED_STREAMS,
-            dests=dests,
-            chain_key=chain_key,
-            live=live,
+            signing_input_hash(envelope),
+            json.dumps(envelope, separators=(",", ":")).encode(),
+            stream in RETAINED_STREAMS,
+            dests,
+            live,
+            stream,
+            asset,
+            records,
+            envelope,
         )
-        self.chain.commit(chain_key, seq, link)
-        for observer in self.observers.get(stream, ()):
-            observer(asset, records, envelope)
+
+    def _store(self, s: _Signed) -> list[str]:
+        accepted = self.outbox.append(
+            s.topic,
+            s.seq,
+            s.link,
+            s.payload,
+            retain=s.retain,
+            dests=s.dests,
+            chain_key=s.chain_key,
+            live=s.live,
+        )
+        self.chain.commit(s.chain_key, s.seq, s.link)
+        for observer in self.observers.get(s.stream, ()):
+            observer(s.asset, s.records, s.envelope)
         return [d for d, ok in accepted.items() if ok]
+
+
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    """One signed envelope waiting to be stored for `dests` on chain `chain_key`."""
+
+    chain_key: str
+    topic: str
+    seq: int
+    link: str
+    payload: bytes
+    retain: bool
+    dests: list[str]
+    live: list[str]
+    stream: Stream
+    asset: str | None
+    records: list[dict[str, Any]]
+    envelope: dict[str, str]
 
 
 _ALWAYS_KEPT = frozenset({"ts", "availability"})  # what a state record means without the rest

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge.egress.outbox import Outbox, OutboxRow
 from models.errors import EdgeError
-from models.logger import Logger
 
 
 class Publisher(Protocol):
@@ -58,7 +56,7 @@ class DestinationSender:
         name: str,
         transport: Publisher,
         outbox: Outbox,
-        logger: Logger,
+        logger: Any,
         *,
         backlog_rate: float = 200.0,
         max_inflight: int = 64,
@@ -113,36 +111,28 @@ class DestinationSender:
                     async with asyncio.timeout(self.poll):
                         await self._wake.wait()
                 continue
-            # Claimed at once, before anything else runs on the loop: a row that drop_oldest
-            # evicted between this peek and its publish would be delivered and counted as
-            # dropped. A row is released when its publish ends, or below if never handed over.
-            claimed = self.outbox.inflight.setdefault(self.name, set())
-            claimed.update(row.id for row in rows)
-            handed = 0
-            try:
-                for row in rows:
-                    historical = self._historical(row)
-                    if historical:  # pace the backlog so live data and the broker keep up
-                        now = loop.time()
-                        if next_slot > now:
-                            await asyncio.sleep(next_slot - now)
-                        next_slot = max(next_slot, now) + 1.0 / self.backlog_rate
-                    while not await self._acquire():
-                        if not self.transport.connected:
-                            break
+            for row in rows:
+                historical = self._historical(row)
+                if historical:  # pace the backlog so live data and the broker keep up
+                    now = loop.time()
+                    if next_slot > now:
+                        await asyncio.sleep(next_slot - now)
+                    next_slot = max(next_slot, now) + 1.0 / self.backlog_rate
+                while not await self._acquire():
                     if not self.transport.connected:
                         break
-                    task = asyncio.create_task(self._send(row, historical))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-                    task.add_done_callback(functools.partial(self._release, row.id))
-                    handed += 1
+                if not self.transport.connected:
+                    break
+                # claimed now, not when the task first runs: an append in between could
+                # evict the row, and `dropped` would count an envelope that was delivered
+                if not self.outbox.claim(self.name, row.id):  # evicted since the peek
+                    self._inflight.release()
                     cursor = row.id
-            finally:
-                claimed.difference_update(row.id for row in rows[handed:])
-
-    def _release(self, row_id: int, _task: asyncio.Task[None]) -> None:
-        self.outbox.inflight.setdefault(self.name, set()).discard(row_id)
+                    continue
+                task = asyncio.create_task(self._send(row, historical))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                cursor = row.id
 
     async def _acquire(self) -> bool:
         """asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
@@ -161,7 +151,12 @@ class DestinationSender:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self, row: OutboxRow, historical: bool) -> None:
+        """Publish a claimed row; after PUBACK `ack` deletes it (and ends the claim). A
+        row withdrawn because the link dropped may already be on the wire, so its claim
+        stays until it is sent again and acknowledged: evicting it would count as dropped
+        an envelope the platform may have."""
         props = {"user_property": [("historical", "true")]} if historical else None
+        may_be_on_the_wire = False
         try:
             await self.transport.publish(
                 row.topic, row.payload, qos=1, retain=row.retain, properties=props
@@ -172,8 +167,10 @@ class DestinationSender:
         except EdgeError as exc:  # stopping: the row stays in the outbox for the next start
             self.log.debug("egress_send_abandoned", id=row.id, error=str(exc))
         except asyncio.CancelledError:  # withdrawn (link lost): the row stays in the outbox
-            pass
+            may_be_on_the_wire = True
         finally:
+            if not may_be_on_the_wire:
+                self.outbox.release(self.name, row.id)
             self._inflight.release()
 
     async def settle(self) -> None:

@@ -28,6 +28,7 @@ from edge.egress.outbox import FILENAME as OUTBOX_FILE
 from edge.egress.outbox import Outbox, OutboxCap
 from edge.egress.sealer import SealedObserver, Sealer
 from edge.egress.sender import DestinationSender
+from edge.egress.unsignable import UnsignableRecords
 from edge.signing.jws import Signer
 from edge.signing.keystore import KeyStore
 from edge.storage.disk import outbox_floors
@@ -159,6 +160,7 @@ class EgressStack:
             self.outbox,
             destinations=plan.destinations,
             is_connected=lambda d: transports[d].connected,
+            unsignable=UnsignableRecords(log.warning),
         )
         b = plan.loaded.plant.gateway.batch
         self.egress = Egress(

@@ -45,9 +45,8 @@ class StatusReporter:
         self.log = log
         self.every = every
         self.alarmed: set[str] = set()
-        # alarms a published status has carried: only those may clear, so a platform sees
-        # every alarm however briefly the loss lasted and however late the loop runs
-        self.shown: set[str] = set()
+        # alarms no status has carried over their own destination's link yet
+        self.unseen: set[str] = set()
 
     def payload(self) -> bytes:
         detail: dict[str, Any] = {
@@ -62,7 +61,12 @@ class StatusReporter:
         return status_payload(self.config(), "online", detail)
 
     def _check_losses(self, losses: dict[str, int]) -> bool:
-        """Raise or clear the alarm per destination; True when the status must go out now."""
+        """Raise or clear the alarm per destination; True when the status must go out now.
+
+        An alarm raised while its destination was unreachable (the usual case: the outbox
+        fills during an outage) stays up until a status carrying it has gone out on that
+        destination's link: the backlog drains within a second of the reconnect, and the
+        alarm used to clear before the first status, so the platform never saw it."""
         urgent = False
         for dest, st in self.stack.destination_stats().items():
             lost = _lost(st)
@@ -70,11 +74,11 @@ class StatusReporter:
             losing = lost > losses.get(dest, lost) or self.stack.losses.failing(dest)
             if losing and dest not in self.alarmed:
                 self.alarmed.add(dest)  # the alarm: one error line, and `alarms` in the status
+                self.unseen.add(dest)
                 self.log.error("outbox_full_losing_data", destination=dest, **st)
                 urgent = True
-            elif not losing and dest in self.alarmed and dest in self.shown:
+            elif not losing and dest in self.alarmed and dest not in self.unseen:
                 self.alarmed.discard(dest)
-                self.shown.discard(dest)
                 self.log.info("outbox_no_longer_losing_data", destination=dest, **st)
                 urgent = True  # platforms see the alarm clear at once
             losses[dest] = lost
@@ -102,8 +106,8 @@ class StatusReporter:
             if loop.time() - last_status >= self.every:
                 last_status = loop.time()
                 payload = self.payload()
-                for tr in self.stack.transports.values():
+                for name, tr in self.stack.transports.items():
                     if tr.connected:
                         self.supervisor.spawn(tr.publish(status_topic, payload, qos=1, retain=True))
-                        self.shown |= self.alarmed
+                        self.unseen.discard(name)
             await asyncio.sleep(1.0)

@@ -168,6 +168,28 @@ def test_drop_oldest_evicts_only_what_is_needed(tmp_path: Path) -> None:
         assert ob.pending("a") == (8, 7 * 101 + 251)
 
 
+def test_claimed_rows_are_never_evicted_and_an_evicted_row_cannot_be_claimed(
+        tmp_path: Path) -> None:
+    """`dropped` counts only envelopes no broker was handed: a row the sender claimed
+    (publishing, or maybe on the wire when the link dropped) is skipped by eviction, and a
+    row evicted after the sender peeked it is refused by `claim`, so it is never published."""
+    with Outbox(tmp_path / FILENAME, caps={"a": OutboxCap(5 * 101)}) as ob:
+        fill(ob, "t", 5, ["a"])
+        first, second, third = ob.peek("a", None, 3)
+        assert ob.claim("a", first.id)
+        fill(ob, "t", 2, ["a"])  # evicts the two oldest unclaimed rows: #2 and #3
+        assert seqs(ob, "a") == ["t#1", "t#4", "t#5", "t#6", "t#7"]
+        assert not ob.claim("a", second.id) and not ob.claim("a", third.id)
+        assert ob.counters("a")["dropped"] == 2
+        ob.release("a", first.id)
+        fill(ob, "t", 1, ["a"])  # released: the oldest again, so it goes now
+        assert seqs(ob, "a")[0] == "t#4"
+        fourth = ob.peek("a", None, 1)[0]
+        assert ob.claim("a", fourth.id) and ob.ack("a", [fourth.id]) == 1
+        assert not ob.claim("a", fourth.id)  # acknowledged: gone, and the claim with it
+        assert ob.counters("a") == {"appended": 8, "acked": 1, "dropped": 3, "rejected": 0}
+
+
 def test_reject_new_counts_exactly_survives_reopen_and_chain_still_advances(tmp_path: Path) -> None:
     path, row = tmp_path / FILENAME, 100 + 1
     caps = {"a": OutboxCap(10 * row, "reject_new"), "b": BIG}
