@@ -369,7 +369,9 @@ async def test_drop_oldest_never_evicts_a_row_the_sender_has_picked(
     tmp_path: Path, running: Any
 ) -> None:
     """The loaded-machine failure of test_full_outbox_drops_oldest_counts_exactly: a row
-    evicted between the sender's peek and its publish was delivered *and* counted dropped."""
+    evicted between the sender's peek and its publish was delivered *and* counted dropped.
+    A peeked row may still be evicted (it was never handed to the broker: `dropped`), but
+    then it is not published; a claimed one is never evicted."""
     probe = Rig(tmp_path / "probe", [dest("a")])
     probe.sealer.seal(TOPIC, "m1", "telemetry", [rec("x", 0)])
     row_bytes = probe.outbox.pending("a")[1]
@@ -385,4 +387,4 @@ async def test_drop_oldest_never_evicts_a_row_the_sender_has_picked(
     delivered = set(broker.seqs())
     dropped = rig.outbox.counters("a")["dropped"]
     assert len(delivered) + dropped == 4, (sorted(delivered), dropped)
-    assert delivered == {1, 2, 3, 4} and dropped == 0
+    assert delivered <= {1, 2, 3, 4} and 4 in delivered  # the newest is never the one dropped
