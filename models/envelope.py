@@ -15,6 +15,8 @@ from models.sample import Sample, format_ts
 ENVELOPE_VERSION = 1
 Stream = Literal["telemetry", "state", "oee", "capacity", "bookings", "response", "gap"]
 RETAINED_STREAMS = frozenset({"state", "oee", "capacity"})
+JWS_PROPERTY = "jws"
+"""MQTT 5 user property carrying a `json` destination's detached JWS (`protected..signature`)."""
 
 
 def telemetry_record(sample: Sample) -> dict[str, Any]:

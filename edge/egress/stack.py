@@ -23,6 +23,7 @@ from structlog.typing import FilteringBoundLogger
 
 from edge.config.loader import LoadedPlant
 from edge.egress.batcher import Egress
+from edge.egress.formats import encoder_for
 from edge.egress.loss import LossLedger
 from edge.egress.outbox import FILENAME as OUTBOX_FILE
 from edge.egress.outbox import Outbox, OutboxCap
@@ -148,7 +149,12 @@ class EgressStack:
         )
         self.senders = [
             DestinationSender(
-                d.id, plan.transports[d.id], self.outbox, log, backlog_rate=d.outbox.backlog_rate
+                d.id,
+                plan.transports[d.id],
+                self.outbox,
+                log,
+                backlog_rate=d.outbox.backlog_rate,
+                encoder=encoder_for(d),
             )
             for d in plan.destinations
         ]

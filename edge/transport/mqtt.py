@@ -122,6 +122,7 @@ class _Outgoing:
     retain: bool
     properties: Properties | None
     future: asyncio.Future[None]
+    payload_mqtt311: bytes | None = None  # sent instead on a 3.1.1 connection, when given
 
 
 @dataclass
@@ -313,11 +314,15 @@ class MqttTransport:
         qos: int = 1,
         retain: bool = False,
         properties: dict[str, Any] | None = None,
+        *,
+        payload_mqtt311: bytes | None = None,
     ) -> None:
         """Return once the broker acknowledged the message, waiting across reconnects if needed.
 
         Cancelling the call withdraws the message from later re-sends (it may still arrive if
-        it was already on the wire). MQTT 5 `properties` are dropped on a 3.1.1 connection.
+        it was already on the wire). MQTT 5 `properties` are dropped on a 3.1.1 connection;
+        `payload_mqtt311`, when given, replaces the payload there, chosen when the message is
+        written (a re-send after a protocol fallback takes it too).
         """
         if self._closing or self._loop is None:
             raise TransportError("MQTT transport is not running")
@@ -325,7 +330,14 @@ class MqttTransport:
             raise TransportError(f"cannot publish to {topic!r} with QoS {qos}")
         props = _publish_properties(properties) if properties else None
         rec = _Outgoing(
-            next(self._keys), topic, bytes(payload), qos, retain, props, self._loop.create_future()
+            next(self._keys),
+            topic,
+            bytes(payload),
+            qos,
+            retain,
+            props,
+            self._loop.create_future(),
+            payload_mqtt311,
         )
         self._pending[rec.key] = rec
         self._stats["published"] += 1
@@ -709,13 +721,11 @@ class MqttTransport:
     def _send(self, rec: _Outgoing) -> None:
         client = self._client
         assert client is not None
+        v5 = self._protocol == "5"
+        payload = rec.payload if v5 or rec.payload_mqtt311 is None else rec.payload_mqtt311
         try:
             info = client.publish(
-                rec.topic,
-                rec.payload,
-                rec.qos,
-                rec.retain,
-                properties=rec.properties if self._protocol == "5" else None,
+                rec.topic, payload, rec.qos, rec.retain, properties=rec.properties if v5 else None
             )
         except (ValueError, RuntimeError) as exc:
             self._fail(rec, TransportError(f"cannot publish to {rec.topic!r}: {exc}"))
