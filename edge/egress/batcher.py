@@ -25,12 +25,12 @@ docs/protocol.md, "Store-and-forward and `historical`".
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from edge.egress.loss import LossLedger
 from edge.egress.sealer import Sealer
-from edge.egress.sender import DestinationSender
 from models.envelope import Stream
 from models.errors import EdgeError
 from models.sample import utc_now
@@ -45,13 +45,21 @@ class _Batch:
     polls: int = 0  # complete polls in this batch
 
 
+class Wakeable(Protocol):
+    """A destination's sender as the batcher sees it: told when new rows are stored."""
+
+    name: str
+
+    def wake(self) -> None: ...
+
+
 class Egress:
     """Batches telemetry per topic and seals + routes every envelope exactly once."""
 
     def __init__(
         self,
         sealer: Sealer,
-        senders: list[DestinationSender],
+        senders: Sequence[Wakeable],
         logger: Any,
         *,
         max_records: int = 500,

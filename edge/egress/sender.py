@@ -44,6 +44,7 @@ class Publisher(Protocol):
         properties: dict[str, Any] | None = None,
         *,
         payload_mqtt311: bytes | None = None,
+        this_link_only: bool = False,
     ) -> None: ...
 
 

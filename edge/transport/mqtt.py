@@ -41,7 +41,8 @@ Why it is built this way:
   between log at debug. Passwords are resolved once at `start()` and never logged.
 * **Birth and will.** The will (QoS 1) tells subscribers the gateway died; the optional
   birth message is published again after every (re)connect, so a will the broker sent for
-  the previous link never stays the last word.
+  the previous link never stays the last word. The will may be a callable, asked once per
+  connection attempt: Sparkplug's NDEATH carries a `bdSeq` that is new for every connect.
 
 paho's exceptions and error codes become `TransportError` here; unusable settings (missing
 secret, unreadable certificate) become `ConfigurationError`, raised by `start()`.
@@ -79,6 +80,8 @@ from models.sample import utc_now
 from .tls_diagnosis import PahoSocketErrors, tls_refusal
 
 MqttVersion = Literal["5", "3.1.1"]
+Announcement = tuple[str, bytes, bool]
+"""(topic, payload, retain) of a will, birth or announcement."""
 
 _PAHO_PROTOCOL = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
 _UNSUPPORTED_PROTOCOL = 132  # MQTT 5 CONNACK 0x84; paho maps a 3.1.1 CONNACK rc 1 to it too
@@ -123,6 +126,7 @@ class _Outgoing:
     properties: Properties | None
     future: asyncio.Future[None]
     payload_mqtt311: bytes | None = None  # sent instead on a 3.1.1 connection, when given
+    this_link_only: bool = False  # failed, not re-sent, when the connection is lost
 
 
 @dataclass
@@ -184,7 +188,7 @@ class MqttTransport:
         self,
         destination: Destination,
         client_id: str,
-        will: tuple[str, bytes, bool] | None = None,
+        will: Announcement | Callable[[], Announcement] | None = None,
         logger: FilteringBoundLogger | None = None,
         *,
         birth: tuple[str, bytes, bool] | None = None,
@@ -316,13 +320,16 @@ class MqttTransport:
         properties: dict[str, Any] | None = None,
         *,
         payload_mqtt311: bytes | None = None,
+        this_link_only: bool = False,
     ) -> None:
         """Return once the broker acknowledged the message, waiting across reconnects if needed.
 
         Cancelling the call withdraws the message from later re-sends (it may still arrive if
         it was already on the wire). MQTT 5 `properties` are dropped on a 3.1.1 connection;
         `payload_mqtt311`, when given, replaces the payload there, chosen when the message is
-        written (a re-send after a protocol fallback takes it too).
+        written (a re-send after a protocol fallback takes it too). A `this_link_only`
+        message is never re-sent on a later connection: losing the link fails it with
+        `TransportError` (Sparkplug data belongs to the session its NBIRTH opened).
         """
         if self._closing or self._loop is None:
             raise TransportError("MQTT transport is not running")
@@ -338,6 +345,7 @@ class MqttTransport:
             props,
             self._loop.create_future(),
             payload_mqtt311,
+            this_link_only,
         )
         self._pending[rec.key] = rec
         self._stats["published"] += 1
@@ -552,8 +560,9 @@ class MqttTransport:
             if self._insecure:
                 c.tls_insecure_set(True)
             c.enable_logger(self._paho_log)  # keeps the TLS alert of a refused client side
-        if self._will is not None:
-            topic, payload, retain = self._will
+        will = self._will() if callable(self._will) else self._will
+        if will is not None:
+            topic, payload, retain = will
             c.will_set(topic, payload, qos=1, retain=retain)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -716,6 +725,8 @@ class MqttTransport:
                 if not fut.done():
                     fut.set_exception(TransportError("connection lost before SUBACK"))
             self._suback.clear()
+            for rec in [r for r in self._pending.values() if r.this_link_only]:
+                self._fail(rec, TransportError("connection lost before the broker acknowledged"))
             self._lost.set()
 
     def _send(self, rec: _Outgoing) -> None:

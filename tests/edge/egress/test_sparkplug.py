@@ -1,0 +1,145 @@
+"""The Sparkplug session at a real Mosquitto, read by an independent host (tests/sparkplug_host.py).
+
+Real parts throughout: the sealer signs into a real SQLite outbox, the session drains it over
+the real transport, a TCP proxy pulls the cable, and a paho subscriber hands every message
+to a decoder protoc built from the vendored .proto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from conftest import Collector, Mosquitto
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from e2e import TcpProxy
+from sparkplug_host import SparkplugHost, decoder
+
+from edge.egress.formats.sparkplug import SparkplugSender, sparkplug_node_for
+from edge.egress.outbox import Outbox, OutboxCap
+from edge.egress.sealer import Sealer
+from edge.signing.jws import Signer
+from edge.transport.mqtt import MqttTransport
+from models.plant import Destination, Gateway
+
+TOPIC = "edge/plant-a/hall-1/line-1/m1"
+
+
+class Feeder:
+    """Hands the collector's messages to the host in arrival order, once each."""
+
+    def __init__(self, col: Collector, host: SparkplugHost) -> None:
+        self.col, self.host, self.done = col, host, 0
+
+    def pump(self) -> None:
+        msgs = self.col.snapshot()
+        for m in msgs[self.done:]:
+            self.host.feed(m.topic, m.payload)
+        self.done = len(msgs)
+
+    async def until(self, predicate: Callable[[], bool], what: str, within: float = 15) -> None:
+        deadline = time.monotonic() + within
+        while True:
+            self.pump()
+            if predicate():
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}; kinds {self.host.kinds}")
+            await asyncio.sleep(0.02)
+
+
+def state(available: bool) -> dict[str, object]:
+    return {"availability": "available" if available else "unavailable", "execution": "active",
+            "controller_mode": "automatic", "emergency_stop": False, "alarms": [],
+            "program": "O1", "part_count": 1, "bad_part_count": 0,
+            "ts": "2026-11-22T10:00:00.000Z"}
+
+
+def telemetry(i: int) -> list[dict[str, object]]:
+    return [{"signal": "spindle_speed", "value": float(i), "unit": "1/min",
+             "ts": "2026-11-22T10:00:00.000Z", "quality": "good"}]
+
+
+@pytest.fixture
+def rig(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_collector: Callable[..., Collector],
+    free_port: Callable[[], int],
+) -> Iterator[tuple[Mosquitto, TcpProxy, Collector]]:
+    proxy = TcpProxy(free_port(), mosquitto.port)
+    proxy.start()
+    col = mqtt_collector(mosquitto.host, mosquitto.port, "spBv1.0/#")
+    yield mosquitto, proxy, col
+    proxy.stop()
+
+
+async def test_session_births_aliases_seq_wrap_device_loss_rebirth_and_bdseq(
+    tmp_path: Path, rig: tuple[Mosquitto, TcpProxy, Collector],
+    mqtt_collector: Callable[..., Collector],
+) -> None:
+    broker, proxy, col = rig
+    dest = Destination(id="sp", url=f"mqtt://127.0.0.1:{proxy.listen_port}", format="sparkplug_b")
+    node = sparkplug_node_for(dest, Gateway(id="gw-1", site="plant-a"))
+    log = structlog.get_logger()
+    outbox = Outbox(tmp_path / "outbox.sqlite3", caps={"sp": OutboxCap(2**24)}, logger=log)
+    transport = MqttTransport(dest, "gw-1-sp", will=node.will, logger=log,
+                              backoff_min=0.05, backoff_max=0.2)
+    sender = SparkplugSender("sp", transport, outbox, node, log)
+    sealer = Sealer("gw-1", Signer(Ed25519PrivateKey.generate()), outbox, [dest],
+                    is_connected=lambda _d: transport.connected)
+    host = SparkplugHost("plant-a", "gw-1")
+    feed = Feeder(col, host)
+    m1 = lambda: host.devices.get("m1")  # noqa: E731
+
+    sealer.seal(f"{TOPIC}/state", "m1", "state", [state(True)])  # before the link: a backlog
+    await transport.start()
+    task = asyncio.create_task(sender.run())
+    try:
+        await feed.until(lambda: (d := m1()) is not None and d.alive, "NBIRTH then DBIRTH m1")
+        assert host.kinds[:2] == ["NBIRTH", "DBIRTH"] and host.nbirths == [0]
+        assert m1().values["State/Execution"] == "active"  # type: ignore[union-attr]
+
+        # 300 changes: DDATA by alias, seq wraps after 255 without a gap
+        for i in range(300):
+            sealer.seal(f"{TOPIC}/telemetry", "m1", "telemetry", telemetry(i))
+            sender.wake()
+        await feed.until(lambda: m1().values.get("Signals/spindle_speed") == 299.0,  # type: ignore[union-attr]
+                         "the last value")
+        assert host.wrapped and host.kinds.count("DDATA") >= 299
+
+        # the device goes away and comes back: DDEATH, then a DBIRTH with its values
+        sealer.seal(f"{TOPIC}/state", "m1", "state", [state(False)])
+        sender.wake()
+        await feed.until(lambda: m1().deaths == 1, "DDEATH")  # type: ignore[union-attr]
+        sealer.seal(f"{TOPIC}/state", "m1", "state", [state(True)])
+        sender.wake()
+        await feed.until(lambda: m1().births == 3, "DBIRTH after return")  # type: ignore[union-attr]
+
+        # Rebirth command: a new NBIRTH (same bdSeq, seq 0) and the DBIRTHs
+        cmd = decoder().Payload(timestamp=1)
+        cmd.metrics.add(name="Node Control/Rebirth", datatype=11, boolean_value=True)
+        commander = mqtt_collector(broker.host, broker.port, "unused/#")
+        commander.client.publish("spBv1.0/plant-a/NCMD/gw-1", cmd.SerializeToString(), qos=1)
+        await feed.until(lambda: len(host.nbirths) == 2 and m1().alive, "rebirth")  # type: ignore[union-attr]
+        assert host.nbirths == [0, 0]
+
+        # cable pulled: the broker publishes the will, NDEATH with the session's bdSeq;
+        # back: a new session with the next bdSeq
+        proxy.stop()
+        await feed.until(lambda: host.ndeaths == [0], "NDEATH from the will")
+        proxy.start()
+        await feed.until(lambda: host.nbirths[-1] == 1 and m1().alive, "birth after reconnect")  # type: ignore[union-attr]
+        sealer.seal(f"{TOPIC}/telemetry", "m1", "telemetry", telemetry(1000))
+        sender.wake()
+        await feed.until(lambda: m1().values.get("Signals/spindle_speed") == 1000.0,  # type: ignore[union-attr]
+                         "data in the new session")
+        assert outbox.pending("sp")[0] == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sender.close()
+        await transport.stop()
+        outbox.close()
