@@ -25,10 +25,8 @@ from edge.platform_kit.verifier import (
     detached_to_envelope,
     not_gateway_envelopes,
 )
-from edge.transport.mqtt import MqttTransport
 from models.envelope import JWS_PROPERTY
 from models.errors import TransportError
-from models.plant import Destination
 
 VERIFIED = frozenset({"ok", "gap", "duplicate", "reordered", "reset"})
 """Kinds whose envelope is authentic (a chain anomaly is not a forgery): shown by `watch`."""
@@ -48,7 +46,12 @@ async def verify_live(
     on_verified: OnVerified | None = None,
 ) -> Report:
     """Subscribe, pick up the JWKS from retained `keys` topics, check every envelope;
-    `seconds` None listens until cancelled."""
+    `seconds` None listens until cancelled.
+
+    paho-mqtt and pydantic (through the transport) are imported only here, when used."""
+    from edge.transport.mqtt import MqttTransport  # noqa: PLC0415 (live part, lazily)
+    from models.plant import Destination  # noqa: PLC0415
+
     transport = MqttTransport(Destination(id="verify", url=broker), client_id="edge-verify")
     await transport.start()
     checker = ChainChecker()

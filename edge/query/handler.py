@@ -36,7 +36,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,8 +56,6 @@ from models.envelope import envelope_body
 from models.errors import ConfigurationError, EdgeError
 from models.plant import BOOKING_METHODS, QUERY_METHODS, Plant, Platform, gateway_topic
 from models.sample import utc_now
-
-REQUEST_TYP = "edge-request+json"
 
 
 class QueryError(EdgeError):
@@ -475,5 +473,3 @@ def _short_str(value: Any) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= 512 else None
 
 
-def request_ts(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
