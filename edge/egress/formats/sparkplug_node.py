@@ -8,8 +8,8 @@ drives this with the outbox and the transport. docs/sparkplug.md describes the m
 
 Mapping (edge node = gateway, device = machine):
 
-* `telemetry` records: metric `Signals/<signal>`, datatype from the value (Boolean, Int64,
-  Double, String), properties `engUnit` and `Quality` (192 good, 64 uncertain, 0 bad).
+* `telemetry` records: metric `Signals/<signal>`, datatype from the value (Boolean, Double
+  for every number, String), properties `engUnit` and `Quality` (192 good, 64 uncertain, 0 bad).
 * `state`: `State/Availability`, `State/Execution`, `State/ControllerMode`,
   `State/EmergencyStop`, `State/Alarms` (comma separated), `State/Program`,
   `State/PartCount`, `State/BadPartCount`. Availability `unavailable` is a DDEATH; the
@@ -145,8 +145,12 @@ def readings(stream: str, record: Mapping[str, Any]) -> dict[str, Reading]:
 
     if stream == "telemetry":
         quality = QUALITY_CODES.get(str(record.get("quality")), 0)
-        put(f"Signals/{record['signal']}", record.get("value"), unit=record.get("unit"),
-            quality=quality)
+        value = record.get("value")
+        # RFC 8785 writes 1200.0 as 1200, so a reading's int/float is not known from the
+        # body: every number is a Double, or a whole reading would flip the datatype
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        put(f"Signals/{record['signal']}", value, DataType.Double if number else None,
+            unit=record.get("unit"), quality=quality)
     elif stream == "state":
         put("State/Availability", record.get("availability"), DataType.String)
         put("State/Execution", record.get("execution"), DataType.String)

@@ -36,6 +36,8 @@ def test_replayed_data_is_flagged_historical_and_repeats_every_metric() -> None:
     (replay,) = node.feed(body, historical=True)
     metric = pb.Payload.FromString(replay.payload).metrics[0]
     assert replay.kind == "DDATA" and metric.is_historical and metric.double_value == 1.0
+    # JCS writes 1250.0 as 1250: a whole reading must not change the datatype
+    assert [m.kind for m in node.feed({**body, "records": [{**rec, "value": 1250}]})] == ["DDATA"]
     # a value of another type is a new metric datatype: the device is born again
     assert [m.kind for m in node.feed({**body, "records": [{**rec, "value": "x"}]})] == ["DBIRTH"]
 
