@@ -36,3 +36,11 @@ def test_platform_kit_needs_only_cryptography_and_rfc8785() -> None:
                          text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_the_platform_kit_examples_compile() -> None:
+    text = (ROOT / "docs" / "platform-kit.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert len(blocks) >= 4
+    for block in blocks:
+        compile(block, "docs/platform-kit.md", "exec")
