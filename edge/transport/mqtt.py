@@ -356,6 +356,16 @@ class MqttTransport:
         finally:
             self._pending.pop(rec.key, None)
 
+    def reconnect(self, reason: str) -> None:
+        """End the current connection cleanly (DISCONNECT: the broker drops the will) and
+        connect again after the usual backoff, asking for a fresh will. For Sparkplug, whose
+        session must end with its connection when the primary host goes away."""
+        client = self._client
+        if client is None or not self._connected:
+            return
+        self._drop(client)
+        self._gone(client, reason)
+
     async def subscribe(self, topic: str, qos: int = 1) -> None:
         """Subscribe now (waiting for SUBACK) if connected, and again after every reconnect."""
         self._subscriptions[topic] = qos

@@ -52,6 +52,8 @@ class SparkplugLink(Publisher, Protocol):
 
     def messages(self) -> AsyncIterator[IncomingMessage]: ...
 
+    def reconnect(self, reason: str) -> None: ...
+
 
 class SparkplugSender:
     """Drains one destination's outbox as a Sparkplug edge node (same surface as
@@ -182,14 +184,16 @@ class SparkplugSender:
                       devices=len(messages) - 1)
 
     async def _die(self) -> None:
-        """The primary host went offline: end the session in the host's eyes (an NDEATH
-        with the session's bdSeq) and keep everything in the outbox until it returns."""
+        """The primary host went offline: as Sparkplug 3.0 has it, publish the NDEATH of the
+        session (its bdSeq), end the connection, and connect again (a new bdSeq) to wait for
+        the host's STATE; everything meanwhile stays in the outbox and replays as historical."""
         await self._withdraw()
         self._born_bdseq = None
         with contextlib.suppress(EdgeError):
             await self.transport.publish(self.node.topic("NDEATH"), self.node.death_payload(),
                                          qos=1, this_link_only=True)
         self.log.warning("sparkplug_primary_host_offline", host=self.primary_host_id)
+        self.transport.reconnect("primary host offline")
 
     # ------------------------------------------------------------------ publishing
 

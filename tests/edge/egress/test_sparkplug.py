@@ -8,6 +8,7 @@ to a decoder protoc built from the vendored .proto.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -130,13 +131,73 @@ async def test_session_births_aliases_seq_wrap_device_loss_rebirth_and_bdseq(
         # back: a new session with the next bdSeq
         proxy.stop()
         await feed.until(lambda: host.ndeaths == [0], "NDEATH from the will")
+        for i in range(3):  # sealed while the link is down: replayed, flagged historical
+            sealer.seal(f"{TOPIC}/telemetry", "m1", "telemetry", telemetry(500 + i))
         proxy.start()
         await feed.until(lambda: host.nbirths[-1] == 1 and m1().alive, "birth after reconnect")  # type: ignore[union-attr]
+        await feed.until(lambda: m1().historical >= 3, "the backlog, is_historical")  # type: ignore[union-attr]
         sealer.seal(f"{TOPIC}/telemetry", "m1", "telemetry", telemetry(1000))
         sender.wake()
         await feed.until(lambda: m1().values.get("Signals/spindle_speed") == 1000.0,  # type: ignore[union-attr]
                          "data in the new session")
         assert outbox.pending("sp")[0] == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sender.close()
+        await transport.stop()
+        outbox.close()
+
+
+async def test_primary_host_state_gates_the_session(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_collector: Callable[..., Collector],
+) -> None:
+    """Sparkplug 3.0 STATE: no NBIRTH before the primary host is online; when it goes
+    offline, NDEATH and a new connection (next bdSeq) that waits for it; then the data held
+    meanwhile follows the new births as historical."""
+    col = mqtt_collector(mosquitto.host, mosquitto.port, "spBv1.0/#")
+    dest = Destination(id="sp", url=mosquitto.url, format="sparkplug_b",
+                       sparkplug={"primary_host_id": "scada"})
+    node = sparkplug_node_for(dest, Gateway(id="gw-1", site="plant-a"))
+    log = structlog.get_logger()
+    outbox = Outbox(tmp_path / "outbox.sqlite3", caps={"sp": OutboxCap(2**24)}, logger=log)
+    transport = MqttTransport(dest, "gw-1-sp", will=node.will, logger=log,
+                              backoff_min=0.05, backoff_max=0.2)
+    sender = SparkplugSender("sp", transport, outbox, node, log, primary_host_id="scada")
+    sealer = Sealer("gw-1", Signer(Ed25519PrivateKey.generate()), outbox, [dest],
+                    is_connected=lambda _d: transport.connected)
+    host = SparkplugHost("plant-a", "gw-1")
+    feed = Feeder(col, host)
+    state_topic = "spBv1.0/STATE/scada"
+
+    def publish_state(online: bool, ts: int) -> None:
+        col.client.publish(state_topic, json.dumps({"online": online, "timestamp": ts}),
+                           qos=1, retain=True)
+
+    sealer.seal(f"{TOPIC}/state", "m1", "state", [state(True)])
+    await transport.start()
+    task = asyncio.create_task(sender.run())
+    try:
+        await feed.until(lambda: transport.connected, "connected")
+        publish_state(True, 1000)
+        await feed.until(lambda: host.devices.get("m1") is not None, "births after STATE online")
+        topics = [m.topic for m in col.snapshot()]
+        assert topics.index(state_topic) < topics.index("spBv1.0/plant-a/NBIRTH/gw-1")
+
+        publish_state(False, 2000)
+        await feed.until(lambda: host.ndeaths == [0], "NDEATH when the host went offline")
+        for i in range(2):
+            sealer.seal(f"{TOPIC}/telemetry", "m1", "telemetry", telemetry(i))
+            sender.wake()
+        publish_state(True, 500)  # older than the last STATE seen: stale, ignored
+        publish_state(True, 3000)
+        m1 = host.devices["m1"]
+        await feed.until(lambda: len(host.nbirths) == 2 and m1.historical >= 1
+                         and m1.values.get("Signals/spindle_speed") == 1.0,
+                         "a new session, then the held data as historical")
+        assert host.nbirths[1] > host.nbirths[0], "a new connection takes a new bdSeq"
+        names = [m.topic.split("/")[2] for m in col.snapshot() if m.topic != state_topic]
+        assert names.index("NDEATH") < len(names) - 1 - names[::-1].index("NBIRTH")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
