@@ -217,6 +217,15 @@ def _broker_url(v: str) -> str:
         raise ValueError("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
     return v
 
+    @model_validator(mode="after")
+    def _format_options(self) -> Destination:
+        if self.values and self.format == "sparkplug_b":
+            raise ValueError("'values' is for envelope and json destinations (Sparkplug has "
+                             "its own metrics)")
+        if self.unsigned_on_mqtt311 and self.format != "json":
+            raise ValueError("'unsigned_on_mqtt311' applies to format json only")
+        return self
+
 
 class Nameplate(Strict):
     """Digital Nameplate fields (IDTA 02006) the YAML may give; devices may add more."""
