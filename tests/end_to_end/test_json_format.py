@@ -9,6 +9,8 @@ same signature (one envelope is signed once, whatever the formats).
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ from e2e import GatewayProcess, plant_yaml, wait_for
 from joserfc import jws
 from joserfc.jwk import KeySet as JoseKeySet
 
+from edge.platform_kit.capture import verify_live
 from edge.platform_kit.verifier import (
     ChainChecker,
     detached_to_envelope,
@@ -77,6 +80,11 @@ def test_json_destination_is_plain_json_with_a_detached_signature(
                  20, "the values of the six signals")
     finally:
         gw.kill()
+
+    # `edge-gateway verify --broker` checks json messages as the envelopes they stand for
+    # (here the retained state, oee and capacity, with their jws user property)
+    report = asyncio.run(verify_live(b_js.url, "edge/#", 2.0, out=io.StringIO()))
+    assert report.ok and report.counts["ok"] >= 2, report.to_dict()
 
     # values: true: one unsigned retained message per signal, the signal's latest value
     later = mqtt_collector(b_js.host, b_js.port, "edge/+/+/+/+/values/#")
