@@ -25,6 +25,7 @@ from edge.egress.outbox import Outbox, OutboxCap
 from edge.egress.sealer import Sealer
 from edge.signing.jws import Signer
 from edge.transport.mqtt import MqttTransport
+from models.envelope import Stream
 from models.plant import Destination, Gateway
 
 TOPIC = "edge/plant-a/hall-1/line-1/m1"
@@ -65,6 +66,42 @@ def telemetry(i: int) -> list[dict[str, object]]:
              "ts": "2026-11-22T10:00:00.000Z", "quality": "good"}]
 
 
+class Session:
+    """A real edge node session: sealer -> SQLite outbox -> SparkplugSender -> transport."""
+
+    def __init__(self, tmp_path: Path, url: str, primary_host_id: str | None = None) -> None:
+        self.dest = Destination(id="sp", url=url, format="sparkplug_b",
+                                sparkplug={"primary_host_id": primary_host_id})
+        node = sparkplug_node_for(self.dest, Gateway(id="gw-1", site="plant-a"))
+        log = structlog.get_logger()
+        self.outbox = Outbox(tmp_path / "outbox.sqlite3", caps={"sp": OutboxCap(2**24)},
+                             logger=log)
+        self.transport = MqttTransport(self.dest, "gw-1-sp", will=node.will, logger=log,
+                                       backoff_min=0.05, backoff_max=0.2)
+        self.sender = SparkplugSender("sp", self.transport, self.outbox, node, log,
+                                      primary_host_id=primary_host_id)
+        self.sealer = Sealer("gw-1", Signer(Ed25519PrivateKey.generate()), self.outbox,
+                             [self.dest], is_connected=lambda _d: self.transport.connected)
+        self.task: asyncio.Task[None] | None = None
+
+    def seal(self, stream: Stream, records: list[dict[str, object]]) -> None:
+        self.sealer.seal(f"{TOPIC}/{stream}", "m1", stream, records)
+        self.sender.wake()
+
+    async def __aenter__(self) -> Session:
+        await self.transport.start()
+        self.task = asyncio.create_task(self.sender.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.sender.close()
+        await self.transport.stop()
+        self.outbox.close()
+
+
 @pytest.fixture
 def rig(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_collector: Callable[..., Collector],
@@ -82,41 +119,28 @@ async def test_session_births_aliases_seq_wrap_device_loss_rebirth_and_bdseq(
     mqtt_collector: Callable[..., Collector],
 ) -> None:
     broker, proxy, col = rig
-    dest = Destination(id="sp", url=f"mqtt://127.0.0.1:{proxy.listen_port}", format="sparkplug_b")
-    node = sparkplug_node_for(dest, Gateway(id="gw-1", site="plant-a"))
-    log = structlog.get_logger()
-    outbox = Outbox(tmp_path / "outbox.sqlite3", caps={"sp": OutboxCap(2**24)}, logger=log)
-    transport = MqttTransport(dest, "gw-1-sp", will=node.will, logger=log,
-                              backoff_min=0.05, backoff_max=0.2)
-    sender = SparkplugSender("sp", transport, outbox, node, log)
-    sealer = Sealer("gw-1", Signer(Ed25519PrivateKey.generate()), outbox, [dest],
-                    is_connected=lambda _d: transport.connected)
+    sp = Session(tmp_path, f"mqtt://127.0.0.1:{proxy.listen_port}")
     host = SparkplugHost("plant-a", "gw-1")
     feed = Feeder(col, host)
     m1 = lambda: host.devices.get("m1")  # noqa: E731
 
-    sealer.seal(f"{TOPIC}/state", "m1", "state", [state(True)])  # before the link: a backlog
-    await transport.start()
-    task = asyncio.create_task(sender.run())
-    try:
+    sp.seal("state", [state(True)])  # before the link: a backlog
+    async with sp:
         await feed.until(lambda: (d := m1()) is not None and d.alive, "NBIRTH then DBIRTH m1")
         assert host.kinds[:2] == ["NBIRTH", "DBIRTH"] and host.nbirths == [0]
         assert m1().values["State/Execution"] == "active"  # type: ignore[union-attr]
 
         # 300 changes: DDATA by alias, seq wraps after 255 without a gap
         for i in range(300):
-            sealer.seal(f"{TOPIC}/telemetry", "m1", "telemetry", telemetry(i))
-            sender.wake()
+            sp.seal("telemetry", telemetry(i))
         await feed.until(lambda: m1().values.get("Signals/spindle_speed") == 299.0,  # type: ignore[union-attr]
                          "the last value")
         assert host.wrapped and host.kinds.count("DDATA") >= 299
 
         # the device goes away and comes back: DDEATH, then a DBIRTH with its values
-        sealer.seal(f"{TOPIC}/state", "m1", "state", [state(False)])
-        sender.wake()
+        sp.seal("state", [state(False)])
         await feed.until(lambda: m1().deaths == 1, "DDEATH")  # type: ignore[union-attr]
-        sealer.seal(f"{TOPIC}/state", "m1", "state", [state(True)])
-        sender.wake()
+        sp.seal("state", [state(True)])
         await feed.until(lambda: m1().births == 3, "DBIRTH after return")  # type: ignore[union-attr]
 
         # Rebirth command: a new NBIRTH (same bdSeq, seq 0) and the DBIRTHs
@@ -132,21 +156,14 @@ async def test_session_births_aliases_seq_wrap_device_loss_rebirth_and_bdseq(
         proxy.stop()
         await feed.until(lambda: host.ndeaths == [0], "NDEATH from the will")
         for i in range(3):  # sealed while the link is down: replayed, flagged historical
-            sealer.seal(f"{TOPIC}/telemetry", "m1", "telemetry", telemetry(500 + i))
+            sp.seal("telemetry", telemetry(500 + i))
         proxy.start()
         await feed.until(lambda: host.nbirths[-1] == 1 and m1().alive, "birth after reconnect")  # type: ignore[union-attr]
         await feed.until(lambda: m1().historical >= 3, "the backlog, is_historical")  # type: ignore[union-attr]
-        sealer.seal(f"{TOPIC}/telemetry", "m1", "telemetry", telemetry(1000))
-        sender.wake()
+        sp.seal("telemetry", telemetry(1000))
         await feed.until(lambda: m1().values.get("Signals/spindle_speed") == 1000.0,  # type: ignore[union-attr]
                          "data in the new session")
-        assert outbox.pending("sp")[0] == 0
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await sender.close()
-        await transport.stop()
-        outbox.close()
+        assert sp.outbox.pending("sp")[0] == 0
 
 
 async def test_primary_host_state_gates_the_session(
@@ -156,16 +173,7 @@ async def test_primary_host_state_gates_the_session(
     offline, NDEATH and a new connection (next bdSeq) that waits for it; then the data held
     meanwhile follows the new births as historical."""
     col = mqtt_collector(mosquitto.host, mosquitto.port, "spBv1.0/#")
-    dest = Destination(id="sp", url=mosquitto.url, format="sparkplug_b",
-                       sparkplug={"primary_host_id": "scada"})
-    node = sparkplug_node_for(dest, Gateway(id="gw-1", site="plant-a"))
-    log = structlog.get_logger()
-    outbox = Outbox(tmp_path / "outbox.sqlite3", caps={"sp": OutboxCap(2**24)}, logger=log)
-    transport = MqttTransport(dest, "gw-1-sp", will=node.will, logger=log,
-                              backoff_min=0.05, backoff_max=0.2)
-    sender = SparkplugSender("sp", transport, outbox, node, log, primary_host_id="scada")
-    sealer = Sealer("gw-1", Signer(Ed25519PrivateKey.generate()), outbox, [dest],
-                    is_connected=lambda _d: transport.connected)
+    sp = Session(tmp_path, mosquitto.url, primary_host_id="scada")
     host = SparkplugHost("plant-a", "gw-1")
     feed = Feeder(col, host)
     state_topic = "spBv1.0/STATE/scada"
@@ -174,11 +182,9 @@ async def test_primary_host_state_gates_the_session(
         col.client.publish(state_topic, json.dumps({"online": online, "timestamp": ts}),
                            qos=1, retain=True)
 
-    sealer.seal(f"{TOPIC}/state", "m1", "state", [state(True)])
-    await transport.start()
-    task = asyncio.create_task(sender.run())
-    try:
-        await feed.until(lambda: transport.connected, "connected")
+    sp.seal("state", [state(True)])
+    async with sp:
+        await feed.until(lambda: sp.transport.connected, "connected")
         publish_state(True, 1000)
         await feed.until(lambda: host.devices.get("m1") is not None, "births after STATE online")
         topics = [m.topic for m in col.snapshot()]
@@ -187,8 +193,7 @@ async def test_primary_host_state_gates_the_session(
         publish_state(False, 2000)
         await feed.until(lambda: host.ndeaths == [0], "NDEATH when the host went offline")
         for i in range(2):
-            sealer.seal(f"{TOPIC}/telemetry", "m1", "telemetry", telemetry(i))
-            sender.wake()
+            sp.seal("telemetry", telemetry(i))
         publish_state(True, 500)  # older than the last STATE seen: stale, ignored
         publish_state(True, 3000)
         m1 = host.devices["m1"]
@@ -198,9 +203,3 @@ async def test_primary_host_state_gates_the_session(
         assert host.nbirths[1] > host.nbirths[0], "a new connection takes a new bdSeq"
         names = [m.topic.split("/")[2] for m in col.snapshot() if m.topic != state_topic]
         assert names.index("NDEATH") < len(names) - 1 - names[::-1].index("NBIRTH")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await sender.close()
-        await transport.stop()
-        outbox.close()
