@@ -51,7 +51,9 @@ async function watch(filter, count) {
   const failed = [];
   let verified = 0;
   let sample = null;
+  let done = false;
   const check = async ({ topic, payload, packet }) => {
+    if (done) return;
     const detached = packet.properties?.userProperties?.jws;
     try {
       const body = await verifyDetached(payload, detached);
@@ -65,6 +67,7 @@ async function watch(filter, count) {
       failed.push(`${topic}: ${err.message}`);
     }
     if (verified + failed.length >= count) {
+      done = true;
       out({ verified, failed, sample });
       client.end();
     }
