@@ -223,8 +223,8 @@ class EgressStack:
         return stack
 
     def signed_transports(self) -> dict[str, MqttTransport]:
-        """The transports of `envelope` and `json` destinations: where queries are served
-        and the JWKS is announced (a Sparkplug session reads its own broker's commands)."""
+        """The transports of `envelope` and `json` destinations: where queries are served and
+        status and the JWKS are published (a Sparkplug broker gets only `spBv1.0/...`)."""
         return {k: t for k, t in self.transports.items() if k not in self.plan.nodes}
 
     def attach(self, name: str, loop: LoopFactory) -> None:
@@ -285,8 +285,9 @@ class EgressStack:
         for s in self.senders:
             await s.close()
         status_topic = gateway_topic(self.plan.loaded.plant, "status")
+        signed = self.signed_transports()
         for tr in self.transports.values():
-            if tr.connected:
+            if tr.connected and tr in signed.values():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(
                         tr.publish(status_topic, offline, qos=1, retain=True), timeout=2.0

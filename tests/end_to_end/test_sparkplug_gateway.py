@@ -2,12 +2,14 @@
 
 The machine is a Modbus simulator in its own process, so the device really goes away
 (killed) and comes back (started again): DDEATH, then DBIRTH. State and telemetry arrive as
-device metrics; a SIGKILL of the gateway makes the broker publish the NDEATH will, whose
-bdSeq must be the NBIRTH's.
+device metrics; stopping the gateway ends the session with an NDEATH, whose
+bdSeq must be the NBIRTH's (a clean stop publishes it; a lost connection leaves it to the
+will, tests/edge/egress/test_sparkplug.py).
 """
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -53,7 +55,7 @@ def test_gateway_as_sparkplug_edge_node(
     mqtt_collector: Callable[..., Collector],
     simulator: Simulator,
 ) -> None:
-    col = mqtt_collector(mosquitto.host, mosquitto.port, "spBv1.0/#")
+    col = mqtt_collector(mosquitto.host, mosquitto.port, "#")
     plant = tmp_path / "plant.yaml"
     plant.write_text(
         f"gateway: {{id: gw-1, site: plant-a, state_dir: {tmp_path / 'state'}}}\n"
@@ -94,9 +96,11 @@ def test_gateway_as_sparkplug_edge_node(
         simulator.start()
         until(lambda: host.devices["m1"].births > births and host.devices["m1"].alive,
               "DBIRTH after the device came back")
-        gw.kill()  # SIGKILL: the broker publishes the will
+        gw.signal(signal.SIGTERM)  # a clean stop: the gateway publishes the NDEATH itself
         until(lambda: host.ndeaths == host.nbirths[-1:], "NDEATH with the NBIRTH's bdSeq")
+        assert gw.wait() == 0
     finally:
         gw.kill()
     assert "Signals/spindle_speed" in m1_values() and "State/Execution" in m1_values()
+    assert {m.topic.split("/")[0] for m in col.snapshot()} == {"spBv1.0"}  # no status, keys
     assert not [e for e in gw.logs() if e.get("level") == "error"]

@@ -287,7 +287,16 @@ class SparkplugSender:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def close(self) -> None:
+        """A clean stop ends the session explicitly: the broker drops the will on a clean
+        DISCONNECT, so the NDEATH (with the session's bdSeq) is published here."""
         await self._withdraw()
+        if self.transport.connected and self._born_bdseq is not None:
+            with contextlib.suppress(EdgeError, TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self.transport.publish(
+                        self.node.topic("NDEATH"), self.node.death_payload(), qos=1
+                    )
+            self._born_bdseq = None
 
 
 def _body(row: OutboxRow) -> dict[str, Any]:
