@@ -328,13 +328,17 @@ class MqttTransport:
         it was already on the wire). MQTT 5 `properties` are dropped on a 3.1.1 connection;
         `payload_mqtt311`, when given, replaces the payload there, chosen when the message is
         written (a re-send after a protocol fallback takes it too). A `this_link_only`
-        message is never re-sent on a later connection: losing the link fails it with
-        `TransportError` (Sparkplug data belongs to the session its NBIRTH opened).
+        message goes out on the current connection or not at all: without a link, or when
+        the link is lost before it is acknowledged, it fails with `TransportError` and is
+        never re-sent on a later connection (Sparkplug data belongs to the session its
+        NBIRTH opened).
         """
         if self._closing or self._loop is None:
             raise TransportError("MQTT transport is not running")
         if not topic or "+" in topic or "#" in topic or qos not in (0, 1, 2):
             raise TransportError(f"cannot publish to {topic!r} with QoS {qos}")
+        if this_link_only and not self._connected:
+            raise TransportError("not connected: a this_link_only message has no link to go on")
         props = _publish_properties(properties) if properties else None
         rec = _Outgoing(
             next(self._keys),
@@ -698,7 +702,9 @@ class MqttTransport:
             client.publish(topic, payload, qos=1, retain=retain)
         for topic, qos in self._subscriptions.items():
             self._send_subscribe(client, topic, qos)
-        resend = [r for r in self._pending.values() if not r.future.done()]
+        resend = [
+            r for r in self._pending.values() if not r.future.done() and not r.this_link_only
+        ]
         for rec in resend:
             self._send(rec)
         self._log.info(
