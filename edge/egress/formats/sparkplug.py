@@ -156,7 +156,7 @@ class SparkplugSender:
                 if self._interrupted():
                     break
                 messages = self.node.feed(_body(row), historical=historical)
-                self._track(self._send(row, messages, historical))
+                self._track(self._send(row, messages, historical, self.node.bdseq))
                 cursor = row.id
 
     def _interrupted(self) -> bool:
@@ -179,7 +179,7 @@ class SparkplugSender:
         self._born_bdseq = self.node.bdseq
         self._born_at = time.time()
         for msg in messages:
-            self._track(self._publish(msg))
+            self._track(self._publish(msg, self.node.bdseq))
         self.log.info("sparkplug_birth", why=why, bdseq=self.node.bdseq,
                       devices=len(messages) - 1)
 
@@ -202,17 +202,26 @@ class SparkplugSender:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _publish(self, msg: Message) -> None:
+    async def _publish(self, msg: Message, session: int) -> None:
         with contextlib.suppress(EdgeError, asyncio.CancelledError):
-            await self.transport.publish(msg.topic, msg.payload, qos=0, this_link_only=True)
+            await self._write(msg, session)
 
-    async def _send(self, row: OutboxRow, messages: list[Message], historical: bool) -> None:
+    async def _write(self, msg: Message, session: int) -> None:
+        """Publish on the connection of `session` (its bdSeq) or not at all: a task that runs
+        after a reconnect must not put the old session's seq ahead of the new NBIRTH."""
+        if self.node.bdseq != session:
+            raise EdgeError("the Sparkplug session ended")
+        await self.transport.publish(msg.topic, msg.payload, qos=0, this_link_only=True)
+
+    async def _send(
+        self, row: OutboxRow, messages: list[Message], historical: bool, session: int
+    ) -> None:
         """Write the row's messages (in the order their seq was given), then delete the row."""
         inflight = self.outbox.inflight.setdefault(self.name, set())
         inflight.add(row.id)
         try:
             for msg in messages:
-                await self.transport.publish(msg.topic, msg.payload, qos=0, this_link_only=True)
+                await self._write(msg, session)
             self.outbox.ack(self.name, [row.id])
             self.stats.sent += 1
             self.stats.replayed += historical
