@@ -211,12 +211,6 @@ class Destination(Strict):
         """The broker URLs in order of preference (`urls`, or `url` alone)."""
         return self.urls or [self.url or ""]
 
-
-def _broker_url(v: str) -> str:
-    if not re.match(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$", v):
-        raise ValueError("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-    return v
-
     @model_validator(mode="after")
     def _format_options(self) -> Destination:
         if self.values and self.format == "sparkplug_b":
@@ -225,6 +219,12 @@ def _broker_url(v: str) -> str:
         if self.unsigned_on_mqtt311 and self.format != "json":
             raise ValueError("'unsigned_on_mqtt311' applies to format json only")
         return self
+
+
+def _broker_url(v: str) -> str:
+    if not re.match(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$", v):
+        raise ValueError("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    return v
 
 
 class Nameplate(Strict):

@@ -55,16 +55,23 @@ async function watch(filter, count) {
   const check = async ({ topic, payload, packet }) => {
     if (done) return;
     const detached = packet.properties?.userProperties?.jws;
+    let body = null;
+    let problem = null;
     try {
-      const body = await verifyDetached(payload, detached);
+      body = await verifyDetached(payload, detached);
       if (body.topic !== topic) throw new Error(`signed for ${body.topic}`);
       if (JSON.stringify(JSON.parse(payload.toString("utf8"))) !== JSON.stringify(body)) {
         throw new Error("payload differs from the signed body");
       }
+    } catch (err) {
+      problem = `${topic}: ${err.message}`;
+    }
+    if (done) return; // checks run concurrently: count exactly COUNT of them
+    if (problem === null) {
       verified += 1;
       sample = sample ?? body;
-    } catch (err) {
-      failed.push(`${topic}: ${err.message}`);
+    } else {
+      failed.push(problem);
     }
     if (verified + failed.length >= count) {
       done = true;
