@@ -76,6 +76,11 @@ RECORDS: dict[Stream, list[dict[str, Any]]] = {
          "freshness": {"last_sample": "2026-11-22T09:59:59.500Z", "age_s": 0.5},
          "ts": "2026-11-22T10:00:00.000Z"},
     ],
+    "gap": [
+        {"envelopes": 26, "from": "2026-11-22T09:02:40.376Z", "reason": "disk_full",
+         "records": 126, "streams": {"capacity": 1, "state": 5, "telemetry": 120},
+         "to": "2026-11-22T09:02:44.176Z", "ts": "2026-11-22T09:02:44.176Z"},
+    ],
 }
 
 

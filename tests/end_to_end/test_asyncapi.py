@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -145,3 +146,17 @@ def test_live_payloads_validate_against_the_document(
         "sparkplug:DDATA",
     }
     assert expected <= set(matched), sorted(expected - set(matched))
+
+
+def test_every_vector_validates_against_the_document() -> None:
+    """docs/vectors holds every stream (gap too, which a healthy live gateway never sends)."""
+    vectors = ROOT / "docs" / "vectors"
+    index = json.loads((vectors / "index.json").read_text())
+    seen = set()
+    for case in index["cases"]:
+        if case["format"] not in ("envelope", "json") or case["expect"]["verdict"] != "ok":
+            continue
+        props = SimpleNamespace(UserProperty=list(case.get("user_properties", {}).items()))
+        msg = Received(case["topic"], (vectors / case["file"]).read_bytes(), 1, False, props)
+        seen.add(check(msg))
+    assert {"gapEnvelope", "gapJson", "oeeJson", "capacityEnvelope"} <= seen, seen

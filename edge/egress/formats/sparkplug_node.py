@@ -17,6 +17,7 @@ Mapping (edge node = gateway, device = machine):
 * `oee`: `OEE/Availability`, `OEE/Effectiveness`, `OEE/Quality`, `OEE/OEE`,
   `OEE/Window/Name`, `OEE/Window/Start`, `OEE/Window/Closed`, `OEE/GoodCount`,
   `OEE/TotalCount`.
+* `gap` (records the gateway could not store): `Gap/LostRecords`, `Gap/From`, `Gap/Reason`.
 * `capacity`: `Capacity/FreeHours`, `Capacity/FreeSlots` (JSON text),
   `Capacity/Performance7d/OEE`, `Capacity/LastSample`.
 
@@ -171,6 +172,10 @@ def readings(stream: str, record: Mapping[str, Any]) -> dict[str, Reading]:
         put("OEE/Window/Closed", window.get("closed"), DataType.Boolean)
         put("OEE/GoodCount", counts.get("gq"), DataType.Int64)
         put("OEE/TotalCount", counts.get("pq"), DataType.Int64)
+    elif stream == "gap":
+        put("Gap/LostRecords", record.get("records"), DataType.Int64)
+        put("Gap/From", _ms(record.get("from")) or None, DataType.DateTime)
+        put("Gap/Reason", record.get("reason"), DataType.String)
     elif stream == "capacity":
         perf = (record.get("performance") or {}).get("7d") or {}
         put("Capacity/FreeHours", record.get("free_hours"), DataType.Double)
@@ -284,8 +289,8 @@ class SparkplugNode:
                 return out
             if was is False:
                 rebirth = True
-        if device.alive is False:
-            return out  # dead: values kept for its next DBIRTH
+        if device.alive is False or not device.metrics:
+            return out  # dead: values kept for its next DBIRTH; nothing known: nothing to say
         if rebirth or not device.born:
             out.append(self._device_birth(asset, device))
         elif changed:
