@@ -171,8 +171,11 @@ class DestinationSender:
             )
             if msg.payload_mqtt311 is not None and not self._fallback_logged:
                 self._log_fallback()
-            for extra in msg.companions:  # unsigned companions, after the signed message
-                await self.transport.publish(extra.topic, extra.payload, 1, extra.retain)
+            if msg.companions:  # unsigned companions, after the signed message, pipelined
+                await asyncio.gather(*(
+                    self.transport.publish(extra.topic, extra.payload, 1, extra.retain)
+                    for extra in msg.companions
+                ))
             self.outbox.ack(self.name, [row.id])
             self.stats.sent += 1
             self.stats.replayed += historical

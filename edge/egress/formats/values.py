@@ -14,8 +14,6 @@ import json
 from dataclasses import replace
 from typing import Any
 
-import rfc8785
-
 from edge.egress.formats.base import Companion, Encoded, PayloadEncoder
 from edge.signing.jws import b64url_decode
 
@@ -39,8 +37,9 @@ class ValuesEncoder:
         for record in body.get("records", []):
             last[record["signal"]] = record  # records are in time order: the last one wins
         companions = tuple(
-            Companion(f"{base}/values/{signal}", rfc8785.dumps(
-                {k: r.get(k) for k in ("value", "unit", "ts", "quality")}))
+            Companion(f"{base}/values/{signal}", json.dumps(
+                {k: r.get(k) for k in ("value", "unit", "ts", "quality")},
+                separators=(",", ":"), ensure_ascii=False).encode())
             for signal, r in last.items()
         )
         return replace(msg, companions=msg.companions + companions)
