@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = """
 import sys
 for name in ("paho", "pydantic", "structlog", "yaml", "google", "asyncua", "pymodbus", "httpx",
-             "aas_core3", "amqtt"):
+             "aas_core3", "amqtt", "orjson"):
     sys.modules[name] = None  # any import of them raises ImportError
 import json
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
