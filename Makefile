@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: demo test test-fast lint typecheck unit bench schema mosquitto browser clean
+.PHONY: demo test test-fast lint typecheck unit bench schema proto mosquitto browser clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -65,6 +65,11 @@ browser:
 ## Regenerate config/schema.json from the models (a test keeps them equal).
 schema: $(STAMP)
 	$(BIN)/edge-gateway schema -o config/schema.json
+
+## Regenerate the Sparkplug B module from the vendored .proto (a test keeps them equal).
+PROTO_DIR := edge/egress/formats/sparkplug_proto
+proto: $(STAMP)
+	cd $(PROTO_DIR) && ../../../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. sparkplug_b.proto
 
 bench: $(STAMP) mosquitto
 	$(BIN)/pip install --quiet -e '.[test,bench]' && $(BIN)/python -m bench

@@ -17,6 +17,8 @@ Stream = Literal[
     "telemetry", "state", "oee", "capacity", "bookings", "part", "response", "gap"
 ]
 RETAINED_STREAMS = frozenset({"state", "oee", "capacity"})
+JWS_PROPERTY = "jws"
+"""MQTT 5 user property carrying a `json` destination's detached JWS (`protected..signature`)."""
 
 
 def telemetry_record(sample: Sample) -> dict[str, Any]:

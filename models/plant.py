@@ -112,6 +112,26 @@ class PatternFilter(Strict):
         return self.allow == ["*"] and not self.deny
 
 
+PayloadFormat = Literal["envelope", "json", "sparkplug_b"]
+"""What a destination's MQTT payloads look like (docs/protocol.md, "Payload formats")."""
+
+
+class SparkplugSettings(Strict):
+    """Eclipse Sparkplug 3.0 naming for a `sparkplug_b` destination (docs/sparkplug.md)."""
+
+    group_id: Ident | None = Field(None, description="Sparkplug group id; defaults to the site id")
+    edge_node_id: Ident | None = Field(
+        None, description="Sparkplug edge node id; defaults to the gateway id"
+    )
+    primary_host_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^/+#]+$",
+        description="wait for this primary host's STATE before NBIRTH (Sparkplug 3.0 STATE)",
+    )
+
+
 class Destination(Strict):
     """One MQTT broker of one platform; each gets its own connection."""
 
@@ -148,6 +168,24 @@ class Destination(Strict):
         default_factory=PatternFilter,
         description="which signals (telemetry records, state fields) this destination gets",
     )
+    format: PayloadFormat = Field(
+        "envelope",
+        description="envelope: flattened JWS; json: the body, signature as a detached JWS in the "
+        "MQTT 5 user property 'jws'; sparkplug_b: Sparkplug 3.0 protobuf, unsigned",
+    )
+    unsigned_on_mqtt311: bool = Field(
+        False,
+        description="json over MQTT 3.1.1 (no user properties): true publishes the body "
+        "unsigned; false (default) falls back to the envelope",
+    )
+    sparkplug: SparkplugSettings = Field(
+        default_factory=SparkplugSettings, description="naming for format sparkplug_b"
+    )
+    values: bool = Field(
+        False,
+        description="also publish each signal's last value, unsigned and retained, "
+        "on {prefix}/{site}/{area}/{line}/{machine}/values/{signal}",
+    )
 
     @field_validator("url")
     @classmethod
@@ -174,6 +212,15 @@ class Destination(Strict):
     def brokers(self) -> list[str]:
         """The broker URLs in order of preference (`urls`, or `url` alone)."""
         return self.urls or [self.url or ""]
+
+    @model_validator(mode="after")
+    def _format_options(self) -> Destination:
+        if self.values and self.format == "sparkplug_b":
+            raise ValueError("'values' is for envelope and json destinations (Sparkplug has "
+                             "its own metrics)")
+        if self.unsigned_on_mqtt311 and self.format != "json":
+            raise ValueError("'unsigned_on_mqtt311' applies to format json only")
+        return self
 
 
 def _broker_url(v: str) -> str:

@@ -344,6 +344,8 @@ class TcpProxy:
                         sel.register(s, selectors.EVENT_READ)
                     peers[client], peers[upstream] = upstream, client
                     continue
+                if sock not in peers:  # closed with its peer earlier in this same batch
+                    continue
                 try:
                     data = sock.recv(65536)
                 except (BlockingIOError, ConnectionError):

@@ -195,7 +195,7 @@ class Gateway:
         stack = await EgressStack.start(plan, self.supervisor, self.log, losses=self.losses)
         status = StatusReporter(stack, self.fleet, self.current, self.supervisor, self.log)
         stack.attach("status", status.run)
-        for dest_id, tr in stack.transports.items():
+        for dest_id, tr in stack.signed_transports().items():
             stack.attach(f"query-{dest_id}", partial(self.queries.serve, tr, dest_id))
         return self.slot.attach(stack)
 

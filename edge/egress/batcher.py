@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from edge.egress.loss import LossLedger
 from edge.egress.sealer import Sealer
-from edge.egress.sender import DestinationSender
 from models.envelope import Stream
 from models.errors import EdgeError
 from models.logger import Logger
@@ -48,13 +47,21 @@ class _Batch:
     polls: int = 0  # complete polls in this batch
 
 
+class Wakeable(Protocol):
+    """A destination's sender as the batcher sees it: told when new rows are stored."""
+
+    name: str
+
+    def wake(self) -> None: ...
+
+
 class Egress:
     """Batches telemetry per topic and seals + routes every envelope exactly once."""
 
     def __init__(
         self,
         sealer: Sealer,
-        senders: list[DestinationSender],
+        senders: Sequence[Wakeable],
         logger: Logger,
         *,
         max_records: int = 500,

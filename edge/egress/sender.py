@@ -18,6 +18,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edge.egress.formats import EnvelopeEncoder, PayloadEncoder
 from edge.egress.outbox import Outbox, OutboxRow
 from models.errors import EdgeError
 
@@ -29,6 +30,9 @@ class Publisher(Protocol):
     @property
     def connected_since(self) -> float: ...
 
+    @property
+    def protocol_in_use(self) -> str: ...
+
     async def wait_connected(self, timeout: float | None = None) -> bool: ...  # noqa: ASYNC109
 
     async def publish(
@@ -38,6 +42,9 @@ class Publisher(Protocol):
         qos: int = 1,
         retain: bool = False,
         properties: dict[str, Any] | None = None,
+        *,
+        payload_mqtt311: bytes | None = None,
+        this_link_only: bool = False,
     ) -> None: ...
 
 
@@ -61,8 +68,11 @@ class DestinationSender:
         backlog_rate: float = 200.0,
         max_inflight: int = 64,
         batch: int = 256,
+        encoder: PayloadEncoder | None = None,
     ) -> None:
         self.name = name
+        self.encoder: PayloadEncoder = encoder or EnvelopeEncoder()
+        self._fallback_logged = False
         self.transport = transport
         self.outbox = outbox
         self.log = logger.bind(destination=name)
@@ -151,16 +161,30 @@ class DestinationSender:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self, row: OutboxRow, historical: bool) -> None:
-        """Publish a claimed row; after PUBACK `ack` deletes it (and ends the claim). A
-        row withdrawn because the link dropped may already be on the wire, so its claim
-        stays until it is sent again and acknowledged: evicting it would count as dropped
-        an envelope the platform may have."""
-        props = {"user_property": [("historical", "true")]} if historical else None
+        """Publish a claimed row in this destination's format; after PUBACK `ack` deletes
+        it (and ends the claim). A row withdrawn because the link dropped may already be on
+        the wire, so its claim stays until it is sent again and acknowledged: evicting it
+        would count as dropped an envelope the platform may have."""
+        msg = self.encoder.encode(row.payload)
+        user = [*msg.user_properties, *([("historical", "true")] if historical else [])]
+        props = {"user_property": user} if user else None
         may_be_on_the_wire = False
         try:
             await self.transport.publish(
-                row.topic, row.payload, qos=1, retain=row.retain, properties=props
+                row.topic,
+                msg.payload,
+                qos=1,
+                retain=row.retain,
+                properties=props,
+                payload_mqtt311=msg.payload_mqtt311,
             )
+            if msg.payload_mqtt311 is not None and not self._fallback_logged:
+                self._log_fallback()
+            if msg.companions:  # unsigned companions, after the signed message, pipelined
+                await asyncio.gather(*(
+                    self.transport.publish(extra.topic, extra.payload, 1, extra.retain)
+                    for extra in msg.companions
+                ))
             self.outbox.ack(self.name, [row.id])
             self.stats.sent += 1
             self.stats.replayed += historical
@@ -172,6 +196,18 @@ class DestinationSender:
             if not may_be_on_the_wire:
                 self.outbox.release(self.name, row.id)
             self._inflight.release()
+
+    def _log_fallback(self) -> None:
+        """Once per sender: a format that needs MQTT 5 went out in its 3.1.1 form."""
+        if self.transport.protocol_in_use != "3.1.1":
+            return
+        self._fallback_logged = True
+        self.log.warning(
+            "egress_format_fallback",
+            format=self.encoder.name,
+            protocol="3.1.1",
+            sent_as=self.encoder.mqtt311_form,
+        )
 
     async def settle(self) -> None:
         """Wait until nothing is in flight (callers bound it with a timeout)."""

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +23,9 @@ from structlog.typing import FilteringBoundLogger
 
 from edge.config.loader import LoadedPlant
 from edge.egress.batcher import Egress
+from edge.egress.formats import encoder_for
+from edge.egress.formats.sparkplug import SparkplugSender, sparkplug_node_for
+from edge.egress.formats.sparkplug_node import SparkplugNode
 from edge.egress.loss import LossLedger
 from edge.egress.outbox import FILENAME as OUTBOX_FILE
 from edge.egress.outbox import Outbox, OutboxCap
@@ -85,6 +88,7 @@ class EgressPlan:
     signer: Signer
     jwks: bytes
     transports: dict[str, MqttTransport]
+    nodes: dict[str, SparkplugNode] = field(default_factory=dict)  # sparkplug_b destinations
 
 
 def prepare_egress(
@@ -103,18 +107,24 @@ def prepare_egress(
     jwks = json.dumps(keystore.public_jwks(), separators=(",", ":")).encode()
     status_topic = gateway_topic(plant, "status")
     transports: dict[str, MqttTransport] = {}
+    nodes: dict[str, SparkplugNode] = {}
     for dest in destinations:
+        # sparkplug_b: the will is the node's NDEATH (a new bdSeq per connect), no JWKS
+        node = sparkplug_node_for(dest, plant.gateway) if dest.format == "sparkplug_b" else None
         transport = MqttTransport(
             dest,
             client_id=dest.client_id or f"{plant.gateway.id}-{dest.id}",
-            will=(status_topic, status_payload(loaded, "offline"), True),
-            birth=(status_topic, status_payload(loaded, "online"), True),
+            will=node.will if node else (status_topic, status_payload(loaded, "offline"), True),
+            birth=None if node else (status_topic, status_payload(loaded, "online"), True),
             logger=log.bind(destination=dest.id),
         )
         transport.prepare()
-        transport.set_announcements([(gateway_topic(plant, "keys"), jwks, True)])
+        if node is None:
+            transport.set_announcements([(gateway_topic(plant, "keys"), jwks, True)])
+        else:
+            nodes[dest.id] = node
         transports[dest.id] = transport
-    return EgressPlan(loaded, destinations, keystore, signer, jwks, transports)
+    return EgressPlan(loaded, destinations, keystore, signer, jwks, transports, nodes)
 
 
 class EgressStack:
@@ -147,9 +157,24 @@ class EgressStack:
             },
             logger=log,
         )
-        self.senders = [
-            DestinationSender(
-                d.id, plan.transports[d.id], self.outbox, log, backlog_rate=d.outbox.backlog_rate
+        self.senders: list[DestinationSender | SparkplugSender] = [
+            SparkplugSender(
+                d.id,
+                plan.transports[d.id],
+                self.outbox,
+                plan.nodes[d.id],
+                log,
+                primary_host_id=d.sparkplug.primary_host_id,
+                backlog_rate=d.outbox.backlog_rate,
+            )
+            if d.id in plan.nodes
+            else DestinationSender(
+                d.id,
+                plan.transports[d.id],
+                self.outbox,
+                log,
+                backlog_rate=d.outbox.backlog_rate,
+                encoder=encoder_for(d),
             )
             for d in plan.destinations
         ]
@@ -199,6 +224,11 @@ class EgressStack:
         )
         return stack
 
+    def signed_transports(self) -> dict[str, MqttTransport]:
+        """The transports of `envelope` and `json` destinations: where queries are served and
+        status and the JWKS are published (a Sparkplug broker gets only `spBv1.0/...`)."""
+        return {k: t for k, t in self.transports.items() if k not in self.plan.nodes}
+
     def attach(self, name: str, loop: LoopFactory) -> None:
         """A loop that lives and dies with this stack (status, query serving)."""
         self.tasks.append(self.supervisor.supervise(name, loop))
@@ -237,7 +267,7 @@ class EgressStack:
         self.log.info("signing_key_reloaded", kid=signer.kid, previous=self.sealer.signer.kid)
         self.jwks = json.dumps(self.keystore.public_jwks(), separators=(",", ":")).encode()
         keys_topic = gateway_topic(self.plan.loaded.plant, "keys")
-        for tr in self.transports.values():  # the new JWKS goes out before the first new signature
+        for tr in self.signed_transports().values():  # JWKS before the first new signature
             tr.set_announcements([(keys_topic, self.jwks, True)])
         self.sealer.signer = signer
 
@@ -257,8 +287,9 @@ class EgressStack:
         for s in self.senders:
             await s.close()
         status_topic = gateway_topic(self.plan.loaded.plant, "status")
+        signed = self.signed_transports()
         for tr in self.transports.values():
-            if tr.connected:
+            if tr.connected and tr in signed.values():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(
                         tr.publish(status_topic, offline, qos=1, retain=True), timeout=2.0

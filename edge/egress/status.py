@@ -99,14 +99,14 @@ class StatusReporter:
             devices = self.devices.statuses()
             if devices != seen_devices:  # a device went down, degraded or back: say so now
                 seen_devices, last_status = devices, 0.0
-            for name, tr in self.stack.transports.items():
+            for name, tr in self.stack.signed_transports().items():
                 if tr.connected and published.get(name) != tr.stats["reconnects"]:
                     published[name] = tr.stats["reconnects"]
                     last_status = 0.0  # a new link gets the detailed status at once
             if loop.time() - last_status >= self.every:
                 last_status = loop.time()
                 payload = self.payload()
-                for name, tr in self.stack.transports.items():
+                for name, tr in self.stack.signed_transports().items():
                     if tr.connected:
                         self.supervisor.spawn(tr.publish(status_topic, payload, qos=1, retain=True))
                         self.unseen.discard(name)

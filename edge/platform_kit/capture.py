@@ -1,7 +1,9 @@
 """Read envelopes for `edge-gateway verify`: from a capture file or live from a broker.
 
-A capture line is `{"topic": ..., "envelope": {...}}` (what `--save` writes) or a bare
-envelope. Live capture takes the JWKS from the retained `.../keys` topic, so a platform
+A `json` destination's message (the body, with the detached JWS in the MQTT 5 user property
+`jws`) is checked as the envelope it stands for. A capture line is
+`{"topic": ..., "envelope": {...}}` (what `--save` writes) or a bare envelope. Live capture
+takes the JWKS from the retained `.../keys` topic, so a platform
 engineer can check a gateway with nothing but its broker address.
 """
 
@@ -18,12 +20,13 @@ from edge.platform_kit.verifier import (
     ChainChecker,
     Finding,
     KeySet,
+    Malformed,
     Report,
+    detached_to_envelope,
     not_gateway_envelopes,
 )
-from edge.transport.mqtt import MqttTransport
+from models.envelope import JWS_PROPERTY
 from models.errors import TransportError
-from models.plant import Destination
 
 VERIFIED = frozenset({"ok", "gap", "duplicate", "reordered", "reset"})
 """Kinds whose envelope is authentic (a chain anomaly is not a forgery): shown by `watch`."""
@@ -43,7 +46,12 @@ async def verify_live(
     on_verified: OnVerified | None = None,
 ) -> Report:
     """Subscribe, pick up the JWKS from retained `keys` topics, check every envelope;
-    `seconds` None listens until cancelled."""
+    `seconds` None listens until cancelled.
+
+    paho-mqtt and pydantic (through the transport) are imported only here, when used."""
+    from edge.transport.mqtt import MqttTransport  # noqa: PLC0415 (live part, lazily)
+    from models.plant import Destination  # noqa: PLC0415
+
     transport = MqttTransport(Destination(id="verify", url=broker), client_id="edge-verify")
     await transport.start()
     checker = ChainChecker()
@@ -73,14 +81,15 @@ async def verify_live(
                         waiting.clear()
                         continue
                     if not_gateway_envelopes(msg.topic):
-                        skipped += 1  # status JSON, platform requests: not envelopes
+                        skipped += 1  # status JSON, platform requests, values: not envelopes
                         continue
-                    if keys is None or _kid(msg.payload) not in keys.keys:
+                    payload = _as_envelope(msg.payload, dict(msg.user_properties))
+                    if keys is None or _kid(payload) not in keys.keys:
                         # a JWKS may reach us after the first envelopes it covers (retained
                         # messages of different topics arrive in no defined order): hold them
-                        waiting.append((msg.topic, msg.payload))
+                        waiting.append((msg.topic, payload))
                     else:
-                        _check(checker, keys, msg.topic, msg.payload, out=out, save=save,
+                        _check(checker, keys, msg.topic, payload, out=out, save=save,
                                on_verified=on_verified)
     finally:
         await transport.stop()
@@ -92,6 +101,18 @@ async def verify_live(
     report = checker.report()
     report.skipped = skipped
     return report
+
+
+def _as_envelope(payload: bytes, user_properties: dict[str, str]) -> bytes:
+    """A `json` destination's message (body + detached JWS property) as the envelope it
+    stands for, so the chain check and `--save` treat both formats alike."""
+    detached = user_properties.get(JWS_PROPERTY)
+    if detached is None:
+        return payload
+    try:
+        return json.dumps(detached_to_envelope(payload, detached), separators=(",", ":")).encode()
+    except Malformed:
+        return payload  # judged as it is: the checker reports it malformed
 
 
 def _kid(payload: bytes) -> str | None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from edge.platform_kit.verifier import verify_envelope
-from edge.signing.jws import REQUEST_TYP, b64url_encode, canonical_json, jwk_public, sign_jws
-from edge.transport.mqtt import MqttTransport
+from edge.signing.jws import b64url_encode, canonical_json, jwk_public, sign_jws
 from models.errors import ConfigurationError, TransportError
-from models.plant import Destination
+from models.query import REPLY_PREFIX, REQUEST_TYP, request_ts
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -29,11 +27,6 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigurationError(f"{path} is not an Ed25519 private key")
     return key
-
-
-def request_ts(now: datetime | None = None) -> str:
-    """A request's `ts`: now, UTC, RFC 3339 with `Z`."""
-    return (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z")
 
 
 def sign_request(key: Ed25519PrivateKey, body: dict[str, Any]) -> dict[str, str]:
@@ -69,7 +62,13 @@ async def query(
     *,
     wait: float = 10.0,
 ) -> dict[str, Any]:
-    """`gateway` is `{prefix}/{site}/{gateway id}`; returns the verified reply record."""
+    """`gateway` is `{prefix}/{site}/{gateway id}`; returns the verified reply record.
+
+    The MQTT client (paho-mqtt, through the gateway's transport) is imported here, so that
+    signing and verifying need only `cryptography` and `rfc8785`."""
+    from edge.transport.mqtt import MqttTransport  # noqa: PLC0415 (live part, lazily)
+    from models.plant import Destination  # noqa: PLC0415 (pydantic, for the transport)
+
     transport = MqttTransport(
         Destination(id="query", url=broker), client_id=f"edge-query-{secrets.token_hex(4)}"
     )
@@ -77,7 +76,7 @@ async def query(
     try:
         if not await transport.wait_connected(wait):
             raise TransportError(f"cannot connect to {broker}")
-        reply_topic = f"platform/replies/{secrets.token_hex(8)}"
+        reply_topic = f"{REPLY_PREFIX}{secrets.token_hex(8)}"
         await transport.subscribe(f"{gateway}/keys", 1)
         await transport.subscribe(reply_topic, 1)
         body = new_request(method, params, reply_to=reply_topic)

@@ -49,7 +49,9 @@ __all__ = [
     "TopicMismatch",
     "UnknownKey",
     "VerificationError",
+    "detached_to_envelope",
     "link_hash",
+    "verify_detached",
     "verify_envelope",
     "verify_stream",
 ]
@@ -281,6 +283,32 @@ def verify_envelope(env: Mapping[str, Any] | str | bytes, jwks: JwksLike, *,
     return body
 
 
+def detached_to_envelope(payload: bytes, detached: str) -> dict[str, str]:
+    """The flattened envelope a `json` message stands for (RFC 7515 Appendix F).
+
+    A `json` destination sends the body's canonical bytes as the MQTT payload and
+    `protected..signature` in the MQTT 5 user property `jws`; putting BASE64URL(payload)
+    back between the dots gives the very envelope the gateway signed, so its `link_hash`
+    (and the `prev` of the next message) is the same in both formats.
+    """
+    if not isinstance(detached, str):
+        raise Malformed("detached JWS: not a string")
+    parts = detached.split(".")
+    if len(parts) != 3 or parts[1] != "":
+        raise Malformed("detached JWS: expected 'protected..signature'")
+    return {"protected": parts[0], "payload": _b64e(bytes(payload)), "signature": parts[2]}
+
+
+def verify_detached(payload: bytes, detached: str, jwks: JwksLike, *,
+                    topic: str | None = None) -> dict[str, Any]:
+    """Authenticate a `json` message (payload + detached JWS) and return its body.
+
+    Same checks and errors as `verify_envelope`; the payload must be the exact bytes that
+    arrived (they are what was signed, so no re-serialization is involved).
+    """
+    return verify_envelope(detached_to_envelope(payload, detached), jwks, topic=topic)
+
+
 @dataclass(frozen=True)
 class Finding:
     """How one envelope was classified; `missing` is set for gaps (envelopes not seen)."""
@@ -452,8 +480,11 @@ class ChainChecker:
 def not_gateway_envelopes(topic: str) -> bool:
     """The gateway's `status` (birth/death) and `keys` (JWKS) topics carry plain JSON, and
     `query` carries the platforms' own requests (docs/protocol.md): none is a gateway
-    envelope. A capture of `edge/#` holds them all and must skip them, not fail on them."""
-    return topic.rsplit("/", 1)[-1] in ("status", "keys", "query")
+    envelope; nor are the opt-in unsigned per-signal values
+    (`{prefix}/{site}/{area}/{line}/{machine}/values/{signal}`). A capture of `edge/#` holds
+    them all and must skip them, not fail on them."""
+    parts = topic.split("/")
+    return parts[-1] in ("status", "keys", "query") or (len(parts) == 7 and parts[-2] == "values")
 
 
 def verify_stream(lines: Iterable[str], jwks: JwksLike) -> Report:

@@ -62,7 +62,6 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from edge.query.limits import RefusalLog, TokenBucket
 from edge.query.nonces import NonceMemory
 from edge.signing.jws import (
-    REQUEST_TYP,
     ChainState,
     Signer,
     b64url_decode,
@@ -74,6 +73,7 @@ from models.envelope import envelope_body
 from models.errors import ConfigurationError, EdgeError
 from models.logger import Logger
 from models.plant import BOOKING_METHODS, QUERY_METHODS, Plant, Platform, gateway_topic
+from models.query import REQUEST_TYP
 from models.sample import utc_now
 
 

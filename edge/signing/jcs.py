@@ -23,7 +23,8 @@ Anything else (tuples, subclasses such as IntEnum/StrEnum, non-str keys, NaN, a 
 refuses) goes to `rfc8785.dumps`, which either serializes it or raises its own error, so the
 result is always exactly what `rfc8785` gives. tests/edge/signing/test_jcs_fast.py proves the
 equality with hypothesis over the body schema and the float edges; the JCS vectors run too.
-The platform-side verifier keeps using `rfc8785` alone (it must not need orjson).
+The platform-side verifier keeps using `rfc8785` alone (it must not need orjson), and without
+orjson installed (the platform kit on its own) this module is `rfc8785.dumps`.
 """
 
 from __future__ import annotations
@@ -32,13 +33,17 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import rfc8785
+
+try:
+    import orjson
+except ImportError:  # the platform kit installed alone (cryptography, rfc8785): same bytes
+    orjson = None  # type: ignore[assignment]
 
 __all__ = ["canonical_json", "es6_number"]
 
-_STRICT = orjson.OPT_STRICT_INTEGER
-_SORTED = orjson.OPT_STRICT_INTEGER | orjson.OPT_SORT_KEYS
+_STRICT = orjson.OPT_STRICT_INTEGER if orjson else 0
+_SORTED = orjson.OPT_STRICT_INTEGER | orjson.OPT_SORT_KEYS if orjson else 0
 _PLAIN = frozenset({str, int, bool, type(None)})  # orjson writes these as JCS does
 _TWO_53 = float(2**53)
 
@@ -54,6 +59,8 @@ class _NeedsUtf16Order(Exception):
 def canonical_json(value: Any) -> bytes:
     """RFC 8785 bytes of `value`, identical to `rfc8785.dumps(value)` (which it falls back to
     for anything outside the proven shapes, so errors are `rfc8785`'s own too)."""
+    if orjson is None:
+        return rfc8785.dumps(value)
     try:
         try:
             return orjson.dumps(_prepare(value, None), option=_SORTED)

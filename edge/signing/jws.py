@@ -55,8 +55,6 @@ ALG = "EdDSA"
 """Header `alg` we emit: RFC 8037 name, understood by every JOSE library in use today."""
 TYP = "edge-envelope+json"
 """Header `typ`: stops a JWS made for another purpose with the same key passing as ours."""
-REQUEST_TYP = "edge-request+json"
-"""Header `typ` of a platform's query request; the gateway refuses any other."""
 
 
 def b64url_encode(data: bytes) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from edge.devices.runner import DeviceRunner
 from edge.devices.twin import AssetTwin
+from edge.egress.formats.sparkplug import SparkplugSender
 from edge.egress.outbox import Outbox
 from edge.egress.sender import DestinationSender
 from edge.egress.stack import EgressStack
@@ -57,7 +58,10 @@ class DeviceLike(Protocol):
 
 
 def destination_status(
-    dest: Destination, transport: MqttTransport, sender: DestinationSender, outbox: Outbox
+    dest: Destination,
+    transport: MqttTransport,
+    sender: DestinationSender | SparkplugSender,
+    outbox: Outbox,
 ) -> DestinationStatus:
     """One destination's figures from its transport, sender and outbox (exact counters)."""
     rows, size = outbox.pending(sender.name)

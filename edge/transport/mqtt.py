@@ -41,7 +41,8 @@ Why it is built this way:
   between log at debug. Passwords are resolved once at `start()` and never logged.
 * **Birth and will.** The will (QoS 1) tells subscribers the gateway died; the optional
   birth message is published again after every (re)connect, so a will the broker sent for
-  the previous link never stays the last word.
+  the previous link never stays the last word. The will may be a callable, asked once per
+  connection attempt: Sparkplug's NDEATH carries a `bdSeq` that is new for every connect.
 
 paho's exceptions and error codes become `TransportError` here; unusable settings (missing
 secret, unreadable certificate) become `ConfigurationError`, raised by `start()`.
@@ -79,6 +80,8 @@ from models.sample import utc_now
 from .tls_diagnosis import PahoSocketErrors, tls_refusal
 
 MqttVersion = Literal["5", "3.1.1"]
+Announcement = tuple[str, bytes, bool]
+"""(topic, payload, retain) of a will, birth or announcement."""
 
 _PAHO_PROTOCOL = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
 _UNSUPPORTED_PROTOCOL = 132  # MQTT 5 CONNACK 0x84; paho maps a 3.1.1 CONNACK rc 1 to it too
@@ -122,6 +125,8 @@ class _Outgoing:
     retain: bool
     properties: Properties | None
     future: asyncio.Future[None]
+    payload_mqtt311: bytes | None = None  # sent instead on a 3.1.1 connection, when given
+    this_link_only: bool = False  # failed, not re-sent, when the connection is lost
 
 
 @dataclass
@@ -183,7 +188,7 @@ class MqttTransport:
         self,
         destination: Destination,
         client_id: str,
-        will: tuple[str, bytes, bool] | None = None,
+        will: Announcement | Callable[[], Announcement] | None = None,
         logger: FilteringBoundLogger | None = None,
         *,
         birth: tuple[str, bytes, bool] | None = None,
@@ -313,19 +318,38 @@ class MqttTransport:
         qos: int = 1,
         retain: bool = False,
         properties: dict[str, Any] | None = None,
+        *,
+        payload_mqtt311: bytes | None = None,
+        this_link_only: bool = False,
     ) -> None:
         """Return once the broker acknowledged the message, waiting across reconnects if needed.
 
         Cancelling the call withdraws the message from later re-sends (it may still arrive if
-        it was already on the wire). MQTT 5 `properties` are dropped on a 3.1.1 connection.
+        it was already on the wire). MQTT 5 `properties` are dropped on a 3.1.1 connection;
+        `payload_mqtt311`, when given, replaces the payload there, chosen when the message is
+        written (a re-send after a protocol fallback takes it too). A `this_link_only`
+        message goes out on the current connection or not at all: without a link, or when
+        the link is lost before it is acknowledged, it fails with `TransportError` and is
+        never re-sent on a later connection (Sparkplug data belongs to the session its
+        NBIRTH opened).
         """
         if self._closing or self._loop is None:
             raise TransportError("MQTT transport is not running")
         if not topic or "+" in topic or "#" in topic or qos not in (0, 1, 2):
             raise TransportError(f"cannot publish to {topic!r} with QoS {qos}")
+        if this_link_only and not self._connected:
+            raise TransportError("not connected: a this_link_only message has no link to go on")
         props = _publish_properties(properties) if properties else None
         rec = _Outgoing(
-            next(self._keys), topic, bytes(payload), qos, retain, props, self._loop.create_future()
+            next(self._keys),
+            topic,
+            bytes(payload),
+            qos,
+            retain,
+            props,
+            self._loop.create_future(),
+            payload_mqtt311,
+            this_link_only,
         )
         self._pending[rec.key] = rec
         self._stats["published"] += 1
@@ -335,6 +359,16 @@ class MqttTransport:
             await rec.future
         finally:
             self._pending.pop(rec.key, None)
+
+    def reconnect(self, reason: str) -> None:
+        """End the current connection cleanly (DISCONNECT: the broker drops the will) and
+        connect again after the usual backoff, asking for a fresh will. For Sparkplug, whose
+        session must end with its connection when the primary host goes away."""
+        client = self._client
+        if client is None or not self._connected:
+            return
+        self._drop(client)
+        self._gone(client, reason)
 
     async def subscribe(self, topic: str, qos: int = 1) -> None:
         """Subscribe now (waiting for SUBACK) if connected, and again after every reconnect."""
@@ -540,8 +574,9 @@ class MqttTransport:
             if self._insecure:
                 c.tls_insecure_set(True)
             c.enable_logger(self._paho_log)  # keeps the TLS alert of a refused client side
-        if self._will is not None:
-            topic, payload, retain = self._will
+        will = self._will() if callable(self._will) else self._will
+        if will is not None:
+            topic, payload, retain = will
             c.will_set(topic, payload, qos=1, retain=retain)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -667,7 +702,9 @@ class MqttTransport:
             client.publish(topic, payload, qos=1, retain=retain)
         for topic, qos in self._subscriptions.items():
             self._send_subscribe(client, topic, qos)
-        resend = [r for r in self._pending.values() if not r.future.done()]
+        resend = [
+            r for r in self._pending.values() if not r.future.done() and not r.this_link_only
+        ]
         for rec in resend:
             self._send(rec)
         self._log.info(
@@ -704,18 +741,18 @@ class MqttTransport:
                 if not fut.done():
                     fut.set_exception(TransportError("connection lost before SUBACK"))
             self._suback.clear()
+            for rec in [r for r in self._pending.values() if r.this_link_only]:
+                self._fail(rec, TransportError("connection lost before the broker acknowledged"))
             self._lost.set()
 
     def _send(self, rec: _Outgoing) -> None:
         client = self._client
         assert client is not None
+        v5 = self._protocol == "5"
+        payload = rec.payload if v5 or rec.payload_mqtt311 is None else rec.payload_mqtt311
         try:
             info = client.publish(
-                rec.topic,
-                rec.payload,
-                rec.qos,
-                rec.retain,
-                properties=rec.properties if self._protocol == "5" else None,
+                rec.topic, payload, rec.qos, rec.retain, properties=rec.properties if v5 else None
             )
         except (ValueError, RuntimeError) as exc:
             self._fail(rec, TransportError(f"cannot publish to {rec.topic!r}: {exc}"))

@@ -145,3 +145,18 @@ def test_cli_run_with_invalid_yaml_exits_2_without_traceback(tmp_path: Path) -> 
     assert res.returncode == 2
     assert "gateway.site: required field is missing" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_format_options_that_cannot_apply_are_located_errors() -> None:
+    text = MINIMAL + (
+        "destinations:\n"
+        "  - {id: a, url: mqtt://h:1883, format: sparkplug_b, values: true}\n"
+        "  - {id: b, url: mqtt://h:1883, unsigned_on_mqtt311: true}\n"
+    )
+    found = problems(text)
+    assert len(found) == 2, found
+    assert found[0].startswith("plant.yaml:11:") and "destinations[0]" in found[0]
+    assert "'values' is for envelope and json" in found[0]
+    assert "destinations[1]" in found[1] and "format json only" in found[1]
+    (unknown,) = problems(MINIMAL + "destinations:\n  - {id: c, url: mqtt://h, format: protobuf}\n")
+    assert "destinations[0].format" in unknown and "'sparkplug_b'" in unknown

@@ -580,3 +580,26 @@ def test_paho_reports_a_311_refusal_of_v5_as_reason_132() -> None:
     result = decode_connack(0x20, b"\x00\x01", mqtt.MQTTv5)
     assert result.reason.value == 132 and result.reason.is_failure
     assert CallbackAPIVersion.VERSION2  # the callback API the transport is written against
+
+
+async def test_this_link_only_is_never_queued_for_a_later_connection(
+    mosquitto: Mosquitto, mqtt_collector: Collect, free_port: Callable[[], int]
+) -> None:
+    """Sparkplug data belongs to one connection: without a link it fails at once instead of
+    waiting for the next one, and the 3.1.1 payload is chosen when the message is written."""
+    down = transport(f"mqtt://127.0.0.1:{free_port()}")
+    await down.start()
+    try:
+        with pytest.raises(TransportError, match="this_link_only"):
+            await down.publish("t/x", b"x", qos=0, this_link_only=True)
+    finally:
+        await down.stop()
+    live = mqtt_collector(mosquitto.host, mosquitto.port, "t/#", protocol="3.1.1")
+    t = await started(transport(mosquitto.url, protocol="3.1.1"))
+    try:
+        await t.publish("t/json", b"body", properties={"user_property": [("jws", "p..s")]},
+                        payload_mqtt311=b"envelope")
+        [got] = await live.wait(1)
+        assert got.payload == b"envelope"
+    finally:
+        await t.stop()

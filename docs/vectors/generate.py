@@ -1,0 +1,248 @@
+"""Regenerates the conformance vectors in this folder: `python docs/vectors/generate.py`.
+
+Everything is deterministic (fixed keys, fixed times, Ed25519 signatures are deterministic),
+so `tests/docs/test_vectors.py` rebuilds the files in memory and fails when one on disk
+differs: the vectors never drift from the code. The keys are public test keys (RFC 8037
+appendix A.1 for the gateway, RFC 8032 section 7.1 test 2 for the platform, test 3 for a
+stranger); never use them for anything real.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from edge.egress.formats import JsonEncoder  # noqa: E402
+from edge.egress.formats.sparkplug_node import SparkplugNode  # noqa: E402
+from edge.platform_kit.client import sign_request  # noqa: E402
+from edge.signing.jws import (  # noqa: E402
+    Signer,
+    b64url_decode,
+    b64url_encode,
+    canonical_json,
+    jwk_public,
+    jwks,
+    signing_input_hash,
+)
+from models.envelope import Stream, envelope_body  # noqa: E402
+
+GATEWAY_D = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"  # RFC 8037 A.1
+PLATFORM_D = "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb"  # RFC 8032 t2
+STRANGER_D = "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7"  # RFC 8032 t3
+CREATED = "2026-11-22T10:00:00.000Z"
+BASE = "edge/plant-a/hall-1/line-2/m1"
+REPLY_TOPIC = "platform/replies/5d1e"
+
+RECORDS: dict[Stream, list[dict[str, Any]]] = {
+    "telemetry": [
+        {"signal": "spindle_speed", "value": 1200.0, "unit": "1/min",
+         "ts": "2026-11-22T09:59:59.900Z", "quality": "good"},
+        {"signal": "execution", "value": "active", "unit": None,
+         "ts": "2026-11-22T09:59:59.900Z", "quality": "good"},
+    ],
+    "state": [
+        {"availability": "available", "execution": "active", "controller_mode": "automatic",
+         "emergency_stop": False, "alarms": [], "program": "O1001", "part_count": 412,
+         "bad_part_count": 3, "ts": "2026-11-22T09:58:12.500Z"},
+    ],
+    "oee": [
+        {"window": {"kind": "shift", "name": "early", "day": "2026-11-22",
+                    "start": "2026-11-22T05:00:00.000Z", "end": "2026-11-22T10:00:00.000Z",
+                    "closed": False},
+         "availability": 0.91, "effectiveness": 0.87, "quality": 0.99, "oee": 0.78,
+         "time": {"pbt": 16200.0, "apt": 14742.0, "effective": 12825.5, "unplanned_apt": 0.0,
+                  "downtime": {"alarm": 600.0, "feed_hold": 120.0, "setup": 438.0,
+                               "waiting": 300.0, "unavailable": 0.0, "no_data": 0.0}},
+         "counts": {"pq": 412, "gq": 408, "scrap": 4, "unplanned_pq": 0, "unrated_pq": 0},
+         "losses": {"gap": 0.0, "speed_loss": 1916.5, "scrap_time": 124.5},
+         "ts": "2026-11-22T10:00:00.000Z"},
+    ],
+    "capacity": [
+        {"machine": "m1", "capabilities": {"processes": ["milling"], "materials": ["steel"]},
+         "free_slots": [{"start": "2026-11-23T05:00:00.000Z", "end": "2026-11-23T13:00:00.000Z",
+                         "hours": 8.0}],
+         "free_hours": 8.0,
+         "horizon": {"start": "2026-11-22T10:00:00.000Z", "end": "2026-12-06T10:00:00.000Z"},
+         "performance": {"7d": {"availability": 0.88, "effectiveness": 0.9, "quality": 0.99,
+                                "oee": 0.78}, "30d": None},
+         "freshness": {"last_sample": "2026-11-22T09:59:59.500Z", "age_s": 0.5},
+         "ts": "2026-11-22T10:00:00.000Z"},
+    ],
+    "gap": [
+        {"envelopes": 26, "from": "2026-11-22T09:02:40.376Z", "reason": "disk_full",
+         "records": 126, "streams": {"capacity": 1, "state": 5, "telemetry": 120},
+         "to": "2026-11-22T09:02:44.176Z", "ts": "2026-11-22T09:02:44.176Z"},
+    ],
+}
+
+
+def _key(d: str) -> Ed25519PrivateKey:
+    raw = bytes.fromhex(d) if len(d) == 64 else b64url_decode(d)
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def _json(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _private_jwk(key: Ed25519PrivateKey, d: str) -> dict[str, str]:
+    raw = bytes.fromhex(d) if len(d) == 64 else b64url_decode(d)
+    return {**jwk_public(key), "d": b64url_encode(raw)}
+
+
+def _envelope(signer: Signer, stream: Stream, seq: int, prev: str | None,
+              records: list[dict[str, Any]]) -> dict[str, str]:
+    body = envelope_body(gateway="gw-01", topic=f"{BASE}/{stream}", asset="m1", stream=stream,
+                         seq=seq, prev=prev, created=_created(), records=records)
+    return signer.sign_body(body)
+
+
+def _created(text: str = CREATED) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def build() -> dict[str, bytes]:
+    """Every file of the folder (besides this script and README.md) by name."""
+    gateway, platform, stranger = _key(GATEWAY_D), _key(PLATFORM_D), _key(STRANGER_D)
+    signer, strange = Signer(gateway), Signer(stranger)
+    files: dict[str, bytes] = {
+        "keys/gateway.private.jwk.json": _json(_private_jwk(gateway, GATEWAY_D)),
+        "keys/gateway.jwks.json": _json(jwks([gateway])),
+        "keys/platform.private.jwk.json": _json(_private_jwk(platform, PLATFORM_D)),
+        "keys/platform.jwks.json": _json(jwks([platform])),
+    }
+    cases: list[dict[str, Any]] = []
+    bodies: dict[str, dict[str, Any]] = {}
+    for stream, records in RECORDS.items():
+        env = _envelope(signer, stream, 1, None, records)
+        body = json.loads(b64url_decode(env["payload"]))
+        bodies[stream] = body
+        files[f"{stream}.envelope.json"] = _compact(env)
+        cases.append({"name": f"{stream}-envelope", "format": "envelope",
+                      "topic": f"{BASE}/{stream}", "file": f"{stream}.envelope.json",
+                      "expect": {"verdict": "ok", "body": body}})
+        msg = JsonEncoder().encode(_compact(env))
+        files[f"{stream}.json"] = msg.payload
+        cases.append({"name": f"{stream}-json", "format": "json", "topic": f"{BASE}/{stream}",
+                      "file": f"{stream}.json",
+                      "user_properties": dict(msg.user_properties),
+                      "expect": {"verdict": "ok", "body": body}})
+
+    # negative cases
+    good = json.loads(files["telemetry.envelope.json"])
+    tampered_body = {**bodies["telemetry"], "records": [
+        {**bodies["telemetry"]["records"][0], "value": 1300.0},
+        bodies["telemetry"]["records"][1]]}
+    tampered = {**good, "payload": b64url_encode(canonical_json(tampered_body))}
+    files["negative/tampered-body.envelope.json"] = _compact(tampered)
+    cases.append({"name": "tampered-body", "format": "envelope", "topic": f"{BASE}/telemetry",
+                  "file": "negative/tampered-body.envelope.json",
+                  "expect": {"verdict": "forgery"}})
+    files["negative/tampered-body.json"] = canonical_json(tampered_body)
+    cases.append({"name": "tampered-body-json", "format": "json", "topic": f"{BASE}/telemetry",
+                  "file": "negative/tampered-body.json",
+                  "user_properties": {"jws": f"{good['protected']}..{good['signature']}"},
+                  "expect": {"verdict": "forgery"}})
+    wrong = _envelope(strange, "telemetry", 1, None, RECORDS["telemetry"])
+    files["negative/wrong-kid.envelope.json"] = _compact(wrong)
+    cases.append({"name": "wrong-kid", "format": "envelope", "topic": f"{BASE}/telemetry",
+                  "file": "negative/wrong-kid.envelope.json",
+                  "expect": {"verdict": "unknown_key"}})
+    misrouted = f"{BASE.replace('/m1', '/m2')}/telemetry"
+    files["negative/misrouted.envelope.json"] = files["telemetry.envelope.json"]
+    cases.append({"name": "misrouted", "format": "envelope", "topic": misrouted,
+                  "file": "negative/misrouted.envelope.json",
+                  "expect": {"verdict": "misrouted"}})
+    e1 = _envelope(signer, "telemetry", 1, None, RECORDS["telemetry"][:1])
+    e2 = _envelope(signer, "telemetry", 2, signing_input_hash(e1), RECORDS["telemetry"][1:])
+    e3 = _envelope(signer, "telemetry", 3, signing_input_hash(e1), RECORDS["telemetry"][:1])
+    files["negative/broken-chain.jsonl"] = b"".join(
+        _compact({"topic": f"{BASE}/telemetry", "envelope": e}) + b"\n" for e in (e1, e2, e3))
+    cases.append({"name": "broken-chain", "format": "capture",
+                  "file": "negative/broken-chain.jsonl",
+                  "expect": {"verdicts": ["ok", "ok", "broken_chain"]}})
+
+    # Sparkplug: a DBIRTH declares the aliases, the DDATA uses them
+    node = SparkplugNode("plant-a", "gw-01", clock_ms=lambda: 1795341600000)
+    node.will()
+    node.birth()
+    first = {**bodies["telemetry"]}
+    (birth,) = node.feed(first)
+    changed = {**first, "records": [{**first["records"][0], "value": 1250.0}]}
+    (data,) = node.feed(changed)
+    for name, msg in (("sparkplug-dbirth", birth), ("sparkplug-ddata", data)):
+        files[f"{name}.bin"] = msg.payload
+        cases.append({"name": name, "format": "sparkplug_b", "topic": msg.topic,
+                      "file": f"{name}.bin", "expect": {"verdict": "unsigned"}})
+
+    # a signed request and its reply (the worked example of docs/protocol.md), and its replay
+    request_body = {"method": "state", "params": {"asset": "m1"}, "id": "7f3c2a91d04e5b68",
+                    "ts": "2026-11-22T10:00:00Z", "nonce": "q9XkL2vYp0RzT4wN8bCd1A"}
+    request = sign_request(platform, request_body)
+    files["request-state.json"] = _compact(request)
+    oee_body = {"method": "oee", "params": {"asset": "m1", "window": "range",
+                                            "start": "2026-11-21T00:00:00Z",
+                                            "end": "2026-11-22T00:00:00Z"},
+                "id": "a1b2c3d4e5f60718", "ts": "2026-11-22T10:00:00Z",
+                "nonce": "Zm9yLXZlY3RvcnMtb25seQ"}
+    files["request-oee-yesterday.json"] = _compact(sign_request(platform, oee_body))
+    state = {**RECORDS["state"][0], "link": "up"}
+    reply_record = {"id": request_body["id"], "ok": True, "result": {"machines": {"m1": state}}}
+    reply = _reply(signer, 1, None, reply_record, "2026-11-22T10:00:00.250Z")
+    files["reply-state.json"] = _compact(reply)
+    replay_record = {"id": request_body["id"], "ok": False,
+                     "error": {"code": "unauthorized", "message": "nonce already used"}}
+    files["negative/replayed-nonce.reply.json"] = _compact(
+        _reply(signer, 2, signing_input_hash(reply), replay_record, "2026-11-22T10:00:00.250Z"))
+    cases += [
+        {"name": "request-state", "format": "request", "topic": "edge/plant-a/gw-01/query",
+         "file": "request-state.json", "reply_topic": REPLY_TOPIC,
+         "received_at": "2026-11-22T10:00:00.250Z",
+         "expect": {"verdict": "ok", "body": request_body, "reply": "reply-state.json"}},
+        {"name": "request-oee-yesterday", "format": "request",
+         "topic": "edge/plant-a/gw-01/query", "file": "request-oee-yesterday.json",
+         "expect": {"verdict": "ok", "body": oee_body}},
+        {"name": "replayed-nonce", "format": "request", "topic": "edge/plant-a/gw-01/query",
+         "file": "request-state.json", "reply_topic": REPLY_TOPIC, "sent": 2,
+         "received_at": "2026-11-22T10:00:00.250Z",
+         "expect": {"verdict": "unauthorized", "message": "nonce already used",
+                    "reply": "negative/replayed-nonce.reply.json"}},
+    ]
+    files["index.json"] = _json({
+        "description": "edge-gateway wire contract v1 conformance vectors; see README.md",
+        "gateway_jwks": "keys/gateway.jwks.json",
+        "platform_jwks": "keys/platform.jwks.json",
+        "cases": cases,
+    })
+    return files
+
+
+def _reply(signer: Signer, seq: int, prev: str | None, record: dict[str, Any],
+           created: str) -> dict[str, str]:
+    body = envelope_body(gateway="gw-01", topic=REPLY_TOPIC, asset=None, stream="response",
+                         seq=seq, prev=prev, created=_created(created), records=[record])
+    return signer.sign_body(body)
+
+
+def main() -> None:
+    for name, data in build().items():
+        path = HERE / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    print(f"wrote the vectors to {HERE}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The vendored Sparkplug module is what protoc makes of the vendored .proto (`make proto`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from edge.egress.formats.sparkplug_node import SparkplugNode, readings
+from edge.egress.formats.sparkplug_proto import sparkplug_b_pb2 as pb
+
+PROTO_DIR = Path(__file__).resolve().parents[3] / "edge/egress/formats/sparkplug_proto"
+
+
+def test_generated_module_matches_the_proto(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}", f"--python_out={tmp_path}",
+         f"--pyi_out={tmp_path}", str(PROTO_DIR / "sparkplug_b.proto")],
+        check=True,
+    )
+    for name in ("sparkplug_b_pb2.py", "sparkplug_b_pb2.pyi"):
+        assert (tmp_path / name).read_bytes() == (PROTO_DIR / name).read_bytes(), (
+            f"{name} is stale: run `make proto`")
+    assert (PROTO_DIR / "LICENSE-EPL-2.0").read_text().startswith("Eclipse Public License - v 2.0")
+
+
+def test_replayed_data_is_flagged_historical_and_repeats_every_metric() -> None:
+    node = SparkplugNode("g", "n", clock_ms=lambda: 1)
+    node.will()
+    node.birth()
+    rec = {"signal": "s", "value": 1.0, "unit": None, "ts": "2026-11-22T10:00:00.000Z",
+           "quality": "good"}
+    body = {"asset": "m", "stream": "telemetry", "records": [rec]}
+    assert [m.kind for m in node.feed(body)] == ["DBIRTH"]
+    assert node.feed(body) == []  # unchanged: no DDATA
+    (replay,) = node.feed(body, historical=True)
+    metric = pb.Payload.FromString(replay.payload).metrics[0]
+    assert replay.kind == "DDATA" and metric.is_historical and metric.double_value == 1.0
+    # JCS writes 1250.0 as 1250: a whole reading must not change the datatype
+    assert [m.kind for m in node.feed({**body, "records": [{**rec, "value": 1250}]})] == ["DDATA"]
+    # a value of another type is a new metric datatype: the device is born again
+    assert [m.kind for m in node.feed({**body, "records": [{**rec, "value": "x"}]})] == ["DBIRTH"]
+
+
+def test_state_oee_and_capacity_become_device_metrics() -> None:
+    oee = {"window": {"name": "early", "start": "2026-11-22T05:00:00.000Z", "closed": False},
+           "availability": 0.9, "effectiveness": None, "quality": 1.0, "oee": 0.8,
+           "counts": {"pq": 10, "gq": 9}, "ts": "2026-11-22T10:00:00.000Z"}
+    names = set(readings("oee", oee))
+    assert {"OEE/Availability", "OEE/OEE", "OEE/Window/Name", "OEE/GoodCount"} <= names
+    state = {"availability": "available", "execution": "active", "alarms": ["E1"],
+             "emergency_stop": False, "ts": "2026-11-22T10:00:00.000Z"}
+    assert readings("state", state)["State/Alarms"][0] == "E1"
+    capacity = readings("capacity", {"free_hours": 8.0, "free_slots": []})
+    assert capacity["Capacity/FreeHours"][0] == 8.0
