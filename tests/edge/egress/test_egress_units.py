@@ -216,6 +216,10 @@ class MemoryBroker:
         return self.up.is_set()
 
     @property
+    def protocol_in_use(self) -> str:
+        return "5"
+
+    @property
     def connected_since(self) -> float:
         return self.since
 
@@ -240,6 +244,8 @@ class MemoryBroker:
         qos: int = 1,
         retain: bool = False,
         properties: dict[str, Any] | None = None,
+        payload_mqtt311: bytes | None = None,
+        this_link_only: bool = False,
     ) -> None:
         self.attempts += 1
         if not self.connected:
