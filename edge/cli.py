@@ -10,18 +10,57 @@ import asyncio
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge import package_version
+from edge.config.workers import MAX_DEFAULT_WORKERS, WorkerRole, as_worker, default_workers
 from models.errors import EdgeError, PlantConfigError
 from models.plant import QUERY_METHODS
 
 if TYPE_CHECKING:
     from edge.config.loader import LoadedPlant
+    from edge.daemon.gateway import RunOptions
     from edge.parts.energy import EnergyWindows
 
 EXIT_OK, EXIT_RUNTIME, EXIT_INPUT = 0, 1, 2
+
+
+def _workers_arg(text: str) -> int:
+    """`--workers`: a count of 1..64, or `auto` (0 here: one per core, capped)."""
+    if text == "auto":
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 1 <= n <= 64:  # the YAML's gateway.workers bounds
+        raise argparse.ArgumentTypeError(f"expected 1..64 or auto, got {text!r}")
+    return n
+
+
+def _worker_argv(
+    args: argparse.Namespace, options: RunOptions, configured: bool, role: WorkerRole
+) -> list[str]:
+    """How the parent of `run --workers N` starts worker `role`: this command line's
+    choices, the worker's slot, no console, and the parent's embedded broker if it runs one."""
+    argv = [sys.executable, "-m", "edge.cli", "--log-level", args.log_level]
+    if args.log_format:
+        argv += ["--log-format", args.log_format]
+    argv += ["run", "-c", str(args.config), "--no-console", "--worker",
+             f"{role.index}/{role.count}"]
+    if args.gateway_id:
+        argv += ["--gateway-id", args.gateway_id]
+    broker = options.broker_url
+    if broker is None and not configured:  # no destinations in the YAML
+        host, port = options.embedded_broker
+        broker = f"mqtt://{host}:{port}"
+    if broker:
+        argv += ["--broker", broker]
+    if args.with_simulators:
+        argv.append("--with-simulators")
+    return argv
 
 
 GATEWAY_ID_HELP = (
@@ -66,6 +105,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--console-every", type=float, default=5.0, help="seconds between tables")
     r.add_argument("--gateway-id", help=GATEWAY_ID_HELP)
+    r.add_argument(
+        "--workers",
+        type=_workers_arg,
+        help="spread the machines over N processes (`auto`: one per core, at most "
+        f"{MAX_DEFAULT_WORKERS}); default: the YAML's gateway.workers (1)",
+    )
+    r.add_argument("--worker", type=WorkerRole.parse, help=argparse.SUPPRESS)  # I/N, internal
 
     sim = sub.add_parser("simulate", help="serve every machine the YAML marks `simulate: true`")
     sim.add_argument("plant", type=Path)
@@ -541,6 +587,22 @@ def _main(argv: list[str] | None) -> int:
                     file=sys.stderr,
                 )
                 return EXIT_INPUT
+        if args.worker is not None:  # a worker process started by `run --workers N`
+            from edge.daemon.worker_report import ENV_FD
+
+            loaded = as_worker(loaded, args.worker)
+            fd = os.environ.get(ENV_FD)
+            options.stats_fd = int(fd) if fd else None
+            options.with_simulators = args.with_simulators
+        else:
+            count = args.workers if args.workers is not None else loaded.plant.gateway.workers
+            count = default_workers(len(loaded.enabled_machines())) if count == 0 else count
+            if count > 1:
+                from edge.daemon.workers import serve
+
+                return asyncio.run(serve(loaded, options, count,
+                                         partial(_worker_argv, args, options,
+                                                 bool(loaded.plant.destinations))))
         return asyncio.run(Gateway(loaded, options).run())
     except PlantConfigError as exc:
         return _report(exc)

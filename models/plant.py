@@ -597,6 +597,13 @@ class Gateway(Strict):
         description="directory of the Ed25519 signing key (signing-key.pem, 0600) and retired "
         "public keys; default <state_dir>/keys; a key is created on first start",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="processes the machines are spread over on this host (each machine in "
+        "exactly one); 1: one process; `run --workers N` wins",
+    )
 
 
 class TimeWindow(Strict):

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from edge.config import registry
 from edge.config.shares import chosen_share, narrow, share_problems
+from edge.config.workers import WorkerRole
 from models.errors import ConfigProblem, PlantConfigError, PluginError
 from models.plant import Machine, Plant, meter_problems
 
@@ -54,6 +55,8 @@ class LoadedPlant:
     )
     share: str | None = None
     """The gateway id whose share of a split plant this is (edge.config.shares), else None."""
+    worker: WorkerRole | None = None
+    """Which worker process of this host this is (edge/daemon/workers.py), else None."""
 
     @property
     def state_dir(self) -> Path:
@@ -67,13 +70,14 @@ class LoadedPlant:
         else:
             p = Path(self.plant.gateway.state_dir)
             p = p if p.is_absolute() else (self.path.parent / p).resolve()
-        return p / self.share if self.share else p
+        p = p / self.share if self.share else p
+        return p / self.worker.directory if self.worker else p
 
     @property
     def keys_dir(self) -> Path:
         configured = self.plant.gateway.keys_dir
-        if configured is None:
-            return self.state_dir / "keys"
+        if configured is None:  # a worker signs with its gateway's key
+            return (self.state_dir.parent if self.worker else self.state_dir) / "keys"
         p = Path(configured)
         p = p if p.is_absolute() else (self.path.parent / p).resolve()
         return p / self.share if self.share else p

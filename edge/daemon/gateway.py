@@ -42,6 +42,7 @@ from edge.daemon.console import MachineRow, console_loop, machine_rows
 from edge.daemon.embedded_broker import EmbeddedBroker
 from edge.daemon.reload import Reloader
 from edge.daemon.supervisor import Supervisor, cancel_all
+from edge.daemon.worker_report import WorkerReporter
 from edge.devices.fleet import DeviceFleet
 from edge.egress.loss import LossLedger
 from edge.egress.stack import (
@@ -81,6 +82,7 @@ class RunOptions:
     console: bool = False
     console_every: float = 5.0
     embedded_broker: tuple[str, int] = EMBEDDED_BROKER
+    stats_fd: int | None = None  # a worker process: where it reports to its parent
 
 
 def destinations(loaded: LoadedPlant, options: RunOptions) -> list[Destination]:
@@ -96,7 +98,10 @@ class Gateway:
     def __init__(self, loaded: LoadedPlant, options: RunOptions | None = None) -> None:
         self.loaded = loaded
         self.options = options or RunOptions()
-        self.log: FilteringBoundLogger = get_logger(gateway=loaded.plant.gateway.id)
+        role = loaded.worker  # `run --workers N`: say which process a line comes from
+        self.log: FilteringBoundLogger = get_logger(
+            gateway=loaded.plant.gateway.id, **({"worker": role.index} if role else {})
+        )
         self.supervisor = Supervisor(self.log)
         self.slot = EgressSlot()
         self.losses = LossLedger()  # survives reloads: counts since the process started
@@ -193,6 +198,19 @@ class Gateway:
         """Start a prepared egress side with its status loop and query serving, and put it
         behind the slot; returns how many offers held during a swap went to it."""
         stack = await EgressStack.start(plan, self.supervisor, self.log, losses=self.losses)
+        role = self.loaded.worker
+        if role is not None and self.options.stats_fd is not None:  # the parent has status
+            report = WorkerReporter(
+                role,
+                self.options.stats_fd,
+                stats=stack.destination_stats,
+                devices=self.fleet.statuses,
+                losses=self.losses.snapshot,
+                on_orphaned=self.request_stop,
+                log=self.log,
+            )
+            stack.attach("worker-report", report.run)
+            return self.slot.attach(stack)
         status = StatusReporter(stack, self.fleet, self.current, self.supervisor, self.log)
         stack.attach("status", status.run)
         for dest_id, tr in stack.signed_transports().items():
@@ -202,7 +220,7 @@ class Gateway:
     async def stop_egress(self, loaded: LoadedPlant) -> None:
         old = self.slot.detach()
         if old is not None:
-            await old.stop(status_payload(loaded, "offline"))
+            await old.stop(None if loaded.worker else status_payload(loaded, "offline"))
 
     def console_snapshot(self) -> tuple[list[MachineRow], str]:
         return machine_rows(self.fleet, self.kpi.current_shift_result), self.slot.footer()

@@ -18,6 +18,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from edge.config.loader import LoadedPlant
+from edge.config.workers import as_worker
 from edge.daemon.preflight import load_share_checked
 from edge.egress.stack import EgressPlan, prepare_egress
 from edge.query.handler import PlatformKeys, load_platform_keys
@@ -53,6 +54,8 @@ class Reloader:
         old = gw.loaded
         try:
             new = await asyncio.to_thread(load_share_checked, str(old.path), old.share)
+            if old.worker is not None:  # a worker process keeps its slice of the machines
+                new = as_worker(new, old.worker)
         except PlantConfigError as exc:
             gw.log.error(
                 "reload_rejected_keeping_running_config", problems=[str(p) for p in exc.problems]

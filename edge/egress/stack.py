@@ -107,21 +107,26 @@ def prepare_egress(
     jwks = json.dumps(keystore.public_jwks(), separators=(",", ":")).encode()
     status_topic = gateway_topic(plant, "status")
     transports: dict[str, MqttTransport] = {}
+    worker = loaded.worker  # a worker process: its parent owns status and keys topics
     nodes: dict[str, SparkplugNode] = {}
     for dest in destinations:
         # sparkplug_b: the will is the node's NDEATH (a new bdSeq per connect), no JWKS
         node = sparkplug_node_for(dest, plant.gateway) if dest.format == "sparkplug_b" else None
+        client_id = dest.client_id or f"{plant.gateway.id}-{dest.id}"
+        own_status = node is None and worker is None
         transport = MqttTransport(
             dest,
-            client_id=dest.client_id or f"{plant.gateway.id}-{dest.id}",
-            will=node.will if node else (status_topic, status_payload(loaded, "offline"), True),
-            birth=None if node else (status_topic, status_payload(loaded, "online"), True),
+            client_id=client_id + (worker.suffix if worker else ""),
+            will=node.will if node else (
+                (status_topic, status_payload(loaded, "offline"), True) if own_status else None
+            ),
+            birth=(status_topic, status_payload(loaded, "online"), True) if own_status else None,
             logger=log.bind(destination=dest.id),
         )
         transport.prepare()
-        if node is None:
+        if own_status:
             transport.set_announcements([(gateway_topic(plant, "keys"), jwks, True)])
-        else:
+        if node is not None:
             nodes[dest.id] = node
         transports[dest.id] = transport
     return EgressPlan(loaded, destinations, keystore, signer, jwks, transports, nodes)
@@ -271,7 +276,8 @@ class EgressStack:
             tr.set_announcements([(keys_topic, self.jwks, True)])
         self.sealer.signer = signer
 
-    async def stop(self, offline: bytes) -> None:
+    async def stop(self, offline: bytes | None) -> None:
+        """`offline`: the retained status to leave behind (None: a worker's parent does)."""
         self.egress.flush_all()
         self.log.debug("shutdown_flushed")
         for s in self.senders:
@@ -289,7 +295,7 @@ class EgressStack:
         status_topic = gateway_topic(self.plan.loaded.plant, "status")
         signed = self.signed_transports()
         for tr in self.transports.values():
-            if tr.connected and tr in signed.values():
+            if tr.connected and offline is not None and tr in signed.values():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(
                         tr.publish(status_topic, offline, qos=1, retain=True), timeout=2.0

@@ -1,0 +1,316 @@
+"""`run --workers N`: the plant's machines spread over N worker processes on one host.
+
+Why processes: one asyncio process tops out at one core (polling, decoding, signing and
+the outbox all hold the GIL); N processes use N cores. Each worker is an ordinary gateway
+(edge/daemon/gateway.py) over its slice of the machines (edge/config/workers.py: a
+machine belongs to exactly one worker, so each topic's chain is written by one process),
+with its own outbox and OEE store (`<state_dir>/worker-<i>/`) and MQTT client ids
+(`...-w<i>`), but the gateway's signing key and identity: the same gateway id, topics and
+JWKS. This parent owns what must exist once per gateway: the retained `status` (with its
+will, aggregated from the workers' reports over a pipe, edge/daemon/worker_report.py) and
+the `keys` topic; it creates the signing key before any worker starts, so workers never
+race to create it.
+
+Supervision: a worker that exits unexpectedly is logged and restarted after a back-off
+(1 s, doubling to 30 s, reset once a worker ran 60 s); the others are not touched, and the
+restarted worker resumes its chains from its own outbox. SIGTERM/SIGINT: every worker gets
+SIGTERM (each stops as a single gateway does: devices, flush, settle) and is killed if it
+has not exited within `stop_timeout`; then the parent publishes `offline` and disconnects.
+SIGHUP is passed to every worker (each reloads its slice; a machine added to the YAML is
+picked up by the worker it hashes to) and the parent re-reads the YAML for its status and
+republishes the JWKS if `keys rotate` changed the key. Changing N needs a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from structlog.typing import FilteringBoundLogger
+
+from edge.config.loader import LoadedPlant
+from edge.config.workers import WorkerRole, assignment
+from edge.daemon import systemd
+from edge.daemon.embedded_broker import EmbeddedBroker
+from edge.daemon.gateway import RunOptions, destinations
+from edge.daemon.preflight import load_share_checked
+from edge.daemon.worker_report import ENV_FD
+from edge.egress.stack import EgressPlan, prepare_egress, status_payload
+from edge.observability import get_logger
+from models.errors import EdgeError
+from models.plant import gateway_topic
+
+Command = Callable[[WorkerRole], list[str]]
+"""The argv that starts worker `role` (the parent's own command line, plus `--worker`)."""
+
+_SUMMED = ("pending", "pending_bytes", "sent", "replayed", "dropped", "rejected",
+           "lost_records", "failovers")
+
+
+@dataclass
+class WorkerState:
+    """One worker process as the parent sees it."""
+
+    role: WorkerRole
+    process: asyncio.subprocess.Process | None = None
+    started: float = 0.0
+    restarts: int = 0
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self, machines: list[str]) -> dict[str, Any]:
+        alive = self.process is not None and self.process.returncode is None
+        return {"index": self.role.index, "pid": self.process.pid if alive and self.process
+                else None, "alive": alive, "restarts": self.restarts, "machines": machines}
+
+
+def aggregate(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The workers' reports as one gateway's status detail: counters summed per
+    destination, `connected` only when every worker is, devices and losses merged."""
+    dests: dict[str, dict[str, Any]] = {}
+    devices: dict[str, str] = {}
+    lost, by_machine, gaps = 0, {}, 0
+    for rep in reports:
+        for name, st in rep.get("destinations", {}).items():
+            agg = dests.setdefault(name, {"connected": True, **dict.fromkeys(_SUMMED, 0)})
+            agg["connected"] = agg["connected"] and bool(st.get("connected"))
+            agg["broker"] = st.get("broker")
+            for key in _SUMMED:
+                agg[key] += int(st.get(key, 0))
+        devices.update(rep.get("devices", {}))
+        losses = rep.get("losses", {})
+        lost += int(losses.get("lost_records", 0))
+        by_machine.update(losses.get("by_machine", {}))
+        gaps += int(losses.get("unreported_gaps", 0))
+    return {
+        "destinations": dests,
+        "devices": dict(sorted(devices.items())),
+        "losses": {"lost_records": lost, "by_machine": dict(sorted(by_machine.items())),
+                   "unreported_gaps": gaps},
+    }
+
+
+class WorkerPool:
+    """Starts, reports on and supervises the worker processes of one gateway."""
+
+    def __init__(
+        self,
+        loaded: LoadedPlant,
+        plan: EgressPlan,
+        count: int,
+        command: Command,
+        log: FilteringBoundLogger,
+        *,
+        status_every: float = 30.0,
+        stop_timeout: float = 20.0,
+    ) -> None:
+        self.loaded = loaded
+        self.plan = plan
+        self.log = log
+        self.command = command
+        self.status_every = status_every
+        self.stop_timeout = stop_timeout
+        self.workers = [WorkerState(WorkerRole(i, count)) for i in range(count)]
+        self._stopping = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._jwks = plan.jwks
+
+    # --- status -----------------------------------------------------------------------
+
+    def status_detail(self) -> dict[str, Any]:
+        slices = assignment([m.id for m in self.loaded.enabled_machines()], len(self.workers))
+        detail = aggregate([w.report for w in self.workers])
+        detail["workers"] = [w.summary(slices[w.role.index]) for w in self.workers]
+        return detail
+
+    def payload(self) -> bytes:
+        return status_payload(self.loaded, "online", self.status_detail())
+
+    async def _status_loop(self) -> None:
+        """Publish the aggregated status every `status_every` s, at once after a worker
+        starts or exits, and after every reconnect (a broker restart loses retained)."""
+        topic = gateway_topic(self.loaded.plant, "status")
+        seen: dict[str, int] = {}
+        last = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            for name, tr in self.plan.transports.items():
+                if tr.connected and seen.get(name) != tr.stats["reconnects"]:
+                    seen[name] = tr.stats["reconnects"]
+                    last = 0.0
+            if self._changed.is_set():
+                self._changed.clear()
+                last = 0.0
+            if loop.time() - last >= self.status_every:
+                last = loop.time()
+                payload = self.payload()
+                for tr in self.plan.transports.values():
+                    if tr.connected:
+                        with contextlib.suppress(EdgeError):
+                            await tr.publish(topic, payload, qos=1, retain=True)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._changed.wait()
+
+    # --- one worker -------------------------------------------------------------------
+
+    async def _read_reports(self, worker: WorkerState, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=2**22)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0))
+        try:
+            while line := await reader.readline():
+                with contextlib.suppress(ValueError):  # a torn line: the next one follows
+                    first = not worker.report
+                    worker.report = json.loads(line)
+                    if first:
+                        self._changed.set()
+        finally:
+            transport.close()
+
+    async def _supervise(self, worker: WorkerState) -> None:
+        """Run worker `worker` until the pool stops, restarting it when it exits."""
+        backoff = 1.0
+        while not self._stopping.is_set():
+            read_fd, write_fd = os.pipe()
+            env = {**os.environ, ENV_FD: str(write_fd)}
+            try:
+                worker.process = await asyncio.create_subprocess_exec(
+                    *self.command(worker.role), env=env, pass_fds=(write_fd,))
+            finally:
+                os.close(write_fd)
+            worker.started = time.monotonic()
+            worker.report = {}
+            self.log.info("worker_started", worker=worker.role.index,
+                          pid=worker.process.pid, restarts=worker.restarts)
+            reading = asyncio.create_task(self._read_reports(worker, read_fd))
+            code = await worker.process.wait()
+            await asyncio.gather(reading, return_exceptions=True)
+            self._changed.set()
+            if self._stopping.is_set():
+                return
+            ran = time.monotonic() - worker.started
+            backoff = 1.0 if ran >= 60.0 else backoff
+            self.log.error("worker_exited_restarting", worker=worker.role.index,
+                           exit_code=code, ran_s=round(ran, 1), restart_in_s=backoff)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(backoff):
+                    await self._stopping.wait()
+            backoff = min(backoff * 2, 30.0)
+            worker.restarts += 1
+
+    def _signal_all(self, sig: signal.Signals) -> None:
+        for w in self.workers:
+            if w.process is not None and w.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    w.process.send_signal(sig)
+
+    # --- the parent -------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        for tr in self.plan.transports.values():
+            await tr.start()
+        tasks = [asyncio.create_task(self._supervise(w), name=f"worker-{w.role.index}")
+                 for w in self.workers]
+        status = asyncio.create_task(self._status_loop(), name="status")
+        watchdog = asyncio.create_task(systemd.watchdog_loop(), name="watchdog")
+        systemd.notify("READY=1\nSTATUS=running")
+        self.log.info("gateway_started", workers=len(self.workers),
+                      machines=len(self.loaded.enabled_machines()))
+        try:
+            while not self._stopping.is_set():
+                stop_wait = asyncio.create_task(self._stopping.wait())
+                reload_wait = asyncio.create_task(self._reload.wait())
+                await asyncio.wait({stop_wait, reload_wait},
+                                   return_when=asyncio.FIRST_COMPLETED)
+                stop_wait.cancel()
+                reload_wait.cancel()
+                if self._reload.is_set() and not self._stopping.is_set():
+                    self._reload.clear()
+                    await self._apply_reload()
+        finally:
+            systemd.notify("STOPPING=1")
+            self.log.info("gateway_stopping")
+            self._stopping.set()
+            self._signal_all(signal.SIGTERM)
+            _, pending = await asyncio.wait(tasks, timeout=self.stop_timeout)
+            if pending:
+                self.log.error("workers_not_stopped_killing", count=len(pending))
+                self._signal_all(signal.SIGKILL)
+                await asyncio.wait(pending)
+            for task in (status, watchdog):
+                task.cancel()
+            await asyncio.gather(status, watchdog, return_exceptions=True)
+            topic = gateway_topic(self.loaded.plant, "status")
+            offline = status_payload(self.loaded, "offline")
+            for tr in self.plan.transports.values():
+                if tr.connected:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(tr.publish(topic, offline, qos=1, retain=True),
+                                               timeout=2.0)
+                await tr.stop()
+            self.log.info("gateway_stopped")
+        return 0
+
+    async def _apply_reload(self) -> None:
+        """The parent republishes the JWKS first (`keys rotate`: the new public key goes
+        out before any worker signs with it), then every worker reloads its own slice, and
+        the parent re-reads the YAML for the machine list of its status."""
+        self._announce_keys()
+        self._signal_all(signal.SIGHUP)
+        try:
+            new = await asyncio.to_thread(load_share_checked, str(self.loaded.path),
+                                          self.loaded.share)
+        except (EdgeError, OSError) as exc:
+            self.log.error("reload_failed_keeping_running_config", error=str(exc))
+            return
+        if new.plant.gateway.workers != self.loaded.plant.gateway.workers:
+            self.log.warning("reload_workers_change_needs_restart",
+                             running=len(self.workers), configured=new.plant.gateway.workers)
+        self.loaded = new
+        self._changed.set()
+
+    def _announce_keys(self) -> None:
+        try:
+            jwks = json.dumps(self.plan.keystore.public_jwks(), separators=(",", ":")).encode()
+        except EdgeError as exc:
+            self.log.error("signing_key_reload_failed_keeping_current", error=str(exc))
+            return
+        if jwks != self._jwks:
+            self._jwks = jwks
+            keys = gateway_topic(self.loaded.plant, "keys")
+            for tr in self.plan.transports.values():
+                tr.set_announcements([(keys, jwks, True)])
+            self.log.info("signing_key_reloaded")
+
+
+async def serve(loaded: LoadedPlant, options: RunOptions, count: int, command: Command) -> int:
+    """Run `loaded` as `count` workers under one parent (see the module docstring). With
+    no destinations the parent runs the embedded broker and workers are pointed at it."""
+    log = get_logger(gateway=loaded.plant.gateway.id)
+    broker: EmbeddedBroker | None = None
+    if not options.broker_url and not loaded.plant.destinations:
+        broker = EmbeddedBroker(*options.embedded_broker)
+        await broker.start()
+        log.info("embedded_broker_started", url=destinations(loaded, options)[0].url)
+    try:
+        plan = prepare_egress(loaded, destinations(loaded, options), log)  # creates the key
+        return await WorkerPool(loaded, plan, count, command, log).run()
+    finally:
+        if broker is not None:
+            await broker.stop()
+
+
+__all__ = ["WorkerPool", "aggregate", "serve"]

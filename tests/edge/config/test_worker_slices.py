@@ -1,0 +1,60 @@
+"""Which worker serves which machine, and the parent's aggregated status.
+
+Why: a machine's chains live in one worker's outbox, so every machine must belong to
+exactly one worker and keep it while the YAML changes around it; and the one status a
+platform reads must add up what the workers report.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from edge.config.workers import WorkerRole, assignment, default_workers, worker_of
+from edge.daemon.workers import aggregate
+
+
+def test_every_machine_in_exactly_one_worker_and_it_stays_there() -> None:
+    ids = [f"m{i}" for i in range(200)]
+    slices = assignment(ids, 4)
+    assert sorted(m for s in slices for m in s) == sorted(ids)
+    assert all(30 < len(s) < 70 for s in slices)  # spread, not piled on one worker
+    grown = assignment(["new-1", *ids[::-1], "new-2"], 4)  # added, reordered
+    for i in range(4):
+        assert set(slices[i]) <= set(grown[i])
+    assert worker_of("m7", 3) == worker_of("m7", 3)
+
+
+def test_role_and_default() -> None:
+    assert WorkerRole.parse("1/3") == WorkerRole(1, 3)
+    assert WorkerRole(1, 3).directory == "worker-1" and WorkerRole(1, 3).suffix == "-w1"
+    with pytest.raises(ValueError, match="worker 3 of 3"):
+        WorkerRole(3, 3)
+    assert default_workers(1) == 1  # never more workers than machines
+    assert 1 <= default_workers(500) <= 8
+
+
+def test_aggregate_sums_destinations_and_merges_devices() -> None:
+    rep = {"destinations": {"a": {"connected": True, "broker": "b:1", "sent": 5, "pending": 1,
+                                  "dropped": 0}},
+           "devices": {"m1": "running"},
+           "losses": {"lost_records": 2, "by_machine": {"m1": 2}, "unreported_gaps": 0}}
+    rep2 = {"destinations": {"a": {"connected": False, "broker": "b:1", "sent": 7,
+                                   "pending": 0, "dropped": 1}},
+            "devices": {"m2": "connecting"},
+            "losses": {"lost_records": 0, "by_machine": {}, "unreported_gaps": 1}}
+    out = aggregate([rep, rep2, {}])  # {}: a worker that has not reported yet
+    a = out["destinations"]["a"]
+    assert (a["connected"], a["sent"], a["pending"], a["dropped"]) == (False, 12, 1, 1)
+    assert out["devices"] == {"m1": "running", "m2": "connecting"}
+    assert out["losses"] == {"lost_records": 2, "by_machine": {"m1": 2}, "unreported_gaps": 1}
+
+
+@pytest.mark.parametrize("value", ["0", "65", "many"])
+def test_bad_workers_flag_is_a_clear_error(value: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "run", "-c", "x.yaml",
+                           "--workers", value], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "expected 1..64 or auto" in proc.stderr and "Traceback" not in proc.stderr
