@@ -15,7 +15,8 @@ Supervision: a worker that exits unexpectedly is logged and restarted after a ba
 (1 s, doubling to 30 s, reset once a worker ran 60 s); the others are not touched, and the
 restarted worker resumes its chains from its own outbox. SIGTERM/SIGINT: every worker gets
 SIGTERM (each stops as a single gateway does: devices, flush, settle) and is killed if it
-has not exited within `stop_timeout`; then the parent publishes `offline` and disconnects.
+has not exited within `stop_timeout` (15 s, inside the unit's TimeoutStopSec); then the
+parent publishes `offline` and disconnects.
 SIGHUP is passed to every worker (each reloads its slice; a machine added to the YAML is
 picked up by the worker it hashes to) and the parent re-reads the YAML for its status and
 republishes the JWKS if `keys rotate` changed the key. Changing N needs a restart.
@@ -50,6 +51,7 @@ from models.plant import gateway_topic
 Command = Callable[[WorkerRole], list[str]]
 """The argv that starts worker `role` (the parent's own command line, plus `--worker`)."""
 
+_SYSTEMD_ONLY_PARENT = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 _SUMMED = ("pending", "pending_bytes", "sent", "replayed", "dropped", "rejected",
            "lost_records", "failovers")
 
@@ -108,7 +110,7 @@ class WorkerPool:
         log: FilteringBoundLogger,
         *,
         status_every: float = 30.0,
-        stop_timeout: float = 20.0,
+        stop_timeout: float = 15.0,  # below the unit's TimeoutStopSec=20s: room for offline
     ) -> None:
         self.loaded = loaded
         self.plan = plan
@@ -181,7 +183,10 @@ class WorkerPool:
         backoff = 1.0
         while not self._stopping.is_set():
             read_fd, write_fd = os.pipe()
-            env = {**os.environ, ENV_FD: str(write_fd)}
+            # systemd takes READY and watchdog pings from the main process only (the
+            # parent); a worker that sent them would fill the journal with refusals
+            env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_ONLY_PARENT}
+            env[ENV_FD] = str(write_fd)
             try:
                 worker.process = await asyncio.create_subprocess_exec(
                     *self.command(worker.role), env=env, pass_fds=(write_fd,))
