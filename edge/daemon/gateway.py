@@ -256,9 +256,10 @@ class Gateway:
             oee = OeePublisher(
                 self.kpi, self.fleet, self.slot, self.current, self.energy.for_oee_record
             )
-            web = await start_status_web(
-                plant.gateway.web, self.status, self.log, title=f"plant {plant.gateway.site}"
-            )
+            if self.loaded.worker is None:  # workers: each would see a slice (README)
+                web = await start_status_web(
+                    plant.gateway.web, self.status, self.log, title=f"plant {plant.gateway.site}"
+                )
             background.append(self.supervisor.supervise("kpi", oee.run))
             background.append(
                 self.supervisor.supervise(
