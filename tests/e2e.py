@@ -368,15 +368,17 @@ class TcpProxy:
         server.close()
 
 
-def _demo_machines() -> tuple[str, ...]:
+def _demo_machines(meters: bool) -> tuple[str, ...]:
     import yaml
 
     plant = yaml.safe_load((ROOT / "config" / "demo-plant.yaml").read_text())
-    return tuple(m["id"] for m in plant["machines"])
+    return tuple(m["id"] for m in plant["machines"] if ("meter_for" in m) == meters)
 
 
-DEMO_MACHINES = _demo_machines()
-"""Every machine of config/demo-plant.yaml, in its order."""
+DEMO_MACHINES = _demo_machines(meters=False)
+"""Every production machine of config/demo-plant.yaml, in its order (no energy meters)."""
+DEMO_METERS = _demo_machines(meters=True)
+"""The demo's energy meters (`meter_for:`): devices without execution state or OEE."""
 
 
 def demo_plant_on_free_ports(

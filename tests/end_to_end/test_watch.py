@@ -47,6 +47,13 @@ async def _board_until(
     try:
         async with asyncio.timeout(within):
             await complete.wait()
+    except TimeoutError:
+        missing = {
+            asset: [k for k, ok in (("execution", v.state.get("execution")), ("oee", v.oee),
+                                    ("values", v.values)) if not ok]
+            for asset, v in board.machines.items()
+        }
+        raise AssertionError(f"incomplete after {within} s: {missing}") from None
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -60,8 +67,11 @@ async def test_watch_decodes_every_demo_machine(
     gateway: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def complete(board: StreamBoard) -> bool:
+        # energy meters (DEMO_METERS) have values but no execution state or OEE of their own
         return board.machines.keys() >= set(DEMO_MACHINES) and all(
-            v.state.get("execution") and v.oee and v.values for v in board.machines.values()
+            board.machines[a].state.get("execution") and board.machines[a].oee
+            and board.machines[a].values
+            for a in DEMO_MACHINES
         )
 
     board = await _board_until(gateway, complete, 60)
