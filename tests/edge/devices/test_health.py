@@ -98,7 +98,7 @@ async def failing_modbus_unit() -> AsyncIterator[int]:
 
 
 async def run_until_degraded(
-    adapter_cls: type[Any], settings: Any, within: float,
+    adapter_cls: type[Any], settings: Any, within: float, more_batches: int = 5,
 ) -> tuple[DeviceRunner, list[tuple[DeviceStatus, str | None]], list[dict[str, Any]], float]:
     statuses: list[tuple[DeviceStatus, str | None]] = []
     twin = AssetTwin("m1")
@@ -108,7 +108,10 @@ async def run_until_degraded(
         if status is not DeviceStatus.UP:
             twin.set_available(False, NOW)
 
+    batches = [0]
+
     def on_samples(_a: str, batch: Sequence[Sample]) -> None:
+        batches[0] += 1
         twin.apply(batch)
 
     runner = DeviceRunner("m1", adapter_cls, settings=settings, poll_interval=0.2,
@@ -124,7 +127,13 @@ async def run_until_degraded(
                 assert time.monotonic() < deadline, f"not degraded: {statuses}"
                 await asyncio.sleep(0.02)
             took = time.monotonic() - t0
-            await asyncio.sleep(1.0)  # more all-bad polls: nothing flips back, nothing repeats
+            # more all-bad batches (counted, not slept for): nothing flips back or repeats. A
+            # subscription that resolved no node delivers no further batches, so nothing can
+            # flip it back: its caller asks for none.
+            seen = batches[0]
+            while batches[0] < seen + more_batches:
+                assert time.monotonic() < deadline + 10, "no further polls after degrading"
+                await asyncio.sleep(0.02)
         finally:
             runner.stop()
             task.cancel()
@@ -175,7 +184,9 @@ async def test_opcua_machine_with_no_resolvable_node_is_degraded(opcua_sim: int)
             {"name": "ghost", "node": "nsu=urn:not-on-this-server;s=x"},
             {"name": "misspelt", "node": f"/{machinery}Machines/{machinery}Nope/Speed"},
         ]})
-    _runner, statuses, logs, took = await run_until_degraded(OpcUaAdapter, settings, 10)
+    _runner, statuses, logs, took = await run_until_degraded(
+        OpcUaAdapter, settings, 10, more_batches=0
+    )
     assert took < 5.0  # 3 poll intervals of 0.2 s after the first (and only) batch
     assert [s for s, _ in statuses].count(DeviceStatus.DEGRADED) == 1
     [line] = [e for e in logs if e["event"] == "device_degraded"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
+from e2e import until
 
 from edge.egress.outbox import FILENAME, Outbox, OutboxCap
 from edge.egress.sender import DestinationSender
@@ -38,13 +39,6 @@ def put(ob: Outbox, n: int) -> None:
         payload = f"envelope-{seq:05d}".encode().ljust(SIZE - len(TOPIC), b".")
         link = b64url_encode(hashlib.sha256(payload).digest())
         ob.append(TOPIC, seq, link, payload, retain=False, dests=["d"])
-
-
-async def until(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not predicate():  # the collector is on its own thread
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_rows_evicted_while_the_backlog_is_paced_are_never_published(
