@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,19 @@ def test_generated_module_matches_the_proto(tmp_path: Path) -> None:
         assert (tmp_path / name).read_bytes() == (PROTO_DIR / name).read_bytes(), (
             f"{name} is stale: run `make proto`")
     assert (PROTO_DIR / "LICENSE-EPL-2.0").read_text().startswith("Eclipse Public License - v 2.0")
+
+
+def test_the_proto_is_tahus_file_verbatim() -> None:
+    """The .proto is Eclipse Tahu's, byte for byte (NOTICE.md names the commit and sha256):
+    an edit, even one protoc would compile to the same bytes on the wire, must be a
+    deliberate re-vendoring that updates the notice."""
+    notice = (PROTO_DIR / "NOTICE.md").read_text()
+    recorded = re.search(r"sha256 \| `([0-9a-f]{64})`", notice)
+    assert recorded is not None, "NOTICE.md lost its sha256 row"
+    text = (PROTO_DIR / "sparkplug_b.proto").read_bytes()
+    assert hashlib.sha256(text).hexdigest() == recorded.group(1)
+    assert b"SPDX-License-Identifier: EPL-2.0" in text  # the upstream licence header is kept
+    assert re.search(r"commit \| `[0-9a-f]{40}`", notice)
 
 
 def test_replayed_data_is_flagged_historical_and_repeats_every_metric() -> None:

@@ -1,2 +1,3 @@
-"""The Sparkplug 3.0 payload schema (`sparkplug_b.proto`, EPL-2.0, see LICENSE-EPL-2.0) and
-the module protoc generated from it (`make proto` regenerates it; do not edit by hand)."""
+"""The Sparkplug B payload schema, Eclipse Tahu's `sparkplug_b.proto` copied verbatim
+(EPL-2.0, see LICENSE-EPL-2.0; source commit and sha256 in NOTICE.md), and the module protoc
+generated from it (`make proto` regenerates it; do not edit by hand)."""
