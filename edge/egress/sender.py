@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge.egress.formats import EnvelopeEncoder, PayloadEncoder
+from edge.egress.inflight import BacklogPace, InFlight
 from edge.egress.outbox import Outbox, OutboxRow
 from models.errors import EdgeError
 
@@ -76,13 +77,11 @@ class DestinationSender:
         self.transport = transport
         self.outbox = outbox
         self.log = logger.bind(destination=name)
-        self.backlog_rate = backlog_rate
         self.batch = batch
         self.stats = SenderStats()
         self._wake = asyncio.Event()
-        self._inflight = asyncio.Semaphore(max_inflight)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.poll = 0.5  # seconds between checks of the link while waiting
+        self.inflight = InFlight(max_inflight)
+        self._pace = BacklogPace(backlog_rate)
         self._replay_until = outbox.last_id_at_open
 
     def wake(self) -> None:
@@ -105,12 +104,10 @@ class DestinationSender:
         only, so a full outbox evicts rows that were truly never delivered, and its drop
         counters are exact. Publishes in flight when the link drops are withdrawn and the
         cursor rewinds to the oldest unacknowledged row."""
-        loop = asyncio.get_running_loop()
         cursor: int | None = None
-        next_slot = loop.time()
         while True:
             if not self.transport.connected:
-                await self._withdraw()
+                await self.inflight.withdraw()
                 cursor = None
                 await self.transport.wait_connected()
                 continue
@@ -118,17 +115,14 @@ class DestinationSender:
             rows = self.outbox.peek(self.name, after_id=cursor, limit=self.batch)
             if not rows:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.poll):
+                    async with asyncio.timeout(self.inflight.poll):
                         await self._wake.wait()
                 continue
             for row in rows:
                 historical = self._historical(row)
                 if historical:  # pace the backlog so live data and the broker keep up
-                    now = loop.time()
-                    if next_slot > now:
-                        await asyncio.sleep(next_slot - now)
-                    next_slot = max(next_slot, now) + 1.0 / self.backlog_rate
-                while not await self._acquire():
+                    await self._pace.wait()
+                while not await self.inflight.acquire():
                     if not self.transport.connected:
                         break
                 if not self.transport.connected:
@@ -136,29 +130,11 @@ class DestinationSender:
                 # claimed now, not when the task first runs: an append in between could
                 # evict the row, and `dropped` would count an envelope that was delivered
                 if not self.outbox.claim(self.name, row.id):  # evicted since the peek
-                    self._inflight.release()
+                    self.inflight.release()
                     cursor = row.id
                     continue
-                task = asyncio.create_task(self._send(row, historical))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self.inflight.track(self._send(row, historical))
                 cursor = row.id
-
-    async def _acquire(self) -> bool:
-        """asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
-        that races with completion, which would leave this loop running after shutdown."""
-        try:
-            async with asyncio.timeout(self.poll):
-                await self._inflight.acquire()
-        except TimeoutError:
-            return False
-        return True
-
-    async def _withdraw(self) -> None:
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _send(self, row: OutboxRow, historical: bool) -> None:
         """Publish a claimed row in this destination's format; after PUBACK `ack` deletes
@@ -195,7 +171,7 @@ class DestinationSender:
         finally:
             if not may_be_on_the_wire:
                 self.outbox.release(self.name, row.id)
-            self._inflight.release()
+            self.inflight.release()
 
     def _log_fallback(self) -> None:
         """Once per sender: a format that needs MQTT 5 went out in its 3.1.1 form."""
@@ -211,12 +187,7 @@ class DestinationSender:
 
     async def settle(self) -> None:
         """Wait until nothing is in flight (callers bound it with a timeout)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.inflight.settle()
 
     async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self.inflight.withdraw()

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from edge.egress.formats.sparkplug_node import NAMESPACE, REBIRTH, Message, SparkplugNode
 from edge.egress.formats.sparkplug_proto import sparkplug_b_pb2 as pb
+from edge.egress.inflight import BacklogPace, InFlight
 from edge.egress.outbox import Outbox, OutboxRow
 from edge.egress.sender import Publisher, SenderStats
 from edge.signing.jws import b64url_decode
@@ -78,13 +79,11 @@ class SparkplugSender:
         self.node = node
         self.log = logger.bind(destination=name)
         self.primary_host_id = primary_host_id
-        self.backlog_rate = backlog_rate
         self.batch = batch
         self.stats = SenderStats()
-        self.poll = 0.5
         self._wake = asyncio.Event()
-        self._inflight = asyncio.Semaphore(max_inflight)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.inflight = InFlight(max_inflight)
+        self._pace = BacklogPace(backlog_rate)
         self._host_online = primary_host_id is None
         self._host_ts = -1
         self._rebirth = False
@@ -113,12 +112,10 @@ class SparkplugSender:
                 await listener
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         cursor: int | None = None
-        next_slot = loop.time()
         while True:
             if not self.transport.connected:
-                await self._withdraw()
+                await self.inflight.withdraw()
                 cursor, self._born_bdseq = None, None
                 await self.transport.wait_connected()
                 continue
@@ -129,7 +126,7 @@ class SparkplugSender:
                 await self._idle()
                 continue
             if self._born_bdseq != self.node.bdseq:  # a new connection: a new session
-                await self._withdraw()
+                await self.inflight.withdraw()
                 cursor = None
                 self._birth("connect")
             elif self._rebirth:
@@ -146,11 +143,8 @@ class SparkplugSender:
                     row.id <= self._replay_until or row.created < self._born_at
                 )
                 if historical:  # pace the backlog, as for the other formats
-                    now = loop.time()
-                    if next_slot > now:
-                        await asyncio.sleep(next_slot - now)
-                    next_slot = max(next_slot, now) + 1.0 / self.backlog_rate
-                while not await self._acquire():
+                    await self._pace.wait()
+                while not await self.inflight.acquire():
                     if self._interrupted():
                         break
                 if self._interrupted():
@@ -158,11 +152,11 @@ class SparkplugSender:
                 # claimed now, with no await before the publish is scheduled: an append in
                 # between could evict the row, and `dropped` would count what was delivered
                 if not self.outbox.claim(self.name, row.id):  # evicted since the peek
-                    self._inflight.release()
+                    self.inflight.release()
                     cursor = row.id
                     continue
                 messages = self.node.feed(_body(row), historical=historical)
-                self._track(self._send(row, messages, historical, self.node.bdseq))
+                self.inflight.track(self._send(row, messages, historical, self.node.bdseq))
                 cursor = row.id
 
     def _interrupted(self) -> bool:
@@ -175,7 +169,7 @@ class SparkplugSender:
 
     async def _idle(self) -> None:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.poll):
+            async with asyncio.timeout(self.inflight.poll):
                 await self._wake.wait()
         self._wake.clear()
 
@@ -185,7 +179,7 @@ class SparkplugSender:
         self._born_bdseq = self.node.bdseq
         self._born_at = time.time()
         for msg in messages:
-            self._track(self._publish(msg, self.node.bdseq))
+            self.inflight.track(self._publish(msg, self.node.bdseq))
         self.log.info("sparkplug_birth", why=why, bdseq=self.node.bdseq,
                       devices=len(messages) - 1)
 
@@ -193,7 +187,7 @@ class SparkplugSender:
         """The primary host went offline: as Sparkplug 3.0 has it, publish the NDEATH of the
         session (its bdSeq), end the connection, and connect again (a new bdSeq) to wait for
         the host's STATE; everything meanwhile stays in the outbox and replays as historical."""
-        await self._withdraw()
+        await self.inflight.withdraw()
         self._born_bdseq = None
         with contextlib.suppress(EdgeError):
             await self.transport.publish(self.node.topic("NDEATH"), self.node.death_payload(),
@@ -202,11 +196,6 @@ class SparkplugSender:
         self.transport.reconnect("primary host offline")
 
     # ------------------------------------------------------------------ publishing
-
-    def _track(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _publish(self, msg: Message, session: int) -> None:
         with contextlib.suppress(EdgeError, asyncio.CancelledError):
@@ -235,21 +224,7 @@ class SparkplugSender:
             pass
         finally:  # QoS 0: nothing of an unfinished row is acknowledged, so it may go
             self.outbox.release(self.name, row.id)
-            self._inflight.release()
-
-    async def _acquire(self) -> bool:
-        try:
-            async with asyncio.timeout(self.poll):
-                await self._inflight.acquire()
-        except TimeoutError:
-            return False
-        return True
-
-    async def _withdraw(self) -> None:
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            self.inflight.release()
 
     # ------------------------------------------------------------------ commands and STATE
 
@@ -296,13 +271,12 @@ class SparkplugSender:
     # ------------------------------------------------------------------ shutdown
 
     async def settle(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.inflight.settle()
 
     async def close(self) -> None:
         """A clean stop ends the session explicitly: the broker drops the will on a clean
         DISCONNECT, so the NDEATH (with the session's bdSeq) is published here."""
-        await self._withdraw()
+        await self.inflight.withdraw()
         if self.transport.connected and self._born_bdseq is not None:
             with contextlib.suppress(EdgeError, TimeoutError):
                 async with asyncio.timeout(2.0):

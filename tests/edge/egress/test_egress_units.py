@@ -347,7 +347,7 @@ async def test_a_link_lost_with_publishes_in_flight_loses_and_duplicates_nothing
     await until(lambda: broker.attempts == 3, 5, "three publishes in flight")
     assert rig.outbox.pending("a")[0] == 6
     broker.link(False)  # the link drops: the sender withdraws what is in flight
-    await until(lambda: not sender._tasks, 5, "in-flight publishes withdrawn")
+    await until(lambda: not sender.inflight, 5, "in-flight publishes withdrawn")
     assert broker.published == [] and rig.outbox.pending("a")[0] == 6
     broker.gate.set()
     broker.link(True)
