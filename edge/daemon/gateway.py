@@ -53,6 +53,7 @@ from edge.egress.stack import (
     status_payload,
 )
 from edge.egress.status import StatusReporter
+from edge.egress.unsignable import UnsignableRecords
 from edge.kpi.publisher import OeePublisher
 from edge.kpi.service import KpiService
 from edge.kpi.store import FILENAME as OEE_FILE
@@ -105,6 +106,7 @@ class Gateway:
         self.supervisor = Supervisor(self.log)
         self.slot = EgressSlot()
         self.losses = LossLedger()  # survives reloads: counts since the process started
+        self.unsignable = UnsignableRecords(self.log.warning)  # likewise
         oee = loaded.plant.gateway.oee
         self.oee_store = OeeStore(
             loaded.state_dir / OEE_FILE,
@@ -153,6 +155,7 @@ class Gateway:
             stats=self.slot.destination_stats,
             counts=lambda: dict(self.queries.counts),
             losses=self.losses.snapshot,
+            unsignable=self.unsignable.snapshot,
             bookings=desk,
             parts=self.parts_store,
             energy=self.energy,
@@ -174,6 +177,7 @@ class Gateway:
             kpi=lambda: self.kpi,
             egress=lambda: self.slot.current,
             queries=lambda: self.queries.by_method,
+            unsignable=self.unsignable.by_machine,
             version=package_version(),
             started=utc_now(),
             tap=TAP,
@@ -197,7 +201,8 @@ class Gateway:
     async def start_egress(self, plan: EgressPlan) -> int:
         """Start a prepared egress side with its status loop and query serving, and put it
         behind the slot; returns how many offers held during a swap went to it."""
-        stack = await EgressStack.start(plan, self.supervisor, self.log, losses=self.losses)
+        stack = await EgressStack.start(plan, self.supervisor, self.log, losses=self.losses,
+                                        unsignable=self.unsignable)
         role = self.loaded.worker
         if role is not None and self.options.stats_fd is not None:  # the parent has status
             report = WorkerReporter(

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from structlog.typing import FilteringBoundLogger
 
@@ -51,6 +51,26 @@ class BatchObserver(Protocol):
     def on_unavailable(self, asset: str, at: datetime) -> None: ...
 
 
+class DeviceFaults(Protocol):
+    """Why devices are not up: the fleet, or a worker's report of its share."""
+
+    def reasons(self) -> dict[str, str]: ...
+    def faults(self) -> dict[str, dict[str, Any]]: ...
+
+
+def device_detail(devices: DeviceFaults) -> dict[str, Any]:
+    """The retained status's and `health`'s account of devices that are not up:
+    `device_reasons` (one line each, in the log's words) and `device_faults` (the same with
+    the error class, since when, failures and reconnects); both left out when all are up."""
+    detail: dict[str, Any] = {}
+    reasons, faults = devices.reasons(), devices.faults()
+    if reasons:
+        detail["device_reasons"] = reasons
+    if faults:
+        detail["device_faults"] = faults
+    return detail
+
+
 class FleetView(Protocol):
     """What queries, capacity and the console read of the fleet."""
 
@@ -58,6 +78,7 @@ class FleetView(Protocol):
     def device(self, asset: str) -> Device: ...  # KeyError for an unknown machine
     def statuses(self) -> dict[str, str]: ...
     def reasons(self) -> dict[str, str]: ...
+    def faults(self) -> dict[str, dict[str, Any]]: ...
 
 
 class DeviceFleet:
@@ -90,6 +111,16 @@ class DeviceFleet:
     def reasons(self) -> dict[str, str]:
         """Why each device that is not up is not (down, degraded, failed), in its words."""
         return {a: d.runner.reason for a, d in self.devices.items() if d.runner.reason}
+
+    def faults(self) -> dict[str, dict[str, Any]]:
+        """Per device that is not up: why, the error class, since when, failures and
+        reconnects (`DeviceFault`), as status and `health` carry it."""
+        out = {}
+        for asset, d in self.devices.items():
+            fault = d.runner.fault()
+            if fault is not None:
+                out[asset] = fault.as_json()
+        return out
 
     # ---- runner callbacks -------------------------------------------------------------
     def on_samples(self, asset: str, batch: Sequence[Sample]) -> None:

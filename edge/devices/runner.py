@@ -10,6 +10,10 @@ constructor or `describe()` raises) is reported FAILED, in the log once and in s
 
 A device that answers but whose every point is bad is `degraded` (health.py): same as down
 for availability and OEE, with the failing points named once in the log.
+
+`fault()` gives status and `health` what an operator asks first about a device that is not
+up: why (the reason and the exception's class), since when (the moment it stopped being up,
+not its latest retry) and how often it has failed and recovered.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -28,7 +33,7 @@ from adapters.base import Adapter, AdapterContext, PollingAdapter
 from edge.devices.poll_stats import PollDurations
 from models.errors import ConfigurationError, TransientError
 from models.logger import Logger
-from models.sample import Sample
+from models.sample import Sample, format_ts, utc_now
 
 from .health import PointHealth, Verdict
 from .recovery import pause
@@ -40,6 +45,35 @@ class DeviceStatus(StrEnum):
     DEGRADED = "degraded"  # connected, but no good value from any point for N polls
     DOWN = "down"
     FAILED = "failed"  # configuration error: stopped until the YAML changes
+
+
+NOT_UP = frozenset({DeviceStatus.DEGRADED, DeviceStatus.DOWN, DeviceStatus.FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFault:
+    """Why one device is not up (degraded, down or failed)."""
+
+    status: DeviceStatus
+    reason: str
+    error: str | None
+    """The class of the exception behind it (`DeviceUnavailable`, `ProtocolError`,
+    `ConfigurationError`, or an adapter bug's own); None for a degraded device, which
+    answers but whose points are all bad."""
+    cause: str | None
+    """The class of the library error it was raised from (`ConnectionRefusedError`,
+    `TimeoutError`...), when there is one."""
+    since: datetime
+    """When the device stopped being up; retries do not move it."""
+    failures: int
+    """Failed connection attempts (or ended streams) since then."""
+    reconnects: int
+    """Times the device came back after being down, since the gateway started."""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": self.status.value, "reason": self.reason, "error": self.error,
+                "cause": self.cause, "since": format_ts(self.since), "failures": self.failures,
+                "reconnects": self.reconnects}
 
 
 @dataclass
@@ -92,6 +126,11 @@ class DeviceRunner:
         self.state_dir = state_dir
         self.status = DeviceStatus.CONNECTING
         self.reason: str | None = None  # why the device is not up, for status and health
+        # class names of the exception behind `reason` and of its cause (names, not the
+        # exception: that would keep its traceback's frames alive while the device is down)
+        self._error: tuple[str | None, str | None] = (None, None)
+        self._not_up_since: datetime | None = None
+        self._failures = 0  # failed attempts since `_not_up_since`
         self.health = PointHealth(degraded_after, poll_interval)
         self.describe: dict[str, Any] = {}
         self.stopping = False
@@ -113,7 +152,24 @@ class DeviceRunner:
         must end anyway instead of polling a device nobody listens to any more."""
         self.stopping = True
 
-    def _set(self, status: DeviceStatus, reason: str | None = None) -> None:
+    def fault(self) -> DeviceFault | None:
+        """Why the device is not up; None while it is up or still connecting."""
+        if self.status not in NOT_UP or self._not_up_since is None:
+            return None
+        return DeviceFault(self.status, self.reason or self.status.value, *self._error,
+                           self._not_up_since, self._failures, self.reconnects)
+
+    def _set(self, status: DeviceStatus, reason: str | None = None,
+             error: BaseException | None = None) -> None:
+        if status in NOT_UP:
+            if self._not_up_since is None:
+                self._not_up_since = utc_now()
+            self._failures += status is not DeviceStatus.DEGRADED
+            cause = None if error is None else (error.__cause__ or error.__context__)
+            self._error = (None if error is None else type(error).__name__,
+                           None if cause is None else type(cause).__name__)
+        else:
+            self._not_up_since, self._failures, self._error = None, 0, (None, None)
         self.status = status
         self.reason = reason
         self.on_status(self.asset, status, reason)
@@ -161,7 +217,7 @@ class DeviceRunner:
             self.log.error(
                 "device_adapter_failed_to_start", adapter=self.adapter_cls.__name__, error=reason
             )
-            self._set(DeviceStatus.FAILED, reason)
+            self._set(DeviceStatus.FAILED, reason, exc)
             return
         watcher = asyncio.create_task(self._watch_health(), name=f"health-{self.asset}")
         try:
@@ -200,7 +256,7 @@ class DeviceRunner:
                 raise TransientError("adapter stream ended")
             except ConfigurationError as exc:
                 self.log.error("device_misconfigured", error=str(exc))
-                self._set(DeviceStatus.FAILED, str(exc))
+                self._set(DeviceStatus.FAILED, str(exc), exc)
                 return
             except TransientError as exc:
                 reason = str(exc) or type(exc).__name__
@@ -209,7 +265,7 @@ class DeviceRunner:
                 else:  # the warning was given; retries only at debug
                     self.log.debug("device_still_unavailable", error=reason)
                 went_down = True
-                self._set(DeviceStatus.DOWN, reason)
+                self._set(DeviceStatus.DOWN, reason, exc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -217,7 +273,7 @@ class DeviceRunner:
                 if not went_down:
                     self.log.exception("device_adapter_error")
                 went_down = True
-                self._set(DeviceStatus.DOWN, reason)
+                self._set(DeviceStatus.DOWN, reason, exc)
             finally:
                 try:
                     await asyncio.shield(adapter.aclose())

@@ -141,9 +141,11 @@ class EgressStack:
         supervisor: Supervising,
         log: FilteringBoundLogger,
         losses: LossLedger | None = None,
+        unsignable: UnsignableRecords | None = None,
     ) -> None:
         self.plan = plan
         self.losses = losses or LossLedger()
+        self.unsignable = unsignable or UnsignableRecords(log.warning)
         self.log = log
         self.supervisor = supervisor
         self.keystore = plan.keystore
@@ -190,7 +192,7 @@ class EgressStack:
             self.outbox,
             destinations=plan.destinations,
             is_connected=lambda d: transports[d].connected,
-            unsignable=UnsignableRecords(log.warning),
+            unsignable=self.unsignable,
         )
         b = plan.loaded.plant.gateway.batch
         self.egress = Egress(
@@ -213,9 +215,11 @@ class EgressStack:
         log: FilteringBoundLogger,
         *,
         losses: LossLedger | None = None,
+        unsignable: UnsignableRecords | None = None,
     ) -> EgressStack:
-        """`losses`: the gateway's ledger, so counts survive a reload (default: a new one)."""
-        stack = cls(plan, supervisor, log, losses)
+        """`losses` and `unsignable`: the gateway's ledgers, so counts survive a reload
+        (default: new ones)."""
+        stack = cls(plan, supervisor, log, losses, unsignable)
         for transport in plan.transports.values():
             await transport.start()
         for s in stack.senders:

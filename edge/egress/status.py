@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from structlog.typing import FilteringBoundLogger
 
 from edge.config.loader import LoadedPlant
+from edge.devices.fleet import device_detail
 from edge.egress.stack import EgressStack, Supervising, status_payload
 from models.plant import gateway_topic
 
@@ -25,6 +26,7 @@ def _lost(st: dict[str, Any]) -> int:
 class DeviceStatuses(Protocol):
     def statuses(self) -> dict[str, str]: ...
     def reasons(self) -> dict[str, str]: ...
+    def faults(self) -> dict[str, dict[str, Any]]: ...
 
 
 class StatusReporter:
@@ -54,10 +56,9 @@ class StatusReporter:
             "alarms": [f"outbox_full_losing_data:{d}" for d in sorted(self.alarmed)],
             "devices": self.devices.statuses(),
             "losses": self.stack.losses.snapshot(),
+            "unsignable": self.stack.unsignable.snapshot(),
         }
-        reasons = self.devices.reasons()
-        if reasons:  # why a device is down, degraded or failed, in the operator's words
-            detail["device_reasons"] = reasons
+        detail.update(device_detail(self.devices))
         return status_payload(self.config(), "online", detail)
 
     def _check_losses(self, losses: dict[str, int]) -> bool:
@@ -93,12 +94,18 @@ class StatusReporter:
         loop = asyncio.get_running_loop()
         losses = {d: _lost(st) for d, st in self.stack.destination_stats().items()}
         seen_devices: dict[str, str] = {}
+        refusing: set[str] = set()
         while True:
             if self._check_losses(losses):
                 last_status = 0.0
             devices = self.devices.statuses()
             if devices != seen_devices:  # a device went down, degraded or back: say so now
                 seen_devices, last_status = devices, 0.0
+            # a machine whose values the signer starts refusing: said at once, but once (its
+            # counts then ride on the periodic status, not one publish per refused poll)
+            machines = set(self.stack.unsignable.by_machine())
+            if not machines <= refusing:
+                refusing, last_status = machines, 0.0
             for name, tr in self.stack.signed_transports().items():
                 if tr.connected and published.get(name) != tr.stats["reconnects"]:
                     published[name] = tr.stats["reconnects"]

@@ -15,6 +15,11 @@ so the hot path pays nothing. A telemetry record is replaced by
 timestamp are unsignable themselves, or it belongs to another stream, whose records the
 gateway builds itself) is dropped and counted. Each (machine, signal) is logged once per
 interval with the count since its previous line, never once per poll.
+
+The counts (in all and per machine, `snapshot()`) go into the retained status, the `health`
+reply and the Prometheus metric `edge_gateway_records_unsignable_total`, so a platform or a
+dashboard sees a machine sending such values without reading the log. The gateway owns one
+instance for the life of the process, so a reload does not reset them.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ class UnsignableRecords:
         self._clock = clock
         self.replaced = 0
         self.dropped = 0
+        self._by_machine: Counter[tuple[str, str]] = Counter()  # (machine, action) -> records
         self._since_log: Counter[tuple[str | None, str]] = Counter()
         self._logged_at: dict[tuple[str | None, str], float] = {}
 
@@ -81,8 +87,24 @@ class UnsignableRecords:
                 self.replaced += 1
             else:
                 self.dropped += 1
-            self._note(asset, record, stream, reason, "dropped" if spare is None else "replaced")
+            action = "dropped" if spare is None else "replaced"
+            if asset is not None:
+                self._by_machine[asset, action] += 1
+            self._note(asset, record, stream, reason, action)
         return out
+
+    def by_machine(self) -> dict[str, dict[str, int]]:
+        """`{machine: {"replaced": n, "dropped": n}}` for the machines that sent any."""
+        out: dict[str, dict[str, int]] = {}
+        for (asset, action), n in sorted(self._by_machine.items()):
+            out.setdefault(asset, {"replaced": 0, "dropped": 0})[action] = n
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """Records replaced (published as `bad` with a `reason`) and dropped (not published)
+        since the process started; `by_machine` leaves out the gateway's own streams."""
+        return {"replaced": self.replaced, "dropped": self.dropped,
+                "by_machine": self.by_machine()}
 
     def _note(self, asset: str | None, record: dict[str, Any], stream: str, reason: str,
               action: str) -> None:

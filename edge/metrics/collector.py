@@ -73,6 +73,11 @@ class GatewayCollector(Collector):
                                       labels=["machine"])
         bad = CounterMetricFamily(PREFIX + "samples_bad", "Samples read with quality bad",
                                   labels=["machine"])
+        unsignable = CounterMetricFamily(
+            PREFIX + "records_unsignable",
+            "Records the signer refused (NaN, infinity, integer beyond 2**53, invalid text, "
+            "non-JSON type): replaced by a bad record, or dropped",
+            labels=["machine", "action"])
         last = GaugeMetricFamily(PREFIX + "last_sample_timestamp_seconds",
                                  "When the device last sent a sample, Unix seconds",
                                  labels=["machine"])
@@ -89,6 +94,8 @@ class GatewayCollector(Collector):
             reconnects.add_metric([m.id], m.reconnects)
             samples.add_metric([m.id], m.samples)
             bad.add_metric([m.id], m.bad_samples)
+            unsignable.add_metric([m.id, "replaced"], m.unsignable_replaced)
+            unsignable.add_metric([m.id, "dropped"], m.unsignable_dropped)
             if m.last_sample is not None:
                 last.add_metric([m.id], m.last_sample.timestamp())
             hist = self.source.poll_durations(m.id)
@@ -103,7 +110,7 @@ class GatewayCollector(Collector):
                                     ("quality", oee.quality)):
                     if value is not None:
                         ratios[name].add_metric([m.id], value)
-        yield from (up, reconnects, samples, bad, last, polls, *ratios.values())
+        yield from (up, reconnects, samples, bad, unsignable, last, polls, *ratios.values())
 
     def _destinations(self) -> Iterator[Metric]:
         d_label = ["destination"]

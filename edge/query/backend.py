@@ -15,7 +15,7 @@ from edge.bookings.desk import BookingDesk
 from edge.bookings.store import Refused
 from edge.capacity.publisher import CapacityRecords
 from edge.config.loader import LoadedPlant
-from edge.devices.fleet import FleetView
+from edge.devices.fleet import FleetView, device_detail
 from edge.kpi.service import KpiService
 from edge.parts.energy import EnergyWindows
 from edge.parts.store import PartStore
@@ -77,6 +77,7 @@ class QueryBackend:
         stats: StatsProvider,
         counts: Callable[[], dict[str, int]],
         losses: Callable[[], dict[str, Any]] = dict,
+        unsignable: Callable[[], dict[str, Any]] = dict,
         bookings: BookingDesk | None = None,
         started: datetime | None = None,
         parts: PartStore | None = None,
@@ -91,6 +92,7 @@ class QueryBackend:
         self.stats = stats
         self.counts = counts
         self.losses = losses
+        self.unsignable = unsignable
         self.bookings = bookings
         self.started = started or utc_now()
 
@@ -225,8 +227,10 @@ class QueryBackend:
             "started": format_ts(self.started),
             "uptime_s": round((utc_now() - self.started).total_seconds(), 3),
             "devices": self.fleet.statuses(),
+            **device_detail(self.fleet),
             "destinations": self.stats(),
             "losses": self.losses(),
+            "unsignable": self.unsignable(),
             "queries": self.counts(),
         }
 

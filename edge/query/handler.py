@@ -434,11 +434,12 @@ class QueryHandler:
         if not isinstance(result, dict):
             return result
         if method == "health":
-            devices = result.get("devices")
             destinations = result.get("destinations")
             result = dict(result)
-            if isinstance(devices, dict):
-                result["devices"] = {a: v for a, v in devices.items() if _shared(platform, a)}
+            for key in ("devices", "device_reasons", "device_faults"):
+                per_device = result.get(key)
+                if isinstance(per_device, dict):
+                    result[key] = {a: v for a, v in per_device.items() if _shared(platform, a)}
             if isinstance(destinations, dict):
                 result["destinations"] = {
                     d: v for d, v in destinations.items() if d == msg.destination
@@ -448,6 +449,14 @@ class QueryHandler:
                 mine = {a: n for a, n in losses["by_machine"].items() if _shared(platform, a)}
                 result["losses"] = {**losses, "by_machine": mine,
                                     "lost_records": sum(mine.values())}  # fmt: skip
+            refused = result.get("unsignable")
+            if isinstance(refused, dict) and isinstance(refused.get("by_machine"), dict):
+                own = {a: n for a, n in refused["by_machine"].items() if _shared(platform, a)}
+                result["unsignable"] = {
+                    "replaced": sum(n.get("replaced", 0) for n in own.values()),
+                    "dropped": sum(n.get("dropped", 0) for n in own.values()),
+                    "by_machine": own,
+                }
         elif isinstance(result.get("machines"), dict):
             result["machines"] = {
                 a: v for a, v in result["machines"].items() if _shared(platform, a)

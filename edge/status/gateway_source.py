@@ -117,8 +117,10 @@ class GatewayStatusSource:
         version: str,
         started: datetime,
         tap: LogTap,
+        unsignable: Callable[[], Mapping[str, Mapping[str, int]]] = dict,
     ) -> None:
         self._plant = plant
+        self._unsignable = unsignable
         self._devices = devices
         self._kpi = kpi
         self._egress = egress
@@ -131,7 +133,9 @@ class GatewayStatusSource:
 
     def machines(self) -> Sequence[MachineStatus]:
         out = []
+        unsignable = self._unsignable()
         for asset, d in self._devices().items():
+            refused = unsignable.get(asset, {})
             st, stats = d.twin.state, d.twin.stats
             text = d.twin.last_values.get(ALARM_TEXT)
             out.append(MachineStatus(
@@ -152,6 +156,8 @@ class GatewayStatusSource:
                 bad_samples=stats.bad_samples,
                 reconnects=d.runner.reconnects,
                 link_reason=d.runner.reason,
+                unsignable_replaced=refused.get("replaced", 0),
+                unsignable_dropped=refused.get("dropped", 0),
             ))
         return out
 

@@ -38,6 +38,10 @@ class MachineStatus:
     reconnects: int
     link_reason: str | None = None
     """Why the link is not up (the adapter's last error), for the page."""
+    unsignable_replaced: int = 0
+    """Records whose value canonical JSON cannot carry, sent as `bad` with a `reason`."""
+    unsignable_dropped: int = 0
+    """Such records that could not even be replaced, so were not published."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,11 +129,14 @@ def test_live_payloads_validate_against_the_document(
         wait_for(lambda: seen(cols[1], *streams), 40, "json kinds")
         wait_for(lambda: seen(cols[2], "/NBIRTH/gw-1", "/DBIRTH/gw-1/m1", "/DDATA/gw-1/m1"), 40,
                  "sparkplug kinds")
+        replies = {}
         for method, params in (("state", {}), ("oee", {"asset": "m1"}), ("capacity", {}),
                                ("health", {}), ("describe", {}), ("oee", {})):
-            asyncio.run(query(b_env.url, key, "edge/plant-a/gw-1", method, params, wait=15))
+            replies[method] = asyncio.run(
+                query(b_env.url, key, "edge/plant-a/gw-1", method, params, wait=15))
     finally:
         gw.kill()
+    validator("#/components/schemas/Health").validate(replies["health"]["result"])
     matched: dict[str, int] = {}
     for col in cols:
         for msg in col.snapshot():

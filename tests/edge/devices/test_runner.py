@@ -117,6 +117,11 @@ async def test_an_adapter_that_cannot_be_built_is_failed_and_logged_once(
     assert r.status is DeviceStatus.FAILED
     assert statuses == [DeviceStatus.FAILED]
     assert not samples
+    fault = r.fault()  # what status and `health` say of it (`device_faults`)
+    assert fault is not None and fault.status is DeviceStatus.FAILED and error in fault.reason
+    assert fault.as_json()["failures"] == 1 and fault.reconnects == 0
+    assert fault.error == {ExplodingConstructor: "RuntimeError",
+                           ExplodingDescribe: "ValueError"}[cls]
     out = capsys.readouterr().out
     assert out.count("device_adapter_failed_to_start") == 1
     assert error in out and "m1" in out

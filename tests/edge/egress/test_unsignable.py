@@ -106,6 +106,10 @@ async def test_logged_once_per_interval_per_machine_and_signal(tmp_path: Path) -
                        complete=True)
             egress.add("t2/telemetry", "m2", [rec("huge", 2**60)], complete=True)
         assert egress.envelopes == 20 and sealer.unsignable.replaced == 20
+        assert sealer.unsignable.snapshot() == {  # what status, health and /metrics show
+            "replaced": 20, "dropped": 0,
+            "by_machine": {"m1": {"replaced": 10, "dropped": 0},
+                           "m2": {"replaced": 10, "dropped": 0}}}
         assert [(x["asset"], x["records"]) for x in lines.lines] == [("m1", 1), ("m2", 1)]
         clock.now = 60.0
         egress.add("t1/telemetry", "m1", [rec("huge", 2**60)], complete=True)
@@ -123,6 +127,7 @@ async def test_unreplaceable_records_are_dropped_and_counted_and_the_chain_holds
         egress.emit("t/state", "m1", "state", [{"ts": TS, "execution": Decimal(1)}])
         egress.add("t/telemetry", "m1", [rec("ok", 2)], complete=True)
         assert sealer.unsignable.dropped == 2 and sealer.unsignable.replaced == 0
+        assert sealer.unsignable.by_machine() == {"m1": {"replaced": 0, "dropped": 2}}
         assert [b["records"] for b in bodies(outbox)] == [[rec("ok", 1)], [rec("ok", 2)]]
         assert [x["action"] for x in lines.lines] == ["dropped", "dropped"]
         assert [b["seq"] for b in bodies(outbox)] == [1, 2]  # no state envelope, no gap

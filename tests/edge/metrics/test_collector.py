@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge.metrics.collector import registry_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
-from plant_status import FixedStatus
+from plant_status import FixedStatus, machine
 
 
 def _families() -> dict[str, object]:
@@ -25,6 +25,18 @@ def _value(families: dict[str, object], name: str, **labels: str) -> float:
         if s.name.startswith(name) and all(s.labels.get(k) == v for k, v in labels.items()):
             return float(s.value)
     raise AssertionError(f"no sample {name} {labels}")
+
+
+def test_unsignable_records_are_a_counter_per_machine_and_action() -> None:
+    status = FixedStatus(rows=[machine("mill-01", unsignable_replaced=7, unsignable_dropped=1),
+                               machine("lathe-01")])
+    text = generate_latest(registry_for(status)).decode()
+    f = {fam.name: fam for fam in text_string_to_metric_families(text)}
+    assert f["edge_gateway_records_unsignable"].type == "counter"  # type: ignore[attr-defined]
+    name = "edge_gateway_records_unsignable"
+    assert _value(f, name, machine="mill-01", action="replaced") == 7
+    assert _value(f, name, machine="mill-01", action="dropped") == 1
+    assert _value(f, name, machine="lathe-01", action="replaced") == 0
 
 
 def test_every_family_parses_with_per_machine_series() -> None:
