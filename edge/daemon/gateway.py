@@ -43,7 +43,7 @@ from edge.daemon.embedded_broker import EmbeddedBroker
 from edge.daemon.reload import Reloader
 from edge.daemon.supervisor import Supervisor, cancel_all
 from edge.daemon.worker_report import WorkerReporter
-from edge.devices.fleet import DeviceFleet
+from edge.devices.fleet import DeviceFleet, device_detail
 from edge.egress.loss import LossLedger
 from edge.egress.stack import (
     EgressPlan,
@@ -211,6 +211,8 @@ class Gateway:
                 stats=stack.destination_stats,
                 devices=self.fleet.statuses,
                 losses=self.losses.snapshot,
+                detail=lambda: {**device_detail(self.fleet),
+                                "unsignable": self.unsignable.snapshot()},
                 on_orphaned=self.request_stop,
                 log=self.log,
             )

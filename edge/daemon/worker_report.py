@@ -37,12 +37,14 @@ class WorkerReporter:
         on_orphaned: Callable[[], None],
         log: FilteringBoundLogger,
         every: float = 1.0,
+        detail: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.role = role
         self.fd = fd
         self.stats = stats
         self.devices = devices
         self.losses = losses
+        self.detail = detail  # device_reasons, device_faults, unsignable: merged as they are
         self.on_orphaned = on_orphaned
         self.log = log
         self.every = every
@@ -55,6 +57,7 @@ class WorkerReporter:
             "destinations": self.stats(),
             "devices": self.devices(),
             "losses": self.losses(),
+            **self.detail(),
         }
         return json.dumps(body, separators=(",", ":")).encode() + b"\n"
 

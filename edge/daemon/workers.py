@@ -74,10 +74,13 @@ class WorkerState:
 
 def aggregate(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """The workers' reports as one gateway's status detail: counters summed per
-    destination, `connected` only when every worker is, devices and losses merged."""
+    destination, `connected` only when every worker is, devices and losses merged (each
+    machine is in one worker's report only)."""
     dests: dict[str, dict[str, Any]] = {}
     devices: dict[str, str] = {}
+    per_device: dict[str, dict[str, Any]] = {"device_reasons": {}, "device_faults": {}}
     lost, by_machine, gaps = 0, {}, 0
+    refused: dict[str, Any] = {"replaced": 0, "dropped": 0, "by_machine": {}}
     for rep in reports:
         for name, st in rep.get("destinations", {}).items():
             agg = dests.setdefault(name, {"connected": True, **dict.fromkeys(_SUMMED, 0)})
@@ -86,6 +89,12 @@ def aggregate(reports: list[dict[str, Any]]) -> dict[str, Any]:
             for key in _SUMMED:
                 agg[key] += int(st.get(key, 0))
         devices.update(rep.get("devices", {}))
+        for key, merged in per_device.items():
+            merged.update(rep.get(key, {}))
+        unsignable = rep.get("unsignable", {})
+        for key in ("replaced", "dropped"):
+            refused[key] += int(unsignable.get(key, 0))
+        refused["by_machine"].update(unsignable.get("by_machine", {}))
         losses = rep.get("losses", {})
         lost += int(losses.get("lost_records", 0))
         by_machine.update(losses.get("by_machine", {}))
@@ -95,6 +104,8 @@ def aggregate(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "devices": dict(sorted(devices.items())),
         "losses": {"lost_records": lost, "by_machine": dict(sorted(by_machine.items())),
                    "unreported_gaps": gaps},
+        "unsignable": {**refused, "by_machine": dict(sorted(refused["by_machine"].items()))},
+        **{key: dict(sorted(m.items())) for key, m in per_device.items() if m},
     }
 
 
