@@ -7,13 +7,14 @@ from that description fails here, not only against our own simulator.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from fixed_reply_peer import fixed_reply_peer
 from pydantic import ValidationError
+from sample_machine import read_sample_block
 
 from adapters.base import AdapterContext
 from adapters.focas import protocol as p
@@ -167,30 +168,8 @@ async def test_state_mapping(execution: Execution, mode: ControllerMode,
     assert {k: got[k].value for k in expect} == expect
 
 
-@asynccontextmanager
-async def fake_control(answer: bytes | None) -> AsyncIterator[int]:
-    writers: list[asyncio.StreamWriter] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        while await reader.read(4096):
-            if answer is not None:
-                writer.write(answer)
-                await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        for w in writers:
-            w.close()
-        await server.wait_closed()
-
-
 async def test_silent_control_is_device_unavailable() -> None:
-    async with fake_control(None) as port:
+    async with fixed_reply_peer(None) as port:
         adapter = adapter_for(port, timeout=0.3)
         with pytest.raises(DeviceUnavailable, match="no reply to open"):
             await adapter.connect()
@@ -198,7 +177,7 @@ async def test_silent_control_is_device_unavailable() -> None:
 
 
 async def test_garbage_is_protocol_error() -> None:
-    async with fake_control(b"HTTP/1.1 400 Bad Request\r\n\r\n") as port:
+    async with fixed_reply_peer(b"HTTP/1.1 400 Bad Request\r\n\r\n") as port:
         adapter = adapter_for(port)
         with pytest.raises(ProtocolError, match="magic"):
             await adapter.connect()
@@ -206,7 +185,7 @@ async def test_garbage_is_protocol_error() -> None:
 
 
 async def test_wrong_frame_type_is_protocol_error() -> None:
-    async with fake_control(p.encode_frame(p.CLOSE_RESPONSE, b"", 2)) as port:
+    async with fixed_reply_peer(p.encode_frame(p.CLOSE_RESPONSE, b"", 2)) as port:
         adapter = adapter_for(port)
         with pytest.raises(ProtocolError, match="open answered"):
             await adapter.connect()
@@ -229,27 +208,10 @@ async def test_control_going_away_is_device_unavailable() -> None:
 # --- the sample machine block works against the simulator ---------------------------------
 
 async def test_sample_yaml_runs_against_the_simulator(free_port: Any) -> None:
-    from pathlib import Path
-
-    import yaml
-
-    from models.plant import Machine
     from simulators.focas_server import start_for_gateway
 
-    path = Path(__file__).parents[3] / "adapters" / "focas" / "sample.yaml"
-    machine = Machine.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    assert machine.adapter == "focas" and machine.simulate
-    raw = {"connection": {**machine.connection, "port": free_port()}, "points": machine.points}
-    model = MachineModel.from_options(machine.id, machine.simulator)
-    sim = await start_for_gateway([(machine.id, FocasSettings.model_validate(raw), model)])
-    try:
-        adapter = FocasAdapter(AdapterContext(asset=machine.id),
-                               FocasSettings.model_validate(raw))
-        await adapter.connect()
-        got = by_signal(await adapter.read_once())
-        await adapter.aclose()
-    finally:
-        await sim.aclose()
+    got = await read_sample_block("focas", FocasAdapter, FocasSettings, start_for_gateway,
+                                  free_port())
     assert all(s.quality is Quality.GOOD for s in got.values())
     assert {"part_count", "total_part_count", "cycle_time_ms", "bad_part_count", "execution",
             "program", "model"} <= set(got)

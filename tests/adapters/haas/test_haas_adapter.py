@@ -3,7 +3,6 @@ framing rules byte by byte (STX/ETB, `>` prompts, blank lines, split reads)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tty
 from collections.abc import AsyncIterator, Iterator
@@ -12,7 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from fixed_reply_peer import fixed_reply_peer
 from pydantic import ValidationError
+from sample_machine import read_sample_block
 
 from adapters.base import AdapterContext
 from adapters.haas import protocol as p
@@ -197,31 +198,8 @@ async def test_alarm_and_modes() -> None:
     assert "serial_number" not in got
 
 
-@asynccontextmanager
-async def fake_control(reply: bytes | None) -> AsyncIterator[int]:
-    """A TCP peer that answers every request with `reply` (None: never answers)."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        while await reader.read(1024):
-            if reply is not None:
-                writer.write(reply)
-                await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        for w in writers:
-            w.close()
-        await server.wait_closed()
-
-
 async def test_silent_control_is_device_unavailable() -> None:
-    async with fake_control(None) as port:
+    async with fixed_reply_peer(None) as port:
         adapter = adapter_for({"host": "127.0.0.1", "port": port, "timeout": 0.3})
         with pytest.raises(DeviceUnavailable, match="no reply to Q100"):
             await adapter.connect()
@@ -229,7 +207,7 @@ async def test_silent_control_is_device_unavailable() -> None:
 
 
 async def test_garbled_status_is_protocol_error_and_drops_the_link() -> None:
-    async with fake_control(b">SOMETHING ELSE\r\n") as port:
+    async with fixed_reply_peer(b">SOMETHING ELSE\r\n") as port:
         adapter = adapter_for({"host": "127.0.0.1", "port": port, "identify": False,
                                "mode": False}, points=[])
         await adapter.connect()
@@ -299,26 +277,9 @@ async def test_missing_serial_port_is_device_unavailable() -> None:
 # --- the sample machine block works against the simulator ---------------------------------
 
 async def test_sample_yaml_runs_against_the_simulator(free_port: Any) -> None:
-    from pathlib import Path
-
-    import yaml
-
-    from models.plant import Machine
     from simulators.haas_server import start_for_gateway
 
-    path = Path(__file__).parents[3] / "adapters" / "haas" / "sample.yaml"
-    machine = Machine.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    assert machine.adapter == "haas" and machine.simulate
-    raw = {"connection": {**machine.connection, "port": free_port()}, "points": machine.points}
-    settings = HaasSettings.model_validate(raw)
-    model = MachineModel.from_options(machine.id, machine.simulator)
-    sim = await start_for_gateway([(machine.id, settings, model)])
-    try:
-        adapter = HaasAdapter(AdapterContext(asset=machine.id), settings)
-        await adapter.connect()
-        got = by_signal(await adapter.read_once())
-        await adapter.aclose()
-    finally:
-        await sim.aclose()
+    got = await read_sample_block("haas", HaasAdapter, HaasSettings, start_for_gateway,
+                                  free_port())
     assert {"serial_number", "model", "control_version", "execution", "controller_mode",
             "spindle_speed", "bad_part_count", "spindle_load", "last_cycle_time"} <= set(got)
