@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+from recording_logger import RecordingLogger
 
 from adapters.base import AdapterContext
 from adapters.modbus.adapter import ModbusAdapter
@@ -29,14 +30,6 @@ from models.errors import ConfigurationError, DeviceUnavailable, ProtocolError
 from models.sample import Quality, Sample
 
 KINDS = ("coil", "discrete", "holding", "input")  # SimDevice's block order
-
-
-class RecordingLogger:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self.events.append((event, kw))
 
 
 POINTS: list[dict[str, Any]] = [

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from recording_logger import RecordingLogger
 from s7_plc import EXPECTED, POINTS, REFUSED, known_plc
 from snap7.type import SrvArea
 
@@ -14,17 +15,6 @@ from adapters.s7.adapter import S7Adapter, explain
 from adapters.s7.settings import S7Settings
 from models.errors import DeviceUnavailable
 from models.sample import Quality, Sample
-
-
-class RecordingLogger:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self.events.append((event, kw))
-
-    def info(self, event: str, **kw: Any) -> None:
-        self.events.append((event, kw))
 
 
 def adapter(port: int, points: list[dict[str, Any]] = POINTS, logger: Any = None,

@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from recording_logger import RecordingLogger
 
 from edge.kpi.oee import OeeEngine
 from edge.kpi.service import KpiService
@@ -68,19 +69,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.t
-
-
-class RecordingLogger:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def info(self, event: str, *args: Any, **kw: Any) -> None:
-        self.events.append((event, kw))
-
-    warning = error = info
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [kw for e, kw in self.events if e == event]
 
 
 def berlin(h: int, mi: int = 0, s: int = 0) -> datetime:

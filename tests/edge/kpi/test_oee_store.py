@@ -7,9 +7,9 @@ import os
 import sqlite3
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from recording_logger import RecordingLogger
 
 from edge.kpi.oee import OeeEngine
 from edge.kpi.store import FILENAME, ClosedWindow, EngineDelta, OeeStore, OeeStoreError
@@ -19,19 +19,6 @@ from models.plant import Shift, ShiftCalendar
 
 CAL = ShiftCalendar(shifts=[Shift(name="early", start=time(6), end=time(14))])
 T0 = datetime(2024, 6, 3, 6, tzinfo=UTC)
-
-
-class RecordingLogger:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def info(self, event: str, *args: Any, **kw: Any) -> None:
-        self.events.append((event, kw))
-
-    warning = error = info
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [kw for e, kw in self.events if e == event]
 
 
 def minutes(m: float) -> datetime:

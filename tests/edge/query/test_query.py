@@ -124,49 +124,17 @@ def test_queries_answer_refuse_and_never_starve_telemetry(
 
 @pytest.mark.slow
 def test_query_cli_prints_the_verified_reply(running: dict[str, Any]) -> None:
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "query",
-            "--broker",
-            f"mqtt://127.0.0.1:{running['port']}",
-            "--key",
-            str(running["a_priv"]),
-            "--gateway",
-            GATEWAY,
-            "state",
-            "asset=m1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
+    def cli_state(asset: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "edge.cli", "query",
+             "--broker", f"mqtt://127.0.0.1:{running['port']}",
+             "--key", str(running["a_priv"]), "--gateway", GATEWAY, "state", f"asset={asset}"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        )
+
+    res = cli_state("m1")
     assert res.returncode == 0, res.stdout + res.stderr
     record = json.loads(res.stdout)
     assert record["ok"] and "m1" in record["result"]["machines"]
-    denied = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "query",
-            "--broker",
-            f"mqtt://127.0.0.1:{running['port']}",
-            "--key",
-            str(running["a_priv"]),
-            "--gateway",
-            GATEWAY,
-            "state",
-            "asset=m2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
+    denied = cli_state("m2")
     assert denied.returncode == 1 and json.loads(denied.stdout)["error"]["code"] == "forbidden"
