@@ -110,9 +110,13 @@ class Views:
     def query_health(self) -> dict[str, Any]:
         return {
             "state": "online",
-            "devices": {"m1": "up", "m2": "up"},
+            "devices": {"m1": "up", "m2": "down"},
+            "device_reasons": {"m2": "refused"},
+            "device_faults": {"m2": {"status": "down", "reason": "refused"}},
             "destinations": {"local": {"sent": 1}, "cloud-7": {"sent": 2}},
             "losses": {"lost_records": 7, "by_machine": {"m1": 3, "m2": 4}, "unreported_gaps": 0},
+            "unsignable": {"replaced": 5, "dropped": 1, "by_machine": {
+                "m1": {"replaced": 2, "dropped": 0}, "m2": {"replaced": 3, "dropped": 1}}},
         }
 
 
@@ -395,8 +399,14 @@ def test_health_shows_the_platforms_machines_and_only_its_own_destination(rig: R
     assert scoped["devices"] == {"m1": "up"}
     assert scoped["destinations"] == {"local": {"sent": 1}}
     assert scoped["losses"] == {"lost_records": 3, "by_machine": {"m1": 3}, "unreported_gaps": 0}
+    # why m2 is down, and what it sent the signer, is m2's business only
+    assert scoped["device_reasons"] == {} and scoped["device_faults"] == {}
+    assert scoped["unsignable"] == {"replaced": 2, "dropped": 0,
+                                    "by_machine": {"m1": {"replaced": 2, "dropped": 0}}}
     everything = rig.ask(rig.request(rig.b, "health"), destination="cloud-7")["result"]
-    assert everything["devices"] == {"m1": "up", "m2": "up"}
+    assert everything["devices"] == {"m1": "up", "m2": "down"}
+    assert everything["device_faults"] == {"m2": {"status": "down", "reason": "refused"}}
+    assert everything["unsignable"]["replaced"] == 5
     assert everything["destinations"] == {"cloud-7": {"sent": 2}}
     assert "local" not in json.dumps(everything)
 
