@@ -134,8 +134,8 @@ def make_plant(machines: int, shifts: int) -> Plant:
 
 
 def new_engine(plant: Plant, m: Machine) -> OeeEngine:
-    return OeeEngine(m.id, plant.shifts, m.ideal_cycle_time,
-                     {p: s.ideal_cycle_time for p, s in m.programs.items()})
+    ct = m.cycle_times  # wall-clock seconds, as the KPI service passes them
+    return OeeEngine(m.id, plant.shifts, ct.machine, dict(ct.programs))
 
 
 def plan_us(plant: Plant, start: datetime, end: datetime) -> list[tuple[int, int]]:
@@ -492,8 +492,8 @@ def restore_child(path: Path, machines: int, shifts: int, now_us: int, *, min_ti
     saved = store.load(m.id)
     b = time.perf_counter()
     assert saved is not None
-    eng = OeeEngine.from_state_dict(saved.state, plant.shifts, m.ideal_cycle_time,
-                                    {p: s.ideal_cycle_time for p, s in m.programs.items()})
+    ct = m.cycle_times
+    eng = OeeEngine.from_state_dict(saved.state, plant.shifts, ct.machine, dict(ct.programs))
     c = time.perf_counter()
     eng.prune(now - timedelta(days=35))
     d = time.perf_counter()

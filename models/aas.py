@@ -438,16 +438,21 @@ def _variable(
 
 
 def _pru(machine: Machine, state: MachineState | None) -> tuple[float | None, str]:
+    """PRU in wall-clock seconds (`Machine.cycle_times`), like the measured times beside it,
+    and the comment that says where it comes from."""
     program = state.program if state else None
-    if program is not None and program in machine.programs:
-        return machine.programs[program].ideal_cycle_time, f"program {program}"
-    return machine.ideal_cycle_time, "the machine"
+    ct = machine.cycle_times
+    of = f"program {program}" if program in ct.programs else "the machine"
+    note = f"Ideal cycle time of {of} from the plant configuration"
+    if machine.time_scale != 1:
+        note += f", divided by its simulator's time_scale {machine.time_scale:g} (wall seconds)"
+    return ct.of(program), note
 
 
 def _kpi(
     ids: AasIds, machine: Machine, state: MachineState | None, oee: KpiFigures | None
 ) -> aas.Submodel:
-    pru, pru_of = _pru(machine, state)
+    pru, pru_note = _pru(machine, state)
     elements: list[aas.SubmodelElementCollection | None] = []
     if oee is not None:
         window = f"{_datetime(oee.start)}/{_datetime(oee.end)}"
@@ -498,7 +503,7 @@ def _kpi(
             "PRU",
             value=_duration(pru),
             xsd=XSD.DURATION,
-            note=f"Ideal cycle time of {pru_of} from the plant configuration",
+            note=pru_note,
         )
     )
     value: list[aas.SubmodelElement] = [e for e in elements if e is not None]

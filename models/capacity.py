@@ -148,11 +148,10 @@ def free_slots(
 
 
 def ideal_cycle_time_for(machine: Machine, program: str | None) -> float | None:
-    """Seconds per part: the program's own ideal cycle time when the YAML has one, else the
-    machine's (the same rule the OEE engine uses for PRU), else None."""
-    if program is not None and program in machine.programs:
-        return machine.programs[program].ideal_cycle_time
-    return machine.ideal_cycle_time
+    """Wall-clock seconds per part: the program's own ideal cycle time when the YAML has one,
+    else the machine's (the same rule the OEE engine uses for PRU), else None; scaled to wall
+    time for a simulated machine (`Machine.cycle_times`)."""
+    return machine.cycle_times.of(program)
 
 
 def expected_program_end(

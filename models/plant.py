@@ -9,6 +9,8 @@ every problem with file, line, column and field path). Secrets are never inline:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, Literal
@@ -243,6 +245,29 @@ class ProgramSettings(Strict):
     ideal_cycle_time: float = Field(gt=0, description="seconds per part for this program")
 
 
+@dataclass(frozen=True, slots=True)
+class CycleTimes:
+    """A machine's ideal cycle times in wall-clock seconds per part: what OEE (PRU), part
+    records, capacity offers and the bookings desk compare with time the gateway measures.
+
+    Why not the YAML figures as they are: those are the machine's own seconds. A machine
+    served by the simulator with `time_scale: k` makes a part in 1/k of the wall time a real
+    one takes, while every duration the gateway measures is wall time; dividing here, once,
+    keeps all consumers consistent (`Machine.cycle_times`)."""
+
+    machine: float | None
+    """`machines[].ideal_cycle_time` in wall seconds, or None."""
+    programs: Mapping[str, float]
+    """`machines[].programs.{name}.ideal_cycle_time` in wall seconds."""
+
+    def of(self, program: str | None) -> float | None:
+        """Seconds per part of `program`: its own when the YAML lists it, else the
+        machine's (the PRU rule of docs/oee.md), else None."""
+        if program is not None and program in self.programs:
+            return self.programs[program]
+        return self.machine
+
+
 Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 """A free-text keyword (process, material, certification): trimmed, never empty."""
 
@@ -404,6 +429,37 @@ class Machine(Strict):
         None, description="this device is the energy meter of that machine (its `energy` "
         "roles count for it)"
     )
+
+    @field_validator("simulator")
+    @classmethod
+    def _time_scale(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """`time_scale` rescales the ideal cycle times (`cycle_times`), so it is checked here
+        too, not only when a simulator starts: the gateway may run beside a separate
+        `edge-gateway simulate`."""
+        scale = v.get("time_scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+            raise ValueError(
+                f"time_scale: expected a number > 0 (simulated seconds per wall second), "
+                f"got {scale!r}"
+            )
+        return v
+
+    @property
+    def time_scale(self) -> float:
+        """Machine seconds per wall-clock second: the simulator's `time_scale` for a
+        `simulate: true` machine (its simulator, in this gateway or in `edge-gateway
+        simulate` beside it, runs that much faster than the clock), else 1."""
+        return float(self.simulator.get("time_scale", 1.0)) if self.simulate else 1.0
+
+    @property
+    def cycle_times(self) -> CycleTimes:
+        """The ideal cycle times in wall-clock seconds (the YAML's divided by `time_scale`):
+        the one source for every consumer of ideal cycle times (see `CycleTimes`)."""
+        k = self.time_scale
+        return CycleTimes(
+            None if self.ideal_cycle_time is None else self.ideal_cycle_time / k,
+            {name: p.ideal_cycle_time / k for name, p in self.programs.items()},
+        )
 
     @model_validator(mode="after")
     def _meter(self) -> Machine:

@@ -87,10 +87,6 @@ def oee_record(r: OeeResult, kind: WindowKind, *, closed: bool, at: datetime,
     }
 
 
-def _cycle_times(m: Machine) -> dict[str, float]:
-    return {name: p.ideal_cycle_time for name, p in m.programs.items()}
-
-
 class KpiService:
     """OEE of every enabled machine of `plant`, persisted in `store`; see the module doc.
 
@@ -126,7 +122,9 @@ class KpiService:
 
     def _restore(self, m: Machine, now: datetime) -> None:
         """The machine's engine from the store, with the time since its last save as a gap."""
-        cal, ict, prog = self.plant.shifts, m.ideal_cycle_time, _cycle_times(m)
+        # wall-clock seconds (`Machine.cycle_times`): what the engine's APT is measured in
+        cal, ct = self.plant.shifts, m.cycle_times
+        ict, prog = ct.machine, dict(ct.programs)
         try:
             saved = self.store.load(m.id)
             engine = None if saved is None else OeeEngine.from_state_dict(saved.state, cal, ict,
@@ -161,8 +159,9 @@ class KpiService:
             if eng is None:
                 self._restore(m, self._clock())
             else:
-                eng.calendar, eng.ideal_cycle_time = plant.shifts, m.ideal_cycle_time
-                eng.program_cycle_times = _cycle_times(m)
+                ct = m.cycle_times
+                eng.calendar, eng.ideal_cycle_time = plant.shifts, ct.machine
+                eng.program_cycle_times = dict(ct.programs)
 
     @property
     def assets(self) -> list[str]:

@@ -66,8 +66,8 @@ def a_state(asset: str) -> MachineState:
 
 def a_result(plant: Plant, machine: Machine) -> OeeResult:
     """A real window of the OEE engine: 1 h running, 1 h feed hold, 1 h MDI setup, waiting."""
-    programs = {k: v.ideal_cycle_time for k, v in machine.programs.items()}
-    eng = OeeEngine(machine.id, plant.shifts, machine.ideal_cycle_time, programs)
+    ct = machine.cycle_times  # wall seconds, as the KPI service passes them
+    eng = OeeEngine(machine.id, plant.shifts, ct.machine, dict(ct.programs))
     h = timedelta(hours=1)
     eng.on_state(T0, Execution.ACTIVE, True, "O1000", False, ControllerMode.AUTOMATIC)
     eng.on_counts(T0, 1000, 10)
@@ -306,7 +306,7 @@ def test_kpi_template_ids_and_values(plant: Plant) -> None:
     assert seconds("ActualUnitDelayTime") == 3600 + 1800 - 900  # feed hold + alarm - break
     assert seconds("ActualUnitBusyTime") + seconds("ActualUnitDownTime") == result.pbt
     assert seconds("ActualUnitProcessingTime") == 7200
-    assert seconds("PlannedRuntimePerItem") == 30  # program O1000
+    assert seconds("PlannedRuntimePerItem") == 30 / 20  # program O1000, simulated 20x fast
     assert current("ProducedQuantity").value == "100"
     assert current("ProducedQuantity").value_type == aas.DataTypeDefXSD.DECIMAL
     assert current("GoodQuantity").value == "98"
@@ -324,15 +324,27 @@ def test_kpi_template_ids_and_values(plant: Plant) -> None:
 
 
 def test_pru_of_the_running_program(plant: Plant) -> None:
-    m = plant.machine("mill-01")  # machine 30 s, O2000 45 s
+    m = plant.machine("mill-01")  # machine 30 s, O2000 45 s, simulated at time_scale 20
     state = a_state(m.id).with_changes(program="O2000")
-    pv = by_id_short(
-        submodel(
-            build_environment(plant, m, state=state),
-            "ProcessVariablesForManufacturingKPICalculation",
-        ).submodel_elements
-    )
-    assert by_id_short(pv["PlannedRuntimePerItem"].value)["currentValue"].value == "PT45S"
+    real = m.model_copy(update={"simulate": False})  # the same YAML on a real machine
+
+    def pru(machine: Machine) -> tuple[str | None, str]:
+        pv = by_id_short(
+            submodel(
+                build_environment(plant, machine, state=state),
+                "ProcessVariablesForManufacturingKPICalculation",
+            ).submodel_elements
+        )
+        parts = by_id_short(pv["PlannedRuntimePerItem"].value)
+        comment = parts["comment"]
+        assert isinstance(comment, aas.MultiLanguageProperty) and comment.value
+        return parts["currentValue"].value, comment.value[0].text
+
+    assert pru(real) == ("PT45S", "Ideal cycle time of program O2000 from the plant "
+                                  "configuration")
+    # like APT beside it, PRU is in wall seconds: the simulator makes a part 20x faster
+    value, comment = pru(m)
+    assert value == "PT2.25S" and "time_scale 20" in comment
 
 
 def test_downtime_reasons_match_the_engine() -> None:
