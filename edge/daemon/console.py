@@ -2,8 +2,11 @@
 
 On a terminal the table is redrawn in place; in a pipe, a CI log or `journalctl` it is
 printed as a plain block each time (no escape codes), with logs flowing on stderr between.
-Each row carries the running shift's OEE (with A/E/Q) and the alarm with its text when the
-machine gives one, so a glance tells what the machine is doing and what it is worth.
+Each row carries the running shift's OEE (with A/E/Q), how much of the shift's planned time
+the gateway observed (so a low availability right after a start explains itself: planned
+time before the gateway saw the machine is `no_data` downtime, docs/oee.md) and the alarm
+with its text when the machine gives one, so a glance tells what the machine is doing and
+what it is worth.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from edge.devices.fleet import FleetView
+from edge.kpi.oee import OeeResult
 from edge.text_table import Screen, format_table
-from models.aas import KpiFigures
 
-ShiftOee = Callable[[str], KpiFigures | None]
+ShiftOee = Callable[[str], OeeResult | None]
 """The running shift's figures of a machine (KpiService.current_shift_result)."""
 
 
@@ -35,6 +38,8 @@ class MachineRow:
     samples: int
     oee: str = "-"
     """The running shift's OEE and A/E/Q, e.g. `71% (90/85/93)`; `-` outside any shift."""
+    observed: str = "-"
+    """The share of the running shift's planned time the gateway observed, e.g. `12%`."""
 
 
 def machine_rows(fleet: FleetView, shift_oee: ShiftOee | None = None) -> list[MachineRow]:
@@ -59,6 +64,7 @@ def machine_rows(fleet: FleetView, shift_oee: ShiftOee | None = None) -> list[Ma
                 samples=d.twin.stats.samples,
                 oee="-" if shift is None else oee_cell(
                     shift.oee, shift.availability, shift.effectiveness, shift.quality),
+                observed="-" if shift is None else percent(shift.observed),
             )
         )
     return rows
@@ -72,23 +78,29 @@ def alarm_cell(codes: tuple[str, ...], text: str | None) -> str:
     return f"{joined} {text}" if text and text not in codes else joined
 
 
-def oee_cell(oee: float | None, a: float | None, e: float | None, q: float | None) -> str:
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.0f}"
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}"
 
+
+def oee_cell(oee: float | None, a: float | None, e: float | None, q: float | None) -> str:
     if oee is None and a is None:
         return "-"
-    return f"{pct(oee)}% ({pct(a)}/{pct(e)}/{pct(q)})"
+    return f"{_pct(oee)}% ({_pct(a)}/{_pct(e)}/{_pct(q)})"
+
+
+def percent(x: float | None) -> str:
+    """`12%`, or `-` when unknown."""
+    return "-" if x is None else f"{_pct(x)}%"
 
 
 def render(rows: list[MachineRow], rates: dict[str, float], footer: str) -> str:
     head = ("machine", "adapter", "link", "execution", "mode", "program", "parts",
-            "OEE (A/E/Q)", "alarm", "samples/s")
+            "OEE (A/E/Q)", "observed", "alarm", "samples/s")
     table = format_table(
         head,
         [
             (r.asset, r.adapter, r.status, r.execution, r.mode, r.program, r.parts, r.oee,
-             r.alarms, f"{rates.get(r.asset, 0.0):.1f}")
+             r.observed, r.alarms, f"{rates.get(r.asset, 0.0):.1f}")
             for r in rows
         ],
     )

@@ -137,6 +137,20 @@ def compute(pbt: float, apt: float, pru_pq: float | None, pq: float, gq: float) 
     return Ratios(a, e, q, oee)
 
 
+def observed_share(pbt: float, no_data: float, gap: float) -> float | None:
+    """The share of planned busy time the gateway watched: 1 - (no_data + gap) / PBT, or
+    None without PBT.
+
+    Why it exists: by the rules above, planned time nobody observed is downtime (`no_data`
+    before the first report and after a gap, `losses.gap` while the gateway was down), so a
+    shift that began before the gateway started shows a low availability. This figure says
+    how much of PBT the ratios rest on; both inputs are in every `oee` record
+    (`time.pbt`, `time.downtime.no_data`, `losses.gap`), so a reader computes the same."""
+    if pbt <= 0:
+        return None
+    return min(1.0, max(0.0, 1.0 - (no_data + gap) / pbt))
+
+
 @dataclass(frozen=True, slots=True)
 class LossTree:
     """Where the planned busy time went, in seconds (the six big losses, as measured)."""
@@ -200,6 +214,11 @@ class OeeResult:
     def performance(self) -> float | None:
         """Common name of ISO 22400 effectiveness."""
         return self.effectiveness
+
+    @property
+    def observed(self) -> float | None:
+        """The share of PBT the gateway watched (`observed_share`)."""
+        return observed_share(self.pbt, self.losses.downtime.get(NO_DATA, 0.0), self.losses.gap)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-able form for records and query replies."""

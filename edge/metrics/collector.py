@@ -88,6 +88,10 @@ class GatewayCollector(Collector):
                                     f"Running shift's OEE {name} (0..1)", labels=["machine"])
             for name in ("oee", "availability", "effectiveness", "quality")
         }
+        ratios["observed"] = GaugeMetricFamily(
+            PREFIX + "oee_observed_ratio",
+            "Share of the running shift's planned time the gateway observed (0..1)",
+            labels=["machine"])
         for m in self.source.machines():
             # degraded: connected, some points failing; still up as a link
             up.add_metric([m.id, m.adapter], 1.0 if m.link in LINK_UP else 0.0)
@@ -107,7 +111,7 @@ class GatewayCollector(Collector):
             if oee is not None:
                 for name, value in (("oee", oee.oee), ("availability", oee.availability),
                                     ("effectiveness", oee.effectiveness),
-                                    ("quality", oee.quality)):
+                                    ("quality", oee.quality), ("observed", oee.observed)):
                     if value is not None:
                         ratios[name].add_metric([m.id], value)
         yield from (up, reconnects, samples, bad, unsignable, last, polls, *ratios.values())

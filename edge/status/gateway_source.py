@@ -102,6 +102,7 @@ def oee_status(
         parts=int(counts["pq"]),
         good_parts=int(counts["gq"]),
         timezone=timezone,
+        gap_seconds=float(losses.get("gap") or 0.0),
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from edge.kpi.oee import observed_share
 from models.sample import Value
 
 
@@ -80,6 +81,15 @@ class OeeStatus:
     good_parts: int
     timezone: str = "UTC"
     """The shift calendar's zone: the page shows shift times as the plant reads them."""
+    gap_seconds: float = 0.0
+    """The part of downtime `unavailable` when the gateway itself was down (`losses.gap`)."""
+
+    @property
+    def observed(self) -> float | None:
+        """The share of the planned time the gateway watched (edge/kpi/oee.py
+        `observed_share`): what explains a low availability right after a start."""
+        return observed_share(self.planned_seconds, self.downtime.get("no_data", 0.0),
+                              self.gap_seconds)
 
 
 @dataclass(frozen=True, slots=True)

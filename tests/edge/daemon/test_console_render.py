@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import io
 
-from edge.daemon.console import MachineRow, alarm_cell, oee_cell, render
+from edge.daemon.console import MachineRow, alarm_cell, oee_cell, percent, render
 from edge.text_table import Screen
 
 
 def test_oee_and_alarm_text_columns() -> None:
     row = MachineRow("mill-01", "opcua", "up", "active", "automatic", "O1000", "12/2 bad",
                      alarm_cell(("E1042",), "Spindle overload"), 10,
-                     oee_cell(0.684, 0.9, 0.8, 0.95))
+                     oee_cell(0.684, 0.9, 0.8, 0.95), percent(0.123))
     text = render([row], {"mill-01": 2.0}, "footer")
     head, line = text.splitlines()[1], text.splitlines()[3]
-    assert "OEE (A/E/Q)" in head
+    assert "OEE (A/E/Q)" in head and "observed" in head
     assert "68% (90/80/95)" in line and "E1042 Spindle overload" in line
+    assert " 12% " in line and percent(None) == "-"
     assert alarm_cell((), "ignored") == "-"
     assert alarm_cell(("7",), "7") == "7"
     assert oee_cell(None, None, None, None) == "-"

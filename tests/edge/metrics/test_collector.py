@@ -47,6 +47,7 @@ def test_every_family_parses_with_per_machine_series() -> None:
     assert _value(f, "edge_gateway_samples_bad", machine="mill-01") == 1
     assert _value(f, "edge_gateway_oee_oee_ratio", machine="mill-01") == 0.684
     assert _value(f, "edge_gateway_oee_availability_ratio", machine="mill-01") == 0.9
+    assert _value(f, "edge_gateway_oee_observed_ratio", machine="mill-01") == 1.0
     assert _value(f, "edge_gateway_outbox_pending_bytes", destination="local") == 4096
     assert _value(f, "edge_gateway_outbox_dropped_envelopes", reason="drop_oldest") == 1
     assert _value(f, "edge_gateway_query_requests", method="oee", result="ok") == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +26,24 @@ def test_plant_page_shows_every_machine_and_escapes() -> None:
     for key, value in live.cells.items():  # the live map fills exactly the page's cells
         assert f'data-k="{key}"' in html, key
         assert value in html.replace("&lt;", "<").replace("&gt;", ">")
+
+
+def test_observed_share_of_the_planned_time_explains_a_low_availability() -> None:
+    html, live = pages.plant_page(FixedStatus())
+    assert "<th>observed</th>" in html and live.cells["mill-01/observed"] == "100.0 %"
+    assert live.cells["lathe-01/observed"] == "-"  # no shift figures
+    # started 45 min into an hour of planned time, down 5 min since: 10 min observed
+    figures = FixedStatus().oee("mill-01")
+    assert figures is not None
+    late = replace(figures, planned_seconds=3600.0, gap_seconds=300.0,
+                   downtime={"no_data": 2700.0, "unavailable": 300.0, "waiting": 60.0})
+    assert late.observed == pytest.approx(1 / 6)
+    assert pages.loss_tree(late)["loss/observed"] == "10 min 00 s of 1 h 00 min (16.7 %)"
+    source = FixedStatus()
+    source.oee = lambda machine_id: late  # type: ignore[method-assign]
+    built = pages.machine_page(source, "mill-01")
+    assert built is not None
+    assert "The gateway observed" in built[0] and "10 min 00 s of 1 h 00 min (16.7 %)" in built[0]
 
 
 def test_machine_page_points_timeline_loss_tree() -> None:
