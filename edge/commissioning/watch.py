@@ -2,9 +2,10 @@
 
 The readable counterpart of `verify`: the same live check (signature against the retained
 JWKS, seq/prev chains) runs on every envelope, and what verifies is folded into one row per
-machine (link state, execution, mode, program, parts, alarms, the running shift's OEE and
-the latest telemetry values). With `--machine` every signal of that machine gets a row.
-Envelopes that do not verify are never shown as values; they are reported on stderr.
+machine (link state, execution, mode, program, parts, alarms, the running shift's OEE, the
+share of its planned time the gateway observed, and the latest telemetry values). With
+`--machine` every signal of that machine gets a row. Envelopes that do not verify are never
+shown as values; they are reported on stderr.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from edge.kpi.oee import observed_share
 from edge.platform_kit.capture import verify_live
 from edge.text_table import Screen, cell, format_table
 from models.errors import TransportError
@@ -33,6 +35,19 @@ class MachineView:
 
 def _percent(x: object) -> str:
     return f"{100 * x:.0f}%" if isinstance(x, (int, float)) else "-"
+
+
+def _observed(record: dict[str, Any]) -> float | None:
+    """The record's observed share (docs/oee.md), from fields every `oee` record carries;
+    None when the record lacks them (a body from another producer)."""
+    t, losses = record.get("time"), record.get("losses")
+    if not isinstance(t, dict) or not isinstance(losses, dict):
+        return None
+    try:
+        return observed_share(float(t["pbt"]), float(t["downtime"].get("no_data", 0.0)),
+                              float(losses.get("gap") or 0.0))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 class StreamBoard:
@@ -65,7 +80,7 @@ class StreamBoard:
 
     def overview(self) -> list[str]:
         head = ("machine", "availability", "execution", "mode", "program", "parts",
-                "alarm", "OEE", "A/E/Q", "values", "envelopes")
+                "alarm", "OEE", "A/E/Q", "observed", "values", "envelopes")
         rows = []
         for asset, v in sorted(self.machines.items()):
             s, o = v.state, v.oee
@@ -82,7 +97,7 @@ class StreamBoard:
                 cell(", ".join(s.get("alarms") or []) or None), _percent(o.get("oee")),
                 "/".join(_percent(o.get(k)) for k in ("availability", "effectiveness",
                                                       "quality")) if o else "-",
-                cell(values or None, 60), str(v.envelopes),
+                _percent(_observed(o)), cell(values or None, 60), str(v.envelopes),
             ))
         return format_table(head, rows)
 
