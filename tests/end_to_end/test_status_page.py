@@ -152,6 +152,12 @@ def test_plant_page_in_chromium_shows_live_values_of_the_simulators(demo: Runnin
             assert shot[:8] == b"\x89PNG\r\n\x1a\n"
             target = os.environ.get("EDGE_STATUS_SCREENSHOT")
             if target:  # regenerate docs/status-page.png: EDGE_STATUS_SCREENSHOT=docs/...
+                def rated() -> bool:  # every machine's effectiveness shown (OEE is cached)
+                    cells = browser.run("return [...document.querySelectorAll("
+                                        "'tr[data-machine] .aeq')].map(c => c.textContent)")
+                    return sum(c.split(" / ")[1] != "-" for c in cells) >= len(DEMO_MACHINES)
+
+                wait_for(rated, 90, "effectiveness on every machine row")
                 browser.run("document.querySelectorAll('.changed')"
                             ".forEach(e => e.classList.remove('changed'))")
                 Path(target).write_bytes(browser.screenshot())
