@@ -211,3 +211,19 @@ def test_a_reload_gives_trackers_new_settings_or_drops_them(
     current[0] = load_plant(tmp_path / "plant.yaml")
     rec.reconfigure()
     assert "m1" not in rec.trackers and store.load("m1") is not None
+
+
+def test_a_simulated_machine_records_its_ideal_cycle_in_wall_seconds(tmp_path: Path) -> None:
+    """Served 10x fast, P1 (10 s) makes a part in 1 s of wall time: the record compares its
+    measured cycle with that, not with the machine's 10 s (`Machine.cycle_times`)."""
+    fast = YAML.replace("    programs:", "    simulate: true\n    simulator: {time_scale: 10}\n"
+                        "    programs:", 1)
+    (tmp_path / "plant.yaml").write_text(fast)
+    loaded = load_plant(tmp_path / "plant.yaml")
+    with PartStore(loaded.state_dir / "parts.sqlite3") as store:
+        rec, sink = stage(loaded, store)
+        machine(rec, -1, Execution.READY, 0)
+        run_parts(rec, 0, 1)
+        rec.tick(T0 + timedelta(seconds=60))
+    (record,) = [r[3][0] for r in sink.emitted]
+    assert record["ideal_cycle_time"] == 1.0 and record["cycle_time"] == pytest.approx(10.0)
