@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 from conftest import Collector, Mosquitto
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from e2e import ROOT, GatewayProcess, plant_yaml, scripted_shift_plant, wait_for
 from joserfc import jws
+from jsonschema import Draft7Validator
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import KeySet
 from joserfc.jws import FlattenedJSONSerialization
@@ -436,3 +438,9 @@ def test_a_booked_window_closes_with_its_parts_and_its_oee(
     assert [p["record"]["part_seq"] for p in listed] == seqs  # the `parts` query agrees
     assert (completed["platform"], completed["reference"], completed["commitment"]) == (
         None, None, commitment)
+    # both streams as docs/asyncapi.yaml describes them
+    doc = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
+    for name, recs in (("PartRecord", list(parts.values())), ("BookingsRecord", records(booked))):
+        schema = Draft7Validator({**doc, "$ref": f"#/components/schemas/{name}"})
+        for r in recs:
+            schema.validate(r)
