@@ -111,8 +111,7 @@ class BookingDesk:
             now=now,
             disclosed=platform.public_reference,
         )
-        if new:
-            self.on_change()
+        self.on_change()  # also when not new: the transaction may have expired held requests
         return {**row.result(), "new": new}
 
     def release(self, platform: Platform, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -230,9 +229,10 @@ class OperatorDesk:
 def booking_line(row: BookingRow) -> str:
     """One row of `edge-gateway bookings list`."""
     r = row.result()
+    held = f"  held until {r['hold_until']}" if r["hold_until"] else ""
     waits = f"  waits for: {'; '.join(row.waits_for)}" if row.waits_for else ""
     reason = f"  ({row.reason})" if row.reason else ""
     return (
         f"{row.id}  {row.state:<9}  {row.platform}/{row.reference}  {row.machine}  "
-        f"{r['start']} .. {r['end']}{reason}{waits}"
+        f"{r['start']} .. {r['end']}{held}{reason}{waits}"
     )
