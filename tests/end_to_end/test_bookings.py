@@ -227,6 +227,14 @@ def test_platforms_book_capacity_end_to_end(
         assert overtake["state"] == "declined", overtake
         held = f"overlaps booking {waiting['booking']} held for a decision until"
         assert held in overtake["reason"] and waiting["hold_until"] is not None
+        wait_for(
+            lambda: slot_taken(
+                offers, base + timedelta(hours=5), base + timedelta(hours=10),
+                parse(waiting["created"]),
+            ),
+            5,
+            "capacity offer without the held slot",
+        )
         listed = cli(plant, "list")
         assert listed.returncode == 0 and waiting["booking"] in listed.stdout, listed
         done = cli(plant, "accept", waiting["booking"], "--reason", "night crew confirmed")
