@@ -38,7 +38,8 @@ CAPACITY = "edge/plant-a/hall-1/line-1/m1/capacity"
 RULES = """
 platforms:
   - {id: p1, public_key_file: p1.pem, methods: [reserve, release, bookings, capacity]}
-  - {id: p2, public_key_file: p2.pem, methods: [reserve, release, bookings]}
+  - {id: p2, public_key_file: p2.pem, methods: [reserve, release, bookings],
+     public_reference: true}
   - {id: p3, public_key_file: p3.pem}
 booking:
   max_duration_minutes: 240
@@ -338,11 +339,14 @@ def test_platforms_book_capacity_end_to_end(
     states = [r["state"] for r in records(booked)]
     for state in ("requested", "accepted", "declined", "released", "completed"):
         assert state in states
-    # what every subscriber sees of who booked: a commitment, never a platform or reference
+    # what every subscriber sees of who booked: a commitment, not the platform or reference,
+    # unless the platform chose to show them (p2: public_reference)
     shown = [{k: v for k, v in r.items() if k != "commitment"} for r in records(booked)]
-    everything = json.dumps(shown)  # (a commitment is base64: it may hold "x-7" by chance)
-    for ref in ("po-1", "x-7", "x-8", "race-p1", '"p2"'):
+    everything = json.dumps(shown)  # (a commitment is base64: it may hold "po-1" by chance)
+    for ref in ("po-1", "po-2", "race-p1", '"p1"'):
         assert ref not in everything, ref
+    theirs = [r for r in shown if r["booking"] == clash["result"]["booking"]]
+    assert theirs and all((r["platform"], r["reference"]) == ("p2", "x-7") for r in theirs)
     own = next(r for r in records(booked) if r["booking"] == accepted["booking"])
     assert (own["platform"], own["reference"]) == (None, None)
     assert own["commitment"] == accepted["commitment"] == booking_commitment(
