@@ -162,3 +162,5 @@ def test_a_booking_commitment_opens_with_its_salt(case: dict[str, Any]) -> None:
     assert record["commitment"] == case["expect"]["commitment"]
     assert (record["platform"], record["reference"]) == (None, None)
     assert part["expect"]["body"]["records"][0]["booking"]["commitment"] == record["commitment"]
+    text = (ROOT / "docs" / "protocol.md").read_text()  # the worked example is this case
+    assert case["expect"]["commitment"] in text and case["inputs"]["salt"] in text
