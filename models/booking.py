@@ -14,10 +14,13 @@ or for a duration somewhere between an earliest and a latest start. The plant's
   the platform's quota); otherwise it stays `requested` and waits for a person, and the
   record says which rules it waits for.
 
-States: `requested` -> `accepted` | `declined` | `expired` (nobody decided in time, or its
-start passed) | `released` (the platform withdrew it); `accepted` -> `released` |
-`completed` (its window ended; the record carries the window's OEE). Only `requested` and
-`accepted` hold anything, and only `accepted` holds machine time.
+States: `requested` -> `accepted` | `declined` | `expired` (nobody decided within
+`hold_minutes`, or its start passed) | `released` (the platform withdrew it); `accepted` ->
+`released` | `completed` (its window ended; the record carries the window's OEE and the
+range of part records made in it). Both open states hold machine time: `accepted` for good,
+`requested` until its hold ends (`hold_until`), so a platform waiting for a person is not
+overtaken by one that asks later; a plant that decides slowly loses the request, not the
+other platforms their chance (the slot returns to the offer when the hold expires).
 
 Pure: no I/O, no clock (the caller passes `now`); every datetime handled is aware and
 returned in UTC. The one place that serialises decisions is the store's transaction
@@ -324,8 +327,7 @@ def booking_record(
     *,
     booking: str,
     state: BookingState,
-    platform: str,
-    reference: str,
+    owner: Mapping[str, Any],
     machine: str,
     start: datetime | None,
     end: datetime | None,
@@ -334,14 +336,21 @@ def booking_record(
     request: Mapping[str, Any],
     reason: str | None = None,
     waits_for: Iterable[str] = (),
+    hold_until: datetime | None = None,
     oee: Mapping[str, Any] | None = None,
+    parts: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One record of the `bookings` stream (docs/protocol.md, "Stream bookings")."""
+    """One record of the `bookings` stream (docs/protocol.md, "Stream bookings").
+
+    `owner` is `platform`, `reference` (both null unless the platform chose
+    `public_reference`) and `commitment` (always): what every subscriber may see of who
+    booked."""
     return {
         "booking": booking,
         "state": state,
-        "platform": platform,
-        "reference": reference,
+        "platform": owner["platform"],
+        "reference": owner["reference"],
+        "commitment": owner["commitment"],
         "machine": machine,
         "start": None if start is None else format_ts(_utc(start)),
         "end": None if end is None else format_ts(_utc(end)),
@@ -351,8 +360,27 @@ def booking_record(
         "by": by,
         "reason": reason,
         "waits_for": list(waits_for),
+        "hold_until": None if hold_until is None else format_ts(_utc(hold_until)),
         "oee": None if oee is None else dict(oee),
+        "parts": None if parts is None else dict(parts),
         "at": format_ts(_utc(at)),
+    }
+
+
+def part_range(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a `completed` record says of the part records whose `end` lies in the booked
+    window (edge/parts): the gateway part numbers they span and how many parts by verdict.
+    `part_seq` is the first number of a record covering `parts` N."""
+    rows = sorted(records, key=lambda r: int(r["part_seq"]))
+    by_verdict = {"good": 0, "scrap": 0, "unknown": 0}
+    for r in rows:
+        by_verdict[str(r["verdict"])] = by_verdict.get(str(r["verdict"]), 0) + int(r["parts"])
+    return {
+        "first_seq": int(rows[0]["part_seq"]) if rows else None,
+        "last_seq": int(rows[-1]["part_seq"]) + int(rows[-1]["parts"]) - 1 if rows else None,
+        "records": len(rows),
+        "parts": sum(by_verdict.values()),
+        **by_verdict,
     }
 
 

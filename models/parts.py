@@ -505,6 +505,7 @@ class PartTracker:
             "partial": bool(part.partial_reasons),
             "partial_reasons": part.partial_reasons,
             "gaps": part.gaps,
+            "booking": None,  # set by the recorder when the part ends in a booked window
             "ts": format_ts(part.end),
         }
 

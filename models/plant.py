@@ -568,6 +568,11 @@ class Platform(Strict):
     )
     rate_limit: float = Field(5.0, gt=0, le=1000, description="requests per second, sustained")
     burst: int = Field(20, ge=1, le=10_000, description="requests allowed at once")
+    public_reference: bool = Field(
+        False,
+        description="show this platform's id and references in the clear on the bookings and "
+        "part streams (default: only a salted commitment the platform alone can open)",
+    )
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Platform:
@@ -730,8 +735,12 @@ class BookingRules(Strict):
     quotas: dict[str, PlatformQuota] = Field(
         default_factory=dict, description="platform id -> its own quota (instead of `quota`)"
     )
-    pending_expire_minutes: int = Field(
-        24 * 60, ge=1, le=90 * 1440, description="a waiting request expires after this"
+    hold_minutes: int = Field(
+        60,
+        ge=1,
+        le=7 * 1440,
+        description="a request waiting for a person holds its slot this long (no other "
+        "platform gets it meanwhile), then expires unless decided; never past its start",
     )
     blackouts: list[TimeWindow] = Field(
         default_factory=list, description="periods never booked (inventory, plant holidays)"
@@ -754,6 +763,10 @@ class BookingRules(Strict):
     @property
     def min_notice(self) -> timedelta:
         return timedelta(minutes=self.min_notice_minutes)
+
+    @property
+    def hold(self) -> timedelta:
+        return timedelta(minutes=self.hold_minutes)
 
 
 class Plant(Strict):

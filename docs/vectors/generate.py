@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from edge.egress.formats import JsonEncoder  # noqa: E402
 from edge.egress.formats.sparkplug_node import SparkplugNode  # noqa: E402
 from edge.platform_kit.client import sign_request  # noqa: E402
+from edge.platform_kit.verifier import booking_commitment  # noqa: E402
 from edge.signing.jws import (  # noqa: E402
     Signer,
     b64url_decode,
@@ -32,6 +33,7 @@ from edge.signing.jws import (  # noqa: E402
     jwks,
     signing_input_hash,
 )
+from models.booking import booking_record, part_range  # noqa: E402
 from models.envelope import Stream, envelope_body  # noqa: E402
 
 GATEWAY_D = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"  # RFC 8037 A.1
@@ -40,6 +42,40 @@ STRANGER_D = "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7" 
 CREATED = "2026-11-22T10:00:00.000Z"
 BASE = "edge/plant-a/hall-1/line-2/m1"
 REPLY_TOPIC = "platform/replies/5d1e"
+# a platform's booking as every subscriber sees it (docs/protocol.md, "Who sees whose
+# bookings"): the salt is what only the platform's own reserve reply carries
+BOOKING = {"booking": "b-4f1c2a9e0d3b7a65", "platform": "p1", "reference": "PO-4711",
+           "salt": "c2FsdC1mb3ItdmVjdG9ycw"}
+COMMITMENT = booking_commitment(**BOOKING)
+OWNER = {"platform": None, "reference": None, "commitment": COMMITMENT}
+PART: dict[str, Any] = {
+    "part_seq": 1842, "parts": 1, "machine_count": 412, "counter_reset": False,
+    "program": "O1000", "start": "2026-11-22T08:58:12.500Z", "end": "2026-11-22T08:58:44.100Z",
+    "cycle_time": 31.6, "ideal_cycle_time": 30.0,
+    "states": {"active": 28.1, "feed_hold": 3.5, "interrupted": 0, "stopped": 0, "alarm": 0,
+               "other": 0, "unknown": 0},
+    "alarms": [], "signals": {"spindle_load": {"min": 21.5, "mean": 38.2, "max": 61.0, "n": 316}},
+    "energy_kwh": 0.0782, "energy_basis": "interpolated", "co2e_kg": 0.0297,
+    "carbon_factor": {"kg_per_kwh": 0.38, "source": "test grid", "year": 2025},
+    "verdict": "good", "verdict_basis": "bad_part_count did not advance (still 3)",
+    "partial": False, "partial_reasons": [], "gaps": [],
+    "booking": {"id": BOOKING["booking"], **OWNER}, "ts": "2026-11-22T08:58:44.100Z",
+}
+WINDOW_OEE = {
+    "window": {"kind": "range", "name": None, "day": None, "start": "2026-11-22T06:00:00.000Z",
+               "end": "2026-11-22T09:00:00.000Z", "closed": True},
+    "availability": 0.92, "effectiveness": 0.9, "quality": 0.975, "oee": 0.8073,
+    "time": {"pbt": 10800.0, "apt": 9936.0, "effective": 8940.0, "unplanned_apt": 0.0,
+             "downtime": {"alarm": 500.0, "feed_hold": 64.0, "setup": 300.0, "waiting": 0.0,
+                          "unavailable": 0.0, "no_data": 0.0}},
+    "counts": {"pq": 40, "gq": 39, "scrap": 1, "unplanned_pq": 0, "unrated_pq": 0},
+    "losses": {"gap": 0.0, "speed_loss": 996.0, "scrap_time": 223.5, "gap_parts": []},
+    "ts": "2026-11-22T09:00:00.400Z",
+}
+
+def _created(text: str = CREATED) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
 
 RECORDS: dict[Stream, list[dict[str, Any]]] = {
     "telemetry": [
@@ -76,6 +112,17 @@ RECORDS: dict[Stream, list[dict[str, Any]]] = {
          "freshness": {"last_sample": "2026-11-22T09:59:59.500Z", "age_s": 0.5},
          "ts": "2026-11-22T10:00:00.000Z"},
     ],
+    "bookings": [
+        booking_record(
+            booking=BOOKING["booking"], state="completed", owner=OWNER, machine="m1",
+            start=_created("2026-11-22T06:00:00.000Z"), end=_created("2026-11-22T09:00:00.000Z"),
+            at=_created("2026-11-22T09:00:00.400Z"), by="gateway",
+            request={"program": "O1000", "quantity": 40}, oee=WINDOW_OEE,
+            parts=part_range([{"part_seq": 1803 + i, "parts": 1,
+                               "verdict": "scrap" if i == 17 else "good"} for i in range(40)]),
+        ),
+    ],
+    "part": [PART],
     "gap": [
         {"envelopes": 26, "from": "2026-11-22T09:02:40.376Z", "reason": "disk_full",
          "records": 126, "streams": {"capacity": 1, "state": 5, "telemetry": 120},
@@ -107,10 +154,6 @@ def _envelope(signer: Signer, stream: Stream, seq: int, prev: str | None,
     body = envelope_body(gateway="gw-01", topic=f"{BASE}/{stream}", asset="m1", stream=stream,
                          seq=seq, prev=prev, created=_created(), records=records)
     return signer.sign_body(body)
-
-
-def _created(text: str = CREATED) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def build() -> dict[str, bytes]:
@@ -220,6 +263,8 @@ def build() -> dict[str, bytes]:
          "expect": {"verdict": "unauthorized", "message": "nonce already used",
                     "reply": "negative/replayed-nonce.reply.json"}},
     ]
+    cases.append({"name": "booking-commitment", "format": "commitment", "inputs": BOOKING,
+                  "expect": {"commitment": COMMITMENT}})
     files["index.json"] = _json({
         "description": "edge-gateway wire contract v1 conformance vectors; see README.md",
         "gateway_jwks": "keys/gateway.jwks.json",

@@ -109,9 +109,9 @@ class BookingDesk:
             calendar=plant.shifts,
             rules=plant.booking,
             now=now,
+            disclosed=platform.public_reference,
         )
-        if new:
-            self.on_change()
+        self.on_change()  # also when not new: the transaction may have expired held requests
         return {**row.result(), "new": new}
 
     def release(self, platform: Platform, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,13 +165,25 @@ def capacity_held(
     config: Callable[[], LoadedPlant], store: BookingStore
 ) -> Callable[[str, datetime], list[Interval]]:
     """What the capacity offer leaves out besides the YAML's and files' bookings: accepted
-    platform bookings, maintenance and blackouts (the same time `reserve` refuses)."""
+    platform bookings, waiting requests within their hold, maintenance and blackouts (the
+    same time `reserve` refuses)."""
 
     def held(asset: str, now: datetime) -> list[Interval]:
         rules = config().plant.booking
-        return [iv for iv, _ in (*plant_holds(rules, asset), *store.accepted(asset, now))]
+        return [iv for iv, _ in (*plant_holds(rules, asset), *store.holding(asset, now))]
 
     return held
+
+
+def part_links(store: BookingStore) -> Callable[[str, datetime], dict[str, Any] | None]:
+    """machine, a part's end -> the `booking` its `part` record carries (the accepted
+    booking whose window holds the end), or None."""
+
+    def link(asset: str, at: datetime) -> dict[str, Any] | None:
+        row = store.covering(asset, at)
+        return None if row is None else row.link()
+
+    return link
 
 
 class OperatorDesk:
@@ -217,9 +229,10 @@ class OperatorDesk:
 def booking_line(row: BookingRow) -> str:
     """One row of `edge-gateway bookings list`."""
     r = row.result()
+    held = f"  held until {r['hold_until']}" if r["hold_until"] else ""
     waits = f"  waits for: {'; '.join(row.waits_for)}" if row.waits_for else ""
     reason = f"  ({row.reason})" if row.reason else ""
     return (
         f"{row.id}  {row.state:<9}  {row.platform}/{row.reference}  {row.machine}  "
-        f"{r['start']} .. {r['end']}{reason}{waits}"
+        f"{r['start']} .. {r['end']}{held}{reason}{waits}"
     )

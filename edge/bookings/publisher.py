@@ -5,8 +5,9 @@ republished at once with the slot taken or freed.
 Records come from the store's `events` table (edge/bookings/store.py), whoever committed
 them: the desk answering a platform (flushed before the reply), `edge-gateway bookings
 accept|decline` in another process (noticed within `booking.poll_seconds` through
-`PRAGMA data_version`), and this loop's own closings (waiting requests that expire,
-accepted bookings whose window ended: `completed`, with that window's OEE). A row is marked
+`PRAGMA data_version`), and this loop's own closings (waiting requests whose hold ended:
+`expired`; accepted bookings whose window ended: `completed`, with that window's OEE and
+the range of part records made in it, see `WindowEvidence`). A row is marked
 published only after the egress took it (the outbox commits it signed), so a crash between
 the two republishes it after the restart rather than losing it.
 """
@@ -14,15 +15,16 @@ the two republishes it after the restart rather than losing it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from edge.bookings.store import BookingStore, OeeFor
+from edge.bookings.store import BookingStore, Evidence, EvidenceFor
 from edge.config.loader import LoadedPlant
 from edge.egress.stack import RecordSink
+from models.booking import part_range
 from models.errors import EdgeError
 from models.plant import Plant, machine_topic
 from models.sample import utc_now
@@ -39,7 +41,7 @@ class BookingPublisher:
         config: Callable[[], LoadedPlant],
         *,
         refresh: Refresh,
-        oee: OeeFor,
+        evidence: EvidenceFor,
         log: FilteringBoundLogger,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -47,7 +49,7 @@ class BookingPublisher:
         self.sink = sink
         self.config = config
         self.refresh = refresh
-        self.oee = oee
+        self.evidence = evidence
         self.log = log
         self.clock = clock
         self.published = 0
@@ -82,10 +84,7 @@ class BookingPublisher:
 
     def close_due(self) -> int:
         """Expire waiting requests and complete ended bookings; returns how many changed."""
-        rules = self.config().plant.booking
-        changed = self.store.close_due(
-            self.clock(), expire_after=rules.pending_expire_minutes * 60.0, oee=self.oee
-        )
+        changed = self.store.close_due(self.clock(), evidence=self.evidence)
         for row in changed:
             self.log.info("booking_closed", booking=row.id, asset=row.machine, state=row.state)
         return len(changed)
@@ -112,16 +111,42 @@ class BookingPublisher:
                 self._failing = False
 
 
-def window_oee(
-    window: Callable[..., dict[str, Any] | None],
-) -> OeeFor:
-    """The KPI service's `window(asset, "range", start, end)` as the store's OEE source;
-    an unknown machine (removed, never ran) has no figures."""
+class PartSource(Protocol):
+    """What the part recorder (edge/parts/recorder.py) tells about a machine's parts."""
 
-    def oee(asset: str, start: datetime, end: datetime) -> Mapping[str, Any] | None:
-        try:
-            return window(asset, "range", start=start, end=end)
-        except (KeyError, ValueError):
+    def keeps_parts(self, asset: str) -> bool: ...
+
+    def settled(self, asset: str, t: datetime, now: datetime) -> bool: ...
+
+
+class WindowEvidence:
+    """The evidence of a booked window for its `completed` record.
+
+    The OEE is the KPI service's `window(asset, "range", start, end)`, the very record an
+    `oee` query with `window: range` and the same bounds answers. The parts are the part
+    records whose `end` lies in [start, end) (the ones that carry the booking), summed by
+    `models.booking.part_range`; a machine without `part_record` has none (null). A part
+    waits for its meter reading before it is recorded, so the evidence waits until the
+    recorder has seen the machine past the window's end with no part of the window still
+    waiting (`PartSource.settled`)."""
+
+    def __init__(
+        self,
+        window: Callable[..., dict[str, Any] | None],
+        parts: Callable[[str, datetime, datetime], list[dict[str, Any]]],
+        source: PartSource,
+    ) -> None:
+        self.window = window
+        self.parts = parts
+        self.source = source
+
+    def __call__(self, asset: str, start: datetime, end: datetime, now: datetime
+                 ) -> Evidence | None:
+        keeps = self.source.keeps_parts(asset)
+        if keeps and not self.source.settled(asset, end, now):
             return None
-
-    return oee
+        try:  # an unknown machine (removed, never ran) has no figures
+            oee = self.window(asset, "range", start=start, end=end, now=now)
+        except (KeyError, ValueError):
+            oee = None
+        return Evidence(oee, part_range(self.parts(asset, start, end)) if keeps else None)

@@ -21,9 +21,14 @@ File format, version 1; times are integer microseconds since the Unix epoch (UTC
     meta(key TEXT PRIMARY KEY, value TEXT)        'format' -> '1', 'created'
     bookings(id TEXT PRIMARY KEY, platform, reference, machine, start, end, state,
              request TEXT (the reserve params as JSON), reason, waits_for TEXT (JSON list),
-             created, updated)
+             created, updated,
+             salt TEXT (of the commitment), disclosed INTEGER (1: platform and reference
+             shown in the clear), expires (a waiting request's hold end, else NULL))
     events(seq INTEGER PRIMARY KEY AUTOINCREMENT, booking, machine, record TEXT (JSON),
            published INTEGER)
+
+A file written before `salt`, `disclosed` and `expires` existed gains them when opened
+(a fresh salt per booking; a waiting request holds until its start).
 
 The gateway notices decisions another process committed by polling `PRAGMA data_version`
 (`changed()`), which SQLite bumps on every commit by another connection.
@@ -36,10 +41,11 @@ import os
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from edge.platform_kit.verifier import booking_commitment
 from edge.storage.wal import WalStore
 from models.booking import (
     OPEN_STATES,
@@ -69,7 +75,8 @@ CREATE TABLE IF NOT EXISTS bookings(
     id TEXT PRIMARY KEY, platform TEXT NOT NULL, reference TEXT NOT NULL,
     machine TEXT NOT NULL, start INTEGER, end INTEGER, state TEXT NOT NULL,
     request TEXT NOT NULL, reason TEXT, waits_for TEXT NOT NULL,
-    created INTEGER NOT NULL, updated INTEGER NOT NULL) WITHOUT ROWID;
+    created INTEGER NOT NULL, updated INTEGER NOT NULL, salt TEXT NOT NULL DEFAULT '',
+    disclosed INTEGER NOT NULL DEFAULT 0, expires INTEGER) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS bookings_machine ON bookings(machine, state, end);
 CREATE INDEX IF NOT EXISTS bookings_platform ON bookings(platform, reference);
 CREATE INDEX IF NOT EXISTS bookings_state ON bookings(state);
@@ -82,7 +89,21 @@ CREATE INDEX IF NOT EXISTS events_unpublished ON events(seq) WHERE published = 0
 By = Literal["rules", "operator", "platform", "gateway"]
 BusyFor = Callable[[str], list[tuple[Interval, str]]]
 """machine -> what blocks its time besides the store's own accepted bookings."""
-OeeFor = Callable[[str, datetime, datetime], Mapping[str, Any] | None]
+
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a `completed` record carries: the booked window's OEE record and its part range
+    (models.booking.part_range); either None when the machine has none."""
+
+    oee: Mapping[str, Any] | None
+    parts: Mapping[str, Any] | None
+
+
+EvidenceFor = Callable[[str, datetime, datetime, datetime], Evidence | None]
+"""machine, start, end, now -> the window's evidence, or None while parts made in it may
+still be on their way (a part waits for its meter reading); asked again next round."""
 
 
 class BookingStoreError(EdgeError):
@@ -119,12 +140,34 @@ class BookingRow:
     waits_for: list[str]
     created: datetime
     updated: datetime
+    salt: str
+    disclosed: bool
+    expires: datetime | None
+
+    @property
+    def commitment(self) -> str:
+        return booking_commitment(self.id, self.platform, self.reference, self.salt)
+
+    def owner(self) -> dict[str, Any]:
+        """Who booked, as every subscriber of the streams may see it."""
+        return {
+            "platform": self.platform if self.disclosed else None,
+            "reference": self.reference if self.disclosed else None,
+            "commitment": self.commitment,
+        }
+
+    def link(self) -> dict[str, Any]:
+        """A `part` record's `booking`: this booking's id and owner."""
+        return {"id": self.id, **self.owner()}
 
     def result(self) -> dict[str, Any]:
-        """The booking as query replies show it."""
+        """The booking as query replies to its own platform show it (with the salt that
+        opens the commitment on the streams)."""
         return {
             "booking": self.id,
             "reference": self.reference,
+            "salt": self.salt,
+            "commitment": self.commitment,
             "machine": self.machine,
             "state": self.state,
             "start": None if self.start is None else format_ts(self.start),
@@ -134,6 +177,8 @@ class BookingRow:
             "quantity": self.request.get("quantity"),
             "reason": self.reason,
             "waits_for": self.waits_for,
+            "hold_until": None if self.expires is None or self.state != "requested"
+            else format_ts(self.expires),
             "created": format_ts(self.created),
             "updated": format_ts(self.updated),
         }
@@ -141,7 +186,7 @@ class BookingRow:
 
 _COLUMNS = (
     "id, platform, reference, machine, start, end, state, request, reason, waits_for, "
-    "created, updated"
+    "created, updated, salt, disclosed, expires"
 )
 
 
@@ -161,7 +206,14 @@ def _row(r: tuple[Any, ...]) -> BookingRow:
         json.loads(r[9]),
         created,
         updated,
+        r[12],
+        bool(r[13]),
+        _t(r[14]),
     )
+
+
+def _salt() -> str:
+    return secrets.token_urlsafe(16)
 
 
 class BookingStore(WalStore):
@@ -186,23 +238,62 @@ class BookingStore(WalStore):
     ) -> None:
         self._start(path, durable=durable, busy_timeout=busy_timeout, logger=logger,
                     component="bookings_store")
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Add the columns a file from before commitments and holds lacks."""
+        with self._tx("upgrade") as conn:
+            have = {r[1] for r in conn.execute("PRAGMA table_info(bookings)")}
+            if "salt" in have:
+                return
+            conn.execute("ALTER TABLE bookings ADD COLUMN salt TEXT NOT NULL DEFAULT ''")
+            conn.execute("ALTER TABLE bookings ADD COLUMN disclosed INTEGER NOT NULL DEFAULT 0")
+            conn.execute("ALTER TABLE bookings ADD COLUMN expires INTEGER")
+            ids = [r[0] for r in conn.execute("SELECT id FROM bookings")]
+            conn.executemany("UPDATE bookings SET salt = ? WHERE id = ?",
+                             [(_salt(), i) for i in ids])
+            conn.execute("UPDATE bookings SET expires = start WHERE state = 'requested'")
 
     # --- inside a transaction -------------------------------------------------------
 
-    def _accepted(
-        self, conn: sqlite3.Connection, machine: str, after: datetime
+    def _holding(
+        self, conn: sqlite3.Connection, machine: str, now: datetime, exclude: str = ""
     ) -> list[tuple[Interval, str]]:
+        """Time of `machine` taken by bookings ending after `now`: accepted ones, and
+        waiting requests whose hold has not ended (with the hold's end in the reason)."""
         rows = conn.execute(
-            "SELECT id, start, end FROM bookings WHERE machine = ? AND state = 'accepted' "
-            "AND end > ? ORDER BY start",
-            (machine, _s(after)),
+            "SELECT id, start, end, state, expires FROM bookings WHERE machine = ? AND end > ? "
+            "AND id != ? AND (state = 'accepted' OR (state = 'requested' AND expires > ?)) "
+            "ORDER BY start, id",
+            (machine, _s(now), exclude, _s(now)),
         ).fetchall()
         out: list[tuple[Interval, str]] = []
-        for bid, a, b in rows:
-            start, end = _t(a), _t(b)
+        for bid, a, b, state, hold in rows:
+            start, end, until = _t(a), _t(b), _t(hold)
             assert start is not None and end is not None
-            out.append(((start, end), f"accepted booking {bid}"))
+            if state == "accepted":
+                out.append(((start, end), f"accepted booking {bid}"))
+            else:
+                assert until is not None
+                why = f"booking {bid} held for a decision until {format_ts(until)}"
+                out.append(((start, end), why))
         return out
+
+    def _expire_due(self, conn: sqlite3.Connection, now: datetime) -> list[BookingRow]:
+        """Waiting requests whose hold ended (or whose start passed) expire, before anything
+        is decided in the same transaction: the order of the records is the order of time."""
+        rows = [
+            _row(r)
+            for r in conn.execute(
+                f"SELECT {_COLUMNS} FROM bookings WHERE state = 'requested' AND "
+                "(expires IS NULL OR expires <= ? OR start <= ?) ORDER BY expires, id",
+                (_s(now), _s(now)),
+            ).fetchall()
+        ]
+        return [
+            self._set_state(conn, row, "expired", now, "gateway", reason="no decision in time")
+            for row in rows
+        ]
 
     def _event(
         self,
@@ -214,13 +305,12 @@ class BookingStore(WalStore):
         *,
         reason: str | None = None,
         waits_for: Iterable[str] = (),
-        oee: Mapping[str, Any] | None = None,
+        evidence: Evidence | None = None,
     ) -> None:
         record = booking_record(
             booking=row.id,
             state=state,
-            platform=row.platform,
-            reference=row.reference,
+            owner=row.owner(),
             machine=row.machine,
             start=row.start,
             end=row.end,
@@ -229,7 +319,9 @@ class BookingStore(WalStore):
             request=row.request,
             reason=reason,
             waits_for=waits_for,
-            oee=oee,
+            hold_until=row.expires if state == "requested" else None,
+            oee=None if evidence is None else evidence.oee,
+            parts=None if evidence is None else evidence.parts,
         )
         conn.execute(
             "INSERT INTO events(booking, machine, record) VALUES (?, ?, ?)",
@@ -245,27 +337,14 @@ class BookingStore(WalStore):
         by: By,
         *,
         reason: str | None = None,
-        oee: Mapping[str, Any] | None = None,
+        evidence: Evidence | None = None,
     ) -> BookingRow:
         conn.execute(
             "UPDATE bookings SET state = ?, reason = ?, updated = ? WHERE id = ?",
             (state, reason, _s(at), row.id),
         )
-        self._event(conn, row, state, at, by, reason=reason, oee=oee)
-        return BookingRow(
-            row.id,
-            row.platform,
-            row.reference,
-            row.machine,
-            row.start,
-            row.end,
-            state,
-            row.request,
-            reason,
-            row.waits_for,
-            row.created,
-            at,
-        )
+        self._event(conn, row, state, at, by, reason=reason, evidence=evidence)
+        return replace(row, state=state, reason=reason, updated=at)
 
     @staticmethod
     def _get(conn: sqlite3.Connection, booking: str) -> BookingRow | None:
@@ -283,13 +362,17 @@ class BookingStore(WalStore):
         calendar: ShiftCalendar,
         rules: BookingRules,
         now: datetime,
+        disclosed: bool = False,
     ) -> tuple[BookingRow, bool]:
         """Decide one request and commit it (with its `requested` record, and the
         `accepted`/`declined` one when decided at once). Returns (booking, new); an open
         booking of this platform with the same reference is returned as it is (new=False),
-        so a platform that lost a reply can ask again without booking twice."""
+        so a platform that lost a reply can ask again without booking twice. A request left
+        to a person holds its slot until `rules.hold` has passed (never past its start).
+        `disclosed`: the platform shows its id and reference on the streams."""
         request = req.model_dump(mode="json", exclude_none=True)
         with self._tx("reserve") as conn:
+            self._expire_due(conn, now)
             r = conn.execute(
                 f"SELECT {_COLUMNS} FROM bookings WHERE platform = ? AND reference = ? "
                 "AND state IN ('requested', 'accepted') ORDER BY created DESC LIMIT 1",
@@ -299,7 +382,7 @@ class BookingStore(WalStore):
                 return _row(r), False
             full = [
                 Candidate(
-                    c.machine, (*c.busy, *self._accepted(conn, c.machine, now)), c.ideal_cycle_s
+                    c.machine, (*c.busy, *self._holding(conn, c.machine, now)), c.ideal_cycle_s
                 )
                 for c in candidates
             ]
@@ -317,6 +400,10 @@ class BookingStore(WalStore):
                 usage=Usage(float(usage[0]) / 3.6e9, int(usage[1])),
                 now=now,
             )
+            expires = None
+            if decision.state == "requested":
+                assert decision.start is not None
+                expires = min(now + rules.hold, decision.start)
             row = BookingRow(
                 f"b-{secrets.token_hex(8)}",
                 platform,
@@ -330,9 +417,13 @@ class BookingStore(WalStore):
                 list(decision.waits_for),
                 now,
                 now,
+                _salt(),
+                disclosed,
+                expires,
             )
             conn.execute(
-                f"INSERT INTO bookings({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO bookings({_COLUMNS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     row.id,
                     platform,
@@ -346,6 +437,9 @@ class BookingStore(WalStore):
                     json.dumps(row.waits_for),
                     _s(now),
                     _s(now),
+                    row.salt,
+                    int(disclosed),
+                    _s(expires),
                 ),
             )
             self._event(conn, row, "requested", now, "platform", waits_for=decision.waits_for)
@@ -359,6 +453,7 @@ class BookingStore(WalStore):
         """The platform withdraws its own open booking. KeyError: no such booking of
         this platform (another platform's is not found either); Refused: already closed."""
         with self._tx("release") as conn:
+            self._expire_due(conn, now)
             row = self._get(conn, booking)
             if row is None or row.platform != platform:
                 raise KeyError(booking)
@@ -377,8 +472,11 @@ class BookingStore(WalStore):
         now: datetime,
     ) -> BookingRow:
         """A person accepts or declines a waiting request. Accepting checks the hard
-        limits again inside the transaction (Refused, state unchanged, when they fail)."""
+        limits again inside the transaction (Refused, state unchanged, when they fail). A
+        request whose hold has ended has expired (and says so), even if the gateway has not
+        closed it yet."""
         with self._tx("decide") as conn:
+            self._expire_due(conn, now)
             row = self._get(conn, booking)
             if row is None:
                 raise KeyError(booking)
@@ -393,7 +491,7 @@ class BookingStore(WalStore):
                 row.machine,
                 row.start,
                 row.end,
-                [*busy(row.machine), *self._accepted(conn, row.machine, now)],
+                [*busy(row.machine), *self._holding(conn, row.machine, now, exclude=row.id)],
                 calendar=calendar,
                 now=now,
             )
@@ -401,39 +499,28 @@ class BookingStore(WalStore):
                 raise Refused(f"cannot accept {booking}: {blocked}")
             return self._set_state(conn, row, "accepted", now, "operator", reason=reason)
 
-    def close_due(self, now: datetime, *, expire_after: float, oee: OeeFor) -> list[BookingRow]:
-        """Waiting requests whose start passed or that waited `expire_after` seconds
-        expire; accepted bookings whose window ended complete, carrying that window's OEE."""
-        changed: list[BookingRow] = []
+    def close_due(self, now: datetime, *, evidence: EvidenceFor) -> list[BookingRow]:
+        """Waiting requests whose hold ended or whose start passed expire; accepted bookings
+        whose window ended complete, carrying that window's evidence, once `evidence` has
+        it (a booking whose evidence is not settled stays accepted until a later round)."""
         with self._tx("close due") as conn:
+            changed = self._expire_due(conn, now)
             rows = [
                 _row(r)
                 for r in conn.execute(
-                    f"SELECT {_COLUMNS} FROM bookings WHERE (state = 'requested' AND "
-                    "(start <= ? OR start IS NULL OR created <= ?)) OR "
-                    "(state = 'accepted' AND end <= ?) ORDER BY end, id",
-                    (_s(now), _s(now - timedelta(seconds=expire_after)), _s(now)),
+                    f"SELECT {_COLUMNS} FROM bookings WHERE state = 'accepted' AND end <= ? "
+                    "ORDER BY end, id",
+                    (_s(now),),
                 ).fetchall()
             ]
             for row in rows:
-                if row.state == "requested":
-                    changed.append(
-                        self._set_state(
-                            conn, row, "expired", now, "gateway", reason="no decision in time"
-                        )
-                    )
-                else:
-                    assert row.start is not None and row.end is not None
-                    changed.append(
-                        self._set_state(
-                            conn,
-                            row,
-                            "completed",
-                            now,
-                            "gateway",
-                            oee=oee(row.machine, row.start, row.end),
-                        )
-                    )
+                assert row.start is not None and row.end is not None
+                found = evidence(row.machine, row.start, row.end, now)
+                if found is None:
+                    continue
+                changed.append(
+                    self._set_state(conn, row, "completed", now, "gateway", evidence=found)
+                )
         return changed
 
     # --- reads --------------------------------------------------------------------------
@@ -470,13 +557,25 @@ class BookingStore(WalStore):
         )
         return [_row(r) for r in rows]
 
-    def accepted(self, machine: str, after: datetime) -> list[tuple[Interval, str]]:
-        """Accepted bookings of `machine` ending after `after`: time no longer offered."""
+    def holding(self, machine: str, now: datetime) -> list[tuple[Interval, str]]:
+        """Time of `machine` taken by platforms (accepted bookings, waiting requests within
+        their hold) ending after `now`: time no longer offered."""
         with self._lock:
             try:
-                return self._accepted(self._require(), machine, after)
+                return self._holding(self._require(), machine, now)
             except sqlite3.Error as exc:
-                raise self._error(exc, "read accepted") from exc
+                raise self._error(exc, "read holding") from exc
+
+    def covering(self, machine: str, at: datetime) -> BookingRow | None:
+        """The accepted (or since completed) booking of `machine` whose window holds `at`:
+        the booking a part made at `at` was made under."""
+        rows = self._read(
+            "covering",
+            f"SELECT {_COLUMNS} FROM bookings WHERE machine = ? AND state IN "
+            "('accepted', 'completed') AND start <= ? AND end > ? ORDER BY start LIMIT 1",
+            (machine, _s(at), _s(at)),
+        )
+        return _row(rows[0]) if rows else None
 
     def unpublished(self, limit: int = 500) -> list[tuple[int, str, dict[str, Any]]]:
         """(seq, machine, record) of state changes not yet handed to the egress, in order."""

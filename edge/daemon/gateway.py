@@ -30,8 +30,8 @@ from functools import partial
 from structlog.typing import FilteringBoundLogger
 
 from edge import package_version
-from edge.bookings.desk import BookingDesk, PlantHolds, capacity_held
-from edge.bookings.publisher import BookingPublisher, window_oee
+from edge.bookings.desk import BookingDesk, PlantHolds, capacity_held, part_links
+from edge.bookings.publisher import BookingPublisher, WindowEvidence
 from edge.bookings.store import FILENAME as BOOKINGS_FILE
 from edge.bookings.store import BookingStore
 from edge.capacity.bookings import BookingsFiles
@@ -119,11 +119,14 @@ class Gateway:
         )
         config = self.current
         self.parts_store = PartStore(loaded.state_dir / PARTS_FILE, logger=self.log)
-        self.parts = PartRecorder(config, self.parts_store, self.slot, self.log)
+        self.bookings_store = BookingStore(loaded.state_dir / BOOKINGS_FILE, logger=self.log)
+        self.parts = PartRecorder(
+            config, self.parts_store, self.slot, self.log,
+            booking_of=part_links(self.bookings_store),
+        )
         self.slot.observe_sealed("part", self.parts.on_sealed)
         self.energy = EnergyWindows(config, self.parts_store, self.parts)
         self.fleet = DeviceFleet(config, self.slot, self.kpi, self.log, observers=[self.parts])
-        self.bookings_store = BookingStore(loaded.state_dir / BOOKINGS_FILE, logger=self.log)
         files = BookingsFiles(config, self.log)
         self.capacity = CapacityRecords(
             config, self.fleet, self.kpi, files, held=capacity_held(config, self.bookings_store),
@@ -137,7 +140,7 @@ class Gateway:
             self.slot,
             config,
             refresh=self.capacity_publisher.refresh_now,
-            oee=window_oee(self.kpi.window),
+            evidence=WindowEvidence(self.kpi.window, self.parts_store.records, self.parts),
             log=self.log,
         )
         desk = BookingDesk(

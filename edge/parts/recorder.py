@@ -10,6 +10,11 @@ readings to the machine it is `meter_for` (or a machine's own `energy` points to
 and keeps the tracker state durable: saved on every state change and closed part, and on
 each tick (a heartbeat, so a crash loses at most one tick of process-signal statistics and
 the restart gap starts at the last save).
+
+Bookings (issue 18): a part whose end lies in a platform's accepted booking of the machine
+carries that booking (`booking_of`, edge/bookings), and `settled` tells the bookings
+publisher when every part of a booked window has been recorded, so its `completed` record
+can name them.
 """
 
 from __future__ import annotations
@@ -32,6 +37,12 @@ from models.parts import ALARM_DETAILS, PartSettings, PartTracker
 from models.plant import EnergyRoles, Machine, machine_topic
 from models.sample import Quality, Sample, utc_now
 
+BookingOf = Callable[[str, datetime], dict[str, Any] | None]
+"""machine, a part's end -> the `booking` of its record (edge.bookings.desk.part_links)."""
+SETTLE_LIMIT = 30.0
+"""Seconds past a part's meter wait after which a booked window is settled anyway (a
+machine whose reads stopped without the link being declared lost)."""
+
 
 def _number(batch: Sequence[Sample], signal: str | None) -> float | None:
     """The batch's good numeric value of `signal`, if it has one."""
@@ -53,13 +64,17 @@ class PartRecorder:
         log: FilteringBoundLogger,
         *,
         save_every: float = 5.0,
+        booking_of: BookingOf | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.sink = sink
         self.log = log
         self.save_every = save_every
+        self.booking_of = booking_of
         self.trackers: dict[str, PartTracker] = {}
+        self._seen: dict[str, datetime] = {}  # gateway time of each machine's last batch
+        self._link_failing = False
         self._failing = False
         self._involved_for: LoadedPlant | None = None
         self._involved_ids: set[str] = set()
@@ -136,6 +151,7 @@ class PartRecorder:
         if not batch or not self._involved(asset):
             return
         at = max(s.gateway_ts for s in batch)
+        self._seen[asset] = max(at, self._seen.get(asset, at))
         touched: dict[str, bool] = {}
         tracker = self._tracker(asset)
         if tracker is not None:
@@ -182,12 +198,51 @@ class PartRecorder:
             except EdgeError as exc:
                 self.log.error("part_envelope_not_stored", asset=asset, error=str(exc))
 
+    # ---- bookings ------------------------------------------------------------------------
+    def keeps_parts(self, asset: str) -> bool:
+        """Whether `asset` has part records (a `part_record` block)."""
+        return self._settings(asset) is not None
+
+    def settled(self, asset: str, t: datetime, now: datetime) -> bool:
+        """Whether every part of `asset` that ended before `t` has been recorded: the
+        machine was read at or after `t` (or its link is lost: nothing more can close
+        before `t`) and no such part still waits for its meter reading. True anyway
+        `energy_wait + SETTLE_LIMIT` seconds after `t`."""
+        tracker = self.trackers.get(asset)
+        if tracker is None:
+            return True  # never seen since the start: nothing of it waits
+        limit = tracker.settings.energy_wait + SETTLE_LIMIT
+        if (now - t).total_seconds() >= limit:
+            return True
+        if any(p.end is not None and p.end < t for p in tracker.closing):
+            return False
+        seen = self._seen.get(asset)
+        return (seen is not None and seen >= t) or tracker.link_lost_at is not None
+
+    def _link(self, asset: str, records: list[dict[str, Any]]) -> None:
+        """Set each record's `booking` (None outside a booked window). A failing bookings
+        store leaves it None and is logged once until it recovers."""
+        if self.booking_of is None:
+            return
+        try:
+            for r in records:
+                r["booking"] = self.booking_of(asset, datetime.fromisoformat(r["end"]))
+        except EdgeError as exc:
+            if not self._link_failing:
+                self.log.error("part_booking_link_failed", asset=asset, error=str(exc))
+                self._link_failing = True
+            return
+        if self._link_failing:
+            self.log.info("part_booking_link_recovered")
+            self._link_failing = False
+
     # ---- publishing ----------------------------------------------------------------------
     def _publish(self, asset: str, now: datetime, *, force_save: bool) -> None:
         tracker = self.trackers[asset]
         records = tracker.due(now)
         if not records and not force_save:
             return
+        self._link(asset, records)
         energy = tracker.drain_energy()
         try:
             self.store.save(asset, tracker.to_dict(), now, records, energy)

@@ -49,6 +49,7 @@ __all__ = [
     "TopicMismatch",
     "UnknownKey",
     "VerificationError",
+    "booking_commitment",
     "detached_to_envelope",
     "link_hash",
     "verify_detached",
@@ -142,6 +143,21 @@ def link_hash(envelope: Mapping[str, Any]) -> str:
     """b64url(SHA-256(ASCII(protected "." payload))): what the next envelope's `prev` holds."""
     signing_input = f"{envelope['protected']}.{envelope['payload']}".encode("ascii")
     return _b64e(hashlib.sha256(signing_input).digest())
+
+
+def booking_commitment(booking: str, platform: str, reference: str, salt: str) -> str:
+    """b64url(SHA-256(JCS({"booking", "platform", "reference", "salt"}))): the `commitment`
+    of a `bookings` record and of a `part` record's `booking` (docs/protocol.md, "Who sees
+    whose bookings").
+
+    Why a salted commitment: the `bookings` and `part` streams go to every subscriber of a
+    destination, competitors included. The commitment binds a booking to its platform and
+    reference without showing them; the salt (16 random bytes, in the reserve reply and the
+    platform's own `bookings` answer only) keeps a low-entropy reference such as `PO-4711`
+    from being guessed and makes two bookings of one platform unlinkable. The platform
+    recomputes this from its own id, reference and salt and compares."""
+    doc = {"booking": booking, "platform": platform, "reference": reference, "salt": salt}
+    return _b64e(hashlib.sha256(rfc8785.dumps(doc)).digest())
 
 
 class KeySet:

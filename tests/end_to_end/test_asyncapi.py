@@ -162,4 +162,5 @@ def test_every_vector_validates_against_the_document() -> None:
         props = SimpleNamespace(UserProperty=list(case.get("user_properties", {}).items()))
         msg = Received(case["topic"], (vectors / case["file"]).read_bytes(), 1, False, props)
         seen.add(check(msg))
-    assert {"gapEnvelope", "gapJson", "oeeJson", "capacityEnvelope"} <= seen, seen
+    assert {"gapEnvelope", "gapJson", "oeeJson", "capacityEnvelope", "bookingsEnvelope",
+            "bookingsJson", "partEnvelope", "partJson"} <= seen, seen

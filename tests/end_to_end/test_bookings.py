@@ -18,17 +18,19 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import yaml
 from conftest import Collector, Mosquitto
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from e2e import ROOT, GatewayProcess, plant_yaml, wait_for
+from e2e import ROOT, GatewayProcess, plant_yaml, scripted_shift_plant, wait_for
 from joserfc import jws
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import KeySet
 from joserfc.jws import FlattenedJSONSerialization
+from jsonschema import Draft7Validator
 
 from edge.platform_kit.client import query
-from edge.platform_kit.verifier import link_hash
+from edge.platform_kit.verifier import booking_commitment, link_hash
 
 GATEWAY = "edge/plant-a/gw-1"
 BOOKINGS = "edge/plant-a/+/+/+/bookings"
@@ -36,7 +38,8 @@ CAPACITY = "edge/plant-a/hall-1/line-1/m1/capacity"
 RULES = """
 platforms:
   - {id: p1, public_key_file: p1.pem, methods: [reserve, release, bookings, capacity]}
-  - {id: p2, public_key_file: p2.pem, methods: [reserve, release, bookings]}
+  - {id: p2, public_key_file: p2.pem, methods: [reserve, release, bookings],
+     public_reference: true}
   - {id: p3, public_key_file: p3.pem}
 booking:
   max_duration_minutes: 240
@@ -212,6 +215,27 @@ def test_platforms_book_capacity_end_to_end(
         waiting = long["result"]
         assert waiting["state"] == "requested", long
         assert waiting["waits_for"] == ["longer than max_duration_minutes 240"]
+        # while it waits it holds its slot: another platform asking later does not get it
+        overtake = p1.ask(
+            "reserve",
+            {
+                "asset": "m1",
+                "reference": "po-late",
+                "start": ts(base + timedelta(hours=6)),
+                "end": ts(base + timedelta(hours=7)),
+            },
+        )["result"]
+        assert overtake["state"] == "declined", overtake
+        held = f"overlaps booking {waiting['booking']} held for a decision until"
+        assert held in overtake["reason"] and waiting["hold_until"] is not None
+        wait_for(
+            lambda: slot_taken(
+                offers, base + timedelta(hours=5), base + timedelta(hours=10),
+                parse(waiting["created"]),
+            ),
+            5,
+            "capacity offer without the held slot",
+        )
         listed = cli(plant, "list")
         assert listed.returncode == 0 and waiting["booking"] in listed.stdout, listed
         done = cli(plant, "accept", waiting["booking"], "--reason", "night crew confirmed")
@@ -315,3 +339,121 @@ def test_platforms_book_capacity_end_to_end(
     states = [r["state"] for r in records(booked)]
     for state in ("requested", "accepted", "declined", "released", "completed"):
         assert state in states
+    # what every subscriber sees of who booked: a commitment, not the platform or reference,
+    # unless the platform chose to show them (p2: public_reference)
+    shown = [{k: v for k, v in r.items() if k != "commitment"} for r in records(booked)]
+    everything = json.dumps(shown)  # (a commitment is base64: it may hold "po-1" by chance)
+    for ref in ("po-1", "po-2", "race-p1", '"p1"'):
+        assert ref not in everything, ref
+    theirs = [r for r in shown if r["booking"] == clash["result"]["booking"]]
+    assert theirs and all((r["platform"], r["reference"]) == ("p2", "x-7") for r in theirs)
+    own = next(r for r in records(booked) if r["booking"] == accepted["booking"])
+    assert (own["platform"], own["reference"]) == (None, None)
+    assert own["commitment"] == accepted["commitment"] == booking_commitment(
+        accepted["booking"], "p1", "po-1", accepted["salt"]
+    )
+
+
+# a part every 2 s (cut 1 s, then the counter advances); every third is scrapped
+PART_SCRIPT: list[dict[str, Any]] = [
+    {"at": 0, "execution": "ready", "program": "O1000", "part_count": 0, "bad_part_count": 0},
+    *(
+        event
+        for i in range(40)
+        for event in (
+            {"at": 2 * i + 1, "execution": "active"},
+            {"at": 2 * i + 2, "execution": "ready", "part_count": i + 1,
+             "bad_part_count": (i + 1) // 3},
+        )
+    ),
+]
+
+
+@pytest.mark.slow
+def test_a_booked_window_closes_with_its_parts_and_its_oee(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    mqtt_collector: Callable[..., Collector],
+    free_port: Callable[[], int],
+) -> None:
+    """Closing the loop: a platform books a short window on a scripted machine that makes a
+    part every 2 s; the part records made in the window carry the booking (as a commitment
+    the platform opens with its salt), and the `completed` record's figures are those of an
+    `oee` query for the same window, with the part numbers the window spans."""
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "p1.pem").write_bytes(
+        key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    start = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
+    shift = (start, start + timedelta(minutes=10))
+    plant = scripted_shift_plant(tmp_path, mosquitto.port, free_port(), shift, PART_SCRIPT, 0.1)
+    plant.write_text(
+        plant.read_text()
+        + "    part_record: {}\n"  # m1, the plant's one machine
+        + "platforms:\n  - {id: p1, public_key_file: p1.pem, methods: [reserve, oee, parts]}\n"
+        + "booking: {poll_seconds: 0.2}\n"
+    )
+    p1 = Platform(mosquitto, key)
+    booked = mqtt_collector(mosquitto.host, mosquitto.port, BOOKINGS)
+    made = mqtt_collector(mosquitto.host, mosquitto.port, "edge/plant-a/+/+/m1/part")
+    gw = GatewayProcess(plant).start()
+    try:
+        wait_for(lambda: bool(gw.events("device_connected")), 30, "the machine connected")
+        # a window a few seconds ahead, its bounds on odd seconds of the script: parts
+        # close on even ones, so none sits on a bound however the reads fall
+        ahead = (datetime.now(UTC) - start).total_seconds() + 3
+        first = max(1, int(ahead) + 1 + int(ahead) % 2)
+        win_start, win_end = start + timedelta(seconds=first), start + timedelta(seconds=first + 8)
+        reply = p1.ask(
+            "reserve",
+            {"asset": "m1", "reference": "PO-9", "start": ts(win_start), "end": ts(win_end),
+             "program": "O1000", "quantity": 4},
+        )
+        booking = reply["result"]
+        assert booking["state"] == "accepted", reply
+        wait_for(lambda: "completed" in states_of(booked, booking["booking"]), 60, "completed")
+        completed = next(
+            r for r in records(booked)
+            if r["booking"] == booking["booking"] and r["state"] == "completed"
+        )
+        asked = p1.ask("oee", {"asset": "m1", "window": "range", "start": booking["start"],
+                               "end": booking["end"]})["result"]
+        listed = p1.ask("parts", {"asset": "m1", "start": booking["start"],
+                                  "end": booking["end"]})["result"]["parts"]
+    finally:
+        gw.kill()
+
+    # the completed record's OEE is the `oee` query's, figure for figure
+    oee = completed["oee"]
+    assert oee["window"] == asked["window"]
+    for field in ("availability", "effectiveness", "quality", "oee", "time", "counts", "losses"):
+        assert oee[field] == asked[field], field
+    assert oee["counts"]["pq"] == 4 and oee["counts"]["scrap"] >= 1, oee["counts"]
+    # the part records made in the window carry the booking, and only they
+    parts = {}
+    for m in made.snapshot():
+        for r in json.loads(jws_payload(json.loads(m.payload)))["records"]:
+            parts[r["part_seq"]] = r
+    inside = [r for r in parts.values() if win_start <= parse(r["end"]) < win_end]
+    assert [r["booking"] for r in parts.values() if r not in inside] == [None] * (
+        len(parts) - len(inside))
+    commitment = booking_commitment(booking["booking"], "p1", "PO-9", booking["salt"])
+    for r in inside:
+        assert r["booking"] == {"id": booking["booking"], "platform": None, "reference": None,
+                                "commitment": commitment}, r
+    seqs = sorted(r["part_seq"] for r in inside)
+    assert completed["parts"] == {
+        "first_seq": seqs[0], "last_seq": seqs[-1], "records": 4, "parts": 4,
+        "good": sum(r["verdict"] == "good" for r in inside),
+        "scrap": sum(r["verdict"] == "scrap" for r in inside), "unknown": 0,
+    }
+    assert completed["parts"]["good"] + completed["parts"]["scrap"] == oee["counts"]["pq"]
+    assert [p["record"]["part_seq"] for p in listed] == seqs  # the `parts` query agrees
+    assert (completed["platform"], completed["reference"], completed["commitment"]) == (
+        None, None, commitment)
+    # both streams as docs/asyncapi.yaml describes them
+    doc = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
+    for name, recs in (("PartRecord", list(parts.values())), ("BookingsRecord", records(booked))):
+        schema = Draft7Validator({**doc, "$ref": f"#/components/schemas/{name}"})
+        for r in recs:
+            schema.validate(r)

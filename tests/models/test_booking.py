@@ -15,6 +15,7 @@ from models.booking import (
     decide,
     first_fit,
     parse_reserve,
+    part_range,
     plant_holds,
     recheck,
 )
@@ -201,8 +202,7 @@ def test_record_shape() -> None:
     rec = booking_record(
         booking="b-1",
         state="completed",
-        platform="p1",
-        reference="po-1",
+        owner={"platform": None, "reference": None, "commitment": "c"},
         machine="m1",
         start=datetime(2026, 12, 7, 6, tzinfo=UTC),
         end=datetime(2026, 12, 7, 8, tzinfo=UTC),
@@ -210,6 +210,22 @@ def test_record_shape() -> None:
         by="gateway",
         request={"program": "O1", "quantity": 3},
         oee={"oee": 0.5},
+        parts=part_range([]),
     )
     assert rec["start"] == "2026-12-07T06:00:00.000Z" and rec["oee"] == {"oee": 0.5}
     assert rec["program"] == "O1" and rec["process"] is None and rec["waits_for"] == []
+    assert (rec["platform"], rec["reference"], rec["commitment"]) == (None, None, "c")
+    assert rec["hold_until"] is None and rec["parts"]["records"] == 0
+
+
+def test_part_range_spans_the_gateway_part_numbers_by_verdict() -> None:
+    records = [
+        {"part_seq": 7, "parts": 1, "verdict": "good"},
+        {"part_seq": 5, "parts": 2, "verdict": "scrap"},  # out of order: 5 and 6
+        {"part_seq": 8, "parts": 3, "verdict": "unknown"},  # 8, 9 and 10
+    ]
+    assert part_range(records) == {
+        "first_seq": 5, "last_seq": 10, "records": 3, "parts": 6,
+        "good": 1, "scrap": 2, "unknown": 3,
+    }
+    assert part_range([])["first_seq"] is None

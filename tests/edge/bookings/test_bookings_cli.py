@@ -51,7 +51,7 @@ def test_list_decline_and_errors(tmp_path: Path) -> None:
     listed = cli("list", "-c", str(plant))
     assert listed.returncode == 0, listed.stderr
     assert row.id in listed.stdout and "p1/po-9" in listed.stdout
-    assert "auto_accept: false" in listed.stdout
+    assert "auto_accept: false" in listed.stdout and "held until 20" in listed.stdout
 
     declined = cli("decline", row.id, "--reason", "tooling not free", "-c", str(plant))
     assert declined.returncode == 0, declined.stderr

@@ -1,5 +1,6 @@
 """The part stage with its real SQLite store: records emitted once and numbered across
-restarts, envelopes kept for the `parts` query, energy windows from the meter."""
+restarts, envelopes kept for the `parts` query, energy windows from the meter, and the
+booking a part made in a booked window carries."""
 
 from __future__ import annotations
 
@@ -12,14 +13,19 @@ import pytest
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.bookings.desk import part_links
+from edge.bookings.publisher import WindowEvidence
+from edge.bookings.store import BookingStore
 from edge.config.loader import LoadedPlant, load_plant
 from edge.parts.energy import EnergyWindows
 from edge.parts.recorder import PartRecorder
 from edge.parts.store import PartStore
 from edge.platform_kit.verifier import verify_envelope
 from edge.signing.jws import Signer, signing_input_hash
+from models.booking import Candidate, parse_reserve
 from models.envelope import envelope_body
 from models.machine_state import Availability, Execution, MachineState
+from models.plant import BookingRules, ShiftCalendar
 from models.sample import Sample
 
 T0 = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)
@@ -227,3 +233,52 @@ def test_a_simulated_machine_records_its_ideal_cycle_in_wall_seconds(tmp_path: P
         rec.tick(T0 + timedelta(seconds=60))
     (record,) = [r[3][0] for r in sink.emitted]
     assert record["ideal_cycle_time"] == 1.0 and record["cycle_time"] == pytest.approx(10.0)
+
+
+def test_parts_in_a_booked_window_carry_the_booking_and_settle_its_evidence(
+    loaded: LoadedPlant, store: PartStore, tmp_path: Path
+) -> None:
+    with BookingStore(tmp_path / "bookings.sqlite3", durable=False) as bookings:
+        req = parse_reserve({"asset": "m1", "reference": "PO-1",
+                             "start": (T0 + timedelta(seconds=12)).isoformat(),
+                             "end": (T0 + timedelta(seconds=41)).isoformat()})
+        booked, _ = bookings.reserve("p", req, [Candidate("m1")], calendar=ShiftCalendar(),
+                                     rules=BookingRules(), now=T0 - timedelta(minutes=1))
+        holder: list[PartRecorder] = []
+        sink = Sink(holder)
+        rec = PartRecorder(lambda: loaded, store, sink, structlog.get_logger(),
+                           booking_of=part_links(bookings))
+        holder.append(rec)
+        end = T0 + timedelta(seconds=41)
+        machine(rec, -1, Execution.READY, 0)
+        run_parts(rec, 0, 3)  # parts end at 10 s, 25 s and 40 s
+        links = [r[3][0]["booking"] for r in sink.emitted]
+        assert links == [None, booked.link(), booked.link()]
+        assert links[1]["reference"] is None  # a commitment, not the platform's reference
+        assert not rec.settled("m1", end, end)  # m1 not read past the window's end yet
+        machine(rec, 42, Execution.READY, 3)
+        assert rec.settled("m1", end, end)
+        # a part that ended before t and still waits for its meter keeps t unsettled
+        machine(rec, 55, Execution.ACTIVE, 3)
+        machine(rec, 60, Execution.READY, 4)
+        machine(rec, 62, Execution.READY, 4)
+        later = T0 + timedelta(seconds=61)
+        assert not rec.settled("m1", later, T0 + timedelta(seconds=62))
+        rec.tick(T0 + timedelta(seconds=71))  # energy_wait over: published without energy
+        assert rec.settled("m1", later, T0 + timedelta(seconds=71))
+        assert rec.keeps_parts("m1") and not rec.keeps_parts("meter")
+
+        asked: list[tuple[Any, ...]] = []
+
+        def window(asset: str, kind: str, **kw: Any) -> dict[str, Any]:
+            asked.append((asset, kind, kw["start"], kw["end"]))
+            return {"window": {"kind": kind}}
+
+        evidence = WindowEvidence(window, store.records, rec)
+        (done,) = bookings.close_due(T0 + timedelta(seconds=72), evidence=evidence)
+        assert done.id == booked.id and done.state == "completed"
+        assert asked == [("m1", "range", booked.start, booked.end)]
+        (completed,) = [r for _, _, r in bookings.unpublished() if r["state"] == "completed"]
+        assert completed["parts"] == {"first_seq": 2, "last_seq": 3, "records": 2, "parts": 2,
+                                      "good": 1, "scrap": 1, "unknown": 0}
+        assert completed["oee"] == {"window": {"kind": "range"}}

@@ -16,7 +16,12 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sparkplug_host import decode, value_of
 
-from edge.platform_kit.verifier import ChainChecker, detached_to_envelope, verify_stream
+from edge.platform_kit.verifier import (
+    ChainChecker,
+    booking_commitment,
+    detached_to_envelope,
+    verify_stream,
+)
 from edge.query import handler
 from edge.signing.jws import Signer, b64url_decode, jwk_public
 from models.plant import Plant
@@ -144,3 +149,18 @@ def test_requests_are_answered_as_the_vectors_say(
     else:
         assert record["error"] == {"code": case["expect"]["verdict"],
                                    "message": case["expect"]["message"]}
+
+
+@pytest.mark.parametrize("case", cases("commitment"), ids=lambda c: c["name"])
+def test_a_booking_commitment_opens_with_its_salt(case: dict[str, Any]) -> None:
+    assert booking_commitment(**case["inputs"]) == case["expect"]["commitment"]
+    other = {**case["inputs"], "platform": "someone-else"}
+    assert booking_commitment(**other) != case["expect"]["commitment"]
+    (bookings,) = [c for c in cases("envelope") if c["name"] == "bookings-envelope"]
+    (part,) = [c for c in cases("envelope") if c["name"] == "part-envelope"]
+    (record,) = bookings["expect"]["body"]["records"]
+    assert record["commitment"] == case["expect"]["commitment"]
+    assert (record["platform"], record["reference"]) == (None, None)
+    assert part["expect"]["body"]["records"][0]["booking"]["commitment"] == record["commitment"]
+    text = (ROOT / "docs" / "protocol.md").read_text()  # the worked example is this case
+    assert case["expect"]["commitment"] in text and case["inputs"]["salt"] in text
