@@ -588,11 +588,13 @@ def _main(argv: list[str] | None) -> int:
                 )
                 return EXIT_INPUT
         if args.worker is not None:  # a worker process started by `run --workers N`
-            from edge.daemon.worker_report import ENV_FD
+            from edge.daemon import worker_channel, worker_report
 
             loaded = as_worker(loaded, args.worker)
-            fd = os.environ.get(ENV_FD)
+            fd = os.environ.get(worker_report.ENV_FD)
             options.stats_fd = int(fd) if fd else None
+            channel = os.environ.get(worker_channel.ENV_FD)
+            options.channel_fd = int(channel) if channel else None
             options.with_simulators = args.with_simulators
         else:
             count = args.workers if args.workers is not None else loaded.plant.gateway.workers

@@ -42,6 +42,7 @@ from edge.daemon.console import MachineRow, console_loop, machine_rows
 from edge.daemon.embedded_broker import EmbeddedBroker
 from edge.daemon.reload import Reloader
 from edge.daemon.supervisor import Supervisor, cancel_all
+from edge.daemon.worker_channel import WorkerChannelServer
 from edge.daemon.worker_report import WorkerReporter
 from edge.devices.fleet import DeviceFleet, device_detail
 from edge.egress.loss import LossLedger
@@ -68,6 +69,7 @@ from edge.query.handler import QueryHandler, load_platform_keys
 from edge.query.nonces import NONCE_FILE, NonceStore
 from edge.status.gateway_source import GatewayStatusSource
 from edge.status.log_tap import TAP
+from edge.status.snapshot import worker_snapshot
 from edge.storage.wal import WalStore, checkpoint_loop
 from edge.web.server import StatusWeb, start_status_web
 from models.plant import Destination
@@ -84,6 +86,7 @@ class RunOptions:
     console_every: float = 5.0
     embedded_broker: tuple[str, int] = EMBEDDED_BROKER
     stats_fd: int | None = None  # a worker process: where it reports to its parent
+    channel_fd: int | None = None  # a worker process: where its parent asks it
 
 
 def destinations(loaded: LoadedPlant, options: RunOptions) -> list[Destination]:
@@ -279,6 +282,14 @@ class Gateway:
             background.append(self.supervisor.supervise("capacity", self.capacity_publisher.run))
             background.append(self.supervisor.supervise("bookings", self.booking_publisher.run))
             background.append(self.supervisor.supervise("parts", self.parts.run))
+            if self.options.channel_fd is not None:  # a worker: its parent's queries, page
+                channel = WorkerChannelServer(
+                    self.options.channel_fd,
+                    query=self.queries.answer_locally,
+                    status=partial(worker_snapshot, self.status),
+                    log=self.log,
+                )
+                background.append(asyncio.create_task(channel.run(), name="worker-channel"))
             self.fleet.start_missing()
             systemd.notify("READY=1\nSTATUS=running")
             self.log.info(

@@ -29,24 +29,38 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
+from edge import package_version
 from edge.config.loader import LoadedPlant
 from edge.config.workers import WorkerRole, assignment
 from edge.daemon import systemd
 from edge.daemon.embedded_broker import EmbeddedBroker
 from edge.daemon.gateway import RunOptions, destinations
 from edge.daemon.preflight import load_share_checked
+from edge.daemon.supervisor import Supervisor, cancel_all
+from edge.daemon.worker_channel import ENV_FD as CHANNEL_FD
+from edge.daemon.worker_channel import WorkerChannel, WorkerUnavailable
+from edge.daemon.worker_queries import WorkerQueries
 from edge.daemon.worker_report import ENV_FD
 from edge.egress.stack import EgressPlan, prepare_egress, status_payload
 from edge.observability import get_logger
+from edge.query.backend import health
+from edge.query.handler import QueryHandler, load_platform_keys
+from edge.query.nonces import NONCE_FILE, NonceStore
+from edge.status.log_tap import TAP
+from edge.status.worker_source import WorkerStatusSource
+from edge.web.server import StatusWeb, start_status_web
 from models.errors import EdgeError
 from models.plant import gateway_topic
+from models.sample import utc_now
 
 Command = Callable[[WorkerRole], list[str]]
 """The argv that starts worker `role` (the parent's own command line, plus `--worker`)."""
@@ -65,6 +79,7 @@ class WorkerState:
     started: float = 0.0
     restarts: int = 0
     report: dict[str, Any] = field(default_factory=dict)
+    channel: WorkerChannel | None = None
 
     def summary(self, machines: list[str]) -> dict[str, Any]:
         alive = self.process is not None and self.process.returncode is None
@@ -134,6 +149,43 @@ class WorkerPool:
         self._reload = asyncio.Event()
         self._changed = asyncio.Event()
         self._jwks = plan.jwks
+        self._signer = plan.signer
+        self.started = utc_now()
+        # the gateway's one query endpoint: nonces in the same file as one process keeps
+        self.nonces = NonceStore(loaded.state_dir / NONCE_FILE, logger=log)
+        self.queries = QueryHandler(
+            loaded.plant, None, signer=lambda: self._signer, keys={}, logger=log,
+            nonces=self.nonces,
+            dispatch=WorkerQueries(lambda: self.loaded, count, self.call, self.health),
+        )
+        self.status = WorkerStatusSource(
+            plant=lambda: self.loaded.plant, workers=count, fetch=self._snapshot,
+            kid=lambda: self._signer.kid, queries=lambda: self.queries.by_method,
+            version=package_version(), started=self.started, tap=TAP,
+        )
+
+    # --- what the parent asks of its workers ------------------------------------------
+
+    async def call(self, index: int, request: dict[str, Any], within: float) -> Any:
+        """Worker `index`'s answer to `request` (edge/daemon/worker_channel.py)."""
+        channel = self.workers[index].channel
+        if channel is None:
+            raise WorkerUnavailable(f"worker {index} is not running")
+        return await channel.call(request, within)
+
+    async def _snapshot(self, index: int, machine: str | None) -> dict[str, Any]:
+        answer = await self.call(index, {"op": "status", "machine": machine}, 5.0)
+        if not isinstance(answer, dict):
+            raise WorkerUnavailable(f"worker {index} sent no status")
+        return answer
+
+    def health(self) -> dict[str, Any]:
+        """`health` from the workers' reports, with the parent's query counters."""
+        d = self.status_detail()
+        return health(self.started, devices=d["devices"],
+                      detail={k: d[k] for k in ("device_reasons", "device_faults") if k in d},
+                      destinations=d["destinations"], losses=d["losses"],
+                      unsignable=d["unsignable"], queries=dict(self.queries.counts))
 
     # --- status -----------------------------------------------------------------------
 
@@ -194,15 +246,23 @@ class WorkerPool:
         backoff = 1.0
         while not self._stopping.is_set():
             read_fd, write_fd = os.pipe()
+            ours, theirs = socket.socketpair()  # the worker channel: requests and answers
             # systemd takes READY and watchdog pings from the main process only (the
             # parent); a worker that sent them would fill the journal with refusals
             env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_ONLY_PARENT}
             env[ENV_FD] = str(write_fd)
+            env[CHANNEL_FD] = str(theirs.fileno())
             try:
                 worker.process = await asyncio.create_subprocess_exec(
-                    *self.command(worker.role), env=env, pass_fds=(write_fd,))
+                    *self.command(worker.role), env=env, pass_fds=(write_fd, theirs.fileno()))
+            except BaseException:
+                ours.close()
+                raise
             finally:
                 os.close(write_fd)
+                theirs.close()
+            worker.channel = WorkerChannel(ours, self.log)
+            await worker.channel.start()
             worker.started = time.monotonic()
             worker.report = {}
             self.log.info("worker_started", worker=worker.role.index,
@@ -210,6 +270,8 @@ class WorkerPool:
             reading = asyncio.create_task(self._read_reports(worker, read_fd))
             code = await worker.process.wait()
             await asyncio.gather(reading, return_exceptions=True)
+            channel, worker.channel = worker.channel, None
+            await channel.close()  # a request still waiting is answered `unavailable`
             self._changed.set()
             if self._stopping.is_set():
                 return
@@ -236,12 +298,21 @@ class WorkerPool:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        plant = self.loaded.plant
+        self.queries.reconfigure(plant, load_platform_keys(plant.platforms,
+                                                           self.loaded.path.parent))
         for tr in self.plan.transports.values():
             await tr.start()
         tasks = [asyncio.create_task(self._supervise(w), name=f"worker-{w.role.index}")
                  for w in self.workers]
         status = asyncio.create_task(self._status_loop(), name="status")
         watchdog = asyncio.create_task(systemd.watchdog_loop(), name="watchdog")
+        supervisor = Supervisor(self.log)
+        serving = [supervisor.supervise(f"query-{name}", partial(self.queries.serve, tr, name))
+                   for name, tr in self.plan.transports.items() if name not in self.plan.nodes]
+        web: StatusWeb | None = await start_status_web(
+            plant.gateway.web, self.status, self.log, title=f"plant {plant.gateway.site}",
+            prepare=self.status.refresh)
         systemd.notify("READY=1\nSTATUS=running")
         self.log.info("gateway_started", workers=len(self.workers),
                       machines=len(self.loaded.enabled_machines()))
@@ -260,6 +331,9 @@ class WorkerPool:
             systemd.notify("STOPPING=1")
             self.log.info("gateway_stopping")
             self._stopping.set()
+            await cancel_all(serving)
+            if web is not None:
+                await web.stop()
             self._signal_all(signal.SIGTERM)
             _, pending = await asyncio.wait(tasks, timeout=self.stop_timeout)
             if pending:
@@ -277,6 +351,7 @@ class WorkerPool:
                         await asyncio.wait_for(tr.publish(topic, offline, qos=1, retain=True),
                                                timeout=2.0)
                 await tr.stop()
+            self.nonces.close()
             self.log.info("gateway_stopped")
         return 0
 
@@ -292,6 +367,12 @@ class WorkerPool:
         except (EdgeError, OSError) as exc:
             self.log.error("reload_failed_keeping_running_config", error=str(exc))
             return
+        try:
+            keys = load_platform_keys(new.plant.platforms, new.path.parent)
+        except EdgeError as exc:
+            self.log.error("reload_failed_keeping_running_config", error=str(exc))
+            return
+        self.queries.reconfigure(new.plant, keys)
         if new.plant.gateway.workers != self.loaded.plant.gateway.workers:
             self.log.warning("reload_workers_change_needs_restart",
                              running=len(self.workers), configured=new.plant.gateway.workers)
@@ -301,11 +382,13 @@ class WorkerPool:
     def _announce_keys(self) -> None:
         try:
             jwks = json.dumps(self.plan.keystore.public_jwks(), separators=(",", ":")).encode()
+            signer = self.plan.keystore.load(self.log) if jwks != self._jwks else self._signer
         except EdgeError as exc:
             self.log.error("signing_key_reload_failed_keeping_current", error=str(exc))
             return
         if jwks != self._jwks:
             self._jwks = jwks
+            self._signer = signer  # query replies are signed in the parent
             keys = gateway_topic(self.loaded.plant, "keys")
             for tr in self.plan.transports.values():
                 tr.set_announcements([(keys, jwks, True)])

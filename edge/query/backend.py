@@ -63,6 +63,59 @@ def device_identification(last_values: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def describe(loaded: LoadedPlant) -> dict[str, Any]:
+    """`describe`: the gateway and its machines, from the configuration alone."""
+    plant = loaded.plant
+    g = plant.gateway
+    return {
+        "gateway": g.id,
+        "site": g.site,
+        "version": _version(),
+        "streams": list(STREAMS),
+        "machines": {
+            m.id: {
+                "name": m.name,
+                "area": m.area,
+                "line": m.line,
+                "adapter": m.adapter,
+                "nameplate": m.nameplate.model_dump(exclude_none=True),
+                "topics": {
+                    s: machine_topic(plant, m, s)
+                    for s in STREAMS
+                    if s != "part" or m.part_record is not None
+                },
+            }
+            for m in loaded.enabled_machines()
+        },
+    }
+
+
+def health(
+    started: datetime,
+    *,
+    devices: dict[str, str],
+    detail: dict[str, Any],
+    destinations: dict[str, dict[str, Any]],
+    losses: dict[str, Any],
+    unsignable: dict[str, Any],
+    queries: dict[str, int],
+) -> dict[str, Any]:
+    """`health` (before the handler scopes it to the platform and its destination);
+    `detail`: `device_reasons` and `device_faults` when some device is not up."""
+    return {
+        "state": "online",
+        "version": _version(),
+        "started": format_ts(started),
+        "uptime_s": round((utc_now() - started).total_seconds(), 3),
+        "devices": devices,
+        **detail,
+        "destinations": destinations,
+        "losses": losses,
+        "unsignable": unsignable,
+        "queries": queries,
+    }
+
+
 class QueryBackend:
     """The query handler's `Backend`; `counts` gives the handler's own counters to `health`
     (the handler is built after its backend)."""
@@ -105,30 +158,7 @@ class QueryBackend:
         return [asset]
 
     def query_describe(self) -> dict[str, Any]:
-        loaded = self.config()
-        plant = loaded.plant
-        g = plant.gateway
-        return {
-            "gateway": g.id,
-            "site": g.site,
-            "version": _version(),
-            "streams": list(STREAMS),
-            "machines": {
-                m.id: {
-                    "name": m.name,
-                    "area": m.area,
-                    "line": m.line,
-                    "adapter": m.adapter,
-                    "nameplate": m.nameplate.model_dump(exclude_none=True),
-                    "topics": {
-                        s: machine_topic(plant, m, s)
-                        for s in STREAMS
-                        if s != "part" or m.part_record is not None
-                    },
-                }
-                for m in loaded.enabled_machines()
-            },
-        }
+        return describe(self.config())
 
     def query_state(self, asset: str | None) -> dict[str, Any]:
         out = {}
@@ -221,18 +251,10 @@ class QueryBackend:
         return {"asset": asset, "window": window["window"], "energy": figures}
 
     def query_health(self) -> dict[str, Any]:
-        return {
-            "state": "online",
-            "version": _version(),
-            "started": format_ts(self.started),
-            "uptime_s": round((utc_now() - self.started).total_seconds(), 3),
-            "devices": self.fleet.statuses(),
-            **device_detail(self.fleet),
-            "destinations": self.stats(),
-            "losses": self.losses(),
-            "unsignable": self.unsignable(),
-            "queries": self.counts(),
-        }
+        return health(self.started, devices=self.fleet.statuses(),
+                      detail=device_detail(self.fleet), destinations=self.stats(),
+                      losses=self.losses(), unsignable=self.unsignable(),
+                      queries=self.counts())
 
     def query_booking(
         self, method: str, platform: Platform, params: Mapping[str, Any]

@@ -49,8 +49,8 @@ import asyncio
 import fnmatch
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -102,6 +102,23 @@ class Reply:
     topic: str
     payload: bytes
     correlation_data: bytes | None
+
+
+@dataclass
+class _Request:
+    """What the pipeline has learnt of one request so far (its refusal needs it)."""
+
+    reply_to: str | None
+    correlation: bytes | None
+    request_id: str | None = None
+    platform: Platform | None = None  # set once the request is fresh and authenticated
+    paid: bool = False  # an unauthenticated answer already paid for (oversize parsing)
+    method: str = "unknown"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+Dispatch = Callable[[str, dict[str, Any], Platform], Awaitable[Any]]
+"""Answers a checked request's method elsewhere (QueryError for a refusal)."""
 
 
 class Backend(Protocol):
@@ -179,7 +196,7 @@ class QueryHandler:
     def __init__(
         self,
         plant: Plant,
-        backend: Backend,
+        backend: Backend | None,
         *,
         signer: Callable[[], Signer],
         keys: dict[str, tuple[Platform, Ed25519PublicKey]],
@@ -187,10 +204,12 @@ class QueryHandler:
         clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
         nonces: NonceMemory | None = None,
+        dispatch: Dispatch | None = None,
     ) -> None:
         """`clock` is the wall clock of the `ts` window and of nonce expiry, `monotonic` the
         clock of the token buckets and log intervals (both injectable for tests); `nonces`
-        defaults to memory only (the daemon passes the SQLite `NonceStore`)."""
+        defaults to memory only (the daemon passes the SQLite `NonceStore`); `dispatch`
+        answers the methods elsewhere (default: `backend`, in this process)."""
         self.plant = plant
         self.settings = plant.gateway.query
         self.backend = backend
@@ -200,6 +219,7 @@ class QueryHandler:
         self.clock = clock
         self.monotonic = monotonic
         self.nonces = nonces if nonces is not None else NonceMemory()
+        self.dispatch = dispatch
         self.topic = gateway_topic(plant, "query")
         self.chain = ChainState()
         self.buckets: dict[str, TokenBucket] = {}
@@ -209,6 +229,8 @@ class QueryHandler:
         )
         self._rate_logs: dict[str, RefusalLog] = {}
         self._topic_log = RefusalLog(logger, "query_reply_topic_refused", LOG_INTERVAL, monotonic)
+        # `run --workers N`: every request about a restarting worker's machines, for seconds
+        self._unavailable_log = RefusalLog(logger, "query_unavailable", LOG_INTERVAL, monotonic)
         self.counts: dict[str, int] = {"answered": 0, "refused": 0, "dropped": 0, "unanswered": 0}
         self.by_method: dict[tuple[str, str], int] = {}
         """(method, "ok" or the error code) -> requests, for /metrics; the method is
@@ -234,63 +256,101 @@ class QueryHandler:
 
     # ---- the pipeline ---------------------------------------------------------------
     def handle(self, msg: Incoming) -> Reply | None:
-        """Answer one message; None when there is nowhere (or no budget) to send the answer."""
-        request_id: str | None = None
-        reply_to, correlation = msg.response_topic, msg.correlation_data
-        platform: Platform | None = None  # set once the request is fresh and authenticated
-        paid = False  # an unauthenticated answer already paid for (oversize parsing)
-        method = "unknown"
+        """Answer one message from this process's backend; None when there is nowhere (or
+        no budget) to send the answer."""
+        req = _Request(msg.response_topic, msg.correlation_data)
         try:
-            if len(msg.payload) > self.settings.max_request_bytes:
-                limit = max(ADDRESS_PARSE_LIMIT, 4 * self.settings.max_request_bytes)
-                if reply_to is None and len(msg.payload) <= limit and self.anonymous.take():
-                    paid = True
-                    request_id, reply_to = _claimed_address(msg.payload)
-                raise QueryError(
-                    "too_large", f"request larger than {self.settings.max_request_bytes} bytes"
-                )
-            envelope = _json_object(msg.payload, "request")
-            claimed = _claimed_body(envelope)
-            request_id = _short_str(claimed.get("id"))
-            if reply_to is None:
-                reply_to = _short_str(claimed.get("reply_to"))
-            signer, body = self._authenticate(envelope)
-            method, params = self._validate(body)
-            self._fresh(signer, body)
-            platform = signer
-            self._admit(platform)
-            self._authorize(platform, method, params)
-            result = self._scope(platform, method, self._dispatch(method, params, platform), msg)
-            record: dict[str, Any] = {"id": request_id, "ok": True, "result": result}
-            self.counts["answered"] += 1
-            self._count(method, "ok")
+            self._check(msg, req)
+            assert req.platform is not None
+            result = self._dispatch(req.method, req.params, req.platform)
         except QueryError as exc:
-            record = {
-                "id": request_id,
-                "ok": False,
-                "error": {"code": exc.code, "message": exc.message},
-            }
-            self.counts["refused"] += 1
-            self._count(method, exc.code)
-            answerable = reply_to is not None and self._reply_topic_ok(reply_to)
-            if platform is None:
-                answered = answerable and (paid or self.anonymous.take())
-                self._anonymous_log.note(
-                    exc.code, answered=answered, reason=exc.message, request_id=request_id
-                )
-                if not answered:
-                    self.counts["unanswered"] += 1
-                    return None
-            elif exc.code == "rate_limited":
-                self._rate_log(platform).note(exc.code, answered=answerable)
-            else:
-                self.log.warning(
-                    "query_refused",
-                    code=exc.code,
-                    reason=exc.message,
-                    platform=platform.id,
-                    request_id=request_id,
-                )
+            return self._refuse(req, exc)
+        return self._accept(msg, req, result)
+
+    async def answer(self, msg: Incoming) -> Reply | None:
+        """`handle`, with the method answered by `self.dispatch` when one is set (the parent
+        of `run --workers N` forwards to the worker that owns the machine, edge/daemon/
+        worker_queries.py): every check before it and the scoping and sealing after it stay
+        here, in the one process that owns the nonces, the rate limits and the key."""
+        if self.dispatch is None:
+            return self.handle(msg)
+        req = _Request(msg.response_topic, msg.correlation_data)
+        try:
+            self._check(msg, req)
+            assert req.platform is not None
+            result = await self.dispatch(req.method, req.params, req.platform)
+        except QueryError as exc:
+            return self._refuse(req, exc)
+        return self._accept(msg, req, result)
+
+    def answer_locally(self, method: str, params: dict[str, Any], platform: Platform) -> Any:
+        """The method only, for a request the parent already checked (a worker process):
+        QueryError for a refusal, as `handle` would answer it."""
+        return self._dispatch(method, params, platform)
+
+    def _check(self, msg: Incoming, req: _Request) -> None:
+        """Every check up to the method itself; fills `req` as it learns; QueryError."""
+        if len(msg.payload) > self.settings.max_request_bytes:
+            limit = max(ADDRESS_PARSE_LIMIT, 4 * self.settings.max_request_bytes)
+            if req.reply_to is None and len(msg.payload) <= limit and self.anonymous.take():
+                req.paid = True
+                req.request_id, req.reply_to = _claimed_address(msg.payload)
+            raise QueryError(
+                "too_large", f"request larger than {self.settings.max_request_bytes} bytes"
+            )
+        envelope = _json_object(msg.payload, "request")
+        claimed = _claimed_body(envelope)
+        req.request_id = _short_str(claimed.get("id"))
+        if req.reply_to is None:
+            req.reply_to = _short_str(claimed.get("reply_to"))
+        signer, body = self._authenticate(envelope)
+        req.method, req.params = self._validate(body)
+        self._fresh(signer, body)
+        req.platform = signer
+        self._admit(signer)
+        self._authorize(signer, req.method, req.params)
+
+    def _accept(self, msg: Incoming, req: _Request, result: Any) -> Reply | None:
+        assert req.platform is not None
+        scoped = self._scope(req.platform, req.method, result, msg)
+        self.counts["answered"] += 1
+        self._count(req.method, "ok")
+        return self._address(req, {"id": req.request_id, "ok": True, "result": scoped})
+
+    def _refuse(self, req: _Request, exc: QueryError) -> Reply | None:
+        record = {
+            "id": req.request_id,
+            "ok": False,
+            "error": {"code": exc.code, "message": exc.message},
+        }
+        self.counts["refused"] += 1
+        self._count(req.method, exc.code)
+        reply_to, platform = req.reply_to, req.platform
+        answerable = reply_to is not None and self._reply_topic_ok(reply_to)
+        if platform is None:
+            answered = answerable and (req.paid or self.anonymous.take())
+            self._anonymous_log.note(
+                exc.code, answered=answered, reason=exc.message, request_id=req.request_id
+            )
+            if not answered:
+                self.counts["unanswered"] += 1
+                return None
+        elif exc.code == "rate_limited":
+            self._rate_log(platform).note(exc.code, answered=answerable)
+        elif exc.code == "unavailable":
+            self._unavailable_log.note(exc.code, answered=answerable, reason=exc.message)
+        else:
+            self.log.warning(
+                "query_refused",
+                code=exc.code,
+                reason=exc.message,
+                platform=platform.id,
+                request_id=req.request_id,
+            )
+        return self._address(req, record)
+
+    def _address(self, req: _Request, record: dict[str, Any]) -> Reply | None:
+        reply_to = req.reply_to
         if reply_to is None:
             self.counts["unanswered"] += 1
             return None
@@ -298,7 +358,7 @@ class QueryHandler:
             self.counts["unanswered"] += 1
             self._topic_log.note("reply_topic", answered=False, topic=reply_to[:200])
             return None
-        return Reply(reply_to, self._seal(reply_to, record), correlation)
+        return Reply(reply_to, self._seal(reply_to, record), req.correlation)
 
     def _count(self, method: str, result: str) -> None:
         key = (method, result)
@@ -306,7 +366,8 @@ class QueryHandler:
 
     def flush_logs(self) -> None:
         """Write the counts of repeating refusals whose interval is over (called when idle)."""
-        for log in (self._anonymous_log, self._topic_log, *self._rate_logs.values()):
+        for log in (self._anonymous_log, self._topic_log, self._unavailable_log,
+                    *self._rate_logs.values()):
             log.flush()
 
     def _rate_log(self, platform: Platform) -> RefusalLog:
@@ -465,6 +526,8 @@ class QueryHandler:
 
     def _dispatch(self, method: str, params: dict[str, Any], platform: Platform) -> Any:
         asset = params.get("asset")
+        if self.backend is None:  # the parent of `run --workers N`: `dispatch` answers
+            raise QueryError("internal", "internal error")
         try:
             if method in BOOKING_METHODS:  # the platform is who books and whose bookings
                 result: Any = self.backend.query_booking(method, platform, params)
@@ -548,7 +611,7 @@ class QueryHandler:
                 self.flush_logs()
                 continue
             held[0] -= len(msg.payload)
-            reply = self.handle(msg)
+            reply = await self.answer(msg)
             if reply is not None:
                 props = (
                     {"correlation_data": reply.correlation_data} if reply.correlation_data else None

@@ -43,6 +43,9 @@ _HEADERS = {
     "Cache-Control": "no-store",
 }
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Prepare = Callable[[str | None], Awaitable[None]]
+"""Brings the source up to date before a page, live update or scrape reads it (given the
+machine whose page it is); the parent of `run --workers N` asks its workers there."""
 
 
 def _layout(title: str, body: str, page: str, *, machine: str | None, shape: str,
@@ -82,8 +85,10 @@ class StatusWeb:
         token: str | None = None,
         refresh: float = 2.0,
         title: str = "plant",
+        prepare: Prepare | None = None,
     ) -> None:
         self.source = source
+        self.prepare = prepare
         self.registry = registry
         self.bind = bind
         self.port = port
@@ -153,6 +158,10 @@ class StatusWeb:
                 return web.Response(status=401, text="401: give the token (?token=... once, "
                                     "or Authorization: Bearer ...)\n",
                                     headers={"WWW-Authenticate": "Bearer"})
+        if self.prepare is not None and request.path != "/events" and not (
+            request.path.startswith("/static/")
+        ):
+            await self.prepare(request.match_info.get("id"))
         cpu = time.thread_time()  # the event loop's thread: this request's build, nothing else
         response = await handler(request)
         if not response.prepared:  # not the event stream, whose headers are already sent
@@ -226,6 +235,8 @@ class StatusWeb:
         try:
             await response.write(f"retry: {int(self.refresh * 1000)}\n\n".encode())
             while True:
+                if self.prepare is not None:
+                    await self.prepare(machine)
                 live = self._live(page, machine)
                 if live is None:
                     break
@@ -240,7 +251,11 @@ class StatusWeb:
 
 
 async def start_status_web(
-    settings: WebSettings, source: StatusSource, logger: Any, title: str = "plant"
+    settings: WebSettings,
+    source: StatusSource,
+    logger: Any,
+    title: str = "plant",
+    prepare: Prepare | None = None,
 ) -> StatusWeb | None:
     """The status page per `gateway.web`, started; None when disabled or when it cannot be
     served. A view must never stop data collection: a busy port or a token whose secret
@@ -251,7 +266,8 @@ async def start_status_web(
     try:
         token = resolve_secret(settings.token) if settings.token is not None else None
         web_ = StatusWeb(source, registry_for(source), bind=settings.bind, port=settings.port,
-                         token=token, refresh=settings.refresh_seconds, title=title)
+                         token=token, refresh=settings.refresh_seconds, title=title,
+                         prepare=prepare)
         await web_.start()
     except ConfigurationError as exc:
         logger.error("status_page_not_served", error=str(exc))

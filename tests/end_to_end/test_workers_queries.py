@@ -1,0 +1,147 @@
+"""`run --workers 2`: platforms query and book, and the status page and `/metrics` show the
+whole plant, although the machines run in two processes (a real Mosquitto, the project's
+Modbus simulators, a signed request from edge/platform_kit/client.py).
+
+Why: the parent is the gateway's one query endpoint and one status page; a query about a
+machine must reach the worker that owns it, a whole-plant answer must hold every worker's
+machines, and a worker that crashed must serve again once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Collector, Mosquitto
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from e2e import GatewayProcess, plant_yaml, wait_for
+
+from edge.config.workers import worker_of
+from edge.platform_kit.client import query
+
+MACHINES = ("m1", "m2", "m3", "m4")
+GATEWAY = "edge/plant-a/gw-1"
+PLATFORMS = """
+platforms:
+  - {id: p1, public_key_file: p1.pem, methods: [describe, state, oee, aas, capacity, health,
+                                                reserve, release, bookings]}
+"""
+
+
+def ts(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def metric_machines(text: str, name: str) -> set[str]:
+    return set(re.findall(rf'^edge_gateway_{name}\{{[^}}]*machine="([^"]+)"', text, re.M))
+
+
+@pytest.mark.slow
+def test_two_workers_answer_queries_and_serve_the_status_page(
+    tmp_path: Path, mosquitto: Mosquitto, free_port: Callable[[], int],
+    mqtt_collector: Callable[..., Collector],
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "p1.pem").write_bytes(
+        key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(plant_yaml(tmp_path / "state", [free_port() for _ in MACHINES],
+                                mosquitto.port) + PLATFORMS)
+    by_worker = {w: [m for m in MACHINES if worker_of(m, 2) == w] for w in (0, 1)}
+    assert by_worker[0] and by_worker[1]  # the test needs machines on both workers
+    col = mqtt_collector(mosquitto.host, mosquitto.port, f"{GATEWAY}/status")
+
+    def ask(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return asyncio.run(query(mosquitto.url, key, GATEWAY, method, params or {}, wait=15))
+
+    def status() -> dict[str, Any]:
+        msgs = col.snapshot()
+        return json.loads(msgs[-1].payload) if msgs else {}
+
+    gw = GatewayProcess(plant, "--workers", "2").start()
+    try:
+        wait_for(lambda: bool(gw.events("status_page_started")), 30, "the status page")
+        [started] = gw.events("status_page_started")
+        assert "worker" not in started  # the parent serves it
+        url = started["url"]
+        wait_for(lambda: len(status().get("devices", {})) == len(MACHINES), 60,
+                 "both workers reporting")
+
+        # a whole-plant query holds the machines of both workers, in YAML order
+        state = ask("state")
+        assert state["ok"], state
+        assert list(state["result"]["machines"]) == list(MACHINES)
+        for m in (by_worker[0][0], by_worker[1][0]):  # one machine of each worker
+            one = ask("state", {"asset": m})
+            assert one["ok"] and list(one["result"]["machines"]) == [m], one
+            oee = ask("oee", {"asset": m, "window": "hours", "hours": 1})
+            assert oee["ok"], oee
+        described = ask("describe")
+        assert described["ok"] and list(described["result"]["machines"]) == list(MACHINES)
+        health = ask("health")
+        assert health["ok"] and set(health["result"]["devices"]) == set(MACHINES), health
+        unknown = ask("state", {"asset": "m9"})
+        assert unknown["error"]["code"] == "not_found", unknown
+
+        # bookings: each goes to its machine's worker; the list merges both; asking again
+        # with the same reference returns the open booking from the other worker
+        base = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
+        booked = {}
+        for i, m in enumerate((by_worker[0][0], by_worker[1][0])):
+            r = ask("reserve", {"asset": m, "reference": f"po-{i}", "start": ts(base),
+                                "end": ts(base + timedelta(hours=1))})
+            assert r["ok"] and r["result"]["machine"] == m and r["result"]["new"], r
+            booked[m] = r["result"]
+        again = ask("reserve", {"asset": by_worker[1][0], "reference": "po-0",
+                                "start": ts(base), "end": ts(base + timedelta(hours=1))})
+        assert again["ok"] and not again["result"]["new"], again
+        assert again["result"]["booking"] == booked[by_worker[0][0]]["booking"]
+        listed = ask("bookings")
+        assert listed["ok"], listed
+        assert {b["booking"] for b in listed["result"]["bookings"]} == {
+            b["booking"] for b in booked.values()}
+        released = ask("release", {"reference": "po-1"})
+        assert released["ok"] and released["result"]["state"] == "released", released
+
+        # the status page and /metrics show every machine of both workers
+        page = httpx.get(url, timeout=10).text
+        for m in MACHINES:
+            assert f'data-machine="{m}"' in page, m
+        metrics = httpx.get(url + "metrics", timeout=10).text
+        assert metric_machines(metrics, "device_up") == set(MACHINES)
+        assert metric_machines(metrics, "samples_read_total") == set(MACHINES)
+        assert 'edge_gateway_query_requests_total{method="state",result="ok"}' in metrics
+        one_page = httpx.get(url + f"machines/{by_worker[0][0]}", timeout=10)
+        assert one_page.status_code == 200 and "part_count" in one_page.text
+
+        # a worker killed: restarted; queries about its machines are answered again
+        victim = next(w for w in status()["workers"] if w["index"] == 0)
+        os.kill(victim["pid"], signal.SIGKILL)
+        wait_for(lambda: bool(gw.events("worker_exited_restarting")), 15, "the exit noticed")
+
+        def answered_again() -> bool:
+            r = ask("state", {"asset": by_worker[0][0]})
+            return bool(r["ok"]) or r["error"]["code"] not in ("unavailable", "not_found")
+
+        wait_for(answered_again, 60, "the restarted worker answering")
+        r = ask("state")
+        assert r["ok"] and list(r["result"]["machines"]) == list(MACHINES), r
+        wait_for(lambda: metric_machines(httpx.get(url + "metrics", timeout=10).text,
+                                         "device_up") == set(MACHINES), 30,
+                 "metrics of every machine after the restart")
+    finally:
+        gw.signal(signal.SIGTERM)
+        try:
+            assert gw.wait(timeout=30) == 0
+        finally:
+            gw.kill()
