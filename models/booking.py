@@ -129,6 +129,10 @@ class Usage:
     bookings: int = 0
 
 
+NOTHING_HELD = Usage()
+"""No bookings elsewhere (one booking store: one process, or the machine's worker alone)."""
+
+
 @dataclass(frozen=True)
 class Decision:
     state: BookingState

@@ -22,7 +22,15 @@ from typing import Any
 from edge.bookings.store import BookingRow, BookingStore
 from edge.capacity.bookings import BookingsFiles
 from edge.config.loader import LoadedPlant
-from models.booking import BOOKING_STATES, Candidate, Interval, parse_reserve, plant_holds
+from models.booking import (
+    BOOKING_STATES,
+    NOTHING_HELD,
+    Candidate,
+    Interval,
+    Usage,
+    parse_reserve,
+    plant_holds,
+)
 from models.capacity import ideal_cycle_time_for
 from models.plant import Machine, Platform
 from models.sample import utc_now
@@ -96,8 +104,11 @@ class BookingDesk:
             raise KeyError(f"no machine shared with this platform offers process {process!r}")
         return found
 
-    def reserve(self, platform: Platform, params: Mapping[str, Any]) -> dict[str, Any]:
-        """ValueError: bad params; KeyError: no such machine or process."""
+    def reserve(
+        self, platform: Platform, params: Mapping[str, Any], elsewhere: Usage = NOTHING_HELD
+    ) -> dict[str, Any]:
+        """ValueError: bad params; KeyError: no such machine or process. `elsewhere`: the
+        platform's bookings in the gateway's other stores (BookingStore.reserve)."""
         req = parse_reserve(params)
         now = self.clock()
         machines = self._machines(platform, req.asset, req.process)
@@ -110,9 +121,14 @@ class BookingDesk:
             rules=plant.booking,
             now=now,
             disclosed=platform.public_reference,
+            elsewhere=elsewhere,
         )
         self.on_change()  # also when not new: the transaction may have expired held requests
         return {**row.result(), "new": new}
+
+    def usage(self, platform: str) -> Usage:
+        """What `platform` holds in this desk's store now, for its quota elsewhere."""
+        return self.store.usage(platform, self.clock())
 
     def release(self, platform: Platform, params: Mapping[str, Any]) -> dict[str, Any]:
         """KeyError: not this platform's booking; ValueError: bad params; Refused: closed."""

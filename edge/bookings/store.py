@@ -48,6 +48,7 @@ from typing import Any, Literal
 from edge.platform_kit.verifier import booking_commitment
 from edge.storage.wal import WalStore
 from models.booking import (
+    NOTHING_HELD,
     OPEN_STATES,
     BookingState,
     Candidate,
@@ -363,13 +364,16 @@ class BookingStore(WalStore):
         rules: BookingRules,
         now: datetime,
         disclosed: bool = False,
+        elsewhere: Usage = NOTHING_HELD,
     ) -> tuple[BookingRow, bool]:
         """Decide one request and commit it (with its `requested` record, and the
         `accepted`/`declined` one when decided at once). Returns (booking, new); an open
         booking of this platform with the same reference is returned as it is (new=False),
         so a platform that lost a reply can ask again without booking twice. A request left
         to a person holds its slot until `rules.hold` has passed (never past its start).
-        `disclosed`: the platform shows its id and reference on the streams."""
+        `disclosed`: the platform shows its id and reference on the streams. `elsewhere`:
+        what the platform holds in the other stores of the gateway (`run --workers N`: one
+        store per worker), counted against its quota with this store's."""
         request = req.model_dump(mode="json", exclude_none=True)
         with self._tx("reserve") as conn:
             self._expire_due(conn, now)
@@ -386,18 +390,14 @@ class BookingStore(WalStore):
                 )
                 for c in candidates
             ]
-            usage = conn.execute(
-                "SELECT COALESCE(SUM(end - start), 0), COUNT(*) FROM bookings WHERE platform = ? "
-                "AND state IN ('requested', 'accepted') AND end > ?",
-                (platform, _s(now)),
-            ).fetchone()
+            usage = self._usage(conn, platform, now)
             decision: Decision = decide(
                 req,
                 full,
                 platform=platform,
                 calendar=calendar,
                 rules=rules,
-                usage=Usage(float(usage[0]) / 3.6e9, int(usage[1])),
+                usage=Usage(usage.hours + elsewhere.hours, usage.bookings + elsewhere.bookings),
                 now=now,
             )
             expires = None
@@ -556,6 +556,23 @@ class BookingStore(WalStore):
             (*args, limit),
         )
         return [_row(r) for r in rows]
+
+    @staticmethod
+    def _usage(conn: sqlite3.Connection, platform: str, now: datetime) -> Usage:
+        hours, count = conn.execute(
+            "SELECT COALESCE(SUM(end - start), 0), COUNT(*) FROM bookings WHERE platform = ? "
+            "AND state IN ('requested', 'accepted') AND end > ?",
+            (platform, _s(now)),
+        ).fetchone()
+        return Usage(float(hours) / 3.6e9, int(count))
+
+    def usage(self, platform: str, now: datetime) -> Usage:
+        """What `platform` holds in this store (open bookings ending after `now`)."""
+        with self._lock:
+            try:
+                return self._usage(self._require(), platform, now)
+            except sqlite3.Error as exc:
+                raise self._error(exc, "read usage") from exc
 
     def holding(self, machine: str, now: datetime) -> list[tuple[Interval, str]]:
         """Time of `machine` taken by platforms (accepted bookings, waiting requests within

@@ -146,7 +146,7 @@ class Gateway:
             evidence=WindowEvidence(self.kpi.window, self.parts_store.records, self.parts),
             log=self.log,
         )
-        desk = BookingDesk(
+        self.desk = desk = BookingDesk(
             config,
             self.bookings_store,
             PlantHolds(config, files),
@@ -287,6 +287,7 @@ class Gateway:
                     self.options.channel_fd,
                     query=self.queries.answer_locally,
                     status=partial(worker_snapshot, self.status),
+                    usage=self.desk.usage,
                     log=self.log,
                 )
                 background.append(asyncio.create_task(channel.run(), name="worker-channel"))

@@ -8,8 +8,10 @@ only the parent ever writes a request, so a worker answers only what the parent,
 checked signature, nonce, rate and scope, decided to ask.
 
 Requests (`op`): `query` (`method`, `params`, `platform`: a request the parent admitted;
-answered by the worker's own query backend, edge/query/handler.py `answer_locally`) and
-`status` (the worker's status-page snapshot, edge/status/snapshot.py). Answers are
+answered by the worker's own query backend, edge/query/handler.py `answer_locally`; for
+`reserve`, `elsewhere`: the platform's bookings in the other workers, for its quota),
+`usage` (a platform's open bookings in this worker: hours, count) and `status` (the
+worker's status-page snapshot, edge/status/snapshot.py). Answers are
 `{"id", "ok": true, "result"}` or `{"id", "ok": false, "error": {"code", "message"}}`.
 """
 
@@ -26,6 +28,7 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from edge.query.handler import QueryError
+from models.booking import Usage
 from models.errors import EdgeError
 from models.plant import Platform
 
@@ -107,8 +110,9 @@ class WorkerChannel:
         self._fail_all()
 
 
-Query = Callable[[str, dict[str, Any], Platform], Any]
-"""A worker's own answer to an admitted request (QueryError for a refusal)."""
+Query = Callable[[str, dict[str, Any], Platform, Usage], Any]
+"""A worker's own answer to an admitted request (QueryError for a refusal), given what the
+platform holds in the other workers' booking stores."""
 
 
 class WorkerChannelServer:
@@ -121,11 +125,13 @@ class WorkerChannelServer:
         *,
         query: Query,
         status: Callable[[str | None], dict[str, Any]],
+        usage: Callable[[str], Usage],
         log: FilteringBoundLogger,
     ) -> None:
         self.fd = fd
         self.query = query
         self.status = status
+        self.usage = usage
         self.log = log
 
     async def run(self) -> None:
@@ -144,11 +150,17 @@ class WorkerChannelServer:
         try:
             request = json.loads(line)
             rid = request["id"]
-            if request.get("op") == "status":
+            op = request.get("op")
+            if op == "status":
                 result: Any = self.status(request.get("machine"))
+            elif op == "usage":
+                held = self.usage(str(request["platform"]))
+                result = [held.hours, held.bookings]
             else:
                 platform = Platform.model_validate(request["platform"])
-                result = self.query(str(request["method"]), dict(request["params"]), platform)
+                hours, count = request.get("elsewhere") or (0.0, 0)
+                result = self.query(str(request["method"]), dict(request["params"]), platform,
+                                    Usage(float(hours), int(count)))
             return _line({"id": rid, "ok": True, "result": result})
         except QueryError as exc:
             return _line({"id": rid, "ok": False,

@@ -13,10 +13,12 @@ Bookings stay with the machine's owner, so each machine's bookings have one writ
 store, its signed `bookings` records, its capacity offer): `reserve` with `asset` goes to
 the owner after the parent looked for an open booking with the same `reference` in every
 worker (asking again returns it, as with one process); `release` goes to the worker that
-holds the booking; `bookings` merges every worker's list, newest first. Not done across
-workers: a `reserve` by `process` whose machines run in different workers is refused with
-a `bad_request` that says so (deciding it needs every candidate's store in one
-transaction), and a platform's quota counts only the bookings of the machine's worker.
+holds the booking; `bookings` merges every worker's list, newest first; a platform's quota
+counts its open bookings in every worker (the parent asks the others and passes the sum).
+The parent answers one request at a time, so no other query books between those steps.
+Not done across workers: a `reserve` by `process` whose machines run in different workers
+is refused with a `bad_request` that says so (deciding it needs every candidate's store in
+one transaction).
 
 A worker that is restarting, or silent for `timeout` s, makes the request fail with
 `unavailable` (docs/protocol.md): the platform asks again, nothing is half done.
@@ -34,13 +36,13 @@ from edge.config.workers import worker_of
 from edge.daemon.worker_channel import WorkerUnavailable
 from edge.query.backend import describe
 from edge.query.handler import QueryError
-from models.booking import parse_reserve
+from models.booking import OPEN_STATES, parse_reserve
 from models.plant import Platform
 
 Call = Callable[[int, dict[str, Any], float], Awaitable[Any]]
 """worker index, request, seconds to wait -> the answer's result (QueryError, WorkerUnavailable)."""
 WHOLE_PLANT = ("state", "aas", "capacity")
-OPEN = ["requested", "accepted"]
+OPEN = sorted(OPEN_STATES)
 
 
 class WorkerQueries:
@@ -85,10 +87,14 @@ class WorkerQueries:
         return worker_of(asset, self.workers) if isinstance(asset, str) else 0
 
     async def _ask(
-        self, index: int, method: str, params: dict[str, Any], platform: Platform
+        self, index: int, method: str, params: dict[str, Any], platform: Platform,
+        **extra: Any,
     ) -> Any:
         request = {"op": "query", "method": method, "params": params,
-                   "platform": platform.model_dump(mode="json")}
+                   "platform": platform.model_dump(mode="json"), **extra}
+        return await self._call(index, request)
+
+    async def _call(self, index: int, request: dict[str, Any]) -> Any:
         try:
             return await self.call(index, request, self.timeout)
         except WorkerUnavailable as exc:
@@ -169,7 +175,11 @@ class WorkerQueries:
             found = await self._open(reference, platform)
             if found is not None:
                 return {**found[1], "new": False}
-        return await self._ask(index, "reserve", params, platform)
+        others = [i for i in range(self.workers) if i != index]
+        held = await asyncio.gather(
+            *(self._call(i, {"op": "usage", "platform": platform.id}) for i in others))
+        elsewhere = [sum(float(h) for h, _ in held), sum(int(n) for _, n in held)]
+        return await self._ask(index, "reserve", params, platform, elsewhere=elsewhere)
 
     def _process_owners(self, process: str, platform: Platform) -> set[int]:
         """The workers of the machines a `reserve` by process may go to (as BookingDesk

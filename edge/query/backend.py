@@ -20,6 +20,7 @@ from edge.kpi.service import KpiService
 from edge.parts.energy import EnergyWindows
 from edge.parts.store import PartStore
 from edge.query.handler import QueryError
+from models.booking import NOTHING_HELD, Usage
 from models.plant import STREAMS, Platform, machine_topic
 from models.sample import format_ts, utc_now
 
@@ -257,15 +258,17 @@ class QueryBackend:
                       queries=self.counts())
 
     def query_booking(
-        self, method: str, platform: Platform, params: Mapping[str, Any]
+        self, method: str, platform: Platform, params: Mapping[str, Any],
+        elsewhere: Usage = NOTHING_HELD,
     ) -> dict[str, Any]:
-        """`reserve`, `release`, `bookings` for `platform` (docs/protocol.md, "Bookings")."""
+        """`reserve`, `release`, `bookings` for `platform` (docs/protocol.md, "Bookings");
+        `elsewhere`: the platform's bookings in other workers' stores, for its quota."""
         desk = self.bookings
         if desk is None:
             raise QueryError("not_found", "this gateway takes no bookings")
         try:
             if method == "reserve":
-                return desk.reserve(platform, params)
+                return desk.reserve(platform, params, elsewhere)
             if method == "release":
                 return desk.release(platform, params)
             return desk.list(platform, params)

@@ -35,6 +35,8 @@ PLATFORMS = """
 platforms:
   - {id: p1, public_key_file: p1.pem, methods: [describe, state, oee, aas, capacity, health,
                                                 reserve, release, bookings]}
+booking:
+  quota: {max_bookings: 1}
 """
 
 
@@ -93,8 +95,9 @@ def test_two_workers_answer_queries_and_serve_the_status_page(
         unknown = ask("state", {"asset": "m9"})
         assert unknown["error"]["code"] == "not_found", unknown
 
-        # bookings: each goes to its machine's worker; the list merges both; asking again
-        # with the same reference returns the open booking from the other worker
+        # bookings: each goes to its machine's worker; the list merges both; the quota
+        # (one open booking) counts the other worker's; asking again with the same
+        # reference returns the open booking from the other worker
         base = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
         booked = {}
         for i, m in enumerate((by_worker[0][0], by_worker[1][0])):
@@ -102,6 +105,9 @@ def test_two_workers_answer_queries_and_serve_the_status_page(
                                 "end": ts(base + timedelta(hours=1))})
             assert r["ok"] and r["result"]["machine"] == m and r["result"]["new"], r
             booked[m] = r["result"]
+        assert booked[by_worker[0][0]]["state"] == "accepted"
+        second = booked[by_worker[1][0]]
+        assert second["state"] == "requested" and "quota" in " ".join(second["waits_for"]), second
         again = ask("reserve", {"asset": by_worker[1][0], "reference": "po-0",
                                 "start": ts(base), "end": ts(base + timedelta(hours=1))})
         assert again["ok"] and not again["result"]["new"], again
