@@ -1,0 +1,126 @@
+"""The parent of `run --workers N` serves the status page from its workers' snapshots
+(edge/status/snapshot.py, edge/status/worker_source.py).
+
+Why: the snapshot crosses a process boundary as JSON, so every figure must come back as
+the same typed value (datetimes, tuples, nested mappings), and the merged view must show
+every worker's machines in YAML order, add up the destinations, and keep a restarting
+worker's machines on the page as down instead of dropping them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from plant_status import T0, FixedStatus, machine
+
+from edge.config.workers import worker_of
+from edge.status.log_tap import LogTap
+from edge.status.snapshot import WorkerSnapshot, worker_snapshot
+from edge.status.worker_source import RESTARTING, WorkerStatusSource
+from edge.web import pages
+from models.errors import EdgeError
+from models.plant import Plant
+
+
+def through_json(snapshot: dict[str, Any]) -> WorkerSnapshot:
+    return WorkerSnapshot.parse(json.loads(json.dumps(snapshot)))
+
+
+def test_a_snapshot_comes_back_as_the_same_typed_figures() -> None:
+    source = FixedStatus()
+    back = through_json(worker_snapshot(source, "mill-01"))
+    assert list(back.machines) == list(source.machines())
+    assert back.oee["mill-01"] == source.oee("mill-01") and back.oee["lathe-01"] is None
+    assert back.polls["mill-01"] == source.poll_durations("mill-01")
+    assert list(back.destinations) == list(source.destinations())
+    assert list(back.points) == list(source.points("mill-01"))
+    assert list(back.timeline) == list(source.timeline("mill-01"))
+    assert back.sealed == (7, 70)
+    # points and timeline only for a machine of this worker
+    other = through_json(worker_snapshot(source, "elsewhere"))
+    assert other.points == () and other.timeline == ()
+
+
+def plant(ids: list[str]) -> Plant:
+    machines = [{"id": i, "area": "a", "line": "l", "adapter": "modbus",
+                 "connection": {"host": "127.0.0.1", "port": 502}} for i in ids]
+    return Plant.model_validate({"gateway": {"id": "gw-1", "site": "s"}, "machines": machines})
+
+
+IDS = ["m1", "m2", "m3", "m4"]  # m4 on worker 0, the others on worker 1
+
+
+class Workers:
+    """Two fake workers answering snapshots of their machines; `down` ones raise."""
+
+    def __init__(self) -> None:
+        self.down: set[int] = set()
+        self.asked: list[tuple[int, str | None]] = []
+
+    async def fetch(self, index: int, machine: str | None) -> Mapping[str, Any]:
+        self.asked.append((index, machine))
+        if index in self.down:
+            raise EdgeError("not running")
+        mine = [i for i in IDS if worker_of(i, 2) == index]
+        source = FixedStatus(rows=[machine_row(i) for i in mine])
+        snap = worker_snapshot(source, machine)
+        # each worker's one destination: 3 pending, 120 sent
+        return json.loads(json.dumps(snap))
+
+
+def machine_row(mid: str) -> Any:
+    return machine(mid, last_sample=T0 + timedelta(seconds=IDS.index(mid)))
+
+
+def source(workers: Workers, max_age: float = 0.0) -> WorkerStatusSource:
+    return WorkerStatusSource(
+        plant=lambda: plant(IDS), workers=2, fetch=workers.fetch, kid=lambda: "kid-1",
+        queries=lambda: {("state", "ok"): 3}, version="1.0", started=T0, tap=LogTap(),
+        max_age=max_age,
+    )
+
+
+async def test_the_parent_shows_every_workers_machines_and_sums_destinations() -> None:
+    assert {worker_of(i, 2) for i in IDS} == {0, 1}
+    workers = Workers()
+    src = source(workers)
+    await src.refresh("m4")
+    assert [m.id for m in src.machines()] == IDS  # YAML order, across workers
+    assert [p.name for p in src.points("m4")] == ["spindle_speed", "execution"]
+    assert src.points("m1") == ()  # not asked for: only the machine of the page
+    [dest] = src.destinations()
+    assert (dest.pending, dest.sent, dest.acked, dest.connected) == (6, 240, 236, True)
+    g = src.gateway()
+    assert (g.kid, g.envelopes_sealed, g.records_sealed) == ("kid-1", 14, 140)
+    body, _ = pages.plant_page(src)
+    assert all(f'data-machine="{i}"' in body for i in IDS)
+
+    workers.down.add(0)  # worker 0 restarting: its machine stays, shown down
+    await src.refresh()
+    rows = {m.id: m for m in src.machines()}
+    assert set(rows) == set(IDS)
+    assert rows["m4"].link == "down" and rows["m4"].link_reason == RESTARTING
+    assert rows["m1"].link == "up"
+    assert not src.destinations()[0].connected
+
+
+async def test_snapshots_are_asked_for_at_most_once_per_max_age() -> None:
+    workers = Workers()
+    src = source(workers, max_age=60.0)
+    await src.refresh()
+    await src.refresh()
+    assert sorted(workers.asked) == [(0, None), (1, None)]
+    await src.refresh("m1")  # a machine page: its worker is asked for its points
+    assert workers.asked[-1] == (1, "m1")
+    assert len(workers.asked) == 3
+
+
+def test_a_snapshot_that_is_not_one_is_refused() -> None:
+    with pytest.raises((KeyError, ValueError, TypeError)):
+        WorkerSnapshot.parse({"machines": [{"id": "m1"}]})
+    assert dataclasses.asdict(WorkerSnapshot.parse({})) == dataclasses.asdict(WorkerSnapshot())
