@@ -68,7 +68,9 @@ def plant_yaml(state: Path, machines: int, platforms: int, sim_port: int) -> str
         "rate_limit: 1000, burst: 1000}\n"
         for i in range(platforms)
     )
-    return f"""gateway: {{id: gw-1, site: plant-a, state_dir: {state}, query: {{queue_size: 1000}}}}
+    # one process: the figures are those of one gateway process (`auto` could spread it)
+    return f"""gateway: {{id: gw-1, site: plant-a, state_dir: {state}, workers: 1,
+  query: {{queue_size: 1000}}}}
 destinations:
   - {{id: local, url: "mqtt://127.0.0.1:{{broker}}"}}
 platforms:

@@ -122,9 +122,11 @@ def plant_yaml(spec: LoadSpec, sim_base_port: int, state_dir: Path) -> str:
     passes `--broker`)."""
     batch = "" if spec.max_delay is None else (
         f", batch: {{max_delay: {spec.max_delay}, polls_per_envelope: {spec.polls_per_envelope}}}")
-    # web port 0: the default page is served (as in production) without needing port 8080
+    # web port 0: the default page is served (as in production) without needing port 8080;
+    # one process: the figures are those of one gateway process (`auto` could spread it)
     head = (
-        f"gateway: {{id: gw-bench, site: bench, web: {{port: 0}}, state_dir: {state_dir}{batch}}}\n"
+        f"gateway: {{id: gw-bench, site: bench, web: {{port: 0}}, workers: 1, "
+        f"state_dir: {state_dir}{batch}}}\n"
         "machines:\n"
     )
     body = []

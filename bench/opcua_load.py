@@ -206,7 +206,7 @@ def plant_yaml(endpoint: str, items: int, state_dir: Path) -> str:
         f"      - {{name: {_name(i)}, node: \"nsu={NS_URI};s={_name(i)}\", "
         f"queue_size: {QUEUE_SIZE}}}\n" for i in range(items))
     return (
-        f"gateway: {{id: gw-bench, site: bench, state_dir: {state_dir}}}\n"
+        f"gateway: {{id: gw-bench, site: bench, workers: 1, state_dir: {state_dir}}}\n"
         "machines:\n"
         "  - id: opc-load\n"
         "    area: hall-1\n"

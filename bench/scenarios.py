@@ -54,7 +54,8 @@ def mtconnect_plant(machines: int, agent_port: int, state_dir: Path,
                     poll_interval: float = 1.0, time_scale: float = 20.0) -> dict[str, Any]:
     """N machines as devices of one simulated agent (one HTTP port), polled every 1 s."""
     return {
-        "gateway": {"id": "gw-bench", "site": "bench", "state_dir": str(state_dir)},
+        "gateway": {"id": "gw-bench", "site": "bench", "state_dir": str(state_dir),
+                    "workers": 1},
         "machines": [
             {"id": f"vmc-{i + 1:03d}", "area": "hall-1", "line": f"line-{i // 10 + 1}",
              "adapter": "mtconnect", "simulate": True, "poll_interval": poll_interval,

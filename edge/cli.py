@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge import package_version
-from edge.config.workers import MAX_DEFAULT_WORKERS, WorkerRole, as_worker, default_workers
+from edge.config.workers import (
+    MACHINES_PER_WORKER,
+    MAX_DEFAULT_WORKERS,
+    WorkerRole,
+    as_worker,
+    resolve_workers,
+)
 from models.errors import EdgeError, PlantConfigError
 from models.plant import QUERY_METHODS
 
@@ -109,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=_workers_arg,
         help="spread the machines over N processes (`auto`: one per core, at most "
-        f"{MAX_DEFAULT_WORKERS}); default: the YAML's gateway.workers (1)",
+        f"{MAX_DEFAULT_WORKERS}, at least {MACHINES_PER_WORKER} machines each, kept in the "
+        "state directory); default: the YAML's gateway.workers (auto)",
     )
     r.add_argument("--worker", type=WorkerRole.parse, help=argparse.SUPPRESS)  # I/N, internal
 
@@ -597,8 +604,9 @@ def _main(argv: list[str] | None) -> int:
             options.channel_fd = int(channel) if channel else None
             options.with_simulators = args.with_simulators
         else:
-            count = args.workers if args.workers is not None else loaded.plant.gateway.workers
-            count = default_workers(len(loaded.enabled_machines())) if count == 0 else count
+            configured = loaded.plant.gateway.workers
+            count = resolve_workers(loaded, args.workers if args.workers is not None
+                                    else (None if configured == "auto" else configured))
             if count > 1:
                 from edge.daemon.workers import serve
 

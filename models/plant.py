@@ -658,12 +658,13 @@ class Gateway(Strict):
         description="directory of the Ed25519 signing key (signing-key.pem, 0600) and retired "
         "public keys; default <state_dir>/keys; a key is created on first start",
     )
-    workers: int = Field(
-        1,
-        ge=1,
-        le=64,
+    workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        "auto",
         description="processes the machines are spread over on this host (each machine in "
-        "exactly one); 1: one process; `run --workers N` wins",
+        "exactly one); auto: one per core, at most 4, at least 16 machines each, one when "
+        "platforms may book by process; decided at the first start and kept in "
+        "<state_dir>/workers (a state directory used by one process stays one); "
+        "`run --workers N` wins",
     )
 
 

@@ -19,8 +19,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from edge.config.loader import LoadedPlant
 
-MAX_DEFAULT_WORKERS = 8
-"""`--workers auto` never starts more processes than this, however many cores there are."""
+MAX_DEFAULT_WORKERS = 4
+"""`auto` never starts more processes than this, however many cores there are: each costs
+~85 MB and the gain shrinks (2 workers gave 1.47x on a busy 2-core host, bench 2i), and an
+edge box keeps cores for its broker and the rest of the machine."""
+MACHINES_PER_WORKER = 16
+"""`auto` gives each worker at least this many machines: a smaller plant stays one process
+(one core polls and signs well over a dozen machines; a process more is memory for nothing)."""
+OUTBOX = "outbox.sqlite3"
+"""edge/egress/outbox.py FILENAME (not imported: egress imports the configuration; a test
+keeps the two equal)."""
+PINNED = "workers"
+"""The file in the state directory that keeps the count `auto` chose at the first start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +73,63 @@ def assignment(machine_ids: list[str], count: int) -> list[list[str]]:
     return out
 
 
-def default_workers(machines: int) -> int:
-    """One worker per core, at most `MAX_DEFAULT_WORKERS` and never more than machines."""
-    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS, machines))
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity, e.g. systemd's CPUAffinity=)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(machines: int, cores: int | None = None, *, books_by_process: bool = False
+                    ) -> int:
+    """`auto`: one worker per core, at most `MAX_DEFAULT_WORKERS`, at least
+    `MACHINES_PER_WORKER` machines each; one when platforms may book by process (a booking
+    by process over machines of different workers is not built, edge/daemon/
+    worker_queries.py)."""
+    if books_by_process:
+        return 1
+    cores = usable_cores() if cores is None else cores
+    return max(1, min(cores, MAX_DEFAULT_WORKERS, machines // MACHINES_PER_WORKER))
+
+
+def books_by_process(loaded: LoadedPlant) -> bool:
+    """A platform may `reserve` and some machine declares processes to be booked by."""
+    plant = loaded.plant
+    return any("reserve" in p.methods for p in plant.platforms) and any(
+        m.capabilities is not None and m.capabilities.processes
+        for m in loaded.enabled_machines())
+
+
+def resolve_workers(loaded: LoadedPlant, configured: int | None) -> int:
+    """The worker count to run: `configured` (None or 0: `auto`). `auto` is decided once per
+    state directory and kept in its `workers` file, because the count places each machine's
+    outbox and chains: a count that followed the core count or the plant's size would move
+    machines between outboxes (their chains restarting at seq 1) after a hardware change or
+    when machines are added. A state directory a single process already used (its own
+    outbox) stays one process; one that N workers used (`worker-<i>/`) stays N."""
+    if configured:
+        return configured
+    state = loaded.state_dir
+    pinned = state / PINNED
+    try:
+        return max(1, min(64, int(pinned.read_text(encoding="utf-8").split()[0])))
+    except (OSError, ValueError, IndexError):
+        pass
+    used = [i for i in range(64) if (state / WorkerRole(i, 64).directory / OUTBOX).exists()]
+    if (state / OUTBOX).exists():
+        count = 1
+    elif used:  # run with an explicit count before: keep its layout
+        count = max(used) + 1
+    else:
+        count = default_workers(len(loaded.enabled_machines()),
+                                books_by_process=books_by_process(loaded))
+    try:
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pinned.write_text(f"{count}\n", encoding="utf-8")
+    except OSError:
+        pass  # unwritable: egress refuses the state directory with a clear error
+    return count
 
 
 def as_worker(loaded: LoadedPlant, role: WorkerRole) -> LoadedPlant:
@@ -77,5 +141,6 @@ def as_worker(loaded: LoadedPlant, role: WorkerRole) -> LoadedPlant:
                                settings={k: v for k, v in loaded.settings.items() if k in ids})
 
 
-__all__ = ["MAX_DEFAULT_WORKERS", "WorkerRole", "as_worker", "assignment", "default_workers",
+__all__ = ["MACHINES_PER_WORKER", "MAX_DEFAULT_WORKERS", "PINNED", "WorkerRole", "as_worker",
+           "assignment", "books_by_process", "default_workers", "resolve_workers", "usable_cores",
            "worker_of"]

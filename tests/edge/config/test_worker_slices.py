@@ -9,11 +9,23 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from edge.config.workers import WorkerRole, assignment, default_workers, worker_of
+from edge.config.loader import LoadedPlant, load_plant
+from edge.config.workers import (
+    MAX_DEFAULT_WORKERS,
+    OUTBOX,
+    PINNED,
+    WorkerRole,
+    assignment,
+    default_workers,
+    resolve_workers,
+    worker_of,
+)
 from edge.daemon.workers import aggregate
+from edge.egress.outbox import FILENAME as OUTBOX_FILE
 
 
 def test_every_machine_in_exactly_one_worker_and_it_stays_there() -> None:
@@ -69,3 +81,43 @@ def test_bad_workers_flag_is_a_clear_error(value: str) -> None:
                            "--workers", value], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "expected 1..64 or auto" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_auto_is_cores_capped_with_enough_machines_each() -> None:
+    assert default_workers(200, cores=1) == 1  # a one-core box
+    assert default_workers(20, cores=8) == 1  # a small plant: one process
+    assert default_workers(40, cores=8) == 2  # 16 machines per worker at least
+    assert default_workers(200, cores=8) == MAX_DEFAULT_WORKERS == 4
+    assert default_workers(200, cores=3) == 3
+    assert default_workers(200, cores=8, books_by_process=True) == 1
+    assert OUTBOX == OUTBOX_FILE
+
+
+def _plant(tmp_path: Path, machines: int) -> LoadedPlant:
+    rows = "".join(
+        f"  - {{id: m{i}, area: a, line: l, adapter: modbus, "
+        f"connection: {{host: 127.0.0.1, port: 502}}, "
+        f"points: [{{name: x, register: holding, address: 0}}]}}\n" for i in range(machines))
+    path = tmp_path / "plant.yaml"
+    path.write_text(f"gateway: {{id: gw, site: s, state_dir: {tmp_path / 'state'}}}\n"
+                    f"machines:\n{rows}")
+    return load_plant(path)
+
+
+def test_auto_is_decided_once_per_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = _plant(tmp_path, 64)
+    assert loaded.plant.gateway.workers == "auto"  # the default
+    monkeypatch.setattr("edge.config.workers.usable_cores", lambda: 4)
+    assert resolve_workers(loaded, None) == 4
+    assert (loaded.state_dir / PINNED).read_text() == "4\n"
+    monkeypatch.setattr("edge.config.workers.usable_cores", lambda: 2)  # new hardware
+    assert resolve_workers(loaded, None) == 4  # kept: machines stay in their outboxes
+    assert resolve_workers(loaded, 2) == 2  # an explicit count wins
+    # a state directory one process used stays one process; one N workers used stays N
+    for used, expected in (("outbox.sqlite3", 1), ("worker-2/outbox.sqlite3", 3)):
+        (tmp_path / "state").rename(tmp_path / f"old-{expected}")
+        (loaded.state_dir / used).parent.mkdir(parents=True)
+        (loaded.state_dir / used).touch()
+        assert resolve_workers(loaded, None) == expected
