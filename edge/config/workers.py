@@ -16,6 +16,8 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from models.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from edge.config.loader import LoadedPlant
 
@@ -81,24 +83,33 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_workers(machines: int, cores: int | None = None, *, books_by_process: bool = False
-                    ) -> int:
+def default_workers(machines: int, cores: int | None = None) -> int:
     """`auto`: one worker per core, at most `MAX_DEFAULT_WORKERS`, at least
-    `MACHINES_PER_WORKER` machines each; one when platforms may book by process (a booking
-    by process over machines of different workers is not built, edge/daemon/
-    worker_queries.py)."""
-    if books_by_process:
-        return 1
+    `MACHINES_PER_WORKER` machines each."""
     cores = usable_cores() if cores is None else cores
     return max(1, min(cores, MAX_DEFAULT_WORKERS, machines // MACHINES_PER_WORKER))
 
 
-def books_by_process(loaded: LoadedPlant) -> bool:
-    """A platform may `reserve` and some machine declares processes to be booked by."""
+def one_process_only(loaded: LoadedPlant) -> str | None:
+    """Why this plant must run as one process, or None: a Sparkplug node is one MQTT
+    session (N workers would be N sessions birthing and killing the same node)."""
+    for dest in loaded.plant.destinations:
+        if dest.format == "sparkplug_b":
+            return f"destination {dest.id} is sparkplug_b (one edge node, one session)"
+    return None
+
+
+def one_process_preferred(loaded: LoadedPlant) -> str | None:
+    """Why `auto` keeps one process, or None: platforms may book by process (a `reserve`
+    by process over machines of different workers is refused, edge/daemon/
+    worker_queries.py; one process decides it as before)."""
     plant = loaded.plant
-    return any("reserve" in p.methods for p in plant.platforms) and any(
+    if any("reserve" in p.methods for p in plant.platforms) and any(
         m.capabilities is not None and m.capabilities.processes
-        for m in loaded.enabled_machines())
+        for m in loaded.enabled_machines()
+    ):
+        return "platforms may book machines by process"
+    return None
 
 
 def resolve_workers(loaded: LoadedPlant, configured: int | None) -> int:
@@ -107,23 +118,31 @@ def resolve_workers(loaded: LoadedPlant, configured: int | None) -> int:
     outbox and chains: a count that followed the core count or the plant's size would move
     machines between outboxes (their chains restarting at seq 1) after a hardware change or
     when machines are added. A state directory a single process already used (its own
-    outbox) stays one process; one that N workers used (`worker-<i>/`) stays N."""
+    outbox) stays one process; one that N workers used (`worker-<i>/`) stays N. One process,
+    unpinned, while `one_process_preferred` says so (or always, `one_process_only`: then an
+    explicit count above 1 is a ConfigurationError)."""
+    only = one_process_only(loaded)
     if configured:
+        if configured > 1 and only is not None:
+            raise ConfigurationError(f"workers {configured}: {only}; run with --workers 1")
         return configured
     state = loaded.state_dir
     pinned = state / PINNED
+    if only is not None:
+        return 1
     try:
         return max(1, min(64, int(pinned.read_text(encoding="utf-8").split()[0])))
     except (OSError, ValueError, IndexError):
         pass
+    if one_process_preferred(loaded) is not None:
+        return 1  # not pinned: the reason may go away
     used = [i for i in range(64) if (state / WorkerRole(i, 64).directory / OUTBOX).exists()]
     if (state / OUTBOX).exists():
         count = 1
     elif used:  # run with an explicit count before: keep its layout
         count = max(used) + 1
     else:
-        count = default_workers(len(loaded.enabled_machines()),
-                                books_by_process=books_by_process(loaded))
+        count = default_workers(len(loaded.enabled_machines()))
     try:
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
         pinned.write_text(f"{count}\n", encoding="utf-8")
@@ -141,6 +160,6 @@ def as_worker(loaded: LoadedPlant, role: WorkerRole) -> LoadedPlant:
                                settings={k: v for k, v in loaded.settings.items() if k in ids})
 
 
-__all__ = ["MACHINES_PER_WORKER", "MAX_DEFAULT_WORKERS", "PINNED", "WorkerRole", "as_worker",
-           "assignment", "books_by_process", "default_workers", "resolve_workers", "usable_cores",
-           "worker_of"]
+__all__ = ["MACHINES_PER_WORKER", "MAX_DEFAULT_WORKERS", "OUTBOX", "PINNED", "WorkerRole",
+           "as_worker", "assignment", "default_workers", "one_process_only",
+           "one_process_preferred", "resolve_workers", "usable_cores", "worker_of"]

@@ -7,6 +7,7 @@ platform reads must add up what the workers report.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,8 @@ from edge.config.workers import (
 )
 from edge.daemon.workers import aggregate
 from edge.egress.outbox import FILENAME as OUTBOX_FILE
+from models.errors import ConfigurationError
+from models.plant import Capabilities, Destination, Platform
 
 
 def test_every_machine_in_exactly_one_worker_and_it_stays_there() -> None:
@@ -89,7 +92,6 @@ def test_auto_is_cores_capped_with_enough_machines_each() -> None:
     assert default_workers(40, cores=8) == 2  # 16 machines per worker at least
     assert default_workers(200, cores=8) == MAX_DEFAULT_WORKERS == 4
     assert default_workers(200, cores=3) == 3
-    assert default_workers(200, cores=8, books_by_process=True) == 1
     assert OUTBOX == OUTBOX_FILE
 
 
@@ -121,3 +123,21 @@ def test_auto_is_decided_once_per_state_directory(
         (loaded.state_dir / used).parent.mkdir(parents=True)
         (loaded.state_dir / used).touch()
         assert resolve_workers(loaded, None) == expected
+
+
+def test_one_process_when_sparkplug_or_booking_by_process(tmp_path: Path) -> None:
+    loaded = _plant(tmp_path, 64)
+    plant = loaded.plant
+    spark = plant.model_copy(update={"destinations": [Destination.model_validate(
+        {"id": "sp", "url": "mqtt://127.0.0.1:1883", "format": "sparkplug_b"})]})
+    assert resolve_workers(dataclasses.replace(loaded, plant=spark), None) == 1
+    with pytest.raises(ConfigurationError, match="sparkplug_b"):
+        resolve_workers(dataclasses.replace(loaded, plant=spark), 2)
+    machines = [m.model_copy(update={"capabilities": Capabilities(processes=["milling"])})
+                for m in plant.machines]
+    booking = plant.model_copy(update={"machines": machines, "platforms": [
+        Platform.model_validate({"id": "p", "public_key_file": "p.pem",
+                                 "methods": ["reserve"]})]})
+    assert resolve_workers(dataclasses.replace(loaded, plant=booking), None) == 1
+    assert not (loaded.state_dir / PINNED).exists()  # not pinned: the reason may go away
+    assert resolve_workers(dataclasses.replace(loaded, plant=booking), 2) == 2  # explicit
