@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO
 
 from edge.devices.fleet import FleetView
 from edge.kpi.oee import OeeResult
+from edge.status.model import StatusSource
 from edge.text_table import Screen, format_table
 
 ShiftOee = Callable[[str], OeeResult | None]
@@ -70,6 +71,36 @@ def machine_rows(fleet: FleetView, shift_oee: ShiftOee | None = None) -> list[Ma
     return rows
 
 
+def status_rows(source: StatusSource) -> list[MachineRow]:
+    """`machine_rows` from a status source: the parent of `run --workers N`, whose machines
+    run in its workers (edge/status/worker_source.py)."""
+    rows = []
+    for m in source.machines():
+        parts = "-" if m.part_count is None else f"{m.part_count}/{m.bad_part_count or 0} bad"
+        shift = source.oee(m.id)
+        rows.append(MachineRow(
+            asset=m.id, adapter=m.adapter, status=m.link, execution=m.execution or "-",
+            mode=m.mode or "-", program=m.program or "-", parts=parts,
+            alarms=alarm_cell(m.alarms, m.alarm_text), samples=m.samples,
+            oee="-" if shift is None else oee_cell(
+                shift.oee, shift.availability, shift.effectiveness, shift.quality),
+            observed="-" if shift is None else percent(shift.observed),
+        ))
+    return rows
+
+
+def status_footer(source: StatusSource) -> str:
+    """The egress line of the console (EgressSlot.footer) from a status source."""
+    parts = [
+        f"{d.id}: {'connected' if d.connected else 'DISCONNECTED'}, sent {d.sent}, "
+        f"outbox {d.pending}, dropped {d.dropped + d.rejected}"
+        for d in source.destinations()
+    ]
+    g = source.gateway()
+    parts.append(f"envelopes {g.envelopes_sealed}, records {g.records_sealed}")
+    return " | ".join(parts)
+
+
 def alarm_cell(codes: tuple[str, ...], text: str | None) -> str:
     """`E1042 Spindle overload` when the machine sends a text with its code, else codes."""
     if not codes:
@@ -111,13 +142,17 @@ async def console_loop(
     snapshot: Callable[[], tuple[list[MachineRow], str]],
     every: float = 5.0,
     out: TextIO | None = None,
+    prepare: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
+    """Print the table every `every` s; `prepare` brings the figures up to date first."""
     screen = Screen(out or sys.stdout)
     loop = asyncio.get_running_loop()
     last: dict[str, int] = {}
     last_t = loop.time()
     while True:
         await asyncio.sleep(every)
+        if prepare is not None:
+            await prepare()
         rows, footer = snapshot()
         now = loop.time()
         dt = max(now - last_t, 1e-6)

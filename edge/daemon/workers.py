@@ -42,6 +42,7 @@ from edge import package_version
 from edge.config.loader import LoadedPlant
 from edge.config.workers import WorkerRole, assignment
 from edge.daemon import systemd
+from edge.daemon.console import console_loop, status_footer, status_rows
 from edge.daemon.embedded_broker import EmbeddedBroker
 from edge.daemon.gateway import RunOptions, destinations
 from edge.daemon.preflight import load_share_checked
@@ -137,6 +138,7 @@ class WorkerPool:
         *,
         status_every: float = 30.0,
         stop_timeout: float = 15.0,  # below the unit's TimeoutStopSec=20s: room for offline
+        console_every: float | None = None,
     ) -> None:
         self.loaded = loaded
         self.plan = plan
@@ -144,6 +146,7 @@ class WorkerPool:
         self.command = command
         self.status_every = status_every
         self.stop_timeout = stop_timeout
+        self.console_every = console_every  # None: no console table
         self.workers = [WorkerState(WorkerRole(i, count)) for i in range(count)]
         self._stopping = asyncio.Event()
         self._reload = asyncio.Event()
@@ -313,6 +316,10 @@ class WorkerPool:
         web: StatusWeb | None = await start_status_web(
             plant.gateway.web, self.status, self.log, title=f"plant {plant.gateway.site}",
             prepare=self.status.refresh)
+        if self.console_every is not None:
+            serving.append(asyncio.create_task(console_loop(
+                lambda: (status_rows(self.status), status_footer(self.status)),
+                self.console_every, prepare=self.status.refresh), name="console"))
         systemd.notify("READY=1\nSTATUS=running")
         self.log.info("gateway_started", workers=len(self.workers),
                       machines=len(self.loaded.enabled_machines()))
@@ -406,7 +413,9 @@ async def serve(loaded: LoadedPlant, options: RunOptions, count: int, command: C
         log.info("embedded_broker_started", url=destinations(loaded, options)[0].url)
     try:
         plan = prepare_egress(loaded, destinations(loaded, options), log)  # creates the key
-        return await WorkerPool(loaded, plan, count, command, log).run()
+        console = options.console_every if options.console else None
+        return await WorkerPool(loaded, plan, count, command, log,
+                                console_every=console).run()
     finally:
         if broker is not None:
             await broker.stop()

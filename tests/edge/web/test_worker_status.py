@@ -19,6 +19,7 @@ import pytest
 from plant_status import T0, FixedStatus, machine
 
 from edge.config.workers import worker_of
+from edge.daemon.console import status_footer, status_rows
 from edge.status.log_tap import LogTap
 from edge.status.snapshot import WorkerSnapshot, worker_snapshot
 from edge.status.worker_source import RESTARTING, WorkerStatusSource
@@ -124,3 +125,14 @@ def test_a_snapshot_that_is_not_one_is_refused() -> None:
     with pytest.raises((KeyError, ValueError, TypeError)):
         WorkerSnapshot.parse({"machines": [{"id": "m1"}]})
     assert dataclasses.asdict(WorkerSnapshot.parse({})) == dataclasses.asdict(WorkerSnapshot())
+
+
+def test_the_parents_console_table_comes_from_the_status_source() -> None:
+    source = FixedStatus()
+    rows = {r.asset: r for r in status_rows(source)}
+    assert rows["mill-01"].oee == "68% (90/80/95)" and rows["mill-01"].parts == "12/2 bad"
+    assert rows["lathe-01"].status == "down"
+    assert rows["lathe-01"].alarms == "E1042 Spindle <overload>"
+    footer = status_footer(source)
+    assert footer == ("local: connected, sent 120, outbox 3, dropped 1 | "
+                      "envelopes 7, records 70")
