@@ -20,6 +20,7 @@ from models.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from edge.config.loader import LoadedPlant
+    from models.plant import Machine, Plant
 
 MAX_DEFAULT_WORKERS = 4
 """`auto` never starts more processes than this, however many cores there are: each costs
@@ -67,11 +68,25 @@ def worker_of(machine_id: str, count: int) -> int:
     return zlib.crc32(machine_id.encode()) % count
 
 
-def assignment(machine_ids: list[str], count: int) -> list[list[str]]:
+def placement(machine: Machine) -> str:
+    """The id whose hash places `machine`: an energy meter (`meter_for`) goes with the
+    machine it meters, whose part and energy records are built from its readings."""
+    return machine.meter_for or machine.id
+
+
+def owner(plant: Plant, machine_id: str, count: int) -> int:
+    """The worker that serves `machine_id` (or would, for an id not in the plant)."""
+    try:
+        return worker_of(placement(plant.machine(machine_id)), count)
+    except KeyError:
+        return worker_of(machine_id, count)
+
+
+def assignment(machines: list[Machine], count: int) -> list[list[str]]:
     """Machine ids per worker, in YAML order within each."""
     out: list[list[str]] = [[] for _ in range(count)]
-    for mid in machine_ids:
-        out[worker_of(mid, count)].append(mid)
+    for m in machines:
+        out[worker_of(placement(m), count)].append(m.id)
     return out
 
 
@@ -153,7 +168,8 @@ def resolve_workers(loaded: LoadedPlant, configured: int | None) -> int:
 
 def as_worker(loaded: LoadedPlant, role: WorkerRole) -> LoadedPlant:
     """`loaded` as worker `role` serves it: its machines only, its own state directory."""
-    machines = [m for m in loaded.plant.machines if worker_of(m.id, role.count) == role.index]
+    machines = [m for m in loaded.plant.machines
+                if worker_of(placement(m), role.count) == role.index]
     ids = {m.id for m in machines}
     plant = loaded.plant.model_copy(update={"machines": machines})
     return dataclasses.replace(loaded, plant=plant, worker=role,
@@ -162,4 +178,5 @@ def as_worker(loaded: LoadedPlant, role: WorkerRole) -> LoadedPlant:
 
 __all__ = ["MACHINES_PER_WORKER", "MAX_DEFAULT_WORKERS", "OUTBOX", "PINNED", "WorkerRole",
            "as_worker", "assignment", "default_workers", "one_process_only",
-           "one_process_preferred", "resolve_workers", "usable_cores", "worker_of"]
+           "one_process_preferred", "owner", "placement", "resolve_workers", "usable_cores",
+           "worker_of"]

@@ -5,7 +5,7 @@ subscription, one nonce store, one rate limit per platform, one signing chain fo
 it runs every check of edge/query/handler.py and then hands the method here. What the
 configuration alone answers (`describe`) or the workers' reports already hold (`health`)
 is answered in the parent; a method about one machine goes to the worker that owns it
-(edge/config/workers.py `worker_of`, the same hash that placed the machine), over the
+(edge/config/workers.py `owner`, the same hash that placed the machine), over the
 worker channel (edge/daemon/worker_channel.py); a whole-plant `state`, `aas` or `capacity`
 asks every worker at once and merges the machines in YAML order.
 
@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from edge.config.loader import LoadedPlant
-from edge.config.workers import worker_of
+from edge.config.workers import owner, placement, worker_of
 from edge.daemon.worker_channel import WorkerUnavailable
 from edge.query.backend import describe
 from edge.query.handler import QueryError
@@ -84,7 +84,9 @@ class WorkerQueries:
         return await self._ask(self._owner(asset), method, params, platform)
 
     def _owner(self, asset: Any) -> int:
-        return worker_of(asset, self.workers) if isinstance(asset, str) else 0
+        if not isinstance(asset, str):
+            return 0
+        return owner(self.config().plant, asset, self.workers)
 
     async def _ask(
         self, index: int, method: str, params: dict[str, Any], platform: Platform,
@@ -186,7 +188,7 @@ class WorkerQueries:
         chooses them: enabled, offering the process, shared with the platform)."""
         wanted = process.strip().lower()
         return {
-            worker_of(m.id, self.workers)
+            worker_of(placement(m), self.workers)
             for m in self.config().enabled_machines()
             if m.capabilities is not None and wanted in m.capabilities.processes
             and any(fnmatch.fnmatchcase(m.id, p) for p in platform.machines)

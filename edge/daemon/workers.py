@@ -193,7 +193,7 @@ class WorkerPool:
     # --- status -----------------------------------------------------------------------
 
     def status_detail(self) -> dict[str, Any]:
-        slices = assignment([m.id for m in self.loaded.enabled_machines()], len(self.workers))
+        slices = assignment(self.loaded.enabled_machines(), len(self.workers))
         detail = aggregate([w.report for w in self.workers])
         detail["workers"] = [w.summary(slices[w.role.index]) for w in self.workers]
         return detail

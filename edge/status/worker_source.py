@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from edge.config.workers import worker_of
+from edge.config.workers import owner
 from edge.status.log_tap import LogTap
 from edge.status.model import (
     DestinationStatus,
@@ -71,7 +71,7 @@ class WorkerStatusSource:
         points) for a new one, all at once."""
         async with self._lock:
             now = time.monotonic()
-            owner = None if machine is None else worker_of(machine, self.workers)
+            owner = None if machine is None else self._owner_of(machine)
             due = [
                 i for i in range(self.workers)
                 if now - self._fresh[i][0] >= self.max_age
@@ -91,8 +91,11 @@ class WorkerStatusSource:
                     self.snapshots[i] = WorkerSnapshot.parse(result)
                     self._fresh[i] = (now, machine if i == owner else None)
 
+    def _owner_of(self, machine_id: str) -> int:
+        return owner(self._plant(), machine_id, self.workers)
+
     def _owner(self, machine_id: str) -> WorkerSnapshot:
-        return self.snapshots[worker_of(machine_id, self.workers)]
+        return self.snapshots[self._owner_of(machine_id)]
 
     def machines(self) -> Sequence[MachineStatus]:
         found = {m.id: m for s in self.snapshots for m in s.machines}

@@ -20,26 +20,48 @@ from edge.config.workers import (
     OUTBOX,
     PINNED,
     WorkerRole,
+    as_worker,
     assignment,
     default_workers,
+    owner,
     resolve_workers,
     worker_of,
 )
 from edge.daemon.workers import aggregate
 from edge.egress.outbox import FILENAME as OUTBOX_FILE
 from models.errors import ConfigurationError
-from models.plant import Capabilities, Destination, Platform
+from models.plant import Capabilities, Destination, Machine, Platform
+
+
+def machines(ids: list[str]) -> list[Machine]:
+    return [Machine.model_validate({
+        "id": i, "area": "a", "line": "l", "adapter": "modbus",
+        "connection": {"host": "127.0.0.1", "port": 502},
+        "points": [{"name": "x", "register": "holding", "address": 0}]}) for i in ids]
 
 
 def test_every_machine_in_exactly_one_worker_and_it_stays_there() -> None:
     ids = [f"m{i}" for i in range(200)]
-    slices = assignment(ids, 4)
+    slices = assignment(machines(ids), 4)
     assert sorted(m for s in slices for m in s) == sorted(ids)
     assert all(30 < len(s) < 70 for s in slices)  # spread, not piled on one worker
-    grown = assignment(["new-1", *ids[::-1], "new-2"], 4)  # added, reordered
+    grown = assignment(machines(["new-1", *ids[::-1], "new-2"]), 4)  # added, reordered
     for i in range(4):
         assert set(slices[i]) <= set(grown[i])
     assert worker_of("m7", 3) == worker_of("m7", 3)
+
+
+def test_an_energy_meter_runs_in_the_worker_of_the_machine_it_meters(tmp_path: Path) -> None:
+    loaded = _plant(tmp_path, 40)
+    ids = [m.id for m in loaded.plant.machines]
+    meter = next(i for i in ids if worker_of(i, 2) != worker_of("m0", 2))
+    plant = loaded.plant.model_copy(update={"machines": [
+        m.model_copy(update={"meter_for": "m0"}) if m.id == meter else m
+        for m in loaded.plant.machines]})
+    assert owner(plant, meter, 2) == owner(plant, "m0", 2) == worker_of("m0", 2)
+    assert owner(plant, "m-unknown", 2) == worker_of("m-unknown", 2)
+    mine = as_worker(dataclasses.replace(loaded, plant=plant), WorkerRole(worker_of("m0", 2), 2))
+    assert {"m0", meter} <= {m.id for m in mine.plant.machines}
 
 
 def test_role_and_default() -> None:
