@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ from edge.config.workers import (
     WorkerRole,
     as_worker,
     resolve_workers,
+    state_files,
 )
 from models.errors import EdgeError, PlantConfigError
 from models.plant import QUERY_METHODS
@@ -255,14 +257,17 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_RUNTIME if forged or not report.ok else EXIT_OK
 
 
-def _energy_windows(loaded: LoadedPlant) -> EnergyWindows:
-    """Measured footprints from the state directory's part store, when the gateway has run
-    there (opened only if it exists: an export creates nothing)."""
+def _energy_windows(loaded: LoadedPlant) -> list[EnergyWindows]:
+    """Measured footprints from the state directory's part stores (one process's, or each
+    worker's), when the gateway has run there (opened only if they exist: an export
+    creates nothing)."""
     from edge.parts.energy import EnergyWindows
     from edge.parts.store import FILENAME, PartStore
 
-    path = loaded.state_dir / FILENAME
-    return EnergyWindows(lambda: loaded, PartStore(path) if path.exists() else None)
+    paths = state_files(loaded, FILENAME)
+    if not paths:
+        return [EnergyWindows(lambda: loaded, None)]
+    return [EnergyWindows(lambda: loaded, PartStore(p)) for p in paths]
 
 
 def _aas(args: argparse.Namespace, loaded: LoadedPlant) -> int:
@@ -277,9 +282,13 @@ def _aas(args: argparse.Namespace, loaded: LoadedPlant) -> int:
     )
 
     plant = loaded.plant
-    windows = _energy_windows(loaded)
-    carbon = {m.id: f for m in plant.machines if (f := windows.footprints(m.id)) is not None}
-    method = windows.method()
+    every = _energy_windows(loaded)
+    carbon = {}
+    for m in plant.machines:  # a machine's part records are in one store: its worker's
+        found = next((f for w in every if (f := w.footprints(m.id)) is not None), None)
+        if found is not None:
+            carbon[m.id] = found
+    method = every[0].method()
     if args.asset:
         try:
             env = build_environment(
@@ -379,9 +388,14 @@ def _bookings(args: argparse.Namespace, loaded: LoadedPlant) -> int:
     from edge.capacity.bookings import BookingsFiles
     from edge.observability import get_logger
 
-    with BookingStore(loaded.state_dir / FILENAME) as store:
+    # one store, or one per worker (`run --workers N`): each booking lives in one of them
+    paths = state_files(loaded, FILENAME) or [loaded.state_dir / FILENAME]
+    with contextlib.ExitStack() as opened:
+        stores = [opened.enter_context(BookingStore(p)) for p in paths]
         if args.action == "list":
-            rows = store.bookings(states=None if args.all else ["requested"])
+            rows = [r for s in stores for r in s.bookings(states=None if args.all
+                                                          else ["requested"])]
+            rows.sort(key=lambda r: r.created, reverse=True)
             for row in rows:
                 print(booking_line(row))
             if not rows:
@@ -389,6 +403,10 @@ def _bookings(args: argparse.Namespace, loaded: LoadedPlant) -> int:
             return EXIT_OK
         if not args.booking:
             print(f"bookings {args.action}: give the booking id", file=sys.stderr)
+            return EXIT_INPUT
+        store = next((s for s in stores if s.get(args.booking) is not None), None)
+        if store is None:
+            print(f"bookings: no booking {args.booking!r}", file=sys.stderr)
             return EXIT_INPUT
         log = get_logger(gateway=loaded.plant.gateway.id)
         holds = PlantHolds(lambda: loaded, BookingsFiles(lambda: loaded, log))

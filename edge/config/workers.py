@@ -14,6 +14,7 @@ import dataclasses
 import os
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from models.errors import ConfigurationError
@@ -166,6 +167,16 @@ def resolve_workers(loaded: LoadedPlant, configured: int | None) -> int:
     return count
 
 
+def state_files(loaded: LoadedPlant, name: str) -> list[Path]:
+    """The state file `name` (bookings, parts...) of one process and of every worker
+    (`worker-<i>/`) that exists, for commands that read them beside a running gateway."""
+    base = loaded.state_dir
+    found = [base / name] if (base / name).exists() else []
+    workers = sorted((p for p in base.glob("worker-*") if p.name[7:].isdigit()),
+                     key=lambda p: int(p.name[7:])) if base.is_dir() else []
+    return found + [p / name for p in workers if (p / name).exists()]
+
+
 def as_worker(loaded: LoadedPlant, role: WorkerRole) -> LoadedPlant:
     """`loaded` as worker `role` serves it: its machines only, its own state directory."""
     machines = [m for m in loaded.plant.machines
@@ -178,5 +189,5 @@ def as_worker(loaded: LoadedPlant, role: WorkerRole) -> LoadedPlant:
 
 __all__ = ["MACHINES_PER_WORKER", "MAX_DEFAULT_WORKERS", "OUTBOX", "PINNED", "WorkerRole",
            "as_worker", "assignment", "default_workers", "one_process_only",
-           "one_process_preferred", "owner", "placement", "resolve_workers", "usable_cores",
-           "worker_of"]
+           "one_process_preferred", "owner", "placement", "resolve_workers", "state_files",
+           "usable_cores", "worker_of"]

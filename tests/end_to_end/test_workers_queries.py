@@ -14,6 +14,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +26,7 @@ import pytest
 from conftest import Collector, Mosquitto
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from e2e import GatewayProcess, plant_yaml, wait_for
+from e2e import ROOT, GatewayProcess, plant_yaml, wait_for
 
 from edge.config.workers import worker_of
 from edge.platform_kit.client import query
@@ -42,6 +44,11 @@ booking:
 
 def ts(t: datetime) -> str:
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def cli(plant: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge.cli", "bookings", *args, "-c", str(plant)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
 
 
 def metric_machines(text: str, name: str) -> set[str]:
@@ -108,6 +115,14 @@ def test_two_workers_answer_queries_and_serve_the_status_page(
         assert booked[by_worker[0][0]]["state"] == "accepted"
         second = booked[by_worker[1][0]]
         assert second["state"] == "requested" and "quota" in " ".join(second["waits_for"]), second
+        # the person at the plant sees it (in worker 1's store) and accepts it
+        waiting = cli(plant, "list")
+        assert waiting.returncode == 0 and second["booking"] in waiting.stdout, waiting
+        assert booked[by_worker[0][0]]["booking"] not in waiting.stdout  # accepted already
+        accepted = cli(plant, "accept", second["booking"])
+        assert accepted.returncode == 0 and "accepted" in accepted.stdout, accepted
+        wait_for(lambda: {b["state"] for b in ask("bookings")["result"]["bookings"]}
+                 == {"accepted"}, 15, "the accept seen by the platform")
         again = ask("reserve", {"asset": by_worker[1][0], "reference": "po-0",
                                 "start": ts(base), "end": ts(base + timedelta(hours=1))})
         assert again["ok"] and not again["result"]["new"], again
