@@ -134,6 +134,24 @@ NOTHING_HELD = Usage()
 
 
 @dataclass(frozen=True)
+class OtherStores:
+    """What the gateway's other booking stores bring to a decision in this one (`run
+    --workers N`: one store per worker): the platform's open bookings there (its quota
+    counts them all) and, for a `reserve` by process, the one machine of this store the
+    parent chose among every worker's proposals (None: this store's candidates, as usual)."""
+
+    usage: Usage = NOTHING_HELD
+    machine: str | None = None
+
+
+ALONE = OtherStores()
+"""One booking store: one process."""
+PROPOSE = "propose"
+"""Not a platform's method: the parent of `run --workers N` asks a worker what `reserve`
+would decide there, committing nothing (platforms can only send QUERY_METHODS)."""
+
+
+@dataclass(frozen=True)
 class Decision:
     state: BookingState
     machine: str

@@ -661,8 +661,8 @@ class Gateway(Strict):
     workers: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
         "auto",
         description="processes the machines are spread over on this host (each machine in "
-        "exactly one); auto: one per core, at most 4, at least 16 machines each, one when "
-        "platforms may book by process; decided at the first start and kept in "
+        "exactly one); auto: one per core, at most 4, at least 16 machines each (one with a "
+        "sparkplug_b destination); decided at the first start and kept in "
         "<state_dir>/workers (a state directory used by one process stays one); "
         "`run --workers N` wins",
     )

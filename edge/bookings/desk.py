@@ -23,10 +23,11 @@ from edge.bookings.store import BookingRow, BookingStore
 from edge.capacity.bookings import BookingsFiles
 from edge.config.loader import LoadedPlant
 from models.booking import (
+    ALONE,
     BOOKING_STATES,
-    NOTHING_HELD,
     Candidate,
     Interval,
+    OtherStores,
     Usage,
     parse_reserve,
     plant_holds,
@@ -82,10 +83,13 @@ class BookingDesk:
         return Candidate(m.id, tuple(busy), ideal_cycle_time_for(m, program))
 
     def _machines(
-        self, platform: Platform, asset: str | None, process: str | None
+        self, platform: Platform, asset: str | None, process: str | None, only: str | None
     ) -> list[Machine]:
-        """Machines the request may go to, in YAML order; KeyError when there is none."""
+        """Machines the request may go to, in YAML order (`only`: that one of them);
+        KeyError when there is none."""
         enabled = self.config().enabled_machines()
+        if only is not None:
+            enabled = [m for m in enabled if m.id == only]
         if asset is not None:
             found = [m for m in enabled if m.id == asset]
             if not found:
@@ -105,13 +109,13 @@ class BookingDesk:
         return found
 
     def reserve(
-        self, platform: Platform, params: Mapping[str, Any], elsewhere: Usage = NOTHING_HELD
+        self, platform: Platform, params: Mapping[str, Any], others: OtherStores = ALONE
     ) -> dict[str, Any]:
-        """ValueError: bad params; KeyError: no such machine or process. `elsewhere`: the
-        platform's bookings in the gateway's other stores (BookingStore.reserve)."""
+        """ValueError: bad params; KeyError: no such machine or process. `others`: what
+        the gateway's other booking stores bring (`run --workers N`)."""
         req = parse_reserve(params)
         now = self.clock()
-        machines = self._machines(platform, req.asset, req.process)
+        machines = self._machines(platform, req.asset, req.process, others.machine)
         plant = self.config().plant
         row, new = self.store.reserve(
             platform.id,
@@ -121,10 +125,24 @@ class BookingDesk:
             rules=plant.booking,
             now=now,
             disclosed=platform.public_reference,
-            elsewhere=elsewhere,
+            elsewhere=others.usage,
         )
         self.on_change()  # also when not new: the transaction may have expired held requests
         return {**row.result(), "new": new}
+
+    def propose(
+        self, platform: Platform, params: Mapping[str, Any], others: OtherStores = ALONE
+    ) -> dict[str, Any]:
+        """What `reserve` would decide here now (state, machine), committing nothing."""
+        req = parse_reserve(params)
+        now = self.clock()
+        machines = self._machines(platform, req.asset, req.process, others.machine)
+        plant = self.config().plant
+        row, _ = self.store.reserve(
+            platform.id, req, [self._candidate(m, req.program, now) for m in machines],
+            calendar=plant.shifts, rules=plant.booking, now=now, elsewhere=others.usage,
+            commit=False)
+        return {"state": row.state, "machine": row.machine}
 
     def usage(self, platform: str) -> Usage:
         """What `platform` holds in this desk's store now, for its quota elsewhere."""

@@ -36,6 +36,7 @@ The gateway notices decisions another process committed by polling `PRAGMA data_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -365,6 +366,7 @@ class BookingStore(WalStore):
         now: datetime,
         disclosed: bool = False,
         elsewhere: Usage = NOTHING_HELD,
+        commit: bool = True,
     ) -> tuple[BookingRow, bool]:
         """Decide one request and commit it (with its `requested` record, and the
         `accepted`/`declined` one when decided at once). Returns (booking, new); an open
@@ -373,7 +375,10 @@ class BookingStore(WalStore):
         to a person holds its slot until `rules.hold` has passed (never past its start).
         `disclosed`: the platform shows its id and reference on the streams. `elsewhere`:
         what the platform holds in the other stores of the gateway (`run --workers N`: one
-        store per worker), counted against its quota with this store's."""
+        store per worker), counted against its quota with this store's. `commit=False`: a
+        proposal, the booking as it would be decided, the request recorded nowhere (`run
+        --workers N`: the parent compares the workers' proposals for a `reserve` by process,
+        then commits the best one's machine in its worker, which decides again)."""
         request = req.model_dump(mode="json", exclude_none=True)
         with self._tx("reserve") as conn:
             self._expire_due(conn, now)
@@ -421,6 +426,8 @@ class BookingStore(WalStore):
                 disclosed,
                 expires,
             )
+            if not commit:
+                return dataclasses.replace(row, state=decision.state, reason=decision.reason), True
             conn.execute(
                 f"INSERT INTO bookings({_COLUMNS}) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

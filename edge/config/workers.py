@@ -115,19 +115,6 @@ def one_process_only(loaded: LoadedPlant) -> str | None:
     return None
 
 
-def one_process_preferred(loaded: LoadedPlant) -> str | None:
-    """Why `auto` keeps one process, or None: platforms may book by process (a `reserve`
-    by process over machines of different workers is refused, edge/daemon/
-    worker_queries.py; one process decides it as before)."""
-    plant = loaded.plant
-    if any("reserve" in p.methods for p in plant.platforms) and any(
-        m.capabilities is not None and m.capabilities.processes
-        for m in loaded.enabled_machines()
-    ):
-        return "platforms may book machines by process"
-    return None
-
-
 def resolve_workers(loaded: LoadedPlant, configured: int | None) -> int:
     """The worker count to run: `configured` (None or 0: `auto`). `auto` is decided once per
     state directory and kept in its `workers` file, because the count places each machine's
@@ -135,8 +122,8 @@ def resolve_workers(loaded: LoadedPlant, configured: int | None) -> int:
     machines between outboxes (their chains restarting at seq 1) after a hardware change or
     when machines are added. A state directory a single process already used (its own
     outbox) stays one process; one that N workers used (`worker-<i>/`) stays N. One process,
-    unpinned, while `one_process_preferred` says so (or always, `one_process_only`: then an
-    explicit count above 1 is a ConfigurationError)."""
+    unpinned, while `one_process_only` says so (an explicit count above 1 is then a
+    ConfigurationError)."""
     only = one_process_only(loaded)
     if configured:
         if configured > 1 and only is not None:
@@ -150,8 +137,6 @@ def resolve_workers(loaded: LoadedPlant, configured: int | None) -> int:
         return max(1, min(64, int(pinned.read_text(encoding="utf-8").split()[0])))
     except (OSError, ValueError, IndexError):
         pass
-    if one_process_preferred(loaded) is not None:
-        return 1  # not pinned: the reason may go away
     used = [i for i in range(64) if (state / WorkerRole(i, 64).directory / OUTBOX).exists()]
     if (state / OUTBOX).exists():
         count = 1
@@ -189,5 +174,5 @@ def as_worker(loaded: LoadedPlant, role: WorkerRole) -> LoadedPlant:
 
 __all__ = ["MACHINES_PER_WORKER", "MAX_DEFAULT_WORKERS", "OUTBOX", "PINNED", "WorkerRole",
            "as_worker", "assignment", "default_workers", "one_process_only",
-           "one_process_preferred", "owner", "placement", "resolve_workers", "state_files",
+           "owner", "placement", "resolve_workers", "state_files",
            "usable_cores", "worker_of"]

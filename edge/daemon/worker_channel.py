@@ -9,7 +9,8 @@ checked signature, nonce, rate and scope, decided to ask.
 
 Requests (`op`): `query` (`method`, `params`, `platform`: a request the parent admitted;
 answered by the worker's own query backend, edge/query/handler.py `answer_locally`; for
-`reserve`, `elsewhere`: the platform's bookings in the other workers, for its quota),
+`reserve` and `propose`, `elsewhere`: the platform's bookings in the other workers, for
+its quota, and `machine`: the one candidate the parent chose for a `reserve` by process),
 `usage` (a platform's open bookings in this worker: hours, count) and `status` (the
 worker's status-page snapshot, edge/status/snapshot.py). Answers are
 `{"id", "ok": true, "result"}` or `{"id", "ok": false, "error": {"code", "message"}}`.
@@ -28,7 +29,7 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from edge.query.handler import QueryError
-from models.booking import Usage
+from models.booking import OtherStores, Usage
 from models.errors import EdgeError
 from models.plant import Platform
 
@@ -110,9 +111,9 @@ class WorkerChannel:
         self._fail_all()
 
 
-Query = Callable[[str, dict[str, Any], Platform, Usage], Any]
+Query = Callable[[str, dict[str, Any], Platform, OtherStores], Any]
 """A worker's own answer to an admitted request (QueryError for a refusal), given what the
-platform holds in the other workers' booking stores."""
+other workers' booking stores bring to a booking decision."""
 
 
 class WorkerChannelServer:
@@ -159,8 +160,9 @@ class WorkerChannelServer:
             else:
                 platform = Platform.model_validate(request["platform"])
                 hours, count = request.get("elsewhere") or (0.0, 0)
+                others = OtherStores(Usage(float(hours), int(count)), request.get("machine"))
                 result = self.query(str(request["method"]), dict(request["params"]), platform,
-                                    Usage(float(hours), int(count)))
+                                    others)
             return _line({"id": rid, "ok": True, "result": result})
         except QueryError as exc:
             return _line({"id": rid, "ok": False,

@@ -14,11 +14,14 @@ store, its signed `bookings` records, its capacity offer): `reserve` with `asset
 the owner after the parent looked for an open booking with the same `reference` in every
 worker (asking again returns it, as with one process); `release` goes to the worker that
 holds the booking; `bookings` merges every worker's list, newest first; a platform's quota
-counts its open bookings in every worker (the parent asks the others and passes the sum).
-The parent answers one request at a time, so no other query books between those steps.
-Not done across workers: a `reserve` by `process` whose machines run in different workers
-is refused with a `bad_request` that says so (deciding it needs every candidate's store in
-one transaction).
+counts its open bookings in every worker (the parent asks them and passes the others' sum).
+A `reserve` by `process` whose candidates run in several workers: each of those workers
+proposes what it would decide (`propose`, committing nothing), the parent picks as one
+process picks among candidates, and the winner's worker decides again and commits with
+that machine as its only candidate; that second decision is the binding one (in its own
+transaction, against its store as it is then). The parent answers one request at a time,
+so no other query books between those steps (an operator's `edge-gateway bookings accept`
+can: the commit then decides on the store as it finds it, never double-booking).
 
 A worker that is restarting, or silent for `timeout` s, makes the request fail with
 `unavailable` (docs/protocol.md): the platform asks again, nothing is half done.
@@ -36,7 +39,7 @@ from edge.config.workers import owner, placement, worker_of
 from edge.daemon.worker_channel import WorkerUnavailable
 from edge.query.backend import describe
 from edge.query.handler import QueryError
-from models.booking import OPEN_STATES, parse_reserve
+from models.booking import OPEN_STATES, PROPOSE, parse_reserve
 from models.plant import Platform
 
 Call = Callable[[int, dict[str, Any], float], Awaitable[Any]]
@@ -161,27 +164,41 @@ class WorkerQueries:
             req = parse_reserve(params)  # refused here as one process refuses it
         except ValueError as exc:
             raise QueryError("bad_request", str(exc)) from exc
-        asset, process, reference = req.asset, req.process, req.reference
-        if asset is None and isinstance(process, str):
-            owners = self._process_owners(process, platform)
-            if len(owners) > 1:
-                raise QueryError(
-                    "bad_request",
-                    f"the machines offering process {process!r} run in different worker "
-                    "processes of this gateway; name params.asset",
-                )
-            index = owners.pop() if owners else 0
-        else:
-            index = self._owner(asset)
-        if reference:  # asking again returns the open booking, in whichever worker
-            found = await self._open(reference, platform)
+        if req.reference:  # asking again returns the open booking, in whichever worker
+            found = await self._open(req.reference, platform)
             if found is not None:
                 return {**found[1], "new": False}
-        others = [i for i in range(self.workers) if i != index]
-        held = await asyncio.gather(
-            *(self._call(i, {"op": "usage", "platform": platform.id}) for i in others))
-        elsewhere = [sum(float(h) for h, _ in held), sum(int(n) for _, n in held)]
-        return await self._ask(index, "reserve", params, platform, elsewhere=elsewhere)
+        held = await asyncio.gather(*(self._call(i, {"op": "usage", "platform": platform.id})
+                                      for i in range(self.workers)))
+
+        def elsewhere(index: int) -> list[float]:  # the platform's bookings in the others
+            others = [h for i, h in enumerate(held) if i != index]
+            return [sum(float(h) for h, _ in others), sum(int(n) for _, n in others)]
+
+        if req.asset is not None or req.process is None:
+            index = self._owner(req.asset)
+            return await self._ask(index, "reserve", params, platform,
+                                   elsewhere=elsewhere(index))
+        owners = self._process_owners(req.process, platform)
+        if len(owners) <= 1:  # one worker holds every candidate (or none: its refusal)
+            index = owners.pop() if owners else 0
+            return await self._ask(index, "reserve", params, platform,
+                                   elsewhere=elsewhere(index))
+        # candidates in several workers: each proposes (commits nothing), the parent picks
+        # as one process would (the first candidate, in YAML order, that is accepted, else
+        # the first that waits, else the first refused), and the winner's worker decides
+        # again and commits with that machine as its only candidate
+        involved = sorted(owners)
+        proposals = await asyncio.gather(*(
+            self._ask(i, PROPOSE, params, platform, elsewhere=elsewhere(i))
+            for i in involved))
+        order = {m.id: n for n, m in enumerate(self.config().enabled_machines())}
+        rank = {"accepted": 0, "requested": 1}
+        index, best = min(zip(involved, proposals, strict=True),
+                          key=lambda p: (rank.get(p[1]["state"], 2),
+                                         order.get(p[1]["machine"], len(order))))
+        return await self._ask(index, "reserve", params, platform,
+                               elsewhere=elsewhere(index), machine=best["machine"])
 
     def _process_owners(self, process: str, platform: Platform) -> set[int]:
         """The workers of the machines a `reserve` by process may go to (as BookingDesk

@@ -20,7 +20,7 @@ from edge.kpi.service import KpiService
 from edge.parts.energy import EnergyWindows
 from edge.parts.store import PartStore
 from edge.query.handler import QueryError
-from models.booking import NOTHING_HELD, Usage
+from models.booking import ALONE, PROPOSE, OtherStores
 from models.plant import STREAMS, Platform, machine_topic
 from models.sample import format_ts, utc_now
 
@@ -259,16 +259,19 @@ class QueryBackend:
 
     def query_booking(
         self, method: str, platform: Platform, params: Mapping[str, Any],
-        elsewhere: Usage = NOTHING_HELD,
+        others: OtherStores = ALONE,
     ) -> dict[str, Any]:
         """`reserve`, `release`, `bookings` for `platform` (docs/protocol.md, "Bookings");
-        `elsewhere`: the platform's bookings in other workers' stores, for its quota."""
+        `others`: what the other workers' booking stores bring (`run --workers N`), and
+        `propose` (the parent's, never a platform's) what `reserve` would decide here."""
         desk = self.bookings
         if desk is None:
             raise QueryError("not_found", "this gateway takes no bookings")
         try:
             if method == "reserve":
-                return desk.reserve(platform, params, elsewhere)
+                return desk.reserve(platform, params, others)
+            if method == PROPOSE:
+                return desk.propose(platform, params, others)
             if method == "release":
                 return desk.release(platform, params)
             return desk.list(platform, params)

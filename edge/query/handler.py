@@ -69,7 +69,7 @@ from edge.signing.jws import (
     jwk_thumbprint,
     signing_input_hash,
 )
-from models.booking import NOTHING_HELD, Usage
+from models.booking import ALONE, PROPOSE, OtherStores
 from models.envelope import envelope_body
 from models.errors import ConfigurationError, EdgeError
 from models.logger import Logger
@@ -133,7 +133,7 @@ class Backend(Protocol):
     def query_health(self) -> dict[str, Any]: ...
     def query_booking(
         self, method: str, platform: Platform, params: Mapping[str, Any],
-        elsewhere: Usage = ...,
+        others: OtherStores = ...,
     ) -> dict[str, Any]: ...
     def query_parts(self, asset: str, params: Mapping[str, Any]) -> dict[str, Any]: ...
     def query_energy(self, asset: str, params: Mapping[str, Any]) -> dict[str, Any] | None: ...
@@ -286,12 +286,12 @@ class QueryHandler:
         return self._accept(msg, req, result)
 
     def answer_locally(
-        self, method: str, params: dict[str, Any], platform: Platform, elsewhere: Usage
+        self, method: str, params: dict[str, Any], platform: Platform, others: OtherStores
     ) -> Any:
         """The method only, for a request the parent already checked (a worker process):
-        QueryError for a refusal, as `handle` would answer it; `elsewhere` is what the
-        platform holds in the other workers' booking stores (its quota counts them)."""
-        return self._dispatch(method, params, platform, elsewhere)
+        QueryError for a refusal, as `handle` would answer it; `others`: what the other
+        workers' booking stores bring (models/booking.py), and `propose` is allowed."""
+        return self._dispatch(method, params, platform, others)
 
     def _check(self, msg: Incoming, req: _Request) -> None:
         """Every check up to the method itself; fills `req` as it learns; QueryError."""
@@ -531,14 +531,14 @@ class QueryHandler:
 
     def _dispatch(
         self, method: str, params: dict[str, Any], platform: Platform,
-        elsewhere: Usage = NOTHING_HELD,
+        others: OtherStores = ALONE,
     ) -> Any:
         asset = params.get("asset")
         if self.backend is None:  # the parent of `run --workers N`: `dispatch` answers
             raise QueryError("internal", "internal error")
         try:
-            if method in BOOKING_METHODS:  # the platform is who books and whose bookings
-                result: Any = self.backend.query_booking(method, platform, params, elsewhere)
+            if method in BOOKING_METHODS or method == PROPOSE:  # the platform books
+                result: Any = self.backend.query_booking(method, platform, params, others)
             elif method == "describe":
                 result = self.backend.query_describe()
             elif method == "health":

@@ -4,7 +4,8 @@ Modbus simulators, a signed request from edge/platform_kit/client.py).
 
 Why: the parent is the gateway's one query endpoint and one status page; a query about a
 machine must reach the worker that owns it, a whole-plant answer must hold every worker's
-machines, and a worker that crashed must serve again once it is back.
+machines, a booking must be decided as one process decides it (one writer per machine),
+and a worker that crashed must serve again once it is back.
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ PLATFORMS = """
 platforms:
   - {id: p1, public_key_file: p1.pem, methods: [describe, state, oee, aas, capacity, health,
                                                 reserve, release, bookings]}
+  - {id: p2, public_key_file: p2.pem, methods: [reserve]}
 booking:
-  quota: {max_bookings: 1}
+  quotas: {p1: {max_bookings: 1}}
 """
+MILLING = ("m1", "m4")  # m1 in worker 1, m4 in worker 0: a booking by process spans both
 
 
 def ts(t: datetime) -> str:
@@ -60,18 +63,23 @@ def test_two_workers_answer_queries_and_serve_the_status_page(
     tmp_path: Path, mosquitto: Mosquitto, free_port: Callable[[], int],
     mqtt_collector: Callable[..., Collector],
 ) -> None:
-    key = Ed25519PrivateKey.generate()
-    (tmp_path / "p1.pem").write_bytes(
-        key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    key, key2 = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    for name, k in (("p1", key), ("p2", key2)):
+        (tmp_path / f"{name}.pem").write_bytes(
+            k.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
     plant = tmp_path / "plant.yaml"
-    plant.write_text(plant_yaml(tmp_path / "state", [free_port() for _ in MACHINES],
-                                mosquitto.port) + PLATFORMS)
+    text = plant_yaml(tmp_path / "state", [free_port() for _ in MACHINES], mosquitto.port)
+    for m in MILLING:
+        text = text.replace(f"  - id: {m}\n",
+                            f"  - id: {m}\n    capabilities: {{processes: [milling]}}\n")
+    plant.write_text(text + PLATFORMS)
     by_worker = {w: [m for m in MACHINES if worker_of(m, 2) == w] for w in (0, 1)}
     assert by_worker[0] and by_worker[1]  # the test needs machines on both workers
     col = mqtt_collector(mosquitto.host, mosquitto.port, f"{GATEWAY}/status")
 
-    def ask(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return asyncio.run(query(mosquitto.url, key, GATEWAY, method, params or {}, wait=15))
+    def ask(method: str, params: dict[str, Any] | None = None,
+            as_key: Ed25519PrivateKey = key) -> dict[str, Any]:
+        return asyncio.run(query(mosquitto.url, as_key, GATEWAY, method, params or {}, wait=15))
 
     def status() -> dict[str, Any]:
         msgs = col.snapshot()
@@ -133,6 +141,16 @@ def test_two_workers_answer_queries_and_serve_the_status_page(
             b["booking"] for b in booked.values()}
         released = ask("release", {"reference": "po-1"})
         assert released["ok"] and released["result"]["state"] == "released", released
+
+        # by process over both workers: m1 (first in the YAML) is taken, so m4 of the other
+        # worker gets it, as one process would decide
+        later = {"start": ts(base + timedelta(hours=4)), "end": ts(base + timedelta(hours=5))}
+        taken = ask("reserve", {"asset": "m1", "reference": "q-1", **later}, key2)
+        assert taken["ok"] and taken["result"]["state"] == "accepted", taken
+        by_process = ask("reserve", {"process": "milling", "reference": "q-2", **later}, key2)
+        assert by_process["ok"], by_process
+        assert (by_process["result"]["machine"], by_process["result"]["state"]) == (
+            "m4", "accepted"), by_process
 
         # the status page and /metrics show every machine of both workers
         page = httpx.get(url, timeout=10).text

@@ -17,7 +17,7 @@ import pytest
 
 from edge.bookings.store import BookingStore, Evidence, Refused
 from edge.platform_kit.verifier import booking_commitment
-from models.booking import Candidate, parse_reserve
+from models.booking import Candidate, Usage, parse_reserve
 from models.plant import BookingRules, ShiftCalendar
 
 NOW = datetime(2026, 12, 7, 5, 0, tzinfo=UTC)
@@ -282,3 +282,24 @@ def test_release_only_own_and_open(tmp_path: Path) -> None:
             store.release("p", row.id, NOW)
         # the slot is free again
         assert reserve(store, "q", window(1, 2, reference="b"))[0].state == "accepted"
+
+
+def test_propose_decides_as_reserve_commits_nothing_and_counts_other_stores(
+    tmp_path: Path,
+) -> None:
+    """`run --workers N`: a worker's proposal is the decision `reserve` would take, with
+    the platform's bookings in the other workers' stores counted against its quota."""
+    rules = BookingRules.model_validate({"quota": {"max_bookings": 1}})
+    with BookingStore(tmp_path / "b.sqlite3", durable=False) as store:
+        req = window(1, 2, reference="po-1")
+        alone, _ = store.reserve("p", req, [Candidate("m1")], calendar=CAL, rules=rules,
+                                 now=NOW, commit=False)
+        assert (alone.state, alone.machine) == ("accepted", "m1")
+        assert store.bookings() == []  # nothing committed
+        full, _ = store.reserve("p", req, [Candidate("m1")], calendar=CAL, rules=rules,
+                                now=NOW, elsewhere=Usage(1.0, 1), commit=False)
+        assert full.state == "requested" and any("quota" in w for w in full.waits_for)
+        row, _ = store.reserve("p", req, [Candidate("m1")], calendar=CAL, rules=rules,
+                               now=NOW, elsewhere=Usage(1.0, 1))
+        assert (row.state, row.waits_for) == ("requested", list(full.waits_for))
+        assert store.usage("p", NOW) == Usage(1.0, 1)

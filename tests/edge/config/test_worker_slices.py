@@ -30,7 +30,7 @@ from edge.config.workers import (
 from edge.daemon.workers import aggregate
 from edge.egress.outbox import FILENAME as OUTBOX_FILE
 from models.errors import ConfigurationError
-from models.plant import Capabilities, Destination, Machine, Platform
+from models.plant import Destination, Machine
 
 
 def machines(ids: list[str]) -> list[Machine]:
@@ -147,19 +147,11 @@ def test_auto_is_decided_once_per_state_directory(
         assert resolve_workers(loaded, None) == expected
 
 
-def test_one_process_when_sparkplug_or_booking_by_process(tmp_path: Path) -> None:
+def test_one_process_when_sparkplug(tmp_path: Path) -> None:
     loaded = _plant(tmp_path, 64)
-    plant = loaded.plant
-    spark = plant.model_copy(update={"destinations": [Destination.model_validate(
+    spark = loaded.plant.model_copy(update={"destinations": [Destination.model_validate(
         {"id": "sp", "url": "mqtt://127.0.0.1:1883", "format": "sparkplug_b"})]})
     assert resolve_workers(dataclasses.replace(loaded, plant=spark), None) == 1
+    assert not (loaded.state_dir / PINNED).exists()  # not pinned: the reason may go away
     with pytest.raises(ConfigurationError, match="sparkplug_b"):
         resolve_workers(dataclasses.replace(loaded, plant=spark), 2)
-    machines = [m.model_copy(update={"capabilities": Capabilities(processes=["milling"])})
-                for m in plant.machines]
-    booking = plant.model_copy(update={"machines": machines, "platforms": [
-        Platform.model_validate({"id": "p", "public_key_file": "p.pem",
-                                 "methods": ["reserve"]})]})
-    assert resolve_workers(dataclasses.replace(loaded, plant=booking), None) == 1
-    assert not (loaded.state_dir / PINNED).exists()  # not pinned: the reason may go away
-    assert resolve_workers(dataclasses.replace(loaded, plant=booking), 2) == 2  # explicit

@@ -25,7 +25,7 @@ from edge.config.workers import worker_of
 from edge.daemon.worker_channel import WorkerChannel, WorkerChannelServer, WorkerUnavailable
 from edge.daemon.worker_queries import WorkerQueries
 from edge.query.handler import QueryError
-from models.booking import Usage
+from models.booking import OtherStores, Usage
 from models.plant import Plant, Platform
 
 IDS = ["m1", "m2", "m3", "m4"]  # m4 on worker 0, m1-m3 on worker 1
@@ -49,16 +49,20 @@ class FakeWorker:
 
     index: int
     bookings: list[dict[str, Any]] = field(default_factory=list)
-    asked: list[tuple[str, dict[str, Any], Usage]] = field(default_factory=list)
+    asked: list[tuple[str, dict[str, Any], OtherStores]] = field(default_factory=list)
+    proposal: str = "accepted"
 
     @property
     def mine(self) -> list[str]:
         return [i for i in IDS if worker_of(i, 2) == self.index]
 
     def query(self, method: str, params: dict[str, Any], platform: Platform,
-              elsewhere: Usage) -> Any:
-        self.asked.append((method, params, elsewhere))
+              others: OtherStores) -> Any:
+        self.asked.append((method, params, others))
         asset = params.get("asset")
+        milling = [m for m in self.mine if m in ("m1", "m4")]
+        if method == "propose":
+            return {"state": self.proposal, "machine": milling[0]}
         if asset is not None and asset not in self.mine:
             raise QueryError("not_found", f"unknown machine {asset!r}")
         if method == "bookings":
@@ -69,7 +73,7 @@ class FakeWorker:
                 raise QueryError("not_found", "no booking of this platform")
             return {"booking": params["booking"], "state": "released"}
         if method == "reserve":
-            return {"machine": asset, "new": True}
+            return {"machine": asset or others.machine, "new": True}
         return {"machines": {m: {"worker": self.index} for m in self.mine
                              if asset in (None, m)}}
 
@@ -133,8 +137,8 @@ async def test_bookings_stay_with_the_machines_worker(pool: Pool) -> None:
     params = {"asset": "m2", "reference": "po-9", "start": "2030-01-01T08:00:00Z",
               "end": "2030-01-01T09:00:00Z"}
     assert await route("reserve", params, P1) == {"machine": "m2", "new": True}
-    method, _, elsewhere = w1.asked[-1]
-    assert method == "reserve" and elsewhere == Usage(1.5, 1)  # worker 0's open bookings
+    method, _, others = w1.asked[-1]
+    assert method == "reserve" and others.usage == Usage(1.5, 1)  # worker 0's bookings
     assert not [a for a in w0.asked if a[0] == "reserve"]
     again = await route("reserve", {**params, "reference": "po-0"}, P1)
     assert again["booking"] == "b-0" and again["new"] is False  # open in the other worker
@@ -142,15 +146,33 @@ async def test_bookings_stay_with_the_machines_worker(pool: Pool) -> None:
                                                               "state": "released"}
     released = await route("release", {"reference": "po-1"}, P1)
     assert released["booking"] == "b-1"
-    with pytest.raises(QueryError) as spread:  # milling: m1 (worker 1) and m4 (worker 0)
-        await route("reserve", {"process": "milling", "reference": "x",
-                                "start": "2030-01-01T08:00:00Z",
-                                "end": "2030-01-01T09:00:00Z"}, P1)
-    assert spread.value.code == "bad_request" and "different worker" in spread.value.message
     turning = await route("reserve", {"process": "turning", "reference": "y",
                                       "start": "2030-01-01T08:00:00Z",
                                       "end": "2030-01-01T09:00:00Z"}, P1)
-    assert turning == {"machine": None, "new": True} and w1.asked[-1][0] == "reserve"
+    assert turning == {"machine": None, "new": True}  # m2, m3: worker 1 alone decides
+    assert w1.asked[-1][0] == "reserve" and w1.asked[-1][2].machine is None
+
+
+async def test_a_booking_by_process_over_two_workers_is_decided_as_one_process_would(
+    pool: Pool,
+) -> None:
+    """milling: m1 (worker 1) and m4 (worker 0); m1 comes first in the YAML."""
+    route = pool.router()
+    w0, w1 = pool.workers
+    params = {"process": "milling", "reference": "x", "start": "2030-01-01T08:00:00Z",
+              "end": "2030-01-01T09:00:00Z"}
+    assert await route("reserve", params, P1) == {"machine": "m1", "new": True}
+    assert [a[0] for a in w0.asked] == ["bookings", "propose"]  # nothing committed there
+    assert [a[0] for a in w1.asked] == ["bookings", "propose", "reserve"]
+    assert w1.asked[-1][2].machine == "m1"
+    w1.proposal = "requested"  # m1 would wait for a person, m4 is free: m4 wins
+    assert await route("reserve", {**params, "reference": "x2"}, P1) == {"machine": "m4",
+                                                                           "new": True}
+    assert w0.asked[-1][0] == "reserve" and w0.asked[-1][2].machine == "m4"
+    assert w0.asked[-1][2].usage == Usage(2.5, 1)  # worker 1's bookings count for the quota
+    w0.proposal = w1.proposal = "declined"  # all refuse: the first candidate's refusal
+    await route("reserve", {**params, "reference": "x3"}, P1)
+    assert w1.asked[-1][0] == "reserve" and w1.asked[-1][2].machine == "m1"
     with pytest.raises(QueryError) as bad:
         await route("reserve", {"asset": "m1"}, P1)
     assert bad.value.code == "bad_request"  # refused in the parent, as one process does
