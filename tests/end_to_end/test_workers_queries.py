@@ -163,6 +163,18 @@ def test_two_workers_answer_queries_and_serve_the_status_page(
         one_page = httpx.get(url + f"machines/{by_worker[0][0]}", timeout=10)
         assert one_page.status_code == 200 and "part_count" in one_page.text
 
+        # SIGHUP: the parent takes the new platform list at once (p2 revoked)
+        plant.write_text(plant.read_text().replace(
+            "  - {id: p2, public_key_file: p2.pem, methods: [reserve]}\n", ""))
+        gw.signal(signal.SIGHUP)
+
+        def revoked() -> bool:
+            r = ask("reserve", {"asset": "m1", "reference": "q-3", **later}, key2)
+            return not r["ok"] and r["error"]["code"] == "unauthorized"
+
+        wait_for(revoked, 15, "p2's key unknown after the reload")
+        assert ask("state", {"asset": "m1"})["ok"]  # p1 still served
+
         # a worker killed: restarted; queries about its machines are answered again
         victim = next(w for w in status()["workers"] if w["index"] == 0)
         os.kill(victim["pid"], signal.SIGKILL)
