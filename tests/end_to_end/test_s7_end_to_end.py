@@ -21,7 +21,7 @@ TELEMETRY = "edge/plant-a/hall-1/line-1/plc1/telemetry"
 
 
 def plant(state_dir: Path, broker_port: int, plc_port: int) -> str:
-    return f"""gateway: {{id: gw-1, site: plant-a, state_dir: {state_dir}}}
+    return f"""gateway: {{id: gw-1, site: plant-a, state_dir: {state_dir}, web: {{port: 0}}}}
 destinations:
   - {{id: local, url: "mqtt://127.0.0.1:{broker_port}"}}
 machines:

@@ -58,7 +58,8 @@ def test_gateway_as_sparkplug_edge_node(
     col = mqtt_collector(mosquitto.host, mosquitto.port, "#")
     plant = tmp_path / "plant.yaml"
     plant.write_text(
-        f"gateway: {{id: gw-1, site: plant-a, state_dir: {tmp_path / 'state'}}}\n"
+        f"gateway: {{id: gw-1, site: plant-a, state_dir: {tmp_path / 'state'},"
+        " web: {port: 0}}\n"
         "destinations:\n"
         f'  - {{id: sp, url: "mqtt://127.0.0.1:{mosquitto.port}", format: sparkplug_b,'
         " sparkplug: {group_id: line-a}}\n"
