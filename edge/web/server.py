@@ -110,7 +110,7 @@ class StatusWeb:
         self.title = title
         self.bookings = bookings
         self.allow_decisions = allow_decisions and bookings is not None
-        self.guard = DecisionGuard(bind, log)
+        self.decision_guard = DecisionGuard(bind, log)
         self.viewers = 0
         """Open live streams (pages being watched), for the gateway page and the bench."""
         self._runner: web.AppRunner | None = None
@@ -218,7 +218,9 @@ class StatusWeb:
 
     # ---- bookings -----------------------------------------------------------------------
     def _form(self, machine: str | None) -> pages.DecisionForm | None:
-        return pages.DecisionForm(self.guard.csrf, machine) if self.allow_decisions else None
+        if not self.allow_decisions:
+            return None
+        return pages.DecisionForm(self.decision_guard.csrf, machine)
 
     async def _bookings(self, request: web.Request) -> web.Response:
         if self.bookings is None:
@@ -256,16 +258,16 @@ class StatusWeb:
         (decided, already decided, expired, no longer fits) the page states."""
         booking = request.match_info["id"]
         if not self.allow_decisions or self.bookings is None:
-            self.guard.note_refusal(request, booking, "decisions are off")
+            self.decision_guard.note_refusal(request, booking, "decisions are off")
             return self._message("This page is read-only: decisions from the status page "
                                  "are off (gateway.web.allow_decisions). Use edge-gateway "
                                  "bookings accept|decline.", 403, None)
-        problem = self.guard.origin_problem(request)
+        problem = self.decision_guard.origin_problem(request)
         form = await request.post() if problem is None else None
         if form is not None:
-            problem = self.guard.csrf_problem(form.get("csrf"))
+            problem = self.decision_guard.csrf_problem(form.get("csrf"))
         if problem is not None or form is None:
-            self.guard.note_refusal(request, booking, problem or "no form")
+            self.decision_guard.note_refusal(request, booking, problem or "no form")
             return self._message(f"Refused: {problem}.", 403, None)
         machine = form.get("machine")
         machine = machine if isinstance(machine, str) and machine else None

@@ -133,7 +133,7 @@ def _origin(web: StatusWeb) -> dict[str, str]:
 
 
 def _form(page: Page, **over: str) -> dict[str, str]:
-    return {"csrf": page.web.guard.csrf, "decision": "accept", "reason": "night crew",
+    return {"csrf": page.web.decision_guard.csrf, "decision": "accept", "reason": "night crew",
             **over}
 
 
@@ -143,7 +143,7 @@ async def test_the_page_lists_waiting_upcoming_and_recent(page: Page) -> None:
         assert f'data-booking="{page.waiting}" data-state="requested"' in html
         assert "Waiting for a decision" in html and "po-wait" in html and "O1000" in html
         assert 'data-state="accepted"' in html and "po-ok" in html
-        assert f'value="{page.web.guard.csrf}"' in html and ">Accept</button>" in html
+        assert f'value="{page.web.decision_guard.csrf}"' in html and ">Accept</button>" in html
         assert '<a href="/bookings" aria-current="page">Bookings</a>' in html
         view = page.web.bookings.view() if page.web.bookings else None
         assert view is not None
@@ -249,7 +249,7 @@ async def test_without_the_access_token_nothing_changes(page: Page) -> None:
                                  headers=_origin(page.web), allow_redirects=False) as r:
                 assert r.status == 401, url  # ?token= works on a GET only
     _unchanged(page)
-    assert page.web.guard.refused == 0  # refused before the form was looked at
+    assert page.web.decision_guard.refused == 0  # refused before the form was looked at
 
 
 async def test_read_only_page_has_no_buttons_and_refuses_posts(read_only: Page) -> None:
