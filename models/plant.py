@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -613,6 +614,20 @@ class WebSettings(Strict):
     refresh_seconds: float = Field(
         2.0, ge=0.2, le=60, description="seconds between live updates to an open page"
     )
+    allow_decisions: bool = Field(
+        False,
+        description="let the bookings page accept or decline requests waiting for a person "
+        "(needs `token`); off: the page is read-only",
+    )
+
+    @field_validator("allow_decisions")
+    @classmethod
+    def _decisions_need_a_token(cls, allow: bool, info: ValidationInfo) -> bool:
+        """A page that changes bookings must know who may: without a token, anyone who
+        reaches the port (or a hostile page in the engineer's browser) could decide."""
+        if allow and "token" in info.data and info.data["token"] is None:
+            raise ValueError("allow_decisions needs gateway.web.token (an access token)")
+        return allow
 
 
 class CarbonPeriod(Strict):

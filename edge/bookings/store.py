@@ -542,13 +542,18 @@ class BookingStore(WalStore):
         platform: str | None = None,
         states: Iterable[str] | None = None,
         reference: str | None = None,
+        machine: str | None = None,
         limit: int = 1000,
+        by_update: bool = False,
     ) -> list[BookingRow]:
-        """Newest first."""
+        """Newest first: created, or (`by_update`) last changed."""
         where, args = ["1"], []
         if platform is not None:
             where.append("platform = ?")
             args.append(platform)
+        if machine is not None:
+            where.append("machine = ?")
+            args.append(machine)
         if reference is not None:
             where.append("reference = ?")
             args.append(reference)
@@ -559,7 +564,7 @@ class BookingStore(WalStore):
         rows = self._read(
             "list",
             f"SELECT {_COLUMNS} FROM bookings WHERE {' AND '.join(where)} "
-            "ORDER BY created DESC, id LIMIT ?",
+            f"ORDER BY {'updated' if by_update else 'created'} DESC, id LIMIT ?",
             (*args, limit),
         )
         return [_row(r) for r in rows]

@@ -30,7 +30,8 @@ from functools import partial
 from structlog.typing import FilteringBoundLogger
 
 from edge import package_version
-from edge.bookings.desk import BookingDesk, PlantHolds, capacity_held, part_links
+from edge.bookings.board import BookingBoard
+from edge.bookings.desk import BookingDesk, OperatorDesk, PlantHolds, capacity_held, part_links
 from edge.bookings.publisher import BookingPublisher, WindowEvidence
 from edge.bookings.store import FILENAME as BOOKINGS_FILE
 from edge.bookings.store import BookingStore
@@ -146,10 +147,18 @@ class Gateway:
             evidence=WindowEvidence(self.kpi.window, self.parts_store.records, self.parts),
             log=self.log,
         )
+        holds = PlantHolds(config, files)
+        # the status page's decisions: the command line's desk, published at once
+        self.booking_board = BookingBoard(
+            self.bookings_store,
+            OperatorDesk(config, self.bookings_store, holds),
+            self.booking_publisher.flush,
+            self.log,
+        )
         self.desk = desk = BookingDesk(
             config,
             self.bookings_store,
-            PlantHolds(config, files),
+            holds,
             self.capacity.busy_until,
             self.booking_publisher.flush,
         )
@@ -271,7 +280,8 @@ class Gateway:
             )
             if self.loaded.worker is None:  # workers: each would see a slice (README)
                 web = await start_status_web(
-                    plant.gateway.web, self.status, self.log, title=f"plant {plant.gateway.site}"
+                    plant.gateway.web, self.status, self.log, title=f"plant {plant.gateway.site}",
+                    bookings=self.booking_board,
                 )
             background.append(self.supervisor.supervise("kpi", oee.run))
             background.append(

@@ -16,6 +16,8 @@ from datetime import datetime
 from html import escape
 from zoneinfo import ZoneInfo
 
+from edge.bookings.board import BookingsView
+from edge.bookings.store import BookingRow
 from edge.status.model import (
     DestinationStatus,
     MachineStatus,
@@ -350,4 +352,131 @@ def gateway_page(source: StatusSource) -> tuple[str, Live]:
     ), "warnings") if g.warnings else "<p>No warning.</p>"
     html = (f'<table class="facts">{facts}</table><h2>Reloads</h2>{reloads}'
             f"<h2>Recent warnings</h2>{warnings}")
+    return html, live
+
+
+# ---- bookings ------------------------------------------------------------------------------
+
+WAITING_HEAD = ("booking", "machine", "platform / reference", "window (UTC)", "job",
+                "waits for", "held until (UTC)", "decide within")
+UPCOMING_HEAD = ("booking", "machine", "platform / reference", "window (UTC)", "job", "starts")
+RECENT_HEAD = ("when (UTC)", "booking", "machine", "platform / reference", "state", "reason",
+               "changed")
+REASON_MAX = 500
+"""Characters of a reason typed on the page; it goes into the signed record."""
+
+
+@dataclass(frozen=True)
+class DecisionForm:
+    """What the page's accept/decline forms carry: the process's CSRF token, and the
+    machine filter to come back to."""
+
+    csrf: str
+    machine: str | None = None
+
+
+def ahead(ts: datetime | None, now: datetime) -> str:
+    """`in 12 min`, or `now` once passed."""
+    if ts is None:
+        return "-"
+    s = (ts - now).total_seconds()
+    return "now" if s <= 0 else f"in {duration(s)}"
+
+
+def _when(ts: datetime | None) -> str:
+    return "-" if ts is None else f"{ts:%Y-%m-%d %H:%M:%S}"
+
+
+def _window(row: BookingRow) -> str:
+    return f"{_when(row.start)} .. {_when(row.end)}"
+
+
+def _job(row: BookingRow) -> str:
+    what = row.request.get("program") or row.request.get("process") or "-"
+    quantity = row.request.get("quantity")
+    return f"{what} x {quantity}" if quantity else str(what)
+
+
+def bookings_live(view: BookingsView, form: DecisionForm | None = None) -> Live:
+    """Counters that run while the page is open; any booking changing section (or a new
+    one) changes the shape, so the browser reloads the page."""
+    cells: Cells = {}
+    for r in view.waiting:
+        cells[f"{r.id}/left"] = ahead(r.expires, view.now)
+    for r in view.upcoming:
+        cells[f"{r.id}/starts"] = "running" if r.start and r.start <= view.now else ahead(
+            r.start, view.now)
+    for r in view.recent:
+        cells[f"{r.id}/changed"] = age(r.updated, view.now) + " ago"
+    keys = [f"w {r.id}" for r in view.waiting] + [f"u {r.id}" for r in view.upcoming] + [
+        f"r {r.id} {r.state} {r.updated.isoformat()}" for r in view.recent]
+    return Live(cells, _shape([*keys, "decide" if form else "read-only"]))
+
+
+def _decide_form(row: BookingRow, form: DecisionForm) -> str:
+    back = (f'<input type="hidden" name="machine" value="{escape(form.machine)}">'
+            if form.machine else "")
+    return (
+        f'<form method="post" action="/bookings/{escape(row.id)}" class="decide">'
+        f'<input type="hidden" name="csrf" value="{escape(form.csrf)}">{back}'
+        f'<label>reason <input name="reason" maxlength="{REASON_MAX}" size="24"></label> '
+        '<button type="submit" name="decision" value="accept">Accept</button> '
+        '<button type="submit" name="decision" value="decline">Decline</button></form>'
+    )
+
+
+def _who(row: BookingRow) -> str:
+    return escape(f"{row.platform} / {row.reference}")
+
+
+def _machine_link(machine: str) -> str:
+    return f'<td><a href="/machines/{escape(machine)}">{escape(machine)}</a></td>'
+
+
+def bookings_page(view: BookingsView, form: DecisionForm | None = None,
+                  notice: str | None = None) -> tuple[str, Live]:
+    """`form` None: read-only, no buttons (gateway.web.allow_decisions off)."""
+    live = bookings_live(view, form)
+    c = live.cells
+    waiting = []
+    for r in view.waiting:
+        waits = "; ".join(r.waits_for) or "-"
+        action = f"<td>{_decide_form(r, form)}</td>" if form else ""
+        waiting.append(
+            f'<tr data-booking="{escape(r.id)}" data-state="requested">'
+            f'<th scope="row">{escape(r.id)}</th>{_machine_link(r.machine)}<td>{_who(r)}</td>'
+            f"<td>{_window(r)}</td><td>{escape(_job(r))}</td><td>{escape(waits)}</td>"
+            f"<td>{_when(r.expires)}</td>{_td(f'{r.id}/left', c[f'{r.id}/left'])}{action}</tr>"
+        )
+    head = (*WAITING_HEAD, "decision") if form else WAITING_HEAD
+    upcoming = [
+        f'<tr data-booking="{escape(r.id)}" data-state="accepted">'
+        f'<th scope="row">{escape(r.id)}</th>{_machine_link(r.machine)}<td>{_who(r)}</td>'
+        f"<td>{_window(r)}</td><td>{escape(_job(r))}</td>"
+        f"{_td(f'{r.id}/starts', c[f'{r.id}/starts'])}</tr>"
+        for r in view.upcoming
+    ]
+    recent = [
+        f'<tr data-booking="{escape(r.id)}" data-state="{escape(r.state)}">'
+        f"<td>{_when(r.updated)}</td><th scope=\"row\">{escape(r.id)}</th>"
+        f"{_machine_link(r.machine)}<td>{_who(r)}</td><td>{escape(r.state)}</td>"
+        f"<td>{escape(r.reason or '-')}</td>{_td(f'{r.id}/changed', c[f'{r.id}/changed'])}</tr>"
+        for r in view.recent
+    ]
+    mode = ("Accept or decline a waiting request here or with <code>edge-gateway bookings "
+            "accept|decline</code>; each decision is a signed record on the bookings stream."
+            if form else "Read-only: decide with <code>edge-gateway bookings accept|decline"
+            "</code> (or set <code>gateway.web.allow_decisions</code>, with a token).")
+    html = (
+        (f'<p class="notice" role="status">{escape(notice)}</p>' if notice else "")
+        + f"<p>{mode}</p><h2>Waiting for a decision</h2>"
+        + (_table(head, waiting, "bookings waiting") if waiting
+           else "<p>No request waits for a decision.</p>")
+        + "<h2>Accepted, upcoming</h2>"
+        + (_table(UPCOMING_HEAD, upcoming, "bookings upcoming") if upcoming
+           else "<p>No accepted booking ahead.</p>")
+        + "<h2>Recent decisions</h2>"
+        + (_table(RECENT_HEAD, recent, "bookings recent") if recent
+           else "<p>No decision yet.</p>")
+    )
     return html, live

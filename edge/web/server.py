@@ -4,10 +4,14 @@ Why aiohttp.web in-process: the figures live in the daemon's memory, so a separa
 would need an API of its own; aiohttp runs on the same asyncio loop with no thread, and
 costs nothing while nobody is connected (no timer runs unless a page is open).
 
-Read-only by construction: only GET routes, built from `StatusSource` snapshots. Bound to
-127.0.0.1 by default; with `gateway.web.token` every request needs the token (a Bearer
-header, or `?token=` once, which sets an HttpOnly cookie and redirects without it). Pages
-carry a Content-Security-Policy of `'self'` only: every asset ships in the package.
+Read-only unless told otherwise: GET routes built from `StatusSource` snapshots, and one
+POST route, a person's accept/decline of a booking waiting for a decision, refused unless
+`gateway.web.allow_decisions` (which needs a token) is on; its checks are in
+`edge/web/decisions.py` and the decision itself is the command line's (`BookingBoard`).
+Bound to 127.0.0.1 by default; with `gateway.web.token` every request needs the token (a
+Bearer header, or `?token=` once on a GET, which sets an HttpOnly cookie and redirects
+without it). Pages carry a Content-Security-Policy of `'self'` only: every asset ships in
+the package.
 """
 
 from __future__ import annotations
@@ -20,15 +24,21 @@ from collections.abc import Awaitable, Callable
 from html import escape
 from importlib.resources import files
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
+from structlog.typing import FilteringBoundLogger
+from yarl import URL
 
+from edge.bookings.board import BookingBoard
+from edge.bookings.store import BookingStoreError, Refused
 from edge.config.secret_refs import resolve_secret
 from edge.metrics.collector import registry_for
 from edge.status.model import StatusSource
 from edge.web import pages
+from edge.web.decisions import DecisionGuard
 from models.errors import ConfigurationError
 from models.plant import WebSettings
 
@@ -48,17 +58,20 @@ Prepare = Callable[[str | None], Awaitable[None]]
 machine whose page it is); the parent of `run --workers N` asks its workers there."""
 
 
+NAV = (("plant", "/", "Plant"), ("bookings", "/bookings", "Bookings"),
+       ("destinations", "/destinations", "Destinations"), ("gateway", "/gateway", "Gateway"),
+       ("metrics", "/metrics", "Metrics"))
+
+
 def _layout(title: str, body: str, page: str, *, machine: str | None, shape: str,
-            refresh: float) -> str:
+            refresh: float, bookings: bool = True) -> str:
     current = ' aria-current="page"'
     nav = "".join(
         f'<a href="{href}"{current if key == page else ""}>{label}</a>'
-        for key, href, label in (("plant", "/", "Plant"), ("destinations", "/destinations",
-                                 "Destinations"), ("gateway", "/gateway", "Gateway"),
-                                 ("metrics", "/metrics", "Metrics"))
+        for key, href, label in NAV if bookings or key != "bookings"
     )
-    live = f' data-page="{page}" data-shape="{shape}" data-refresh="{refresh:g}"'
-    if machine:
+    live = f' data-page="{page}" data-shape="{shape}" data-refresh="{refresh:g}"' if shape else ""
+    if machine and shape:
         live += f' data-machine="{escape(machine)}"'
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
@@ -86,7 +99,12 @@ class StatusWeb:
         refresh: float = 2.0,
         title: str = "plant",
         prepare: Prepare | None = None,
+        bookings: BookingBoard | None = None,
+        allow_decisions: bool = False,
+        log: FilteringBoundLogger | None = None,
     ) -> None:
+        if allow_decisions and token is None:  # the YAML refuses it too (models/plant.py)
+            raise ConfigurationError("gateway.web.allow_decisions needs gateway.web.token")
         self.source = source
         self.prepare = prepare
         self.registry = registry
@@ -95,6 +113,9 @@ class StatusWeb:
         self.token = token
         self.refresh = refresh
         self.title = title
+        self.bookings = bookings
+        self.allow_decisions = allow_decisions and bookings is not None
+        self.decision_guard = DecisionGuard(bind, log)
         self.viewers = 0
         """Open live streams (pages being watched), for the gateway page and the bench."""
         self._runner: web.AppRunner | None = None
@@ -105,12 +126,15 @@ class StatusWeb:
         return f"http://{host}:{self.port}/"
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard])
+        # a decision form is a few hundred bytes; nothing else is posted
+        app = web.Application(middlewares=[self._guard], client_max_size=16_384)
         app.add_routes([
             web.get("/", self._plant),
             web.get("/machines/{id}", self._machine),
             web.get("/destinations", self._destinations),
             web.get("/gateway", self._gateway),
+            web.get("/bookings", self._bookings),
+            web.post("/bookings/{id}", self._decide),
             web.get("/metrics", self._metrics),
             web.get("/events", self._events),
             web.get("/static/{name}", self._static),
@@ -145,7 +169,7 @@ class StatusWeb:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.token is not None:
-            offered = request.query.get("token")
+            offered = request.query.get("token") if request.method == "GET" else None
             if offered is not None and hmac.compare_digest(offered, self.token):
                 kept = {k: v for k, v in request.query.items() if k != "token"}
                 target = request.rel_url.with_query(kept)
@@ -173,11 +197,12 @@ class StatusWeb:
 
     # ---- pages ------------------------------------------------------------------------
     def _html(self, title: str, body: str, page: str, live: pages.Live,
-              machine: str | None = None) -> web.Response:
+              machine: str | None = None, *, status: int = 200) -> web.Response:
         return web.Response(
             text=_layout(title, body, page, machine=machine, shape=live.shape,
-                         refresh=self.refresh),
+                         refresh=self.refresh, bookings=self.bookings is not None),
             content_type="text/html",
+            status=status,
         )
 
     async def _plant(self, request: web.Request) -> web.Response:
@@ -200,6 +225,81 @@ class StatusWeb:
         body, live = pages.gateway_page(self.source)
         return self._html("gateway", body, "gateway", live)
 
+    # ---- bookings -----------------------------------------------------------------------
+    def _form(self, machine: str | None) -> pages.DecisionForm | None:
+        if not self.allow_decisions:
+            return None
+        return pages.DecisionForm(self.decision_guard.csrf, machine)
+
+    async def _bookings(self, request: web.Request) -> web.Response:
+        if self.bookings is None:
+            raise web.HTTPNotFound(text="bookings are not served by this gateway\n")
+        machine = request.query.get("machine") or None
+        try:
+            view = self.bookings.view(machine)
+        except BookingStoreError as exc:
+            return self._message(f"The bookings cannot be read: {exc}", 503, machine)
+        notice = None
+        decided = request.query.get("decided")
+        if decided:  # after a decision (post/redirect/get): the store's word, not the URL's
+            row = next((r for r in (*view.upcoming, *view.recent) if r.id == decided), None)
+            if row is not None:
+                notice = f"Booking {row.id} is {row.state}."
+        body, live = pages.bookings_page(view, self._form(machine), notice)
+        title = f"bookings of {machine}" if machine else "bookings"
+        response = self._html(title, body, "bookings", live, machine)
+        # a browser sends `Origin: null` on a POST from a no-referrer page; the decision
+        # check needs the real origin, so this page (only) lets same-origin requests carry it
+        response.headers["Referrer-Policy"] = "same-origin"
+        return response
+
+    def _message(self, text: str, status: int, machine: str | None) -> web.Response:
+        back = "/bookings" + (f"?machine={quote(machine)}" if machine else "")
+        body = (f'<p class="notice" role="alert">{escape(text)}</p>'
+                f'<p><a href="{escape(back)}">Back to the bookings</a></p>')
+        # no live update (empty shape): a message, not a view
+        return self._html("bookings", body, "bookings", pages.Live({}, ""), status=status)
+
+    async def _decide(self, request: web.Request) -> web.Response:
+        """A person's accept/decline from the page: refused (nothing changes) unless
+        decisions are allowed, the request comes from this page (origin, host) and its form
+        carries this process's CSRF token; then the command line's decision, whose outcome
+        (decided, already decided, expired, no longer fits) the page states."""
+        booking = request.match_info["id"]
+        if not self.allow_decisions or self.bookings is None:
+            self.decision_guard.note_refusal(request, booking, "decisions are off")
+            return self._message("This page is read-only: decisions from the status page "
+                                 "are off (gateway.web.allow_decisions). Use edge-gateway "
+                                 "bookings accept|decline.", 403, None)
+        problem = self.decision_guard.origin_problem(request)
+        form = await request.post() if problem is None else None
+        if form is not None:
+            problem = self.decision_guard.csrf_problem(form.get("csrf"))
+        if problem is not None or form is None:
+            self.decision_guard.note_refusal(request, booking, problem or "no form")
+            return self._message(f"Refused: {problem}.", 403, None)
+        machine = form.get("machine")
+        machine = machine if isinstance(machine, str) and machine else None
+        decision, reason = form.get("decision"), form.get("reason", "")
+        if decision not in ("accept", "decline"):
+            return self._message("Say accept or decline.", 400, machine)
+        if not isinstance(reason, str) or len(reason) > pages.REASON_MAX:
+            return self._message(f"The reason is at most {pages.REASON_MAX} characters.", 400,
+                                 machine)
+        via = f"status page from {request.remote}"
+        try:
+            self.bookings.decide(booking, accept=decision == "accept",
+                                 reason=reason.strip() or None, via=via)
+        except KeyError:
+            return self._message(f"There is no booking {booking}.", 404, machine)
+        except Refused as exc:
+            return self._message(f"Nothing changed: {exc}.", 409, machine)
+        except BookingStoreError as exc:
+            return self._message(f"Nothing changed: the bookings store failed: {exc}", 503,
+                                 machine)
+        query = {"decided": booking, **({"machine": machine} if machine else {})}
+        raise web.HTTPSeeOther(str(URL.build(path="/bookings", query=query)))
+
     async def _metrics(self, request: web.Request) -> web.Response:
         data = generate_latest(self.registry)
         return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -219,6 +319,11 @@ class StatusWeb:
             "destinations": pages.destinations_live,
             "gateway": pages.gateway_live,
         }
+        if page == "bookings" and self.bookings is not None:
+            try:
+                return pages.bookings_live(self.bookings.view(machine), self._form(machine))
+            except BookingStoreError:
+                return None  # the page stays as it is; a reload says why
         build = builders.get(page)
         return None if build is None else build(self.source)
 
@@ -251,11 +356,8 @@ class StatusWeb:
 
 
 async def start_status_web(
-    settings: WebSettings,
-    source: StatusSource,
-    logger: Any,
-    title: str = "plant",
-    prepare: Prepare | None = None,
+    settings: WebSettings, source: StatusSource, logger: Any, title: str = "plant",
+    *, prepare: Prepare | None = None, bookings: BookingBoard | None = None,
 ) -> StatusWeb | None:
     """The status page per `gateway.web`, started; None when disabled or when it cannot be
     served. A view must never stop data collection: a busy port or a token whose secret
@@ -267,11 +369,13 @@ async def start_status_web(
         token = resolve_secret(settings.token) if settings.token is not None else None
         web_ = StatusWeb(source, registry_for(source), bind=settings.bind, port=settings.port,
                          token=token, refresh=settings.refresh_seconds, title=title,
-                         prepare=prepare)
+                         prepare=prepare, bookings=bookings,
+                         allow_decisions=settings.allow_decisions, log=logger)
         await web_.start()
     except ConfigurationError as exc:
         logger.error("status_page_not_served", error=str(exc))
         return None
     logger.info("status_page_started", url=web_.url, metrics=web_.url + "metrics",
-                token_required=token is not None)
+                token_required=token is not None,
+                decisions=web_.allow_decisions)
     return web_

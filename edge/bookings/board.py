@@ -1,0 +1,96 @@
+"""The bookings as the status page shows them, and a person's decision taken there.
+
+Why a class of its own rather than the page calling the store: a decision from the page must
+be the decision `edge-gateway bookings accept|decline` takes (`OperatorDesk.decide`: one
+transaction in the store, the hard limits checked again, the `accepted`/`declined` record
+written with the state), and the page runs inside the gateway, so instead of waiting for the
+publisher's `PRAGMA data_version` poll it flushes at once (`on_change`: the signed record on
+the bookings stream, the capacity offer republished). The audit line says who decided
+(`via`: the page and the remote address) and why; the signed record says `by: operator`,
+as it does for the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from structlog.typing import FilteringBoundLogger
+
+from edge.bookings.desk import OperatorDesk
+from edge.bookings.store import BookingRow, BookingStore, BookingStoreError, Refused
+from models.booking import BOOKING_STATES
+from models.errors import EdgeError
+from models.sample import utc_now
+
+DECIDED = tuple(s for s in BOOKING_STATES if s != "requested")
+
+
+@dataclass(frozen=True)
+class BookingsView:
+    """One read of the bookings for the page, at `now`."""
+
+    now: datetime
+    waiting: list[BookingRow]
+    """Requests waiting for a person, the soonest hold end first."""
+    upcoming: list[BookingRow]
+    """Accepted bookings whose window has not ended, by start."""
+    recent: list[BookingRow]
+    """The latest state changes other than requests (decisions, expiries, releases...)."""
+
+
+class BookingBoard:
+    def __init__(
+        self,
+        store: BookingStore,
+        desk: OperatorDesk,
+        on_change: Callable[[], object],
+        log: FilteringBoundLogger,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        recent: int = 20,
+    ) -> None:
+        self.store = store
+        self.desk = desk
+        self.on_change = on_change
+        self.log = log
+        self.clock = clock
+        self.recent = recent
+
+    def view(self, machine: str | None = None) -> BookingsView:
+        """BookingStoreError when the store cannot be read."""
+        now = self.clock()
+        waiting = self.store.bookings(states=["requested"], machine=machine)
+        waiting.sort(key=lambda r: (r.expires or now, r.id))
+        upcoming = [
+            r for r in self.store.bookings(states=["accepted"], machine=machine)
+            if r.end is not None and r.end > now
+        ]
+        upcoming.sort(key=lambda r: (r.start or now, r.id))
+        recent = self.store.bookings(
+            states=DECIDED, machine=machine, limit=self.recent, by_update=True
+        )
+        return BookingsView(now, waiting, upcoming, recent)
+
+    def decide(self, booking: str, *, accept: bool, reason: str | None, via: str) -> BookingRow:
+        """KeyError: no such booking; Refused: decided, expired, or no longer fits;
+        BookingStoreError: the store failed. Each outcome is logged with `via`."""
+        decision = "accept" if accept else "decline"
+        try:
+            row = self.desk.decide(booking, accept=accept, reason=reason)
+        except KeyError:
+            self.log.warning("booking_decision_refused", booking=booking, decision=decision,
+                             via=via, error="no such booking")
+            raise
+        except (Refused, BookingStoreError) as exc:
+            self.log.warning("booking_decision_refused", booking=booking, decision=decision,
+                             via=via, error=str(exc))
+            raise
+        self.log.info("booking_decided", booking=row.id, asset=row.machine, state=row.state,
+                      by="operator", via=via, reason=reason)
+        try:
+            self.on_change()
+        except EdgeError as exc:  # committed: the publisher's poll sends it later
+            self.log.error("bookings_publish_deferred", booking=row.id, error=str(exc))
+        return row

@@ -1,0 +1,258 @@
+"""A person accepts a platform's booking request on the status page (issue 18): a gateway
+subprocess at a real Mosquitto, a platform asking over signed queries, Debian's headless
+Chromium on the page. The request appears on the open page, the Accept button decides it,
+and the signed `accepted` record arrives on the bookings stream and verifies. A hostile page
+served from another port of 127.0.0.1 in the same browser (which holds the access cookie)
+cannot decide, even knowing the CSRF token; nor can a POST without the CSRF token, from
+another origin, or without the access token; a read-only page has no buttons and refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from browser import MISSING, Browser, driver_binary
+from conftest import Collector, Mosquitto
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from e2e import GatewayProcess, plant_yaml, verified_body, wait_for
+
+from edge.platform_kit.client import query
+
+GATEWAY = "edge/plant-a/gw-1"
+TOPIC = "edge/plant-a/hall-1/line-1/m1/bookings"
+TOKEN = "page-token-1234"
+RULES = """
+platforms:
+  - {id: p1, public_key_file: p1.pem, methods: [reserve, bookings]}
+booking: {auto_accept: false, poll_seconds: 0.2}
+"""
+
+
+class Plant:
+    def __init__(self, tmp: Path, broker: Mosquitto, ports: Callable[[], int], allow: bool
+                 ) -> None:
+        self.key = Ed25519PrivateKey.generate()
+        (tmp / "p1.pem").write_bytes(
+            self.key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+        (tmp / "token").write_text(TOKEN + "\n")
+        port = ports()
+        web = (f"web: {{port: {port}, refresh_seconds: 0.5, token: {{file: {tmp / 'token'}}}, "
+               f"allow_decisions: {'true' if allow else 'false'}}}")
+        text = plant_yaml(tmp / "state", [ports()], broker.port).replace("web: {port: 0}", web)
+        self.path = tmp / "plant.yaml"
+        self.path.write_text(text + RULES)
+        self.broker = broker
+        self.url = f"http://127.0.0.1:{port}/"
+
+    def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return asyncio.run(query(self.broker.url, self.key, GATEWAY, method, params, wait=15))
+
+    def request(self, reference: str, hours: int) -> dict[str, Any]:
+        """A request that waits for a person (auto_accept: false)."""
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=hours)
+        reply = self.ask("reserve", {"asset": "m1", "reference": reference,
+                                     "start": start.isoformat(),
+                                     "end": (start + timedelta(hours=1)).isoformat()})
+        assert reply["ok"] and reply["result"]["state"] == "requested", reply
+        return reply["result"]  # type: ignore[no-any-return]
+
+    def state(self, booking: str) -> str:
+        mine = self.ask("bookings", {})["result"]["bookings"]
+        return next(b["state"] for b in mine if b["booking"] == booking)  # type: ignore[no-any-return]
+
+
+def _serving(url: str) -> bool:
+    try:
+        return httpx.get(url + "metrics", headers={"Authorization": f"Bearer {TOKEN}"},
+                         timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _start(plant: Plant) -> GatewayProcess:
+    gw = GatewayProcess(plant.path).start()
+    wait_for(lambda: bool(gw.events("gateway_started")), 30, "gateway started")
+    wait_for(lambda: _serving(plant.url), 30, "status page listening")
+    return gw
+
+
+def _records(collector: Collector, jwks: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in collector.snapshot():
+        body = verified_body(m.payload, jwks, m.topic)  # raises unless the signature holds
+        assert body["stream"] == "bookings"
+        out.extend(body["records"])
+    return out
+
+
+
+class Hostile:
+    """Another web site the engineer has open: 127.0.0.1 on another port (the same *site*
+    for the browser's SameSite rules, so the access cookie goes along), whose page posts a
+    decision form to the gateway as soon as it loads."""
+
+    def __init__(self, port: int, action: str, csrf: str) -> None:
+        page = (f'<!doctype html><form method="post" action="{action}">'
+                f'<input name="csrf" value="{csrf}"><input name="decision" value="accept">'
+                '</form><script>document.forms[0].submit()</script>').encode()
+
+        class Serve(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Serve)
+        self.url = f"http://127.0.0.1:{port}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Hostile:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _text(browser: Browser) -> str:
+    try:
+        return str(browser.run("return document.body ? document.body.innerText : ''"))
+    except RuntimeError:  # navigating
+        return ""
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    if driver_binary() is None:
+        pytest.skip(MISSING)
+    with tempfile.TemporaryDirectory() as profile:
+        b = Browser(Path(profile))
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.mark.slow
+def test_a_person_accepts_a_waiting_request_on_the_page(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_collector: Callable[..., Collector],
+    free_port: Callable[[], int], browser: Browser,
+) -> None:
+    plant = Plant(tmp_path, mosquitto, free_port, allow=True)
+    booked = mqtt_collector(mosquitto.host, mosquitto.port, TOPIC)
+    keys = mqtt_collector(mosquitto.host, mosquitto.port, f"{GATEWAY}/keys")
+    gw = _start(plant)
+    try:
+        browser.get(plant.url + f"bookings?token={TOKEN}")  # the cookie, then the page
+        wait_for(lambda: "No request waits for a decision." in _text(browser), 20,
+                 "the empty bookings page")
+        wait_for(lambda: browser.run("return document.body.dataset.live") == "on", 20,
+                 "the page live")
+
+        # 1. a platform's request appears on the open page by itself
+        waiting = plant.request("po-page", 3)
+        row = f"tr[data-booking='{waiting['booking']}']"
+        wait_for(lambda: bool(browser.run(f"return document.querySelector(\"{row}\") !== null")
+                              if _text(browser) else False), 20, "the request on the page")
+        assert "po-page" in _text(browser) and "in " in str(browser.run(
+            f"return document.querySelector(\"{row} [data-k$='/left']\").textContent"))
+        csrf = str(browser.run("return document.querySelector('input[name=csrf]').value"))
+
+        # 2. a hostile page in the same browser, knowing even the CSRF token: refused
+        action = plant.url + f"bookings/{waiting['booking']}"
+        with Hostile(free_port(), action, csrf) as hostile:
+            browser.get(hostile.url)
+            wait_for(lambda: "Refused" in _text(browser), 20, "the hostile post answered")
+            assert f"Origin 'http://127.0.0.1:{hostile.server.server_port}' is not this page" \
+                in _text(browser)
+        assert plant.state(waiting["booking"]) == "requested"
+
+        # 3. POSTs with the access token but without the CSRF token, or from another
+        # origin; and one without the access token: each refused, nothing changes
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        own = {"Origin": plant.url.rstrip("/")}
+        for headers, form, status in (
+            ({**bearer, **own}, {"decision": "accept"}, 403),
+            ({**bearer, "Origin": "http://evil.example"}, {"decision": "accept", "csrf": csrf},
+             403),
+            (own, {"decision": "accept", "csrf": csrf}, 401),
+        ):
+            r = httpx.post(action, data=form, headers=headers, timeout=10)
+            assert r.status_code == status, (headers, form, r.text)
+        assert plant.state(waiting["booking"]) == "requested"
+
+        # 4. the person accepts on the page, with a reason
+        browser.get(plant.url + "bookings")
+        wait_for(lambda: bool(browser.run(f"return document.querySelector(\"{row} form\") !== null")
+                              if _text(browser) else False), 20, "the decision form")
+        browser.run(f"const f = document.querySelector(\"{row} form\");"
+                    "f.querySelector('input[name=reason]').value = 'night crew confirmed';"
+                    "f.querySelector('button[value=accept]').click();")
+        wait_for(lambda: f"Booking {waiting['booking']} is accepted." in _text(browser), 20,
+                 "the page says accepted")
+        assert plant.state(waiting["booking"]) == "accepted"
+
+        # 5. the signed record: on the stream, verified with the gateway's published key
+        def accepted() -> list[dict[str, Any]]:
+            jwks = json.loads(keys.snapshot()[-1].payload) if keys.snapshot() else None
+            return [] if jwks is None else [
+                r for r in _records(booked, jwks)
+                if r["booking"] == waiting["booking"] and r["state"] == "accepted"]
+
+        wait_for(lambda: bool(accepted()), 10, "the signed acceptance on the bookings stream")
+        record = accepted()[0]
+        assert (record["by"], record["reason"]) == ("operator", "night crew confirmed")
+        decided = gw.events("booking_decided")
+        assert [(e["booking"], e["state"], e["via"]) for e in decided] == [
+            (waiting["booking"], "accepted", "status page from 127.0.0.1")]
+        refused = gw.events("booking_post_refused")
+        assert refused and "Origin" in refused[0]["error"]  # logged, at most once a minute
+
+        # 6. decided already: the page says so, nothing changes
+        browser.get(plant.url + "bookings")
+        wait_for(lambda: "Accepted, upcoming" in _text(browser), 20, "the page again")
+        assert browser.run(f"return document.querySelector(\"{row}[data-state=requested]\")") \
+            is None
+        r = httpx.post(action, data={"decision": "decline", "csrf": csrf},
+                       headers={**bearer, **own}, timeout=10)
+        assert r.status_code == 409 and "is accepted, not waiting for a decision" in r.text
+        assert plant.state(waiting["booking"]) == "accepted"
+    finally:
+        gw.kill()
+
+
+@pytest.mark.slow
+def test_a_read_only_page_shows_requests_without_buttons_and_refuses_posts(
+    tmp_path: Path, mosquitto: Mosquitto, free_port: Callable[[], int], browser: Browser,
+) -> None:
+    plant = Plant(tmp_path, mosquitto, free_port, allow=False)
+    gw = _start(plant)
+    try:
+        waiting = plant.request("po-ro", 3)
+        browser.get(plant.url + f"bookings?token={TOKEN}")
+        wait_for(lambda: waiting["booking"] in _text(browser), 20, "the request on the page")
+        assert browser.run("return document.querySelectorAll('form, button').length") == 0
+        assert "Read-only" in _text(browser)
+        r = httpx.post(plant.url + f"bookings/{waiting['booking']}",
+                       data={"decision": "accept", "csrf": "x"},
+                       headers={"Authorization": f"Bearer {TOKEN}",
+                                "Origin": plant.url.rstrip("/")}, timeout=10)
+        assert r.status_code == 403 and "read-only" in r.text
+        assert plant.state(waiting["booking"]) == "requested"
+    finally:
+        gw.kill()
