@@ -217,6 +217,21 @@ def test_crash_without_close_restores_the_last_tick(tmp_path: Path) -> None:
     assert rec["losses"]["gap"] == rec["time"]["downtime"]["unavailable"] == 600 - 3
 
 
+def test_a_part_event_saves_only_its_machine(tmp_path: Path) -> None:
+    """Saving every engine on any machine's part cost a fifth of the gateway's CPU at 50
+    machines; the others wait for the tick (their `alive` stays that of the tick)."""
+    clock = Clock(berlin(6))
+    with OeeStore(tmp_path / FILENAME) as store:
+        kpi = KpiService(make_plant(machines=("m1", "m2")), store, clock)
+        kpi.on_state("m1", st(X.ACTIVE, 0, 0), berlin(6))
+        kpi.on_state("m2", st(X.ACTIVE, 0, 0, "m2"), berlin(6))
+        kpi.tick(berlin(8))
+        kpi.on_state("m1", st(X.ACTIVE, 100, 0), berlin(8, 0, 3))
+        m1, m2 = store.load("m1"), store.load("m2")
+        assert m1 is not None and m1.alive == berlin(8, 0, 3)
+        assert m2 is not None and m2.alive == berlin(8)
+
+
 CHILD = r"""
 import sys
 from datetime import UTC, datetime, timedelta
