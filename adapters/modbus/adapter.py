@@ -37,7 +37,7 @@ from adapters.base import AdapterContext, PollingAdapter, expect_settings
 from models.errors import DeviceUnavailable, ProtocolError
 from models.sample import Quality, Sample, utc_now
 
-from .codec import interpret
+from .codec import Decoder, point_decoder
 from .plan import ReadRequest, minimum_requests, plan_reads
 from .settings import BIT_KINDS, ModbusSettings
 
@@ -55,6 +55,12 @@ _EXCEPTION_NAMES = {
 }
 
 Reader = Callable[..., Awaitable[ModbusPDU]]
+_READERS = {
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+    "coil": "read_coils",
+    "discrete": "read_discrete_inputs",
+}
 _ILLEGAL_ADDRESS = "exception 2 "
 
 
@@ -67,7 +73,7 @@ class ModbusAdapter(PollingAdapter):
         settings = expect_settings(type(self), settings, ModbusSettings)
         super().__init__(context, settings)
         self.config = settings
-        self.plan: list[ReadRequest] = plan_reads(settings.points, settings.connection)
+        self._steps = [_Step(r) for r in plan_reads(settings.points, settings.connection)]
         self.last_cycle_requests = 0
         self._client: ModbusBaseClient | None = None
         self._reported: set[tuple[int, str, int, int, str]] = set()
@@ -76,8 +82,8 @@ class ModbusAdapter(PollingAdapter):
         # so normally pymodbus gives up first and keeps its own state consistent.
         self._guard = c.timeout * 1.5 + 0.1
         self._heard = False  # any bytes received during the current request
-        self._raw: dict[str, list[int] | str] = {}
-        """Per point: its registers as last read, or why the device refused them."""
+        self._replies: dict[_Step, Sequence[int] | str] = {}
+        """Per request: its registers as last read, or why the device refused them."""
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
         """pymodbus drops frames it cannot match and just times out; this tells the two apart."""
@@ -138,6 +144,11 @@ class ModbusAdapter(PollingAdapter):
         if client is not None:
             client.close()
 
+    @property
+    def plan(self) -> list[ReadRequest]:
+        """The requests of one poll (coalesced reads, minus any a device made us split)."""
+        return [step.request for step in self._steps]
+
     async def read_once(self) -> Sequence[Sample]:
         client = self._client
         if client is None or not client.connected:
@@ -145,32 +156,32 @@ class ModbusAdapter(PollingAdapter):
             raise DeviceUnavailable(f"{self.endpoint}: not connected")
         self.last_cycle_requests = 0
         samples: list[Sample] = []
-        queue = deque(self.plan)
-        plan: list[ReadRequest] = []
+        append = samples.append
+        asset, keep_raw = self.context.asset, self.context.keep_raw
+        queue = deque(self._steps)
+        steps: list[_Step] = []
         while queue:
-            req = queue.popleft()
+            step = queue.popleft()
+            req = step.request
             self.last_cycle_requests += 1
             values, error = await self._execute(client, req)
             if values is None and error.startswith(_ILLEGAL_ADDRESS) and len(req.slots) > 1:
-                parts = self._split(req)
-                queue.extendleft(reversed(parts))
+                queue.extendleft(reversed([_Step(r) for r in self._split(req)]))
                 continue
-            plan.append(req)
+            steps.append(step)
             ts = utc_now()
-            for slot in req.slots:
-                p = slot.point
-                value, quality = (
-                    (None, Quality.BAD)
-                    if values is None
-                    else interpret(values[slot.offset : slot.end], p)
-                )
-                if self.context.keep_raw:  # formatted only when asked (raw_values)
-                    self._raw[p.name] = error if values is None else values[slot.offset : slot.end]
-                samples.append(
-                    Sample(self.context.asset, p.name, value, p.unit, ts, quality=quality)
-                )
-            self._report(req, error)
-        self.plan = plan
+            if values is None:
+                for name, unit, _, _ in step.reads:
+                    append(Sample(asset, name, None, unit, ts, quality=Quality.BAD))
+            else:
+                for name, unit, at, decode in step.reads:
+                    value, quality = decode(values, at)
+                    append(Sample(asset, name, value, unit, ts, quality=quality))
+            if keep_raw:  # formatted only when asked (raw_values)
+                self._replies[step] = error if values is None else values
+            if error or self._reported:  # nothing to clear and nothing to say: skip
+                self._report(req, error)
+        self._steps = steps
         return samples
 
     def _split(self, req: ReadRequest) -> list[ReadRequest]:
@@ -199,18 +210,13 @@ class ModbusAdapter(PollingAdapter):
 
     async def _execute(
         self, client: ModbusBaseClient, req: ReadRequest
-    ) -> tuple[list[int] | None, str]:
+    ) -> tuple[Sequence[int] | None, str]:
         """Values of one request, or None and why when the device refused it."""
-        readers: dict[str, Reader] = {
-            "holding": client.read_holding_registers,
-            "input": client.read_input_registers,
-            "coil": client.read_coils,
-            "discrete": client.read_discrete_inputs,
-        }
+        read: Reader = getattr(client, _READERS[req.kind])
         self._heard = False
         try:
             async with asyncio.timeout(self._guard):
-                rsp = await readers[req.kind](req.address, count=req.count, device_id=req.unit)
+                rsp = await read(req.address, count=req.count, device_id=req.unit)
         except (TimeoutError, ModbusIOException) as exc:
             # pymodbus reports "no response" for silence and for frames it could not match
             # (garbage, wrong unit or transaction id) alike; what we heard tells them apart.
@@ -230,10 +236,12 @@ class ModbusAdapter(PollingAdapter):
         if rsp.isError():
             code = int(getattr(rsp, "exception_code", 0))
             return None, f"exception {code} ({_EXCEPTION_NAMES.get(code, 'unknown')})"
-        raw = [int(b) for b in rsp.bits] if req.kind in BIT_KINDS else list(rsp.registers)
+        # a reply of its own: kept as it is unless it carries more than asked (bits come
+        # padded to whole bytes)
+        raw = [int(b) for b in rsp.bits] if req.kind in BIT_KINDS else rsp.registers
         if len(raw) < req.count:
             return None, f"short reply: {len(raw)} of {req.count}"
-        return raw[: req.count], ""
+        return (raw if len(raw) == req.count else raw[: req.count]), ""
 
     def _report(self, req: ReadRequest, error: str) -> None:
         """Log a request's failure once, and again only after it has worked in between."""
@@ -274,10 +282,13 @@ class ModbusAdapter(PollingAdapter):
         return out
 
     def raw_values(self) -> dict[str, str]:
-        return {
-            name: raw if isinstance(raw, str) else _registers_text(raw)
-            for name, raw in self._raw.items()
-        }
+        out: dict[str, str] = {}
+        for step, reply in self._replies.items():
+            for name, _, at, _ in step.reads:
+                width = step.widths[name]
+                out[name] = reply if isinstance(reply, str) else _registers_text(
+                    reply[at : at + width])
+        return out
 
     def describe(self) -> dict[str, Any]:
         c = self.config.connection
@@ -291,6 +302,22 @@ class ModbusAdapter(PollingAdapter):
             "minimum_requests": minimum_requests(self.config.points, c),
             "last_cycle_requests": self.last_cycle_requests,
         }
+
+
+class _Step:
+    """One request of the poll with its points' decoders, built once (not per poll).
+
+    Identity-hashed on purpose: the key of `_replies` (a ReadRequest holds pydantic points
+    with dict fields, which do not hash)."""
+
+    __slots__ = ("reads", "request", "widths")
+
+    def __init__(self, request: ReadRequest) -> None:
+        self.request = request
+        self.reads: tuple[tuple[str, str | None, int, Decoder], ...] = tuple(
+            (s.point.name, s.point.unit, s.offset, point_decoder(s.point)) for s in request.slots
+        )
+        self.widths = {s.point.name: s.point.width for s in request.slots}
 
 
 def _registers_text(registers: Sequence[int]) -> str:

@@ -16,13 +16,17 @@ pymodbus's helpers because those cover only part of this matrix.
 
 from __future__ import annotations
 
+import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from adapters.engineering import Raw, engineering_value
+from adapters.engineering import MAX_SAFE_INTEGER, Raw, engineering_value
 from models.sample import Quality, Value
 
-from .settings import BIT_KINDS, INTEGER_TYPES, ModbusPoint
+from .settings import BIT_KINDS, INTEGER_TYPES, NUMERIC_TYPES, ModbusPoint
+
+Decoder = Callable[[Sequence[int], int], tuple[Value, Quality]]
+"""`(registers of a reply, offset of the point in it) -> (value, quality)`."""
 
 _STRUCT: dict[str, str] = {
     "int16": "h", "uint16": "H", "int32": "i", "uint32": "I",
@@ -87,6 +91,70 @@ def decode_raw(registers: Sequence[int], point: ModbusPoint) -> Raw:
 def interpret(registers: Sequence[int], point: ModbusPoint) -> tuple[Value, Quality]:
     """Engineering value and its quality (rules in adapters/engineering.py)."""
     return engineering_value(decode_raw(registers, point), point.map, point.scale, point.offset)
+
+
+def point_decoder(point: ModbusPoint) -> Decoder:
+    """`interpret(registers[offset:offset + width], point)`, built once per point.
+
+    Why: the read loop decodes every point of every poll, and the generic path (a slice, a
+    bytes join, a format lookup and the engineering rules, per point) was most of the
+    poll loop's own CPU (bench/report-issue17.md). Numeric register points get a decoder
+    specialised for their type, byte order, map and scale; strings, bits and bools keep the
+    generic path. Exactly `interpret` (value, type and quality): a property test compares
+    the two over every data type, byte order, scale, offset and map.
+    """
+    width = point.width
+    if point.kind in BIT_KINDS or point.data_type not in NUMERIC_TYPES:
+        return lambda registers, at: interpret(registers[at : at + width], point)
+    raw = _raw_decoder(point)
+    value_map = point.map
+    if value_map is not None:  # integer types only (settings)
+
+        def mapped(registers: Sequence[int], at: int) -> tuple[Value, Quality]:
+            code = int(raw(registers, at))
+            text = value_map.get(code)
+            return (text, Quality.GOOD) if text is not None else (str(code), Quality.UNCERTAIN)
+
+        return mapped
+    scale, offset = point.scale, point.offset
+    if scale != 1.0 or offset != 0.0:
+        return lambda registers, at: engineering_value(raw(registers, at), None, scale, offset)
+    if point.data_type in ("float32", "float64"):
+
+        def real(registers: Sequence[int], at: int) -> tuple[Value, Quality]:
+            value = raw(registers, at)
+            return (value, Quality.GOOD) if math.isfinite(value) else (None, Quality.BAD)
+
+        return real
+    if point.data_type in ("int64", "uint64"):
+
+        def wide(registers: Sequence[int], at: int) -> tuple[Value, Quality]:
+            value = raw(registers, at)
+            return (str(value) if abs(value) > MAX_SAFE_INTEGER else value), Quality.GOOD
+
+        return wide
+    return lambda registers, at: (raw(registers, at), Quality.GOOD)  # |value| < 2**32
+
+
+def _raw_decoder(point: ModbusPoint) -> Callable[[Sequence[int], int], float]:
+    """`decode_raw` of a numeric register point. Registers are 0..65535 (pymodbus unpacks
+    them as such). A byte swap inside each word is a little-endian word."""
+    width, swap_bytes = point.width, _byte_swapped(point)
+    if width == 1:
+        signed = point.data_type == "int16"
+        if swap_bytes:
+            if signed:
+                return lambda r, at: ((v := ((r[at] & 0xFF) << 8) | (r[at] >> 8))
+                                      - ((v & 0x8000) << 1))
+            return lambda r, at: ((r[at] & 0xFF) << 8) | (r[at] >> 8)
+        if signed:
+            return lambda r, at: r[at] - ((r[at] & 0x8000) << 1)
+        return lambda r, at: r[at]
+    pack = struct.Struct(("<" if swap_bytes else ">") + "H" * width).pack
+    unpack = struct.Struct(">" + _STRUCT[point.data_type]).unpack
+    if _word_swapped(point):
+        return lambda r, at: unpack(pack(*reversed(r[at : at + width])))[0]
+    return lambda r, at: unpack(pack(*r[at : at + width]))[0]
 
 
 def decode(registers: Sequence[int], point: ModbusPoint) -> Value:

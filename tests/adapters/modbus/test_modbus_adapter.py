@@ -194,8 +194,9 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def make_adapter(s: ModbusSettings, logger: Any = None) -> ModbusAdapter:
-    return ModbusAdapter(AdapterContext(asset="m1", poll_interval=0.1, logger=logger), s)
+def make_adapter(s: ModbusSettings, logger: Any = None, keep_raw: bool = False) -> ModbusAdapter:
+    return ModbusAdapter(
+        AdapterContext(asset="m1", poll_interval=0.1, logger=logger, keep_raw=keep_raw), s)
 
 
 def by_signal(samples: list[Sample] | Any) -> dict[str, Sample]:
@@ -302,7 +303,7 @@ async def test_one_request_per_point_rescues_a_picky_device() -> None:
         {"name": "hole", "register": "holding", "address": 5},
     ]  # 1-4 do not exist
     async with tcp_server(points[:1], {"a": 11}) as port:
-        coalesced = make_adapter(settings(points, host="127.0.0.1", port=port))
+        coalesced = make_adapter(settings(points, host="127.0.0.1", port=port), keep_raw=True)
         split = make_adapter(
             settings(points, host="127.0.0.1", port=port, one_request_per_point=True)
         )
@@ -319,6 +320,9 @@ async def test_one_request_per_point_rescues_a_picky_device() -> None:
     assert (one["a"].value, one["a"].quality) == (11, Quality.GOOD)
     assert one["hole"].quality is Quality.BAD
     assert len(coalesced.plan) == 2, "the split is remembered"
+    # the status page's raw view: registers as read, or why the device refused them
+    assert coalesced.raw_values() == {"a": "0x000b", "hole": "exception 2 (illegal data address)"}
+    assert split.raw_values() == {}, "kept only when asked"
     assert split.last_cycle_requests == 2
     assert (two["a"].value, two["a"].quality) == (11, Quality.GOOD)
     assert two["hole"].quality is Quality.BAD
