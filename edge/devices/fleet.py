@@ -21,7 +21,7 @@ from edge.config.loader import LoadedPlant
 from edge.devices.runner import DeviceRunner, DeviceStatus
 from edge.devices.twin import AssetTwin
 from edge.egress.stack import RecordSink
-from models.envelope import telemetry_record
+from models.envelope import telemetry_records
 from models.machine_state import MachineState
 from models.plant import Machine, machine_topic
 from models.sample import Sample, format_ts, utc_now
@@ -142,7 +142,7 @@ class DeviceFleet:
         self.sink.add(
             machine_topic(self.config().plant, device.machine, "telemetry"),
             asset,
-            [telemetry_record(s) for s in batch],
+            telemetry_records(batch),
             complete=issubclass(device.runner.adapter_cls, PollingAdapter),
         )
         if new_state is not None:

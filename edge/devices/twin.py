@@ -50,37 +50,52 @@ class AssetTwin:
     def apply(
         self, samples: Iterable[Sample]
     ) -> tuple[ms.MachineState | None, list[tuple[str, str]]]:
-        """Fold a batch; returns the new state if it changed, and newly rejected values."""
+        """Fold a batch; returns the new state if it changed, and newly rejected values.
+
+        Runs for every sample the gateway reads: counters are kept in locals and written
+        once per batch, and a batch that touches no state signal ends without building
+        state records to compare."""
         changes: dict[str, Any] = {}
         rejected: list[tuple[str, str]] = []
         at: datetime | None = None
         good = False
-        for s in samples:
-            self.stats.samples += 1
-            self.stats.last_sample = s.gateway_ts
-            before = self.last_values.get(s.signal)
-            if before is None or before.value != s.value or before.quality != s.quality:
-                self.changed[s.signal] = s.gateway_ts
-            self.last_values[s.signal] = s
-            if s.quality is Quality.BAD:
-                self.stats.bad_samples += 1
-                continue
-            good = True
-            if s.signal not in ms.STATE_SIGNALS or s.value is None:
-                continue
-            at = s.ts
-            try:
-                changes.update(self._fold(s))
-            except ValueError:
-                key = (s.signal, str(s.value))
-                if key not in self.stats.rejected_values:
-                    self.stats.rejected_values.add(key)
-                    rejected.append(key)
+        stats, last_values, changed = self.stats, self.last_values, self.changed
+        count = bad = 0
+        last_sample = stats.last_sample
+        try:
+            for s in samples:
+                count += 1
+                signal, value, quality, read_at = s.signal, s.value, s.quality, s.gateway_ts
+                last_sample = read_at
+                before = last_values.get(signal)
+                if before is None or before.value != value or before.quality != quality:
+                    changed[signal] = read_at
+                last_values[signal] = s
+                if quality is Quality.BAD:
+                    bad += 1
+                    continue
+                good = True
+                if signal not in ms.STATE_SIGNALS or value is None:
+                    continue
+                at = s.ts
+                try:
+                    changes.update(self._fold(s))
+                except ValueError:
+                    key = (signal, str(value))
+                    if key not in stats.rejected_values:
+                        stats.rejected_values.add(key)
+                        rejected.append(key)
+        finally:
+            stats.samples += count
+            stats.bad_samples += bad
+            stats.last_sample = last_sample
         if self.state.availability is ms.Availability.UNAVAILABLE and good:
             # only a good value proves the device back: a batch of bad ones (exception
             # replies, unresolved nodes) is a device that answers but says nothing
             changes.setdefault("availability", ms.Availability.AVAILABLE)
-        new = self.state.with_changes(**changes) if changes else self.state
+        if not changes:
+            return None, rejected
+        new = self.state.with_changes(**changes)
         if new.as_record() == self.state.as_record():
             return None, rejected
         self.state = new.with_changes(since=at)

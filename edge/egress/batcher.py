@@ -144,12 +144,18 @@ class Egress:
         batch = self._batches.get(topic)
         if batch is None:
             batch = self._batches[topic] = _Batch(asset, now)
+        # every record of the gateway passes here: locals, and the size written back once
+        max_records, max_bytes = self.max_records, self.max_bytes
+        kept, size = batch.records, batch.size
         for r in records:
-            batch.records.append(r)
-            batch.size += 64 + len(str(r["value"]))  # an estimate; exactness is not needed
-            if len(batch.records) >= self.max_records or batch.size >= self.max_bytes:
+            kept.append(r)
+            size += 64 + len(str(r["value"]))  # an estimate; exactness is not needed
+            if len(kept) >= max_records or size >= max_bytes:
+                batch.size = size
                 self._flush(topic)
                 batch = self._batches[topic] = _Batch(asset, now)
+                kept, size = batch.records, 0
+        batch.size = size
         if not batch.records:
             del self._batches[topic]
         elif complete:

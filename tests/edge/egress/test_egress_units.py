@@ -87,6 +87,9 @@ def test_each_topic_has_one_unbroken_chain_that_survives_a_reopen(tmp_path: Path
     report = verify_stream(lines, jwks([rig.signer.public_key]))
     assert report.counts.get("broken_chain", 0) == 0 and not report.missing, report.to_dict()
     assert bodies[0]["prev"] is None and bodies[1]["prev"] is not None
+    for r in again.outbox.peek("a", limit=100):  # the wire form: compact JSON, key order kept
+        assert r.payload == json.dumps(json.loads(r.payload), separators=(",", ":")).encode()
+        assert list(json.loads(r.payload)) == ["protected", "payload", "signature"]
 
 
 def test_destinations_get_only_their_streams_machines_and_signals(tmp_path: Path) -> None:
