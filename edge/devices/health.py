@@ -71,6 +71,12 @@ class PointHealth:
                 return Verdict(False)
         return self.tick(now)
 
+    @property
+    def pending(self) -> bool:
+        """Whether a `tick` could say anything: all bad, and not yet degraded. Otherwise
+        ticks are skipped (one timer per device per poll interval, for nothing)."""
+        return not self.degraded and self._all_bad_since is not None
+
     def tick(self, now: float) -> Verdict | None:
         """Called every poll interval too: a subscription that went quiet sends no batch."""
         since = self._all_bad_since

@@ -132,6 +132,7 @@ class DeviceRunner:
         self._not_up_since: datetime | None = None
         self._failures = 0  # failed attempts since `_not_up_since`
         self.health = PointHealth(degraded_after, poll_interval)
+        self._health_pending = asyncio.Event()  # set while `health.pending`
         self.describe: dict[str, Any] = {}
         self.stopping = False
         self.reconnects = 0
@@ -187,9 +188,14 @@ class DeviceRunner:
             self._set(DeviceStatus.UP)
 
     async def _watch_health(self) -> None:
-        """Ticks every poll interval: a subscription that went quiet sends no batch."""
+        """Ticks every poll interval while a tick could matter (`health.pending`): a
+        subscription that went quiet sends no batch. Otherwise it waits, instead of waking
+        every interval for every device (issue 17)."""
         loop = asyncio.get_running_loop()
         while True:
+            if not self.health.pending:
+                self._health_pending.clear()
+                await self._health_pending.wait()
             await asyncio.sleep(self.poll_interval)
             if self.status in (DeviceStatus.UP, DeviceStatus.DEGRADED):
                 self._judge(self.health.tick(loop.time()))
@@ -251,6 +257,8 @@ class DeviceRunner:
                         self.describe = adapter.describe()  # not per batch: it may be costly
                     self.on_samples(self.asset, batch)
                     self._judge(self.health.observe(batch, loop.time()))
+                    if self.health.pending:
+                        self._health_pending.set()
                 if self.stopping:
                     break
                 raise TransientError("adapter stream ended")

@@ -34,7 +34,10 @@ class InFlight:
         """One slot, or False after `poll` seconds without one.
 
         asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
-        that races with completion, which would leave a sender running after shutdown."""
+        that races with completion, which would leave a sender running after shutdown.
+        A free slot is taken without a timer: the common case, once per envelope (issue 17)."""
+        if not self._slots.locked():
+            return await self._slots.acquire()  # does not wait: a slot is free
         try:
             async with asyncio.timeout(self.poll):
                 await self._slots.acquire()

@@ -56,15 +56,18 @@ def test_quiet_subscription_degrades_by_time_and_availability_does_not_count() -
     h = PointHealth(polls=3, poll_interval=1.0)
     # what an OPC UA server with no resolvable node sends: one batch, then nothing
     assert h.observe([sample("availability", Quality.GOOD), sample("x")], 100.0) is None
+    assert h.pending, "the runner's watcher ticks from now on"
     assert h.tick(102.5) is None
     verdict = h.tick(103.0)
     assert verdict is not None and verdict.failing == ("x",)
+    assert not h.pending, "said: nothing more a tick could change"
 
 
 def test_one_good_point_keeps_the_device_healthy() -> None:
     h = PointHealth(polls=1, poll_interval=1.0)
     for t in range(5):
         assert h.observe([sample("a"), sample("b", Quality.GOOD)], float(t)) is None
+        assert not h.pending, "no timer needed"
         assert h.tick(float(t) + 0.5) is None
 
 

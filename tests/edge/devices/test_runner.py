@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -12,10 +12,10 @@ import structlog
 from e2e import until
 from pydantic import BaseModel
 
-from adapters.base import PollingAdapter
+from adapters.base import Adapter, PollingAdapter
 from edge.devices.runner import Backoff, DeviceRunner, DeviceStatus
 from models.errors import DeviceUnavailable
-from models.sample import Sample, utc_now
+from models.sample import Quality, Sample, utc_now
 
 
 class NoSettings(BaseModel):
@@ -125,3 +125,40 @@ async def test_an_adapter_that_cannot_be_built_is_failed_and_logged_once(
     out = capsys.readouterr().out
     assert out.count("device_adapter_failed_to_start") == 1
     assert error in out and "m1" in out
+
+
+class QuietSubscriptionAdapter(Adapter):
+    """An OPC UA server none of whose nodes resolve: one all-bad batch, then silence."""
+
+    settings_model = NoSettings
+
+    async def connect(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+    async def stream(self) -> AsyncIterator[Sequence[Sample]]:
+        yield [Sample(self.context.asset, "x", None, None, utc_now(), quality=Quality.BAD)]
+        await asyncio.Event().wait()  # nothing more, ever
+
+
+async def test_a_quiet_all_bad_subscription_degrades_by_time() -> None:
+    """No batch follows, so only the runner's health watcher can say it: it ticks while the
+    points are all bad (and only then; issue 17), so the device turns degraded after
+    `degraded_after` poll intervals."""
+    statuses: list[Any] = []
+    r = DeviceRunner(
+        "m1", QuietSubscriptionAdapter, settings=NoSettings(), poll_interval=0.02,
+        on_samples=lambda a, b: None, on_status=lambda a, s, reason: statuses.append(s),
+        logger=structlog.get_logger(), degraded_after=3,
+    )
+    task = asyncio.create_task(r.run())
+    try:
+        await until(lambda: r.status is DeviceStatus.DEGRADED, 5, "degraded by time")
+        assert statuses == [DeviceStatus.UP, DeviceStatus.DEGRADED]
+        assert r.reason == "no good value from any point for 3 polls (x)"
+    finally:
+        r.stop()
+        task.cancel()
+        await asyncio.wait({task}, timeout=2)
