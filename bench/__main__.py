@@ -26,6 +26,7 @@ from typing import Any
 from . import (
     ceilings,
     failover,
+    hotpath,
     modbus_plan,
     peer,
     plots,
@@ -201,7 +202,7 @@ def _sealing(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, An
 
 
 SECTIONS: dict[str, Any] = {"sealing": _sealing, "failover": failover.run,
-                             "rabbitmq": rabbitmq_failover.run}
+                             "rabbitmq": rabbitmq_failover.run, "hotpath": hotpath.run}
 
 
 def run_only(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:

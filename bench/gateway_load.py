@@ -84,6 +84,8 @@ class LoadSpec:
     max_delay: float | None = None  # gateway.batch.max_delay; None: the gateway's default
     polls_per_envelope: int = 1  # gateway.batch.polls_per_envelope
     canonicalizer: str = "gateway"  # "rfc8785": envelopes canonicalized as before issue 17
+    source: Path | None = None  # run the gateway of this source tree (an exported revision)
+    run_id: str = ""  # tells repeated runs of one spec apart (each gets fresh state)
 
     @property
     def offered(self) -> float:
@@ -102,6 +104,10 @@ class LoadSpec:
             tag += f"-p{self.polls_per_envelope}"
         if self.canonicalizer != "gateway":
             tag += f"-{self.canonicalizer}"
+        if self.source is not None:
+            tag += f"-{self.source.name}"
+        if self.run_id:
+            tag += f"-{self.run_id}"
         return tag
 
 
@@ -246,6 +252,9 @@ def run_load(
             [sys.executable, "-m", cli, "--log-level", "warning", "--log-format", "json",
              "run", "-c", str(plant), "--broker", f"mqtt://{HOST}:{broker_port}",
              "--no-console"],
+            # another tree's code: found first from its directory (`-m`) and PYTHONPATH
+            **({"cwd": spec.source, "env": {"PYTHONPATH": str(spec.source)}}
+               if spec.source is not None else {}),
         )
         deadline = spawned + 60 + spec.machines * 0.2
         while sub.topics() < spec.machines:

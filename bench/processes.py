@@ -167,12 +167,14 @@ class ProcessGroup:
     def __post_init__(self) -> None:
         atexit.register(self.close)
 
-    def spawn(self, name: str, cmd: Sequence[str], env: dict[str, str] | None = None) -> Child:
+    def spawn(self, name: str, cmd: Sequence[str], env: dict[str, str] | None = None,
+              cwd: Path = ROOT) -> Child:
+        """`cwd`: where `python -m` finds the packages (another source tree: its code)."""
         log = self.workdir / f"{name}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 guarded(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=ROOT, env={**os.environ, **(env or {})},
+                cwd=cwd, env={**os.environ, **(env or {})},
             )
         child = Child(name, proc, log)
         self.children.append(child)

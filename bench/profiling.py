@@ -20,20 +20,25 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (label, function name as py-spy prints it; "Class" alone matches all of its methods)
-STAGES: tuple[tuple[str, str], ...] = (
-    ("poll loop: Modbus requests + decode (`ModbusAdapter.read_once`)", "ModbusAdapter.read_once"),
-    ("read plan recomputed per poll (`minimum_requests`, via `describe()`)", "minimum_requests"),
-    ("samples -> twin + egress (`Gateway._on_samples`)", "Gateway._on_samples"),
-    ("  Sample -> record dict (`telemetry_record`)", "telemetry_record"),
-    ("  of which timestamp text (`format_ts`)", "format_ts"),
-    ("  twin update (`AssetTwin.apply`)", "AssetTwin.apply"),
-    ("seal: sign + store (`Sealer.seal`)", "Sealer.seal"),
-    ("  RFC 8785 canonicalization (`canonical_json`)", "canonical_json"),
-    ("  Ed25519 + base64url (`sign_jws`)", "sign_jws"),
-    ("  outbox append (`Outbox.append`)", "Outbox.append"),
-    ("outbox ack after PUBACK (`Outbox.ack`)", "Outbox.ack"),
-    ("MQTT transport (`MqttTransport.*`)", "MqttTransport"),
+# (label, function names as py-spy prints them; "Class" alone matches all of its methods;
+# several names: a stage renamed between revisions, so before/after profiles line up)
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("poll loop: Modbus requests + decode (`ModbusAdapter.read_once`)",
+     ("ModbusAdapter.read_once",)),
+    ("read plan recomputed per poll (`minimum_requests`, via `describe()`)",
+     ("minimum_requests",)),
+    ("samples -> twin + egress (`DeviceFleet.on_samples`)",
+     ("DeviceFleet.on_samples", "Gateway._on_samples")),
+    ("  Sample -> record dict (`telemetry_record[s]`)", ("telemetry_record", "telemetry_records")),
+    ("  of which timestamp text (`format_ts`)", ("format_ts",)),
+    ("  twin update (`AssetTwin.apply`)", ("AssetTwin.apply",)),
+    ("  OEE on a state change (`KpiService.on_state`)", ("KpiService.on_state",)),
+    ("seal: sign + store (`Sealer.seal`)", ("Sealer.seal",)),
+    ("  RFC 8785 canonicalization (`canonical_json`)", ("canonical_json",)),
+    ("  Ed25519 + base64url (`sign_jws`)", ("sign_jws",)),
+    ("  outbox append (`Outbox.append`)", ("Outbox.append",)),
+    ("outbox ack after PUBACK (`Outbox.ack`)", ("Outbox.ack",)),
+    ("MQTT transport (`MqttTransport.*`)", ("MqttTransport",)),
 )
 
 
@@ -88,8 +93,8 @@ def summarize(raw: Path, seconds: float) -> dict[str, Any]:
         funcs = {f.split(" (", 1)[0] for f in frames}
         for f in set(frames):
             inclusive[f] += n
-        for label, pattern in STAGES:
-            if any(_matches(f, pattern) for f in funcs):
+        for label, patterns in STAGES:
+            if any(_matches(f, p) for f in funcs for p in patterns):
                 stages[label] += n
     total = max(total, 1)
 

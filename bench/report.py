@@ -810,6 +810,58 @@ def _sealing_md(s: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _hotpath_md(h: dict[str, Any]) -> list[str]:
+    title = "## 2h. Per-sample path before/after (issue 17): 50 machines x 40 points, one run"
+    if "error" in h:
+        return [title, "", f"Failed: `{h['error']}`", ""]
+    cols = [("offered/s", "offered_per_s"), ("samples/s", "samples_per_s"),
+            ("achieved", "achieved_over_offered"),
+            ("CPU s / 1,000", "gateway_cpu_s_per_1000_samples"),
+            ("CPU % core", "gateway_cpu_pct_of_core"), ("p50 ms", "latency_ms_p50"),
+            ("p99 ms", "latency_ms_p99"), ("records / env", "records_per_envelope"),
+            ("env/s", "envelopes_per_s"), ("RSS MB", "gateway_rss_mb_steady"),
+            ("gaps / dups", "")]
+    body, where = [], []
+    for r in h["runs"]:
+        label = f"{r['scenario']}, {r['side']} ({r['round']})"
+        row: list[Any] = [label]
+        for _, key in cols:
+            if not key:
+                row.append(f"{r['seq_gaps']} / {r['duplicates']}")
+            elif key == "achieved_over_offered":
+                row.append(_pct(r[key]))
+            elif key == "gateway_cpu_s_per_1000_samples":
+                row.append(f"{r[key]:.4f}")
+            else:
+                row.append(r[key])
+        body.append(row)
+        where.append([label, r["read_to_sealed_ms_p99"], r["sealed_to_received_ms_p99"],
+                      r["other_load_pct_of_core"], r["bench_cpu_pct_of_core"],
+                      r["broker_cpu_pct_of_core"]])
+    out = [title, "",
+           f"before = `{h['before'][:10]}` (exported with `git archive`, run from its own "
+           "directory), after = this tree; same simulator process and broker for every row, "
+           "rounds alternate the order (bench/hotpath.py).", "",
+           _table(["run", *[c for c, _ in cols]], body), "",
+           "Where the p99 comes from, and what else ran on the host meanwhile:", "",
+           _table(["run", "read -> sealed p99 ms", "sealed -> received p99 ms",
+                   "other load % core", "bench subscriber % core", "broker % core"], where), ""]
+    for scenario, r in h.get("ratios", {}).items():
+        out.append(f"{scenario}: CPU per 1,000 samples after / before "
+                   f"{r['cpu_per_1000_after_over_before']:.2f}x, p99 after / before "
+                   f"{r['p99_after_over_before']:.2f}x (median over rounds).")
+    profiles = [r for r in h["runs"] if r.get("profile_stages")]
+    if len(profiles) == 2:
+        stages = {r["side"]: dict(r["profile_stages"]) for r in profiles}
+        labels = [label for label, _ in profiles[0]["profile_stages"]]
+        out += ["", "py-spy, 15 s after the window of the first 100 ms run of each side, "
+                "inclusive % of the gateway's samples:", "",
+                _table(["stage", "before", "after"],
+                       [[label, stages.get("before", {}).get(label, "-"),
+                         stages.get("after", {}).get(label, "-")] for label in labels])]
+    return [*out, ""]
+
+
 def _failover_md(f: dict[str, Any], title: str) -> list[str]:
     if "error" in f:
         return [title, "", f"Failed: `{f['error']}`", ""]
@@ -824,6 +876,8 @@ def sections_md(results: dict[str, Any]) -> list[str]:
     out: list[str] = []
     if "sealing" in results:
         out += _sealing_md(results["sealing"])
+    if "hotpath" in results:
+        out += _hotpath_md(results["hotpath"])
     if "failover" in results:
         out += _failover_md(results["failover"], "## 2f. Broker failover (issue 17): two "
                             "Mosquitto nodes, the gateway's node killed")
