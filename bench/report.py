@@ -772,29 +772,35 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+_LOAD_COLS = [("offered/s", "offered_per_s"), ("samples/s", "samples_per_s"),
+              ("achieved", "achieved_over_offered"),
+              ("CPU s / 1,000", "gateway_cpu_s_per_1000_samples"),
+              ("CPU % core", "gateway_cpu_pct_of_core"), ("p50 ms", "latency_ms_p50"),
+              ("p99 ms", "latency_ms_p99"), ("records / env", "records_per_envelope"),
+              ("env/s", "envelopes_per_s"), ("RSS MB", "gateway_rss_mb_steady"),
+              ("gaps / dups", "")]
+"""The columns of the before/after load tables (2e, 2h)."""
+
+
+def _load_row(label: str, r: dict[str, Any]) -> list[Any]:
+    row: list[Any] = [label]
+    for _, key in _LOAD_COLS:
+        if not key:
+            row.append(f"{r['seq_gaps']} / {r['duplicates']}")
+        elif key == "achieved_over_offered":
+            row.append(_pct(r[key]))
+        elif key == "gateway_cpu_s_per_1000_samples":
+            row.append(f"{r[key]:.4f}")
+        else:
+            row.append(r[key])
+    return row
+
+
 def _sealing_md(s: dict[str, Any]) -> list[str]:
     if "error" in s:
         return ["## 2e. Sealing before/after (issue 17)", "", f"Failed: `{s['error']}`", ""]
-    cols = [("offered/s", "offered_per_s"), ("samples/s", "samples_per_s"),
-            ("achieved", "achieved_over_offered"),
-            ("CPU s / 1,000", "gateway_cpu_s_per_1000_samples"),
-            ("CPU % core", "gateway_cpu_pct_of_core"), ("p50 ms", "latency_ms_p50"),
-            ("p99 ms", "latency_ms_p99"), ("records / env", "records_per_envelope"),
-            ("env/s", "envelopes_per_s"), ("RSS MB", "gateway_rss_mb_steady"),
-            ("gaps / dups", "")]
-    body = []
-    for r in s["runs"]:
-        row: list[Any] = [r["run"]]
-        for _, key in cols:
-            if not key:
-                row.append(f"{r['seq_gaps']} / {r['duplicates']}")
-            elif key == "achieved_over_offered":
-                row.append(_pct(r[key]))
-            elif key == "gateway_cpu_s_per_1000_samples":
-                row.append(f"{r[key]:.4f}")
-            else:
-                row.append(r[key])
-        body.append(row)
+    cols = _LOAD_COLS
+    body = [_load_row(r["run"], r) for r in s["runs"]]
     out = [f"## 2e. Sealing before/after (issue 17): {s['machines']} machines x 40 points, "
            "one run", "",
            "`rfc8785` = envelope bodies canonicalized by the pure-Python package "
@@ -814,27 +820,11 @@ def _hotpath_md(h: dict[str, Any]) -> list[str]:
     title = "## 2h. Per-sample path before/after (issue 17): 50 machines x 40 points, one run"
     if "error" in h:
         return [title, "", f"Failed: `{h['error']}`", ""]
-    cols = [("offered/s", "offered_per_s"), ("samples/s", "samples_per_s"),
-            ("achieved", "achieved_over_offered"),
-            ("CPU s / 1,000", "gateway_cpu_s_per_1000_samples"),
-            ("CPU % core", "gateway_cpu_pct_of_core"), ("p50 ms", "latency_ms_p50"),
-            ("p99 ms", "latency_ms_p99"), ("records / env", "records_per_envelope"),
-            ("env/s", "envelopes_per_s"), ("RSS MB", "gateway_rss_mb_steady"),
-            ("gaps / dups", "")]
+    cols = _LOAD_COLS
     body, where = [], []
     for r in h["runs"]:
         label = f"{r['scenario']}, {r['side']} ({r['round']})"
-        row: list[Any] = [label]
-        for _, key in cols:
-            if not key:
-                row.append(f"{r['seq_gaps']} / {r['duplicates']}")
-            elif key == "achieved_over_offered":
-                row.append(_pct(r[key]))
-            elif key == "gateway_cpu_s_per_1000_samples":
-                row.append(f"{r[key]:.4f}")
-            else:
-                row.append(r[key])
-        body.append(row)
+        body.append(_load_row(label, r))
         where.append([label, r["read_to_sealed_ms_p99"], r["sealed_to_received_ms_p99"],
                       r["other_load_pct_of_core"], r["bench_cpu_pct_of_core"],
                       r["broker_cpu_pct_of_core"]])
