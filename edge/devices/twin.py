@@ -53,8 +53,8 @@ class AssetTwin:
         """Fold a batch; returns the new state if it changed, and newly rejected values.
 
         Runs for every sample the gateway reads: counters are kept in locals and written
-        once per batch, and a batch that touches no state signal ends without building
-        state records to compare."""
+        once per batch, and a batch that changes no field of the state ends without
+        building a new state and two records to compare."""
         changes: dict[str, Any] = {}
         rejected: list[tuple[str, str]] = []
         at: datetime | None = None
@@ -93,9 +93,10 @@ class AssetTwin:
             # only a good value proves the device back: a batch of bad ones (exception
             # replies, unresolved nodes) is a device that answers but says nothing
             changes.setdefault("availability", ms.Availability.AVAILABLE)
-        if not changes:
-            return None, rejected
-        new = self.state.with_changes(**changes)
+        state = self.state
+        if all(getattr(state, k) == v for k, v in changes.items()):  # the usual poll
+            return None, rejected  # equal fields give equal records: nothing changed
+        new = state.with_changes(**changes)
         if new.as_record() == self.state.as_record():
             return None, rejected
         self.state = new.with_changes(since=at)
