@@ -61,7 +61,7 @@ def plan(quick: bool, before: Path) -> list[tuple[str, str, LoadSpec]]:
     """(scenario, side, spec) in the order they run."""
     w = 4.0 if quick else 20.0
     settle, grace = (1.0, 2.0) if quick else (3.0, 3.0)
-    rounds = 1 if quick else 2
+    rounds = 1 if quick else 3
     scenarios = [("1 s poll", 1.0)] if quick else [("1 s poll", 1.0), ("100 ms poll", 0.1)]
     out = []
     for n in range(1, rounds + 1):
