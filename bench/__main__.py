@@ -132,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rabbitmq", action=argparse.BooleanOptionalAction, default=None,
                    help="the failover run on a two-node RabbitMQ cluster (bench/"
                         "rabbitmq_failover.py; default: in full mode when installed)")
+    p.add_argument("--hotpath", action=argparse.BooleanOptionalAction, default=False,
+                   help="issue 17 per-sample path: a before revision's gateway alternating "
+                        "with this tree's, 3 rounds, ~12 min (bench/hotpath.py; default: off)")
     p.add_argument("--only", choices=sorted(SECTIONS), action="append", default=None,
                    help="run only this section (repeatable); writes <results-dir>/"
                         "latest-only.json and report-only.md, leaving the report alone")
