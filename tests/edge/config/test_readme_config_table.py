@@ -61,13 +61,13 @@ def table_rows() -> dict[str, str]:
             continue
         cell = line.split(" | ", 1)[0].strip("| ")
         first = ""
-        for token in re.findall(r"`([^`]+)`", cell):
-            token = re.sub(r"\{[a-z_]+\}", "{*}", token)
-            if token.startswith("."):
-                token = first.rsplit(".", 1)[0] + token
+        for written in re.findall(r"`([^`]+)`", cell):
+            key = re.sub(r"\{[a-z_]+\}", "{*}", written)
+            if key.startswith("."):
+                key = first.rsplit(".", 1)[0] + key
             else:
-                first = token
-            rows[_canonical(token)] = line
+                first = key
+            rows[_canonical(key)] = line
     return rows
 
 
