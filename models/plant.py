@@ -599,7 +599,8 @@ class QuerySettings(Strict):
 
 
 class WebSettings(Strict):
-    """The gateway's local, read-only status page and Prometheus `/metrics`."""
+    """The gateway's local status page (read-only unless `allow_decisions`) and Prometheus
+    `/metrics`."""
 
     enabled: bool = Field(True, description="serve the status page and /metrics")
     bind: str = Field(

@@ -4,12 +4,16 @@ Why processes: one asyncio process tops out at one core (polling, decoding, sign
 the outbox all hold the GIL); N processes use N cores. Each worker is an ordinary gateway
 (edge/daemon/gateway.py) over its slice of the machines (edge/config/workers.py: a
 machine belongs to exactly one worker, so each topic's chain is written by one process),
-with its own outbox and OEE store (`<state_dir>/worker-<i>/`) and MQTT client ids
-(`...-w<i>`), but the gateway's signing key and identity: the same gateway id, topics and
-JWKS. This parent owns what must exist once per gateway: the retained `status` (with its
-will, aggregated from the workers' reports over a pipe, edge/daemon/worker_report.py) and
-the `keys` topic; it creates the signing key before any worker starts, so workers never
-race to create it.
+with its own outbox, OEE, parts and bookings stores (`<state_dir>/worker-<i>/`) and MQTT
+client ids (`...-w<i>`), but the gateway's signing key and identity: the same gateway id,
+topics and JWKS. This parent owns what must exist once per gateway: the retained `status`
+(with its will, aggregated from the workers' reports over a pipe,
+edge/daemon/worker_report.py), the `keys` topic, the query endpoint (checks, nonces and
+reply signing here; a machine's methods answered by its worker over a socket pair,
+edge/daemon/worker_queries.py) and the status page, `/metrics` and console table, built
+from worker snapshots asked for when due (edge/status/worker_source.py; the bookings page
+is not served here, since each worker holds its machines' bookings). It creates the
+signing key before any worker starts, so workers never race to create it.
 
 Supervision: a worker that exits unexpectedly is logged and restarted after a back-off
 (1 s, doubling to 30 s, reset once a worker ran 60 s); the others are not touched, and the
