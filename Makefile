@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-## Simulated plant (8 CNC machines) + embedded MQTT broker + gateway, until Ctrl-C.
+## Simulated plant (10 CNC machines and an energy meter) + embedded MQTT broker + gateway, until Ctrl-C.
 demo: $(DEMO_STAMP)
 	@echo "Status page: http://127.0.0.1:8080/   metrics: http://127.0.0.1:8080/metrics"
 	$(BIN)/edge-gateway run -c config/demo-plant.yaml --with-simulators --console
