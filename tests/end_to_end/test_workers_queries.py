@@ -162,6 +162,10 @@ def test_two_workers_answer_queries_and_serve_the_status_page(
         assert 'edge_gateway_query_requests_total{method="state",result="ok"}' in metrics
         one_page = httpx.get(url + f"machines/{by_worker[0][0]}", timeout=10)
         assert one_page.status_code == 200 and "part_count" in one_page.text
+        # the bookings page is not served with several workers (README "Every core", not
+        # built): the nav leaves it out, /bookings says so, and nothing can be decided there
+        assert 'href="/bookings"' not in page
+        assert httpx.get(url + "bookings", timeout=10).status_code == 404
 
         # SIGHUP: the parent takes the new platform list at once (p2 revoked)
         plant.write_text(plant.read_text().replace(
