@@ -68,3 +68,15 @@ def test_state_oee_and_capacity_become_device_metrics() -> None:
     assert readings("state", state)["State/Alarms"][0] == "E1"
     capacity = readings("capacity", {"free_hours": 8.0, "free_slots": []})
     assert capacity["Capacity/FreeHours"][0] == 8.0
+
+
+def test_bookings_and_part_records_publish_nothing_on_sparkplug() -> None:
+    """docs/sparkplug.md: those streams have no metrics there (platforms read them signed)."""
+    node = SparkplugNode("g", "n", clock_ms=lambda: 1)
+    node.will()
+    node.birth()
+    booking = {"id": "b-1", "machine": "m", "state": "accepted", "ts": "2026-11-22T10:00:00.000Z"}
+    part = {"part_seq": 1, "parts": 1, "cycle_time": 31.6, "ts": "2026-11-22T10:00:00.000Z"}
+    assert readings("bookings", booking) == {} and readings("part", part) == {}
+    assert node.feed({"asset": "m", "stream": "bookings", "records": [booking]}) == []
+    assert node.feed({"asset": "m", "stream": "part", "records": [part]}) == []
