@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import Collector, Mosquitto, Received
-from e2e import GatewayProcess, plant_yaml, verified_body, wait_for
+from e2e import ROOT, GatewayProcess, plant_yaml, verified_body, wait_for
+from jsonschema import Draft7Validator
 
 from edge.signing.jws import signing_input_hash
 
@@ -79,6 +81,10 @@ def test_two_workers_one_gateway_restart_and_stop(
         workers = st["workers"]
         assert sorted(m for w in workers for m in w["machines"]) == list(MACHINES)
         assert all(w["alive"] and w["machines"] for w in workers)  # both serve machines
+        contract = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
+        problems = list(Draft7Validator({**contract, "$ref": "#/components/schemas/Status"})
+                        .iter_errors(st))
+        assert not problems, [p.message for p in problems]  # the status is the documented one
         keys = [m for m in col.snapshot() if m.topic == "edge/plant-a/gw-1/keys"]
         jwks = json.loads(keys[-1].payload)
         assert len(jwks["keys"]) == 1  # one identity: every worker signs with this key
