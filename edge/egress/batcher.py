@@ -28,12 +28,12 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
-from edge.egress.loss import LossLedger
-from edge.egress.sealer import Sealer
+from edge.egress.loss import Gap, LossLedger
+from edge.egress.sealer import Sealer, Stored
 from models.envelope import Stream
-from models.errors import EdgeError
 from models.logger import Logger
 from models.sample import utc_now
 
@@ -92,44 +92,53 @@ class Egress:
     def emit(
         self, topic: str, asset: str | None, stream: Stream, records: list[dict[str, Any]]
     ) -> None:
-        try:
-            accepted = self.sealer.seal(topic, asset, stream, records)
-        except EdgeError as exc:  # the outbox cannot store: count the loss, keep collecting
-            self.lost_records += len(records)
+        self.sealer.seal(topic, asset, stream, records, self._stored)
+
+    def _stored(self, result: Stored) -> None:
+        """An envelope is in the outbox (wake its senders) or could not be stored (count
+        the loss, keep collecting); runs once the outbox committed or failed."""
+        if result.error is not None:
+            self.lost_records += result.records
             self.losses.lost(
-                topic=topic,
-                asset=asset,
-                stream=stream,
-                records=len(records),
-                destinations=self.sealer.routes(asset, stream),
+                topic=result.topic,
+                asset=result.asset,
+                stream=result.stream,
+                records=result.records,
+                destinations=result.dests,
                 at=utc_now(),
-                reason="disk_full" if "full" in str(exc) else "storage_error",
+                reason="disk_full" if "full" in str(result.error) else "storage_error",
             )
             if not self._store_failing:
-                self.log.error("egress_store_failed", error=str(exc), topic=topic)
+                self.log.error("egress_store_failed", error=str(result.error),
+                               topic=result.topic)
                 self._store_failing = True
             return
         self.losses.stored()
         if self._store_failing:
             self.log.info("egress_store_recovered", lost_records=self.lost_records)
             self._store_failing = False
-        self._wake(accepted)
+        self._wake(result.accepted)
         self.envelopes += 1
-        self.records += len(records)
+        self.records += result.records
         if self.losses.unreported():
             self._report_gaps()
 
     def _report_gaps(self) -> None:
         """Storage works again: tell each affected machine's subscribers, signed, what was
-        lost (a `gap` envelope); a gap whose record cannot be stored either stays open."""
+        lost (a `gap` envelope); a gap whose record cannot be stored either stays open.
+        A gap on its way to the outbox is detached from the ledger (`reporting`), so losses
+        meanwhile open a new one instead of going unreported."""
         for gap in self.losses.unreported():
-            try:
-                accepted = self.sealer.seal_gap(gap)
-            except EdgeError:
-                return
-            self.losses.reported(gap)
-            self.log.warning("egress_gap_reported", topic=gap.topic, **gap.as_record())
-            self._wake(accepted)
+            self.losses.reporting(gap)
+            self.sealer.seal_gap(gap, partial(self._gap_stored, gap))
+
+    def _gap_stored(self, gap: Gap, result: Stored) -> None:
+        if result.error is not None:
+            self.losses.not_reported(gap)
+            return
+        self.losses.reported(gap)
+        self.log.warning("egress_gap_reported", topic=gap.topic, **gap.as_record())
+        self._wake(result.accepted)
 
     def _wake(self, destinations: list[str]) -> None:
         for dest in destinations:

@@ -66,6 +66,7 @@ class LossLedger:
         self._by_destination: Counter[str] = Counter()
         self._by_machine: Counter[str] = Counter()
         self._open: dict[str, Gap] = {}
+        self._sealing: dict[int, Gap] = {}  # by id(): gaps whose record is being stored
         self._failing: set[str] = set()
 
     def lost(
@@ -104,12 +105,35 @@ class LossLedger:
         return destination in self._failing
 
     def unreported(self) -> list[Gap]:
+        """Open gaps not yet being reported (see `reporting`)."""
         return list(self._open.values())
+
+    def reporting(self, gap: Gap) -> None:
+        """`gap`'s record is signed and on its way to the outbox: losses from now on open a
+        new gap (they are not in the signed record), until `reported` or `not_reported`."""
+        if self._open.get(gap.topic) is gap:
+            del self._open[gap.topic]
+        self._sealing[id(gap)] = gap
 
     def reported(self, gap: Gap) -> None:
         """`gap`'s record is stored for delivery; later losses open a new gap."""
+        self._sealing.pop(id(gap), None)
         if self._open.get(gap.topic) is gap:
             del self._open[gap.topic]
+
+    def not_reported(self, gap: Gap) -> None:
+        """Storing `gap`'s record failed: it is open again, merged with any newer gap of its
+        topic, and reported with the next envelope stored."""
+        self._sealing.pop(id(gap), None)
+        newer = self._open.get(gap.topic)
+        if newer is None:
+            self._open[gap.topic] = gap
+            return
+        newer.first = min(newer.first, gap.first)
+        newer.last = max(newer.last, gap.last)
+        newer.records += gap.records
+        newer.envelopes += gap.envelopes
+        newer.streams.update(gap.streams)
 
     def lost_records(self, destination: str) -> int:
         return self._by_destination[destination]
@@ -119,5 +143,5 @@ class LossLedger:
         return {
             "lost_records": sum(self._by_machine.values()),
             "by_machine": dict(sorted(self._by_machine.items())),
-            "unreported_gaps": len(self._open),
+            "unreported_gaps": len(self._open) + len(self._sealing),
         }

@@ -69,14 +69,18 @@ with the unsigned MQTT 5 user property `historical=true`. The signed `created` l
 platform, v3.1.1 included, check lateness itself. The outbox stores rows as sealed and
 knows nothing of either mark.
 
-Threading: the API is synchronous and meant to be called on the event loop thread. With
-WAL+NORMAL a commit is a write into the page cache (p50 about 40 us, p99 about 0.3-0.4 ms
-with 1 KiB envelopes; bench/bench_outbox.py), cheaper than a hop to a worker thread, and
-calling inline keeps append/ack order equal to program order without extra machinery. The
-cost: about once per 1 MiB written, the WAL auto-checkpoint (with its fsyncs) holds one
-call for a few milliseconds (5-15 ms on the bench host). Calls are serialised by a lock, so
-a caller that enables `durable=True` on slow flash may move them to `asyncio.to_thread`
-(from one task, to keep order) without other changes.
+Threading: the API is synchronous and thread-safe. In the gateway every write (`append`
+at sealing, `ack` after PUBACK, the gap envelopes of the loss ledger, the Sparkplug
+sender's acks) goes as an `AppendOp`/`AckOp` to the outbox's writer thread
+(edge/egress/writer.py, edge/storage/writer.py), which commits whatever is queued in one
+transaction (`apply`), so neither a commit nor the WAL auto-checkpoint (about once per
+1 MiB written, with its fsyncs: 5-15 ms on the bench host) ever holds the event loop;
+bench/outbox_stall.py measures the loop lag either way. What the loop reads (`peek`,
+`claim`, `counters`) goes through a second, read-only connection, which in WAL mode never
+waits for the writer; `pending` is an in-memory tally replaced whole on each commit.
+Claims and eviction meet under a small lock of their own, held by the writer only while
+it picks victims from the page cache. Called inline (tests, tools), each call is its own
+transaction, as before.
 
 Recovery: on open, `PRAGMA quick_check` runs; a file SQLite calls corrupt or not a
 database is renamed to `outbox.sqlite3.corrupt-<UTC timestamp>` (its WAL beside it as
@@ -92,8 +96,9 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import threading
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -108,9 +113,12 @@ __all__ = [
     "COUNTER_NAMES",
     "FILENAME",
     "FORMAT_VERSION",
+    "AckOp",
+    "AppendOp",
     "Outbox",
     "OutboxCap",
     "OutboxError",
+    "OutboxOp",
     "OutboxRow",
     "Policy",
 ]
@@ -168,6 +176,31 @@ class OutboxCap:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendOp:
+    """One `Outbox.append` as data, so several can share a transaction (`Outbox.apply`)."""
+
+    topic: str
+    seq: int
+    link_hash: str
+    payload: bytes
+    retain: bool
+    dests: tuple[str, ...]
+    chain_key: str | None = None
+    live: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AckOp:
+    """One `Outbox.ack` as data: rows of `dest` a broker acknowledged (PUBACK)."""
+
+    dest: str
+    ids: tuple[int, ...]
+
+
+OutboxOp = AppendOp | AckOp
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxRow:
     """One stored envelope for one destination; `created` is unix time at append."""
 
@@ -206,8 +239,14 @@ class Outbox(WalStore):
                     component="outbox")
         self.opened_at = time.time()
         """Unix time this process opened the outbox; older rows were buffered earlier."""
-        # ids each destination's sender has claimed (`claim`): eviction leaves them alone
+        # Claims (`claim`) are the sender's, on the event loop; eviction runs wherever
+        # writes run (the writer thread): both under `_claims_lock`, never held over I/O
+        # of the writer. Claimed ids: eviction leaves them alone. Doomed: chosen for
+        # eviction by a transaction in progress. Acking: acknowledged, delete queued.
+        self._claims_lock = threading.Lock()
         self._claimed: dict[str, set[int]] = {}
+        self._doomed: dict[str, set[int]] = {}
+        self._acking: dict[str, set[int]] = {}
         conn = self._require()
         try:
             row = conn.execute(
@@ -256,38 +295,88 @@ class Outbox(WalStore):
         the destinations whose broker is connected now: below the free-disk floor they may
         still hold `LIVE_WINDOW_BYTES`, so live data keeps flowing (see `_admit`).
         """
-        key = topic if chain_key is None else chain_key
-        if len(b64url_decode(link_hash)) != 32:
-            raise ValueError("link hash is not a b64url SHA-256")
-        wanted = list(dict.fromkeys(dests))
-        unknown = [d for d in wanted if d not in self._caps]
-        if unknown:
-            raise ValueError(f"outbox: no cap configured for destinations {unknown}")
-        size = len(payload) + len(topic.encode())
-        now = time.time()
-        free = self._free_disk() if any(self._caps[d].min_free_disk_bytes for d in wanted) \
-            else None
-        accepted: dict[str, bool] = {}
-        pending: dict[str, tuple[int, int]] = {}
-        with self._lock:
-            with self._transaction("append") as conn:
-                row = conn.execute("SELECT seq FROM chain WHERE topic = ?", (key,)).fetchone()
-                expected = 1 if row is None else int(row[0]) + 1
-                if seq != expected:
-                    raise ValueError(f"outbox chain {key!r}: append of seq {seq}, "
-                                     f"expected {expected}")
-                for dest in wanted:
-                    accepted[dest], pending[dest] = self._admit(
-                        conn, dest, (topic, payload, int(retain), now, size), free,
-                        dest in live)
-                conn.execute("INSERT INTO chain(topic, seq, hash) VALUES (?, ?, ?) "
-                             "ON CONFLICT(topic) DO UPDATE SET seq = excluded.seq, "
-                             "hash = excluded.hash", (key, seq, link_hash))
-            self._pending.update(pending)
+        [accepted] = self.apply([AppendOp(topic, seq, link_hash, payload, retain,
+                                          tuple(dict.fromkeys(dests)), chain_key,
+                                          tuple(live))])
+        assert isinstance(accepted, dict)
         return accepted
 
-    def _admit(self, conn: sqlite3.Connection, dest: str,
-               row: tuple[str, bytes, int, float, int], free: int | None, live: bool,
+    def submit(self, op: AppendOp, done: Callable[[dict[str, bool] | Exception], None]) -> None:
+        """`append` as the sealer calls it: `done` hears the accepted map or the error, here
+        at once; `edge.egress.writer.OutboxWriter` does the same on its writer thread."""
+        try:
+            [result] = self.apply([op])
+        except (EdgeError, ValueError) as exc:
+            done(exc)
+            return
+        assert isinstance(result, dict)
+        done(result)
+
+    def apply(self, ops: Sequence[OutboxOp]) -> list[dict[str, bool] | int]:
+        """Apply appends and acks in order, in ONE transaction; one result per op: the
+        accepted map of an append, the count of an ack. Grouping many in one commit is what
+        lets the writer thread (edge/storage/writer.py) keep up: commits dominate the cost.
+        Raises like `append`/`ack`, and then nothing of `ops` was written."""
+        for op in ops:
+            if isinstance(op, AppendOp):
+                self._check_append(op)
+        free = self._free_disk() if any(
+            self._caps[d].min_free_disk_bytes for op in ops if isinstance(op, AppendOp)
+            for d in op.dests) else None
+        results: list[dict[str, bool] | int] = []
+        with self._lock:
+            work = dict(self._pending)
+            acked: dict[str, set[int]] = {}
+            doing = "append" if ops and isinstance(ops[0], AppendOp) else "ack"
+            try:
+                with self._transaction(doing) as conn:
+                    for op in ops:
+                        if isinstance(op, AppendOp):
+                            results.append(self._append_in(conn, work, op, free))
+                        else:
+                            results.append(self._ack_in(conn, work, op))
+                            acked.setdefault(op.dest, set()).update(op.ids)
+            finally:  # evicted rows are gone now (or, rolled back, claimable again)
+                with self._claims_lock:
+                    self._doomed.clear()
+            # committed: nothing below may raise (the writer would apply `ops` again)
+            self._pending = work
+            with self._claims_lock:
+                for dest, ids in acked.items():
+                    self._claimed.get(dest, set()).difference_update(ids)
+                    self._acking.get(dest, set()).difference_update(ids)
+            for dest in acked:
+                self._after_ack(dest)
+        return results
+
+    def _check_append(self, op: AppendOp) -> None:
+        if len(b64url_decode(op.link_hash)) != 32:
+            raise ValueError("link hash is not a b64url SHA-256")
+        unknown = [d for d in op.dests if d not in self._caps]
+        if unknown:
+            raise ValueError(f"outbox: no cap configured for destinations {unknown}")
+
+    def _append_in(self, conn: sqlite3.Connection, work: dict[str, tuple[int, int]],
+                   op: AppendOp, free: int | None) -> dict[str, bool]:
+        key = op.topic if op.chain_key is None else op.chain_key
+        row = conn.execute("SELECT seq FROM chain WHERE topic = ?", (key,)).fetchone()
+        expected = 1 if row is None else int(row[0]) + 1
+        if op.seq != expected:
+            raise ValueError(f"outbox chain {key!r}: append of seq {op.seq}, "
+                             f"expected {expected}")
+        size = len(op.payload) + len(op.topic.encode())
+        stored = (op.topic, op.payload, int(op.retain), time.time(), size)
+        accepted: dict[str, bool] = {}
+        for dest in dict.fromkeys(op.dests):
+            accepted[dest], work[dest] = self._admit(conn, work, dest, stored, free,
+                                                     live=dest in op.live)
+        conn.execute("INSERT INTO chain(topic, seq, hash) VALUES (?, ?, ?) "
+                     "ON CONFLICT(topic) DO UPDATE SET seq = excluded.seq, "
+                     "hash = excluded.hash", (key, op.seq, op.link_hash))
+        return accepted
+
+    def _admit(self, conn: sqlite3.Connection, work: dict[str, tuple[int, int]], dest: str,
+               row: tuple[str, bytes, int, float, int], free: int | None, *, live: bool,
                ) -> tuple[bool, tuple[int, int]]:
         """Apply `dest`'s cap inside the append transaction; returns (stored, new pending).
 
@@ -298,7 +387,7 @@ class Outbox(WalStore):
         backlog for an unreachable broker cannot eat the last free space."""
         cap = self._caps[dest]
         size = row[4]
-        count, used = self._pending.get(dest, (0, 0))
+        count, used = work.get(dest, (0, 0))
         limit = cap.max_bytes
         low = free is not None and free < cap.min_free_disk_bytes
         self._note_disk(dest, low, free, cap)
@@ -311,12 +400,30 @@ class Outbox(WalStore):
             self._note_full(dest, why, cap, used)
             return False, (count, used)
         if used + size > limit:  # drop_oldest: evict just enough of the oldest rows
-            # Claimed rows (`claim`: being published, or maybe on the wire when the link
-            # dropped) are never evicted: one may be delivered after all, and then `dropped`
-            # would count an envelope the platform received. The cap may be exceeded by at
-            # most the sender's in-flight window.
+            victims, freed = self._victims(conn, dest, used + size - limit)
+            conn.executemany("DELETE FROM envelopes WHERE dest = ? AND id = ?",
+                             [(dest, rid) for rid in victims])
+            n = len(victims)
+            conn.execute(_BUMP, (dest, "dropped", n))
+            count, used = count - n, used - freed
+            self._note_full(dest, "drop_oldest", cap, used)
+        conn.execute("INSERT INTO envelopes(dest, topic, payload, retain, created, bytes) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", (dest, *row))
+        conn.execute(_BUMP, (dest, "appended", 1))
+        return True, (count + 1, used + size)
+
+    def _victims(self, conn: sqlite3.Connection, dest: str, need: int) -> tuple[list[int], int]:
+        """The oldest unclaimed rows of `dest` that free `need` bytes, and what they free.
+
+        Claimed rows (`claim`: being published, or maybe on the wire when the link dropped,
+        or acknowledged with the delete still queued) are never evicted: one may be
+        delivered after all, and then `dropped` would count an envelope the platform
+        received. The cap may be exceeded by at most the sender's in-flight window. The
+        victims are chosen under the claims lock, so a `claim` on the event loop either
+        comes first (and the row is spared) or finds the row doomed (and is refused)."""
+        freed, victims = 0, []
+        with self._claims_lock:
             busy = self._claimed.get(dest, set())
-            need, freed, victims = used + size - limit, 0, []
             cur = conn.execute("SELECT id, bytes FROM envelopes WHERE dest = ? ORDER BY id",
                                (dest,))
             try:
@@ -335,55 +442,58 @@ class Outbox(WalStore):
                             break
             finally:
                 cur.close()
-            conn.executemany("DELETE FROM envelopes WHERE dest = ? AND id = ?",
-                             [(dest, rid) for rid in victims])
-            n = len(victims)
-            conn.execute(_BUMP, (dest, "dropped", n))
-            count, used = count - n, used - freed
-            self._note_full(dest, "drop_oldest", cap, used)
-        conn.execute("INSERT INTO envelopes(dest, topic, payload, retain, created, bytes) "
-                     "VALUES (?, ?, ?, ?, ?, ?)", (dest, *row))
-        conn.execute(_BUMP, (dest, "appended", 1))
-        return True, (count + 1, used + size)
+            self._doomed.setdefault(dest, set()).update(victims)
+        return victims, freed
 
     def peek(self, dest: str, after_id: int | None = None, limit: int = 100) -> list[OutboxRow]:
-        """Up to `limit` rows of `dest` with id > `after_id`, oldest first (nothing removed)."""
+        """Up to `limit` rows of `dest` with id > `after_id`, oldest first (nothing removed).
+        Read on the reader connection: committed rows only, never waiting for a write."""
         if limit < 1:
             raise ValueError("peek limit must be at least 1")
-        with self._lock:
-            try:
-                rows = self._require().execute(
-                    "SELECT id, topic, payload, retain, created FROM envelopes "
-                    "WHERE dest = ? AND id > ? ORDER BY id LIMIT ?",
-                    (dest, -1 if after_id is None else after_id, limit)).fetchall()
-            except sqlite3.Error as exc:
-                raise self._error(exc, "peek") from exc
+        rows = self._read("peek", "SELECT id, topic, payload, retain, created FROM envelopes "
+                          "WHERE dest = ? AND id > ? ORDER BY id LIMIT ?",
+                          (dest, -1 if after_id is None else after_id, limit))
         return [OutboxRow(r[0], r[1], bytes(r[2]), bool(r[3]), r[4]) for r in rows]
 
     def claim(self, dest: str, row_id: int) -> bool:
         """Mark row `row_id` of `dest` as handed to a broker, so `drop_oldest` never evicts
-        it; False when it is gone (evicted since it was peeked): the sender must not publish
-        it. Call right before publishing, with no `await` in between: a row read by `peek`
-        can be evicted while the sender paces the backlog, and publishing it anyway
-        delivered an envelope that `dropped` also counted. Claims last until `ack` or
-        `release` and are not persisted (a new process replays every stored row)."""
-        with self._lock:
-            try:
-                found = self._require().execute(
-                    "SELECT 1 FROM envelopes WHERE dest = ? AND id = ?", (dest, row_id)
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise self._error(exc, "claim") from exc
-            if found is None:
+        it; False when it is gone (evicted since it was peeked, or being evicted now) or
+        already acknowledged (its delete queued): the sender must not publish it. Call right
+        before publishing, with no `await` in between: a row read by `peek` can be evicted
+        while the sender paces the backlog, and publishing it anyway delivered an envelope
+        that `dropped` also counted. Claims last until `ack` or `release` and are not
+        persisted (a new process replays every stored row)."""
+        with self._claims_lock:
+            if row_id in self._doomed.get(dest, ()) or row_id in self._acking.get(dest, ()):
+                return False
+            if not self._read("claim", "SELECT 1 FROM envelopes WHERE dest = ? AND id = ?",
+                              (dest, row_id)):
                 return False
             self._claimed.setdefault(dest, set()).add(row_id)
             return True
 
     def release(self, dest: str, row_id: int) -> None:
         """End a claim without an acknowledgement (the publish failed before reaching the
-        wire): the row may be evicted again."""
-        with self._lock:
-            self._claimed.get(dest, set()).discard(row_id)
+        wire): the row may be evicted again. A row whose acknowledgement is queued
+        (`acknowledged`) stays claimed until its delete is committed."""
+        with self._claims_lock:
+            if row_id not in self._acking.get(dest, ()):
+                self._claimed.get(dest, set()).discard(row_id)
+
+    def acknowledged(self, dest: str, ids: Iterable[int]) -> None:
+        """The broker acknowledged `ids` and their delete is queued (edge/egress/writer.py):
+        until it commits they stay claimed (never evicted) and `claim` refuses them, so a
+        sender whose cursor rewinds does not publish them again."""
+        with self._claims_lock:
+            self._acking.setdefault(dest, set()).update(ids)
+
+    def ack_failed(self, dest: str, ids: Iterable[int]) -> None:
+        """A queued delete failed: the rows stay stored, unclaimed, as after a failed
+        inline `ack` (sent again after a reconnect or restart)."""
+        with self._claims_lock:
+            for rid in ids:
+                self._acking.get(dest, set()).discard(rid)
+                self._claimed.get(dest, set()).discard(rid)
 
     def ack(self, dest: str, ids: Iterable[int]) -> int:
         """Delete rows of `dest` the broker acknowledged; returns how many existed.
@@ -391,47 +501,54 @@ class Outbox(WalStore):
         Call only after PUBACK: this is the one place an envelope leaves the outbox for
         good. Ids already evicted by `drop_oldest` (or acked twice) are ignored.
         """
-        wanted = sorted(set(ids))
-        if not wanted:
+        op = AckOp(dest, tuple(ids))
+        if not op.ids:
             return 0
-        with self._lock:
-            n = freed = 0
-            with self._transaction("ack") as conn:
-                for i in range(0, len(wanted), _ACK_CHUNK):
-                    chunk = wanted[i:i + _ACK_CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    rows = conn.execute(f"DELETE FROM envelopes WHERE dest = ? AND id IN "
-                                        f"({marks}) RETURNING bytes", (dest, *chunk)).fetchall()
-                    n, freed = n + len(rows), freed + sum(r[0] for r in rows)
-                if n:
-                    conn.execute(_BUMP, (dest, "acked", n))
-            self._claimed.get(dest, set()).difference_update(wanted)
-            count, used = self._pending.get(dest, (0, 0))
-            self._pending[dest] = (count - n, used - freed)
-            cap = self._caps.get(dest)
-            if dest in self._full and (cap is None or used - freed < cap.max_bytes * _RECOVERED):
-                self._full.discard(dest)
-                self._log.info("outbox_below_cap", destination=dest, pending_bytes=used - freed,
-                               counters=self._counters(dest))
+        [n] = self.apply([op])
+        assert isinstance(n, int)
         return n
 
+    def _ack_in(self, conn: sqlite3.Connection, work: dict[str, tuple[int, int]],
+                op: AckOp) -> int:
+        wanted = sorted(set(op.ids))
+        n = freed = 0
+        for i in range(0, len(wanted), _ACK_CHUNK):
+            chunk = wanted[i:i + _ACK_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(f"DELETE FROM envelopes WHERE dest = ? AND id IN "
+                                f"({marks}) RETURNING bytes", (op.dest, *chunk)).fetchall()
+            n, freed = n + len(rows), freed + sum(r[0] for r in rows)
+        if n:
+            conn.execute(_BUMP, (op.dest, "acked", n))
+        count, used = work.get(op.dest, (0, 0))
+        work[op.dest] = (count - n, used - freed)
+        return n
+
+    def _after_ack(self, dest: str) -> None:
+        used = self._pending.get(dest, (0, 0))[1]
+        cap = self._caps.get(dest)
+        if dest in self._full and (cap is None or used < cap.max_bytes * _RECOVERED):
+            self._full.discard(dest)
+            try:
+                counters: dict[str, int] | str = self._counters(dest)
+            except EdgeError as exc:
+                counters = str(exc)
+            self._log.info("outbox_below_cap", destination=dest, pending_bytes=used,
+                           counters=counters)
+
     def pending(self, dest: str) -> tuple[int, int]:
-        """(rows, bytes) waiting for `dest`."""
-        with self._lock:
-            self._require()
-            return self._pending.get(dest, (0, 0))
+        """(rows, bytes) waiting for `dest`: an in-memory tally, replaced whole on each
+        commit (never torn, never waiting for the writer)."""
+        if self._reader is None:
+            raise OutboxError(f"outbox {self.path}: closed")
+        return self._pending.get(dest, (0, 0))
 
     def counters(self, dest: str) -> dict[str, int]:
         """Exact, persistent counts for `dest`: appended, acked, dropped, rejected."""
-        with self._lock:
-            return self._counters(dest)
+        return self._counters(dest)
 
     def _counters(self, dest: str) -> dict[str, int]:
-        try:
-            rows = self._require().execute(
-                "SELECT name, value FROM counters WHERE dest = ?", (dest,)).fetchall()
-        except sqlite3.Error as exc:
-            raise self._error(exc, "counters") from exc
+        rows = self._read("counters", "SELECT name, value FROM counters WHERE dest = ?", (dest,))
         out = dict.fromkeys(COUNTER_NAMES, 0)
         out.update({str(k): int(v) for k, v in rows})
         return out

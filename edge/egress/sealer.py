@@ -4,22 +4,54 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
 
 from edge.egress.loss import Gap
-from edge.egress.outbox import Outbox
+from edge.egress.outbox import AppendOp
 from edge.egress.unsignable import UnsignableRecords
 from edge.signing.jws import ChainState, Signer, signing_input_hash
 from models.envelope import RETAINED_STREAMS, Stream, envelope_body
+from models.errors import EdgeError
 from models.plant import Destination, PatternFilter
 from models.sample import utc_now
 
 SealedObserver = Callable[[str | None, list[dict[str, Any]], dict[str, Any]], None]
 """Told (asset, records, signed envelope) after an envelope of its stream is stored: the
 part store keeps the envelope each part record was published in (edge/parts/)."""
+
+
+class EnvelopeStore(Protocol):
+    """Where sealed envelopes go: an `Outbox` (answers at once) or the gateway's
+    `OutboxWriter` (answers on the event loop once its writer thread committed)."""
+
+    def load_chain(self) -> ChainState: ...
+
+    def submit(self, op: AppendOp, done: Callable[[dict[str, bool] | Exception], None]
+               ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What became of one sealed envelope: `accepted` destinations hold it, or `error` says
+    why nothing was stored (then `dests`, the destinations it was for, lost `records`)."""
+
+    topic: str
+    asset: str | None
+    stream: Stream
+    records: int
+    dests: list[str]
+    accepted: list[str]
+    error: EdgeError | None = None
+
+
+OnStored = Callable[[Stored], None]
+
+
+def _ignore(_result: Stored) -> None:
+    """The default `on_stored`: nobody waits for the outcome."""
 
 
 class Sealer:
@@ -40,13 +72,20 @@ class Sealer:
     A record canonical JSON cannot carry (an integer beyond 2**53, a NaN, a non-JSON type
     from a plugin) is replaced by a `bad` record with a reason, or dropped and counted, by
     `unsignable` (edge/egress/unsignable.py); the rest of its batch is signed as usual.
+
+    Storing is asynchronous with the gateway's `OutboxWriter`: the chain advances when an
+    envelope is queued, so the next one links to it at once; when an append fails, the
+    appends of that chain queued behind it fail too (their seq no longer follows), and the
+    first failure rewinds the chain to the envelope before it, which is what the outbox
+    holds, since its answers come in queue order. So the chain on disk never forks or
+    skips, and each lost envelope is reported to `on_stored` (the batcher counts it).
     """
 
     def __init__(
         self,
         gateway: str,
         signer: Signer,
-        outbox: Outbox,
+        outbox: EnvelopeStore,
         destinations: list[Destination],
         is_connected: Callable[[str], bool],
         *,
@@ -62,11 +101,18 @@ class Sealer:
         )
         self.chain: ChainState = outbox.load_chain()
         self.observers: dict[str, list[SealedObserver]] = {}
+        self._epoch: dict[str, int] = {}  # per chain: bumped by each rewind
 
     def seal(
-        self, topic: str, asset: str | None, stream: Stream, records: list[dict[str, Any]]
-    ) -> list[str]:
-        """Sign and store; returns the destinations that accepted an envelope.
+        self,
+        topic: str,
+        asset: str | None,
+        stream: Stream,
+        records: list[dict[str, Any]],
+        on_stored: OnStored = _ignore,
+    ) -> None:
+        """Sign and store; `on_stored` hears of each envelope once it is stored or failed
+        (before this returns with an inline `Outbox`, later on the loop with a writer).
 
         Every envelope of the call is signed before any is stored, so a record canonical
         JSON cannot carry (edge/egress/unsignable.py) is replaced and the batch signed
@@ -76,12 +122,10 @@ class Sealer:
         except ValueError:
             records = self.unsignable.screen(asset, stream, records)
             if not records:
-                return []
+                return
             signed = self._sign_all(topic, asset, stream, records)
-        accepted: list[str] = []
         for envelope in signed:
-            accepted += self._store(envelope)
-        return accepted
+            self._store(envelope, on_stored)
 
     def _sign_all(
         self, topic: str, asset: str | None, stream: Stream, records: list[dict[str, Any]]
@@ -124,7 +168,7 @@ class Sealer:
             if stream in d.streams and (asset is None or d.machines.allows(asset))
         ]
 
-    def seal_gap(self, gap: Gap) -> list[str]:
+    def seal_gap(self, gap: Gap, on_stored: OnStored) -> None:
         """Sign and store the `gap` record of `gap` on its own topic, for every destination
         that may see the machine, whatever streams it takes: one chain per gap topic must
         reach every subscriber of it whole, and the record names streams, so a destination
@@ -133,8 +177,9 @@ class Sealer:
             d.id for d in self.destinations if gap.asset is None or d.machines.allows(gap.asset)
         ]
         if not dests:
-            return []
-        return self._store(
+            on_stored(Stored(gap.topic, gap.asset, "gap", 1, [], []))
+            return
+        self._store(
             self._sign(
                 gap.topic,
                 gap.topic,
@@ -142,7 +187,8 @@ class Sealer:
                 stream="gap",
                 records=[gap.as_record()],
                 dests=dests,
-            )
+            ),
+            on_stored,
         )
 
     def _sign(
@@ -188,21 +234,32 @@ class Sealer:
             envelope,
         )
 
-    def _store(self, s: _Signed) -> list[str]:
-        accepted = self.outbox.append(
-            s.topic,
-            s.seq,
-            s.link,
-            s.payload,
-            retain=s.retain,
-            dests=s.dests,
-            chain_key=s.chain_key,
-            live=s.live,
-        )
+    def _store(self, s: _Signed, on_stored: OnStored) -> None:
+        """Queue `s`, advancing its chain now; see the class docstring for failures."""
+        prior = self.chain.last(s.chain_key)
+        epoch = self._epoch.get(s.chain_key, 0)
         self.chain.commit(s.chain_key, s.seq, s.link)
-        for observer in self.observers.get(s.stream, ()):
-            observer(s.asset, s.records, s.envelope)
-        return [d for d, ok in accepted.items() if ok]
+
+        def done(result: dict[str, bool] | Exception) -> None:
+            if isinstance(result, dict):
+                for observer in self.observers.get(s.stream, ()):
+                    observer(s.asset, s.records, s.envelope)
+                on_stored(Stored(s.topic, s.asset, s.stream, len(s.records), s.dests,
+                                 [d for d, ok in result.items() if ok]))
+                return
+            if self._epoch.get(s.chain_key, 0) == epoch:
+                # The first failure since the chain last resumed: everything before it was
+                # stored (answers come in queue order), so the outbox's head is `prior`.
+                self._epoch[s.chain_key] = epoch + 1
+                self.chain.rewind(s.chain_key, prior)
+            error = result if isinstance(result, EdgeError) else EdgeError(str(result))
+            on_stored(Stored(s.topic, s.asset, s.stream, len(s.records), s.dests, [], error))
+
+        self.outbox.submit(
+            AppendOp(s.topic, s.seq, s.link, s.payload, s.retain, tuple(s.dests), s.chain_key,
+                     tuple(s.live)),
+            done,
+        )
 
 
 @dataclass(frozen=True, slots=True)

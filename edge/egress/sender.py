@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge.egress.formats import EnvelopeEncoder, PayloadEncoder
 from edge.egress.inflight import BacklogPace, InFlight
-from edge.egress.outbox import Outbox, OutboxRow
+from edge.egress.outbox import OutboxRow
 from models.errors import EdgeError
 
 
@@ -49,6 +50,24 @@ class Publisher(Protocol):
     ) -> None: ...
 
 
+class RowSource(Protocol):
+    """What a sender uses of the outbox: an `Outbox` (tests, tools) or, in the gateway, the
+    `OutboxWriter` (edge/egress/writer.py), whose `ack` queues the delete for its writer
+    thread; either way a row stays claimed, never evicted, until its delete commits."""
+
+    @property
+    def last_id_at_open(self) -> int: ...
+
+    def peek(self, dest: str, after_id: int | None = None, limit: int = 100
+             ) -> list[OutboxRow]: ...
+
+    def claim(self, dest: str, row_id: int) -> bool: ...
+
+    def release(self, dest: str, row_id: int) -> None: ...
+
+    def ack(self, dest: str, ids: Iterable[int]) -> object: ...
+
+
 @dataclass
 class SenderStats:
     sent: int = 0
@@ -63,7 +82,7 @@ class DestinationSender:
         self,
         name: str,
         transport: Publisher,
-        outbox: Outbox,
+        outbox: RowSource,
         logger: Any,
         *,
         backlog_rate: float = 200.0,

@@ -32,6 +32,7 @@ from edge.egress.outbox import Outbox, OutboxCap
 from edge.egress.sealer import SealedObserver, Sealer
 from edge.egress.sender import DestinationSender
 from edge.egress.unsignable import UnsignableRecords
+from edge.egress.writer import OutboxWriter
 from edge.signing.jws import Signer
 from edge.signing.keystore import KeyStore
 from edge.storage.disk import outbox_floors
@@ -164,11 +165,13 @@ class EgressStack:
             },
             logger=log,
         )
+        # every outbox write off the event loop, several to a transaction (writer.py)
+        self.writer = OutboxWriter(self.outbox, asyncio.get_running_loop())
         self.senders: list[DestinationSender | SparkplugSender] = [
             SparkplugSender(
                 d.id,
                 plan.transports[d.id],
-                self.outbox,
+                self.writer,
                 plan.nodes[d.id],
                 log,
                 primary_host_id=d.sparkplug.primary_host_id,
@@ -178,7 +181,7 @@ class EgressStack:
             else DestinationSender(
                 d.id,
                 plan.transports[d.id],
-                self.outbox,
+                self.writer,
                 log,
                 backlog_rate=d.outbox.backlog_rate,
                 encoder=encoder_for(d),
@@ -189,7 +192,7 @@ class EgressStack:
         self.sealer = Sealer(
             plan.loaded.plant.gateway.id,
             plan.signer,
-            self.outbox,
+            self.writer,
             destinations=plan.destinations,
             is_connected=lambda d: transports[d].connected,
             unsignable=self.unsignable,
@@ -283,6 +286,7 @@ class EgressStack:
     async def stop(self, offline: bytes | None) -> None:
         """`offline`: the retained status to leave behind (None: a worker's parent does)."""
         self.egress.flush_all()
+        await self.writer.drain()  # the flushed envelopes stored, their senders woken
         self.log.debug("shutdown_flushed")
         for s in self.senders:
             try:
@@ -305,6 +309,7 @@ class EgressStack:
                         tr.publish(status_topic, offline, qos=1, retain=True), timeout=2.0
                     )
             await tr.stop()
+        await self.writer.close()  # the deletes of the last PUBACKs committed
         self.outbox.close()
 
 

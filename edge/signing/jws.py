@@ -199,6 +199,15 @@ class ChainState:
         _check_link(link_hash)
         self._last[topic] = (seq, link_hash)
 
+    def rewind(self, topic: str, last: tuple[int, str] | None) -> None:
+        """Continue `topic` from `last` (None: from the start) after envelopes committed
+        here ahead of the store could not be stored (edge/egress/sealer.py)."""
+        if last is None:
+            self._last.pop(topic, None)
+        else:
+            _check_link(last[1])
+            self._last[topic] = last
+
     def last(self, topic: str) -> tuple[int, str] | None:
         """`(seq, hash)` of the last committed envelope on `topic`, or None."""
         return self._last.get(topic)

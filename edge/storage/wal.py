@@ -56,6 +56,8 @@ class WalStore:
     _log: Logger
     _conn: sqlite3.Connection | None
     _lock: threading.Lock
+    _reader: sqlite3.Connection | None
+    _read_lock: threading.Lock
 
     def _start(self, path: str | os.PathLike[str], *, durable: bool, busy_timeout: float,
                logger: Logger | None, component: str) -> None:
@@ -66,12 +68,28 @@ class WalStore:
         self._busy_timeout = busy_timeout
         self._log = logger or structlog.get_logger().bind(component=component)
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._reader = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise ConfigurationError(f"{self.label} {self.path}: cannot create its directory: "
                                      f"{exc.strerror or exc}") from exc
         self._conn = self._open()
+        self._reader = self._open_reader()
+
+    def _open_reader(self) -> sqlite3.Connection:
+        """A second, read-only connection for `_read`: in WAL mode a reader never waits for
+        the writer, so reads on the event loop do not queue behind a transaction or a
+        checkpoint running on the store's writer thread (edge/storage/writer.py)."""
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=self._busy_timeout)
+            conn.execute("PRAGMA query_only=1")
+        except sqlite3.Error as exc:
+            self.close()
+            raise self._error(exc, "open reader") from exc
+        return conn
 
     def _error(self, exc: sqlite3.Error, doing: str) -> EdgeError:
         msg = f"{self.label} {self.path}: {doing}: {exc}"
@@ -180,6 +198,10 @@ class WalStore:
 
     def close(self) -> None:
         """Close the database (idempotent); the last connection checkpoints the WAL."""
+        with self._read_lock:
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.close()
         with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None:
@@ -222,9 +244,13 @@ class WalStore:
             raise
 
     def _read(self, doing: str, sql: str, args: tuple[Any, ...]) -> list[Any]:
-        with self._lock:
+        """Rows of one query on the reader connection: committed data only, never waiting
+        for a write transaction."""
+        with self._read_lock:
+            if self._reader is None:
+                raise self.error_class(f"{self.label} {self.path}: closed")
             try:
-                return self._require().execute(sql, args).fetchall()
+                return self._reader.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
                 raise self._error(exc, doing) from exc
 
@@ -239,8 +265,9 @@ async def checkpoint_loop(
 ) -> None:
     """Truncate every store's WAL once per `every` seconds. `stores` is asked each round,
     since a reload may replace a store. A checkpoint of a WAL that is at most
-    `JOURNAL_SIZE_LIMIT` long holds the calling thread for milliseconds."""
+    `JOURNAL_SIZE_LIMIT` long holds the calling thread for milliseconds (with its fsyncs:
+    tens of ms on flash), so it runs in a worker thread, never on the event loop."""
     while True:
         await asyncio.sleep(every)
         for store in stores():
-            store.truncate_wal()
+            await asyncio.to_thread(store.truncate_wal)

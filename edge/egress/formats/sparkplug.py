@@ -28,8 +28,8 @@ from typing import Any, Protocol
 from edge.egress.formats.sparkplug_node import NAMESPACE, REBIRTH, Message, SparkplugNode
 from edge.egress.formats.sparkplug_proto import sparkplug_b_pb2 as pb
 from edge.egress.inflight import BacklogPace, InFlight
-from edge.egress.outbox import Outbox, OutboxRow
-from edge.egress.sender import Publisher, SenderStats
+from edge.egress.outbox import OutboxRow
+from edge.egress.sender import Publisher, RowSource, SenderStats
 from edge.signing.jws import b64url_decode
 from edge.transport.mqtt import IncomingMessage
 from models.errors import EdgeError
@@ -64,7 +64,7 @@ class SparkplugSender:
         self,
         name: str,
         transport: SparkplugLink,
-        outbox: Outbox,
+        outbox: RowSource,
         node: SparkplugNode,
         logger: Any,
         *,
@@ -211,7 +211,9 @@ class SparkplugSender:
     async def _send(
         self, row: OutboxRow, messages: list[Message], historical: bool, session: int
     ) -> None:
-        """Write the row's messages (in the order their seq was given), then delete the row."""
+        """Write the row's messages (in the order their seq was given), then delete the row
+        (queued for the outbox's writer thread in the gateway; the row stays claimed until
+        the delete commits, so `release` below leaves an acknowledged row alone)."""
         try:
             for msg in messages:
                 await self._write(msg, session)

@@ -22,6 +22,7 @@ from edge.egress.sealer import Sealer
 from edge.egress.sender import DestinationSender
 from edge.platform_kit.verifier import verify_envelope, verify_stream
 from edge.signing.jws import Signer, jwks
+from models.envelope import Stream
 from models.errors import TransportError
 from models.plant import Destination
 
@@ -44,6 +45,14 @@ def body_of(payload: bytes, signer: Signer, topic: str = TOPIC) -> dict[str, Any
 def rec(signal: str, value: Any = 1) -> dict[str, Any]:
     return {"signal": signal, "value": value, "unit": None, "quality": "good",
             "ts": "2026-03-02T10:00:00.000Z"}  # fmt: skip
+
+
+def accepted_by(sealer: Sealer, topic: str, asset: str, stream: Stream,
+                records: list[dict[str, Any]]) -> list[str]:
+    """`Sealer.seal` over an inline outbox reports before it returns: who took it."""
+    got: list[str] = []
+    sealer.seal(topic, asset, stream, records, lambda stored: got.extend(stored.accepted))
+    return got
 
 
 class Rig:
@@ -100,8 +109,8 @@ def test_destinations_get_only_their_streams_machines_and_signals(tmp_path: Path
         dest("spindle", signals={"allow": ["spindle_*"]}),
     ]
     rig = Rig(tmp_path, dests)
-    accepted = rig.sealer.seal(
-        TOPIC, "m1", "telemetry", [rec("spindle_speed", 900), rec("program", "O1")]
+    accepted = accepted_by(
+        rig.sealer, TOPIC, "m1", "telemetry", [rec("spindle_speed", 900), rec("program", "O1")]
     )
     assert sorted(accepted) == ["all", "spindle"]
     assert rig.rows("oee-only") == [] and rig.rows("m2-only") == []
@@ -111,7 +120,7 @@ def test_destinations_get_only_their_streams_machines_and_signals(tmp_path: Path
     assert [r["signal"] for r in mine["records"]] == ["spindle_speed"], "program never signed"
     assert mine["seq"] == 1 and full["seq"] == 1, "a filtered destination has its own chain"
     # nothing the filter allows: nothing sealed for it at all
-    assert rig.sealer.seal(TOPIC, "m1", "telemetry", [rec("program", "O2")]) == ["all"]
+    assert accepted_by(rig.sealer, TOPIC, "m1", "telemetry", [rec("program", "O2")]) == ["all"]
     # state records keep `ts` and `availability` and the allowed fields only
     state = "edge/s/a/l/m1/state"
     rig.sealer.seal(state, "m1", "state",

@@ -497,7 +497,7 @@ def test_caps_and_counters_match_a_model_across_reopens(ops: list[Any]) -> None:
                     count[arg]["acked"] += len(rows)
                 else:
                     seq += 1
-                    size = n + 1  # topic "t"
+                    size = max(n, len(str(seq))) + 1  # topic "t"; ljust never shortens
                     got = ob.append(
                         "t",
                         seq,

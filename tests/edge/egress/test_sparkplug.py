@@ -23,6 +23,7 @@ from sparkplug_host import SparkplugHost, decoder
 from edge.egress.formats.sparkplug import SparkplugSender, sparkplug_node_for
 from edge.egress.outbox import Outbox, OutboxCap
 from edge.egress.sealer import Sealer
+from edge.egress.writer import OutboxWriter
 from edge.signing.jws import Signer
 from edge.transport.mqtt import MqttTransport
 from models.envelope import Stream
@@ -69,7 +70,9 @@ def telemetry(i: int) -> list[dict[str, object]]:
 class Session:
     """A real edge node session: sealer -> SQLite outbox -> SparkplugSender -> transport."""
 
-    def __init__(self, tmp_path: Path, url: str, primary_host_id: str | None = None) -> None:
+    def __init__(self, tmp_path: Path, url: str, primary_host_id: str | None = None, *,
+                 queued: bool = False) -> None:
+        """`queued`: writes through the outbox's writer thread, as in the gateway."""
         self.dest = Destination(id="sp", url=url, format="sparkplug_b",
                                 sparkplug={"primary_host_id": primary_host_id})
         node = sparkplug_node_for(self.dest, Gateway(id="gw-1", site="plant-a"))
@@ -78,9 +81,11 @@ class Session:
                              logger=log)
         self.transport = MqttTransport(self.dest, "gw-1-sp", will=node.will, logger=log,
                                        backoff_min=0.05, backoff_max=0.2)
-        self.sender = SparkplugSender("sp", self.transport, self.outbox, node, log,
+        self.writer = OutboxWriter(self.outbox, asyncio.get_running_loop()) if queued else None
+        store = self.writer or self.outbox
+        self.sender = SparkplugSender("sp", self.transport, store, node, log,
                                       primary_host_id=primary_host_id)
-        self.sealer = Sealer("gw-1", Signer(Ed25519PrivateKey.generate()), self.outbox,
+        self.sealer = Sealer("gw-1", Signer(Ed25519PrivateKey.generate()), store,
                              [self.dest], is_connected=lambda _d: self.transport.connected)
         self.task: asyncio.Task[None] | None = None
 
@@ -99,6 +104,8 @@ class Session:
         await asyncio.gather(self.task, return_exceptions=True)
         await self.sender.close()
         await self.transport.stop()
+        if self.writer is not None:
+            await self.writer.close()
         self.outbox.close()
 
 
@@ -114,12 +121,13 @@ def rig(
     proxy.stop()
 
 
+@pytest.mark.parametrize("queued", [False, True], ids=["inline", "writer-thread"])
 async def test_session_births_aliases_seq_wrap_device_loss_rebirth_and_bdseq(
     tmp_path: Path, rig: tuple[Mosquitto, TcpProxy, Collector],
-    mqtt_collector: Callable[..., Collector],
+    mqtt_collector: Callable[..., Collector], queued: bool,
 ) -> None:
     broker, proxy, col = rig
-    sp = Session(tmp_path, f"mqtt://127.0.0.1:{proxy.listen_port}")
+    sp = Session(tmp_path, f"mqtt://127.0.0.1:{proxy.listen_port}", queued=queued)
     host = SparkplugHost("plant-a", "gw-1")
     feed = Feeder(col, host)
     m1 = lambda: host.devices.get("m1")  # noqa: E731
@@ -163,6 +171,8 @@ async def test_session_births_aliases_seq_wrap_device_loss_rebirth_and_bdseq(
         sp.seal("telemetry", telemetry(1000))
         await feed.until(lambda: m1().values.get("Signals/spindle_speed") == 1000.0,  # type: ignore[union-attr]
                          "data in the new session")
+        if sp.writer is not None:  # the deletes queued after the writes are committed
+            await sp.writer.drain()
         assert sp.outbox.pending("sp")[0] == 0
 
 

@@ -1,0 +1,104 @@
+"""The outbox as the event loop uses it in the gateway: reads direct, every write queued on
+the outbox's writer thread (edge/storage/writer.py), several to a transaction.
+
+Why: the py-spy profile (bench/report-issue17.md) put the SQLite outbox (append + ack) at
+about a fifth of the gateway's CPU, all of it on the event loop, and every WAL
+auto-checkpoint held the loop for 5-15 ms, so polls due then stalled. Now the loop signs
+and queues; the thread commits.
+
+The outbox's guarantees stay (edge/egress/outbox.py):
+- durable before sent: a sender reads rows with `peek`, which sees only committed rows, and
+  is woken by the append's `done`, which runs after the commit;
+- the chain head with the row: each `AppendOp` stores its envelope and its chain head in
+  one transaction; the sealer advances its in-memory chain when it queues and rewinds it
+  when an append fails (edge/egress/sealer.py), so the chain on disk never forks or skips;
+- deleted only after PUBACK: `ack` is called by a sender after PUBACK; the rows stay
+  claimed (never evicted) and `claim` refuses them until the delete is committed;
+- order: one FIFO queue and one thread, so appends and acks commit in the order the loop
+  issued them, and no envelope of a topic overtakes another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from functools import partial
+
+from edge.egress.outbox import AckOp, AppendOp, Outbox, OutboxOp, OutboxRow
+from edge.signing.jws import ChainState
+from edge.storage.writer import StoreWriter, WriterStats
+
+__all__ = ["OutboxWriter"]
+
+
+class OutboxWriter:
+    """`outbox` with its writes on a thread of their own; the same surface the sealer and
+    the senders use of an inline `Outbox` (`load_chain`, `submit`, `peek`, `claim`,
+    `release`, `ack`, `pending`, `counters`, `last_id_at_open`)."""
+
+    def __init__(self, outbox: Outbox, loop: asyncio.AbstractEventLoop, *,
+                 max_batch: int = 512, max_queued: int = 2048) -> None:
+        self.outbox = outbox
+        self.last_id_at_open = outbox.last_id_at_open
+        self._writer: StoreWriter[OutboxOp, dict[str, bool] | int] = StoreWriter(
+            outbox, loop, name="outbox-writer", max_batch=max_batch, max_queued=max_queued)
+
+    # --- writes: queued ---------------------------------------------------------------
+
+    def submit(self, op: AppendOp, done: Callable[[dict[str, bool] | Exception], None]) -> None:
+        """Queue one sealed envelope; `done` runs on the loop with the accepted map, or the
+        error, once the transaction that holds it is committed (or failed)."""
+        self._writer.submit(op, partial(_accepted, done))
+
+    def ack(self, dest: str, ids: Iterable[int]) -> None:
+        """Queue the delete of rows the broker acknowledged (call only after PUBACK)."""
+        wanted = tuple(ids)
+        if not wanted:
+            return
+        self.outbox.acknowledged(dest, wanted)
+        self._writer.submit(AckOp(dest, wanted), partial(self._acked, dest, wanted))
+
+    def _acked(self, dest: str, ids: tuple[int, ...], result: dict[str, bool] | int | Exception,
+               ) -> None:
+        if isinstance(result, Exception):
+            self.outbox.ack_failed(dest, ids)
+
+    # --- reads: direct, never waiting for the writer ------------------------------------
+
+    def load_chain(self) -> ChainState:
+        return self.outbox.load_chain()
+
+    def peek(self, dest: str, after_id: int | None = None, limit: int = 100) -> list[OutboxRow]:
+        return self.outbox.peek(dest, after_id, limit)
+
+    def claim(self, dest: str, row_id: int) -> bool:
+        return self.outbox.claim(dest, row_id)
+
+    def release(self, dest: str, row_id: int) -> None:
+        self.outbox.release(dest, row_id)
+
+    def pending(self, dest: str) -> tuple[int, int]:
+        return self.outbox.pending(dest)
+
+    def counters(self, dest: str) -> dict[str, int]:
+        return self.outbox.counters(dest)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def stats(self) -> WriterStats:
+        return self._writer.stats
+
+    async def drain(self) -> None:
+        """Return once everything queued so far is committed and its `done` has run."""
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        """Drain and stop the thread; the outbox stays open for its owner to close."""
+        await self._writer.close()
+
+
+def _accepted(done: Callable[[dict[str, bool] | Exception], None],
+              result: dict[str, bool] | int | Exception) -> None:
+    done(result if isinstance(result, dict | Exception) else
+         TypeError(f"outbox writer: an append answered {result!r}"))
