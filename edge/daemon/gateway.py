@@ -59,7 +59,7 @@ from edge.egress.unsignable import UnsignableRecords
 from edge.kpi.publisher import OeePublisher
 from edge.kpi.service import KpiService
 from edge.kpi.store import FILENAME as OEE_FILE
-from edge.kpi.store import OeeStore
+from edge.kpi.store import OeeOp, OeeStore, OeeStoreResult
 from edge.observability import get_logger
 from edge.parts.energy import EnergyWindows
 from edge.parts.recorder import PartRecorder
@@ -72,6 +72,7 @@ from edge.status.gateway_source import GatewayStatusSource
 from edge.status.log_tap import TAP
 from edge.status.snapshot import worker_snapshot
 from edge.storage.wal import WalStore, checkpoint_loop
+from edge.storage.writer import StoreWriter
 from edge.web.server import StatusWeb, start_status_web
 from models.plant import Destination
 from models.sample import utc_now
@@ -200,6 +201,7 @@ class Gateway:
         self.reloader = Reloader(self)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self.oee_writes: StoreWriter[OeeOp, OeeStoreResult] | None = None  # from `run`
 
     def current(self) -> LoadedPlant:
         return self.loaded
@@ -258,6 +260,9 @@ class Gateway:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         background: list[asyncio.Task[None]] = []
+        # OEE saves off the event loop, several to a transaction (edge/storage/writer.py)
+        self.oee_writes = StoreWriter(self.oee_store, loop, name="oee-writer")
+        self.kpi.writes = self.oee_writes
         broker: EmbeddedBroker | None = None
         web: StatusWeb | None = None
         simulators = []
@@ -327,6 +332,7 @@ class Gateway:
             await self.fleet.stop_all()
             self.log.debug("shutdown_devices_stopped")
             self.kpi.close()
+            await self.oee_writes.close()  # the last saves committed before the file closes
             self.oee_store.close()
             self.bookings_store.close()
             self.parts.close()

@@ -46,13 +46,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 import structlog
 
 from edge.kpi.oee import OeeEngine, OeeResult
-from edge.kpi.store import ClosedWindow, EngineDelta, OeeStore
+from edge.kpi.store import (
+    ClosedWindow,
+    EngineDelta,
+    OeeOp,
+    OeeStore,
+    OeeStoreResult,
+    PruneOp,
+    SaveOp,
+)
 from models.errors import EdgeError
 from models.logger import Logger
 from models.machine_state import Availability, MachineState
@@ -87,20 +96,38 @@ def oee_record(r: OeeResult, kind: WindowKind, *, closed: bool, at: datetime,
     }
 
 
+class OeeWrites(Protocol):
+    """Where the service's saves and prunes go: the `OeeStore` itself (applied at once, as
+    the gateway does) or a writer thread (edge/storage/writer.py), which answers on the
+    event loop once the transaction holding them committed. The gateway keeps OEE saves on
+    the loop until one thread serves both stores in order (a part-count save must commit
+    before the state envelope showing that count)."""
+
+    def submit(self, op: OeeOp, done: Callable[[OeeStoreResult | Exception], None]
+               ) -> None: ...
+
+
 class KpiService:
     """OEE of every enabled machine of `plant`, persisted in `store`; see the module doc.
 
     `clock` is read only at start (to apply the downtime gap) and when `tick`, `window`
     or `close` are not given a time, so tests run on an injected clock without sleeping.
+    `writes` takes the saves and prunes (default: `store`, at once); with the gateway's
+    writer thread a save's outcome arrives later, so an engine's export cursor advances
+    only once its save committed, and shifts a tick closed are returned by a later tick
+    (`next_due` says when: at once).
     """
 
     def __init__(self, plant: Plant, store: OeeStore,
                  clock: Callable[[], datetime] = utc_now, *, publish_every: float = 60.0,
-                 logger: Logger | None = None) -> None:
+                 logger: Logger | None = None, writes: OeeWrites | None = None) -> None:
         if publish_every <= 0:
             raise ValueError("publish_every must be positive")
         self.plant = plant
         self.store = store
+        self.writes: OeeWrites = writes or store
+        self._closed_ready: list[ClosedWindow] = []  # closed by a save, still to publish
+        self._closing_saves = 0  # saves holding closed windows, not answered yet
         self.publish_every = timedelta(seconds=publish_every)
         self._clock = clock
         self._log: Logger = logger or structlog.get_logger().bind(component="kpi")
@@ -214,8 +241,9 @@ class KpiService:
         now = now or self._clock()
         for eng in self._engines.values():
             eng.advance(now)
-        closed = self._closing(now)
-        out = [(w.asset, w.record) for w in self._save(now, closed)]
+        self._save(now, self._closing(now))
+        ready, self._closed_ready = self._closed_ready, []
+        out = [(w.asset, w.record) for w in ready]
         self._last_tick = max(self._last_tick, now)
         due = self._next_publish
         if due is None or now >= due or due - now > self.publish_every:  # (clock set back)
@@ -235,6 +263,8 @@ class KpiService:
         """When `tick` next has something to publish (periodic record or a shift end), so
         the gateway can sleep `min(tick interval, next_due - now)`."""
         now = now or self._clock()
+        if self._closed_ready or self._closing_saves:  # closed shifts to hand out
+            return now
         due = self._next_publish or now
         boundary = next_shift_boundary(self.plant.shifts, self._last_tick)
         return due if boundary is None else min(due, boundary)
@@ -254,42 +284,55 @@ class KpiService:
         ]
 
     def _save(self, now: datetime, closed: list[ClosedWindow] | None, *,
-              only: str | None = None) -> list[ClosedWindow]:
+              only: str | None = None) -> None:
         """Save every engine, or the engine of `only` (and, from `tick`, the closed windows
         and the tick's time).
 
-        Returns the windows to publish: the new ones, or all of them if the store failed.
-        """
+        The windows to publish (the new ones, or all of them if the store failed) join
+        `_closed_ready` once the save is answered. Each delta is exported from the cursor
+        of the last committed save, so saves queued back to back overlap harmlessly."""
         deltas, cursors = [], {}
         engines = self._engines.items() if only is None else [(only, self._engines[only])]
         for asset, eng in engines:
             state, cursor = eng.export_since(self._cursors[asset])
             deltas.append(EngineDelta(asset, self._cursors[asset], cursor, state, now))
             cursors[asset] = cursor
-        try:
-            new = self.store.save(deltas, closed or (),
-                                  last_tick=None if closed is None else now)
-        except EdgeError as exc:
+        windows = tuple(closed or ())
+        if windows:
+            self._closing_saves += 1
+        op = SaveOp(tuple(deltas), windows, None if closed is None else now)
+        self.writes.submit(op, partial(self._saved, op, cursors))
+
+    def _saved(self, op: SaveOp, cursors: dict[str, int | None],
+               result: OeeStoreResult | Exception) -> None:
+        if op.windows:
+            self._closing_saves -= 1
+        if isinstance(result, Exception):
             if not self._store_failing:
                 self._store_failing = True
-                self._log.error("oee_store_save_failed", error=str(exc),
+                self._log.error("oee_store_save_failed", error=str(result),
                                 consequence="retried each tick; a crash now loses OEE state "
                                 "back to the last successful save")
-            return closed or []
+            self._closed_ready += op.windows
+            return
         if self._store_failing:
             self._store_failing = False
             self._log.info("oee_store_save_recovered")
-        self._cursors.update(cursors)
-        return new
+        for asset, cursor in cursors.items():  # answers come in queue order: never back
+            if asset in self._cursors:
+                self._cursors[asset] = cursor
+        if isinstance(result, list):
+            self._closed_ready += result
 
     def _prune(self, now: datetime) -> None:
         self._next_prune = now + _PRUNE_EVERY
         for eng in self._engines.values():
             eng.prune(now - self.store.raw_retention)
-        try:
-            self.store.prune(now)
-        except EdgeError as exc:
-            self._log.error("oee_store_prune_failed", error=str(exc))
+        self.writes.submit(PruneOp(now), self._pruned)
+
+    def _pruned(self, result: OeeStoreResult | Exception) -> None:
+        if isinstance(result, Exception):
+            self._log.error("oee_store_prune_failed", error=str(result))
 
     def close(self, now: datetime | None = None) -> None:
         """Save every engine as of `now` (clean shutdown); the store stays open.

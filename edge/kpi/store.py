@@ -44,8 +44,15 @@ Retention: `prune(now)` deletes raw records (segments, counts, engines not seen)
 `PRAGMA quick_check`) is renamed `oee.sqlite3.corrupt-<UTC time>` (with its WAL), an error
 is logged and a fresh store starts (history restarts; nothing to apply a gap to). A busy,
 read-only or unreadable file is never moved aside; sqlite3 errors leave this module as
-`OeeStoreError` or `ConfigurationError`. Synchronous API for the event loop thread (a
-commit of a few rows is tens of microseconds), serialised by a lock.
+`OeeStoreError` or `ConfigurationError`.
+
+Threading: the API is synchronous and thread-safe. In the gateway the writes (`save`,
+`prune`) go as `SaveOp`/`PruneOp` to the store's writer thread (edge/storage/writer.py),
+which commits what is queued in one transaction (`apply`), so a commit or a WAL checkpoint
+never holds the event loop; reads (`load`, `closed_window(s)`, `last_tick`) use a second,
+read-only connection, which in WAL mode never waits for the writer. Saves queued back to
+back are idempotent in sequence (each deletes after the cursor it exported from), which
+is what lets `KpiService` advance its cursors only once a save is committed.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,8 +72,19 @@ from edge.storage.wal import (
 from models.errors import ConfigurationError, EdgeError
 from models.logger import Logger
 
-__all__ = ["FILENAME", "FORMAT_VERSION", "ClosedWindow", "EngineDelta", "OeeStore",
-           "OeeStoreError", "SavedEngine"]
+__all__ = [
+    "FILENAME",
+    "FORMAT_VERSION",
+    "ClosedWindow",
+    "EngineDelta",
+    "OeeOp",
+    "OeeStore",
+    "OeeStoreError",
+    "OeeStoreResult",
+    "PruneOp",
+    "SaveOp",
+    "SavedEngine",
+]
 
 FORMAT_VERSION = 1
 FILENAME = "oee.sqlite3"
@@ -140,6 +158,27 @@ class ClosedWindow:
     record: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class SaveOp:
+    """One `OeeStore.save` as data, so several share a transaction (`OeeStore.apply`)."""
+
+    deltas: tuple[EngineDelta, ...]
+    windows: tuple[ClosedWindow, ...] = ()
+    last_tick: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PruneOp:
+    """One `OeeStore.prune` as data."""
+
+    now: datetime
+
+
+OeeOp = SaveOp | PruneOp
+OeeStoreResult = list[ClosedWindow] | dict[str, int]
+"""The new windows of a save, or what a prune deleted per table."""
+
+
 class OeeStore(WalStore):
     """The OEE database at `path` (its directory is created 0700 if missing)."""
 
@@ -165,20 +204,18 @@ class OeeStore(WalStore):
     # --- public API -------------------------------------------------------------------
 
     def load(self, asset: str) -> SavedEngine | None:
-        """The asset's engine as last saved (a full `state_dict()`), or None if never saved."""
-        with self._lock:
-            try:
-                conn = self._require()
-                row = conn.execute("SELECT head, cursor, alive FROM engines WHERE asset = ?",
-                                   (asset,)).fetchone()
-                if row is None:
-                    return None
-                segs = conn.execute("SELECT start_us, end_us, class, program FROM segments "
-                                    "WHERE asset = ? ORDER BY end_us", (asset,)).fetchall()
-                counts = conn.execute("SELECT t_us, program, total, bad FROM counts "
-                                      "WHERE asset = ? ORDER BY t_us, rowid", (asset,)).fetchall()
-            except sqlite3.Error as exc:
-                raise self._error(exc, f"load {asset}") from exc
+        """The asset's engine as last saved (a full `state_dict()`), or None if never saved.
+        Read on the reader connection in one read transaction (a consistent snapshot that
+        never waits for the writer thread)."""
+        with self._snapshot(f"load {asset}") as conn:
+            row = conn.execute("SELECT head, cursor, alive FROM engines WHERE asset = ?",
+                               (asset,)).fetchone()
+            if row is None:
+                return None
+            segs = conn.execute("SELECT start_us, end_us, class, program FROM segments "
+                                "WHERE asset = ? ORDER BY end_us", (asset,)).fetchall()
+            counts = conn.execute("SELECT t_us, program, total, bad FROM counts "
+                                  "WHERE asset = ? ORDER BY t_us, rowid", (asset,)).fetchall()
         try:
             state = json.loads(row[0])
             if not isinstance(state, dict):
@@ -202,45 +239,76 @@ class OeeStore(WalStore):
         Returns the windows that were not stored before (publish those: this is what makes
         a shift end publish once). On `OeeStoreError` nothing was written.
         """
-        deltas, windows = list(deltas), list(windows)
+        [new] = self.apply([SaveOp(tuple(deltas), tuple(windows), last_tick)])
+        assert isinstance(new, list)
+        return new
+
+    def submit(self, op: OeeOp, done: Callable[[OeeStoreResult | Exception], None]) -> None:
+        """`apply` of one operation with its outcome handed to `done` at once; the gateway's
+        writer thread (edge/storage/writer.py) has the same `submit`, queued."""
+        try:
+            [result] = self.apply([op])
+        except (EdgeError, ValueError) as exc:
+            done(exc)
+            return
+        done(result)
+
+    def apply(self, ops: Sequence[OeeOp]) -> list[OeeStoreResult]:
+        """Saves and prunes in order, in ONE transaction (what the writer thread groups);
+        one result per op: the new windows of a save, the counts of a prune."""
+        results: list[OeeStoreResult] = []
+        pruned: list[dict[str, int]] = []
+        with self._tx("save" if ops and isinstance(ops[0], SaveOp) else "prune") as conn:
+            for op in ops:
+                if isinstance(op, SaveOp):
+                    results.append(self._save_in(conn, op))
+                else:
+                    gone = self._prune_in(conn, op.now)
+                    results.append(gone)
+                    pruned.append(gone)
+        for gone in pruned:
+            if any(gone.values()):
+                self._log.info("oee_store_pruned", **gone)
+        return results
+
+    def _save_in(self, conn: sqlite3.Connection, op: SaveOp) -> list[ClosedWindow]:
         now = time.time()
         new: list[ClosedWindow] = []
-        with self._tx("save") as conn:
-            for d in deltas:
-                segs, counts = d.state["segments"], d.state["counts"]
-                floor = d.after
-                if floor is None and (segs or counts):  # first save of a fresh engine
-                    floor = min([s[1] for s in segs[:1]] + [c[0] for c in counts[:1]]) - 1
-                if floor is not None:
-                    conn.execute("DELETE FROM segments WHERE asset = ? AND end_us > ?",
-                                 (d.asset, floor))
-                    conn.execute("DELETE FROM counts WHERE asset = ? AND t_us > ?",
-                                 (d.asset, floor))
-                conn.executemany(
-                    "INSERT INTO segments(asset, start_us, end_us, class, program) "
-                    "VALUES (?, ?, ?, ?, ?)", [(d.asset, *s) for s in segs])
-                conn.executemany(
-                    "INSERT INTO counts(asset, t_us, program, total, bad) VALUES (?, ?, ?, ?, ?)",
-                    [(d.asset, *c) for c in counts])
-                head = {k: v for k, v in d.state.items() if k not in ("segments", "counts")}
-                conn.execute(
-                    "INSERT INTO engines(asset, head, cursor, alive, saved) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT(asset) DO UPDATE SET head = excluded.head, "
-                    "cursor = excluded.cursor, alive = excluded.alive, saved = excluded.saved",
-                    (d.asset, json.dumps(head, separators=(",", ":")), d.cursor,
-                     to_us(d.alive), now))
-            for w in windows:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO windows(asset, kind, start_us, end_us, record, "
-                    "closed_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (w.asset, w.kind, to_us(w.start), to_us(w.end),
-                     json.dumps(w.record, separators=(",", ":")), now))
-                if cur.rowcount == 1:
-                    new.append(w)
-            if last_tick is not None:
-                conn.execute("INSERT INTO meta(key, value) VALUES ('last_tick', ?) "
-                             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                             (str(to_us(last_tick)),))
+        for d in op.deltas:
+            segs, counts = d.state["segments"], d.state["counts"]
+            floor = d.after
+            if floor is None and (segs or counts):  # first save of a fresh engine
+                floor = min([s[1] for s in segs[:1]] + [c[0] for c in counts[:1]]) - 1
+            if floor is not None:
+                conn.execute("DELETE FROM segments WHERE asset = ? AND end_us > ?",
+                             (d.asset, floor))
+                conn.execute("DELETE FROM counts WHERE asset = ? AND t_us > ?",
+                             (d.asset, floor))
+            conn.executemany(
+                "INSERT INTO segments(asset, start_us, end_us, class, program) "
+                "VALUES (?, ?, ?, ?, ?)", [(d.asset, *s) for s in segs])
+            conn.executemany(
+                "INSERT INTO counts(asset, t_us, program, total, bad) VALUES (?, ?, ?, ?, ?)",
+                [(d.asset, *c) for c in counts])
+            head = {k: v for k, v in d.state.items() if k not in ("segments", "counts")}
+            conn.execute(
+                "INSERT INTO engines(asset, head, cursor, alive, saved) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(asset) DO UPDATE SET head = excluded.head, "
+                "cursor = excluded.cursor, alive = excluded.alive, saved = excluded.saved",
+                (d.asset, json.dumps(head, separators=(",", ":")), d.cursor,
+                 to_us(d.alive), now))
+        for w in op.windows:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO windows(asset, kind, start_us, end_us, record, "
+                "closed_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (w.asset, w.kind, to_us(w.start), to_us(w.end),
+                 json.dumps(w.record, separators=(",", ":")), now))
+            if cur.rowcount == 1:
+                new.append(w)
+        if op.last_tick is not None:
+            conn.execute("INSERT INTO meta(key, value) VALUES ('last_tick', ?) "
+                         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                         (str(to_us(op.last_tick)),))
         return new
 
     def closed_window(self, asset: str, kind: str, start: datetime) -> dict[str, Any] | None:
@@ -272,20 +340,19 @@ class OeeStore(WalStore):
         the cutoff stays whole), as do engines last alive before it (machines removed from
         the YAML); closed windows that ended before `now - window_retention` go.
         """
-        raw, win = to_us(now - self.raw_retention), to_us(now - self.window_retention)
-        gone = dict.fromkeys(("segments", "counts", "engines", "windows"), 0)
-        with self._tx("prune") as conn:
-            assets = [r[0] for r in conn.execute("SELECT asset FROM engines")]
-            for asset in assets:  # per asset, so every delete walks an index
-                gone["segments"] += conn.execute(
-                    "DELETE FROM segments WHERE asset = ? AND end_us <= ?", (asset, raw)).rowcount
-                gone["counts"] += conn.execute(
-                    "DELETE FROM counts WHERE asset = ? AND t_us <= ?", (asset, raw)).rowcount
-            gone["engines"] = conn.execute("DELETE FROM engines WHERE alive <= ?",
-                                           (raw,)).rowcount
-            gone["windows"] = conn.execute("DELETE FROM windows WHERE end_us <= ?",
-                                           (win,)).rowcount
-        if any(gone.values()):
-            self._log.info("oee_store_pruned", **gone)
+        [gone] = self.apply([PruneOp(now)])
+        assert isinstance(gone, dict)
         return gone
 
+    def _prune_in(self, conn: sqlite3.Connection, now: datetime) -> dict[str, int]:
+        raw, win = to_us(now - self.raw_retention), to_us(now - self.window_retention)
+        gone = dict.fromkeys(("segments", "counts", "engines", "windows"), 0)
+        assets = [r[0] for r in conn.execute("SELECT asset FROM engines")]
+        for asset in assets:  # per asset, so every delete walks an index
+            gone["segments"] += conn.execute(
+                "DELETE FROM segments WHERE asset = ? AND end_us <= ?", (asset, raw)).rowcount
+            gone["counts"] += conn.execute(
+                "DELETE FROM counts WHERE asset = ? AND t_us <= ?", (asset, raw)).rowcount
+        gone["engines"] = conn.execute("DELETE FROM engines WHERE alive <= ?", (raw,)).rowcount
+        gone["windows"] = conn.execute("DELETE FROM windows WHERE end_us <= ?", (win,)).rowcount
+        return gone

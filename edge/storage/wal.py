@@ -254,6 +254,23 @@ class WalStore:
             except sqlite3.Error as exc:
                 raise self._error(exc, doing) from exc
 
+    @contextlib.contextmanager
+    def _snapshot(self, doing: str) -> Iterator[sqlite3.Connection]:
+        """The reader connection inside one read transaction: several queries that see the
+        same committed state."""
+        with self._read_lock:
+            if self._reader is None:
+                raise self.error_class(f"{self.label} {self.path}: closed")
+            conn = self._reader
+            try:
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._error(exc, doing) from exc
+
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:
             raise self.error_class(f"{self.label} {self.path}: closed")
