@@ -36,6 +36,7 @@ from . import (
     s7_plan,
     scenarios,
     sealing,
+    writer_stall,
 )
 from .gateway_load import LoadSpec, run_load
 from .processes import (
@@ -135,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hotpath", action=argparse.BooleanOptionalAction, default=False,
                    help="issue 17 per-sample path: a before revision's gateway alternating "
                         "with this tree's, 3 rounds, ~12 min (bench/hotpath.py; default: off)")
+    p.add_argument("--writer", action=argparse.BooleanOptionalAction, default=None,
+                   help="issue 17 item 2: loop lag and CPU with the SQLite writes inline vs "
+                        "on their writer threads (bench/writer_stall.py; default: in full mode)")
     p.add_argument("--only", choices=sorted(SECTIONS), action="append", default=None,
                    help="run only this section (repeatable); writes <results-dir>/"
                         "latest-only.json and report-only.md, leaving the report alone")
@@ -205,7 +209,8 @@ def _sealing(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, An
 
 
 SECTIONS: dict[str, Any] = {"sealing": _sealing, "failover": failover.run,
-                             "rabbitmq": rabbitmq_failover.run, "hotpath": hotpath.run}
+                             "rabbitmq": rabbitmq_failover.run, "hotpath": hotpath.run,
+                             "writer": writer_stall.run}
 
 
 def run_only(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:

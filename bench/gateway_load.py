@@ -18,6 +18,7 @@ YAML.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -86,6 +87,9 @@ class LoadSpec:
     canonicalizer: str = "gateway"  # "rfc8785": envelopes canonicalized as before issue 17
     source: Path | None = None  # run the gateway of this source tree (an exported revision)
     run_id: str = ""  # tells repeated runs of one spec apart (each gets fresh state)
+    writes: str = "gateway"  # "inline": SQLite writes on the event loop, as before issue 17
+    loop_lag: bool = False  # probe the gateway's event-loop lag (bench/writes_gateway.py)
+    round: int = 0  # the bench runs one spec several times: each its own state dir
 
     @property
     def offered(self) -> float:
@@ -108,6 +112,12 @@ class LoadSpec:
             tag += f"-{self.source.name}"
         if self.run_id:
             tag += f"-{self.run_id}"
+        if self.writes != "gateway":
+            tag += f"-{self.writes}"
+        if self.loop_lag:
+            tag += "-lag"
+        if self.round:
+            tag += f"-r{self.round}"
         return tag
 
 
@@ -221,6 +231,22 @@ def _log_events(log: Path) -> dict[str, int]:
     return dict(events)
 
 
+def loop_lags(path: Path, t0: float, t1: float) -> list[float]:
+    """The gateway's event-loop lateness samples (seconds) taken in [t0, t1), from the
+    probe of bench/writes_gateway.py."""
+    out: list[float] = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        at, _, lag = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            if t0 <= float(at) < t1:
+                out.append(float(lag))
+    return out
+
+
 def _stop_timed(group: ProcessGroup, child: Child) -> tuple[float, int | None]:
     t = time.monotonic()
     code = group.stop(child, timeout=15.0)
@@ -247,14 +273,22 @@ def run_load(
     try:
         spawned = time.monotonic()
         cli = "bench.rfc8785_gateway" if spec.canonicalizer == "rfc8785" else "edge.cli"
+        lag_file = group.workdir / f"lag-{spec.tag}.txt"
+        lag_file.unlink(missing_ok=True)
+        env: dict[str, str] = {}
+        if spec.writes != "gateway" or spec.loop_lag:
+            cli = "bench.writes_gateway"
+            env["EDGE_BENCH_WRITES"] = spec.writes
+            if spec.loop_lag:
+                env["EDGE_BENCH_LAG_FILE"] = str(lag_file)
         gw = group.spawn(
             f"gateway-{spec.tag}",
             [sys.executable, "-m", cli, "--log-level", "warning", "--log-format", "json",
              "run", "-c", str(plant), "--broker", f"mqtt://{HOST}:{broker_port}",
              "--no-console"],
             # another tree's code: found first from its directory (`-m`) and PYTHONPATH
-            **({"cwd": spec.source, "env": {"PYTHONPATH": str(spec.source)}}
-               if spec.source is not None else {}),
+            **({"cwd": spec.source, "env": {"PYTHONPATH": str(spec.source), **env}}
+               if spec.source is not None else {"env": env}),
         )
         deadline = spawned + 60 + spec.machines * 0.2
         while sub.topics() < spec.machines:
@@ -363,6 +397,8 @@ def run_load(
     }
     if prof:
         result["profile"] = prof
+    if spec.loop_lag:
+        result["loop_lag_s"] = loop_lags(lag_file, t0, t1)
     return result, (sim, base), tally.sample_payload
 
 

@@ -261,7 +261,7 @@ class Gateway:
             loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         background: list[asyncio.Task[None]] = []
         # OEE saves off the event loop, several to a transaction (edge/storage/writer.py)
-        self.oee_writes = StoreWriter(self.oee_store, loop, name="oee-writer")
+        self.oee_writes = StoreWriter(self.oee_store, loop, name="oee-writer", linger=0.05)
         self.kpi.writes = self.oee_writes
         broker: EmbeddedBroker | None = None
         web: StatusWeb | None = None

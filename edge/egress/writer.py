@@ -28,7 +28,12 @@ from edge.egress.outbox import AckOp, AppendOp, Outbox, OutboxOp, OutboxRow
 from edge.signing.jws import ChainState
 from edge.storage.writer import StoreWriter, WriterStats
 
-__all__ = ["OutboxWriter"]
+__all__ = ["LINGER", "OutboxWriter"]
+
+LINGER = 0.005
+"""Seconds the writer waits after an append or ack for more to share its commit: a few
+milliseconds on the way to the broker, against envelopes batched for up to
+`gateway.batch.max_delay` (50 ms) before they are sealed."""
 
 
 class OutboxWriter:
@@ -37,11 +42,12 @@ class OutboxWriter:
     `release`, `ack`, `pending`, `counters`, `last_id_at_open`)."""
 
     def __init__(self, outbox: Outbox, loop: asyncio.AbstractEventLoop, *,
-                 max_batch: int = 512, max_queued: int = 2048) -> None:
+                 max_batch: int = 512, max_queued: int = 2048, linger: float = LINGER) -> None:
         self.outbox = outbox
         self.last_id_at_open = outbox.last_id_at_open
         self._writer: StoreWriter[OutboxOp, dict[str, bool] | int] = StoreWriter(
-            outbox, loop, name="outbox-writer", max_batch=max_batch, max_queued=max_queued)
+            outbox, loop, name="outbox-writer", max_batch=max_batch, max_queued=max_queued,
+            linger=linger)
 
     # --- writes: queued ---------------------------------------------------------------
 

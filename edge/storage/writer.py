@@ -11,7 +11,10 @@ transaction: under load, commits (which dominate the cost) are shared by many op
 SQLite releases the GIL while it works, so the loop keeps polling meanwhile.
 
 Order: one FIFO queue, one thread, so operations are applied, and their `done` callbacks
-run on the event loop, in the order the loop queued them. When a grouped transaction
+run on the event loop, in the order the loop queued them. Hand-offs are grouped both ways:
+what the loop submits in one iteration reaches the thread as one item, and the answers to
+one transaction come back in one callback, so the thread and the loop wake each other
+once per group, not once per operation. When a grouped transaction
 fails, each operation of it is applied alone, so one bad operation (a disk error on a
 large row, a sequence that no longer follows) does not take its neighbours with it.
 
@@ -28,6 +31,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -72,23 +76,44 @@ class StoreWriter(Generic[Op, R]):
     """One thread applying `store`'s write operations; `submit` queues and returns at once
     (unless the queue is full: back-pressure, see the module docstring).
 
+    `linger`: after the first operation of a group, wait up to this long for more before
+    committing (a drain ends the wait). Each hand-off between the thread and the loop costs
+    wake-ups and GIL switches; at the gateway's usual rates (tens of envelopes a second,
+    spread over the poll interval) a few milliseconds group several operations per commit,
+    which is what keeps the thread from costing more CPU than the inline writes did
+    (bench/writer_stall.py). `max_batch` bounds one transaction.
+
     `drain()` waits until everything queued so far is applied; `close()` drains and stops
     the thread, leaving the store open for its owner to close."""
 
     def __init__(self, store: Batched[Op, R], loop: asyncio.AbstractEventLoop, *,
-                 name: str, max_batch: int = 512, max_queued: int = 2048) -> None:
+                 name: str, max_batch: int = 512, max_queued: int = 2048,
+                 linger: float = 0.0) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.linger = linger
         self._loop = loop
-        self._queue: queue.Queue[_Job[Op, R] | threading.Event | None] = queue.Queue(max_queued)
+        self._queue: queue.Queue[list[_Job[Op, R]] | threading.Event | None] = queue.Queue(
+            max(1, max_queued // 8))
+        self._gathering: list[_Job[Op, R]] = []  # submitted in this loop iteration
         self._commits = 0
         self._ops = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, op: Op, done: Done[R] | None = None) -> None:
-        """Queue `op`; `done` runs on the event loop once it is committed or failed."""
-        self._queue.put(_Job(op, done))
+        """Queue `op`; `done` runs on the event loop once it is committed or failed.
+
+        Call on the event loop. What is submitted in one loop iteration goes to the thread
+        as one item at the end of it (one wake-up of the thread, not one per operation)."""
+        if not self._gathering:
+            self._loop.call_soon(self._hand_over)
+        self._gathering.append(_Job(op, done))
+
+    def _hand_over(self) -> None:
+        jobs, self._gathering = self._gathering, []
+        if jobs:
+            self._queue.put(jobs)
 
     @property
     def stats(self) -> WriterStats:
@@ -99,6 +124,7 @@ class StoreWriter(Generic[Op, R]):
         its `done` has run."""
         if not self._thread.is_alive():
             return
+        self._hand_over()
         marker = threading.Event()
         self._queue.put(marker)
         await asyncio.to_thread(marker.wait)  # set on the loop, after the replies ran
@@ -116,6 +142,7 @@ class StoreWriter(Generic[Op, R]):
         stop = False
         while not stop:
             item = self._queue.get()
+            deadline = time.monotonic() + self.linger
             jobs: list[_Job[Op, R]] = []
             markers: list[threading.Event] = []
             while True:
@@ -125,19 +152,22 @@ class StoreWriter(Generic[Op, R]):
                     markers.append(item)
                     break  # a drain marker ends the group: what came before is committed
                 else:
-                    jobs.append(item)
+                    jobs += item
                 if stop or len(jobs) >= self.max_batch:
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    wait = deadline - time.monotonic()
+                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if jobs:
-                self._write(jobs)
-            for m in markers:
-                self._reply(m.set)
+            replies: list[tuple[Done[R], R | Exception]] = []
+            for i in range(0, len(jobs), self.max_batch):
+                replies += self._write(jobs[i:i + self.max_batch])
+            # one wake-up of the loop per group, the markers set after the replies ran
+            if replies or markers:
+                self._reply(replies, markers)
 
-    def _write(self, jobs: list[_Job[Op, R]]) -> None:
+    def _write(self, jobs: list[_Job[Op, R]]) -> list[tuple[Done[R], R | Exception]]:
         results: Sequence[R | Exception]
         try:
             results = self.store.apply([j.op for j in jobs])
@@ -145,9 +175,8 @@ class StoreWriter(Generic[Op, R]):
         except Exception:  # whatever failed, each op is tried and answered alone
             results = [self._alone(j.op) for j in jobs]
         self._ops += len(jobs)
-        for job, result in zip(jobs, results, strict=True):
-            if job.done is not None:
-                self._reply(job.done, result)
+        return [(job.done, result) for job, result in zip(jobs, results, strict=True)
+                if job.done is not None]
 
     def _alone(self, op: Op) -> R | Exception:
         try:
@@ -159,6 +188,23 @@ class StoreWriter(Generic[Op, R]):
         self._commits += 1
         return result
 
-    def _reply(self, done: Callable[..., None], *args: object) -> None:
+    def _reply(self, replies: list[tuple[Done[R], R | Exception]],
+               markers: list[threading.Event]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            self._loop.call_soon_threadsafe(done, *args)
+            self._loop.call_soon_threadsafe(_answer, replies, markers)
+
+
+def _answer(replies: list[tuple[Done[R], R | Exception]], markers: list[threading.Event],
+            ) -> None:
+    """On the event loop: run the `done` callbacks of one group in order, then release
+    whoever drains."""
+    try:
+        for done, result in replies:
+            try:
+                done(result)
+            except Exception as exc:  # one broken callback must not silence the others
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "store writer: a `done` callback failed", "exception": exc})
+    finally:
+        for m in markers:
+            m.set()

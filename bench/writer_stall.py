@@ -1,0 +1,263 @@
+"""Issue 17 item 2: event-loop stalls and CPU with the SQLite writes inline on the loop
+(before) and on their writer threads (after), in one run.
+
+Two measurements, both alternating before/after rounds so that load from other work on a
+shared machine falls on both modes alike (the bench host is shared: read the figures as
+a pair, not against another run):
+
+* the gateway (`bench/writes_gateway.py`: the real `edge-gateway run` with a loop-lag
+  probe, and with outbox, OEE-store and WAL-truncation writes swapped back inline for
+  "before"), 50 Modbus machines x 40 points: every 1 s (the headline scenario: CPU s per
+  1,000 samples, loop lag) and, in full mode, every 100 ms (20,000 samples/s offered, the
+  p99 target's load, where WAL checkpoints come every few seconds);
+* one process, no network (`python -m bench.writer_stall`): the gateway's Sealer and a
+  real outbox fed like the poll loop feeds it, `machines` envelopes of 40 records every
+  100 ms, each acknowledged at once, the WAL truncated every second, so checkpoints are
+  the common case; a ticker wakes every 5 ms and its lateness is the stall.
+
+Loop lag: how late a task that asked to wake in 5 ms woke, i.e. what a poll due at that
+moment waited for the event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.egress.outbox import FILENAME, Outbox, OutboxCap
+from edge.egress.sealer import Sealer, Stored
+from edge.egress.writer import OutboxWriter
+from edge.signing.jws import Signer
+from models.plant import Destination
+
+from .gateway_load import LoadSpec, run_load
+from .processes import ProcessGroup, start_simulators
+from .writes_gateway import TICK, InlineOutbox
+
+POINTS = 40
+MACHINES = 50
+MODES = {"inline": "inline on the loop (before)", "gateway": "writer threads (after)"}
+
+
+def lag_figures(lags: list[float]) -> dict[str, float]:
+    """p50/p99/p99.9/max of loop lateness in ms, and how many ticks were late > 10 ms."""
+    if len(lags) < 2:
+        return {"p50": float("nan"), "p99": float("nan"), "p99.9": float("nan"),
+                "max": float("nan"), "over_10ms": 0, "ticks": len(lags)}
+    q = statistics.quantiles(lags, n=1000, method="inclusive")
+    return {"p50": q[499] * 1e3, "p99": q[989] * 1e3, "p99.9": q[998] * 1e3,
+            "max": max(lags) * 1e3, "over_10ms": sum(1 for x in lags if x > 0.010),
+            "ticks": len(lags)}
+
+
+# --- the gateway, before/after ----------------------------------------------------------
+
+GATEWAY_KEYS = ("samples_per_s", "achieved_over_offered", "gateway_cpu_s", "samples",
+                "gateway_cpu_pct_of_core", "latency_ms_p50", "latency_ms_p99",
+                "gateway_rss_mb_steady", "seq_gaps", "duplicates")
+
+
+def gateway_rounds(group: ProcessGroup, broker_port: int, sims: Any, *, interval: float,
+                   rounds: int, window: float) -> list[dict[str, Any]]:
+    """`rounds` x (before, after) gateway runs at `interval`, pooled per mode."""
+    raw: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    for r in range(rounds):
+        for mode, label in MODES.items():
+            spec = LoadSpec(MACHINES, interval=interval, window=window, writes=mode,
+                            loop_lag=True, round=r + 1)
+            print(f"  writer: {interval:g} s poll, {label}, round {r + 1}/{rounds} ...",
+                  flush=True)
+            res = run_load(group, broker_port, spec, simulators=sims)[0]
+            raw[mode].append(res)
+            lag = lag_figures(res["loop_lag_s"])
+            print(f"    CPU {res['gateway_cpu_s_per_1000_samples']:.4f} s / 1,000, loop lag "
+                  f"p99 {lag['p99']:.2f} ms, max {lag['max']:.1f} ms", flush=True)
+    out = []
+    for mode, runs in raw.items():
+        samples = sum(r["samples"] for r in runs)
+        cpu = sum(r["gateway_cpu_s"] for r in runs)
+        out.append({
+            "mode": MODES[mode], "poll_interval_s": interval, "rounds": len(runs),
+            "offered_per_s": MACHINES * POINTS / interval,
+            "samples_per_s": statistics.fmean(r["samples_per_s"] for r in runs),
+            "cpu_per_1000": 1000 * cpu / samples if samples else float("nan"),
+            "cpu_per_1000_by_round": [r["gateway_cpu_s_per_1000_samples"] for r in runs],
+            "cpu_pct_of_core": statistics.fmean(r["gateway_cpu_pct_of_core"] for r in runs),
+            "latency_ms_p99": statistics.fmean(r["latency_ms_p99"] for r in runs),
+            "lag_ms": lag_figures([x for r in runs for x in r["loop_lag_s"]]),
+            "seq_gaps": sum(r["seq_gaps"] for r in runs),
+            "duplicates": sum(r["duplicates"] for r in runs),
+        })
+    return out
+
+
+# --- one process, the outbox alone --------------------------------------------------------
+
+@dataclass
+class _Raw:
+    lags: list[float]
+    stored: int
+    cpu: float
+    elapsed: float
+    commits: int
+
+
+def _records(i: int) -> list[dict[str, object]]:
+    ts = "2026-12-06T07:00:00.000Z"
+    return [{"signal": f"p{j}", "value": i * 0.5 + j, "unit": "mm", "ts": ts, "quality": "good"}
+            for j in range(POINTS)]
+
+
+async def _run(mode: str, root: Path, seconds: float, machines: int) -> _Raw:
+    loop = asyncio.get_running_loop()
+    outbox = Outbox(root / FILENAME, caps={"a": OutboxCap(1 << 34)})  # (never full: quiet)
+    store = OutboxWriter(outbox, loop) if mode == "gateway" else InlineOutbox(outbox, loop)
+    sealer = Sealer("gw", Signer(Ed25519PrivateKey.generate()), store,
+                    [Destination(id="a", url="mqtt://127.0.0.1")], lambda _d: True)
+    stored = 0
+    cursor: int | None = None  # each stored row is acknowledged exactly once
+    appends = 0
+
+    def on_stored(result: Stored) -> None:
+        nonlocal stored, cursor
+        stored += result.records
+        rows = store.peek("a", cursor, 1)
+        if rows:
+            cursor = rows[0].id
+            store.ack("a", [rows[0].id])  # as if its PUBACK came back at once
+
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            due = loop.time() + TICK
+            await asyncio.sleep(TICK)
+            lags.append(max(0.0, loop.time() - due))
+
+    async def poller(m: int) -> None:
+        nonlocal appends
+        i = 0
+        await asyncio.sleep(0.1 * m / machines)  # machines are polled out of phase
+        while not stop.is_set():
+            sealer.seal(f"edge/p/a/l/m{m}/telemetry", f"m{m}", "telemetry", _records(i),
+                        on_stored)
+            appends += 1
+            i += 1
+            await asyncio.sleep(0.1)
+
+    async def checkpoints() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            if mode == "gateway":
+                await asyncio.to_thread(outbox.truncate_wal)
+            else:
+                outbox.truncate_wal()
+
+    t0, c0 = time.perf_counter(), os.times()
+    tasks = [asyncio.create_task(ticker()), asyncio.create_task(checkpoints())]
+    tasks += [asyncio.create_task(poller(m)) for m in range(machines)]
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*tasks)
+    await store.close()
+    c1, elapsed = os.times(), time.perf_counter() - t0
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    outbox.close()
+    commits = store.stats.commits if isinstance(store, OutboxWriter) else appends * 2  # + acks
+    return _Raw(lags, stored, cpu, elapsed, commits)
+
+
+def measure(seconds: float, machines: int, root: Path, rounds: int = 4) -> list[dict[str, Any]]:
+    """`rounds` alternating runs of each mode, `seconds / rounds` each, pooled."""
+    raws: dict[str, list[_Raw]] = {m: [] for m in MODES}
+    for r in range(rounds):
+        for mode, done in raws.items():
+            (root / f"{mode}-{r}").mkdir(parents=True)
+            done.append(asyncio.run(_run(mode, root / f"{mode}-{r}", seconds / rounds,
+                                         machines)))
+    out = []
+    for mode, rs in raws.items():
+        stored = sum(r.stored for r in rs)
+        out.append({"mode": MODES[mode],
+                    "samples_per_s": stored / sum(r.elapsed for r in rs),
+                    "cpu_per_1000": sum(r.cpu for r in rs) / stored * 1000,
+                    "lag_ms": lag_figures([x for r in rs for x in r.lags]),
+                    "transactions": sum(r.commits for r in rs)})
+    return out
+
+
+# --- the section -------------------------------------------------------------------------
+
+def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
+    """The `writer` section of `python -m bench`."""
+    window = 5.0 if quick else 20.0
+    sims = start_simulators(group, MACHINES)
+    try:
+        gateway = gateway_rounds(group, broker_port, sims, interval=1.0,
+                                 rounds=1 if quick else 3, window=window)
+        if not quick:
+            gateway += gateway_rounds(group, broker_port, sims, interval=0.1, rounds=2,
+                                      window=window)
+    finally:
+        group.stop(sims[0])
+    seconds = 8.0 if quick else 40.0
+    root = group.workdir / "writer-stall"
+    root.mkdir(exist_ok=True)
+    return {"machines": MACHINES, "points": POINTS, "window_s": window,
+            "tick_ms": TICK * 1e3, "gateway": gateway,
+            "in_process": {"seconds": seconds, "runs": measure(seconds, MACHINES, root)}}
+
+
+def gateway_table(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["| poll | writes | rounds | samples/s | CPU s / 1,000 | CPU s / 1,000 by round "
+           "| CPU % core | loop lag p50 ms | p99 ms | p99.9 ms | max ms | ticks > 10 ms "
+           "| p99 read->subscriber ms | gaps / dups |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lag = r["lag_ms"]
+        by_round = " / ".join(f"{x:.4f}" for x in r["cpu_per_1000_by_round"])
+        out.append(f"| {r['poll_interval_s']:g} s | {r['mode']} | {r['rounds']} | "
+                   f"{r['samples_per_s']:,.0f} | {r['cpu_per_1000']:.4f} | {by_round} | "
+                   f"{r['cpu_pct_of_core']:.1f} | {lag['p50']:.2f} | {lag['p99']:.2f} | "
+                   f"{lag['p99.9']:.2f} | {lag['max']:.1f} | {lag['over_10ms']} / "
+                   f"{lag['ticks']:,} | {r['latency_ms_p99']:.0f} | "
+                   f"{r['seq_gaps']} / {r['duplicates']} |")
+    return out
+
+
+def stall_table(rows: list[dict[str, Any]]) -> list[str]:
+    out = ["| writes | samples/s | CPU s / 1,000 | loop lag p50 ms | p99 ms | p99.9 ms "
+           "| max ms | ticks > 10 ms | transactions |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lag = r["lag_ms"]
+        out.append(f"| {r['mode']} | {r['samples_per_s']:,.0f} | {r['cpu_per_1000']:.4f} | "
+                   f"{lag['p50']:.2f} | {lag['p99']:.2f} | {lag['p99.9']:.2f} | "
+                   f"{lag['max']:.1f} | {lag['over_10ms']} / {lag['ticks']:,} | "
+                   f"{r['transactions']:,} |")
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="the outbox alone, one process: loop lag with "
+                                            "its writes inline vs on the writer thread")
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--machines", type=int, default=MACHINES)
+    p.add_argument("--dir", type=Path, default=None, help="where the SQLite files go")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        rows = measure(args.seconds, args.machines, Path(tmp))
+    print("\n".join(stall_table(rows)))
+
+
+if __name__ == "__main__":
+    main()
