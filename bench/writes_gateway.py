@@ -8,7 +8,8 @@ would be a knob nobody should turn, so the bench swaps the classes here instead.
 
 Environment:
 - `EDGE_BENCH_WRITES=inline`: outbox appends/acks, OEE saves and the periodic WAL
-  truncation run on the event loop (the code before); anything else: as shipped.
+  truncation run on the event loop (the code before); `inline-outbox` / `inline-oee`: only
+  that store's writes (to tell their costs apart); anything else: as shipped.
 - `EDGE_BENCH_LAG_FILE=<path>`: a task asks to wake every `TICK` s and appends
   "<unix time> <lateness s>" lines to the file once a second; that lateness is how long a
   poll due at that moment would have waited for the loop.
@@ -89,10 +90,13 @@ async def probe(path: Path) -> None:
 
 
 def install() -> None:
-    if os.environ.get("EDGE_BENCH_WRITES") == "inline":
-        # the names as the gateway's modules look them up when they run
+    writes = os.environ.get("EDGE_BENCH_WRITES", "")
+    # the names as the gateway's modules look them up when they run
+    if writes in ("inline", "inline-outbox"):
         vars(stack)["OutboxWriter"] = InlineOutbox
+    if writes in ("inline", "inline-oee"):
         vars(gateway)["StoreWriter"] = InlineOee
+    if writes == "inline":
         vars(gateway)["checkpoint_loop"] = inline_checkpoints
     lag_file = os.environ.get("EDGE_BENCH_LAG_FILE")
     if lag_file:

@@ -78,6 +78,9 @@ from models.plant import Destination
 from models.sample import utc_now
 
 EMBEDDED_BROKER = ("127.0.0.1", 1883)
+OEE_LINGER = 0.1
+"""Seconds the OEE store's writer sleeps after a save before committing what is queued: a
+part counted is on disk within this (plus a commit), and saves of a busy plant share it."""
 
 
 @dataclass
@@ -261,7 +264,7 @@ class Gateway:
             loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         background: list[asyncio.Task[None]] = []
         # OEE saves off the event loop, several to a transaction (edge/storage/writer.py)
-        self.oee_writes = StoreWriter(self.oee_store, loop, name="oee-writer", linger=0.05)
+        self.oee_writes = StoreWriter(self.oee_store, loop, name="oee-writer", linger=OEE_LINGER)
         self.kpi.writes = self.oee_writes
         broker: EmbeddedBroker | None = None
         web: StatusWeb | None = None

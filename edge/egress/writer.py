@@ -62,7 +62,10 @@ class OutboxWriter:
         if not wanted:
             return
         self.outbox.acknowledged(dest, wanted)
-        self._writer.submit(AckOp(dest, wanted), partial(self._acked, dest, wanted))
+        # answered on the writer thread: only a failure needs handling, and the outbox's
+        # claim bookkeeping is thread-safe, so a delete never wakes the event loop
+        self._writer.submit(AckOp(dest, wanted), partial(self._acked, dest, wanted),
+                            on_thread=True)
 
     def _acked(self, dest: str, ids: tuple[int, ...], result: dict[str, bool] | int | Exception,
                ) -> None:

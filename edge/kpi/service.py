@@ -8,7 +8,8 @@ The engine (edge/kpi/oee.py) is pure; this is the part with a clock and a disk. 
   retained `oee` stream; `tick` saves every engine (so a SIGKILL loses at most one tick of
   *time*, see edge/kpi/store.py), closes the shifts that ended since the previous tick, and
   every `publish_every` seconds adds each machine's current-shift record; `on_state` also
-  saves whenever a part counter changed, so no part already seen is lost;
+  saves that machine's engine whenever its part counter changed, so no part already seen
+  is lost;
 * answers queries with `window(asset, kind, ...)`;
 * calls `close()` on clean shutdown (saves; the store stays open, its owner closes it).
 

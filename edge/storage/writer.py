@@ -70,18 +70,20 @@ class WriterStats:
 class _Job(Generic[Op, R]):
     op: Op
     done: Done[R] | None
+    on_thread: bool = False
 
 
 class StoreWriter(Generic[Op, R]):
     """One thread applying `store`'s write operations; `submit` queues and returns at once
     (unless the queue is full: back-pressure, see the module docstring).
 
-    `linger`: after the first operation of a group, wait up to this long for more before
-    committing (a drain ends the wait). Each hand-off between the thread and the loop costs
-    wake-ups and GIL switches; at the gateway's usual rates (tens of envelopes a second,
-    spread over the poll interval) a few milliseconds group several operations per commit,
-    which is what keeps the thread from costing more CPU than the inline writes did
-    (bench/writer_stall.py). `max_batch` bounds one transaction.
+    `linger`: after the first operation of a group, sleep this long before taking what else
+    is queued and committing it all (a drain that comes first is not delayed). Each
+    hand-off between the thread and the loop costs wake-ups and GIL switches; at the
+    gateway's usual rates (tens of operations a second, spread over the poll interval) a
+    few milliseconds group several operations per commit and per wake-up, which is what
+    keeps the thread's CPU cost small (bench/writer_stall.py). `max_batch` bounds one
+    transaction.
 
     `drain()` waits until everything queued so far is applied; `close()` drains and stops
     the thread, leaving the store open for its owner to close."""
@@ -101,14 +103,16 @@ class StoreWriter(Generic[Op, R]):
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, op: Op, done: Done[R] | None = None) -> None:
-        """Queue `op`; `done` runs on the event loop once it is committed or failed.
+    def submit(self, op: Op, done: Done[R] | None = None, *, on_thread: bool = False) -> None:
+        """Queue `op`; `done` runs on the event loop once it is committed or failed, or, with
+        `on_thread`, on the writer thread right then (it must be thread-safe and quick): an
+        answer nobody on the loop waits for then costs the loop no wake-up.
 
         Call on the event loop. What is submitted in one loop iteration goes to the thread
         as one item at the end of it (one wake-up of the thread, not one per operation)."""
         if not self._gathering:
             self._loop.call_soon(self._hand_over)
-        self._gathering.append(_Job(op, done))
+        self._gathering.append(_Job(op, done, on_thread))
 
     def _hand_over(self) -> None:
         jobs, self._gathering = self._gathering, []
@@ -142,7 +146,10 @@ class StoreWriter(Generic[Op, R]):
         stop = False
         while not stop:
             item = self._queue.get()
-            deadline = time.monotonic() + self.linger
+            if self.linger > 0 and not isinstance(item, threading.Event):
+                # asleep, not waiting on the queue: what the loop queues meanwhile costs it
+                # no wake-up of this thread
+                time.sleep(self.linger)
             jobs: list[_Job[Op, R]] = []
             markers: list[threading.Event] = []
             while True:
@@ -156,8 +163,7 @@ class StoreWriter(Generic[Op, R]):
                 if stop or len(jobs) >= self.max_batch:
                     break
                 try:
-                    wait = deadline - time.monotonic()
-                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             replies: list[tuple[Done[R], R | Exception]] = []
@@ -175,8 +181,18 @@ class StoreWriter(Generic[Op, R]):
         except Exception:  # whatever failed, each op is tried and answered alone
             results = [self._alone(j.op) for j in jobs]
         self._ops += len(jobs)
-        return [(job.done, result) for job, result in zip(jobs, results, strict=True)
-                if job.done is not None]
+        replies: list[tuple[Done[R], R | Exception]] = []
+        for job, result in zip(jobs, results, strict=True):
+            if job.done is None:
+                continue
+            if not job.on_thread:
+                replies.append((job.done, result))
+                continue
+            try:
+                job.done(result)
+            except Exception:  # the thread must live; the op itself is done
+                continue
+        return replies
 
     def _alone(self, op: Op) -> R | Exception:
         try:
