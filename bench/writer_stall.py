@@ -93,6 +93,8 @@ def gateway_rounds(group: ProcessGroup, broker_port: int, sims: Any, *, interval
             "cpu_per_1000_by_round": [r["gateway_cpu_s_per_1000_samples"] for r in runs],
             "cpu_pct_of_core": statistics.fmean(r["gateway_cpu_pct_of_core"] for r in runs),
             "latency_ms_p99": statistics.fmean(r["latency_ms_p99"] for r in runs),
+            "latency_ms_p99_by_round": [r["latency_ms_p99"] for r in runs],
+            "lag_ms_p99_by_round": [lag_figures(r["loop_lag_s"])["p99"] for r in runs],
             "lag_ms": lag_figures([x for r in runs for x in r["loop_lag_s"]]),
             "seq_gaps": sum(r["seq_gaps"] for r in runs),
             "duplicates": sum(r["duplicates"] for r in runs),
@@ -220,17 +222,20 @@ def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
 
 def gateway_table(rows: list[dict[str, Any]]) -> list[str]:
     out = ["| poll | writes | rounds | samples/s | CPU s / 1,000 | CPU s / 1,000 by round "
-           "| CPU % core | loop lag p50 ms | p99 ms | p99.9 ms | max ms | ticks > 10 ms "
-           "| p99 read->subscriber ms | gaps / dups |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| CPU % core | loop lag p50 ms | p99 ms | p99 by round | p99.9 ms | max ms "
+           "| ticks > 10 ms | p99 read->subscriber ms by round | gaps / dups |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lag = r["lag_ms"]
         by_round = " / ".join(f"{x:.4f}" for x in r["cpu_per_1000_by_round"])
+        lag_rounds = " / ".join(f"{x:.1f}" for x in r.get("lag_ms_p99_by_round", []))
+        lat_rounds = " / ".join(f"{x:.0f}" for x in r.get("latency_ms_p99_by_round",
+                                                          [r["latency_ms_p99"]]))
         out.append(f"| {r['poll_interval_s']:g} s | {r['mode']} | {r['rounds']} | "
                    f"{r['samples_per_s']:,.0f} | {r['cpu_per_1000']:.4f} | {by_round} | "
                    f"{r['cpu_pct_of_core']:.1f} | {lag['p50']:.2f} | {lag['p99']:.2f} | "
-                   f"{lag['p99.9']:.2f} | {lag['max']:.1f} | {lag['over_10ms']} / "
-                   f"{lag['ticks']:,} | {r['latency_ms_p99']:.0f} | "
+                   f"{lag_rounds} | {lag['p99.9']:.2f} | {lag['max']:.1f} | "
+                   f"{lag['over_10ms']} / {lag['ticks']:,} | {lat_rounds} | "
                    f"{r['seq_gaps']} / {r['duplicates']} |")
     return out
 
