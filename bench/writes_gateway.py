@@ -7,9 +7,10 @@ the same simulator, broker and machine load; a switch for this in the production
 would be a knob nobody should turn, so the bench swaps the classes here instead.
 
 Environment:
-- `EDGE_BENCH_WRITES=inline`: outbox appends/acks, OEE saves and the periodic WAL
-  truncation run on the event loop (the code before); `inline-outbox` / `inline-oee`: only
-  that store's writes (to tell their costs apart); anything else: as shipped.
+- `EDGE_BENCH_WRITES=inline`: outbox appends/acks and the periodic WAL truncation run on
+  the event loop (the code before); anything else: as shipped. (The OEE store writes on
+  the loop either way in the gateway as shipped; `InlineOee` serves experiments that give
+  `KpiService` a writer thread.)
 - `EDGE_BENCH_LAG_FILE=<path>`: a task asks to wake every `TICK` s and appends
   "<unix time> <lateness s>" lines to the file once a second; that lateness is how long a
   poll due at that moment would have waited for the loop.
@@ -90,13 +91,9 @@ async def probe(path: Path) -> None:
 
 
 def install() -> None:
-    writes = os.environ.get("EDGE_BENCH_WRITES", "")
-    # the names as the gateway's modules look them up when they run
-    if writes in ("inline", "inline-outbox"):
+    if os.environ.get("EDGE_BENCH_WRITES") == "inline":
+        # the names as the gateway's modules look them up when they run
         vars(stack)["OutboxWriter"] = InlineOutbox
-    if writes in ("inline", "inline-oee"):
-        vars(gateway)["StoreWriter"] = InlineOee
-    if writes == "inline":
         vars(gateway)["checkpoint_loop"] = inline_checkpoints
     lag_file = os.environ.get("EDGE_BENCH_LAG_FILE")
     if lag_file:

@@ -59,7 +59,7 @@ from edge.egress.unsignable import UnsignableRecords
 from edge.kpi.publisher import OeePublisher
 from edge.kpi.service import KpiService
 from edge.kpi.store import FILENAME as OEE_FILE
-from edge.kpi.store import OeeOp, OeeStore, OeeStoreResult
+from edge.kpi.store import OeeStore
 from edge.observability import get_logger
 from edge.parts.energy import EnergyWindows
 from edge.parts.recorder import PartRecorder
@@ -72,15 +72,11 @@ from edge.status.gateway_source import GatewayStatusSource
 from edge.status.log_tap import TAP
 from edge.status.snapshot import worker_snapshot
 from edge.storage.wal import WalStore, checkpoint_loop
-from edge.storage.writer import StoreWriter
 from edge.web.server import StatusWeb, start_status_web
 from models.plant import Destination
 from models.sample import utc_now
 
 EMBEDDED_BROKER = ("127.0.0.1", 1883)
-OEE_LINGER = 0.1
-"""Seconds the OEE store's writer sleeps after a save before committing what is queued: a
-part counted is on disk within this (plus a commit), and saves of a busy plant share it."""
 
 
 @dataclass
@@ -204,7 +200,6 @@ class Gateway:
         self.reloader = Reloader(self)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
-        self.oee_writes: StoreWriter[OeeOp, OeeStoreResult] | None = None  # from `run`
 
     def current(self) -> LoadedPlant:
         return self.loaded
@@ -263,9 +258,10 @@ class Gateway:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         background: list[asyncio.Task[None]] = []
-        # OEE saves off the event loop, several to a transaction (edge/storage/writer.py)
-        self.oee_writes = StoreWriter(self.oee_store, loop, name="oee-writer", linger=OEE_LINGER)
-        self.kpi.writes = self.oee_writes
+        # OEE saves stay on the event loop: on a thread of their own they could commit after
+        # the state envelope showing the same part count (two threads, no order between
+        # them), and a SIGKILL then lost a part the platform had seen (test_oee_gap). The
+        # KPI service takes a writer (`writes`) once one thread serves both stores in order.
         broker: EmbeddedBroker | None = None
         web: StatusWeb | None = None
         simulators = []
@@ -335,7 +331,6 @@ class Gateway:
             await self.fleet.stop_all()
             self.log.debug("shutdown_devices_stopped")
             self.kpi.close()
-            await self.oee_writes.close()  # the last saves committed before the file closes
             self.oee_store.close()
             self.bookings_store.close()
             self.parts.close()
