@@ -871,7 +871,7 @@ def _writer_md(w: dict[str, Any]) -> list[str]:
     inproc = w["in_process"]
     return [title, "",
             f"`bench/writer_stall.py`. The gateway (`bench/writes_gateway.py`: `edge-gateway "
-            f"run` with a loop-lag probe; *before* swaps the outbox, OEE-store and WAL-truncation "
+            f"run` with a loop-lag probe; *before* swaps the outbox and WAL-truncation "
             f"writes back inline on the event loop), {w['machines']} Modbus machines x "
             f"{w['points']} points, {w['window_s']:.0f} s window per run, before and after "
             f"alternating in each round, one simulator and broker. Loop lag: how late a task "

@@ -6,7 +6,7 @@ shared machine falls on both modes alike (the bench host is shared: read the fig
 a pair, not against another run):
 
 * the gateway (`bench/writes_gateway.py`: the real `edge-gateway run` with a loop-lag
-  probe, and with outbox, OEE-store and WAL-truncation writes swapped back inline for
+  probe, and with the outbox and WAL-truncation writes swapped back inline for
   "before"), 50 Modbus machines x 40 points: every 1 s (the headline scenario: CPU s per
   1,000 samples, loop lag) and, in full mode, every 100 ms (20,000 samples/s offered, the
   p99 target's load, where WAL checkpoints come every few seconds);
