@@ -862,7 +862,7 @@ def _failover_md(f: dict[str, Any], title: str) -> list[str]:
 
 
 def _writer_md(w: dict[str, Any]) -> list[str]:
-    title = ("## 2h. SQLite writes off the event loop (issue 17 item 2): loop stalls and CPU, "
+    title = ("## 2i. SQLite writes off the event loop (issue 17 item 2): loop stalls and CPU, "
              "before/after")
     if "error" in w:
         return [title, "", f"Failed: `{w['error']}`", ""]
