@@ -82,8 +82,9 @@ class AdapterContext:
     state_dir: Path | None = None  # the gateway's state directory, for keys and certificates
     keep_raw: bool = False
     """Keep each read's undecoded form for `raw_values()`: on for `edge-gateway probe` and
-    while the status page is enabled; off otherwise, since it costs a little per point per
-    poll."""
+    while the status page is enabled; off otherwise. Adapters should keep a reference per
+    read (not a copy per point) and do the cutting and formatting in `raw_values()`, which
+    runs only while someone looks."""
 
 
 class Adapter(abc.ABC):

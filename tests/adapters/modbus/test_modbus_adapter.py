@@ -297,6 +297,39 @@ async def test_wire_layout_independent_of_our_encoder() -> None:
     }
 
 
+async def test_raw_values_are_each_points_registers_or_the_refusal() -> None:
+    """What the machine page shows beside a decoded value: the point's own words of the
+    coalesced read, or why the device refused them; nothing kept unless asked for."""
+    device = SimDevice(1, simdata=(
+        [SimData(0, values=[False], datatype=DataType.BITS)],
+        [SimData(0, values=[False], datatype=DataType.BITS)],
+        [SimData(0, values=[0x0001, 0x86A0, 0x00FB], datatype=DataType.REGISTERS)],
+        [SimData(0, values=[0], datatype=DataType.REGISTERS)],
+    ))
+    points = [
+        {"name": "count", "register": "holding", "address": 0, "data_type": "uint32"},
+        {"name": "temp", "register": "holding", "address": 2},
+        {"name": "ghost", "register": "holding", "address": 500},
+    ]
+    server = ModbusTcpServer(device, address=("127.0.0.1", 0))
+    try:
+        port = await start(server)
+        kept = ModbusAdapter(AdapterContext(asset="m1", keep_raw=True),
+                             settings(points, host="127.0.0.1", port=port))
+        plain = make_adapter(settings(points, host="127.0.0.1", port=port))
+        for adapter in (kept, plain):
+            await adapter.connect()
+            await adapter.read_once()
+            await adapter.aclose()
+    finally:
+        await stop(server)
+    raw = kept.raw_values()
+    assert raw["count"] == "0x0001 0x86a0"
+    assert raw["temp"] == "0x00fb"
+    assert raw["ghost"].startswith("exception 2 (illegal data address")
+    assert plain.raw_values() == {}
+
+
 async def test_one_request_per_point_rescues_a_picky_device() -> None:
     points = [
         {"name": "a", "register": "holding", "address": 0},

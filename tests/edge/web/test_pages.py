@@ -3,13 +3,16 @@ asset; the server's routes, token and SSE over a real socket."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from e2e import until
 from plant_status import FixedStatus
 
 from edge.metrics.collector import registry_for
@@ -98,6 +101,52 @@ async def test_routes_token_and_live_stream(web: StatusWeb) -> None:
                          headers={"Authorization": "Bearer s3cret"}) as r:
         assert r.status == 200
         assert "edge_gateway_device_up" in await r.text()
+
+
+class CountingStatus(FixedStatus):
+    """Counts every read of the gateway's figures."""
+
+    READS = frozenset({"machines", "points", "oee", "timeline", "destinations", "gateway",
+                       "poll_durations", "queries"})
+    reads = 0
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in CountingStatus.READS:
+            object.__setattr__(self, "reads", object.__getattribute__(self, "reads") + 1)
+        return super().__getattribute__(name)
+
+
+def _timers() -> set[asyncio.TimerHandle]:
+    """The event loop's pending timers (asyncio keeps them in `_scheduled`)."""
+    loop: Any = asyncio.get_running_loop()
+    return set(loop._scheduled)
+
+
+async def test_nobody_looking_costs_nothing() -> None:
+    """Served but unwatched, the page reads no figure and keeps no timer; a live stream
+    reads only while it is open (issue 14: < 5 % of the gateway's CPU with nobody looking,
+    bench/bench_status_page.py)."""
+    source = CountingStatus()
+    before = _timers()
+    server = StatusWeb(source, registry_for(source), port=0, refresh=0.05)
+    await server.start()
+    try:
+        await asyncio.sleep(0)  # let anything the start scheduled get going
+        assert source.reads == 0
+        assert _timers() <= before, "no timer while nobody is connected"
+        async with aiohttp.ClientSession() as http, http.get(server.url + "events") as r:
+            for _ in range(3):  # three updates: the stream re-reads the figures each time
+                line = b""
+                while not line.startswith(b"data: "):
+                    line = await r.content.readline()
+            assert source.reads >= 3 and server.viewers == 1
+        await until(lambda: server.viewers == 0, what="the stream to notice the browser left")
+        after = source.reads
+        await asyncio.sleep(0)
+        assert source.reads == after
+        assert not {t for t in _timers() - before if not t.cancelled()}, "no timer left behind"
+    finally:
+        await server.stop()
 
 
 def test_a_token_whose_secret_is_missing_is_located_before_run(
