@@ -1,29 +1,37 @@
 """What the status page and /metrics cost a gateway polling 200 Modbus machines.
 
-One run, four gateways in turn against the same simulators and broker, CPU of the gateway
-process alone (utime+stime from /proc) over the same window:
+One process tree (one Mosquitto, one simulator process serving every machine), and a fresh
+gateway per run against it, in three arms:
 
 - `web off`: `gateway.web.enabled: false`, the baseline;
 - `nobody looking`: the page served, no client at all;
-- `prometheus`: a scrape of /metrics every 15 s (Prometheus' default interval), no page;
-- `one browser`: the plant page's live stream (Server-Sent Events, every
-  `refresh_seconds` = 2 s, what an open browser tab pulls; its rendering costs the browser,
-  not the gateway) plus the 15 s scrape.
+- `one browser`: Debian's headless Chromium on the plant page (its live stream, Server-
+  Sent Events every `refresh_seconds` = 2 s) plus one /metrics scrape every 15 s
+  (Prometheus' default interval). Rendering costs the browser, not the gateway.
 
-The cost is each scenario's CPU minus the baseline's, as a share of the scenario's CPU.
-Machines share this host with other work, so the spread between runs is printed beside
-the figures; it asserts nothing. Because that difference drowns in the noise of a shared
-host, the run also takes unit costs from the last gateway: the CPU its event-loop thread
-spent on each /metrics scrape and each plant page (the `Server-Timing` header the page
-sends), projected onto the 15 s scrape and the 2 s refresh as a share of the gateway's CPU.
+Why this shape: the host is shared, and its other load moves a gateway's CPU by more than
+the figure sought. So the arms alternate within each round (the order reversed every other
+round, so a drift of the host's load falls on every arm alike), every run gets the same
+warm-up from its spawn, and CPU is the gateway process' own utime+stime from /proc over a
+fixed window. Per arm the mean and the spread of the runs are reported; each web arm's
+cost is the difference of its mean to the baseline's with a 95 % interval (Welch), and as a
+share of the arm's CPU. When the interval holds zero, the upper end is the bound one can
+state. The host's total CPU use during each window is printed beside it, as a measure of
+the contention.
 
-    .venv/bin/python -m bench.bench_status_page [--machines 200] [--window 30]
+The gateway also times its own event-loop thread per request (`Server-Timing: cpu;dur=`),
+exact whatever else runs on the host: the last browser run reads it for /metrics and the
+plant page, projected onto the 15 s scrape and the 2 s refresh.
+
+    .venv/bin/python -m bench.bench_status_page [--machines 200] [--rounds 5] [--window 40]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import sys
 import tempfile
 import threading
@@ -42,50 +50,60 @@ from .processes import (
     free_port,
     start_mosquitto,
     start_simulators,
+    system_busy_seconds,
     terminate_on_sigterm,
 )
 
-SCRAPE_EVERY = 15.0
+SCRAPE_EVERY = 15.0  # Prometheus' default scrape_interval
 REFRESH = 2.0  # gateway.web.refresh_seconds default
-SCENARIOS = ("web off", "nobody looking", "prometheus", "one browser")
+OFF, NOBODY, BROWSER = "web off", "nobody looking", "one browser"
+ARMS = (OFF, NOBODY, BROWSER)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--window-size=1400,900"]
+# two-sided 95 % quantiles of Student's t by degrees of freedom (df > 30: normal)
+_T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
+        10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 30: 2.04}
+
+
+def t95(df: float) -> float:
+    """The quantile for the largest tabled df not above `df` (conservative)."""
+    usable = [k for k in _T95 if k <= max(df, 1.0)]
+    return _T95[max(usable)] if df <= 30 else 1.96
 
 
 @dataclass
-class Clients:
-    """The scenario's HTTP clients, run in threads during the window."""
+class Scraper:
+    """One GET /metrics now and every 15 s until stopped, as Prometheus does."""
 
     url: str
-    scrape: bool
-    browse: bool
     stop: threading.Event = field(default_factory=threading.Event)
-    events: int = 0
     scrapes: int = 0
 
-    def _scraper(self) -> None:
+    def _run(self) -> None:
         with httpx.Client(timeout=10) as http:
             while not self.stop.is_set():
                 http.get(self.url + "metrics").raise_for_status()
                 self.scrapes += 1
                 self.stop.wait(SCRAPE_EVERY)
 
-    def _browser(self) -> None:
-        with (httpx.Client(timeout=None) as http,
-              http.stream("GET", self.url + "events?page=plant") as r):
-            for line in r.iter_lines():
-                if line.startswith("data: "):
-                    self.events += 1
-                if self.stop.is_set():
-                    return
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, daemon=True)
+        thread.start()
+        return thread
 
-    def start(self) -> list[threading.Thread]:
-        threads = []
-        if self.scrape:
-            threads.append(threading.Thread(target=self._scraper, daemon=True))
-        if self.browse:
-            threads.append(threading.Thread(target=self._browser, daemon=True))
-        for t in threads:
-            t.start()
-        return threads
+
+def _established(port: int) -> int:
+    """TCP connections to `port` in state ESTABLISHED (/proc/net/tcp, IPv4 loopback): the
+    browser's live stream is one, and must stay open for the whole window."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state = fields[1], fields[3]
+        if state == "01" and int(local.split(":")[1], 16) == port:
+            count += 1
+    return count
 
 
 def _up(url: str) -> int:
@@ -97,54 +115,76 @@ def _up(url: str) -> int:
                if line.startswith("edge_gateway_device_up{") and line.endswith(" 1.0"))
 
 
-def _run_one(group: ProcessGroup, name: str, spec: LoadSpec, base: int, broker: int, *,
-             settle: float, round_no: int) -> dict[str, float]:
-    tag = f"{name.replace(' ', '-')}-{round_no}"
-    state = group.workdir / f"state-{tag}"
-    state.mkdir()
-    port = free_port()
-    enabled = name != "web off"
-    plant = group.workdir / f"plant-{tag}.yaml"
-    text = plant_yaml(spec, base, state)
-    web = f"web: {{enabled: {str(enabled).lower()}, port: {port}}}"
-    plant.write_text(text.replace("web: {port: 0}", web, 1))
-    gw: Child = group.spawn(
-        f"gateway-{tag}",
-        [sys.executable, "-m", "edge.cli", "--log-level", "warning", "--log-format", "json",
-         "run", "-c", str(plant), "--broker", f"mqtt://{HOST}:{broker}", "--no-console"])
-    url = f"http://{HOST}:{port}/"
-    # the baseline has no page to ask: a sibling gateway with the page says when all are up
-    deadline = time.monotonic() + 60 + spec.machines * 0.2
-    while enabled and _up(url) < spec.machines:
-        if not gw.alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"{name}: machines not up:\n{gw.log_tail()}")
-        time.sleep(0.2)
-    time.sleep(settle if enabled else settle + 10.0)
-    clients = Clients(url, scrape=name in ("prometheus", "one browser"),
-                      browse=name == "one browser")
-    threads = clients.start()
-    cpu0, t0 = cpu_seconds(gw.pid), time.monotonic()
-    time.sleep(spec.window)
-    cpu1, t1 = cpu_seconds(gw.pid), time.monotonic()
-    clients.stop.set()
-    for t in threads:
-        t.join(timeout=5)
-    figures = {"cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0), "events": clients.events,
-               "scrapes": clients.scrapes}
-    if name == "one browser":
-        figures.update(_unit_costs(gw.pid, url))
-    group.stop(gw)
-    return figures
+@dataclass
+class Bench:
+    group: ProcessGroup
+    spec: LoadSpec
+    base: int
+    broker: int
+    warmup: float
+
+    def run_arm(self, arm: str, tag: str, *, unit_costs: bool = False) -> dict[str, float]:
+        state = self.group.workdir / f"state-{tag}"
+        state.mkdir()
+        port = free_port()
+        plant = self.group.workdir / f"plant-{tag}.yaml"
+        web = f"web: {{enabled: {str(arm != OFF).lower()}, port: {port}}}"
+        plant.write_text(plant_yaml(self.spec, self.base, state).replace("web: {port: 0}", web, 1))
+        spawned = time.monotonic()
+        gw: Child = self.group.spawn(
+            f"gateway-{tag}",
+            [sys.executable, "-m", "edge.cli", "--log-level", "warning", "--log-format", "json",
+             "run", "-c", str(plant), "--broker", f"mqtt://{HOST}:{self.broker}",
+             "--no-console"])
+        url = f"http://{HOST}:{port}/"
+        try:
+            if arm != OFF:  # the baseline has no page to ask; it gets the same warm-up
+                while _up(url) < self.spec.machines:
+                    if not gw.alive() or time.monotonic() > spawned + self.warmup:
+                        raise RuntimeError(f"{tag}: machines not up within the warm-up "
+                                           f"({self.warmup:.0f} s):\n{gw.log_tail()}")
+                    time.sleep(0.5)
+            browser: Child | None = None
+            scraper: Scraper | None = None
+            if arm == BROWSER:
+                browser = self.group.spawn(
+                    f"chromium-{tag}",
+                    [CHROMIUM, *CHROMIUM_ARGS, f"--user-data-dir={self.group.workdir}/chr-{tag}",
+                     url])
+                scraper = Scraper(url)
+                scraper.start()
+            time.sleep(max(0.0, spawned + self.warmup - time.monotonic()))
+            if not gw.alive():
+                raise RuntimeError(f"{tag}: gateway exited:\n{gw.log_tail()}")
+            streams0 = _established(port)
+            cpu0, busy0, t0 = cpu_seconds(gw.pid), system_busy_seconds(), time.monotonic()
+            time.sleep(self.spec.window)
+            cpu1, busy1, t1 = cpu_seconds(gw.pid), system_busy_seconds(), time.monotonic()
+            figures = {
+                "cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+                "host_cores_busy": (busy1 - busy0) / (t1 - t0),
+            }
+            if arm == BROWSER:
+                assert scraper is not None and browser is not None
+                scraper.stop.set()
+                streams = min(streams0, _established(port))
+                if streams < 1 or not browser.alive():
+                    raise RuntimeError(f"{tag}: the browser's live stream was not open "
+                                       f"through the window:\n{browser.log_tail()}")
+                figures["scrapes"] = scraper.scrapes
+                if unit_costs:
+                    figures.update(_unit_costs(url))
+                self.group.stop(browser)
+            return figures
+        finally:
+            self.group.stop(gw)
 
 
-def _unit_costs(pid: int, url: str, n: int = 30) -> dict[str, float]:
+def _unit_costs(url: str, n: int = 30) -> dict[str, float]:
     """CPU per request as the gateway measures it for its own event-loop thread
-    (`Server-Timing: cpu;dur=ms`): exact whatever else runs on the host. The plant page
-    builds every cell the live stream sends, plus the HTML, so it bounds one live update.
-    The gateway's idle CPU is measured over 5 s just before, for the share."""
-    c0, w0 = cpu_seconds(pid), time.monotonic()
-    time.sleep(5.0)
-    out = {"idle_cpu_pct": 100 * (cpu_seconds(pid) - c0) / (time.monotonic() - w0)}
+    (`Server-Timing: cpu;dur=ms`). The plant page builds every cell the live stream sends,
+    plus the HTML, so it bounds one live update."""
+    out = {}
     with httpx.Client(timeout=30) as http:
         for key, path in (("ms_per_scrape", "metrics"), ("ms_per_plant_page", "")):
             spent = []
@@ -152,52 +192,76 @@ def _unit_costs(pid: int, url: str, n: int = 30) -> dict[str, float]:
                 r = http.get(url + path)
                 r.raise_for_status()
                 spent.append(float(r.headers["Server-Timing"].split("dur=")[1]))
-            out[key] = sum(spent) / n
+            out[key] = statistics.median(spent)
     return out
 
 
-def run(machines: int, window: float, rounds: int, workdir: Path) -> dict[str, object]:
+def _arm_summary(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": round(statistics.fmean(values), 2),
+        "sd": round(statistics.stdev(values), 2) if len(values) > 1 else 0.0,
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+    }
+
+
+def _difference(arm: list[float], base: list[float]) -> dict[str, float]:
+    """Mean difference with a Welch 95 % interval, and as a share of the arm's CPU."""
+    d = statistics.fmean(arm) - statistics.fmean(base)
+    va, vb = statistics.variance(arm) / len(arm), statistics.variance(base) / len(base)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / (len(arm) - 1) + vb**2 / (len(base) - 1)) if se else 1e9
+    half = t95(df) * se
+    mean_arm = statistics.fmean(arm)
+    return {
+        "diff_pct_of_core": round(d, 2),
+        "ci95_low": round(d - half, 2),
+        "ci95_high": round(d + half, 2),
+        "share_pct": round(100 * d / mean_arm, 1),
+        "share_ci95_high_pct": round(100 * (d + half) / mean_arm, 1),
+    }
+
+
+def run(machines: int, window: float, rounds: int, warmup: float,
+        workdir: Path) -> dict[str, object]:
     spec = LoadSpec(machines=machines, window=window)
     group = ProcessGroup(workdir)
+    runs: dict[str, list[dict[str, float]]] = {a: [] for a in ARMS}
     try:
         _, broker = start_mosquitto(group)
         _, base = start_simulators(group, machines)
-        samples: dict[str, list[dict[str, float]]] = {s: [] for s in SCENARIOS}
-        for round_no in range(rounds):
-            for name in SCENARIOS:
-                figures = _run_one(group, name, spec, base, broker, settle=5.0,
-                                   round_no=round_no)
-                print(f"round {round_no + 1} {name}: {figures}", file=sys.stderr, flush=True)
-                samples[name].append(figures)
+        bench = Bench(group, spec, base, broker, warmup)
+        for r in range(rounds):
+            order = ARMS if r % 2 == 0 else tuple(reversed(ARMS))
+            for arm in order:
+                last = r == rounds - 1 and arm == BROWSER
+                figures = bench.run_arm(arm, f"{arm.replace(' ', '-')}-{r}", unit_costs=last)
+                print(f"round {r + 1} {arm}: {json.dumps(figures)}", file=sys.stderr,
+                      flush=True)
+                runs[arm].append(figures)
     finally:
         group.close()
-    result: dict[str, object] = {"machines": machines, "window_s": window, "rounds": rounds}
-    base_cpu = sum(r["cpu_pct"] for r in samples["web off"]) / rounds
-    rows = {}
-    for name in SCENARIOS:
-        cpus = [r["cpu_pct"] for r in samples[name]]
-        cpu = sum(cpus) / rounds
-        rows[name] = {
-            "gateway_cpu_pct": round(cpu, 2),
-            "spread_pct": round(max(cpus) - min(cpus), 2),
-            "cost_share_pct": round(100 * (cpu - base_cpu) / cpu, 1) if cpu else None,
-            "live_updates": sum(r["events"] for r in samples[name]),
-            "scrapes": sum(r["scrapes"] for r in samples[name]),
-        }
-    result["scenarios"] = rows
-    units = [r for r in samples["one browser"] if "ms_per_scrape" in r]
-    if units:
-        idle = sum(r["idle_cpu_pct"] for r in units) / len(units)
-        scrape = sum(r["ms_per_scrape"] for r in units) / len(units)
-        page = sum(r["ms_per_plant_page"] for r in units) / len(units)
-        # % of one core: ms per request / interval in ms x 100
-        scrape_pct, page_pct = scrape / (SCRAPE_EVERY * 10), page / (REFRESH * 10)
+    cpu = {a: [f["cpu_pct"] for f in runs[a]] for a in ARMS}
+    result: dict[str, object] = {
+        "machines": machines, "window_s": window, "warmup_s": warmup, "rounds": rounds,
+        "gateway_cpu_pct_of_core": {a: _arm_summary(cpu[a]) for a in ARMS},
+        "host_cores_busy_of_2": _arm_summary(
+            [f["host_cores_busy"] for a in ARMS for f in runs[a]]),
+        "runs": {a: [round(v, 2) for v in cpu[a]] for a in ARMS},
+    }
+    if rounds > 1:
+        result["cost_vs_web_off"] = {a: _difference(cpu[a], cpu[OFF]) for a in (NOBODY, BROWSER)}
+    units = runs[BROWSER][-1]
+    if "ms_per_scrape" in units:
+        idle = statistics.fmean(cpu[NOBODY])
+        scrape_pct = units["ms_per_scrape"] / (SCRAPE_EVERY * 10)  # ms per 15 s, % of a core
+        page_pct = units["ms_per_plant_page"] / (REFRESH * 10)
         result["unit_costs"] = {
-            "gateway_idle_cpu_pct": round(idle, 2),
-            "ms_cpu_per_scrape": round(scrape, 2),
-            "ms_cpu_per_plant_page": round(page, 2),
-            "scrape_every_15s_share_pct": round(100 * scrape_pct / (idle + scrape_pct), 2),
-            "browser_every_2s_plus_scrape_share_pct": round(
+            "ms_cpu_per_scrape": round(units["ms_per_scrape"], 2),
+            "ms_cpu_per_plant_page": round(units["ms_per_plant_page"], 2),
+            "scrape_every_15s_pct_of_core": round(scrape_pct, 3),
+            "page_every_2s_pct_of_core": round(page_pct, 3),
+            "browser_plus_scrape_share_pct": round(
                 100 * (page_pct + scrape_pct) / (idle + page_pct + scrape_pct), 2),
         }
     return result
@@ -207,11 +271,13 @@ def main() -> int:
     terminate_on_sigterm()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--machines", type=int, default=200)
-    ap.add_argument("--window", type=float, default=30.0)
-    ap.add_argument("--rounds", type=int, default=1, help="repeat every scenario")
+    ap.add_argument("--window", type=float, default=40.0, help="seconds of CPU measured")
+    ap.add_argument("--warmup", type=float, default=45.0,
+                    help="seconds from a gateway's spawn to its window (all arms alike)")
+    ap.add_argument("--rounds", type=int, default=5, help="runs of every arm, alternating")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-status-") as tmp:
-        result = run(args.machines, args.window, args.rounds, Path(tmp))
+        result = run(args.machines, args.window, args.rounds, args.warmup, Path(tmp))
     print(json.dumps(result, indent=2))
     return 0
 
