@@ -12,7 +12,7 @@ reference SDK), never as hand-made JSON, and every environment passes
     |- ProcessVariablesFor... IDTA 02066 1.0  ISO 22400-2 elements from the OEE engine
     |- OperationalData        our own         live state, signals, ISO 22400-2 KPIs
     |- ProductionCalendar     IDTA 02067 1.1  the shift calendar as iCalendar (one per site)
-    '- CarbonFootprint        IDTA 02023 0.9  measured PCF per good part and program, at the
+    '- CarbonFootprint        IDTA 02023 1.0  measured PCF per good part and program, at the
                                               production stage (metered machines only)
 
 Rules (each one is tested):
@@ -35,6 +35,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -78,15 +79,25 @@ NAMEPLATE_SEMANTIC_ID = "https://admin-shell.io/idta/nameplate/3/0/Nameplate"
 KPI_SEMANTIC_ID = "https://admin-shell.io/idta/SubmodelTemplate/ProcessVariablesForManufacturingKPICalculation/1/0"
 CALENDAR_SEMANTIC_ID = "https://admin-shell.io/idta/SubmodelTemplate/ProductionCalendar/1/0"
 OPERATIONAL_SEMANTIC_ID = "urn:edge-gateway:semantics:OperationalData:1:0"
-# IDTA 02023-0-9 Carbon Footprint: the submodel, its ProductCarbonFootprint collection and
-# the ECLASS IRDIs of the properties we fill (docs/aas.md, "Carbon footprint")
-CARBON_SEMANTIC_ID = "https://admin-shell.io/idta/CarbonFootprint/CarbonFootprint/0/9"
-PCF_SEMANTIC_ID = "https://admin-shell.io/idta/CarbonFootprint/ProductCarbonFootprint/0/9"
-PCF_CALCULATION_METHOD = "0173-1#02-ABG854#001"
-PCF_CO2EQ = "0173-1#02-ABG855#001"
-PCF_REFERENCE_VALUE = "0173-1#02-ABG856#001"
-PCF_QUANTITY = "0173-1#02-ABG857#001"
-PCF_LIFE_CYCLE_PHASE = "0173-1#02-ABG858#001"
+# IDTA 02023-1-0 Carbon Footprint (template JSON of the 1.0.2 bug-fix release): the
+# submodel, its ProductCarbonFootprints list and its elements, the ECLASS IRDIs of the
+# properties we fill, and the valueIds of the template's value lists for the values we give
+# (docs/aas.md, "Carbon Footprint")
+_CF = "https://admin-shell.io/idta/CarbonFootprint/"
+CARBON_SEMANTIC_ID = _CF + "CarbonFootprint/1/0"
+PCF_LIST_SEMANTIC_ID = _CF + "ProductCarbonFootprints/1/0"
+PCF_SEMANTIC_ID = _CF + "ProductCarbonFootprint/1/0"
+PCF_METHODS_SEMANTIC_ID = _CF + "PcfCalculationMethods/1/0"
+PCF_PHASES_SEMANTIC_ID = _CF + "LifeCyclePhases/1/0"
+PCF_PUBLICATION_DATE = _CF + "PublicationDate/1/0"
+PCF_CALCULATION_METHOD = "0173-1#02-ABG854#003"
+PCF_CO2EQ = "0173-1#02-ABG855#003"
+PCF_REFERENCE_UNIT = "0173-1#02-ABG856#003"
+PCF_QUANTITY = "0173-1#02-ABG857#003"
+PCF_LIFE_CYCLE_PHASE = "0173-1#02-ABG858#003"
+GHG_PROTOCOL = ("GHG Protocol", "0173-1#07-ABU221#003")
+PIECE = ("piece", "0173-1#07-ABZ603#003")
+A3_PRODUCTION = ("A3 - production", "0173-1#07-ABU210#003")
 ISO22400 = "http://www.w3id.org/hsu-aut/ISO22400-2#"
 
 _PV = "https://admin-shell.io/idta/ProcessVariablesForManufacturingKPICalculation/"
@@ -215,6 +226,8 @@ class ProgramFootprint:
     kwh_per_part: float
     good_parts: int
     period_days: int
+    as_of: datetime
+    """End of the measured period: when the figure was made (the PCF's PublicationDate)."""
 
 
 # -- small builders -------------------------------------------------------------------------
@@ -276,6 +289,13 @@ def _double(x: float) -> str:
     if math.isinf(x):
         return "INF" if x > 0 else "-INF"
     return repr(float(x))
+
+
+def _decimal(x: float) -> str | None:
+    """xs:decimal: the float's shortest repr without an exponent (1e-05 -> 0.00001)."""
+    if not math.isfinite(x):
+        return None
+    return format(Decimal(repr(float(x))), "f")
 
 
 def _optional_double(x: float | None) -> str | None:
@@ -870,7 +890,52 @@ def _production_calendar(plant: Plant, ids: AasIds) -> aas.Submodel:
     )
 
 
-# -- Carbon footprint (IDTA 02023-0-9) ------------------------------------------------------
+# -- Carbon footprint (IDTA 02023-1-0) ------------------------------------------------------
+
+
+def _listed(pair: tuple[str, str], semantic: str) -> aas.Property:
+    """A value of a template value list, with its valueId, as an element of a list."""
+    value, value_id = pair
+    return aas.Property(XSD.STRING, semantic_id=_ref(semantic), value=value,
+                        value_id=_ref(value_id))
+
+
+def _string_list(id_short: str, semantic: str, element: str,
+                 values: Iterable[aas.Property]) -> aas.SubmodelElementList:
+    return aas.SubmodelElementList(
+        aas.AASSubmodelElements.PROPERTY, id_short=id_short, semantic_id=_ref(semantic),
+        semantic_id_list_element=_ref(element), value_type_list_element=XSD.STRING,
+        value=list(values))
+
+
+def _product_footprint(f: ProgramFootprint, method: str) -> aas.SubmodelElementCollection:
+    """One program's measured footprint. A list's elements have no idShort (AASd-120), so
+    the program is named by its own property and the display name."""
+    statement = (
+        f"Measured at the machine: {f.kwh_per_part:.6f} kWh per good part, "
+        f"{f.good_parts} good parts over {f.period_days} days; {method}"
+    )
+    shown = _text(f"program {f.program}"[:128])
+    elements = [
+        _string_list("PcfCalculationMethods", PCF_METHODS_SEMANTIC_ID, PCF_CALCULATION_METHOD,
+                     [_listed(GHG_PROTOCOL, PCF_CALCULATION_METHOD)]),
+        _prop("PcfCO2eq", _decimal(f.co2e_kg_per_part), XSD.DECIMAL, _ref(PCF_CO2EQ)),
+        aas.Property(XSD.STRING, id_short="ReferenceImpactUnitForCalculation",
+                     semantic_id=_ref(PCF_REFERENCE_UNIT), value=PIECE[0],
+                     value_id=_ref(PIECE[1])),
+        _prop("QuantityOfMeasureForCalculation", "1.0", XSD.DOUBLE, _ref(PCF_QUANTITY)),
+        _string_list("LifeCyclePhases", PCF_PHASES_SEMANTIC_ID, PCF_LIFE_CYCLE_PHASE,
+                     [_listed(A3_PRODUCTION, PCF_LIFE_CYCLE_PHASE)]),
+        _prop("PublicationDate", _datetime(f.as_of), XSD.DATE_TIME,
+              _ref(PCF_PUBLICATION_DATE)),
+        _prop("Program", _text(f.program, 128), XSD.STRING, _op("Program")),
+    ]
+    return aas.SubmodelElementCollection(
+        display_name=[aas.LangStringNameType("en", shown)] if shown else None,
+        description=_en(_text(statement, 1023) or "measured at the machine"),
+        semantic_id=_ref(PCF_SEMANTIC_ID),
+        value=[e for e in elements if e is not None],
+    )
 
 
 def _carbon_footprint(
@@ -878,34 +943,13 @@ def _carbon_footprint(
 ) -> aas.Submodel:
     """One ProductCarbonFootprint per program: measured kg CO2e per good part at the
     production stage (A3), the machine's metered electricity only (gate-to-gate)."""
-    used: set[str] = set()
-    elements: list[aas.SubmodelElement] = []
-    for f in footprints:
-        statement = (
-            f"Measured at the machine: {f.kwh_per_part:.6f} kWh per good part, "
-            f"{f.good_parts} good parts over {f.period_days} days; {method}"
-        )
-        elements.append(
-            aas.SubmodelElementCollection(
-                id_short=_id_short(f"PCF_{f.program}", used),
-                semantic_id=_ref(PCF_SEMANTIC_ID),
-                description=_en(_text(statement, 1023) or "measured at the machine"),
-                value=[
-                    aas.Property(XSD.STRING, id_short="PCFCalculationMethod",
-                                 semantic_id=_ref(PCF_CALCULATION_METHOD), value="GHG Protocol"),
-                    aas.Property(XSD.DOUBLE, id_short="PCFCO2eq", semantic_id=_ref(PCF_CO2EQ),
-                                 value=_double(f.co2e_kg_per_part)),
-                    aas.Property(XSD.STRING, id_short="PCFReferenceValueForCalculation",
-                                 semantic_id=_ref(PCF_REFERENCE_VALUE), value="piece"),
-                    aas.Property(XSD.DOUBLE, id_short="PCFQuantityOfMeasureForCalculation",
-                                 semantic_id=_ref(PCF_QUANTITY), value="1.0"),
-                    aas.Property(XSD.STRING, id_short="PCFLifeCyclePhase",
-                                 semantic_id=_ref(PCF_LIFE_CYCLE_PHASE), value="A3 - production"),
-                    aas.Property(XSD.STRING, id_short="Program",
-                                 semantic_id=_op("Program"), value=_text(f.program, 128)),
-                ],
-            )
-        )
+    pcfs: list[aas.SubmodelElement] = [_product_footprint(f, method) for f in footprints]
+    elements: list[aas.SubmodelElement] = [
+        aas.SubmodelElementList(
+            aas.AASSubmodelElements.SUBMODEL_ELEMENT_COLLECTION,
+            id_short="ProductCarbonFootprints", semantic_id=_ref(PCF_LIST_SEMANTIC_ID),
+            semantic_id_list_element=_ref(PCF_SEMANTIC_ID), value=pcfs)
+    ] if pcfs else []
     return aas.Submodel(
         ids.carbon,
         id_short="CarbonFootprint",

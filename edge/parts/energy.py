@@ -88,11 +88,12 @@ class EnergyWindows:
     def footprints(self, asset: str, days: int = 30,
                    now: datetime | None = None) -> list[ProgramFootprint] | None:
         """The AAS carbon footprint's rows (programs with a CO2e figure)."""
+        now = now or utc_now()
         programs = self.by_program(asset, days, now)
         if programs is None:
             return None
         return [ProgramFootprint(p, f["co2e_kg_per_part"], f["kwh_per_part"], f["good_parts"],
-                                 days)
+                                 days, now)
                 for p, f in programs.items() if f["co2e_kg_per_part"] is not None]
 
     def method(self) -> str:

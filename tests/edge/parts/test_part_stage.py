@@ -198,6 +198,11 @@ def test_energy_windows_split_producing_idle_and_count_good_parts(
     assert figures["kwh_per_good_part"] == pytest.approx(figures["kwh"]["total"] / 2)
     assert figures["co2e_kg"] == pytest.approx(figures["kwh"]["total"] * 0.5)
     assert windows.figures("meter", T0, T0 + timedelta(minutes=1)) is None
+    # the AAS carbon footprint's rows: per program, published at the end of the period
+    now = T0 + timedelta(minutes=2)
+    (row,) = windows.footprints("m1", days=1, now=now) or []
+    assert (row.program, row.good_parts, row.period_days, row.as_of) == ("P1", 2, 1, now)
+    assert row.co2e_kg_per_part == pytest.approx(row.kwh_per_part * 0.5)
 
 
 def test_a_reload_gives_trackers_new_settings_or_drops_them(
