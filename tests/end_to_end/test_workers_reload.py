@@ -72,11 +72,17 @@ def test_two_workers_sighup_adds_machine_and_rotates_key(
     mqtt_collector: Callable[..., Collector],
 ) -> None:
     state = tmp_path / "state"
-    ports = [free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(5)]
+    # the simulators of all five machines run beside the gateway from the start (a
+    # gateway's --with-simulators serves only the machines of its first configuration)
+    sims = tmp_path / "simulators.yaml"
+    sims.write_text(plant_yaml(state, ports, mosquitto.port))
+    simulate = subprocess.Popen([sys.executable, "-m", "edge.cli", "simulate", str(sims)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     plant = tmp_path / "plant.yaml"
-    plant.write_text(plant_yaml(state, ports[:3], mosquitto.port))
+    plant.write_text(plant_yaml(state, ports[:4], mosquitto.port))
     col = mqtt_collector(mosquitto.host, mosquitto.port, "edge/#")
-    gw = GatewayProcess(plant, "--workers", "2").start()
+    gw = GatewayProcess(plant, "--workers", "2", simulators=False).start()
 
     def telemetry(machine: str) -> list[Received]:
         return [m for m in col.snapshot() if m.topic == topic(machine)]
@@ -86,24 +92,26 @@ def test_two_workers_sighup_adds_machine_and_rotates_key(
         return int(verified_body(msgs[-1].payload, _jwks(col), msgs[-1].topic)["seq"])
 
     try:
-        running = ("m1", "m2", "m3")
+        running = ("m1", "m2", "m3", "m4")
         wait_for(lambda: all(len(telemetry(m)) >= 3 for m in running), 60,
                  "telemetry of every machine")
-        new_owner = worker_of("m4", 2)
-        others = [m for m in running if worker_of(m, 2) != new_owner]
-        assert others, "the plant must keep machines in the worker m4 does not join"
+        joins = worker_of("m5", 2)  # m5 joins a worker that serves machines already
+        assert {worker_of(m, 2) for m in running} == {0, 1}
+        assert any(worker_of(m, 2) == joins for m in running)
         started = len(gw.events("worker_started"))
         assert started == 2
 
-        # a machine added to the YAML: SIGHUP starts it in its worker, the other goes on
+        # a machine added to the YAML: SIGHUP starts it in its worker, the rest go on
         before = {m: last_seq(m) for m in running}
         plant.write_text(plant_yaml(state, ports, mosquitto.port))
         gw.signal(signal.SIGHUP)
-        wait_for(lambda: len(telemetry("m4")) >= 3, 60, "telemetry of the added machine")
-        body = verified_body(telemetry("m4")[0].payload, _jwks(col), topic("m4"))
+        wait_for(lambda: len(telemetry("m5")) >= 3, 60, "telemetry of the added machine")
+        body = verified_body(telemetry("m5")[0].payload, _jwks(col), topic("m5"))
         assert body["seq"] == 1 and body["gateway"] == "gw-1"
         wait_for(lambda: all(last_seq(m) >= before[m] + 3 for m in running), 30,
                  "the running machines' chains continuing")
+        [reloaded] = [e for e in gw.events("reloaded") if e.get("worker") == joins]
+        assert reloaded["devices_started"] == ["m5"] and not reloaded["devices_stopped"]
         assert len(gw.events("worker_started")) == started  # no worker was restarted
         assert not gw.events("worker_exited_restarting")
 
@@ -120,10 +128,10 @@ def test_two_workers_sighup_adds_machine_and_rotates_key(
         [new_kid] = {k["kid"] for k in _jwks(col)["keys"]} - old_kids
         assert new_kid in rotate.stdout
         wait_for(lambda: all(any(_kid(m) == new_kid for m in telemetry(machine))
-                             for machine in ("m1", "m2", "m3", "m4")), 30,
+                             for machine in (*running, "m5")), 30,
                  "every worker signing with the new key")
         jwks = _jwks(col)
-        for machine in ("m1", "m2", "m3", "m4"):  # whole chains across reload and new key
+        for machine in (*running, "m5"):  # whole chains across reload and new key
             assert chain(telemetry(machine), jwks)[0]["seq"] == 1, machine
         assert len(gw.events("worker_started")) == started
 
@@ -131,3 +139,5 @@ def test_two_workers_sighup_adds_machine_and_rotates_key(
         assert gw.wait(timeout=30) == 0
     finally:
         gw.kill()
+        simulate.kill()
+        simulate.wait()
