@@ -130,6 +130,13 @@ def test_two_workers_sighup_adds_machine_and_rotates_key(
         wait_for(lambda: all(any(_kid(m) == new_kid for m in telemetry(machine))
                              for machine in (*running, "m5")), 30,
                  "every worker signing with the new key")
+        # a verifier never meets the new kid before a JWKS that holds it
+        msgs = col.snapshot()
+        first_jwks = next(i for i, m in enumerate(msgs) if m.topic == KEYS
+                          and new_kid in {k["kid"] for k in json.loads(m.payload)["keys"]})
+        first_signed = next(i for i, m in enumerate(msgs)
+                            if m.topic.endswith("/telemetry") and _kid(m) == new_kid)
+        assert first_jwks < first_signed
         jwks = _jwks(col)
         for machine in (*running, "m5"):  # whole chains across reload and new key
             assert chain(telemetry(machine), jwks)[0]["seq"] == 1, machine
