@@ -9,6 +9,7 @@ parent republish the JWKS before the workers sign with the new key.
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
@@ -55,12 +56,10 @@ def test_sparkplug_with_two_workers_is_refused_at_start(tmp_path: Path, how: str
 
 def _jwks(col: Collector) -> dict[str, Any]:
     keys = [m for m in col.snapshot() if m.topic == KEYS]
-    return json.loads(keys[-1].payload) if keys else {"keys": []}  # type: ignore[no-any-return]
+    return json.loads(keys[-1].payload) if keys else {"keys": []}
 
 
 def _kid(msg: Received) -> str:
-    import base64
-
     protected = json.loads(msg.payload)["protected"]
     header = json.loads(base64.urlsafe_b64decode(protected + "=" * (-len(protected) % 4)))
     return str(header["kid"])
