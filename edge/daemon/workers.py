@@ -75,6 +75,25 @@ _SUMMED = ("pending", "pending_bytes", "sent", "replayed", "dropped", "rejected"
            "lost_records", "failovers")
 
 
+class RestartBackoff:
+    """How long to wait before restarting a worker that exited: `first` s, doubling while it
+    keeps failing, at most `cap` s, back to `first` once a run lasted `healthy_after` s.
+    Why: a worker that crashes at start (a broken device library, a full disk) must not spin
+    a core restarting; one that crashed after a long healthy run comes back at once."""
+
+    def __init__(self, first: float = 1.0, cap: float = 30.0,
+                 healthy_after: float = 60.0) -> None:
+        self.first, self.cap, self.healthy_after = first, cap, healthy_after
+        self._next = first
+
+    def delay(self, ran: float) -> float:
+        """The wait before the next start, after a run of `ran` s."""
+        if ran >= self.healthy_after:
+            self._next = self.first
+        delay, self._next = self._next, min(self._next * 2, self.cap)
+        return delay
+
+
 @dataclass
 class WorkerState:
     """One worker process as the parent sees it."""
@@ -250,7 +269,7 @@ class WorkerPool:
 
     async def _supervise(self, worker: WorkerState) -> None:
         """Run worker `worker` until the pool stops, restarting it when it exits."""
-        backoff = 1.0
+        backoff = RestartBackoff()
         while not self._stopping.is_set():
             read_fd, write_fd = os.pipe()
             ours, theirs = socket.socketpair()  # the worker channel: requests and answers
@@ -283,13 +302,12 @@ class WorkerPool:
             if self._stopping.is_set():
                 return
             ran = time.monotonic() - worker.started
-            backoff = 1.0 if ran >= 60.0 else backoff
+            delay = backoff.delay(ran)
             self.log.error("worker_exited_restarting", worker=worker.role.index,
-                           exit_code=code, ran_s=round(ran, 1), restart_in_s=backoff)
+                           exit_code=code, ran_s=round(ran, 1), restart_in_s=delay)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(backoff):
+                async with asyncio.timeout(delay):
                     await self._stopping.wait()
-            backoff = min(backoff * 2, 30.0)
             worker.restarts += 1
 
     def _signal_all(self, sig: signal.Signals) -> None:
@@ -425,4 +443,4 @@ async def serve(loaded: LoadedPlant, options: RunOptions, count: int, command: C
             await broker.stop()
 
 
-__all__ = ["WorkerPool", "aggregate", "serve"]
+__all__ = ["RestartBackoff", "WorkerPool", "aggregate", "serve"]
