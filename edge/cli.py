@@ -24,7 +24,7 @@ from edge.config.workers import (
     resolve_workers,
     state_files,
 )
-from models.errors import EdgeError, PlantConfigError
+from models.errors import ConfigurationError, EdgeError, PlantConfigError
 from models.plant import QUERY_METHODS
 
 if TYPE_CHECKING:
@@ -634,6 +634,9 @@ def _main(argv: list[str] | None) -> int:
         return asyncio.run(Gateway(loaded, options).run())
     except PlantConfigError as exc:
         return _report(exc)
+    except ConfigurationError as exc:  # settings a human must change: invalid input, not a crash
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     except EdgeError as exc:
         print(f"edge-gateway: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
