@@ -71,8 +71,9 @@ def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
 
 
 def figures(rows: list[dict[str, Any]], ceiling: dict[str, Any]) -> dict[str, Any]:
-    """The issue's targets, from the rows: best saturated rate over today's and over the
-    ceiling, the most workers over one, and the largest worker at 200 machines."""
+    """The issue's targets, from the rows: the saturated rate with every core's worker (and
+    the best row) over today's and over the ceiling, the most workers over one, and the
+    largest worker at 200 machines."""
     out: dict[str, Any] = {}
     for machines in sorted({r["machines"] for r in rows}):
         mine = [r for r in rows if r["machines"] == machines]
@@ -81,16 +82,23 @@ def figures(rows: list[dict[str, Any]], ceiling: dict[str, Any]) -> dict[str, An
                 mine[-1]["samples_per_s"] / mine[0]["samples_per_s"])
     saturated = [r for r in rows if (r["machines"], r["poll_interval_s"]) == SATURATION]
     if saturated:
-        best = max(saturated, key=lambda r: r["samples_per_s"])
+        # the target counts with every core in use: the row with the most workers
+        best, every_core = max(saturated, key=lambda r: r["samples_per_s"]), saturated[-1]
         out["saturation_best"] = {"workers": best["workers"],
                                   "samples_per_s": best["samples_per_s"]}
-        out["saturation_over_before"] = best["samples_per_s"] / ONE_PROCESS_BEFORE
+        out["saturation_every_core"] = {"workers": every_core["workers"],
+                                        "samples_per_s": every_core["samples_per_s"]}
+        out["saturation_over_before"] = every_core["samples_per_s"] / ONE_PROCESS_BEFORE
+        out["saturation_best_over_before"] = best["samples_per_s"] / ONE_PROCESS_BEFORE
         if ceiling.get("concurrent_reads_per_s"):
             out["saturation_over_pymodbus_ceiling"] = (
+                every_core["modbus_requests_per_s"] / ceiling["concurrent_reads_per_s"])
+            out["saturation_best_over_pymodbus_ceiling"] = (
                 best["modbus_requests_per_s"] / ceiling["concurrent_reads_per_s"])
             out["saturation_over_pymodbus_sequential_ceiling"] = (
-                best["modbus_requests_per_s"] / ceiling["sequential_reads_per_s"])
-    at_200 = [r["worker_rss_mb_steady"] for r in rows if r["machines"] == 200]
+                every_core["modbus_requests_per_s"] / ceiling["sequential_reads_per_s"])
+    at_200 = {r["workers"]: r["worker_rss_mb_steady"] for r in rows if r["machines"] == 200}
     if at_200:
-        out["worker_rss_mb_at_200_max"] = max(at_200)
+        out["worker_rss_mb_at_200_max"] = max(at_200.values())
+        out["worker_rss_mb_at_200_by_workers"] = at_200
     return out
