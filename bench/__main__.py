@@ -142,7 +142,7 @@ def _parser() -> argparse.ArgumentParser:
                         "on their writer threads (bench/writer_stall.py; default: in full mode)")
     p.add_argument("--workers", action=argparse.BooleanOptionalAction, default=False,
                    help="issue 17 items 3/6: gateway.workers 1..cores at 50/200/500 machines "
-                        "with the pymodbus ceiling, ~6 min (bench/scaling.py; default: off)")
+                        "with the pymodbus ceiling, ~5.5 min (bench/scaling.py; default: off)")
     p.add_argument("--only", choices=sorted(SECTIONS), action="append", default=None,
                    help="run only this section (repeatable); writes <results-dir>/"
                         "latest-only.json and report-only.md, leaving the report alone")
