@@ -34,6 +34,7 @@ from . import (
     rabbitmq_failover,
     report,
     s7_plan,
+    scaling,
     scenarios,
     sealing,
     writer_stall,
@@ -139,6 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--writer", action=argparse.BooleanOptionalAction, default=None,
                    help="issue 17 item 2: loop lag and CPU with the SQLite writes inline vs "
                         "on their writer threads (bench/writer_stall.py; default: in full mode)")
+    p.add_argument("--workers", action=argparse.BooleanOptionalAction, default=False,
+                   help="issue 17 items 3/6: gateway.workers 1..cores at 50/200/500 machines "
+                        "with the pymodbus ceiling, ~5.5 min (bench/scaling.py; default: off)")
     p.add_argument("--only", choices=sorted(SECTIONS), action="append", default=None,
                    help="run only this section (repeatable); writes <results-dir>/"
                         "latest-only.json and report-only.md, leaving the report alone")
@@ -210,7 +214,7 @@ def _sealing(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, An
 
 SECTIONS: dict[str, Any] = {"sealing": _sealing, "failover": failover.run,
                              "rabbitmq": rabbitmq_failover.run, "hotpath": hotpath.run,
-                             "writer": writer_stall.run}
+                             "writer": writer_stall.run, "workers": scaling.run}
 
 
 def run_only(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:

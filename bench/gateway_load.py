@@ -37,6 +37,7 @@ from .processes import (
     Child,
     ProcessGroup,
     cpu_seconds,
+    descendants,
     memory_bytes,
     start_simulators,
     system_busy_seconds,
@@ -90,6 +91,7 @@ class LoadSpec:
     writes: str = "gateway"  # "inline": SQLite writes on the event loop, as before issue 17
     loop_lag: bool = False  # probe the gateway's event-loop lag (bench/writes_gateway.py)
     round: int = 0  # the bench runs one spec several times: each its own state dir
+    workers: int = 1  # gateway.workers: CPU is then the whole process tree's, RSS per worker
 
     @property
     def offered(self) -> float:
@@ -118,6 +120,8 @@ class LoadSpec:
             tag += "-lag"
         if self.round:
             tag += f"-r{self.round}"
+        if self.workers != 1:
+            tag += f"-w{self.workers}"
         return tag
 
 
@@ -139,9 +143,9 @@ def plant_yaml(spec: LoadSpec, sim_base_port: int, state_dir: Path) -> str:
     batch = "" if spec.max_delay is None else (
         f", batch: {{max_delay: {spec.max_delay}, polls_per_envelope: {spec.polls_per_envelope}}}")
     # web port 0: the default page is served (as in production) without needing port 8080;
-    # one process: the figures are those of one gateway process (`auto` could spread it)
+    # one process unless the spec says otherwise: `auto` would spread it over the cores
     head = (
-        f"gateway: {{id: gw-bench, site: bench, web: {{port: 0}}, workers: 1, "
+        f"gateway: {{id: gw-bench, site: bench, web: {{port: 0}}, workers: {spec.workers}, "
         f"state_dir: {state_dir}{batch}}}\n"
         "machines:\n"
     )
@@ -303,18 +307,22 @@ def run_load(
         time.sleep(spec.settle)
 
         rss: list[int] = []
-        cpu0, sim0, broker0 = (cpu_seconds(gw.pid), cpu_seconds(sim.pid),
+        worker_rss: list[int] = []
+        tree = [gw.pid, *descendants(gw.pid)]  # the parent and its workers, if any
+        workers = tree[1:] if spec.workers > 1 else tree
+        cpu0, sim0, broker0 = (_tree_cpu(tree), cpu_seconds(sim.pid),
                                cpu_seconds(_broker_pid(group)))
         busy0, own0 = system_busy_seconds(), cpu_seconds(os.getpid())
         t0 = time.time()
         while time.time() < t0 + spec.window:
-            rss.append(memory_bytes(gw.pid)[0])
+            rss.append(sum(memory_bytes(p)[0] for p in tree))
+            worker_rss.append(max(memory_bytes(p)[0] for p in workers))
             time.sleep(min(0.5, max(0.0, t0 + spec.window - time.time())))
         t1 = time.time()
-        cpu1, sim1, broker1 = (cpu_seconds(gw.pid), cpu_seconds(sim.pid),
+        cpu1, sim1, broker1 = (_tree_cpu(tree), cpu_seconds(sim.pid),
                                cpu_seconds(_broker_pid(group)))
         busy1, own1 = system_busy_seconds(), cpu_seconds(os.getpid())
-        rss.append(memory_bytes(gw.pid)[0])
+        rss.append(sum(memory_bytes(p)[0] for p in tree))
         prof: dict[str, Any] = {}
         if profile_seconds > 0:
             prof = profile(gw.pid, profile_seconds,
@@ -349,6 +357,9 @@ def run_load(
     per_cycle = requests_per_cycle(spec)
     result: dict[str, Any] = {
         "machines": spec.machines,
+        "workers": spec.workers,
+        "worker_processes": len(workers) if spec.workers > 1 else 1,
+        "worker_rss_mb_steady": statistics.median(worker_rss) / MB,
         "points_per_machine": spec.points,
         "poll_interval_s": spec.interval,
         "requests_per_cycle": per_cycle,
@@ -400,6 +411,15 @@ def run_load(
     if spec.loop_lag:
         result["loop_lag_s"] = loop_lags(lag_file, t0, t1)
     return result, (sim, base), tally.sample_payload
+
+
+def _tree_cpu(pids: list[int]) -> float:
+    """CPU seconds of a process tree; a process gone meanwhile (a worker restarted) counts 0."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
 
 
 def _broker_pid(group: ProcessGroup) -> int:

@@ -886,6 +886,69 @@ def _writer_md(w: dict[str, Any]) -> list[str]:
             *stall_table(inproc["runs"]), ""]
 
 
+def _workers_md(w: dict[str, Any]) -> list[str]:
+    title = "## 2j. Every core (issue 17 items 3 and 6): `gateway.workers` N = 1..cores"
+    if "error" in w:
+        return [title, "", f"Failed: `{w['error']}`", ""]
+    body = [[r["machines"], f"{r['poll_interval_s']:g}", r["workers"],
+             f"{r['offered_per_s']:,.0f}", f"{r['samples_per_s']:,.0f}",
+             _pct(r["achieved_over_offered"]), f"{r['gateway_cpu_s_per_1000_samples']:.4f}",
+             f"{r['gateway_cpu_pct_of_core']:.0f}", f"{r['latency_ms_p50']:.0f}",
+             f"{r['latency_ms_p99']:.0f}", f"{r['worker_rss_mb_steady']:.1f}",
+             f"{r['gateway_rss_mb_steady']:.1f}", f"{r['seq_gaps']} / {r['duplicates']}",
+             f"{r['simulators_cpu_pct_of_core']:.0f} / {r['broker_cpu_pct_of_core']:.0f} / "
+             f"{r['bench_cpu_pct_of_core']:.0f} / {r['other_load_pct_of_core']:.0f}"]
+            for r in w["runs"]]
+    out = [title, "",
+           f"`python -m bench --only workers` (bench/scaling.py), {w['cores']} cores, 40 points "
+           f"per machine, {w['window_s']:.0f} s window per row, one broker, one simulator "
+           "process per plant size. 50 machines every 50 ms offer 40,000 samples/s "
+           "(saturation); 200 and 500 every second offer 8,000 and 20,000. CPU = the "
+           "gateway's process tree (parent + workers); RSS / worker = the largest worker "
+           "(the process itself at N = 1); the last column is what the simulators, Mosquitto, "
+           "the bench's subscriber and everything else on the host used meanwhile (% of one "
+           "core).", "",
+           _table(["machines", "poll s", "workers", "offered/s", "samples/s", "achieved",
+                   "CPU s / 1,000", "CPU % core", "p50 ms", "p99 ms", "RSS MB / worker",
+                   "RSS MB total", "gaps / dups", "sim / broker / bench / other %"], body), ""]
+    for machines in sorted({r["machines"] for r in w["runs"]}):
+        if (value := w.get(f"samples_{machines}_most_over_one_worker")) is not None:
+            out.append(f"- {machines} machines: samples/s with {w['cores']} workers / 1 "
+                       f"worker: {value:.2f}x.")
+    c = w.get("pymodbus_ceiling") or {}
+    if c:
+        out.append(f"- Bare pymodbus ceiling, same run, same 50-machine simulator "
+                   f"({c['request']}): {c['sequential_reads_per_s']:,.0f} requests/s on one "
+                   f"connection, {c['concurrent_reads_per_s']:,.0f} with "
+                   f"{c['concurrent_clients']} clients.")
+    rows = []
+    if "saturation_over_before" in w:
+        every, best = w["saturation_every_core"], w["saturation_best"]
+        rows.append([f"saturation >= 2x today's {w['one_process_before_samples_per_s']:,.0f} "
+                     "samples/s, both cores used",
+                     f"{every['samples_per_s']:,.0f} with {every['workers']} workers = "
+                     f"{w['saturation_over_before']:.3f}x (best row: {best['workers']} "
+                     f"worker(s), {best['samples_per_s']:,.0f} = "
+                     f"{w['saturation_best_over_before']:.3f}x)",
+                     _status(w["saturation_over_before"] >= 2.0)])
+    if "saturation_over_pymodbus_ceiling" in w:
+        rows.append(["saturation >= 0.5 x bare pymodbus ceiling (requests/s)",
+                     f"{_pct(w['saturation_over_pymodbus_ceiling'])} of the "
+                     f"{c['concurrent_clients']}-client ceiling with {w['cores']} workers "
+                     f"({_pct(w['saturation_over_pymodbus_sequential_ceiling'])} of the "
+                     f"1-connection one; best row "
+                     f"{_pct(w['saturation_best_over_pymodbus_ceiling'])})",
+                     _status(w["saturation_over_pymodbus_ceiling"] >= 0.5)])
+    if "worker_rss_mb_at_200_max" in w:
+        by = ", ".join(f"{n} worker(s) {mb:.0f} MB"
+                       for n, mb in w["worker_rss_mb_at_200_by_workers"].items())
+        rows.append(["RSS < 150 MB per worker at 200 machines x 40 points", by,
+                     _status(w["worker_rss_mb_at_200_max"] < 150.0)])
+    if rows:
+        out += ["", _table(["target (issue 17)", "this run", "status"], rows)]
+    return [*out, ""]
+
+
 def sections_md(results: dict[str, Any]) -> list[str]:
     """The issue 17 sections (sealing before/after, broker failover), when they ran."""
     out: list[str] = []
@@ -901,6 +964,8 @@ def sections_md(results: dict[str, Any]) -> list[str]:
                             "RabbitMQ cluster, the gateway's node killed")
     if "writer" in results:
         out += _writer_md(results["writer"])
+    if "workers" in results:
+        out += _workers_md(results["workers"])
     return out
 
 
