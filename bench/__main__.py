@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="issue 17 broker failover: two Mosquitto nodes, the gateway's killed "
                         "(bench/failover.py; default: in full mode)")
     p.add_argument("--rabbitmq", action=argparse.BooleanOptionalAction, default=None,
-                   help="the failover run on a two-node RabbitMQ cluster (bench/"
+                   help="the failover run on a three-node RabbitMQ cluster (bench/"
                         "rabbitmq_failover.py; default: in full mode when installed)")
     p.add_argument("--hotpath", action=argparse.BooleanOptionalAction, default=False,
                    help="issue 17 per-sample path: a before revision's gateway alternating "

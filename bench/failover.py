@@ -16,6 +16,7 @@ then deleted it from the outbox. A replicating cluster closes that window (see R
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -88,6 +89,23 @@ def _body(payload: bytes) -> dict[str, Any]:
     data = env["payload"]
     body: dict[str, Any] = json.loads(base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)))
     return body
+
+
+def _wait_resumed(sub: Capture, killed: float, within: float) -> None:
+    """Until an envelope sealed after `killed` reaches the subscriber, or `within` s pass
+    (then the figures show no resume: `resume_s` NaN)."""
+    seen = 0
+
+    def resumed() -> bool:
+        nonlocal seen
+        got = sub.snapshot()
+        fresh, seen = got[seen:], len(got)
+        return any(t.endswith("/telemetry") and b'"signature"' in p
+                   and datetime.fromisoformat(_body(p)["created"]).timestamp() >= killed
+                   for _, t, p in fresh)
+
+    with contextlib.suppress(TimeoutError):
+        _wait("telemetry sealed after the kill at B", resumed, within)
 
 
 def _bridge_ready(a_port: int, sub: Capture) -> None:
@@ -167,7 +185,10 @@ def measure(group: ProcessGroup, pair: Pair, quick: bool) -> dict[str, Any]:
             time.sleep(before)
             killed = time.time()
             pair.kill_a()
-            time.sleep(after)
+            # observe at least `after` s, and until telemetry sealed after the kill has
+            # arrived at B (up to 30 s), so a slow resume is measured, not reported as NaN
+            _wait_resumed(sub, killed, 30.0)
+            time.sleep(max(0.0, killed + after - time.time()))
             stopped = group.stop(gw, timeout=20.0)  # SIGTERM: waits for what is in flight
             time.sleep(1.0)
             got = sub.snapshot()

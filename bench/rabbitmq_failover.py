@@ -78,22 +78,33 @@ def _node(group: ProcessGroup, name: str) -> tuple[str, int, Path]:
 def rabbitmq_pair(group: ProcessGroup) -> Pair:
     a, a_port, a_pid = _node(group, "a")
     b, b_port, _ = _node(group, "b")
-    _ctl(b, "stop_app")
-    _ctl(b, "join_cluster", a)
-    _ctl(b, "start_app")
-    wait_port(b_port, 60.0)
+    # a third node only for quorum: RabbitMQ's MQTT plugin registers client ids in a Raft
+    # cluster (`mqtt_node`); with two nodes, losing one loses the majority, and B then
+    # stalls every new MQTT connection (the gateway's failover among them) until A is back
+    c, c_port, _ = _node(group, "c")
+    for joining, its_port in ((b, b_port), (c, c_port)):
+        _ctl(joining, "stop_app")
+        _ctl(joining, "join_cluster", a)
+        _ctl(joining, "start_app")
+        wait_port(its_port, 60.0)
+    # the gateway's persistent MQTT session is a classic queue on the node it first joined
+    # (A); unmirrored, B cannot serve its SUBSCRIBE once A is gone and drops the connection,
+    # so the session queues are mirrored on every node (RabbitMQ 3.x's documented MQTT HA)
+    _ctl(a, "set_policy", "--apply-to", "queues", "mqtt-sessions", "^mqtt-subscription-",
+         '{"ha-mode": "all", "ha-sync-mode": "automatic"}')
 
     def kill_a() -> None:
         pid = int(a_pid.read_text().split()[0])
         os.kill(pid, signal.SIGKILL)  # the Erlang VM of node A, at once
 
     def close() -> None:
-        for node in (b, a):  # node A is dead already: its stop fails, quietly
+        for node in (c, b, a):  # node A is dead already: its stop fails, quietly
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                 _ctl(node, "stop", timeout=60.0)
 
     return Pair(a_port, b_port, kill_a, close,
-                "RabbitMQ 3.x, two nodes in one cluster (MQTT plugin, 3.1.1)")
+                "RabbitMQ 3.x, three nodes in one cluster (MQTT plugin, 3.1.1; the third for "
+                "Raft quorum)")
 
 
 def run(group: ProcessGroup, _broker_port: int, quick: bool) -> dict[str, Any]:

@@ -960,7 +960,7 @@ def sections_md(results: dict[str, Any]) -> list[str]:
         out += _failover_md(results["failover"], "## 2f. Broker failover (issue 17): two "
                             "Mosquitto nodes, the gateway's node killed")
     if "rabbitmq" in results:
-        out += _failover_md(results["rabbitmq"], "## 2g. Broker failover (issue 17): two-node "
+        out += _failover_md(results["rabbitmq"], "## 2g. Broker failover (issue 17): three-node "
                             "RabbitMQ cluster, the gateway's node killed")
     if "writer" in results:
         out += _writer_md(results["writer"])

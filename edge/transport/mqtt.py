@@ -177,6 +177,13 @@ def _publish_properties(values: dict[str, Any]) -> Properties:
     return props
 
 
+
+def _consume_outcome(fut: asyncio.Future[None]) -> None:
+    """Marks a future nobody awaits as retrieved (asyncio would log 'Future exception was
+    never retrieved' at garbage collection, a traceback for a problem already logged)."""
+    if not fut.cancelled():
+        fut.exception()
+
 class MqttTransport:
     """One destination broker: background (re)connection, acknowledged publishes, subscriptions.
 
@@ -701,7 +708,9 @@ class MqttTransport:
         for topic, payload, retain in self._announcements:  # before any re-send or new data
             client.publish(topic, payload, qos=1, retain=retain)
         for topic, qos in self._subscriptions.items():
-            self._send_subscribe(client, topic, qos)
+            # nobody awaits a re-subscription: a refusal is logged in _on_subscribe and a
+            # lost link by the disconnect, so the future's exception is only consumed here
+            self._send_subscribe(client, topic, qos).add_done_callback(_consume_outcome)
         resend = [
             r for r in self._pending.values() if not r.future.done() and not r.this_link_only
         ]
