@@ -26,11 +26,12 @@ from edge.kpi.oee import observed_share
 PARTS = 10
 """Parts in the shift before effectiveness is judged: the first part's cycle may have begun
 before the gateway saw the machine run, which inflates E by up to one part's PRU / APT."""
-BAND = (0.5, 1.25)
+BAND = (0.5, 1.5)
 """Sane effectiveness (rated by the YAML's machine seconds it was ~20). The simulators cut
 at ideal x (1 + U(0, 0.08)), so about 0.95 is expected; above 1 by up to 1/PARTS for the
 first part, plus the state changes polled up to a poll late (1 s polls against parts of
-1-4 s of wall time); below by a program the adapter does not name, rated at the machine's
+1-4 s of wall time: a clean CI run read 1.27 for vmc-01, 17 parts of 1.5 s in 20 s of
+polled APT); below by a program the adapter does not name, rated at the machine's
 faster figure (the demo's programs are at most 1.4x slower)."""
 
 
