@@ -19,7 +19,8 @@ from typing import TextIO
 
 from edge.devices.fleet import FleetView
 from edge.kpi.oee import OeeResult
-from edge.status.model import StatusSource
+from edge.status.gateway_source import meter_values
+from edge.status.model import OeeStatus, StatusSource, meter_text
 from edge.text_table import Screen, format_table
 
 ShiftOee = Callable[[str], OeeResult | None]
@@ -52,6 +53,9 @@ def machine_rows(fleet: FleetView, shift_oee: ShiftOee | None = None) -> list[Ma
         parts = "-" if st.part_count is None else f"{st.part_count}/{st.bad_part_count or 0} bad"
         text = d.twin.last_values.get("alarm_text")
         shift = shift_oee(asset) if shift_oee is not None else None
+        meter = d.machine.meter_for
+        reading = None if meter is None else meter_text(
+            meter, *meter_values(d.machine, d.twin.last_values))
         rows.append(
             MachineRow(
                 asset=asset,
@@ -63,8 +67,7 @@ def machine_rows(fleet: FleetView, shift_oee: ShiftOee | None = None) -> list[Ma
                 parts=parts,
                 alarms=alarm_cell(st.alarms, str(text.value) if text and text.value else None),
                 samples=d.twin.stats.samples,
-                oee="-" if shift is None else oee_cell(
-                    shift.oee, shift.availability, shift.effectiveness, shift.quality),
+                oee=reading or shift_cell(shift),
                 observed="-" if shift is None else percent(shift.observed),
             )
         )
@@ -82,8 +85,7 @@ def status_rows(source: StatusSource) -> list[MachineRow]:
             asset=m.id, adapter=m.adapter, status=m.link, execution=m.execution or "-",
             mode=m.mode or "-", program=m.program or "-", parts=parts,
             alarms=alarm_cell(m.alarms, m.alarm_text), samples=m.samples,
-            oee="-" if shift is None else oee_cell(
-                shift.oee, shift.availability, shift.effectiveness, shift.quality),
+            oee=m.meter_reading or shift_cell(shift),
             observed="-" if shift is None else percent(shift.observed),
         ))
     return rows
@@ -111,6 +113,13 @@ def alarm_cell(codes: tuple[str, ...], text: str | None) -> str:
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}"
+
+
+def shift_cell(shift: OeeResult | OeeStatus | None) -> str:
+    """`71% (90/85/93)`, or `-` outside any shift."""
+    if shift is None:
+        return "-"
+    return oee_cell(shift.oee, shift.availability, shift.effectiveness, shift.quality)
 
 
 def oee_cell(oee: float | None, a: float | None, e: float | None, q: float | None) -> str:

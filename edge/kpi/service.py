@@ -97,6 +97,15 @@ def oee_record(r: OeeResult, kind: WindowKind, *, closed: bool, at: datetime,
     }
 
 
+def producing(plant: Plant) -> list[Machine]:
+    """The enabled machines that make parts, so have an OEE. An energy meter (`meter_for`)
+    measures another machine's supply: with no execution state nor part counter, an engine
+    would rate it 0 % available all shift (`no_data` downtime), a figure that means nothing
+    and would drag line and plant averages down; its energy counts for the machine it
+    meters (edge/parts/)."""
+    return [m for m in plant.machines if m.enabled and m.meter_for is None]
+
+
 class OeeWrites(Protocol):
     """Where the service's saves and prunes go: the `OeeStore` itself (applied at once, as
     the gateway does) or a writer thread (edge/storage/writer.py), which answers on the
@@ -142,9 +151,8 @@ class KpiService:
         self._last_tick = store.last_tick() or now
         self._next_publish: datetime | None = None  # None: the first tick publishes
         self._next_prune = now
-        for m in plant.machines:
-            if m.enabled:
-                self._restore(m, now)
+        for m in producing(plant):
+            self._restore(m, now)
 
     # -- engines --------------------------------------------------------------------------
 
@@ -179,7 +187,7 @@ class KpiService:
         self.publish_every = timedelta(seconds=oee.publish_every)
         self.store.raw_retention = timedelta(days=oee.raw_retention_days)
         self.store.window_retention = timedelta(days=oee.window_retention_days)
-        wanted = {m.id: m for m in plant.machines if m.enabled}
+        wanted = {m.id: m for m in producing(plant)}
         for asset in [a for a in self._engines if a not in wanted]:
             del self._engines[asset], self._cursors[asset]
         for asset, m in wanted.items():

@@ -173,6 +173,11 @@ class QueryBackend:
 
     def query_oee(self, asset: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
         self._assets(asset)
+        metered = self.fleet.device(asset).machine.meter_for
+        if metered is not None:  # no OEE engine (edge/kpi/service.py `producing`)
+            raise QueryError("not_found", f"{asset} is the energy meter of {metered}: it has "
+                             f"no OEE; its energy counts for {metered} (ask `oee` or `energy` "
+                             f"of {metered})")
         kind = params.get("window", "shift")
         start, end = _ts(params.get("start")), _ts(params.get("end"))
         hours = params.get("hours")

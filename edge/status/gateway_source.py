@@ -36,7 +36,7 @@ from edge.status.model import (
 )
 from edge.transport.mqtt import MqttTransport
 from models.plant import Destination, Machine, Plant
-from models.sample import utc_now
+from models.sample import Quality, Sample, utc_now
 from models.shift_calendar import shift_at
 
 ALARM_TEXT = "alarm_text"
@@ -74,6 +74,22 @@ def destination_status(
         dropped=counters["dropped"], rejected=counters["rejected"],
         last_ack=transport.last_ack, reconnects=stats["reconnects"],
     )
+
+
+def meter_values(machine: Machine, values: Mapping[str, Sample]) -> tuple[float | None,
+                                                                         float | None]:
+    """(power W, energy kWh) of an energy meter from its twin's last values (the points its
+    `energy` roles name); (None, None) for a machine that is no meter."""
+    roles = machine.energy
+    if machine.meter_for is None or roles is None:
+        return None, None
+
+    def number(point: str | None) -> float | None:
+        s = values.get(point) if point else None
+        v = s.value if s is not None and s.quality is not Quality.BAD else None
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+    return number(roles.power_w), number(roles.energy_kwh)
 
 
 def _ts(text: Any) -> datetime:
@@ -139,6 +155,7 @@ class GatewayStatusSource:
             refused = unsignable.get(asset, {})
             st, stats = d.twin.state, d.twin.stats
             text = d.twin.last_values.get(ALARM_TEXT)
+            power, energy = meter_values(d.machine, d.twin.last_values)
             out.append(MachineStatus(
                 id=asset,
                 name=d.machine.name or asset,
@@ -159,6 +176,9 @@ class GatewayStatusSource:
                 link_reason=d.runner.reason,
                 unsignable_replaced=refused.get("replaced", 0),
                 unsignable_dropped=refused.get("dropped", 0),
+                meter_for=d.machine.meter_for,
+                power_w=power,
+                energy_kwh=energy,
             ))
         return out
 

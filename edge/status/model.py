@@ -43,6 +43,28 @@ class MachineStatus:
     """Records whose value canonical JSON cannot carry, sent as `bad` with a `reason`."""
     unsignable_dropped: int = 0
     """Such records that could not even be replaced, so were not published."""
+    meter_for: str | None = None
+    """This device is the energy meter of that machine: it has no OEE (edge/kpi/service.py
+    `producing`), so the page and the console show its reading instead."""
+    power_w: float | None = None
+    """The meter's total active power (its `energy.power_w` point), when read."""
+    energy_kwh: float | None = None
+    """The meter's cumulative energy (its `energy.energy_kwh` point), when read."""
+
+    @property
+    def meter_reading(self) -> str | None:
+        """`meter of mill-01: 3.42 kW, 1234.5 kWh` for a meter, else None."""
+        return None if self.meter_for is None else meter_text(self.meter_for, self.power_w,
+                                                             self.energy_kwh)
+
+
+def meter_text(of: str, power_w: float | None, energy_kwh: float | None) -> str:
+    """What stands in a meter's OEE cell: whose meter it is and what it reads; a reading
+    says more than the `0 % available` an OEE of a device that makes no parts would."""
+    figures = [f"{power_w / 1000:.2f} kW" if power_w is not None else "",
+               f"{energy_kwh:.1f} kWh" if energy_kwh is not None else ""]
+    shown = ", ".join(f for f in figures if f)
+    return f"meter of {of}" + (f": {shown}" if shown else "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,8 @@ def text(value: object) -> str:
 
 # ---- plant ----------------------------------------------------------------------------
 
+NOT_RATED = "\u2014"
+"""An em dash: a figure that does not apply (a meter's A/E/Q), unlike `-`, not known yet."""
 PLANT_COLUMNS = ("link", "execution", "mode", "program", "parts", "oee", "aeq", "observed",
                  "alarm", "age")
 PLANT_HEAD = ("machine", "link", "execution", "mode", "program", "parts good/bad",
@@ -93,18 +95,19 @@ def _machine_cells(m: MachineStatus, oee: OeeStatus | None, now: datetime) -> Ce
     if m.alarm_text and alarm:
         alarm = f"{alarm}: {m.alarm_text}"
     link = m.link if not m.link_reason or m.link == "up" else f"{m.link} ({m.link_reason})"
+    meter = m.meter_reading  # a meter makes no parts: its reading, not an OEE
     return {
         f"{m.id}/link": link,
         f"{m.id}/execution": text(m.execution),
         f"{m.id}/mode": text(m.mode),
         f"{m.id}/program": text(m.program),
         f"{m.id}/parts": "-" if good is None else f"{good} / {m.bad_part_count or 0}",
-        f"{m.id}/oee": pct(oee.oee) if oee else "-",
-        f"{m.id}/aeq": " / ".join(pct(x) for x in (oee.availability, oee.effectiveness,
-                                                   oee.quality)) if oee else "-",
+        f"{m.id}/oee": meter or (pct(oee.oee) if oee else "-"),
+        f"{m.id}/aeq": NOT_RATED if meter else " / ".join(
+            pct(x) for x in (oee.availability, oee.effectiveness, oee.quality)) if oee else "-",
         # how much of the shift's planned time the figures rest on (a low A right after a
         # start is planned time before the gateway saw the machine: `no_data` downtime)
-        f"{m.id}/observed": pct(oee.observed) if oee else "-",
+        f"{m.id}/observed": NOT_RATED if meter else pct(oee.observed) if oee else "-",
         f"{m.id}/alarm": alarm or "-",
         f"{m.id}/age": age(m.last_sample, now),
     }

@@ -179,6 +179,7 @@ machines:
         more = ask("parts", {"asset": "m1", "limit": 3, "after": answered["result"]["next"]})
         scrap = ask("parts", {"asset": "m1", "verdict": "scrap"})
         energy = ask("energy", {"asset": "m1", "window": "last_hour"})
+        meter_oee = ask("oee", {"asset": "m1-meter"})
         gw.signal(signal.SIGTERM)
         assert gw.wait() == 0
     finally:
@@ -238,6 +239,10 @@ machines:
     assert figures["kwh"]["total"] >= 0.99 * total  # the parts, and the time between them
     assert figures["kwh"]["producing"] > figures["kwh"]["idle"] > 0
     oee = latest(col, "/m1/oee", jwks)
+    # the meter makes no parts: no OEE of its own (it read A = 0 all shift), and says why
+    assert not meter_oee["ok"] and meter_oee["error"]["code"] == "not_found", meter_oee
+    assert "energy meter of m1" in meter_oee["error"]["message"], meter_oee
+    assert not [m for m in col.snapshot() if m.topic.endswith("/m1-meter/oee")]
     assert oee is not None and oee["energy"]["kwh"]["total"] > 0
     offer = latest(col, "/m1/capacity", jwks)
     assert offer is not None

@@ -78,6 +78,10 @@ def test_metrics_parse_with_series_for_every_demo_machine(demo: Running) -> None
                  "edge_gateway_last_sample_timestamp_seconds",
                  "edge_gateway_oee_availability_ratio"):
         assert _per_machine(m, name) >= set(DEMO_MACHINES), name
+    # a meter makes no parts: no OEE series (it would read availability 0 all shift)
+    for name in ("edge_gateway_oee_oee_ratio", "edge_gateway_oee_availability_ratio"):
+        assert not _per_machine(m, name) & set(DEMO_METERS), name
+    assert set(DEMO_METERS) <= _per_machine(m, "edge_gateway_samples_read_total")
     polled = _per_machine(m, "edge_gateway_poll_duration_seconds_count")
     assert {"mill-01", "lathe-01", "mill-02", "vf2-01", "robodrill-01"} <= polled
     assert all(v > 0 for v in m["edge_gateway_samples_read_total"].values())
@@ -128,12 +132,16 @@ def test_plant_page_in_chromium_shows_live_values_of_the_simulators(demo: Runnin
                     "'tr[data-machine]')].map(r => [r.dataset.machine, "
                     "r.querySelector('.link').textContent, "
                     "r.querySelector('.execution').textContent, "
-                    "r.querySelector('.oee').textContent]) : null")
-                # a meter is up but has no execution state or OEE of its own
+                    "r.querySelector('.oee').textContent, "
+                    "r.querySelector('.aeq').textContent]) : null")
+                # a meter is up but has no execution state nor OEE of its own: its cell
+                # shows its reading (`meter of mill-01: 3.42 kW, 1234.5 kWh`), no A/E/Q
                 return bool(states) and all(
-                    link == "up" and (machine in DEMO_METERS or (
-                        execution != "-" and oee.endswith("%")))
-                    for machine, link, execution, oee in states)
+                    link == "up" and (
+                        re.fullmatch(r"meter of \S+: [\d.]+ kW, [\d.]+ kWh", oee) is not None
+                        and aeq == "\u2014" if machine in DEMO_METERS else
+                        execution != "-" and oee.endswith("%"))
+                    for machine, link, execution, oee, aeq in states)
 
             wait_for(live_and_complete, 60, "live state and OEE on every row")
             # every row's part counter is what the simulator serves: read the simulator,

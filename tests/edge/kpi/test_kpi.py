@@ -23,7 +23,7 @@ from edge.storage.writer import StoreWriter
 from models.machine_state import Availability, MachineState
 from models.machine_state import ControllerMode as M
 from models.machine_state import Execution as X
-from models.plant import Plant
+from models.plant import EnergyRoles, Plant
 
 EPS = 1e-9
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -240,7 +240,7 @@ from datetime import UTC, datetime, timedelta
 from edge.kpi.service import KpiService
 from edge.kpi.store import OeeStore
 from models.machine_state import Availability, Execution, MachineState
-from models.plant import Plant
+from models.plant import EnergyRoles, Plant
 
 path, mode = sys.argv[1], sys.argv[2]
 plant = Plant.model_validate({"gateway": {"id": "gw", "site": "s"}, "machines": [
@@ -498,3 +498,25 @@ async def test_with_the_writer_thread_a_tick_never_waits_and_a_shift_closes_once
     assert saved is not None and expected is not None
     assert saved.state["counts"] == expected.state["counts"]  # each record once, none lost
     assert saved.state["segments"] == expected.state["segments"]
+
+
+def test_an_energy_meter_has_no_oee(tmp_path: Path) -> None:
+    """A meter (`meter_for`) makes no parts: an engine would rate it 0 % available all
+    shift. It gets none, so no `oee` record, figure or query answer exists for it."""
+    plant = make_plant(machines=("m1",))
+    meter = plant.machines[0].model_copy(update={
+        "id": "m1-meter", "meter_for": "m1", "ideal_cycle_time": None,
+        "energy": EnergyRoles(energy_kwh="kwh", power_w="w")})
+    plant = plant.model_copy(update={"machines": [*plant.machines, meter]})
+    clock = Clock(berlin(8))
+    with OeeStore(tmp_path / "o.db") as store:
+        kpi = KpiService(plant, store, clock)
+        assert kpi.assets == ["m1"]
+        kpi.on_state("m1-meter", MachineState("m1-meter"), berlin(8))  # ignored, not an error
+        clock.t = berlin(9)
+        assert [asset for asset, _ in kpi.tick()] == ["m1"]
+        assert kpi.current_shift_result("m1-meter") is None
+        with pytest.raises(KeyError):
+            kpi.window("m1-meter", "shift")
+        kpi.reconfigure(plant)
+        assert kpi.assets == ["m1"]

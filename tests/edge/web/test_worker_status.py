@@ -136,3 +136,24 @@ def test_the_parents_console_table_comes_from_the_status_source() -> None:
     footer = status_footer(source)
     assert footer == ("local: connected, sent 120, outbox 3, dropped 1 | "
                       "envelopes 7, records 70")
+
+
+def test_a_meter_row_shows_its_reading_not_an_oee_in_every_view() -> None:
+    """A meter has no OEE (edge/kpi/service.py `producing`): the page's OEE cell and the
+    console's say whose meter it is and what it reads, also from a worker's snapshot."""
+    meter = machine("mill-01-meter", execution=None, mode=None, program=None, part_count=None,
+                    bad_part_count=None, meter_for="mill-01", power_w=3420.0,
+                    energy_kwh=1234.56)
+    source = FixedStatus(rows=[machine("mill-01"), meter])
+    (back,) = [m for m in through_json(worker_snapshot(source, None)).machines
+               if m.meter_for]
+    assert back == meter
+    cells = pages.plant_live(source).cells
+    assert cells["mill-01-meter/oee"] == "meter of mill-01: 3.42 kW, 1234.6 kWh"
+    assert cells["mill-01-meter/aeq"] == cells["mill-01-meter/observed"] == "\u2014"
+    assert cells["mill-01/oee"] == "68.4 %"
+    rows = {r.asset: r for r in status_rows(source)}
+    assert rows["mill-01-meter"].oee == "meter of mill-01: 3.42 kW, 1234.6 kWh"
+    assert rows["mill-01"].oee == "68% (90/80/95)"
+    unread = dataclasses.replace(meter, power_w=None, energy_kwh=None)
+    assert unread.meter_reading == "meter of mill-01"
