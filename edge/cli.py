@@ -383,6 +383,7 @@ def _keys(args: argparse.Namespace, loaded: LoadedPlant) -> int:
 
 
 def _bookings(args: argparse.Namespace, loaded: LoadedPlant) -> int:
+    from edge.bookings.board import BookingBoard, operator
     from edge.bookings.desk import OperatorDesk, PlantHolds, booking_line
     from edge.bookings.store import FILENAME, BookingStore, Refused
     from edge.capacity.bookings import BookingsFiles
@@ -408,11 +409,16 @@ def _bookings(args: argparse.Namespace, loaded: LoadedPlant) -> int:
         if store is None:
             print(f"bookings: no booking {args.booking!r}", file=sys.stderr)
             return EXIT_INPUT
+        # logged as the page's decisions are (`booking_decided`, `via`), on stderr
         log = get_logger(gateway=loaded.plant.gateway.id)
         holds = PlantHolds(lambda: loaded, BookingsFiles(lambda: loaded, log))
         desk = OperatorDesk(lambda: loaded, store, holds)
+        # no flush here: the running gateway notices the store's change by itself
+        # (`booking.poll_seconds`), signs the record and republishes the offer
+        board = BookingBoard(store, desk, lambda: None, log)
         try:
-            row = desk.decide(args.booking, accept=args.action == "accept", reason=args.reason)
+            row = board.decide(args.booking, accept=args.action == "accept",
+                               reason=args.reason, via=f"command line by {operator()}")
         except KeyError:
             print(f"bookings: no booking {args.booking!r}", file=sys.stderr)
             return EXIT_INPUT

@@ -6,12 +6,16 @@ transaction in the store, the hard limits checked again, the `accepted`/`decline
 written with the state), and the page runs inside the gateway, so instead of waiting for the
 publisher's `PRAGMA data_version` poll it flushes at once (`on_change`: the signed record on
 the bookings stream, the capacity offer republished). The audit line says who decided
-(`via`: the page and the remote address) and why; the signed record says `by: operator`,
-as it does for the command line.
+(`via`: the page and the remote address, or the command line and the login name) and why;
+the signed record says `by: operator` either way. `edge-gateway bookings accept|decline`
+decides through this class too, with no flush (`on_change` does nothing: the running
+gateway notices the store's change by its poll).
 """
 
 from __future__ import annotations
 
+import getpass
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +42,15 @@ class BookingsView:
     """Accepted bookings whose window has not ended, by start."""
     recent: list[BookingRow]
     """The latest state changes other than requests (decisions, expiries, releases...)."""
+
+
+def operator() -> str:
+    """Who runs this command, for the audit line of a decision taken on the command line:
+    the login name (never a secret), or the numeric uid when the system has no name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's uid without a passwd entry
+        return f"uid {os.getuid()}"
 
 
 class BookingBoard:

@@ -1,13 +1,17 @@
 """`edge-gateway bookings` without a gateway running: the person's side of the store. A
 waiting request is listed, declined with a note, and refused a second decision; an unknown
-id is a user error (exit 2), a decision the store refuses a runtime one (exit 1)."""
+id is a user error (exit 2), a decision the store refuses a runtime one (exit 1). Each
+decision, taken or refused, is logged as one taken on the status page is (who, what, why)."""
 
 from __future__ import annotations
 
+import getpass
+import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from e2e import ROOT, plant_yaml
 
@@ -25,6 +29,12 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def events(stderr: str, name: str) -> list[dict[str, Any]]:
+    """The JSON log lines (stderr is no terminal) of event `name`."""
+    lines = (json.loads(line) for line in stderr.splitlines() if line.startswith("{"))
+    return [e for e in lines if e.get("event") == name]
 
 
 def test_list_decline_and_errors(tmp_path: Path) -> None:
@@ -56,11 +66,20 @@ def test_list_decline_and_errors(tmp_path: Path) -> None:
     declined = cli("decline", row.id, "--reason", "tooling not free", "-c", str(plant))
     assert declined.returncode == 0, declined.stderr
     assert "declined" in declined.stdout and "tooling not free" in declined.stdout
+    # logged as a decision on the page is: who (the login), what, why; on stderr only
+    (decided,) = events(declined.stderr, "booking_decided")
+    assert (decided["booking"], decided["asset"], decided["state"], decided["by"],
+            decided["reason"]) == (row.id, "m1", "declined", "operator", "tooling not free")
+    assert decided["via"] == f"command line by {getpass.getuser()}"
+    assert "booking_decided" not in declined.stdout
     assert "no booking waits" in cli("list", "-c", str(plant)).stdout
     assert row.id in cli("list", "--all", "-c", str(plant)).stdout
 
     again = cli("accept", row.id, "-c", str(plant))
     assert again.returncode == 1 and "is declined, not waiting" in again.stderr
+    (refused,) = events(again.stderr, "booking_decision_refused")
+    assert (refused["booking"], refused["decision"]) == (row.id, "accept")
+    assert refused["via"] == decided["via"] and "is declined" in refused["error"]
     unknown = cli("accept", "b-nope", "-c", str(plant))
     assert unknown.returncode == 2 and "no booking 'b-nope'" in unknown.stderr
     missing = cli("accept", "-c", str(plant))
