@@ -1,7 +1,7 @@
 """A small W3C WebDriver client for Debian's chromium + chromium-driver (tests only).
 
-Why not Selenium: three endpoints (new session, navigate, execute script, screenshot) are all
-the status-page test needs, and httpx is already a dependency.
+Why not Selenium: a handful of endpoints (new session, navigate, execute script, type,
+screenshot) are all the status-page tests need, and httpx is already a dependency.
 """
 
 from __future__ import annotations
@@ -75,6 +75,13 @@ class Browser:
 
     def run(self, script: str, *args: Any) -> Any:
         return self._call("POST", "/execute/sync", {"script": script, "args": list(args)})
+
+    def type(self, css: str, text: str) -> None:
+        """Keystrokes into the element `css` selects (WebDriver focuses it first), as a
+        person types: key events, the value growing one character at a time."""
+        found = self._call("POST", "/element", {"using": "css selector", "value": css})
+        element = next(iter(found.values()))  # the W3C element reference
+        self._call("POST", f"/element/{element}/value", {"text": text})
 
     def screenshot(self) -> bytes:
         return base64.b64decode(self._call("GET", "/screenshot"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -254,5 +256,82 @@ def test_a_read_only_page_shows_requests_without_buttons_and_refuses_posts(
                                 "Origin": plant.url.rstrip("/")}, timeout=10)
         assert r.status_code == 403 and "read-only" in r.text
         assert plant.state(waiting["booking"]) == "requested"
+    finally:
+        gw.kill()
+
+
+def _reason(booking: str) -> str:
+    return f"tr[data-booking='{booking}'][data-state=requested] input[name=reason]"
+
+
+def _js(browser: Browser, script: str) -> Any:
+    try:
+        return browser.run(script)
+    except RuntimeError:  # navigating
+        return None
+
+
+@pytest.mark.slow
+def test_a_half_typed_reason_survives_the_live_updates(
+    tmp_path: Path, mosquitto: Mosquitto, free_port: Callable[[], int], browser: Browser,
+) -> None:
+    """The page rebuilds itself when bookings come or go; a reload would wipe the reason a
+    person is typing. It is kept (the same field: text, caret, focus), the live counters run
+    on, and the decision taken afterwards carries it. When the row being typed in leaves its
+    section (decided on the command line meanwhile) the page holds still and says so."""
+    plant = Plant(tmp_path, mosquitto, free_port, allow=True)
+    gw = _start(plant)
+    try:
+        first = plant.request("po-first", 3)["booking"]
+        browser.get(plant.url + f"bookings?token={TOKEN}")
+        wait_for(lambda: _js(browser, "return document.body.dataset.live") == "on", 20,
+                 "the page live")
+        browser.type(_reason(first), "half a reas")
+
+        # another request arrives: new rows, so the page is rebuilt around the typing
+        second = plant.request("po-second", 5)["booking"]
+        wait_for(lambda: bool(_js(browser, f"return document.querySelector("
+                                           f"\"tr[data-booking='{second}']\") !== null")),
+                 20, "the new request on the page")
+        assert _js(browser, "return document.body.dataset.rebuilt") == "1"  # not a reload
+        assert _js(browser, f"return document.querySelector(\"{_reason(first)}\").value") \
+            == "half a reas"
+        assert _js(browser, "return document.activeElement.closest('tr').dataset.booking") \
+            == first
+        browser.type(_reason(first), "on")  # the caret stayed at the end
+        updates = int(_js(browser, "return document.body.dataset.updates"))
+        wait_for(lambda: int(_js(browser, "return document.body.dataset.updates")) >= updates + 2,
+                 20, "live updates after the rebuild")
+        assert _js(browser, f"return document.querySelector(\"{_reason(first)}\").value") \
+            == "half a reason"
+
+        # the decision sent from the kept form carries the reason
+        browser.run(f"document.querySelector(\"{_reason(first)}\").form"
+                    ".querySelector('button[value=accept]').click()")
+        wait_for(lambda: f"Booking {first} is accepted." in _text(browser), 20,
+                 "the page says accepted")
+        assert plant.state(first) == "accepted"
+        assert gw.events("booking_decided")[-1]["reason"] == "half a reason"
+
+        # typing into the second while the command line declines it: the row leaves its
+        # section, so the page holds still (the text stays) and says why
+        wait_for(lambda: _js(browser, "return document.body.dataset.live") == "on", 20,
+                 "the page live again")
+        browser.type(_reason(second), "second shift")
+        done = subprocess.run(
+            [sys.executable, "-m", "edge.cli", "bookings", "decline", second, "-c",
+             str(plant.path)], capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: "updates once your decision is sent" in (
+            _js(browser, "return document.getElementById('live').textContent") or ""),
+            20, "the page holding for the typing")
+        assert _js(browser, f"return document.querySelector(\"{_reason(second)}\").value") \
+            == "second shift"
+        # cleared and left: the next update rebuilds the page, now with the decision
+        browser.run(f"const f = document.querySelector(\"{_reason(second)}\");"
+                    "f.value = ''; f.blur();")
+        wait_for(lambda: bool(_js(browser, f"return document.querySelector(\"tr[data-booking="
+                                           f"'{second}'][data-state=declined]\") !== null")),
+                 20, "the declined request on the page")
     finally:
         gw.kill()
