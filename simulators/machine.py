@@ -24,7 +24,7 @@ import random
 import re
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -40,6 +40,8 @@ from pydantic import (
 )
 
 from models.machine_state import Availability, ControllerMode, Execution, MachineState
+from models.plant import ShiftCalendar
+from simulators.breaks import CalendarBreaks
 
 __all__ = [
     "AlarmSpec",
@@ -370,7 +372,8 @@ class MachineModel:
 
     def __init__(self, asset: str, seed: int = 0, time_scale: float = 1.0,
                  programs: Sequence[ProgramSpec] | None = None, start: datetime | None = None,
-                 *, profile: MachineProfile | None = None) -> None:
+                 *, profile: MachineProfile | None = None,
+                 breaks: ShiftCalendar | None = None) -> None:
         if not time_scale > 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         if start is not None and start.tzinfo is None:
@@ -389,6 +392,8 @@ class MachineModel:
         self._checkpoint_times = [0.0]
         self._frontier = first
         self._run: _Run | None = None
+        self.pauses = None if breaks is None else CalendarBreaks(breaks, self.start)
+        """The calendar's breaks, which the machine idles through (simulators/breaks.py)."""
 
     @classmethod
     def scripted(cls, asset: str, events: Sequence[ScriptEvent], *,
@@ -430,8 +435,11 @@ class MachineModel:
         return model
 
     @classmethod
-    def from_options(cls, asset: str, options: dict[str, Any]) -> MachineModel:
-        """Build from a plant YAML `simulator:` block; a bad block raises one clear ValueError."""
+    def from_options(cls, asset: str, options: dict[str, Any], *,
+                     breaks: ShiftCalendar | None = None) -> MachineModel:
+        """Build from a plant YAML `simulator:` block; a bad block raises one clear ValueError.
+        `breaks`: the plant's calendar, whose breaks a generated machine idles through (a
+        script is an explicit timeline and keeps to it)."""
         try:
             opts = SimulatorOptions.model_validate(options)
         except ValidationError as exc:
@@ -444,13 +452,31 @@ class MachineModel:
             return cls.scripted(asset, opts.script, start=opts.start,
                                 time_scale=opts.time_scale, programs=opts.programs)
         return cls(asset, seed=opts.seed, time_scale=opts.time_scale, programs=opts.programs,
-                   start=opts.start, profile=opts.profile)
+                   start=opts.start, profile=opts.profile, breaks=breaks)
 
     def elapsed(self, now: datetime) -> float:
-        """Simulated seconds since start at wall time `now` (0 before start)."""
-        return max(0.0, (now - self.start).total_seconds() * self.time_scale)
+        """Simulated seconds since start at wall time `now` (0 before start); the clock
+        stands still in the calendar's breaks."""
+        wall = (now - self.start).total_seconds()
+        if self.pauses is not None:
+            wall -= self.pauses.paused_seconds(now)
+        return max(0.0, wall * self.time_scale)
+
+    def on_break(self, now: datetime) -> bool:
+        """Whether `now` is in one of the calendar's breaks (the machine idles)."""
+        return self.pauses is not None and self.pauses.paused(now)
 
     def snapshot(self, now: datetime) -> MachineSnapshot:
+        snap = self._snapshot(now)
+        if not self.on_break(now):
+            return snap
+        # In a break the machine waits where it stopped: counters, program and temperatures
+        # as they were, idle and ready, nothing turning, the door open
+        return replace(snap, execution=Execution.READY, emergency_stop=False, alarm_code=0,
+                       alarm_text="", spindle_speed=0.0, spindle_load=0.0, feed_rate=0.0,
+                       door_closed=False)
+
+    def _snapshot(self, now: datetime) -> MachineSnapshot:
         t = self.elapsed(now)
         run = self._run
         if run is None or not run.t0 <= t < run.t1:

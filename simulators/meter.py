@@ -7,7 +7,8 @@ sum, and a test can compare a part record's energy with the meter's own integral
 * unavailable or emergency stop: `standby_w` (controls only);
 * otherwise `base_w` (controls, hydraulics, chip conveyor, coolant pump);
 * spindle turning (cutting or feed hold): plus `spindle_w`;
-* cutting: plus `load_w_per_percent` x the program's nominal spindle load (%).
+* cutting: plus `load_w_per_percent` x the program's nominal spindle load (%);
+* in one of the calendar's breaks (simulators/breaks.py), idle: `base_w`.
 
 Served over Modbus in the Eastron SDM630 register layout (simulators/modbus_server.py), the
 same addresses as adapters/modbus/meters/eastron-sdm630.yaml reads.
@@ -62,8 +63,18 @@ class MeterModel:
         return watts
 
     def power_w(self, now: datetime) -> float:
+        if self.machine.on_break(now):  # idle through a break: controls and pumps only
+            return self.profile.base_w
         t = self.machine.elapsed(now)
         return next(self.power_of(s) for s in self.machine.stretches(t, t + 1e-9))
+
+    def _break_joules(self, start: datetime | None, end: datetime) -> float:
+        """What the idle machine drew in the calendar's breaks in [start, end)."""
+        pauses = self.machine.pauses
+        if pauses is None:
+            return 0.0
+        before = 0.0 if start is None else pauses.paused_seconds(start)
+        return self.profile.base_w * (pauses.paused_seconds(end) - before)
 
     def energy_kwh(self, now: datetime) -> float:
         """Cumulative energy at `now`. Power acts over wall-clock time, as the power register
@@ -74,12 +85,12 @@ class MeterModel:
             self._t, self._joules = 0.0, 0.0
         self._joules += self._joules_between(self._t, t)
         self._t = t
-        return self.profile.initial_kwh + self._joules / 3.6e6
+        return self.profile.initial_kwh + (self._joules + self._break_joules(None, now)) / 3.6e6
 
     def energy_between(self, start: datetime, end: datetime) -> float:
         """kWh drawn in [start, end): the reference a part record's energy is checked by."""
         a, b = self.machine.elapsed(start), self.machine.elapsed(end)
-        return self._joules_between(a, b) / 3.6e6
+        return (self._joules_between(a, b) + self._break_joules(start, end)) / 3.6e6
 
     def _joules_between(self, a: float, b: float) -> float:
         """Simulated seconds [a, b) at each stretch's power, over wall-clock seconds."""

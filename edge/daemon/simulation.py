@@ -1,10 +1,11 @@
 """Serve the plant's `simulate: true` machines: the bridge from a plant YAML to simulators/.
 
-Every simulated machine gets one clock-driven `MachineModel` (seeded, scripted or not) and
-is served by the protocol server of its adapter type. `STARTERS` maps an adapter type to a
-function that serves a group of machines of that type and returns a handle with `aclose()`;
-each protocol's starter lives beside its server in simulators/. The connection block is
-the adapter's validated settings: a simulator listens where the gateway will connect.
+Every simulated machine gets one clock-driven `MachineModel` (seeded, scripted or not),
+idle through the plant calendar's breaks unless scripted, and is served by the protocol
+server of its adapter type. `STARTERS` maps an adapter type to a function that serves a
+group of machines of that type and returns a handle with `aclose()`; each protocol's
+starter lives beside its server in simulators/. The connection block is the adapter's
+validated settings: a simulator listens where the gateway will connect.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from edge.config.loader import LoadedPlant
 from edge.observability import get_logger
 from models.errors import ConfigProblem, ConfigurationError, PlantConfigError
-from models.plant import Machine
+from models.plant import Machine, ShiftCalendar
 from simulators import (
     focas_server,
     haas_server,
@@ -49,7 +50,7 @@ STARTERS: dict[str, Starter] = {
 }
 
 
-def _models(
+def simulated_models(
     loaded: LoadedPlant,
 ) -> tuple[dict[str, list[SimulatedMachine]], dict[str, MeterModel]]:
     """Each adapter type's simulated machines, and the simulated meters by meter id."""
@@ -77,7 +78,7 @@ def _models(
                     (m.id, loaded.settings[m.id], meter.machine))
             continue
         try:
-            model = MachineModel.from_options(m.id, _model_options(m))
+            model = MachineModel.from_options(m.id, _model_options(m), breaks=_breaks(loaded))
         except ValueError as exc:
             problems.append(ConfigProblem(*where, f"machines[{i}].simulator", str(exc)))
             continue
@@ -85,6 +86,13 @@ def _models(
     if problems:
         raise PlantConfigError(problems)
     return groups, meters
+
+
+def _breaks(loaded: LoadedPlant) -> ShiftCalendar | None:
+    """The calendar whose breaks the simulated machines idle through (simulators/breaks.py),
+    so the demo makes no part in planned downtime; None when it has no break."""
+    shifts = loaded.plant.shifts
+    return shifts if any(s.breaks for s in shifts.shifts) else None
 
 
 def _model_options(m: Machine) -> dict[str, Any]:
@@ -107,7 +115,8 @@ def _meter(loaded: LoadedPlant, m: Machine) -> MeterModel | str:
     if not target.simulate:
         return f"the metered machine {target.id!r} is not simulated"
     try:
-        machine = MachineModel.from_options(target.id, _model_options(target))
+        machine = MachineModel.from_options(target.id, _model_options(target),
+                                            breaks=_breaks(loaded))
         profile = MeterProfile.model_validate(m.simulator.get("meter", {}))
     except (ValueError, ValidationError) as exc:
         return str(exc)
@@ -117,7 +126,7 @@ def _meter(loaded: LoadedPlant, m: Machine) -> MeterModel | str:
 async def start_simulators(loaded: LoadedPlant) -> list[SimulatorHandle]:
     handles: list[SimulatorHandle] = []
     try:
-        groups, meters = _models(loaded)
+        groups, meters = simulated_models(loaded)
         for adapter, machines in groups.items():
             starter: Starter = STARTERS[adapter]
             if adapter == "modbus":  # simulated energy meters are Modbus units too
