@@ -405,17 +405,13 @@ def _bookings(args: argparse.Namespace, loaded: LoadedPlant) -> int:
         if not args.booking:
             print(f"bookings {args.action}: give the booking id", file=sys.stderr)
             return EXIT_INPUT
-        store = next((s for s in stores if s.get(args.booking) is not None), None)
-        if store is None:
-            print(f"bookings: no booking {args.booking!r}", file=sys.stderr)
-            return EXIT_INPUT
-        # logged as the page's decisions are (`booking_decided`, `via`), on stderr
+        # decided and logged as on the status page (`booking_decided`, `via`; on stderr) in
+        # the store holding the booking; no flush: the running gateway notices the commit
+        # by itself (`booking.poll_seconds`), signs the record and republishes the offer
         log = get_logger(gateway=loaded.plant.gateway.id)
         holds = PlantHolds(lambda: loaded, BookingsFiles(lambda: loaded, log))
-        desk = OperatorDesk(lambda: loaded, store, holds)
-        # no flush here: the running gateway notices the store's change by itself
-        # (`booking.poll_seconds`), signs the record and republishes the offer
-        board = BookingBoard(store, desk, lambda: None, log)
+        desks = [OperatorDesk(lambda: loaded, s, holds) for s in stores]
+        board = BookingBoard(lambda: desks, lambda: None, log)
         try:
             row = board.decide(args.booking, accept=args.action == "accept",
                                reason=args.reason, via=f"command line by {operator()}")

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import getpass
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from structlog.typing import FilteringBoundLogger
 
@@ -53,45 +54,53 @@ def operator() -> str:
         return f"uid {os.getuid()}"
 
 
+Desks = Callable[[], Sequence[OperatorDesk]]
+"""The desks of every bookings store the page shows, asked for at each read: one for a
+single process; one per worker under `run --workers N`, whose parent serves the page while
+each worker keeps its own machines' bookings (`WorkerDesks`)."""
+
+
 class BookingBoard:
     def __init__(
         self,
-        store: BookingStore,
-        desk: OperatorDesk,
+        desks: OperatorDesk | Desks,
         on_change: Callable[[], object],
         log: FilteringBoundLogger,
         *,
         clock: Callable[[], datetime] = utc_now,
         recent: int = 20,
     ) -> None:
-        self.store = store
-        self.desk = desk
+        self.desks: Desks = (lambda: (desks,)) if isinstance(desks, OperatorDesk) else desks
         self.on_change = on_change
         self.log = log
         self.clock = clock
         self.recent = recent
 
     def view(self, machine: str | None = None) -> BookingsView:
-        """BookingStoreError when the store cannot be read."""
+        """BookingStoreError when a store cannot be read."""
         now = self.clock()
-        waiting = self.store.bookings(states=["requested"], machine=machine)
+        stores = [d.store for d in self.desks()]
+        waiting = [r for s in stores for r in s.bookings(states=["requested"], machine=machine)]
         waiting.sort(key=lambda r: (r.expires or now, r.id))
         upcoming = [
-            r for r in self.store.bookings(states=["accepted"], machine=machine)
+            r for s in stores for r in s.bookings(states=["accepted"], machine=machine)
             if r.end is not None and r.end > now
         ]
         upcoming.sort(key=lambda r: (r.start or now, r.id))
-        recent = self.store.bookings(
-            states=DECIDED, machine=machine, limit=self.recent, by_update=True
-        )
-        return BookingsView(now, waiting, upcoming, recent)
+        recent = [r for s in stores for r in s.bookings(
+            states=DECIDED, machine=machine, limit=self.recent, by_update=True)]
+        recent.sort(key=lambda r: (r.updated, r.id), reverse=True)
+        return BookingsView(now, waiting, upcoming, recent[:self.recent])
 
     def decide(self, booking: str, *, accept: bool, reason: str | None, via: str) -> BookingRow:
         """KeyError: no such booking; Refused: decided, expired, or no longer fits;
         BookingStoreError: the store failed. Each outcome is logged with `via`."""
         decision = "accept" if accept else "decline"
         try:
-            row = self.desk.decide(booking, accept=accept, reason=reason)
+            desk = next((d for d in self.desks() if d.store.get(booking) is not None), None)
+            if desk is None:
+                raise KeyError(booking)
+            row = desk.decide(booking, accept=accept, reason=reason)
         except KeyError:
             self.log.warning("booking_decision_refused", booking=booking, decision=decision,
                              via=via, error="no such booking")
@@ -107,3 +116,29 @@ class BookingBoard:
         except EdgeError as exc:  # committed: the publisher's poll sends it later
             self.log.error("bookings_publish_deferred", booking=row.id, error=str(exc))
         return row
+
+
+class WorkerDesks:
+    """The workers' bookings stores as the parent of `run --workers N` reads them for the
+    page: each opened once its worker has created it (a worker that has not started yet
+    has no bookings), then kept open; decisions go to the store holding the booking, as
+    `edge-gateway bookings accept|decline` does, and its worker notices the commit by its
+    poll (`booking.poll_seconds`), signs the record and republishes the offer."""
+
+    def __init__(self, paths: Sequence[Path], desk: Callable[[BookingStore], OperatorDesk],
+                 log: FilteringBoundLogger) -> None:
+        self.paths = list(paths)
+        self.desk = desk
+        self.log = log
+        self._open: dict[Path, OperatorDesk] = {}
+
+    def __call__(self) -> list[OperatorDesk]:
+        for path in self.paths:
+            if path not in self._open and path.exists():
+                self._open[path] = self.desk(BookingStore(path, logger=self.log))
+        return [self._open[p] for p in self.paths if p in self._open]
+
+    def close(self) -> None:
+        desks, self._open = self._open, {}
+        for d in desks.values():
+            d.store.close()

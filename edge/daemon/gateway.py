@@ -150,7 +150,6 @@ class Gateway:
         holds = PlantHolds(config, files)
         # the status page's decisions: the command line's desk, published at once
         self.booking_board = BookingBoard(
-            self.bookings_store,
             OperatorDesk(config, self.bookings_store, holds),
             self.booking_publisher.flush,
             self.log,

@@ -11,9 +11,11 @@ topics and JWKS. This parent owns what must exist once per gateway: the retained
 edge/daemon/worker_report.py), the `keys` topic, the query endpoint (checks, nonces and
 reply signing here; a machine's methods answered by its worker over a socket pair,
 edge/daemon/worker_queries.py) and the status page, `/metrics` and console table, built
-from worker snapshots asked for when due (edge/status/worker_source.py; the bookings page
-is not served here, since each worker holds its machines' bookings). It creates the
-signing key before any worker starts, so workers never race to create it.
+from worker snapshots asked for when due (edge/status/worker_source.py). Its bookings page
+reads every worker's bookings store, and a decision taken there is written to the store
+holding the booking, as `edge-gateway bookings accept|decline` does (edge/bookings/board.py
+`WorkerDesks`); that worker signs and publishes it. It creates the signing key before any
+worker starts, so workers never race to create it.
 
 Supervision: a worker that exits unexpectedly is logged and restarted after a back-off
 (1 s, doubling to 30 s, reset once a worker ran 60 s); the others are not touched, and the
@@ -43,8 +45,12 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from edge import package_version
+from edge.bookings.board import BookingBoard, WorkerDesks
+from edge.bookings.desk import OperatorDesk, PlantHolds
+from edge.bookings.store import FILENAME as BOOKINGS_FILE
+from edge.capacity.bookings import BookingsFiles
 from edge.config.loader import LoadedPlant
-from edge.config.workers import WorkerRole, assignment
+from edge.config.workers import WorkerRole, as_worker, assignment
 from edge.daemon import systemd
 from edge.daemon.console import console_loop, status_footer, status_rows
 from edge.daemon.embedded_broker import EmbeddedBroker
@@ -184,6 +190,13 @@ class WorkerPool:
             nonces=self.nonces,
             dispatch=WorkerQueries(lambda: self.loaded, count, self.call, self.health),
         )
+        # the bookings page: every worker's store, read (and decided in) as the command
+        # line does; each worker signs and publishes what changed in its own store
+        holds = PlantHolds(lambda: self.loaded, BookingsFiles(lambda: self.loaded, log))
+        self.booking_desks = WorkerDesks(
+            [as_worker(loaded, w.role).state_dir / BOOKINGS_FILE for w in self.workers],
+            lambda store: OperatorDesk(lambda: self.loaded, store, holds), log)
+        self.booking_board = BookingBoard(self.booking_desks, lambda: None, log)
         self.status = WorkerStatusSource(
             plant=lambda: self.loaded.plant, workers=count, fetch=self._snapshot,
             kid=lambda: self._signer.kid, queries=lambda: self.queries.by_method,
@@ -337,7 +350,7 @@ class WorkerPool:
                    for name, tr in self.plan.transports.items() if name not in self.plan.nodes]
         web: StatusWeb | None = await start_status_web(
             plant.gateway.web, self.status, self.log, title=f"plant {plant.gateway.site}",
-            prepare=self.status.refresh)
+            prepare=self.status.refresh, bookings=self.booking_board)
         if self.console_every is not None:
             serving.append(asyncio.create_task(console_loop(
                 lambda: (status_rows(self.status), status_footer(self.status)),
@@ -381,6 +394,7 @@ class WorkerPool:
                                                timeout=2.0)
                 await tr.stop()
             self.nonces.close()
+            self.booking_desks.close()
             self.log.info("gateway_stopped")
         return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from e2e import GatewayProcess, plant_yaml, verified_body, wait_for
 
+from edge.config.workers import worker_of
 from edge.platform_kit.client import query
 
 GATEWAY = "edge/plant-a/gw-1"
@@ -41,8 +43,8 @@ booking: {auto_accept: false, poll_seconds: 0.2}
 
 
 class Plant:
-    def __init__(self, tmp: Path, broker: Mosquitto, ports: Callable[[], int], allow: bool
-                 ) -> None:
+    def __init__(self, tmp: Path, broker: Mosquitto, ports: Callable[[], int], allow: bool,
+                 machines: int = 1) -> None:
         self.key = Ed25519PrivateKey.generate()
         (tmp / "p1.pem").write_bytes(
             self.key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
@@ -50,7 +52,8 @@ class Plant:
         port = ports()
         web = (f"web: {{port: {port}, refresh_seconds: 0.5, token: {{file: {tmp / 'token'}}}, "
                f"allow_decisions: {'true' if allow else 'false'}}}")
-        text = plant_yaml(tmp / "state", [ports()], broker.port).replace("web: {port: 0}", web)
+        text = plant_yaml(tmp / "state", [ports() for _ in range(machines)],
+                          broker.port).replace("web: {port: 0}", web)
         self.path = tmp / "plant.yaml"
         self.path.write_text(text + RULES)
         self.broker = broker
@@ -59,10 +62,10 @@ class Plant:
     def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         return asyncio.run(query(self.broker.url, self.key, GATEWAY, method, params, wait=15))
 
-    def request(self, reference: str, hours: int) -> dict[str, Any]:
+    def request(self, reference: str, hours: int, asset: str = "m1") -> dict[str, Any]:
         """A request that waits for a person (auto_accept: false)."""
         start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=hours)
-        reply = self.ask("reserve", {"asset": "m1", "reference": reference,
+        reply = self.ask("reserve", {"asset": asset, "reference": reference,
                                      "start": start.isoformat(),
                                      "end": (start + timedelta(hours=1)).isoformat()})
         assert reply["ok"] and reply["result"]["state"] == "requested", reply
@@ -333,5 +336,57 @@ def test_a_half_typed_reason_survives_the_live_updates(
         wait_for(lambda: bool(_js(browser, f"return document.querySelector(\"tr[data-booking="
                                            f"'{second}'][data-state=declined]\") !== null")),
                  20, "the declined request on the page")
+    finally:
+        gw.kill()
+
+
+@pytest.mark.slow
+def test_the_parent_of_two_workers_serves_the_bookings_page_and_its_decisions(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_collector: Callable[..., Collector],
+    free_port: Callable[[], int],
+) -> None:
+    """`run --workers 2`: each worker keeps its machines' bookings; the parent's page lists
+    both workers' requests, and an accept there is written to the store holding the booking,
+    whose worker signs and publishes it."""
+    plant = Plant(tmp_path, mosquitto, free_port, allow=True, machines=4)
+    by_worker: dict[int, str] = {}
+    for m in ("m1", "m2", "m3", "m4"):
+        by_worker.setdefault(worker_of(m, 2), m)
+    assert set(by_worker) == {0, 1}, by_worker  # a request on each worker
+    booked = mqtt_collector(mosquitto.host, mosquitto.port, "edge/plant-a/hall-1/line-1/+/bookings")
+    keys = mqtt_collector(mosquitto.host, mosquitto.port, f"{GATEWAY}/keys")
+    gw = GatewayProcess(plant.path, "--workers", "2").start()
+    try:
+        wait_for(lambda: _serving(plant.url), 30, "status page listening")
+        wait_for(lambda: len(gw.events("worker_started")) == 2, 30, "both workers")
+        waiting = {w: plant.request(f"po-w{w}", 3 + w, m)["booking"] for w, m in by_worker.items()}
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        page = httpx.get(plant.url + "bookings", headers=bearer, timeout=10)
+        assert page.status_code == 200, page.text
+        for booking in waiting.values():
+            assert f'data-booking="{booking}" data-state="requested"' in page.text
+        match = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert match is not None
+        form = {"csrf": match.group(1), "decision": "accept", "reason": "from the parent"}
+        for w in (1, 0):
+            r = httpx.post(plant.url + f"bookings/{waiting[w]}", data=form, timeout=10,
+                           headers={**bearer, "Origin": plant.url.rstrip("/")})
+            assert r.status_code == 303, r.text
+        assert {plant.state(b) for b in waiting.values()} == {"accepted"}
+
+        def accepted() -> set[str]:
+            jwks = json.loads(keys.snapshot()[-1].payload) if keys.snapshot() else None
+            return set() if jwks is None else {
+                r["booking"] for r in _records(booked, jwks)
+                if r["state"] == "accepted" and r["reason"] == "from the parent"}
+
+        # each worker notices the commit in its store, signs and publishes it
+        wait_for(lambda: accepted() == set(waiting.values()), 15,
+                 "both acceptances signed on the bookings streams")
+        decided = gw.events("booking_decided")
+        assert sorted((e["booking"], e["via"]) for e in decided) == sorted(
+            (b, "status page from 127.0.0.1") for b in waiting.values())
+        again = httpx.get(plant.url + "bookings", headers=bearer, timeout=10).text
+        assert "No request waits for a decision." in again
     finally:
         gw.kill()

@@ -162,10 +162,17 @@ def test_two_workers_answer_queries_and_serve_the_status_page(
         assert 'edge_gateway_query_requests_total{method="state",result="ok"}' in metrics
         one_page = httpx.get(url + f"machines/{by_worker[0][0]}", timeout=10)
         assert one_page.status_code == 200 and "part_count" in one_page.text
-        # the bookings page is not served with several workers (README "Every core", not
-        # built): the nav leaves it out, /bookings says so, and nothing can be decided there
-        assert 'href="/bookings"' not in page
-        assert httpx.get(url + "bookings", timeout=10).status_code == 404
+        # the parent serves the bookings page from both workers' stores (read-only here:
+        # decisions need gateway.web.allow_decisions, tests/end_to_end/
+        # test_status_page_bookings.py decides on it with two workers)
+        assert 'href="/bookings"' in page
+        bookings_page = httpx.get(url + "bookings", timeout=10)
+        assert bookings_page.status_code == 200, bookings_page.text
+        for ref, state in (("po-0", "accepted"), ("po-1", "released"), ("q-1", "accepted"),
+                           ("q-2", "accepted")):
+            assert re.search(rf'data-state="{state}">(?:(?!</tr>).)*/ {ref}<',
+                             bookings_page.text), (ref, state)
+        assert "Read-only" in bookings_page.text
 
         # SIGHUP: the parent takes the new platform list at once (p2 revoked)
         plant.write_text(plant.read_text().replace(

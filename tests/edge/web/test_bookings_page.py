@@ -88,7 +88,7 @@ async def _serve(tmp_path: Path, allow: bool) -> AsyncIterator[Page]:
     _reserve(store, "po-ok", 5, 6, auto=True)
     published: list[int] = []
     log = structlog.get_logger()
-    board = BookingBoard(store, OperatorDesk(lambda: loaded,
+    board = BookingBoard(OperatorDesk(lambda: loaded,
                                              store, PlantHolds(lambda: loaded,
                                                                BookingsFiles(lambda: loaded,
                                                                              log))),
@@ -192,7 +192,7 @@ async def test_an_expired_request_says_so(page: Page) -> None:
     board = page.web.bookings
     assert board is not None
     late = row.expires + timedelta(seconds=1)
-    board.desk.clock = lambda: late  # the hold ended before the gateway closed it
+    board.desks()[0].clock = lambda: late  # the hold ended before the gateway closed it
     async with _session() as http:
         await _login(http, page.web)
         async with http.post(page.web.url + f"bookings/{page.waiting}", data=_form(page),
