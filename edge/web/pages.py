@@ -208,6 +208,9 @@ def machine_live(source: StatusSource, machine_id: str) -> Live | None:
     for p in points:
         cells.update(_point_cells(machine_id, p, now))
     tree = loss_tree(oee)
+    if m.meter_reading:  # not "no shift running": a meter has no OEE in any shift
+        tree = {"loss/shift": f"{m.meter_reading}; an energy meter makes no parts, so it has "
+                "no OEE (its energy counts for the machine it meters)"}
     cells.update(tree)
     svg = timeline_svg(source.timeline(machine_id), oee.start if oee else None,
                        oee.end if oee else None, now, ZoneInfo(oee.timezone) if oee else None)

@@ -155,5 +155,8 @@ def test_a_meter_row_shows_its_reading_not_an_oee_in_every_view() -> None:
     rows = {r.asset: r for r in status_rows(source)}
     assert rows["mill-01-meter"].oee == "meter of mill-01: 3.42 kW, 1234.6 kWh"
     assert rows["mill-01"].oee == "68% (90/80/95)"
+    page = pages.machine_live(source, "mill-01-meter")
+    assert page is not None and page.cells["loss/shift"].startswith(
+        "meter of mill-01: 3.42 kW, 1234.6 kWh; an energy meter makes no parts")
     unread = dataclasses.replace(meter, power_w=None, energy_kwh=None)
     assert unread.meter_reading == "meter of mill-01"
