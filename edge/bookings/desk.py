@@ -87,7 +87,8 @@ class BookingDesk:
     ) -> list[Machine]:
         """Machines the request may go to, in YAML order (`only`: that one of them);
         KeyError when there is none."""
-        enabled = self.config().enabled_machines()
+        # an energy meter (`meter_for`) makes no parts: it is never offered, so never booked
+        enabled = [m for m in self.config().enabled_machines() if m.meter_for is None]
         if only is not None:
             enabled = [m for m in enabled if m.id == only]
         if asset is not None:

@@ -158,6 +158,8 @@ class CapacityPublisher:
             for asset in self.fleet.assets():
                 if not full and asset not in forced:
                     continue
+                if self.fleet.device(asset).machine.meter_for is not None:
+                    continue  # an energy meter makes no parts: nothing to offer or book
                 try:
                     record = self.records.record(asset)
                 except Exception:  # a bug must not end the loop for every machine

@@ -243,6 +243,8 @@ machines:
     assert not meter_oee["ok"] and meter_oee["error"]["code"] == "not_found", meter_oee
     assert "energy meter of m1" in meter_oee["error"]["message"], meter_oee
     assert not [m for m in col.snapshot() if m.topic.endswith("/m1-meter/oee")]
+    # ... and is offered to no platform (m1's offers came meanwhile: see above)
+    assert not [m for m in col.snapshot() if m.topic.endswith("/m1-meter/capacity")]
     assert oee is not None and oee["energy"]["kwh"]["total"] > 0
     offer = latest(col, "/m1/capacity", jwks)
     assert offer is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import structlog
 
 from edge.bookings.desk import BookingDesk, PlantHolds
@@ -55,3 +56,38 @@ machines:
 
         assert booked("real") == timedelta(hours=1)  # 120 x 30 s
         assert booked("sim") == timedelta(minutes=3)  # 120 x 30 s / 20
+
+
+def test_an_energy_meter_is_not_bookable(tmp_path: Path) -> None:
+    """A meter (`meter_for`) makes no parts and is offered to no platform, so a request for
+    it is refused as for a machine the gateway does not have, never accepted."""
+    loaded = parse_plant("""\
+gateway: {id: gw-1, site: plant-a}
+machines:
+  - id: mill
+    area: a
+    line: l
+    adapter: modbus
+    programs: {O1000: {ideal_cycle_time: 30}}
+    connection: {host: 127.0.0.1}
+    points: [{name: part_count, register: holding, address: 10, data_type: uint32}]
+  - id: mill-meter
+    area: a
+    line: l
+    adapter: modbus
+    meter_for: mill
+    connection: {host: 127.0.0.1, port: 5021}
+    energy: {energy_kwh: kwh}
+    points: [{name: kwh, register: input, address: 0x48, data_type: float32}]
+""", str(tmp_path / "plant.yaml"))
+    platform = Platform(id="buyer", public_key_file="buyer.pem")
+    with BookingStore(tmp_path / "bookings.sqlite3", durable=False) as store:
+        desk = BookingDesk(lambda: loaded, store,
+                           PlantHolds(lambda: loaded, BookingsFiles(lambda: loaded,
+                                                                    structlog.get_logger())),
+                           lambda machine, now: None, lambda: None, clock=lambda: NOW)
+        ask = {"reference": "po-1", "program": "O1000", "quantity": 1,
+               "earliest_start": NOW.isoformat()}
+        with pytest.raises(KeyError, match="unknown machine 'mill-meter'"):
+            desk.reserve(platform, {"asset": "mill-meter", **ask})
+        assert desk.reserve(platform, {"asset": "mill", **ask})["state"] == "accepted"
