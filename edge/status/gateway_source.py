@@ -23,6 +23,7 @@ from edge.egress.outbox import Outbox
 from edge.egress.sender import DestinationSender
 from edge.egress.stack import EgressStack
 from edge.kpi.service import KpiService
+from edge.status.identity import GatewayIdentity
 from edge.status.log_tap import LogTap
 from edge.status.model import (
     DestinationStatus,
@@ -141,10 +142,7 @@ class GatewayStatusSource:
         self._devices = devices
         self._kpi = kpi
         self._egress = egress
-        self._queries = queries
-        self.version = version
-        self.started = started
-        self.tap = tap
+        self._identity = GatewayIdentity(plant, queries, version, started, tap)
         self._oee: dict[str, tuple[float, OeeStatus | None]] = {}
         """machine -> (monotonic expiry, figures)"""
 
@@ -243,15 +241,11 @@ class GatewayStatusSource:
         ]
 
     def gateway(self) -> GatewayStatus:
-        g = self._plant().gateway
         stack = self._egress()
-        return GatewayStatus(
-            id=g.id, site=g.site, version=self.version,
-            kid=stack.sealer.signer.kid if stack else None, started=self.started,
-            reloads=tuple(self.tap.reloads), warnings=tuple(self.tap.warnings),
-            envelopes_sealed=stack.egress.envelopes if stack else 0,
-            records_sealed=stack.egress.records if stack else 0,
-        )
+        if stack is None:  # between stop and start of a reload
+            return self._identity.status(None, 0, 0)
+        return self._identity.status(stack.sealer.signer.kid, stack.egress.envelopes,
+                                     stack.egress.records)
 
     def poll_durations(self, machine_id: str) -> PollHistogram | None:
         d = self._devices().get(machine_id)
@@ -261,4 +255,4 @@ class GatewayStatusSource:
         return PollHistogram(polls.bounds, polls.cumulative(), polls.count, polls.total)
 
     def queries(self) -> QueryCounts:
-        return QueryCounts(dict(self._queries()))
+        return self._identity.query_counts()

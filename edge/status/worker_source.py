@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from edge.config.workers import owner
+from edge.status.identity import GatewayIdentity
 from edge.status.log_tap import LogTap
 from edge.status.model import (
     DestinationStatus,
@@ -57,10 +58,7 @@ class WorkerStatusSource:
         self.workers = workers
         self._fetch = fetch
         self._kid = kid
-        self._queries = queries
-        self.version = version
-        self.started = started
-        self.tap = tap
+        self._identity = GatewayIdentity(plant, queries, version, started, tap)
         self.max_age = max_age
         self.snapshots: list[WorkerSnapshot] = [WorkerSnapshot() for _ in range(workers)]
         self._fresh: list[tuple[float, str | None]] = [(-1e9, None)] * workers
@@ -137,16 +135,11 @@ class WorkerStatusSource:
         return list(merged.values())
 
     def gateway(self) -> GatewayStatus:
-        g = self._plant().gateway
-        return GatewayStatus(
-            id=g.id, site=g.site, version=self.version, kid=self._kid(), started=self.started,
-            reloads=tuple(self.tap.reloads), warnings=tuple(self.tap.warnings),
-            envelopes_sealed=sum(s.sealed[0] for s in self.snapshots),
-            records_sealed=sum(s.sealed[1] for s in self.snapshots),
-        )
+        return self._identity.status(self._kid(), sum(s.sealed[0] for s in self.snapshots),
+                                     sum(s.sealed[1] for s in self.snapshots))
 
     def queries(self) -> QueryCounts:
-        return QueryCounts(dict(self._queries()))
+        return self._identity.query_counts()
 
 
 def _restarting(snap: WorkerSnapshot) -> WorkerSnapshot:
