@@ -48,6 +48,7 @@ from typing import Any, Literal
 
 from edge.platform_kit.verifier import booking_commitment
 from edge.storage.wal import WalStore
+from edge.storage.where import Where
 from models.booking import (
     NOTHING_HELD,
     OPEN_STATES,
@@ -547,25 +548,16 @@ class BookingStore(WalStore):
         by_update: bool = False,
     ) -> list[BookingRow]:
         """Newest first: created, or (`by_update`) last changed."""
-        where, args = ["1"], []
-        if platform is not None:
-            where.append("platform = ?")
-            args.append(platform)
-        if machine is not None:
-            where.append("machine = ?")
-            args.append(machine)
-        if reference is not None:
-            where.append("reference = ?")
-            args.append(reference)
-        wanted = list(states or [])
-        if wanted:
-            where.append(f"state IN ({', '.join('?' * len(wanted))})")
-            args.extend(wanted)
+        where = Where()
+        where.equals("platform", platform)
+        where.equals("machine", machine)
+        where.equals("reference", reference)
+        where.any_of("state", states or ())
         rows = self._read(
             "list",
-            f"SELECT {_COLUMNS} FROM bookings WHERE {' AND '.join(where)} "
+            f"SELECT {_COLUMNS} FROM bookings WHERE {where.sql} "
             f"ORDER BY {'updated' if by_update else 'created'} DESC, id LIMIT ?",
-            (*args, limit),
+            (*where.args, limit),
         )
         return [_row(r) for r in rows]
 

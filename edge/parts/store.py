@@ -43,6 +43,7 @@ from typing import Any
 
 from edge.kpi.store import from_us, to_us
 from edge.storage.wal import WalStore
+from edge.storage.where import Where
 from models.errors import EdgeError
 from models.logger import Logger
 from models.parts import ProgramEnergy
@@ -144,28 +145,20 @@ class PartStore(WalStore):
         """Records ordered by (asset, part_seq), after the cursor `after`, at most `limit`."""
         if not assets:
             return []
-        where = [f"asset IN ({','.join('?' * len(assets))})"]
-        args: list[Any] = list(assets)
-        if start is not None:
-            where.append("end_us >= ?")
-            args.append(to_us(start))
-        if end is not None:
-            where.append("end_us < ?")
-            args.append(to_us(end))
-        if program is not None:
-            where.append("program = ?")
-            args.append(program)
-        if verdict is not None:
-            where.append("verdict = ?")
-            args.append(verdict)
+        where = Where()
+        where.any_of("asset", assets)
+        where.compare("end_us", ">=", None if start is None else to_us(start))
+        where.compare("end_us", "<", None if end is None else to_us(end))
+        where.equals("program", program)
+        where.equals("verdict", verdict)
         if after is not None:
-            where.append("(asset > ? OR (asset = ? AND part_seq > ?))")
-            args += [after[0], after[0], after[1]]
+            where.add("(asset > ? OR (asset = ? AND part_seq > ?))", after[0], after[0],
+                      after[1])
         rows = self._read(
             "page",
-            f"SELECT asset, record, envelope FROM parts WHERE {' AND '.join(where)} "
+            f"SELECT asset, record, envelope FROM parts WHERE {where.sql} "
             "ORDER BY asset, part_seq LIMIT ?",
-            (*args, limit))
+            (*where.args, limit))
         return [StoredPart(a, json.loads(r), None if e is None else json.loads(e))
                 for a, r, e in rows]
 
