@@ -34,6 +34,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.metered_plant import metered_machines_yaml
 from edge.config.loader import LoadedPlant, load_plant
 from edge.devices.twin import AssetTwin
 from edge.egress.outbox import FILENAME as OUTBOX
@@ -49,24 +52,8 @@ from models.sample import Sample
 
 YAML = """
 gateway: {id: gw-1, site: plant-a, carbon: {kg_per_kwh: 0.38, source: bench, year: 2025}}
-machines:
-  - id: m1
-    area: a
-    line: l
-    adapter: modbus
-    programs: {O1000: {ideal_cycle_time: 20}}
-    part_record: {signals: [spindle_load, spindle_temperature, coolant_temperature]}
-    connection: {host: 127.0.0.1}
-    points: [{name: execution, register: holding, address: 0}]
-  - id: meter
-    area: a
-    line: l
-    adapter: modbus
-    meter_for: m1
-    energy: {energy_kwh: kwh, power_w: watts}
-    connection: {host: 127.0.0.1}
-    points: [{name: kwh, register: input, address: 72, data_type: float32}]
-"""
+""" + metered_machines_yaml("O1000", 20, ["spindle_load", "spindle_temperature",
+                                         "coolant_temperature"])
 T0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 
 

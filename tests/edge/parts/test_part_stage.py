@@ -13,6 +13,7 @@ import pytest
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench.metered_plant import metered_machines_yaml
 from edge.bookings.desk import part_links
 from edge.bookings.publisher import WindowEvidence
 from edge.bookings.store import BookingStore
@@ -35,24 +36,7 @@ gateway:
   site: plant-a
   state_dir: state
   carbon: {kg_per_kwh: 0.5, source: test, year: 2025}
-machines:
-  - id: m1
-    area: a
-    line: l
-    adapter: modbus
-    programs: {P1: {ideal_cycle_time: 10}}
-    part_record: {signals: [spindle_load]}
-    connection: {host: 127.0.0.1}
-    points: [{name: execution, register: holding, address: 0}]
-  - id: meter
-    area: a
-    line: l
-    adapter: modbus
-    meter_for: m1
-    energy: {energy_kwh: kwh, power_w: watts}
-    connection: {host: 127.0.0.1}
-    points: [{name: kwh, register: input, address: 72, data_type: float32}]
-"""
+""" + metered_machines_yaml("P1", 10, ["spindle_load"])
 
 
 class Sink:
