@@ -62,6 +62,17 @@ class Platform:
     def ask(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         return asyncio.run(query(self.broker.url, self.key, GATEWAY, method, params, wait=15))
 
+    def reserve(self, reference: str, start: datetime, end: datetime,
+                **extra: Any) -> dict[str, Any]:
+        """The reply to a `reserve` of machine m1 over [start, end)."""
+        return self.ask("reserve", {"asset": "m1", "reference": reference, "start": ts(start),
+                                    "end": ts(end), **extra})
+
+
+def public_key_file(path: Path, key: Ed25519PrivateKey) -> None:
+    """The platform's public key where the plant YAML's `public_key_file` names it."""
+    path.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+
 
 def joserfc_body(payload: bytes, jwks: dict[str, Any]) -> dict[str, Any]:
     with warnings.catch_warnings():  # joserfc flags "EdDSA" as superseded by RFC 9864
@@ -91,6 +102,11 @@ def jws_payload(env: dict[str, Any]) -> bytes:
 
 def states_of(collector: Collector, booking: str) -> list[str]:
     return [r["state"] for r in records(collector) if r["booking"] == booking]
+
+
+def record_of(collector: Collector, booking: str, state: str) -> dict[str, Any]:
+    """The first `bookings` record of `booking` in `state`."""
+    return next(r for r in records(collector) if r["booking"] == booking and r["state"] == state)
 
 
 def slot_taken(collector: Collector, start: datetime, end: datetime, after: datetime) -> bool:
@@ -123,9 +139,7 @@ def test_platforms_book_capacity_end_to_end(
 ) -> None:
     keys = {p: Ed25519PrivateKey.generate() for p in ("p1", "p2", "p3")}
     for name, key in keys.items():
-        (tmp_path / f"{name}.pem").write_bytes(
-            key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-        )
+        public_key_file(tmp_path / f"{name}.pem", key)
     plant = tmp_path / "plant.yaml"
     plant.write_text(plant_yaml(tmp_path / "state", [free_port()], mosquitto.port) + RULES)
     p1, p2, p3 = (Platform(mosquitto, keys[p]) for p in ("p1", "p2", "p3"))
@@ -140,17 +154,8 @@ def test_platforms_book_capacity_end_to_end(
 
         # 1. a free slot is accepted automatically within a second, the offer shows it taken
         t0 = time.monotonic()
-        first = p1.ask(
-            "reserve",
-            {
-                "asset": "m1",
-                "reference": "po-1",
-                "start": ts(base),
-                "end": ts(base + timedelta(hours=2)),
-                "program": "O1000",
-                "quantity": 40,
-            },
-        )
+        first = p1.reserve("po-1", base, base + timedelta(hours=2), program="O1000",
+                           quantity=40)
         elapsed = time.monotonic() - t0
         assert first["ok"], first
         accepted = first["result"]
@@ -163,15 +168,7 @@ def test_platforms_book_capacity_end_to_end(
         )
 
         # 2. an overlapping request of another platform is refused, naming why
-        clash = p2.ask(
-            "reserve",
-            {
-                "asset": "m1",
-                "reference": "x-7",
-                "start": ts(base + timedelta(hours=1)),
-                "end": ts(base + timedelta(hours=3)),
-            },
-        )
+        clash = p2.reserve("x-7", base + timedelta(hours=1), base + timedelta(hours=3))
         assert clash["ok"] and clash["result"]["state"] == "declined", clash
         assert f"overlaps accepted booking {accepted['booking']}" in clash["result"]["reason"]
 
@@ -203,28 +200,13 @@ def test_platforms_book_capacity_end_to_end(
         assert f"overlaps accepted booking {winner['booking']}" in loser["reason"]
 
         # 3. outside the rules (longer than 240 min): waits; a person accepts it
-        long = p2.ask(
-            "reserve",
-            {
-                "asset": "m1",
-                "reference": "x-8",
-                "start": ts(base + timedelta(hours=5)),
-                "end": ts(base + timedelta(hours=10)),
-            },
-        )
+        long = p2.reserve("x-8", base + timedelta(hours=5), base + timedelta(hours=10))
         waiting = long["result"]
         assert waiting["state"] == "requested", long
         assert waiting["waits_for"] == ["longer than max_duration_minutes 240"]
         # while it waits it holds its slot: another platform asking later does not get it
-        overtake = p1.ask(
-            "reserve",
-            {
-                "asset": "m1",
-                "reference": "po-late",
-                "start": ts(base + timedelta(hours=6)),
-                "end": ts(base + timedelta(hours=7)),
-            },
-        )["result"]
+        overtake = p1.reserve("po-late", base + timedelta(hours=6),
+                              base + timedelta(hours=7))["result"]
         assert overtake["state"] == "declined", overtake
         held = f"overlaps booking {waiting['booking']} held for a decision until"
         assert held in overtake["reason"] and waiting["hold_until"] is not None
@@ -267,37 +249,17 @@ def test_platforms_book_capacity_end_to_end(
 
         # 6. a booked window that runs closes as completed, with its OEE
         soon = datetime.now(UTC) + timedelta(seconds=2)
-        short = p1.ask(
-            "reserve",
-            {
-                "asset": "m1",
-                "reference": "po-2",
-                "start": ts(soon),
-                "end": ts(soon + timedelta(seconds=3)),
-            },
-        )["result"]
+        short = p1.reserve("po-2", soon, soon + timedelta(seconds=3))["result"]
         assert short["state"] == "accepted", short
         wait_for(lambda: "completed" in states_of(booked, short["booking"]), 20, "completed")
-        completed = next(
-            r
-            for r in records(booked)
-            if r["booking"] == short["booking"] and r["state"] == "completed"
-        )
+        completed = record_of(booked, short["booking"], "completed")
         oee, window = completed["oee"], completed["oee"]["window"]
         assert window["kind"] == "range" and window["closed"] and oee["time"]["pbt"] > 0, oee
         assert (window["start"], window["end"]) == (short["start"], short["end"])
 
         # 7. SIGKILL right after an acceptance loses nothing
         later = base + timedelta(hours=11)
-        kept = p1.ask(
-            "reserve",
-            {
-                "asset": "m1",
-                "reference": "po-3",
-                "start": ts(later),
-                "end": ts(later + timedelta(hours=1)),
-            },
-        )["result"]
+        kept = p1.reserve("po-3", later, later + timedelta(hours=1))["result"]
         assert kept["state"] == "accepted"
         gw.kill()
         restart = time.time()
@@ -381,9 +343,7 @@ def test_a_booked_window_closes_with_its_parts_and_its_oee(
     the platform opens with its salt), and the `completed` record's figures are those of an
     `oee` query for the same window, with the part numbers the window spans."""
     key = Ed25519PrivateKey.generate()
-    (tmp_path / "p1.pem").write_bytes(
-        key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-    )
+    public_key_file(tmp_path / "p1.pem", key)
     start = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
     shift = (start, start + timedelta(minutes=10))
     plant = scripted_shift_plant(tmp_path, mosquitto.port, free_port(), shift, PART_SCRIPT, 0.1)
@@ -404,18 +364,11 @@ def test_a_booked_window_closes_with_its_parts_and_its_oee(
         ahead = (datetime.now(UTC) - start).total_seconds() + 3
         first = max(1, int(ahead) + 1 + int(ahead) % 2)
         win_start, win_end = start + timedelta(seconds=first), start + timedelta(seconds=first + 8)
-        reply = p1.ask(
-            "reserve",
-            {"asset": "m1", "reference": "PO-9", "start": ts(win_start), "end": ts(win_end),
-             "program": "O1000", "quantity": 4},
-        )
+        reply = p1.reserve("PO-9", win_start, win_end, program="O1000", quantity=4)
         booking = reply["result"]
         assert booking["state"] == "accepted", reply
         wait_for(lambda: "completed" in states_of(booked, booking["booking"]), 60, "completed")
-        completed = next(
-            r for r in records(booked)
-            if r["booking"] == booking["booking"] and r["state"] == "completed"
-        )
+        completed = record_of(booked, booking["booking"], "completed")
         asked = p1.ask("oee", {"asset": "m1", "window": "range", "start": booking["start"],
                                "end": booking["end"]})["result"]
         listed = p1.ask("parts", {"asset": "m1", "start": booking["start"],
