@@ -59,6 +59,15 @@ class AdapterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def no_duplicates(names: Sequence[str], what: str = "point name(s)") -> None:
+    """A ValueError naming every value given more than once. Why every adapter's settings
+    call it: the twin keys signals by name, so a second point of one name would overwrite
+    the first without a word; the plant YAML error reads the same for every adapter."""
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"duplicate {what}: {', '.join(dup)}")
+
+
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
 

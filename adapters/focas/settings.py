@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from adapters.base import AdapterSettings
+from adapters.base import AdapterSettings, no_duplicates
 
 
 class FocasConnection(AdapterSettings):
@@ -49,9 +49,7 @@ class FocasSettings(AdapterSettings):
     @model_validator(mode="after")
     def _unique(self) -> FocasSettings:
         names = [p.name for p in self.points]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"duplicate point name(s): {', '.join(dup)}")
+        no_duplicates(names)
         clash = sorted(set(names) & FIXED_SIGNALS)
         if clash:
             raise ValueError(f"point name(s) {', '.join(clash)} are produced by the adapter itself")

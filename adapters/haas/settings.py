@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from adapters.base import AdapterSettings
+from adapters.base import AdapterSettings, no_duplicates
 
 
 class HaasConnection(AdapterSettings):
@@ -58,9 +58,7 @@ class HaasSettings(AdapterSettings):
     @model_validator(mode="after")
     def _unique(self) -> HaasSettings:
         names = [p.name for p in self.points]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"duplicate point name(s): {', '.join(dup)}")
+        no_duplicates(names)
         c = self.connection
         taken = (IDENTITY_SIGNALS if c.identify else frozenset()) | (
             MODE_SIGNALS if c.mode else frozenset()) | (STATUS_SIGNALS if c.status else frozenset())

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from adapters.base import AdapterSettings
+from adapters.base import AdapterSettings, no_duplicates
 
 RegisterKind = Literal["holding", "input", "coil", "discrete"]
 DataType = Literal[
@@ -157,10 +157,7 @@ class ModbusSettings(AdapterSettings):
 
     @model_validator(mode="after")
     def _whole_map(self) -> ModbusSettings:
-        names = [p.name for p in self.points]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"duplicate point name(s): {', '.join(dup)}")
+        no_duplicates([p.name for p in self.points])
         c = self.connection
         for p in self.points:
             bits = p.kind in BIT_KINDS

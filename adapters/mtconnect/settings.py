@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from adapters.base import AdapterSettings
+from adapters.base import AdapterSettings, no_duplicates
 
 __all__ = [
     "AgentConnection",
@@ -78,20 +78,14 @@ class AgentPoint(AdapterSettings):
     unit: str | None = Field(None, description="overrides the unit derived from the probe")
 
 
-def _no_duplicates(names: list[str], what: str) -> None:
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ValueError(f"duplicate {what}: {', '.join(dup)}")
-
-
 class MtconnectAgentSettings(AdapterSettings):
     connection: AgentConnection
     points: list[AgentPoint] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique(self) -> MtconnectAgentSettings:
-        _no_duplicates([p.name for p in self.points], "point name(s)")
-        _no_duplicates([p.data_item for p in self.points], "data item(s)")
+        no_duplicates([p.name for p in self.points], "point name(s)")
+        no_duplicates([p.data_item for p in self.points], "data item(s)")
         return self
 
 
@@ -144,6 +138,6 @@ class ShdrSettings(AdapterSettings):
 
     @model_validator(mode="after")
     def _unique(self) -> ShdrSettings:
-        _no_duplicates([p.key for p in self.points], "key(s)")
-        _no_duplicates([p.name for p in self.points if p.name], "point name(s)")
+        no_duplicates([p.key for p in self.points], "key(s)")
+        no_duplicates([p.name for p in self.points if p.name], "point name(s)")
         return self

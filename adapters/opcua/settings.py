@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from adapters.base import AdapterSettings
+from adapters.base import AdapterSettings, no_duplicates
 from models.plant import SecretRef
 
 SecurityPolicyName = Literal["None", "Basic256Sha256", "Aes256_Sha256_RsaPss"]
@@ -178,8 +178,5 @@ class OpcUaSettings(AdapterSettings):
                 "no points: list some, or set connection.profile (machinery, machine_tool, "
                 "sinumerik)"
             )
-        names = [p.name for p in self.points]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"duplicate point name(s): {', '.join(dup)}")
+        no_duplicates([p.name for p in self.points])
         return self

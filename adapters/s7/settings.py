@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from adapters.base import AdapterSettings
+from adapters.base import AdapterSettings, no_duplicates
 
 from .address import Area, S7Address, parse_address
 
@@ -193,8 +193,5 @@ class S7Settings(AdapterSettings):
 
     @model_validator(mode="after")
     def _unique(self) -> S7Settings:
-        names = [p.name for p in self.points]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"duplicate point name(s): {', '.join(dup)}")
+        no_duplicates([p.name for p in self.points])
         return self
