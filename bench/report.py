@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +292,18 @@ def _table(header: list[str], body: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+Cell = Callable[[str, str, dict[str, Any]], Any]
+"""(row label, figure key, one run's figures) -> what the table shows."""
+
+
+def _by_figure(fields: Sequence[tuple[str, str]], runs: Sequence[dict[str, Any]],
+               cell: Cell) -> list[list[Any]]:
+    """The body of a table with one row per figure and one column per run. Why one
+    function: the load runs and the scenario runs are laid out alike and differ only in
+    how a few figures are shown, which is what `cell` says."""
+    return [[label, *(cell(label, key, run) for run in runs)] for label, key in fields]
+
+
 def _observations(results: dict[str, Any]) -> list[str]:
     """Notes derived from the figures, so they stay true when the figures change."""
     notes: list[str] = []
@@ -486,22 +499,18 @@ def _scenarios_md(results: dict[str, Any]) -> list[str]:
             ("lost (seq gaps) / duplicates", "seq_gaps"),
             ("start to all machines publishing (s)", "startup_s"),
         ]
-        body = []
-        for label, key in fields:
-            row: list[Any] = [label]
-            for n in names:
-                d = sc[n]
-                if "error" in d:
-                    row.append("FAILED" if key == "machines" else "")
-                elif key == "adapters":
-                    row.append(", ".join(d[key]))
-                elif key == "seq_gaps":
-                    row.append(f"{d['seq_gaps']} / {d['duplicates']}")
-                elif key == "gateway_cpu_s_per_1000_samples":
-                    row.append(f"{d[key]:.3f}")
-                else:
-                    row.append(d.get(key))
-            body.append(row)
+        def scenario_cell(label: str, key: str, d: dict[str, Any]) -> Any:
+            if "error" in d:
+                return "FAILED" if key == "machines" else ""
+            if key == "adapters":
+                return ", ".join(d[key])
+            if key == "seq_gaps":
+                return f"{d['seq_gaps']} / {d['duplicates']}"
+            if key == "gateway_cpu_s_per_1000_samples":
+                return f"{d[key]:.3f}"
+            return d.get(key)
+
+        body = _by_figure(fields, [sc[n] for n in names], scenario_cell)
         out += [_table(["", *names], body), ""]
         for n in names:
             if "error" in sc[n]:
@@ -665,29 +674,26 @@ def markdown(results: dict[str, Any]) -> str:
         ("start to all machines publishing (s)", "startup_s"),
         ("SIGTERM to exit (s), exit code", ""),
     ]
-    body = []
-    for label, key in fields:
-        row: list[Any] = [label]
-        for g in runs:
-            if label.startswith("machines"):
-                row.append(f"{g['machines']} x {g['points_per_machine']}")
-            elif label.startswith("lost"):
-                row.append(f"{g['seq_gaps']} / {g['duplicates']}")
-            elif label.startswith("SIGTERM"):
-                row.append(f"{g['gateway_stop_s']:.2f}, {g['gateway_exit_code']}")
-            elif key in ("read_to_sealed", "sealed_to_received", "poll_read_spread"):
-                row.append(f"{g[key + '_ms_p50']:.0f} / {g[key + '_ms_p99']:.0f}")
-            elif key in ("bench_cpu_pct_of_core", "other_load_pct_of_core") and key not in g:
-                row.append(None)
-            elif key == "reads_in_busiest_100ms_pct":
-                row.append(f"{g[key]:.0f} %")
-            elif key == "achieved_over_offered":
-                row.append(_pct(g[key]))
-            elif key == "gateway_cpu_s_per_1000_samples":
-                row.append(f"{g[key]:.3f}")
-            else:
-                row.append(g[key])
-        body.append(row)
+    def run_cell(label: str, key: str, g: dict[str, Any]) -> Any:
+        if label.startswith("machines"):
+            return f"{g['machines']} x {g['points_per_machine']}"
+        if label.startswith("lost"):
+            return f"{g['seq_gaps']} / {g['duplicates']}"
+        if label.startswith("SIGTERM"):
+            return f"{g['gateway_stop_s']:.2f}, {g['gateway_exit_code']}"
+        if key in ("read_to_sealed", "sealed_to_received", "poll_read_spread"):
+            return f"{g[key + '_ms_p50']:.0f} / {g[key + '_ms_p99']:.0f}"
+        if key in ("bench_cpu_pct_of_core", "other_load_pct_of_core") and key not in g:
+            return None
+        if key == "reads_in_busiest_100ms_pct":
+            return f"{g[key]:.0f} %"
+        if key == "achieved_over_offered":
+            return _pct(g[key])
+        if key == "gateway_cpu_s_per_1000_samples":
+            return f"{g[key]:.3f}"
+        return g[key]
+
+    body = _by_figure(fields, runs, run_cell)
     out += [_table(["", *[f"run {i + 1}" for i in range(len(runs))]], body), ""]
     out += [
         "## 3. Raw ceilings (same run, same simulator and broker) and the gateway's ratios",
