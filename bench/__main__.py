@@ -101,6 +101,28 @@ def meta(mode: str) -> dict[str, Any]:
     }
 
 
+SWITCHES: tuple[tuple[str, bool | None, str], ...] = (
+    ("peer", None, "ThingsBoard IoT Gateway on the headline Modbus scenario (default: in full "
+     "mode; needs bench/.peer-venv, `python -m bench.peer --install`)"),
+    ("opcua", True, "scenario (b), OPC UA 2,000 items x 10 Hz (bench/opcua_load.py)"),
+    ("sealing", None, "issue 17 sealing before/after and batch sizes, 50 machines "
+     "(bench/sealing.py; default: in full mode)"),
+    ("failover", None, "issue 17 broker failover: two Mosquitto nodes, the gateway's killed "
+     "(bench/failover.py; default: in full mode)"),
+    ("rabbitmq", None, "the failover run on a three-node RabbitMQ cluster (bench/"
+     "rabbitmq_failover.py; default: in full mode when installed)"),
+    ("hotpath", False, "issue 17 per-sample path: a before revision's gateway alternating "
+     "with this tree's, 3 rounds, ~12 min (bench/hotpath.py; default: off)"),
+    ("writer", None, "issue 17 item 2: loop lag and CPU with the SQLite writes inline vs on "
+     "their writer threads (bench/writer_stall.py; default: in full mode)"),
+    ("workers", False, "issue 17 items 3/6: gateway.workers 1..cores at 50/200/500 machines "
+     "with the pymodbus ceiling, ~5.5 min (bench/scaling.py; default: off)"),
+)
+"""The sections a run may add or leave out (`--name` / `--no-name`): name, default (None:
+decided by the mode, see `run`), help. One table, so the optional sections and their
+defaults read in one place."""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
@@ -120,29 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--render", type=Path, metavar="JSON", default=None,
                    help="measure nothing: re-render the table and the Markdown report from a "
                         "results file (after editing report.py)")
-    p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=None,
-                   help="ThingsBoard IoT Gateway on the headline Modbus scenario (default: in "
-                        "full mode; needs bench/.peer-venv, `python -m bench.peer --install`)")
-    p.add_argument("--opcua", action=argparse.BooleanOptionalAction, default=True,
-                   help="scenario (b), OPC UA 2,000 items x 10 Hz (bench/opcua_load.py)")
-    p.add_argument("--sealing", action=argparse.BooleanOptionalAction, default=None,
-                   help="issue 17 sealing before/after and batch sizes, 50 machines "
-                        "(bench/sealing.py; default: in full mode)")
-    p.add_argument("--failover", action=argparse.BooleanOptionalAction, default=None,
-                   help="issue 17 broker failover: two Mosquitto nodes, the gateway's killed "
-                        "(bench/failover.py; default: in full mode)")
-    p.add_argument("--rabbitmq", action=argparse.BooleanOptionalAction, default=None,
-                   help="the failover run on a three-node RabbitMQ cluster (bench/"
-                        "rabbitmq_failover.py; default: in full mode when installed)")
-    p.add_argument("--hotpath", action=argparse.BooleanOptionalAction, default=False,
-                   help="issue 17 per-sample path: a before revision's gateway alternating "
-                        "with this tree's, 3 rounds, ~12 min (bench/hotpath.py; default: off)")
-    p.add_argument("--writer", action=argparse.BooleanOptionalAction, default=None,
-                   help="issue 17 item 2: loop lag and CPU with the SQLite writes inline vs "
-                        "on their writer threads (bench/writer_stall.py; default: in full mode)")
-    p.add_argument("--workers", action=argparse.BooleanOptionalAction, default=False,
-                   help="issue 17 items 3/6: gateway.workers 1..cores at 50/200/500 machines "
-                        "with the pymodbus ceiling, ~5.5 min (bench/scaling.py; default: off)")
+    for name, default, text in SWITCHES:
+        p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=default,
+                       help=text)
     p.add_argument("--only", choices=sorted(SECTIONS), action="append", default=None,
                    help="run only this section (repeatable); writes <results-dir>/"
                         "latest-only.json and report-only.md, leaving the report alone")
@@ -334,6 +336,16 @@ def _keep_profile(results: dict[str, Any], results_dir: Path) -> None:
             prof["raw"] = str(dest)
 
 
+def _close(group: ProcessGroup, workdir: Path, *, keep: bool) -> None:
+    """Stop everything the run started; its configs and logs stay when asked or when it
+    failed, since they are what explains a failure."""
+    group.close()
+    if keep:
+        print(f"configs and process logs kept in {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.render is not None:
@@ -366,11 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             ok = not any("error" in results[n] for n in args.only)
             return 0 if ok else 1
         finally:
-            group.close()
-            if ok and not args.keep_workdir:
-                shutil.rmtree(workdir, ignore_errors=True)
-            else:
-                print(f"configs and process logs kept in {workdir}", file=sys.stderr)
+            _close(group, workdir, keep=args.keep_workdir or not ok)
     try:
         results = run(args, group)
         _keep_profile(results, args.results_dir)
@@ -392,11 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         return 1
     finally:
-        group.close()
-        if ok and not args.keep_workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"configs and process logs kept in {workdir}", file=sys.stderr)
+        _close(group, workdir, keep=args.keep_workdir or not ok)
 
 
 if __name__ == "__main__":
