@@ -15,7 +15,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,8 +23,25 @@ from typing import Any
 import pytest
 from conftest import Collector, Mosquitto
 from e2e import ROOT, GatewayProcess, scripted_shift_plant, verified_body, wait_for
+from pymodbus.client import ModbusTcpClient
+from pymodbus.exceptions import ModbusException
 
 PARTS = 11
+
+
+def machine_count(port: int) -> int:
+    """The part counter the simulated machine serves now (holding 10, uint32, as the plant's
+    points read it), -1 while it does not answer: what the gateway would read if it ran."""
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0)
+    try:
+        if not client.connect():
+            return -1
+        rr = client.read_holding_registers(10, count=2, device_id=1)
+        return -1 if rr.isError() else rr.registers[0] << 16 | rr.registers[1]
+    except ModbusException:
+        return -1
+    finally:
+        client.close()
 
 
 @pytest.mark.slow
@@ -48,7 +64,8 @@ def test_parts_made_while_the_gateway_was_down_are_booked(
         },
         *({"at": 2 * k, "part_count": k} for k in range(1, PARTS + 1)),
     ]
-    plant = scripted_shift_plant(tmp_path, mosquitto.port, free_port(), (start, end), script, 0.1)
+    sim_port = free_port()
+    plant = scripted_shift_plant(tmp_path, mosquitto.port, sim_port, (start, end), script, 0.1)
     col = mqtt_collector(mosquitto.host, mosquitto.port, "edge/#")
     with (tmp_path / "simulator.log").open("wb") as log:
         sim = subprocess.Popen(
@@ -93,7 +110,8 @@ def test_parts_made_while_the_gateway_was_down_are_booked(
         gw.signal(signal.SIGKILL)
         gw.wait()
         before_kill = seen_count()
-        time.sleep(max(0.0, (start + timedelta(seconds=14) - datetime.now(UTC)).total_seconds()))
+        made = min(before_kill + 3, PARTS)  # >= 2 parts the gateway never read
+        wait_for(lambda: machine_count(sim_port) >= made, 30, f"the machine at part {made}")
         gw = GatewayProcess(plant, simulators=False).start()  # the machine made parts meanwhile
         wait_for(lambda: bool(closed()), 60, "the closed shift window")
     finally:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from conftest import Collector, Mosquitto, Received
 from e2e import GatewayProcess, proxied_plant, stored, verified_body, wait_for
 
 BACKLOG_RATE = 10.0  # envelopes/s: low, so the pace is measurable against broker jitter
-OUTAGE = 3.0  # seconds the broker is unreachable: the fault itself, not a synchronisation
+BACKLOG = 12  # envelopes sealed while the broker is unreachable: enough to measure the pace
 
 
 def _flag(msg: Received) -> str | None:
@@ -52,7 +51,10 @@ def test_backlog_is_flagged_and_paced_after_an_outage(
         wait_for(lambda: any(_flag(m) is None for m in _envelopes(col)), 30, "live data")
         proxy.stop()
         wait_for(lambda: bool(gw.events("mqtt_disconnected")), 20, "the gateway sees the outage")
-        time.sleep(OUTAGE)
+        backlog = stored(tmp_path / "state")
+        wait_for(  # the outage lasts until it has made a backlog worth measuring
+            lambda: stored(tmp_path / "state") >= backlog + BACKLOG, 30, "a backlog of envelopes"
+        )
         if path == "restart":
             gw.signal(signal.SIGKILL)
             gw.wait()

@@ -45,7 +45,10 @@ async def test_rows_evicted_while_the_backlog_is_paced_are_never_published(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_collector: Callable[..., Collector]
 ) -> None:
     col = mqtt_collector(mosquitto.host, mosquitto.port, TOPIC)
-    received = lambda: {bytes(m.payload) for m in col.snapshot()}  # noqa: E731
+
+    def received() -> set[bytes]:
+        return {bytes(m.payload) for m in col.snapshot()}
+
     with Outbox(tmp_path / FILENAME, caps={"d": OutboxCap(20 * SIZE)}) as ob:
         put(ob, 20)  # a backlog, sealed before the link came up
         dest = Destination(id="d", url=f"mqtt://{mosquitto.host}:{mosquitto.port}")
@@ -58,7 +61,8 @@ async def test_rows_evicted_while_the_backlog_is_paced_are_never_published(
             await until(lambda: len(received()) >= 1, 10, "the first replayed envelope")
             for _ in range(10):  # live data keeps arriving while the backlog is replayed
                 put(ob, 4)
-                await asyncio.sleep(0.05)
+                seen = len(received())
+                await until(lambda n=seen: len(received()) > n, 10, "the replay going on")
             await until(lambda: ob.pending("d")[0] == 0, 20, "the outbox drained")
             await until(lambda: len(received()) >= 60 - ob.counters("d")["dropped"], 10,
                         "every envelope not dropped at the subscriber")
