@@ -30,11 +30,12 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from models.errors import ConfigurationError
-from models.machine_state import Availability, ControllerMode, Execution
+from models.machine_state import Availability
 from models.sample import utc_now
 from simulators.lifecycle import SimulatedMachine, SimulatorHandle, started
 from simulators.machine import MachineModel, MachineSnapshot
 from simulators.meter import MeterModel
+from simulators.plc_codes import EXECUTION_CODES, MODE_CODES
 from simulators.standalone import machine_models, serve_until_interrupted, standalone_parser
 
 __all__ = [
@@ -53,15 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EXECUTION_CODES: dict[Execution, int] = {
-    Execution.READY: 0, Execution.ACTIVE: 1, Execution.INTERRUPTED: 2, Execution.FEED_HOLD: 3,
-    Execution.STOPPED: 4, Execution.PROGRAM_STOPPED: 5, Execution.PROGRAM_COMPLETED: 6,
-    Execution.WAIT: 7, Execution.OPTIONAL_STOP: 8,
-}
-MODE_CODES: dict[ControllerMode, int] = {
-    ControllerMode.AUTOMATIC: 0, ControllerMode.MANUAL: 1, ControllerMode.MDI: 2,
-    ControllerMode.EDIT: 3, ControllerMode.SEMI_AUTOMATIC: 4,
-}
 HOLDING_REGISTERS = 300
 INPUT_REGISTERS = 32
 BITS = 16  # coils / discrete inputs: one 16-bit word, only bits 0 and 1 carry meaning

@@ -53,10 +53,11 @@ from snap7.server import Server
 from snap7.type import SrvArea
 
 from models.errors import ConfigurationError
-from models.machine_state import Availability, ControllerMode, Execution
+from models.machine_state import Availability
 from models.sample import utc_now
 from simulators.lifecycle import SimulatedMachine, SimulatorHandle, serve_machines, started
 from simulators.machine import MachineModel, MachineSnapshot
+from simulators.plc_codes import EXECUTION_CODES, MODE_CODES
 from simulators.standalone import standalone_main
 
 __all__ = ["EXECUTION_CODES", "MODE_CODES", "S7Simulator", "serve_s7", "start_for_gateway"]
@@ -65,15 +66,6 @@ log = logging.getLogger(__name__)
 
 STATE_DB = 10
 PROCESS_DB = 20
-EXECUTION_CODES: dict[Execution, int] = {
-    Execution.READY: 0, Execution.ACTIVE: 1, Execution.INTERRUPTED: 2, Execution.FEED_HOLD: 3,
-    Execution.STOPPED: 4, Execution.PROGRAM_STOPPED: 5, Execution.PROGRAM_COMPLETED: 6,
-    Execution.WAIT: 7, Execution.OPTIONAL_STOP: 8,
-}
-MODE_CODES: dict[ControllerMode, int] = {
-    ControllerMode.AUTOMATIC: 0, ControllerMode.MANUAL: 1, ControllerMode.MDI: 2,
-    ControllerMode.EDIT: 3, ControllerMode.SEMI_AUTOMATIC: 4,
-}
 _HEAD = struct.Struct(">hhBxhii")  # 0..15
 _ANALOG = struct.Struct(">ff")  # 50
 _DTL = struct.Struct(">HBBBBBBI")  # 58
