@@ -41,28 +41,34 @@ def reserve(store: BookingStore, platform: str, req: Any, rules: BookingRules | 
     )
 
 
-def test_two_connections_asking_for_one_slot_at_once_get_one_acceptance(tmp_path: Path) -> None:
-    path = tmp_path / "bookings.sqlite3"
+def race(path: Path, rules: BookingRules | None = None) -> dict[str, Any]:
+    """Two platforms, each on its own connection to one file (as the gateway and
+    `edge-gateway bookings` are), asking for the same slot at the same moment: the
+    bookings by state."""
     stores = [BookingStore(path, durable=False) for _ in range(2)]
     start = threading.Barrier(2)
     results: list[Any] = [None, None]
 
     def ask(i: int) -> None:
         start.wait()
-        results[i] = reserve(stores[i], f"p{i}", window(1, 3, reference=f"r{i}"))[0]
+        results[i] = reserve(stores[i], f"p{i}", window(1, 3, reference=f"r{i}"), rules)[0]
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    states = sorted(r.state for r in results)
-    assert states == ["accepted", "declined"]
-    winner = next(r for r in results if r.state == "accepted")
-    loser = next(r for r in results if r.state == "declined")
-    assert f"overlaps accepted booking {winner.id}" in loser.reason
-    for s in stores:
-        s.close()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        for s in stores:
+            s.close()
+    return {r.state: r for r in results}
+
+
+def test_two_connections_asking_for_one_slot_at_once_get_one_acceptance(tmp_path: Path) -> None:
+    got = race(tmp_path / "bookings.sqlite3")
+    assert sorted(got) == ["accepted", "declined"]
+    assert f"overlaps accepted booking {got['accepted'].id}" in got["declined"].reason
 
 
 def test_same_reference_returns_the_open_booking(tmp_path: Path) -> None:
@@ -163,27 +169,9 @@ def test_a_hold_never_outlasts_the_start(tmp_path: Path) -> None:
 
 
 def test_two_waiting_requests_for_one_slot_at_once_one_holds(tmp_path: Path) -> None:
-    path = tmp_path / "bookings.sqlite3"
-    rules = BookingRules(auto_accept=False)
-    stores = [BookingStore(path, durable=False) for _ in range(2)]
-    start = threading.Barrier(2)
-    results: list[Any] = [None, None]
-
-    def ask(i: int) -> None:
-        start.wait()
-        results[i] = reserve(stores[i], f"p{i}", window(1, 3, reference=f"r{i}"), rules)[0]
-
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert sorted(r.state for r in results) == ["declined", "requested"]
-    holder = next(r for r in results if r.state == "requested")
-    loser = next(r for r in results if r.state == "declined")
-    assert f"overlaps booking {holder.id} held for a decision" in loser.reason
-    for s in stores:
-        s.close()
+    got = race(tmp_path / "bookings.sqlite3", BookingRules(auto_accept=False))
+    assert sorted(got) == ["declined", "requested"]
+    assert f"overlaps booking {got['requested'].id} held for a decision" in got["declined"].reason
 
 
 def test_a_person_decides_and_the_hard_limits_still_hold(tmp_path: Path) -> None:
