@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import os
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from models.errors import ConfigurationError, DeviceUnavailable, ProtocolError, TransientError
 from models.logger import Logger
+from models.plant import SecretRef
 from models.sample import Sample
 
 __all__ = [
@@ -57,6 +59,29 @@ class AdapterSettings(BaseModel):
     plant YAML must not be ignored silently), and settings never change once validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def resolve_secret(ref: SecretRef) -> str:
+    """The value a `SecretRef` names (environment variable or file), read only when a
+    connection needs it; a trailing newline (as `echo` or editors leave) is dropped.
+
+    Errors name where the secret should have been (the variable or the path) so an operator
+    can fix it, never what it holds: these messages end up in logs and systemd's journal.
+    Here, in the adapter contract, because adapters (OPC UA user passwords) and the gateway
+    (MQTT passwords, TLS key passwords, the status page token; edge/config/secret_refs.py)
+    must read secrets the same way, and adapters may not import the gateway."""
+    if ref.env is not None:
+        value = os.environ.get(ref.env)
+        if value is None:
+            raise ConfigurationError(f"secret {ref}: environment variable {ref.env!r} is not set")
+        return value
+    assert ref.file is not None  # the model guarantees exactly one of env / file
+    try:
+        text = Path(ref.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigurationError(f"secret {ref}: cannot read {ref.file!r} ({reason})") from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 def no_duplicates(names: Sequence[str], what: str = "point name(s)") -> None:

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from adapters.base import resolve_secret as resolve_secret_ref
 from models.errors import ConfigurationError, TransientError
 from models.plant import SecretRef
 
@@ -57,19 +58,11 @@ def thumbprint(der: bytes) -> str:
 
 
 def resolve_secret(ref: SecretRef | str | None) -> str | None:
-    """The value a SecretRef names (env var or file, trailing newline stripped)."""
+    """The value a SecretRef names (`adapters.base.resolve_secret`); a plain string (a user
+    name written in the YAML) or None passes through."""
     if ref is None or isinstance(ref, str):
         return ref
-    if ref.env is not None:
-        value = os.environ.get(ref.env)
-        if value is None:
-            raise ConfigurationError(f"secret {ref}: environment variable is not set")
-        return value
-    assert ref.file is not None  # SecretRef guarantees exactly one
-    try:
-        return Path(ref.file).read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigurationError(f"secret {ref}: cannot read ({exc.strerror})") from None
+    return resolve_secret_ref(ref)
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -109,13 +109,14 @@ def test_trust_list_tofu_and_refusal(tmp_path: Path) -> None:
         check_server_certificate(b, trust_dir=trust, pki_dir=pki, tofu=True, endpoint=EP)
 
 
-def test_secrets_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_resolve_references_and_pass_plain_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading env and file references is `adapters.base.resolve_secret`'s, tested with the
+    gateway's secrets (tests/edge/transport); here what the OPC UA settings add: a user name
+    may be written in the YAML, and no user is no user."""
     monkeypatch.setenv("OPCUA_PW", "s3cret")
     assert resolve_secret(SecretRef(env="OPCUA_PW")) == "s3cret"
-    f = tmp_path / "pw"
-    f.write_text("from-file\n")
-    assert resolve_secret(SecretRef(file=str(f))) == "from-file"
-    with pytest.raises(ConfigurationError, match="not set"):
+    assert (resolve_secret("operator"), resolve_secret(None)) == ("operator", None)
+    with pytest.raises(ConfigurationError, match=r"OPCUA_NOPE_UNSET.*not set"):
         resolve_secret(SecretRef(env="OPCUA_NOPE_UNSET"))
 
 
