@@ -80,7 +80,7 @@ def make(tmp_path: Path, cls: type[Outbox] = Outbox, cap: int = 1 << 30,
          ) -> tuple[Outbox, OutboxWriter, Egress, Idle]:
     log = structlog.get_logger()
     outbox = cls(tmp_path / FILENAME, caps={"a": OutboxCap(cap)})
-    writer = OutboxWriter(outbox, asyncio.get_running_loop())
+    writer = OutboxWriter(outbox)
     sealer = Sealer("gw", Signer(Ed25519PrivateKey.generate()), writer,
                     [Destination(id="a", url="mqtt://127.0.0.1")], lambda _d: True)
     sender = Idle()
