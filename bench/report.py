@@ -877,18 +877,23 @@ def _writer_md(w: dict[str, Any]) -> list[str]:
     inproc = w["in_process"]
     return [title, "",
             f"`bench/writer_stall.py`. The gateway (`bench/writes_gateway.py`: `edge-gateway "
-            f"run` with a loop-lag probe; *before* swaps the outbox and WAL-truncation "
-            f"writes back inline on the event loop), {w['machines']} Modbus machines x "
+            f"run` with a loop-lag probe; *before* swaps the outbox, OEE-store and "
+            f"WAL-truncation writes back inline on the event loop; *after* is as shipped, "
+            f"one writer thread for the outbox and the OEE store), {w['machines']} Modbus "
+            f"machines x "
             f"{w['points']} points, {w['window_s']:.0f} s window per run, before and after "
             f"alternating in each round, one simulator and broker. Loop lag: how late a task "
             f"that asked to wake every {w['tick_ms']:.0f} ms woke (what a poll due then "
             f"waited). CPU s / 1,000 pools the rounds (CPU over samples); the per-round figures "
-            f"show the spread the shared host adds.", "",
+            f"show the spread the shared host adds, and the last column what else ran on "
+            f"the host meanwhile.", "",
             *gateway_table(w["gateway"]), "",
-            f"The outbox alone, one process, no network: the Sealer and a real outbox fed "
-            f"{w['machines']} machines x {w['points']} points every 100 ms, each envelope "
-            f"acknowledged at once, the WAL truncated every second; {inproc['seconds']:.0f} s "
-            f"per mode in 4 alternating rounds.", "",
+            f"The outbox and the OEE store, one process, no network: the Sealer and a real "
+            f"outbox fed {w['machines']} machines x {w['points']} points every 100 ms, each "
+            f"envelope acknowledged at once; the real KpiService and OEE store saving each "
+            f"machine's part count once a second and every engine on a tick every 5 s; both "
+            f"WALs truncated every second; {inproc['seconds']:.0f} s per mode in 4 "
+            f"alternating rounds.", "",
             *stall_table(inproc["runs"]), ""]
 
 

@@ -6,14 +6,20 @@ shared machine falls on both modes alike (the bench host is shared: read the fig
 a pair, not against another run):
 
 * the gateway (`bench/writes_gateway.py`: the real `edge-gateway run` with a loop-lag
-  probe, and with the outbox and WAL-truncation writes swapped back inline for
+  probe, and with the outbox, OEE-store and WAL-truncation writes swapped back inline for
   "before"), 50 Modbus machines x 40 points: every 1 s (the headline scenario: CPU s per
   1,000 samples, loop lag) and, in full mode, every 100 ms (20,000 samples/s offered, the
   p99 target's load, where WAL checkpoints come every few seconds);
 * one process, no network (`python -m bench.writer_stall`): the gateway's Sealer and a
   real outbox fed like the poll loop feeds it, `machines` envelopes of 40 records every
-  100 ms, each acknowledged at once, the WAL truncated every second, so checkpoints are
-  the common case; a ticker wakes every 5 ms and its lateness is the stall.
+  100 ms, each acknowledged at once, and the real KpiService and OEE store saving each
+  machine's part count once a second (a part per machine per second) and every engine
+  on a tick every 5 s, both WALs truncated every second, so checkpoints are the common
+  case; a ticker wakes every 5 ms and its lateness is the stall. "After" is the
+  gateway's wiring: one writer thread for both stores.
+
+The host's other load (whatever ran outside the bench meanwhile, in % of one core) is
+printed and kept beside each row: the figures of a contended row are not the code's.
 
 Loop lag: how late a task that asked to wake in 5 ms woke, i.e. what a poll due at that
 moment waited for the event loop.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import tempfile
@@ -35,17 +42,25 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.egress.outbox import FILENAME, Outbox, OutboxCap
 from edge.egress.sealer import Sealer, Stored
-from edge.egress.writer import OutboxWriter
+from edge.egress.writer import LINGER, OutboxWriter
+from edge.kpi.service import KpiService, OeeWrites
+from edge.kpi.store import FILENAME as OEE_FILE
+from edge.kpi.store import OeeStore
 from edge.signing.jws import Signer
-from models.plant import Destination
+from edge.storage.writer import StoreWriter, WriterThread
+from models.machine_state import Availability, ControllerMode, Execution, MachineState
+from models.plant import Destination, Plant
+from models.sample import utc_now
 
 from .gateway_load import LoadSpec, run_load
-from .processes import ProcessGroup, start_simulators
+from .processes import ProcessGroup, start_simulators, system_busy_seconds
 from .writes_gateway import TICK, InlineOutbox
 
 POINTS = 40
 MACHINES = 50
-MODES = {"inline": "inline on the loop (before)", "gateway": "writer threads (after)"}
+MODES = {"inline": "inline on the loop (before)",
+         "gateway": "one writer thread, outbox + OEE (after)"}
+TICK_EVERY = 5.0  # the KPI service's tick (edge/kpi/publisher.py): every engine saved
 
 
 def lag_figures(lags: list[float]) -> dict[str, float]:
@@ -80,7 +95,8 @@ def gateway_rounds(group: ProcessGroup, broker_port: int, sims: Any, *, interval
             raw[mode].append(res)
             lag = lag_figures(res["loop_lag_s"])
             print(f"    CPU {res['gateway_cpu_s_per_1000_samples']:.4f} s / 1,000, loop lag "
-                  f"p99 {lag['p99']:.2f} ms, max {lag['max']:.1f} ms", flush=True)
+                  f"p99 {lag['p99']:.2f} ms, max {lag['max']:.1f} ms; the host's other load "
+                  f"{res['other_load_pct_of_core']:.0f} % of a core", flush=True)
     out = []
     for mode, runs in raw.items():
         samples = sum(r["samples"] for r in runs)
@@ -96,21 +112,24 @@ def gateway_rounds(group: ProcessGroup, broker_port: int, sims: Any, *, interval
             "latency_ms_p99_by_round": [r["latency_ms_p99"] for r in runs],
             "lag_ms_p99_by_round": [lag_figures(r["loop_lag_s"])["p99"] for r in runs],
             "lag_ms": lag_figures([x for r in runs for x in r["loop_lag_s"]]),
+            "other_load_pct_by_round": [r["other_load_pct_of_core"] for r in runs],
             "seq_gaps": sum(r["seq_gaps"] for r in runs),
             "duplicates": sum(r["duplicates"] for r in runs),
         })
     return out
 
 
-# --- one process, the outbox alone --------------------------------------------------------
+# --- one process, the outbox and the OEE store -----------------------------------------
 
 @dataclass
 class _Raw:
     lags: list[float]
     stored: int
     cpu: float
+    other: float  # CPU seconds the rest of the host used meanwhile
     elapsed: float
     commits: int
+    saves: int
 
 
 def _records(i: int) -> list[dict[str, object]]:
@@ -119,15 +138,29 @@ def _records(i: int) -> list[dict[str, object]]:
             for j in range(POINTS)]
 
 
+def _plant(machines: int) -> Plant:
+    return Plant.model_validate({
+        "gateway": {"id": "gw", "site": "s1"},
+        "machines": [{"id": f"m{m}", "area": "a", "line": "l", "adapter": "modbus",
+                      "ideal_cycle_time": 1.0, "connection": {}} for m in range(machines)],
+        "shifts": {"timezone": "UTC", "shifts": [
+            {"name": "day", "start": "00:00", "end": "23:59"}]},
+    })
+
+
 async def _run(mode: str, root: Path, seconds: float, machines: int) -> _Raw:
     loop = asyncio.get_running_loop()
     outbox = Outbox(root / FILENAME, caps={"a": OutboxCap(1 << 34)})  # (never full: quiet)
-    store = OutboxWriter(outbox, loop) if mode == "gateway" else InlineOutbox(outbox, loop)
+    oee = OeeStore(root / OEE_FILE)
+    thread = WriterThread(name="store-writer", linger=LINGER)
+    store = OutboxWriter(outbox, thread) if mode == "gateway" else InlineOutbox(outbox)
+    oee_writes: OeeWrites = StoreWriter(oee, thread) if mode == "gateway" else oee
+    kpi = KpiService(_plant(machines), oee, writes=oee_writes)
     sealer = Sealer("gw", Signer(Ed25519PrivateKey.generate()), store,
                     [Destination(id="a", url="mqtt://127.0.0.1")], lambda _d: True)
     stored = 0
     cursor: int | None = None  # each stored row is acknowledged exactly once
-    appends = 0
+    appends = saves = 0
 
     def on_stored(result: Stored) -> None:
         nonlocal stored, cursor
@@ -147,36 +180,60 @@ async def _run(mode: str, root: Path, seconds: float, machines: int) -> _Raw:
             lags.append(max(0.0, loop.time() - due))
 
     async def poller(m: int) -> None:
-        nonlocal appends
+        nonlocal appends, saves
         i = 0
         await asyncio.sleep(0.1 * m / machines)  # machines are polled out of phase
         while not stop.is_set():
+            if i % 10 == 0:  # a part a second: its count saved before the envelope
+                kpi.on_state(f"m{m}", MachineState(
+                    f"m{m}", Availability.AVAILABLE, Execution.ACTIVE,
+                    ControllerMode.AUTOMATIC, program="p1", part_count=i // 10,
+                    bad_part_count=0), utc_now())
+                saves += 1
             sealer.seal(f"edge/p/a/l/m{m}/telemetry", f"m{m}", "telemetry", _records(i),
                         on_stored)
             appends += 1
             i += 1
             await asyncio.sleep(0.1)
 
-    async def checkpoints() -> None:
-        while not stop.is_set():
-            await asyncio.sleep(1.0)
-            if mode == "gateway":
-                await asyncio.to_thread(outbox.truncate_wal)
-            else:
-                outbox.truncate_wal()
+    async def stopped_within(seconds: float) -> bool:
+        """Wait `seconds`, or less if the run ends meanwhile (then True)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        return stop.is_set()
 
-    t0, c0 = time.perf_counter(), os.times()
-    tasks = [asyncio.create_task(ticker()), asyncio.create_task(checkpoints())]
+    async def ticks() -> None:
+        nonlocal saves
+        while not await stopped_within(TICK_EVERY):
+            kpi.tick()
+            saves += 1
+
+    async def checkpoints() -> None:
+        while not await stopped_within(1.0):
+            for wal in (outbox, oee):
+                if mode == "gateway":
+                    await asyncio.to_thread(wal.truncate_wal)
+                else:
+                    wal.truncate_wal()
+
+    t0, c0, b0 = time.perf_counter(), os.times(), system_busy_seconds()
+    tasks = [asyncio.create_task(ticker()), asyncio.create_task(checkpoints()),
+             asyncio.create_task(ticks())]
     tasks += [asyncio.create_task(poller(m)) for m in range(machines)]
     await asyncio.sleep(seconds)
     stop.set()
     await asyncio.gather(*tasks)
     await store.close()
-    c1, elapsed = os.times(), time.perf_counter() - t0
+    await thread.close()
+    c1, b1, elapsed = os.times(), system_busy_seconds(), time.perf_counter() - t0
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
     outbox.close()
-    commits = store.stats.commits if isinstance(store, OutboxWriter) else appends * 2  # + acks
-    return _Raw(lags, stored, cpu, elapsed, commits)
+    oee.close()
+    if isinstance(store, OutboxWriter) and isinstance(oee_writes, StoreWriter):
+        commits = store.stats.commits + oee_writes.stats.commits
+    else:
+        commits = appends * 2 + saves  # + acks
+    return _Raw(lags, stored, cpu, max(0.0, (b1 - b0) - cpu), elapsed, commits, saves)
 
 
 def measure(seconds: float, machines: int, root: Path, rounds: int = 4) -> list[dict[str, Any]]:
@@ -187,12 +244,20 @@ def measure(seconds: float, machines: int, root: Path, rounds: int = 4) -> list[
             (root / f"{mode}-{r}").mkdir(parents=True)
             done.append(asyncio.run(_run(mode, root / f"{mode}-{r}", seconds / rounds,
                                          machines)))
+            last = done[-1]
+            print(f"  writer, one process: {MODES[mode]}, round {r + 1}/{rounds}: loop lag "
+                  f"p99 {lag_figures(last.lags)['p99']:.2f} ms; the host's other load "
+                  f"{100 * last.other / last.elapsed:.0f} % of a core", flush=True)
     out = []
     for mode, rs in raws.items():
         stored = sum(r.stored for r in rs)
+        elapsed = sum(r.elapsed for r in rs)
         out.append({"mode": MODES[mode],
-                    "samples_per_s": stored / sum(r.elapsed for r in rs),
+                    "samples_per_s": stored / elapsed,
+                    "oee_saves_per_s": sum(r.saves for r in rs) / elapsed,
                     "cpu_per_1000": sum(r.cpu for r in rs) / stored * 1000,
+                    "cpu_pct_of_core": 100 * sum(r.cpu for r in rs) / elapsed,
+                    "other_load_pct_of_core": 100 * sum(r.other for r in rs) / elapsed,
                     "lag_ms": lag_figures([x for r in rs for x in r.lags]),
                     "transactions": sum(r.commits for r in rs)})
     return out
@@ -215,16 +280,18 @@ def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
     seconds = 8.0 if quick else 40.0
     root = group.workdir / "writer-stall"
     root.mkdir(exist_ok=True)
+    in_process = measure(seconds, MACHINES, root)
     return {"machines": MACHINES, "points": POINTS, "window_s": window,
             "tick_ms": TICK * 1e3, "gateway": gateway,
-            "in_process": {"seconds": seconds, "runs": measure(seconds, MACHINES, root)}}
+            "in_process": {"seconds": seconds, "runs": in_process}}
 
 
 def gateway_table(rows: list[dict[str, Any]]) -> list[str]:
     out = ["| poll | writes | rounds | samples/s | CPU s / 1,000 | CPU s / 1,000 by round "
            "| CPU % core | loop lag p50 ms | p99 ms | p99 by round | p99.9 ms | max ms "
-           "| ticks > 10 ms | p99 read->subscriber ms by round | gaps / dups |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| ticks > 10 ms | p99 read->subscriber ms by round | gaps / dups "
+           "| other load % core by round |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lag = r["lag_ms"]
         by_round = " / ".join(f"{x:.4f}" for x in r["cpu_per_1000_by_round"])
@@ -236,25 +303,31 @@ def gateway_table(rows: list[dict[str, Any]]) -> list[str]:
                    f"{r['cpu_pct_of_core']:.1f} | {lag['p50']:.2f} | {lag['p99']:.2f} | "
                    f"{lag_rounds} | {lag['p99.9']:.2f} | {lag['max']:.1f} | "
                    f"{lag['over_10ms']} / {lag['ticks']:,} | {lat_rounds} | "
-                   f"{r['seq_gaps']} / {r['duplicates']} |")
+                   f"{r['seq_gaps']} / {r['duplicates']} | "
+                   f"{' / '.join(f'{x:.0f}' for x in r.get('other_load_pct_by_round', []))} |")
     return out
 
 
 def stall_table(rows: list[dict[str, Any]]) -> list[str]:
-    out = ["| writes | samples/s | CPU s / 1,000 | loop lag p50 ms | p99 ms | p99.9 ms "
-           "| max ms | ticks > 10 ms | transactions |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| writes | samples/s | OEE saves/s | CPU s / 1,000 | CPU % core | loop lag p50 ms "
+           "| p99 ms | p99.9 ms | max ms | ticks > 10 ms | transactions | other load % core |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lag = r["lag_ms"]
-        out.append(f"| {r['mode']} | {r['samples_per_s']:,.0f} | {r['cpu_per_1000']:.4f} | "
+        out.append(f"| {r['mode']} | {r['samples_per_s']:,.0f} | "
+                   f"{r.get('oee_saves_per_s', 0.0):.0f} | {r['cpu_per_1000']:.4f} | "
+                   f"{r.get('cpu_pct_of_core', float('nan')):.1f} | "
                    f"{lag['p50']:.2f} | {lag['p99']:.2f} | {lag['p99.9']:.2f} | "
                    f"{lag['max']:.1f} | {lag['over_10ms']} / {lag['ticks']:,} | "
-                   f"{r['transactions']:,} |")
+                   f"{r['transactions']:,} | "
+                   f"{r.get('other_load_pct_of_core', float('nan')):.0f} |")
     return out
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description="the outbox alone, one process: loop lag with "
-                                            "its writes inline vs on the writer thread")
+    p = argparse.ArgumentParser(description="the outbox and the OEE store, one process: loop "
+                                            "lag with their writes inline vs on the writer "
+                                            "thread")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--machines", type=int, default=MACHINES)
     p.add_argument("--dir", type=Path, default=None, help="where the SQLite files go")

@@ -7,10 +7,9 @@ the same simulator, broker and machine load; a switch for this in the production
 would be a knob nobody should turn, so the bench swaps the classes here instead.
 
 Environment:
-- `EDGE_BENCH_WRITES=inline`: outbox appends/acks and the periodic WAL truncation run on
-  the event loop (the code before); anything else: as shipped. (The OEE store writes on
-  the loop either way in the gateway as shipped; `InlineOee` serves experiments that give
-  `KpiService` a writer thread.)
+- `EDGE_BENCH_WRITES=inline`: outbox appends/acks, OEE saves/prunes and the periodic WAL
+  truncation run on the event loop (the code before); anything else: as shipped (the
+  outbox and the OEE store on the gateway's one writer thread).
 - `EDGE_BENCH_LAG_FILE=<path>`: a task asks to wake every `TICK` s and appends
   "<unix time> <lateness s>" lines to the file once a second; that lateness is how long a
   poll due at that moment would have waited for the loop.
@@ -24,13 +23,13 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
 from edge.daemon import gateway
 from edge.egress import stack
 from edge.egress.outbox import Outbox
 from edge.kpi.store import OeeOp, OeeStore, OeeStoreResult
 from edge.storage.wal import CHECKPOINT_EVERY, WalStore
+from edge.storage.writer import WriterThread
 
 TICK = 0.005
 
@@ -38,7 +37,7 @@ TICK = 0.005
 class InlineOutbox:
     """`OutboxWriter`'s surface over an `Outbox` called on the loop (the code before)."""
 
-    def __init__(self, outbox: Outbox, _loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, outbox: Outbox, _thread: WriterThread | None = None) -> None:
         self.outbox = outbox
         self.last_id_at_open = outbox.last_id_at_open
         self.load_chain, self.submit, self.peek = outbox.load_chain, outbox.submit, outbox.peek
@@ -55,7 +54,7 @@ class InlineOutbox:
 class InlineOee:
     """`StoreWriter`'s surface over an `OeeStore` applied on the loop (the code before)."""
 
-    def __init__(self, store: OeeStore, _loop: asyncio.AbstractEventLoop, **_kw: Any) -> None:
+    def __init__(self, store: OeeStore, _thread: WriterThread) -> None:
         self.store = store
 
     def submit(self, op: OeeOp, done: Callable[[OeeStoreResult | Exception], None]) -> None:
@@ -94,6 +93,7 @@ def install() -> None:
     if os.environ.get("EDGE_BENCH_WRITES") == "inline":
         # the names as the gateway's modules look them up when they run
         vars(stack)["OutboxWriter"] = InlineOutbox
+        vars(gateway)["StoreWriter"] = InlineOee
         vars(gateway)["checkpoint_loop"] = inline_checkpoints
     lag_file = os.environ.get("EDGE_BENCH_LAG_FILE")
     if lag_file:

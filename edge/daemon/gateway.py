@@ -56,6 +56,7 @@ from edge.egress.stack import (
 )
 from edge.egress.status import StatusReporter
 from edge.egress.unsignable import UnsignableRecords
+from edge.egress.writer import LINGER
 from edge.kpi.publisher import OeePublisher
 from edge.kpi.service import KpiService
 from edge.kpi.store import FILENAME as OEE_FILE
@@ -72,6 +73,7 @@ from edge.status.gateway_source import GatewayStatusSource
 from edge.status.log_tap import TAP
 from edge.status.snapshot import worker_snapshot
 from edge.storage.wal import WalStore, checkpoint_loop
+from edge.storage.writer import StoreWriter, WriterThread
 from edge.web.server import StatusWeb, start_status_web
 from models.plant import Destination
 from models.sample import utc_now
@@ -118,8 +120,20 @@ class Gateway:
             window_retention_days=oee.window_retention_days,
             logger=self.log,
         )
+        # ONE writer thread commits the OEE store's and the outbox's writes, in the order
+        # the loop queued them (edge/storage/writer.py): a part count's save is queued
+        # (`KpiService.on_state`) before the state envelope showing it is sealed, so it
+        # commits before that envelope's append and a SIGKILL never loses a part the
+        # platform has seen (tests/end_to_end/test_oee_gap.py). Two threads would not
+        # order them. In a worker (`run --workers N`) this is the worker's own thread,
+        # over the worker's own stores.
+        self.store_writes = WriterThread(name="store-writer", linger=LINGER)
         self.kpi = KpiService(
-            loaded.plant, self.oee_store, publish_every=oee.publish_every, logger=self.log
+            loaded.plant,
+            self.oee_store,
+            publish_every=oee.publish_every,
+            logger=self.log,
+            writes=StoreWriter(self.oee_store, self.store_writes),
         )
         config = self.current
         self.parts_store = PartStore(loaded.state_dir / PARTS_FILE, logger=self.log)
@@ -216,7 +230,7 @@ class Gateway:
         """Start a prepared egress side with its status loop and query serving, and put it
         behind the slot; returns how many offers held during a swap went to it."""
         stack = await EgressStack.start(plan, self.supervisor, self.log, losses=self.losses,
-                                        unsignable=self.unsignable)
+                                        unsignable=self.unsignable, writes=self.store_writes)
         role = self.loaded.worker
         if role is not None and self.options.stats_fd is not None:  # the parent has status
             report = WorkerReporter(
@@ -257,10 +271,6 @@ class Gateway:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         background: list[asyncio.Task[None]] = []
-        # OEE saves stay on the event loop: on a thread of their own they could commit after
-        # the state envelope showing the same part count (two threads, no order between
-        # them), and a SIGKILL then lost a part the platform had seen (test_oee_gap). The
-        # KPI service takes a writer (`writes`) once one thread serves both stores in order.
         broker: EmbeddedBroker | None = None
         web: StatusWeb | None = None
         simulators = []
@@ -330,11 +340,13 @@ class Gateway:
             await self.fleet.stop_all()
             self.log.debug("shutdown_devices_stopped")
             self.kpi.close()
+            await self.store_writes.drain()  # the last OEE save committed, then its store
             self.oee_store.close()
             self.bookings_store.close()
             self.parts.close()
             self.parts_store.close()
             await self.stop_egress(self.loaded)
+            await self.store_writes.close()  # the last acks' deletes were drained with egress
             self.nonces.close()  # after the query tasks, which stop with egress
             self.log.debug("shutdown_egress_stopped")
             if broker is not None:

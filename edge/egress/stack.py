@@ -36,6 +36,7 @@ from edge.egress.writer import OutboxWriter
 from edge.signing.jws import Signer
 from edge.signing.keystore import KeyStore
 from edge.storage.disk import outbox_floors
+from edge.storage.writer import WriterThread
 from edge.transport.mqtt import MqttTransport
 from models.envelope import Stream
 from models.errors import ConfigurationError
@@ -143,6 +144,8 @@ class EgressStack:
         log: FilteringBoundLogger,
         losses: LossLedger | None = None,
         unsignable: UnsignableRecords | None = None,
+        *,
+        writes: WriterThread | None = None,
     ) -> None:
         self.plan = plan
         self.losses = losses or LossLedger()
@@ -165,8 +168,9 @@ class EgressStack:
             },
             logger=log,
         )
-        # every outbox write off the event loop, several to a transaction (writer.py)
-        self.writer = OutboxWriter(self.outbox, asyncio.get_running_loop())
+        # every outbox write off the event loop, several to a transaction (writer.py), on
+        # the gateway's store writer thread: after the OEE saves queued before them
+        self.writer = OutboxWriter(self.outbox, writes)
         self.senders: list[DestinationSender | SparkplugSender] = [
             SparkplugSender(
                 d.id,
@@ -219,10 +223,13 @@ class EgressStack:
         *,
         losses: LossLedger | None = None,
         unsignable: UnsignableRecords | None = None,
+        writes: WriterThread | None = None,
     ) -> EgressStack:
         """`losses` and `unsignable`: the gateway's ledgers, so counts survive a reload
-        (default: new ones)."""
-        stack = cls(plan, supervisor, log, losses, unsignable)
+        (default: new ones). `writes`: the gateway's store writer thread, which the outbox
+        shares with the OEE store so their commits keep the order they were queued in
+        (default: a thread of the outbox's own)."""
+        stack = cls(plan, supervisor, log, losses, unsignable, writes=writes)
         for transport in plan.transports.values():
             await transport.start()
         for s in stack.senders:

@@ -15,18 +15,19 @@ The outbox's guarantees stay (edge/egress/outbox.py):
 - deleted only after PUBACK: `ack` is called by a sender after PUBACK; the rows stay
   claimed (never evicted) and `claim` refuses them until the delete is committed;
 - order: one FIFO queue and one thread, so appends and acks commit in the order the loop
-  issued them, and no envelope of a topic overtakes another.
+  issued them, and no envelope of a topic overtakes another. In the gateway that thread is
+  shared with the OEE store (edge/daemon/gateway.py), so an OEE save queued before an
+  append is committed before it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 from functools import partial
 
 from edge.egress.outbox import AckOp, AppendOp, Outbox, OutboxOp, OutboxRow
 from edge.signing.jws import ChainState
-from edge.storage.writer import StoreWriter, WriterStats
+from edge.storage.writer import StoreWriter, WriterStats, WriterThread
 
 __all__ = ["LINGER", "OutboxWriter"]
 
@@ -37,17 +38,17 @@ milliseconds on the way to the broker, against envelopes batched for up to
 
 
 class OutboxWriter:
-    """`outbox` with its writes on a thread of their own; the same surface the sealer and
-    the senders use of an inline `Outbox` (`load_chain`, `submit`, `peek`, `claim`,
-    `release`, `ack`, `pending`, `counters`, `last_id_at_open`)."""
+    """`outbox` with its writes on `thread` (the gateway's, shared with the OEE store; by
+    default a thread of its own); the same surface the sealer and the senders use of an
+    inline `Outbox` (`load_chain`, `submit`, `peek`, `claim`, `release`, `ack`, `pending`,
+    `counters`, `last_id_at_open`)."""
 
-    def __init__(self, outbox: Outbox, loop: asyncio.AbstractEventLoop, *,
-                 max_batch: int = 512, max_queued: int = 2048, linger: float = LINGER) -> None:
+    def __init__(self, outbox: Outbox, thread: WriterThread | None = None) -> None:
         self.outbox = outbox
         self.last_id_at_open = outbox.last_id_at_open
-        self._writer: StoreWriter[OutboxOp, dict[str, bool] | int] = StoreWriter(
-            outbox, loop, name="outbox-writer", max_batch=max_batch, max_queued=max_queued,
-            linger=linger)
+        self._writer: StoreWriter[OutboxOp, dict[str, bool] | int] = (
+            StoreWriter.alone(outbox, name="outbox-writer", linger=LINGER) if thread is None
+            else StoreWriter(outbox, thread))
 
     # --- writes: queued ---------------------------------------------------------------
 
@@ -103,7 +104,8 @@ class OutboxWriter:
         await self._writer.drain()
 
     async def close(self) -> None:
-        """Drain and stop the thread; the outbox stays open for its owner to close."""
+        """Drain, and stop the thread if it is this writer's own; the outbox stays open for
+        its owner to close."""
         await self._writer.close()
 
 

@@ -107,11 +107,12 @@ def producing(plant: Plant) -> list[Machine]:
 
 
 class OeeWrites(Protocol):
-    """Where the service's saves and prunes go: the `OeeStore` itself (applied at once, as
-    the gateway does) or a writer thread (edge/storage/writer.py), which answers on the
-    event loop once the transaction holding them committed. The gateway keeps OEE saves on
-    the loop until one thread serves both stores in order (a part-count save must commit
-    before the state envelope showing that count)."""
+    """Where the service's saves and prunes go: the `OeeStore` itself (applied at once) or
+    a `StoreWriter` (edge/storage/writer.py), which answers on the event loop once the
+    transaction holding them committed. The gateway's writer is on the thread that also
+    commits the outbox, in queue order, so a part count's save (queued by `on_state`
+    before the state envelope showing it is sealed) commits before that envelope's
+    append."""
 
     def submit(self, op: OeeOp, done: Callable[[OeeStoreResult | Exception], None]
                ) -> None: ...

@@ -47,12 +47,14 @@ read-only or unreadable file is never moved aside; sqlite3 errors leave this mod
 `OeeStoreError` or `ConfigurationError`.
 
 Threading: the API is synchronous and thread-safe. In the gateway the writes (`save`,
-`prune`) go as `SaveOp`/`PruneOp` to the store's writer thread (edge/storage/writer.py),
-which commits what is queued in one transaction (`apply`), so a commit or a WAL checkpoint
-never holds the event loop; reads (`load`, `closed_window(s)`, `last_tick`) use a second,
-read-only connection, which in WAL mode never waits for the writer. Saves queued back to
-back are idempotent in sequence (each deletes after the cursor it exported from), which
-is what lets `KpiService` advance its cursors only once a save is committed.
+`prune`) go as `SaveOp`/`PruneOp` to the writer thread it shares with the outbox
+(edge/storage/writer.py), which commits what is queued in one transaction (`apply`), so a
+commit or a WAL checkpoint never holds the event loop, and commits the two stores' writes
+in the order they were queued (a part count's save before the envelope showing it);
+reads (`load`, `closed_window(s)`, `last_tick`) use a second, read-only connection, which
+in WAL mode never waits for the writer. Saves queued back to back are idempotent in
+sequence (each deletes after the cursor it exported from), which is what lets
+`KpiService` advance its cursors only once a save is committed.
 """
 
 from __future__ import annotations
@@ -245,7 +247,7 @@ class OeeStore(WalStore):
 
     def submit(self, op: OeeOp, done: Callable[[OeeStoreResult | Exception], None]) -> None:
         """`apply` of one operation with its outcome handed to `done` at once; the gateway's
-        writer thread (edge/storage/writer.py) has the same `submit`, queued."""
+        `StoreWriter` (edge/storage/writer.py) has the same `submit`, queued."""
         try:
             [result] = self.apply([op])
         except (EdgeError, ValueError) as exc:

@@ -1,22 +1,31 @@
-"""A store's writer thread: the event loop queues write operations, one thread commits them,
-several to a transaction.
+"""The stores' writer thread: the event loop queues write operations, one thread commits
+them, several to a transaction, for every store it serves, in the order they were queued.
 
 Why: a commit of the SQLite outbox or OEE store is cheap on average (tens of microseconds
 into the page cache), but about once per MiB written the WAL auto-checkpoint runs inside
 one of them, with its fsyncs, and holds the caller for 5-15 ms (more on SD/eMMC). On the
-event loop that is a stall of every poll due at that moment (bench/outbox_stall.py
+event loop that is a stall of every poll due at that moment (bench/writer_stall.py
 measures it). Here the loop only queues work; the thread takes whatever is queued (up to
-`max_batch` operations) and hands it to the store's `apply`, which commits it in ONE
-transaction: under load, commits (which dominate the cost) are shared by many operations.
-SQLite releases the GIL while it works, so the loop keeps polling meanwhile.
+`max_batch` operations) and hands each store its run of it (`apply`), which commits it in
+ONE transaction: under load, commits (which dominate the cost) are shared by many
+operations. SQLite releases the GIL while it works, so the loop keeps polling meanwhile.
 
-Order: one FIFO queue, one thread, so operations are applied, and their `done` callbacks
-run on the event loop, in the order the loop queued them. Hand-offs are grouped both ways:
-what the loop submits in one iteration reaches the thread as one item, and the answers to
-one transaction come back in one callback, so the thread and the loop wake each other
-once per group, not once per operation. When a grouped transaction
-fails, each operation of it is applied alone, so one bad operation (a disk error on a
-large row, a sequence that no longer follows) does not take its neighbours with it.
+Order: one FIFO queue, one thread (`WriterThread`), however many stores write through it
+(a `StoreWriter` each), so operations are committed, and their `done` callbacks run on
+the event loop, in the order the loop queued them, across stores too. Two SQLite files
+cannot share a transaction; what one thread gives instead is enough for the gateway's
+promise: an OEE save queued before the outbox append of the state envelope showing the
+same part count is committed before that append's transaction starts, so a SIGKILL can
+never leave the platform with a part the OEE store has not saved (tests/edge/storage/
+test_writer_order.py, tests/end_to_end/test_oee_gap.py). Consecutive operations of one
+store share a transaction; where the queue switches store, a transaction ends.
+
+Hand-offs are grouped both ways: what the loop submits in one iteration reaches the thread
+as one item, and the answers to one group come back in one callback, so the thread and
+the loop wake each other once per group, not once per operation. When a grouped
+transaction fails, each operation of it is applied alone, so one bad operation (a disk
+error on a large row, a sequence that no longer follows) does not take its neighbours with
+it.
 
 Back-pressure: the queue is bounded (`max_queued`). A saturated loop holds the GIL nearly
 all the time, so this thread would get it back only every switch interval after each
@@ -32,13 +41,15 @@ import contextlib
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Generic, Protocol, TypeVar
 
 from models.errors import EdgeError
 
-__all__ = ["Batched", "Done", "StoreWriter", "WriterStats"]
+__all__ = ["Batched", "Done", "StoreWriter", "WriterStats", "WriterThread"]
 
 Op = TypeVar("Op")
 R = TypeVar("R")
@@ -48,6 +59,8 @@ R_co = TypeVar("R_co", covariant=True)
 Done = Callable[[R | Exception], None]
 """Told on the event loop what became of one operation: its result, or why it failed
 (the store's EdgeError, or ValueError for an operation the store refused)."""
+
+_Reply = Callable[[], None]  # one `done` with its outcome bound, to run on the loop
 
 
 class Batched(Protocol[Op_contra, R_co]):
@@ -59,7 +72,8 @@ class Batched(Protocol[Op_contra, R_co]):
 
 @dataclass(frozen=True, slots=True)
 class WriterStats:
-    """Transactions and operations so far: `ops / commits` is the grouping achieved."""
+    """One store's transactions and operations so far (`ops / commits` is the grouping
+    achieved), and the groups waiting in the thread's queue."""
 
     commits: int
     ops: int
@@ -73,9 +87,23 @@ class _Job(Generic[Op, R]):
     on_thread: bool = False
 
 
-class StoreWriter(Generic[Op, R]):
-    """One thread applying `store`'s write operations; `submit` queues and returns at once
-    (unless the queue is full: back-pressure, see the module docstring).
+class _Lane(Protocol):
+    """A store as the thread sees it: apply the next `n` operations queued for it."""
+
+    def write_next(self, n: int, thread_name: str) -> list[_Reply]: ...
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """`n` consecutive operations of one store, in queue order (the operations themselves
+    wait in the store's own deque, typed)."""
+
+    lane: _Lane
+    n: int
+
+
+class WriterThread:
+    """The one thread that commits the queued writes of every `StoreWriter` built on it.
 
     `linger`: after the first operation of a group, sleep this long before taking what else
     is queued and committing it all (a drain that comes first is not delayed). Each
@@ -85,43 +113,46 @@ class StoreWriter(Generic[Op, R]):
     keeps the thread's CPU cost small (bench/writer_stall.py). `max_batch` bounds one
     transaction.
 
-    `drain()` waits until everything queued so far is applied; `close()` drains and stops
-    the thread, leaving the store open for its owner to close."""
+    The thread starts, and binds to the running event loop, at the first `submit` (the
+    gateway builds its stages before its loop runs). `drain()` waits until everything
+    queued so far is applied; `close()` drains and stops the thread, leaving the stores
+    open for their owners to close."""
 
-    def __init__(self, store: Batched[Op, R], loop: asyncio.AbstractEventLoop, *,
-                 name: str, max_batch: int = 512, max_queued: int = 2048,
+    def __init__(self, *, name: str, max_batch: int = 512, max_queued: int = 2048,
                  linger: float = 0.0) -> None:
-        self.store = store
+        self.name = name
         self.max_batch = max_batch
         self.linger = linger
-        self._loop = loop
-        self._queue: queue.Queue[list[_Job[Op, R]] | threading.Event | None] = queue.Queue(
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: queue.Queue[list[_Ticket] | threading.Event | None] = queue.Queue(
             max(1, max_queued // 8))
-        self._gathering: list[_Job[Op, R]] = []  # submitted in this loop iteration
-        self._commits = 0
-        self._ops = 0
+        self._gathering: list[_Ticket] = []  # submitted in this loop iteration
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(self, op: Op, done: Done[R] | None = None, *, on_thread: bool = False) -> None:
-        """Queue `op`; `done` runs on the event loop once it is committed or failed, or, with
-        `on_thread`, on the writer thread right then (it must be thread-safe and quick): an
-        answer nobody on the loop waits for then costs the loop no wake-up.
-
-        Call on the event loop. What is submitted in one loop iteration goes to the thread
-        as one item at the end of it (one wake-up of the thread, not one per operation)."""
-        if not self._gathering:
-            self._loop.call_soon(self._hand_over)
-        self._gathering.append(_Job(op, done, on_thread))
-
-    def _hand_over(self) -> None:
-        jobs, self._gathering = self._gathering, []
-        if jobs:
-            self._queue.put(jobs)
 
     @property
-    def stats(self) -> WriterStats:
-        return WriterStats(self._commits, self._ops, self._queue.qsize())
+    def queued(self) -> int:
+        """Groups handed over and not taken by the thread yet."""
+        return self._queue.qsize()
+
+    def enqueue(self, lane: _Lane) -> None:
+        """One more operation of `lane`, already in its own deque (`StoreWriter.submit`
+        calls this, on the event loop)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread.start()
+        elif asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(f"{self.name}: bound to another event loop")
+        if not self._gathering:
+            self._loop.call_soon(self._hand_over)
+        elif self._gathering[-1].lane is lane:
+            self._gathering[-1].n += 1
+            return
+        self._gathering.append(_Ticket(lane, 1))
+
+    def _hand_over(self) -> None:
+        tickets, self._gathering = self._gathering, []
+        if tickets:
+            self._queue.put(tickets)
 
     async def drain(self) -> None:
         """Return once every operation queued before this call is applied (or failed) and
@@ -150,7 +181,8 @@ class StoreWriter(Generic[Op, R]):
                 # asleep, not waiting on the queue: what the loop queues meanwhile costs it
                 # no wake-up of this thread
                 time.sleep(self.linger)
-            jobs: list[_Job[Op, R]] = []
+            runs: list[_Ticket] = []
+            taken = 0
             markers: list[threading.Event] = []
             while True:
                 if item is None:
@@ -159,34 +191,102 @@ class StoreWriter(Generic[Op, R]):
                     markers.append(item)
                     break  # a drain marker ends the group: what came before is committed
                 else:
-                    jobs += item
-                if stop or len(jobs) >= self.max_batch:
+                    for t in item:  # consecutive operations of one store: one run
+                        if runs and runs[-1].lane is t.lane:
+                            runs[-1].n += t.n
+                        else:
+                            runs.append(_Ticket(t.lane, t.n))
+                        taken += t.n
+                if stop or taken >= self.max_batch:
                     break
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            replies: list[tuple[Done[R], R | Exception]] = []
-            for i in range(0, len(jobs), self.max_batch):
-                replies += self._write(jobs[i:i + self.max_batch])
+            replies: list[_Reply] = []
+            for run in runs:  # in queue order: a run commits before the next one starts
+                for i in range(0, run.n, self.max_batch):
+                    replies += run.lane.write_next(min(self.max_batch, run.n - i), self.name)
             # one wake-up of the loop per group, the markers set after the replies ran
             if replies or markers:
                 self._reply(replies, markers)
 
-    def _write(self, jobs: list[_Job[Op, R]]) -> list[tuple[Done[R], R | Exception]]:
+    def _reply(self, replies: list[_Reply], markers: list[threading.Event]) -> None:
+        if self._loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            self._loop.call_soon_threadsafe(_answer, replies, markers)
+
+
+class StoreWriter(Generic[Op, R]):
+    """`store`'s write operations queued on `thread`; `submit` queues and returns at once
+    (unless the queue is full: back-pressure, see the module docstring).
+
+    `drain()` waits until everything queued on the thread so far is applied (this store's
+    and the others'); `close()` drains, and stops the thread only if this writer made its
+    own (`alone`)."""
+
+    def __init__(self, store: Batched[Op, R], thread: WriterThread) -> None:
+        self.store = store
+        self.thread = thread
+        self._owns_thread = False
+        self._jobs: deque[_Job[Op, R]] = deque()  # appended on the loop, popped on the thread
+        self._commits = 0
+        self._ops = 0
+
+    @classmethod
+    def alone(cls, store: Batched[Op, R], *, name: str, max_batch: int = 512,
+              max_queued: int = 2048, linger: float = 0.0) -> StoreWriter[Op, R]:
+        """A writer with a thread of its own (one store, nothing to order it against)."""
+        writer = cls(store, WriterThread(name=name, max_batch=max_batch,
+                                         max_queued=max_queued, linger=linger))
+        writer._owns_thread = True
+        return writer
+
+    def submit(self, op: Op, done: Done[R] | None = None, *, on_thread: bool = False) -> None:
+        """Queue `op`; `done` runs on the event loop once it is committed or failed, or, with
+        `on_thread`, on the writer thread right then (it must be thread-safe and quick): an
+        answer nobody on the loop waits for then costs the loop no wake-up.
+
+        Call on the event loop. What is submitted in one loop iteration goes to the thread
+        as one item at the end of it (one wake-up of the thread, not one per operation)."""
+        self._jobs.append(_Job(op, done, on_thread))
+        self.thread.enqueue(self)
+
+    @property
+    def stats(self) -> WriterStats:
+        return WriterStats(self._commits, self._ops, self.thread.queued)
+
+    async def drain(self) -> None:
+        """Return once every operation queued before this call is applied (or failed) and
+        its `done` has run."""
+        await self.thread.drain()
+
+    async def close(self) -> None:
+        if self._owns_thread:
+            await self.thread.close()
+        else:
+            await self.thread.drain()
+
+    # --- on the thread ----------------------------------------------------------------
+
+    def write_next(self, n: int, thread_name: str) -> list[_Reply]:
+        """Apply the next `n` queued operations in one transaction (the thread calls
+        this); the replies to run on the loop."""
+        jobs = [self._jobs.popleft() for _ in range(n)]
         results: Sequence[R | Exception]
         try:
             results = self.store.apply([j.op for j in jobs])
             self._commits += 1
         except Exception:  # whatever failed, each op is tried and answered alone
-            results = [self._alone(j.op) for j in jobs]
+            results = [self._alone(j.op, thread_name) for j in jobs]
         self._ops += len(jobs)
-        replies: list[tuple[Done[R], R | Exception]] = []
+        replies: list[_Reply] = []
         for job, result in zip(jobs, results, strict=True):
             if job.done is None:
                 continue
             if not job.on_thread:
-                replies.append((job.done, result))
+                replies.append(partial(job.done, result))
                 continue
             try:
                 job.done(result)
@@ -194,30 +294,24 @@ class StoreWriter(Generic[Op, R]):
                 continue
         return replies
 
-    def _alone(self, op: Op) -> R | Exception:
+    def _alone(self, op: Op, thread_name: str) -> R | Exception:
         try:
             [result] = self.store.apply([op])
         except (EdgeError, ValueError) as exc:
             return exc
-        except Exception as exc:  # this thread must outlive any bug: it is the store's
-            return EdgeError(f"{self._thread.name}: {exc!r}")  # only writer
+        except Exception as exc:  # the thread must outlive any bug: it is the store's
+            return EdgeError(f"{thread_name}: {exc!r}")  # only writer
         self._commits += 1
         return result
 
-    def _reply(self, replies: list[tuple[Done[R], R | Exception]],
-               markers: list[threading.Event]) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            self._loop.call_soon_threadsafe(_answer, replies, markers)
 
-
-def _answer(replies: list[tuple[Done[R], R | Exception]], markers: list[threading.Event],
-            ) -> None:
+def _answer(replies: list[_Reply], markers: list[threading.Event]) -> None:
     """On the event loop: run the `done` callbacks of one group in order, then release
     whoever drains."""
     try:
-        for done, result in replies:
+        for reply in replies:
             try:
-                done(result)
+                reply()
             except Exception as exc:  # one broken callback must not silence the others
                 asyncio.get_running_loop().call_exception_handler(
                     {"message": "store writer: a `done` callback failed", "exception": exc})

@@ -81,7 +81,7 @@ class Session:
                              logger=log)
         self.transport = MqttTransport(self.dest, "gw-1-sp", will=node.will, logger=log,
                                        backoff_min=0.05, backoff_max=0.2)
-        self.writer = OutboxWriter(self.outbox, asyncio.get_running_loop()) if queued else None
+        self.writer = OutboxWriter(self.outbox) if queued else None
         store = self.writer or self.outbox
         self.sender = SparkplugSender("sp", self.transport, store, node, log,
                                       primary_host_id=primary_host_id)

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from held_lock import WatchedLock
 
 from edge.egress.batcher import Egress
 from edge.egress.outbox import FILENAME, AppendOp, Outbox, OutboxCap, OutboxError, OutboxOp
@@ -80,7 +81,7 @@ def make(tmp_path: Path, cls: type[Outbox] = Outbox, cap: int = 1 << 30,
          ) -> tuple[Outbox, OutboxWriter, Egress, Idle]:
     log = structlog.get_logger()
     outbox = cls(tmp_path / FILENAME, caps={"a": OutboxCap(cap)})
-    writer = OutboxWriter(outbox, asyncio.get_running_loop())
+    writer = OutboxWriter(outbox)
     sealer = Sealer("gw", Signer(Ed25519PrivateKey.generate()), writer,
                     [Destination(id="a", url="mqtt://127.0.0.1")], lambda _d: True)
     sender = Idle()
@@ -89,14 +90,17 @@ def make(tmp_path: Path, cls: type[Outbox] = Outbox, cap: int = 1 << 30,
 
 async def test_appends_are_grouped_and_the_loop_never_waits_for_the_disk(tmp_path: Path) -> None:
     outbox, writer, egress, sender = make(tmp_path)
-    with outbox._lock:  # the writer is inside a long transaction (a checkpoint, say)
+    outbox._lock = held = WatchedLock()  # type: ignore[assignment]
+    with held:  # the writer is inside a long transaction (a checkpoint, say)
         t0 = time.monotonic()
         for i in range(500):
             egress.emit(TOPIC, "m1", "telemetry", [record(i)])
         assert outbox.peek("a") == [] and outbox.pending("a") == (0, 0)
         assert outbox.counters("a")["appended"] == 0  # reads do not wait for the writer
         assert time.monotonic() - t0 < 5  # (they would hang on the held lock)
-        await asyncio.sleep(0.05)
+        # the loop runs while the writer thread takes the group and blocks on the lock: an
+        # answer it sent before committing would have run on the loop by then
+        assert await asyncio.to_thread(held.waiting.wait, 10), "the writer never came"
         assert egress.envelopes == 0 and sender.woken == 0, "nothing reported before commit"
     await writer.drain()
     assert egress.envelopes == 500 and sender.woken == 500

@@ -3,7 +3,6 @@ restarts (clean, crash, SIGKILL of a real process), shift closing exactly once, 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -468,7 +467,7 @@ async def test_with_the_writer_thread_a_tick_never_waits_and_a_shift_closes_once
     saves queued back to back store every record exactly once."""
     clock = Clock(berlin(13))
     with OeeStore(tmp_path / FILENAME) as store:
-        writer = StoreWriter(store, asyncio.get_running_loop(), name="oee-writer")
+        writer = StoreWriter.alone(store, name="oee-writer")
         kpi = KpiService(make_plant(), store, clock, writes=writer)
         with store._lock:  # the writer thread is held inside a transaction
             for i in range(1, 6):  # five part counts: five saves queued behind it
