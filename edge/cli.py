@@ -627,6 +627,11 @@ def _main(argv: list[str] | None) -> int:
             configured = loaded.plant.gateway.workers
             count = resolve_workers(loaded, args.workers if args.workers is not None
                                     else (None if configured == "auto" else configured))
+            from edge.daemon.repartition import Repartition
+            from edge.observability import get_logger
+
+            # every machine's state in its worker's files before any worker opens them
+            Repartition(loaded, count, get_logger(gateway=loaded.plant.gateway.id)).run()
             if count > 1:
                 from edge.daemon.workers import serve
 
