@@ -177,7 +177,7 @@ def test_a_clash_keeps_the_targets_chain_and_sends_both_backlogs(tmp_path: Path)
     assert moved.clashes["chain"] == 3
     assert pending(dst, "p1") == new + old
     with Outbox(dst, caps=CAPS) as box:
-        assert box.load_chain().last(topic("m1"))[0] == 2
+        assert box.load_chain().last(topic("m1")) == (2, h(f"{topic('m1')}2"))
 
 
 def engine_state(segments: list[list[Any]], counts: list[list[Any]]) -> dict[str, Any]:
@@ -231,8 +231,8 @@ def test_part_move_continues_the_part_sequence(tmp_path: Path, hook: str) -> Non
                 "energy_kwh": 0.1, "co2e_kg": None}
 
     with PartStore(src) as store:
-        store.save("m1", {"next_seq": 4, "open": {"start": "t"}}, T0, [record(i) for i in (1, 2, 3)],
-                   {((T0).isoformat(), "producing"): 0.5})
+        store.save("m1", {"next_seq": 4, "open": {"start": "t"}}, T0,
+                   [record(i) for i in (1, 2, 3)], {(T0.isoformat(), "producing"): 0.5})
         store.save("m2", {"next_seq": 2}, T0, [record(1)])
     if hook:
         killed_move("edge.parts.store", "PartMachines", hook, src, dst, "m1")
