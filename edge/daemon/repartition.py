@@ -15,8 +15,9 @@ interrupted, copying nothing twice). Because the scan does not trust any record 
 previous count, a state directory left by any count, or by an interrupted move, converges
 to one copy of each machine's rows, in its worker's files. Then the store files no process
 opens any more (`worker-<i>/` with i >= N, or `<state_dir>`'s own when N > 1) are deleted
-once they hold no row; what they still hold (rows of no machine) stays and is logged. The
-count is written to `<state_dir>/workers`, so `auto` keeps this layout.
+once they hold no row (and such a worker's unused nonce file, then its directory); what
+they still hold (rows of no machine) stays and is logged. The count is written to
+`<state_dir>/workers`, so `auto` keeps this layout.
 
 Not moved (not per machine): the parent's query nonces, the keys, and each outbox's
 per-destination counters of what was acknowledged, dropped or rejected (status counts of
@@ -35,6 +36,7 @@ from edge.config.workers import PINNED, WorkerRole, owner
 from edge.egress.outbox import OutboxMachines
 from edge.kpi.store import OeeMachines
 from edge.parts.store import PartMachines
+from edge.query.nonces import NONCE_FILE
 from edge.storage.move import MachineState
 from models.logger import Logger
 
@@ -144,10 +146,10 @@ class Repartition:
                                      note="rows of no machine of this plant: no process "
                                      "opens this file with this worker count")
                     continue
-                for suffix in ("", "-wal", "-shm"):
-                    with contextlib.suppress(FileNotFoundError):
-                        path.with_name(path.name + suffix).unlink()
+                _unlink_with_wal(path)
             if where != self.base:
+                # a worker's own nonce file is unused: the parent checks every request
+                _unlink_with_wal(where / NONCE_FILE)
                 with contextlib.suppress(OSError):  # not empty: something else is in it
                     where.rmdir()
 
@@ -158,6 +160,12 @@ class Repartition:
             (self.base / PINNED).write_text(f"{self.count}\n", encoding="utf-8")
         except OSError as exc:
             self.log.warning("workers_not_pinned", path=str(self.base / PINNED), error=str(exc))
+
+
+def _unlink_with_wal(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(path.name + suffix).unlink()
 
 
 __all__ = ["STORES", "Relocation", "Repartition"]

@@ -18,6 +18,7 @@ from edge.config.workers import PINNED, WorkerRole, owner, resolve_workers
 from edge.daemon.repartition import STORES, Repartition
 from edge.egress.outbox import FILENAME, Outbox, OutboxCap, OutboxMachines, machine_of
 from edge.parts.store import PartStore
+from edge.query.nonces import NONCE_FILE, NonceStore
 from edge.signing.jws import b64url_encode
 from edge.storage.move import Moved
 
@@ -103,6 +104,7 @@ def test_two_to_one_to_three_workers(tmp_path: Path) -> None:
 def test_shrinking_removes_the_workers_files_and_directory(tmp_path: Path) -> None:
     loaded = plant(tmp_path)
     seed(loaded, 3)
+    NonceStore(loaded.state_dir / "worker-2" / NONCE_FILE).close()  # a worker opens one
     Repartition(loaded, 2, RecordingLogger()).run()
     assert not (loaded.state_dir / "worker-2").exists()
     assert {m: len(v) for m, v in pending(loaded).items()} == dict.fromkeys(MACHINES, 3)
