@@ -639,11 +639,13 @@ def _main(argv: list[str] | None) -> int:
         else:
             options.workers = args.workers
             count = workers_for(loaded, args.workers)
+            from edge.daemon import systemd
             from edge.daemon.repartition import Repartition
             from edge.observability import get_logger
 
             # every machine's state in its worker's files before any worker opens them
-            Repartition(loaded, count, get_logger(gateway=loaded.plant.gateway.id)).run()
+            Repartition(loaded, count, get_logger(gateway=loaded.plant.gateway.id),
+                        alive=partial(systemd.notify, "WATCHDOG=1")).run()
             if count > 1:
                 from edge.daemon.workers import serve
 

@@ -27,6 +27,7 @@ the files that remain).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,13 +61,17 @@ class Repartition:
     """Where each machine's state belongs for `count` workers, and the moves that put it
     there. `base` is the gateway's state directory (the parent's, not a worker's)."""
 
-    def __init__(self, loaded: LoadedPlant, count: int, log: Logger) -> None:
+    def __init__(self, loaded: LoadedPlant, count: int, log: Logger,
+                 alive: Callable[[], object] = lambda: None) -> None:
+        """`alive` is called after each move: the service tells systemd's watchdog (a
+        SIGHUP that changed the count moves while the unit counts as running)."""
         if loaded.worker is not None:
             raise ValueError("repartition runs in the parent, before any worker")
         self.loaded = loaded
         self.count = count
         self.base = loaded.state_dir
         self.log = log
+        self.alive = alive
 
     def home(self, machine: str) -> Path:
         """The directory whose stores hold `machine` with `count` workers."""
@@ -128,6 +133,7 @@ class Repartition:
                     note="the target already held other state of these machines (a worker "
                     "count changed by an earlier version); the later-saved heads were kept")
             done.append(Relocation(store.label, path, target, tuple(machines), rows, clashes))
+            self.alive()
         return done
 
     def _clear_unused(self) -> None:

@@ -611,7 +611,10 @@ class OutboxMachines(MachineState):
         Outbox(path, caps={}).close()
 
     def machines(self, conn: sqlite3.Connection) -> set[str]:
-        return {m for t in self._topics(conn) for m in (machine_of(t),) if m is not None}
+        """From the chain heads alone (small): every stored envelope's chain has one, since
+        both commit together; the move itself reads the envelopes' topics too."""
+        return {m for (t,) in conn.execute("SELECT topic FROM chain")
+                for m in (machine_of(t),) if m is not None}
 
     @staticmethod
     def _topics(conn: sqlite3.Connection) -> set[str]:
