@@ -32,6 +32,7 @@ reordered. Plain sqlite3 connections: this runs while no gateway process has the
 from __future__ import annotations
 
 import sqlite3
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import closing
@@ -79,35 +80,35 @@ class Moved:
     deleted_by: Counter[str] = field(default_factory=Counter)
 
 
-class MachineState:
+class MachineState(ABC):
     """A store's per-machine rows, as the move sees them; each store module has one.
 
     Subclasses name the file, the words for errors, which machines a file holds, which rows
     are a machine's, how to create and check a file (through the store's own class:
     schema, format version, corrupt-file recovery), and anything to adjust beside the rows
-    (`after_copy`, `after_delete`)."""
+    (`after_copy`, `after_delete`: hooks most stores leave empty)."""
 
     filename: ClassVar[str]
     label: ClassVar[str]
     error: ClassVar[type[EdgeError]]
 
+    @abstractmethod
     def prepare(self, path: Path) -> None:
         """Create `path` if missing, else check and upgrade it, as the store opens it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def machines(self, conn: sqlite3.Connection) -> set[str]:
         """Every machine with a row in the file."""
-        raise NotImplementedError
 
+    @abstractmethod
     def rows(self, conn: sqlite3.Connection, machines: Collection[str]) -> list[MachineRows]:
         """The tables' rows of `machines`, in the order they are copied."""
-        raise NotImplementedError
 
-    def after_copy(self, source: sqlite3.Connection, target: sqlite3.Connection,
+    def after_copy(self, source: sqlite3.Connection, target: sqlite3.Connection,  # noqa: B027
                    moved: Moved) -> None:
         """Inside the target's transaction, after the rows were copied."""
 
-    def after_delete(self, source: sqlite3.Connection, moved: Moved) -> None:
+    def after_delete(self, source: sqlite3.Connection, moved: Moved) -> None:  # noqa: B027
         """Inside the source's transaction, after the rows were deleted."""
 
     def stored_machines(self, path: Path) -> set[str]:
@@ -127,9 +128,12 @@ class MachineState:
     def holds_rows(self, path: Path) -> bool:
         """Whether the file still holds any row of a table the move empties (what is left
         in a store no process opens any more)."""
-        with closing(_connect(path)) as conn:
-            return any(conn.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()
-                       for t in self.tables(conn))
+        try:
+            with closing(_connect(path)) as conn:
+                return any(conn.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()
+                           for t in self.tables(conn))
+        except sqlite3.Error as exc:
+            raise self.error(f"{self.label} {path}: read: {exc}") from exc
 
     def tables(self, conn: sqlite3.Connection) -> list[str]:
         """The tables whose rows belong to machines (or are left behind when they do not)."""
@@ -140,7 +144,15 @@ class MachineState:
         self.prepare(source)
         self.prepare(target)
         moved = Moved()
-        src, dst = _connect(source), _connect(target)
+        try:
+            src = _connect(source)
+        except sqlite3.Error as exc:
+            raise self.error(f"{self.label} {source}: open: {exc}") from exc
+        try:
+            dst = _connect(target)
+        except sqlite3.Error as exc:
+            src.close()
+            raise self.error(f"{self.label} {target}: open: {exc}") from exc
         try:
             src.execute("BEGIN IMMEDIATE")
             specs = self.rows(src, machines)
