@@ -162,8 +162,9 @@ def test_sighup_with_another_worker_count_restarts_the_pool(
     tmp_path: Path, mosquitto: Mosquitto, free_port: Callable[[], int],
     mqtt_collector: Callable[..., Collector],
 ) -> None:
-    """`gateway.workers` 2 -> 3 -> 1 by SIGHUP, the broker reachable throughout: the same
-    process stops its workers (flush), moves the machines and starts the new pool."""
+    """`gateway.workers` 2 -> 3 -> 1 -> 2 by SIGHUP, the broker reachable throughout: the
+    same process stops its workers, or itself (flush), moves the machines and starts the
+    new pool (or the one process)."""
     state = tmp_path / "state"
     plant = tmp_path / "plant.yaml"
     text = plant_yaml(state, [free_port() for _ in MACHINES], mosquitto.port,
@@ -204,9 +205,16 @@ def test_sighup_with_another_worker_count_restarts_the_pool(
         wait_for(lambda: len(gw.events("workers_changed_restarting")) == 2, 30, "the change")
         wait_for(lambda: not list(state.glob("worker-*")), 60, "one process")
         more_telemetry("telemetry from one process")
+
+        plant.write_text(text)  # and back to two: the one process becomes a pool
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: len(gw.events("workers_changed_restarting")) == 3, 30, "the change")
+        wait_for(lambda: len(status().get("workers", [])) == 2
+                 and all(w["alive"] for w in status()["workers"]), 60, "two workers again")
+        more_telemetry("telemetry from two workers again")
         assert gw.proc is not None and gw.proc.poll() is None  # one process all along
-        [to3, to1] = gw.events("workers_changed_restarting")
-        assert (to3["running"], to3["workers"], to1["running"], to1["workers"]) == (2, 3, 3, 1)
+        changes = [(e["running"], e["workers"]) for e in gw.events("workers_changed_restarting")]
+        assert changes == [(2, 3), (3, 1), (1, 2)]
         assert {m for e in gw.events("machine_state_moved") for m in e["machines"]} == set(
             MACHINES)
         gw.signal(signal.SIGTERM)
