@@ -71,6 +71,11 @@ def _worker_argv(
     return argv
 
 
+MOVING = "WATCHDOG=1\nEXTEND_TIMEOUT_USEC=60000000"
+"""What systemd hears after each machine's state moved to its new worker: alive (the
+watchdog, after a SIGHUP), and a minute more to start (TimeoutStartSec, at a start)."""
+
+
 def _restart_if_asked(code: int) -> int:
     """`code`, or, when a SIGHUP changed the worker count (`EXIT_RESTART`: every worker
     stopped as by SIGTERM), this same command again in this process (`exec`: the pid
@@ -645,7 +650,7 @@ def _main(argv: list[str] | None) -> int:
 
             # every machine's state in its worker's files before any worker opens them
             Repartition(loaded, count, get_logger(gateway=loaded.plant.gateway.id),
-                        alive=partial(systemd.notify, "WATCHDOG=1")).run()
+                        alive=partial(systemd.notify, MOVING)).run()
             if count > 1:
                 from edge.daemon.workers import serve
 

@@ -41,8 +41,8 @@ from edge.query.nonces import NONCE_FILE
 from edge.storage.move import MachineState
 from models.logger import Logger
 
-STORES: tuple[MachineState, ...] = (OutboxMachines(), OeeMachines(), PartMachines(),
-                                    BookingMachines())
+STORES: tuple[type[MachineState], ...] = (OutboxMachines, OeeMachines, PartMachines,
+                                          BookingMachines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +63,9 @@ class Repartition:
 
     def __init__(self, loaded: LoadedPlant, count: int, log: Logger,
                  alive: Callable[[], object] = lambda: None) -> None:
-        """`alive` is called after each move: the service tells systemd's watchdog (a
-        SIGHUP that changed the count moves while the unit counts as running)."""
+        """`alive` is called after each machine's move in each store: the service tells
+        systemd (a watchdog ping while a SIGHUP's move runs, more start time while the
+        first start's does)."""
         if loaded.worker is not None:
             raise ValueError("repartition runs in the parent, before any worker")
         self.loaded = loaded
@@ -97,10 +98,11 @@ class Repartition:
     def run(self) -> list[Relocation]:
         """Move what is misplaced, clear what nobody opens any more, pin the count."""
         done: list[Relocation] = []
-        for store in STORES:
+        stores = [kind() for kind in STORES]
+        for store in stores:
             for where in self.locations():
                 done += self._move_out(store, where)
-        self._clear_unused()
+        self._clear_unused(stores)
         if done:
             self.log.info("worker_state_repartitioned", workers=self.count,
                           machines=sorted({m for r in done for m in r.machines}),
@@ -121,29 +123,31 @@ class Repartition:
         for home, machines in sorted(leaving.items()):
             home.mkdir(parents=True, exist_ok=True, mode=0o700)
             target = home / store.filename
-            moved = store.move(path, target, machines)
-            rows, clashes = sum(moved.copied.values()), sum(moved.clashes.values())
-            self.log.info("machine_state_moved", store=store.label, source=str(path),
-                          target=str(target), machines=machines, rows=rows,
-                          deleted=sum(moved.deleted.values()))
-            if clashes:
-                self.log.warning(
-                    "machine_state_clash", store=store.label, target=str(target),
-                    machines=machines, clashes=dict(moved.clashes),
-                    note="the target already held other state of these machines (a worker "
-                    "count changed by an earlier version); the later-saved heads were kept")
-            done.append(Relocation(store.label, path, target, tuple(machines), rows, clashes))
-            self.alive()
+            for machine in machines:  # one at a time: each one moved is progress kept
+                moved = store.move(path, target, [machine])
+                rows, clashes = sum(moved.copied.values()), sum(moved.clashes.values())
+                self.log.info("machine_state_moved", store=store.label, source=str(path),
+                              target=str(target), machines=[machine], rows=rows,
+                              deleted=sum(moved.deleted.values()))
+                if clashes:
+                    self.log.warning(
+                        "machine_state_clash", store=store.label, target=str(target),
+                        machine=machine, clashes=dict(moved.clashes),
+                        note="the target already held other state of this machine (a "
+                        "worker count changed by an earlier version); the later-saved "
+                        "heads were kept")
+                done.append(Relocation(store.label, path, target, (machine,), rows, clashes))
+                self.alive()
         return done
 
-    def _clear_unused(self) -> None:
+    def _clear_unused(self, stores: list[MachineState]) -> None:
         """Delete store files no process opens with `count` workers once they hold no row
         (their `-wal`/`-shm` too), then an emptied `worker-<i>/`."""
         active = self.active()
         for where in self.locations():
             if where in active:
                 continue
-            for store in STORES:
+            for store in stores:
                 path = where / store.filename
                 if not path.exists():
                     continue

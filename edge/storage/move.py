@@ -92,6 +92,9 @@ class MachineState(ABC):
     label: ClassVar[str]
     error: ClassVar[type[EdgeError]]
 
+    def __init__(self) -> None:
+        self._prepared: set[Path] = set()  # `prepare` reads the whole file: once is enough
+
     @abstractmethod
     def prepare(self, path: Path) -> None:
         """Create `path` if missing, else check and upgrade it, as the store opens it."""
@@ -141,8 +144,10 @@ class MachineState(ABC):
 
     def move(self, source: Path, target: Path, machines: Collection[str]) -> Moved:
         """Move `machines`' rows from `source` to `target` (see the module docstring)."""
-        self.prepare(source)
-        self.prepare(target)
+        for path in (source, target):
+            if path not in self._prepared or not path.exists():
+                self.prepare(path)
+                self._prepared.add(path)
         moved = Moved()
         try:
             src = _connect(source)

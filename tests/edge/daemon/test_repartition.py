@@ -57,7 +57,7 @@ def placed(loaded: LoadedPlant) -> dict[str, set[Path]]:
     out: dict[str, set[Path]] = {}
     base = loaded.state_dir
     for where in [base, *base.glob("worker-*")]:
-        for store in STORES:
+        for store in (kind() for kind in STORES):
             path = where / store.filename
             if path.exists():
                 for m in store.stored_machines(path):
