@@ -76,17 +76,19 @@ MOVING = "WATCHDOG=1\nEXTEND_TIMEOUT_USEC=60000000"
 watchdog, after a SIGHUP), and a minute more to start (TimeoutStartSec, at a start)."""
 
 
-def _restart_if_asked(code: int) -> int:
+def _restart_if_asked(code: int, argv: list[str] | None) -> int:
     """`code`, or, when a SIGHUP changed the worker count (`EXIT_RESTART`: every worker
-    stopped as by SIGTERM), this same command again in this process (`exec`: the pid
-    systemd watches stays), which moves the machines' state and starts the new pool."""
+    stopped as by SIGTERM), this same command (`argv`, default this process's) again in
+    this process (`exec`: the pid systemd watches stays), which moves the machines' state
+    and starts the new pool."""
     from edge.daemon.gateway import EXIT_RESTART
 
     if code != EXIT_RESTART:
         return code
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "edge.cli", *sys.argv[1:]])
+    again = sys.argv[1:] if argv is None else argv
+    os.execv(sys.executable, [sys.executable, "-m", "edge.cli", *again])
 
 
 GATEWAY_ID_HELP = (
@@ -656,8 +658,9 @@ def _main(argv: list[str] | None) -> int:
 
                 return _restart_if_asked(asyncio.run(serve(
                     loaded, options, count,
-                    partial(_worker_argv, args, options, bool(loaded.plant.destinations)))))
-            return _restart_if_asked(asyncio.run(Gateway(loaded, options).run()))
+                    partial(_worker_argv, args, options, bool(loaded.plant.destinations)))),
+                    argv)
+            return _restart_if_asked(asyncio.run(Gateway(loaded, options).run()), argv)
         return asyncio.run(Gateway(loaded, options).run())
     except PlantConfigError as exc:
         return _report(exc)
