@@ -47,7 +47,7 @@ STORES: tuple[type[MachineState], ...] = (OutboxMachines, OeeMachines, PartMachi
 
 @dataclass(frozen=True, slots=True)
 class Relocation:
-    """One store file's machines moved to another worker's file."""
+    """A machine's rows of one store, moved to another worker's file."""
 
     store: str
     source: Path
