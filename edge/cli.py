@@ -21,8 +21,8 @@ from edge.config.workers import (
     MAX_DEFAULT_WORKERS,
     WorkerRole,
     as_worker,
-    resolve_workers,
     state_files,
+    workers_for,
 )
 from models.errors import ConfigurationError, EdgeError, PlantConfigError
 from models.plant import QUERY_METHODS
@@ -69,6 +69,26 @@ def _worker_argv(
     if args.with_simulators:
         argv.append("--with-simulators")
     return argv
+
+
+MOVING = "WATCHDOG=1\nEXTEND_TIMEOUT_USEC=60000000"
+"""What systemd hears after each machine's state moved to its new worker: alive (the
+watchdog, after a SIGHUP), and a minute more to start (TimeoutStartSec, at a start)."""
+
+
+def _restart_if_asked(code: int, argv: list[str] | None) -> int:
+    """`code`, or, when a SIGHUP changed the worker count (`EXIT_RESTART`: every worker
+    stopped as by SIGTERM), this same command (`argv`, default this process's) again in
+    this process (`exec`: the pid systemd watches stays), which moves the machines' state
+    and starts the new pool."""
+    from edge.daemon.gateway import EXIT_RESTART
+
+    if code != EXIT_RESTART:
+        return code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    again = sys.argv[1:] if argv is None else argv
+    os.execv(sys.executable, [sys.executable, "-m", "edge.cli", *again])
 
 
 GATEWAY_ID_HELP = (
@@ -624,15 +644,23 @@ def _main(argv: list[str] | None) -> int:
             options.channel_fd = int(channel) if channel else None
             options.with_simulators = args.with_simulators
         else:
-            configured = loaded.plant.gateway.workers
-            count = resolve_workers(loaded, args.workers if args.workers is not None
-                                    else (None if configured == "auto" else configured))
+            options.workers = args.workers
+            count = workers_for(loaded, args.workers)
+            from edge.daemon import systemd
+            from edge.daemon.repartition import Repartition
+            from edge.observability import get_logger
+
+            # every machine's state in its worker's files before any worker opens them
+            Repartition(loaded, count, get_logger(gateway=loaded.plant.gateway.id),
+                        alive=partial(systemd.notify, MOVING)).run()
             if count > 1:
                 from edge.daemon.workers import serve
 
-                return asyncio.run(serve(loaded, options, count,
-                                         partial(_worker_argv, args, options,
-                                                 bool(loaded.plant.destinations))))
+                return _restart_if_asked(asyncio.run(serve(
+                    loaded, options, count,
+                    partial(_worker_argv, args, options, bool(loaded.plant.destinations)))),
+                    argv)
+            return _restart_if_asked(asyncio.run(Gateway(loaded, options).run()), argv)
         return asyncio.run(Gateway(loaded, options).run())
     except PlantConfigError as exc:
         return _report(exc)

@@ -41,12 +41,14 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 from edge.platform_kit.verifier import booking_commitment
+from edge.storage.move import MachineRows, MachineState
 from edge.storage.wal import WalStore
 from edge.storage.where import Where
 from models.booking import (
@@ -67,7 +69,8 @@ from models.logger import Logger
 from models.plant import BookingRules, ShiftCalendar
 from models.sample import format_ts
 
-__all__ = ["FILENAME", "BookingRow", "BookingStore", "BookingStoreError", "Refused"]
+__all__ = ["FILENAME", "BookingMachines", "BookingRow", "BookingStore", "BookingStoreError",
+           "Refused"]
 
 FORMAT_VERSION = 1
 FILENAME = "bookings.sqlite3"
@@ -632,3 +635,29 @@ class BookingStore(WalStore):
         """`PRAGMA data_version`: changes when another process commits to the file."""
         rows = self._read("data_version", "PRAGMA data_version", ())
         return int(rows[0][0])
+
+
+class BookingMachines(MachineState):
+    """A machine's bookings and their state-change records (the unpublished ones in their
+    order) in a bookings file, to move them when the worker count changes: each machine's
+    bookings keep one writer, its worker. On a clash the booking updated later wins."""
+
+    filename = FILENAME
+    label = "bookings store"
+    error = BookingStoreError
+
+    def prepare(self, path: Path) -> None:
+        BookingStore(path).close()
+
+    def machines(self, conn: sqlite3.Connection) -> set[str]:
+        return {r[0] for t in ("bookings", "events")
+                for r in conn.execute(f"SELECT DISTINCT machine FROM {t}")}
+
+    def rows(self, conn: sqlite3.Connection, machines: Collection[str]) -> list[MachineRows]:
+        ids = tuple(sorted(machines))
+        return [
+            MachineRows("bookings", "machine", ids, tuple(_COLUMNS.split(", ")),
+                        primary=("id",), newer="updated"),
+            MachineRows("events", "machine", ids, ("booking", "machine", "record", "published"),
+                        order="seq"),
+        ]

@@ -2,10 +2,10 @@
 
 Why a hash of the machine id, not its position in the YAML: a machine's chains (`seq`,
 `prev` per topic) live in the outbox of the worker that serves it, so the assignment must
-not move when machines are added, removed or reordered; only a change of N moves machines
-(their chains then restart at seq 1 in the new worker's outbox, as when a machine moves
-between the shares of a split plant). crc32 is stable across processes and Python
-versions, unlike `hash()`.
+not move when machines are added, removed or reordered; only a change of N moves machines,
+and then the parent moves their state to the new worker's files before any worker starts
+(edge/daemon/repartition.py), so their chains continue. crc32 is stable across processes
+and Python versions, unlike `hash()`.
 """
 
 from __future__ import annotations
@@ -152,6 +152,15 @@ def resolve_workers(loaded: LoadedPlant, configured: int | None) -> int:
     return count
 
 
+def workers_for(loaded: LoadedPlant, override: int | None) -> int:
+    """The count `loaded` runs with: `run --workers` (`override`; 0: `auto`) wins over the
+    YAML's `gateway.workers`; `auto` as `resolve_workers` decides it. Asked at the start and
+    again on SIGHUP, which restarts the pool when the answer changed."""
+    configured = loaded.plant.gateway.workers
+    return resolve_workers(loaded, override if override is not None
+                           else (None if configured == "auto" else configured))
+
+
 def state_files(loaded: LoadedPlant, name: str) -> list[Path]:
     """The state file `name` (bookings, parts...) of one process and of every worker
     (`worker-<i>/`) that exists, for commands that read them beside a running gateway."""
@@ -175,4 +184,4 @@ def as_worker(loaded: LoadedPlant, role: WorkerRole) -> LoadedPlant:
 __all__ = ["MACHINES_PER_WORKER", "MAX_DEFAULT_WORKERS", "OUTBOX", "PINNED", "WorkerRole",
            "as_worker", "assignment", "default_workers", "one_process_only",
            "owner", "placement", "resolve_workers", "state_files",
-           "usable_cores", "worker_of"]
+           "usable_cores", "worker_of", "workers_for"]

@@ -79,6 +79,10 @@ from models.plant import Destination
 from models.sample import utc_now
 
 EMBEDDED_BROKER = ("127.0.0.1", 1883)
+EXIT_RESTART = 75
+"""What `run` returns when a SIGHUP changed the worker count: everything stopped as by
+SIGTERM, and edge/cli.py starts the command again (in the same process), which moves the
+machines' state to their new workers (edge/daemon/repartition.py) and starts the new pool."""
 
 
 @dataclass
@@ -90,6 +94,16 @@ class RunOptions:
     embedded_broker: tuple[str, int] = EMBEDDED_BROKER
     stats_fd: int | None = None  # a worker process: where it reports to its parent
     channel_fd: int | None = None  # a worker process: where its parent asks it
+    workers: int | None = None  # `run --workers` (0: auto); None: the YAML's gateway.workers
+
+
+def restarting_notice(workers: int | None) -> str:
+    """What systemd hears when the gateway stops: STOPPING, or, before the same process
+    starts again with another worker count, RELOADING (the unit is not being stopped; the
+    new start sends READY)."""
+    if workers is None:
+        return "STOPPING=1"
+    return f"RELOADING=1\nSTATUS=moving machines to {workers} worker(s)"
 
 
 def destinations(loaded: LoadedPlant, options: RunOptions) -> list[Destination]:
@@ -213,6 +227,7 @@ class Gateway:
         self.reloader = Reloader(self)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self.restart_as: int | None = None  # a SIGHUP asked for this many workers
 
     def current(self) -> LoadedPlant:
         return self.loaded
@@ -261,6 +276,12 @@ class Gateway:
         return machine_rows(self.fleet, self.kpi.current_shift_result), self.slot.footer()
 
     def request_stop(self) -> None:
+        self._stop.set()
+
+    def restart_with_workers(self, count: int) -> None:
+        """Stop as SIGTERM stops, then `run` returns `EXIT_RESTART` (a SIGHUP changed the
+        worker count)."""
+        self.restart_as = count
         self._stop.set()
 
     async def run(self) -> int:
@@ -330,9 +351,9 @@ class Gateway:
                     )
                 )
             await self._serve_signals()
-            return 0
+            return 0 if self.restart_as is None else EXIT_RESTART
         finally:
-            systemd.notify("STOPPING=1")
+            systemd.notify(restarting_notice(self.restart_as))
             self.log.info("gateway_stopping")
             await cancel_all(background)
             if web is not None:

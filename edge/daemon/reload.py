@@ -18,7 +18,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from edge.config.loader import LoadedPlant
-from edge.config.workers import as_worker
+from edge.config.workers import as_worker, workers_for
 from edge.daemon.preflight import load_share_checked
 from edge.egress.stack import EgressPlan, prepare_egress
 from edge.query.handler import PlatformKeys, load_platform_keys
@@ -64,6 +64,8 @@ class Reloader:
         except Exception:  # a bug in a check must not end the daemon nor pass silently
             gw.log.exception("reload_failed_keeping_running_config")
             return
+        if old.worker is None and self._workers_changed(new):
+            return
         egress_changed = egress_inputs(old, gw.destinations(old)) != egress_inputs(
             new, gw.destinations(new)
         )
@@ -84,6 +86,22 @@ class Reloader:
             await self._commit(old, new, plan, keys)
         finally:
             self.committing = False
+
+    def _workers_changed(self, new: LoadedPlant) -> bool:
+        """One process asked to become several (`gateway.workers`): stop, and the command
+        starts again as a pool (edge/cli.py), the machines' state moved first. True when
+        the gateway is now stopping (or the count is refused: logged, nothing changes)."""
+        gw = self.gw
+        try:
+            count = workers_for(new, gw.options.workers)
+        except ConfigurationError as exc:
+            gw.log.error("reload_preparation_failed_keeping_running_config", error=str(exc))
+            return True
+        if count == 1:
+            return False
+        gw.log.warning("workers_changed_restarting", running=1, workers=count)
+        gw.restart_with_workers(count)
+        return True
 
     async def _commit(
         self,

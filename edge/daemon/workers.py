@@ -25,7 +25,11 @@ has not exited within `stop_timeout` (15 s, inside the unit's TimeoutStopSec); t
 parent publishes `offline` and disconnects.
 SIGHUP is passed to every worker (each reloads its slice; a machine added to the YAML is
 picked up by the worker it hashes to) and the parent re-reads the YAML for its status and
-republishes the JWKS if `keys rotate` changed the key. Changing N needs a restart.
+republishes the JWKS if `keys rotate` changed the key. A SIGHUP that changes N (the YAML's
+`gateway.workers`, unless `--workers` was given) stops every worker as SIGTERM does and
+makes `run` return `EXIT_RESTART`: edge/cli.py starts the command again in this process,
+which moves the machines' state to their new workers (edge/daemon/repartition.py) before
+the new pool starts.
 """
 
 from __future__ import annotations
@@ -50,11 +54,11 @@ from edge.bookings.desk import OperatorDesk, PlantHolds
 from edge.bookings.store import FILENAME as BOOKINGS_FILE
 from edge.capacity.bookings import BookingsFiles
 from edge.config.loader import LoadedPlant
-from edge.config.workers import WorkerRole, as_worker, assignment
+from edge.config.workers import WorkerRole, as_worker, assignment, workers_for
 from edge.daemon import systemd
 from edge.daemon.console import console_loop, status_footer, status_rows
 from edge.daemon.embedded_broker import EmbeddedBroker
-from edge.daemon.gateway import RunOptions, destinations
+from edge.daemon.gateway import EXIT_RESTART, RunOptions, destinations, restarting_notice
 from edge.daemon.preflight import load_share_checked
 from edge.daemon.supervisor import Supervisor, cancel_all
 from edge.daemon.worker_channel import ENV_FD as CHANNEL_FD
@@ -168,10 +172,13 @@ class WorkerPool:
         status_every: float = 30.0,
         stop_timeout: float = 15.0,  # below the unit's TimeoutStopSec=20s: room for offline
         console_every: float | None = None,
+        workers_arg: int | None = None,
     ) -> None:
         self.loaded = loaded
         self.plan = plan
         self.log = log
+        self.workers_arg = workers_arg  # `run --workers` (0: auto), else the YAML decides
+        self.restart_as: int | None = None  # a SIGHUP asked for this many workers
         self.command = command
         self.status_every = status_every
         self.stop_timeout = stop_timeout
@@ -370,7 +377,7 @@ class WorkerPool:
                     self._reload.clear()
                     await self._apply_reload()
         finally:
-            systemd.notify("STOPPING=1")
+            systemd.notify(restarting_notice(self.restart_as))
             self.log.info("gateway_stopping")
             self._stopping.set()
             await cancel_all(serving)
@@ -396,29 +403,34 @@ class WorkerPool:
             self.nonces.close()
             self.booking_desks.close()
             self.log.info("gateway_stopped")
-        return 0
+        return 0 if self.restart_as is None else EXIT_RESTART
 
     async def _apply_reload(self) -> None:
         """The parent republishes the JWKS first (`keys rotate`: the new public key goes
         out before any worker signs with it), then every worker reloads its own slice, and
         the parent re-reads the YAML for the machine list of its status."""
         self._announce_keys()
-        self._signal_all(signal.SIGHUP)
         try:
             new = await asyncio.to_thread(load_share_checked, str(self.loaded.path),
                                           self.loaded.share)
+            count = workers_for(new, self.workers_arg)
         except (EdgeError, OSError) as exc:
+            self._signal_all(signal.SIGHUP)  # each worker reads the file (and says why) too
             self.log.error("reload_failed_keeping_running_config", error=str(exc))
             return
+        if count != len(self.workers):  # stop all, move the machines, start the new pool
+            self.log.warning("workers_changed_restarting", running=len(self.workers),
+                             workers=count)
+            self.restart_as = count
+            self._stopping.set()
+            return
+        self._signal_all(signal.SIGHUP)
         try:
             keys = load_platform_keys(new.plant.platforms, new.path.parent)
         except EdgeError as exc:
             self.log.error("reload_failed_keeping_running_config", error=str(exc))
             return
         self.queries.reconfigure(new.plant, keys)
-        if new.plant.gateway.workers != self.loaded.plant.gateway.workers:
-            self.log.warning("reload_workers_change_needs_restart",
-                             running=len(self.workers), configured=new.plant.gateway.workers)
         self.loaded = new
         self._changed.set()
 
@@ -451,7 +463,7 @@ async def serve(loaded: LoadedPlant, options: RunOptions, count: int, command: C
         plan = prepare_egress(loaded, destinations(loaded, options), log)  # creates the key
         console = options.console_every if options.console else None
         return await WorkerPool(loaded, plan, count, command, log,
-                                console_every=console).run()
+                                console_every=console, workers_arg=options.workers).run()
     finally:
         if broker is not None:
             await broker.stop()

@@ -100,9 +100,11 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from edge.signing.jws import ChainState, b64url_decode
+from edge.storage.move import MachineRows, MachineState, Moved
 from edge.storage.wal import (
     WalStore,
 )
@@ -118,9 +120,11 @@ __all__ = [
     "Outbox",
     "OutboxCap",
     "OutboxError",
+    "OutboxMachines",
     "OutboxOp",
     "OutboxRow",
     "Policy",
+    "machine_of",
 ]
 
 FORMAT_VERSION = 1
@@ -261,7 +265,7 @@ class Outbox(WalStore):
         """Highest id assigned before this open: rows up to it were written by an earlier
         process (a clock-independent test, unlike `created`)."""
         orphans = sorted(set(self._pending) - set(self._caps))
-        if orphans:
+        if orphans and self._caps:  # none: opened to be read or moved, not to send
             self._log.warning("outbox_unconfigured_destinations", path=str(self.path),
                               destinations=orphans, note="rows kept until acked or reconfigured")
 
@@ -576,3 +580,60 @@ class Outbox(WalStore):
             self._full.add(dest)
             self._log.warning("outbox_full", destination=dest, action=why,
                               max_bytes=cap.max_bytes, pending_bytes=used)
+
+
+# --- a machine's rows, moved to another worker's outbox (edge/storage/move.py) -----------
+
+
+def machine_of(topic: str) -> str | None:
+    """The machine whose topic tree holds `topic`, or the chain key `dest:<id>:<topic>`:
+    `{prefix}/{site}/{area}/{line}/{machine}/{stream}` (models.plant.machine_topic; every
+    part is an identifier without `/`); None for anything else."""
+    if topic.startswith("dest:"):
+        topic = topic.split(":", 2)[-1]
+    parts = topic.split("/")
+    return parts[4] if len(parts) == 6 else None
+
+
+class OutboxMachines(MachineState):
+    """A machine's chain heads and pending envelopes in an outbox file, to move them when
+    the worker count changes: every topic of the machine's tree (gap topics too) and every
+    chain key on them (`dest:<id>:<topic>` included). Pending rows keep their order, behind
+    the target's own (a topic lives in one outbox at a time, so no topic is reordered); a
+    moved row is counted `appended` where it now waits and no longer where it was, so
+    `appended == pending + acked + dropped` holds in both files."""
+
+    filename = FILENAME
+    label = "outbox"
+    error = OutboxError
+
+    def prepare(self, path: Path) -> None:
+        Outbox(path, caps={}).close()
+
+    def machines(self, conn: sqlite3.Connection) -> set[str]:
+        """From the chain heads alone (small): every stored envelope's chain has one, since
+        both commit together; the move itself reads the envelopes' topics too."""
+        return {m for (t,) in conn.execute("SELECT topic FROM chain")
+                for m in (machine_of(t),) if m is not None}
+
+    @staticmethod
+    def _topics(conn: sqlite3.Connection) -> set[str]:
+        return ({r[0] for r in conn.execute("SELECT DISTINCT topic FROM envelopes")}
+                | {r[0] for r in conn.execute("SELECT topic FROM chain")})
+
+    def rows(self, conn: sqlite3.Connection, machines: Collection[str]) -> list[MachineRows]:
+        mine = tuple(sorted(t for t in self._topics(conn) if machine_of(t) in machines))
+        topics = tuple(t for t in mine if not t.startswith("dest:"))
+        return [
+            MachineRows("envelopes", "topic", topics,
+                        ("dest", "topic", "payload", "retain", "created", "bytes"),
+                        order="id", tally="dest"),
+            MachineRows("chain", "topic", mine, ("topic", "seq", "hash"), primary=("topic",)),
+        ]
+
+    def after_copy(self, source: sqlite3.Connection, target: sqlite3.Connection,
+                   moved: Moved) -> None:
+        target.executemany(_BUMP, [(d, "appended", n) for d, n in moved.copied_by.items()])
+
+    def after_delete(self, source: sqlite3.Connection, moved: Moved) -> None:
+        source.executemany(_BUMP, [(d, "appended", -n) for d, n in moved.deleted_by.items()])

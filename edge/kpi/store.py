@@ -358,3 +358,61 @@ class OeeStore(WalStore):
         gone["engines"] = conn.execute("DELETE FROM engines WHERE alive <= ?", (raw,)).rowcount
         gone["windows"] = conn.execute("DELETE FROM windows WHERE end_us <= ?", (win,)).rowcount
         return gone
+
+
+# --- a machine's rows, moved to another worker's OEE store (edge/storage/move.py) --------
+# Self-contained on purpose (its own imports): the writer-thread work on this module above
+# and this addition merge without touching each other.
+
+from collections.abc import Collection as _Collection  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+from edge.storage.move import MachineRows as _MachineRows  # noqa: E402
+from edge.storage.move import MachineState as _MachineState  # noqa: E402
+from edge.storage.move import Moved as _Moved  # noqa: E402
+
+
+class OeeMachines(_MachineState):
+    """A machine's OEE engine (head, segments, counts) and closed windows in an OEE store
+    file, to move them when the worker count changes. On a clash (the target started the
+    machine afresh under an earlier gateway) the engine saved later wins. The target's
+    `last_tick` becomes the earlier of the two, so shifts that ended while the gateway was
+    down close for the moved machines too (a window already stored is not published again:
+    `save` reports only new windows)."""
+
+    filename = FILENAME
+    label = "OEE store"
+    error = OeeStoreError
+    _TABLES = ("engines", "segments", "counts", "windows")
+
+    def prepare(self, path: _Path) -> None:
+        OeeStore(path).close()
+
+    def machines(self, conn: sqlite3.Connection) -> set[str]:
+        return {r[0] for t in self._TABLES
+                for r in conn.execute(f"SELECT DISTINCT asset FROM {t}")}
+
+    def rows(self, conn: sqlite3.Connection, machines: _Collection[str]
+             ) -> list[_MachineRows]:
+        ids = tuple(sorted(machines))
+        return [
+            _MachineRows("engines", "asset", ids, ("asset", "head", "cursor", "alive", "saved"),
+                         primary=("asset",), newer="alive"),
+            _MachineRows("segments", "asset", ids,
+                         ("asset", "end_us", "start_us", "class", "program"),
+                         primary=("asset", "end_us")),
+            _MachineRows("counts", "asset", ids, ("asset", "t_us", "program", "total", "bad"),
+                         order="asset, t_us, rowid"),
+            _MachineRows("windows", "asset", ids,
+                         ("asset", "kind", "start_us", "end_us", "record", "closed_at"),
+                         primary=("asset", "kind", "start_us")),
+        ]
+
+    def after_copy(self, source: sqlite3.Connection, target: sqlite3.Connection,
+                   moved: _Moved) -> None:
+        row = source.execute("SELECT value FROM meta WHERE key = 'last_tick'").fetchone()
+        if row is None:
+            return
+        target.execute("INSERT INTO meta(key, value) VALUES ('last_tick', ?) ON CONFLICT(key) "
+                       "DO UPDATE SET value = min(CAST(value AS INTEGER), "
+                       "CAST(excluded.value AS INTEGER))", (row[0],))

@@ -36,12 +36,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+import sqlite3
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from edge.kpi.store import from_us, to_us
+from edge.storage.move import MachineRows, MachineState
 from edge.storage.wal import WalStore
 from edge.storage.where import Where
 from models.errors import EdgeError
@@ -201,3 +204,34 @@ class PartStore(WalStore):
         with self._tx("prune") as conn:
             conn.execute("DELETE FROM energy WHERE minute_us < ?", (to_us(before),))
             return conn.execute("DELETE FROM parts WHERE end_us < ?", (to_us(before),)).rowcount
+
+
+class PartMachines(MachineState):
+    """A machine's part tracker (its part sequence, the open part), part records and metered
+    energy in a part store file, to move them when the worker count changes, so the part
+    sequence continues where it was. On a clash (the target started the machine afresh
+    under an earlier gateway) the tracker saved later wins and the target's records stay."""
+
+    filename = FILENAME
+    label = "part store"
+    error = PartStoreError
+    _TABLES = ("trackers", "parts", "energy")
+
+    def prepare(self, path: Path) -> None:
+        PartStore(path).close()
+
+    def machines(self, conn: sqlite3.Connection) -> set[str]:
+        return {r[0] for t in self._TABLES
+                for r in conn.execute(f"SELECT DISTINCT asset FROM {t}")}
+
+    def rows(self, conn: sqlite3.Connection, machines: Collection[str]) -> list[MachineRows]:
+        ids = tuple(sorted(machines))
+        return [
+            MachineRows("trackers", "asset", ids, ("asset", "state", "alive"),
+                        primary=("asset",), newer="alive"),
+            MachineRows("parts", "asset", ids,
+                        ("asset", "part_seq", "end_us", "program", "verdict", "parts", "kwh",
+                         "co2e", "record", "envelope"), primary=("asset", "part_seq")),
+            MachineRows("energy", "asset", ids, ("asset", "minute_us", "category", "kwh"),
+                        primary=("asset", "minute_us", "category")),
+        ]
