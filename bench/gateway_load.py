@@ -310,13 +310,17 @@ def run_load(
         worker_rss: list[int] = []
         tree = [gw.pid, *descendants(gw.pid)]  # the parent and its workers, if any
         workers = tree[1:] if spec.workers > 1 else tree
+        by_pid: dict[int, list[int]] = {p: [] for p in tree}  # VmRSS samples per process
         cpu0, sim0, broker0 = (_tree_cpu(tree), cpu_seconds(sim.pid),
                                cpu_seconds(_broker_pid(group)))
         busy0, own0 = system_busy_seconds(), cpu_seconds(os.getpid())
         t0 = time.time()
         while time.time() < t0 + spec.window:
-            rss.append(sum(memory_bytes(p)[0] for p in tree))
-            worker_rss.append(max(memory_bytes(p)[0] for p in workers))
+            now = {p: memory_bytes(p)[0] for p in tree}
+            for p, v in now.items():
+                by_pid[p].append(v)
+            rss.append(sum(now.values()))
+            worker_rss.append(max(now[p] for p in workers))
             time.sleep(min(0.5, max(0.0, t0 + spec.window - time.time())))
         t1 = time.time()
         cpu1, sim1, broker1 = (_tree_cpu(tree), cpu_seconds(sim.pid),
@@ -329,6 +333,7 @@ def run_load(
                            group.workdir / f"py-spy-{spec.machines}.txt")
         time.sleep(spec.grace)
         peak = memory_bytes(gw.pid)[1]
+        peaks = {p: memory_bytes(p)[1] for p in tree}  # VmHWM: each process' peak so far
         if not gw.alive():
             raise RuntimeError(f"gateway died during the window:\n{gw.log_tail()}")
         tally = sub.take()
@@ -380,6 +385,12 @@ def run_load(
         "gateway_rss_mb_steady": statistics.median(rss) / MB,
         "gateway_rss_mb_window_max": max(rss) / MB,
         "gateway_rss_mb_peak": peak / MB,
+        # per process: the parent (pid of `run`) and each worker, median VmRSS in the window
+        # and VmHWM after it; at N = 1 the parent is the one process serving the machines
+        "rss_mb_by_process": [
+            {"role": "parent" if p == gw.pid else "worker",
+             "rss_mb_steady": statistics.median(by_pid[p]) / MB, "hwm_mb": peaks[p] / MB}
+            for p in tree],
         "latency_ms_p50": p50 * 1e3,
         "latency_ms_p99": p99 * 1e3,
         "latency_ms_max": pmax * 1e3,

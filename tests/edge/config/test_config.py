@@ -89,6 +89,22 @@ def test_unknown_adapter_lists_installed_ones() -> None:
     assert "modbus" in p
 
 
+def test_a_problem_in_a_merged_mapping_is_located_at_the_anchor() -> None:
+    text = MINIMAL.replace("gateway:", "x-conn: &conn\n  host: 127.0.0.1\n  port: 99999\ngateway:")
+    text = text.replace("connection: {host: 127.0.0.1, port: 5020}",
+                        "connection:\n      <<: *conn\n      unit: 1")
+    found = problems(text)
+    assert "plant.yaml:3:9: machines[0].connection.port: Input should be less than or equal " \
+        "to 65535" in found
+
+
+def test_a_loaded_plant_still_locates_fields() -> None:
+    """The node tree is not kept after loading (memory): `locate` composes the text again."""
+    loaded = parse_plant(MINIMAL, "plant.yaml")
+    assert loaded.locate(("machines", 0, "adapter")) == (6, 14)
+    assert loaded.locate(("machines", 0, "points", 0, "address")) == (9, 59)
+
+
 def test_yaml_syntax_error_is_located() -> None:
     (p,) = problems(MINIMAL.replace("machines:\n", "machines:\n  - id: [\n"))
     assert p.startswith("plant.yaml:4:") and "YAML syntax error" in p
