@@ -26,6 +26,7 @@ import contextlib
 import signal
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 from structlog.typing import FilteringBoundLogger
 
@@ -74,9 +75,11 @@ from edge.status.log_tap import TAP
 from edge.status.snapshot import worker_snapshot
 from edge.storage.wal import WalStore, checkpoint_loop
 from edge.storage.writer import StoreWriter, WriterThread
-from edge.web.server import StatusWeb, start_status_web
 from models.plant import Destination
 from models.sample import utc_now
+
+if TYPE_CHECKING:
+    from edge.web.server import StatusWeb
 
 EMBEDDED_BROKER = ("127.0.0.1", 1883)
 EXIT_RESTART = 75
@@ -313,6 +316,10 @@ class Gateway:
                 self.kpi, self.fleet, self.slot, self.current, self.energy.for_oee_record
             )
             if self.loaded.worker is None:  # workers: each would see a slice (README)
+                # imported here: a worker serves no page, and aiohttp with prometheus_client
+                # cost each worker ~10 MB of RSS (bench/report-issue17.md, RSS per worker)
+                from edge.web.server import start_status_web  # noqa: PLC0415
+
                 web = await start_status_web(
                     plant.gateway.web, self.status, self.log, title=f"plant {plant.gateway.site}",
                     bookings=self.booking_board,

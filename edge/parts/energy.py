@@ -14,15 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.config.loader import LoadedPlant
 from edge.parts.recorder import PartRecorder
 from edge.parts.store import PartStore
-from models.aas import ProgramFootprint
 from models.carbon import CALCULATION_METHOD, CarbonFactor
 from models.parts import per_good_part
 from models.sample import format_ts, utc_now
+
+if TYPE_CHECKING:
+    from models.aas import ProgramFootprint
 
 CATEGORIES = ("producing", "idle", "stopped")
 
@@ -88,6 +90,10 @@ class EnergyWindows:
     def footprints(self, asset: str, days: int = 30,
                    now: datetime | None = None) -> list[ProgramFootprint] | None:
         """The AAS carbon footprint's rows (programs with a CO2e figure)."""
+        # imported here: models.aas brings aas_core3 (~3 MB of RSS) into every gateway
+        # process, which needs it only when a platform asks for a machine's AAS
+        from models.aas import ProgramFootprint  # noqa: PLC0415
+
         now = now or utc_now()
         programs = self.by_program(asset, days, now)
         if programs is None:
