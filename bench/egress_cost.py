@@ -75,10 +75,9 @@ def _state(i: int) -> list[dict[str, Any]]:
 
 
 async def _run(side: str, root: Path, port: int, seconds: float) -> dict[str, float]:
-    loop = asyncio.get_running_loop()
     log = structlog.get_logger()
     outbox = Outbox(root / FILENAME, caps={"a": OutboxCap(1 << 34)})
-    writer = OutboxWriter(outbox, loop, ack_linger=0.0 if side == "before" else 0.5)
+    writer = OutboxWriter(outbox, ack_linger=0.0 if side == "before" else 0.5)
     dest = Destination(id="a", url=f"mqtt://{HOST}:{port}")
     transport = MqttTransport(dest, f"egress-cost-{side}-{os.getpid()}", None)
     if side == "before":
