@@ -37,6 +37,7 @@ from . import (
     scaling,
     scenarios,
     sealing,
+    vs_peer,
     writer_stall,
 )
 from .gateway_load import LoadSpec, run_load
@@ -117,6 +118,9 @@ SWITCHES: tuple[tuple[str, bool | None, str], ...] = (
      "their writer threads (bench/writer_stall.py; default: in full mode)"),
     ("workers", False, "issue 17 items 3/6: gateway.workers 1..cores at 50/200/500 machines "
      "with the pymodbus ceiling, ~5.5 min (bench/scaling.py; default: off)"),
+    ("vspeer", False, "issue 17 CPU target: a before revision's gateway, this tree's and "
+     "ThingsBoard's at 50 machines, 3 rotating rounds, ~10 min (bench/vs_peer.py; "
+     "default: off)"),
 )
 """The sections a run may add or leave out (`--name` / `--no-name`): name, default (None:
 decided by the mode, see `run`), help. One table, so the optional sections and their
@@ -216,7 +220,8 @@ def _sealing(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, An
 
 SECTIONS: dict[str, Any] = {"sealing": _sealing, "failover": failover.run,
                              "rabbitmq": rabbitmq_failover.run, "hotpath": hotpath.run,
-                             "writer": writer_stall.run, "workers": scaling.run}
+                             "writer": writer_stall.run, "workers": scaling.run,
+                             "vspeer": vs_peer.run}
 
 
 def run_only(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:

@@ -413,6 +413,8 @@ def run_load(
         "duplicates": tally.duplicates,
         "undecodable": tally.undecodable,
         "state_and_other_envelopes": tally.other_envelopes,
+        # by arrival in the window (a part counter's change reaches the broker within ms)
+        "state_envelopes_per_s": sum(t0 <= t < t1 for t in tally.state_received) / elapsed,
         "gateway_stop_s": round(stop_s, 2),
         "gateway_exit_code": exit_code,
         "gateway_log_warnings": _log_events(gw.log),

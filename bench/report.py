@@ -977,6 +977,10 @@ def sections_md(results: dict[str, Any]) -> list[str]:
         out += _writer_md(results["writer"])
     if "workers" in results:
         out += _workers_md(results["workers"])
+    if "vspeer" in results:
+        from .vs_peer import markdown  # noqa: PLC0415 - its own renderer
+
+        out += markdown(results["vspeer"])
     return out
 
 

@@ -50,6 +50,7 @@ class Seen:
 class Tally:
     envelopes: list[Seen] = field(default_factory=list)
     other_envelopes: int = 0
+    state_received: list[float] = field(default_factory=list)  # arrival times, `state` topics
     undecodable: int = 0
     seq_gaps: int = 0
     duplicates: int = 0
@@ -104,6 +105,8 @@ class TelemetrySubscriber:
         if not msg.topic.endswith("/telemetry"):
             with self._lock:
                 self._tally.other_envelopes += 1
+                if msg.topic.endswith("/state"):
+                    self._tally.state_received.append(received)
             return
         try:
             body = _decode(payload)

@@ -144,7 +144,9 @@ class _Wiring:
 
     fd: int = -1
     misc: asyncio.Task[None] | None = None
-    writing: bool = False
+    writing: bool = False  # the selector watches the socket for writability
+    flush_due: bool = False  # a `_flush` is scheduled for this loop iteration
+    flushing: bool = False  # inside `_flush`: what is left waits for the selector
 
 
 def _node(url: str, tls: bool) -> tuple[str, int]:
@@ -641,14 +643,45 @@ class MqttTransport:
             client.loop_read()
 
     def _want_write(self, client: mqtt.Client, on: bool) -> None:
+        """paho has packets to write (`on`) or has written them all.
+
+        Packets are written at the end of the loop iteration that queued them, by one
+        `loop_write` for all of them, and the selector is asked to watch the socket only
+        when it would not take them all (a full send buffer). Watching it for every
+        publish cost two epoll_ctl calls and a selector round per envelope (issue 17).
+        Until CONNACK the selector decides as before: a broker refusing the TLS client
+        says why in an alert that must be read before anything is written."""
         w = self._wiring
-        if client is not self._client or w.fd < 0 or self._loop is None or on == w.writing:
+        if client is not self._client or w.fd < 0 or self._loop is None:
+            return
+        if on and self._connected and not w.writing and not w.flushing:
+            if not w.flush_due:
+                w.flush_due = True
+                self._loop.call_soon(self._flush, client, w)
+            return
+        if on == w.writing:
             return
         if on:
             self._loop.add_writer(w.fd, client.loop_write)
         else:
             self._loop.remove_writer(w.fd)
         w.writing = on
+
+    def _flush(self, client: mqtt.Client, w: _Wiring) -> None:
+        w.flush_due = False
+        if w is not self._wiring or client is not self._client:
+            return  # the socket this was for is gone
+        w.flushing = True
+        try:
+            client.loop_write()
+        finally:
+            w.flushing = False
+        # what the socket could not take: paho still counts its write as registered and
+        # will not ask again, so the selector is told here; paho's unregister ends it
+        if client.want_write() and w is self._wiring and not w.writing:
+            assert self._loop is not None
+            self._loop.add_writer(w.fd, client.loop_write)
+            w.writing = True
 
     def _unwire(self) -> None:
         w, self._wiring = self._wiring, _Wiring()

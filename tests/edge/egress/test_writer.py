@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from e2e import until
 from held_lock import WatchedLock
 
 from edge.egress.batcher import Egress
@@ -77,11 +78,11 @@ def chain_of(outbox: Outbox, topic: str = TOPIC) -> list[tuple[int, list[Any]]]:
     return out
 
 
-def make(tmp_path: Path, cls: type[Outbox] = Outbox, cap: int = 1 << 30,
-         ) -> tuple[Outbox, OutboxWriter, Egress, Idle]:
+def make(tmp_path: Path, cls: type[Outbox] = Outbox, cap: int = 1 << 30, *,
+         ack_linger: float = 0.5) -> tuple[Outbox, OutboxWriter, Egress, Idle]:
     log = structlog.get_logger()
     outbox = cls(tmp_path / FILENAME, caps={"a": OutboxCap(cap)})
-    writer = OutboxWriter(outbox)
+    writer = OutboxWriter(outbox, ack_linger=ack_linger)
     sealer = Sealer("gw", Signer(Ed25519PrivateKey.generate()), writer,
                     [Destination(id="a", url="mqtt://127.0.0.1")], lambda _d: True)
     sender = Idle()
@@ -162,6 +163,47 @@ async def test_an_acknowledged_row_stays_claimed_until_its_delete_commits(
     assert [r.id for r in outbox.peek("a")] == [second.id + 1], "...the unclaimed row"
     assert not writer.claim("a", second.id)  # evicted: refused, never published
     await writer.close()
+    outbox.close()
+
+
+async def test_a_delete_shares_the_next_appends_commit_or_goes_after_the_linger(
+        tmp_path: Path) -> None:
+    """At 1 s polls each envelope cost two commits and two wake-ups of the thread, one for
+    its append and one for its delete; deletes now wait for the next append. Meanwhile
+    the row stays claimed: not published again, not evicted."""
+    outbox, writer, egress, _ = make(tmp_path, ack_linger=0.3)
+    egress.emit(TOPIC, "m1", "telemetry", [record(0)])
+    await writer.drain()
+    [first] = outbox.peek("a")
+    assert writer.claim("a", first.id)
+    writer.ack("a", [first.id])
+    writer.release("a", first.id)
+    assert not writer.claim("a", first.id), "acknowledged: never published again"
+    await writer._writer.drain()  # the thread is idle: what it was given is committed
+    assert outbox.pending("a")[0] == 1, "the delete is held, not handed to the thread"
+    commits = writer.stats.commits
+    egress.emit(TOPIC, "m1", "telemetry", [record(1)])
+    await until(lambda: egress.envelopes == 2, what="the second append")
+    assert writer.stats.commits == commits + 1, "the delete went with the append"
+    assert [r.id for r in outbox.peek("a")] == [first.id + 1]
+    assert outbox.counters("a")["acked"] == 1
+    # no append follows: the delete goes by itself within the linger
+    writer.ack("a", [first.id + 1])
+    assert outbox.pending("a")[0] == 1
+    await until(lambda: outbox.pending("a") == (0, 0), within=5, what="the lone delete")
+    assert outbox.counters("a") == {"appended": 2, "acked": 2, "dropped": 0, "rejected": 0}
+    await writer.close()
+    outbox.close()
+
+
+async def test_close_commits_the_deletes_still_held(tmp_path: Path) -> None:
+    outbox, writer, egress, _ = make(tmp_path, ack_linger=3600)
+    egress.emit(TOPIC, "m1", "telemetry", [record(0)])
+    await writer.drain()
+    [row] = outbox.peek("a")
+    writer.ack("a", [row.id])
+    await writer.close()
+    assert outbox.peek("a") == [] and outbox.counters("a")["acked"] == 1
     outbox.close()
 
 

@@ -125,6 +125,34 @@ async def test_many_publishes_are_all_acknowledged(
         await t.stop()
 
 
+async def test_publishes_are_written_without_asking_the_selector(
+    mosquitto: Mosquitto, mqtt_collector: Collect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connected, the publishes of one loop iteration go out in one write at its end; the
+    selector is asked to watch the socket only when it is full (the next test), since
+    asking cost two epoll_ctl calls and a selector round per envelope."""
+    c = mqtt_collector(mosquitto.host, mosquitto.port, "quiet/#")
+    t = await started(transport(mosquitto.url))
+    loop = asyncio.get_running_loop()
+    watched: list[int] = []
+    real = loop.add_writer
+
+    def add_writer(fd: Any, callback: Callable[..., object], *args: Any) -> None:
+        watched.append(fd)
+        real(fd, callback, *args)
+
+    monkeypatch.setattr(loop, "add_writer", add_writer)
+    try:
+        for burst in range(5):
+            await asyncio.gather(*(t.publish(f"quiet/{burst}", str(i).encode())
+                                   for i in range(20)))
+        got = await c.wait(100)
+        assert len(got) == 100 and t.stats["acked"] == 100
+        assert watched == []
+    finally:
+        await t.stop()
+
+
 async def test_large_payload_goes_through_partial_writes(
     mosquitto: Mosquitto, mqtt_collector: Collect
 ) -> None:
