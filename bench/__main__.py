@@ -31,6 +31,7 @@ from . import (
     peer,
     plots,
     profiling,
+    queries,
     rabbitmq_failover,
     report,
     s7_plan,
@@ -120,6 +121,9 @@ SWITCHES: tuple[tuple[str, bool | None, str], ...] = (
      "with the pymodbus ceiling, ~5.5 min (bench/scaling.py; default: off)"),
     ("vspeer", False, "issue 17 CPU target: a before revision's gateway, this tree's and "
      "ThingsBoard's at 50 machines, 3 rotating rounds, ~10 min (bench/vs_peer.py; "
+     "default: off)"),
+    ("queries", False, "issue 17 item 3: health / one machine's state / whole-plant state "
+     "queries at workers 1 and 2 while polling 50 machines, ~3.5 min (bench/queries.py; "
      "default: off)"),
 )
 """The sections a run may add or leave out (`--name` / `--no-name`): name, default (None:
@@ -221,7 +225,7 @@ def _sealing(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, An
 SECTIONS: dict[str, Any] = {"sealing": _sealing, "failover": failover.run,
                              "rabbitmq": rabbitmq_failover.run, "hotpath": hotpath.run,
                              "writer": writer_stall.run, "workers": scaling.run,
-                             "vspeer": vs_peer.run}
+                             "vspeer": vs_peer.run, "queries": queries.run}
 
 
 def run_only(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:

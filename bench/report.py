@@ -981,6 +981,10 @@ def sections_md(results: dict[str, Any]) -> list[str]:
         from .vs_peer import markdown  # noqa: PLC0415 - its own renderer
 
         out += markdown(results["vspeer"])
+    if "queries" in results:
+        from .queries import markdown as queries_md  # noqa: PLC0415 - its own renderer
+
+        out += queries_md(results["queries"])
     return out
 
 
