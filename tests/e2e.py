@@ -310,12 +310,21 @@ def verified_body(payload: bytes, jwks: dict[str, Any], topic: str) -> dict[str,
 
 class TcpProxy:
     """Forwards 127.0.0.1:listen_port to target_port; `stop()` drops every connection, as a
-    cable pulled between gateway and broker would, and refuses new ones until `start()`."""
+    cable pulled between gateway and broker would, and refuses new ones until `start()`.
+    `hold()` keeps what the connecting side sends (the connections stay up, the other way
+    flows) until `release()`: a broker that has stopped acknowledging, say."""
 
     def __init__(self, listen_port: int, target_port: int) -> None:
         self.listen_port, self.target_port = listen_port, target_port
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._hold = threading.Event()
+
+    def hold(self) -> None:
+        self._hold.set()
+
+    def release(self) -> None:
+        self._hold.clear()
 
     def start(self) -> None:
         self._stop.clear()
@@ -333,7 +342,14 @@ class TcpProxy:
         server.setblocking(False)
         sel.register(server, selectors.EVENT_READ)
         peers: dict[socket.socket, socket.socket] = {}
+        held: dict[socket.socket, bytearray] = {}  # accepted socket -> bytes not yet forwarded
         while not self._stop.is_set():
+            if not self._hold.is_set():
+                for source, pending in held.items():
+                    if pending and source in peers:
+                        with contextlib.suppress(OSError):
+                            peers[source].sendall(pending)
+                    pending.clear()
             for key, _ in sel.select(0.05):
                 sock: socket.socket = key.fileobj  # type: ignore[assignment]
                 if sock is server:
@@ -343,6 +359,7 @@ class TcpProxy:
                         s.setblocking(False)
                         sel.register(s, selectors.EVENT_READ)
                     peers[client], peers[upstream] = upstream, client
+                    held[client] = bytearray()
                     continue
                 if sock not in peers:  # closed with its peer earlier in this same batch
                     continue
@@ -350,6 +367,9 @@ class TcpProxy:
                     data = sock.recv(65536)
                 except (BlockingIOError, ConnectionError):
                     data = b""
+                if data and sock in held and (self._hold.is_set() or held[sock]):
+                    held[sock] += data
+                    continue
                 if data:
                     with contextlib.suppress(OSError):
                         peers[sock].sendall(data)

@@ -38,8 +38,9 @@ Nonces live in a `NonceMemory` (edge/query/nonces.py; the daemon passes the SQLi
 Flood safety: requests wait in one bounded queue served by one task, so a flood costs a
 bounded amount of memory and one task's share of the event loop; telemetry keeps flowing.
 Replies are published directly, not through the outbox: an answer nobody waits for any more
-is worth nothing after an outage. Their `seq`/`prev` chain runs per reply topic for the life
-of the process.
+is worth nothing after an outage. The task does not wait for a reply's PUBACK before taking
+the next request (at most `REPLIES_IN_FLIGHT` unacknowledged; bench section 2l). Their
+`seq`/`prev` chain runs per reply topic for the life of the process.
 Nothing here writes to a machine.
 """
 
@@ -192,6 +193,12 @@ ADDRESS_PARSE_LIMIT = 1 << 20
 is parsed for its `reply_to` so that `too_large` reaches it; a larger one is answered only in
 MQTT 5 style (Response Topic)."""
 LOG_INTERVAL = 60.0
+
+REPLIES_IN_FLIGHT = 64
+"""Replies published and not yet acknowledged by the broker, at most: the serving task takes
+the next request without waiting for a reply's PUBACK (waiting cost a broker round trip per
+request, most of a reply's time on a busy host), and waits for the oldest beyond this many,
+so a broker that stops acknowledging holds a bounded number of replies in memory."""
 
 
 class QueryHandler:
@@ -612,28 +619,39 @@ class QueryHandler:
             await asyncio.gather(worker, return_exceptions=True)
 
     async def _work(self, queue: asyncio.Queue[Incoming], held: list[int], transport: Any) -> None:
-        while True:
-            try:
-                msg = await asyncio.wait_for(queue.get(), timeout=5.0)
-            except TimeoutError:
-                self.flush_logs()
-                continue
-            held[0] -= len(msg.payload)
-            reply = await self.answer(msg)
-            if reply is not None:
-                props = (
-                    {"correlation_data": reply.correlation_data} if reply.correlation_data else None
-                )
+        sending: set[asyncio.Task[None]] = set()
+        try:
+            while True:
                 try:
-                    await asyncio.wait_for(
-                        transport.publish(
-                            reply.topic, reply.payload, qos=1, retain=False, properties=props
-                        ),
-                        timeout=10,
-                    )
-                except (TimeoutError, EdgeError) as exc:
-                    self.log.warning("query_reply_failed", topic=reply.topic[:200], error=str(exc))
-            await asyncio.sleep(0)  # let telemetry run between requests
+                    msg = await asyncio.wait_for(queue.get(), timeout=5.0)
+                except TimeoutError:
+                    self.flush_logs()
+                    continue
+                held[0] -= len(msg.payload)
+                reply = await self.answer(msg)
+                if reply is not None:
+                    if len(sending) >= REPLIES_IN_FLIGHT:
+                        await asyncio.wait(set(sending), return_when=asyncio.FIRST_COMPLETED)
+                    # started in creation order, each hands its reply to the transport before
+                    # its first await: replies leave in the order they were answered
+                    task = asyncio.create_task(self._publish(transport, reply))
+                    sending.add(task)
+                    task.add_done_callback(sending.discard)
+                await asyncio.sleep(0)  # let telemetry (and the reply just queued) run
+        finally:
+            for task in sending:
+                task.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
+
+    async def _publish(self, transport: Any, reply: Reply) -> None:
+        props = {"correlation_data": reply.correlation_data} if reply.correlation_data else None
+        try:
+            async with asyncio.timeout(10):
+                await transport.publish(
+                    reply.topic, reply.payload, qos=1, retain=False, properties=props
+                )
+        except (TimeoutError, EdgeError) as exc:
+            self.log.warning("query_reply_failed", topic=reply.topic[:200], error=str(exc))
 
 
 def _shared(platform: Platform, asset: str) -> bool:
