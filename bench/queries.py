@@ -34,6 +34,7 @@ import json
 import math
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -109,7 +110,7 @@ class Requesters:
     """N platform requesters on one paho client: each keeps one signed request outstanding
     and sends the next one from the network thread as soon as its reply arrives."""
 
-    def __init__(self, port: int, key: Ed25519PrivateKey) -> None:
+    def __init__(self, port: int, key: Ed25519PrivateKey, *, nodelay: bool = True) -> None:
         self.key = key
         self.reply_topic = f"{REPLY_PREFIX}bench-{secrets.token_hex(6)}"
         self._lock = threading.Lock()
@@ -129,6 +130,11 @@ class Requesters:
         self.client.on_subscribe = lambda *_: self._ready.set()
         self.client.on_message = self._on_message
         self.client.connect(HOST, port)
+        sock = self.client.socket()
+        if nodelay and isinstance(sock, socket.socket):
+            # the client answers a reply with PUBACK, then sends its next request: with Nagle
+            # on, that second small write waits for the broker's delayed ACK (up to 40 ms)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.client.loop_start()
         if not self._ready.wait(10):
             self.close()
