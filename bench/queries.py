@@ -67,6 +67,7 @@ from .processes import (
     ProcessGroup,
     cpu_seconds,
     descendants,
+    start_mosquitto,
     start_simulators,
     system_busy_seconds,
 )
@@ -228,8 +229,8 @@ class Window:
 class Meter:
     """CPU of the gateway tree, its parent, the host's other load and the bench itself."""
 
-    def __init__(self, gw: Child, sim: Child, group: ProcessGroup) -> None:
-        self.gw, self.sim, self.broker = gw, sim, _broker_pid(group)
+    def __init__(self, gw: Child, sim: Child, broker_pid: int) -> None:
+        self.gw, self.sim, self.broker = gw, sim, broker_pid
 
     def read(self) -> tuple[float, float, float, float, float]:
         tree = [self.gw.pid, *descendants(self.gw.pid)]
@@ -259,6 +260,7 @@ class Bed:
 
     group: ProcessGroup
     broker_port: int
+    broker_pid: int
     sim: Child
     base: int  # the simulator's first port
     key: Ed25519PrivateKey
@@ -295,7 +297,7 @@ def _one_gateway(bed: Bed, workers: int) -> dict[str, Any]:
     try:
         gw = _gateway(bed, workers, sub)
         time.sleep(bed.settle)
-        meter = Meter(gw, bed.sim, bed.group)
+        meter = Meter(gw, bed.sim, bed.broker_pid)
         windows: list[Window] = []
         rows: list[dict[str, Any]] = []
         a, t0 = meter.read(), time.time()
@@ -360,16 +362,25 @@ def _figures(workers: int, windows: list[Window], rows: list[dict[str, Any]],
 
 
 def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
+    """Each worker count against the run's broker (Mosquitto's defaults: Nagle on its
+    sockets) and against a second one with `set_tcp_nodelay true`, where a reply's latency
+    is the gateway's and not the broker's delayed ACKs."""
     window, settle = (3.0, 1.0) if quick else (10.0, 3.0)
     key, public = write_key(group.workdir)
     sim, base = start_simulators(group, MACHINES)
-    bed = Bed(group, broker_port, sim, base, key, public, window, settle)
+    brokers = [("default", broker_port, _broker_pid(group))]
+    if not quick:
+        nodelay, port = start_mosquitto(group, name="mosquitto-nodelay",
+                                        extra="set_tcp_nodelay true\n")
+        brokers.append(("set_tcp_nodelay", port, nodelay.pid))
     runs: list[dict[str, Any]] = []
     try:
-        for workers in WORKERS[:1] if quick else WORKERS:
-            print(f"  queries: {MACHINES} machines x {POINTS} points every {INTERVAL:g} s, "
-                  f"{workers} worker(s) ...", flush=True)
-            runs.append(_one_gateway(bed, workers))
+        for broker, port, pid in brokers:
+            bed = Bed(group, port, pid, sim, base, key, public, window, settle)
+            for workers in WORKERS[:1] if quick else WORKERS:
+                print(f"  queries: {MACHINES} machines x {POINTS} points every {INTERVAL:g} s, "
+                      f"{workers} worker(s), broker {broker} ...", flush=True)
+                runs.append({"broker": broker, **_one_gateway(bed, workers)})
     finally:
         group.stop(sim)
     return {"machines": MACHINES, "points": POINTS, "poll_interval_s": INTERVAL,
@@ -392,13 +403,13 @@ def markdown(result: dict[str, Any]) -> list[str]:
             "requests kept outstanding in a closed loop; latency = request published -> "
             "reply received at the bench's client. CPU per 1,000 queries is the gateway "
             "tree's CPU above its query-free window.", "",
-            "| workers | query | outstanding | replies/s | p50 ms | p99 ms | refused | "
+            "| broker | workers | query | outstanding | replies/s | p50 ms | p99 ms | refused | "
             "gateway CPU % core | parent % | CPU s / 1,000 queries | samples/s | "
             "telemetry p99 ms | other load % |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
-        n = r["no_queries"]
-        out.append(f"| {r['workers']} | (none) | - | - | - | - | - | "
+        n, who = r["no_queries"], f"| {r.get('broker', 'default')} | {r['workers']} |"
+        out.append(f"{who} (none) | - | - | - | - | - | "
                    f"{_f(n['gateway_cpu_pct_of_core'], '.0f')} | "
                    f"{_f(n['parent_cpu_pct_of_core'], '.0f')} | - | "
                    f"{_f(n['samples_per_s'], ',.0f')} | "
@@ -407,7 +418,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
         for q in r["queries"]:
             p = q["polling"]
             refused = ", ".join(f"{c} {k}" for c, k in q["refused"].items()) or "0"
-            out.append(f"| {r['workers']} | {q['kind']} | {q['outstanding']} | "
+            out.append(f"{who} {q['kind']} | {q['outstanding']} | "
                        f"{_f(q['replies_per_s'], ',.0f')} | {_f(q['latency_ms_p50'], '.1f')} | "
                        f"{_f(q['latency_ms_p99'], '.1f')} | {refused} | "
                        f"{_f(p['gateway_cpu_pct_of_core'], '.0f')} | "
@@ -416,8 +427,8 @@ def markdown(result: dict[str, Any]) -> list[str]:
                        f"{_f(p['samples_per_s'], ',.0f')} | "
                        f"{_f(p['read_to_received_ms_p99'], '.0f')} | "
                        f"{_f(p['other_load_pct_of_core'], '.0f')} |")
-    unverified = [(r["workers"], q["kind"], q["outstanding"]) for r in result["runs"]
-                  for q in r["queries"] if not q["reply_verified"]]
+    unverified = [(r.get("broker"), r["workers"], q["kind"], q["outstanding"])
+                  for r in result["runs"] for q in r["queries"] if not q["reply_verified"]]
     out += ["", "Every window's sample reply verified against the gateway's JWKS."
             if not unverified else f"Reply NOT verified in: {unverified}.", ""]
     return out
