@@ -25,6 +25,10 @@ limits a window unless a window's rate approaches 1,000/s; `rate_limited` refusa
 counted per window. One reply per window is verified against the gateway's retained JWKS
 (edge/platform_kit/verifier.py); the others are decoded only, to keep the bench's own CPU
 small on a shared 2-core host. The other load on the host is recorded per window.
+
+Each gateway runs against the run's Mosquitto (its defaults) and again against a second one
+with `set_tcp_nodelay true`: with Mosquitto's default, Nagle on the broker's sockets makes
+each reply wait for a delayed ACK (~40 ms), which would hide what the gateway itself costs.
 """
 
 from __future__ import annotations
