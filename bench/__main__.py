@@ -123,7 +123,7 @@ SWITCHES: tuple[tuple[str, bool | None, str], ...] = (
      "ThingsBoard's at 50 machines, 3 rotating rounds, ~10 min (bench/vs_peer.py; "
      "default: off)"),
     ("queries", False, "issue 17 item 3: health / one machine's state / whole-plant state "
-     "queries at workers 1 and 2 while polling 50 machines, ~3.5 min (bench/queries.py; "
+     "queries at workers 1 and 2 while polling 50 machines, two brokers, ~6 min (bench/queries.py; "
      "default: off)"),
 )
 """The sections a run may add or leave out (`--name` / `--no-name`): name, default (None:

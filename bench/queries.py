@@ -398,8 +398,8 @@ def _f(value: Any, fmt: str) -> str:
 
 
 def markdown(result: dict[str, Any]) -> list[str]:
-    """Section 2l of the report: one table of queries, one of the polling meanwhile."""
-    out = ["## 2l. Queries with worker processes (issue 17 item 3)", ""]
+    """Section 2m of the report: one table of queries, one of the polling meanwhile."""
+    out = ["## 2m. Queries with worker processes (issue 17 item 3)", ""]
     if "error" in result:
         return [*out, f"not measured: {result['error']}", ""]
     out += [f"{result['machines']} Modbus machines x {result['points']} points polled every "

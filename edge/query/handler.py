@@ -39,7 +39,7 @@ Flood safety: requests wait in one bounded queue served by one task, so a flood 
 bounded amount of memory and one task's share of the event loop; telemetry keeps flowing.
 Replies are published directly, not through the outbox: an answer nobody waits for any more
 is worth nothing after an outage. The task does not wait for a reply's PUBACK before taking
-the next request (at most `REPLIES_IN_FLIGHT` unacknowledged; bench section 2l). Their
+the next request (at most `REPLIES_IN_FLIGHT` unacknowledged; bench section 2m). Their
 `seq`/`prev` chain runs per reply topic for the life of the process.
 Nothing here writes to a machine.
 """

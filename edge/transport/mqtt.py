@@ -635,7 +635,7 @@ class MqttTransport:
             return
         self._unwire()
         # Nagle off: a PUBACK followed at once by a publish (a query's reply) would otherwise
-        # wait for the broker's delayed ACK of the PUBACK, up to 40 ms (bench section 2l)
+        # wait for the broker's delayed ACK of the PUBACK, up to 40 ms (bench section 2m)
         if isinstance(sock, socket.socket):  # an SSLSocket is one too
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

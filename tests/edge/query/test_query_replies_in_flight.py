@@ -2,7 +2,7 @@
 
 Why: requests are answered one at a time by one task. It used to wait for each reply's
 PUBACK before taking the next request, so every query paid a broker round trip on top of its
-own work (most of its time on a busy host: bench section 2l), and a broker slow to
+own work (most of its time on a busy host: bench section 2m), and a broker slow to
 acknowledge held every platform's queries behind it for up to 10 s. Here the gateway's link
 to a real Mosquitto goes through a proxy that holds what the gateway sends (its replies
 and so their PUBACKs wait), as the parent of `run --workers 2` serves queries: the second

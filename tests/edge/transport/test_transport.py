@@ -114,7 +114,7 @@ async def test_publish_qos1_retained_and_not_over_v5(
 async def test_the_link_has_nagle_off(mosquitto: Mosquitto) -> None:
     """A PUBACK followed at once by a publish (a query's reply after its request) must not
     wait for the broker's delayed ACK of the PUBACK, up to 40 ms per reply (bench section
-    2l: 44 ms -> 2 ms p50 with the broker's `set_tcp_nodelay` on too)."""
+    2m: 44 ms -> 2 ms p50 with the broker's `set_tcp_nodelay` on too)."""
     t = await started(transport(mosquitto.url))
     try:
         sock = t._client.socket() if t._client is not None else None  # the live socket
