@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from adapters.base import PollingAdapter
+from adapters.base import Adapter, PollingAdapter
 from edge.config import registry
 from edge.config.loader import LoadedPlant
 from edge.devices.runner import DeviceRunner, DeviceStatus
@@ -171,11 +171,15 @@ class DeviceFleet:
         self.sink.emit(topic, device.machine.id, "state", [record])
 
     # ---- lifecycle --------------------------------------------------------------------
-    def start(self, machine: Machine) -> None:
+    def start(
+        self, machine: Machine, load: Callable[[str], type[Adapter]] = registry.load
+    ) -> None:
+        """Start `machine`'s runner; `load` finds its adapter type (`registry.loader()`
+        for many machines at once)."""
         loaded = self.config()
         runner = DeviceRunner(
             machine.id,
-            registry.load(machine.adapter),
+            load(machine.adapter),
             settings=loaded.settings[machine.id],
             poll_interval=machine.poll_interval,
             on_samples=self.on_samples,
@@ -213,8 +217,9 @@ class DeviceFleet:
 
     def start_missing(self) -> list[str]:
         started = []
+        load = registry.loader()
         for machine in self.config().enabled_machines():
             if machine.id not in self.devices:
-                self.start(machine)
+                self.start(machine, load)
                 started.append(machine.id)
         return started
