@@ -27,6 +27,7 @@ from . import (
     ceilings,
     failover,
     hotpath,
+    many_machines,
     modbus_plan,
     peer,
     plots,
@@ -125,6 +126,8 @@ SWITCHES: tuple[tuple[str, bool | None, str], ...] = (
     ("queries", False, "issue 17 item 3: health / one machine's state / whole-plant state "
      "queries at workers 1 and 2 while polling 50 machines, two brokers, ~6 min (bench/queries.py; "
      "default: off)"),
+    ("permachine", False, "issue 17: 500 machines at 1 s against 50 at 100 ms, before/after, "
+     "1 and 2 workers, ~20 min (bench/many_machines.py; default: off)"),
 )
 """The sections a run may add or leave out (`--name` / `--no-name`): name, default (None:
 decided by the mode, see `run`), help. One table, so the optional sections and their
@@ -225,7 +228,8 @@ def _sealing(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, An
 SECTIONS: dict[str, Any] = {"sealing": _sealing, "failover": failover.run,
                              "rabbitmq": rabbitmq_failover.run, "hotpath": hotpath.run,
                              "writer": writer_stall.run, "workers": scaling.run,
-                             "vspeer": vs_peer.run, "queries": queries.run}
+                             "vspeer": vs_peer.run, "queries": queries.run,
+                             "permachine": many_machines.run}
 
 
 def run_only(args: argparse.Namespace, group: ProcessGroup) -> dict[str, Any]:

@@ -26,6 +26,9 @@ from models.machine_state import MachineState
 from models.plant import Machine, machine_topic
 from models.sample import Sample, format_ts, utc_now
 
+CONNECTS_AT_ONCE = 32
+"""Device connects in progress at a time (DeviceRunner's `connect_slots`)."""
+
 
 @dataclass
 class Device:
@@ -97,6 +100,7 @@ class DeviceFleet:
         self.observers = observers
         self.devices: dict[str, Device] = {}
         self.twins: dict[str, AssetTwin] = {}
+        self.connect_slots = asyncio.Semaphore(CONNECTS_AT_ONCE)
 
     # ---- FleetView --------------------------------------------------------------------
     def assets(self) -> list[str]:
@@ -188,6 +192,7 @@ class DeviceFleet:
             state_dir=loaded.state_dir,
             degraded_after=machine.degraded_after,
             keep_raw=loaded.plant.gateway.web.enabled,  # the status page shows raw values
+            connect_slots=self.connect_slots,
         )
         twin = self.twins.setdefault(machine.id, AssetTwin(machine.id))
         task = asyncio.create_task(runner.run(), name=f"device-{machine.id}")

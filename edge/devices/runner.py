@@ -19,6 +19,7 @@ not its latest retry) and how often it has failed and recovered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -112,8 +113,13 @@ class DeviceRunner:
         state_dir: Path | None = None,
         degraded_after: int = 3,
         keep_raw: bool = False,
+        connect_slots: asyncio.Semaphore | None = None,
     ) -> None:
+        """`connect_slots`, shared by a fleet's runners, bounds the connects in progress:
+        500 machines connecting at once timed out by the hundred on the gateway's own loop
+        (a third of them then waited out a backoff, issue 17)."""
         self.asset = asset
+        self.connect_slots = connect_slots
         self.keep_raw = keep_raw
         self._raw_values: Callable[[], dict[str, str]] | None = None
         self.adapter_cls = adapter_cls
@@ -236,7 +242,8 @@ class DeviceRunner:
         went_down = False
         while not self.stopping:
             try:
-                await adapter.connect()
+                async with self.connect_slots or contextlib.nullcontext():
+                    await adapter.connect()
                 self.health.reset()
                 async for batch in adapter.stream():
                     if self.stopping:

@@ -162,3 +162,44 @@ async def test_a_quiet_all_bad_subscription_degrades_by_time() -> None:
         r.stop()
         task.cancel()
         await asyncio.wait({task}, timeout=2)
+
+
+class GatedConnect(SwallowingAdapter):
+    """Connects wait for the test; counts how many are in progress at once."""
+
+    gate: asyncio.Event
+    connecting = 0
+    most = 0
+
+    async def connect(self) -> None:
+        cls = type(self)
+        cls.connecting += 1
+        cls.most = max(cls.most, cls.connecting)
+        try:
+            await cls.gate.wait()
+        finally:
+            cls.connecting -= 1
+
+
+async def test_shared_connect_slots_bound_the_connects_in_progress() -> None:
+    GatedConnect.gate = asyncio.Event()
+    slots = asyncio.Semaphore(2)
+    up: list[str] = []
+    runners = [
+        DeviceRunner(f"m{i}", GatedConnect, settings=NoSettings(), poll_interval=0.01,
+                     on_samples=lambda a, b: up.append(a), on_status=lambda a, s, r: None,
+                     logger=structlog.get_logger(), connect_slots=slots)
+        for i in range(5)
+    ]
+    tasks = [asyncio.create_task(r.run()) for r in runners]
+    await until(lambda: GatedConnect.connecting == 2, 5, "two connects in progress")
+    for _ in range(5):  # the others stay queued while the two are held
+        await asyncio.sleep(0)
+    assert GatedConnect.connecting == 2
+    GatedConnect.gate.set()
+    await until(lambda: {r.status for r in runners} == {DeviceStatus.UP}, 5, "all up")
+    assert GatedConnect.most == 2 and set(up) == {f"m{i}" for i in range(5)}
+    for r, t in zip(runners, tasks, strict=True):
+        r.stop()
+        t.cancel()
+    await asyncio.wait(tasks, timeout=2)

@@ -1,0 +1,64 @@
+"""Issue 17, cost per machine: 500 machines x 40 points polled every second against 50
+polled every 100 ms (both 20,000 samples/s offered), before/after, 1 and 2 workers.
+
+At one worker the 500-machine plant delivered 77.5 % where the 50-machine one, with the
+same samples and as many Modbus requests per second, delivered all of it (section 2j): what
+grows with the machine count is per-machine work (state envelopes and OEE saves per part,
+rounds over every machine, connects and start-up), not per-sample work. The `before`
+revision (`BENCH_BEFORE`, default `git merge-base HEAD main`) is exported with `git archive`
+and run from its directory as in bench/hotpath.py; one simulator process per plant size is
+shared by both sides, and the order of before/after alternates row by row so a load change
+on the shared host hits both. Start-up is from spawning the gateway to every machine's
+first envelope at the subscriber.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .gateway_load import LoadSpec, run_load
+from .hotpath import before_revision, export
+from .processes import ProcessGroup, start_simulators
+
+KEYS = ("samples_per_s", "offered_per_s", "achieved_over_offered", "latency_ms_p50",
+        "latency_ms_p99", "read_to_sealed_ms_p99", "sealed_to_received_ms_p99",
+        "gateway_cpu_s_per_1000_samples", "gateway_cpu_pct_of_core", "startup_s",
+        "worker_rss_mb_steady", "gateway_rss_mb_steady", "envelopes_per_s",
+        "state_and_other_envelopes", "seq_gaps", "duplicates", "other_load_pct_of_core",
+        "simulators_cpu_pct_of_core", "broker_cpu_pct_of_core", "bench_cpu_pct_of_core",
+        "gateway_log_warnings")
+PLANTS = ((500, 1.0), (50, 0.1))  # both offer 20,000 samples/s (the p99 target's rate)
+
+
+def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
+    rev = before_revision()
+    before = export(rev, group.workdir)
+    window, settle, grace = (5.0, 1.0, 2.0) if quick else (15.0, 3.0, 3.0)
+    rows: list[dict[str, Any]] = []
+    turn = 0
+    for machines, interval in PLANTS[:1] if quick else PLANTS:
+        sim = start_simulators(group, machines)
+        try:
+            for workers in (1,) if quick else (1, 2):
+                sides = [("before", before), ("after", None)]
+                if turn % 2:
+                    sides.reverse()
+                turn += 1
+                for side, source in sides:
+                    print(f"  machines: {machines} every {interval:g} s, {workers} worker(s), "
+                          f"{side} ...", flush=True)
+                    spec = LoadSpec(machines, interval=interval, window=window, settle=settle,
+                                    grace=grace, workers=workers, source=source,
+                                    run_id=f"{side}-{workers}")
+                    result = run_load(group, broker_port, spec, simulators=sim)[0]
+                    row = {"machines": machines, "poll_interval_s": interval,
+                           "workers": workers, "side": side, **{k: result[k] for k in KEYS}}
+                    rows.append(row)
+                    print(f"    {100 * row['achieved_over_offered']:.1f} %, p99 "
+                          f"{row['latency_ms_p99']:.0f} ms, CPU "
+                          f"{row['gateway_cpu_s_per_1000_samples']:.4f} s / 1,000, start-up "
+                          f"{row['startup_s']:.1f} s, other load "
+                          f"{row['other_load_pct_of_core']:.0f} % core", flush=True)
+        finally:
+            group.stop(sim[0])
+    return {"before": rev, "window_s": window, "runs": rows}
