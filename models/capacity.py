@@ -34,7 +34,7 @@ Record shape (`capacity_record`; timestamps RFC 3339 UTC via `models.sample.form
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -116,6 +116,7 @@ def free_slots(
     *,
     busy_until: datetime | None = None,
     min_slot: timedelta,
+    planned: Sequence[Interval] | None = None,
 ) -> list[Interval]:
     """Free planned time in [now, now + horizon), as sorted, disjoint UTC intervals.
 
@@ -125,6 +126,10 @@ def free_slots(
     they are clipped. Slots shorter than `min_slot` are dropped, because nobody can sell a
     12-minute gap between two jobs; a slot of exactly `min_slot` is kept. A slot cut by the
     horizon end is offered only up to it, and is measured against `min_slot` as cut.
+
+    `planned`: `planned_intervals(calendar, a, b)` for some [a, b) covering the horizon,
+    when the caller offers many machines of one calendar (computed per machine, it was half
+    of a 500-machine capacity round; issue 17).
 
     Raises ValueError for a naive `now`/`busy_until`/booking tuple, a non-positive
     horizon or a negative `min_slot`.
@@ -143,7 +148,11 @@ def free_slots(
             holes.append((_utc(b[0], "booking start"), _utc(b[1], "booking end")))
     if busy_until is not None:
         holes.append((now, _utc(busy_until, "busy_until")))
-    free = subtract_intervals(planned_intervals(calendar, now, end), holes)
+    if planned is None:
+        planned = planned_intervals(calendar, now, end)
+    else:  # the calendar's, over a span that covers this one: the same intervals, clipped
+        planned = [(max(a, now), min(b, end)) for a, b in planned if b > now and a < end]
+    free = subtract_intervals(list(planned), holes)
     return [(a, b) for a, b in free if b - a >= min_slot]
 
 

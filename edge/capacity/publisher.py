@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
@@ -27,8 +27,9 @@ from models.capacity import (
     ideal_cycle_time_for,
     performance_windows,
 )
-from models.plant import machine_topic
+from models.plant import ShiftCalendar, machine_topic
 from models.sample import utc_now
+from models.shift_calendar import planned_intervals
 
 
 def capacity_digest(record: dict[str, Any]) -> str:
@@ -76,6 +77,18 @@ class CapacityRecords:
         self.bookings = bookings
         self.held = held
         self.energy = energy
+        self._planned: tuple[ShiftCalendar, datetime, datetime, list[Interval]] | None = None
+
+    def planned(self, calendar: ShiftCalendar, now: datetime, horizon: timedelta
+                ) -> list[Interval]:
+        """The calendar's planned time over a span covering [now, now + horizon): one
+        computation serves every machine of a round (and the rounds of `PLANNED_REUSE`);
+        a reload brings a new calendar object, hence a new computation."""
+        kept = self._planned
+        if kept is None or kept[0] is not calendar or now < kept[1] or now + horizon > kept[2]:
+            end = now + horizon + PLANNED_REUSE
+            kept = self._planned = (calendar, now, end, planned_intervals(calendar, now, end))
+        return kept[3]
 
     def busy_until(self, asset: str, now: datetime) -> datetime | None:
         """When the running job is expected to end (None: nothing running, or unknown)."""
@@ -96,6 +109,7 @@ class CapacityRecords:
             settings.horizon,
             busy_until=busy_until,
             min_slot=settings.min_slot,
+            planned=self.planned(plant.shifts, now, settings.horizon),
         )
         # from the closed shift windows in the store: cheap for 30 days, and the same figures
         # a platform received on the `oee` stream
@@ -118,6 +132,8 @@ class CapacityRecords:
         return record
 
 
+PLANNED_REUSE = timedelta(minutes=10)
+"""How long one computation of the plant's planned time serves the capacity rounds."""
 MACHINES_PER_STEP = 8
 """Offers computed per event-loop step of a round (~0.5 ms each at 500 machines)."""
 

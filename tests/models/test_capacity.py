@@ -543,3 +543,33 @@ def test_aggregate_windows_sums_time_elements_before_dividing() -> None:
     assert aggregate_windows([]) is None
     unrated = {"time": {"pbt": 10.0, "apt": 5.0, "effective": None}, "counts": {"pq": 3, "gq": 3}}
     assert aggregate_windows([unrated])["effectiveness"] is None  # type: ignore[index]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cal=_calendar,
+    start_min=st.integers(0, 60 * 24 * 360),
+    horizon_min=st.integers(1, 60 * 24 * 10),
+    before_min=st.integers(0, 60 * 24),
+    after_min=st.integers(0, 60 * 24),
+    raw_bookings=st.lists(
+        st.tuples(st.integers(-60 * 24, 60 * 24 * 12), st.integers(1, 6000)), max_size=4
+    ),
+    min_slot_min=st.integers(0, 240),
+)
+def test_planned_time_computed_once_over_a_wider_span_gives_the_same_slots(
+    cal: ShiftCalendar,
+    start_min: int,
+    horizon_min: int,
+    before_min: int,
+    after_min: int,
+    raw_bookings: list[tuple[int, int]],
+    min_slot_min: int,
+) -> None:
+    """A capacity round computes the plant's planned time once for every machine (issue
+    17), over a span that starts earlier and ends later than each machine's horizon."""
+    now, horizon, min_slot = _BASE + start_min * M, horizon_min * M, min_slot_min * M
+    bookings = [book(now + a * M, now + (a + d) * M) for a, d in raw_bookings]
+    shared = planned_intervals(cal, now - before_min * M, now + horizon + after_min * M)
+    assert free_slots(cal, bookings, now, horizon, min_slot=min_slot, planned=shared) == (
+        free_slots(cal, bookings, now, horizon, min_slot=min_slot))

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import structlog
 
-from edge.capacity.publisher import CapacityPublisher, CapacityRecords
+from edge.capacity.bookings import BookingsFiles
+from edge.capacity.publisher import PLANNED_REUSE, CapacityPublisher, CapacityRecords
 from edge.config.loader import LoadedPlant, parse_plant
 from edge.devices.fleet import FleetView
 from edge.egress.stack import RecordSink
 from edge.kpi.publisher import OeePublisher
 from edge.kpi.service import KpiService
 from models.plant import Machine
+from models.shift_calendar import planned_intervals
 
 MACHINES = 40
 
@@ -123,3 +125,17 @@ async def test_capacity_round_lets_polls_in_and_skips_a_stopped_machine() -> Non
     assets = [a for _, a, _ in sink.emitted]
     assert "m30" not in assets and len(assets) == MACHINES - 1
     assert {s for _, _, s in sink.emitted} == {"capacity"}
+
+
+def test_capacity_planned_time_is_computed_once_per_calendar_and_span() -> None:
+    loaded = plant()
+    records = CapacityRecords(lambda: loaded, cast(FleetView, Fleet(loaded)),
+                              cast(KpiService, None), cast(BookingsFiles, None))
+    cal, now, horizon = loaded.plant.shifts, datetime(2026, 3, 2, 8, tzinfo=UTC), timedelta(days=14)
+    first = records.planned(cal, now, horizon)
+    assert records.planned(cal, now + PLANNED_REUSE / 2, horizon) is first  # the next round
+    assert records.planned(cal, now + PLANNED_REUSE * 2, horizon) is not first  # time moved on
+    again = records.planned(cal, now + PLANNED_REUSE * 2, horizon)
+    reloaded = plant().plant.shifts  # a reload: an equal calendar, a new object
+    assert records.planned(reloaded, now + PLANNED_REUSE * 2, horizon) is not again
+    assert first == planned_intervals(cal, now, now + horizon + PLANNED_REUSE)
