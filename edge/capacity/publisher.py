@@ -183,10 +183,10 @@ class CapacityPublisher:
                     # device's poll and seal that long, every 5 s (issue 17)
                     await asyncio.sleep(0)
                 try:
-                    self.fleet.device(asset)
+                    machine = self.fleet.device(asset).machine
                 except KeyError:  # stopped by a reload while the round let others run
                     continue
-                if self.fleet.device(asset).machine.meter_for is not None:
+                if machine.meter_for is not None:
                     continue  # an energy meter makes no parts: nothing to offer or book
                 try:
                     record = self.records.record(asset)
@@ -198,7 +198,6 @@ class CapacityPublisher:
                 stale = prev is None or prev[0] != digest or loop.time() - prev[1] >= every
                 if stale or asset in forced:
                     last[asset] = (digest, loop.time())
-                    machine = self.fleet.device(asset).machine
                     topic = machine_topic(self.config().plant, machine, "capacity")
                     self.sink.emit(topic, asset, "capacity", [record])
             with contextlib.suppress(TimeoutError):
