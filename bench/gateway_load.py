@@ -308,6 +308,7 @@ def run_load(
                     f"{deadline - spawned:.0f} s:\n{gw.log_tail()}")
             time.sleep(0.05)
         startup = time.monotonic() - spawned
+        startup_cpu = _tree_cpu([gw.pid, *descendants(gw.pid)])  # what it took, not waited
         time.sleep(spec.settle)
 
         rss: list[int] = []
@@ -381,6 +382,7 @@ def run_load(
         "minimum_requests_per_cycle": minimum_requests_per_cycle(spec),
         "window_s": round(elapsed, 2),
         "startup_s": round(startup, 2),
+        "startup_cpu_s": round(startup_cpu, 2),
         "samples": samples,
         "samples_per_s": rate,
         "offered_per_s": spec.offered,

@@ -14,6 +14,7 @@ first envelope at the subscriber.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .gateway_load import LoadSpec, run_load
@@ -22,13 +23,22 @@ from .processes import ProcessGroup, start_simulators
 
 KEYS = ("samples_per_s", "offered_per_s", "achieved_over_offered", "latency_ms_p50",
         "latency_ms_p99", "read_to_sealed_ms_p99", "sealed_to_received_ms_p99",
-        "gateway_cpu_s_per_1000_samples", "gateway_cpu_pct_of_core", "startup_s",
+        "gateway_cpu_s_per_1000_samples", "gateway_cpu_pct_of_core", "startup_s", "startup_cpu_s",
         "worker_rss_mb_steady", "gateway_rss_mb_steady", "envelopes_per_s",
         "state_and_other_envelopes", "seq_gaps", "duplicates", "other_load_pct_of_core",
         "simulators_cpu_pct_of_core", "broker_cpu_pct_of_core", "bench_cpu_pct_of_core",
         "gateway_log_warnings", "delivered_per_s", "gateway_cpu_s_per_1000_delivered",
         "received_in_window_age_ms_p50")
 PLANTS = ((500, 1.0), (50, 0.1))  # both offer 20,000 samples/s (the p99 target's rate)
+
+
+def plants() -> tuple[tuple[int, float], ...]:
+    """`BENCH_PERMACHINE_PLANTS="500x5,50x0.5"`: other plant sizes and poll intervals (e.g.
+    a rate both sides carry on a busy host, where CPU per sample is not a starved figure)."""
+    spec = os.environ.get("BENCH_PERMACHINE_PLANTS")
+    if not spec:
+        return PLANTS
+    return tuple((int(m), float(i)) for m, i in (p.split("x") for p in spec.split(",")))
 
 
 def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
@@ -41,10 +51,12 @@ def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
     settle_per_machine = 0.0 if quick else 0.04
     rows: list[dict[str, Any]] = []
     turn = 0
-    for machines, interval in PLANTS[:1] if quick else PLANTS:
+    chosen = plants()
+    for machines, interval in chosen[:1] if quick else chosen:
         sim = start_simulators(group, machines)
         try:
-            for workers in (1,) if quick else (1, 2):
+            counts = os.environ.get("BENCH_PERMACHINE_WORKERS", "1" if quick else "1,2")
+            for workers in (int(n) for n in counts.split(",")):
                 sides = [("before", before), ("after", None)]
                 if turn % 2:
                     sides.reverse()
@@ -70,7 +82,7 @@ def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
                           f"{row['other_load_pct_of_core']:.0f} % core", flush=True)
         finally:
             group.stop(sim[0])
-    if not quick:
+    if not quick and os.environ.get("BENCH_PERMACHINE_REAL_TIME", "1") == "1":
         rows += _real_time(group, broker_port, window, settle + 500 * settle_per_machine,
                            grace)
     return {"before": rev, "window_s": window, "runs": rows}
