@@ -53,7 +53,9 @@ def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
     turn = 0
     chosen = plants()
     for machines, interval in chosen[:1] if quick else chosen:
-        sim = start_simulators(group, machines)
+        # `BENCH_PERMACHINE_TIME_SCALE=1`: machines at real time (a part every 30-120 s)
+        sim = start_simulators(group, machines,
+                               float(os.environ.get("BENCH_PERMACHINE_TIME_SCALE", "60")))
         try:
             counts = os.environ.get("BENCH_PERMACHINE_WORKERS", "1" if quick else "1,2")
             for workers in (int(n) for n in counts.split(",")):
