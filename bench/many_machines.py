@@ -50,7 +50,7 @@ def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
     # so a start-up 10x faster does not put its burst into the measured window.
     settle_per_machine = 0.0 if quick else 0.04
     rows: list[dict[str, Any]] = []
-    turn = 0
+    turn = int(os.environ.get("BENCH_PERMACHINE_TURN", "0"))  # 1: "after" runs first
     chosen = plants()
     for machines, interval in chosen[:1] if quick else chosen:
         # `BENCH_PERMACHINE_TIME_SCALE=1`: machines at real time (a part every 30-120 s)
