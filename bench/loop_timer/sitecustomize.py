@@ -4,7 +4,7 @@
 
 Every 2 s the file is rewritten with the steps over 10 ms (unix time, ms, whose step) and
 the total seconds and count of steps per task name (digits folded: `device-mN`), and how
-often a sender found its MQTT in-flight window full. How section 2m of
+often a sender found its MQTT in-flight window full. How section 2n of
 bench/report-issue17.md found the capacity round and the KPI tick holding the loop at 500
 machines. The timing itself costs ~1 us per step.
 """
