@@ -212,7 +212,16 @@ class QueryBackend:
         return {"machines": envs}
 
     def query_capacity(self, asset: str | None) -> dict[str, Any]:
-        return {"machines": {a: self.capacity.record(a) for a in self._assets(asset)}}
+        # an energy meter is never offered nor bookable (edge/capacity/publisher.py,
+        # edge/bookings/desk.py): an answer with its "free slots" would invite a `reserve`
+        # that is refused
+        assets = self._assets(asset)
+        if asset is not None and (metered := self.fleet.device(asset).machine.meter_for):
+            raise QueryError("not_found", f"{asset} is the energy meter of {metered}: it "
+                             f"makes no parts, so has no capacity (ask `capacity` of "
+                             f"{metered})")
+        producing = [a for a in assets if self.fleet.device(a).machine.meter_for is None]
+        return {"machines": {a: self.capacity.record(a) for a in producing}}
 
     def query_parts(self, asset: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Part records of one machine, oldest first, each with the signed envelope it was
