@@ -1,5 +1,6 @@
 """The outbox as the event loop uses it in the gateway: reads direct, every write queued on
-the outbox's writer thread (edge/storage/writer.py), several to a transaction.
+a writer thread (edge/storage/writer.py; the gateway's one, shared with the OEE store),
+several to a transaction.
 
 Why: the py-spy profile (bench/report-issue17.md) put the SQLite outbox (append + ack) at
 about a fifth of the gateway's CPU, all of it on the event loop, and every WAL
@@ -24,7 +25,7 @@ until the next append is queued (it then shares that append's transaction and wa
 the thread) or at most `ack_linger` seconds. At 1 s polls every envelope used to cost two
 wake-ups of the thread and two commits, one for its append and one, a millisecond after
 its PUBACK, for its delete; the hand-offs were what made the writer thread dearer than
-writing inline at that rate (bench/report-issue17.md, 2i and 2k). Nothing waits for a
+writing inline at that rate (bench/report-issue17.md, 2i and 2l). Nothing waits for a
 delete: the row stays claimed meanwhile (never evicted, never published again), and a
 crash before it commits replays the row, a duplicate the platform recognises by (`topic`,
 `seq`) as after any crash between PUBACK and delete (edge/egress/outbox.py).
