@@ -9,7 +9,9 @@ the bookings stream, the capacity offer republished). The audit line says who de
 (`via`: the page and the remote address, or the command line and the login name) and why;
 the signed record says `by: operator` either way. `edge-gateway bookings accept|decline`
 decides through this class too, with no flush (`on_change` does nothing: the running
-gateway notices the store's change by its poll).
+gateway notices the store's change by its poll), and so does the page of `run --workers
+N`, which runs in the parent over every worker's store (`WorkerDesks`): the worker holding
+the booking notices by its poll, within `booking.poll_seconds`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """`run --workers N`: the plant's machines spread over N worker processes on one host.
 
-Why processes: one asyncio process tops out at one core (polling, decoding, signing and
-the outbox all hold the GIL); N processes use N cores. Each worker is an ordinary gateway
+Why processes: one asyncio process tops out at one core (polling, decoding and signing
+hold the GIL; only the stores' commits release it, on their writer thread); N processes
+use N cores. Each worker is an ordinary gateway
 (edge/daemon/gateway.py) over its slice of the machines (edge/config/workers.py: a
 machine belongs to exactly one worker, so each topic's chain is written by one process),
 with its own outbox, OEE, parts and bookings stores (`<state_dir>/worker-<i>/`) and MQTT

@@ -69,18 +69,20 @@ with the unsigned MQTT 5 user property `historical=true`. The signed `created` l
 platform, v3.1.1 included, check lateness itself. The outbox stores rows as sealed and
 knows nothing of either mark.
 
-Threading: the API is synchronous and thread-safe. In the gateway every write (`append`
-at sealing, `ack` after PUBACK, the gap envelopes of the loss ledger, the Sparkplug
-sender's acks) goes as an `AppendOp`/`AckOp` to the outbox's writer thread
-(edge/egress/writer.py, edge/storage/writer.py), which commits whatever is queued in one
-transaction (`apply`), so neither a commit nor the WAL auto-checkpoint (about once per
+Threading: the API is synchronous and thread-safe. In the gateway every write (`append` at
+sealing, `ack` after PUBACK, the gap envelopes of the loss ledger, the Sparkplug sender's
+acks) goes as an `AppendOp`/`AckOp` to the gateway's writer thread, shared with the OEE
+store (edge/egress/writer.py, edge/storage/writer.py), which commits whatever is queued in
+one transaction (`apply`), so neither a commit nor the WAL auto-checkpoint (about once per
 1 MiB written, with its fsyncs: 5-15 ms on the bench host) ever holds the event loop;
-bench/outbox_stall.py measures the loop lag either way. What the loop reads (`peek`,
-`claim`, `counters`) goes through a second, read-only connection, which in WAL mode never
-waits for the writer; `pending` is an in-memory tally replaced whole on each commit.
-Claims and eviction meet under a small lock of their own, held by the writer only while
-it picks victims from the page cache. Called inline (tests, tools), each call is its own
-transaction, as before.
+bench/writer_stall.py measures the loop lag either way. An `ack` waits on the loop for the
+next append to share its transaction, at most 0.5 s (edge/egress/writer.py `ACK_LINGER`),
+which widens the PUBACK-to-delete window of the duplicate above to that. What the loop
+reads (`peek`, `claim`, `counters`) goes through a second, read-only connection, which in
+WAL mode never waits for the writer; `pending` is an in-memory tally replaced whole on each
+commit. Claims and eviction meet under a small lock of their own, held by the writer only
+while it picks victims from the page cache. Called inline (tests, tools), each call is its
+own transaction, as before.
 
 Recovery: on open, `PRAGMA quick_check` runs; a file SQLite calls corrupt or not a
 database is renamed to `outbox.sqlite3.corrupt-<UTC timestamp>` (its WAL beside it as

@@ -1,4 +1,4 @@
-"""KPI service: one OEE engine per machine, persisted, and the records of the `oee` stream.
+"""KPI service: an OEE engine per machine that makes parts, persisted; the `oee` records.
 
 The engine (edge/kpi/oee.py) is pure; this is the part with a clock and a disk. The gateway:
 
@@ -119,7 +119,8 @@ class OeeWrites(Protocol):
 
 
 class KpiService:
-    """OEE of every enabled machine of `plant`, persisted in `store`; see the module doc.
+    """OEE of every enabled machine of `plant` that makes parts (not an energy meter:
+    `producing`), persisted in `store`; see the module doc.
 
     `clock` is read only at start (to apply the downtime gap) and when `tick`, `window`
     or `close` are not given a time, so tests run on an injected clock without sleeping.

@@ -1,10 +1,12 @@
 """What the status page and the Prometheus metrics may read of a running gateway.
 
 Why a Protocol of frozen snapshots instead of handing them the gateway: both are read-only
-views, served from the gateway's own event loop, and neither should reach into twins,
-runners or the outbox (whose shapes change as the daemon is reassembled). Whoever
-assembles the daemon implements `StatusSource` once (edge/status/gateway_source.py); the web
-page, the metrics collector and their tests see only these types.
+views, and neither should reach into twins, runners or the outbox (whose shapes change as
+the daemon is reassembled, and which with `run --workers N` live in other processes).
+`StatusSource` has two implementations: over a running gateway
+(edge/status/gateway_source.py) and in the parent of N workers, from their snapshots
+(edge/status/worker_source.py); the web page, the metrics collector, the console and their
+tests see only these types.
 """
 
 from __future__ import annotations
