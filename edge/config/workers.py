@@ -116,14 +116,14 @@ def one_process_only(loaded: LoadedPlant) -> str | None:
 
 
 def resolve_workers(loaded: LoadedPlant, configured: int | None) -> int:
-    """The worker count to run: `configured` (None or 0: `auto`). `auto` is decided once per
-    state directory and kept in its `workers` file, because the count places each machine's
-    outbox and chains: a count that followed the core count or the plant's size would move
-    machines between outboxes (their chains restarting at seq 1) after a hardware change or
-    when machines are added. A state directory a single process already used (its own
-    outbox) stays one process; one that N workers used (`worker-<i>/`) stays N. One process,
-    unpinned, while `one_process_only` says so (an explicit count above 1 is then a
-    ConfigurationError)."""
+    """The worker count to run: `configured` (None or 0: `auto`). `auto` is decided once per state
+    directory and kept in its `workers` file, because the count places each machine's outbox
+    and chains: a count that followed the core count or the plant's size would move machines
+    between workers' files (a start held up while their state is copied over,
+    edge/daemon/repartition.py) after a hardware change or when machines are added. A state
+    directory a single process already used (its own outbox) stays one process; one that N
+    workers used (`worker-<i>/`) stays N. One process, unpinned, while `one_process_only`
+    says so (an explicit count above 1 is then a ConfigurationError)."""
     only = one_process_only(loaded)
     if configured:
         if configured > 1 and only is not None:

@@ -10,6 +10,9 @@
    changed (devices keep running: their records are held and go to the new side);
    platforms and `gateway.query` go to the query handler at once; `gateway.oee`,
    `gateway.capacity`, shifts and cycle times go to the KPI service, restarting nothing.
+   The exception is a changed worker count: machines change processes, so the gateway
+   stops as on SIGTERM and execs itself again (edge/cli.py), which moves their state
+   first (edge/daemon/repartition.py).
 """
 
 from __future__ import annotations
