@@ -639,11 +639,6 @@ class MqttTransport:
         if client is not self._client or client.socket() is not sock or self._loop is None:
             return
         self._unwire()
-        # Nagle off: a PUBACK followed at once by a publish (a query's reply) would otherwise
-        # wait for the broker's delayed ACK of the PUBACK, up to 40 ms (bench section 2m)
-        if isinstance(sock, socket.socket):  # an SSLSocket is one too
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._wiring = _Wiring(fd=fd, misc=self._loop.create_task(self._misc_loop(client)))
         self._loop.add_reader(fd, self._readable, client, sock)
 
@@ -740,6 +735,16 @@ class MqttTransport:
         if reason.is_failure:
             self._settle(_Attempt("refused", f"CONNACK: {reason}", reason.value))
             return
+        # Nagle off: a PUBACK followed at once by a publish (a query's reply) would otherwise
+        # wait for the broker's delayed ACK of the PUBACK, up to 40 ms (bench section 2m).
+        # Only after CONNACK: before it, Nagle holds CONNECT until the TLS handshake's last
+        # flight is acknowledged; sent at once, it reached a broker refusing our certificate
+        # (TLS 1.3 refuses after the handshake) unread, the broker's close became a reset,
+        # and the alert saying why was lost (test_mutual_tls, on a loaded host).
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # an SSLSocket is one too
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._ever_connected:
             self._stats["reconnects"] += 1
         self._ever_connected = True
