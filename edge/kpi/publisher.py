@@ -38,10 +38,10 @@ class OeePublisher:
         self.energy = energy
 
     async def publish_due(self) -> None:
-        """Seal what `tick` made due; every `publish_every` that is one record per machine,
-        so the loop lets device polls in between (500 seals in one step held them ~0.2 s,
-        issue 17)."""
-        for n, (asset, record) in enumerate(self.kpi.tick()):
+        """Seal what the tick made due; every `publish_every` that is one record per
+        machine, so the loop lets device polls in between (500 seals in one step held them
+        ~0.2 s, issue 17), as the tick itself does (`KpiService.tick_in_steps`)."""
+        for n, (asset, record) in enumerate(await self.kpi.tick_in_steps()):
             if n % RECORDS_PER_STEP == RECORDS_PER_STEP - 1:
                 await asyncio.sleep(0)
             try:

@@ -4,10 +4,11 @@ The engine (edge/kpi/oee.py) is pure; this is the part with a clock and a disk. 
 
 * feeds it every state change: `on_state(asset, twin.state, at)`, and `on_unavailable`
   when the device link drops;
-* calls `tick()` every few seconds (or at `next_due()`) and emits what it returns on the
-  retained `oee` stream; `tick` saves every engine (so a SIGKILL loses at most one tick of
-  *time*, see edge/kpi/store.py), closes the shifts that ended since the previous tick, and
-  every `publish_every` seconds adds each machine's current-shift record; `on_state` also
+* calls `tick_in_steps()` every few seconds (or at `next_due()`; `tick()` is the same in
+  one step) and emits what it returns on the retained `oee` stream; the tick saves every
+  engine (so a SIGKILL loses at most one tick of *time*, see edge/kpi/store.py), closes
+  the shifts that ended since the previous tick, and every `publish_every` seconds adds
+  each machine's current-shift record; `on_state` also
   saves that machine's engine whenever its part counter changed, so no part already seen
   is lost;
 * answers queries with `window(asset, kind, ...)`;
@@ -45,7 +46,8 @@ which keeps `raw_retention_days` of records: a range reaching further back is `n
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any, Literal, Protocol
@@ -68,12 +70,19 @@ from models.logger import Logger
 from models.machine_state import Availability, MachineState
 from models.plant import Machine, Plant
 from models.sample import format_ts, utc_now
-from models.shift_calendar import next_shift_boundary, shift_at, shift_instances
+from models.shift_calendar import (
+    ShiftInstance,
+    next_shift_boundary,
+    shift_at,
+    shift_instances,
+)
 
-__all__ = ["KpiService", "WindowKind", "oee_record"]
+__all__ = ["MACHINES_PER_STEP", "KpiService", "WindowKind", "oee_record"]
 
 WindowKind = Literal["shift", "last_hour", "today", "range"]
 _PRUNE_EVERY = timedelta(hours=1)
+MACHINES_PER_STEP = 8
+"""Machines a tick works on per event-loop step (`KpiService.tick_in_steps`)."""
 
 
 def oee_record(r: OeeResult, kind: WindowKind, *, closed: bool, at: datetime,
@@ -226,7 +235,7 @@ class KpiService:
                     # this machine only: saving every engine on any machine's part was
                     # a fifth of the gateway's CPU at 50 machines (bench, issue 17).
                     self._saved_counts[asset] = counts
-                    self._save(at, None, only=asset)
+                    self._save(at, [(asset, eng)], None)
         except ValueError as exc:  # naive timestamp, negative counter: refuse, keep running
             if asset not in self._refused:
                 self._refused.add(asset)
@@ -248,27 +257,82 @@ class KpiService:
         same transaction as the tick's time, so it is returned exactly once, also across a
         restart. If the store fails, records are still returned (and the tick's time kept
         in memory); after a restart in that state a shift may be published twice.
+
+        All in one step (one save of every engine): for tests and benches; the gateway
+        uses `tick_in_steps`.
         """
-        now = now or self._clock()
-        for eng in self._engines.values():
-            eng.advance(now)
-        self._save(now, self._closing(now))
+        out: list[tuple[str, dict[str, Any]]] = []
+        for _ in self._tick(now or self._clock(), out, per_step=None):
+            pass
+        return out
+
+    async def tick_in_steps(self, now: datetime | None = None
+                            ) -> list[tuple[str, dict[str, Any]]]:
+        """`tick`, letting other tasks run every `MACHINES_PER_STEP` machines: at 500
+        machines the tick in one step held every device's poll 60-130 ms (issue 17).
+
+        What it keeps: every machine's closed shifts are those between the same two tick
+        times (computed once, before the first step); each step's engines are exported and
+        their save queued in that same step, so a part-count save `on_state` queues in
+        between is ordered with them in the writer's FIFO (the later export always queued
+        later); the closed windows and the tick's time are stored by the last step's save,
+        in one transaction; a machine a reload removed meanwhile is skipped. One tick at a
+        time (the `oee` publisher's loop)."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for _ in self._tick(now or self._clock(), out, per_step=MACHINES_PER_STEP):
+            await asyncio.sleep(0)
+        return out
+
+    def _tick(self, now: datetime, out: list[tuple[str, dict[str, Any]]],
+              per_step: int | None) -> Iterator[None]:
+        """The tick's work, pausing (a `yield`) between groups of `per_step` machines
+        (None: never); fills `out`."""
+        ended = self._ended(now)
+        windows: list[ClosedWindow] = []
+        groups = self._groups(per_step)
+        for n, group in enumerate(groups):
+            engines = self._still(group)
+            for _, eng in engines:
+                eng.advance(now)
+            windows += self._closing(engines, ended, now)
+            if n < len(groups) - 1:
+                self._save(now, engines, None)
+                yield
+            else:  # the closed windows and the tick's time with the last engines
+                self._save(now, engines, windows)
         ready, self._closed_ready = self._closed_ready, []
-        out = [(w.asset, w.record) for w in ready]
+        out += [(w.asset, w.record) for w in ready]
         self._last_tick = max(self._last_tick, now)
         due = self._next_publish
         if due is None or now >= due or due - now > self.publish_every:  # (clock set back)
-            for asset in self._engines:
-                rec = self.window(asset, "shift", now=now)
-                if rec is not None:
-                    out.append((asset, rec))
             # A fixed cadence (no drift); restarted after a pause or a clock set back.
             every = self.publish_every
             nxt = (now if due is None or due - now > every else due) + every
             self._next_publish = nxt if nxt > now else now + every
+            for n, group in enumerate(self._groups(per_step)):
+                if n:
+                    yield
+                for asset, _ in self._still(group):
+                    rec = self.window(asset, "shift", now=now)
+                    if rec is not None:
+                        out.append((asset, rec))
         if now >= self._next_prune:
-            self._prune(now)
-        return out
+            self._next_prune = now + _PRUNE_EVERY
+            for group in self._groups(per_step):
+                yield
+                for _, eng in self._still(group):
+                    eng.prune(now - self.store.raw_retention)
+            self.writes.submit(PruneOp(now), self._pruned)
+
+    def _groups(self, per_step: int | None) -> list[list[str]]:
+        """The machines now, in groups of `per_step` (at least one group, maybe empty)."""
+        assets = list(self._engines)
+        step = per_step or max(len(assets), 1)
+        return [assets[i:i + step] for i in range(0, len(assets), step)] or [[]]
+
+    def _still(self, assets: list[str]) -> list[tuple[str, OeeEngine]]:
+        """Those of `assets` still configured (a reload between two steps removes some)."""
+        return [(a, self._engines[a]) for a in assets if a in self._engines]
 
     def next_due(self, now: datetime | None = None) -> datetime:
         """When `tick` next has something to publish (periodic record or a shift end), so
@@ -280,30 +344,33 @@ class KpiService:
         boundary = next_shift_boundary(self.plant.shifts, self._last_tick)
         return due if boundary is None else min(due, boundary)
 
-    def _closing(self, now: datetime) -> list[ClosedWindow]:
-        """Records of the shifts that ended in (last tick, now], for every machine."""
+    def _ended(self, now: datetime) -> list[ShiftInstance]:
+        """The shifts that ended in (last tick, now]: closed for every machine."""
         since = max(self._last_tick, now - self.store.window_retention)
         if now <= since:
             return []
-        ended = [i for i in shift_instances(self.plant.shifts, since, now) if since < i.end <= now]
+        return [i for i in shift_instances(self.plant.shifts, since, now) if since < i.end <= now]
+
+    @staticmethod
+    def _closing(engines: list[tuple[str, OeeEngine]], ended: list[ShiftInstance],
+                 now: datetime) -> list[ClosedWindow]:
+        """The records of the `ended` shifts of these machines."""
         return [
             ClosedWindow(asset, f"shift:{inst.name}", inst.start, inst.end,
                          oee_record(eng.window(inst.start, inst.end, now=now), "shift",
                                     closed=True, at=now, name=inst.name, day=inst.day))
             for inst in ended
-            for asset, eng in self._engines.items()
+            for asset, eng in engines
         ]
 
-    def _save(self, now: datetime, closed: list[ClosedWindow] | None, *,
-              only: str | None = None) -> None:
-        """Save every engine, or the engine of `only` (and, from `tick`, the closed windows
-        and the tick's time).
+    def _save(self, now: datetime, engines: list[tuple[str, OeeEngine]],
+              closed: list[ClosedWindow] | None) -> None:
+        """Save these engines (and, from `tick`, the closed windows and the tick's time).
 
         The windows to publish (the new ones, or all of them if the store failed) join
         `_closed_ready` once the save is answered. Each delta is exported from the cursor
         of the last committed save, so saves queued back to back overlap harmlessly."""
         deltas, cursors = [], {}
-        engines = self._engines.items() if only is None else [(only, self._engines[only])]
         for asset, eng in engines:
             state, cursor = eng.export_since(self._cursors[asset])
             deltas.append(EngineDelta(asset, self._cursors[asset], cursor, state, now))
@@ -335,12 +402,6 @@ class KpiService:
         if isinstance(result, list):
             self._closed_ready += result
 
-    def _prune(self, now: datetime) -> None:
-        self._next_prune = now + _PRUNE_EVERY
-        for eng in self._engines.values():
-            eng.prune(now - self.store.raw_retention)
-        self.writes.submit(PruneOp(now), self._pruned)
-
     def _pruned(self, result: OeeStoreResult | Exception) -> None:
         if isinstance(result, Exception):
             self._log.error("oee_store_prune_failed", error=str(result))
@@ -354,7 +415,7 @@ class KpiService:
         now = now or self._clock()
         for eng in self._engines.values():
             eng.advance(now)
-        self._save(now, None)
+        self._save(now, list(self._engines.items()), None)
 
     # -- queries --------------------------------------------------------------------------
 

@@ -68,7 +68,7 @@ class Kpi:
     def __init__(self, assets: list[str]) -> None:
         self.assets = assets
 
-    def tick(self) -> list[tuple[str, dict[str, Any]]]:
+    async def tick_in_steps(self) -> list[tuple[str, dict[str, Any]]]:
         return [(a, {"availability": 1.0}) for a in self.assets]
 
 
