@@ -119,6 +119,11 @@ def test_two_then_one_then_three_workers_lose_nothing(
         proxy.start()
         payloads = lambda: {(m.topic, m.payload) for m in col.snapshot()}  # noqa: E731
         wait_for(lambda: set(second) <= payloads(), 90, "every pending envelope delivered")
+        # the parent's own link (status, will, keys) backs off on its own: the `offline`
+        # awaited below goes out only once it is up too (the workers' links may come first)
+        wait_for(lambda: any(m.topic.endswith("/status")
+                             and json.loads(m.payload).get("state") == "online"
+                             for m in col.snapshot()), 60, "the parent's status online")
         gw.signal(signal.SIGTERM)
         assert gw.wait(timeout=30) == 0
         wait_for_offline_status(col)
