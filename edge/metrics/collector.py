@@ -132,6 +132,10 @@ class GatewayCollector(Collector):
         drops = CounterMetricFamily(PREFIX + "outbox_dropped_envelopes",
                                     "Envelopes lost to a full outbox",
                                     labels=["destination", "reason"])
+        lost = CounterMetricFamily(PREFIX + "records_lost",
+                                   "Records never stored for a destination (disk full, store "
+                                   "error): no seq; a signed gap record reports them later",
+                                   labels=d_label)
         last_ack = GaugeMetricFamily(PREFIX + "destination_last_ack_timestamp_seconds",
                                      "When the broker last acknowledged, Unix seconds",
                                      labels=d_label)
@@ -143,9 +147,10 @@ class GatewayCollector(Collector):
             pending_bytes.add_metric([d.id], d.pending_bytes)
             drops.add_metric([d.id, "drop_oldest"], d.dropped)
             drops.add_metric([d.id, "reject_new"], d.rejected)
+            lost.add_metric([d.id], d.lost_records)
             if d.last_ack is not None:
                 last_ack.add_metric([d.id], d.last_ack.timestamp())
-        yield from (connected, sent, acked, pending, pending_bytes, drops, last_ack)
+        yield from (connected, sent, acked, pending, pending_bytes, drops, lost, last_ack)
 
     def _queries(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(PREFIX + "query_requests", "Platform queries answered",

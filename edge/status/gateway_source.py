@@ -63,6 +63,7 @@ def destination_status(
     transport: MqttTransport,
     sender: DestinationSender | SparkplugSender,
     outbox: Outbox,
+    lost_records: int = 0,
 ) -> DestinationStatus:
     """One destination's figures from its transport, sender and outbox (exact counters)."""
     rows, size = outbox.pending(sender.name)
@@ -73,7 +74,7 @@ def destination_status(
         protocol=str(transport.protocol_in_use), streams=tuple(dest.streams),
         pending=rows, pending_bytes=size, sent=sender.stats.sent, acked=stats["acked"],
         dropped=counters["dropped"], rejected=counters["rejected"],
-        last_ack=transport.last_ack, reconnects=stats["reconnects"],
+        last_ack=transport.last_ack, reconnects=stats["reconnects"], lost_records=lost_records,
     )
 
 
@@ -236,7 +237,8 @@ class GatewayStatusSource:
         if stack is None:  # between stop and start of a reload
             return []
         return [
-            destination_status(d, stack.transports[d.id], sender, stack.outbox)
+            destination_status(d, stack.transports[d.id], sender, stack.outbox,
+                               stack.losses.lost_records(sender.name))
             for d, sender in zip(stack.plan.destinations, stack.senders, strict=True)
         ]
 

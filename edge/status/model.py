@@ -140,6 +140,7 @@ class DestinationStatus:
     rejected: int
     last_ack: datetime | None
     reconnects: int
+    lost_records: int = 0  # records never stored (disk full, store error): no seq, no envelope
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,6 +130,7 @@ class WorkerStatusSource:
                     sent=seen.sent + d.sent, acked=seen.acked + d.acked,
                     dropped=seen.dropped + d.dropped, rejected=seen.rejected + d.rejected,
                     reconnects=seen.reconnects + d.reconnects,
+                    lost_records=seen.lost_records + d.lost_records,
                     last_ack=max(acks) if acks else None,
                 )
         return list(merged.values())

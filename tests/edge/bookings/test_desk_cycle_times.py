@@ -12,10 +12,18 @@ import structlog
 from edge.bookings.desk import BookingDesk, PlantHolds
 from edge.bookings.store import BookingStore
 from edge.capacity.bookings import BookingsFiles
-from edge.config.loader import parse_plant
+from edge.config.loader import LoadedPlant, parse_plant
 from models.plant import Platform
 
 NOW = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)  # the 24/7 calendar: all time is planned
+
+
+def desk_at_now(loaded: LoadedPlant, store: BookingStore) -> BookingDesk:
+    """A desk over `loaded` at NOW: no bookings file, nothing running."""
+    return BookingDesk(lambda: loaded, store,
+                       PlantHolds(lambda: loaded, BookingsFiles(lambda: loaded,
+                                                                structlog.get_logger())),
+                       lambda machine, now: None, lambda: None, clock=lambda: NOW)
 
 
 def test_quantity_takes_parts_times_the_wall_clock_cycle(tmp_path: Path) -> None:
@@ -41,10 +49,7 @@ machines:
 """, str(tmp_path / "plant.yaml"))
     platform = Platform(id="buyer", public_key_file="buyer.pem")
     with BookingStore(tmp_path / "bookings.sqlite3", durable=False) as store:
-        desk = BookingDesk(lambda: loaded, store,
-                           PlantHolds(lambda: loaded, BookingsFiles(lambda: loaded,
-                                                                    structlog.get_logger())),
-                           lambda machine, now: None, lambda: None, clock=lambda: NOW)
+        desk = desk_at_now(loaded, store)
 
         def booked(asset: str) -> timedelta:
             result = desk.reserve(platform, {"asset": asset, "reference": f"po-{asset}",
@@ -82,10 +87,7 @@ machines:
 """, str(tmp_path / "plant.yaml"))
     platform = Platform(id="buyer", public_key_file="buyer.pem")
     with BookingStore(tmp_path / "bookings.sqlite3", durable=False) as store:
-        desk = BookingDesk(lambda: loaded, store,
-                           PlantHolds(lambda: loaded, BookingsFiles(lambda: loaded,
-                                                                    structlog.get_logger())),
-                           lambda machine, now: None, lambda: None, clock=lambda: NOW)
+        desk = desk_at_now(loaded, store)
         ask = {"reference": "po-1", "program": "O1000", "quantity": 1,
                "earliest_start": NOW.isoformat()}
         with pytest.raises(KeyError, match="unknown machine 'mill-meter'"):
