@@ -281,7 +281,7 @@ def _loss_tree_html(c: Cells) -> str:
 # ---- destinations and the gateway --------------------------------------------------------
 
 DEST_HEAD = ("destination", "url", "protocol", "streams", "link", "pending", "pending bytes",
-             "sent", "acked", "dropped", "rejected", "last PUBACK")
+             "sent", "acked", "dropped", "rejected", "lost records", "last PUBACK")
 
 
 def _dest_cells(d: DestinationStatus, now: datetime) -> Cells:
@@ -294,6 +294,7 @@ def _dest_cells(d: DestinationStatus, now: datetime) -> Cells:
         f"{k}/acked": str(d.acked),
         f"{k}/dropped": str(d.dropped),
         f"{k}/rejected": str(d.rejected),
+        f"{k}/lost_records": str(d.lost_records),  # never stored (disk full): no envelope
         f"{k}/last_ack": age(d.last_ack, now) + (" ago" if d.last_ack else ""),
     }
 
@@ -314,7 +315,7 @@ def destinations_page(source: StatusSource) -> tuple[str, Live]:
         dynamic = "".join(
             _td(f"{d.id}/{col}", live.cells[f"{d.id}/{col}"], col)
             for col in ("link", "pending", "pending_bytes", "sent", "acked", "dropped",
-                        "rejected", "last_ack")
+                        "rejected", "lost_records", "last_ack")
         )
         rows.append(
             f'<tr><th scope="row">{escape(d.id)}</th><td>{escape(d.url)}</td>'
