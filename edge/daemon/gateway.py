@@ -71,7 +71,7 @@ from edge.query.backend import QueryBackend
 from edge.query.handler import QueryHandler, load_platform_keys
 from edge.query.nonces import NONCE_FILE, NonceStore
 from edge.status.gateway_source import GatewayStatusSource
-from edge.status.log_tap import TAP
+from edge.status.log_tap import TAP, LogNews
 from edge.status.snapshot import worker_snapshot
 from edge.storage.wal import WalStore, checkpoint_loop
 from edge.storage.writer import StoreWriter, WriterThread
@@ -231,6 +231,7 @@ class Gateway:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self.restart_as: int | None = None  # a SIGHUP asked for this many workers
+        self._reporter: WorkerReporter | None = None
 
     def current(self) -> LoadedPlant:
         return self.loaded
@@ -249,19 +250,8 @@ class Gateway:
         behind the slot; returns how many offers held during a swap went to it."""
         stack = await EgressStack.start(plan, self.supervisor, self.log, losses=self.losses,
                                         unsignable=self.unsignable, writes=self.store_writes)
-        role = self.loaded.worker
-        if role is not None and self.options.stats_fd is not None:  # the parent has status
-            report = WorkerReporter(
-                role,
-                self.options.stats_fd,
-                stats=stack.destination_stats,
-                devices=self.fleet.statuses,
-                losses=self.losses.snapshot,
-                detail=lambda: {**device_detail(self.fleet),
-                                "unsignable": self.unsignable.snapshot()},
-                on_orphaned=self.request_stop,
-                log=self.log,
-            )
+        report = self._worker_reporter()
+        if report is not None:  # the parent has status
             stack.attach("worker-report", report.run)
             return self.slot.attach(stack)
         status = StatusReporter(stack, self.fleet, self.current, self.supervisor, self.log)
@@ -269,6 +259,28 @@ class Gateway:
         for dest_id, tr in stack.signed_transports().items():
             stack.attach(f"query-{dest_id}", partial(self.queries.serve, tr, dest_id))
         return self.slot.attach(stack)
+
+    def _worker_reporter(self) -> WorkerReporter | None:
+        """A worker's reporter to its parent, one for the process's life (every egress
+        stack runs it): a reload must neither report the log entries already sent again
+        nor drop the end of a line the pipe cut short. None when not a worker."""
+        role, fd = self.loaded.worker, self.options.stats_fd
+        if role is None or fd is None:
+            return None
+        if self._reporter is None:
+            self._reporter = WorkerReporter(
+                role,
+                fd,
+                stats=self.slot.destination_stats,
+                devices=self.fleet.statuses,
+                losses=self.losses.snapshot,
+                detail=lambda: {**device_detail(self.fleet),
+                                "unsignable": self.unsignable.snapshot()},
+                on_orphaned=self.request_stop,
+                log=self.log,
+                news=LogNews(TAP.recent),
+            )
+        return self._reporter
 
     async def stop_egress(self, loaded: LoadedPlant) -> None:
         old = self.slot.detach()

@@ -5,6 +5,11 @@ workers.py); workers must not publish it, or N processes would overwrite each ot
 status and will. The pipe is inherited from the parent (its fd number in
 $EDGE_WORKER_STATS_FD); a write that finds the parent gone stops the worker, so no worker
 outlives its parent for longer than one period.
+
+The worker's recent warnings and reload outcomes ride along (`log`: only those new since
+the last report written, edge/status/log_tap.py `LogNews`), so the parent's status page
+shows them without a message per event. A line a full pipe cut short is finished before
+the next one starts, so the parent never reads two reports run together.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from edge.config.workers import WorkerRole
+from edge.status.log_tap import LogNews
 
 ENV_FD = "EDGE_WORKER_STATS_FD"
 
@@ -38,6 +44,7 @@ class WorkerReporter:
         log: FilteringBoundLogger,
         every: float = 1.0,
         detail: Callable[[], dict[str, Any]] = dict,
+        news: LogNews | None = None,
     ) -> None:
         self.role = role
         self.fd = fd
@@ -48,9 +55,13 @@ class WorkerReporter:
         self.on_orphaned = on_orphaned
         self.log = log
         self.every = every
+        self.news = news
+        self._rest = b""  # the end of a line the pipe had no room for
         os.set_blocking(fd, False)  # a parent that does not read costs a report, not a stall
 
-    def line(self) -> bytes:
+    def line(self) -> tuple[bytes, dict[str, int]]:
+        """The report, and the marks of the log entries it carries (`LogNews.delivered`)."""
+        news, marks = self.news.pending() if self.news is not None else ({}, {})
         body = {
             "worker": self.role.index,
             "pid": os.getpid(),
@@ -58,16 +69,30 @@ class WorkerReporter:
             "devices": self.devices(),
             "losses": self.losses(),
             **self.detail(),
+            **({"log": news} if news else {}),
         }
-        return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+        return json.dumps(body, separators=(",", ":")).encode() + b"\n", marks
+
+    def send(self) -> None:
+        """Write this period's report; BrokenPipeError/OSError when the parent is gone."""
+        try:
+            if self._rest:
+                self._rest = self._rest[os.write(self.fd, self._rest):]
+                if self._rest:
+                    return  # still full: this period's report is skipped
+            line, marks = self.line()
+            written = os.write(self.fd, line)
+        except BlockingIOError:
+            return  # the parent is busy; the next report supersedes this one
+        self._rest = line[written:]
+        if self.news is not None:
+            self.news.delivered(marks)  # in the pipe, or its end first in the next write
 
     async def run(self) -> None:
         while True:
             try:
-                os.write(self.fd, self.line())
-            except BlockingIOError:
-                pass  # the parent is busy; the next report supersedes this one
-            except (BrokenPipeError, OSError) as exc:
+                self.send()
+            except OSError as exc:  # BrokenPipeError among them
                 self.log.error("worker_parent_gone_stopping", error=str(exc))
                 self.on_orphaned()
                 return

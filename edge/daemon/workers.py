@@ -12,7 +12,9 @@ topics and JWKS. This parent owns what must exist once per gateway: the retained
 edge/daemon/worker_report.py), the `keys` topic, the query endpoint (checks, nonces and
 reply signing here; a machine's methods answered by its worker over a socket pair,
 edge/daemon/worker_queries.py) and the status page, `/metrics` and console table, built
-from worker snapshots asked for when due (edge/status/worker_source.py). Its bookings page
+from worker snapshots asked for when due (edge/status/worker_source.py); the gateway
+view's recent warnings and reloads are each worker's too, which ride on its reports and
+are kept here across its restarts (edge/status/log_tap.py). Its bookings page
 reads every worker's bookings store, and a decision taken there is written to the store
 holding the booking, as `edge-gateway bookings accept|decline` does (edge/bookings/board.py
 `WorkerDesks`); that worker signs and publishes it. It creates the signing key before any
@@ -71,7 +73,7 @@ from edge.observability import get_logger
 from edge.query.backend import health
 from edge.query.handler import QueryHandler, load_platform_keys
 from edge.query.nonces import NONCE_FILE, NonceStore
-from edge.status.log_tap import TAP
+from edge.status.log_tap import TAP, RecentLog
 from edge.status.worker_source import WorkerStatusSource
 from edge.web.server import StatusWeb, start_status_web
 from models.errors import EdgeError
@@ -115,6 +117,9 @@ class WorkerState:
     restarts: int = 0
     report: dict[str, Any] = field(default_factory=dict)
     channel: WorkerChannel | None = None
+    recent: RecentLog = field(default_factory=RecentLog)
+    """Its recent warnings and reload outcomes as its reports brought them; kept when it
+    restarts (its new process starts empty), for the status page."""
 
     def summary(self, machines: list[str]) -> dict[str, Any]:
         alive = self.process is not None and self.process.returncode is None
@@ -209,6 +214,7 @@ class WorkerPool:
             plant=lambda: self.loaded.plant, workers=count, fetch=self._snapshot,
             kid=lambda: self._signer.kid, queries=lambda: self.queries.by_method,
             version=package_version(), started=self.started, tap=TAP,
+            worker_logs=[w.recent for w in self.workers],
         )
 
     # --- what the parent asks of its workers ------------------------------------------
@@ -282,9 +288,14 @@ class WorkerPool:
             while line := await reader.readline():
                 with contextlib.suppress(ValueError):  # a torn line: the next one follows
                     first = not worker.report
-                    worker.report = json.loads(line)
+                    report = json.loads(line)
+                    news = report.pop("log", None)
+                    worker.report = report
                     if first:
                         self._changed.set()
+                    if news:
+                        with contextlib.suppress(TypeError, KeyError):  # ValueError: above
+                            worker.recent.absorb(news)
         finally:
             transport.close()
 

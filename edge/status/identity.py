@@ -9,11 +9,11 @@ come from, not in how the gateway describes itself; both hold one of these so th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from edge.status.log_tap import LogTap
+from edge.status.log_tap import KEEP, LogTap, RecentLog, merged
 from edge.status.model import GatewayStatus, QueryCounts
 from models.plant import Plant
 
@@ -27,6 +27,11 @@ class GatewayIdentity:
     version: str
     started: datetime
     tap: LogTap
+    workers: Sequence[RecentLog] = ()
+    """With `run --workers N`: the parent's copy of each worker's recent warnings and
+    reloads (index = worker), shown beside the parent's own."""
+    shown: int = 2 * KEEP
+    """The newest this many of each kind, however many workers there are."""
 
     def status(self, kid: str | None, envelopes: int, records: int) -> GatewayStatus:
         """The gateway row, with what only the caller knows: the signing key id and the
@@ -34,7 +39,8 @@ class GatewayIdentity:
         g = self.plant().gateway
         return GatewayStatus(
             id=g.id, site=g.site, version=self.version, kid=kid, started=self.started,
-            reloads=tuple(self.tap.reloads), warnings=tuple(self.tap.warnings),
+            reloads=merged(self.tap.recent, self.workers, "reloads", self.shown),
+            warnings=merged(self.tap.recent, self.workers, "warnings", self.shown),
             envelopes_sealed=envelopes, records_sealed=records,
         )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from edge.kpi.oee import observed_share
 from models.sample import Value
@@ -143,6 +143,20 @@ class DestinationStatus:
     lost_records: int = 0  # records never stored (disk full, store error): no seq, no envelope
 
 
+class LogEntry(NamedTuple):
+    """One recent warning or reload outcome (edge/status/log_tap.py)."""
+
+    when: datetime
+    text: str
+    worker: int | None = None
+    """The worker process it came from (`run --workers N`); None: this process's own."""
+
+    @property
+    def origin(self) -> str:
+        """`worker 1`, or `parent` for the process serving the page."""
+        return "parent" if self.worker is None else f"worker {self.worker}"
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayStatus:
     id: str
@@ -150,10 +164,11 @@ class GatewayStatus:
     version: str
     kid: str | None
     started: datetime
-    reloads: tuple[tuple[datetime, str], ...]
-    """(when, outcome) of each SIGHUP reload, newest last."""
-    warnings: tuple[tuple[datetime, str], ...]
-    """Recent warning and error log events, newest last."""
+    reloads: tuple[LogEntry, ...]
+    """(when, outcome, worker) of each SIGHUP reload, oldest first; with `run --workers
+    N` each worker's beside the parent's, merged by time."""
+    warnings: tuple[LogEntry, ...]
+    """Recent warning and error log events, oldest first, merged the same way."""
     envelopes_sealed: int = 0
     records_sealed: int = 0
 

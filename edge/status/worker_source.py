@@ -20,7 +20,7 @@ from typing import Any
 
 from edge.config.workers import owner
 from edge.status.identity import GatewayIdentity
-from edge.status.log_tap import LogTap
+from edge.status.log_tap import LogTap, RecentLog
 from edge.status.model import (
     DestinationStatus,
     GatewayStatus,
@@ -52,13 +52,17 @@ class WorkerStatusSource:
         version: str,
         started: datetime,
         tap: LogTap,
+        worker_logs: Sequence[RecentLog] = (),
         max_age: float = 1.0,
     ) -> None:
+        """`worker_logs`: the parent's copy of each worker's recent warnings and reloads
+        (from its reports, edge/daemon/workers.py), merged into `gateway()`."""
         self._plant = plant
         self.workers = workers
         self._fetch = fetch
         self._kid = kid
-        self._identity = GatewayIdentity(plant, queries, version, started, tap)
+        self._identity = GatewayIdentity(plant, queries, version, started, tap,
+                                         worker_logs)
         self.max_age = max_age
         self.snapshots: list[WorkerSnapshot] = [WorkerSnapshot() for _ in range(workers)]
         self._fresh: list[tuple[float, str | None]] = [(-1e9, None)] * workers

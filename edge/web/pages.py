@@ -20,6 +20,7 @@ from edge.bookings.board import BookingsView
 from edge.bookings.store import BookingRow
 from edge.status.model import (
     DestinationStatus,
+    LogEntry,
     MachineStatus,
     OeeStatus,
     PointStatus,
@@ -333,7 +334,37 @@ def gateway_live(source: StatusSource) -> Live:
         "gw/envelopes": str(g.envelopes_sealed),
         "gw/records": str(g.records_sealed),
     }
-    return Live(cells, _shape([str(len(g.reloads)), str(len(g.warnings))]))
+    for kind, entries in (("reload", g.reloads), ("warning", g.warnings)):
+        cells.update(_entry_cells(kind, entries))
+    # rows and the `from` column come with the counts (a rebuild); a full list updates
+    # in place
+    return Live(cells, _shape([str(len(g.reloads)), str(len(g.warnings)),
+                               *(k for k in ("gw/reload/0/from", "gw/warning/0/from")
+                                 if k in cells)]))
+
+
+def _entry_cells(kind: str, entries: Sequence[LogEntry]) -> Cells:
+    """Newest first: `gw/<kind>/<row>/when|text`, and `.../from` once any entry came
+    from a worker (`run --workers N`; one process shows no such column)."""
+    origins = any(e.worker is not None for e in entries)
+    cells: Cells = {}
+    for row, e in enumerate(reversed(entries)):
+        key = f"gw/{kind}/{row}"
+        cells[f"{key}/when"] = f"{e.when:%Y-%m-%d %H:%M:%S}"
+        if origins:
+            cells[f"{key}/from"] = e.origin
+        cells[f"{key}/text"] = e.text
+    return cells
+
+
+def _entry_table(kind: str, head: str, count: int, cells: Cells, cls: str = "") -> str:
+    cols = ["when", *(["from"] if f"gw/{kind}/0/from" in cells else []), "text"]
+    titles = {"when": "when (UTC)", "from": "from", "text": head}
+    return _table([titles[c] for c in cols], (
+        "<tr>" + "".join(_td(f"gw/{kind}/{row}/{c}", cells[f"gw/{kind}/{row}/{c}"])
+                         for c in cols) + "</tr>"
+        for row in range(count)
+    ), cls)
 
 
 def gateway_page(source: StatusSource) -> tuple[str, Live]:
@@ -349,14 +380,10 @@ def gateway_page(source: StatusSource) -> tuple[str, Live]:
         f"<tr><th>envelopes signed</th>{_td('gw/envelopes', c['gw/envelopes'])}</tr>"
         f"<tr><th>records signed</th>{_td('gw/records', c['gw/records'])}</tr>"
     )
-    reloads = _table(("when (UTC)", "outcome"), (
-        f"<tr><td>{t:%Y-%m-%d %H:%M:%S}</td><td>{escape(o)}</td></tr>"
-        for t, o in reversed(g.reloads)
-    )) if g.reloads else "<p>No reload since start.</p>"
-    warnings = _table(("when (UTC)", "warning"), (
-        f"<tr><td>{t:%Y-%m-%d %H:%M:%S}</td><td>{escape(w)}</td></tr>"
-        for t, w in reversed(g.warnings)
-    ), "warnings") if g.warnings else "<p>No warning.</p>"
+    reloads = (_entry_table("reload", "outcome", len(g.reloads), c) if g.reloads
+               else "<p>No reload since start.</p>")
+    warnings = (_entry_table("warning", "warning", len(g.warnings), c, "warnings")
+                if g.warnings else "<p>No warning.</p>")
     html = (f'<table class="facts">{facts}</table><h2>Reloads</h2>{reloads}'
             f"<h2>Recent warnings</h2>{warnings}")
     return html, live

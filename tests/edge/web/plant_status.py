@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from edge.status.model import (
     DestinationStatus,
     GatewayStatus,
+    LogEntry,
     MachineStatus,
     OeeStatus,
     PointStatus,
@@ -65,7 +66,8 @@ class FixedStatus:
 
     def gateway(self) -> GatewayStatus:
         return GatewayStatus("gw-01", "plant-a", "0.1.0", "kid-1", T0,
-                             ((T0, "ok"), (T0, "rejected: bad")), ((T0, "warning: x"),), 7, 70)
+                             (LogEntry(T0, "ok"), LogEntry(T0, "rejected: bad")),
+                             (LogEntry(T0, "warning: x"),), 7, 70)
 
     def poll_durations(self, machine_id: str) -> PollHistogram | None:
         return PollHistogram((0.01, 0.1), (3, 9), 10, 0.42)

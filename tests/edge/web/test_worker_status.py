@@ -20,7 +20,7 @@ from plant_status import T0, FixedStatus, machine
 
 from edge.config.workers import worker_of
 from edge.daemon.console import status_footer, status_rows
-from edge.status.log_tap import LogTap
+from edge.status.log_tap import LogTap, RecentLog
 from edge.status.snapshot import WorkerSnapshot, worker_snapshot
 from edge.status.worker_source import RESTARTING, WorkerStatusSource
 from edge.web import pages
@@ -160,3 +160,59 @@ def test_a_meter_row_shows_its_reading_not_an_oee_in_every_view() -> None:
         "meter of mill-01: 3.42 kW, 1234.6 kWh; an energy meter makes no parts")
     unread = dataclasses.replace(meter, power_w=None, energy_kwh=None)
     assert unread.meter_reading == "meter of mill-01"
+
+
+async def test_the_gateway_view_merges_each_workers_warnings_and_reloads_by_time() -> None:
+    """With `run --workers N` the gateway page, its live cells and the shape show each
+    worker's recent warnings and reload outcomes (kept by the parent from the workers'
+    reports) beside the parent's own, newest first, labelled with the worker."""
+    parent_tap, logs = LogTap(), [RecentLog(), RecentLog()]
+    parent_tap.recent.warnings.add(T0 + timedelta(seconds=2), "error: worker_exited_restarting")
+    logs[1].warnings.add(T0 + timedelta(seconds=1), "warning: device_link_down asset=dead")
+    logs[1].warnings.add(T0 + timedelta(seconds=3), "warning: device_link_down asset=dead2")
+    logs[0].reloads.add(T0 + timedelta(seconds=4), "rejected: plant.yaml:9: bad")
+    logs[1].reloads.add(T0 + timedelta(seconds=5), "rejected: plant.yaml:9: bad")
+    src = WorkerStatusSource(
+        plant=lambda: plant(IDS), workers=2, fetch=Workers().fetch, kid=lambda: "kid-1",
+        queries=dict, version="1.0", started=T0, tap=parent_tap, worker_logs=logs,
+    )
+    g = src.gateway()
+    assert [(e.origin, e.text) for e in g.warnings] == [
+        ("worker 1", "warning: device_link_down asset=dead"),
+        ("parent", "error: worker_exited_restarting"),
+        ("worker 1", "warning: device_link_down asset=dead2")]
+    assert [e.worker for e in g.reloads] == [0, 1]
+    body, live = pages.gateway_page(src)
+    assert "<th>from</th>" in body
+    cells = live.cells
+    assert (cells["gw/warning/0/from"], cells["gw/warning/0/text"]) == (
+        "worker 1", "warning: device_link_down asset=dead2")  # newest first
+    assert cells["gw/warning/1/from"] == "parent"
+    assert cells["gw/reload/0/from"] == "worker 1" and cells["gw/reload/1/from"] == "worker 0"
+    assert 'data-k="gw/warning/0/from">worker 1<' in body
+    # a new entry of a worker changes the page's rows: the live shape says so
+    before = live.shape
+    logs[0].warnings.add(T0 + timedelta(seconds=6), "warning: x")
+    assert pages.gateway_live(src).shape != before
+    # a worker's copy outlives its process: nothing here is cleared by a restart, and a
+    # restarted worker's first report adds to it
+    logs[0].absorb({"warnings": [[(T0 + timedelta(seconds=7)).isoformat(), "warning: y"]]})
+    assert [e.text for e in src.gateway().warnings][-2:] == ["warning: x", "warning: y"]
+
+
+def test_one_process_shows_no_from_column() -> None:
+    """The single process's gateway page is as before: no worker, no `from` column
+    (both sources describe the gateway through edge/status/identity.py; no worker logs
+    is what the single process has)."""
+    tap = LogTap()
+    tap(None, "warning", {"event": "device_link_down", "asset": "m1"})
+    tap(None, "info", {"event": "reloaded"})
+    src = WorkerStatusSource(
+        plant=lambda: plant(IDS), workers=1, fetch=Workers().fetch, kid=lambda: None,
+        queries=dict, version="1.0", started=T0, tap=tap,
+    )
+    body, live = pages.gateway_page(src)
+    assert "<th>from</th>" not in body and not any(k.endswith("/from") for k in live.cells)
+    assert live.cells["gw/warning/0/text"] == "warning: device_link_down asset=m1"
+    assert live.cells["gw/reload/0/text"] == "ok"
+    assert "<th>warning</th>" in body and "<th>outcome</th>" in body
