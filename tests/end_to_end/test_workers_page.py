@@ -1,0 +1,118 @@
+"""`run --workers 2`: the parent's gateway page shows each worker's warnings and reload
+outcomes, labelled with the worker, against a real Mosquitto (issues 14 and 17).
+
+Why: with worker processes the status page is served by the parent, while a failing
+device and a refused reload are logged in a worker. A plant engineer must see on the page
+that the device in worker 0 keeps failing and that each worker refused the reload, and
+must not lose that when the worker restarts (its new process starts with an empty log).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from collections.abc import Callable
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import Mosquitto
+from e2e import GatewayProcess, plant_yaml, wait_for
+
+from edge.config.workers import worker_of
+
+Row = tuple[str, str, str]
+"""(when, from, text) of one row of the gateway page's reload or warning table."""
+CELL = re.compile(r'data-k="gw/(reload|warning)/(\d+)/(when|from|text)">([^<]*)<')
+
+
+def rows(url: str, kind: str) -> list[Row]:
+    """The rows of the gateway page's `kind` table, newest first."""
+    page = httpx.get(url + "gateway", timeout=10)
+    page.raise_for_status()
+    cells: dict[int, dict[str, str]] = {}
+    for k, row, col, text in CELL.findall(page.text):
+        if k == kind:
+            cells.setdefault(int(row), {})[col] = unescape(text)
+    return [(c["when"], c.get("from", ""), c["text"]) for _, c in sorted(cells.items())]
+
+
+def live_cells(url: str) -> dict[str, Any]:
+    """The first live update of the gateway page (its Server-Sent Events stream, JSON)."""
+    with httpx.stream("GET", url + "events", params={"page": "gateway"}, timeout=10) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                cells: dict[str, Any] = json.loads(line[6:])["cells"]
+                return cells
+    raise AssertionError("the live stream ended without an update")
+
+
+def dead_warnings(found: list[Row], worker: int) -> list[Row]:
+    return [r for r in found if r[1] == f"worker {worker}"
+            and r[2].startswith("warning: device_unavailable asset=dead ")]
+
+
+@pytest.mark.slow
+def test_a_workers_failing_device_and_refused_reload_show_on_the_parents_page(
+    tmp_path: Path, mosquitto: Mosquitto, free_port: Callable[[], int],
+) -> None:
+    dead = worker_of("dead", 2)  # the machine at a closed port
+    assert worker_of("m1", 2) != dead  # the other worker has a healthy simulated machine
+    plant = tmp_path / "plant.yaml"
+    text = plant_yaml(tmp_path / "state", [free_port()], mosquitto.port, dead_port=free_port())
+    plant.write_text(text)
+    gw = GatewayProcess(plant, "--workers", "2").start()
+    try:
+        wait_for(lambda: bool(gw.events("status_page_started")), 60, "the status page")
+        [started] = gw.events("status_page_started")
+        assert "worker" not in started  # the parent serves it
+        url = started["url"]
+
+        # the worker's warning about its device, on the parent's page, labelled
+        wait_for(lambda: bool(dead_warnings(rows(url, "warning"), dead)), 60,
+                 f"worker {dead}'s device_unavailable on the gateway page")
+        [first] = dead_warnings(rows(url, "warning"), dead)
+        assert "error=" in first[2]  # the adapter's reason comes along
+        # the page's live updates (JSON) carry the same rows, labelled
+        cells = live_cells(url)
+        shown = [(cells[k[:-5] + "/when"], v, cells[k[:-5] + "/text"])
+                 for k, v in cells.items() if k.startswith("gw/warning/") and k.endswith("/from")]
+        assert first in shown
+
+        # SIGHUP with an invalid change: every worker refuses it, and the page says so
+        plant.write_text(text.replace("poll_interval: 0.2", "poll_interval: -1", 1))
+        gw.signal(signal.SIGHUP)
+
+        def refusals() -> list[Row]:
+            return [r for r in rows(url, "reload") if r[2].startswith("rejected: ")]
+
+        wait_for(lambda: {r[1] for r in refusals()} == {"worker 0", "worker 1"}, 60,
+                 "both workers' refusals in the reload list")
+        refused = refusals()
+        assert all("poll_interval" in r[2] for r in refused), refused
+        assert not [r for r in rows(url, "reload") if r[2] == "ok"]
+
+        # the worker with the failing device restarts: what it reported stays listed
+        plant.write_text(text)  # its new process reads a valid file
+        [pid] = [e["pid"] for e in gw.events("worker_started") if e["worker"] == dead]
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: len([e for e in gw.events("worker_started") if e["worker"] == dead])
+                 == 2, 60, f"worker {dead} restarted")
+        # its new process warns about the device anew (a second row) ...
+        wait_for(lambda: len(dead_warnings(rows(url, "warning"), dead)) == 2, 60,
+                 "the restarted worker's own warning")
+        # ... beside the rows its previous process reported
+        assert first in rows(url, "warning")
+        assert set(refused) <= set(rows(url, "reload"))
+        assert any(r[1] == "parent" and "worker_exited_restarting" in r[2]
+                   for r in rows(url, "warning"))
+    finally:
+        gw.signal(signal.SIGTERM)
+        try:
+            assert gw.wait(timeout=30) == 0
+        finally:
+            gw.kill()
