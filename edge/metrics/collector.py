@@ -56,9 +56,7 @@ class GatewayCollector(Collector):
                                   value=g.records_sealed)
         reloads = CounterMetricFamily(PREFIX + "reloads", "SIGHUP reloads", labels=["result"])
         outcomes: dict[str, int] = {}
-        for entry in g.reloads:
-            if entry.worker is not None:
-                continue  # this process's own; a worker's are on the gateway page
+        for entry in g.reloads:  # with worker processes, each worker's outcome
             key = "ok" if entry.text == "ok" else "rejected"
             outcomes[key] = outcomes.get(key, 0) + 1
         for result, n in sorted(outcomes.items()):

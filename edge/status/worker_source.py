@@ -6,7 +6,9 @@ before it builds a page, a live update or a scrape (edge/web/server.py `prepare`
 every worker for a snapshot over the worker channel (edge/status/snapshot.py), at most once
 per `max_age` seconds however many viewers there are. A worker that does not answer (it is
 restarting) keeps its machines on the page from its last snapshot, with the link shown as
-`down` and the reason, rather than letting them vanish.
+`down` and the reason, rather than letting them vanish. The gateway row's recent warnings
+and reloads are not asked for: they come with the workers' periodic reports, so a worker
+that nobody looked at before it crashed has still handed them over (edge/status/log_tap.py).
 """
 
 from __future__ import annotations

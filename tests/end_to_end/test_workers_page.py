@@ -95,6 +95,8 @@ def test_a_workers_failing_device_and_refused_reload_show_on_the_parents_page(
         refused = refusals()
         assert all("poll_interval" in r[2] for r in refused), refused
         assert not [r for r in rows(url, "reload") if r[2] == "ok"]
+        metrics = httpx.get(url + "metrics", timeout=10).text
+        assert 'edge_gateway_reloads_total{result="rejected"} 2.0' in metrics
 
         # the worker with the failing device restarts: what it reported stays listed
         plant.write_text(text)  # its new process reads a valid file

@@ -216,3 +216,12 @@ def test_one_process_shows_no_from_column() -> None:
     assert live.cells["gw/warning/0/text"] == "warning: device_link_down asset=m1"
     assert live.cells["gw/reload/0/text"] == "ok"
     assert "<th>warning</th>" in body and "<th>outcome</th>" in body
+    # a full list (the ring keeps 50) updates in place: same shape, newest row's cells new
+    for i in range(60):
+        tap(None, "warning", {"event": f"w{i}"})
+    full = pages.gateway_live(src)
+    tap(None, "warning", {"event": "newest"})
+    after = pages.gateway_live(src)
+    assert after.shape == full.shape
+    assert (full.cells["gw/warning/0/text"], after.cells["gw/warning/0/text"]) == (
+        "warning: w59", "warning: newest")
