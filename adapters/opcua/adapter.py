@@ -26,9 +26,10 @@ Failure policy, chosen so a machine that goes quiet is visible and comes back by
   retries at once when a server that was gone comes back instead of sitting out its
   backoff.
 
-- With a profile, alarms come from condition events (alarms.py) on a
-  subscription of their own, refreshed with ConditionRefresh on every connect, because an
-  event missed while away is otherwise lost for good.
+- With a profile, alarms come from condition events (alarms.py), refreshed with
+  ConditionRefresh on every connect, because an event missed while away is otherwise lost
+  for good. Their event items share the last data subscription when it has room, so a
+  machine needs one subscription (publish_race.py says why that also matters for logs).
 
 Every call into asyncua sits behind `asyncio.timeout`, so a library bug cannot hang us.
 """
@@ -62,6 +63,7 @@ from models.sample import Quality, Sample, Value, utc_now
 
 from . import alarms, sinumerik
 from . import machine_tool as mt
+from .publish_race import STARTUP_FILTER
 from .security import (
     UntrustedServerCertificate,
     check_server_certificate,
@@ -230,6 +232,7 @@ class OpcUaAdapter(Adapter):
         self._bindings: dict[int, _Binding] = {}
         self._reads: list[tuple[ua.NodeId, _Binding]] = []
         self._subscriptions: list[Subscription] = []
+        self._room: tuple[Subscription, int] | None = None  # last subscription, items to spare
         self._read_task: asyncio.Task[None] | None = None
         self._inputs: dict[str, Any] = {}
         self._derived: dict[str, tuple[Value, str | None]] = {}
@@ -406,6 +409,7 @@ class OpcUaAdapter(Adapter):
                 await task
         client, self._client = self._client, None
         self._subscriptions = []
+        self._room = None
         self._bindings.clear()
         if client is not None:
             await self._drop(client)
@@ -554,10 +558,10 @@ class OpcUaAdapter(Adapter):
         handler = _Handler(self)
         handle = 0
         pending = list(items)
+        self._room = None
         while pending:
             part, pending = pending[:chunk], pending[chunk:]
-            sub = await client.create_subscription(subscription_parameters(c), handler)
-            self._subscriptions.append(sub)
+            sub = await self._new_subscription(client, handler)
             requests = []
             for nodeid, binding in part:
                 handle += 1
@@ -589,7 +593,19 @@ class OpcUaAdapter(Adapter):
             if overflow:
                 chunk = max(1, len(part) - len(overflow))
                 pending = overflow + pending
+            else:
+                self._room = (sub, chunk - len(part))
         self.subscription_count = len(self._subscriptions)
+
+    async def _new_subscription(self, client: Client, handler: _Handler) -> Subscription:
+        """One more subscription of this session; see publish_race.py for why asyncua may
+        warn about it while it is created."""
+        with STARTUP_FILTER.creating():
+            sub = await client.create_subscription(
+                subscription_parameters(self.config.connection), handler
+            )
+        self._subscriptions.append(sub)
+        return sub
 
     async def _subscribe_alarms(self, client: Client) -> None:
         """Condition events of the machine (Notification/Messages, else the Server object).
@@ -608,9 +624,16 @@ class OpcUaAdapter(Adapter):
                 notifier = await client.get_node(self._messages).read_event_notifier()
                 if ua.EventNotifier.SubscribeToEvents in notifier:
                     source, self.alarm_source = self._messages, "messages"
+        # The event items share the last data subscription when it has room for them: one
+        # subscription per machine, and no second CreateSubscription while a publish is
+        # parked at the server (publish_race.py).
+        wanted = 1 if source == server else 2
+        room, self._room = self._room, None
         try:
-            sub = await client.create_subscription(subscription_parameters(c), _Handler(self))
-            self._subscriptions.append(sub)
+            if room is not None and room[1] >= wanted:
+                sub = room[0]
+            else:
+                sub = await self._new_subscription(client, _Handler(self))
             await sub.subscribe_events(source, evfilter=alarms.event_filter(), queuesize=1000)
         except Exception as exc:  # BadServiceUnsupported, BadFilterNotAllowed, ...
             self.alarm_source = None
