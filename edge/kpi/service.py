@@ -162,10 +162,26 @@ class KpiService:
         self._last_tick = store.last_tick() or now
         self._next_publish: datetime | None = None  # None: the first tick publishes
         self._next_prune = now
+        self._forget_meters(plant)
         for m in producing(plant):
             self._restore(m, now)
 
     # -- engines --------------------------------------------------------------------------
+
+    def _forget_meters(self, plant: Plant) -> None:
+        """Drop what gateways before `producing` left out meters stored for them (an engine
+        rating them 0 % available, closed shift windows): nothing may serve a meter's OEE,
+        and a row that stays is one a later change could serve again. Logged once, with
+        the count: the next start finds none."""
+        meters = [m.id for m in plant.machines if m.meter_for is not None]
+        try:
+            gone = self.store.forget(meters)
+        except EdgeError as exc:
+            self._log.error("oee_meter_rows_drop_failed", machines=meters, error=str(exc))
+            return
+        if any(gone.values()):
+            self._log.info("oee_meter_rows_dropped", machines=meters, rows=sum(gone.values()),
+                           **gone)
 
     def _restore(self, m: Machine, now: datetime) -> None:
         """The machine's engine from the store, with the time since its last save as a gap."""

@@ -335,6 +335,21 @@ class OeeStore(WalStore):
             raise OeeStoreError(f"OEE store {self.path}: window record malformed")
         return record
 
+    def forget(self, assets: Iterable[str]) -> dict[str, int]:
+        """Delete every row of `assets` (engine, raw history, closed windows) in one
+        transaction; returns how many rows went from each table. For machines that can
+        have no OEE, e.g. energy meters rated by gateways before they were left out."""
+        ids = sorted(set(assets))
+        gone = dict.fromkeys(("engines", "segments", "counts", "windows"), 0)
+        if not ids:
+            return gone
+        with self._tx("forget") as conn:
+            for table in gone:
+                gone[table] = sum(
+                    conn.execute(f"DELETE FROM {table} WHERE asset = ?", (a,)).rowcount
+                    for a in ids)
+        return gone
+
     def prune(self, now: datetime) -> dict[str, int]:
         """Apply retention; returns how many rows went from each table.
 
