@@ -19,7 +19,10 @@ paces reads on a monotonic schedule (no drift, no bursts after a stall).
 Adapters are registered under the entry-point group `edge_gateway.adapters`; the entry
 point names the adapter class, whose `settings_model` (a pydantic model) validates the
 machine's `connection:` and `points:` blocks of the plant YAML, passed to it as
-`{"connection": ..., "points": [...]}` by edge/config/loader.py.
+`{"connection": ..., "points": [...]}` by edge/config/loader.py. An adapter may also
+register that model alone, under the same name in `edge_gateway.adapter_settings`: a
+process that only validates the plant (the parent of worker processes, `validate`) then
+imports the settings module, not the adapter and its protocol library.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "edge_gateway.adapters"
+SETTINGS_ENTRY_POINT_GROUP = "edge_gateway.adapter_settings"
 
 
 class AdapterSettings(BaseModel):

@@ -654,8 +654,9 @@ def _main(argv: list[str] | None) -> int:
             Repartition(loaded, count, get_logger(gateway=loaded.plant.gateway.id),
                         alive=partial(systemd.notify, MOVING)).run()
             if count > 1:
-                from edge.daemon.workers import serve
+                from edge.daemon.workers import polls_nothing, serve
 
+                loaded = polls_nothing(loaded)  # no reference to the adapters' settings left
                 return _restart_if_asked(asyncio.run(serve(
                     loaded, options, count,
                     partial(_worker_argv, args, options, bool(loaded.plant.destinations)))),

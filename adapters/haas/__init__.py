@@ -1,14 +1,9 @@
-"""Haas Machine Data Collection (Q-commands) adapter; settings reference in README.md."""
+"""Haas Machine Data Collection (Q-commands) adapter; settings reference in README.md.
 
-from .adapter import SIG_MODEL, SIG_SERIAL, SIG_VERSION, HaasAdapter
+The adapter class is imported from its module (the entry point names it), not here: the
+settings alone must import without the protocol library (edge/config/registry.py).
+"""
+
 from .settings import HaasConnection, HaasMacro, HaasSettings
 
-__all__ = [
-    "SIG_MODEL",
-    "SIG_SERIAL",
-    "SIG_VERSION",
-    "HaasAdapter",
-    "HaasConnection",
-    "HaasMacro",
-    "HaasSettings",
-]
+__all__ = ["HaasConnection", "HaasMacro", "HaasSettings"]

@@ -381,12 +381,12 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
 
     settings: dict[str, BaseModel] = {}
     raw_machines = data.get("machines")
-    load_adapter = registry.loader()
+    settings_model = registry.settings_loader()  # the models alone: no protocol library
     for i, raw in enumerate(raw_machines if isinstance(raw_machines, list) else []):
         if not isinstance(raw, dict) or not isinstance(raw.get("adapter"), str):
             continue
         try:
-            adapter = load_adapter(raw["adapter"])
+            model = settings_model(raw["adapter"])
         except PluginError as exc:
             line, col = where.mark(("machines", i, "adapter"))
             problems.append(
@@ -394,7 +394,7 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
             )
             continue
         try:
-            settings[str(raw.get("id"))] = adapter.settings_model.model_validate(
+            settings[str(raw.get("id"))] = model.model_validate(
                 {"connection": raw.get("connection"), "points": raw.get("points", [])}
             )
         except ValidationError as exc:
@@ -451,8 +451,9 @@ def json_schema() -> dict[str, Any]:
     schema = Plant.model_json_schema()
     defs = schema.setdefault("$defs", {})
     rules = []
+    settings_model = registry.settings_loader()
     for name in registry.available():
-        sm = registry.load(name).settings_model.model_json_schema(ref_template="#/$defs/{model}")
+        sm = settings_model(name).model_json_schema(ref_template="#/$defs/{model}")
         for k, v in sm.pop("$defs", {}).items():
             defs[k] = v
         props = sm.get("properties", {})

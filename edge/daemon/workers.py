@@ -45,7 +45,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -164,6 +164,12 @@ def aggregate(reports: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def polls_nothing(loaded: LoadedPlant) -> LoadedPlant:
+    """`loaded` without the adapters' settings: the parent opens no device, and they are
+    the plant's largest part per machine (validated points, decoders' inputs)."""
+    return replace(loaded, settings={})
+
+
 class WorkerPool:
     """Starts, reports on and supervises the worker processes of one gateway."""
 
@@ -180,7 +186,7 @@ class WorkerPool:
         console_every: float | None = None,
         workers_arg: int | None = None,
     ) -> None:
-        self.loaded = loaded
+        self.loaded = polls_nothing(loaded)
         self.plan = plan
         self.log = log
         self.workers_arg = workers_arg  # `run --workers` (0: auto), else the YAML decides
@@ -443,7 +449,7 @@ class WorkerPool:
             self.log.error("reload_failed_keeping_running_config", error=str(exc))
             return
         self.queries.reconfigure(new.plant, keys)
-        self.loaded = new
+        self.loaded = polls_nothing(new)
         self._changed.set()
 
     def _announce_keys(self) -> None:

@@ -94,6 +94,19 @@ def test_registry_finds_the_installed_plugin(installed: dict[str, Path]) -> None
                         "edge-gateway-example-adapter")
 
 
+def test_a_plugin_without_a_settings_entry_point_validates_through_its_adapter(
+    installed: dict[str, Path],
+) -> None:
+    """`edge_gateway.adapter_settings` is optional: the adapter's `settings_model` serves."""
+    proc = gateway_python(textwrap.dedent("""
+        from edge.config import registry
+        print(registry.settings_loader()("linemeter") is
+              registry.load("linemeter").settings_model)
+    """), installed["example"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"
+
+
 def test_plugin_not_loaded_when_not_installed() -> None:
     proc = gateway_python("from edge.config import registry; print(registry.available())")
     assert proc.returncode == 0, proc.stderr

@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from adapters.contract import AdapterContractSuite, ContractCase, closed_port
-from adapters.mtconnect import MtconnectAgentAdapter, ShdrAdapter
+from adapters.mtconnect.agent import MtconnectAgentAdapter
+from adapters.mtconnect.shdr import ShdrAdapter
 from simulators.machine import MachineModel
 from simulators.mtconnect_agent import serve_agents
 from simulators.shdr_replay import serve_shdr

@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 from adapters.base import Adapter, AdapterContext
-from adapters.mtconnect import MtconnectAgentAdapter, ShdrAdapter
+from adapters.mtconnect.agent import MtconnectAgentAdapter
+from adapters.mtconnect.shdr import ShdrAdapter
 from simulators import mtconnect_agent, shdr_replay
 from simulators.machine import MachineModel
 
