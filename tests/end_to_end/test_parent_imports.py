@@ -55,7 +55,22 @@ def test_the_parent_of_two_workers_imports_no_protocol_library(
     tmp_path: Path, mosquitto: Mosquitto, free_port: Callable[[], int]
 ) -> None:
     plant = tmp_path / "plant.yaml"
-    plant.write_text(plant_yaml(tmp_path / "state", [free_port(), free_port()], mosquitto.port))
+    # two simulated Modbus machines, and an OPC UA and an S7 machine nobody serves: the
+    # parent validates all four machines' settings
+    plant.write_text(plant_yaml(tmp_path / "state", [free_port(), free_port()], mosquitto.port)
+                     + f"""
+  - id: cnc-ua
+    area: hall-1
+    line: line-2
+    adapter: opcua
+    connection: {{endpoint: "opc.tcp://127.0.0.1:{free_port()}/", profile: machine_tool}}
+  - id: plc-s7
+    area: hall-1
+    line: line-2
+    adapter: s7
+    connection: {{host: 127.0.0.1, port: {free_port()}, rack: 0, slot: 1}}
+    points: [{{name: execution, address: DB10.DBW0, data_type: INT}}]
+""")
     modules, log = tmp_path / "parent-modules.json", tmp_path / "gateway.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sims = subprocess.Popen([sys.executable, "-m", "edge.cli", "simulate", str(plant)],
