@@ -149,6 +149,8 @@ CREATE TABLE IF NOT EXISTS counters(
 """
 _BUMP = ("INSERT INTO counters(dest, name, value) VALUES (?, ?, ?) "
          "ON CONFLICT(dest, name) DO UPDATE SET value = value + excluded.value")
+_HEAD = ("INSERT INTO chain(topic, seq, hash) VALUES (?, ?, ?) "
+         "ON CONFLICT(topic) DO UPDATE SET seq = excluded.seq, hash = excluded.hash")
 _ACK_CHUNK = 500  # stays below SQLite's default limit of bound parameters per statement
 _RECOVERED = 0.9  # "full" ends once pending bytes fall below this share of the cap
 LIVE_WINDOW_BYTES = 2**20
@@ -217,6 +219,32 @@ class OutboxRow:
     created: float
 
 
+class _Tx:
+    """What one `Outbox.apply` transaction changes besides its envelope rows, written by
+    `flush` just before it commits: one counter upsert per (destination, counter) and one
+    chain upsert per chain, however many appends and acks share the transaction (they
+    were two statements per append and one per ack, a third of the writer's statements).
+    `pending` is the in-memory tally as of this transaction."""
+
+    __slots__ = ("bumps", "heads", "pending")
+
+    def __init__(self, pending: dict[str, tuple[int, int]]) -> None:
+        self.pending = pending
+        self.bumps: dict[tuple[str, str], int] = {}
+        self.heads: dict[str, tuple[int, str]] = {}  # chain key -> (seq, link hash)
+
+    def bump(self, dest: str, name: str, n: int) -> None:
+        if n:
+            key = (dest, name)
+            self.bumps[key] = self.bumps.get(key, 0) + n
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        if self.bumps:
+            conn.executemany(_BUMP, [(d, k, n) for (d, k), n in self.bumps.items()])
+        if self.heads:
+            conn.executemany(_HEAD, [(key, seq, h) for key, (seq, h) in self.heads.items()])
+
+
 class Outbox(WalStore):
     """The SQLite outbox at `path` (a file; its directory is created 0700 if missing).
 
@@ -253,8 +281,14 @@ class Outbox(WalStore):
         self._claimed: dict[str, set[int]] = {}
         self._doomed: dict[str, set[int]] = {}
         self._acking: dict[str, set[int]] = {}
+        # Each chain's last stored seq, as committed: `apply` checks an append against it
+        # instead of asking SQLite per append. Replaced only after a commit; reloaded when
+        # another connection wrote the file in between (`_sync_heads`).
+        self._heads: dict[str, int] = {}
+        self._data_version = -1
         conn = self._require()
         try:
+            self._sync_heads(conn)
             row = conn.execute(
                 "SELECT seq FROM sqlite_sequence WHERE name = 'envelopes'").fetchone()
             for dest, count, size in conn.execute(
@@ -331,22 +365,26 @@ class Outbox(WalStore):
             for d in op.dests) else None
         results: list[dict[str, bool] | int] = []
         with self._lock:
-            work = dict(self._pending)
+            tx = _Tx(dict(self._pending))
             acked: dict[str, set[int]] = {}
             doing = "append" if ops and isinstance(ops[0], AppendOp) else "ack"
             try:
                 with self._transaction(doing) as conn:
+                    self._sync_heads(conn)
                     for op in ops:
                         if isinstance(op, AppendOp):
-                            results.append(self._append_in(conn, work, op, free))
+                            results.append(self._append_in(conn, tx, op, free))
                         else:
-                            results.append(self._ack_in(conn, work, op))
+                            results.append(self._ack_in(conn, tx, op))
                             acked.setdefault(op.dest, set()).update(op.ids)
+                    tx.flush(conn)
             finally:  # evicted rows are gone now (or, rolled back, claimable again)
                 with self._claims_lock:
                     self._doomed.clear()
             # committed: nothing below may raise (the writer would apply `ops` again)
-            self._pending = work
+            self._pending = tx.pending
+            for key, (seq, _) in tx.heads.items():
+                self._heads[key] = seq
             with self._claims_lock:
                 for dest, ids in acked.items():
                     self._claimed.get(dest, set()).difference_update(ids)
@@ -362,11 +400,20 @@ class Outbox(WalStore):
         if unknown:
             raise ValueError(f"outbox: no cap configured for destinations {unknown}")
 
-    def _append_in(self, conn: sqlite3.Connection, work: dict[str, tuple[int, int]],
-                   op: AppendOp, free: int | None) -> dict[str, bool]:
+    def _sync_heads(self, conn: sqlite3.Connection) -> None:
+        """Load the chain heads when the file changed under another connection since this
+        one last looked (`PRAGMA data_version`, one cheap statement per transaction): only
+        a tool or a second process writes so, never this outbox's own commits."""
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._data_version:
+            self._heads = {str(t): int(s) for t, s in conn.execute("SELECT topic, seq FROM chain")}
+            self._data_version = version
+
+    def _append_in(self, conn: sqlite3.Connection, tx: _Tx, op: AppendOp,
+                   free: int | None) -> dict[str, bool]:
         key = op.topic if op.chain_key is None else op.chain_key
-        row = conn.execute("SELECT seq FROM chain WHERE topic = ?", (key,)).fetchone()
-        expected = 1 if row is None else int(row[0]) + 1
+        head = tx.heads.get(key)
+        expected = (self._heads.get(key, 0) if head is None else head[0]) + 1
         if op.seq != expected:
             raise ValueError(f"outbox chain {key!r}: append of seq {op.seq}, "
                              f"expected {expected}")
@@ -374,17 +421,14 @@ class Outbox(WalStore):
         stored = (op.topic, op.payload, int(op.retain), time.time(), size)
         accepted: dict[str, bool] = {}
         for dest in dict.fromkeys(op.dests):
-            accepted[dest], work[dest] = self._admit(conn, work, dest, stored, free,
-                                                     live=dest in op.live)
-        conn.execute("INSERT INTO chain(topic, seq, hash) VALUES (?, ?, ?) "
-                     "ON CONFLICT(topic) DO UPDATE SET seq = excluded.seq, "
-                     "hash = excluded.hash", (key, op.seq, op.link_hash))
+            accepted[dest] = self._admit(conn, tx, dest, stored, free, live=dest in op.live)
+        tx.heads[key] = (op.seq, op.link_hash)
         return accepted
 
-    def _admit(self, conn: sqlite3.Connection, work: dict[str, tuple[int, int]], dest: str,
+    def _admit(self, conn: sqlite3.Connection, tx: _Tx, dest: str,
                row: tuple[str, bytes, int, float, int], free: int | None, *, live: bool,
-               ) -> tuple[bool, tuple[int, int]]:
-        """Apply `dest`'s cap inside the append transaction; returns (stored, new pending).
+               ) -> bool:
+        """Apply `dest`'s cap inside the append transaction; whether the row was stored.
 
         `row` is (topic, payload, retain, created, bytes). Below the free-disk floor the
         destination's backlog may not grow past what it holds, except that a connected
@@ -393,7 +437,7 @@ class Outbox(WalStore):
         backlog for an unreachable broker cannot eat the last free space."""
         cap = self._caps[dest]
         size = row[4]
-        count, used = work.get(dest, (0, 0))
+        count, used = tx.pending.get(dest, (0, 0))
         limit = cap.max_bytes
         low = free is not None and free < cap.min_free_disk_bytes
         self._note_disk(dest, low, free, cap)
@@ -401,22 +445,23 @@ class Outbox(WalStore):
             limit = min(limit, max(used, LIVE_WINDOW_BYTES if live else 0))
         refuse = size > limit or (used + size > limit and cap.policy == "reject_new")
         if refuse:
-            conn.execute(_BUMP, (dest, "rejected", 1))
+            tx.bump(dest, "rejected", 1)
             why = "disk_low" if low else "too_large" if size > cap.max_bytes else "reject_new"
             self._note_full(dest, why, cap, used)
-            return False, (count, used)
+            return False
         if used + size > limit:  # drop_oldest: evict just enough of the oldest rows
             victims, freed = self._victims(conn, dest, used + size - limit)
             conn.executemany("DELETE FROM envelopes WHERE dest = ? AND id = ?",
                              [(dest, rid) for rid in victims])
             n = len(victims)
-            conn.execute(_BUMP, (dest, "dropped", n))
+            tx.bump(dest, "dropped", n)
             count, used = count - n, used - freed
             self._note_full(dest, "drop_oldest", cap, used)
         conn.execute("INSERT INTO envelopes(dest, topic, payload, retain, created, bytes) "
                      "VALUES (?, ?, ?, ?, ?, ?)", (dest, *row))
-        conn.execute(_BUMP, (dest, "appended", 1))
-        return True, (count + 1, used + size)
+        tx.bump(dest, "appended", 1)
+        tx.pending[dest] = (count + 1, used + size)
+        return True
 
     def _victims(self, conn: sqlite3.Connection, dest: str, need: int) -> tuple[list[int], int]:
         """The oldest unclaimed rows of `dest` that free `need` bytes, and what they free.
@@ -514,8 +559,7 @@ class Outbox(WalStore):
         assert isinstance(n, int)
         return n
 
-    def _ack_in(self, conn: sqlite3.Connection, work: dict[str, tuple[int, int]],
-                op: AckOp) -> int:
+    def _ack_in(self, conn: sqlite3.Connection, tx: _Tx, op: AckOp) -> int:
         wanted = sorted(set(op.ids))
         n = freed = 0
         for i in range(0, len(wanted), _ACK_CHUNK):
@@ -524,10 +568,9 @@ class Outbox(WalStore):
             rows = conn.execute(f"DELETE FROM envelopes WHERE dest = ? AND id IN "
                                 f"({marks}) RETURNING bytes", (op.dest, *chunk)).fetchall()
             n, freed = n + len(rows), freed + sum(r[0] for r in rows)
-        if n:
-            conn.execute(_BUMP, (op.dest, "acked", n))
-        count, used = work.get(op.dest, (0, 0))
-        work[op.dest] = (count - n, used - freed)
+        tx.bump(op.dest, "acked", n)
+        count, used = tx.pending.get(op.dest, (0, 0))
+        tx.pending[op.dest] = (count - n, used - freed)
         return n
 
     def _after_ack(self, dest: str) -> None:

@@ -23,7 +23,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.egress.outbox import FILENAME, LIVE_WINDOW_BYTES, Outbox, OutboxCap, OutboxError
+from edge.egress.outbox import (
+    FILENAME,
+    LIVE_WINDOW_BYTES,
+    AckOp,
+    AppendOp,
+    Outbox,
+    OutboxCap,
+    OutboxError,
+)
 from edge.signing.jws import b64url_encode
 from edge.storage.wal import JOURNAL_SIZE_LIMIT
 from models.errors import ConfigurationError
@@ -141,6 +149,86 @@ def test_seq_mismatch_and_bad_arguments_raise_and_write_nothing(tmp_path: Path) 
         assert ob.pending("a")[0] == 1
         assert ob.load_chain().next("t")[0] == 2
         assert ob.counters("a")["appended"] == 1
+
+
+def _op(topic: str, seq: int, dests: tuple[str, ...] = ("a",), size: int = 100) -> AppendOp:
+    return AppendOp(topic, seq, h(f"{topic}{seq}"), f"{topic}#{seq}".encode().ljust(size, b"."),
+                    False, dests)
+
+
+def test_one_transaction_of_many_ops_counts_and_chains_exactly(tmp_path: Path) -> None:
+    """Counters and chain heads are written once per transaction (`_Tx.flush`), not per
+    op: rows, counters and chains must be what the same ops one per transaction give, on
+    disk, after a reopen too (evictions, an ack of an evicted row and two destinations)."""
+    small = OutboxCap(max_bytes=350)  # three 101-byte rows fit, the fourth evicts one
+    caps = {"a": small, "b": BIG}
+    batch, single = tmp_path / "batch" / FILENAME, tmp_path / "single" / FILENAME
+    for path in (batch, single):
+        with Outbox(path, caps=caps) as ob:
+            ob.apply([_op("t", 1, ("a", "b")), _op("t", 2, ("a", "b"))])
+            early, early_b = (tuple(r.id for r in ob.peek(d)) for d in ("a", "b"))
+            ops: list[AppendOp | AckOp] = [
+                _op("u", 1), _op("t", 3, ("a", "b")), AckOp("a", early[1:]), _op("u", 2),
+                AckOp("b", early_b), _op("t", 4, ("a", "b")), _op("u", 3), _op("t", 5)]
+            results = (ob.apply(ops) if path == batch  # one transaction, or one per op
+                       else [r for op in ops for r in ob.apply([op])])
+            assert results[2] == 1 and results[4] == 2
+    with Outbox(batch, caps=caps) as b, Outbox(single, caps=caps) as s:
+        for dest in caps:
+            assert b.counters(dest) == s.counters(dest)
+            assert b.pending(dest) == s.pending(dest)
+            assert seqs(b, dest) == seqs(s, dest)
+        assert b.counters("a") == {"appended": 8, "acked": 1, "dropped": 4, "rejected": 0}
+        assert b.load_chain().to_dict() == s.load_chain().to_dict()
+        assert b.load_chain().next("t") == (6, h("t5"))
+        b.apply([_op("t", 6, ("a", "b")), _op("u", 4)])  # heads loaded at open
+
+
+def test_statements_per_batch_do_not_grow_with_counters_or_chain_lookups(
+        tmp_path: Path) -> None:
+    """A batch of n appends runs n envelope INSERTs, one counter upsert per destination
+    and counter, one chain upsert per chain, and never asks SQLite for a chain head."""
+    with Outbox(tmp_path / FILENAME, caps={"a": BIG}) as ob:
+        ob.apply([_op("t", 1)])
+        ids = tuple(r.id for r in ob.peek("a"))
+        seen: list[str] = []
+        ob._require().set_trace_callback(seen.append)
+        ob.apply([_op("t", n) for n in range(2, 12)] + [AckOp("a", ids)])
+        ob._require().set_trace_callback(None)
+    words = [" ".join(s.split()[:3]) for s in seen]
+    assert sum(w.startswith("INSERT INTO envelopes") for w in words) == 10
+    assert sum(w.startswith("INSERT INTO counters") for w in words) == 2  # appended, acked
+    assert sum(w.startswith("INSERT INTO chain") for w in words) == 1
+    assert not [s for s in seen if "FROM chain" in s]
+
+
+def test_a_rolled_back_batch_leaves_chain_heads_and_counters_as_they_were(
+        tmp_path: Path) -> None:
+    with Outbox(tmp_path / FILENAME, caps={"a": BIG}) as ob:
+        ob.apply([_op("t", 1)])
+        with pytest.raises(ValueError, match="expected 4"):
+            ob.apply([_op("t", 2), _op("t", 3), _op("t", 5)])
+        with pytest.raises(ValueError, match="expected 2"):
+            ob.apply([_op("t", 3)])  # the head did not move with the rolled-back ops
+        ob.apply([_op("t", 2)])
+        assert ob.counters("a")["appended"] == 2
+        assert ob.load_chain().next("t") == (3, h("t2"))
+
+
+def test_a_chain_head_written_by_another_connection_is_seen(tmp_path: Path) -> None:
+    """The heads live in memory, but a tool (or a second process) writing the file is
+    noticed (`PRAGMA data_version`), as when every append read its head from SQLite."""
+    path = tmp_path / FILENAME
+    with Outbox(path, caps={"a": BIG}) as ob:
+        ob.apply([_op("t", 1)])
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("UPDATE chain SET seq = 7, hash = ? WHERE topic = 't'", (h("t7"),))
+        other.execute("INSERT INTO chain(topic, seq, hash) VALUES ('u', 3, ?)", (h("u3"),))
+        other.close()
+        with pytest.raises(ValueError, match="expected 8"):
+            ob.apply([_op("t", 2)])
+        ob.apply([_op("t", 8), _op("u", 4)])
+        assert ob.load_chain().next("t") == (9, h("t8"))
 
 
 def test_drop_oldest_counts_exactly_and_survives_reopen(tmp_path: Path) -> None:
