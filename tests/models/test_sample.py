@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from models.sample import Quality, Sample
+from models.sample import Quality, Sample, format_ts
 
 AT = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
 SOURCE = datetime(2026, 12, 6, 6, 59, tzinfo=UTC)
@@ -35,3 +37,15 @@ def test_frozen_equal_hashable_replaceable() -> None:
     assert s != moved
     assert repr(s).startswith("Sample(asset='m1', signal='speed', value=1.5")
     assert not hasattr(s, "__dict__")
+
+
+ZONES = st.sampled_from([UTC, timezone(timedelta(hours=-7, minutes=-30)),
+                         timezone(timedelta(hours=14))])
+
+
+@given(st.datetimes(datetime(2, 1, 1), datetime(9998, 12, 31), timezones=ZONES))
+def test_format_ts_is_the_strftime_text(ts: datetime) -> None:
+    """`format_ts` writes what the strftime formula it replaced wrote, byte for byte."""
+    utc = ts.astimezone(UTC)
+    old = utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    assert format_ts(ts) == old
