@@ -172,11 +172,11 @@ class ModbusAdapter(PollingAdapter):
             ts = utc_now()
             if values is None:
                 for name, unit, _, _ in step.reads:
-                    append(Sample(asset, name, None, unit, ts, quality=Quality.BAD))
-            else:
+                    append(Sample(asset, name, None, unit, ts, None, Quality.BAD))
+            else:  # positional: keywords cost more per call, and this runs per point
                 for name, unit, at, decode in step.reads:
                     value, quality = decode(values, at)
-                    append(Sample(asset, name, value, unit, ts, quality=quality))
+                    append(Sample(asset, name, value, unit, ts, None, quality))
             if keep_raw:  # formatted only when asked (raw_values)
                 self._replies[step] = error if values is None else values
             if error or self._reported:  # nothing to clear and nothing to say: skip

@@ -60,6 +60,7 @@ class AssetTwin:
         at: datetime | None = None
         good = False
         stats, last_values, changed = self.stats, self.last_values, self.changed
+        state_signals, bad_quality = ms.STATE_SIGNALS, Quality.BAD
         count = bad = 0
         last_sample = stats.last_sample
         try:
@@ -71,11 +72,11 @@ class AssetTwin:
                 if before is None or before.value != value or before.quality != quality:
                     changed[signal] = read_at
                 last_values[signal] = s
-                if quality is Quality.BAD:
+                if quality is bad_quality:
                     bad += 1
                     continue
                 good = True
-                if signal not in ms.STATE_SIGNALS or value is None:
+                if signal not in state_signals or value is None:
                     continue
                 at = s.ts
                 try:

@@ -160,7 +160,10 @@ class Egress:
         kept, size = batch.records, batch.size
         for r in records:
             kept.append(r)
-            size += 64 + len(str(r["value"]))  # an estimate; exactness is not needed
+            # an estimate, exactness is not needed: a number's text is at most 24
+            # characters (writing each one out was ~1 % of the gateway's CPU)
+            value = r["value"]
+            size += 64 + (len(value) if type(value) is str else 24)
             if len(kept) >= max_records or size >= max_bytes:
                 batch.size = size
                 self._flush(topic)
