@@ -15,14 +15,21 @@ simulator's part counters). CPU is the process's (both threads) over the window.
   at the end of the loop iteration (edge/transport/mqtt.py).
 
 `python -m bench.egress_cost [seconds per run] [rounds]`; prints a Markdown table.
+
+`python -m bench.egress_cost [seconds] [rounds] --revisions` compares code instead: the
+"after" set-up above, run by the egress of the `before` revision (bench/hotpath.py's
+`before_revision`, exported with `git archive`) and by this tree's, each in a process of
+its own importing its tree, alternating.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +47,8 @@ from edge.signing.jws import Signer
 from edge.transport.mqtt import MqttTransport
 from models.plant import Destination
 
-from .processes import HOST, ProcessGroup, start_mosquitto
+from .hotpath import before_revision, export
+from .processes import HOST, ROOT, ProcessGroup, start_mosquitto
 
 MACHINES = 50
 POINTS = 40
@@ -130,7 +138,25 @@ async def _run(side: str, root: Path, port: int, seconds: float) -> dict[str, fl
             "cpu_pct_of_core": 100 * cpu / (t1 - t0), "commits_per_envelope": commits / envelopes}
 
 
+_IN_TREE = ("import asyncio, json, sys; from pathlib import Path; "
+            "from bench.egress_cost import _run; print(json.dumps(asyncio.run(_run("
+            "'after', Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))))")
+
+
+def _run_tree(tree: Path, root: Path, port: int, seconds: float) -> dict[str, float]:
+    """`_run("after", ...)` with the egress of source tree `tree`, in a process of its own
+    (found first from its directory and PYTHONPATH, as bench/gateway_load.py does)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _IN_TREE, str(root), str(port), str(seconds)], cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
+        timeout=seconds + 120, check=True)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main(argv: list[str]) -> int:
+    revisions = "--revisions" in argv
+    argv = [a for a in argv if a != "--revisions"]
     seconds = float(argv[0]) if argv else 20.0
     rounds = int(argv[1]) if len(argv) > 1 else 4
     root = Path(tempfile.mkdtemp(prefix="egress-cost-"))
@@ -138,14 +164,18 @@ def main(argv: list[str]) -> int:
     rows: list[tuple[int, str, dict[str, float]]] = []
     try:
         _, port = start_mosquitto(group)
+        trees = {"before": export(before_revision(), root), "after": ROOT} if revisions else {}
         for r in range(rounds):
             for side in ("before", "after") if r % 2 == 0 else ("after", "before"):
                 d = root / f"{side}-{r}"
                 d.mkdir()
-                rows.append((r + 1, side, asyncio.run(_run(side, d, port, seconds))))
+                rows.append((r + 1, side, _run_tree(trees[side], d, port, seconds)
+                             if revisions else asyncio.run(_run(side, d, port, seconds))))
                 print(f"  r{r + 1} {side}: {rows[-1][2]}", file=sys.stderr, flush=True)
     finally:
         group.close()
+    if revisions:
+        print(f"before: {before_revision()}, after: this tree (both the 'after' set-up)")
     print("| run | envelopes/s | CPU us / envelope | CPU % core | commits / envelope |")
     print("|---|---|---|---|---|")
     for r, side, x in rows:

@@ -12,7 +12,11 @@ hits both sides; repeating the round shows the noise.
   Gateway, bench/report.md section 4), where CPU per 1,000 samples is compared;
 * 100 ms poll (20,000 samples/s offered): the p99 target's load; read -> sealed and sealed ->
   received p99 say whether the latency is queueing in the gateway's loop before signing or
-  the way from the outbox over the broker to the subscriber.
+  the way from the outbox over the broker to the subscriber;
+* 10 ms poll (200,000 samples/s offered, far above what one process carries): saturation,
+  where CPU per 1,000 samples is what the per-poll path costs with the loop never idle.
+  Only when asked: `BENCH_HOTPATH_POLLS` lists the poll intervals in seconds (default
+  `1,0.1`; `1,0.1,0.01` adds it).
 """
 
 from __future__ import annotations
@@ -62,7 +66,9 @@ def plan(quick: bool, before: Path) -> list[tuple[str, str, LoadSpec]]:
     w = 4.0 if quick else 20.0
     settle, grace = (1.0, 2.0) if quick else (3.0, 3.0)
     rounds = 1 if quick else 3
-    scenarios = [("1 s poll", 1.0)] if quick else [("1 s poll", 1.0), ("100 ms poll", 0.1)]
+    polls = [1.0] if quick else [float(p) for p in
+                                 os.environ.get("BENCH_HOTPATH_POLLS", "1,0.1").split(",")]
+    scenarios = [(_scenario(p), p) for p in polls]
     out = []
     for n in range(1, rounds + 1):
         sides = [("before", before), ("after", None)]
@@ -74,6 +80,10 @@ def plan(quick: bool, before: Path) -> list[tuple[str, str, LoadSpec]]:
                     MACHINES, interval=interval, window=w, settle=settle, grace=grace,
                     source=source, run_id=f"r{n}")))
     return out
+
+
+def _scenario(interval: float) -> str:
+    return f"{interval:g} s poll" if interval >= 1 else f"{1000 * interval:g} ms poll"
 
 
 def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
