@@ -15,6 +15,8 @@ wake-ups cost is not in it (bench/hotpath.py has those).
 `python -m bench.per_poll [rounds of 50 polls per run] [runs]`: the before revision
 (bench/hotpath.py's `before_revision`, exported with `git archive`) and this tree, each
 in a process of its own importing its tree, alternating; prints a Markdown table.
+`python -m bench.per_poll [transactions] [runs] --outbox`: the outbox's share alone
+(`_appends`), CPU per append.
 """
 
 from __future__ import annotations
@@ -138,17 +140,50 @@ async def _polls(rounds: int, root: Path) -> dict[str, float]:
             "cpu_us_per_envelope": 1e6 * cpu / stored}
 
 
+def _appends(batches: int, root: Path) -> dict[str, float]:
+    """The outbox's share alone: `Outbox.apply` of what the writer thread commits at
+    saturation, 20 appends (one per machine, 1.4 KiB, 20 chains) and the ack of the
+    previous 20 rows per transaction; CPU per append, in the calling thread."""
+    import hashlib  # noqa: PLC0415
+
+    from edge.egress.outbox import FILENAME, AckOp, AppendOp, Outbox, OutboxCap  # noqa: PLC0415
+    from edge.signing.jws import b64url_encode  # noqa: PLC0415
+
+    outbox = Outbox(root / FILENAME, caps={"a": OutboxCap(1 << 34)})
+    payload = b"x" * 1400
+    links = [b64url_encode(hashlib.sha256(str(i).encode()).digest()) for i in range(64)]
+    seq = dict.fromkeys(range(20), 0)
+    last: tuple[int, ...] = ()
+    cpu = 0.0
+    for b in range(batches):
+        ops: list[AppendOp | AckOp] = []
+        for m in range(20):
+            seq[m] += 1
+            ops.append(AppendOp(f"edge/bench/hall-1/line-1/m{m:03d}/telemetry", seq[m],
+                                links[(b + m) % 64], payload, False, ("a",)))
+        if last:
+            ops.append(AckOp("a", last))
+        t0 = time.process_time()
+        outbox.apply(ops)
+        cpu += time.process_time() - t0
+        last = tuple(r.id for r in outbox.peek("a", None, 100))
+    outbox.close()
+    return {"appends": 20 * batches, "cpu_us_per_append": 1e6 * cpu / (20 * batches)}
+
+
 _IN_TREE = ("import asyncio, importlib.util, json, sys; from pathlib import Path; "
             "spec = importlib.util.spec_from_file_location('per_poll', sys.argv[3]); "
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
-            "print(json.dumps(asyncio.run(m._polls(int(sys.argv[1]), Path(sys.argv[2])))))")
+            "run = m._appends if sys.argv[4] == 'outbox' else "
+            "lambda n, root: asyncio.run(m._polls(n, root)); "
+            "print(json.dumps(run(int(sys.argv[1]), Path(sys.argv[2]))))")
 
 
-def _run_tree(tree: Path, rounds: int, root: Path) -> dict[str, float]:
+def _run_tree(tree: Path, rounds: int, root: Path, what: str) -> dict[str, float]:
     """`_polls` of this file with the code of source tree `tree` (found first from its
     directory and PYTHONPATH, as bench/gateway_load.py runs another tree's gateway)."""
     done = subprocess.run(
-        [sys.executable, "-c", _IN_TREE, str(rounds), str(root), __file__], cwd=tree,
+        [sys.executable, "-c", _IN_TREE, str(rounds), str(root), __file__, what], cwd=tree,
         env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
         timeout=600, check=True)
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -160,6 +195,8 @@ def _load() -> float:
 
 
 def main(argv: Sequence[str]) -> int:
+    what = "outbox" if "--outbox" in argv else "polls"
+    argv = [a for a in argv if a != "--outbox"]
     rounds = int(argv[0]) if argv else 200
     runs = int(argv[1]) if len(argv) > 1 else 6
     work = Path(tempfile.mkdtemp(prefix="per-poll-"))
@@ -170,23 +207,34 @@ def main(argv: Sequence[str]) -> int:
         for side in ("before", "after") if r % 2 == 0 else ("after", "before"):
             d = work / f"{side}-{r}"
             d.mkdir()
-            result = _run_tree(trees[side], rounds, d)
+            result = _run_tree(trees[side], rounds, d, what)
             rows.append((r + 1, side, result, _load()))
             print(f"  r{r + 1} {side}: {result}", file=sys.stderr, flush=True)
-    print(f"before: `{rev[:10]}`, after: this tree; {rounds} rounds of {MACHINES} polls "
-          "per run")
-    print("| run | polls | envelopes | CPU us / poll | CPU us / envelope | load avg (1 min) |")
-    print("|---|---|---|---|---|---|")
-    for r, side, x, load in rows:
-        print(f"| {side} (r{r}) | {x['polls']:,.0f} | {x['envelopes']:,.0f} | "
-              f"{x['cpu_us_per_poll']:.0f} | {x['cpu_us_per_envelope']:.0f} | {load:.1f} |")
-    med = {s: statistics.median(x["cpu_us_per_poll"] for _, side, x, _ in rows if side == s)
+    key = "cpu_us_per_append" if what == "outbox" else "cpu_us_per_poll"
+    if what == "outbox":
+        print(f"before: `{rev[:10]}`, after: this tree; {rounds} transactions of 20 appends "
+              "and an ack per run")
+        print("| run | appends | CPU us / append | load avg (1 min) |")
+        print("|---|---|---|---|")
+        for r, side, x, load in rows:
+            print(f"| {side} (r{r}) | {x['appends']:,.0f} | {x[key]:.1f} | {load:.1f} |")
+    else:
+        print(f"before: `{rev[:10]}`, after: this tree; {rounds} rounds of {MACHINES} polls "
+              "per run")
+        print("| run | polls | envelopes | CPU us / poll | CPU us / envelope | "
+              "load avg (1 min) |")
+        print("|---|---|---|---|---|---|")
+        for r, side, x, load in rows:
+            print(f"| {side} (r{r}) | {x['polls']:,.0f} | {x['envelopes']:,.0f} | "
+                  f"{x[key]:.0f} | {x['cpu_us_per_envelope']:.0f} | {load:.1f} |")
+    med = {s: statistics.median(x[key] for _, side, x, _ in rows if side == s)
            for s in ("before", "after")}
-    pairs = [a["cpu_us_per_poll"] / b["cpu_us_per_poll"]
-             for (ra, sa, a, _) in rows for (rb, sb, b, _) in rows
+    pairs = [a[key] / b[key] for (ra, sa, a, _) in rows for (rb, sb, b, _) in rows
              if ra == rb and sa == "after" and sb == "before"]
-    print(f"\nCPU per poll, median: before {med['before']:.0f} us, after {med['after']:.0f} "
-          f"us; after / before {statistics.median(pairs):.2f}x (median of the runs' ratios)")
+    unit = "append" if what == "outbox" else "poll"
+    print(f"\nCPU per {unit}, median: before {med['before']:.1f} us, after "
+          f"{med['after']:.1f} us; after / before {statistics.median(pairs):.2f}x (median of "
+          "the runs' ratios)")
     return 0
 
 
