@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -37,6 +39,7 @@ def test_frozen_equal_hashable_replaceable() -> None:
     assert s != moved
     assert repr(s).startswith("Sample(asset='m1', signal='speed', value=1.5")
     assert not hasattr(s, "__dict__")
+    assert pickle.loads(pickle.dumps(s)) == s and copy.copy(s) == s
 
 
 ZONES = st.sampled_from([UTC, timezone(timedelta(hours=-7, minutes=-30)),
