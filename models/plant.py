@@ -806,22 +806,29 @@ class Plant(Strict):
         default_factory=BookingRules, description="how platforms' reserve requests are decided"
     )
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> Plant:
-        for name, ids in (
-            ("machine", [m.id for m in self.machines]),
-            ("destination", [d.id for d in self.destinations]),
-        ):
-            dup = sorted({i for i in ids if ids.count(i) > 1})
-            if dup:
-                raise ValueError(f"duplicate {name} id(s): {', '.join(dup)}")
-        return self
-
     def machine(self, machine_id: str) -> Machine:
         for m in self.machines:
             if m.id == machine_id:
                 return m
         raise KeyError(machine_id)
+
+
+def duplicate_id_problems(plant: Plant) -> list[tuple[tuple[int | str, ...], str]]:
+    """Machine and destination ids given twice, each at the YAML path of its repeat (the
+    loader locates it: an engineer who copied a block finds the line to change)."""
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    for key, ids in (
+        ("machines", [m.id for m in plant.machines]),
+        ("destinations", [d.id for d in plant.destinations]),
+    ):
+        first: dict[str, int] = {}
+        for i, ident in enumerate(ids):
+            if ident in first:
+                problems.append(((key, i, "id"), f"duplicate id {ident!r} (also {key}"
+                                                  f"[{first[ident]}]); ids must be unique"))
+            else:
+                first[ident] = i
+    return problems
 
 
 def meter_problems(plant: Plant) -> list[tuple[tuple[int | str, ...], str]]:
