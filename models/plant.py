@@ -484,6 +484,27 @@ class Shift(Strict):
     days: list[Weekday] = Field(default_factory=lambda: list(ALL_DAYS[:5]))
     breaks: list[Break] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _breaks_within(self) -> Shift:
+        """A break outside its shift was silently ignored by the calendar (it only keeps
+        the part of a break that overlaps the shift), so the engineer believed planned
+        downtime was set that OEE never saw: refuse it with the shift's hours."""
+
+        def minutes_after_start(t: time) -> int:
+            return (t.hour * 60 + t.minute - self.start.hour * 60 - self.start.minute) % 1440
+
+        length = minutes_after_start(self.end) or 1440  # start == end: round the clock
+        for b in self.breaks:
+            if b.start == b.end:  # empty: no planned downtime either way
+                continue
+            begin, end = minutes_after_start(b.start), minutes_after_start(b.end)
+            if not begin < length or not begin < (end or 1440) <= length:
+                raise ValueError(
+                    f"break {b.start:%H:%M}-{b.end:%H:%M} is not within the shift "
+                    f"{self.start:%H:%M}-{self.end:%H:%M}"
+                )
+        return self
+
 
 class ShiftCalendar(Strict):
     timezone: str = "UTC"
