@@ -213,8 +213,10 @@ def machine_live(source: StatusSource, machine_id: str) -> Live | None:
         tree = {"loss/shift": f"{m.meter_reading}; an energy meter makes no parts, so it has "
                 "no OEE (its energy counts for the machine it meters)"}
     cells.update(tree)
-    svg = timeline_svg(source.timeline(machine_id), oee.start if oee else None,
-                       oee.end if oee else None, now, ZoneInfo(oee.timezone) if oee else None)
+    # a meter has no shift timeline: "No shift is running" under it was wrong in a shift
+    svg = None if m.meter_reading else timeline_svg(
+        source.timeline(machine_id), oee.start if oee else None, oee.end if oee else None,
+        now, ZoneInfo(oee.timezone) if oee else None)
     return Live(cells, _shape([*(p.name for p in points), *sorted(tree)]), svg)
 
 
