@@ -852,6 +852,20 @@ def duplicate_id_problems(plant: Plant) -> list[tuple[tuple[int | str, ...], str
     return problems
 
 
+def worker_problems(plant: Plant) -> list[tuple[tuple[int | str, ...], str]]:
+    """`gateway.workers` above 1 beside a Sparkplug destination: `run` refuses it (one edge
+    node is one MQTT session), so `validate` must too, at the line to change."""
+    workers = plant.gateway.workers
+    if workers == "auto" or workers < 2:
+        return []
+    return [
+        (("gateway", "workers"),
+         f"{workers} worker processes, but destination {d.id!r} is sparkplug_b (one edge "
+         f"node is one MQTT session, so the plant runs as one process): set 1 or auto")
+        for d in plant.destinations if d.format == "sparkplug_b"
+    ][:1]
+
+
 def meter_problems(plant: Plant) -> list[tuple[tuple[int | str, ...], str]]:
     """Energy meters that name no machine, or two meters on one machine, each with the YAML
     path it is about (the loader locates them); empty: fine."""
