@@ -858,12 +858,13 @@ def worker_problems(plant: Plant) -> list[tuple[tuple[int | str, ...], str]]:
     workers = plant.gateway.workers
     if workers == "auto" or workers < 2:
         return []
-    return [
+    problems: list[tuple[tuple[int | str, ...], str]] = [
         (("gateway", "workers"),
          f"{workers} worker processes, but destination {d.id!r} is sparkplug_b (one edge "
          f"node is one MQTT session, so the plant runs as one process): set 1 or auto")
         for d in plant.destinations if d.format == "sparkplug_b"
-    ][:1]
+    ]
+    return problems[:1]
 
 
 def meter_problems(plant: Plant) -> list[tuple[tuple[int | str, ...], str]]:
