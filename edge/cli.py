@@ -588,8 +588,10 @@ def _main(argv: list[str] | None) -> int:
             print(
                 f"{args.plant}: ok: gateway {plant.gateway.id} at site {plant.gateway.site}, "
                 f"{len(plant.machines)} machine(s) ({', '.join(adapters)}), "
-                f"{len(plant.destinations) or 'no'} destination(s), "
-                f"{len(plant.shifts.shifts)} shift(s)"
+                + (f"{len(plant.destinations)} destination(s), " if plant.destinations
+                   else "no destination: the embedded broker on 127.0.0.1:1883, ")
+                + (f"{len(plant.shifts.shifts)} shift(s)" if plant.shifts.shifts
+                   else "no shift listed: planned 24/7")
             )
             for warning in _disk_warnings(loaded):
                 print(f"{args.plant}: warning: {warning}", file=sys.stderr)

@@ -74,3 +74,22 @@ def test_verify_names_the_jwks_file_that_is_not_a_jwks(
         code, err = _run(capsys, "verify", str(capture), "--jwks", str(jwks))
         assert code == EXIT_INPUT, err
         assert err.startswith(f"verify: JWKS {jwks}: "), err
+
+
+def test_validate_says_what_an_empty_shifts_and_destinations_mean(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`validate` printed `no destination(s), 0 shift(s)` for a plant without them, which
+    read as "nothing planned, nowhere to send"; the defaults are 24/7 and the embedded
+    broker (README, configuration reference)."""
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(
+        "gateway: {id: gw, site: s, state_dir: state}\n"
+        "machines:\n"
+        "  - {id: m1, area: a, line: l, adapter: modbus, connection: {host: 127.0.0.1},\n"
+        "     points: [{name: part_count, register: holding, address: 0}]}\n"
+    )
+    assert main(["validate", str(plant)]) == 0
+    out = capsys.readouterr().out
+    assert "no destination: the embedded broker on 127.0.0.1:1883" in out
+    assert "no shift listed: planned 24/7" in out and "0 shift" not in out
