@@ -69,11 +69,15 @@ def age(ts: datetime | None, now: datetime) -> str:
 
 
 def duration(seconds: float | None) -> str:
+    """`1 h 05 min`, `4 min 09 s`; a negative span keeps its sign in front (a speed loss
+    below zero, the parts made faster than their ideal cycle time, read `-1 h 59 min` for
+    -5 s when divmod floored the negative number)."""
     if seconds is None:
         return "-"
-    m, s = divmod(round(seconds), 60)
+    sign = "-" if round(seconds) < 0 else ""
+    m, s = divmod(abs(round(seconds)), 60)
     h, m = divmod(m, 60)
-    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
+    return sign + (f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s")
 
 
 def text(value: object) -> str:
