@@ -45,7 +45,8 @@ Why it is built this way:
   within a minute logs at debug and is counted in the next warning's `losses`, so a broker
   that keeps closing it logs once a minute, with a hint when it closed it within 10 s) or the
   first attempt fails (`mqtt_connect_failed`), one info line when it is back
-  (`mqtt_connected`); the attempts in between log at debug. Passwords are resolved once at `start()` and never logged.
+  (`mqtt_connected`); the attempts in between log at debug. Passwords are resolved once at
+  `start()` and never logged.
 * **Birth and will.** The will (QoS 1) tells subscribers the gateway died; the optional
   birth message is published again after every (re)connect, so a will the broker sent for
   the previous link never stays the last word. The will may be a callable, asked once per
