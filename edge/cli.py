@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from edge.parts.energy import EnergyWindows
 
 EXIT_OK, EXIT_RUNTIME, EXIT_INPUT = 0, 1, 2
+CLIENT_COMMANDS = ("query", "verify", "watch")
 
 
 def _workers_arg(text: str) -> int:
@@ -125,7 +126,10 @@ GATEWAY_ID_HELP = (
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-gateway", description="Industrial IoT edge gateway")
     p.add_argument("--version", action="version", version=f"edge-gateway {package_version()}")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"],
+        help="default info; warning for query, verify and watch, whose output is the result",
+    )
     p.add_argument(
         "--log-format",
         default=None,
@@ -567,6 +571,8 @@ def _main(argv: list[str] | None) -> int:
     from edge.observability import configure_logging
 
     # stdout carries command results; logs always go to stderr
+    if args.log_level is None:  # a client command's own link is no news beside its result
+        args.log_level = "warning" if args.command in CLIENT_COMMANDS else "info"
     configure_logging(args.log_format or "auto", args.log_level)
     try:
         if args.command == "schema":

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from edge.cli import EXIT_INPUT, main
+
+if TYPE_CHECKING:
+    from conftest import Mosquitto
 
 BAD_BROKERS = ("127.0.0.1:1883", "tcp://broker:1883", "http://x")
 
@@ -93,3 +97,16 @@ def test_validate_says_what_an_empty_shifts_and_destinations_mean(
     out = capsys.readouterr().out
     assert "no destination: the embedded broker on 127.0.0.1:1883" in out
     assert "no shift listed: planned 24/7" in out and "0 shift" not in out
+
+
+def test_client_commands_do_not_log_their_own_link(
+    capsys: pytest.CaptureFixture[str], mosquitto: Mosquitto
+) -> None:
+    """`query`, `verify` and `watch` print their result; an info line about their MQTT link
+    (`mqtt_connected`) came first on stderr each time. Their default level is warning;
+    `--log-level info` brings it back."""
+    verify = ("verify", "--broker", mosquitto.url, "--topic", "audit/none/#", "--seconds", "0.5")
+    code, err = _run(capsys, *verify)
+    assert code == 1 and "mqtt_connected" not in err  # nothing verified: a failure, quietly
+    code, err = _run(capsys, "--log-level", "info", *verify)
+    assert "mqtt_connected" in err
