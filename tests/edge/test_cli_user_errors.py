@@ -5,10 +5,13 @@ in a directory that does not exist, a JWKS that is not one."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import structlog
 
 from edge.cli import EXIT_INPUT, main
 
@@ -16,6 +19,17 @@ if TYPE_CHECKING:
     from conftest import Mosquitto
 
 BAD_BROKERS = ("127.0.0.1:1883", "tcp://broker:1883", "http://x")
+
+
+@pytest.fixture(autouse=True)
+def _logging_back_to_defaults() -> Iterator[None]:
+    """main() points structlog and the root logger at this test's captured stderr, which
+    is closed after it: later tests' log lines (paho's, our transport's) would fail on it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers, root.level = handlers, level
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
