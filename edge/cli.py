@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from edge.parts.energy import EnergyWindows
 
 EXIT_OK, EXIT_RUNTIME, EXIT_INPUT = 0, 1, 2
+CLIENT_COMMANDS = ("query", "verify", "watch")
 
 
 def _workers_arg(text: str) -> int:
@@ -46,6 +47,31 @@ def _workers_arg(text: str) -> int:
     if not 1 <= n <= 64:  # the YAML's gateway.workers bounds
         raise argparse.ArgumentTypeError(f"expected 1..64 or auto, got {text!r}")
     return n
+
+
+def _broker_arg(text: str) -> str:
+    """`--broker`: checked as the YAML checks a destination's `url`, so a mistyped URL
+    (`127.0.0.1:1883`, `tcp://...`) is a usage error (exit 2), not a traceback."""
+    from models.plant import Destination
+
+    try:
+        Destination(id="cli", url=text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]"
+        ) from None
+    return text
+
+
+def _write_output(command: str, path: Path, text: str) -> int:
+    """Write a command's result to `-o FILE`; a path that cannot be written (no such
+    directory, no permission) is the user's to fix: one line and exit 2, no traceback."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"{command}: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INPUT
+    return EXIT_OK
 
 
 def _worker_argv(
@@ -100,7 +126,10 @@ GATEWAY_ID_HELP = (
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-gateway", description="Industrial IoT edge gateway")
     p.add_argument("--version", action="version", version=f"edge-gateway {package_version()}")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"],
+        help="default info; warning for query, verify and watch, whose output is the result",
+    )
     p.add_argument(
         "--log-format",
         default=None,
@@ -118,7 +147,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run the gateway")
     r.add_argument("-c", "--config", type=Path, required=True)
     r.add_argument(
-        "--broker", help="mqtt://HOST:PORT: replace the YAML's destinations with one broker"
+        "--broker", type=_broker_arg,
+        help="mqtt://HOST:PORT: replace the YAML's destinations with one broker"
     )
     r.add_argument(
         "--with-simulators",
@@ -176,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     w = sub.add_parser(
         "watch", help="verify and decode every stream from a broker as a live table"
     )
-    w.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    w.add_argument("--broker", type=_broker_arg, required=True, help="mqtt://HOST:PORT")
     w.add_argument("--machine", help="one machine id; default every machine")
     w.add_argument("--topic", default="edge/#", help="topic filter")
     w.add_argument("--every", type=float, default=2.0, help="seconds between tables")
@@ -206,7 +236,9 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument(
         "params", nargs="*", help="NAME=VALUE request parameters, e.g. asset=mill-01 window=today"
     )
-    q.add_argument("--broker", required=True, help="mqtt://HOST:PORT of the gateway's broker")
+    q.add_argument(
+        "--broker", type=_broker_arg, required=True, help="mqtt://HOST:PORT of the gateway's broker"
+    )
     q.add_argument(
         "--key", type=Path, required=True, help="the platform's Ed25519 private key (PEM)"
     )
@@ -223,7 +255,9 @@ def _parser() -> argparse.ArgumentParser:
         help="file with one envelope (or {topic, envelope}) per line; - for stdin",
     )
     ver.add_argument("--jwks", type=Path, help="JWKS file (capture mode)")
-    ver.add_argument("--broker", help="mqtt://HOST:PORT: verify live instead of from a file")
+    ver.add_argument(
+        "--broker", type=_broker_arg, help="mqtt://HOST:PORT: verify live instead of from a file"
+    )
     ver.add_argument("--topic", default="edge/#", help="topic filter for --broker")
     ver.add_argument("--seconds", type=float, default=30.0, help="how long to listen (--broker)")
     ver.add_argument("--save", type=Path, help="also write what was received, one per line")
@@ -232,13 +266,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from edge.platform_kit.verifier import Report, verify_stream
+    from edge.platform_kit.verifier import KeySet, Malformed, Report, verify_stream
 
     report: Report
     if args.broker:
         from edge.platform_kit.capture import verify_live
 
-        save = args.save.open("w") if args.save else None
+        try:
+            save = args.save.open("w") if args.save else None
+        except OSError as exc:
+            print(f"verify: cannot write {args.save}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_INPUT
         try:
             report = asyncio.run(
                 verify_live(args.broker, args.topic, args.seconds, sys.stderr, save=save)
@@ -251,10 +289,14 @@ def _verify(args: argparse.Namespace) -> int:
             print("verify: give CAPTURE and --jwks FILE, or --broker URL", file=sys.stderr)
             return EXIT_INPUT
         try:
-            jwks = json.loads(args.jwks.read_text())
+            jwks = KeySet.from_jwks(json.loads(args.jwks.read_text()))
+        except (OSError, ValueError, Malformed) as exc:  # named: two files are given
+            print(f"verify: JWKS {args.jwks}: {exc}", file=sys.stderr)
+            return EXIT_INPUT
+        try:
             text = sys.stdin.read() if str(args.capture) == "-" else args.capture.read_text()
         except (OSError, ValueError) as exc:
-            print(f"verify: {exc}", file=sys.stderr)
+            print(f"verify: capture {args.capture}: {exc}", file=sys.stderr)
             return EXIT_INPUT
         report = verify_stream(text.splitlines(), jwks)
         for f in report.findings:
@@ -331,9 +373,8 @@ def _aas(args: argparse.Namespace, loaded: LoadedPlant) -> int:
         return EXIT_RUNTIME
     text = json.dumps(environment_json(env), indent=2, ensure_ascii=False) + "\n"
     if args.output:
-        args.output.write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+        return _write_output("aas", args.output, text)
+    sys.stdout.write(text)
     return EXIT_OK
 
 
@@ -491,6 +532,10 @@ def _platform_keys(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         print(f"keys platform: {exc} exists; pick another directory or --id", file=sys.stderr)
         return EXIT_INPUT
+    except OSError as exc:  # no such parent, no permission, a file in the way
+        print(f"keys platform: cannot write in {args.output}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_INPUT
     print(f"created {made.private_key} (keep it on the platform) and {made.public_key}",
           file=sys.stderr)
     print("# paste into the plant YAML, then reload the gateway (SIGHUP):")
@@ -526,12 +571,14 @@ def _main(argv: list[str] | None) -> int:
     from edge.observability import configure_logging
 
     # stdout carries command results; logs always go to stderr
+    if args.log_level is None:  # a client command's own link is no news beside its result
+        args.log_level = "warning" if args.command in CLIENT_COMMANDS else "info"
     configure_logging(args.log_format or "auto", args.log_level)
     try:
         if args.command == "schema":
             text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
             if args.output:
-                args.output.write_text(text)
+                return _write_output("schema", args.output, text)
             else:
                 sys.stdout.write(text)
             return EXIT_OK
@@ -547,8 +594,10 @@ def _main(argv: list[str] | None) -> int:
             print(
                 f"{args.plant}: ok: gateway {plant.gateway.id} at site {plant.gateway.site}, "
                 f"{len(plant.machines)} machine(s) ({', '.join(adapters)}), "
-                f"{len(plant.destinations) or 'no'} destination(s), "
-                f"{len(plant.shifts.shifts)} shift(s)"
+                + (f"{len(plant.destinations)} destination(s), " if plant.destinations
+                   else "no destination: the embedded broker on 127.0.0.1:1883, ")
+                + (f"{len(plant.shifts.shifts)} shift(s)" if plant.shifts.shifts
+                   else "no shift listed: planned 24/7")
             )
             for warning in _disk_warnings(loaded):
                 print(f"{args.plant}: warning: {warning}", file=sys.stderr)
@@ -623,17 +672,6 @@ def _main(argv: list[str] | None) -> int:
             console=console,
             console_every=args.console_every,
         )
-        if args.broker:
-            from models.plant import Destination
-
-            try:
-                Destination(id="cli", url=args.broker)
-            except ValueError:
-                print(
-                    f"--broker {args.broker!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]",
-                    file=sys.stderr,
-                )
-                return EXIT_INPUT
         if args.worker is not None:  # a worker process started by `run --workers N`
             from edge.daemon import worker_channel, worker_report
 

@@ -29,9 +29,19 @@ def cell(value: object, limit: int = 40, digits: int = 4) -> str:
         return "-"
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+    text = _number(value, digits) if isinstance(value, float) else str(value)
     text = text.replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _number(value: float, digits: int) -> str:
+    """`digits` significant digits, but a large reading keeps every integer digit and one
+    decimal: an energy counter at 12345.6 kWh must not read `1.235e+04`, which hides what
+    it counts (and stays the same for hours)."""
+    text = f"{value:.{digits}g}"
+    if "e+" in text and abs(value) < 1e15:
+        text = f"{value:.1f}".removesuffix(".0")
+    return text
 
 
 class Screen:

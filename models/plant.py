@@ -484,6 +484,27 @@ class Shift(Strict):
     days: list[Weekday] = Field(default_factory=lambda: list(ALL_DAYS[:5]))
     breaks: list[Break] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _breaks_within(self) -> Shift:
+        """A break outside its shift was silently ignored by the calendar (it only keeps
+        the part of a break that overlaps the shift), so the engineer believed planned
+        downtime was set that OEE never saw: refuse it with the shift's hours."""
+
+        def minutes_after_start(t: time) -> int:
+            return (t.hour * 60 + t.minute - self.start.hour * 60 - self.start.minute) % 1440
+
+        length = minutes_after_start(self.end) or 1440  # start == end: round the clock
+        for b in self.breaks:
+            if b.start == b.end:  # empty: no planned downtime either way
+                continue
+            begin, end = minutes_after_start(b.start), minutes_after_start(b.end)
+            if not begin < length or not begin < (end or 1440) <= length:
+                raise ValueError(
+                    f"break {b.start:%H:%M}-{b.end:%H:%M} is not within the shift "
+                    f"{self.start:%H:%M}-{self.end:%H:%M}"
+                )
+        return self
+
 
 class ShiftCalendar(Strict):
     timezone: str = "UTC"
@@ -806,22 +827,44 @@ class Plant(Strict):
         default_factory=BookingRules, description="how platforms' reserve requests are decided"
     )
 
-    @model_validator(mode="after")
-    def _unique_ids(self) -> Plant:
-        for name, ids in (
-            ("machine", [m.id for m in self.machines]),
-            ("destination", [d.id for d in self.destinations]),
-        ):
-            dup = sorted({i for i in ids if ids.count(i) > 1})
-            if dup:
-                raise ValueError(f"duplicate {name} id(s): {', '.join(dup)}")
-        return self
-
     def machine(self, machine_id: str) -> Machine:
         for m in self.machines:
             if m.id == machine_id:
                 return m
         raise KeyError(machine_id)
+
+
+def duplicate_id_problems(plant: Plant) -> list[tuple[tuple[int | str, ...], str]]:
+    """Machine and destination ids given twice, each at the YAML path of its repeat (the
+    loader locates it: an engineer who copied a block finds the line to change)."""
+    problems: list[tuple[tuple[int | str, ...], str]] = []
+    for key, ids in (
+        ("machines", [m.id for m in plant.machines]),
+        ("destinations", [d.id for d in plant.destinations]),
+    ):
+        first: dict[str, int] = {}
+        for i, ident in enumerate(ids):
+            if ident in first:
+                problems.append(((key, i, "id"), f"duplicate id {ident!r} (also {key}"
+                                                  f"[{first[ident]}]); ids must be unique"))
+            else:
+                first[ident] = i
+    return problems
+
+
+def worker_problems(plant: Plant) -> list[tuple[tuple[int | str, ...], str]]:
+    """`gateway.workers` above 1 beside a Sparkplug destination: `run` refuses it (one edge
+    node is one MQTT session), so `validate` must too, at the line to change."""
+    workers = plant.gateway.workers
+    if workers == "auto" or workers < 2:
+        return []
+    problems: list[tuple[tuple[int | str, ...], str]] = [
+        (("gateway", "workers"),
+         f"{workers} worker processes, but destination {d.id!r} is sparkplug_b (one edge "
+         f"node is one MQTT session, so the plant runs as one process): set 1 or auto")
+        for d in plant.destinations if d.format == "sparkplug_b"
+    ]
+    return problems[:1]
 
 
 def meter_problems(plant: Plant) -> list[tuple[tuple[int | str, ...], str]]:

@@ -265,9 +265,23 @@ def booking_line(row: BookingRow) -> str:
     """One row of `edge-gateway bookings list`."""
     r = row.result()
     held = f"  held until {r['hold_until']}" if r["hold_until"] else ""
-    waits = f"  waits for: {'; '.join(row.waits_for)}" if row.waits_for else ""
+    # why it waited, while it waits: after a decision it read as if it still waited
+    waiting = row.waits_for and row.state == "requested"
+    waits = f"  waits for: {'; '.join(row.waits_for)}" if waiting else ""
     reason = f"  ({row.reason})" if row.reason else ""
     return (
         f"{row.id}  {row.state:<9}  {row.platform}/{row.reference}  {row.machine}  "
-        f"{r['start']} .. {r['end']}{held}{reason}{waits}"
+        f"{_window(row, r)}{held}{reason}{waits}"
     )
+
+
+def _window(row: BookingRow, result: dict[str, Any]) -> str:
+    """The booked window; a request refused before it got one shows what was asked,
+    never `None .. None`."""
+    if result["start"] is not None:
+        return f"{result['start']} .. {result['end']}"
+    asked = [f"{key} {row.request[key]}" for key in WINDOW_KEYS if row.request.get(key)]
+    return f"asked: {', '.join(asked)}" if asked else "no window"
+
+
+WINDOW_KEYS = ("start", "end", "duration_minutes", "earliest_start", "latest_start", "quantity")

@@ -19,7 +19,7 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.ua.object_ids import ObjectIdNames, ObjectIds
-from asyncua.ua.uaerrors import UaError
+from asyncua.ua.uaerrors import UaError, UaStringParsingError
 
 from adapters.opcua.adapter import node_id_of
 from adapters.opcua.machine_tool import MACHINE_TOOL_URI, MACHINERY_URI, MACHINES_FOLDER, node_id
@@ -77,6 +77,11 @@ def _parse(text: str, namespaces: list[str]) -> ua.NodeId:
         return node_id_of(text, {uri: i for i, uri in enumerate(namespaces)})
     except LookupError as exc:
         raise BrowseError(str(exc)) from None
+    except (UaStringParsingError, ValueError):  # asyncua says it as a tuple repr
+        raise BrowseError(
+            f"{text!r} is not a node id: write i=85, nsu=URI;s=NAME (ns=2;s=NAME) or a "
+            f"/Browse/Path"
+        ) from None
 
 
 class _Browser:

@@ -31,7 +31,13 @@ from edge.config import registry
 from edge.config.shares import chosen_share, narrow, share_problems
 from edge.config.workers import WorkerRole
 from models.errors import ConfigProblem, PlantConfigError, PluginError
-from models.plant import Machine, Plant, meter_problems
+from models.plant import (
+    Machine,
+    Plant,
+    duplicate_id_problems,
+    meter_problems,
+    worker_problems,
+)
 
 Loc = tuple[int | str, ...]
 
@@ -401,7 +407,9 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
             problems += _problems(exc, ("machines", i), where, file)
 
     if plant is not None:
-        for loc, message in share_problems(plant) + meter_problems(plant):
+        located = (duplicate_id_problems(plant) + share_problems(plant) + meter_problems(plant)
+                   + worker_problems(plant))
+        for loc, message in located:
             line, col = where.mark(loc)
             problems.append(ConfigProblem(file, line, col, format_path(loc), message))
 

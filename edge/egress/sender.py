@@ -70,6 +70,13 @@ class RowSource(Protocol):
 
 @dataclass
 class SenderStats:
+    """Envelopes of this destination's outbox since the egress side started: `published`
+    handed to the broker (a re-send after a lost link counts again), `sent` acknowledged
+    (PUBACK; Sparkplug's QoS 0: written), `replayed` the acknowledged ones flagged
+    historical. The transport's own PUBACK count also holds status, keys and query replies,
+    which are no envelopes of the outbox."""
+
+    published: int = 0
     sent: int = 0
     replayed: int = 0
 
@@ -164,6 +171,7 @@ class DestinationSender:
         user = [*msg.user_properties, *([("historical", "true")] if historical else [])]
         props = {"user_property": user} if user else None
         may_be_on_the_wire = False
+        self.stats.published += 1
         try:
             await self.transport.publish(
                 row.topic,

@@ -72,7 +72,9 @@ def destination_status(
     return DestinationStatus(
         id=dest.id, url=dest.url or ", ".join(dest.urls), connected=transport.connected,
         protocol=str(transport.protocol_in_use), streams=tuple(dest.streams),
-        pending=rows, pending_bytes=size, sent=sender.stats.sent, acked=stats["acked"],
+        # the sender's envelopes: the transport's PUBACKs also count status, keys and
+        # query replies, which made `acked` exceed `sent`
+        pending=rows, pending_bytes=size, sent=sender.stats.published, acked=sender.stats.sent,
         dropped=counters["dropped"], rejected=counters["rejected"],
         last_ack=transport.last_ack, reconnects=stats["reconnects"], lost_records=lost_records,
     )

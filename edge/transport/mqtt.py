@@ -41,9 +41,12 @@ Why it is built this way:
   reconnect, so nothing acknowledged is lost and nothing is reordered within a topic;
   duplicates (a PUBACK lost with the node) carry the same `seq`.
 * **Quiet under outage.** Reconnects back off exponentially with jitter (1 s .. 60 s by
-  default). One warning when the link is lost (`mqtt_disconnected`) or the first attempt fails
-  (`mqtt_connect_failed`), one info line when it is back (`mqtt_connected`); the attempts in
-  between log at debug. Passwords are resolved once at `start()` and never logged.
+  default). One warning when the link is lost (`mqtt_disconnected`; a link lost again
+  within a minute logs at debug and is counted in the next warning's `losses`, so a broker
+  that keeps closing it logs once a minute, with a hint when it closed it within 10 s) or the
+  first attempt fails (`mqtt_connect_failed`), one info line when it is back
+  (`mqtt_connected`); the attempts in between log at debug. Passwords are resolved once at
+  `start()` and never logged.
 * **Birth and will.** The will (QoS 1) tells subscribers the gateway died; the optional
   birth message is published again after every (re)connect, so a will the broker sent for
   the previous link never stays the last word. The will may be a callable, asked once per
@@ -96,6 +99,8 @@ _CONNECT_TIMEOUT = 10.0  # TCP connect + TLS handshake, in the executor
 _SUBACK_TIMEOUT = 10.0
 _PROBE_TIMEOUT = 3.0  # TCP connect to the first url before failing back to it
 _INBOX_SIZE = 1000
+LOSS_LOG_INTERVAL = 60.0  # a link lost again within this logs at debug, counted in the next
+_SHORT_LINK = 10.0  # a link the broker closes this soon after accepting it: taken over?
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):
@@ -245,6 +250,8 @@ class MqttTransport:
         self._closing = False
         self._ever_connected = False
         self._lost_reason = ""
+        self._losses_unlogged = 0  # links lost since the last `mqtt_disconnected` warning
+        self._loss_logged_at = -LOSS_LOG_INTERVAL  # monotonic time of that warning
 
         self._keys = itertools.count(1)
         self._pending: dict[int, _Outgoing] = {}  # insertion order = publish order
@@ -451,9 +458,7 @@ class MqttTransport:
                 if failback:
                     self._move(0, "failback")
                     continue
-                self._log.warning(
-                    "mqtt_disconnected", reason=self._lost_reason, pending=len(self._pending)
-                )
+                self._log_loss()
                 outage_logged = True
                 left -= 1
                 if left > 0:  # the lost node counts as tried: the next one at once
@@ -501,6 +506,25 @@ class MqttTransport:
             await asyncio.sleep(max(low, random.uniform(cap / 2, cap)))
             left = len(self._nodes)
             self._move(0, "retry")  # every round starts at the preferred node
+
+    def _log_loss(self) -> None:
+        """One warning per `LOSS_LOG_INTERVAL` with the count of links lost since the last
+        one: a broker that accepts the link and closes it a second later (another client
+        taking the same client id over) logged a warning and an info line every few seconds
+        for as long as it went on. A link that short gets a hint saying what to look for."""
+        self._losses_unlogged += 1
+        now = time.monotonic()
+        lived = time.time() - self._connected_since
+        if now - self._loss_logged_at < LOSS_LOG_INTERVAL:
+            self._log.debug("mqtt_disconnected", reason=self._lost_reason, lived_s=round(lived, 1))
+            return
+        hint = {} if lived >= _SHORT_LINK else {"hint": (
+            f"the broker closed the link {lived:.1f} s after accepting it: is another client "
+            f"using the client id {self._client_id!r} (this gateway running twice, or another "
+            f"host with the same gateway id)?")}
+        self._log.warning("mqtt_disconnected", reason=self._lost_reason,
+                          pending=len(self._pending), losses=self._losses_unlogged, **hint)
+        self._losses_unlogged, self._loss_logged_at = 0, now
 
     def _move(self, index: int, why: str) -> None:
         """Make node `index` (modulo the list) the one the next attempt connects to."""
@@ -765,7 +789,9 @@ class MqttTransport:
         ]
         for rec in resend:
             self._send(rec)
-        self._log.info(
+        # back after a loss logged at debug (a flapping link): at debug too
+        log = self._log.debug if self._losses_unlogged else self._log.info
+        log(
             "mqtt_connected",
             protocol=self._protocol,
             resent=len(resend),

@@ -69,11 +69,15 @@ def age(ts: datetime | None, now: datetime) -> str:
 
 
 def duration(seconds: float | None) -> str:
+    """`1 h 05 min`, `4 min 09 s`; a negative span keeps its sign in front (a speed loss
+    below zero, the parts made faster than their ideal cycle time, read `-1 h 59 min` for
+    -5 s when divmod floored the negative number)."""
     if seconds is None:
         return "-"
-    m, s = divmod(round(seconds), 60)
+    sign = "-" if round(seconds) < 0 else ""
+    m, s = divmod(abs(round(seconds)), 60)
     h, m = divmod(m, 60)
-    return f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
+    return sign + (f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s")
 
 
 def text(value: object) -> str:
@@ -213,8 +217,10 @@ def machine_live(source: StatusSource, machine_id: str) -> Live | None:
         tree = {"loss/shift": f"{m.meter_reading}; an energy meter makes no parts, so it has "
                 "no OEE (its energy counts for the machine it meters)"}
     cells.update(tree)
-    svg = timeline_svg(source.timeline(machine_id), oee.start if oee else None,
-                       oee.end if oee else None, now, ZoneInfo(oee.timezone) if oee else None)
+    # a meter has no shift timeline: "No shift is running" under it was wrong in a shift
+    svg = None if m.meter_reading else timeline_svg(
+        source.timeline(machine_id), oee.start if oee else None, oee.end if oee else None,
+        now, ZoneInfo(oee.timezone) if oee else None)
     return Live(cells, _shape([*(p.name for p in points), *sorted(tree)]), svg)
 
 

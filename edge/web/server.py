@@ -235,6 +235,9 @@ class StatusWeb:
         if self.bookings is None:
             raise web.HTTPNotFound(text="bookings are not served by this gateway\n")
         machine = request.query.get("machine") or None
+        if machine is not None and all(m.id != machine for m in self.source.machines()):
+            # as /machines/{id}: a mistyped id showed an empty page, "no request waits"
+            raise web.HTTPNotFound(text=f"no machine {machine!r}\n")
         try:
             view = self.bookings.view(machine)
         except BookingStoreError as exc:

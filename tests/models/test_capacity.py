@@ -24,7 +24,7 @@ from models.capacity import (
     performance_windows,
 )
 from models.machine_state import Availability, Execution, MachineState
-from models.plant import Break, Machine, ProgramSettings, Shift, ShiftCalendar
+from models.plant import Break, Machine, ProgramSettings, Shift, ShiftCalendar, Weekday
 from models.shift_calendar import planned_intervals
 
 BER = ZoneInfo("Europe/Berlin")
@@ -229,15 +229,33 @@ def test_dst_booking_in_local_time_is_subtracted_in_real_time() -> None:
 
 _TZS = ["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"]
 _quarter = st.builds(lambda q: time(q // 4, (q % 4) * 15), st.integers(0, 95))
+
+
+def _q(n: int) -> time:
+    return time(n % 96 // 4, n % 4 * 15)
+
+
+def _shift_of(i: int, s: int, e: int, days: list[Weekday], brk: list[tuple[int, int]]) -> Shift:
+    """A shift of quarter hours `s`..`e` with breaks inside it (a break outside its shift
+    is refused by the plant schema)."""
+    length = (e - s) % 96 or 96
+    breaks = []
+    for a, b in brk:
+        begin = a % length
+        end = begin + 1 + b % (length - begin)
+        breaks.append(Break(start=_q(s + begin), end=_q(s + end)))
+    return Shift(name=f"s{i}", start=_q(s), end=_q(e), days=days, breaks=breaks)
+
+
 _shift = st.builds(
-    lambda i, s, e, days, brk: Shift(name=f"s{i}", start=s, end=e, days=days, breaks=brk),
+    _shift_of,
     st.integers(0, 999),
-    _quarter,
-    _quarter,
+    st.integers(0, 95),
+    st.integers(0, 95),
     st.lists(
         st.sampled_from(["mon", "tue", "wed", "thu", "fri", "sat", "sun"]), min_size=1, unique=True
     ),
-    st.lists(st.builds(lambda s, e: Break(start=s, end=e), _quarter, _quarter), max_size=2),
+    st.lists(st.tuples(st.integers(0, 95), st.integers(0, 95)), max_size=2),
 )
 _calendar = st.builds(
     lambda tz, shifts, hol: ShiftCalendar(timezone=tz, shifts=shifts, holidays=hol),

@@ -177,3 +177,32 @@ def test_planned_time_is_additive_and_well_formed(a: int, b: int, c: int) -> Non
     assert planned_busy_seconds(MIXED, t0, t1) + planned_busy_seconds(MIXED, t1, t2) == (
         planned_busy_seconds(MIXED, t0, t2)
     )
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "brk", "ok"),
+    [
+        (time(6), time(14), (time(9), time(9, 15)), True),
+        (time(6), time(14), (time(13, 30), time(14)), True),  # ends with the shift
+        (time(22), time(6), (time(2), time(2, 30)), True),  # after midnight
+        (time(22), time(6), (time(23, 45), time(0, 15)), True),  # across midnight
+        (time(6), time(6), (time(23), time(6)), True),  # round the clock
+        (time(6), time(14), (time(15), time(15, 30)), False),  # after the shift
+        (time(6), time(14), (time(13, 45), time(14, 15)), False),  # past its end
+        (time(22), time(6), (time(21, 30), time(22, 30)), False),  # before its start
+        (time(6), time(14), (time(13), time(7)), False),  # wraps round
+    ],
+)
+def test_a_break_must_lie_within_its_shift(
+    start: time, end: time, brk: tuple[time, time], ok: bool
+) -> None:
+    """A break outside its shift used to be accepted and ignored (no planned downtime
+    where the engineer set one); now the plant file is refused, naming both."""
+    def make() -> Shift:
+        return Shift(name="s", start=start, end=end, breaks=[Break(start=brk[0], end=brk[1])])
+
+    if ok:
+        make()
+    else:
+        with pytest.raises(ValueError, match=r"break \d\d:\d\d-\d\d:\d\d is not within the shift"):
+            make()

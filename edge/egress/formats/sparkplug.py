@@ -214,6 +214,7 @@ class SparkplugSender:
         """Write the row's messages (in the order their seq was given), then delete the row
         (queued for the outbox's writer thread in the gateway; the row stays claimed until
         the delete commits, so `release` below leaves an acknowledged row alone)."""
+        self.stats.published += 1
         try:
             for msg in messages:
                 await self._write(msg, session)

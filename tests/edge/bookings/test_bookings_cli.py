@@ -88,3 +88,34 @@ def test_list_decline_and_errors(tmp_path: Path) -> None:
     with BookingStore(tmp_path / "state" / FILENAME) as store:
         states = [r["state"] for _, _, r in store.unpublished()]
     assert states == ["requested", "declined"]  # the running gateway would sign these
+
+
+def test_list_all_shows_what_a_refused_request_asked_and_no_stale_wait(tmp_path: Path) -> None:
+    """`bookings list --all` printed `None .. None` for a request declined before it had
+    a window, and an accepted booking still read `waits for: ...` as if it waited."""
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(plant_yaml(tmp_path / "state", [5020], 1883))
+    now = datetime.now(UTC)
+    far, near = now + timedelta(days=30), now + timedelta(hours=2)
+    with BookingStore(tmp_path / "state" / FILENAME) as store:
+        rows = [
+            store.reserve(
+                "p1",
+                parse_reserve({"asset": "m1", "reference": ref, "start": start.isoformat(),
+                               "end": (start + timedelta(hours=1)).isoformat()}),
+                [Candidate("m1")],
+                calendar=ShiftCalendar(),
+                rules=BookingRules(auto_accept=False, max_horizon_days=7),
+                now=now,
+            )[0]
+            for ref, start in (("po-far", far), ("po-near", near))
+        ]
+    refused, waiting = rows
+    assert (refused.state, refused.start, waiting.state) == ("declined", None, "requested")
+    assert cli("accept", waiting.id, "-c", str(plant)).returncode == 0
+    listed = cli("list", "--all", "-c", str(plant))
+    assert listed.returncode == 0, listed.stderr
+    lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
+    assert "None" not in listed.stdout
+    assert f"asked: start {far:%Y-%m-%dT%H:%M:%S}" in lines[refused.id]
+    assert "accepted" in lines[waiting.id] and "waits for" not in lines[waiting.id]

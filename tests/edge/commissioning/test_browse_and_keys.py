@@ -58,6 +58,15 @@ async def test_browse_from_a_path(opcua_machine: str) -> None:
     assert {c.name for c in tree.root.children} >= {"Manufacturer", "SerialNumber"}
 
 
+async def test_a_start_that_is_no_node_id_says_what_to_write(opcua_machine: str) -> None:
+    """`--path garbage` printed asyncua's tuple `('Error parsing string garbage',
+    ValueError(...))`."""
+    with pytest.raises(BrowseError) as info:
+        await browse(opcua_machine, "garbage", 1, 10)
+    assert str(info.value) == (
+        "'garbage' is not a node id: write i=85, nsu=URI;s=NAME (ns=2;s=NAME) or a /Browse/Path")
+
+
 async def test_browse_of_nothing_is_a_clear_error() -> None:
     with pytest.raises(BrowseError, match="cannot connect"):
         await browse(f"opc.tcp://127.0.0.1:{find_free_port()}/", None, 2, 2)

@@ -176,3 +176,18 @@ def test_format_options_that_cannot_apply_are_located_errors() -> None:
     assert "destinations[1]" in found[1] and "format json only" in found[1]
     (unknown,) = problems(MINIMAL + "destinations:\n  - {id: c, url: mqtt://h, format: protobuf}\n")
     assert "destinations[0].format" in unknown and "'sparkplug_b'" in unknown
+
+
+def test_a_repeated_machine_or_destination_id_is_located_at_the_repeat() -> None:
+    """A copied machine block whose id was not changed: the line of the copy, not 1:1."""
+    machine = MINIMAL.split("machines:\n", 1)[1]
+    text = MINIMAL + machine + (
+        "destinations:\n"
+        "  - {id: plat, url: mqtt://h:1883}\n"
+        "  - {id: plat, url: mqtt://k:1883}\n"
+    )
+    assert problems(text) == [
+        "plant.yaml:10:9: machines[1].id: duplicate id 'm1' (also machines[0]); ids must be unique",
+        "plant.yaml:19:10: destinations[1].id: duplicate id 'plat' (also destinations[0]); "
+        "ids must be unique",
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from edge.daemon.console import MachineRow, alarm_cell, oee_cell, percent, render
-from edge.text_table import Screen
+from edge.text_table import Screen, cell
 
 
 def test_oee_and_alarm_text_columns() -> None:
@@ -34,3 +34,15 @@ def test_screen_redraws_in_place_on_a_terminal_only() -> None:
         Screen(out).show("two\n")
     assert tty.getvalue() == "\x1b[H\x1b[Jone\n\x1b[H\x1b[Jtwo\n"
     assert pipe.getvalue() == "one\ntwo\n"
+
+
+def test_a_meter_reading_keeps_its_digits_in_probe_watch_and_page_cells() -> None:
+    """`watch` showed an energy meter at `import_energy_kwh=1.235e+04`: the counter's
+    digits were lost (and the cell froze for hours). Large numbers keep every integer
+    digit and one decimal; small ones keep their significant digits."""
+    assert cell(12345.6) == "12345.6"
+    assert cell(12345.0) == "12345"
+    assert cell(1234567.84, digits=6) == "1234567.8"
+    assert cell(-25000.25) == "-25000.2"
+    assert cell(28.1934) == "28.19" and cell(0.000012) == "1.2e-05"
+    assert cell(3.2e20) == "3.2e+20"  # beyond any counter: the exponent says more

@@ -23,6 +23,7 @@ from e2e import until
 from edge.egress.outbox import FILENAME, Outbox, OutboxCap
 from edge.egress.sender import DestinationSender
 from edge.signing.jws import b64url_encode
+from edge.status.gateway_source import destination_status
 from edge.transport.mqtt import MqttTransport
 from models.plant import Destination
 
@@ -76,3 +77,32 @@ async def test_rows_evicted_while_the_backlog_is_paced_are_never_published(
     assert counters["dropped"] > 0 and counters["appended"] == 60
     assert len(delivered) + counters["dropped"] == 60, (len(delivered), counters)
     assert counters["acked"] == len(delivered) == published  # nothing evicted was published
+
+
+async def test_the_page_counts_envelopes_not_every_puback_of_the_link(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_collector: Callable[..., Collector]
+) -> None:
+    """The destinations page and /metrics showed `acked` above `sent`: acked was the
+    transport's PUBACK count, which also holds the retained status, the JWKS and query
+    replies. Both now count this destination's envelopes: published, then acknowledged."""
+    col = mqtt_collector(mosquitto.host, mosquitto.port, TOPIC)
+    with Outbox(tmp_path / FILENAME, caps={"d": OutboxCap(100 * SIZE)}) as ob:
+        put(ob, 5)
+        dest = Destination(id="d", url=f"mqtt://{mosquitto.host}:{mosquitto.port}")
+        transport = MqttTransport(dest, "gw-sender-count", backoff_min=0.1, backoff_max=0.5)
+        await transport.start()
+        assert await transport.wait_connected(10)
+        for leaf in ("status", "keys", "reply"):  # what the gateway sends beside the outbox
+            await transport.publish(f"edge/test/gw/{leaf}", b"{}", qos=1)
+        sender = DestinationSender("d", transport, ob, structlog.get_logger())
+        task = asyncio.create_task(sender.run())
+        try:
+            await until(lambda: ob.pending("d")[0] == 0, 10, "the outbox drained")
+            await until(lambda: len(col.snapshot()) == 5, 10, "5 envelopes at the subscriber")
+            shown = destination_status(dest, transport, sender, ob)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await transport.stop()
+    assert transport.stats["acked"] == 8  # the link's PUBACKs: 5 envelopes and 3 others
+    assert (shown.sent, shown.acked) == (5, 5)

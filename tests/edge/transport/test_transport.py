@@ -331,6 +331,31 @@ async def test_will_on_abnormal_death_and_birth_on_reconnect(
         await t.stop()
 
 
+async def test_a_link_taken_over_again_and_again_logs_once_with_a_hint(
+    mosquitto: Mosquitto,
+) -> None:
+    """Two gateways with one client id (the same plant file run twice) take the session
+    from each other every second or so. Each loss used to log a warning and each return an
+    info line, for as long as it went on; now one warning per minute with the count, and
+    a hint naming the client id."""
+    first, second = transport(mosquitto.url, "gw-twice"), transport(mosquitto.url, "gw-twice")
+    with capture_logs() as logs:
+        await started(first)
+        await second.start()
+        try:
+            await until(lambda: first.stats["reconnects"] >= 4, 30, "4 take-overs")
+        finally:
+            await second.stop()
+            await first.stop()
+    lost = [e for e in logs if e["event"] == "mqtt_disconnected" and e["log_level"] == "warning"]
+    assert 1 <= len(lost) <= 2, lost  # one per transport in the minute
+    assert all("'gw-twice'" in e["hint"] and "running twice" in e["hint"] for e in lost)
+    infos = [e for e in logs if e["event"] == "mqtt_connected" and e["log_level"] == "info"]
+    assert len(infos) <= 2 + len(lost), infos  # each first connect, and one after a warning
+    quiet = [e for e in logs if e["event"] == "mqtt_disconnected" and e["log_level"] == "debug"]
+    assert len(quiet) >= 3  # the losses are still there, at debug
+
+
 @pytest.mark.slow
 async def test_keepalive_notices_a_frozen_broker(mosquitto: Mosquitto) -> None:
     """A broker that stops answering (no FIN, no RST) is only found by paho's keep-alive."""

@@ -150,8 +150,10 @@ async def test_the_page_lists_waiting_upcoming_and_recent(page: Page) -> None:
         _, live = pages.bookings_page(view, pages.DecisionForm("x"))
         for key in live.cells:
             assert f'data-k="{key}"' in html, key
-        async with http.get(page.web.url + "bookings?machine=m2") as r:
+        async with http.get(page.web.url + "bookings?machine=lathe-01") as r:
             assert "No request waits for a decision." in await r.text()
+        async with http.get(page.web.url + "bookings?machine=lathe-1") as r:  # mistyped
+            assert (r.status, await r.text()) == (404, "no machine 'lathe-1'\n")
         async with http.get(page.web.url + "events?page=bookings&id=m1") as r:
             line = b""
             while not line.startswith(b"data: "):

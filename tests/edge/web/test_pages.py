@@ -49,6 +49,18 @@ def test_observed_share_of_the_planned_time_explains_a_low_availability() -> Non
     assert "The gateway observed" in built[0] and "10 min 00 s of 1 h 00 min (16.7 %)" in built[0]
 
 
+def test_a_negative_speed_loss_keeps_its_sign_and_size() -> None:
+    """Parts made faster than their ideal cycle (effectiveness above 100 %, e.g. the first
+    minutes after a start, docs/oee.md) give a speed loss below zero: -5 s read
+    `-1 h 59 min` on the machine page (divmod of a negative number)."""
+    figures = FixedStatus().oee("mill-01")
+    assert figures is not None
+    fast = replace(figures, speed_loss_seconds=-5.2)
+    assert pages.loss_tree(fast)["loss/speed"] == "-0 min 05 s"
+    assert pages.duration(-4000.0) == "-1 h 06 min" and pages.duration(-0.4) == "0 min 00 s"
+    assert pages.duration(3725.0) == "1 h 02 min" and pages.duration(65.0) == "1 min 05 s"
+
+
 def test_machine_page_points_timeline_loss_tree() -> None:
     built = pages.machine_page(FixedStatus(), "mill-01")
     assert built is not None

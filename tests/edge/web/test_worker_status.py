@@ -158,6 +158,8 @@ def test_a_meter_row_shows_its_reading_not_an_oee_in_every_view() -> None:
     page = pages.machine_live(source, "mill-01-meter")
     assert page is not None and page.cells["loss/shift"].startswith(
         "meter of mill-01: 3.42 kW, 1234.6 kWh; an energy meter makes no parts")
+    built = pages.machine_page(source, "mill-01-meter")  # no "No shift is running" in a shift
+    assert built is not None and "shift is running" not in built[0] and page.svg is None
     unread = dataclasses.replace(meter, power_w=None, energy_kwh=None)
     assert unread.meter_reading == "meter of mill-01"
 

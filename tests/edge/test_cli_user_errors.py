@@ -1,0 +1,126 @@
+"""Mistakes an engineer makes at the command line get one line naming what is wrong and
+exit 2, never a traceback (audit round 3): a broker URL without its scheme, an output file
+in a directory that does not exist, a JWKS that is not one."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import structlog
+
+from edge.cli import EXIT_INPUT, main
+
+if TYPE_CHECKING:
+    from conftest import Mosquitto
+
+BAD_BROKERS = ("127.0.0.1:1883", "tcp://broker:1883", "http://x")
+
+
+@pytest.fixture(autouse=True)
+def _logging_back_to_defaults() -> Iterator[None]:
+    """main() points structlog and the root logger at this test's captured stderr, which
+    is closed after it: later tests' log lines (paho's, our transport's) would fail on it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers, root.level = handlers, level
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's usage errors
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+@pytest.mark.parametrize("url", BAD_BROKERS)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("query", "--key", "k.pem", "--gateway", "edge/s/gw", "health"),
+        ("watch", "--seconds", "1"),
+        ("verify", "--seconds", "1"),
+    ],
+)
+def test_a_broker_url_without_mqtt_scheme_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], command: tuple[str, ...], url: str
+) -> None:
+    code, err = _run(capsys, *command, "--broker", url)
+    assert code == EXIT_INPUT
+    assert f"--broker: {url!r}: expected mqtt://HOST[:PORT]" in err
+
+
+def test_outputs_into_a_missing_directory_name_the_path(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "no" / "such"
+    plant = Path(__file__).parents[2] / "config" / "demo-plant.yaml"
+    for argv, who in (
+        (("schema", "-o", str(missing / "schema.json")), "schema"),
+        (("aas", "export", "-c", str(plant), "-o", str(missing / "aas.json")), "aas"),
+        (("verify", "--broker", "mqtt://127.0.0.1:1", "--save", str(missing / "c")), "verify"),
+    ):
+        code, err = _run(capsys, *argv)
+        assert code == EXIT_INPUT, (argv, err)
+        assert err.startswith(f"{who}: cannot write {missing}/"), err
+        assert "No such file or directory" in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, err = _run(capsys, "keys", "platform", "-o", str(blocker / "keys"), "--id", "p")
+    assert code == EXIT_INPUT
+    assert err.startswith(f"keys platform: cannot write in {blocker}/keys"), err
+
+
+def test_verify_names_the_jwks_file_that_is_not_a_jwks(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    capture = tmp_path / "capture.jsonl"
+    capture.write_text("")
+    for name, text in (("empty.json", "{}"), ("plant.yaml", "gateway: {id: gw}\n"),
+                       ("list.json", json.dumps([{"kty": "OKP"}]))):
+        jwks = tmp_path / name
+        jwks.write_text(text)
+        code, err = _run(capsys, "verify", str(capture), "--jwks", str(jwks))
+        assert code == EXIT_INPUT, err
+        assert err.startswith(f"verify: JWKS {jwks}: "), err
+
+
+def test_validate_says_what_an_empty_shifts_and_destinations_mean(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`validate` printed `no destination(s), 0 shift(s)` for a plant without them, which
+    read as "nothing planned, nowhere to send"; the defaults are 24/7 and the embedded
+    broker (README, configuration reference)."""
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(
+        "gateway: {id: gw, site: s, state_dir: state}\n"
+        "machines:\n"
+        "  - {id: m1, area: a, line: l, adapter: modbus, connection: {host: 127.0.0.1},\n"
+        "     points: [{name: part_count, register: holding, address: 0}]}\n"
+    )
+    assert main(["validate", str(plant)]) == 0
+    out = capsys.readouterr().out
+    assert "no destination: the embedded broker on 127.0.0.1:1883" in out
+    assert "no shift listed: planned 24/7" in out and "0 shift" not in out
+
+
+def test_client_commands_do_not_log_their_own_link(
+    capsys: pytest.CaptureFixture[str], mosquitto: Mosquitto
+) -> None:
+    """`query`, `verify` and `watch` print their result; an info line about their MQTT link
+    (`mqtt_connected`) came first on stderr each time. Their default level is warning;
+    `--log-level info` brings it back."""
+    verify = ("verify", "--broker", mosquitto.url, "--topic", "audit/none/#", "--seconds", "0.5")
+    code, err = _run(capsys, *verify)
+    assert code == 1 and "mqtt_connected" not in err  # nothing verified: a failure, quietly
+    code, err = _run(capsys, "--log-level", "info", *verify)
+    assert "mqtt_connected" in err
