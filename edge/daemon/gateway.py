@@ -207,7 +207,9 @@ class Gateway:
         )
         # nonces on disk, for the life of the process: neither a reload nor a restart
         # opens a replay window (docs/protocol.md, "Query refusals, nonces and scope")
-        self.nonces = NonceStore(loaded.state_dir / NONCE_FILE, logger=self.log)
+        # (committed on the store writer thread, the reply waiting for them)
+        self.nonces = NonceStore(loaded.state_dir / NONCE_FILE, logger=self.log,
+                                 writes=self.store_writes)
         self.queries = QueryHandler(
             loaded.plant,
             backend,

@@ -38,8 +38,10 @@ Nonces live in a `NonceMemory` (edge/query/nonces.py; the daemon passes the SQLi
 Flood safety: requests wait in one bounded queue served by one task, so a flood costs a
 bounded amount of memory and one task's share of the event loop; telemetry keeps flowing.
 Replies are published directly, not through the outbox: an answer nobody waits for any more
-is worth nothing after an outage. The task does not wait for a reply's PUBACK before taking
-the next request (at most `REPLIES_IN_FLIGHT` unacknowledged; bench section 2m). Their
+is worth nothing after an outage. A reply waits for the nonces remembered so far to be
+committed (on the store writer thread, `Reply.after`); the serving task does not, and it
+does not wait for a reply's PUBACK before taking the next request either (at most
+`REPLIES_IN_FLIGHT` unacknowledged; bench section 2m). Their
 `seq`/`prev` chain runs per reply topic for the life of the process.
 Nothing here writes to a machine.
 """
@@ -104,6 +106,9 @@ class Reply:
     topic: str
     payload: bytes
     correlation_data: bytes | None
+    after: asyncio.Future[None] | None = None
+    """Publish only once this is done: the write of the nonces remembered so far (edge/
+    query/nonces.py), so an answered request is refused when replayed after a SIGKILL."""
 
 
 @dataclass
@@ -370,7 +375,8 @@ class QueryHandler:
             self.counts["unanswered"] += 1
             self._topic_log.note("reply_topic", answered=False, topic=reply_to[:200])
             return None
-        return Reply(reply_to, self._seal(reply_to, record), req.correlation)
+        return Reply(reply_to, self._seal(reply_to, record), req.correlation,
+                     self.nonces.written())
 
     def _count(self, method: str, result: str) -> None:
         key = (method, result)
@@ -644,7 +650,13 @@ class QueryHandler:
             await asyncio.gather(*sending, return_exceptions=True)
 
     async def _publish(self, transport: Any, reply: Reply) -> None:
+        """Once the nonces are on disk, publish. The nonce writes commit in the order they
+        were queued and wake their waiters in that order, so replies still leave in the
+        order they were answered, and the serving task meanwhile checks the next requests
+        (whose nonces then share a transaction)."""
         props = {"correlation_data": reply.correlation_data} if reply.correlation_data else None
+        if reply.after is not None:
+            await asyncio.shield(reply.after)
         try:
             async with asyncio.timeout(10):
                 await transport.publish(
