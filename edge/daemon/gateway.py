@@ -154,7 +154,9 @@ class Gateway:
         )
         config = self.current
         self.parts_store = PartStore(loaded.state_dir / PARTS_FILE, logger=self.log)
-        self.bookings_store = BookingStore(loaded.state_dir / BOOKINGS_FILE, logger=self.log)
+        # decisions committed on the store writer thread, the reply waiting for them
+        self.bookings_store = BookingStore(loaded.state_dir / BOOKINGS_FILE, logger=self.log,
+                                           writes=self.store_writes)
         self.parts = PartRecorder(
             config, self.parts_store, self.slot, self.log,
             booking_of=part_links(self.bookings_store),
@@ -384,12 +386,12 @@ class Gateway:
             self.kpi.close()
             await self.store_writes.drain()  # the last OEE save committed, then its store
             self.oee_store.close()
-            self.bookings_store.close()
             self.parts.close()
             self.parts_store.close()
             await self.stop_egress(self.loaded)
             await self.store_writes.close()  # the last acks' deletes were drained with egress
             self.nonces.close()  # after the query tasks, which stop with egress
+            self.bookings_store.close()
             self.log.debug("shutdown_egress_stopped")
             if broker is not None:
                 await broker.stop()
