@@ -51,6 +51,7 @@ Without a writer thread (the command line, tests) `write` runs the operation inl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -325,25 +326,31 @@ class BookingStore(WalStore):
         """Several operations in one transaction, in order, each in a savepoint (`Batched`):
         a refusal undoes its own operation only and is its answer; an SQLite error undoes
         all of them (BookingStoreError; the writer then tries each alone)."""
-        quick = all(isinstance(op, MarkPublished) for op in ops)
-        if quick:  # see `mark_published`: no fsync for a mark alone
-            self._synchronous("NORMAL")
-        try:
-            with self._tx("write") as conn:
-                out: list[BookingOutcome] = []
-                for op in ops:
-                    conn.execute("SAVEPOINT op")
-                    try:
-                        result = self._run(conn, op)
-                    except (Refused, KeyError) as exc:
-                        conn.execute("ROLLBACK TO op")
-                        result = exc
-                    conn.execute("RELEASE op")
-                    out.append(result)
-                return out
-        finally:
-            if quick:
-                self._synchronous("FULL" if self.durable else "NORMAL")
+        # see `mark_published`: no fsync for marks alone; switched under the lock, so no
+        # decision committed inline meanwhile (the status page's) goes without one
+        quick = self.durable and all(isinstance(op, MarkPublished) for op in ops)
+        with self._lock:
+            try:
+                if quick:
+                    self._require().execute("PRAGMA synchronous=NORMAL")
+                with self._transaction("write") as conn:
+                    out: list[BookingOutcome] = []
+                    for op in ops:
+                        conn.execute("SAVEPOINT op")
+                        try:
+                            result = self._run(conn, op)
+                        except (Refused, KeyError) as exc:
+                            conn.execute("ROLLBACK TO op")
+                            result = exc
+                        conn.execute("RELEASE op")
+                        out.append(result)
+                    return out
+            except sqlite3.Error as exc:
+                raise self._error(exc, "write") from exc
+            finally:
+                if quick and self._conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("PRAGMA synchronous=FULL")
 
     def _run(self, conn: sqlite3.Connection, op: BookingOp) -> BookingOutcome:
         if isinstance(op, Reserve):
