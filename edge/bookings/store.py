@@ -745,21 +745,16 @@ class BookingStore(WalStore):
         return Usage(float(hours) / 3.6e9, int(count))
 
     def usage(self, platform: str, now: datetime) -> Usage:
-        """What `platform` holds in this store (open bookings ending after `now`)."""
-        with self._lock:
-            try:
-                return self._usage(self._require(), platform, now)
-            except sqlite3.Error as exc:
-                raise self._error(exc, "read usage") from exc
+        """What `platform` holds in this store (open bookings ending after `now`); read on
+        the reader connection, never waiting for a decision being committed."""
+        with self._snapshot("read usage") as conn:
+            return self._usage(conn, platform, now)
 
     def holding(self, machine: str, now: datetime) -> list[tuple[Interval, str]]:
         """Time of `machine` taken by platforms (accepted bookings, waiting requests within
         their hold) ending after `now`: time no longer offered."""
-        with self._lock:
-            try:
-                return self._holding(self._require(), machine, now)
-            except sqlite3.Error as exc:
-                raise self._error(exc, "read holding") from exc
+        with self._snapshot("read holding") as conn:
+            return self._holding(conn, machine, now)
 
     def covering(self, machine: str, at: datetime) -> BookingRow | None:
         """The accepted (or since completed) booking of `machine` whose window holds `at`:
