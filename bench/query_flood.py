@@ -180,7 +180,8 @@ COLUMNS = (("lag_ms_p50", "loop lag p50 ms", ".2f"), ("lag_ms_p99", "p99 ms", ".
            ("replies_per_s", "replies/s", ",.0f"), ("reply_ms_p50", "reply p50 ms", ".1f"),
            ("reply_ms_p99", "reply p99 ms", ".1f"),
            ("query_task_ms_per_reply", "query task loop ms/reply", ".3f"),
-           ("reply_tasks_ms_per_reply", "reply tasks loop ms/reply", ".3f"), ("samples_per_s", "samples/s", ",.0f"),
+           ("reply_tasks_ms_per_reply", "reply tasks loop ms/reply", ".3f"),
+           ("samples_per_s", "samples/s", ",.0f"),
            ("read_to_received_ms_p99", "read->recv p99 ms", ".1f"),
            ("gateway_cpu_pct_of_core", "gateway CPU %", ".0f"),
            ("other_load_pct_of_core", "other load %", ".0f"))
