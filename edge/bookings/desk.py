@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from edge.bookings.store import BookingRow, BookingStore, Release, Reserve
+from edge.bookings.store import BookingRow, BookingStore, OperatorDecision, Release, Reserve
 from edge.capacity.bookings import BookingsFiles
 from edge.config.loader import LoadedPlant
 from models.booking import (
@@ -236,24 +236,21 @@ class OperatorDesk:
         self.holds = holds
         self.clock = clock
 
-    def decide(self, booking: str, *, accept: bool, reason: str | None) -> BookingRow:
-        """KeyError: no such booking; Refused: not waiting, or it no longer fits."""
+    async def decide(self, booking: str, *, accept: bool, reason: str | None) -> BookingRow:
+        """KeyError: no such booking; Refused: not waiting, or it no longer fits. What else
+        holds the machine is gathered here (the plant's holds read config and files) and
+        the decision committed in the store's transaction, on its writer thread in the
+        gateway."""
         plant = self.config().plant
-
-        def busy(asset: str) -> list[tuple[Interval, str]]:
-            try:
-                return self.holds.holds(plant.machine(asset))
-            except KeyError:
-                return plant_holds(plant.booking, asset)
-
-        return self.store.operator_decide(
-            booking,
-            accept=accept,
-            reason=reason,
-            busy=busy,
-            calendar=plant.shifts,
-            now=self.clock(),
-        )
+        row = self.store.get(booking)
+        if row is None:
+            raise KeyError(booking)
+        try:
+            busy = self.holds.holds(plant.machine(row.machine))
+        except KeyError:
+            busy = plant_holds(plant.booking, row.machine)
+        return await self.store.withdraw(OperatorDecision(
+            booking, accept, reason, tuple(busy), plant.shifts, self.clock()))
 
 
 def booking_line(row: BookingRow) -> str:

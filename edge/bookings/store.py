@@ -37,7 +37,8 @@ Where the gateway writes (issue 17, item 2): on its one store writer thread (edg
 writer.py), never on the event loop, where a durable commit's fsync (and a WAL checkpoint
 inside it) stalled every poll due then. The loop gathers what a decision needs (the
 candidates with the plant's holds and the running job, the evidence of an ended window) and
-queues one operation (`Reserve`, `Release`, `CloseDue`, `MarkPublished`); the thread runs
+queues one operation (`Reserve`, `Release`, `OperatorDecision`, `CloseDue`,
+`MarkPublished`); the thread runs
 it inside a transaction: the read of the accepted bookings, the pure decision and the
 insert together, so two platforms racing for one slot are still serialised, the first
 queued accepted and the second declined. Several operations queued together share one
@@ -88,7 +89,8 @@ from models.plant import BookingRules, ShiftCalendar
 from models.sample import format_ts
 
 __all__ = ["FILENAME", "BookingMachines", "BookingOp", "BookingRow", "BookingStore",
-           "BookingStoreError", "CloseDue", "MarkPublished", "Refused", "Release", "Reserve"]
+           "BookingStoreError", "CloseDue", "MarkPublished", "OperatorDecision", "Refused",
+           "Release", "Reserve"]
 
 FORMAT_VERSION = 1
 FILENAME = "bookings.sqlite3"
@@ -164,6 +166,19 @@ class Release:
 
 
 @dataclass(frozen=True)
+class OperatorDecision:
+    """A person accepts or declines a waiting request (`BookingStore.operator_decide`);
+    `busy`: what else holds the booking's machine, gathered on the loop."""
+
+    booking: str
+    accept: bool
+    reason: str | None
+    busy: tuple[tuple[Interval, str], ...]
+    calendar: ShiftCalendar
+    now: datetime
+
+
+@dataclass(frozen=True)
 class CloseDue:
     """Expire and complete what is due at `now` (`BookingStore.close_due`), with the
     evidence the loop gathered for each ended booking by id: a booking it has none for yet
@@ -180,7 +195,7 @@ class MarkPublished:
     seqs: tuple[int, ...]
 
 
-BookingOp = Reserve | Release | CloseDue | MarkPublished
+BookingOp = Reserve | Release | OperatorDecision | CloseDue | MarkPublished
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -357,6 +372,8 @@ class BookingStore(WalStore):
             return self._reserve(conn, op)
         if isinstance(op, Release):
             return self._release(conn, op.platform, op.booking, op.now)
+        if isinstance(op, OperatorDecision):
+            return self._operator_decide(conn, op, lambda _machine: list(op.busy))
         if isinstance(op, CloseDue):
             return self._close_due(conn, op.now, lambda row: op.evidence.get(row.id))
         conn.executemany("UPDATE events SET published = 1 WHERE seq = ?",
@@ -384,8 +401,9 @@ class BookingStore(WalStore):
         assert isinstance(result, tuple)
         return result
 
-    async def withdraw(self, op: Release) -> BookingRow:
-        """`write` for a `Release`: the released booking, committed."""
+    async def withdraw(self, op: Release | OperatorDecision) -> BookingRow:
+        """`write` for a `Release` or an `OperatorDecision`: the booking as it now is,
+        committed."""
         result = await self.write(op)
         assert isinstance(result, BookingRow)
         return result
@@ -648,28 +666,37 @@ class BookingStore(WalStore):
         request whose hold has ended has expired (and says so), even if the gateway has not
         closed it yet."""
         with self._tx("decide") as conn:
-            self._expire_due(conn, now)
-            row = self._get(conn, booking)
-            if row is None:
-                raise KeyError(booking)
-            if row.state != "requested":
-                raise Refused(f"booking {booking} is {row.state}, not waiting for a decision")
-            if not accept:
-                return self._set_state(
-                    conn, row, "declined", now, "operator", reason=reason or "declined by the plant"
-                )
-            assert row.start is not None and row.end is not None
-            blocked = recheck(
-                row.machine,
-                row.start,
-                row.end,
-                [*busy(row.machine), *self._holding(conn, row.machine, now, exclude=row.id)],
-                calendar=calendar,
-                now=now,
+            return self._operator_decide(
+                conn, OperatorDecision(booking, accept, reason, (), calendar, now), busy)
+
+    def _operator_decide(self, conn: sqlite3.Connection, op: OperatorDecision, busy: BusyFor
+                         ) -> BookingRow:
+        """`operator_decide` inside the caller's transaction (`op.busy` is not read here:
+        `busy` says what else holds the machine)."""
+        booking, accept, reason, calendar, now = (op.booking, op.accept, op.reason,
+                                                  op.calendar, op.now)
+        self._expire_due(conn, now)
+        row = self._get(conn, booking)
+        if row is None:
+            raise KeyError(booking)
+        if row.state != "requested":
+            raise Refused(f"booking {booking} is {row.state}, not waiting for a decision")
+        if not accept:
+            return self._set_state(
+                conn, row, "declined", now, "operator", reason=reason or "declined by the plant"
             )
-            if blocked is not None:
-                raise Refused(f"cannot accept {booking}: {blocked}")
-            return self._set_state(conn, row, "accepted", now, "operator", reason=reason)
+        assert row.start is not None and row.end is not None
+        blocked = recheck(
+            row.machine,
+            row.start,
+            row.end,
+            [*busy(row.machine), *self._holding(conn, row.machine, now, exclude=row.id)],
+            calendar=calendar,
+            now=now,
+        )
+        if blocked is not None:
+            raise Refused(f"cannot accept {booking}: {blocked}")
+        return self._set_state(conn, row, "accepted", now, "operator", reason=reason)
 
     def close_due(self, now: datetime, *, evidence: EvidenceFor) -> list[BookingRow]:
         """Waiting requests whose hold ended or whose start passed expire; accepted bookings

@@ -19,7 +19,14 @@ from typing import Any
 
 import pytest
 
-from edge.bookings.store import BookingStore, BookingStoreError, Refused, Release, Reserve
+from edge.bookings.store import (
+    BookingStore,
+    BookingStoreError,
+    OperatorDecision,
+    Refused,
+    Release,
+    Reserve,
+)
 from edge.storage.writer import WriterThread
 from models.booking import Candidate, parse_reserve
 from models.plant import BookingRules, ShiftCalendar
@@ -86,6 +93,21 @@ async def test_a_refusal_batched_with_a_decision_undoes_only_itself(store: Booki
     decided = results[1]
     assert isinstance(decided, tuple) and decided[0].state == "accepted"
     assert committed(store.path)[decided[0].id] == "accepted"
+
+
+async def test_an_operators_decision_is_committed_on_the_thread(store: BookingStore) -> None:
+    waiting = Reserve("p1", ask("p1", "po-1").req, [Candidate("m1")], ShiftCalendar(),
+                      BookingRules(auto_accept=False), NOW)
+    row, _ = await store.decide(waiting)
+    assert row.state == "requested"
+    taken = (((NOW + timedelta(hours=2), NOW + timedelta(hours=4)), "maintenance"),)
+    with pytest.raises(Refused, match="maintenance"):  # the limits checked in the transaction
+        await store.withdraw(OperatorDecision(row.id, True, None, taken, ShiftCalendar(), NOW))
+    assert committed(store.path) == {row.id: "requested"}
+    accepted = await store.withdraw(OperatorDecision(row.id, True, "ok", (), ShiftCalendar(),
+                                                     NOW))
+    assert accepted.state == "accepted"
+    assert committed(store.path) == {row.id: "accepted"}
 
 
 async def test_a_failing_store_answers_with_its_own_error(store: BookingStore) -> None:
