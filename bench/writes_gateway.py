@@ -7,9 +7,10 @@ the same simulator, broker and machine load; a switch for this in the production
 would be a knob nobody should turn, so the bench swaps the classes here instead.
 
 Environment:
-- `EDGE_BENCH_WRITES=inline`: outbox appends/acks, OEE saves/prunes and the periodic WAL
-  truncation run on the event loop (the code before); anything else: as shipped (the
-  outbox and the OEE store on the gateway's one writer thread).
+- `EDGE_BENCH_WRITES=inline`: outbox appends/acks, OEE saves/prunes, the query nonce,
+  bookings and part stores' writes and the periodic WAL truncation run on the event loop
+  (the code before); anything else: as shipped (all of them on the gateway's one writer
+  thread).
 - `EDGE_BENCH_LAG_FILE=<path>`: a task asks to wake every `TICK` s and appends
   "<unix time> <lateness s>" lines to the file once a second; that lateness is how long a
   poll due at that moment would have waited for the loop.
@@ -23,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from edge.daemon import gateway
 from edge.egress import stack
@@ -89,12 +91,23 @@ async def probe(path: Path) -> None:
             flushed = now
 
 
+def without_thread(store: Callable[..., WalStore]) -> Callable[..., WalStore]:
+    """A store class whose writes run inline: built without the gateway's writer thread."""
+
+    def build(*args: Any, writes: WriterThread | None = None, **kw: Any) -> WalStore:
+        return store(*args, **kw)
+
+    return build
+
+
 def install() -> None:
     if os.environ.get("EDGE_BENCH_WRITES") == "inline":
         # the names as the gateway's modules look them up when they run
         vars(stack)["OutboxWriter"] = InlineOutbox
         vars(gateway)["StoreWriter"] = InlineOee
         vars(gateway)["checkpoint_loop"] = inline_checkpoints
+        for name in ("NonceStore", "BookingStore", "PartStore"):
+            vars(gateway)[name] = without_thread(vars(gateway)[name])
     lag_file = os.environ.get("EDGE_BENCH_LAG_FILE")
     if lag_file:
         run = gateway.Gateway.run

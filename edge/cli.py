@@ -474,8 +474,9 @@ def _bookings(args: argparse.Namespace, loaded: LoadedPlant) -> int:
         desks = [OperatorDesk(lambda: loaded, s, holds) for s in stores]
         board = BookingBoard(lambda: desks, lambda: None, log)
         try:
-            row = board.decide(args.booking, accept=args.action == "accept",
-                               reason=args.reason, via=f"command line by {operator()}")
+            row = asyncio.run(board.decide(args.booking, accept=args.action == "accept",
+                                           reason=args.reason,
+                                           via=f"command line by {operator()}"))
         except KeyError:
             print(f"bookings: no booking {args.booking!r}", file=sys.stderr)
             return EXIT_INPUT

@@ -94,7 +94,8 @@ class BookingBoard:
         recent.sort(key=lambda r: (r.updated, r.id), reverse=True)
         return BookingsView(now, waiting, upcoming, recent[:self.recent])
 
-    def decide(self, booking: str, *, accept: bool, reason: str | None, via: str) -> BookingRow:
+    async def decide(self, booking: str, *, accept: bool, reason: str | None, via: str
+                     ) -> BookingRow:
         """KeyError: no such booking; Refused: decided, expired, or no longer fits;
         BookingStoreError: the store failed. Each outcome is logged with `via`."""
         decision = "accept" if accept else "decline"
@@ -102,7 +103,7 @@ class BookingBoard:
             desk = next((d for d in self.desks() if d.store.get(booking) is not None), None)
             if desk is None:
                 raise KeyError(booking)
-            row = desk.decide(booking, accept=accept, reason=reason)
+            row = await desk.decide(booking, accept=accept, reason=reason)
         except KeyError:
             self.log.warning("booking_decision_refused", booking=booking, decision=decision,
                              via=via, error="no such booking")

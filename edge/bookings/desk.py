@@ -5,7 +5,8 @@
         --> BookingPublisher.flush (signed `bookings` records into the outbox, capacity
             republished for the machine) --> the reply
 
-The reply leaves only after the decision is committed, so an acceptance the platform was
+The reply leaves only after the decision is committed (on the gateway's store writer
+thread: the desk awaits it, the event loop keeps polling), so an acceptance the platform was
 told about survives SIGKILL. What blocks a machine's time besides the store's accepted
 bookings is gathered here (`PlantHolds`: the YAML's bookings and bookings files,
 maintenance, blackouts; plus the running job's expected end from the capacity view), so
@@ -19,7 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from edge.bookings.store import BookingRow, BookingStore
+from edge.bookings.store import BookingRow, BookingStore, OperatorDecision, Release, Reserve
 from edge.capacity.bookings import BookingsFiles
 from edge.config.loader import LoadedPlant
 from models.booking import (
@@ -109,29 +110,24 @@ class BookingDesk:
             raise KeyError(f"no machine shared with this platform offers process {process!r}")
         return found
 
-    def reserve(
+    async def reserve(
         self, platform: Platform, params: Mapping[str, Any], others: OtherStores = ALONE
     ) -> dict[str, Any]:
         """ValueError: bad params; KeyError: no such machine or process. `others`: what
-        the gateway's other booking stores bring (`run --workers N`)."""
+        the gateway's other booking stores bring (`run --workers N`). Returns once the
+        decision is committed (on the store's writer thread, edge/bookings/store.py)."""
         req = parse_reserve(params)
         now = self.clock()
         machines = self._machines(platform, req.asset, req.process, others.machine)
         plant = self.config().plant
-        row, new = self.store.reserve(
-            platform.id,
-            req,
-            [self._candidate(m, req.program, now) for m in machines],
-            calendar=plant.shifts,
-            rules=plant.booking,
-            now=now,
-            disclosed=platform.public_reference,
-            elsewhere=others.usage,
-        )
+        row, new = await self.store.decide(Reserve(
+            platform.id, req, [self._candidate(m, req.program, now) for m in machines],
+            plant.shifts, plant.booking, now, disclosed=platform.public_reference,
+            elsewhere=others.usage))
         self.on_change()  # also when not new: the transaction may have expired held requests
         return {**row.result(), "new": new}
 
-    def propose(
+    async def propose(
         self, platform: Platform, params: Mapping[str, Any], others: OtherStores = ALONE
     ) -> dict[str, Any]:
         """What `reserve` would decide here now (state, machine), committing nothing."""
@@ -139,20 +135,19 @@ class BookingDesk:
         now = self.clock()
         machines = self._machines(platform, req.asset, req.process, others.machine)
         plant = self.config().plant
-        row, _ = self.store.reserve(
+        row, _ = await self.store.decide(Reserve(
             platform.id, req, [self._candidate(m, req.program, now) for m in machines],
-            calendar=plant.shifts, rules=plant.booking, now=now, elsewhere=others.usage,
-            commit=False)
+            plant.shifts, plant.booking, now, elsewhere=others.usage, commit=False))
         return {"state": row.state, "machine": row.machine}
 
     def usage(self, platform: str) -> Usage:
         """What `platform` holds in this desk's store now, for its quota elsewhere."""
         return self.store.usage(platform, self.clock())
 
-    def release(self, platform: Platform, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def release(self, platform: Platform, params: Mapping[str, Any]) -> dict[str, Any]:
         """KeyError: not this platform's booking; ValueError: bad params; Refused: closed."""
         row = self._own(platform, params)
-        released = self.store.release(platform.id, row.id, self.clock())
+        released = await self.store.withdraw(Release(platform.id, row.id, self.clock()))
         self.on_change()
         return released.result()
 
@@ -241,24 +236,21 @@ class OperatorDesk:
         self.holds = holds
         self.clock = clock
 
-    def decide(self, booking: str, *, accept: bool, reason: str | None) -> BookingRow:
-        """KeyError: no such booking; Refused: not waiting, or it no longer fits."""
+    async def decide(self, booking: str, *, accept: bool, reason: str | None) -> BookingRow:
+        """KeyError: no such booking; Refused: not waiting, or it no longer fits. What else
+        holds the machine is gathered here (the plant's holds read config and files) and
+        the decision committed in the store's transaction, on its writer thread in the
+        gateway."""
         plant = self.config().plant
-
-        def busy(asset: str) -> list[tuple[Interval, str]]:
-            try:
-                return self.holds.holds(plant.machine(asset))
-            except KeyError:
-                return plant_holds(plant.booking, asset)
-
-        return self.store.operator_decide(
-            booking,
-            accept=accept,
-            reason=reason,
-            busy=busy,
-            calendar=plant.shifts,
-            now=self.clock(),
-        )
+        row = self.store.get(booking)
+        if row is None:
+            raise KeyError(booking)
+        try:
+            busy = self.holds.holds(plant.machine(row.machine))
+        except KeyError:
+            busy = plant_holds(plant.booking, row.machine)
+        return await self.store.withdraw(OperatorDecision(
+            booking, accept, reason, tuple(busy), plant.shifts, self.clock()))
 
 
 def booking_line(row: BookingRow) -> str:

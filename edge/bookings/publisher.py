@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from edge.bookings.store import BookingStore, Evidence, EvidenceFor
+from edge.bookings.store import BookingStore, CloseDue, Evidence, EvidenceFor
 from edge.config.loader import LoadedPlant
 from edge.egress.stack import RecordSink
 from models.booking import part_range
@@ -54,6 +54,7 @@ class BookingPublisher:
         self.clock = clock
         self.published = 0
         self._failing = False
+        self._handed = 0  # the last seq handed to the egress by this process
 
     def flush(self) -> int:
         """Hand every unpublished record to the egress, in commit order, the records of one
@@ -61,12 +62,16 @@ class BookingPublisher:
         returns how many records."""
         plant = self.config().plant
         done = 0
-        while batch := self.store.unpublished():
+        # `after`: the mark is queued on the store writer thread behind the records' outbox
+        # appends and commits after them; until then this process skips what it handed over
+        # (a restart before the mark commits sends those records once more, never loses one)
+        while batch := self.store.unpublished(after=self._handed):
             by_asset: dict[str, list[dict[str, Any]]] = {}
             for _seq, asset, record in batch:  # one envelope per machine and flush
                 by_asset.setdefault(asset, []).append(record)
             for asset, records in by_asset.items():
                 self.sink.emit(self._topic(plant, asset), asset, "bookings", records)
+            self._handed = batch[-1][0]
             self.store.mark_published(seq for seq, _, _ in batch)
             for asset in sorted(by_asset):
                 self.refresh(asset)
@@ -82,9 +87,16 @@ class BookingPublisher:
             g = plant.gateway
             return f"{g.topic_prefix}/{g.site}/_removed/_removed/{asset}/bookings"
 
-    def close_due(self) -> int:
-        """Expire waiting requests and complete ended bookings; returns how many changed."""
-        changed = self.store.close_due(self.clock(), evidence=self.evidence)
+    async def close_due(self) -> int:
+        """Expire waiting requests and complete ended bookings; returns how many changed.
+        The evidence of each ended booking is gathered here, on the loop (the KPI service
+        and the part recorder live there); the store's writer thread commits the changes."""
+        now = self.clock()
+        found: dict[str, Evidence | None] = {}
+        for row in self.store.ended(now):
+            assert row.start is not None and row.end is not None
+            found[row.id] = self.evidence(row.machine, row.start, row.end, now)
+        changed = await self.store.settle_due(CloseDue(now, found))
         for row in changed:
             self.log.info("booking_closed", booking=row.id, asset=row.machine, state=row.state)
         return len(changed)
@@ -98,7 +110,7 @@ class BookingPublisher:
             await asyncio.sleep(self.config().plant.booking.poll_seconds)
             try:
                 version = self.store.changed()
-                if self.close_due() or version != seen:
+                if await self.close_due() or version != seen:
                     self.flush()
                 seen = version
             except EdgeError as exc:

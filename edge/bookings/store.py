@@ -32,25 +32,44 @@ A file written before `salt`, `disclosed` and `expires` existed gains them when 
 
 The gateway notices decisions another process committed by polling `PRAGMA data_version`
 (`changed()`), which SQLite bumps on every commit by another connection.
+
+Where the gateway writes (issue 17, item 2): on its one store writer thread (edge/storage/
+writer.py), never on the event loop, where a durable commit's fsync (and a WAL checkpoint
+inside it) stalled every poll due then. The loop gathers what a decision needs (the
+candidates with the plant's holds and the running job, the evidence of an ended window) and
+queues one operation (`Reserve`, `Release`, `OperatorDecision`, `CloseDue`,
+`MarkPublished`); the thread runs
+it inside a transaction: the read of the accepted bookings, the pure decision and the
+insert together, so two platforms racing for one slot are still serialised, the first
+queued accepted and the second declined. Several operations queued together share one
+transaction (one fsync), each inside its own savepoint, so a refusal (`Refused`,
+`KeyError`) undoes only its own operation and comes back as that operation's answer.
+`await BookingStore.write(op)` returns once the transaction is committed: the desk replies
+after that. Reads stay on the loop, on the reader connection (committed state, indexed).
+Without a writer thread (the command line, tests) `write` runs the operation inline.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from edge.platform_kit.verifier import booking_commitment
 from edge.storage.move import MachineRows, MachineState
 from edge.storage.wal import WalStore
 from edge.storage.where import Where
+from edge.storage.writer import StoreWriter, WriterThread
 from models.booking import (
     NOTHING_HELD,
     OPEN_STATES,
@@ -69,8 +88,9 @@ from models.logger import Logger
 from models.plant import BookingRules, ShiftCalendar
 from models.sample import format_ts
 
-__all__ = ["FILENAME", "BookingMachines", "BookingRow", "BookingStore", "BookingStoreError",
-           "Refused"]
+__all__ = ["FILENAME", "BookingMachines", "BookingOp", "BookingRow", "BookingStore",
+           "BookingStoreError", "CloseDue", "MarkPublished", "OperatorDecision", "Refused",
+           "Release", "Reserve"]
 
 FORMAT_VERSION = 1
 FILENAME = "bookings.sqlite3"
@@ -118,6 +138,64 @@ class BookingStoreError(EdgeError):
 
 class Refused(EdgeError):
     """A change the booking's state or the hard limits do not allow; the message says why."""
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """Decide one platform request and (unless `commit` is False) commit it: see
+    `BookingStore.reserve`."""
+
+    platform: str
+    req: ReserveParams
+    candidates: list[Candidate]
+    calendar: ShiftCalendar
+    rules: BookingRules
+    now: datetime
+    disclosed: bool = False
+    elsewhere: Usage = NOTHING_HELD
+    commit: bool = True
+
+
+@dataclass(frozen=True)
+class Release:
+    """The platform withdraws its own open booking: see `BookingStore.release`."""
+
+    platform: str
+    booking: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class OperatorDecision:
+    """A person accepts or declines a waiting request (`BookingStore.operator_decide`);
+    `busy`: what else holds the booking's machine, gathered on the loop."""
+
+    booking: str
+    accept: bool
+    reason: str | None
+    busy: tuple[tuple[Interval, str], ...]
+    calendar: ShiftCalendar
+    now: datetime
+
+
+@dataclass(frozen=True)
+class CloseDue:
+    """Expire and complete what is due at `now` (`BookingStore.close_due`), with the
+    evidence the loop gathered for each ended booking by id: a booking it has none for yet
+    (absent, or None) stays accepted until a later round."""
+
+    now: datetime
+    evidence: Mapping[str, Evidence | None]
+
+
+@dataclass(frozen=True)
+class MarkPublished:
+    """The egress took these records (`BookingStore.mark_published`)."""
+
+    seqs: tuple[int, ...]
+
+
+BookingOp = Reserve | Release | OperatorDecision | CloseDue | MarkPublished
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -222,6 +300,12 @@ def _salt() -> str:
     return secrets.token_urlsafe(16)
 
 
+BookingOutcome: TypeAlias = (
+    tuple[BookingRow, bool] | BookingRow | list[BookingRow] | Exception | None)
+"""What one operation came to: its result, or the refusal (`Refused`, `KeyError`) that left
+the store as it was."""
+
+
 class BookingStore(WalStore):
     """The bookings database at `path`; `durable` by default (an acceptance is a promise)."""
 
@@ -241,10 +325,94 @@ class BookingStore(WalStore):
         durable: bool = True,
         busy_timeout: float = 10.0,
         logger: Logger | None = None,
+        writes: WriterThread | None = None,
     ) -> None:
+        """`writes`: the thread that commits `write`'s operations (the gateway's store
+        writer); None runs them inline."""
         self._start(path, durable=durable, busy_timeout=busy_timeout, logger=logger,
                     component="bookings_store")
         self._upgrade()
+        self._writer: StoreWriter[BookingOp, BookingOutcome] | None = (
+            None if writes is None else StoreWriter(self, writes))
+
+    # --- the writer thread's side ---------------------------------------------------------
+
+    def apply(self, ops: Sequence[BookingOp]) -> list[BookingOutcome]:
+        """Several operations in one transaction, in order, each in a savepoint (`Batched`):
+        a refusal undoes its own operation only and is its answer; an SQLite error undoes
+        all of them (BookingStoreError; the writer then tries each alone)."""
+        # see `mark_published`: no fsync for marks alone; switched under the lock, so no
+        # decision committed inline meanwhile (the status page's) goes without one
+        quick = self.durable and all(isinstance(op, MarkPublished) for op in ops)
+        with self._lock:
+            try:
+                if quick:
+                    self._require().execute("PRAGMA synchronous=NORMAL")
+                with self._transaction("write") as conn:
+                    out: list[BookingOutcome] = []
+                    for op in ops:
+                        conn.execute("SAVEPOINT op")
+                        try:
+                            result = self._run(conn, op)
+                        except (Refused, KeyError) as exc:
+                            conn.execute("ROLLBACK TO op")
+                            result = exc
+                        conn.execute("RELEASE op")
+                        out.append(result)
+                    return out
+            except sqlite3.Error as exc:
+                raise self._error(exc, "write") from exc
+            finally:
+                if quick and self._conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("PRAGMA synchronous=FULL")
+
+    def _run(self, conn: sqlite3.Connection, op: BookingOp) -> BookingOutcome:
+        if isinstance(op, Reserve):
+            return self._reserve(conn, op)
+        if isinstance(op, Release):
+            return self._release(conn, op.platform, op.booking, op.now)
+        if isinstance(op, OperatorDecision):
+            return self._operator_decide(conn, op, lambda _machine: list(op.busy))
+        if isinstance(op, CloseDue):
+            return self._close_due(conn, op.now, lambda row: op.evidence.get(row.id))
+        conn.executemany("UPDATE events SET published = 1 WHERE seq = ?",
+                         [(s,) for s in op.seqs])
+        return None
+
+    async def write(self, op: BookingOp) -> BookingOutcome:
+        """Run `op` in a transaction (on the writer thread when there is one) and return
+        once it is committed; a refusal is raised (`Refused`, `KeyError`), and so is a
+        failed store (BookingStoreError)."""
+        if self._writer is None:
+            [result] = self.apply([op])
+        else:
+            answered: asyncio.Future[BookingOutcome] = (
+                asyncio.get_running_loop().create_future())
+            self._writer.submit(op, partial(_settle, answered))
+            result = await answered
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def decide(self, op: Reserve) -> tuple[BookingRow, bool]:
+        """`write` for a `Reserve`: (booking, new), committed (or a proposal)."""
+        result = await self.write(op)
+        assert isinstance(result, tuple)
+        return result
+
+    async def withdraw(self, op: Release | OperatorDecision) -> BookingRow:
+        """`write` for a `Release` or an `OperatorDecision`: the booking as it now is,
+        committed."""
+        result = await self.write(op)
+        assert isinstance(result, BookingRow)
+        return result
+
+    async def settle_due(self, op: CloseDue) -> list[BookingRow]:
+        """`write` for a `CloseDue`: the bookings that changed, committed."""
+        result = await self.write(op)
+        assert isinstance(result, list)
+        return result
 
     def _upgrade(self) -> None:
         """Add the columns a file from before commitments and holds lacks."""
@@ -383,94 +551,105 @@ class BookingStore(WalStore):
         proposal, the booking as it would be decided, the request recorded nowhere (`run
         --workers N`: the parent compares the workers' proposals for a `reserve` by process,
         then commits the best one's machine in its worker, which decides again)."""
-        request = req.model_dump(mode="json", exclude_none=True)
         with self._tx("reserve") as conn:
-            self._expire_due(conn, now)
-            r = conn.execute(
-                f"SELECT {_COLUMNS} FROM bookings WHERE platform = ? AND reference = ? "
-                "AND state IN ('requested', 'accepted') ORDER BY created DESC LIMIT 1",
-                (platform, req.reference),
-            ).fetchone()
-            if r is not None:
-                return _row(r), False
-            full = [
-                Candidate(
-                    c.machine, (*c.busy, *self._holding(conn, c.machine, now)), c.ideal_cycle_s
-                )
-                for c in candidates
-            ]
-            usage = self._usage(conn, platform, now)
-            decision: Decision = decide(
-                req,
-                full,
-                platform=platform,
-                calendar=calendar,
-                rules=rules,
-                usage=Usage(usage.hours + elsewhere.hours, usage.bookings + elsewhere.bookings),
-                now=now,
+            return self._reserve(conn, Reserve(platform, req, candidates, calendar, rules, now,
+                                               disclosed, elsewhere, commit))
+
+    def _reserve(self, conn: sqlite3.Connection, op: Reserve) -> tuple[BookingRow, bool]:
+        """`reserve` inside the caller's transaction."""
+        platform, req, candidates, now = op.platform, op.req, op.candidates, op.now
+        calendar, rules, disclosed, elsewhere = op.calendar, op.rules, op.disclosed, op.elsewhere
+        request = req.model_dump(mode="json", exclude_none=True)
+        self._expire_due(conn, now)
+        r = conn.execute(
+            f"SELECT {_COLUMNS} FROM bookings WHERE platform = ? AND reference = ? "
+            "AND state IN ('requested', 'accepted') ORDER BY created DESC LIMIT 1",
+            (platform, req.reference),
+        ).fetchone()
+        if r is not None:
+            return _row(r), False
+        full = [
+            Candidate(
+                c.machine, (*c.busy, *self._holding(conn, c.machine, now)), c.ideal_cycle_s
             )
-            expires = None
-            if decision.state == "requested":
-                assert decision.start is not None
-                expires = min(now + rules.hold, decision.start)
-            row = BookingRow(
-                f"b-{secrets.token_hex(8)}",
+            for c in candidates
+        ]
+        usage = self._usage(conn, platform, now)
+        decision: Decision = decide(
+            req,
+            full,
+            platform=platform,
+            calendar=calendar,
+            rules=rules,
+            usage=Usage(usage.hours + elsewhere.hours, usage.bookings + elsewhere.bookings),
+            now=now,
+        )
+        expires = None
+        if decision.state == "requested":
+            assert decision.start is not None
+            expires = min(now + rules.hold, decision.start)
+        row = BookingRow(
+            f"b-{secrets.token_hex(8)}",
+            platform,
+            req.reference,
+            decision.machine,
+            decision.start,
+            decision.end,
+            "requested",
+            request,
+            None,
+            list(decision.waits_for),
+            now,
+            now,
+            _salt(),
+            disclosed,
+            expires,
+        )
+        if not op.commit:
+            return dataclasses.replace(row, state=decision.state, reason=decision.reason), True
+        conn.execute(
+            f"INSERT INTO bookings({_COLUMNS}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.id,
                 platform,
                 req.reference,
-                decision.machine,
-                decision.start,
-                decision.end,
+                row.machine,
+                _s(row.start),
+                _s(row.end),
                 "requested",
-                request,
+                json.dumps(request),
                 None,
-                list(decision.waits_for),
-                now,
-                now,
-                _salt(),
-                disclosed,
-                expires,
+                json.dumps(row.waits_for),
+                _s(now),
+                _s(now),
+                row.salt,
+                int(disclosed),
+                _s(expires),
+            ),
+        )
+        self._event(conn, row, "requested", now, "platform", waits_for=decision.waits_for)
+        if decision.state != "requested":
+            row = self._set_state(
+                conn, row, decision.state, now, "rules", reason=decision.reason
             )
-            if not commit:
-                return dataclasses.replace(row, state=decision.state, reason=decision.reason), True
-            conn.execute(
-                f"INSERT INTO bookings({_COLUMNS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    row.id,
-                    platform,
-                    req.reference,
-                    row.machine,
-                    _s(row.start),
-                    _s(row.end),
-                    "requested",
-                    json.dumps(request),
-                    None,
-                    json.dumps(row.waits_for),
-                    _s(now),
-                    _s(now),
-                    row.salt,
-                    int(disclosed),
-                    _s(expires),
-                ),
-            )
-            self._event(conn, row, "requested", now, "platform", waits_for=decision.waits_for)
-            if decision.state != "requested":
-                row = self._set_state(
-                    conn, row, decision.state, now, "rules", reason=decision.reason
-                )
-            return row, True
+        return row, True
 
     def release(self, platform: str, booking: str, now: datetime) -> BookingRow:
         """The platform withdraws its own open booking. KeyError: no such booking of
         this platform (another platform's is not found either); Refused: already closed."""
         with self._tx("release") as conn:
-            self._expire_due(conn, now)
-            row = self._get(conn, booking)
-            if row is None or row.platform != platform:
-                raise KeyError(booking)
-            if row.state not in OPEN_STATES:
-                raise Refused(f"booking {booking} is {row.state}, nothing to release")
-            return self._set_state(conn, row, "released", now, "platform")
+            return self._release(conn, platform, booking, now)
+
+    def _release(self, conn: sqlite3.Connection, platform: str, booking: str, now: datetime
+                 ) -> BookingRow:
+        self._expire_due(conn, now)
+        row = self._get(conn, booking)
+        if row is None or row.platform != platform:
+            raise KeyError(booking)
+        if row.state not in OPEN_STATES:
+            raise Refused(f"booking {booking} is {row.state}, nothing to release")
+        return self._set_state(conn, row, "released", now, "platform")
 
     def operator_decide(
         self,
@@ -487,52 +666,71 @@ class BookingStore(WalStore):
         request whose hold has ended has expired (and says so), even if the gateway has not
         closed it yet."""
         with self._tx("decide") as conn:
-            self._expire_due(conn, now)
-            row = self._get(conn, booking)
-            if row is None:
-                raise KeyError(booking)
-            if row.state != "requested":
-                raise Refused(f"booking {booking} is {row.state}, not waiting for a decision")
-            if not accept:
-                return self._set_state(
-                    conn, row, "declined", now, "operator", reason=reason or "declined by the plant"
-                )
-            assert row.start is not None and row.end is not None
-            blocked = recheck(
-                row.machine,
-                row.start,
-                row.end,
-                [*busy(row.machine), *self._holding(conn, row.machine, now, exclude=row.id)],
-                calendar=calendar,
-                now=now,
+            return self._operator_decide(
+                conn, OperatorDecision(booking, accept, reason, (), calendar, now), busy)
+
+    def _operator_decide(self, conn: sqlite3.Connection, op: OperatorDecision, busy: BusyFor
+                         ) -> BookingRow:
+        """`operator_decide` inside the caller's transaction (`op.busy` is not read here:
+        `busy` says what else holds the machine)."""
+        booking, accept, reason, calendar, now = (op.booking, op.accept, op.reason,
+                                                  op.calendar, op.now)
+        self._expire_due(conn, now)
+        row = self._get(conn, booking)
+        if row is None:
+            raise KeyError(booking)
+        if row.state != "requested":
+            raise Refused(f"booking {booking} is {row.state}, not waiting for a decision")
+        if not accept:
+            return self._set_state(
+                conn, row, "declined", now, "operator", reason=reason or "declined by the plant"
             )
-            if blocked is not None:
-                raise Refused(f"cannot accept {booking}: {blocked}")
-            return self._set_state(conn, row, "accepted", now, "operator", reason=reason)
+        assert row.start is not None and row.end is not None
+        blocked = recheck(
+            row.machine,
+            row.start,
+            row.end,
+            [*busy(row.machine), *self._holding(conn, row.machine, now, exclude=row.id)],
+            calendar=calendar,
+            now=now,
+        )
+        if blocked is not None:
+            raise Refused(f"cannot accept {booking}: {blocked}")
+        return self._set_state(conn, row, "accepted", now, "operator", reason=reason)
 
     def close_due(self, now: datetime, *, evidence: EvidenceFor) -> list[BookingRow]:
         """Waiting requests whose hold ended or whose start passed expire; accepted bookings
         whose window ended complete, carrying that window's evidence, once `evidence` has
         it (a booking whose evidence is not settled stays accepted until a later round)."""
+        def of(row: BookingRow) -> Evidence | None:
+            assert row.start is not None and row.end is not None
+            return evidence(row.machine, row.start, row.end, now)
+
         with self._tx("close due") as conn:
-            changed = self._expire_due(conn, now)
-            rows = [
-                _row(r)
-                for r in conn.execute(
-                    f"SELECT {_COLUMNS} FROM bookings WHERE state = 'accepted' AND end <= ? "
-                    "ORDER BY end, id",
-                    (_s(now),),
-                ).fetchall()
-            ]
-            for row in rows:
-                assert row.start is not None and row.end is not None
-                found = evidence(row.machine, row.start, row.end, now)
-                if found is None:
-                    continue
-                changed.append(
-                    self._set_state(conn, row, "completed", now, "gateway", evidence=found)
-                )
+            return self._close_due(conn, now, of)
+
+    def _close_due(self, conn: sqlite3.Connection, now: datetime,
+                   evidence: Callable[[BookingRow], Evidence | None]) -> list[BookingRow]:
+        changed = self._expire_due(conn, now)
+        for row in self._ended(conn, now):
+            found = evidence(row)
+            if found is None:
+                continue
+            changed.append(self._set_state(conn, row, "completed", now, "gateway",
+                                           evidence=found))
         return changed
+
+    @staticmethod
+    def _ended(conn: sqlite3.Connection, now: datetime) -> list[BookingRow]:
+        return [_row(r) for r in conn.execute(
+            f"SELECT {_COLUMNS} FROM bookings WHERE state = 'accepted' AND end <= ? "
+            "ORDER BY end, id", (_s(now),)).fetchall()]
+
+    def ended(self, now: datetime) -> list[BookingRow]:
+        """Accepted bookings whose window has ended by `now` (committed state): those
+        `CloseDue` completes once it has their evidence."""
+        with self._snapshot("read ended") as conn:
+            return self._ended(conn, now)
 
     # --- reads --------------------------------------------------------------------------
 
@@ -574,21 +772,16 @@ class BookingStore(WalStore):
         return Usage(float(hours) / 3.6e9, int(count))
 
     def usage(self, platform: str, now: datetime) -> Usage:
-        """What `platform` holds in this store (open bookings ending after `now`)."""
-        with self._lock:
-            try:
-                return self._usage(self._require(), platform, now)
-            except sqlite3.Error as exc:
-                raise self._error(exc, "read usage") from exc
+        """What `platform` holds in this store (open bookings ending after `now`); read on
+        the reader connection, never waiting for a decision being committed."""
+        with self._snapshot("read usage") as conn:
+            return self._usage(conn, platform, now)
 
     def holding(self, machine: str, now: datetime) -> list[tuple[Interval, str]]:
         """Time of `machine` taken by platforms (accepted bookings, waiting requests within
         their hold) ending after `now`: time no longer offered."""
-        with self._lock:
-            try:
-                return self._holding(self._require(), machine, now)
-            except sqlite3.Error as exc:
-                raise self._error(exc, "read holding") from exc
+        with self._snapshot("read holding") as conn:
+            return self._holding(conn, machine, now)
 
     def covering(self, machine: str, at: datetime) -> BookingRow | None:
         """The accepted (or since completed) booking of `machine` whose window holds `at`:
@@ -601,12 +794,15 @@ class BookingStore(WalStore):
         )
         return _row(rows[0]) if rows else None
 
-    def unpublished(self, limit: int = 500) -> list[tuple[int, str, dict[str, Any]]]:
-        """(seq, machine, record) of state changes not yet handed to the egress, in order."""
+    def unpublished(self, limit: int = 500, after: int = 0
+                    ) -> list[tuple[int, str, dict[str, Any]]]:
+        """(seq, machine, record) of state changes not yet handed to the egress, in order
+        (`after`: only those with a greater seq)."""
         rows = self._read(
             "read events",
-            "SELECT seq, machine, record FROM events WHERE published = 0 ORDER BY seq LIMIT ?",
-            (limit,),
+            "SELECT seq, machine, record FROM events WHERE published = 0 AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (after, limit),
         )
         return [(int(s), str(m), json.loads(r)) for s, m, r in rows]
 
@@ -616,6 +812,9 @@ class BookingStore(WalStore):
         double the cost of every decision (bench/bench_bookings.py)."""
         ids = [(s,) for s in seqs]
         if not ids:
+            return
+        if self._writer is not None:  # queued: nothing waits for it (module docstring)
+            self._writer.submit(MarkPublished(tuple(i for (i,) in ids)), None)
             return
         self._synchronous("NORMAL")
         try:
@@ -661,3 +860,10 @@ class BookingMachines(MachineState):
             MachineRows("events", "machine", ids, ("booking", "machine", "record", "published"),
                         order="seq"),
         ]
+
+
+def _settle(answered: asyncio.Future[BookingOutcome], result: BookingOutcome) -> None:
+    """The writer's answer to one `write` (on the loop): its waiter may have gone (a
+    cancelled query), the operation is committed or refused all the same."""
+    if not answered.done():
+        answered.set_result(result)

@@ -153,8 +153,11 @@ class Gateway:
             writes=StoreWriter(self.oee_store, self.store_writes),
         )
         config = self.current
-        self.parts_store = PartStore(loaded.state_dir / PARTS_FILE, logger=self.log)
-        self.bookings_store = BookingStore(loaded.state_dir / BOOKINGS_FILE, logger=self.log)
+        self.parts_store = PartStore(loaded.state_dir / PARTS_FILE, logger=self.log,
+                                     writes=self.store_writes)
+        # decisions committed on the store writer thread, the reply waiting for them
+        self.bookings_store = BookingStore(loaded.state_dir / BOOKINGS_FILE, logger=self.log,
+                                           writes=self.store_writes)
         self.parts = PartRecorder(
             config, self.parts_store, self.slot, self.log,
             booking_of=part_links(self.bookings_store),
@@ -175,7 +178,7 @@ class Gateway:
             self.slot,
             config,
             refresh=self.capacity_publisher.refresh_now,
-            evidence=WindowEvidence(self.kpi.window, self.parts_store.records, self.parts),
+            evidence=WindowEvidence(self.kpi.window, self.parts.records, self.parts),
             log=self.log,
         )
         holds = PlantHolds(config, files)
@@ -207,7 +210,9 @@ class Gateway:
         )
         # nonces on disk, for the life of the process: neither a reload nor a restart
         # opens a replay window (docs/protocol.md, "Query refusals, nonces and scope")
-        self.nonces = NonceStore(loaded.state_dir / NONCE_FILE, logger=self.log)
+        # (committed on the store writer thread, the reply waiting for them)
+        self.nonces = NonceStore(loaded.state_dir / NONCE_FILE, logger=self.log,
+                                 writes=self.store_writes)
         self.queries = QueryHandler(
             loaded.plant,
             backend,
@@ -380,14 +385,16 @@ class Gateway:
             await self.fleet.stop_all()
             self.log.debug("shutdown_devices_stopped")
             self.kpi.close()
-            await self.store_writes.drain()  # the last OEE save committed, then its store
+            self.parts.close()  # the trackers' last saves, queued
+            await self.store_writes.drain()  # the last OEE and part saves committed
             self.oee_store.close()
-            self.bookings_store.close()
-            self.parts.close()
-            self.parts_store.close()
             await self.stop_egress(self.loaded)
             await self.store_writes.close()  # the last acks' deletes were drained with egress
-            self.nonces.close()  # after the query tasks, which stop with egress
+            # after the query tasks, which stop with egress, and the last sealed parts'
+            # envelopes, attached on the writer thread
+            self.nonces.close()
+            self.bookings_store.close()
+            self.parts_store.close()
             self.log.debug("shutdown_egress_stopped")
             if broker is not None:
                 await broker.stop()

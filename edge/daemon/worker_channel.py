@@ -23,7 +23,7 @@ import contextlib
 import itertools
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
@@ -111,7 +111,7 @@ class WorkerChannel:
         self._fail_all()
 
 
-Query = Callable[[str, dict[str, Any], Platform, OtherStores], Any]
+Query = Callable[[str, dict[str, Any], Platform, OtherStores], Awaitable[Any]]
 """A worker's own answer to an admitted request (QueryError for a refusal), given what the
 other workers' booking stores bring to a booking decision."""
 
@@ -140,12 +140,12 @@ class WorkerChannelServer:
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=LINE_LIMIT)
         try:
             while line := await reader.readline():
-                writer.write(self.answer(line) + b"\n")
+                writer.write(await self.answer(line) + b"\n")
                 await writer.drain()
         finally:
             writer.close()
 
-    def answer(self, line: bytes) -> bytes:
+    async def answer(self, line: bytes) -> bytes:
         """One answer line (without its newline) to one request line."""
         rid: Any = None
         try:
@@ -161,8 +161,8 @@ class WorkerChannelServer:
                 platform = Platform.model_validate(request["platform"])
                 hours, count = request.get("elsewhere") or (0.0, 0)
                 others = OtherStores(Usage(float(hours), int(count)), request.get("machine"))
-                result = self.query(str(request["method"]), dict(request["params"]), platform,
-                                    others)
+                result = await self.query(str(request["method"]), dict(request["params"]),
+                                          platform, others)
             return _line({"id": rid, "ok": True, "result": result})
         except QueryError as exc:
             return _line({"id": rid, "ok": False,

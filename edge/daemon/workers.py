@@ -69,12 +69,14 @@ from edge.daemon.worker_channel import WorkerChannel, WorkerUnavailable
 from edge.daemon.worker_queries import WorkerQueries
 from edge.daemon.worker_report import ENV_FD
 from edge.egress.stack import EgressPlan, prepare_egress, status_payload
+from edge.egress.writer import LINGER
 from edge.observability import get_logger
 from edge.query.backend import health
 from edge.query.handler import QueryHandler, load_platform_keys
 from edge.query.nonces import NONCE_FILE, NonceStore
 from edge.status.log_tap import TAP, RecentLog
 from edge.status.worker_source import WorkerStatusSource
+from edge.storage.writer import WriterThread
 from edge.web.server import StatusWeb, start_status_web
 from models.errors import EdgeError
 from models.plant import gateway_topic
@@ -202,8 +204,12 @@ class WorkerPool:
         self._jwks = plan.jwks
         self._signer = plan.signer
         self.started = utc_now()
-        # the gateway's one query endpoint: nonces in the same file as one process keeps
-        self.nonces = NonceStore(loaded.state_dir / NONCE_FILE, logger=log)
+        # the gateway's one query endpoint: nonces in the same file as one process keeps,
+        # committed on the parent's own writer thread, off its event loop (each worker
+        # has its own for its stores)
+        self.query_writes = WriterThread(name="query-writer", linger=LINGER)
+        self.nonces = NonceStore(loaded.state_dir / NONCE_FILE, logger=log,
+                                 writes=self.query_writes)
         self.queries = QueryHandler(
             loaded.plant, None, signer=lambda: self._signer, keys={}, logger=log,
             nonces=self.nonces,
@@ -418,6 +424,7 @@ class WorkerPool:
                         await asyncio.wait_for(tr.publish(topic, offline, qos=1, retain=True),
                                                timeout=2.0)
                 await tr.stop()
+            await self.query_writes.close()
             self.nonces.close()
             self.booking_desks.close()
             self.log.info("gateway_stopped")

@@ -50,17 +50,30 @@ class EnergyWindows:
         """The energy block of a window [start, end); None for a machine without a meter."""
         if not self.metered(asset) or self.store is None:
             return None
+        read = self.store.window(asset, start, end)
+        energy, good, scrap = read.energy, read.good, read.scrap
         if self.recorder is not None:
+            # the tracker saved now; what it saved (and earlier saves) may still be queued
+            # on the store writer thread: added here, never counted twice (`read.saved`)
             self.recorder.flush(asset, now or utc_now())
+            for save in self.recorder.unsaved(asset, read.saved):
+                for (iso, kind), value in (save.energy or {}).items():
+                    at = datetime.fromisoformat(iso)
+                    if start <= at < end:
+                        energy.append((at, kind, value))
+                for r in save.records:
+                    if start <= datetime.fromisoformat(r["end"]) < end:
+                        scrap_part = r["verdict"] == "scrap"
+                        good += 0 if scrap_part else int(r["parts"])
+                        scrap += int(r["parts"]) if scrap_part else 0
         plant = self.config().plant
         factor = CarbonFactor(plant.gateway.carbon, plant.shifts.timezone)
         kwh = dict.fromkeys(CATEGORIES, 0.0)
         co2e = 0.0
-        for minute, category, value in self.store.energy(asset, start, end):
+        for minute, category, value in energy:
             kwh[category] = kwh.get(category, 0.0) + value
             f = factor(minute + timedelta(seconds=30))
             co2e += value * (f["kg_per_kwh"] if f else 0.0)
-        good, scrap = self.store.good_and_scrap(asset, start, end)
         total = sum(kwh.values())
         carbon = factor(start + (end - start) / 2)
         return {

@@ -22,13 +22,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
 from edge.config.loader import LoadedPlant
 from edge.egress.stack import RecordSink
-from edge.parts.store import PartStore
+from edge.parts.store import AttachEnvelope, PartStore, Prune, SavedTracker, SaveTracker
 from models.capacity import ideal_cycle_time_for
 from models.carbon import CarbonFactor
 from models.errors import EdgeError
@@ -78,6 +79,8 @@ class PartRecorder:
         self._failing = False
         self._involved_for: LoadedPlant | None = None
         self._involved_ids: set[str] = set()
+        self._saves = store.last_save()  # numbers this process's saves (edge/parts/store.py)
+        self._unsaved: dict[str, list[SaveTracker]] = {}  # queued, not committed yet
 
     # ---- wiring --------------------------------------------------------------------------
     def _machine(self, asset: str) -> Machine | None:
@@ -122,7 +125,11 @@ class PartRecorder:
         if settings is None:
             return None
         tracker = self.trackers[asset] = PartTracker(asset, settings)
-        saved = self.store.load(asset)
+        queued = self._unsaved.get(asset)
+        # a save still queued is newer than the stored one (the machine came back in a
+        # reload before it committed): its sequence number must not go back
+        saved = (SavedTracker(queued[-1].state, queued[-1].alive) if queued
+                 else self.store.load(asset))
         if saved is not None:
             tracker.restore(saved.state, saved.alive)
             self.log.info("part_tracker_restored", asset=asset, next_seq=tracker.next_seq,
@@ -193,10 +200,12 @@ class PartRecorder:
         if asset is None:
             return
         for r in records:
-            try:
-                self.store.attach_envelope(asset, int(r["part_seq"]), envelope)
-            except EdgeError as exc:
-                self.log.error("part_envelope_not_stored", asset=asset, error=str(exc))
+            self.store.submit(AttachEnvelope(asset, int(r["part_seq"]), envelope),
+                              partial(self._attached, asset))
+
+    def _attached(self, asset: str, result: int | Exception) -> None:
+        if isinstance(result, Exception):
+            self.log.error("part_envelope_not_stored", asset=asset, error=str(result))
 
     # ---- bookings ------------------------------------------------------------------------
     def keeps_parts(self, asset: str) -> bool:
@@ -243,25 +252,54 @@ class PartRecorder:
         if not records and not force_save:
             return
         self._link(asset, records)
-        energy = tracker.drain_energy()
-        try:
-            self.store.save(asset, tracker.to_dict(), now, records, energy)
-        except EdgeError as exc:
-            for key, kwh in energy.items():  # kept for the next save
-                tracker.energy[key] = tracker.energy.get(key, 0.0) + kwh
-            if not self._failing:
-                self.log.error("part_store_save_failed", asset=asset, error=str(exc))
-                self._failing = True
-        else:
-            if self._failing:
-                self.log.info("part_store_save_recovered")
-                self._failing = False
+        self._saves += 1
+        save = SaveTracker(asset, tracker.to_dict(), now, tuple(records),
+                           tracker.drain_energy(), self._saves)
+        self._unsaved.setdefault(asset, []).append(save)
+        # queued before the records go to the egress: it commits before their envelope
+        self.store.submit(save, partial(self._saved, save))
         machine = self._machine(asset)
         if machine is None:
             return
         topic = machine_topic(self.config().plant, machine, "part")
         for record in records:
             self.sink.emit(topic, asset, "part", [record])
+
+    def _saved(self, save: SaveTracker, result: int | Exception) -> None:
+        """A save committed or failed (on the loop). A failed one's energy goes back to
+        the tracker for the next save; a failure is logged when it starts and ends."""
+        queued = self._unsaved.get(save.asset, [])
+        if save in queued:
+            queued.remove(save)
+        if not queued:
+            self._unsaved.pop(save.asset, None)
+        if isinstance(result, Exception):
+            tracker = self.trackers.get(save.asset)
+            if tracker is not None:
+                for key, kwh in (save.energy or {}).items():  # kept for the next save
+                    tracker.energy[key] = tracker.energy.get(key, 0.0) + kwh
+            if not self._failing:
+                self.log.error("part_store_save_failed", asset=save.asset, error=str(result))
+                self._failing = True
+        elif self._failing:
+            self.log.info("part_store_save_recovered")
+            self._failing = False
+
+    def unsaved(self, asset: str, after: int) -> list[SaveTracker]:
+        """Saves of `asset` queued and not seen by a read that includes save number
+        `after` (`PartStore.window`): what a window's figures add to what they read."""
+        return [s for s in self._unsaved.get(asset, ()) if s.number > after]
+
+    def records(self, asset: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Part records of `asset` that ended in [start, end), oldest first: the committed
+        ones and those whose save is still queued (a booking's evidence)."""
+        saved = self.store.last_save()
+        stored = self.store.records(asset, start, end)
+        seen = {int(r["part_seq"]) for r in stored}
+        queued = [r for s in self.unsaved(asset, saved) for r in s.records
+                  if start <= datetime.fromisoformat(r["end"]) < end
+                  and int(r["part_seq"]) not in seen]
+        return sorted([*stored, *queued], key=lambda r: int(r["part_seq"]))
 
     def flush(self, asset: str, now: datetime) -> None:
         """Save one machine's tracker now (before reading its energy from the store)."""
@@ -275,7 +313,11 @@ class PartRecorder:
 
     def prune(self, now: datetime) -> None:
         days = self.config().plant.gateway.oee.window_retention_days
-        self.store.prune(now - timedelta(days=days))
+        self.store.submit(Prune(now - timedelta(days=days)), partial(self._pruned))
+
+    def _pruned(self, result: int | Exception) -> None:
+        if isinstance(result, Exception):
+            self.log.error("part_store_prune_failed", error=str(result))
 
     async def run(self) -> None:
         """The heartbeat loop (supervised); prunes once an hour."""

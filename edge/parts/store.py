@@ -30,6 +30,16 @@ microseconds since the Unix epoch (UTC)::
 Retention: `prune(before)` deletes part records that ended before `before`; the recorder
 keeps them as long as closed OEE windows (`gateway.oee.window_retention_days`). Opening,
 `quick_check`, format version and corrupt-file handling are edge/storage/wal.py's.
+
+Where the gateway writes (issue 17, item 2): on its one store writer thread (edge/storage/
+writer.py), never on the event loop, with the OEE store's and the outbox's writes in one
+queue. A machine's save (`SaveTracker`) is queued before its part records are handed to
+the egress, so it commits before their envelope's outbox append: a part the platform has
+seen always has its number saved, and the numbers stay monotonic across a SIGKILL. Until
+a save has committed, the recorder keeps it (`PartRecorder.unsaved`) and what reads a
+window (energy figures, a booking's evidence) adds it; each save carries a number, and
+`meta('saved')`, written in the same transaction, says which saves a read already sees.
+Without a writer thread (the command line, tests) `submit` applies inline.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +57,7 @@ from edge.kpi.store import from_us, to_us
 from edge.storage.move import MachineRows, MachineState
 from edge.storage.wal import WalStore
 from edge.storage.where import Where
+from edge.storage.writer import StoreWriter, WriterThread
 from models.errors import EdgeError
 from models.logger import Logger
 from models.parts import ProgramEnergy
@@ -69,6 +80,12 @@ CREATE TABLE IF NOT EXISTS energy(
 """
 
 
+_GOOD_AND_SCRAP = (
+    "SELECT COALESCE(SUM(CASE WHEN verdict = 'scrap' THEN 0 ELSE parts END), 0), "
+    "COALESCE(SUM(CASE WHEN verdict = 'scrap' THEN parts ELSE 0 END), 0) FROM parts "
+    "WHERE asset = ? AND end_us >= ? AND end_us < ?")
+
+
 class PartStoreError(EdgeError):
     """The part database failed (disk full, I/O error, locked, closed)."""
 
@@ -86,6 +103,47 @@ class StoredPart:
     envelope: dict[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class SaveTracker:
+    """A machine's tracker state, the records it just closed and its drained energy, to
+    commit in one transaction; `number` counts this process's saves (see the module
+    docstring)."""
+
+    asset: str
+    state: dict[str, Any]
+    alive: datetime
+    records: tuple[dict[str, Any], ...] = ()
+    energy: Mapping[tuple[str, str], float] | None = None
+    number: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AttachEnvelope:
+    asset: str
+    part_seq: int
+    envelope: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Prune:
+    before: datetime
+
+
+PartOp = SaveTracker | AttachEnvelope | Prune
+PartDone = Callable[[int | Exception], None]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRead:
+    """One window of one machine as committed: kWh per (minute, category), good and scrap
+    parts, and the number of the last save it includes."""
+
+    energy: list[tuple[datetime, str, float]]
+    good: int
+    scrap: int
+    saved: int
+
+
 class PartStore(WalStore):
     label = "part store"
     schema = _SCHEMA
@@ -95,9 +153,67 @@ class PartStore(WalStore):
     corrupt_consequence = "part records and sequence numbers start afresh"
 
     def __init__(self, path: str | os.PathLike[str], *, durable: bool = False,
-                 busy_timeout: float = 5.0, logger: Logger | None = None) -> None:
+                 busy_timeout: float = 5.0, logger: Logger | None = None,
+                 writes: WriterThread | None = None) -> None:
+        """`writes`: the thread that commits `submit`'s operations (the gateway's store
+        writer); None applies them inline."""
         self._start(path, durable=durable, busy_timeout=busy_timeout, logger=logger,
                     component="part_store")
+        self._writer: StoreWriter[PartOp, int] | None = (
+            None if writes is None else StoreWriter(self, writes))
+
+    # --- the writer thread's side ---------------------------------------------------------
+
+    def apply(self, ops: Sequence[PartOp]) -> list[int]:
+        """Several operations in one transaction, in order (`Batched`); PartStoreError when
+        it failed, nothing of it written. Each answers how many rows it touched."""
+        with self._tx("write") as conn:
+            out: list[int] = []
+            for op in ops:
+                if isinstance(op, SaveTracker):
+                    self._save(conn, op)
+                    out.append(len(op.records))
+                elif isinstance(op, AttachEnvelope):
+                    out.append(conn.execute(
+                        "UPDATE parts SET envelope = ? WHERE asset = ? AND part_seq = ?",
+                        (json.dumps(op.envelope, separators=(",", ":")), op.asset,
+                         op.part_seq)).rowcount)
+                else:
+                    out.append(self._prune(conn, op.before))
+            return out
+
+    def submit(self, op: PartOp, done: PartDone | None = None) -> None:
+        """Queue `op` on the writer thread (`done` runs on the event loop once it is
+        committed or failed), or apply it now when there is none."""
+        if self._writer is not None:
+            self._writer.submit(op, done)
+            return
+        try:
+            [result] = self.apply([op])
+        except EdgeError as exc:
+            if done is None:
+                raise
+            done(exc)
+            return
+        if done is not None:
+            done(result)
+
+    def last_save(self) -> int:
+        """The number of the last `SaveTracker` committed (0: none numbered yet)."""
+        rows = self._read("read saves", "SELECT value FROM meta WHERE key = 'saved'", ())
+        return int(rows[0][0]) if rows else 0
+
+    def window(self, asset: str, start: datetime, end: datetime) -> WindowRead:
+        """The energy and part counts of [start, end) in one read (one committed state)."""
+        with self._snapshot("read window") as conn:
+            energy = [(from_us(m), str(c), float(k)) for m, c, k in conn.execute(
+                "SELECT minute_us, category, kwh FROM energy WHERE asset = ? AND "
+                "minute_us >= ? AND minute_us < ? ORDER BY minute_us",
+                (asset, to_us(start), to_us(end)))]
+            good, scrap = conn.execute(_GOOD_AND_SCRAP, (asset, to_us(start),
+                                                         to_us(end))).fetchone()
+            saved = conn.execute("SELECT value FROM meta WHERE key = 'saved'").fetchone()
+        return WindowRead(energy, int(good), int(scrap), int(saved[0]) if saved else 0)
 
     def load(self, asset: str) -> SavedTracker | None:
         rows = self._read("load", "SELECT state, alive FROM trackers WHERE asset = ?", (asset,))
@@ -111,21 +227,30 @@ class PartStore(WalStore):
         """The tracker's state, the records it just closed and its drained energy, in one
         commit."""
         with self._tx("save") as conn:
-            conn.execute(
-                "INSERT INTO trackers(asset, state, alive) VALUES (?, ?, ?) ON CONFLICT(asset) "
-                "DO UPDATE SET state = excluded.state, alive = excluded.alive",
-                (asset, json.dumps(state, separators=(",", ":")), to_us(alive)))
-            conn.executemany(
-                "INSERT OR REPLACE INTO parts(asset, part_seq, end_us, program, verdict, parts, "
-                "kwh, co2e, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(asset, r["part_seq"], to_us(datetime.fromisoformat(r["end"])), r["program"],
-                  r["verdict"], r["parts"], r["energy_kwh"], r["co2e_kg"],
-                  json.dumps(r, separators=(",", ":"))) for r in records])
-            conn.executemany(
-                "INSERT INTO energy(asset, minute_us, category, kwh) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(asset, minute_us, category) DO UPDATE SET kwh = kwh + excluded.kwh",
-                [(asset, to_us(datetime.fromisoformat(minute)), category, kwh)
-                 for (minute, category), kwh in (energy or {}).items()])
+            self._save(conn, SaveTracker(asset, state, alive, tuple(records), energy))
+
+    @staticmethod
+    def _save(conn: sqlite3.Connection, op: SaveTracker) -> None:
+        asset, state, alive, records, energy = (op.asset, op.state, op.alive, op.records,
+                                                op.energy)
+        conn.execute(
+            "INSERT INTO trackers(asset, state, alive) VALUES (?, ?, ?) ON CONFLICT(asset) "
+            "DO UPDATE SET state = excluded.state, alive = excluded.alive",
+            (asset, json.dumps(state, separators=(",", ":")), to_us(alive)))
+        if op.number:
+            conn.execute("INSERT INTO meta(key, value) VALUES ('saved', ?) ON CONFLICT(key)"
+                         " DO UPDATE SET value = excluded.value", (str(op.number),))
+        conn.executemany(
+            "INSERT OR REPLACE INTO parts(asset, part_seq, end_us, program, verdict, parts, "
+            "kwh, co2e, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(asset, r["part_seq"], to_us(datetime.fromisoformat(r["end"])), r["program"],
+              r["verdict"], r["parts"], r["energy_kwh"], r["co2e_kg"],
+              json.dumps(r, separators=(",", ":"))) for r in records])
+        conn.executemany(
+            "INSERT INTO energy(asset, minute_us, category, kwh) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(asset, minute_us, category) DO UPDATE SET kwh = kwh + excluded.kwh",
+            [(asset, to_us(datetime.fromisoformat(minute)), category, kwh)
+             for (minute, category), kwh in (energy or {}).items()])
 
     def energy(self, asset: str, start: datetime, end: datetime) -> list[tuple[datetime, str,
                                                                                  float]]:
@@ -179,11 +304,7 @@ class PartStore(WalStore):
 
     def good_and_scrap(self, asset: str, start: datetime, end: datetime) -> tuple[int, int]:
         """Parts that ended in [start, end): (good or unknown, scrap)."""
-        rows = self._read(
-            "count parts",
-            "SELECT COALESCE(SUM(CASE WHEN verdict = 'scrap' THEN 0 ELSE parts END), 0), "
-            "COALESCE(SUM(CASE WHEN verdict = 'scrap' THEN parts ELSE 0 END), 0) FROM parts "
-            "WHERE asset = ? AND end_us >= ? AND end_us < ?", (asset, to_us(start), to_us(end)))
+        rows = self._read("count parts", _GOOD_AND_SCRAP, (asset, to_us(start), to_us(end)))
         return int(rows[0][0]), int(rows[0][1])
 
     def records(self, asset: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
@@ -202,8 +323,13 @@ class PartStore(WalStore):
 
     def prune(self, before: datetime) -> int:
         with self._tx("prune") as conn:
-            conn.execute("DELETE FROM energy WHERE minute_us < ?", (to_us(before),))
-            return conn.execute("DELETE FROM parts WHERE end_us < ?", (to_us(before),)).rowcount
+            return self._prune(conn, before)
+
+    @staticmethod
+    def _prune(conn: sqlite3.Connection, before: datetime) -> int:
+        conn.execute("DELETE FROM energy WHERE minute_us < ?", (to_us(before),))
+        return int(conn.execute("DELETE FROM parts WHERE end_us < ?",
+                                (to_us(before),)).rowcount)
 
 
 class PartMachines(MachineState):

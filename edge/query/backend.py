@@ -271,7 +271,7 @@ class QueryBackend:
                       losses=self.losses(), unsignable=self.unsignable(),
                       queries=self.counts())
 
-    def query_booking(
+    async def query_booking(
         self, method: str, platform: Platform, params: Mapping[str, Any],
         others: OtherStores = ALONE,
     ) -> dict[str, Any]:
@@ -283,11 +283,11 @@ class QueryBackend:
             raise QueryError("not_found", "this gateway takes no bookings")
         try:
             if method == "reserve":
-                return desk.reserve(platform, params, others)
+                return await desk.reserve(platform, params, others)
             if method == PROPOSE:
-                return desk.propose(platform, params, others)
+                return await desk.propose(platform, params, others)
             if method == "release":
-                return desk.release(platform, params)
+                return await desk.release(platform, params)
             return desk.list(platform, params)
         except KeyError as exc:
             raise QueryError("not_found", str(exc.args[0]) if exc.args else "not found") from exc

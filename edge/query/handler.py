@@ -38,8 +38,10 @@ Nonces live in a `NonceMemory` (edge/query/nonces.py; the daemon passes the SQLi
 Flood safety: requests wait in one bounded queue served by one task, so a flood costs a
 bounded amount of memory and one task's share of the event loop; telemetry keeps flowing.
 Replies are published directly, not through the outbox: an answer nobody waits for any more
-is worth nothing after an outage. The task does not wait for a reply's PUBACK before taking
-the next request (at most `REPLIES_IN_FLIGHT` unacknowledged; bench section 2m). Their
+is worth nothing after an outage. A reply waits for the nonces remembered so far to be
+committed (on the store writer thread, `Reply.after`); the serving task does not, and it
+does not wait for a reply's PUBACK before taking the next request either (at most
+`REPLIES_IN_FLIGHT` unacknowledged; bench section 2m). Their
 `seq`/`prev` chain runs per reply topic for the life of the process.
 Nothing here writes to a machine.
 """
@@ -104,6 +106,9 @@ class Reply:
     topic: str
     payload: bytes
     correlation_data: bytes | None
+    after: asyncio.Future[None] | None = None
+    """Publish only once this is done: the write of the nonces remembered so far (edge/
+    query/nonces.py), so an answered request is refused when replayed after a SIGKILL."""
 
 
 @dataclass
@@ -132,7 +137,7 @@ class Backend(Protocol):
     def query_aas(self, asset: str | None) -> dict[str, Any]: ...
     def query_capacity(self, asset: str | None) -> dict[str, Any]: ...
     def query_health(self) -> dict[str, Any]: ...
-    def query_booking(
+    async def query_booking(
         self, method: str, platform: Platform, params: Mapping[str, Any],
         others: OtherStores = ...,
     ) -> dict[str, Any]: ...
@@ -265,40 +270,36 @@ class QueryHandler:
 
     # ---- the pipeline ---------------------------------------------------------------
     def handle(self, msg: Incoming) -> Reply | None:
-        """Answer one message from this process's backend; None when there is nowhere (or
-        no budget) to send the answer."""
-        req = _Request(msg.response_topic, msg.correlation_data)
-        try:
-            self._check(msg, req)
-            assert req.platform is not None
-            result = self._dispatch(req.method, req.params, req.platform)
-        except QueryError as exc:
-            return self._refuse(req, exc)
-        return self._accept(msg, req, result)
+        """`answer`, called outside an event loop (the documentation's examples, tests)."""
+        return asyncio.run(self.answer(msg))
 
     async def answer(self, msg: Incoming) -> Reply | None:
-        """`handle`, with the method answered by `self.dispatch` when one is set (the parent
-        of `run --workers N` forwards to the worker that owns the machine, edge/daemon/
-        worker_queries.py): every check before it and the scoping and sealing after it stay
-        here, in the one process that owns the nonces, the rate limits and the key."""
-        if self.dispatch is None:
-            return self.handle(msg)
+        """Answer one message; None when there is nowhere (or no budget) to send the answer.
+        The method is answered by this process's backend, or by `self.dispatch` when one is
+        set (the parent of `run --workers N` forwards to the worker that owns the machine,
+        edge/daemon/worker_queries.py): every check before it and the scoping and sealing
+        after it stay here, in the one process that owns the nonces, the rate limits and
+        the key. A booking decision is awaited here until it is committed (on the store
+        writer thread), so its reply never leaves before it."""
         req = _Request(msg.response_topic, msg.correlation_data)
         try:
             self._check(msg, req)
             assert req.platform is not None
-            result = await self.dispatch(req.method, req.params, req.platform)
+            if self.dispatch is None:
+                result = await self._dispatch(req.method, req.params, req.platform)
+            else:
+                result = await self.dispatch(req.method, req.params, req.platform)
         except QueryError as exc:
             return self._refuse(req, exc)
         return self._accept(msg, req, result)
 
-    def answer_locally(
+    async def answer_locally(
         self, method: str, params: dict[str, Any], platform: Platform, others: OtherStores
     ) -> Any:
         """The method only, for a request the parent already checked (a worker process):
-        QueryError for a refusal, as `handle` would answer it; `others`: what the other
+        QueryError for a refusal, as `answer` would answer it; `others`: what the other
         workers' booking stores bring (models/booking.py), and `propose` is allowed."""
-        return self._dispatch(method, params, platform, others)
+        return await self._dispatch(method, params, platform, others)
 
     def _check(self, msg: Incoming, req: _Request) -> None:
         """Every check up to the method itself; fills `req` as it learns; QueryError."""
@@ -370,7 +371,8 @@ class QueryHandler:
             self.counts["unanswered"] += 1
             self._topic_log.note("reply_topic", answered=False, topic=reply_to[:200])
             return None
-        return Reply(reply_to, self._seal(reply_to, record), req.correlation)
+        return Reply(reply_to, self._seal(reply_to, record), req.correlation,
+                     self.nonces.written())
 
     def _count(self, method: str, result: str) -> None:
         key = (method, result)
@@ -536,7 +538,7 @@ class QueryHandler:
             }
         return result
 
-    def _dispatch(
+    async def _dispatch(
         self, method: str, params: dict[str, Any], platform: Platform,
         others: OtherStores = ALONE,
     ) -> Any:
@@ -545,7 +547,8 @@ class QueryHandler:
             raise QueryError("internal", "internal error")
         try:
             if method in BOOKING_METHODS or method == PROPOSE:  # the platform books
-                result: Any = self.backend.query_booking(method, platform, params, others)
+                result: Any = await self.backend.query_booking(method, platform, params,
+                                                               others)
             elif method == "describe":
                 result = self.backend.query_describe()
             elif method == "health":
@@ -644,7 +647,13 @@ class QueryHandler:
             await asyncio.gather(*sending, return_exceptions=True)
 
     async def _publish(self, transport: Any, reply: Reply) -> None:
+        """Once the nonces are on disk, publish. The nonce writes commit in the order they
+        were queued and wake their waiters in that order, so replies still leave in the
+        order they were answered, and the serving task meanwhile checks the next requests
+        (whose nonces then share a transaction)."""
         props = {"correlation_data": reply.correlation_data} if reply.correlation_data else None
+        if reply.after is not None:
+            await asyncio.shield(reply.after)
         try:
             async with asyncio.timeout(10):
                 await transport.publish(

@@ -10,6 +10,16 @@ requests from a platform whose clock is a few seconds behind, for one window aft
 restart). The file uses synchronous=NORMAL: a process crash loses nothing, a power cut may
 lose the last second of nonces (see docs/protocol.md).
 
+Where the writes happen (issue 17, item 2): in the gateway, on its one store writer thread
+(edge/storage/writer.py), never on the event loop. A signed query flood used to commit one
+transaction per request on the loop that also polls the machines, and a WAL checkpoint
+inside one of them stalled every poll due then. Now the check (`seen`) and the memory
+(`remember`) stay on the loop, synchronous, so a replay arriving a microsecond later is
+refused; the row is queued, several requests' rows share one transaction, and the reply
+waits for it (`QueryHandler` awaits `NonceMemory.written()` before publishing), so a
+request that was answered is refused after a SIGKILL. Without a writer thread (tools,
+tests) the row is written inline, as before.
+
 The memory is bounded: at most `limit` nonces per platform. A platform that reaches it gets
 `rate_limited` until old nonces expire; nothing is ever forgotten early, which would reopen
 the replay window.
@@ -17,15 +27,19 @@ the replay window.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import heapq
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 from edge.storage.wal import WalStore
+from edge.storage.writer import StoreWriter, WriterStats, WriterThread
 from models.errors import EdgeError
 from models.logger import Logger
 
@@ -59,6 +73,12 @@ class NonceMemory:
 
     def count(self, platform: str) -> int:
         return len(self._expiry.get(platform, {}))
+
+    def written(self) -> asyncio.Future[None] | None:
+        """The write of the newest nonce remembered, while it is not committed yet (None:
+        nothing waits; always so in memory). Writes commit in the order they were queued,
+        so once it is done every nonce remembered before it is on disk too."""
+        return None
 
     def _expire(self, platform: str, now: float) -> None:
         heap, known = self._heap.get(platform), self._expiry.get(platform)
@@ -95,6 +115,25 @@ CREATE INDEX IF NOT EXISTS nonces_expires ON nonces(expires);
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """One accepted request's nonce, to keep on disk until `expires`."""
+
+    platform: str
+    nonce: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Delete the nonces that expired before `before` (their `ts` check refuses them now)."""
+
+    before: float
+
+
+NonceOp = Remembered | Forget
+
+
 class NonceStore(WalStore, NonceMemory):
     """`NonceMemory` written through to `path` (SQLite, WAL) and reloaded at start."""
 
@@ -113,7 +152,10 @@ class NonceStore(WalStore, NonceMemory):
         limit: int = DEFAULT_LIMIT,
         logger: Logger | None = None,
         wall_clock: Callable[[], float] = time.time,
+        writes: WriterThread | None = None,
     ) -> None:
+        """`writes`: the thread that commits the rows (the gateway's store writer); None
+        writes them inline, on the caller's thread."""
         NonceMemory.__init__(self, limit)
         self._start(path, durable=False, busy_timeout=5.0, logger=logger, component="nonces")
         self._pruned = 0.0
@@ -125,27 +167,65 @@ class NonceStore(WalStore, NonceMemory):
                 "SELECT platform, nonce, expires FROM nonces"
             ):
                 self._load(str(platform), str(nonce), float(expires))
+        self._writer: StoreWriter[NonceOp, None] | None = (
+            None if writes is None else StoreWriter(self, writes))
+        self._pending: asyncio.Future[None] | None = None
+
+    def apply(self, ops: Sequence[NonceOp]) -> list[None]:
+        """Several nonces (and prunes) in one transaction, in order (`Batched`, for the
+        writer thread); NonceStoreError when it failed, nothing of it written."""
+        with self._tx("record nonces") as conn:
+            for op in ops:
+                if isinstance(op, Remembered):
+                    conn.execute(
+                        "INSERT OR REPLACE INTO nonces(platform, nonce, expires) "
+                        "VALUES (?, ?, ?)", (op.platform, op.nonce, op.expires))
+                else:
+                    conn.execute("DELETE FROM nonces WHERE expires < ?", (op.before,))
+        return [None] * len(ops)
+
+    @property
+    def writer_stats(self) -> WriterStats | None:
+        """Transactions and nonces committed by the writer thread (None: written inline)."""
+        return None if self._writer is None else self._writer.stats
+
+    def written(self) -> asyncio.Future[None] | None:
+        pending = self._pending
+        return None if pending is None or pending.done() else pending
 
     def _stored(self, platform: str, nonce: str, expires: float) -> None:
         """A write that fails (disk full) keeps the nonce in memory, so the running process
         still refuses the replay; only a restart during the failure could forget it. Logged
         once per failure period, not per request."""
-        with self._lock:
+        op = Remembered(platform, nonce, expires)
+        if self._writer is None:
             try:
-                self._require().execute(
-                    "INSERT OR REPLACE INTO nonces(platform, nonce, expires) VALUES (?, ?, ?)",
-                    (platform, nonce, expires),
+                self.apply([op])
+            except EdgeError as exc:  # NonceStoreError, or ConfigurationError (read-only)
+                self._outcome(None, exc)
+            else:
+                self._outcome(None, None)
+            return
+        pending = asyncio.get_running_loop().create_future()
+        self._pending = pending
+        self._writer.submit(op, partial(self._outcome, pending))
+
+    def _outcome(self, pending: asyncio.Future[None] | None, result: object) -> None:
+        """How a nonce's write ended (on the event loop): the request waiting for it may be
+        answered either way (a failed write still refuses the replay while this process
+        lives); a failure is logged when it starts and when it ends."""
+        if pending is not None and not pending.done():
+            pending.set_result(None)
+        if isinstance(result, Exception):
+            if not self._failing:
+                self._failing = True
+                self._log.error(
+                    "query_nonces_not_persisted",
+                    path=str(self.path),
+                    error=str(result),
+                    consequence="kept in memory only until the file is writable again",
                 )
-            except (sqlite3.Error, NonceStoreError) as exc:
-                if not self._failing:
-                    self._failing = True
-                    self._log.error(
-                        "query_nonces_not_persisted",
-                        path=str(self.path),
-                        error=str(exc),
-                        consequence="kept in memory only until the file is writable again",
-                    )
-                return
+            return
         if self._failing:
             self._failing = False
             self._log.info("query_nonces_persisted_again", path=str(self.path))
@@ -155,5 +235,8 @@ class NonceStore(WalStore, NonceMemory):
             return
         self._pruned = now
         # a failure is retried in `prune_every`; a full disk is logged by `_stored`
-        with self._lock, contextlib.suppress(sqlite3.Error, NonceStoreError):
-            self._require().execute("DELETE FROM nonces WHERE expires < ?", (now,))
+        if self._writer is not None:
+            self._writer.submit(Forget(now), None)
+            return
+        with contextlib.suppress(sqlite3.Error, EdgeError):
+            self.apply([Forget(now)])

@@ -291,8 +291,8 @@ class StatusWeb:
                                  machine)
         via = f"status page from {request.remote}"
         try:
-            self.bookings.decide(booking, accept=decision == "accept",
-                                 reason=reason.strip() or None, via=via)
+            await self.bookings.decide(booking, accept=decision == "accept",
+                                       reason=reason.strip() or None, via=via)
         except KeyError:
             return self._message(f"There is no booking {booking}.", 404, machine)
         except Refused as exc:

@@ -3,6 +3,7 @@ seconds: a simulated machine at `time_scale: 20` makes 120 parts of a 30 s progr
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,9 +53,9 @@ machines:
         desk = desk_at_now(loaded, store)
 
         def booked(asset: str) -> timedelta:
-            result = desk.reserve(platform, {"asset": asset, "reference": f"po-{asset}",
-                                             "program": "O1000", "quantity": 120,
-                                             "earliest_start": NOW.isoformat()})
+            result = asyncio.run(desk.reserve(
+                platform, {"asset": asset, "reference": f"po-{asset}", "program": "O1000",
+                           "quantity": 120, "earliest_start": NOW.isoformat()}))
             assert result["state"] == "accepted", result
             return (datetime.fromisoformat(result["end"].replace("Z", "+00:00"))
                     - datetime.fromisoformat(result["start"].replace("Z", "+00:00")))
@@ -91,5 +92,5 @@ machines:
         ask = {"reference": "po-1", "program": "O1000", "quantity": 1,
                "earliest_start": NOW.isoformat()}
         with pytest.raises(KeyError, match="unknown machine 'mill-meter'"):
-            desk.reserve(platform, {"asset": "mill-meter", **ask})
-        assert desk.reserve(platform, {"asset": "mill", **ask})["state"] == "accepted"
+            asyncio.run(desk.reserve(platform, {"asset": "mill-meter", **ask}))
+        assert asyncio.run(desk.reserve(platform, {"asset": "mill", **ask}))["state"] == "accepted"

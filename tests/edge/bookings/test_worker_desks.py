@@ -5,6 +5,7 @@ until it does, on real SQLite files."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def test_the_board_spans_the_workers_stores(tmp_path: Path) -> None:
         paths[0].parent.mkdir()
         first = _request(paths[0], "m1", "po-1")
         assert {r.id for r in board.view().waiting} == {first, second}
-        row = board.decide(second, accept=False, reason="no tooling", via="test")
+        row = asyncio.run(board.decide(second, accept=False, reason="no tooling", via="test"))
         assert (row.id, row.state) == (second, "declined")
         with BookingStore(paths[1]) as store:  # written where the booking lives
             stored = store.get(second)

@@ -56,7 +56,7 @@ class FakeWorker:
     def mine(self) -> list[str]:
         return [i for i in IDS if worker_of(i, 2) == self.index]
 
-    def query(self, method: str, params: dict[str, Any], platform: Platform,
+    async def query(self, method: str, params: dict[str, Any], platform: Platform,
               others: OtherStores) -> Any:
         self.asked.append((method, params, others))
         asset = params.get("asset")

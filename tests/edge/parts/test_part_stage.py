@@ -271,3 +271,43 @@ def test_parts_in_a_booked_window_carry_the_booking_and_settle_its_evidence(
         assert completed["parts"] == {"first_seq": 2, "last_seq": 3, "records": 2, "parts": 2,
                                       "good": 1, "scrap": 1, "unknown": 0}
         assert completed["oee"] == {"window": {"kind": "range"}}
+
+
+async def test_saves_on_the_writer_thread_count_once_in_a_window_before_and_after_commit(
+    loaded: LoadedPlant,
+) -> None:
+    """The gateway's saves are queued on its store writer thread (issue 17, item 2): a
+    window's energy figures asked while they wait must be those asked once they are
+    committed (nothing missed, nothing counted twice), and the numbering continues after
+    a restart from what the thread committed."""
+    from edge.storage.writer import WriterThread
+
+    writes = WriterThread(name="store-writer", linger=0.05)  # the saves wait: asked meanwhile
+    store = PartStore(loaded.state_dir / "parts.sqlite3", writes=writes)
+    try:
+        rec, sink = stage(loaded, store)
+        machine(rec, -1, Execution.READY, 0)
+        meter(rec, -1, 720.0)
+        run_parts(rec, 0, 3)
+        windows = EnergyWindows(lambda: loaded, store, rec)
+        span = (T0 - timedelta(minutes=1), T0 + timedelta(minutes=2))
+        assert rec.unsaved("m1", 0), "the saves are still queued"
+        waiting = windows.figures("m1", *span, now=T0 + timedelta(minutes=2))
+        await writes.drain()
+        assert rec.unsaved("m1", 0) == []
+        committed = windows.figures("m1", *span, now=T0 + timedelta(minutes=2))
+        assert waiting == committed
+        assert committed is not None and (committed["good_parts"], committed["scrap_parts"]) \
+            == (2, 1)
+        assert committed["kwh"]["producing"] == pytest.approx(3 * 0.01, rel=0.05)
+        assert [r["part_seq"] for r in rec.records("m1", *span)] == [1, 2, 3]
+        assert [r[3][0]["part_seq"] for r in sink.emitted] == [1, 2, 3]
+        rec.close()
+    finally:
+        await writes.close()
+        store.close()
+    with PartStore(loaded.state_dir / "parts.sqlite3") as reopened:
+        again, sink2 = stage(loaded, reopened)
+        run_parts(again, 3, 1, offset=60.0)
+        assert [r[3][0]["part_seq"] for r in sink2.emitted] == [4]
+        assert reopened.page(["m1"])[2].envelope is not None, "envelopes attached on the thread"
