@@ -1,0 +1,131 @@
+"""What a platform integrator reads off a live gateway, checked against the contract documents
+alone (docs/protocol.md, docs/asyncapi.yaml, docs/sparkplug.md): audit round 3, platform side.
+
+A real gateway in a subprocess, the project's simulators over real sockets, Mosquitto.
+
+* A machine with an energy meter: its `oee` records carry the `energy` block docs/protocol.md
+  describes, and they validate against docs/asyncapi.yaml's `OeeBody` (which refused the
+  block). `describe` lists for the meter only the topics it publishes: an energy meter has no
+  `oee` or `capacity` topic and is not bookable (docs/protocol.md, "Topics", "capacity").
+* A reload that restarts the egress side keeps the Sparkplug edge node's session numbering:
+  the next NBIRTH carries the next `bdSeq` (docs/sparkplug.md: "grows by one per connection
+  attempt"; Sparkplug 3.0 requires it), not 0 again, and aliases stay as they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import Collector, Mosquitto
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from e2e import ROOT, GatewayProcess, demo_plant_on_free_ports, plant_yaml, wait_for
+from jsonschema import Draft7Validator
+from sparkplug_host import SparkplugHost
+
+from edge.platform_kit.client import query
+
+DOC = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
+
+
+def b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@pytest.mark.slow
+def test_a_metered_machine_as_the_contract_describes_it(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_collector: Callable[..., Collector]
+) -> None:
+    col = mqtt_collector(mosquitto.host, mosquitto.port, "edge/+/+/+/mill-01/oee")
+    path = demo_plant_on_free_ports(tmp_path, mosquitto.url, {"oee": {"publish_every": 1}})
+    plant = yaml.safe_load(path.read_text())
+    plant["machines"] = [m for m in plant["machines"] if m["id"] in ("mill-01", "mill-01-meter")]
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "p.pub.pem").write_bytes(
+        key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    plant["platforms"] = [{"id": "p", "public_key_file": "p.pub.pem"}]
+    path.write_text(yaml.safe_dump(plant, sort_keys=False))
+
+    def oee_with_energy() -> list[dict[str, Any]]:
+        bodies = [json.loads(b64d(json.loads(m.payload)["payload"])) for m in col.snapshot()]
+        return [b for b in bodies if "energy" in b["records"][0]]
+
+    gw = GatewayProcess(path).start()
+    try:
+        wait_for(lambda: bool(oee_with_energy()), 60, "an oee record with its energy block")
+        described = asyncio.run(query(mosquitto.url, key, "edge/plant-a/gw-01", "describe", {},
+                                      wait=15))
+    finally:
+        gw.kill()
+    Draft7Validator({**DOC, "$ref": "#/components/schemas/OeeBody"}).validate(
+        oee_with_energy()[0])
+    machines = described["result"]["machines"]
+    assert set(machines["mill-01"]["topics"]) == {
+        "telemetry", "state", "oee", "capacity", "bookings", "part"}
+    assert set(machines["mill-01-meter"]["topics"]) == {"telemetry", "state"}
+
+
+@pytest.mark.slow
+def test_a_reload_continues_the_sparkplug_session(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    mqtt_collector: Callable[..., Collector],
+    free_port: Callable[[], int],
+) -> None:
+    col = mqtt_collector(mosquitto.host, mosquitto.port, "spBv1.0/#")
+    plant = tmp_path / "plant.yaml"
+
+    def write(keepalive: int) -> None:
+        dests = (f'  - {{id: sp, url: "mqtt://127.0.0.1:{mosquitto.port}", format: sparkplug_b,'
+                 f" keepalive: {keepalive}}}\n")
+        plant.write_text(plant_yaml(tmp_path / "state", [sim_port], 0, destinations=dests))
+
+    sim_port = free_port()
+    write(30)
+    host = SparkplugHost("plant-a", "gw-1")
+    done = 0
+
+    def pump() -> None:
+        nonlocal done
+        msgs = col.snapshot()
+        for m in msgs[done:]:
+            host.feed(m.topic, m.payload)
+        done = len(msgs)
+
+    def until(predicate: Callable[[], bool], what: str, within: float = 30) -> None:
+        wait_for(lambda: (pump(), predicate())[1], within, what)
+
+    def aliases() -> dict[int, str]:
+        device = host.devices.get("m1")
+        return dict(device.names) if device is not None else {}
+
+    gw = GatewayProcess(plant).start()
+    try:
+        until(lambda: "Signals/spindle_speed" in aliases().values(), "m1 born with data")
+        before = aliases()
+        write(31)  # a destination setting changed: the reload restarts the egress side
+        gw.signal(signal.SIGHUP)
+        until(lambda: len(host.nbirths) == 2, "NBIRTH of the session after the reload")
+        until(lambda: "Signals/spindle_speed" in aliases().values()
+              and host.devices["m1"].alive, "m1 born again")
+        gw.signal(signal.SIGTERM)
+        until(lambda: len(host.ndeaths) == 2, "NDEATH of the clean stop")
+        assert gw.wait() == 0
+    finally:
+        gw.kill()
+    # one process, two MQTT connections: bdSeq 0, then 1 (each NDEATH its session's)
+    assert host.nbirths == [0, 1]
+    assert host.ndeaths == [0, 1]
+    after = aliases()
+    assert {a: n for a, n in after.items() if a in before} == {
+        a: n for a, n in before.items() if a in after}
+    assert not [e for e in gw.logs() if e.get("level") == "error"]
