@@ -7,6 +7,10 @@ A real gateway in a subprocess, the project's simulators over real sockets, Mosq
   describes, and they validate against docs/asyncapi.yaml's `OeeBody` (which refused the
   block). `describe` lists for the meter only the topics it publishes: an energy meter has no
   `oee` or `capacity` topic and is not bookable (docs/protocol.md, "Topics", "capacity").
+  A request signed with an off-the-shelf JOSE library (joserfc) from docs/protocol.md alone,
+  its header and body not in RFC 8785 form ("the gateway does not require canonical bytes
+  for requests"; docs/platform-kit.md said a body "must" be canonical), is answered, and
+  the reply verifies with joserfc against the retained JWKS.
 * A reload that restarts the egress side keeps the Sparkplug edge node's session numbering:
   the next NBIRTH carries the next `bdSeq` (docs/sparkplug.md: "grows by one per connection
   attempt"; Sparkplug 3.0 requires it), not 0 again, and aliases stay as they were.
@@ -17,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import secrets
 import signal
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,12 +32,23 @@ import pytest
 import yaml
 from conftest import Collector, Mosquitto
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 from e2e import ROOT, GatewayProcess, demo_plant_on_free_ports, plant_yaml, wait_for
+from joserfc import jws
+from joserfc.errors import SecurityWarning
+from joserfc.jwk import KeySet, OKPKey
 from jsonschema import Draft7Validator
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from sparkplug_host import SparkplugHost
 
 from edge.platform_kit.client import query
+from models.sample import format_ts, utc_now
 
 DOC = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
 
@@ -45,6 +62,8 @@ def test_a_metered_machine_as_the_contract_describes_it(
     tmp_path: Path, mosquitto: Mosquitto, mqtt_collector: Callable[..., Collector]
 ) -> None:
     col = mqtt_collector(mosquitto.host, mosquitto.port, "edge/+/+/+/mill-01/oee")
+    keys = mqtt_collector(mosquitto.host, mosquitto.port, "edge/plant-a/gw-01/keys")
+    replies = mqtt_collector(mosquitto.host, mosquitto.port, "audit/replies/1")
     path = demo_plant_on_free_ports(tmp_path, mosquitto.url, {"oee": {"publish_every": 1}})
     plant = yaml.safe_load(path.read_text())
     plant["machines"] = [m for m in plant["machines"] if m["id"] in ("mill-01", "mill-01-meter")]
@@ -64,14 +83,43 @@ def test_a_metered_machine_as_the_contract_describes_it(
         wait_for(lambda: bool(oee_with_energy()), 60, "an oee record with its energy block")
         described = asyncio.run(query(mosquitto.url, key, "edge/plant-a/gw-01", "describe", {},
                                       wait=15))
+        ask_as_an_independent_client(key, replies)
+        wait_for(lambda: bool(replies.snapshot()), 15, "the reply to a joserfc-signed request")
     finally:
         gw.kill()
+    jwks = KeySet.import_key_set(json.loads(keys.snapshot()[-1].payload))
+    reply = replies.snapshot()[0]
+    assert reply.properties.CorrelationData == b"audit-corr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)  # joserfc: "EdDSA" is RFC 9864-deprecated
+        verified = jws.deserialize_json(json.loads(reply.payload), jwks, algorithms=["EdDSA"])
+    record = json.loads(verified.payload)["records"][0]
+    assert record["id"] == "audit-1" and record["ok"], record
+    assert set(record["result"]["machines"]) == {"mill-01"}
     Draft7Validator({**DOC, "$ref": "#/components/schemas/OeeBody"}).validate(
         oee_with_energy()[0])
     machines = described["result"]["machines"]
     assert set(machines["mill-01"]["topics"]) == {
         "telemetry", "state", "oee", "capacity", "bookings", "part"}
     assert set(machines["mill-01-meter"]["topics"]) == {"telemetry", "state"}
+
+
+def ask_as_an_independent_client(key: Ed25519PrivateKey, replies: Collector) -> None:
+    """`state` of mill-01, signed with joserfc from docs/protocol.md ("The request"): header
+    members in no particular order, the body indented, MQTT 5 Response Topic and Correlation
+    Data; published on the collector's own paho connection."""
+    okp = OKPKey.import_key(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    header = {"typ": "edge-request+json", "kid": okp.thumbprint(), "alg": "EdDSA"}
+    body = {"method": "state", "params": {"asset": "mill-01"}, "id": "audit-1",
+            "ts": format_ts(utc_now()), "nonce": secrets.token_urlsafe(16)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SecurityWarning)
+        request = jws.serialize_json({"protected": header}, json.dumps(body, indent=1), okp,
+                                     algorithms=["EdDSA"])
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic, props.CorrelationData = "audit/replies/1", b"audit-corr"
+    replies.client.publish("edge/plant-a/gw-01/query", json.dumps(request), qos=1,
+                           properties=props)
 
 
 @pytest.mark.slow
