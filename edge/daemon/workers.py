@@ -170,6 +170,25 @@ def polls_nothing(loaded: LoadedPlant) -> LoadedPlant:
     return replace(loaded, settings={})
 
 
+def status_news(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """True when a worker's report holds what one process's status says within a second
+    (edge/egress/status.py, docs/protocol.md "Status"): a device changed state, a link to
+    a destination came or went, or the signer began refusing a machine's values. The
+    counters alone wait for the periodic status."""
+
+    def links(report: dict[str, Any]) -> dict[str, Any]:
+        return {d: st.get("connected") for d, st in report.get("destinations", {}).items()}
+
+    def refused(report: dict[str, Any]) -> set[str]:
+        return set(report.get("unsignable", {}).get("by_machine", {}))
+
+    return (
+        before.get("devices") != after.get("devices")
+        or links(before) != links(after)
+        or not refused(after) <= refused(before)
+    )
+
+
 class WorkerPool:
     """Starts, reports on and supervises the worker processes of one gateway."""
 
@@ -259,7 +278,8 @@ class WorkerPool:
 
     async def _status_loop(self) -> None:
         """Publish the aggregated status every `status_every` s, at once after a worker
-        starts or exits, and after every reconnect (a broker restart loses retained)."""
+        starts or exits or reports a change one process would publish at once
+        (`status_news`), and after every reconnect (a broker restart loses retained)."""
         topic = gateway_topic(self.loaded.plant, "status")
         seen: dict[str, int] = {}
         last = 0.0
@@ -293,12 +313,11 @@ class WorkerPool:
         try:
             while line := await reader.readline():
                 with contextlib.suppress(ValueError):  # a torn line: the next one follows
-                    first = not worker.report
                     report = json.loads(line)
                     news = report.pop("log", None)
-                    worker.report = report
-                    if first:
+                    if not worker.report or status_news(worker.report, report):
                         self._changed.set()
+                    worker.report = report
                     if news:
                         with contextlib.suppress(TypeError, KeyError):  # ValueError: above
                             worker.recent.absorb(news)

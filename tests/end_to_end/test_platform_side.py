@@ -11,6 +11,8 @@ A real gateway in a subprocess, the project's simulators over real sockets, Mosq
   its header and body not in RFC 8785 form ("the gateway does not require canonical bytes
   for requests"; docs/platform-kit.md said a body "must" be canonical), is answered, and
   the reply verifies with joserfc against the retained JWKS.
+* With worker processes the parent's status says a device's change within seconds, as one
+  process does, not only every 30 s.
 * A reload that restarts the egress side keeps the Sparkplug edge node's session numbering:
   the next NBIRTH carries the next `bdSeq` (docs/sparkplug.md: "grows by one per connection
   attempt"; Sparkplug 3.0 requires it), not 0 again, and aliases stay as they were.
@@ -23,6 +25,8 @@ import base64
 import json
 import secrets
 import signal
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +34,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Collector, Mosquitto
+from conftest import Collector, Mosquitto, wait_port
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -177,3 +181,43 @@ def test_a_reload_continues_the_sparkplug_session(
     assert {a: n for a, n in after.items() if a in before} == {
         a: n for a, n in before.items() if a in after}
     assert not [e for e in gw.logs() if e.get("level") == "error"]
+
+
+@pytest.mark.slow
+def test_workers_status_says_a_device_change_within_seconds(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_collector: Callable[..., Collector],
+    free_port: Callable[[], int],
+) -> None:
+    """docs/protocol.md, Status: the detailed status goes out "within a second of any device
+    changing state", and with worker processes "the parent publishes this status". The
+    parent published only every 30 s (and when a worker started), so for 30 s after a start
+    the retained status said every device was `connecting` and every link down."""
+    sim_port = free_port()
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "simulators.modbus_server", "--port", str(sim_port),
+         "--time-scale", "60", "--seed", "3"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_port("127.0.0.1", sim_port), "simulator did not start"
+        plant = tmp_path / "plant.yaml"
+        plant.write_text(plant_yaml(tmp_path / "state", [free_port()], mosquitto.port,
+                                    dead_port=sim_port))
+        col = mqtt_collector(mosquitto.host, mosquitto.port, "edge/plant-a/gw-1/status")
+
+        def status() -> dict[str, Any]:
+            msgs = col.snapshot()
+            return json.loads(msgs[-1].payload) if msgs else {}
+
+        gw = GatewayProcess(plant, "--workers", "2").start()
+        try:
+            wait_for(lambda: status().get("devices") == {"dead": "up", "m1": "up"}
+                     and status()["destinations"]["local"]["connected"], 15,
+                     "a status saying both devices are up and the link connected")
+            sim.kill()
+            wait_for(lambda: status().get("devices", {}).get("dead") == "down", 15,
+                     "a status saying the device went down")
+        finally:
+            gw.kill()
+    finally:
+        sim.kill()
+        sim.wait()
