@@ -69,6 +69,7 @@ from edge.daemon.worker_channel import WorkerChannel, WorkerUnavailable
 from edge.daemon.worker_queries import WorkerQueries
 from edge.daemon.worker_report import ENV_FD
 from edge.egress.stack import EgressPlan, prepare_egress, status_payload
+from edge.egress.status import LossAlarms
 from edge.observability import get_logger
 from edge.query.backend import health
 from edge.query.handler import QueryHandler, load_platform_keys
@@ -219,6 +220,8 @@ class WorkerPool:
         self._reload = asyncio.Event()
         self._changed = asyncio.Event()
         self._jwks = plan.jwks
+        # outbox_full_losing_data, from the workers' summed counters as one process does
+        self.alarms = LossAlarms(log)
         self._signer = plan.signer
         self.started = utc_now()
         # the gateway's one query endpoint: nonces in the same file as one process keeps
@@ -274,7 +277,11 @@ class WorkerPool:
         return detail
 
     def payload(self) -> bytes:
-        return status_payload(self.loaded, "online", self.status_detail())
+        detail = self.status_detail()
+        # the single-process status's order: `alarms` right after `destinations`
+        detail = {"destinations": detail.pop("destinations"), "alarms": self.alarms.names(),
+                  **detail}
+        return status_payload(self.loaded, "online", detail)
 
     async def _status_loop(self) -> None:
         """Publish the aggregated status every `status_every` s, at once after a worker
@@ -292,13 +299,16 @@ class WorkerPool:
             if self._changed.is_set():
                 self._changed.clear()
                 last = 0.0
+            if self.alarms.check(self.status_detail()["destinations"]):
+                last = 0.0
             if loop.time() - last >= self.status_every:
                 last = loop.time()
                 payload = self.payload()
-                for tr in self.plan.transports.values():
+                for name, tr in self.plan.transports.items():
                     if tr.connected:
                         with contextlib.suppress(EdgeError):
                             await tr.publish(topic, payload, qos=1, retain=True)
+                            self.alarms.carried(name)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._changed.wait()

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,12 @@ from edge.platform_kit.client import query
 from models.sample import format_ts, utc_now
 
 DOC = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
+
+
+def last_status(col: Collector) -> dict[str, Any]:
+    """The last status the collector received (an empty dict before the first)."""
+    msgs = col.snapshot()
+    return json.loads(msgs[-1].payload) if msgs else {}  # type: ignore[no-any-return]
 
 
 def b64d(text: str) -> bytes:
@@ -203,10 +210,7 @@ def test_workers_status_says_a_device_change_within_seconds(
         plant.write_text(plant_yaml(tmp_path / "state", [free_port()], mosquitto.port,
                                     dead_port=sim_port))
         col = mqtt_collector(mosquitto.host, mosquitto.port, "edge/plant-a/gw-1/status")
-
-        def status() -> dict[str, Any]:
-            msgs = col.snapshot()
-            return json.loads(msgs[-1].payload) if msgs else {}
+        status = partial(last_status, col)
 
         gw = GatewayProcess(plant, "--workers", "2").start()
         try:
@@ -221,3 +225,32 @@ def test_workers_status_says_a_device_change_within_seconds(
     finally:
         sim.kill()
         sim.wait()
+
+
+@pytest.mark.slow
+def test_workers_status_carries_the_data_loss_alarm(
+    tmp_path: Path, mosquitto: Mosquitto, mqtt_collector: Callable[..., Collector],
+    free_port: Callable[[], int],
+) -> None:
+    """docs/protocol.md, Status: `alarms` holds `outbox_full_losing_data:<destination id>`
+    while a destination loses data; with worker processes the parent's status had no
+    `alarms` at all, so a platform watching for the alarm never saw it. Here a destination
+    whose broker is gone fills its smallest outbox (64 KiB, drop_oldest) within seconds."""
+    dests = (f'  - {{id: local, url: "mqtt://127.0.0.1:{mosquitto.port}"}}\n'
+             f'  - {{id: gone, url: "mqtt://127.0.0.1:{free_port()}",'
+             " outbox: {max_bytes: 65536}}\n")
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(plant_yaml(tmp_path / "state", [free_port(), free_port()], 0,
+                                destinations=dests))
+    col = mqtt_collector(mosquitto.host, mosquitto.port, "edge/plant-a/gw-1/status")
+    status = partial(last_status, col)
+
+    gw = GatewayProcess(plant, "--workers", "2").start()
+    try:
+        wait_for(lambda: status().get("destinations", {}).get("gone", {}).get("dropped", 0) > 0
+                 and "outbox_full_losing_data:gone" in status().get("alarms", []), 60,
+                 "the alarm of the destination losing data")
+        assert "outbox_full_losing_data:local" not in status()["alarms"]
+        Draft7Validator({**DOC, "$ref": "#/components/schemas/Status"}).validate(status())
+    finally:
+        gw.kill()
