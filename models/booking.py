@@ -167,6 +167,21 @@ def _utc(t: datetime) -> datetime:
     return t.astimezone(UTC)
 
 
+_MS = timedelta(milliseconds=1)
+
+
+def _ms_floor(t: datetime) -> datetime:
+    return t - timedelta(microseconds=t.microsecond % 1000)
+
+
+def _ms_ceil(t: datetime) -> datetime:
+    """Windows are decided in whole milliseconds, the precision of every timestamp on the
+    wire (`format_ts`): the window a record shows is then the very window the booking
+    holds, its parts and its `completed` OEE are computed over, and a platform asks for."""
+    floor = _ms_floor(t)
+    return floor if floor == t else floor + _MS
+
+
 def _duration(req: ReserveParams, cand: Candidate) -> timedelta | None:
     if req.start is not None and req.end is not None:
         return _utc(req.end) - _utc(req.start)
@@ -269,13 +284,13 @@ def decide(
     """
     if not candidates:
         raise ValueError("no machine to decide on")
-    now = _utc(now)
+    now = _ms_ceil(_utc(now))
     limit = now + timedelta(days=rules.max_horizon_days)
     if req.start is not None:
-        earliest = latest = _utc(req.start)
+        earliest = latest = _ms_ceil(_utc(req.start))
     else:
-        earliest = _utc(req.earliest_start) if req.earliest_start else now
-        latest = _utc(req.latest_start) if req.latest_start else limit
+        earliest = _ms_ceil(_utc(req.earliest_start)) if req.earliest_start else now
+        latest = _ms_floor(_utc(req.latest_start)) if req.latest_start else limit
     first = candidates[0].machine
     if earliest < now:
         return Decision("declined", first, None, None, "starts in the past")
@@ -291,12 +306,14 @@ def decide(
             why = "quantity needs ideal_cycle_s or a program with an ideal cycle time here"
             refusal = refusal or Decision("declined", cand.machine, None, None, why)
             continue
-        free = _free(calendar, cand.busy, earliest, latest + duration)
+        duration = _ms_ceil(earliest + duration) - earliest  # whole ms, like `earliest`
+        busy = tuple(((_ms_floor(a), _ms_ceil(b)), why) for (a, b), why in cand.busy)
+        free = _free(calendar, busy, earliest, latest + duration)
         noticed = first_fit(free, duration, max(earliest, now + rules.min_notice), latest)
         start = noticed if noticed is not None else first_fit(free, duration, earliest, latest)
         if start is None:
             if req.start is not None:
-                why = _blocker(calendar, cand.busy, earliest, earliest + duration)
+                why = _blocker(calendar, busy, earliest, earliest + duration)
             else:
                 why = (
                     f"no free {duration.total_seconds() / 3600:g} h starting between "

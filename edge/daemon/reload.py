@@ -122,14 +122,19 @@ class Reloader:
         gw.queries.reconfigure(new.plant, keys)  # effective with the next request
         held, dropped = 0, gw.slot.dropped
         if plan is not None:
+            running = gw.slot.current.plan if gw.slot.current is not None else None
             await gw.stop_egress(old)
+            if running is not None:  # Sparkplug: the next session is this process's next
+                plan.continue_sessions(running)
             try:
                 held = await gw.start_egress(plan)
             except Exception:  # prepared, yet the outbox did not open (disk): go back
                 gw.log.exception("reload_egress_start_failed_restoring_previous")
                 gw.loaded = new = old
                 gw.queries.reconfigure(old.plant, old_keys)
-                held = await gw.start_egress(prepare_egress(old, gw.destinations(old), gw.log))
+                restored = prepare_egress(old, gw.destinations(old), gw.log)
+                restored.continue_sessions(plan)
+                held = await gw.start_egress(restored)
         elif gw.slot.current is not None:
             gw.slot.current.reload_signing_key()
         gw.kpi.reconfigure(new.plant)

@@ -69,6 +69,7 @@ from edge.daemon.worker_channel import WorkerChannel, WorkerUnavailable
 from edge.daemon.worker_queries import WorkerQueries
 from edge.daemon.worker_report import ENV_FD
 from edge.egress.stack import EgressPlan, prepare_egress, status_payload
+from edge.egress.status import LossAlarms
 from edge.egress.writer import LINGER
 from edge.observability import get_logger
 from edge.query.backend import health
@@ -172,6 +173,25 @@ def polls_nothing(loaded: LoadedPlant) -> LoadedPlant:
     return replace(loaded, settings={})
 
 
+def status_news(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """True when a worker's report holds what one process's status says within a second
+    (edge/egress/status.py, docs/protocol.md "Status"): a device changed state, a link to
+    a destination came or went, or the signer began refusing a machine's values. The
+    counters alone wait for the periodic status."""
+
+    def links(report: dict[str, Any]) -> dict[str, Any]:
+        return {d: st.get("connected") for d, st in report.get("destinations", {}).items()}
+
+    def refused(report: dict[str, Any]) -> set[str]:
+        return set(report.get("unsignable", {}).get("by_machine", {}))
+
+    return (
+        before.get("devices") != after.get("devices")
+        or links(before) != links(after)
+        or not refused(after) <= refused(before)
+    )
+
+
 class WorkerPool:
     """Starts, reports on and supervises the worker processes of one gateway."""
 
@@ -202,6 +222,8 @@ class WorkerPool:
         self._reload = asyncio.Event()
         self._changed = asyncio.Event()
         self._jwks = plan.jwks
+        # outbox_full_losing_data, from the workers' summed counters as one process does
+        self.alarms = LossAlarms(log)
         self._signer = plan.signer
         self.started = utc_now()
         # the gateway's one query endpoint: nonces in the same file as one process keeps,
@@ -261,11 +283,16 @@ class WorkerPool:
         return detail
 
     def payload(self) -> bytes:
-        return status_payload(self.loaded, "online", self.status_detail())
+        detail = self.status_detail()
+        # the single-process status's order: `alarms` right after `destinations`
+        detail = {"destinations": detail.pop("destinations"), "alarms": self.alarms.names(),
+                  **detail}
+        return status_payload(self.loaded, "online", detail)
 
     async def _status_loop(self) -> None:
         """Publish the aggregated status every `status_every` s, at once after a worker
-        starts or exits, and after every reconnect (a broker restart loses retained)."""
+        starts or exits or reports a change one process would publish at once
+        (`status_news`), and after every reconnect (a broker restart loses retained)."""
         topic = gateway_topic(self.loaded.plant, "status")
         seen: dict[str, int] = {}
         last = 0.0
@@ -278,13 +305,16 @@ class WorkerPool:
             if self._changed.is_set():
                 self._changed.clear()
                 last = 0.0
+            if self.alarms.check(self.status_detail()["destinations"]):
+                last = 0.0
             if loop.time() - last >= self.status_every:
                 last = loop.time()
                 payload = self.payload()
-                for tr in self.plan.transports.values():
+                for name, tr in self.plan.transports.items():
                     if tr.connected:
                         with contextlib.suppress(EdgeError):
                             await tr.publish(topic, payload, qos=1, retain=True)
+                            self.alarms.carried(name)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._changed.wait()
@@ -299,12 +329,11 @@ class WorkerPool:
         try:
             while line := await reader.readline():
                 with contextlib.suppress(ValueError):  # a torn line: the next one follows
-                    first = not worker.report
                     report = json.loads(line)
                     news = report.pop("log", None)
-                    worker.report = report
-                    if first:
+                    if not worker.report or status_news(worker.report, report):
                         self._changed.set()
+                    worker.report = report
                     if news:
                         with contextlib.suppress(TypeError, KeyError):  # ValueError: above
                             worker.recent.absorb(news)

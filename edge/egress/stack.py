@@ -92,6 +92,13 @@ class EgressPlan:
     transports: dict[str, MqttTransport]
     nodes: dict[str, SparkplugNode] = field(default_factory=dict)  # sparkplug_b destinations
 
+    def continue_sessions(self, previous: EgressPlan) -> None:
+        """Before this plan connects in place of `previous` (a reload): each Sparkplug edge
+        node of a destination that stays continues its predecessor's bdSeq and aliases."""
+        for dest_id, node in self.nodes.items():
+            if dest_id in previous.nodes:
+                node.continue_session(previous.nodes[dest_id])
+
 
 def prepare_egress(
     loaded: LoadedPlant, destinations: list[Destination], log: FilteringBoundLogger

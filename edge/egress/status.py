@@ -29,6 +29,56 @@ class DeviceStatuses(Protocol):
     def faults(self) -> dict[str, dict[str, Any]]: ...
 
 
+class LossAlarms:
+    """The data-loss alarm per destination, `outbox_full_losing_data:<id>` in the status's
+    `alarms`: one process's status (`StatusReporter`) and the worker pool's parent
+    (edge/daemon/workers.py) raise and clear it the same way from the destinations' counters.
+
+    An alarm raised while its destination was unreachable (the usual case: the outbox
+    fills during an outage) stays up until a status carrying it has gone out on that
+    destination's link (`carried`): the backlog drains within a second of the reconnect,
+    and the alarm used to clear before the first status, so the platform never saw it."""
+
+    def __init__(
+        self, log: FilteringBoundLogger, failing: Callable[[str], bool] = lambda _dest: False
+    ) -> None:
+        self.log = log
+        self.failing = failing  # storing still fails for this destination (edge/egress/loss.py)
+        self.alarmed: set[str] = set()
+        self.unseen: set[str] = set()  # alarms no status has carried over their own link yet
+        self._lost: dict[str, int] = {}
+
+    def seed(self, stats: dict[str, dict[str, Any]]) -> None:
+        """Losses before this point raise no alarm (a destination first seen starts here too)."""
+        self._lost = {d: _lost(st) for d, st in stats.items()}
+
+    def check(self, stats: dict[str, dict[str, Any]]) -> bool:
+        """Raise or clear the alarm per destination; True when the status must go out now."""
+        urgent = False
+        for dest, st in stats.items():
+            lost = _lost(st)
+            # up while loss goes on: new drops, or storing still failing
+            losing = lost > self._lost.get(dest, lost) or self.failing(dest)
+            if losing and dest not in self.alarmed:
+                self.alarmed.add(dest)  # the alarm: one error line, and `alarms` in the status
+                self.unseen.add(dest)
+                self.log.error("outbox_full_losing_data", destination=dest, **st)
+                urgent = True
+            elif not losing and dest in self.alarmed and dest not in self.unseen:
+                self.alarmed.discard(dest)
+                self.log.info("outbox_no_longer_losing_data", destination=dest, **st)
+                urgent = True  # platforms see the alarm clear at once
+            self._lost[dest] = lost
+        return urgent
+
+    def names(self) -> list[str]:
+        return [f"outbox_full_losing_data:{d}" for d in sorted(self.alarmed)]
+
+    def carried(self, dest: str) -> None:
+        """A status with the current alarms went out on `dest`'s link."""
+        self.unseen.discard(dest)
+
+
 class StatusReporter:
     def __init__(
         self,
@@ -46,44 +96,18 @@ class StatusReporter:
         self.supervisor = supervisor
         self.log = log
         self.every = every
-        self.alarmed: set[str] = set()
-        # alarms no status has carried over their own destination's link yet
-        self.unseen: set[str] = set()
+        self.alarms = LossAlarms(log, stack.losses.failing)
 
     def payload(self) -> bytes:
         detail: dict[str, Any] = {
             "destinations": self.stack.destination_stats(),
-            "alarms": [f"outbox_full_losing_data:{d}" for d in sorted(self.alarmed)],
+            "alarms": self.alarms.names(),
             "devices": self.devices.statuses(),
             "losses": self.stack.losses.snapshot(),
             "unsignable": self.stack.unsignable.snapshot(),
         }
         detail.update(device_detail(self.devices))
         return status_payload(self.config(), "online", detail)
-
-    def _check_losses(self, losses: dict[str, int]) -> bool:
-        """Raise or clear the alarm per destination; True when the status must go out now.
-
-        An alarm raised while its destination was unreachable (the usual case: the outbox
-        fills during an outage) stays up until a status carrying it has gone out on that
-        destination's link: the backlog drains within a second of the reconnect, and the
-        alarm used to clear before the first status, so the platform never saw it."""
-        urgent = False
-        for dest, st in self.stack.destination_stats().items():
-            lost = _lost(st)
-            # up while loss goes on: new drops, or storing still failing (edge/egress/loss.py)
-            losing = lost > losses.get(dest, lost) or self.stack.losses.failing(dest)
-            if losing and dest not in self.alarmed:
-                self.alarmed.add(dest)  # the alarm: one error line, and `alarms` in the status
-                self.unseen.add(dest)
-                self.log.error("outbox_full_losing_data", destination=dest, **st)
-                urgent = True
-            elif not losing and dest in self.alarmed and dest not in self.unseen:
-                self.alarmed.discard(dest)
-                self.log.info("outbox_no_longer_losing_data", destination=dest, **st)
-                urgent = True  # platforms see the alarm clear at once
-            losses[dest] = lost
-        return urgent
 
     async def run(self) -> None:
         """Keep the retained status (with exact drop counters) current; it is re-published
@@ -92,11 +116,11 @@ class StatusReporter:
         published: dict[str, int] = {}
         last_status = 0.0
         loop = asyncio.get_running_loop()
-        losses = {d: _lost(st) for d, st in self.stack.destination_stats().items()}
+        self.alarms.seed(self.stack.destination_stats())
         seen_devices: dict[str, str] = {}
         refusing: set[str] = set()
         while True:
-            if self._check_losses(losses):
+            if self.alarms.check(self.stack.destination_stats()):
                 last_status = 0.0
             devices = self.devices.statuses()
             if devices != seen_devices:  # a device went down, degraded or back: say so now
@@ -116,5 +140,5 @@ class StatusReporter:
                 for name, tr in self.stack.signed_transports().items():
                     if tr.connected:
                         self.supervisor.spawn(tr.publish(status_topic, payload, qos=1, retain=True))
-                        self.unseen.discard(name)
+                        self.alarms.carried(name)
             await asyncio.sleep(1.0)

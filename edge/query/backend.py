@@ -21,7 +21,7 @@ from edge.parts.energy import EnergyWindows
 from edge.parts.store import PartStore
 from edge.query.handler import QueryError
 from models.booking import ALONE, PROPOSE, OtherStores
-from models.plant import STREAMS, Platform, machine_topic
+from models.plant import STREAMS, Machine, Platform, machine_topic
 from models.sample import format_ts, utc_now
 
 StatsProvider = Callable[[], dict[str, dict[str, Any]]]
@@ -64,6 +64,21 @@ def device_identification(last_values: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+_NOT_OF_A_METER = frozenset({"oee", "capacity", "bookings"})
+"""An energy meter (`meter_for`) makes no parts: no OEE, no capacity offer, not bookable."""
+
+
+def _published_streams(machine: Machine) -> list[str]:
+    """The streams a platform can find on `machine`'s topics, so `describe` names no topic
+    that never carries anything: `part` only with a `part_record`, and for an energy meter
+    neither `oee`, `capacity` nor `bookings`."""
+    return [
+        s for s in STREAMS
+        if (s != "part" or machine.part_record is not None)
+        and (machine.meter_for is None or s not in _NOT_OF_A_METER)
+    ]
+
+
 def describe(loaded: LoadedPlant) -> dict[str, Any]:
     """`describe`: the gateway and its machines, from the configuration alone."""
     plant = loaded.plant
@@ -80,11 +95,7 @@ def describe(loaded: LoadedPlant) -> dict[str, Any]:
                 "line": m.line,
                 "adapter": m.adapter,
                 "nameplate": m.nameplate.model_dump(exclude_none=True),
-                "topics": {
-                    s: machine_topic(plant, m, s)
-                    for s in STREAMS
-                    if s != "part" or m.part_record is not None
-                },
+                "topics": {s: machine_topic(plant, m, s) for s in _published_streams(m)},
             }
             for m in loaded.enabled_machines()
         },

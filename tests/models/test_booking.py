@@ -229,3 +229,26 @@ def test_part_range_spans_the_gateway_part_numbers_by_verdict() -> None:
         "good": 1, "scrap": 2, "unknown": 3,
     }
     assert part_range([])["first_seq"] is None
+
+
+def test_windows_are_whole_milliseconds_as_the_records_show_them() -> None:
+    """The wire shows a booking's window in milliseconds (`format_ts`), and a platform asks
+    `oee` with `window: range` and those bounds to check the `completed` record's figures
+    (docs/protocol.md). A window decided from a microsecond `now` and a running job's
+    expected end (one ideal cycle from now) kept its microseconds, so the figures differed
+    in the sixth digit (audit round 3: APT 36.404065 s signed, 36.403683 s asked)."""
+    now = datetime(2026, 12, 7, 7, 0, 0, 123456, tzinfo=UTC)
+    job = ((now, now + timedelta(seconds=1.5)), "the running job")
+    req = parse_reserve({"reference": "po-1", "asset": "m1", "duration_minutes": 1})
+    d = decide(req, [Candidate("m1", (job,))], platform="p1", calendar=CAL,
+               rules=BookingRules(), usage=NO_USAGE, now=now)
+    assert d.state == "accepted" and d.start is not None and d.end is not None
+    assert d.start >= now + timedelta(seconds=1.5)
+    assert d.start.microsecond % 1000 == 0 and d.end.microsecond % 1000 == 0
+    fixed = parse_reserve({"reference": "po-2", "asset": "m1",
+                           "start": "2026-12-07T08:00:00.000001Z",
+                           "end": "2026-12-07T08:30:00.0004Z"})
+    d = decide(fixed, [Candidate("m1")], platform="p1", calendar=CAL,
+               rules=BookingRules(), usage=NO_USAGE, now=now)
+    assert d.state == "accepted" and d.start is not None and d.end is not None
+    assert d.start.microsecond % 1000 == 0 and d.end.microsecond % 1000 == 0

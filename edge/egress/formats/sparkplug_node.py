@@ -208,6 +208,14 @@ class SparkplugNode:
 
     # ------------------------------------------------------------------ node session
 
+    def continue_session(self, previous: SparkplugNode) -> None:
+        """Carry on the numbering of `previous`, the node this one replaces in the same
+        process (a reload that restarts the egress side): the next connect registers the
+        next `bdSeq`, not 0 again (Sparkplug 3.0 wants it incremented per CONNECT, and a host
+        matches an NDEATH to its session by it), and every metric keeps its alias."""
+        self.bdseq = previous.bdseq
+        self._aliases = dict(previous._aliases)
+
     def will(self) -> tuple[str, bytes, bool]:
         """The NDEATH to register as the will of the next MQTT connect, with a new bdSeq
         (0-255, wrapping), not retained; the transport asks for it at every attempt."""
