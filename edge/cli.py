@@ -602,6 +602,11 @@ def _main(argv: list[str] | None) -> int:
             )
             for warning in _disk_warnings(loaded):
                 print(f"{args.plant}: warning: {warning}", file=sys.stderr)
+            from edge.storage.state_dir import state_dir_problem
+
+            if (unusable := state_dir_problem(loaded.state_dir)) is not None:
+                print(f"{args.plant}: warning: {unusable}; `run` as this user would fail",
+                      file=sys.stderr)
             if plant.gateways:
                 from edge.config.shares import shares
 

@@ -124,3 +124,30 @@ def test_client_commands_do_not_log_their_own_link(
     assert code == 1 and "mqtt_connected" not in err  # nothing verified: a failure, quietly
     code, err = _run(capsys, "--log-level", "info", *verify)
     assert "mqtt_connected" in err
+
+
+@pytest.mark.parametrize("state_dir", ["/proc/nope", "a-file/state"])
+def test_validate_warns_of_a_state_dir_this_user_cannot_create(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, state_dir: str
+) -> None:
+    """`validate` said ok for a state_dir that cannot be created, then `run` exited 2. It
+    often runs as another user than the service, so this is a warning naming the path and
+    why, and the exit code stays 0."""
+    (tmp_path / "a-file").write_text("not a directory\n")
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(
+        f"gateway: {{id: gw, site: s, state_dir: {state_dir}}}\n"
+        "machines:\n"
+        "  - {id: m1, area: a, line: l, adapter: modbus, connection: {host: 127.0.0.1},\n"
+        "     points: [{name: part_count, register: holding, address: 0}]}\n"
+    )
+    code, err = _run(capsys, "validate", str(plant))
+    assert code == 0
+    where = state_dir if state_dir.startswith("/") else str(tmp_path / state_dir)
+    assert f"warning: state_dir {where} cannot be created by this user" in err
+    assert "run` as this user would fail" in err
+    # a usable one: no warning, and validate leaves no directory behind
+    plant.write_text(plant.read_text().replace(state_dir, "fresh/state"))
+    code, err = _run(capsys, "validate", str(plant))
+    assert code == 0 and "state_dir" not in err
+    assert not (tmp_path / "fresh").exists()
