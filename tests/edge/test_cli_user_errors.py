@@ -5,13 +5,10 @@ in a directory that does not exist, a JWKS that is not one."""
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import structlog
 
 from edge.cli import EXIT_INPUT, main
 
@@ -21,15 +18,7 @@ if TYPE_CHECKING:
 BAD_BROKERS = ("127.0.0.1:1883", "tcp://broker:1883", "http://x")
 
 
-@pytest.fixture(autouse=True)
-def _logging_back_to_defaults() -> Iterator[None]:
-    """main() points structlog and the root logger at this test's captured stderr, which
-    is closed after it: later tests' log lines (paho's, our transport's) would fail on it."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
+pytestmark = pytest.mark.usefixtures("cli_logging_restored")
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -151,3 +140,23 @@ def test_validate_warns_of_a_state_dir_this_user_cannot_create(
     code, err = _run(capsys, "validate", str(plant))
     assert code == 0 and "state_dir" not in err
     assert not (tmp_path / "fresh").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (("opc.tcp://127.0.0.1:1/", "--depth", "-1"), "expected 0 or more levels, got '-1'"),
+        (("opc.tcp://127.0.0.1:1/", "--depth", "two"), "--depth: expected 0 or more levels"),
+        (("127.0.0.1:4840",), "browse: '127.0.0.1:4840': expected opc.tcp://HOST:PORT[/path]"),
+    ],
+)
+def test_browse_input_errors_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], says: str
+) -> None:
+    """`browse --depth -1` was accepted and browse's input errors exited 1; the other
+    commands exit 2 for a usage error (a start node the server lacks: tests/edge/
+    commissioning). A server that is not there stays a runtime error, exit 1."""
+    code, err = _run(capsys, "browse", *argv)
+    assert code == EXIT_INPUT and says in err
+    code, err = _run(capsys, "browse", "opc.tcp://127.0.0.1:1/", "--timeout", "1")
+    assert code == 1 and "cannot connect" in err
