@@ -160,3 +160,28 @@ def test_browse_input_errors_are_usage_errors(
     assert code == EXIT_INPUT and says in err
     code, err = _run(capsys, "browse", "opc.tcp://127.0.0.1:1/", "--timeout", "1")
     assert code == 1 and "cannot connect" in err
+
+
+def test_validate_names_files_by_the_path_the_user_gave(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema problems read `plant.yaml:...` but a missing key or bookings file read
+    `/abs/path/plant.yaml:...: cannot load keys from /abs/path/nokey.pem: [Errno 2] ...
+    '/abs/path/nokey.pem'`: every line now names the plant and its files as given."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "plant.yaml").write_text(
+        "gateway: {id: gw, site: s, state_dir: state}\n"
+        "platforms: [{id: p1, public_key_file: nokey.pem}]\n"
+        "machines:\n"
+        "  - {id: m1, area: a, line: l, adapter: modbus, connection: {host: 127.0.0.1},\n"
+        "     bookings_file: nob.yaml, points: [{name: part_count, register: holding,\n"
+        "     address: 0}]}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(capsys, "validate", "site/plant.yaml")
+    problems = err.splitlines()[:-1]
+    assert code == EXIT_INPUT and len(problems) == 2, err
+    assert all(line.startswith("site/plant.yaml:") for line in problems), err
+    assert str(tmp_path) not in err and "Errno" not in err
+    assert "cannot load keys from site/nokey.pem: No such file or directory" in problems[0]
+    assert "cannot use site/nob.yaml: No such file or directory" in problems[1]
