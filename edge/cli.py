@@ -49,6 +49,17 @@ def _workers_arg(text: str) -> int:
     return n
 
 
+def _depth_arg(text: str) -> int:
+    """`browse --depth`: levels below the start, 0 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more levels, got {text!r}")
+    return n
+
+
 def _broker_arg(text: str) -> str:
     """`--broker`: checked as the YAML checks a destination's `url`, so a mistyped URL
     (`127.0.0.1:1883`, `tcp://...`) is a usage error (exit 2), not a traceback."""
@@ -200,7 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("endpoint", help="opc.tcp://HOST:PORT[/path]")
     b.add_argument("--path", default=None, help="start here: a node id or /browse/path")
-    b.add_argument("--depth", type=int, default=6, help="levels below the start")
+    b.add_argument("--depth", type=_depth_arg, default=6, help="levels below the start")
     b.add_argument("--timeout", type=float, default=10.0)
 
     w = sub.add_parser(
@@ -503,10 +514,13 @@ def _probe(args: argparse.Namespace, loaded: LoadedPlant) -> int:
 
 
 def _browse(args: argparse.Namespace) -> int:
-    from edge.commissioning.browse import BrowseError, browse, render
+    from edge.commissioning.browse import BrowseError, BrowseInputError, browse, render
 
     try:
         tree = asyncio.run(browse(args.endpoint, args.path, args.depth, args.timeout))
+    except BrowseInputError as exc:
+        print(f"browse: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     except BrowseError as exc:
         print(f"browse: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
@@ -602,6 +616,11 @@ def _main(argv: list[str] | None) -> int:
             )
             for warning in _disk_warnings(loaded):
                 print(f"{args.plant}: warning: {warning}", file=sys.stderr)
+            from edge.storage.state_dir import state_dir_problem
+
+            if (unusable := state_dir_problem(loaded.state_dir)) is not None:
+                print(f"{args.plant}: warning: {unusable}; `run` as this user would fail",
+                      file=sys.stderr)
             if plant.gateways:
                 from edge.config.shares import shares
 

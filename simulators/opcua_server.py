@@ -621,16 +621,27 @@ class OpcUaSimulator(SimulatorHandle):
 
     async def stop(self) -> None:
         """Stop every server: sockets close, sessions and subscriptions are gone."""
-        for ep in self._endpoints:
-            task, ep.task = ep.task, None
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            server, ep.server = ep.server, None
-            if server is not None:
-                with contextlib.suppress(Exception):
-                    await server.stop()
+        await asyncio.gather(*(self._stop_endpoint(ep) for ep in self._endpoints))
+
+    @staticmethod
+    async def _stop_endpoint(ep: _Endpoint) -> None:
+        task, ep.task = ep.task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        server, ep.server = ep.server, None
+        if server is None:
+            return
+        # asyncua's stop() waits for its ServerStatus clock's next 1 s tick: up to a second
+        # per endpoint; the clock is done once the server stops, so end it now
+        clock, server.iserver.time_task = server.iserver.time_task, None
+        if clock is not None:
+            clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await clock
+        with contextlib.suppress(Exception):
+            await server.stop()
 
     async def aclose(self) -> None:
         await self.stop()

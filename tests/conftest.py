@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 
 _MISSING = (
@@ -114,6 +116,18 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
 @pytest.fixture
 def mosquitto(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
     return mosquitto_factory()
+
+
+@pytest.fixture
+def cli_logging_restored() -> Iterator[None]:
+    """For tests calling `edge.cli.main()`: it points structlog and the root logger at the
+    test's captured stderr, which is closed after it, so later tests' log lines (paho's, our
+    transport's) would fail on it. Puts both back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    root.handlers, root.level = handlers, level
 
 
 @pytest.fixture

@@ -127,12 +127,9 @@ class S7Adapter(PollingAdapter):
         if client.connection is not None:
             client.connection.timeout = c.timeout
         self._client = client
+        # the negotiated PDU and the reads it takes reach the log in the supervisor's
+        # `device_connected` (describe()): one line per connect, not two
         self.plan = plan_reads(self.config.points, c, client.pdu_length)
-        if self.context.logger is not None:
-            self.context.logger.info(
-                "s7_connected", endpoint=self.endpoint, pdu=client.pdu_length,
-                requests_per_cycle=len(self.plan.requests),
-            )
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

@@ -19,7 +19,12 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.ua.object_ids import ObjectIdNames, ObjectIds
-from asyncua.ua.uaerrors import UaError, UaStringParsingError
+from asyncua.ua.uaerrors import (
+    BadNodeIdUnknown,
+    BadNoMatch,
+    UaError,
+    UaStringParsingError,
+)
 
 from adapters.opcua.adapter import node_id_of
 from adapters.opcua.machine_tool import MACHINE_TOOL_URI, MACHINERY_URI, MACHINES_FOLDER, node_id
@@ -35,6 +40,12 @@ MAX_NODES = 5000
 
 class BrowseError(Exception):
     """The server cannot be reached or browsed; the message says why."""
+
+
+class BrowseInputError(BrowseError):
+    """What the user typed is wrong (the endpoint's form, a start node that is no node id or
+    is not on the server): a usage error, exit 2 like the other commands', not the server's
+    fault."""
 
 
 @dataclass
@@ -76,9 +87,9 @@ def _parse(text: str, namespaces: list[str]) -> ua.NodeId:
     try:
         return node_id_of(text, {uri: i for i, uri in enumerate(namespaces)})
     except LookupError as exc:
-        raise BrowseError(str(exc)) from None
+        raise BrowseInputError(str(exc)) from None
     except (UaStringParsingError, ValueError):  # asyncua says it as a tuple repr
-        raise BrowseError(
+        raise BrowseInputError(
             f"{text!r} is not a node id: write i=85, nsu=URI;s=NAME (ns=2;s=NAME) or a "
             f"/Browse/Path"
         ) from None
@@ -146,7 +157,7 @@ async def _machines(client: Client, namespaces: list[str]) -> list[str]:
 
 async def browse(endpoint: str, path: str | None, depth: int, wait: float) -> BrowseTree:
     if not endpoint.startswith("opc.tcp://"):
-        raise BrowseError(f"{endpoint!r}: expected opc.tcp://HOST:PORT[/path]")
+        raise BrowseInputError(f"{endpoint!r}: expected opc.tcp://HOST:PORT[/path]")
     client = Client(endpoint, timeout=wait)
     client.session_timeout = 60_000  # ms; a browse takes seconds, not the default hour
     try:
@@ -161,7 +172,7 @@ async def browse(endpoint: str, path: str | None, depth: int, wait: float) -> Br
             qualified = []
             for uri, name in browse_segments(start):
                 if uri is not None and uri not in namespaces:
-                    raise BrowseError(f"namespace {uri} is not on the server")
+                    raise BrowseInputError(f"namespace {uri} is not on the server")
                 qualified.append(ua.QualifiedName(name, namespaces.index(uri) if uri else 0))
             root_node = await client.get_node(OBJECTS).get_child(qualified)
         else:
@@ -176,6 +187,8 @@ async def browse(endpoint: str, path: str | None, depth: int, wait: float) -> Br
         return BrowseTree(
             endpoint, root, namespaces, await _machines(client, namespaces), browser.truncated
         )
+    except (BadNodeIdUnknown, BadNoMatch) as exc:  # the start the user gave is not there
+        raise BrowseInputError(f"{start}: {exc}") from exc
     except (UaError, ValueError) as exc:
         raise BrowseError(f"{start}: {exc}") from exc
     finally:

@@ -56,10 +56,15 @@ class StreamBoard:
     def __init__(self, machine: str | None = None) -> None:
         self.machine = machine
         self.machines: dict[str, MachineView] = {}
+        self.seen: set[str] = set()
+        """Every machine a verified envelope came from, `--machine` or not."""
 
     def add(self, topic: str, body: dict[str, Any]) -> None:
         asset = body.get("asset")
-        if not isinstance(asset, str) or (self.machine and asset != self.machine):
+        if not isinstance(asset, str):
+            return
+        self.seen.add(asset)
+        if self.machine and asset != self.machine:
             return
         view = self.machines.setdefault(asset, MachineView())
         view.envelopes += 1
@@ -104,11 +109,19 @@ class StreamBoard:
     def signals(self, asset: str) -> list[str]:
         view = self.machines.get(asset)
         if view is None:
-            return [f"{asset}: nothing verified yet"]
+            return [self.unseen(asset) or f"{asset}: nothing verified yet"]
         head = ("signal", "value", "unit", "quality", "ts")
         rows = [(name, cell(r.get("value")), cell(r.get("unit")), cell(r.get("quality")),
                  cell(r.get("ts"))) for name, r in sorted(view.values.items())]
         return format_table(head, rows)
+
+    def unseen(self, asset: str) -> str | None:
+        """What to say when other machines' envelopes verified but none of `asset`'s (a
+        mistyped `--machine`), else None."""
+        if asset in self.seen or not self.seen:
+            return None
+        return (f"{asset}: no such machine seen on the gateway's topics "
+                f"(seen: {', '.join(sorted(self.seen))})")
 
     def frame(self, footer: str) -> str:
         lines = self.overview()
@@ -127,7 +140,9 @@ async def watch(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Until Ctrl-C (or `seconds`): exit 1 when anything failed to verify, else 0."""
+    """Until Ctrl-C (or `seconds`): exit 1 when anything failed to verify, 2 when
+    `--machine` names none of the machines whose envelopes verified (a mistyped id, a usage
+    error as elsewhere), else 0."""
     out, err = out or sys.stdout, err or sys.stderr
     board = StreamBoard(machine)
     screen = Screen(out)
@@ -148,4 +163,8 @@ async def watch(
         with contextlib.suppress(asyncio.CancelledError):
             await drawer
     screen.show(board.frame(f"{report.total} envelope(s) checked"))
+    unseen = board.unseen(machine) if machine else None
+    if unseen is not None:
+        print(f"watch: {unseen}", file=err)
+        return 2
     return 0 if report.ok else 1

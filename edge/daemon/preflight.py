@@ -9,6 +9,7 @@ a secret's value.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -86,7 +87,9 @@ def check_references(loaded: LoadedPlant) -> list[ConfigProblem]:
 def load_checked(path: str | Path) -> LoadedPlant:
     """The YAML and every file and secret it names: what `run` or a reload would fail on."""
     loaded = load_plant(path)
-    problems = check_references(loaded)
+    # located and named from the path as the user gave it, as the schema's problems are
+    # (`plant.yaml:3:31`, `nokey.pem`), not from the absolute one the gateway keeps
+    problems = check_references(replace(loaded, path=Path(path)))
     if problems:
         raise PlantConfigError(problems)
     return loaded

@@ -154,10 +154,18 @@ async def serve_forever(loaded: LoadedPlant) -> int:
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    received: list[str] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, partial(_stop, stop, received, sig.name))
     await stop.wait()
-    for h in handles:
-        await h.aclose()
+    # side by side: one after the other, each server's own wind-down added up to seconds
+    await asyncio.gather(*(h.aclose() for h in handles))
+    get_logger().info("simulators_stopped", signal=received[0] if received else None,
+                      servers=len(handles))
     return 0
+
+
+def _stop(stop: asyncio.Event, received: list[str], name: str) -> None:
+    received.append(name)
+    stop.set()

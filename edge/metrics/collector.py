@@ -25,6 +25,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from edge.status.model import StatusSource
 
 PREFIX = "edge_gateway_"
+RELOAD_RESULTS = ("ok", "rejected")
+"""`edge_gateway_reloads_total`'s `result` values: each has a sample (0) before any reload,
+as Prometheus asks of known label values, so `rate()` and alerts see the first one."""
 LINK_UP = frozenset({"up", "degraded"})
 
 
@@ -55,9 +58,9 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily(PREFIX + "records_sealed", "Records inside signed envelopes",
                                   value=g.records_sealed)
         reloads = CounterMetricFamily(PREFIX + "reloads", "SIGHUP reloads", labels=["result"])
-        outcomes: dict[str, int] = {}
+        outcomes = dict.fromkeys(RELOAD_RESULTS, 0)  # a series from the start, not the 1st reload
         for entry in g.reloads:  # with worker processes, each worker's outcome
-            key = "ok" if entry.text == "ok" else "rejected"
+            key = RELOAD_RESULTS[0] if entry.text == "ok" else RELOAD_RESULTS[1]
             outcomes[key] = outcomes.get(key, 0) + 1
         for result, n in sorted(outcomes.items()):
             reloads.add_metric([result], n)
@@ -153,8 +156,10 @@ class GatewayCollector(Collector):
         yield from (connected, sent, acked, pending, pending_bytes, drops, lost, last_ack)
 
     def _queries(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily(PREFIX + "query_requests", "Platform queries answered",
-                                       labels=["method", "result"])
+        requests = CounterMetricFamily(
+            PREFIX + "query_requests",
+            "Platform query requests, answered (result ok) or refused (result: the error code)",
+            labels=["method", "result"])
         for (method, result), n in sorted(self.source.queries().by_method_result.items()):
             requests.add_metric([method, result], n)
         yield requests

@@ -158,8 +158,9 @@ def load_platform_keys(platforms: list[Platform], base: Path) -> PlatformKeys:
         try:
             found = _read_keys(path, jwks=p.jwks_file is not None)
         except (OSError, ValueError, TypeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise ConfigurationError(
-                f"platform {p.id}: cannot load keys from {path}: {exc}"
+                f"platform {p.id}: cannot load keys from {path}: {reason}"
             ) from exc
         if not found:
             raise ConfigurationError(f"platform {p.id}: no Ed25519 public key in {path}")

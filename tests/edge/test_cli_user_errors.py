@@ -5,13 +5,10 @@ in a directory that does not exist, a JWKS that is not one."""
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import structlog
 
 from edge.cli import EXIT_INPUT, main
 
@@ -21,15 +18,7 @@ if TYPE_CHECKING:
 BAD_BROKERS = ("127.0.0.1:1883", "tcp://broker:1883", "http://x")
 
 
-@pytest.fixture(autouse=True)
-def _logging_back_to_defaults() -> Iterator[None]:
-    """main() points structlog and the root logger at this test's captured stderr, which
-    is closed after it: later tests' log lines (paho's, our transport's) would fail on it."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.reset_defaults()
-    root.handlers, root.level = handlers, level
+pytestmark = pytest.mark.usefixtures("cli_logging_restored")
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -124,3 +113,75 @@ def test_client_commands_do_not_log_their_own_link(
     assert code == 1 and "mqtt_connected" not in err  # nothing verified: a failure, quietly
     code, err = _run(capsys, "--log-level", "info", *verify)
     assert "mqtt_connected" in err
+
+
+@pytest.mark.parametrize("state_dir", ["/proc/nope", "a-file/state"])
+def test_validate_warns_of_a_state_dir_this_user_cannot_create(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, state_dir: str
+) -> None:
+    """`validate` said ok for a state_dir that cannot be created, then `run` exited 2. It
+    often runs as another user than the service, so this is a warning naming the path and
+    why, and the exit code stays 0."""
+    (tmp_path / "a-file").write_text("not a directory\n")
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(
+        f"gateway: {{id: gw, site: s, state_dir: {state_dir}}}\n"
+        "machines:\n"
+        "  - {id: m1, area: a, line: l, adapter: modbus, connection: {host: 127.0.0.1},\n"
+        "     points: [{name: part_count, register: holding, address: 0}]}\n"
+    )
+    code, err = _run(capsys, "validate", str(plant))
+    assert code == 0
+    where = state_dir if state_dir.startswith("/") else str(tmp_path / state_dir)
+    assert f"warning: state_dir {where} cannot be created by this user" in err
+    assert "run` as this user would fail" in err
+    # a usable one: no warning, and validate leaves no directory behind
+    plant.write_text(plant.read_text().replace(state_dir, "fresh/state"))
+    code, err = _run(capsys, "validate", str(plant))
+    assert code == 0 and "state_dir" not in err
+    assert not (tmp_path / "fresh").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (("opc.tcp://127.0.0.1:1/", "--depth", "-1"), "expected 0 or more levels, got '-1'"),
+        (("opc.tcp://127.0.0.1:1/", "--depth", "two"), "--depth: expected 0 or more levels"),
+        (("127.0.0.1:4840",), "browse: '127.0.0.1:4840': expected opc.tcp://HOST:PORT[/path]"),
+    ],
+)
+def test_browse_input_errors_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], says: str
+) -> None:
+    """`browse --depth -1` was accepted and browse's input errors exited 1; the other
+    commands exit 2 for a usage error (a start node the server lacks: tests/edge/
+    commissioning). A server that is not there stays a runtime error, exit 1."""
+    code, err = _run(capsys, "browse", *argv)
+    assert code == EXIT_INPUT and says in err
+    code, err = _run(capsys, "browse", "opc.tcp://127.0.0.1:1/", "--timeout", "1")
+    assert code == 1 and "cannot connect" in err
+
+
+def test_validate_names_files_by_the_path_the_user_gave(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema problems read `plant.yaml:...` but a missing key or bookings file read
+    `/abs/path/plant.yaml:...: cannot load keys from /abs/path/nokey.pem: [Errno 2] ...
+    '/abs/path/nokey.pem'`: every line now names the plant and its files as given."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "plant.yaml").write_text(
+        "gateway: {id: gw, site: s, state_dir: state}\n"
+        "platforms: [{id: p1, public_key_file: nokey.pem}]\n"
+        "machines:\n"
+        "  - {id: m1, area: a, line: l, adapter: modbus, connection: {host: 127.0.0.1},\n"
+        "     bookings_file: nob.yaml, points: [{name: part_count, register: holding,\n"
+        "     address: 0}]}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(capsys, "validate", "site/plant.yaml")
+    problems = err.splitlines()[:-1]
+    assert code == EXIT_INPUT and len(problems) == 2, err
+    assert all(line.startswith("site/plant.yaml:") for line in problems), err
+    assert str(tmp_path) not in err and "Errno" not in err
+    assert "cannot load keys from site/nokey.pem: No such file or directory" in problems[0]
+    assert "cannot use site/nob.yaml: No such file or directory" in problems[1]

@@ -57,6 +57,12 @@ def test_s7_values_arrive_decoded_at_the_broker(
                 return out
 
             wait_for(lambda: set(EXPECTED) <= set(records()), 20, "every S7 signal")
+            # one line per connect (was `s7_connected` and `device_connected`), with the S7
+            # details in it
+            connects = [e for e in gw.logs() if str(e.get("event")).endswith("_connected")
+                        and e.get("level") == "info" and "endpoint" in e]
+            assert [e["event"] for e in connects] == ["device_connected"], connects
+            assert connects[0]["pdu"] > 0 and connects[0]["requests_per_cycle"] >= 1
         finally:
             gw.kill()
     got = records()

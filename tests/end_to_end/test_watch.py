@@ -89,3 +89,12 @@ async def test_watch_decodes_every_demo_machine(
     assert rc == 0, out
     assert "mill-01" in out and "lathe-01" not in out
     assert "spindle_speed" in out and "part_count" in out
+
+    # a mistyped id: said so (it read "nothing verified yet", exit 0)
+    rc = await asyncio.to_thread(
+        main, ["watch", "--broker", gateway, "--machine", "mill-1", "--seconds", "3"]
+    )
+    captured = capsys.readouterr()
+    assert rc == 2, captured.out
+    assert "mill-1: no such machine seen on the gateway's topics (seen: " in captured.err
+    assert "mill-01" in captured.err

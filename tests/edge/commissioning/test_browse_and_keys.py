@@ -3,6 +3,7 @@ gateway's own loaders."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from conftest import find_free_port
 from e2e import ROOT, demo_plant_on_free_ports
 
 from adapters.opcua.settings import OpcUaPoint
+from edge.cli import main
 from edge.commissioning.browse import BrowseError, browse, point_lines, render, signal_name
 from edge.config.loader import LoadedPlant, load_plant, parse_plant
 from edge.daemon.simulation import start_simulators
@@ -88,3 +90,18 @@ def test_platform_keys_block_is_accepted_by_the_gateway(tmp_path: Path) -> None:
     assert kid == made.kid and kid in keys
     with pytest.raises(FileExistsError):
         make_platform_keys(tmp_path / "keys", "acme")  # never overwrites a key in use
+
+
+@pytest.mark.usefixtures("cli_logging_restored")
+@pytest.mark.parametrize(
+    "start",
+    ["garbage", "nsu=urn:edge-gateway:simulator;s=nope", "/Nope", "nsu=urn:nowhere;s=x"],
+)
+async def test_a_start_the_server_does_not_have_is_a_usage_error(
+    opcua_machine: str, start: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 as the other commands' input errors (was 1, as for a server that is down)."""
+    rc = await asyncio.to_thread(main, ["browse", opcua_machine, "--path", start, "--depth", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("browse: ") and "Traceback" not in err

@@ -27,3 +27,16 @@ def test_observed_share_of_the_shift_in_the_overview() -> None:
     assert row.split()[9] == "20%"
     board.add("t", oee_body({"pbt": "?"}, None))  # another producer's body: no figure
     assert board.overview()[3].split()[9] == "-"
+
+
+def test_a_machine_no_envelope_came_from_is_named_as_unseen() -> None:
+    """`watch --machine nosuch` said "nothing verified yet" while other machines' envelopes
+    verified, and exited 0: a mistyped id read as a gateway that had not spoken yet."""
+    board = StreamBoard("nosuch")
+    assert board.signals("nosuch") == ["nosuch: nothing verified yet"]  # nothing at all yet
+    board.add("t", {"asset": "m1", "stream": "state", "records": [{"execution": "active"}]})
+    board.add("t", {"asset": "m2", "stream": "state", "records": []})
+    said = "nosuch: no such machine seen on the gateway's topics (seen: m1, m2)"
+    assert board.signals("nosuch") == [said]
+    assert board.unseen("nosuch") == said and board.unseen("m1") is None
+    assert board.machines == {}  # the others are still not shown

@@ -58,3 +58,20 @@ def test_every_family_parses_with_per_machine_series() -> None:
     assert buckets == {"0.01": 3, "0.1": 9, "+Inf": 10}
     assert f["edge_gateway_samples_read"].type == "counter"  # type: ignore[attr-defined]
     assert _value(f, "edge_gateway_build_info", version="0.1.0", kid="kid-1") == 1
+
+
+def test_reloads_have_a_sample_per_result_before_the_first_reload() -> None:
+    """`edge_gateway_reloads_total` had no sample until a reload: an alert on its increase
+    missed the first rejected one (Prometheus: initialize known label values to 0)."""
+    text = generate_latest(registry_for(FixedStatus(reloads=()))).decode()
+    assert 'edge_gateway_reloads_total{result="ok"} 0.0' in text
+    assert 'edge_gateway_reloads_total{result="rejected"} 0.0' in text
+
+
+def test_query_requests_help_says_refusals_count_too() -> None:
+    f = _families()
+    assert _value(f, "edge_gateway_query_requests", method="unknown",
+                  result="unauthorized") == 1
+    doc = f["edge_gateway_query_requests"].documentation  # type: ignore[attr-defined]
+    assert "refused" in doc and doc != "Platform queries answered"
+

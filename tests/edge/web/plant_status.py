@@ -39,6 +39,7 @@ class FixedStatus:
         machine("lathe-01", link="down", link_reason="connection refused", execution=None,
                 alarms=("E1042",), alarm_text="Spindle <overload>"),
     ])
+    reloads: tuple[LogEntry, ...] = (LogEntry(T0, "ok"), LogEntry(T0, "rejected: bad"))
 
     def machines(self) -> Sequence[MachineStatus]:
         return self.rows
@@ -65,8 +66,7 @@ class FixedStatus:
                                   ("telemetry", "state"), 3, 4096, 120, 118, 1, 0, T0, 2)]
 
     def gateway(self) -> GatewayStatus:
-        return GatewayStatus("gw-01", "plant-a", "0.1.0", "kid-1", T0,
-                             (LogEntry(T0, "ok"), LogEntry(T0, "rejected: bad")),
+        return GatewayStatus("gw-01", "plant-a", "0.1.0", "kid-1", T0, self.reloads,
                              (LogEntry(T0, "warning: x"),), 7, 70)
 
     def poll_durations(self, machine_id: str) -> PollHistogram | None:
