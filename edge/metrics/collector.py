@@ -22,12 +22,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from edge.status.log_tap import RELOAD_RESULTS
 from edge.status.model import StatusSource
 
 PREFIX = "edge_gateway_"
-RELOAD_RESULTS = ("ok", "rejected")
-"""`edge_gateway_reloads_total`'s `result` values: each has a sample (0) before any reload,
-as Prometheus asks of known label values, so `rate()` and alerts see the first one."""
 LINK_UP = frozenset({"up", "degraded"})
 
 
@@ -58,10 +56,8 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily(PREFIX + "records_sealed", "Records inside signed envelopes",
                                   value=g.records_sealed)
         reloads = CounterMetricFamily(PREFIX + "reloads", "SIGHUP reloads", labels=["result"])
-        outcomes = dict.fromkeys(RELOAD_RESULTS, 0)  # a series from the start, not the 1st reload
-        for entry in g.reloads:  # with worker processes, each worker's outcome
-            key = RELOAD_RESULTS[0] if entry.text == "ok" else RELOAD_RESULTS[1]
-            outcomes[key] = outcomes.get(key, 0) + 1
+        # a series per result from the start, not from the first reload
+        outcomes = {**dict.fromkeys(RELOAD_RESULTS, 0), **g.reload_counts}
         for result, n in sorted(outcomes.items()):
             reloads.add_metric([result], n)
         yield reloads

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from edge.status.log_tap import KEEP, LogTap, RecentLog, merged
+from edge.status.log_tap import KEEP, LogTap, RecentLog, merged, reload_counts
 from edge.status.model import GatewayStatus, QueryCounts
 from models.plant import Plant
 
@@ -42,6 +42,7 @@ class GatewayIdentity:
             reloads=merged(self.tap.recent, self.workers, "reloads", self.shown),
             warnings=merged(self.tap.recent, self.workers, "warnings", self.shown),
             envelopes_sealed=envelopes, records_sealed=records,
+            reload_counts=reload_counts(self.tap.recent, self.workers),
         )
 
     def query_counts(self) -> QueryCounts:

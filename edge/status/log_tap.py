@@ -25,6 +25,9 @@ from models.sample import utc_now
 RELOAD_EVENTS = {"reloaded": "ok", "reload_rejected_keeping_running_config": "rejected"}
 _SHOWN = ("asset", "destination", "error", "reason", "problems", "path", "hint")
 Kind = Literal["warnings", "reloads"]
+RELOAD_RESULTS = ("ok", "rejected")
+"""`edge_gateway_reloads_total`'s `result` values: each has a sample (0) before any reload,
+as Prometheus asks of known label values, so `rate()` and alerts see the first one."""
 KEEP = 50
 """Entries of each kind a process keeps (and the parent keeps per worker)."""
 
@@ -61,6 +64,14 @@ class RecentLog:
     def __init__(self, keep: int = KEEP) -> None:
         self.warnings = Recent(keep)
         self.reloads = Recent(keep)
+        self.reload_counts: dict[str, int] = dict.fromkeys(RELOAD_RESULTS, 0)
+        """Every reload outcome ever seen, by result: the ring above forgets the oldest,
+        and `edge_gateway_reloads_total` must never go down."""
+
+    def add_reload(self, when: datetime, text: str) -> None:
+        self.reloads.add(when, text)
+        result = RELOAD_RESULTS[0] if text == "ok" else RELOAD_RESULTS[1]
+        self.reload_counts[result] += 1
 
     def kind(self, name: Kind) -> Recent:
         return self.warnings if name == "warnings" else self.reloads
@@ -70,9 +81,10 @@ class RecentLog:
         KeyError when it is not that shape."""
         parsed = {k: [(datetime.fromisoformat(str(t)), str(s)) for t, s in news.get(k, ())]
                   for k in self.KINDS}  # all parsed first: a bad report adds nothing
-        for name, entries in parsed.items():
-            for when, text in entries:
-                self.kind(name).add(when, text)
+        for when, text in parsed["warnings"]:
+            self.warnings.add(when, text)
+        for when, text in parsed["reloads"]:  # each arrives once (LogNews), so counted once
+            self.add_reload(when, text)
 
 
 class LogNews:
@@ -107,6 +119,16 @@ def merged(own: RecentLog, workers: Sequence[RecentLog], kind: Kind,
     return tuple(entries[-limit:])
 
 
+def reload_counts(own: RecentLog, workers: Sequence[RecentLog]) -> dict[str, int]:
+    """Reload outcomes by result, this process's and every worker's (each worker's copy
+    survives its restarts in the parent, so the sum only grows)."""
+    out = dict(own.reload_counts)
+    for log in workers:
+        for result, n in log.reload_counts.items():
+            out[result] = out.get(result, 0) + n
+    return out
+
+
 class LogTap:
     """A structlog processor: passes every event on unchanged, remembers a few."""
 
@@ -121,7 +143,7 @@ class LogTap:
             detail = RELOAD_EVENTS[event]
             if detail != "ok":
                 detail += ": " + "; ".join(map(str, event_dict.get("problems", [])))[:300]
-            self.recent.reloads.add(utc_now(), detail)
+            self.recent.add_reload(utc_now(), detail)
         if method in ("warning", "error", "critical", "exception"):
             extra = " ".join(f"{k}={event_dict[k]}" for k in _SHOWN if k in event_dict)
             self.recent.warnings.add(utc_now(), f"{method}: {event} {extra}".strip()[:500])

@@ -171,6 +171,9 @@ class GatewayStatus:
     """Recent warning and error log events, oldest first, merged the same way."""
     envelopes_sealed: int = 0
     records_sealed: int = 0
+    reload_counts: Mapping[str, int] = field(default_factory=dict)
+    """Every reload outcome since start by result (`ok`, `rejected`), workers' included:
+    `reloads` keeps only the recent ones."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.metrics.collector import registry_for
+from edge.status.log_tap import KEEP, RecentLog, reload_counts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
-from plant_status import FixedStatus, machine
+from plant_status import T0, FixedStatus, machine
 
 
 def _families() -> dict[str, object]:
@@ -75,3 +76,15 @@ def test_query_requests_help_says_refusals_count_too() -> None:
     doc = f["edge_gateway_query_requests"].documentation  # type: ignore[attr-defined]
     assert "refused" in doc and doc != "Platform queries answered"
 
+
+
+def test_the_reload_counter_never_goes_down_when_the_recent_list_is_full() -> None:
+    """The page keeps the last `KEEP` reloads per process; the counter counted that list,
+    so it stopped at 50 (and fell when workers' lists were trimmed to the shown ones).
+    Counted as they happen, a worker's too (absorbed once from its report), it only grows."""
+    own, worker = RecentLog(), RecentLog()
+    for _ in range(KEEP + 10):
+        own.add_reload(T0, "ok")
+    worker.absorb({"reloads": [[T0.isoformat(), "rejected: bad"]] * (KEEP + 5)})
+    assert len(own.reloads) == KEEP and len(worker.reloads) == KEEP
+    assert reload_counts(own, [worker]) == {"ok": KEEP + 10, "rejected": KEEP + 5}

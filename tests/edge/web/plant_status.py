@@ -66,8 +66,10 @@ class FixedStatus:
                                   ("telemetry", "state"), 3, 4096, 120, 118, 1, 0, T0, 2)]
 
     def gateway(self) -> GatewayStatus:
+        ok = sum(1 for r in self.reloads if r.text == "ok")
         return GatewayStatus("gw-01", "plant-a", "0.1.0", "kid-1", T0, self.reloads,
-                             (LogEntry(T0, "warning: x"),), 7, 70)
+                             (LogEntry(T0, "warning: x"),), 7, 70,
+                             {"ok": ok, "rejected": len(self.reloads) - ok})
 
     def poll_durations(self, machine_id: str) -> PollHistogram | None:
         return PollHistogram((0.01, 0.1), (3, 9), 10, 0.42)
