@@ -15,7 +15,9 @@ protected/payload/signature (`unauthorized`), decodable header and signature
 signed passes for a request), known `kid` and signature (`unauthorized`), body schema and
 `ts` syntax (`bad_request`), `ts` within the skew window and a fresh `nonce`
 (`unauthorized`), the platform's token bucket (`rate_limited`), method and machine allowed
-for that platform (`forbidden`), then the method (`not_found`, `bad_request`, `internal`).
+for that platform (`forbidden`), `params` keys the method takes (`bad_request`: a misspelt
+key is refused, never answered as if absent), then the method (`not_found`, `bad_request`,
+`internal`).
 docs/protocol.md ("Checks and error codes, in order") lists every check with its message;
 keep the two in step. Error messages never echo key material or internals.
 
@@ -77,7 +79,7 @@ from models.envelope import envelope_body
 from models.errors import ConfigurationError, EdgeError
 from models.logger import Logger
 from models.plant import BOOKING_METHODS, QUERY_METHODS, Plant, Platform, gateway_topic
-from models.query import REQUEST_TYP
+from models.query import REQUEST_TYP, unknown_params
 from models.sample import utc_now
 
 
@@ -497,6 +499,9 @@ class QueryHandler:
     def _authorize(self, platform: Platform, method: str, params: dict[str, Any]) -> None:
         if method not in platform.methods:
             raise QueryError("forbidden", f"method {method!r} is not allowed for this platform")
+        refusal = unknown_params(method, params)
+        if refusal is not None:
+            raise QueryError("bad_request", refusal)
         asset = params.get("asset")
         if asset is not None:
             if not isinstance(asset, str):

@@ -1,6 +1,8 @@
 """README's query example, step by step: a platform key pair from `keys platform`, the
 printed block pasted into the demo plant, the demo running, `query oee` answering with the
-running shift's figures (the demo calendar covers every hour of every day)."""
+running shift's figures (the demo calendar covers every hour of every day). Then the audit's
+typo, `windw=today`: refused (`bad_request`, the key named, exit 1), not answered with the
+running shift as if `window` were absent."""
 
 from __future__ import annotations
 
@@ -49,6 +51,19 @@ async def test_readme_query_example(
             await asyncio.to_thread(wait_for, answered_with_figures, 60, "oee answered")
             result = reply["result"]
             assert isinstance(result, dict) and result["window"]["kind"] == "shift"
+
+            typo = await asyncio.to_thread(main, [*argv, "windw=today"])
+            refused = json.loads(capsys.readouterr().out)
+            assert typo == 1 and refused["ok"] is False, refused
+            assert refused["error"] == {
+                "code": "bad_request",
+                "message": "unknown params for oee: windw "
+                           "(oee takes asset, window, start, end, hours)",
+            }
+            await asyncio.to_thread(
+                wait_for, lambda: any("windw" in str(e.get("reason"))
+                                      for e in gw.events("query_refused")),
+                10, "the refusal logged")
         finally:
             gw.kill()
     finally:
