@@ -11,6 +11,7 @@ import structlog
 
 from edge.egress.loss import Gap
 from edge.egress.outbox import AppendOp
+from edge.egress.redaction import needs_own_envelope, redact
 from edge.egress.unsignable import UnsignableRecords
 from edge.signing.jws import ChainState, Signer, signing_input_hash
 from models.envelope import RETAINED_STREAMS, Stream, envelope_body
@@ -59,11 +60,14 @@ class Sealer:
 
     Egress policy (data sovereignty) is applied here, before signing: a destination gets a
     topic only if it takes the stream and the machine, and only the signals its `signals`
-    filter allows (telemetry records by signal name, state fields by field name). What a
-    destination may not see is never signed for it, stored for it or sent to it.
-    Destinations without a signal filter share one envelope and the topic's chain; a
-    destination with a filter gets its own envelope and its own chain on that topic
-    (chain key `dest:<id>:<topic>`), so each subscriber still sees one unbroken chain.
+    filter allows: telemetry records by signal name, state fields by field name, and the
+    keys of `part`, `bookings` and `capacity` records derived from a denied signal
+    (edge/egress/redaction.py). What a destination may not see is never signed for it,
+    stored for it or sent to it. Destinations without a signal filter share one envelope
+    and the topic's chain; a destination whose filter may leave something out of the
+    stream gets its own envelope and its own chain on that topic (chain key
+    `dest:<id>:<topic>`), so each subscriber still sees one unbroken chain. Observers
+    (the part store) hear of one envelope per call, one carrying the records unredacted.
 
     The signed `historical` is true when none of the envelope's destinations is connected
     at sealing time (`is_connected`), false as soon as one is; replays are marked later,
@@ -126,8 +130,9 @@ class Sealer:
             if not records:
                 return
             signed = self._sign_all(topic, asset, stream, records)
+        full = next((s for s in signed if s.records is records), None)
         for envelope in signed:
-            self._store(envelope, on_stored)
+            self._store(envelope, on_stored, observed=envelope is full)
 
     def _sign_all(
         self, topic: str, asset: str | None, stream: Stream, records: list[dict[str, Any]]
@@ -135,8 +140,10 @@ class Sealer:
         own: list[tuple[str, list[dict[str, Any]]]] = []
         shared, filtered = self._route(asset, stream)
         for dest, signals in filtered:
-            mine = _filter_signals(records, stream, signals)
-            if mine:
+            mine = redact(records, stream, signals)
+            if mine == records:
+                own.append((dest, records))  # nothing left out: the part store may attach it
+            elif mine:
                 own.append((dest, mine))
         signed = (
             [self._sign(topic, topic, asset=asset, stream=stream, records=records,
@@ -166,8 +173,8 @@ class Sealer:
         route = self._routes.get(key)
         if route is None:
             routed = set(self.routes(asset, stream))
-            shared = [d.id for d in self.destinations if d.id in routed and (
-                d.signals.everything or stream not in ("telemetry", "state"))]
+            shared = [d.id for d in self.destinations
+                      if d.id in routed and not needs_own_envelope(stream, d.signals)]
             filtered = [(d.id, d.signals) for d in self.destinations
                         if d.id in routed and d.id not in shared]
             route = self._routes[key] = (shared, filtered)
@@ -247,16 +254,18 @@ class Sealer:
             envelope,
         )
 
-    def _store(self, s: _Signed, on_stored: OnStored) -> None:
-        """Queue `s`, advancing its chain now; see the class docstring for failures."""
+    def _store(self, s: _Signed, on_stored: OnStored, *, observed: bool = True) -> None:
+        """Queue `s`, advancing its chain now; see the class docstring for failures.
+        `observed`: whether the stream's observers hear of it once stored."""
         prior = self.chain.last(s.chain_key)
         epoch = self._epoch.get(s.chain_key, 0)
         self.chain.commit(s.chain_key, s.seq, s.link)
 
         def done(result: dict[str, bool] | Exception) -> None:
             if isinstance(result, dict):
-                for observer in self.observers.get(s.stream, ()):
-                    observer(s.asset, s.records, s.envelope)
+                if observed:
+                    for observer in self.observers.get(s.stream, ()):
+                        observer(s.asset, s.records, s.envelope)
                 on_stored(Stored(s.topic, s.asset, s.stream, len(s.records), s.dests,
                                  [d for d, ok in result.items() if ok]))
                 return
@@ -291,14 +300,3 @@ class _Signed:
     asset: str | None
     records: list[dict[str, Any]]
     envelope: dict[str, str]
-
-
-_ALWAYS_KEPT = frozenset({"ts", "availability"})  # what a state record means without the rest
-
-
-def _filter_signals(
-    records: list[dict[str, Any]], stream: str, allowed: PatternFilter
-) -> list[dict[str, Any]]:
-    if stream == "telemetry":
-        return [r for r in records if allowed.allows(str(r.get("signal")))]
-    return [{k: v for k, v in r.items() if k in _ALWAYS_KEPT or allowed.allows(k)} for r in records]
