@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import Collector, Mosquitto
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from e2e import GatewayProcess, verified_body, wait_for
+from e2e import ROOT, GatewayProcess, verified_body, wait_for
+from jsonschema import Draft7Validator
 
 from edge.platform_kit.client import query
 from edge.platform_kit.verifier import verify_stream
@@ -37,10 +39,14 @@ SCRIPT: list[dict[str, Any]] = [
     {"at": 6.5, "execution": "ready", "part_count": 12},  # part 2
 ]
 DERIVED = ("/m1/part", "/m1/capacity", "/m1/bookings")
+SCHEMAS = {"/m1/part": "PartBody", "/m1/capacity": "CapacityBody", "/m1/bookings": "BookingsBody"}
+DOC = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
 
 
 def jwks(col: Collector) -> dict[str, Any]:
-    return json.loads(next(m for m in col.snapshot() if m.topic.endswith("/keys")).payload)
+    keys: dict[str, Any] = json.loads(
+        next(m for m in col.snapshot() if m.topic.endswith("/keys")).payload)
+    return keys
 
 
 def records(col: Collector, suffix: str) -> list[dict[str, Any]]:
@@ -157,6 +163,14 @@ machines:
     assert b_offers and all("energy_per_part" not in r for r in b_offers)
     assert all("energy_per_part" in r for r in records(col_a, "/m1/capacity"))
     assert "O1000" not in json.dumps([records(col_b, s) for s in DERIVED])
+    # the contract allows what is left out, and what is there
+    for col in (col_a, col_b):
+        keys = jwks(col)
+        for m in col.snapshot():
+            if m.topic.endswith(DERIVED):
+                name = SCHEMAS["/m1/" + m.topic.rsplit("/", 1)[1]]
+                Draft7Validator({**DOC, "$ref": f"#/components/schemas/{name}"}).validate(
+                    verified_body(m.payload, keys, m.topic))
     # each broker's envelopes verify, signature and unbroken chain, on their own
     for col in (col_a, col_b):
         lines = [json.dumps({"topic": m.topic, "envelope": json.loads(m.payload)})
