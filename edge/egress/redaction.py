@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from models.machine_state import SIG_ALARM, SIG_PART_COUNT, SIG_PROGRAM
+from models.machine_state import SIG_ALARM, SIG_BAD_PART_COUNT, SIG_PART_COUNT, SIG_PROGRAM
 from models.parts import ALARM_DETAILS
 from models.plant import PatternFilter
 
@@ -26,6 +26,8 @@ DERIVED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "program": (SIG_PROGRAM,),
         "alarms": ALARM_SIGNALS,
         "machine_count": (SIG_PART_COUNT,),
+        # names the counter's value; the verdict stays, as the oee stream's scrap counts do
+        "verdict_basis": (SIG_BAD_PART_COUNT,),
     },
     "bookings": {"program": (SIG_PROGRAM,)},
     "capacity": {"energy_per_part": (SIG_PROGRAM,)},  # keyed by program

@@ -32,7 +32,8 @@ def part() -> dict[str, Any]:
         "alarms": [{"code": "1001", "text": "spindle overload", "severity": "high"}],
         "signals": {"spindle_load": {"min": 1.0, "mean": 2.0, "max": 3.0, "n": 3},
                     "program_line": {"min": 1.0, "mean": 1.0, "max": 1.0, "n": 1}},
-        "verdict": "good", "booking": None, "ts": "2026-03-02T10:00:00.000Z",
+        "verdict": "good", "verdict_basis": "bad_part_count did not advance (still 3)",
+        "booking": None, "ts": "2026-03-02T10:00:00.000Z",
     }  # fmt: skip
 
 
@@ -45,6 +46,13 @@ def test_a_part_record_leaves_out_what_is_made_of_denied_signals() -> None:
         k: v for k, v in full.items() if k not in ("program", "alarms", "machine_count",
                                                    "signals")}
     assert full == part(), "the unfiltered destinations' record is not touched"
+
+
+def test_the_verdict_basis_goes_with_the_bad_part_counter() -> None:
+    """It names the counter's value; the verdict itself stays."""
+    [mine] = redact([part()], "part", PatternFilter(deny=["bad_part_count"]))
+    assert "verdict_basis" not in mine and mine["verdict"] == "good"
+    assert redact([part()], "part", HIDE)[0]["verdict_basis"] == part()["verdict_basis"]
 
 
 def test_an_alarm_detail_signal_alone_hides_the_alarm_list() -> None:
