@@ -703,6 +703,14 @@ class Gateway(Strict):
         "<state_dir>/workers (a state directory used by one process stays one); "
         "`run --workers N` wins",
     )
+    poll_slots: Annotated[int, Field(ge=1, le=1000)] | Literal["auto", "spread"] = Field(
+        "auto",
+        description="when in its interval each polled machine reads: N, on one of N phase "
+        "slots on the interval's grid, machines given slots round-robin in YAML order (1: "
+        "all at once, as Telegraf's round_interval); spread: each its own random phase; "
+        "auto: one slot per 25 machines this process serves. Fewer slots cost less CPU "
+        "(wake-ups coalesce), more keep bursts smaller",
+    )
 
 
 class TimeWindow(Strict):

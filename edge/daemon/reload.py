@@ -10,6 +10,8 @@
    changed (devices keep running: their records are held and go to the new side);
    platforms and `gateway.query` go to the query handler at once; `gateway.oee`,
    `gateway.capacity`, shifts and cycle times go to the KPI service, restarting nothing.
+   `gateway.poll_slots` restarts nothing either: machines the reload starts (changed or
+   added) get their phase under the new setting, the others keep theirs.
    The exception is a changed worker count: machines change processes, so the gateway
    stops as on SIGTERM and execs itself again (edge/cli.py), which moves their state
    first (edge/daemon/repartition.py).
@@ -31,9 +33,9 @@ from models.plant import Destination
 if TYPE_CHECKING:
     from edge.daemon.gateway import Gateway
 
-# gateway fields only the KPI service, capacity, part records, the query handler or logging
-# read
-_NOT_EGRESS = {"oee", "capacity", "query", "log_format", "carbon"}
+# gateway fields only the KPI service, capacity, part records, the query handler, logging or
+# the devices' poll phases read
+_NOT_EGRESS = {"oee", "capacity", "query", "log_format", "carbon", "poll_slots"}
 
 
 def egress_inputs(loaded: LoadedPlant, destinations: list[Destination]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from structlog.typing import FilteringBoundLogger
 from adapters.base import Adapter, PollingAdapter
 from edge.config import registry
 from edge.config.loader import LoadedPlant
+from edge.devices.phases import poll_phases
 from edge.devices.runner import DeviceRunner, DeviceStatus
 from edge.devices.twin import AssetTwin
 from edge.egress.stack import RecordSink
@@ -176,10 +177,14 @@ class DeviceFleet:
 
     # ---- lifecycle --------------------------------------------------------------------
     def start(
-        self, machine: Machine, load: Callable[[str], type[Adapter]] = registry.load
+        self,
+        machine: Machine,
+        load: Callable[[str], type[Adapter]] = registry.load,
+        poll_phase: float | None = None,
     ) -> None:
         """Start `machine`'s runner; `load` finds its adapter type (`registry.loader()`
-        for many machines at once)."""
+        for many machines at once); `poll_phase` is where in its interval it reads (None:
+        a random phase of its own)."""
         loaded = self.config()
         runner = DeviceRunner(
             machine.id,
@@ -193,6 +198,7 @@ class DeviceFleet:
             degraded_after=machine.degraded_after,
             keep_raw=loaded.plant.gateway.web.enabled,  # the status page shows raw values
             connect_slots=self.connect_slots,
+            poll_phase=poll_phase,
         )
         twin = self.twins.setdefault(machine.id, AssetTwin(machine.id))
         task = asyncio.create_task(runner.run(), name=f"device-{machine.id}")
@@ -221,10 +227,16 @@ class DeviceFleet:
         ]
 
     def start_missing(self) -> list[str]:
+        """Start the machines not running. Phases are dealt over all the machines this
+        process serves, so a machine restarted by a reload gets the slot `gateway.poll_slots`
+        gives it now; the others keep theirs until they restart."""
         started = []
         load = registry.loader()
-        for machine in self.config().enabled_machines():
+        loaded = self.config()
+        machines = loaded.enabled_machines()
+        phases = poll_phases(machines, loaded.plant.gateway.poll_slots)
+        for machine in machines:
             if machine.id not in self.devices:
-                self.start(machine, load)
+                self.start(machine, load, phases[machine.id])
                 started.append(machine.id)
         return started

@@ -114,10 +114,13 @@ class DeviceRunner:
         degraded_after: int = 3,
         keep_raw: bool = False,
         connect_slots: asyncio.Semaphore | None = None,
+        poll_phase: float | None = None,
     ) -> None:
         """`connect_slots`, shared by a fleet's runners, bounds the connects in progress:
         500 machines connecting at once timed out by the hundred on the gateway's own loop
-        (a third of them then waited out a backoff, issue 17)."""
+        (a third of them then waited out a backoff, issue 17). `poll_phase` is the
+        adapter's (`AdapterContext.poll_phase`, edge/devices/phases.py)."""
+        self.poll_phase = poll_phase
         self.asset = asset
         self.connect_slots = connect_slots
         self.keep_raw = keep_raw
@@ -213,6 +216,7 @@ class DeviceRunner:
             logger=self.log,
             state_dir=self.state_dir,
             keep_raw=self.keep_raw,
+            poll_phase=self.poll_phase,
         )
         try:
             adapter = self.adapter_cls(ctx, self.settings)
