@@ -93,6 +93,8 @@ class LoadSpec:
     loop_lag: bool = False  # probe the gateway's event-loop lag (bench/writes_gateway.py)
     round: int = 0  # the bench runs one spec several times: each its own state dir
     workers: int = 1  # gateway.workers: CPU is then the whole process tree's, RSS per worker
+    poll_slots: int | str | None = None  # gateway.poll_slots; None: not written (the default;
+    # a `before` tree may not know the key)
 
     @property
     def offered(self) -> float:
@@ -123,6 +125,8 @@ class LoadSpec:
             tag += f"-r{self.round}"
         if self.workers != 1:
             tag += f"-w{self.workers}"
+        if self.poll_slots is not None:
+            tag += f"-s{self.poll_slots}"
         return tag
 
 
@@ -143,6 +147,8 @@ def plant_yaml(spec: LoadSpec, sim_base_port: int, state_dir: Path) -> str:
     passes `--broker`)."""
     batch = "" if spec.max_delay is None else (
         f", batch: {{max_delay: {spec.max_delay}, polls_per_envelope: {spec.polls_per_envelope}}}")
+    if spec.poll_slots is not None:
+        batch += f", poll_slots: {spec.poll_slots}"
     # web port 0: the default page is served (as in production) without needing port 8080;
     # one process unless the spec says otherwise: `auto` would spread it over the cores
     head = (

@@ -16,7 +16,11 @@ hits every side; each row records what else ran meanwhile ("other load").
 * after, real-time machines: this tree against a second simulator process whose machines
   run at real time (`--time-scale 1`) instead of 60 times faster: part counters change
   every 30-60 s as on a shop floor, so almost no `state` envelopes; the difference to
-  `after` is what the simulator's part rate costs the gateway.
+  `after` is what the simulator's part rate costs the gateway;
+* after, poll_slots 1: this tree with every machine polled at one phase of the second
+  (`gateway.poll_slots: 1`, as Telegraf's `round_interval`); `after` has the default,
+  `auto`, which is 2 slots at 50 machines, and `before` (from main before it) a random phase
+  per machine.
 
 What "samples" means for each side is bench/peer.py's: telemetry values read in the window
 and received by the bench's subscriber. The gateway also seals, stores and sends one
@@ -35,10 +39,10 @@ from .hotpath import before_revision, export
 from .processes import ProcessGroup, start_simulators
 
 MACHINES = 50
-SIDES = ("before", "after", "peer", "after, real-time machines")
-REAL_TIME = SIDES[3]
+SIDES = ("before", "after", "peer", "after, real-time machines", "after, poll_slots 1")
+REAL_TIME, ONE_SLOT = SIDES[3], SIDES[4]
 PAIRS = (("after", "before"), ("after", "peer"), ("before", "peer"), (REAL_TIME, "peer"),
-         (REAL_TIME, "after"))
+         (REAL_TIME, "after"), (ONE_SLOT, "peer"), (ONE_SLOT, "after"))
 KEYS = ("samples_per_s", "achieved_over_offered", "gateway_cpu_s_per_1000_samples",
         "gateway_cpu_pct_of_core", "latency_ms_p50", "latency_ms_p99", "envelopes_per_s",
         "state_and_other_envelopes", "gateway_rss_mb_steady", "seq_gaps", "duplicates",
@@ -88,7 +92,8 @@ def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
             else:
                 spec = LoadSpec(MACHINES, interval=1.0, window=window, settle=settle,
                                 grace=grace, source=before if side == "before" else None,
-                                run_id=f"v{n}{'rt' if side == REAL_TIME else ''}")
+                                run_id=f"v{n}{'rt' if side == REAL_TIME else ''}",
+                                poll_slots=1 if side == ONE_SLOT else None)
                 result = run_load(group, broker_port, spec,
                                   simulators=slow if side == REAL_TIME else sims)[0]
                 row = {"side": side, "round": n, "ran": True, **{k: result[k] for k in KEYS},
@@ -152,7 +157,9 @@ def markdown(v: dict[str, Any]) -> list[str]:
            "Messages/s: the gateway's telemetry envelopes (its state envelopes in the next "
            "column come on top), the peer's MQTT messages. `after, real-time machines`: this "
            "tree against a second simulator whose machines run at real time, so part "
-           "counters (and `state` envelopes) change every 30-60 s, not every second.", "",
+           "counters (and `state` envelopes) change every 30-60 s, not every second. "
+           "`after` polls on `gateway.poll_slots: auto` (2 phase slots at 50 machines), "
+           "`after, poll_slots 1` all machines at one phase.", "",
            "| run | samples/s | achieved | CPU s / 1,000 | CPU % core | p50 ms | p99 ms | "
            "messages/s | state env/s | RSS MB | other load % core |",
            "|---|---|---|---|---|---|---|---|---|---|---|",
