@@ -7,15 +7,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
+import structlog
 from e2e import until
 from pydantic import ValidationError
 
 from adapters.base import AdapterContext, first_deadline, next_deadline
 from adapters.modbus.adapter import ModbusAdapter
 from adapters.modbus.settings import ModbusSettings
+from edge.config.loader import load_plant
+from edge.devices.fleet import DeviceFleet
 from edge.devices.phases import poll_phases, slot_count
+from edge.egress.stack import RecordSink
+from models.machine_state import MachineState
 from models.plant import Gateway, Machine
 from simulators.machine import MachineModel
 from simulators.modbus_server import serve_modbus
@@ -136,3 +144,46 @@ async def test_one_slot_devices_read_together_and_spread_ones_do_not() -> None:
     assert all(min(s[0] % INTERVAL, INTERVAL - s[0] % INTERVAL) < 0.02 for s in together)
     # 8 random phases within 50 ms of each other in 250 ms: odds of about 1 in 10^4
     assert phase_width(await read_starts(None)) > 0.05
+
+
+class Discard:
+    """A record sink that keeps nothing (the devices here never answer)."""
+
+    def emit(self, topic: str, asset: str | None, stream: str, records: list[dict[str, Any]]
+             ) -> None:
+        return None
+
+    def add(self, topic: str, asset: str, records: list[dict[str, Any]], *,
+            complete: bool = False) -> None:
+        return None
+
+
+class NoKpi:
+    def on_state(self, asset: str, state: MachineState, at: datetime) -> None:
+        return None
+
+    def on_unavailable(self, asset: str, at: datetime) -> None:
+        return None
+
+
+async def test_the_fleet_gives_each_runner_its_slot_from_the_yaml(tmp_path: Path) -> None:
+    machines = "".join(
+        f"  - {{id: m{n}, area: a, line: l, adapter: modbus, poll_interval: 0.2, "
+        f"enabled: {'false' if n == 2 else 'true'}, "
+        f"connection: {{host: 127.0.0.1, port: 1, timeout: 0.2}}, "
+        f"points: [{{name: x, register: holding, address: 0}}]}}\n"
+        for n in range(6))
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(f"gateway: {{id: gw, site: s, state_dir: {tmp_path}, poll_slots: 2}}\n"
+                     f"machines:\n{machines}")
+    loaded = load_plant(plant)
+    fleet = DeviceFleet(lambda: loaded, cast("RecordSink", Discard()), NoKpi(),
+                        structlog.get_logger())
+    assert fleet.start_missing() == ["m0", "m1", "m3", "m4", "m5"]
+    try:
+        phases = {a: fleet.device(a).runner.poll_phase for a in fleet.assets()}
+        # dealt over the enabled machines only, in YAML order
+        assert phases == {"m0": 0.0, "m1": pytest.approx(0.1), "m3": 0.0,
+                          "m4": pytest.approx(0.1), "m5": 0.0}
+    finally:
+        await fleet.stop_all()
