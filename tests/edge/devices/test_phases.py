@@ -20,6 +20,7 @@ from adapters.base import AdapterContext, first_deadline, next_deadline
 from adapters.modbus.adapter import ModbusAdapter
 from adapters.modbus.settings import ModbusSettings
 from edge.config.loader import load_plant
+from edge.daemon.reload import egress_inputs
 from edge.devices.fleet import DeviceFleet
 from edge.devices.phases import poll_phases, slot_count
 from edge.egress.stack import RecordSink
@@ -187,3 +188,17 @@ async def test_the_fleet_gives_each_runner_its_slot_from_the_yaml(tmp_path: Path
                           "m4": pytest.approx(0.1), "m5": 0.0}
     finally:
         await fleet.stop_all()
+
+
+def test_a_reload_that_changes_poll_slots_does_not_restart_egress(tmp_path: Path) -> None:
+    plant = tmp_path / "plant.yaml"
+    text = (f"gateway: {{id: gw, site: s, state_dir: {tmp_path}, poll_slots: 1}}\n"
+            "machines:\n  - {id: m0, area: a, line: l, adapter: modbus, "
+            "connection: {host: 127.0.0.1, port: 1}, "
+            "points: [{name: x, register: holding, address: 0}]}\n")
+    plant.write_text(text)
+    old = load_plant(plant)
+    plant.write_text(text.replace("poll_slots: 1", "poll_slots: spread"))
+    new = load_plant(plant)
+    assert new.plant.gateway.poll_slots == "spread"
+    assert egress_inputs(old, []) == egress_inputs(new, [])
