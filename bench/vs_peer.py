@@ -18,9 +18,9 @@ hits every side; each row records what else ran meanwhile ("other load").
   every 30-60 s as on a shop floor, so almost no `state` envelopes; the difference to
   `after` is what the simulator's part rate costs the gateway;
 * after, poll_slots 1: this tree with every machine polled at one phase of the second
-  (`gateway.poll_slots: 1`, as Telegraf's `round_interval`); `after` has the default,
-  `auto`, which is 2 slots at 50 machines, and `before` (from main before it) a random phase
-  per machine.
+  (`gateway.poll_slots: 1`, as Telegraf's `round_interval`); `after` (and `after, real-time
+  machines`) set `auto`, which is 2 slots at 50 machines, and `before` (from main before
+  it) has a random phase per machine, which is `spread`, the default.
 
 What "samples" means for each side is bench/peer.py's: telemetry values read in the window
 and received by the bench's subscriber. The gateway also seals, stores and sends one
@@ -93,7 +93,8 @@ def run(group: ProcessGroup, broker_port: int, quick: bool) -> dict[str, Any]:
                 spec = LoadSpec(MACHINES, interval=1.0, window=window, settle=settle,
                                 grace=grace, source=before if side == "before" else None,
                                 run_id=f"v{n}{'rt' if side == REAL_TIME else ''}",
-                                poll_slots=1 if side == ONE_SLOT else None)
+                                poll_slots=1 if side == ONE_SLOT else
+                                None if side == "before" else "auto")
                 result = run_load(group, broker_port, spec,
                                   simulators=slow if side == REAL_TIME else sims)[0]
                 row = {"side": side, "round": n, "ran": True, **{k: result[k] for k in KEYS},

@@ -704,12 +704,13 @@ class Gateway(Strict):
         "`run --workers N` wins",
     )
     poll_slots: Annotated[int, Field(ge=1, le=1000)] | Literal["auto", "spread"] = Field(
-        "auto",
+        "spread",
         description="when in its interval each polled machine reads: N, on one of N phase "
         "slots on the interval's grid, machines given slots round-robin in YAML order (1: "
-        "all at once, as Telegraf's round_interval); spread: each its own random phase; "
-        "auto: one slot per 25 machines this process serves. Fewer slots cost less CPU "
-        "(wake-ups coalesce), more keep bursts smaller",
+        "all at once, as Telegraf's round_interval); spread (the default): each its own "
+        "random phase; auto: one slot per 25 machines this process serves. Fewer slots "
+        "cost less CPU (wake-ups coalesce) and raise latency (a slot's reads are sealed "
+        "one after another)",
     )
 
 

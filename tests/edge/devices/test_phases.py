@@ -51,9 +51,9 @@ def test_slots_are_dealt_round_robin_in_yaml_order_on_each_machines_interval() -
     assert set(poll_phases(machines, "auto").values()) == {0.0}  # 6 machines: one slot
 
 
-def test_the_yaml_key_defaults_to_auto_and_refuses_nonsense() -> None:
+def test_the_yaml_key_defaults_to_spread_and_refuses_nonsense() -> None:
     base = {"id": "gw", "site": "s"}
-    assert Gateway.model_validate(base).poll_slots == "auto"
+    assert Gateway.model_validate(base).poll_slots == "spread"
     assert Gateway.model_validate({**base, "poll_slots": "spread"}).poll_slots == "spread"
     assert Gateway.model_validate({**base, "poll_slots": 4}).poll_slots == 4
     for bad in (0, -1, "all", 1.5):
