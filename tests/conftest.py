@@ -9,7 +9,6 @@ transport went untested.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import logging
 import shutil
@@ -25,6 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 import structlog
+from e2e import until
 from paho.mqtt.enums import CallbackAPIVersion
 
 _MISSING = (
@@ -173,11 +173,8 @@ class Collector:
             raise AssertionError(f"collector could not subscribe to {self._where}")
 
     async def subscribed(self, within: float = 10.0) -> None:
-        deadline = time.monotonic() + within
-        while not self._subscribed.is_set():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"collector could not subscribe to {self._where}")
-            await asyncio.sleep(0.02)
+        await until(self._subscribed.is_set, within,
+                    f"the collector's subscription to {self._where}")
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
@@ -191,12 +188,12 @@ class Collector:
 
     async def wait(self, count: int, within: float = 10.0) -> list[Received]:
         """At least `count` messages, or an AssertionError listing what did arrive."""
-        deadline = time.monotonic() + within
-        while len(got := self.snapshot()) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} messages, got {len(got)}: {got}")
-            await asyncio.sleep(0.02)
-        return got
+        try:
+            await until(lambda: len(self.snapshot()) >= count, within, f"{count} messages")
+        except AssertionError as exc:
+            got = self.snapshot()
+            raise AssertionError(f"expected {count} messages, got {len(got)}: {got}") from exc
+        return self.snapshot()
 
     def close(self) -> None:
         self.client.disconnect()

@@ -260,13 +260,15 @@ def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
         time.sleep(0.05)
 
 
-async def until(predicate: Callable[[], bool], within: float = 10.0, what: str = "it") -> None:
-    """`wait_for` inside an event loop: polls without blocking the loop under test."""
-    deadline = time.monotonic() + within
+async def until(predicate: Callable[[], bool], within: float = 10.0, what: str = "it") -> float:
+    """`wait_for` inside an event loop: polls without blocking the loop under test; returns
+    the seconds it took (recovery tests report them)."""
+    t0 = time.monotonic()
     while not predicate():
-        if time.monotonic() > deadline:
+        if time.monotonic() - t0 > within:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+    return time.monotonic() - t0
 
 
 def stored(state_dir: Path) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 import structlog
 from asyncua import ua
+from e2e import until
 from structlog.testing import capture_logs
 from test_opcua_adapter import FreezableProxy, make_settings, serving
 
@@ -67,15 +67,6 @@ async def running(device: Device) -> AsyncIterator[list[dict[str, Any]]]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-async def until(cond: Callable[[], bool], within: float, what: str) -> float:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > within:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - t0
 
 
 async def test_server_refusing_our_certificate_says_what_to_do(

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import structlog
+from e2e import until
 from structlog.testing import capture_logs
 
 from adapters.modbus.adapter import ModbusAdapter
@@ -123,20 +123,15 @@ async def run_until_degraded(
                           degraded_after=3)
     with capture_logs() as logs:
         task = asyncio.create_task(runner.run())
-        t0 = time.monotonic()
         try:
-            deadline = t0 + within
-            while runner.status is not DeviceStatus.DEGRADED:
-                assert time.monotonic() < deadline, f"not degraded: {statuses}"
-                await asyncio.sleep(0.02)
-            took = time.monotonic() - t0
+            took = await until(lambda: runner.status is DeviceStatus.DEGRADED, within,
+                               "degraded")
             # more all-bad batches (counted, not slept for): nothing flips back or repeats. A
             # subscription that resolved no node delivers no further batches, so nothing can
             # flip it back: its caller asks for none.
             seen = batches[0]
-            while batches[0] < seen + more_batches:
-                assert time.monotonic() < deadline + 10, "no further polls after degrading"
-                await asyncio.sleep(0.02)
+            await until(lambda: batches[0] >= seen + more_batches, 10,
+                        "further polls after degrading")
         finally:
             runner.stop()
             task.cancel()
