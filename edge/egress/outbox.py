@@ -203,6 +203,11 @@ class AppendOp:
     dests: tuple[str, ...]
     chain_key: str | None = None
     live: tuple[str, ...] = ()
+    # Unix time the sealer judged `live` (None: now). A row's `created` must not be later:
+    # a sender flags as a replay a row created before its link's current session, and a
+    # row sealed during an outage but stored just after the reconnect was sent unflagged
+    # although its signed body said `historical`.
+    created: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +223,8 @@ OutboxOp = AppendOp | AckOp
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """One stored envelope for one destination; `created` is unix time at append."""
+    """One stored envelope for one destination; `created` is unix time when the sealer
+    judged which links were up (`AppendOp.created`), or of the append."""
 
     id: int
     topic: str
@@ -426,7 +432,8 @@ class Outbox(WalStore):
             raise ValueError(f"outbox chain {key!r}: append of seq {op.seq}, "
                              f"expected {expected}")
         size = len(op.payload) + len(op.topic.encode())
-        stored = (op.topic, op.payload, int(op.retain), time.time(), size)
+        created = time.time() if op.created is None else op.created
+        stored = (op.topic, op.payload, int(op.retain), created, size)
         accepted: dict[str, bool] = {}
         for dest in dict.fromkeys(op.dests):
             accepted[dest] = self._admit(conn, tx, dest, stored, free, live=dest in op.live)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -224,6 +225,7 @@ class Sealer:
         """The next envelope of `chain_key`, signed; ValueError if a record is unsignable.
         Nothing is stored and the chain does not advance until `_store`."""
         seq, prev = self.chain.next(chain_key)
+        judged_at = time.time()  # before the look at the links: see `AppendOp.created`
         live = [d for d in dests if self.is_connected(d)]
         body = envelope_body(
             gateway=self.gateway,
@@ -248,6 +250,7 @@ class Sealer:
             stream in RETAINED_STREAMS,
             dests,
             live,
+            judged_at,
             stream,
             asset,
             records,
@@ -279,7 +282,7 @@ class Sealer:
 
         self.outbox.submit(
             AppendOp(s.topic, s.seq, s.link, s.payload, s.retain, tuple(s.dests), s.chain_key,
-                     tuple(s.live)),
+                     tuple(s.live), s.judged_at),
             done,
         )
 
@@ -296,6 +299,7 @@ class _Signed:
     retain: bool
     dests: list[str]
     live: list[str]
+    judged_at: float
     stream: Stream
     asset: str | None
     records: list[dict[str, Any]]

@@ -6,8 +6,9 @@ at `backlog_rate` envelopes/s with the MQTT 5 user property `historical=true`, a
 hint (3.1.1 connections carry no properties); the signed `created` is the authority on
 lateness. Both cases are judged per row from facts that do not depend on when this task
 happened to look at the link: the row id against `Outbox.last_id_at_open` (restart) and the
-row's `created` against the transport's `connected_since` (reconnect), so a reconnect is
-treated exactly like a restart. The signed `historical` of the body is the sealer's
+row's `created` (when the sealer judged the links, not when the writer thread stored it)
+against the transport's `connected_since` (reconnect), so a reconnect is treated exactly
+like a restart. The signed `historical` of the body is the sealer's
 (edge/egress/sealer.py), see docs/protocol.md, "Store-and-forward and `historical`".
 """
 
@@ -122,7 +123,7 @@ class DestinationSender:
         return (
             row.id <= self._replay_until
             or not self.transport.connected
-            or row.created < self.transport.connected_since
+            or row.created <= self.transport.connected_since
         )
 
     async def run(self) -> None:

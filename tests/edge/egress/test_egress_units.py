@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from e2e import until
 
 from edge.egress.batcher import Egress
-from edge.egress.outbox import FILENAME, Outbox, OutboxCap
+from edge.egress.outbox import FILENAME, AppendOp, Outbox, OutboxCap
 from edge.egress.sealer import Sealer
 from edge.egress.sender import DestinationSender
 from edge.platform_kit.verifier import verify_envelope, verify_stream
-from edge.signing.jws import Signer, jwks
+from edge.signing.jws import ChainState, Signer, jwks
 from models.envelope import Stream
 from models.errors import TransportError
 from models.plant import Destination
@@ -331,6 +332,47 @@ async def test_nothing_is_handed_over_while_the_link_is_down_and_the_backlog_is_
     sender.wake()
     await until(lambda: len(broker.published) == 6, 10, "live data")
     assert historical_flags(broker)[-1] is False
+
+
+class HeldOutbox:
+    """An outbox whose appends wait until `flush`, as they wait for the gateway's writer
+    thread: the row is stored after the moment the sealer looked at the links."""
+
+    def __init__(self, inner: Outbox) -> None:
+        self.inner = inner
+        self.held: list[tuple[AppendOp, Callable[[dict[str, bool] | Exception], None]]] = []
+
+    def load_chain(self) -> ChainState:
+        return self.inner.load_chain()
+
+    def submit(self, op: AppendOp, done: Callable[[dict[str, bool] | Exception], None]) -> None:
+        self.held.append((op, done))
+
+    def flush(self) -> None:
+        for op, done in self.held:
+            self.inner.submit(op, done)
+        self.held.clear()
+
+
+async def test_a_row_sealed_in_an_outage_and_stored_after_the_reconnect_is_flagged(
+    tmp_path: Path, running: Any
+) -> None:
+    """CI caught it: the row's `created` was the store time, so an envelope signed
+    `historical` during the outage but stored just after the CONNACK went out unflagged."""
+    rig, broker = Rig(tmp_path, [dest("a")]), MemoryBroker()
+    held = HeldOutbox(rig.outbox)
+    sealer = Sealer("gw-1", rig.signer, held, [dest("a")], is_connected=lambda d: broker.connected)
+    broker.link(False)
+    sealer.seal(TOPIC, "m1", "telemetry", [rec("x", 1)])
+    clock_moves = time.time()
+    await until(lambda: time.time() > clock_moves, 5, "the wall clock to move on")
+    broker.link(True)  # the new session begins before the writer stores the row
+    held.flush()
+    running(DestinationSender("a", broker, rig.outbox, LOG, backlog_rate=10_000))
+    await until(lambda: rig.outbox.pending("a")[0] == 0, 10, "the replay")
+    [(_, payload, _, _)] = broker.published
+    assert body_of(payload, rig.signer)["historical"] is True
+    assert historical_flags(broker) == [True]
 
 
 async def test_rows_of_an_earlier_process_are_replayed_as_historical(
