@@ -442,8 +442,12 @@ class MqttTransport:
 
     async def _supervise(self) -> None:
         failures = 0
-        outage_logged = fallback_logged = False
+        outage_logged = refusal_logged = fallback_logged = False
         tentative_311 = False  # on 3.1.1 only because a v5 attempt was dropped without CONNACK
+        # A bare drop is logged as a fallback only once 3.1.1 has connected: over TLS 1.3 a
+        # broker refusing our client certificate sends its alert after the handshake, and
+        # under load the reset can overtake the alert, so the drop may be no protocol matter.
+        unconfirmed_fallback: str | None = None
         left = len(self._nodes)  # attempts before the next back-off (one round over the nodes)
         while not self._closing:
             try:
@@ -451,7 +455,12 @@ class MqttTransport:
             except Exception as exc:  # keep the supervisor alive whatever paho throws
                 result = _Attempt("unreachable", f"{type(exc).__name__}: {exc}")
             if result.kind == "ok":
-                failures, outage_logged, left = 0, False, len(self._nodes)
+                failures, outage_logged, refusal_logged, left = 0, False, False, len(self._nodes)
+                if unconfirmed_fallback is not None and self._protocol == "3.1.1":
+                    log = self._log.debug if fallback_logged else self._log.info
+                    log("mqtt_protocol_fallback", to="3.1.1", because=unconfirmed_fallback)
+                    fallback_logged = True
+                unconfirmed_fallback = None
                 failback = await self._hold() if not self._closing else False
                 if self._closing:
                     return
@@ -465,11 +474,13 @@ class MqttTransport:
                     self._move(self._node + 1, "failover")
                     continue
             elif (hint := tls_refusal(result.detail, self._has_client_cert)) is not None:
-                # not a protocol problem: no fallback, one line that says what to do
-                log = self._log.debug if outage_logged else self._log.warning
+                # not a protocol problem: no fallback, one line that says what to do, even
+                # after an unexplained failure of the same outage (a reset that hid the alert)
+                log = self._log.debug if refusal_logged else self._log.warning
                 log("mqtt_tls_refused", reason=result.detail, hint=hint,
                     pending=len(self._pending))
-                outage_logged = True
+                outage_logged = refusal_logged = True
+                unconfirmed_fallback = None
                 failures += 1
                 left -= 1
                 if left > 0:  # another node may trust our certificate
@@ -481,9 +492,13 @@ class MqttTransport:
                 and (result.reason == _UNSUPPORTED_PROTOCOL or result.kind == "dropped")
             ):
                 self._protocol, tentative_311 = "3.1.1", result.kind == "dropped"
-                log = self._log.debug if fallback_logged else self._log.info
-                log("mqtt_protocol_fallback", to="3.1.1", because=result.detail)
-                fallback_logged = True
+                if tentative_311:
+                    self._log.debug("mqtt_protocol_trying", to="3.1.1", because=result.detail)
+                    unconfirmed_fallback = result.detail
+                else:
+                    log = self._log.debug if fallback_logged else self._log.info
+                    log("mqtt_protocol_fallback", to="3.1.1", because=result.detail)
+                    fallback_logged = True
                 continue  # try 3.1.1 at once
             else:
                 log = self._log.debug if outage_logged else self._log.warning
