@@ -14,7 +14,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from models.machine_state import SIG_ALARM, SIG_BAD_PART_COUNT, SIG_PART_COUNT, SIG_PROGRAM
+from models.machine_state import (
+    SIG_ALARM,
+    SIG_BAD_PART_COUNT,
+    SIG_ESTOP,
+    SIG_EXECUTION,
+    SIG_MODE,
+    SIG_PART_COUNT,
+    SIG_PROGRAM,
+)
 from models.parts import ALARM_DETAILS
 from models.plant import PatternFilter
 
@@ -73,6 +81,97 @@ def redact(records: list[dict[str, Any]], stream: str, allowed: PatternFilter
             kept["signals"] = {k: v for k, v in kept["signals"].items() if allowed.allows(k)}
         out.append(kept)
     return out
+
+
+AAS_STATE: Mapping[str, tuple[str, ...]] = {
+    "Execution": (SIG_EXECUTION,),
+    "ControllerMode": (SIG_MODE,),
+    "EmergencyStop": (SIG_ESTOP,),
+    "Alarms": ALARM_SIGNALS,
+    "Program": (SIG_PROGRAM,),
+    "PartCount": (SIG_PART_COUNT,),
+    "BadPartCount": (SIG_BAD_PART_COUNT,),
+}
+"""idShorts of the AAS OperationalData `State` collection (models/aas.py `_state`) -> the
+signals each is made of; `Availability` and `Since` are kept, as in a state record."""
+
+
+def redact_result(method: str, result: Any, allowed: PatternFilter) -> Any:
+    """A query `method`'s `result` (docs/protocol.md, "Methods") as a destination with
+    filter `allowed` may see it: the same rules as the stream each method reads, so a
+    platform learns nothing by asking that its stream withholds. `state` as state records
+    (its `link` is the gateway's, kept), `parts` as part records, `capacity` and the
+    booking methods as their streams' records, `aas` without the signals and state elements
+    of denied signals. `parts` answers each record with the envelope it was first published
+    in, the unfiltered one: where the filter narrows part records that envelope is null
+    (the destination's own is on its broker's `part` topic). New dicts; the input is kept."""
+    if allowed.everything or not isinstance(result, dict):
+        return result
+    if method in ("state", "capacity", "aas") and isinstance(result.get("machines"), dict):
+        narrow = {"state": _state_answer, "capacity": _capacity_answer,
+                  "aas": _aas_answer}[method]  # fmt: skip
+        return {**result, "machines": {a: narrow(v, allowed)
+                                       for a, v in result["machines"].items()}}
+    if method == "parts" and isinstance(result.get("parts"), list):
+        own = needs_own_envelope("part", allowed)
+        return {**result, "parts": [
+            {**p, "record": redact([p["record"]], "part", allowed)[0],
+             **({"envelope": None} if own else {})}
+            for p in result["parts"] if isinstance(p, dict) and isinstance(p.get("record"), dict)
+        ]}
+    if method == "bookings" and isinstance(result.get("bookings"), list):
+        return {**result, "bookings": redact(result["bookings"], "bookings", allowed)}
+    if method in ("reserve", "release"):  # one booking, as its platform sees it
+        return redact([result], "bookings", allowed)[0]
+    return result
+
+
+def _state_answer(record: Any, allowed: PatternFilter) -> Any:
+    if not isinstance(record, dict):
+        return record
+    kept = redact([record], "state", allowed)[0]
+    if "link" in record:
+        kept["link"] = record["link"]
+    return kept
+
+
+def _capacity_answer(record: Any, allowed: PatternFilter) -> Any:
+    return redact([record], "capacity", allowed)[0] if isinstance(record, dict) else record
+
+
+def _aas_answer(environment: Any, allowed: PatternFilter) -> Any:
+    """An AAS environment (JSON) without the `Signals` and `State` elements of denied
+    signals in its OperationalData submodel (models/aas.py `_operational`)."""
+    if not isinstance(environment, dict) or not isinstance(environment.get("submodels"), list):
+        return environment
+    return {**environment, "submodels": [
+        {**sm, "submodelElements": [
+            kept for e in sm["submodelElements"]
+            if (kept := _aas_collection(e, allowed)) is not None]}
+        if isinstance(sm, dict) and sm.get("idShort") == "OperationalData"
+        and "submodelElements" in sm else sm
+        for sm in environment["submodels"]]}
+
+
+def _aas_collection(element: Any, allowed: PatternFilter) -> Any:
+    """The element narrowed; None for a collection left empty (an AAS has no empty ones)."""
+    if not isinstance(element, dict) or not isinstance(element.get("value"), list):
+        return element
+    if element.get("idShort") == "Signals":  # one collection per signal, named in displayName
+        keep = [e for e in element["value"] if allowed.allows(_display_name(e))]
+    elif element.get("idShort") == "State":
+        keep = [e for e in element["value"] if not isinstance(e, dict)
+                or _all_allowed(allowed, AAS_STATE.get(str(e.get("idShort")), ()))]
+    else:
+        return element
+    return {**element, "value": keep} if keep else None
+
+
+def _display_name(element: Any) -> str:
+    names = element.get("displayName") if isinstance(element, dict) else None
+    if isinstance(names, list) and names and isinstance(names[0], dict):
+        return str(names[0].get("text", ""))
+    return str(element.get("idShort", "")) if isinstance(element, dict) else ""
 
 
 def _all_allowed(allowed: PatternFilter, names: Iterable[str]) -> bool:

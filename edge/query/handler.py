@@ -66,6 +66,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from edge.query.limits import RefusalLog, TokenBucket
 from edge.query.nonces import NonceMemory
+from edge.query.policy import DestinationPolicy
 from edge.signing.jws import (
     ChainState,
     Signer,
@@ -285,16 +286,21 @@ class QueryHandler:
         the key. A booking decision is awaited here until it is committed (on the store
         writer thread), so its reply never leaves before it."""
         req = _Request(msg.response_topic, msg.correlation_data)
+        policy = DestinationPolicy.at(self.plant, msg.destination)
         try:
             self._check(msg, req)
             assert req.platform is not None
+            refusal = policy.refusal(req.method, req.params)
+            if refusal is not None:
+                raise QueryError(*refusal)
+            platform = policy.visible(req.platform)
             if self.dispatch is None:
-                result = await self._dispatch(req.method, req.params, req.platform)
+                result = await self._dispatch(req.method, req.params, platform)
             else:
-                result = await self.dispatch(req.method, req.params, req.platform)
+                result = await self.dispatch(req.method, req.params, platform)
         except QueryError as exc:
             return self._refuse(req, exc)
-        return self._accept(msg, req, result)
+        return self._accept(msg, req, policy.narrow(req.method, result), platform)
 
     async def answer_locally(
         self, method: str, params: dict[str, Any], platform: Platform, others: OtherStores
@@ -326,9 +332,10 @@ class QueryHandler:
         self._admit(signer)
         self._authorize(signer, req.method, req.params)
 
-    def _accept(self, msg: Incoming, req: _Request, result: Any) -> Reply | None:
-        assert req.platform is not None
-        scoped = self._scope(req.platform, req.method, result, msg)
+    def _accept(self, msg: Incoming, req: _Request, result: Any, platform: Platform
+                ) -> Reply | None:
+        """Answer `result`, scoped to `platform` (narrowed to what the destination may see)."""
+        scoped = self._scope(platform, req.method, result, msg)
         self.counts["answered"] += 1
         self._count(req.method, "ok")
         return self._address(req, {"id": req.request_id, "ok": True, "result": scoped})
@@ -538,6 +545,11 @@ class QueryHandler:
                     "dropped": sum(n.get("dropped", 0) for n in own.values()),
                     "by_machine": own,
                 }
+        elif method == "bookings" and isinstance(result.get("bookings"), list):
+            result = {**result, "bookings": [  # placed on a machine it may see, or unplaced
+                b for b in result["bookings"]
+                if not isinstance(b, dict) or b.get("machine") is None
+                or _shared(platform, str(b["machine"]))]}
         elif isinstance(result.get("machines"), dict):
             result["machines"] = {
                 a: v for a, v in result["machines"].items() if _shared(platform, a)
