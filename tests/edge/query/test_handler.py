@@ -121,9 +121,10 @@ class Views:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, nonces: NonceMemory | None = None) -> None:
+    def __init__(self, tmp_path: Path, nonces: NonceMemory | None = None,
+                 views: Any = None, destinations: str | None = None) -> None:
         self.a, self.b = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-        text = plant_yaml(tmp_path / "state", [1502, 1503], 1883)
+        text = plant_yaml(tmp_path / "state", [1502, 1503], 1883, destinations=destinations)
         text += """platforms:
   - {id: platform-a, public_key_file: a.pem, machines: [m1], rate_limit: 1, burst: 3}
   - {id: platform-b, public_key_file: b.pem}
@@ -135,7 +136,7 @@ class Rig:
         self.log = Log()
         self.handler = QueryHandler(
             self.plant,
-            Views(),
+            views or Views(),
             signer=lambda: self.signer,
             keys={
                 jwk_public(self.a)["kid"]: (pa, self.a.public_key()),
