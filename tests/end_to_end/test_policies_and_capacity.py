@@ -7,6 +7,7 @@ does see must still be signed chains that verify.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -15,8 +16,11 @@ from typing import Any
 
 import pytest
 from conftest import Collector, Mosquitto
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from e2e import GatewayProcess, plant_yaml, verified_body, wait_for
 
+from edge.platform_kit.client import query
 from edge.platform_kit.verifier import verify_stream
 
 
@@ -37,18 +41,11 @@ def fresh_offer(col: Collector) -> bool:
     return False
 
 
-@pytest.mark.slow
-def test_policies_withhold_data_and_capacity_is_offered(
-    tmp_path: Path,
-    mosquitto_factory: Callable[..., Mosquitto],
-    mqtt_collector: Callable[..., Collector],
-    free_port: Callable[[], int],
-) -> None:
-    broker_a, broker_b = mosquitto_factory(), mosquitto_factory()
-    col_a = mqtt_collector(broker_a.host, broker_a.port, "edge/#")
-    col_b = mqtt_collector(broker_b.host, broker_b.port, "#")
-    booking_start = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
-    booking_end = booking_start + timedelta(hours=3)
+def policy_plant(tmp_path: Path, broker_a: Mosquitto, broker_b: Mosquitto,
+                 free_port: Callable[[], int], booking_start: datetime, booking_end: datetime,
+                 extra: str = "") -> Path:
+    """Two machines; destination `a` gets everything, `b` only state, oee and capacity, not
+    m2, and not the program nor the part count. m1 offers milling and holds one booking."""
     (tmp_path / "bookings.yaml").write_text(
         f"- {{start: '{booking_start.isoformat()}', end: '{booking_end.isoformat()}', "
         "reference: PO-4711}\n"
@@ -66,7 +63,23 @@ def test_policies_withhold_data_and_capacity_is_offered(
         "    bookings_file: bookings.yaml\n",
     )
     plant = tmp_path / "plant.yaml"
-    plant.write_text(text)
+    plant.write_text(text + extra)
+    return plant
+
+
+@pytest.mark.slow
+def test_policies_withhold_data_and_capacity_is_offered(
+    tmp_path: Path,
+    mosquitto_factory: Callable[..., Mosquitto],
+    mqtt_collector: Callable[..., Collector],
+    free_port: Callable[[], int],
+) -> None:
+    broker_a, broker_b = mosquitto_factory(), mosquitto_factory()
+    col_a = mqtt_collector(broker_a.host, broker_a.port, "edge/#")
+    col_b = mqtt_collector(broker_b.host, broker_b.port, "#")
+    booking_start = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    booking_end = booking_start + timedelta(hours=3)
+    plant = policy_plant(tmp_path, broker_a, broker_b, free_port, booking_start, booking_end)
     gw = GatewayProcess(plant).start()
     try:
         for col in (col_a, col_b):
@@ -139,3 +152,86 @@ def test_policies_withhold_data_and_capacity_is_offered(
     assert slots, "a 24/7 calendar with one booking leaves free time"
     assert all(end <= booking_start or start >= booking_end for start, end in slots)
     assert offer["free_hours"] == pytest.approx(14 * 24 - 3, abs=0.2)
+
+
+GATEWAY = "edge/plant-a/gw-1"
+PLATFORM = """platforms:
+  - {id: p, public_key_file: p.pem, methods: [describe, aas, state, oee, capacity, health,
+                                              parts, energy, reserve, bookings]}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_queries_at_a_destination_obey_its_policy(
+    tmp_path: Path,
+    mosquitto_factory: Callable[..., Mosquitto],
+    free_port: Callable[[], int],
+    workers: int,
+) -> None:
+    """What `b` may not see on its streams it cannot query at its broker either: m2 is
+    answered as an unknown machine, methods of streams it does not take are forbidden, and
+    answers lack the program and part count. At `a` the same platform gets everything. With
+    `run --workers 2` the parent answers as one process does."""
+    broker_a, broker_b = mosquitto_factory(), mosquitto_factory()
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "p.pem").write_bytes(
+        key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    start = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    plant = policy_plant(tmp_path, broker_a, broker_b, free_port, start,
+                         start + timedelta(hours=3), PLATFORM)
+
+    def ask(broker: Mosquitto, method: str, wait: float = 15, **params: Any) -> dict[str, Any]:
+        return asyncio.run(query(broker.url, key, GATEWAY, method, params, wait=wait))
+
+    def running(broker: Mosquitto) -> bool:
+        try:  # not subscribed yet: no answer
+            reply = ask(broker, "state", wait=3)
+        except TimeoutError:
+            return False
+        machines = reply.get("result", {}).get("machines", {})
+        return bool(machines) and all("execution" in m for m in machines.values())
+
+    gw = GatewayProcess(plant, *(("--workers", str(workers)) if workers > 1 else ())).start()
+    try:
+        wait_for(lambda: running(broker_a), 60, "state of both machines at a")
+        wait_for(lambda: running(broker_b), 30, "state at b")
+        at_a = {m: ask(broker_a, m) for m in ("describe", "state", "capacity", "health")}
+        at_b = {m: ask(broker_b, m) for m in ("describe", "state", "capacity", "health")}
+        hidden = {m: ask(broker_b, m, asset="m2") for m in ("state", "oee", "capacity")}
+        unknown = {m: ask(broker_b, m, asset="m9") for m in ("state", "oee", "capacity")}
+        oee_m1 = ask(broker_b, "oee", asset="m1")
+        forbidden = {m: ask(broker_b, m, **({} if m == "bookings" else {"asset": "m1"}))
+                     for m in ("aas", "parts", "bookings")}
+        by_process = ask(broker_b, "reserve", process="milling", reference="po-1",
+                         duration_minutes=30)
+        aas_a = ask(broker_a, "aas", asset="m1")
+    finally:
+        gw.kill()
+
+    for method, reply in {**at_a, **at_b}.items():
+        assert reply["ok"], (method, reply)
+    for method in ("describe", "state", "capacity"):
+        assert set(at_a[method]["result"]["machines"]) == {"m1", "m2"}, method
+        assert set(at_b[method]["result"]["machines"]) == {"m1"}, method
+    assert set(at_a["health"]["result"]["devices"]) == {"m1", "m2"}
+    assert set(at_b["health"]["result"]["devices"]) == {"m1"}
+    assert at_b["describe"]["result"]["streams"] == ["state", "oee", "capacity"]
+    assert set(at_b["describe"]["result"]["machines"]["m1"]["topics"]) == {
+        "state", "oee", "capacity"}
+    # signals: the same keys as the state and capacity streams at b lack
+    a_state, b_state = (at["state"]["result"]["machines"]["m1"] for at in (at_a, at_b))
+    assert "program" in a_state and "part_count" in a_state
+    assert "program" not in b_state and "part_count" not in b_state
+    assert "execution" in b_state and "link" in b_state, "allowed fields still answer"
+    assert "energy_per_part" not in at_b["capacity"]["result"]["machines"]["m1"]
+    # a hidden machine is an unknown one
+    for method, reply in hidden.items():
+        assert not reply["ok"] and reply["error"]["code"] == "not_found", (method, reply)
+        assert reply["error"]["message"] == unknown[method]["error"]["message"].replace(
+            "m9", "m2"), method
+    assert oee_m1["ok"], oee_m1
+    # b takes neither telemetry, part nor bookings
+    for method, reply in {**forbidden, "reserve": by_process}.items():
+        assert not reply["ok"] and reply["error"]["code"] == "forbidden", (method, reply)
+    assert aas_a["ok"], aas_a
