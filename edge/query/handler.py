@@ -16,8 +16,11 @@ signed passes for a request), known `kid` and signature (`unauthorized`), body s
 `ts` syntax (`bad_request`), `ts` within the skew window and a fresh `nonce`
 (`unauthorized`), the platform's token bucket (`rate_limited`), method and machine allowed
 for that platform (`forbidden`), `params` keys the method takes (`bad_request`: a misspelt
-key is refused, never answered as if absent), then the method (`not_found`, `bad_request`,
-`internal`).
+key is refused, never answered as if absent), the policy of the destination the request
+arrived at (edge/query/policy.py: `forbidden` for a method whose stream it does not take,
+`not_found` for a machine it hides, as for one the gateway does not have), then the method
+(`not_found`, `bad_request`, `internal`); the answer is narrowed to that policy before it
+is sealed.
 docs/protocol.md ("Checks and error codes, in order") lists every check with its message;
 keep the two in step. Error messages never echo key material or internals.
 
