@@ -140,17 +140,40 @@ def _capacity_answer(record: Any, allowed: PatternFilter) -> Any:
 
 
 def _aas_answer(environment: Any, allowed: PatternFilter) -> Any:
-    """An AAS environment (JSON) without the `Signals` and `State` elements of denied
-    signals in its OperationalData submodel (models/aas.py `_operational`)."""
+    """An AAS environment (JSON, models/aas.py) without what denied signals made: the
+    OperationalData `Signals` and `State` elements of denied signals and, when `program` is
+    denied, the carbon footprints (one per program, named by it, as the capacity record's
+    `energy_per_part`) and the comment of PlannedRuntimePerItem (it names the program)."""
     if not isinstance(environment, dict) or not isinstance(environment.get("submodels"), list):
         return environment
-    return {**environment, "submodels": [
-        {**sm, "submodelElements": [
-            kept for e in sm["submodelElements"]
-            if (kept := _aas_collection(e, allowed)) is not None]}
-        if isinstance(sm, dict) and sm.get("idShort") == "OperationalData"
-        and "submodelElements" in sm else sm
-        for sm in environment["submodels"]]}
+    return {**environment, "submodels": [_aas_submodel(sm, allowed)
+                                         for sm in environment["submodels"]]}
+
+
+def _aas_submodel(submodel: Any, allowed: PatternFilter) -> Any:
+    if not isinstance(submodel, dict) or not isinstance(submodel.get("submodelElements"), list):
+        return submodel
+    name, elements = submodel.get("idShort"), submodel["submodelElements"]
+    program = allowed.allows(SIG_PROGRAM)
+    if name == "OperationalData":
+        elements = [kept for e in elements if (kept := _aas_collection(e, allowed)) is not None]
+    elif name == "CarbonFootprint" and not program:
+        elements = []
+    elif name == "ProcessVariablesForManufacturingKPICalculation" and not program:
+        elements = [_without_comment(e) if isinstance(e, dict)
+                    and e.get("idShort") == "PlannedRuntimePerItem" else e for e in elements]
+    else:
+        return submodel
+    out = {k: v for k, v in submodel.items() if k != "submodelElements"}
+    return {**out, "submodelElements": elements} if elements else out
+
+
+def _without_comment(variable: dict[str, Any]) -> dict[str, Any]:
+    value = variable.get("value")
+    if not isinstance(value, list):
+        return variable
+    return {**variable, "value": [e for e in value
+                                  if not (isinstance(e, dict) and e.get("idShort") == "comment")]}
 
 
 def _aas_collection(element: Any, allowed: PatternFilter) -> Any:

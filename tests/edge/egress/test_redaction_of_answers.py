@@ -10,12 +10,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aas_core3 import jsonization
 from e2e import plant_yaml
 from test_redaction import HIDE, part
 
 from edge.config.loader import parse_plant
 from edge.egress.redaction import redact, redact_result
-from models.aas import build_environment, environment_json
+from models.aas import (
+    ProgramFootprint,
+    build_environment,
+    environment_json,
+    verify_environment,
+)
 from models.machine_state import Availability, MachineState
 from models.plant import PatternFilter
 
@@ -62,12 +68,17 @@ def test_capacity_and_booking_answers_leave_out_programs() -> None:
 
 
 def test_aas_answers_lose_denied_signals_and_state_elements(tmp_path: Path) -> None:
-    plant = parse_plant(plant_yaml(tmp_path, [1502], 1883), "plant.yaml").plant
+    text = plant_yaml(tmp_path, [1502], 1883).replace(
+        "  - id: m1\n", "  - id: m1\n    programs: {O1000: {ideal_cycle_time: 30}}\n")
+    plant = parse_plant(text, "plant.yaml").plant
     machine = plant.machines[0]
     state = MachineState(asset="m1", availability=Availability.AVAILABLE, program="O1000",
                          part_count=11, alarms=("1001",), since=T)
     signals = {"program": ("O1000", None, T), "spindle_load": (12.5, "%", T)}
-    env = environment_json(build_environment(plant, machine, state=state, signals=signals))
+    carbon = [ProgramFootprint("O1000", 0.2, 0.5, 12, 7, T)]
+    env = environment_json(build_environment(plant, machine, state=state, signals=signals,
+                                             carbon=carbon, carbon_method="grid mix"))
+    assert "O1000" in json.dumps(env["submodels"])
     mine = redact_result("aas", {"machines": {"m1": env}}, HIDE)["machines"]["m1"]
 
     def operational(e: dict[str, Any]) -> dict[str, list[str]]:
@@ -81,7 +92,16 @@ def test_aas_answers_lose_denied_signals_and_state_elements(tmp_path: Path) -> N
     assert {"Program", "PartCount", "Alarms"} <= set(full["State"])
     assert not {"Program", "PartCount", "Alarms"} & set(narrowed["State"])
     assert {"Availability", "Since"} <= set(narrowed["State"])
-    assert "O1000" not in json.dumps(mine["submodels"])
+    assert "O1000" not in json.dumps(mine["submodels"]), "no footprint or comment names it"
+    [kpi] = [s for s in mine["submodels"] if s["idShort"].startswith("ProcessVariables")]
+    [pru] = [e for e in kpi["submodelElements"] if e["idShort"] == "PlannedRuntimePerItem"]
+    assert [e["idShort"] for e in pru["value"]] == ["key", "currentValue"], "the value stays"
+    [footprint] = [s for s in mine["submodels"] if s["idShort"] == "CarbonFootprint"]
+    assert "submodelElements" not in footprint
+    kept = redact_result("aas", {"machines": {"m1": env}}, PatternFilter(deny=["spindle*"]))
+    assert "O1000" in json.dumps(kept), "a filter that denies no program keeps them"
     only = redact_result("aas", {"machines": {"m1": env}},
                          PatternFilter(deny=["program", "spindle_load"]))["machines"]["m1"]
     assert "Signals" not in operational(only), "an emptied collection is left out, not empty"
+    for narrowed_env in (mine, only):  # still a valid environment
+        assert verify_environment(jsonization.environment_from_jsonable(narrowed_env)) == []
