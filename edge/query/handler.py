@@ -548,11 +548,6 @@ class QueryHandler:
                     "dropped": sum(n.get("dropped", 0) for n in own.values()),
                     "by_machine": own,
                 }
-        elif method == "bookings" and isinstance(result.get("bookings"), list):
-            result = {**result, "bookings": [  # placed on a machine it may see, or unplaced
-                b for b in result["bookings"]
-                if not isinstance(b, dict) or b.get("machine") is None
-                or _shared(platform, str(b["machine"]))]}
         elif isinstance(result.get("machines"), dict):
             result["machines"] = {
                 a: v for a, v in result["machines"].items() if _shared(platform, a)

@@ -2,8 +2,9 @@
 
 Why: a platform that reads a destination's broker may query the gateway there, and a query
 must not give it what the destination's `machines`, `streams` and `signals` withhold from its
-streams (docs/protocol.md, "Egress policies"). The platform's own `machines` and `methods`
-apply first; this applies on top, so an answer needs both to allow it:
+streams (docs/protocol.md, "Topics" and "At a destination with a policy"). The platform's
+own `machines` and `methods` apply first; this applies on top, so an answer needs both to
+allow it:
 
 - a machine the destination's `machines` filter denies is answered exactly as a machine the
   gateway does not have (`not_found`, the same text), and whole-plant answers leave it out:
@@ -94,6 +95,11 @@ class DestinationPolicy:
             return result
         if method == "describe" and isinstance(result, dict):
             result = _describe(result, dest.streams)
+        elif method == "bookings" and isinstance(result, dict) \
+                and isinstance(result.get("bookings"), list):
+            result = {**result, "bookings": [  # on a machine it may see, or not yet placed
+                b for b in result["bookings"] if not isinstance(b, dict)
+                or b.get("machine") is None or dest.machines.allows(str(b["machine"]))]}
         return redact_result(method, result, dest.signals)
 
 

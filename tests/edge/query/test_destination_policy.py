@@ -108,3 +108,14 @@ def test_a_platform_is_narrowed_to_what_both_allow(rig: Rig) -> None:
 
 def test_every_method_names_the_streams_it_reveals() -> None:
     assert set(METHOD_STREAMS) == set(QUERY_METHODS)
+
+
+def test_bookings_on_hidden_machines_are_left_out(rig: Rig) -> None:
+    rows = [{"booking": "b1", "machine": "m1", "program": "O1"},
+            {"booking": "b2", "machine": "m2", "program": "O2"},
+            {"booking": "b3", "machine": None, "program": "O3"}]
+    narrowed = DestinationPolicy.at(rig.plant, "narrow").narrow("bookings", {"bookings": rows})
+    assert narrowed == {"bookings": [{"booking": "b1", "machine": "m1"},
+                                     {"booking": "b3", "machine": None}]}
+    assert DestinationPolicy.at(rig.plant, "local").narrow("bookings", {"bookings": rows}) == {
+        "bookings": rows}
