@@ -481,7 +481,7 @@ def _bookings(args: argparse.Namespace, loaded: LoadedPlant) -> int:
         # the store holding the booking; no flush: the running gateway notices the commit
         # by itself (`booking.poll_seconds`), signs the record and republishes the offer
         log = get_logger(gateway=loaded.plant.gateway.id)
-        holds = PlantHolds(lambda: loaded, BookingsFiles(lambda: loaded, log))
+        holds = PlantHolds(lambda: loaded, BookingsFiles(log))
         desks = [OperatorDesk(lambda: loaded, s, holds) for s in stores]
         board = BookingBoard(lambda: desks, lambda: None, log)
         try:

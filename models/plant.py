@@ -3,7 +3,8 @@
 Generic fields are checked here; each machine's `connection` and `points` blocks are checked
 by its adapter's own `settings_model` (the loader in `edge/config/loader.py` runs both and reports
 every problem with file, line, column and field path). Secrets are never inline: a
-`SecretRef` names an environment variable or a file, resolved only when connecting.
+`SecretRef` names an environment variable or a file, resolved only when connecting. Files
+and directories are `ConfigPath`s: relative to the YAML file's directory once loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from models.config_path import ConfigPath
+
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=64)]
 """Ids become MQTT topic levels: lower case, digits, `_` and `-` only."""
 
@@ -47,7 +50,7 @@ class SecretRef(Strict):
     """Where a secret lives. Exactly one of `env` or `file`; its value never enters logs."""
 
     env: str | None = None
-    file: str | None = None
+    file: ConfigPath | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretRef:
@@ -60,11 +63,11 @@ class SecretRef(Strict):
 
 
 class TlsSettings(Strict):
-    ca_file: str | None = Field(
+    ca_file: ConfigPath | None = Field(
         None, description="CA bundle to verify the broker; system CAs when absent"
     )
-    cert_file: str | None = Field(None, description="client certificate for mTLS")
-    key_file: str | None = Field(None, description="client private key for mTLS")
+    cert_file: ConfigPath | None = Field(None, description="client certificate for mTLS")
+    key_file: ConfigPath | None = Field(None, description="client private key for mTLS")
     key_password: SecretRef | None = None
     insecure_skip_verify: bool = Field(
         False, description="accept any broker certificate (tests only)"
@@ -412,7 +415,7 @@ class Machine(Strict):
     )
     capabilities: Capabilities | None = Field(None, description="what a buyer may order")
     bookings: list[Booking] = Field(default_factory=list, description="time already sold")
-    bookings_file: str | None = Field(
+    bookings_file: ConfigPath | None = Field(
         None, description="JSON or YAML list of bookings, re-read at every capacity refresh"
     )
     simulator: dict[str, Any] = Field(
@@ -579,8 +582,10 @@ class Platform(Strict):
     """
 
     id: Ident
-    jwks_file: str | None = Field(None, description="JWKS file with the platform's public keys")
-    public_key_file: str | None = Field(None, description="PEM Ed25519 public key")
+    jwks_file: ConfigPath | None = Field(
+        None, description="JWKS file with the platform's public keys"
+    )
+    public_key_file: ConfigPath | None = Field(None, description="PEM Ed25519 public key")
     methods: list[QueryMethod] = Field(
         default_factory=lambda: list(READ_METHODS),
         description="methods it may call; reserve/release/bookings only when listed",

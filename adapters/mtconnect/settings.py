@@ -11,12 +11,13 @@ gateway hands an adapter only its `connection:` and `points:` blocks.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from adapters.base import AdapterSettings, no_duplicates
+from models.config_path import anchor
 
 __all__ = [
     "AgentConnection",
@@ -26,6 +27,15 @@ __all__ = [
     "ShdrPoint",
     "ShdrSettings",
 ]
+
+
+def _anchored(path: Path, info: ValidationInfo) -> Path:
+    return Path(anchor(str(path), info.context))
+
+
+AnchoredPath = Annotated[Path, AfterValidator(_anchored)]
+"""A file named in the plant YAML: relative to the YAML file's directory once loaded
+(models/config_path.py)."""
 
 SignalName = Field(pattern=r"^[a-z0-9_]+$", max_length=64, description="gateway signal name")
 
@@ -101,7 +111,7 @@ class ShdrConnection(AdapterSettings):
         60.0, gt=0, le=3600,
         description="seconds without a byte before a device that never PONGs counts as gone",
     )
-    device_model: Path | None = Field(
+    device_model: AnchoredPath | None = Field(
         None, description="an MTConnect Devices.xml that types the SHDR keys"
     )
     device: str | None = Field(None, description="device in device_model; default: the first")

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from adapters.base import AdapterSettings, no_duplicates
+from models.config_path import ConfigPath
 from models.plant import SecretRef
 
 SecurityPolicyName = Literal["None", "Basic256Sha256", "Aes256_Sha256_RsaPss"]
@@ -76,12 +77,12 @@ class OpcUaConnection(AdapterSettings):
     )
     security_policy: SecurityPolicyName = "None"
     security_mode: SecurityModeName = "None"
-    pki_dir: str | None = Field(
+    pki_dir: ConfigPath | None = Field(
         None,
         description="client certificate/key, trust list; default "
         "$STATE_DIRECTORY/opcua-pki or /var/lib/edge-gateway/opcua-pki",
     )
-    trust_dir: str | None = Field(
+    trust_dir: ConfigPath | None = Field(
         None, description="trusted server certificates (DER or PEM); default <pki_dir>/trusted"
     )
     trust_on_first_use: bool = Field(

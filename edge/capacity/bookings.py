@@ -3,22 +3,19 @@ change without a reload. A broken file is logged once and the last good list is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 from structlog.typing import FilteringBoundLogger
 
-from edge.config.loader import LoadedPlant
 from models.capacity import parse_bookings
 from models.plant import Booking, Machine
 
 
-def bookings_path(loaded: LoadedPlant, machine: Machine) -> Path | None:
-    if machine.bookings_file is None:
-        return None
-    path = Path(machine.bookings_file)
-    return path if path.is_absolute() else loaded.path.parent / path
+def bookings_path(machine: Machine) -> Path | None:
+    """The machine's bookings file: the loader anchored a relative one at the YAML file's
+    directory (models/config_path.py)."""
+    return None if machine.bookings_file is None else Path(machine.bookings_file)
 
 
 def read_bookings(path: Path) -> list[Booking]:
@@ -27,14 +24,13 @@ def read_bookings(path: Path) -> list[Booking]:
 
 
 class BookingsFiles:
-    def __init__(self, config: Callable[[], LoadedPlant], log: FilteringBoundLogger) -> None:
-        self.config = config
+    def __init__(self, log: FilteringBoundLogger) -> None:
         self.log = log
         self._cache: dict[str, list[Booking]] = {}
         self._errors: dict[str, str] = {}
 
     def bookings(self, machine: Machine) -> list[Booking]:
-        path = bookings_path(self.config(), machine)
+        path = bookings_path(machine)
         if path is None:
             return []
         try:

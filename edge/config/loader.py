@@ -4,7 +4,9 @@ Two passes: the generic `models.plant.Plant` schema, then each machine's `connec
 `points` against its adapter's `settings_model`. Errors of both are mapped back to YAML
 node positions, so a plant engineer sees `plant.yaml:14:9: machines[1].points[3].address:
 ...` rather than a traceback. Duplicate mapping keys are errors too (PyYAML would silently
-keep the last one, which hides typos).
+keep the last one, which hides typos). Both passes anchor every file and directory the YAML
+names at the YAML file's directory (`models.config_path.ConfigPath`), so `run` under
+systemd (working directory `/`) opens what `validate` beside the file checked.
 
 Hostile or broken files are refused quickly with a location, never a traceback or a spin:
 a size limit, a nesting-depth limit checked on the event stream (before the recursive
@@ -30,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from edge.config import registry
 from edge.config.shares import chosen_share, narrow, share_problems
 from edge.config.workers import WorkerRole
+from models.config_path import CONFIG_DIR
 from models.errors import ConfigProblem, PlantConfigError, PluginError
 from models.plant import (
     Machine,
@@ -332,7 +335,9 @@ def _read_yaml(
 
 
 def parse_plant(text: str, file: str) -> LoadedPlant:
-    """Validate YAML text; raises PlantConfigError with every problem found."""
+    """Validate YAML text; raises PlantConfigError with every problem found. Relative paths
+    in it are anchored at the directory of `file` (after following symbolic links, as
+    `LoadedPlant.state_dir` is)."""
     if len(text) > MAX_FILE_BYTES:
         raise PlantConfigError(
             [ConfigProblem(file, None, None, "", f"larger than {MAX_FILE_BYTES:,} bytes")]
@@ -379,9 +384,12 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
         )
 
     problems = duplicates
+    # every file the YAML names is relative to its directory, not to the working directory
+    # (`/` under systemd): models/config_path.py
+    context = {CONFIG_DIR: str(Path(file).resolve().parent)}
     plant: Plant | None = None
     try:
-        plant = Plant.model_validate(data)
+        plant = Plant.model_validate(data, context=context)
     except ValidationError as exc:
         problems += _problems(exc, (), where, file)
 
@@ -401,7 +409,8 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
             continue
         try:
             settings[str(raw.get("id"))] = model.model_validate(
-                {"connection": raw.get("connection"), "points": raw.get("points", [])}
+                {"connection": raw.get("connection"), "points": raw.get("points", [])},
+                context=context,
             )
         except ValidationError as exc:
             problems += _problems(exc, ("machines", i), where, file)

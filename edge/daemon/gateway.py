@@ -165,7 +165,7 @@ class Gateway:
         self.slot.observe_sealed("part", self.parts.on_sealed)
         self.energy = EnergyWindows(config, self.parts_store, self.parts)
         self.fleet = DeviceFleet(config, self.slot, self.kpi, self.log, observers=[self.parts])
-        files = BookingsFiles(config, self.log)
+        files = BookingsFiles(self.log)
         self.capacity = CapacityRecords(
             config, self.fleet, self.kpi, files, held=capacity_held(config, self.bookings_store),
             energy=self.energy.by_program,
@@ -325,9 +325,7 @@ class Gateway:
                 await broker.start()
                 self.log.info("embedded_broker_started", url=self.destinations()[0].url)
             plant = self.loaded.plant
-            self.queries.reconfigure(
-                plant, load_platform_keys(plant.platforms, self.loaded.path.parent)
-            )
+            self.queries.reconfigure(plant, load_platform_keys(plant.platforms))
             await self.start_egress(prepare_egress(self.loaded, self.destinations(), self.log))
             oee = OeePublisher(
                 self.kpi, self.fleet, self.slot, self.current, self.energy.for_oee_record

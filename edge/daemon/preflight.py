@@ -3,8 +3,8 @@
 `validate` runs this, so systemd's ExecStartPre catches what `run` (or a SIGHUP reload)
 would fail on: platform keys (public_key_file / jwks_file), TLS ca/cert/key files and the
 key password, `{file: ...}` and `{env: ...}` secrets, bookings files. Each problem is
-located at the YAML field that names the file; messages name the file or variable, never
-a secret's value.
+located at the YAML field that names the file; messages name the file (as the gateway
+looks for it: a relative one beside the YAML) or variable, never a secret's value.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def check_references(loaded: LoadedPlant) -> list[ConfigProblem]:
     for i, p in enumerate(plant.platforms):
         field = "jwks_file" if p.jwks_file is not None else "public_key_file"
         try:
-            load_platform_keys([p], loaded.path.parent)
+            load_platform_keys([p])
         except ConfigurationError as exc:
             problem(("platforms", i, field), str(exc))
 
@@ -72,7 +72,7 @@ def check_references(loaded: LoadedPlant) -> list[ConfigProblem]:
             problem(("gateway", "web", "token"), str(exc))
 
     for i, m in enumerate(plant.machines):
-        path = bookings_path(loaded, m)
+        path = bookings_path(m)
         if path is None:
             continue
         try:
@@ -87,8 +87,9 @@ def check_references(loaded: LoadedPlant) -> list[ConfigProblem]:
 def load_checked(path: str | Path) -> LoadedPlant:
     """The YAML and every file and secret it names: what `run` or a reload would fail on."""
     loaded = load_plant(path)
-    # located and named from the path as the user gave it, as the schema's problems are
-    # (`plant.yaml:3:31`, `nokey.pem`), not from the absolute one the gateway keeps
+    # located in the file as the user named it, as the schema's problems are
+    # (`plant.yaml:3:31`), not as the absolute path the gateway keeps; the files it refers to
+    # are named where the gateway looks for them (anchored at the YAML file's directory)
     problems = check_references(replace(loaded, path=Path(path)))
     if problems:
         raise PlantConfigError(problems)

@@ -76,9 +76,7 @@ class Reloader:
         )
         plan: EgressPlan | None = None
         try:
-            keys = await asyncio.to_thread(
-                load_platform_keys, new.plant.platforms, new.path.parent
-            )
+            keys = await asyncio.to_thread(load_platform_keys, new.plant.platforms)
             if egress_changed:
                 plan = await asyncio.to_thread(
                     prepare_egress, new, gw.destinations(new), gw.log

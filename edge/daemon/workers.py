@@ -239,7 +239,7 @@ class WorkerPool:
         )
         # the bookings page: every worker's store, read (and decided in) as the command
         # line does; each worker signs and publishes what changed in its own store
-        holds = PlantHolds(lambda: self.loaded, BookingsFiles(lambda: self.loaded, log))
+        holds = PlantHolds(lambda: self.loaded, BookingsFiles(log))
         self.booking_desks = WorkerDesks(
             [as_worker(loaded, w.role).state_dir / BOOKINGS_FILE for w in self.workers],
             lambda store: OperatorDesk(lambda: self.loaded, store, holds), log)
@@ -397,8 +397,7 @@ class WorkerPool:
             loop.add_signal_handler(sig, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         plant = self.loaded.plant
-        self.queries.reconfigure(plant, load_platform_keys(plant.platforms,
-                                                           self.loaded.path.parent))
+        self.queries.reconfigure(plant, load_platform_keys(plant.platforms))
         for tr in self.plan.transports.values():
             await tr.start()
         tasks = [asyncio.create_task(self._supervise(w), name=f"worker-{w.role.index}")
@@ -480,7 +479,7 @@ class WorkerPool:
             return
         self._signal_all(signal.SIGHUP)
         try:
-            keys = load_platform_keys(new.plant.platforms, new.path.parent)
+            keys = load_platform_keys(new.plant.platforms)
         except EdgeError as exc:
             self.log.error("reload_failed_keeping_running_config", error=str(exc))
             return

@@ -154,13 +154,15 @@ class Backend(Protocol):
 PlatformKeys = dict[str, tuple[Platform, Ed25519PublicKey]]
 
 
-def load_platform_keys(platforms: list[Platform], base: Path) -> PlatformKeys:
-    """kid (RFC 7638 thumbprint) -> (platform, key); a file problem is a ConfigurationError."""
+def load_platform_keys(platforms: list[Platform]) -> PlatformKeys:
+    """kid (RFC 7638 thumbprint) -> (platform, key); a file problem is a ConfigurationError.
+    The loader anchored relative key files at the YAML file's directory
+    (models/config_path.py)."""
     keys: dict[str, tuple[Platform, Ed25519PublicKey]] = {}
     for p in platforms:
         raw = p.jwks_file or p.public_key_file
         assert raw is not None  # validated: exactly one is set
-        path = Path(raw) if Path(raw).is_absolute() else base / raw
+        path = Path(raw)
         try:
             found = _read_keys(path, jwks=p.jwks_file is not None)
         except (OSError, ValueError, TypeError) as exc:

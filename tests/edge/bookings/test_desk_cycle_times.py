@@ -22,8 +22,7 @@ NOW = datetime(2026, 12, 7, 8, 0, tzinfo=UTC)  # the 24/7 calendar: all time is 
 def desk_at_now(loaded: LoadedPlant, store: BookingStore) -> BookingDesk:
     """A desk over `loaded` at NOW: no bookings file, nothing running."""
     return BookingDesk(lambda: loaded, store,
-                       PlantHolds(lambda: loaded, BookingsFiles(lambda: loaded,
-                                                                structlog.get_logger())),
+                       PlantHolds(lambda: loaded, BookingsFiles(structlog.get_logger())),
                        lambda machine, now: None, lambda: None, clock=lambda: NOW)
 
 

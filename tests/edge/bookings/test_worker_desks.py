@@ -36,7 +36,7 @@ def test_the_board_spans_the_workers_stores(tmp_path: Path) -> None:
     loaded = parse_plant(plant_yaml(tmp_path / "state", [5020, 5021], 1883),
                          str(tmp_path / "plant.yaml"))
     log = structlog.get_logger()
-    holds = PlantHolds(lambda: loaded, BookingsFiles(lambda: loaded, log))
+    holds = PlantHolds(lambda: loaded, BookingsFiles(log))
     paths = [tmp_path / f"worker-{i}" / FILENAME for i in (0, 1)]
     desks = WorkerDesks(paths, lambda store: OperatorDesk(lambda: loaded, store, holds), log)
     board = BookingBoard(desks, lambda: None, log)

@@ -85,7 +85,7 @@ def test_platform_keys_block_is_accepted_by_the_gateway(tmp_path: Path) -> None:
     assert (made.private_key.stat().st_mode & 0o777) == 0o600
     demo = (ROOT / "config" / "demo-plant.yaml").read_text()
     loaded = parse_plant(demo + "\n" + made.yaml_block, str(ROOT / "config" / "x.yaml"))
-    keys = load_platform_keys(loaded.plant.platforms, ROOT / "config")
+    keys = load_platform_keys(loaded.plant.platforms)
     kid = jwk_public(load_private_key(made.private_key))["kid"]
     assert kid == made.kid and kid in keys
     with pytest.raises(FileExistsError):

@@ -88,10 +88,8 @@ async def _serve(tmp_path: Path, allow: bool) -> AsyncIterator[Page]:
     _reserve(store, "po-ok", 5, 6, auto=True)
     published: list[int] = []
     log = structlog.get_logger()
-    board = BookingBoard(OperatorDesk(lambda: loaded,
-                                             store, PlantHolds(lambda: loaded,
-                                                               BookingsFiles(lambda: loaded,
-                                                                             log))),
+    board = BookingBoard(OperatorDesk(lambda: loaded, store,
+                                      PlantHolds(lambda: loaded, BookingsFiles(log))),
                          lambda: published.append(1), log)
     source = FixedStatus()
     web = StatusWeb(source, registry_for(source), port=0, token=TOKEN, refresh=0.2,
