@@ -111,7 +111,6 @@ machines:
 def test_validate_reports_every_missing_or_broken_reference(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # TLS and secret files are read as `run` reads them
     monkeypatch.delenv("EDGE_TEST_UNSET_PASSWORD", raising=False)
     key = Ed25519PrivateKey.generate().public_key()
     (tmp_path / "ok.pub.pem").write_bytes(

@@ -7,8 +7,6 @@ the transport itself.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import signal
 import socket
 import subprocess
@@ -18,15 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from e2e import until
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from structlog.testing import capture_logs
+from tls_pki import certificate, tls_listener, write_pair, write_pki
 
 from edge.config.secret_refs import resolve_secret
 from edge.daemon.embedded_broker import EmbeddedBroker
@@ -494,66 +490,10 @@ async def test_username_password_from_secret_file(
     assert "wrong-password-value" not in repr(logs)
 
 
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Name, Any] | None,
-    ca: bool = False,
-    server: bool = False,
-) -> x509.Certificate:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    issuer_name, issuer_key = issuer or (name, key)
-    now = dt.datetime.now(dt.UTC)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if server:
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return b.sign(issuer_key, hashes.SHA256())
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> dict[str, str]:
     """A throw-away CA, a server certificate for 127.0.0.1/localhost, and a client certificate."""
-    out: dict[str, str] = {}
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("edge-test-ca", ca_key, None, ca=True)
-    for name, cert, key in [
-        ("ca", ca, ca_key),
-        *[
-            (n, _cert(n, k, (ca.subject, ca_key), server=n == "server"), k)
-            for n, k in (
-                ("server", ec.generate_private_key(ec.SECP256R1())),
-                ("client", ec.generate_private_key(ec.SECP256R1())),
-            )
-        ],
-    ]:
-        (tmp_path / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (tmp_path / f"{name}.key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        out[name], out[f"{name}_key"] = str(tmp_path / f"{name}.pem"), str(tmp_path / f"{name}.key")
-    return out
-
-
-def _tls_listener(port: int, pki: dict[str, str], require_certificate: bool) -> str:
-    return (
-        f"listener {port} 127.0.0.1\ncafile {pki['ca']}\ncertfile {pki['server']}\n"
-        f"keyfile {pki['server_key']}\n"
-        f"require_certificate {str(require_certificate).lower()}\n"
-    )
+    return write_pki(tmp_path)
 
 
 async def test_tls_with_ca_file(
@@ -563,7 +503,7 @@ async def test_tls_with_ca_file(
     free_port: Callable[[], int],
 ) -> None:
     port = free_port()
-    broker = mosquitto_factory(_tls_listener(port, pki, require_certificate=False))
+    broker = mosquitto_factory(tls_listener(port, pki, require_certificate=False))
     c = mqtt_collector(broker.host, broker.port, "tls/#")
     t = await started(transport(f"mqtts://127.0.0.1:{port}", tls=TlsSettings(ca_file=pki["ca"])))
     try:
@@ -593,7 +533,7 @@ async def test_mutual_tls(
     pki: dict[str, str], mosquitto_factory: Callable[..., Mosquitto], free_port: Callable[[], int]
 ) -> None:
     port = free_port()
-    mosquitto_factory(_tls_listener(port, pki, require_certificate=True))
+    mosquitto_factory(tls_listener(port, pki, require_certificate=True))
     url = f"mqtts://127.0.0.1:{port}"
     t = await started(
         transport(
@@ -611,13 +551,10 @@ async def test_mutual_tls(
     # a client certificate from a CA the broker does not trust
     tmp = Path(pki["ca"]).parent
     rogue_key = ec.generate_private_key(ec.SECP256R1())
-    rogue = _cert("rogue-client", rogue_key, None)
-    (tmp / "rogue.pem").write_bytes(rogue.public_bytes(serialization.Encoding.PEM))
-    (tmp / "rogue.key").write_bytes(rogue_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    rogue, rogue_key_file = write_pair(tmp, "rogue", certificate("rogue-client", rogue_key, None),
+                                       rogue_key)
     refused = await _refusal(transport(url, tls=TlsSettings(
-        ca_file=pki["ca"], cert_file=str(tmp / "rogue.pem"), key_file=str(tmp / "rogue.key"))))
+        ca_file=pki["ca"], cert_file=rogue, key_file=rogue_key_file)))
     assert "client certificate" in refused["hint"]
 
 
