@@ -193,10 +193,13 @@ class GatewayProcess:
         *extra: str,
         simulators: bool = True,
         env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
     ) -> None:
-        """`env`: extra environment, e.g. PYTHONPATH to a test's adapter plugin."""
+        """`env`: extra environment, e.g. PYTHONPATH to a test's adapter plugin; `cwd`: the
+        working directory (systemd's is `/`; paths in the YAML must not depend on it)."""
         self.plant = plant
         self.env = env or {}
+        self.cwd = cwd
         self.log_path = plant.parent / "gateway.log"
         self.extra = (*(("--with-simulators",) if simulators else ()), *extra)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -220,7 +223,7 @@ class GatewayProcess:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=ROOT,
+                cwd=self.cwd,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         return self
