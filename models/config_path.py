@@ -36,21 +36,41 @@ def anchor(value: str, context: object) -> str:
     must not turn into the directory itself); `.` segments are dropped so messages read
     `/etc/plant/certs/ca.pem`, while `..` is kept (collapsing it would differ from what the
     kernel does when the segment before it is a symbolic link)."""
-    base = context.get(CONFIG_DIR) if isinstance(context, Mapping) else None
+    base = _config_dir(context)
     if base is None or not value or value.startswith("/"):
         return value
+    _refuse_home(value)
+    return posixpath.join(base, *(part for part in value.split("/") if part not in ("", ".")))
+
+
+def _config_dir(context: object) -> str | None:
+    base = context.get(CONFIG_DIR) if isinstance(context, Mapping) else None
+    return None if base is None else str(base)
+
+
+def _refuse_home(value: str) -> None:
     if value.startswith("~"):
         raise ValueError(
             f"{value!r}: '~' is not expanded (the gateway may run as another user); give an "
             "absolute path or one relative to the YAML file's directory"
         )
-    return posixpath.join(str(base), *(part for part in value.split("/") if part not in ("", ".")))
 
 
 def _anchored(value: str, info: ValidationInfo) -> str:
     return anchor(value, info.context)
 
 
+def _home_free(value: str, info: ValidationInfo) -> str:
+    if _config_dir(info.context) is not None:
+        _refuse_home(value)
+    return value
+
+
 ConfigPath = Annotated[str, AfterValidator(_anchored)]
 """A file or directory named in the plant YAML: relative to the YAML file's directory when
 validated with a `CONFIG_DIR` context (see the module docstring), absolute paths as given."""
+
+StateDirPath = Annotated[str, AfterValidator(_home_free)]
+"""`gateway.state_dir` and `keys_dir`: kept as written, because `LoadedPlant` anchors them at
+the YAML file's directory itself and resolves them (`$STATE_DIRECTORY` may win, a share or a
+worker adds a subdirectory); only `~` is refused under the same context, as for `ConfigPath`."""

@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from models.config_path import ConfigPath
+from models.config_path import ConfigPath, StateDirPath
 
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=64)]
 """Ids become MQTT topic levels: lower case, digits, `_` and `-` only."""
@@ -682,7 +682,7 @@ class Gateway(Strict):
     id: Ident
     site: Ident
     topic_prefix: Ident = "edge"
-    state_dir: str = Field(
+    state_dir: StateDirPath = Field(
         "/var/lib/edge-gateway",
         description="signing keys, outbox, OEE store; $STATE_DIRECTORY wins",
     )
@@ -695,7 +695,7 @@ class Gateway(Strict):
     carbon: CarbonSettings | None = Field(
         None, description="grid emission factor: CO2e per part, per OEE window"
     )
-    keys_dir: str | None = Field(
+    keys_dir: StateDirPath | None = Field(
         None,
         description="directory of the Ed25519 signing key (signing-key.pem, 0600) and retired "
         "public keys; default <state_dir>/keys; a key is created on first start",

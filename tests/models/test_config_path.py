@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from models.config_path import CONFIG_DIR, ConfigPath, anchor
-from models.plant import Destination, Platform, SecretRef, TlsSettings
+from models.plant import Destination, Gateway, Platform, SecretRef, TlsSettings
 
 PLANT_DIR = {CONFIG_DIR: "/etc/plant"}
 
@@ -41,6 +41,18 @@ def test_a_home_relative_path_is_refused_not_expanded() -> None:
     for written in ("~/certs/ca.pem", "~gateway/ca.pem", "~"):
         with pytest.raises(ValueError, match="'~' is not expanded"):
             anchor(written, PLANT_DIR)
+
+
+def test_state_directories_are_left_to_the_loaded_plant_but_refuse_home_too() -> None:
+    """`LoadedPlant.state_dir` anchors and resolves `state_dir`/`keys_dir` itself."""
+    gateway = Gateway.model_validate(
+        {"id": "gw", "site": "s", "state_dir": "../state", "keys_dir": "keys"}, context=PLANT_DIR
+    )
+    assert (gateway.state_dir, gateway.keys_dir) == ("../state", "keys")
+    with pytest.raises(ValidationError, match="'~' is not expanded"):
+        Gateway.model_validate({"id": "gw", "site": "s", "state_dir": "~/state"},
+                               context=PLANT_DIR)
+    assert Gateway.model_validate({"id": "gw", "site": "s", "keys_dir": "~/k"}).keys_dir == "~/k"
 
 
 def test_every_file_field_of_the_plant_models_is_anchored() -> None:
