@@ -28,6 +28,7 @@ from jsonschema import Draft7Validator, ValidationError
 from sparkplug_host import decode
 
 from edge.platform_kit.client import query
+from models.booking import ReserveParams
 from models.query import QUERY_PARAMS
 
 DOC = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
@@ -91,6 +92,32 @@ def test_params_schema_of_every_method_lists_exactly_the_keys_the_gateway_takes(
         assert params["additionalProperties"] is False, method
         assert set(params.get("required", [])) <= set(keys), method
         assert "x-edge-result" in method_branch(method), method
+
+
+def not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """The non-null alternative of a nullable property schema, `$ref`s followed."""
+    schema = resolve(schema)
+    for alternatives in ("oneOf", "anyOf"):
+        if alternatives in schema:
+            (schema,) = [s for s in schema[alternatives] if s != {"type": "null"}]
+            return not_null(schema)
+    return schema
+
+
+def test_reserve_params_have_the_ranges_of_the_gateways_model() -> None:
+    """`reserve` is validated by a pydantic model (models/booking.py ReserveParams): the
+    document's types and bounds are its, so tightening one there without here fails."""
+    keys = ("type", "format", "minLength", "maxLength", "minimum", "maximum",
+            "exclusiveMinimum")
+    doc = resolve(method_branch("reserve")["properties"]["params"])["properties"]
+    model = ReserveParams.model_json_schema()["properties"]
+    assert set(doc) == set(model)
+    for name, field in model.items():
+        want = {k: v for k, v in not_null(field).items() if k in keys}
+        got = {k: v for k, v in not_null(doc[name]).items() if k in keys}
+        if isinstance(got.get("type"), list):
+            (got["type"],) = [t for t in got["type"] if t != "null"]
+        assert got == want, name
 
 
 @pytest.mark.parametrize(("method", "params"), [
