@@ -75,9 +75,10 @@ def result_validator(method: str) -> Draft7Validator:
     return validator(method_branch(method)["x-edge-result"]["$ref"])
 
 
-def request(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    return {"method": method, "params": params, "id": "q-1", "ts": "2026-11-22T10:00:00Z",
-            "nonce": "n-1"}
+def request(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """A request body; `params` None leaves the key out."""
+    body = {"method": method, "id": "q-1", "ts": "2026-11-22T10:00:00Z", "nonce": "n-1"}
+    return body if params is None else {**body, "params": params}
 
 
 def test_params_schema_of_every_method_lists_exactly_the_keys_the_gateway_takes() -> None:
@@ -92,6 +93,9 @@ def test_params_schema_of_every_method_lists_exactly_the_keys_the_gateway_takes(
         assert params["additionalProperties"] is False, method
         assert set(params.get("required", [])) <= set(keys), method
         assert "x-edge-result" in method_branch(method), method
+        # absent params are {}: required exactly where {} is not valid params
+        empty_ok = Draft7Validator({**DOC, **params}).is_valid({})
+        assert ("params" in method_branch(method).get("required", [])) is not empty_ok, method
 
 
 def not_null(schema: dict[str, Any]) -> dict[str, Any]:
@@ -122,6 +126,7 @@ def test_reserve_params_have_the_ranges_of_the_gateways_model() -> None:
 
 @pytest.mark.parametrize(("method", "params"), [
     ("describe", {}),
+    ("capacity", None),
     ("state", {"asset": "m1"}),
     ("health", {"asset": None}),
     ("oee", {"asset": "m1", "window": "range", "start": "2026-11-22T06:00:00Z",
@@ -137,15 +142,18 @@ def test_reserve_params_have_the_ranges_of_the_gateways_model() -> None:
     ("bookings", {"state": ["accepted", "requested"], "limit": 1000}),
     ("bookings", {"state": "declined"}),
 ])
-def test_requests_the_gateway_answers_validate(method: str, params: dict[str, Any]) -> None:
+def test_requests_the_gateway_answers_validate(
+    method: str, params: dict[str, Any] | None
+) -> None:
     validator(REQUEST).validate(request(method, params))
 
 
-@pytest.mark.parametrize(("method", "params"), [
+REFUSED: list[tuple[str, dict[str, Any] | None]] = [
     ("oee", {"asset": "m1", "windw": "today"}),  # a misspelt key: refused, never ignored
     ("describe", {"machine": "m1"}),
     ("health", {"asset": "m1", "window": "today"}),  # another method's key
     ("oee", {"window": "today"}),  # oee needs its asset
+    ("parts", None),  # absent params are {}: no asset either
     ("oee", {"asset": "m1", "window": "range", "start": "2026-11-22T06:00:00Z"}),
     ("energy", {"asset": "m1", "window": "week"}),
     ("oee", {"asset": "m1", "window": "last_hour", "hours": 0}),
@@ -162,9 +170,14 @@ def test_requests_the_gateway_answers_validate(method: str, params: dict[str, An
     ("release", {}),
     ("bookings", {"state": "open"}),
     ("bookings", {"limit": 0}),
-])
-def test_requests_the_gateway_refuses_fail_the_schema(method: str, params: dict[str, Any]
-                                                      ) -> None:
+]
+"""Requests the gateway refuses (bad_request; the live test asks it each of them)."""
+
+
+@pytest.mark.parametrize(("method", "params"), REFUSED)
+def test_requests_the_gateway_refuses_fail_the_schema(
+    method: str, params: dict[str, Any] | None
+) -> None:
     assert not validator(REQUEST).is_valid(request(method, params))
 
 
@@ -230,7 +243,7 @@ METER = """
 
 def every_method(broker: str, key: Ed25519PrivateKey) -> dict[str, dict[str, Any]]:
     """One real request of every query method, in an order that gives each an answer (the
-    booking is released again), and one with a misspelt param; reply record by name."""
+    booking is released again), and each of REFUSED; reply record by name."""
     def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
         return asyncio.run(query(broker, key, "edge/plant-a/gw-1", method, params, wait=15))
 
@@ -254,7 +267,8 @@ def every_method(broker: str, key: Ed25519PrivateKey) -> dict[str, dict[str, Any
     }
     replies["release"] = ask("release", {"booking": replies["reserve"]["result"]["booking"]})
     replies["bookings"] = ask("bookings", {"state": ["released"], "limit": 10})
-    replies["windw"] = ask("oee", {"asset": "m1", "windw": "today"})
+    for n, (method, params) in enumerate(REFUSED):
+        replies[f"refused-{n}"] = ask(method, params or {})
     return replies
 
 
@@ -276,7 +290,8 @@ def test_live_payloads_validate_against_the_document(
         f'  - {{id: env, url: "mqtt://127.0.0.1:{b_env.port}", values: true}}\n'
         f'  - {{id: js, url: "mqtt://127.0.0.1:{b_js.port}", format: json}}\n'
         f'  - {{id: sp, url: "mqtt://127.0.0.1:{b_sp.port}", format: sparkplug_b}}\n'
-        f"platforms:\n  - {{id: p, public_key_file: p.pub.pem, methods: [{methods}]}}\n"
+        f"platforms:\n  - {{id: p, public_key_file: p.pub.pem, methods: [{methods}],\n"
+        "     rate_limit: 100, burst: 100}\n"
     )
     text = plant_yaml(tmp_path / "state", [free_port()], 0, destinations=dests,
                       gateway_extra=", oee: {publish_every: 1}")
@@ -300,24 +315,24 @@ def test_live_payloads_validate_against_the_document(
         replies = every_method(b_env.url, key)
     finally:
         gw.kill()
+    refused = {r["id"]: r for name, r in replies.items() if name.startswith("refused-")}
     for name, reply in replies.items():
-        if name == "windw":
+        if reply["id"] in refused:
+            assert not reply["ok"] and reply["error"]["code"] == "bad_request", (name, reply)
             continue
         assert reply["ok"], (name, reply)
         result_validator(name.split("-")[0]).validate(reply["result"])
     assert replies["parts"]["result"]["parts"], "a part record to validate"
     assert replies["reserve"]["result"]["state"] == "accepted", replies["reserve"]
     assert replies["bookings"]["result"]["bookings"], "the released booking"
-    refused = replies["windw"]
-    assert not refused["ok"] and refused["error"]["code"] == "bad_request", refused
-    assert "windw" in refused["error"]["message"]
+    assert "windw" in replies["refused-0"]["error"]["message"]  # named, never ignored
     matched: dict[str, int] = {}
     asked: set[str] = set()
     for col in cols:
         for msg in col.snapshot():
             if msg.topic.endswith("/query"):
                 body = json.loads(b64d(json.loads(msg.payload)["payload"]))
-                if body["id"] == refused["id"]:  # the request with an unknown param
+                if body["id"] in refused:  # the schema refuses it as the gateway did
                     with pytest.raises(ValidationError):
                         validator(REQUEST).validate(body)
                     continue
