@@ -4,7 +4,7 @@ keys, signed queries and replies, Sparkplug) matches a channel and validates aga
 message's schema. The query protocol is complete: each method's `params` schema lists
 exactly the keys the gateway takes (models/query.py QUERY_PARAMS), a real request of every
 method validates against it, and its real reply's `result` against the method's result
-schema."""
+schema, also at a destination whose `signals` filter leaves keys out of the results."""
 
 from __future__ import annotations
 
@@ -263,7 +263,7 @@ def every_method(broker: str, key: Ed25519PrivateKey) -> dict[str, dict[str, Any
         "reserve": ask("reserve", {"asset": "m1", "reference": "po-1",
                                    "start": start.isoformat().replace("+00:00", "Z"),
                                    "end": (start + timedelta(hours=1)).isoformat(),
-                                   "quantity": 40}),
+                                   "program": "O1000", "quantity": 40}),
     }
     replies["release"] = ask("release", {"booking": replies["reserve"]["result"]["booking"]})
     replies["bookings"] = ask("bookings", {"state": ["released"], "limit": 10})
@@ -288,7 +288,8 @@ def test_live_payloads_validate_against_the_document(
     methods = ", ".join(QUERY_PARAMS)
     dests = (
         f'  - {{id: env, url: "mqtt://127.0.0.1:{b_env.port}", values: true}}\n'
-        f'  - {{id: js, url: "mqtt://127.0.0.1:{b_js.port}", format: json}}\n'
+        f'  - {{id: js, url: "mqtt://127.0.0.1:{b_js.port}", format: json,\n'
+        "     signals: {deny: [program*, alarm*, part_count]}}\n"
         f'  - {{id: sp, url: "mqtt://127.0.0.1:{b_sp.port}", format: sparkplug_b}}\n'
         f"platforms:\n  - {{id: p, public_key_file: p.pub.pem, methods: [{methods}],\n"
         "     rate_limit: 100, burst: 100}\n"
@@ -313,19 +314,28 @@ def test_live_payloads_validate_against_the_document(
         wait_for(lambda: seen(cols[2], "/NBIRTH/gw-1", "/DBIRTH/gw-1/m1", "/DDATA/gw-1/m1"), 40,
                  "sparkplug kinds")
         replies = every_method(b_env.url, key)
+        # at js, whose signals filter leaves keys out of the results (none may be required)
+        narrowed = every_method(b_js.url, key)
     finally:
         gw.kill()
-    refused = {r["id"]: r for name, r in replies.items() if name.startswith("refused-")}
-    for name, reply in replies.items():
-        if reply["id"] in refused:
-            assert not reply["ok"] and reply["error"]["code"] == "bad_request", (name, reply)
-            continue
-        assert reply["ok"], (name, reply)
-        result_validator(name.split("-")[0]).validate(reply["result"])
-    assert replies["parts"]["result"]["parts"], "a part record to validate"
-    assert replies["reserve"]["result"]["state"] == "accepted", replies["reserve"]
-    assert replies["bookings"]["result"]["bookings"], "the released booking"
-    assert "windw" in replies["refused-0"]["error"]["message"]  # named, never ignored
+    refused = {}
+    for answers in (replies, narrowed):
+        refused |= {r["id"]: r for name, r in answers.items() if name.startswith("refused-")}
+        for name, reply in answers.items():
+            if reply["id"] in refused:
+                assert not reply["ok"] and reply["error"]["code"] == "bad_request", (name, reply)
+                continue
+            assert reply["ok"], (name, reply)
+            result_validator(name.split("-")[0]).validate(reply["result"])
+        assert answers["parts"]["result"]["parts"], "a part record to validate"
+        assert answers["reserve"]["result"]["state"] == "accepted", answers["reserve"]
+        assert answers["bookings"]["result"]["bookings"], "the released booking"
+        assert "windw" in answers["refused-0"]["error"]["message"]  # named, never ignored
+    assert "program" in replies["state"]["result"]["machines"]["m1"]
+    assert "program" not in narrowed["state"]["result"]["machines"]["m1"]
+    assert "program" in replies["reserve"]["result"]
+    assert "program" not in narrowed["reserve"]["result"]
+    assert "program" not in narrowed["parts"]["result"]["parts"][0]["record"]
     matched: dict[str, int] = {}
     asked: set[str] = set()
     for col in cols:
