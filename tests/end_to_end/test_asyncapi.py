@@ -1,7 +1,10 @@
 """docs/asyncapi.yaml is a valid AsyncAPI 3.0 document, and it describes what a live gateway
 really publishes: every payload captured at real brokers (envelope, json, values, status,
 keys, signed queries and replies, Sparkplug) matches a channel and validates against its
-message's schema."""
+message's schema. The query protocol is complete: each method's `params` schema lists
+exactly the keys the gateway takes (models/query.py QUERY_PARAMS), a real request of every
+method validates against it, and its real reply's `result` against the method's result
+schema, also at a destination whose `signals` filter leaves keys out of the results."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import base64
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,10 +24,12 @@ from conftest import Collector, Mosquitto, Received
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from e2e import ROOT, GatewayProcess, plant_yaml, wait_for
-from jsonschema import Draft7Validator
+from jsonschema import Draft7Validator, ValidationError
 from sparkplug_host import decode
 
 from edge.platform_kit.client import query
+from models.booking import ReserveParams
+from models.query import QUERY_PARAMS
 
 DOC = yaml.safe_load((ROOT / "docs/asyncapi.yaml").read_text())
 ASYNCAPI_SCHEMA = json.loads((ROOT / "tests/schemas/asyncapi-3.0.0.json").read_text())
@@ -45,12 +51,134 @@ def validator(ref: str) -> Draft7Validator:
 
 
 def resolve(ref_or_obj: dict[str, Any]) -> dict[str, Any]:
-    node: Any = DOC
-    if "$ref" not in ref_or_obj:
-        return ref_or_obj
-    for part in ref_or_obj["$ref"].removeprefix("#/").split("/"):
-        node = node[part]
-    return node  # type: ignore[no-any-return]
+    """The object a `$ref` points at, following a chain of them."""
+    while "$ref" in ref_or_obj:
+        node: Any = DOC
+        for part in ref_or_obj["$ref"].removeprefix("#/").split("/"):
+            node = node[part]
+        ref_or_obj = node
+    return ref_or_obj
+
+
+REQUEST = "#/components/schemas/QueryRequestBody"
+
+
+def method_branch(method: str) -> dict[str, Any]:
+    """QueryRequestBody's oneOf branch for `method` (selected by its `method` const)."""
+    (branch,) = [b for b in resolve({"$ref": REQUEST})["oneOf"]
+                 if b["properties"]["method"] == {"const": method}]
+    return branch  # type: ignore[no-any-return]
+
+
+def result_validator(method: str) -> Draft7Validator:
+    """The schema of `method`'s `result`, as its request branch names it."""
+    return validator(method_branch(method)["x-edge-result"]["$ref"])
+
+
+def request(method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """A request body; `params` None leaves the key out."""
+    body = {"method": method, "id": "q-1", "ts": "2026-11-22T10:00:00Z", "nonce": "n-1"}
+    return body if params is None else {**body, "params": params}
+
+
+def test_params_schema_of_every_method_lists_exactly_the_keys_the_gateway_takes() -> None:
+    """Adding a param to QUERY_PARAMS without documenting it (or the reverse) fails here."""
+    body = resolve({"$ref": REQUEST})
+    assert set(body["properties"]["method"]["enum"]) == set(QUERY_PARAMS)
+    branches = [b["properties"]["method"]["const"] for b in body["oneOf"]]
+    assert sorted(branches) == sorted(QUERY_PARAMS), "one oneOf branch per method"
+    for method, keys in QUERY_PARAMS.items():
+        params = resolve(method_branch(method)["properties"]["params"])
+        assert set(params["properties"]) == set(keys), method
+        assert params["additionalProperties"] is False, method
+        assert set(params.get("required", [])) <= set(keys), method
+        assert "x-edge-result" in method_branch(method), method
+        # absent params are {}: required exactly where {} is not valid params
+        empty_ok = Draft7Validator({**DOC, **params}).is_valid({})
+        assert ("params" in method_branch(method).get("required", [])) is not empty_ok, method
+
+
+def not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """The non-null alternative of a nullable property schema, `$ref`s followed."""
+    schema = resolve(schema)
+    for alternatives in ("oneOf", "anyOf"):
+        if alternatives in schema:
+            (schema,) = [s for s in schema[alternatives] if s != {"type": "null"}]
+            return not_null(schema)
+    return schema
+
+
+def test_reserve_params_have_the_ranges_of_the_gateways_model() -> None:
+    """`reserve` is validated by a pydantic model (models/booking.py ReserveParams): the
+    document's types and bounds are its, so tightening one there without here fails."""
+    keys = ("type", "format", "minLength", "maxLength", "minimum", "maximum",
+            "exclusiveMinimum")
+    doc = resolve(method_branch("reserve")["properties"]["params"])["properties"]
+    model = ReserveParams.model_json_schema()["properties"]
+    assert set(doc) == set(model)
+    for name, field in model.items():
+        want = {k: v for k, v in not_null(field).items() if k in keys}
+        got = {k: v for k, v in not_null(doc[name]).items() if k in keys}
+        if isinstance(got.get("type"), list):
+            (got["type"],) = [t for t in got["type"] if t != "null"]
+        assert got == want, name
+
+
+@pytest.mark.parametrize(("method", "params"), [
+    ("describe", {}),
+    ("capacity", None),
+    ("state", {"asset": "m1"}),
+    ("health", {"asset": None}),
+    ("oee", {"asset": "m1", "window": "range", "start": "2026-11-22T06:00:00Z",
+             "end": "2026-11-22T10:00:00+01:00"}),
+    ("energy", {"asset": "m1", "window": "last_hour", "hours": 2.5}),
+    ("parts", {"asset": "m1", "verdict": "scrap", "after": 3, "limit": 500}),
+    ("reserve", {"reference": "po-1", "asset": "m1", "start": "2026-11-24T06:00:00Z",
+                 "end": "2026-11-24T10:00:00Z", "program": "O1000", "quantity": 40}),
+    ("reserve", {"reference": "po-2", "process": "milling", "duration_minutes": 90,
+                 "earliest_start": "2026-11-24T06:00:00Z"}),
+    ("reserve", {"reference": "po-3", "asset": "m1", "quantity": 40, "ideal_cycle_s": 30}),
+    ("release", {"reference": "po-1"}),
+    ("bookings", {"state": ["accepted", "requested"], "limit": 1000}),
+    ("bookings", {"state": "declined"}),
+])
+def test_requests_the_gateway_answers_validate(
+    method: str, params: dict[str, Any] | None
+) -> None:
+    validator(REQUEST).validate(request(method, params))
+
+
+REFUSED: list[tuple[str, dict[str, Any] | None]] = [
+    ("oee", {"asset": "m1", "windw": "today"}),  # a misspelt key: refused, never ignored
+    ("describe", {"machine": "m1"}),
+    ("health", {"asset": "m1", "window": "today"}),  # another method's key
+    ("oee", {"window": "today"}),  # oee needs its asset
+    ("parts", None),  # absent params are {}: no asset either
+    ("oee", {"asset": "m1", "window": "range", "start": "2026-11-22T06:00:00Z"}),
+    ("energy", {"asset": "m1", "window": "week"}),
+    ("oee", {"asset": "m1", "window": "last_hour", "hours": 0}),
+    ("parts", {"asset": "m1", "limit": 501}),
+    ("parts", {"asset": "m1", "verdict": "bad"}),
+    ("reserve", {"asset": "m1", "start": "2026-11-24T06:00:00Z",
+                 "end": "2026-11-24T10:00:00Z"}),  # no reference
+    ("reserve", {"reference": "x", "asset": "m1", "process": "milling",
+                 "duration_minutes": 60}),  # both asset and process
+    ("reserve", {"reference": "x", "asset": "m1", "start": "2026-11-24T06:00:00Z"}),
+    ("reserve", {"reference": "x", "asset": "m1", "start": "2026-11-24T06:00:00Z",
+                 "end": "2026-11-24T10:00:00Z", "duration_minutes": 60}),
+    ("reserve", {"reference": "x", "asset": "m1"}),  # neither a window nor a duration
+    ("release", {}),
+    ("bookings", {"state": "open"}),
+    ("bookings", {"limit": 0}),
+]
+"""Requests the gateway refuses (bad_request; the live test asks it each of them)."""
+
+
+@pytest.mark.parametrize(("method", "params"), REFUSED)
+def test_requests_the_gateway_refuses_fail_the_schema(
+    method: str, params: dict[str, Any] | None
+) -> None:
+    assert not validator(REQUEST).is_valid(request(method, params))
 
 
 def channel_of(topic: str) -> str:
@@ -94,6 +222,56 @@ def check(msg: Received) -> str:
     return name
 
 
+METER = """
+  - id: m1-meter
+    area: hall-1
+    line: line-1
+    adapter: modbus
+    simulate: true
+    poll_interval: 0.2
+    meter_for: m1
+    simulator: {{meter: {{initial_kwh: 100}}}}
+    energy: {{energy_kwh: import_energy_kwh, power_w: total_power_w}}
+    connection: {{host: 127.0.0.1, port: {port}, timeout: 0.5}}
+    points:
+      - {{name: total_power_w, register: input, address: 0x0034, data_type: float32, unit: W}}
+      - {{name: import_energy_kwh, register: input, address: 0x0048, data_type: float32,
+         unit: kWh}}
+"""
+"""An SDM630 meter of m1, so that `energy` has an answer and part records their energy."""
+
+
+def every_method(broker: str, key: Ed25519PrivateKey) -> dict[str, dict[str, Any]]:
+    """One real request of every query method, in an order that gives each an answer (the
+    booking is released again), and each of REFUSED; reply record by name."""
+    def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        return asyncio.run(query(broker, key, "edge/plant-a/gw-1", method, params, wait=15))
+
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    replies = {
+        "describe": ask("describe", {}),
+        "aas": ask("aas", {"asset": "m1"}),
+        "state": ask("state", {}),
+        "oee": ask("oee", {"asset": "m1"}),
+        "oee-range": ask("oee", {"asset": "m1", "window": "range",
+                                 "start": (start - timedelta(hours=3)).isoformat(),
+                                 "end": start.isoformat()}),
+        "capacity": ask("capacity", {}),
+        "health": ask("health", {}),
+        "parts": ask("parts", {"asset": "m1", "limit": 5}),
+        "energy": ask("energy", {"asset": "m1", "window": "last_hour"}),
+        "reserve": ask("reserve", {"asset": "m1", "reference": "po-1",
+                                   "start": start.isoformat().replace("+00:00", "Z"),
+                                   "end": (start + timedelta(hours=1)).isoformat(),
+                                   "program": "O1000", "quantity": 40}),
+    }
+    replies["release"] = ask("release", {"booking": replies["reserve"]["result"]["booking"]})
+    replies["bookings"] = ask("bookings", {"state": ["released"], "limit": 10})
+    for n, (method, params) in enumerate(REFUSED):
+        replies[f"refused-{n}"] = ask(method, params or {})
+    return replies
+
+
 @pytest.mark.slow
 def test_live_payloads_validate_against_the_document(
     tmp_path: Path,
@@ -107,16 +285,22 @@ def test_live_payloads_validate_against_the_document(
     (tmp_path / "p.pub.pem").write_bytes(
         key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     )
+    methods = ", ".join(QUERY_PARAMS)
     dests = (
         f'  - {{id: env, url: "mqtt://127.0.0.1:{b_env.port}", values: true}}\n'
-        f'  - {{id: js, url: "mqtt://127.0.0.1:{b_js.port}", format: json}}\n'
+        f'  - {{id: js, url: "mqtt://127.0.0.1:{b_js.port}", format: json,\n'
+        "     signals: {deny: [program*, alarm*, part_count]}}\n"
         f'  - {{id: sp, url: "mqtt://127.0.0.1:{b_sp.port}", format: sparkplug_b}}\n'
-        "platforms:\n  - {id: p, public_key_file: p.pub.pem}\n"
+        f"platforms:\n  - {{id: p, public_key_file: p.pub.pem, methods: [{methods}],\n"
+        "     rate_limit: 100, burst: 100}\n"
     )
     text = plant_yaml(tmp_path / "state", [free_port()], 0, destinations=dests,
                       gateway_extra=", oee: {publish_every: 1}")
+    # m1 publishes part records (plant_yaml writes its machines' keys alike; m1 is first)
+    text = text.replace("    adapter: modbus\n",
+                        "    adapter: modbus\n    part_record: {signals: [spindle_speed]}\n", 1)
     plant = tmp_path / "plant.yaml"
-    plant.write_text(text)
+    plant.write_text(text + METER.format(port=free_port()))
 
     def seen(col: Collector, *suffixes: str) -> bool:
         topics = {m.topic for m in col.snapshot()}
@@ -124,29 +308,53 @@ def test_live_payloads_validate_against_the_document(
 
     gw = GatewayProcess(plant).start()
     try:
-        streams = ("/telemetry", "/state", "/oee", "/capacity", "/status", "/keys")
-        wait_for(lambda: seen(cols[0], *streams, "/values/spindle_speed"), 40, "envelope kinds")
+        streams = ("/telemetry", "/state", "/oee", "/capacity", "/status", "/keys", "/m1/part")
+        wait_for(lambda: seen(cols[0], *streams, "/values/spindle_speed"), 60, "envelope kinds")
         wait_for(lambda: seen(cols[1], *streams), 40, "json kinds")
         wait_for(lambda: seen(cols[2], "/NBIRTH/gw-1", "/DBIRTH/gw-1/m1", "/DDATA/gw-1/m1"), 40,
                  "sparkplug kinds")
-        replies = {}
-        for method, params in (("state", {}), ("oee", {"asset": "m1"}), ("capacity", {}),
-                               ("health", {}), ("describe", {}), ("oee", {})):
-            replies[method] = asyncio.run(
-                query(b_env.url, key, "edge/plant-a/gw-1", method, params, wait=15))
+        replies = every_method(b_env.url, key)
+        # at js, whose signals filter leaves keys out of the results (none may be required)
+        narrowed = every_method(b_js.url, key)
     finally:
         gw.kill()
-    validator("#/components/schemas/Health").validate(replies["health"]["result"])
+    refused = {}
+    for answers in (replies, narrowed):
+        refused |= {r["id"]: r for name, r in answers.items() if name.startswith("refused-")}
+        for name, reply in answers.items():
+            if reply["id"] in refused:
+                assert not reply["ok"] and reply["error"]["code"] == "bad_request", (name, reply)
+                continue
+            assert reply["ok"], (name, reply)
+            result_validator(name.split("-")[0]).validate(reply["result"])
+        assert answers["parts"]["result"]["parts"], "a part record to validate"
+        assert answers["reserve"]["result"]["state"] == "accepted", answers["reserve"]
+        assert answers["bookings"]["result"]["bookings"], "the released booking"
+        assert "windw" in answers["refused-0"]["error"]["message"]  # named, never ignored
+    assert "program" in replies["state"]["result"]["machines"]["m1"]
+    assert "program" not in narrowed["state"]["result"]["machines"]["m1"]
+    assert "program" in replies["reserve"]["result"]
+    assert "program" not in narrowed["reserve"]["result"]
+    assert "program" not in narrowed["parts"]["result"]["parts"][0]["record"]
     matched: dict[str, int] = {}
+    asked: set[str] = set()
     for col in cols:
         for msg in col.snapshot():
+            if msg.topic.endswith("/query"):
+                body = json.loads(b64d(json.loads(msg.payload)["payload"]))
+                if body["id"] in refused:  # the schema refuses it as the gateway did
+                    with pytest.raises(ValidationError):
+                        validator(REQUEST).validate(body)
+                    continue
+                asked.add(body["method"])
             name = check(msg)
             matched[name] = matched.get(name, 0) + 1
+    assert asked == set(QUERY_PARAMS), "a validated request of every method"
     expected = {
         "telemetryEnvelope", "stateEnvelope", "oeeEnvelope", "capacityEnvelope",
         "telemetryJson", "stateJson", "oeeJson", "capacityJson", "value", "status", "keys",
         "queryRequest", "queryResponse", "sparkplug:NBIRTH", "sparkplug:DBIRTH",
-        "sparkplug:DDATA",
+        "sparkplug:DDATA", "partEnvelope", "partJson", "bookingsEnvelope", "bookingsJson",
     }
     assert expected <= set(matched), sorted(expected - set(matched))
 
