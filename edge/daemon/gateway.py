@@ -48,13 +48,7 @@ from edge.daemon.worker_channel import WorkerChannelServer
 from edge.daemon.worker_report import WorkerReporter
 from edge.devices.fleet import DeviceFleet, device_detail
 from edge.egress.loss import LossLedger
-from edge.egress.stack import (
-    EgressPlan,
-    EgressSlot,
-    EgressStack,
-    prepare_egress,
-    status_payload,
-)
+from edge.egress.stack import EgressPlan, EgressSlot, EgressStack, prepare_egress
 from edge.egress.status import StatusReporter
 from edge.egress.unsignable import UnsignableRecords
 from edge.egress.writer import LINGER
@@ -290,7 +284,7 @@ class Gateway:
     async def stop_egress(self, loaded: LoadedPlant) -> None:
         old = self.slot.detach()
         if old is not None:
-            await old.stop(None if loaded.worker else status_payload(loaded, "offline"))
+            await old.stop(None if loaded.worker else loaded)
 
     def console_snapshot(self) -> tuple[list[MachineRow], str]:
         return machine_rows(self.fleet, self.kpi.current_shift_result), self.slot.footer()

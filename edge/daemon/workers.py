@@ -80,7 +80,7 @@ from edge.status.worker_source import WorkerStatusSource
 from edge.storage.writer import WriterThread
 from edge.web.server import StatusWeb, start_status_web
 from models.errors import EdgeError
-from models.plant import gateway_topic
+from models.plant import Destination, gateway_topic
 from models.sample import utc_now
 
 Command = Callable[[WorkerRole], list[str]]
@@ -282,12 +282,13 @@ class WorkerPool:
         detail["workers"] = [w.summary(slices[w.role.index]) for w in self.workers]
         return detail
 
-    def payload(self) -> bytes:
+    def payload(self, destination: Destination) -> bytes:
+        """The aggregated status as `destination` may see it (edge/egress/status_scope.py)."""
         detail = self.status_detail()
         # the single-process status's order: `alarms` right after `destinations`
         detail = {"destinations": detail.pop("destinations"), "alarms": self.alarms.names(),
                   **detail}
-        return status_payload(self.loaded, "online", detail)
+        return status_payload(self.loaded, "online", detail, destination)
 
     async def _status_loop(self) -> None:
         """Publish the aggregated status every `status_every` s, at once after a worker
@@ -309,12 +310,12 @@ class WorkerPool:
                 last = 0.0
             if loop.time() - last >= self.status_every:
                 last = loop.time()
-                payload = self.payload()
-                for name, tr in self.plan.transports.items():
+                for dest in self.plan.destinations:  # each sees its own part only
+                    tr = self.plan.transports[dest.id]
                     if tr.connected:
                         with contextlib.suppress(EdgeError):
-                            await tr.publish(topic, payload, qos=1, retain=True)
-                            self.alarms.carried(name)
+                            await tr.publish(topic, self.payload(dest), qos=1, retain=True)
+                            self.alarms.carried(dest.id)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._changed.wait()
@@ -445,9 +446,10 @@ class WorkerPool:
                 task.cancel()
             await asyncio.gather(status, watchdog, return_exceptions=True)
             topic = gateway_topic(self.loaded.plant, "status")
-            offline = status_payload(self.loaded, "offline")
-            for tr in self.plan.transports.values():
+            for dest in self.plan.destinations:
+                tr = self.plan.transports[dest.id]
                 if tr.connected:
+                    offline = status_payload(self.loaded, "offline", destination=dest)
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(tr.publish(topic, offline, qos=1, retain=True),
                                                timeout=2.0)

@@ -31,6 +31,7 @@ from edge.egress.outbox import FILENAME as OUTBOX_FILE
 from edge.egress.outbox import Outbox, OutboxCap
 from edge.egress.sealer import SealedObserver, Sealer
 from edge.egress.sender import DestinationSender
+from edge.egress.status_scope import seen_by
 from edge.egress.unsignable import UnsignableRecords
 from edge.egress.writer import OutboxWriter
 from edge.signing.jws import Signer
@@ -66,8 +67,15 @@ class RecordSink(Protocol):
     ) -> None: ...
 
 
-def status_payload(loaded: LoadedPlant, state: str, detail: dict[str, Any] | None = None) -> bytes:
-    """The retained `status` message: plain JSON (read by tools that cannot verify JWS)."""
+def status_payload(
+    loaded: LoadedPlant,
+    state: str,
+    detail: dict[str, Any] | None = None,
+    destination: Destination | None = None,
+) -> bytes:
+    """The retained `status` message: plain JSON (read by tools that cannot verify JWS).
+    Built gateway-wide, then narrowed to what `destination` may see (its `machines` filter,
+    its own entry and alarm: edge/egress/status_scope.py), since it goes to its broker."""
     g = loaded.plant.gateway
     body: dict[str, Any] = {
         "state": state,
@@ -77,6 +85,8 @@ def status_payload(loaded: LoadedPlant, state: str, detail: dict[str, Any] | Non
         "machines": [m.id for m in loaded.enabled_machines()],
         **(detail or {}),
     }
+    if destination is not None:
+        body = seen_by(body, destination.id, destination.machines.allows)
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -127,9 +137,11 @@ def prepare_egress(
             dest,
             client_id=client_id + (worker.suffix if worker else ""),
             will=node.will if node else (
-                (status_topic, status_payload(loaded, "offline"), True) if own_status else None
+                (status_topic, status_payload(loaded, "offline", destination=dest), True)
+                if own_status else None
             ),
-            birth=(status_topic, status_payload(loaded, "online"), True) if own_status else None,
+            birth=(status_topic, status_payload(loaded, "online", destination=dest), True)
+            if own_status else None,
             logger=log.bind(destination=dest.id),
         )
         transport.prepare()
@@ -297,8 +309,9 @@ class EgressStack:
             tr.set_announcements([(keys_topic, self.jwks, True)])
         self.sealer.signer = signer
 
-    async def stop(self, offline: bytes | None) -> None:
-        """`offline`: the retained status to leave behind (None: a worker's parent does)."""
+    async def stop(self, offline: LoadedPlant | None) -> None:
+        """`offline`: the plant whose `offline` status to leave behind, retained, at each
+        destination as that destination may see it (None: a worker's parent does)."""
         self.egress.flush_all()
         await self.writer.drain()  # the flushed envelopes stored, their senders woken
         self.log.debug("shutdown_flushed")
@@ -316,11 +329,13 @@ class EgressStack:
             await s.close()
         status_topic = gateway_topic(self.plan.loaded.plant, "status")
         signed = self.signed_transports()
-        for tr in self.transports.values():
-            if tr.connected and offline is not None and tr in signed.values():
+        for dest in self.plan.destinations:
+            tr = self.transports[dest.id]
+            if tr.connected and offline is not None and dest.id in signed:
+                payload = status_payload(offline, "offline", destination=dest)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(
-                        tr.publish(status_topic, offline, qos=1, retain=True), timeout=2.0
+                        tr.publish(status_topic, payload, qos=1, retain=True), timeout=2.0
                     )
             await tr.stop()
         await self.writer.close()  # the deletes of the last PUBACKs committed

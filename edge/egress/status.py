@@ -15,6 +15,7 @@ from structlog.typing import FilteringBoundLogger
 from edge.config.loader import LoadedPlant
 from edge.devices.fleet import device_detail
 from edge.egress.stack import EgressStack, Supervising, status_payload
+from edge.egress.status_scope import loss_alarm
 from models.plant import gateway_topic
 
 
@@ -72,7 +73,7 @@ class LossAlarms:
         return urgent
 
     def names(self) -> list[str]:
-        return [f"outbox_full_losing_data:{d}" for d in sorted(self.alarmed)]
+        return [loss_alarm(d) for d in sorted(self.alarmed)]
 
     def carried(self, dest: str) -> None:
         """A status with the current alarms went out on `dest`'s link."""
@@ -98,7 +99,8 @@ class StatusReporter:
         self.every = every
         self.alarms = LossAlarms(log, stack.losses.failing)
 
-    def payload(self) -> bytes:
+    def detail(self) -> dict[str, Any]:
+        """The detailed status gateway-wide, before it is narrowed per destination."""
         detail: dict[str, Any] = {
             "destinations": self.stack.destination_stats(),
             "alarms": self.alarms.names(),
@@ -107,7 +109,7 @@ class StatusReporter:
             "unsignable": self.stack.unsignable.snapshot(),
         }
         detail.update(device_detail(self.devices))
-        return status_payload(self.config(), "online", detail)
+        return detail
 
     async def run(self) -> None:
         """Keep the retained status (with exact drop counters) current; it is re-published
@@ -136,9 +138,13 @@ class StatusReporter:
                     last_status = 0.0  # a new link gets the detailed status at once
             if loop.time() - last_status >= self.every:
                 last_status = loop.time()
-                payload = self.payload()
-                for name, tr in self.stack.signed_transports().items():
-                    if tr.connected:
-                        self.supervisor.spawn(tr.publish(status_topic, payload, qos=1, retain=True))
-                        self.alarms.carried(name)
+                detail, loaded = self.detail(), self.config()
+                signed = self.stack.signed_transports()
+                for dest in self.stack.plan.destinations:  # each sees its own part only
+                    link = signed.get(dest.id)
+                    if link is not None and link.connected:
+                        payload = status_payload(loaded, "online", detail, dest)
+                        self.supervisor.spawn(
+                            link.publish(status_topic, payload, qos=1, retain=True))
+                        self.alarms.carried(dest.id)
             await asyncio.sleep(1.0)

@@ -60,6 +60,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -67,6 +68,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from edge.egress.status_scope import seen_by
 from edge.query.limits import RefusalLog, TokenBucket
 from edge.query.nonces import NonceMemory
 from edge.query.policy import DestinationPolicy
@@ -526,31 +528,9 @@ class QueryHandler:
         destination the request came through (a platform never learns another broker)."""
         if not isinstance(result, dict):
             return result
-        if method == "health":
-            destinations = result.get("destinations")
-            result = dict(result)
-            for key in ("devices", "device_reasons", "device_faults"):
-                per_device = result.get(key)
-                if isinstance(per_device, dict):
-                    result[key] = {a: v for a, v in per_device.items() if _shared(platform, a)}
-            if isinstance(destinations, dict):
-                result["destinations"] = {
-                    d: v for d, v in destinations.items() if d == msg.destination
-                }
-            losses = result.get("losses")
-            if isinstance(losses, dict) and isinstance(losses.get("by_machine"), dict):
-                mine = {a: n for a, n in losses["by_machine"].items() if _shared(platform, a)}
-                result["losses"] = {**losses, "by_machine": mine,
-                                    "lost_records": sum(mine.values())}  # fmt: skip
-            refused = result.get("unsignable")
-            if isinstance(refused, dict) and isinstance(refused.get("by_machine"), dict):
-                own = {a: n for a, n in refused["by_machine"].items() if _shared(platform, a)}
-                result["unsignable"] = {
-                    "replaced": sum(n.get("replaced", 0) for n in own.values()),
-                    "dropped": sum(n.get("dropped", 0) for n in own.values()),
-                    "by_machine": own,
-                }
-        elif isinstance(result.get("machines"), dict):
+        if method == "health":  # the retained status's rule (edge/egress/status_scope.py)
+            return seen_by(result, msg.destination, partial(_shared, platform))
+        if isinstance(result.get("machines"), dict):
             result["machines"] = {
                 a: v for a, v in result["machines"].items() if _shared(platform, a)
             }
