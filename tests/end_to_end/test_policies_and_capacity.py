@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -235,3 +236,69 @@ def test_queries_at_a_destination_obey_its_policy(
     for method, reply in {**forbidden, "reserve": by_process}.items():
         assert not reply["ok"] and reply["error"]["code"] == "forbidden", (method, reply)
     assert aas_a["ok"], aas_a
+
+
+def statuses(col: Collector) -> list[dict[str, Any]]:
+    """Every `status` that reached the collector's broker, in order."""
+    return [json.loads(m.payload) for m in col.snapshot() if m.topic == f"{GATEWAY}/status"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_status_at_a_destination_names_only_what_it_may_see(
+    tmp_path: Path,
+    mosquitto_factory: Callable[..., Mosquitto],
+    mqtt_collector: Callable[..., Collector],
+    free_port: Callable[[], int],
+    workers: int,
+) -> None:
+    """The retained status is narrowed per destination as `health` is: at `b` (which hides
+    m2) no status names m2, destination `a` or a's broker, neither the birth, the detailed
+    status, the ones after `b`'s broker restarted, nor the will the broker publishes when
+    the gateway is SIGKILLed; `a` sees both machines and its own entry only. With
+    `run --workers 2` the parent's status obeys the same rule."""
+    broker_a, broker_b = mosquitto_factory(), mosquitto_factory()
+    col_a = mqtt_collector(broker_a.host, broker_a.port, f"{GATEWAY}/status")
+    col_b = mqtt_collector(broker_b.host, broker_b.port, f"{GATEWAY}/status")
+    start = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    plant = policy_plant(tmp_path, broker_a, broker_b, free_port, start,
+                         start + timedelta(hours=3))
+
+    def detailed(col: Collector, after: int = 0, devices: set[str] | None = None) -> bool:
+        return any("destinations" in s and (devices is None or set(s["devices"]) == devices)
+                   for s in statuses(col)[after:])
+
+    def offline(col: Collector) -> bool:
+        return any(s["state"] == "offline" for s in statuses(col))
+
+    gw = GatewayProcess(plant, *(("--workers", str(workers)) if workers > 1 else ())).start()
+    try:
+        wait_for(lambda: detailed(col_a, devices={"m1", "m2"}), 60, "a's status with m2")
+        wait_for(lambda: detailed(col_b, devices={"m1"}), 30, "b's detailed status")
+        before = len(statuses(col_b))
+        broker_b.stop()  # no persistence: the retained status is gone with it
+        broker_b.start()
+        wait_for(lambda: detailed(col_b, after=before), 30, "b's status after its restart")
+        gw.signal(signal.SIGKILL)  # the broker publishes the will
+        wait_for(lambda: offline(col_a) and offline(col_b), 30, "the will at a and b")
+    finally:
+        gw.kill()
+
+    at_a, at_b = statuses(col_a), statuses(col_b)
+    assert {s["state"] for s in at_b} == {"online", "offline"}
+    for s in at_b:
+        text = json.dumps(s)
+        assert "m2" not in text and f":{broker_a.port}" not in text, s
+        assert s["machines"] == ["m1"], s
+        assert set(s.get("destinations", {})) <= {"b"}, s  # empty: before workers report
+        assert all(a == "outbox_full_losing_data:b" for a in s.get("alarms", [])), s
+    for s in at_a:
+        assert s["machines"] == ["m1", "m2"], s
+        assert set(s.get("destinations", {})) <= {"a"}, s
+        assert f":{broker_b.port}" not in json.dumps(s), s
+    full = [s for s in at_b if "b" in s.get("destinations", {})]
+    assert len(full) >= 2 and all(s["destinations"]["b"]["broker"] ==
+                                  f"127.0.0.1:{broker_b.port}" for s in full)
+    assert all(s["gateway"] == "gw-1" and s["site"] == "plant-a" for s in at_a + at_b)
+    if workers > 1:  # every worker is listed, with only the machines b may see
+        assert all(len(s["workers"]) == 2 for s in full)
