@@ -288,7 +288,14 @@ class WorkerPool:
         # the single-process status's order: `alarms` right after `destinations`
         detail = {"destinations": detail.pop("destinations"), "alarms": self.alarms.names(),
                   **detail}
-        return status_payload(self.loaded, "online", detail, destination)
+        return status_payload(self.loaded, "online", detail, self._current(destination))
+
+    def _current(self, destination: Destination) -> Destination:
+        """`destination` as the YAML says now: a reload keeps the parent's links but may
+        narrow a destination's `machines` (the workers' streams and the queries obey the
+        new filter at once, so the status does too)."""
+        return next((d for d in self.loaded.plant.destinations if d.id == destination.id),
+                    destination)
 
     async def _status_loop(self) -> None:
         """Publish the aggregated status every `status_every` s, at once after a worker
@@ -449,7 +456,8 @@ class WorkerPool:
             for dest in self.plan.destinations:
                 tr = self.plan.transports[dest.id]
                 if tr.connected:
-                    offline = status_payload(self.loaded, "offline", destination=dest)
+                    offline = status_payload(self.loaded, "offline",
+                                             destination=self._current(dest))
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(tr.publish(topic, offline, qos=1, retain=True),
                                                timeout=2.0)
