@@ -229,28 +229,47 @@ def test_workers_status_says_a_device_change_within_seconds(
 
 @pytest.mark.slow
 def test_workers_status_carries_the_data_loss_alarm(
-    tmp_path: Path, mosquitto: Mosquitto, mqtt_collector: Callable[..., Collector],
-    free_port: Callable[[], int],
+    tmp_path: Path, mosquitto: Mosquitto, mosquitto_factory: Callable[..., Mosquitto],
+    mqtt_collector: Callable[..., Collector], free_port: Callable[[], int],
 ) -> None:
     """docs/protocol.md, Status: `alarms` holds `outbox_full_losing_data:<destination id>`
     while a destination loses data; with worker processes the parent's status had no
     `alarms` at all, so a platform watching for the alarm never saw it. Here a destination
-    whose broker is gone fills its smallest outbox (64 KiB, drop_oldest) within seconds."""
+    whose broker is down fills its smallest outbox (64 KiB, drop_oldest) within seconds. The
+    alarm is that destination's own: its broker, once back, gets a status carrying it (the
+    alarm stays up until one has gone out on its link), the other destination's never does."""
+    gone = mosquitto_factory(start=False)
     dests = (f'  - {{id: local, url: "mqtt://127.0.0.1:{mosquitto.port}"}}\n'
-             f'  - {{id: gone, url: "mqtt://127.0.0.1:{free_port()}",'
+             f'  - {{id: gone, url: "mqtt://127.0.0.1:{gone.port}",'
              " outbox: {max_bytes: 65536}}\n")
     plant = tmp_path / "plant.yaml"
     plant.write_text(plant_yaml(tmp_path / "state", [free_port(), free_port()], 0,
                                 destinations=dests))
-    col = mqtt_collector(mosquitto.host, mosquitto.port, "edge/plant-a/gw-1/status")
-    status = partial(last_status, col)
+    topic = "edge/plant-a/gw-1/status"
+    col = mqtt_collector(mosquitto.host, mosquitto.port, topic)
+
+    def statuses(c: Collector) -> list[dict[str, Any]]:
+        return [json.loads(m.payload) for m in c.snapshot()]
+
+    def alarmed(s: dict[str, Any]) -> bool:
+        return "outbox_full_losing_data:gone" in s.get("alarms", []) \
+            and s["destinations"]["gone"]["dropped"] > 0
 
     gw = GatewayProcess(plant, "--workers", "2").start()
     try:
-        wait_for(lambda: status().get("destinations", {}).get("gone", {}).get("dropped", 0) > 0
-                 and "outbox_full_losing_data:gone" in status().get("alarms", []), 60,
+        wait_for(lambda: bool(gw.events("outbox_full_losing_data")), 60,
                  "the alarm of the destination losing data")
-        assert "outbox_full_losing_data:local" not in status()["alarms"]
-        Draft7Validator({**DOC, "$ref": "#/components/schemas/Status"}).validate(status())
+        gone.start()
+        col_gone = mqtt_collector(gone.host, gone.port, topic)
+        wait_for(lambda: any(alarmed(s) for s in statuses(col_gone)), 90,
+                 "the alarm at the destination's broker once it is back")
+        at_gone = next(s for s in statuses(col_gone) if alarmed(s))
+        assert set(at_gone["destinations"]) == {"gone"}
+        Draft7Validator({**DOC, "$ref": "#/components/schemas/Status"}).validate(at_gone)
     finally:
         gw.kill()
+    at_local = statuses(col)
+    assert any("destinations" in s for s in at_local)
+    for s in at_local:
+        assert "gone" not in json.dumps(s), s
+        assert set(s.get("destinations", {})) <= {"local"}, s
