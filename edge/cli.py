@@ -60,6 +60,19 @@ def _depth_arg(text: str) -> int:
     return n
 
 
+def _seconds_arg(text: str) -> float:
+    """`--timeout`, `--every`, `--seconds`, `--console-every`: a finite number of seconds
+    above 0. Zero or less is a usage error: `watch --every 0` redrew its table in a busy
+    loop (millions of lines), `probe --timeout -1` reported "no answer within -1 s"."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    return seconds
+
+
 def _broker_arg(text: str) -> str:
     """`--broker`: checked as the YAML checks a destination's `url`, so a mistyped URL
     (`127.0.0.1:1883`, `tcp://...`) is a usage error (exit 2), not a traceback."""
@@ -172,7 +185,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="print a machine table every few seconds (default: when stdout is a TTY)",
     )
-    r.add_argument("--console-every", type=float, default=5.0, help="seconds between tables")
+    r.add_argument("--console-every", type=_seconds_arg, default=5.0, help="seconds between tables")
     r.add_argument("--gateway-id", help=GATEWAY_ID_HELP)
     r.add_argument(
         "--workers",
@@ -204,7 +217,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("-c", "--config", type=Path, required=True)
     pr.add_argument("machine", help="the machine id in the plant YAML")
-    pr.add_argument("--timeout", type=float, default=10.0, help="seconds to connect and read")
+    pr.add_argument(
+        "--timeout", type=_seconds_arg, default=10.0, help="seconds to connect and read"
+    )
 
     b = sub.add_parser(
         "browse", help="an OPC UA server's address space with node ids and YAML point lines"
@@ -212,7 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("endpoint", help="opc.tcp://HOST:PORT[/path]")
     b.add_argument("--path", default=None, help="start here: a node id or /browse/path")
     b.add_argument("--depth", type=_depth_arg, default=6, help="levels below the start")
-    b.add_argument("--timeout", type=float, default=10.0)
+    b.add_argument("--timeout", type=_seconds_arg, default=10.0)
 
     w = sub.add_parser(
         "watch", help="verify and decode every stream from a broker as a live table"
@@ -220,8 +235,8 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--broker", type=_broker_arg, required=True, help="mqtt://HOST:PORT")
     w.add_argument("--machine", help="one machine id; default every machine")
     w.add_argument("--topic", default="edge/#", help="topic filter")
-    w.add_argument("--every", type=float, default=2.0, help="seconds between tables")
-    w.add_argument("--seconds", type=float, default=None, help="stop after; default Ctrl-C")
+    w.add_argument("--every", type=_seconds_arg, default=2.0, help="seconds between tables")
+    w.add_argument("--seconds", type=_seconds_arg, default=None, help="stop after; default Ctrl-C")
 
     a = sub.add_parser("aas", help="Asset Administration Shell (AAS V3) of the plant's machines")
     a.add_argument("action", choices=["export"])
@@ -256,7 +271,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--gateway", required=True, help="{prefix}/{site}/{gateway}, e.g. edge/plant-a/gw-01"
     )
-    q.add_argument("--timeout", type=float, default=10.0)
+    q.add_argument("--timeout", type=_seconds_arg, default=10.0)
 
     ver = sub.add_parser("verify", help="check signed envelopes: signature, kid, seq, prev chain")
     ver.add_argument(
@@ -270,7 +285,9 @@ def _parser() -> argparse.ArgumentParser:
         "--broker", type=_broker_arg, help="mqtt://HOST:PORT: verify live instead of from a file"
     )
     ver.add_argument("--topic", default="edge/#", help="topic filter for --broker")
-    ver.add_argument("--seconds", type=float, default=30.0, help="how long to listen (--broker)")
+    ver.add_argument(
+        "--seconds", type=_seconds_arg, default=30.0, help="how long to listen (--broker)"
+    )
     ver.add_argument("--save", type=Path, help="also write what was received, one per line")
     ver.add_argument("--json", action="store_true", help="print the report as JSON")
     return p

@@ -175,11 +175,17 @@ machines:
 
 def validate(plant: Path) -> subprocess.CompletedProcess[str]:
     """`edge-gateway validate` as a user runs it (exit code, stdout, stderr)."""
+    return cli("validate", str(plant))
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`edge-gateway ARGS...` as a user runs it, to its end (exit code, stdout, stderr)."""
     return subprocess.run(
-        [sys.executable, "-m", "edge.cli", "validate", str(plant)],
+        [sys.executable, "-m", "edge.cli", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        timeout=timeout,
         check=False,
     )
 
