@@ -163,8 +163,14 @@ async def browse(endpoint: str, path: str | None, depth: int, wait: float) -> Br
     try:
         async with asyncio.timeout(wait * 2):
             await client.connect()
-    except (OSError, TimeoutError, UaError) as exc:
-        raise BrowseError(f"cannot connect to {endpoint}: {exc or type(exc).__name__}") from exc
+    except TimeoutError as exc:  # accepted the TCP connection and said nothing: no text
+        raise BrowseError(
+            f"cannot connect to {endpoint}: no OPC UA answer within {wait:g} s "
+            "(another service on that port, or the server is frozen)"
+        ) from exc
+    except (OSError, UaError) as exc:
+        why = str(exc) or type(exc).__name__
+        raise BrowseError(f"cannot connect to {endpoint}: {why}") from exc
     try:
         namespaces = list(await client.get_namespace_array())
         start = path or OBJECTS

@@ -4,6 +4,7 @@ traceback, and every command that runs until stopped ends cleanly on Ctrl-C or S
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,18 @@ def test_seconds_options_refuse_zero_negative_and_endless(
     assert done.returncode == 2, done.stderr
     assert f"expected seconds above 0, got {value!r}" in done.stderr
     assert no_traceback(done.stderr) and done.stdout == ""
+
+
+def test_browse_of_a_port_that_never_answers_says_so() -> None:
+    """A port that accepts the connection and says nothing (another service, a frozen
+    server) read `browse: cannot connect to opc.tcp://...: ` with nothing after the colon."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        endpoint = f"opc.tcp://127.0.0.1:{silent.getsockname()[1]}"
+        done = cli("browse", endpoint, "--timeout", "0.5", timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        f"browse: cannot connect to {endpoint}: no OPC UA answer within 0.5 s "
+        "(another service on that port, or the server is frozen)"
+    )
