@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from edge import package_version
 from edge.config.workers import (
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from edge.parts.energy import EnergyWindows
 
 EXIT_OK, EXIT_RUNTIME, EXIT_INPUT = 0, 1, 2
+T = TypeVar("T")
 CLIENT_COMMANDS = ("query", "verify", "watch")
 
 
@@ -306,9 +309,9 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"verify: cannot write {args.save}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_INPUT
         try:
-            report = asyncio.run(
-                verify_live(args.broker, args.topic, args.seconds, sys.stderr, save=save)
-            )
+            report = asyncio.run(_until_stopped(lambda stop: verify_live(
+                args.broker, args.topic, args.seconds, sys.stderr, save=save, stop=stop
+            )))
         finally:
             if save:
                 save.close()
@@ -545,12 +548,30 @@ def _browse(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _until_stopped(listen: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """`watch` and `verify --broker` listen until Ctrl-C or SIGTERM, which end the listening
+    as `--seconds` does: the report and the exit code still say what was verified (a
+    KeyboardInterrupt would skip both and exit 0, as if all was well)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(RuntimeError):  # `main` called off the main thread (tests)
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+    try:
+        return await listen(stop)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
 def _watch(args: argparse.Namespace) -> int:
     from edge.commissioning.watch import watch
 
-    return asyncio.run(
-        watch(args.broker, args.topic, args.machine, every=args.every, seconds=args.seconds)
-    )
+    return asyncio.run(_until_stopped(lambda stop: watch(
+        args.broker, args.topic, args.machine, every=args.every, seconds=args.seconds, stop=stop
+    )))
 
 
 def _platform_keys(args: argparse.Namespace) -> int:

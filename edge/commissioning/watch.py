@@ -139,10 +139,11 @@ async def watch(
     seconds: float | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """Until Ctrl-C (or `seconds`): exit 1 when anything failed to verify, 2 when
-    `--machine` names none of the machines whose envelopes verified (a mistyped id, a usage
-    error as elsewhere), else 0."""
+    """Until `stop` is set (Ctrl-C, SIGTERM) or `seconds` pass: exit 1 when anything failed
+    to verify, 2 when `--machine` names none of the machines whose envelopes verified (a
+    mistyped id, a usage error as elsewhere), else 0."""
     out, err = out or sys.stdout, err or sys.stderr
     board = StreamBoard(machine)
     screen = Screen(out)
@@ -154,7 +155,9 @@ async def watch(
 
     drawer = asyncio.create_task(redraw())
     try:
-        report = await verify_live(broker, topic_filter, seconds, err, on_verified=board.add)
+        report = await verify_live(
+            broker, topic_filter, seconds, err, on_verified=board.add, stop=stop
+        )
     except TransportError as exc:
         print(f"watch: {exc}", file=err)
         return 1

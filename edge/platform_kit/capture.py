@@ -13,7 +13,7 @@ import asyncio
 import base64
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TextIO
 
 from edge.platform_kit.verifier import (
@@ -44,9 +44,12 @@ async def verify_live(
     *,
     save: TextIO | None = None,
     on_verified: OnVerified | None = None,
+    stop: asyncio.Event | None = None,
 ) -> Report:
     """Subscribe, pick up the JWKS from retained `keys` topics, check every envelope;
-    `seconds` None listens until cancelled.
+    `seconds` None listens until cancelled or `stop` is set. Setting `stop` (the command
+    line's Ctrl-C and SIGTERM) ends the listening as the end of `seconds` does, so the
+    report of what came in so far is still made: cancelling would lose it.
 
     paho-mqtt and pydantic (through the transport) are imported only here, when used."""
     from edge.transport.mqtt import MqttTransport  # noqa: PLC0415 (live part, lazily)
@@ -60,37 +63,39 @@ async def verify_live(
     waiting: list[tuple[str, bytes]] = []
     skipped = 0
     try:
-        if not await transport.wait_connected(10):
+        connected = False
+        async with _listening(None, stop):
+            connected = await transport.wait_connected(10)
+        if not connected and not (stop is not None and stop.is_set()):
             raise TransportError(f"cannot connect to {broker}")
         await transport.subscribe(topic_filter, 1)
         keys_filter = topic_filter.rstrip("#").rstrip("/") + "/+/keys"
         if "#" in topic_filter and keys_filter != topic_filter:
             await transport.subscribe(keys_filter, 1)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                async for msg in transport.messages():
-                    if msg.topic.endswith("/keys"):
-                        with contextlib.suppress(ValueError, TypeError):
-                            for jwk in json.loads(msg.payload).get("keys", []):
-                                if jwk not in jwks_seen["keys"]:
-                                    jwks_seen["keys"].append(jwk)
-                            keys = KeySet.from_jwks(jwks_seen)
-                        for topic, payload in waiting:
-                            _check(checker, keys, topic, payload, out=out, save=save,
-                                   on_verified=on_verified)
-                        waiting.clear()
-                        continue
-                    if not_gateway_envelopes(msg.topic):
-                        skipped += 1  # status JSON, platform requests, values: not envelopes
-                        continue
-                    payload = _as_envelope(msg.payload, dict(msg.user_properties))
-                    if keys is None or _kid(payload) not in keys.keys:
-                        # a JWKS may reach us after the first envelopes it covers (retained
-                        # messages of different topics arrive in no defined order): hold them
-                        waiting.append((msg.topic, payload))
-                    else:
-                        _check(checker, keys, msg.topic, payload, out=out, save=save,
+        async with _listening(seconds if connected else 0, stop):
+            async for msg in transport.messages():
+                if msg.topic.endswith("/keys"):
+                    with contextlib.suppress(ValueError, TypeError):
+                        for jwk in json.loads(msg.payload).get("keys", []):
+                            if jwk not in jwks_seen["keys"]:
+                                jwks_seen["keys"].append(jwk)
+                        keys = KeySet.from_jwks(jwks_seen)
+                    for topic, payload in waiting:
+                        _check(checker, keys, topic, payload, out=out, save=save,
                                on_verified=on_verified)
+                    waiting.clear()
+                    continue
+                if not_gateway_envelopes(msg.topic):
+                    skipped += 1  # status JSON, platform requests, values: not envelopes
+                    continue
+                payload = _as_envelope(msg.payload, dict(msg.user_properties))
+                if keys is None or _kid(payload) not in keys.keys:
+                    # a JWKS may reach us after the first envelopes it covers (retained
+                    # messages of different topics arrive in no defined order): hold them
+                    waiting.append((msg.topic, payload))
+                else:
+                    _check(checker, keys, msg.topic, payload, out=out, save=save,
+                           on_verified=on_verified)
     finally:
         await transport.stop()
     for topic, payload in waiting:  # still no key for them: judged as they are
@@ -101,6 +106,25 @@ async def verify_live(
     report = checker.report()
     report.skipped = skipped
     return report
+
+
+@contextlib.asynccontextmanager
+async def _listening(seconds: float | None, stop: asyncio.Event | None) -> AsyncIterator[None]:
+    """A window of `seconds` (None: unbounded) that `stop` ends early; its end, either way,
+    is not an error: the code after it reports what came in."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds) as window:
+            ender = None if stop is None else asyncio.create_task(_end_on(stop, window))
+            try:
+                yield
+            finally:
+                if ender is not None:
+                    ender.cancel()
+
+
+async def _end_on(stop: asyncio.Event, window: asyncio.Timeout) -> None:
+    await stop.wait()
+    window.reschedule(asyncio.get_running_loop().time())
 
 
 def _as_envelope(payload: bytes, user_properties: dict[str, str]) -> bytes:

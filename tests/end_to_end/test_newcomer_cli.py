@@ -4,11 +4,26 @@ traceback, and every command that runs until stopped ends cleanly on Ctrl-C or S
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from e2e import cli
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from e2e import ROOT, cli, wait_for
+from paho.mqtt import publish
+
+from edge.signing.jws import ChainState, Signer, jwks
+
+if TYPE_CHECKING:
+    from conftest import Mosquitto
+
+GW = "edge/plant-a/gw-01"
+TOPIC = "edge/plant-a/hall-1/line-1/m1/telemetry"
 
 PLANT = """gateway: {{id: gw-1, site: plant-a, state_dir: {state}}}
 destinations:
@@ -72,3 +87,53 @@ def test_browse_of_a_port_that_never_answers_says_so() -> None:
         f"browse: cannot connect to {endpoint}: no OPC UA answer within 0.5 s "
         "(another service on that port, or the server is frozen)"
     )
+
+
+def started(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    """`edge-gateway ARGS` left running, its stderr in a file to wait on."""
+    err = tmp_path / "stderr.txt"
+    with err.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "edge.cli", *args], cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=sink)
+    return proc, err
+
+
+def forged_envelope_retained(broker: Mosquitto) -> None:
+    """The gateway's JWKS and one telemetry envelope whose body was changed after signing."""
+    signer, chain = Signer(Ed25519PrivateKey.generate()), ChainState()
+    seq, prev = chain.next(TOPIC)
+    env = signer.sign_body({
+        "v": 1, "gateway": "gw-01", "topic": TOPIC, "asset": "m1", "stream": "telemetry",
+        "seq": seq, "prev": prev, "created": "2026-11-22T10:00:00.123Z",
+        "historical": False, "records": []})
+    env["payload"] = env["payload"][:-4] + ("AAAA" if env["payload"][-4:] != "AAAA" else "BBBB")
+    for topic, body in ((f"{GW}/keys", jwks([signer.public_key])), (TOPIC, env)):
+        publish.single(topic, json.dumps(body), qos=1, retain=True,
+                       hostname=broker.host, port=broker.port)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("command", ["watch", "verify"])
+def test_stopping_watch_or_verify_still_reports_what_failed(
+    tmp_path: Path, mosquitto: Mosquitto, command: str, sig: signal.Signals
+) -> None:
+    """`watch` runs until Ctrl-C, `verify --broker` may be cut short: Ctrl-C exited 0 with
+    no report (a forged envelope seen, and the exit code said all was well) and SIGTERM
+    killed them. Either signal now ends the listening as `--seconds` does."""
+    forged_envelope_retained(mosquitto)
+    seconds = ("--seconds", "600") if command == "verify" else ()
+    proc, err = started(tmp_path, command, "--broker", mosquitto.url, *seconds)
+    try:
+        wait_for(lambda: TOPIC in err.read_text(), 20, f"{command} to judge the envelope")
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    said = err.read_text()
+    assert proc.returncode == 1, out + said
+    assert no_traceback(said)
+    if command == "watch":
+        assert out.rstrip().endswith("1 envelope(s) checked"), out
+    else:
+        assert out.startswith("FAILED") and "1 envelope(s)" in out, out
+
