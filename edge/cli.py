@@ -1,6 +1,7 @@
 """`edge-gateway` command line. User errors print a located message and exit 2; no tracebacks.
 
-Exit codes: 0 ok, 1 runtime failure (broker port busy, plugin failing), 2 invalid input.
+Exit codes: 0 ok, 1 runtime failure (broker port busy, plugin failing), 2 invalid input,
+130 a command that ends by itself (probe, query, browse...) stopped by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from edge.parts.energy import EnergyWindows
 
 EXIT_OK, EXIT_RUNTIME, EXIT_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command ended by Ctrl-C
 T = TypeVar("T")
 CLIENT_COMMANDS = ("query", "verify", "watch")
 
@@ -767,8 +769,13 @@ def _main(argv: list[str] | None) -> int:
     except EdgeError as exc:
         print(f"edge-gateway: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
-    except KeyboardInterrupt:
-        return EXIT_OK
+    except KeyboardInterrupt:  # Ctrl-C
+        if args.command in ("run", "simulate"):
+            return EXIT_OK  # the daemons' normal end
+        # a command that ends by itself did not finish: its exit 0 read as a good probe, a
+        # query answered, keys written (`watch` and `verify --broker` report: _until_stopped)
+        print(f"{args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -137,3 +137,21 @@ def test_stopping_watch_or_verify_still_reports_what_failed(
     else:
         assert out.startswith("FAILED") and "1 envelope(s)" in out, out
 
+
+def test_ctrl_c_in_a_query_is_not_a_success(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """A query stopped before its answer exited 0, as if answered: now 130, as a shell
+    reports a command ended by Ctrl-C, with one line saying so."""
+    made = cli("keys", "platform", "-o", str(tmp_path / "platform"), "--id", "p1")
+    assert made.returncode == 0, made.stderr
+    proc, err = started(tmp_path, "--log-level", "info", "query", "--broker", mosquitto.url,
+                        "--key", str(tmp_path / "platform" / "p1.key.pem"),
+                        "--gateway", "edge/plant-a/nobody", "--timeout", "600", "health")
+    try:
+        wait_for(lambda: "mqtt_connected" in err.read_text(), 20, "the query to be sent")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    said = err.read_text()
+    assert proc.returncode == 130, out + said
+    assert said.rstrip().endswith("query: interrupted") and no_traceback(said)
