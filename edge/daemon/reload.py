@@ -1,7 +1,7 @@
 """SIGHUP: apply a changed plant YAML without harm.
 
 1. Read, parse and validate off the event loop (the loader refuses huge files, deep nesting
-   and alias bombs), then check every referenced file (edge/config/references.py).
+   and alias bombs), then check every referenced file (edge/daemon/preflight.py).
 2. Prepare what the change needs (a new egress side, or the platform keys) completely,
    still touching nothing that runs. Any failure: one error line, the running
    configuration stays.

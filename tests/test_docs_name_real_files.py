@@ -1,0 +1,36 @@
+"""The docs and docstrings a developer new to the project reads name files that exist (the
+newcomer walk-through found a docstring pointing at a module merged into another)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("edge", "adapters", "models", "simulators", "bench", "examples")
+DOCS = ("README.md", "docs", "systemd", "adapters", "examples", "bench")
+NAMED = re.compile(
+    r"(?<![\w./-])((?:edge|adapters|models|simulators|bench|tests|config|docs|systemd|examples)"
+    r"/[\w./-]*?\.(?:py|md|yaml|json|service))\b"
+)
+WRITTEN_BY_RUNS = ("bench/results/",)  # a bench run's outputs, not in the tree (.gitignore)
+
+
+def _texts() -> list[Path]:
+    files = [p for top in SOURCES for p in (ROOT / top).rglob("*.py")]
+    files += [ROOT / "README.md", *(p for top in DOCS[1:] for p in (ROOT / top).rglob("*.md"))]
+    return [p for p in files if "node_modules" not in p.parts and ".venv" not in p.parts]
+
+
+def test_files_named_in_docs_and_docstrings_exist() -> None:
+    missing = []
+    for path in _texts():
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for name in NAMED.findall(line):
+                if name.startswith(WRITTEN_BY_RUNS):
+                    continue
+                # from the root, or (an example package's README) from the file's folder
+                if not (ROOT / name).exists() and not (path.parent / name).exists():
+                    missing.append(f"{path.relative_to(ROOT)}:{lineno}: {name}")
+    assert not missing, "\n".join(missing)
+
