@@ -1,10 +1,13 @@
-"""The docs and docstrings a developer new to the project reads name files that exist (the
-newcomer walk-through found a docstring pointing at a module merged into another)."""
+"""The docs and docstrings a developer new to the project reads name files that exist, and
+docs/architecture.md names every module of `edge/` (the newcomer walk-through found a
+docstring pointing at a module merged into another, and modules the table never named)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("edge", "adapters", "models", "simulators", "bench", "examples")
@@ -13,6 +16,7 @@ NAMED = re.compile(
     r"(?<![\w./-])((?:edge|adapters|models|simulators|bench|tests|config|docs|systemd|examples)"
     r"/[\w./-]*?\.(?:py|md|yaml|json|service))\b"
 )
+GENERATED = "sparkplug_proto"
 WRITTEN_BY_RUNS = ("bench/results/",)  # a bench run's outputs, not in the tree (.gitignore)
 
 
@@ -34,3 +38,23 @@ def test_files_named_in_docs_and_docstrings_exist() -> None:
                     missing.append(f"{path.relative_to(ROOT)}:{lineno}: {name}")
     assert not missing, "\n".join(missing)
 
+
+def _modules() -> list[Path]:
+    return sorted(
+        p for p in (ROOT / "edge").rglob("*.py")
+        if p.name != "__init__.py" and GENERATED not in p.parts
+    )
+
+
+@pytest.mark.parametrize("module", _modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_architecture_table_names_every_module(module: Path) -> None:
+    """Each module by its name in its package's row of the packages table (a module of a
+    sub-package, e.g. edge/egress/formats/, in the row of its top package)."""
+    relative = module.relative_to(ROOT)
+    rows = [line for line in (ROOT / "docs" / "architecture.md").read_text().splitlines()
+            if line.startswith("| `edge/")]
+    top = f"edge/{relative.parts[1]}" + ("/" if len(relative.parts) > 2 else "")
+    row = next((r for r in rows if r.startswith(f"| `{top}`")), "")
+    assert re.search(rf"\b{re.escape(module.stem)}\b", row), (
+        f"docs/architecture.md: the `{top}` row does not name {relative}"
+    )
