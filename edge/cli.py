@@ -708,7 +708,9 @@ def _main(argv: list[str] | None) -> int:
             return asyncio.run(serve_forever(loaded))
 
         enabled = loaded.enabled_machines()
-        if enabled and all(m.simulate for m in enabled) and not args.with_simulators:
+        # said once per start: by the parent, not again by each of its worker processes
+        if (enabled and all(m.simulate for m in enabled) and not args.with_simulators
+                and args.worker is None):
             from edge.observability import get_logger
 
             get_logger().warning(
