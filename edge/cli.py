@@ -78,6 +78,23 @@ def _seconds_arg(text: str) -> float:
     return seconds
 
 
+def _platform_id_arg(text: str) -> str:
+    """`keys platform --id`: checked as the YAML checks `platforms[].id`, so the printed
+    `platforms:` block validates and the files land in `-o DIR` (`--id "Plant A"` made a
+    block `validate` refused; `--id a/b` said the directory could not be written)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from models.plant import Ident
+
+    try:
+        TypeAdapter(Ident).validate_python(text)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected 1-64 of a-z, 0-9, '_' and '-' (the YAML's platforms[].id)"
+        ) from None
+    return text
+
+
 def _broker_arg(text: str) -> str:
     """`--broker`: checked as the YAML checks a destination's `url`, so a mistyped URL
     (`127.0.0.1:1883`, `tcp://...`) is a usage error (exit 2), not a traceback."""
@@ -215,7 +232,8 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("-c", "--config", type=Path, help="the plant YAML (not for `platform`)")
     k.add_argument("--gateway-id", help=GATEWAY_ID_HELP)
     k.add_argument("-o", "--output", type=Path, help="`platform`: directory for the key pair")
-    k.add_argument("--id", default="my-platform", help="`platform`: the platform's id")
+    k.add_argument("--id", type=_platform_id_arg, default="my-platform",
+                   help="`platform`: the platform's id")
 
     pr = sub.add_parser(
         "probe", help="read every point of one machine once and judge it (commissioning)"

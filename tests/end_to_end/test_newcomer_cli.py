@@ -155,3 +155,17 @@ def test_ctrl_c_in_a_query_is_not_a_success(tmp_path: Path, mosquitto: Mosquitto
     said = err.read_text()
     assert proc.returncode == 130, out + said
     assert said.rstrip().endswith("query: interrupted") and no_traceback(said)
+
+
+@pytest.mark.parametrize("platform_id", ["Plant A", "a/b", ""])
+def test_keys_platform_refuses_an_id_the_yaml_would_refuse(
+    tmp_path: Path, platform_id: str
+) -> None:
+    """`keys platform --id "Plant A"` wrote the keys and printed a `platforms:` block that
+    `validate` then refused (ids are `[a-z0-9_-]+`); `--id a/b` said it could not write in
+    the directory. Now a usage error, before any file is written."""
+    done = cli("keys", "platform", "-o", str(tmp_path / "keys"), "--id", platform_id)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"--id: {platform_id!r}: expected 1-64 of a-z, 0-9" in done.stderr
+    assert no_traceback(done.stderr) and done.stdout == ""
+    assert not (tmp_path / "keys").exists()
