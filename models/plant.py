@@ -232,7 +232,26 @@ class Destination(Strict):
 def _broker_url(v: str) -> str:
     if not re.match(r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$", v):
         raise ValueError("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    if (problem := url_port_problem(v)) is not None:
+        raise ValueError(problem)
     return v
+
+
+_URL_PORT = re.compile(
+    r"^[a-z][a-z0-9+.-]*://(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*)(?::(?P<port>[^/?#]*))?"
+)  # scheme://[user@]host-or-[v6][:port]: urllib is not imported by models (no I/O modules)
+
+
+def url_port_problem(url: str) -> str | None:
+    """What is wrong with the port of a `scheme://HOST[:PORT][/path]` URL, or None. Five
+    digits passed the URL patterns, and a port past 65535 met urllib's ValueError or the
+    socket's OverflowError later: a traceback from `validate` (a broker URL), `browse` and
+    `probe`, or a device that never connects (an OPC UA endpoint, an MTConnect agent)."""
+    found = _URL_PORT.match(url)
+    port = found["port"] if found else None
+    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        return "the port after the host must be a TCP port, 1-65535"
+    return None
 
 
 class Nameplate(Strict):

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 
 from adapters.base import AdapterSettings, no_duplicates
 from models.config_path import anchor
+from models.plant import url_port_problem
 
 __all__ = [
     "AgentConnection",
@@ -70,6 +71,8 @@ class AgentConnection(AdapterSettings):
         parts = urlsplit(v)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("url must look like http://host:port[/prefix]")
+        if (problem := url_port_problem(v)) is not None:
+            raise ValueError(problem)
         return v.rstrip("/")
 
     @property

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from adapters.base import AdapterSettings, no_duplicates
 from models.config_path import ConfigPath
-from models.plant import SecretRef
+from models.plant import SecretRef, url_port_problem
 
 SecurityPolicyName = Literal["None", "Basic256Sha256", "Aes256_Sha256_RsaPss"]
 SecurityModeName = Literal["None", "Sign", "SignAndEncrypt"]
@@ -28,6 +28,7 @@ _SEGMENT = re.compile(r"/((?:\{[^}]*\})?[^/{}]+)")
 _SEG_PARTS = re.compile(r"^(?:\{(?P<uri>[^}]*)\})?(?P<name>.+)$")
 
 DEFAULT_PKI_DIRS = ("$STATE_DIRECTORY/opcua-pki", "/var/lib/edge-gateway/opcua-pki")
+
 
 
 def default_pki_dir() -> Path:
@@ -112,6 +113,13 @@ class OpcUaConnection(AdapterSettings):
         1000, ge=1, description="start another subscription past this many monitored items"
     )
     publishing_interval: float = Field(0.5, gt=0, le=3600, description="seconds")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_port(cls, v: str) -> str:
+        if (problem := url_port_problem(v)) is not None:
+            raise ValueError(problem)
+        return v
 
     @model_validator(mode="after")
     def _security(self) -> OpcUaConnection:

@@ -29,6 +29,7 @@ from asyncua.ua.uaerrors import (
 from adapters.opcua.adapter import node_id_of
 from adapters.opcua.machine_tool import MACHINE_TOOL_URI, MACHINERY_URI, MACHINES_FOLDER, node_id
 from adapters.opcua.settings import browse_segments
+from models.plant import url_port_problem
 
 OBJECTS = "i=85"
 SERVER_OBJECT = node_id(ObjectIds.Server, 0)  # diagnostics of the server itself: thousands of nodes
@@ -158,6 +159,8 @@ async def _machines(client: Client, namespaces: list[str]) -> list[str]:
 async def browse(endpoint: str, path: str | None, depth: int, wait: float) -> BrowseTree:
     if not endpoint.startswith("opc.tcp://"):
         raise BrowseInputError(f"{endpoint!r}: expected opc.tcp://HOST:PORT[/path]")
+    if (problem := url_port_problem(endpoint)) is not None:
+        raise BrowseInputError(f"{endpoint!r}: {problem}")
     client = Client(endpoint, timeout=wait)
     client.session_timeout = 60_000  # ms; a browse takes seconds, not the default hour
     try:

@@ -169,3 +169,40 @@ def test_keys_platform_refuses_an_id_the_yaml_would_refuse(
     assert f"--id: {platform_id!r}: expected 1-64 of a-z, 0-9" in done.stderr
     assert no_traceback(done.stderr) and done.stdout == ""
     assert not (tmp_path / "keys").exists()
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "where"),
+    [
+        ('url: "mqtt://127.0.0.1:1"', 'url: "mqtt://127.0.0.1:99999"', "3:22: destinations[0].url"),
+        ("adapter: modbus\n    connection: {host: 127.0.0.1, port: 1, timeout: 0.5}",
+         'adapter: opcua\n    connection: {endpoint: "opc.tcp://10.0.0.5:99999"}',
+         "9:28: machines[0].connection.endpoint"),
+        ("adapter: modbus\n    connection: {host: 127.0.0.1, port: 1, timeout: 0.5}",
+         'adapter: mtconnect\n    connection: {url: "http://10.0.0.5:5000x", device: d1}',
+         "9:23: machines[0].connection.url"),
+    ],
+)
+def test_a_url_port_that_is_no_tcp_port_is_located(
+    tmp_path: Path, plant: Path, before: str, after: str, where: str
+) -> None:
+    """A port past 65535 or not a number passed the URL checks: `validate` of a broker URL
+    ended in urllib's traceback, an OPC UA endpoint or MTConnect agent URL validated and
+    never connected."""
+    text = plant.read_text().replace(before, after)
+    if "points:" in text and "modbus" not in text:  # the profile / agent needs no points
+        text = text[: text.index("    points:")]
+    plant.write_text(text)
+    done = cli("validate", str(plant))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"plant.yaml:{where}: Value error, the port after the host must be a TCP port, " \
+        "1-65535" in done.stderr
+    assert no_traceback(done.stderr)
+
+
+def test_browse_refuses_an_endpoint_port_past_65535() -> None:
+    done = cli("browse", "opc.tcp://10.0.0.5:99999")
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "browse: 'opc.tcp://10.0.0.5:99999': the port after the host must be a TCP port, 1-65535"
+    )
