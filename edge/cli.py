@@ -634,6 +634,12 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except KeyboardInterrupt:
+        # Ctrl-C while a command is still starting (its imports take about a second), before
+        # `_main` handles it: a traceback, also from each of `run --workers N`'s workers,
+        # which the terminal's Ctrl-C reaches too
+        print("edge-gateway: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return code
 
 

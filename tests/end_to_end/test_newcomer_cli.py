@@ -206,3 +206,32 @@ def test_browse_refuses_an_endpoint_port_past_65535() -> None:
     assert done.stderr.strip() == (
         "browse: 'opc.tcp://10.0.0.5:99999': the port after the host must be a TCP port, 1-65535"
     )
+
+
+CTRL_C_WHILE_IMPORTING = """
+import sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == sys.argv[1]:
+            raise KeyboardInterrupt  # as Python raises it for a SIGINT arriving then
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+from edge.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("module", ["edge.daemon.preflight", "edge.observability"])
+def test_ctrl_c_while_a_command_starts_is_quiet(plant: Path, module: str) -> None:
+    """Ctrl-C in the first second of `make demo` (the command's imports) printed a
+    KeyboardInterrupt traceback, from each worker process too. The Ctrl-C is played at a
+    fixed point of the start (an import), not at a time that may or may not hit it."""
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_IMPORTING, module, "run", "-c", str(plant)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "edge-gateway: interrupted"
+
