@@ -360,8 +360,12 @@ class WorkerPool:
             env[ENV_FD] = str(write_fd)
             env[CHANNEL_FD] = str(theirs.fileno())
             try:
+                # its own process group: a terminal's Ctrl-C reaches the parent only, which
+                # stops each worker with SIGTERM; a worker still importing when the Ctrl-C
+                # came printed a KeyboardInterrupt traceback
                 worker.process = await asyncio.create_subprocess_exec(
-                    *self.command(worker.role), env=env, pass_fds=(write_fd, theirs.fileno()))
+                    *self.command(worker.role), env=env, pass_fds=(write_fd, theirs.fileno()),
+                    process_group=0)
             except BaseException:
                 ours.close()
                 raise

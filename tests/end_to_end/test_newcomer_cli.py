@@ -4,7 +4,9 @@ traceback, and every command that runs until stopped ends cleanly on Ctrl-C or S
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -13,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from conftest import find_free_port
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from e2e import ROOT, cli, wait_for
+from e2e import ROOT, cli, plant_yaml, wait_for
 from paho.mqtt import publish
 
 from edge.signing.jws import ChainState, Signer, jwks
@@ -235,3 +238,35 @@ def test_ctrl_c_while_a_command_starts_is_quiet(plant: Path, module: str) -> Non
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip() == "edge-gateway: interrupted"
 
+
+@pytest.mark.slow
+def test_ctrl_c_as_workers_start_stops_all_without_traceback(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """A terminal's Ctrl-C goes to the whole process group: with `--workers 2` it reached
+    the workers while they were still importing (right after `worker_started`), and each
+    printed a KeyboardInterrupt traceback. Workers now have their own process group; the
+    parent stops them with SIGTERM."""
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(plant_yaml(tmp_path / "state", [find_free_port(), find_free_port()],
+                                mosquitto.port))
+    log = tmp_path / "gateway.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "--log-format", "json", "run", "-c", str(plant),
+             "--no-console", "--with-simulators", "--workers", "2"],
+            stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT, text=True,
+            start_new_session=True,  # a group of its own, as a terminal's foreground job
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        wait_for(lambda: log.read_text().count('"worker_started"') == 2, 60, "both workers")
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: to every process of the group
+        assert proc.wait(timeout=30) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    said = log.read_text()
+    assert no_traceback(said) and "KeyboardInterrupt" not in said, said[-3000:]
+    assert '"gateway_stopped"' in said
