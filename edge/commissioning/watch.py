@@ -148,7 +148,10 @@ async def watch(
     board = StreamBoard(machine)
     screen = Screen(out)
 
+    linked = asyncio.Event()
+
     async def redraw() -> None:
+        await linked.wait()  # no empty tables while the broker may not even be there
         while True:
             await asyncio.sleep(every)
             screen.show(board.frame(f"{broker} {topic_filter}: verified envelopes only"))
@@ -156,7 +159,8 @@ async def watch(
     drawer = asyncio.create_task(redraw())
     try:
         report = await verify_live(
-            broker, topic_filter, seconds, err, on_verified=board.add, stop=stop
+            broker, topic_filter, seconds, err, on_verified=board.add, stop=stop,
+            connected=linked,
         )
     except TransportError as exc:
         print(f"watch: {exc}", file=err)

@@ -45,11 +45,13 @@ async def verify_live(
     save: TextIO | None = None,
     on_verified: OnVerified | None = None,
     stop: asyncio.Event | None = None,
+    connected: asyncio.Event | None = None,
 ) -> Report:
     """Subscribe, pick up the JWKS from retained `keys` topics, check every envelope;
     `seconds` None listens until cancelled or `stop` is set. Setting `stop` (the command
     line's Ctrl-C and SIGTERM) ends the listening as the end of `seconds` does, so the
-    report of what came in so far is still made: cancelling would lose it.
+    report of what came in so far is still made: cancelling would lose it. `connected` is
+    set once the broker accepted the link (`watch` draws its table from then on).
 
     paho-mqtt and pydantic (through the transport) are imported only here, when used."""
     from edge.transport.mqtt import MqttTransport  # noqa: PLC0415 (live part, lazily)
@@ -63,16 +65,18 @@ async def verify_live(
     waiting: list[tuple[str, bytes]] = []
     skipped = 0
     try:
-        connected = False
+        up = False
         async with _listening(None, stop):
-            connected = await transport.wait_connected(10)
-        if not connected and not (stop is not None and stop.is_set()):
+            up = await transport.wait_connected(10)
+        if not up and not (stop is not None and stop.is_set()):
             raise TransportError(f"cannot connect to {broker}")
+        if up and connected is not None:
+            connected.set()
         await transport.subscribe(topic_filter, 1)
         keys_filter = topic_filter.rstrip("#").rstrip("/") + "/+/keys"
         if "#" in topic_filter and keys_filter != topic_filter:
             await transport.subscribe(keys_filter, 1)
-        async with _listening(seconds if connected else 0, stop):
+        async with _listening(seconds if up else 0, stop):
             async for msg in transport.messages():
                 if msg.topic.endswith("/keys"):
                     with contextlib.suppress(ValueError, TypeError):

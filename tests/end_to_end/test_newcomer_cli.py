@@ -270,3 +270,16 @@ def test_ctrl_c_as_workers_start_stops_all_without_traceback(
     said = log.read_text()
     assert no_traceback(said) and "KeyboardInterrupt" not in said, said[-3000:]
     assert '"gateway_stopped"' in said
+
+
+@pytest.mark.slow  # the connect attempt lasts its 10 s
+def test_watch_of_a_broker_that_is_not_there_draws_no_empty_tables() -> None:
+    """`watch --broker` with a wrong port drew an empty table every `--every` seconds for
+    the 10 s it tried, then said it could not connect: now only the one line."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    done = cli("watch", "--broker", f"mqtt://127.0.0.1:{port}", "--every", "0.1")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.rstrip().endswith(f"watch: cannot connect to mqtt://127.0.0.1:{port}")
