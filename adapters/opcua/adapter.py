@@ -301,7 +301,7 @@ class OpcUaAdapter(Adapter):
             raise DeviceUnavailable(f"{self.endpoint}: connect timed out") from exc
         except Exception as exc:  # library boundary: nothing of asyncua escapes
             await self._drop(client)
-            raise DeviceUnavailable(f"{self.endpoint}: cannot connect: {exc or type(exc)}") from exc
+            raise DeviceUnavailable(f"{self.endpoint}: cannot connect: {_why(exc, 0)}") from exc
         self._client = client
         self.connects += 1
         self._reported.discard("untrusted")  # log again if it is ever refused again
@@ -313,7 +313,8 @@ class OpcUaAdapter(Adapter):
             raise
         except Exception as exc:
             await self.aclose()
-            raise DeviceUnavailable(f"{self.endpoint}: setup failed: {exc or type(exc)}") from exc
+            raise DeviceUnavailable(
+                f"{self.endpoint}: setup failed: {_why(exc, self._guard * 4)}") from exc
 
     async def _secure(self, client: Client) -> None:
         """Client identity, server certificate trust, then asyncua's secure channel."""

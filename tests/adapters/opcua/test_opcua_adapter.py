@@ -25,7 +25,7 @@ import yaml
 from e2e import until
 
 from adapters.base import AdapterContext
-from adapters.opcua.adapter import OpcUaAdapter
+from adapters.opcua.adapter import OpcUaAdapter, _why
 from adapters.opcua.security import UntrustedServerCertificate
 from adapters.opcua.settings import OpcUaSettings
 from edge.devices.runner import Backoff, DeviceRunner
@@ -416,3 +416,12 @@ async def test_server_advertised_item_limit_splits_subscriptions(
         await handle.aclose()
     assert a.subscription_count == 3
     assert got["program"].value == "O2000"
+
+
+def test_a_connect_or_setup_failure_always_has_a_reason() -> None:
+    """asyncua's timeouts and watchdog raise exceptions without text; the device's reason
+    (status, page, log) named nothing after `cannot connect:` / `setup failed:`."""
+    assert _why(TimeoutError(), 8) == (
+        "no answer from the server within 8 s (TimeoutError): server frozen or network down")
+    assert _why(ConnectionResetError(), 0) == "ConnectionResetError"
+    assert _why(OSError("refused"), 0) == "refused"
