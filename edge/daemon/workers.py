@@ -137,7 +137,7 @@ def aggregate(reports: list[dict[str, Any]]) -> dict[str, Any]:
     dests: dict[str, dict[str, Any]] = {}
     devices: dict[str, str] = {}
     per_device: dict[str, dict[str, Any]] = {"device_reasons": {}, "device_faults": {}}
-    lost, by_machine, gaps = 0, {}, 0
+    lost, by_machine, gaps, gaps_by_machine = 0, {}, 0, {}
     refused: dict[str, Any] = {"replaced": 0, "dropped": 0, "by_machine": {}}
     for rep in reports:
         for name, st in rep.get("destinations", {}).items():
@@ -157,11 +157,13 @@ def aggregate(reports: list[dict[str, Any]]) -> dict[str, Any]:
         lost += int(losses.get("lost_records", 0))
         by_machine.update(losses.get("by_machine", {}))
         gaps += int(losses.get("unreported_gaps", 0))
+        gaps_by_machine.update(losses.get("unreported_by_machine", {}))
     return {
         "destinations": dests,
         "devices": dict(sorted(devices.items())),
         "losses": {"lost_records": lost, "by_machine": dict(sorted(by_machine.items())),
-                   "unreported_gaps": gaps},
+                   "unreported_gaps": gaps,
+                   "unreported_by_machine": dict(sorted(gaps_by_machine.items()))},
         "unsignable": {**refused, "by_machine": dict(sorted(refused["by_machine"].items()))},
         **{key: dict(sorted(m.items())) for key, m in per_device.items() if m},
     }

@@ -139,9 +139,14 @@ class LossLedger:
         return self._by_destination[destination]
 
     def snapshot(self) -> dict[str, Any]:
-        """For the retained status and `health`: totals since start, by machine."""
+        """For the retained status and `health`: totals since start, by machine. The gaps not
+        yet reported are counted per machine too (`unreported_by_machine`), so a destination
+        whose `machines` filter hides a machine is not told of its gaps
+        (edge/egress/status_scope.py sums what it may see into `unreported_gaps`)."""
+        gaps = Counter(g.asset or "-" for g in (*self._open.values(), *self._sealing.values()))
         return {
             "lost_records": sum(self._by_machine.values()),
             "by_machine": dict(sorted(self._by_machine.items())),
-            "unreported_gaps": len(self._open) + len(self._sealing),
+            "unreported_gaps": sum(gaps.values()),
+            "unreported_by_machine": dict(sorted(gaps.items())),
         }

@@ -10,11 +10,12 @@ existence and faults of machines its `machines` filter hides. So both are narrow
 before they leave, by the same rule:
 
 - per machine (`machines`, `devices`, `device_reasons`, `device_faults`, `losses.by_machine`,
-  `unsignable.by_machine`, each worker's `machines`): only the machines `sees` allows, and
-  the totals beside a `by_machine` are the sums of what is left;
+  `losses.unreported_by_machine`, `unsignable.by_machine`, each worker's `machines`): only
+  the machines `sees` allows, and the totals beside them (`losses.lost_records`,
+  `losses.unreported_gaps`, the `unsignable` counts) are the sums of what is left;
 - per destination (`destinations`, the `outbox_full_losing_data:<id>` alarms): only the
   destination the message goes to (none when it went through no configured destination);
-- everything else (`state`, `gateway`, `site`, `ts`, `version`, `queries`, `unreported_gaps`,
+- everything else (`state`, `gateway`, `site`, `ts`, `version`, `queries`,
   the workers' pids and restarts) is the gateway's own and stays.
 
 The status publisher passes a destination's `machines` filter (`Destination.machines`); the
@@ -61,9 +62,8 @@ def seen_by(
     if isinstance(alarms, list):
         out["alarms"] = [a for a in alarms if _alarm_shown(a, destination)]
     losses = out.get("losses")
-    if isinstance(losses, dict) and isinstance(losses.get("by_machine"), dict):
-        mine = {a: n for a, n in losses["by_machine"].items() if sees(a)}
-        out["losses"] = {**losses, "by_machine": mine, "lost_records": sum(mine.values())}
+    if isinstance(losses, dict):
+        out["losses"] = _losses_seen(losses, sees)
     refused = out.get("unsignable")
     if isinstance(refused, dict) and isinstance(refused.get("by_machine"), dict):
         own = {a: n for a, n in refused["by_machine"].items() if sees(a)}
@@ -80,6 +80,19 @@ def seen_by(
             if isinstance(w, dict) and isinstance(w.get("machines"), list) else w
             for w in workers
         ]
+    return out
+
+
+def _losses_seen(losses: Mapping[str, Any], sees: Callable[[str], bool]) -> dict[str, Any]:
+    """`losses` with each per-machine map narrowed to what `sees` allows, and the total
+    beside it the sum of what is left."""
+    out = dict(losses)
+    for per_machine, total in (("by_machine", "lost_records"),
+                               ("unreported_by_machine", "unreported_gaps")):
+        counts = out.get(per_machine)
+        if isinstance(counts, dict):
+            mine = {a: n for a, n in counts.items() if sees(a)}
+            out[per_machine], out[total] = mine, sum(mine.values())
     return out
 
 

@@ -77,7 +77,8 @@ def test_aggregate_sums_destinations_and_merges_devices() -> None:
     rep = {"destinations": {"a": {"connected": True, "broker": "b:1", "sent": 5, "pending": 1,
                                   "dropped": 0}},
            "devices": {"m1": "running"},
-           "losses": {"lost_records": 2, "by_machine": {"m1": 2}, "unreported_gaps": 0},
+           "losses": {"lost_records": 2, "by_machine": {"m1": 2}, "unreported_gaps": 0,
+                      "unreported_by_machine": {}},
            "unsignable": {"replaced": 3, "dropped": 0,
                           "by_machine": {"m1": {"replaced": 3, "dropped": 0}}}}
     rep2 = {"destinations": {"a": {"connected": False, "broker": "b:1", "sent": 7,
@@ -85,14 +86,16 @@ def test_aggregate_sums_destinations_and_merges_devices() -> None:
             "devices": {"m2": "down"},
             "device_reasons": {"m2": "refused"},
             "device_faults": {"m2": {"status": "down", "reason": "refused"}},
-            "losses": {"lost_records": 0, "by_machine": {}, "unreported_gaps": 1},
+            "losses": {"lost_records": 0, "by_machine": {}, "unreported_gaps": 1,
+                       "unreported_by_machine": {"m2": 1}},
             "unsignable": {"replaced": 0, "dropped": 1,
                            "by_machine": {"m2": {"replaced": 0, "dropped": 1}}}}
     out = aggregate([rep, rep2, {}])  # {}: a worker that has not reported yet
     a = out["destinations"]["a"]
     assert (a["connected"], a["sent"], a["pending"], a["dropped"]) == (False, 12, 1, 1)
     assert out["devices"] == {"m1": "running", "m2": "down"}
-    assert out["losses"] == {"lost_records": 2, "by_machine": {"m1": 2}, "unreported_gaps": 1}
+    assert out["losses"] == {"lost_records": 2, "by_machine": {"m1": 2}, "unreported_gaps": 1,
+                             "unreported_by_machine": {"m2": 1}}
     assert out["device_reasons"] == {"m2": "refused"}
     assert out["device_faults"] == {"m2": {"status": "down", "reason": "refused"}}
     assert out["unsignable"] == {"replaced": 3, "dropped": 1, "by_machine": {

@@ -32,7 +32,8 @@ def test_counts_per_destination_and_machine_and_one_gap_per_machine() -> None:
     )
     assert ledger.failing("a") and ledger.failing("b") and not ledger.failing("c")
     assert (ledger.lost_records("a"), ledger.lost_records("b")) == (11, 10)
-    assert ledger.snapshot() == {"lost_records": 11, "by_machine": {"m1": 11}, "unreported_gaps": 1}
+    assert ledger.snapshot() == {"lost_records": 11, "by_machine": {"m1": 11}, "unreported_gaps": 1,
+                                 "unreported_by_machine": {"m1": 1}}
     (gap,) = ledger.unreported()
     assert gap.topic == gap_topic(TEL) == "edge/p/a/l/m1/gap"
     assert gap.as_record() == {
