@@ -68,7 +68,13 @@ from edge.daemon.worker_channel import ENV_FD as CHANNEL_FD
 from edge.daemon.worker_channel import WorkerChannel, WorkerUnavailable
 from edge.daemon.worker_queries import WorkerQueries
 from edge.daemon.worker_report import ENV_FD
-from edge.egress.stack import EgressPlan, prepare_egress, status_payload
+from edge.egress.stack import (
+    EgressPlan,
+    prepare_egress,
+    status_birth,
+    status_payload,
+    status_will,
+)
 from edge.egress.status import LossAlarms
 from edge.egress.writer import LINGER
 from edge.observability import get_logger
@@ -501,7 +507,20 @@ class WorkerPool:
             return
         self.queries.reconfigure(new.plant, keys)
         self.loaded = polls_nothing(new)
+        self._renew_birth_and_will()
         self._changed.set()
+
+    def _renew_birth_and_will(self) -> None:
+        """Each destination's birth and will as the reloaded YAML says (its `machines`
+        filter may be narrower, the machine list other): the detailed status that follows
+        at once replaces the retained message, the birth is what the next connect
+        publishes, and the will is registered with the next connect (the broker keeps the
+        current link's until then; edge/transport/mqtt.py `set_birth_and_will`)."""
+        for dest in self.plan.destinations:
+            if dest.format != "sparkplug_b":  # its will is the node's NDEATH
+                current = self._current(dest)
+                self.plan.transports[dest.id].set_birth_and_will(
+                    status_birth(self.loaded, current), status_will(self.loaded, current))
 
     def _announce_keys(self) -> None:
         try:

@@ -38,7 +38,7 @@ from edge.signing.jws import Signer
 from edge.signing.keystore import KeyStore
 from edge.storage.disk import outbox_floors
 from edge.storage.writer import WriterThread
-from edge.transport.mqtt import MqttTransport
+from edge.transport.mqtt import Announcement, MqttTransport
 from models.envelope import Stream
 from models.errors import ConfigurationError
 from models.plant import Destination, gateway_topic
@@ -90,6 +90,18 @@ def status_payload(
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def status_birth(loaded: LoadedPlant, destination: Destination) -> Announcement:
+    """The retained `online` status published after every connect to `destination`."""
+    topic = gateway_topic(loaded.plant, "status")
+    return topic, status_payload(loaded, "online", destination=destination), True
+
+
+def status_will(loaded: LoadedPlant, destination: Destination) -> Announcement:
+    """The retained `offline` will registered with every connect to `destination`."""
+    topic = gateway_topic(loaded.plant, "status")
+    return topic, status_payload(loaded, "offline", destination=destination), True
+
+
 @dataclass(frozen=True)
 class EgressPlan:
     """Everything the egress side needs, read and checked; nothing connected or opened."""
@@ -124,7 +136,6 @@ def prepare_egress(
     keystore = KeyStore(loaded.keys_dir)
     signer = keystore.load_or_create(log)
     jwks = json.dumps(keystore.public_jwks(), separators=(",", ":")).encode()
-    status_topic = gateway_topic(plant, "status")
     transports: dict[str, MqttTransport] = {}
     worker = loaded.worker  # a worker process: its parent owns status and keys topics
     nodes: dict[str, SparkplugNode] = {}
@@ -136,12 +147,8 @@ def prepare_egress(
         transport = MqttTransport(
             dest,
             client_id=client_id + (worker.suffix if worker else ""),
-            will=node.will if node else (
-                (status_topic, status_payload(loaded, "offline", destination=dest), True)
-                if own_status else None
-            ),
-            birth=(status_topic, status_payload(loaded, "online", destination=dest), True)
-            if own_status else None,
+            will=node.will if node else (status_will(loaded, dest) if own_status else None),
+            birth=status_birth(loaded, dest) if own_status else None,
             logger=log.bind(destination=dest.id),
         )
         transport.prepare()

@@ -327,6 +327,16 @@ class MqttTransport:
             for topic, payload, retain in self._announcements:
                 client.publish(topic, payload, qos=1, retain=retain)
 
+    def set_birth_and_will(self, birth: Announcement, will: Announcement) -> None:
+        """Replace the birth and the will, e.g. a reload narrowed what a destination may see.
+        Both are used from the next connect on: the birth is published after it, and the will
+        goes in its CONNECT. The broker keeps the will of the current connection until that
+        ends (MQTT has no way to change it on a live link); no reconnect is forced for it,
+        since the query requests published between the DISCONNECT and the new SUBSCRIBE would
+        be lost (clean session)."""
+        self._birth = birth
+        self._will = will
+
     async def wait_connected(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """True once connected; False if `timeout` seconds pass first (the link keeps trying)."""
         with contextlib.suppress(TimeoutError):

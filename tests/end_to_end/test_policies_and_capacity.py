@@ -243,6 +243,15 @@ def statuses(col: Collector) -> list[dict[str, Any]]:
     return [json.loads(m.payload) for m in col.snapshot() if m.topic == f"{GATEWAY}/status"]
 
 
+def status_plant(tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto],
+                 free_port: Callable[[], int]) -> tuple[Mosquitto, Mosquitto, Path]:
+    """Brokers `a` and `b` and the policy plant over them, for the status tests."""
+    broker_a, broker_b = mosquitto_factory(), mosquitto_factory()
+    start = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    return broker_a, broker_b, policy_plant(tmp_path, broker_a, broker_b, free_port, start,
+                                            start + timedelta(hours=3))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_status_at_a_destination_names_only_what_it_may_see(
@@ -257,12 +266,9 @@ def test_the_status_at_a_destination_names_only_what_it_may_see(
     status, the ones after `b`'s broker restarted, nor the will the broker publishes when
     the gateway is SIGKILLed; `a` sees both machines and its own entry only. With
     `run --workers 2` the parent's status obeys the same rule."""
-    broker_a, broker_b = mosquitto_factory(), mosquitto_factory()
+    broker_a, broker_b, plant = status_plant(tmp_path, mosquitto_factory, free_port)
     col_a = mqtt_collector(broker_a.host, broker_a.port, f"{GATEWAY}/status")
     col_b = mqtt_collector(broker_b.host, broker_b.port, f"{GATEWAY}/status")
-    start = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
-    plant = policy_plant(tmp_path, broker_a, broker_b, free_port, start,
-                         start + timedelta(hours=3))
 
     def detailed(col: Collector, after: int = 0, devices: set[str] | None = None) -> bool:
         return any("destinations" in s and (devices is None or set(s["devices"]) == devices)
@@ -302,3 +308,54 @@ def test_the_status_at_a_destination_names_only_what_it_may_see(
     assert all(s["gateway"] == "gw-1" and s["site"] == "plant-a" for s in at_a + at_b)
     if workers > 1:  # every worker is listed, with only the machines b may see
         assert all(len(s["workers"]) == 2 for s in full)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_reload_narrowing_a_destination_narrows_its_birth_and_will(
+    tmp_path: Path,
+    mosquitto_factory: Callable[..., Mosquitto],
+    mqtt_collector: Callable[..., Collector],
+    free_port: Callable[[], int],
+    workers: int,
+) -> None:
+    """A SIGHUP that makes `a` hide m2 narrows a's birth (published after its broker
+    restarted) and its will (registered with that new connection, published on SIGKILL) as
+    it narrows the detailed status: with `run --workers 2` the parent re-registers them on
+    reload instead of keeping the ones built at its start."""
+    broker_a, _, plant = status_plant(tmp_path, mosquitto_factory, free_port)
+    col_a = mqtt_collector(broker_a.host, broker_a.port, f"{GATEWAY}/status")
+    open_a = f'  - {{id: a, url: "mqtt://127.0.0.1:{broker_a.port}"}}\n'
+    assert open_a in plant.read_text()
+
+    def detailed(after: int, devices: set[str]) -> bool:
+        return any("destinations" in s and set(s["devices"]) == devices
+                   for s in statuses(col_a)[after:])
+
+    gw = GatewayProcess(plant, *(("--workers", str(workers)) if workers > 1 else ())).start()
+    try:
+        wait_for(lambda: detailed(0, {"m1", "m2"}), 60, "a's status with m2")
+        plant.write_text(plant.read_text().replace(
+            open_a, open_a.replace("}\n", ", machines: {deny: [m2]}}\n")))
+        reloaded = len(statuses(col_a))
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: detailed(reloaded, {"m1"}), 30, "a's status without m2")
+        restarted = len(statuses(col_a))
+        broker_a.stop()  # the new connection's CONNECT carries the will, its birth follows
+        broker_a.start()
+        wait_for(lambda: detailed(restarted, {"m1"}), 30, "a's status after its restart")
+        back = len(statuses(col_a))
+        gw.signal(signal.SIGKILL)  # the broker publishes the will
+        wait_for(lambda: any(s["state"] == "offline" for s in statuses(col_a)[back:]),
+                 30, "the will at a")
+    finally:
+        gw.kill()
+
+    will = next(s for s in statuses(col_a)[back:] if s["state"] == "offline")
+    assert will["machines"] == ["m1"], will
+    after = statuses(col_a)[restarted:]
+    # mosquitto may send the old link's will as it stops (registered before the reload):
+    # what counts is from the new link on
+    after = after[next(i for i, s in enumerate(after) if s["state"] == "online"):]
+    # the birth too, when the collector was back on the broker in time to see it
+    assert all(s["machines"] == ["m1"] and "m2" not in json.dumps(s) for s in after), after
