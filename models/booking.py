@@ -29,7 +29,7 @@ returned in UTC. The one place that serialises decisions is the store's transact
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
@@ -142,6 +142,17 @@ class OtherStores:
 
     usage: Usage = NOTHING_HELD
     machine: str | None = None
+
+
+MachineSeen = Callable[[str], bool]
+"""Whether the destination a request came through shows a machine (edge/query/policy.py
+`DestinationPolicy.sees`, the one place deciding it): a platform's bookings on a machine it
+hides are answered there as bookings that do not exist."""
+
+
+def every_machine(_machine: str) -> bool:
+    """The `MachineSeen` of a request through no destination policy, or of the operator."""
+    return True
 
 
 ALONE = OtherStores()

@@ -28,8 +28,10 @@ from models.booking import (
     BOOKING_STATES,
     Candidate,
     Interval,
+    MachineSeen,
     OtherStores,
     Usage,
+    every_machine,
     parse_reserve,
     plant_holds,
 )
@@ -111,11 +113,15 @@ class BookingDesk:
         return found
 
     async def reserve(
-        self, platform: Platform, params: Mapping[str, Any], others: OtherStores = ALONE
+        self, platform: Platform, params: Mapping[str, Any], others: OtherStores = ALONE,
+        seen: MachineSeen = every_machine,
     ) -> dict[str, Any]:
         """ValueError: bad params; KeyError: no such machine or process. `others`: what
-        the gateway's other booking stores bring (`run --workers N`). Returns once the
-        decision is committed (on the store's writer thread, edge/bookings/store.py)."""
+        the gateway's other booking stores bring (`run --workers N`). `seen`: the machines
+        the destination asked through shows (`platform` is already narrowed to them, so no
+        candidate is hidden; asking again with the reference of an open booking on a hidden
+        machine is decided as a new request). Returns once the decision is committed (on
+        the store's writer thread, edge/bookings/store.py)."""
         req = parse_reserve(params)
         now = self.clock()
         machines = self._machines(platform, req.asset, req.process, others.machine)
@@ -123,12 +129,13 @@ class BookingDesk:
         row, new = await self.store.decide(Reserve(
             platform.id, req, [self._candidate(m, req.program, now) for m in machines],
             plant.shifts, plant.booking, now, disclosed=platform.public_reference,
-            elsewhere=others.usage))
+            elsewhere=others.usage, seen=seen))
         self.on_change()  # also when not new: the transaction may have expired held requests
         return {**row.result(), "new": new}
 
     async def propose(
-        self, platform: Platform, params: Mapping[str, Any], others: OtherStores = ALONE
+        self, platform: Platform, params: Mapping[str, Any], others: OtherStores = ALONE,
+        seen: MachineSeen = every_machine,
     ) -> dict[str, Any]:
         """What `reserve` would decide here now (state, machine), committing nothing."""
         req = parse_reserve(params)
@@ -137,25 +144,33 @@ class BookingDesk:
         plant = self.config().plant
         row, _ = await self.store.decide(Reserve(
             platform.id, req, [self._candidate(m, req.program, now) for m in machines],
-            plant.shifts, plant.booking, now, elsewhere=others.usage, commit=False))
+            plant.shifts, plant.booking, now, elsewhere=others.usage, commit=False,
+            seen=seen))
         return {"state": row.state, "machine": row.machine}
 
     def usage(self, platform: str) -> Usage:
         """What `platform` holds in this desk's store now, for its quota elsewhere."""
         return self.store.usage(platform, self.clock())
 
-    async def release(self, platform: Platform, params: Mapping[str, Any]) -> dict[str, Any]:
-        """KeyError: not this platform's booking; ValueError: bad params; Refused: closed."""
-        row = self._own(platform, params)
+    async def release(
+        self, platform: Platform, params: Mapping[str, Any], seen: MachineSeen = every_machine
+    ) -> dict[str, Any]:
+        """KeyError: not this platform's booking, or on a machine `seen` hides (the same
+        words: a destination that hides the machine does not reveal the booking); ValueError:
+        bad params; Refused: closed."""
+        row = self._own(platform, params, seen)
         released = await self.store.withdraw(Release(platform.id, row.id, self.clock()))
         self.on_change()
         return released.result()
 
-    def _own(self, platform: Platform, params: Mapping[str, Any]) -> BookingRow:
+    def _own(
+        self, platform: Platform, params: Mapping[str, Any], seen: MachineSeen
+    ) -> BookingRow:
         booking, reference = params.get("booking"), params.get("reference")
         if booking is not None and isinstance(booking, str):
             row = self.store.get(booking)
-            if row is None or row.platform != platform.id:
+            if row is None or row.platform != platform.id \
+                    or (row.machine and not seen(row.machine)):
                 raise KeyError(f"no booking {booking!r} of this platform")
             return row
         if reference is not None and isinstance(reference, str):
@@ -164,14 +179,18 @@ class BookingDesk:
                 reference=reference,
                 states=("requested", "accepted"),
                 limit=1,
+                seen=seen,
             )
             if not rows:
                 raise KeyError(f"no open booking with reference {reference!r}")
             return rows[0]
         raise ValueError("give params.booking (the gateway's id) or params.reference (yours)")
 
-    def list(self, platform: Platform, params: Mapping[str, Any]) -> dict[str, Any]:
-        """The platform's own bookings, newest first (`state`, `reference`, `limit`)."""
+    def list(
+        self, platform: Platform, params: Mapping[str, Any], seen: MachineSeen = every_machine
+    ) -> dict[str, Any]:
+        """The platform's own bookings on machines `seen` shows, newest first (`state`,
+        `reference`, `limit`: a page of `limit` of those when there are as many)."""
         states = params.get("state")
         if isinstance(states, str):
             states = [states]
@@ -186,7 +205,7 @@ class BookingDesk:
         if reference is not None and not isinstance(reference, str):
             raise ValueError("reference must be a string")
         rows = self.store.bookings(
-            platform=platform.id, states=states, reference=reference, limit=limit
+            platform=platform.id, states=states, reference=reference, limit=limit, seen=seen
         )
         return {"bookings": [r.result() for r in rows]}
 

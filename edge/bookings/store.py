@@ -58,7 +58,7 @@ import json
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -77,10 +77,12 @@ from models.booking import (
     Candidate,
     Decision,
     Interval,
+    MachineSeen,
     ReserveParams,
     Usage,
     booking_record,
     decide,
+    every_machine,
     recheck,
 )
 from models.errors import EdgeError
@@ -154,6 +156,7 @@ class Reserve:
     disclosed: bool = False
     elsewhere: Usage = NOTHING_HELD
     commit: bool = True
+    seen: MachineSeen = every_machine
 
 
 @dataclass(frozen=True)
@@ -272,6 +275,22 @@ _COLUMNS = (
     "id, platform, reference, machine, start, end, state, request, reason, waits_for, "
     "created, updated, salt, disclosed, expires"
 )
+
+
+def _seen_rows(
+    rows: Iterable[tuple[Any, ...]], seen: MachineSeen, limit: int
+) -> Iterator[BookingRow]:
+    """The first `limit` of `rows` (a cursor, read no further) whose machine `seen` shows;
+    a booking placed on no machine (declined before one was chosen) names none."""
+    if limit <= 0:
+        return
+    for r in rows:
+        row = _row(r)
+        if not row.machine or seen(row.machine):
+            yield row
+            limit -= 1
+            if limit == 0:
+                return
 
 
 def _row(r: tuple[Any, ...]) -> BookingRow:
@@ -539,6 +558,7 @@ class BookingStore(WalStore):
         disclosed: bool = False,
         elsewhere: Usage = NOTHING_HELD,
         commit: bool = True,
+        seen: MachineSeen = every_machine,
     ) -> tuple[BookingRow, bool]:
         """Decide one request and commit it (with its `requested` record, and the
         `accepted`/`declined` one when decided at once). Returns (booking, new); an open
@@ -550,10 +570,13 @@ class BookingStore(WalStore):
         store per worker), counted against its quota with this store's. `commit=False`: a
         proposal, the booking as it would be decided, the request recorded nowhere (`run
         --workers N`: the parent compares the workers' proposals for a `reserve` by process,
-        then commits the best one's machine in its worker, which decides again)."""
+        then commits the best one's machine in its worker, which decides again). `seen`: the
+        asking destination's machines; an open booking with the same reference on a machine it
+        hides is not returned (that would name the machine): the request is decided as if it
+        did not exist."""
         with self._tx("reserve") as conn:
             return self._reserve(conn, Reserve(platform, req, candidates, calendar, rules, now,
-                                               disclosed, elsewhere, commit))
+                                               disclosed, elsewhere, commit, seen))
 
     def _reserve(self, conn: sqlite3.Connection, op: Reserve) -> tuple[BookingRow, bool]:
         """`reserve` inside the caller's transaction."""
@@ -561,13 +584,14 @@ class BookingStore(WalStore):
         calendar, rules, disclosed, elsewhere = op.calendar, op.rules, op.disclosed, op.elsewhere
         request = req.model_dump(mode="json", exclude_none=True)
         self._expire_due(conn, now)
-        r = conn.execute(
+        rows = conn.execute(
             f"SELECT {_COLUMNS} FROM bookings WHERE platform = ? AND reference = ? "
-            "AND state IN ('requested', 'accepted') ORDER BY created DESC LIMIT 1",
+            "AND state IN ('requested', 'accepted') ORDER BY created DESC",
             (platform, req.reference),
-        ).fetchone()
-        if r is not None:
-            return _row(r), False
+        )
+        asked_again = next(_seen_rows(rows, op.seen, 1), None)
+        if asked_again is not None:
+            return asked_again, False
         full = [
             Candidate(
                 c.machine, (*c.busy, *self._holding(conn, c.machine, now)), c.ideal_cycle_s
@@ -747,20 +771,23 @@ class BookingStore(WalStore):
         machine: str | None = None,
         limit: int = 1000,
         by_update: bool = False,
+        seen: MachineSeen = every_machine,
     ) -> list[BookingRow]:
-        """Newest first: created, or (`by_update`) last changed."""
+        """Newest first: created, or (`by_update`) last changed. `seen`: only bookings on
+        machines the asking destination shows, left out before `limit` is counted, so a page
+        holds `limit` rows whenever there are that many it may see."""
         where = Where()
         where.equals("platform", platform)
         where.equals("machine", machine)
         where.equals("reference", reference)
         where.any_of("state", states or ())
-        rows = self._read(
-            "list",
-            f"SELECT {_COLUMNS} FROM bookings WHERE {where.sql} "
-            f"ORDER BY {'updated' if by_update else 'created'} DESC, id LIMIT ?",
-            (*where.args, limit),
-        )
-        return [_row(r) for r in rows]
+        with self._snapshot("list") as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM bookings WHERE {where.sql} "
+                f"ORDER BY {'updated' if by_update else 'created'} DESC, id",
+                where.args,
+            )
+            return list(_seen_rows(rows, seen, limit))
 
     @staticmethod
     def _usage(conn: sqlite3.Connection, platform: str, now: datetime) -> Usage:

@@ -7,7 +7,8 @@ creates the pair and passes one end to the worker (its fd number in $EDGE_WORKER
 only the parent ever writes a request, so a worker answers only what the parent, which
 checked signature, nonce, rate and scope, decided to ask.
 
-Requests (`op`): `query` (`method`, `params`, `platform`: a request the parent admitted;
+Requests (`op`): `query` (`method`, `params`, `platform`: a request the parent admitted,
+`hidden`: the machines the destination it came through hides, by the parent's policy;
 answered by the worker's own query backend, edge/query/handler.py `answer_locally`; for
 `reserve` and `propose`, `elsewhere`: the platform's bookings in the other workers, for
 its quota, and `machine`: the one candidate the parent chose for a `reserve` by process),
@@ -24,12 +25,13 @@ import itertools
 import json
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from structlog.typing import FilteringBoundLogger
 
 from edge.query.handler import QueryError
-from models.booking import OtherStores, Usage
+from models.booking import MachineSeen, OtherStores, Usage
 from models.errors import EdgeError
 from models.plant import Platform
 
@@ -111,7 +113,7 @@ class WorkerChannel:
         self._fail_all()
 
 
-Query = Callable[[str, dict[str, Any], Platform, OtherStores], Awaitable[Any]]
+Query = Callable[[str, dict[str, Any], Platform, OtherStores, MachineSeen], Awaitable[Any]]
 """A worker's own answer to an admitted request (QueryError for a refusal), given what the
 other workers' booking stores bring to a booking decision."""
 
@@ -161,8 +163,9 @@ class WorkerChannelServer:
                 platform = Platform.model_validate(request["platform"])
                 hours, count = request.get("elsewhere") or (0.0, 0)
                 others = OtherStores(Usage(float(hours), int(count)), request.get("machine"))
+                hidden = frozenset(str(m) for m in request.get("hidden") or ())
                 result = await self.query(str(request["method"]), dict(request["params"]),
-                                          platform, others)
+                                          platform, others, partial(_shown, hidden))
             return _line({"id": rid, "ok": True, "result": result})
         except QueryError as exc:
             return _line({"id": rid, "ok": False,
@@ -171,6 +174,11 @@ class WorkerChannelServer:
             self.log.exception("worker_channel_request_failed")
             return _line({"id": rid, "ok": False,
                           "error": {"code": "internal", "message": "internal error"}})
+
+
+def _shown(hidden: frozenset[str], machine: str) -> bool:
+    """The parent's `MachineSeen`, from the machines it said the destination hides."""
+    return machine not in hidden
 
 
 def _line(answer: dict[str, Any]) -> bytes:

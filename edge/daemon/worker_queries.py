@@ -39,7 +39,7 @@ from edge.config.workers import owner, placement, worker_of
 from edge.daemon.worker_channel import WorkerUnavailable
 from edge.query.backend import describe
 from edge.query.handler import QueryError
-from models.booking import OPEN_STATES, PROPOSE, parse_reserve
+from models.booking import OPEN_STATES, PROPOSE, MachineSeen, every_machine, parse_reserve
 from models.plant import Platform
 
 Call = Callable[[int, dict[str, Any], float], Awaitable[Any]]
@@ -66,20 +66,25 @@ class WorkerQueries:
         self.health = health
         self.timeout = timeout
 
-    async def __call__(self, method: str, params: dict[str, Any], platform: Platform) -> Any:
+    async def __call__(
+        self, method: str, params: dict[str, Any], platform: Platform,
+        seen: MachineSeen = every_machine,
+    ) -> Any:
+        # the destination's policy, decided in the parent, as data a worker can apply
+        hidden = [m.id for m in self.config().plant.machines if not seen(m.id)]
         if method == "describe":
             return describe(self.config())
         if method == "health":
             return self.health()
         if method == "bookings":
-            return await self._bookings(params, platform)
+            return await self._bookings(params, platform, hidden)
         if method == "release":
-            return await self._release(params, platform)
+            return await self._release(params, platform, hidden)
         if method == "reserve":
-            return await self._reserve(params, platform)
+            return await self._reserve(params, platform, hidden)
         asset = params.get("asset")
         if asset is None and method in WHOLE_PLANT:
-            parts = await self._everywhere(method, params, platform)
+            parts = await self._everywhere(method, params, platform, hidden)
             found = {a: v for part in parts for a, v in part["machines"].items()}
             order = [m.id for m in self.config().enabled_machines() if m.id in found]
             return {"machines": {a: found[a] for a in order}}
@@ -108,11 +113,12 @@ class WorkerQueries:
             ) from exc
 
     async def _everywhere(
-        self, method: str, params: dict[str, Any], platform: Platform
+        self, method: str, params: dict[str, Any], platform: Platform, hidden: list[str]
     ) -> list[Any]:
         """Every worker's answer; the first refusal (in worker order) if any refused."""
         answers = await asyncio.gather(
-            *(self._ask(i, method, params, platform) for i in range(self.workers)),
+            *(self._ask(i, method, params, platform, hidden=hidden)
+              for i in range(self.workers)),
             return_exceptions=True,
         )
         for answer in answers:
@@ -120,17 +126,21 @@ class WorkerQueries:
                 raise answer
         return answers
 
-    async def _bookings(self, params: dict[str, Any], platform: Platform) -> dict[str, Any]:
-        parts = await self._everywhere("bookings", params, platform)
+    async def _bookings(
+        self, params: dict[str, Any], platform: Platform, hidden: list[str]
+    ) -> dict[str, Any]:
+        parts = await self._everywhere("bookings", params, platform, hidden)
         rows = [row for part in parts for row in part["bookings"]]
         rows.sort(key=lambda r: str(r["created"]), reverse=True)  # RFC 3339 UTC: sortable
         limit = params.get("limit", 100)  # valid: every worker checked it
         return {"bookings": rows[:limit]}
 
-    async def _open(self, reference: str, platform: Platform) -> tuple[int, dict[str, Any]] | None:
+    async def _open(
+        self, reference: str, platform: Platform, hidden: list[str]
+    ) -> tuple[int, dict[str, Any]] | None:
         """The newest open booking of `platform` with `reference`, and its worker."""
         parts = await self._everywhere(
-            "bookings", {"reference": reference, "state": OPEN, "limit": 1}, platform)
+            "bookings", {"reference": reference, "state": OPEN, "limit": 1}, platform, hidden)
         found = [(str(p["bookings"][0]["created"]), i, p["bookings"][0])
                  for i, p in enumerate(parts) if p["bookings"]]
         if not found:
@@ -138,13 +148,15 @@ class WorkerQueries:
         _, index, row = max(found, key=lambda f: f[0])
         return index, row
 
-    async def _release(self, params: dict[str, Any], platform: Platform) -> Any:
+    async def _release(
+        self, params: dict[str, Any], platform: Platform, hidden: list[str]
+    ) -> Any:
         booking, reference = params.get("booking"), params.get("reference")
         if isinstance(booking, str):  # each booking lives in exactly one worker's store
             refusal: QueryError | None = None
             for index in range(self.workers):
                 try:
-                    return await self._ask(index, "release", params, platform)
+                    return await self._ask(index, "release", params, platform, hidden=hidden)
                 except QueryError as exc:
                     if exc.code != "not_found":
                         raise
@@ -152,20 +164,23 @@ class WorkerQueries:
             assert refusal is not None
             raise refusal
         if isinstance(reference, str):
-            found = await self._open(reference, platform)
+            found = await self._open(reference, platform, hidden)
             if found is None:
                 raise QueryError("not_found", f"no open booking with reference {reference!r}")
             index, row = found
-            return await self._ask(index, "release", {"booking": row["booking"]}, platform)
-        return await self._ask(0, "release", params, platform)  # the usual refusal
+            return await self._ask(index, "release", {"booking": row["booking"]}, platform,
+                                   hidden=hidden)
+        return await self._ask(0, "release", params, platform, hidden=hidden)  # the usual refusal
 
-    async def _reserve(self, params: dict[str, Any], platform: Platform) -> Any:
+    async def _reserve(
+        self, params: dict[str, Any], platform: Platform, hidden: list[str]
+    ) -> Any:
         try:
             req = parse_reserve(params)  # refused here as one process refuses it
         except ValueError as exc:
             raise QueryError("bad_request", str(exc)) from exc
         if req.reference:  # asking again returns the open booking, in whichever worker
-            found = await self._open(req.reference, platform)
+            found = await self._open(req.reference, platform, hidden)
             if found is not None:
                 return {**found[1], "new": False}
         held = await asyncio.gather(*(self._call(i, {"op": "usage", "platform": platform.id})
@@ -177,12 +192,12 @@ class WorkerQueries:
 
         if req.asset is not None or req.process is None:
             index = self._owner(req.asset)
-            return await self._ask(index, "reserve", params, platform,
+            return await self._ask(index, "reserve", params, platform, hidden=hidden,
                                    elsewhere=elsewhere(index))
         owners = self._process_owners(req.process, platform)
         if len(owners) <= 1:  # one worker holds every candidate (or none: its refusal)
             index = owners.pop() if owners else 0
-            return await self._ask(index, "reserve", params, platform,
+            return await self._ask(index, "reserve", params, platform, hidden=hidden,
                                    elsewhere=elsewhere(index))
         # candidates in several workers: each proposes (commits nothing), the parent picks
         # as one process would (the first candidate, in YAML order, that is accepted, else
@@ -190,14 +205,14 @@ class WorkerQueries:
         # again and commits with that machine as its only candidate
         involved = sorted(owners)
         proposals = await asyncio.gather(*(
-            self._ask(i, PROPOSE, params, platform, elsewhere=elsewhere(i))
+            self._ask(i, PROPOSE, params, platform, hidden=hidden, elsewhere=elsewhere(i))
             for i in involved))
         order = {m.id: n for n, m in enumerate(self.config().enabled_machines())}
         rank = {"accepted": 0, "requested": 1}
         index, best = min(zip(involved, proposals, strict=True),
                           key=lambda p: (rank.get(p[1]["state"], 2),
                                          order.get(p[1]["machine"], len(order))))
-        return await self._ask(index, "reserve", params, platform,
+        return await self._ask(index, "reserve", params, platform, hidden=hidden,
                                elsewhere=elsewhere(index), machine=best["machine"])
 
     def _process_owners(self, process: str, platform: Platform) -> set[int]:

@@ -20,7 +20,7 @@ from edge.kpi.service import KpiService
 from edge.parts.energy import EnergyWindows
 from edge.parts.store import PartStore
 from edge.query.handler import QueryError
-from models.booking import ALONE, PROPOSE, OtherStores
+from models.booking import ALONE, PROPOSE, MachineSeen, OtherStores, every_machine
 from models.plant import STREAMS, Machine, Platform, machine_topic
 from models.sample import format_ts, utc_now
 
@@ -284,22 +284,24 @@ class QueryBackend:
 
     async def query_booking(
         self, method: str, platform: Platform, params: Mapping[str, Any],
-        others: OtherStores = ALONE,
+        others: OtherStores = ALONE, seen: MachineSeen = every_machine,
     ) -> dict[str, Any]:
         """`reserve`, `release`, `bookings` for `platform` (docs/protocol.md, "Bookings");
         `others`: what the other workers' booking stores bring (`run --workers N`), and
-        `propose` (the parent's, never a platform's) what `reserve` would decide here."""
+        `propose` (the parent's, never a platform's) what `reserve` would decide here.
+        `seen`: the machines the destination asked through shows; the platform's bookings
+        on others are answered as bookings it does not have."""
         desk = self.bookings
         if desk is None:
             raise QueryError("not_found", "this gateway takes no bookings")
         try:
             if method == "reserve":
-                return await desk.reserve(platform, params, others)
+                return await desk.reserve(platform, params, others, seen)
             if method == PROPOSE:
-                return await desk.propose(platform, params, others)
+                return await desk.propose(platform, params, others, seen)
             if method == "release":
-                return await desk.release(platform, params)
-            return desk.list(platform, params)
+                return await desk.release(platform, params, seen)
+            return desk.list(platform, params, seen)
         except KeyError as exc:
             raise QueryError("not_found", str(exc.args[0]) if exc.args else "not found") from exc
         except Refused as exc:

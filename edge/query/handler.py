@@ -80,7 +80,7 @@ from edge.signing.jws import (
     jwk_thumbprint,
     signing_input_hash,
 )
-from models.booking import ALONE, PROPOSE, OtherStores
+from models.booking import ALONE, PROPOSE, MachineSeen, OtherStores, every_machine
 from models.envelope import envelope_body
 from models.errors import ConfigurationError, EdgeError
 from models.logger import Logger
@@ -132,8 +132,9 @@ class _Request:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-Dispatch = Callable[[str, dict[str, Any], Platform], Awaitable[Any]]
-"""Answers a checked request's method elsewhere (QueryError for a refusal)."""
+Dispatch = Callable[[str, dict[str, Any], Platform, MachineSeen], Awaitable[Any]]
+"""Answers a checked request's method elsewhere (QueryError for a refusal); the
+`MachineSeen` is the destination's, for the platform's bookings on machines it hides."""
 
 
 class Backend(Protocol):
@@ -147,7 +148,7 @@ class Backend(Protocol):
     def query_health(self) -> dict[str, Any]: ...
     async def query_booking(
         self, method: str, platform: Platform, params: Mapping[str, Any],
-        others: OtherStores = ...,
+        others: OtherStores = ..., seen: MachineSeen = ...,
     ) -> dict[str, Any]: ...
     def query_parts(self, asset: str, params: Mapping[str, Any]) -> dict[str, Any]: ...
     def query_energy(self, asset: str, params: Mapping[str, Any]) -> dict[str, Any] | None: ...
@@ -302,20 +303,23 @@ class QueryHandler:
                 raise QueryError(*refusal)
             platform = policy.visible(req.platform)
             if self.dispatch is None:
-                result = await self._dispatch(req.method, req.params, platform)
+                result = await self._dispatch(req.method, req.params, platform,
+                                              seen=policy.sees)
             else:
-                result = await self.dispatch(req.method, req.params, platform)
+                result = await self.dispatch(req.method, req.params, platform, policy.sees)
         except QueryError as exc:
             return self._refuse(req, exc)
         return self._accept(msg, req, policy.narrow(req.method, result), platform)
 
     async def answer_locally(
-        self, method: str, params: dict[str, Any], platform: Platform, others: OtherStores
+        self, method: str, params: dict[str, Any], platform: Platform, others: OtherStores,
+        seen: MachineSeen,
     ) -> Any:
         """The method only, for a request the parent already checked (a worker process):
         QueryError for a refusal, as `answer` would answer it; `others`: what the other
-        workers' booking stores bring (models/booking.py), and `propose` is allowed."""
-        return await self._dispatch(method, params, platform, others)
+        workers' booking stores bring (models/booking.py), `seen`: the machines the
+        destination shows (the parent's policy), and `propose` is allowed."""
+        return await self._dispatch(method, params, platform, others, seen)
 
     def _check(self, msg: Incoming, req: _Request) -> None:
         """Every check up to the method itself; fills `req` as it learns; QueryError."""
@@ -538,7 +542,7 @@ class QueryHandler:
 
     async def _dispatch(
         self, method: str, params: dict[str, Any], platform: Platform,
-        others: OtherStores = ALONE,
+        others: OtherStores = ALONE, seen: MachineSeen = every_machine,
     ) -> Any:
         asset = params.get("asset")
         if self.backend is None:  # the parent of `run --workers N`: `dispatch` answers
@@ -546,7 +550,7 @@ class QueryHandler:
         try:
             if method in BOOKING_METHODS or method == PROPOSE:  # the platform books
                 result: Any = await self.backend.query_booking(method, platform, params,
-                                                               others)
+                                                               others, seen)
             elif method == "describe":
                 result = self.backend.query_describe()
             elif method == "health":

@@ -9,7 +9,10 @@ allow it:
 - a machine the destination's `machines` filter denies is answered exactly as a machine the
   gateway does not have (`not_found`, the same text), and whole-plant answers leave it out:
   the platform is narrowed to the machines both allow before the method runs, so bookings by
-  process never choose a hidden machine either;
+  process never choose a hidden machine either; the platform's own bookings on a hidden
+  machine are answered as bookings it does not have (`sees`, passed to the bookings desk:
+  `release` refuses them as unknown, `reserve` asking again with their reference decides
+  anew, `bookings` leaves them out before `limit`);
 - a method whose stream the destination does not take (`METHOD_STREAMS`) is `forbidden`;
 - signals: the result is narrowed by edge/egress/redaction.py, the one module deciding what
   a `signals` filter hides, before it is sealed.
@@ -73,10 +76,16 @@ class DestinationPolicy:
             return "forbidden", (f"method {method!r} is not answered at this destination "
                                  f"(it does not take {', '.join(missing)})")
         asset = params.get("asset")
-        if method in MACHINE_METHODS and isinstance(asset, str) \
-                and not dest.machines.allows(asset):
+        if method in MACHINE_METHODS and isinstance(asset, str) and not self.sees(asset):
             return "not_found", f"unknown machine {asset!r}"  # as the backend answers it
         return None
+
+    def sees(self, machine: str) -> bool:
+        """True when this destination shows `machine`: the one predicate behind every
+        narrowing by machine here, passed in where the answer is built (the bookings store
+        leaves the platform's bookings on hidden machines out before counting `limit`, and
+        answers `release`/`reserve` on one as for a booking it does not have)."""
+        return self.destination is None or self.destination.machines.allows(machine)
 
     def visible(self, platform: Platform) -> Platform:
         """`platform` narrowed to the machines this destination may see too, for the method
@@ -84,7 +93,7 @@ class DestinationPolicy:
         dest = self.destination
         if dest is None or dest.machines.everything:
             return platform
-        ids = [m.id for m in self.plant.machines if dest.machines.allows(m.id)
+        ids = [m.id for m in self.plant.machines if self.sees(m.id)
                and any(fnmatch.fnmatchcase(m.id, p) for p in platform.machines)]
         return platform.model_copy(update={"machines": ids})  # ids have no glob characters
 
@@ -95,11 +104,6 @@ class DestinationPolicy:
             return result
         if method == "describe" and isinstance(result, dict):
             result = _describe(result, dest.streams)
-        elif method == "bookings" and isinstance(result, dict) \
-                and isinstance(result.get("bookings"), list):
-            result = {**result, "bookings": [  # on a machine it may see, or not yet placed
-                b for b in result["bookings"] if not isinstance(b, dict)
-                or b.get("machine") is None or dest.machines.allows(str(b["machine"]))]}
         return redact_result(method, result, dest.signals)
 
 

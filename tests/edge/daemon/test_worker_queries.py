@@ -25,7 +25,7 @@ from edge.config.workers import worker_of
 from edge.daemon.worker_channel import WorkerChannel, WorkerChannelServer, WorkerUnavailable
 from edge.daemon.worker_queries import WorkerQueries
 from edge.query.handler import QueryError
-from models.booking import OtherStores, Usage
+from models.booking import MachineSeen, OtherStores, Usage
 from models.plant import Plant, Platform
 
 IDS = ["m1", "m2", "m3", "m4"]  # m4 on worker 0, m1-m3 on worker 1
@@ -51,14 +51,16 @@ class FakeWorker:
     bookings: list[dict[str, Any]] = field(default_factory=list)
     asked: list[tuple[str, dict[str, Any], OtherStores]] = field(default_factory=list)
     proposal: str = "accepted"
+    shown: list[list[str]] = field(default_factory=list)  # per request: machines `seen` shows
 
     @property
     def mine(self) -> list[str]:
         return [i for i in IDS if worker_of(i, 2) == self.index]
 
     async def query(self, method: str, params: dict[str, Any], platform: Platform,
-              others: OtherStores) -> Any:
+              others: OtherStores, seen: MachineSeen) -> Any:
         self.asked.append((method, params, others))
+        self.shown.append([m for m in IDS if seen(m)])
         asset = params.get("asset")
         milling = [m for m in self.mine if m in ("m1", "m4")]
         if method == "propose":
@@ -189,3 +191,13 @@ async def test_a_gone_worker_makes_the_request_unavailable_at_once(pool: Pool) -
     assert await route("state", {"asset": "m1"}, P1)  # the other worker still answers
     with pytest.raises(WorkerUnavailable):
         await pool.channels[0].call({"op": "status"}, 1.0)
+
+
+async def test_the_destinations_hidden_machines_reach_every_worker_asked(pool: Pool) -> None:
+    """A worker applies the parent's policy to the platform's bookings (edge/bookings/desk.py):
+    the machines the destination hides travel with each booking request, to each worker."""
+    route = pool.router()
+    await route("bookings", {}, P1, lambda m: m != "m2")
+    assert [w.shown for w in pool.workers] == [[["m1", "m3", "m4"]], [["m1", "m3", "m4"]]]
+    await route("bookings", {}, P1)  # through no destination: every machine
+    assert pool.workers[0].shown[-1] == IDS

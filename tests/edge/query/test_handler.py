@@ -123,12 +123,13 @@ class Views:
 
 class Rig:
     def __init__(self, tmp_path: Path, nonces: NonceMemory | None = None,
-                 views: Any = None, destinations: str | None = None) -> None:
+                 views: Any = None, destinations: str | None = None,
+                 b_methods: str = "") -> None:
         self.a, self.b = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
         text = plant_yaml(tmp_path / "state", [1502, 1503], 1883, destinations=destinations)
-        text += """platforms:
-  - {id: platform-a, public_key_file: a.pem, machines: [m1], rate_limit: 1, burst: 3}
-  - {id: platform-b, public_key_file: b.pem}
+        text += f"""platforms:
+  - {{id: platform-a, public_key_file: a.pem, machines: [m1], rate_limit: 1, burst: 3}}
+  - {{id: platform-b, public_key_file: b.pem{b_methods}}}
 """
         self.plant = parse_plant(text, "plant.yaml").plant
         pa, pb = self.plant.platforms

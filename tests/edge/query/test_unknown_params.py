@@ -57,7 +57,8 @@ class Calls:
         return self._note("health")
 
     async def query_booking(
-        self, method: str, platform: Platform, params: Mapping[str, Any], others: Any = None
+        self, method: str, platform: Platform, params: Mapping[str, Any], others: Any = None,
+        seen: Any = None,
     ) -> dict[str, Any]:
         return self._note(method, params)
 
