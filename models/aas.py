@@ -148,6 +148,16 @@ _ALIASES: dict[str, tuple[str, ...]] = {  # OPC UA DI / MTConnect Description / 
     "controlversion": ("SoftwareVersion",),  # Haas Q101, FANUC FOCAS system info
 }
 _DEVICE_KEYS = {k.lower(): (k,) for k in NAMEPLATE_KEYS} | _ALIASES
+IDENTIFICATION_PREFIX = "identification_"
+"""OPC UA DI Identification signals are named `identification_<BrowseName>`: a key of
+`device_identification` may carry it (the signal's own name), matched without it."""
+DEVICE_SIGNAL_QUALIFIER = "DeviceSignal"
+"""The `type` of the Qualifier on a Nameplate element the device filled (the YAML left it
+out); its `value` names the `device_identification` key, the signal the value was read from.
+Why: a destination whose `signals` filter denies that signal must not see the value, and the
+answer is narrowed after it is built (edge/egress/redaction.py, the one place deciding what
+a `signals` filter hides): the mark says which elements to leave out there. The YAML's own
+values carry none (they are the plant's declaration, never a signal's)."""
 
 # Downtime reasons of edge/kpi/oee.py's loss tree that ISO 22400-2 names separately; every other
 # reason (waiting, unavailable, no_data, ...) is ActualUnitDownTime.
@@ -370,6 +380,13 @@ def resolve_nameplate(
     retrofitter, not the machine builder); the device fills what the YAML leaves out.
     URIOfTheProduct falls back to the shell's globalAssetId, since the template requires it.
     """
+    return _resolve_nameplate(plant, machine, device_identification)[0]
+
+
+def _resolve_nameplate(
+    plant: Plant, machine: Machine, device_identification: Mapping[str, str] | None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """`resolve_nameplate`'s values, and for those the device gave, the key they came from."""
     np = machine.nameplate
     year = None if np.year_of_construction is None else str(np.year_of_construction)
     yaml = {
@@ -381,27 +398,39 @@ def resolve_nameplate(
         "YearOfConstruction": year,
     }
     device: dict[str, object] = {}
+    signal: dict[str, str] = {}
     for key, value in (device_identification or {}).items():
-        for id_short in _DEVICE_KEYS.get(_norm_key(key), ()):
-            device.setdefault(id_short, value)
+        for id_short in _DEVICE_KEYS.get(_norm_key(key.removeprefix(IDENTIFICATION_PREFIX)), ()):
+            if id_short not in device:
+                device[id_short], signal[id_short] = value, key
     fallback = {"URIOfTheProduct": aas_ids(plant, machine).global_asset_id}
     out: dict[str, str] = {}
+    from_device: dict[str, str] = {}
     for id_short, _, _, xsd in _NAMEPLATE:
         for source in (yaml, device, fallback):
             text = _nameplate_value(source.get(id_short), xsd)
             if text is not None:
                 out[id_short] = text
+                if source is device:
+                    from_device[id_short] = signal[id_short]
                 break
-    return out
+    return out, from_device
 
 
-def _nameplate(ids: AasIds, values: Mapping[str, str]) -> aas.Submodel:
+def _nameplate(
+    ids: AasIds, values: Mapping[str, str], from_device: Mapping[str, str]
+) -> aas.Submodel:
+    """`from_device`: idShort -> the signal it was read from (`DEVICE_SIGNAL_QUALIFIER`)."""
     elements: list[aas.SubmodelElement] = []
     for id_short, semantic, supplemental, xsd in _NAMEPLATE:
         value = values.get(id_short)
         if value is None:
             continue
         extra = [_ref(supplemental)] if supplemental else None
+        signal = from_device.get(id_short)
+        qualifiers = None if signal is None else [aas.Qualifier(
+            DEVICE_SIGNAL_QUALIFIER, XSD.STRING, kind=aas.QualifierKind.VALUE_QUALIFIER,
+            value=signal)]
         if xsd is None:
             elements.append(
                 aas.MultiLanguageProperty(
@@ -409,6 +438,7 @@ def _nameplate(ids: AasIds, values: Mapping[str, str]) -> aas.Submodel:
                     semantic_id=_ref(semantic),
                     supplemental_semantic_ids=extra,
                     value=_en(value),
+                    qualifiers=qualifiers,
                 )
             )
         else:
@@ -419,6 +449,7 @@ def _nameplate(ids: AasIds, values: Mapping[str, str]) -> aas.Submodel:
                     semantic_id=_ref(semantic),
                     supplemental_semantic_ids=extra,
                     value=value,
+                    qualifiers=qualifiers,
                 )
             )
     return aas.Submodel(
@@ -981,7 +1012,7 @@ def build_environment(
     """
     ids = aas_ids(plant, machine)
     submodels = [
-        _nameplate(ids, resolve_nameplate(plant, machine, device_identification)),
+        _nameplate(ids, *_resolve_nameplate(plant, machine, device_identification)),
         _kpi(ids, machine, state, oee),
         _operational(ids, state, signals, oee),
         _production_calendar(plant, ids),

@@ -96,15 +96,22 @@ AAS_STATE: Mapping[str, tuple[str, ...]] = {
 signals each is made of; `Availability` and `Since` are kept, as in a state record."""
 
 
+NAMEPLATE_SOURCE = "DeviceSignal"
+"""The Qualifier `type` marking a Nameplate element the device filled; its value names the
+signal (models/aas.py `DEVICE_SIGNAL_QUALIFIER`, kept equal by a test: models/aas.py
+brings aas_core3, which the sealer's import should not)."""
+
+
 def redact_result(method: str, result: Any, allowed: PatternFilter) -> Any:
     """A query `method`'s `result` (docs/protocol.md, "Methods") as a destination with
     filter `allowed` may see it: the same rules as the stream each method reads, so a
     platform learns nothing by asking that its stream withholds. `state` as state records
     (its `link` is the gateway's, kept), `parts` as part records, `capacity` and the
     booking methods as their streams' records, `aas` without the signals and state elements
-    of denied signals. `parts` answers each record with the envelope it was first published
-    in, the unfiltered one: where the filter narrows part records that envelope is null
-    (the destination's own is on its broker's `part` topic). New dicts; the input is kept."""
+    of denied signals and the Nameplate elements read from them. `parts` answers each
+    record with the envelope it was first published in, the unfiltered one: where the filter
+    narrows part records that envelope is null (the destination's own is on its broker's
+    `part` topic). New dicts; the input is kept."""
     if allowed.everything or not isinstance(result, dict):
         return result
     if method in ("state", "capacity", "aas") and isinstance(result.get("machines"), dict):
@@ -141,9 +148,14 @@ def _capacity_answer(record: Any, allowed: PatternFilter) -> Any:
 
 def _aas_answer(environment: Any, allowed: PatternFilter) -> Any:
     """An AAS environment (JSON, models/aas.py) without what denied signals made: the
-    OperationalData `Signals` and `State` elements of denied signals and, when `program` is
-    denied, the carbon footprints (one per program, named by it, as the capacity record's
-    `energy_per_part`) and the comment of PlannedRuntimePerItem (it names the program)."""
+    OperationalData `Signals` and `State` elements of denied signals; the Nameplate elements
+    the device filled from a denied identification signal (`serial_number`, `model`,
+    `identification_*`: each such element names its signal in a `NAMEPLATE_SOURCE`
+    qualifier, set where the environment is built, so this stays the one place deciding;
+    an element the YAML sets has none and stays, the plant's own declaration); and, when
+    `program` is denied, the carbon footprints (one per program, named by it, as the
+    capacity record's `energy_per_part`) and the comment of PlannedRuntimePerItem (it names
+    the program)."""
     if not isinstance(environment, dict) or not isinstance(environment.get("submodels"), list):
         return environment
     return {**environment, "submodels": [_aas_submodel(sm, allowed)
@@ -157,6 +169,9 @@ def _aas_submodel(submodel: Any, allowed: PatternFilter) -> Any:
     program = allowed.allows(SIG_PROGRAM)
     if name == "OperationalData":
         elements = [kept for e in elements if (kept := _aas_collection(e, allowed)) is not None]
+    elif name == "Nameplate":
+        elements = [e for e in elements
+                    if (signal := _device_signal(e)) is None or allowed.allows(signal)]
     elif name == "CarbonFootprint" and not program:
         elements = []
     elif name == "ProcessVariablesForManufacturingKPICalculation" and not program:
@@ -188,6 +203,15 @@ def _aas_collection(element: Any, allowed: PatternFilter) -> Any:
     else:
         return element
     return {**element, "value": keep} if keep else None
+
+
+def _device_signal(element: Any) -> str | None:
+    """The signal a Nameplate element was read from; None for the YAML's own values."""
+    qualifiers = element.get("qualifiers") if isinstance(element, dict) else None
+    for q in qualifiers if isinstance(qualifiers, list) else ():
+        if isinstance(q, dict) and q.get("type") == NAMEPLATE_SOURCE:
+            return str(q.get("value", ""))
+    return None
 
 
 def _display_name(element: Any) -> str:

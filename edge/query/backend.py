@@ -52,16 +52,12 @@ IDENTIFICATION_SIGNALS = frozenset({"serial_number", "model", "manufacturer", "c
 def device_identification(last_values: dict[str, Any]) -> dict[str, str]:
     """What devices say about themselves, for the AAS nameplate: Haas Q100/Q101/Q102 and
     FOCAS system info as `serial_number`, `model`, `control_version`; OPC UA DI
-    Identification as `identification_<BrowseName>`. The YAML still wins (models/aas.py)."""
-    out: dict[str, str] = {}
-    for name, sample in last_values.items():
-        if sample.value is None or sample.quality.value == "bad":
-            continue
-        if name in IDENTIFICATION_SIGNALS:
-            out[name] = str(sample.value)
-        elif name.startswith("identification_"):
-            out[name.removeprefix("identification_")] = str(sample.value)
-    return out
+    Identification as `identification_<BrowseName>`. The YAML still wins (models/aas.py).
+    Keyed by the signal's own name, which the nameplate element it fills carries (so a
+    destination denying the signal gets the answer without it, edge/egress/redaction.py)."""
+    return {name: str(sample.value) for name, sample in last_values.items()
+            if sample.value is not None and sample.quality.value != "bad"
+            and (name in IDENTIFICATION_SIGNALS or name.startswith("identification_"))}
 
 
 _NOT_OF_A_METER = frozenset({"oee", "capacity", "bookings"})

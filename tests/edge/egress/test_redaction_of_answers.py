@@ -15,8 +15,10 @@ from e2e import plant_yaml
 from test_redaction import HIDE, part
 
 from edge.config.loader import parse_plant
-from edge.egress.redaction import redact, redact_result
+from edge.egress.redaction import NAMEPLATE_SOURCE, redact, redact_result
+from edge.query.backend import device_identification
 from models.aas import (
+    DEVICE_SIGNAL_QUALIFIER,
     ProgramFootprint,
     build_environment,
     environment_json,
@@ -24,6 +26,7 @@ from models.aas import (
 )
 from models.machine_state import Availability, MachineState
 from models.plant import PatternFilter
+from models.sample import Sample
 
 T = datetime(2026, 3, 2, 10, tzinfo=UTC)
 STATE = {"availability": "available", "execution": "active", "controller_mode": "automatic",
@@ -105,3 +108,38 @@ def test_aas_answers_lose_denied_signals_and_state_elements(tmp_path: Path) -> N
     assert "Signals" not in operational(only), "an emptied collection is left out, not empty"
     for narrowed_env in (mine, only):  # still a valid environment
         assert verify_environment(jsonization.environment_from_jsonable(narrowed_env)) == []
+
+
+def test_aas_answers_lose_nameplate_elements_read_from_denied_signals(tmp_path: Path) -> None:
+    """The device fills what the YAML's nameplate leaves out; an element it filled from a
+    signal the destination denies is left out there. The YAML's own values stay."""
+    text = plant_yaml(tmp_path, [1502], 1883).replace(
+        "  - id: m1\n", "  - id: m1\n    nameplate: {manufacturer: ACME}\n")
+    plant = parse_plant(text, "plant.yaml").plant
+    last = {name: Sample("m1", name, value, None, T) for name, value in (
+        ("serial_number", "SN-4711"), ("manufacturer", "Retrofit Inc"),
+        ("identification_Model", "X-5"), ("identification_HardwareRevision", "HW-2"),
+        ("spindle_load", 12.5))}
+    env = environment_json(build_environment(
+        plant, plant.machines[0], device_identification=device_identification(last)))
+
+    def nameplate(e: dict[str, Any]) -> dict[str, Any]:
+        [sm] = [s for s in e["submodels"] if s["idShort"] == "Nameplate"]
+        return {x["idShort"]: x.get("value") for x in sm["submodelElements"]}
+
+    full = nameplate(env)
+    assert full["SerialNumber"] == "SN-4711" and full["HardwareVersion"] == "HW-2"
+    assert full["ManufacturerProductType"] == "X-5"
+    assert "ACME" in json.dumps(full["ManufacturerName"]), "the YAML wins"
+    denied = PatternFilter(deny=["serial_number", "identification_*", "manufacturer"])
+    mine = redact_result("aas", {"machines": {"m1": env}}, denied)["machines"]["m1"]
+    narrowed = nameplate(mine)
+    assert not {"SerialNumber", "HardwareVersion", "ManufacturerProductType",
+                "ManufacturerProductDesignation"} & set(narrowed), narrowed
+    assert "ACME" in json.dumps(narrowed["ManufacturerName"]), "the plant's declaration stays"
+    for value in ("SN-4711", "X-5", "HW-2", "Retrofit"):
+        assert value not in json.dumps(mine), value
+    assert nameplate(redact_result("aas", {"machines": {"m1": env}},
+                                   PatternFilter(deny=["spindle*"]))["machines"]["m1"]) == full
+    assert verify_environment(jsonization.environment_from_jsonable(mine)) == []
+    assert NAMEPLATE_SOURCE == DEVICE_SIGNAL_QUALIFIER
