@@ -120,8 +120,8 @@ class BookingDesk:
         the gateway's other booking stores bring (`run --workers N`). `seen`: the machines
         the destination asked through shows (`platform` is already narrowed to them, so no
         candidate is hidden; asking again with the reference of an open booking on a hidden
-        machine is decided as a new request). Returns once the decision is committed (on
-        the store's writer thread, edge/bookings/store.py)."""
+        machine is refused, naming no machine: ValueError). Returns once the decision is
+        committed (on the store's writer thread, edge/bookings/store.py)."""
         req = parse_reserve(params)
         now = self.clock()
         machines = self._machines(platform, req.asset, req.process, others.machine)

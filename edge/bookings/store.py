@@ -572,8 +572,9 @@ class BookingStore(WalStore):
         --workers N`: the parent compares the workers' proposals for a `reserve` by process,
         then commits the best one's machine in its worker, which decides again). `seen`: the
         asking destination's machines; an open booking with the same reference on a machine it
-        hides is not returned (that would name the machine): the request is decided as if it
-        did not exist."""
+        hides is not returned (that would name the machine), nor is a second one booked under
+        the reference (a retry through another destination must not double-book): ValueError,
+        naming the reference only."""
         with self._tx("reserve") as conn:
             return self._reserve(conn, Reserve(platform, req, candidates, calendar, rules, now,
                                                disclosed, elsewhere, commit, seen))
@@ -589,9 +590,14 @@ class BookingStore(WalStore):
             "AND state IN ('requested', 'accepted') ORDER BY created DESC",
             (platform, req.reference),
         )
-        asked_again = next(_seen_rows(rows, op.seen, 1), None)
+        held = [_row(r) for r in rows]  # a reference's open bookings: one, rarely more
+        asked_again = next((b for b in held if not b.machine or op.seen(b.machine)), None)
         if asked_again is not None:
             return asked_again, False
+        if held:  # open, on a machine this destination hides: neither name it nor book twice
+            raise ValueError(f"reference {req.reference!r} is already used by another open "
+                             "booking of this platform: release it where it was made, or use "
+                             "another reference")
         full = [
             Candidate(
                 c.machine, (*c.busy, *self._holding(conn, c.machine, now)), c.ideal_cycle_s

@@ -84,18 +84,22 @@ def test_release_of_a_booking_on_a_hidden_machine_is_refused_as_an_unknown_one(
     assert asyncio.run(desk.release(P, {"reference": "po-2"}))["state"] == "released"
 
 
-def test_asking_again_with_the_reference_of_a_hidden_booking_decides_anew(
+def test_asking_again_with_the_reference_of_a_hidden_booking_is_refused_unnamed(
     desk: BookingDesk,
 ) -> None:
+    """Neither the machine is named nor a second booking made under one reference: a
+    platform retrying through another destination must not double-book."""
     hidden = book(desk, "m2", "po-2", 2)
     start = NOW + timedelta(hours=4)
     params = {"asset": "m1", "reference": "po-2", "start": start.isoformat(),
               "end": (start + timedelta(minutes=30)).isoformat()}
-    again = asyncio.run(desk.reserve(P, params, seen=hides_m2))
-    assert again["new"] is True and again["machine"] == "m1", again  # as if po-2 were new
-    assert again["booking"] != hidden["booking"]
-    # where m2 is shown, asking again returns the newest open one, as before
-    assert asyncio.run(desk.reserve(P, params))["booking"] == again["booking"]
+    with pytest.raises(ValueError, match="already used by another open booking") as refused:
+        asyncio.run(desk.reserve(P, params, seen=hides_m2))
+    assert "m2" not in str(refused.value) and hidden["booking"] not in str(refused.value)
+    assert [b["booking"] for b in desk.list(P, {"reference": "po-2"})["bookings"]] == [
+        hidden["booking"]]
+    # where m2 is shown, asking again returns the open one, as before
+    assert asyncio.run(desk.reserve(P, params))["booking"] == hidden["booking"]
 
 
 def test_a_page_of_bookings_holds_limit_rows_it_may_see(desk: BookingDesk) -> None:
