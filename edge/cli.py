@@ -174,7 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"edge-gateway {package_version()}")
     p.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"],
-        help="default info; warning for query, verify and watch, whose output is the result",
+        help="default info; error for query, verify and watch, whose output is the result "
+        "(their own one line says when the broker cannot be reached)",
     )
     p.add_argument(
         "--log-format",
@@ -650,8 +651,11 @@ def _main(argv: list[str] | None) -> int:
     from edge.observability import configure_logging
 
     # stdout carries command results; logs always go to stderr
-    if args.log_level is None:  # a client command's own link is no news beside its result
-        args.log_level = "warning" if args.command in CLIENT_COMMANDS else "info"
+    if args.log_level is None:
+        # a client command's own link is no news beside its result, and its transport's
+        # `mqtt_connect_failed` said twice what the command's one line says (the daemon,
+        # which has no such line, keeps it)
+        args.log_level = "error" if args.command in CLIENT_COMMANDS else "info"
     configure_logging(args.log_format or "auto", args.log_level)
     try:
         if args.command == "schema":

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from conftest import find_free_port
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from e2e import ROOT, cli, plant_yaml, wait_for
 from paho.mqtt import publish
 
@@ -283,3 +284,22 @@ def test_watch_of_a_broker_that_is_not_there_draws_no_empty_tables() -> None:
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.rstrip().endswith(f"watch: cannot connect to mqtt://127.0.0.1:{port}")
+
+
+def test_query_of_a_broker_that_is_not_there_says_so_once(tmp_path: Path) -> None:
+    """`query` (as `watch` and `verify --broker`) to a broker that is not there printed the
+    transport's `mqtt_connect_failed` warning (as JSON in a pipe) before its own
+    "cannot connect" line: the same news twice. The command's line is the one now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    key = tmp_path / "k.pem"
+    key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    done = cli("query", "--broker", f"mqtt://127.0.0.1:{port}", "--key", str(key),
+               "--gateway", GW, "--timeout", "1", "health")
+    assert done.returncode == 1, done.stderr
+    said = f"cannot connect to mqtt://127.0.0.1:{port}"
+    assert done.stderr.count(said) == 1, done.stderr
+    assert "mqtt_connect_failed" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [f"edge-gateway: {said}"], done.stderr
