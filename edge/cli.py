@@ -777,6 +777,11 @@ def _main(argv: list[str] | None) -> int:
             from edge.daemon import systemd
             from edge.daemon.repartition import Repartition
             from edge.observability import get_logger
+            from edge.status.log_keep import restore
+            from edge.status.log_tap import TAP
+
+            # the page's history, if a worker-count change restarted this command
+            restore(loaded.state_dir, TAP.recent, get_logger(gateway=loaded.plant.gateway.id))
 
             # every machine's state in its worker's files before any worker opens them
             Repartition(loaded, count, get_logger(gateway=loaded.plant.gateway.id),

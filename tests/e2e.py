@@ -247,6 +247,14 @@ class GatewayProcess:
             self.proc.kill()
             self.proc.wait()
 
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM, and the clean exit (0) it must bring; killed if it does not come."""
+        self.signal(signal.SIGTERM)
+        try:
+            assert self.wait(timeout=timeout) == 0
+        finally:
+            self.kill()
+
     def logs(self) -> list[dict[str, Any]]:
         out = []
         for line in self.log_path.read_text().splitlines():

@@ -65,6 +65,7 @@ from edge.query.backend import QueryBackend
 from edge.query.handler import QueryHandler, load_platform_keys
 from edge.query.nonces import NONCE_FILE, NonceStore
 from edge.status.gateway_source import GatewayStatusSource
+from edge.status.log_keep import keep as keep_recent_log
 from edge.status.log_tap import TAP, LogNews
 from edge.status.snapshot import worker_snapshot
 from edge.storage.wal import WalStore, checkpoint_loop
@@ -393,6 +394,8 @@ class Gateway:
             for sim in simulators:
                 await sim.aclose()
             self.log.info("gateway_stopped")
+            if self.restart_as is not None:  # the page's history for the restarted command
+                keep_recent_log(self.loaded.state_dir, TAP.recent, (), self.log)
 
     async def _serve_signals(self) -> None:
         """Until SIGTERM: apply each SIGHUP; a stop request cancels a reload in progress

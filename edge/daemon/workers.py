@@ -30,7 +30,8 @@ SIGHUP is passed to every worker (each reloads its slice; a machine added to the
 picked up by the worker it hashes to) and the parent re-reads the YAML for its status and
 republishes the JWKS if `keys rotate` changed the key. A SIGHUP that changes N (the YAML's
 `gateway.workers`, unless `--workers` was given) stops every worker as SIGTERM does and
-makes `run` return `EXIT_RESTART`: edge/cli.py starts the command again in this process,
+makes `run` return `EXIT_RESTART` (the gateway view's history written for the next start,
+edge/status/log_keep.py): edge/cli.py starts the command again in this process,
 which moves the machines' state to their new workers (edge/daemon/repartition.py) before
 the new pool starts.
 """
@@ -81,6 +82,7 @@ from edge.observability import get_logger
 from edge.query.backend import health
 from edge.query.handler import QueryHandler, load_platform_keys
 from edge.query.nonces import NONCE_FILE, NonceStore
+from edge.status.log_keep import keep as keep_recent_log
 from edge.status.log_tap import TAP, RecentLog
 from edge.status.worker_source import WorkerStatusSource
 from edge.storage.writer import WriterThread
@@ -478,6 +480,9 @@ class WorkerPool:
             self.nonces.close()
             self.booking_desks.close()
             self.log.info("gateway_stopped")
+            if self.restart_as is not None:  # the page's history for the restarted command
+                keep_recent_log(self.loaded.state_dir, TAP.recent,
+                                [w.recent for w in self.workers], self.log)
         return 0 if self.restart_as is None else EXIT_RESTART
 
     async def _apply_reload(self) -> None:

@@ -22,7 +22,8 @@ from typing import Any, Literal
 from edge.status.model import LogEntry
 from models.sample import utc_now
 
-RELOAD_EVENTS = {"reloaded": "ok", "reload_rejected_keeping_running_config": "rejected"}
+RELOAD_EVENTS = {"reloaded": "ok", "reload_rejected_keeping_running_config": "rejected",
+                 "workers_changed_restarting": "ok"}
 _SHOWN = ("asset", "destination", "error", "reason", "problems", "path", "hint")
 Kind = Literal["warnings", "reloads"]
 RELOAD_RESULTS = ("ok", "rejected")
@@ -43,6 +44,14 @@ class Recent:
     def add(self, when: datetime, text: str) -> None:
         self._kept.append((when, text))
         self.total += 1
+
+    def earlier(self, entries: Sequence[tuple[datetime, str]]) -> None:
+        """Put `entries` (a previous run's, edge/status/log_keep.py) before the kept ones,
+        the newest of all still at most `keep`."""
+        mine = list(self._kept)
+        self._kept.clear()
+        self._kept.extend([*entries, *mine])
+        self.total += len(entries)
 
     def __iter__(self) -> Iterator[tuple[datetime, str]]:
         return iter(self._kept)
@@ -70,7 +79,8 @@ class RecentLog:
 
     def add_reload(self, when: datetime, text: str) -> None:
         self.reloads.add(when, text)
-        result = RELOAD_RESULTS[0] if text == "ok" else RELOAD_RESULTS[1]
+        ok = text == "ok" or text.startswith("ok: ")  # "ok: workers 2 -> 3"
+        result = RELOAD_RESULTS[0] if ok else RELOAD_RESULTS[1]
         self.reload_counts[result] += 1
 
     def kind(self, name: Kind) -> Recent:
@@ -141,7 +151,9 @@ class LogTap:
         event = str(event_dict.get("event", ""))
         if event in RELOAD_EVENTS:
             detail = RELOAD_EVENTS[event]
-            if detail != "ok":
+            if event == "workers_changed_restarting":  # applied by the restart it makes
+                detail += f": workers {event_dict.get('running')} -> {event_dict.get('workers')}"
+            elif detail != "ok":
                 detail += ": " + "; ".join(map(str, event_dict.get("problems", [])))[:300]
             self.recent.add_reload(utc_now(), detail)
         if method in ("warning", "error", "critical", "exception"):

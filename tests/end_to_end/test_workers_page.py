@@ -113,8 +113,42 @@ def test_a_workers_failing_device_and_refused_reload_show_on_the_parents_page(
         assert any(r[1] == "parent" and "worker_exited_restarting" in r[2]
                    for r in rows(url, "warning"))
     finally:
-        gw.signal(signal.SIGTERM)
-        try:
-            assert gw.wait(timeout=30) == 0
-        finally:
-            gw.kill()
+        gw.stop()
+
+
+@pytest.mark.slow
+def test_the_reload_that_changed_the_worker_count_is_still_listed_after_the_restart(
+    tmp_path: Path, mosquitto: Mosquitto, free_port: Callable[[], int],
+) -> None:
+    """A SIGHUP that changes `gateway.workers` restarts the command in the same process
+    (exec): the page's history was gone with it, the very reload the plant engineer just
+    sent included. Now the new parent's page lists that reload, and what the old workers
+    had reported, labelled with the worker they came from."""
+    dead = worker_of("dead", 2)
+    state = tmp_path / "state"
+    plant = tmp_path / "plant.yaml"
+    text = plant_yaml(state, [free_port()], mosquitto.port, dead_port=free_port(),
+                      gateway_extra=", workers: 2")
+    plant.write_text(text)
+    gw = GatewayProcess(plant).start()
+    try:
+        wait_for(lambda: bool(gw.events("status_page_started")), 60, "the status page")
+        url = gw.events("status_page_started")[0]["url"]
+        wait_for(lambda: bool(dead_warnings(rows(url, "warning"), dead)), 60,
+                 f"worker {dead}'s device_unavailable on the gateway page")
+
+        plant.write_text(text.replace("workers: 2", "workers: 3"))
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: len(gw.events("status_page_started")) == 2, 60,
+                 "the restarted parent's status page")
+        assert len(gw.events("workers_changed_restarting")) == 1
+        url = gw.events("status_page_started")[1]["url"]
+        reloads = rows(url, "reload")
+        assert [r[2] for r in reloads] == ["ok: workers 2 -> 3"], reloads
+        warnings = rows(url, "warning")  # the old worker's, now kept by the parent
+        assert any(r[1] in ("", "parent") and r[2].startswith(
+            f"worker {dead}: warning: device_unavailable asset=dead ") for r in warnings), warnings
+        assert any(r[2] == "warning: workers_changed_restarting" for r in warnings), warnings
+        assert not (state / "recent-log.json").exists()  # read once
+    finally:
+        gw.stop()

@@ -202,8 +202,4 @@ def test_two_workers_answer_queries_and_serve_the_status_page(
                                          "device_up") == set(MACHINES), 30,
                  "metrics of every machine after the restart")
     finally:
-        gw.signal(signal.SIGTERM)
-        try:
-            assert gw.wait(timeout=30) == 0
-        finally:
-            gw.kill()
+        gw.stop()
