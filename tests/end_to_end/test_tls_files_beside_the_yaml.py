@@ -59,9 +59,14 @@ def test_relative_tls_and_secret_files_from_another_working_directory(
         # with 2, each worker process loads the YAML itself and has its own TLS link
         assert len(gw.events("worker_started")) == (2 if workers == "2" else 0)
 
-        before = len(gw.events("reloaded"))
+        before, lines = len(gw.events("reloaded")), len(gw.logs())
         gw.signal(signal.SIGHUP)
-        wait_for(lambda: len(gw.events("reloaded")) > before, 20, "the reload")
+        try:
+            wait_for(lambda: len(gw.events("reloaded")) > before, 20, "the reload")
+        except AssertionError as exc:  # once seen in CI only: say what the processes did
+            said = [(e.get("event"), e.get("worker"), e.get("error") or e.get("line"))
+                    for e in gw.logs()[lines:]]
+            raise AssertionError(f"{exc}; logged since the SIGHUP: {said}") from None
         reloaded = gw.events("reloaded")[-1]
         # anchored at the same directory again: the destinations compare equal
         assert not reloaded["egress_restarted"] and reloaded["devices_stopped"] == []
