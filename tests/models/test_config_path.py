@@ -20,7 +20,7 @@ PLANT_DIR = {CONFIG_DIR: "/etc/plant"}
         ("ca.pem", "/etc/plant/ca.pem"),
         ("./certs/./ca.pem", "/etc/plant/certs/ca.pem"),
         ("certs//ca.pem", "/etc/plant/certs/ca.pem"),
-        ("../shared/ca.pem", "/etc/plant/../shared/ca.pem"),  # `..` as the kernel walks it
+        ("../common/ca.pem", "/etc/plant/../common/ca.pem"),  # `..` as the kernel walks it
         (".", "/etc/plant"),
         ("/opt/pki/ca.pem", "/opt/pki/ca.pem"),
         ("", ""),  # "not set" to a reader testing truthiness; never the directory itself

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_port
 from pymodbus.client import AsyncModbusTcpClient
 
 from models.machine_state import ControllerMode, Execution
@@ -359,10 +360,8 @@ async def test_command_line_entry_serves_a_machine() -> None:
     )
     client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=1, retries=0)
     try:
-        for _ in range(100):
-            if await client.connect():
-                break
-            await asyncio.sleep(0.1)  # poll until the subprocess listens
+        assert await asyncio.to_thread(wait_port, "127.0.0.1", port, 10.0), "simulator listens"
+        assert await client.connect()
         rr = await client.read_holding_registers(0, count=6, device_id=1)
         assert not rr.isError()
         assert rr.registers[2] == 1  # available

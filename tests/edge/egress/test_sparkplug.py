@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 import structlog
 from conftest import Collector, Mosquitto
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from e2e import TcpProxy
+from e2e import TcpProxy, until
 from sparkplug_host import SparkplugHost, decoder
 
 from edge.egress.formats.sparkplug import SparkplugSender, sparkplug_node_for
@@ -45,14 +44,15 @@ class Feeder:
         self.done = len(msgs)
 
     async def until(self, predicate: Callable[[], bool], what: str, within: float = 15) -> None:
-        deadline = time.monotonic() + within
-        while True:
+        """e2e.until, feeding the host what arrived before each look."""
+        def pumped() -> bool:
             self.pump()
-            if predicate():
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}; kinds {self.host.kinds}")
-            await asyncio.sleep(0.02)
+            return predicate()
+
+        try:
+            await until(pumped, within, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; kinds {self.host.kinds}") from None
 
 
 def state(available: bool) -> dict[str, object]:
