@@ -23,7 +23,9 @@ WRITTEN_BY_RUNS = ("bench/results/",)  # a bench run's outputs, not in the tree 
 def _texts() -> list[Path]:
     files = [p for top in SOURCES for p in (ROOT / top).rglob("*.py")]
     files += [ROOT / "README.md", *(p for top in DOCS[1:] for p in (ROOT / top).rglob("*.md"))]
-    return [p for p in files if "node_modules" not in p.parts and ".venv" not in p.parts]
+    # not what runs leave in the tree: bench's peer venv (bench/.peer-venv), caches, npm's
+    return [p for p in files if "node_modules" not in p.parts
+            and not any(part.startswith(".") for part in p.relative_to(ROOT).parts)]
 
 
 def test_files_named_in_docs_and_docstrings_exist() -> None:
