@@ -1,9 +1,10 @@
 """Issue 17 item 5 on a real clustered broker: RabbitMQ (Debian's package, MQTT plugin).
 
-Two RabbitMQ nodes on this host joined into one cluster, each with an MQTT listener; the
-gateway connects to node A (`urls: [A, B]`), a subscriber to node B; node A's Erlang VM
-gets SIGKILL mid-stream and the same counting as bench/failover.py follows. RabbitMQ 3.10
-speaks MQTT 3.1.1 only: the gateway's `protocol: auto` falls back by itself.
+Three RabbitMQ nodes on this host joined into one cluster (the third only for the MQTT
+plugin's Raft quorum), each with an MQTT listener; the gateway connects to node A
+(`urls: [A, B]`), a subscriber to node B; node A's Erlang VM gets SIGKILL mid-stream and
+the same counting as bench/failover.py follows. RabbitMQ 3.10 speaks MQTT 3.1.1 only: the
+gateway's `protocol: auto` falls back by itself.
 
 `python -m bench --only rabbitmq`. Skipped (recorded as such, not failed) when
 `rabbitmq-server` is not installed (`apt-get install rabbitmq-server`).

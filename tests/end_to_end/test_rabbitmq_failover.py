@@ -1,4 +1,4 @@
-"""The gateway on a real clustered broker: two RabbitMQ nodes, the gateway's node killed.
+"""The gateway on a real clustered broker: three RabbitMQ nodes, the gateway's node killed.
 
 Why: a Mosquitto pair is a stand-in; RabbitMQ (MQTT plugin, 3.1.1) is a broker cluster as
 plants run it. bench/rabbitmq_failover.py builds the cluster and counts; this asserts the
