@@ -51,6 +51,16 @@ def share_problems(plant: Plant) -> list[tuple[Loc, str]]:
     for j, gid in enumerate(ids):
         if gid not in ids[:j] and not any(m.gateway == gid for m in plant.machines):
             problems.append((("gateways", j), f"gateway {gid!r} serves no machine"))
+    served_by = {m.id: m.gateway for m in plant.machines}
+    for i, m in enumerate(plant.machines):
+        # a meter feeds its machine's part records and OEE windows, kept by the machine's
+        # gateway only: on another host its readings would reach nothing
+        metered = served_by.get(m.meter_for) if m.meter_for is not None else None
+        if metered is not None and m.gateway is not None and m.gateway != metered:
+            problems.append((("machines", i, "gateway"), f"meter {m.id!r} is served by "
+                             f"{m.gateway!r} but the machine it meters, {m.meter_for!r}, by "
+                             f"{metered!r}: its readings go into that machine's part records "
+                             "and OEE windows, so give both the same gateway"))
     return problems
 
 

@@ -78,6 +78,24 @@ def test_machine_gateway_without_a_split_is_an_error() -> None:
     assert all("no 'gateways' list" in p for p in out) and len(out) == 3
 
 
+def with_meter_of_m2(gateway: str) -> str:
+    text = split(machines=(("m1", "gw-a"), ("m2", "gw-b"), ("m3", "gw-a"), ("meter", gateway)))
+    return text.replace("  - id: meter\n    area: a1\n    line: l1\n    adapter: modbus\n",
+                        "  - id: meter\n    area: a1\n    line: l1\n    adapter: modbus\n"
+                        "    meter_for: m2\n    energy: {energy_kwh: spindle_speed}\n")
+
+
+def test_a_meter_in_another_share_than_its_machine_is_located() -> None:
+    """A meter's readings go into its machine's part records and OEE windows, which only
+    the machine's own gateway keeps: a meter served by another host would meter nothing."""
+    assert problems(with_meter_of_m2("gw-a")) == [
+        "plant.yaml:34:14: machines[3].gateway: meter 'meter' is served by 'gw-a' but the "
+        "machine it meters, 'm2', by 'gw-b': its readings go into that machine's part records "
+        "and OEE windows, so give both the same gateway"]
+    plant = parse_plant(with_meter_of_m2("gw-b"), "plant.yaml").plant
+    assert shares(plant) == {"gw-a": ["m1", "m3"], "gw-b": ["m2", "meter"]}
+
+
 @pytest.fixture
 def plant_file(tmp_path: Path) -> Path:
     p = tmp_path / "plant.yaml"
