@@ -16,6 +16,7 @@ import pytest
 
 from edge.config.loader import load_share, parse_plant
 from edge.config.shares import ENV_VAR, shares
+from edge.query.backend import describe
 from models.errors import PlantConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -114,6 +115,9 @@ def test_share_is_narrowed_with_its_own_id_and_state(
     assert [m.id for m in a.plant.machines] == ["m1", "m3"]
     assert a.state_dir != b.state_dir and a.state_dir.name == "gw-a"
     assert b.keys_dir == b.state_dir / "keys"
+    # `describe` (what a platform asks a gateway) names the share's gateway and machines
+    assert describe(b)["gateway"] == "gw-b" and list(describe(b)["machines"]) == ["m2"]
+    assert list(describe(a)["machines"]) == ["m1", "m3"]
 
 
 def test_env_var_picks_the_share_and_the_flag_wins(
