@@ -18,7 +18,8 @@ def test_family_blocks_validate() -> None:
     loaded = parse_plant("gateway: {id: gw-1, site: plant-a}\nmachines:\n" + block.group(1),
                          "README.md")
     adapters = {m.adapter for m in loaded.plant.machines}
-    assert {"s7", "opcua", "modbus", "focas", "haas", "mtconnect"} <= adapters
+    # every row of the table above it: the protocols, and OPC UA with and without a profile
+    assert {"s7", "opcua", "modbus", "focas", "haas", "mtconnect", "shdr"} <= adapters
     profiles = {m.connection.get("profile") for m in loaded.plant.machines
                 if m.adapter == "opcua"}
-    assert {"sinumerik", "machinery"} <= profiles
+    assert {"sinumerik", "machinery", None} <= profiles
