@@ -1,14 +1,15 @@
 """A whole gateway with a `sparkplug_b` destination, read by the independent test host.
 
 The machine is a Modbus simulator in its own process, so the device really goes away
-(killed) and comes back (started again): DDEATH, then DBIRTH. State and telemetry arrive as
-device metrics; stopping the gateway ends the session with an NDEATH, whose
+(killed) and comes back (started again): DDEATH, then DBIRTH. State, telemetry and part
+records arrive as device metrics; stopping the gateway ends the session with an NDEATH, whose
 bdSeq must be the NBIRTH's (a clean stop publishes it; a lost connection leaves it to the
 will, tests/edge/egress/test_sparkplug.py).
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def test_gateway_as_sparkplug_edge_node(
         " sparkplug: {group_id: line-a}}\n"
         "machines:\n"
         "  - id: m1\n    area: hall-1\n    line: line-1\n    adapter: modbus\n"
-        "    poll_interval: 0.2\n"
+        "    poll_interval: 0.2\n    part_record: {}\n"
         f"    connection: {{host: 127.0.0.1, port: {simulator.port}, timeout: 0.5}}\n{POINTS}"
     )
     host = SparkplugHost("line-a", "gw-1")
@@ -91,6 +92,11 @@ def test_gateway_as_sparkplug_edge_node(
               and m1_values().get("State/Availability") == "available", "m1 born with data")
         assert host.kinds[0] == "NBIRTH"
         until(lambda: host.kinds.count("DDATA") >= 3, "DDATA by alias")
+        # issue 15: part records reach a Sparkplug host too, each whole in Part/Record
+        until(lambda: isinstance(m1_values().get("Part/Seq"), int), "a part as device metrics")
+        part = json.loads(str(m1_values()["Part/Record"]))
+        assert part["part_seq"] == m1_values()["Part/Seq"] and part["verdict"] in (
+            "good", "scrap", "unknown")
         simulator.stop()
         until(lambda: host.devices["m1"].deaths == 1, "DDEATH after the device went away")
         births = host.devices["m1"].births

@@ -20,6 +20,10 @@ Mapping (edge node = gateway, device = machine):
 * `gap` (records the gateway could not store): `Gap/LostRecords`, `Gap/From`, `Gap/Reason`.
 * `capacity`: `Capacity/FreeHours`, `Capacity/FreeSlots` (JSON text),
   `Capacity/Performance7d/OEE`, `Capacity/LastSample`.
+* `part` (one completed part): `Part/Seq`, `Part/Parts`, `Part/Program`, `Part/Start`,
+  `Part/End`, `Part/CycleTime`, `Part/IdealCycleTime`, `Part/Verdict`, `Part/Partial`,
+  `Part/EnergyKWh`, `Part/CO2eKg`, and `Part/Record`: the whole record as JSON text, so a
+  host that reads only what changed (report by exception) still gets every part whole.
 
 DDATA carries only metrics whose value or quality changed, by alias. A metric first seen on
 a device that is already born (or with another datatype) makes the device be born again
@@ -184,6 +188,21 @@ def readings(stream: str, record: Mapping[str, Any]) -> dict[str, Reading]:
         put("Capacity/Performance7d/OEE", perf.get("oee"), DataType.Double)
         last = (record.get("freshness") or {}).get("last_sample")
         put("Capacity/LastSample", _ms(last) or None, DataType.DateTime)
+    elif stream == "part":
+        put("Part/Seq", record.get("part_seq"), DataType.Int64)
+        put("Part/Parts", record.get("parts"), DataType.Int64)
+        if "program" in record:  # absent when the destination's signals filter denies it
+            put("Part/Program", record["program"], DataType.String)
+        put("Part/Start", _ms(record.get("start")) or None, DataType.DateTime)
+        put("Part/End", _ms(record.get("end")) or None, DataType.DateTime)
+        put("Part/CycleTime", record.get("cycle_time"), DataType.Double, unit="s")
+        put("Part/IdealCycleTime", record.get("ideal_cycle_time"), DataType.Double, unit="s")
+        put("Part/Verdict", record.get("verdict"), DataType.String)
+        put("Part/Partial", record.get("partial"), DataType.Boolean)
+        put("Part/EnergyKWh", record.get("energy_kwh"), DataType.Double, unit="kWh")
+        put("Part/CO2eKg", record.get("co2e_kg"), DataType.Double, unit="kg")
+        put("Part/Record", json.dumps(record, sort_keys=True, separators=(",", ":")),
+            DataType.String)
     return out
 
 
@@ -271,7 +290,8 @@ class SparkplugNode:
         return Message(self.topic("DDEATH", name), payload.SerializeToString(), "DDEATH")
 
     def feed(self, body: Mapping[str, Any], *, historical: bool = False) -> list[Message]:
-        """Messages for one verified envelope body (telemetry, state, oee or capacity)."""
+        """Messages for one verified envelope body (telemetry, state, oee, gap, capacity
+        or part; other streams set no metric)."""
         asset, stream = body.get("asset"), str(body.get("stream"))
         if not isinstance(asset, str):
             return []

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from sparkplug_host import decode, value_of
 
 from edge.egress.formats.sparkplug_node import SparkplugNode, readings
 from edge.egress.formats.sparkplug_proto import sparkplug_b_pb2 as pb
@@ -70,13 +74,57 @@ def test_state_oee_and_capacity_become_device_metrics() -> None:
     assert capacity["Capacity/FreeHours"][0] == 8.0
 
 
-def test_bookings_and_part_records_publish_nothing_on_sparkplug() -> None:
-    """docs/sparkplug.md: those streams have no metrics there (platforms read them signed)."""
+PART = {"part_seq": 7, "parts": 1, "program": "O1000", "start": "2026-11-22T09:58:12.500Z",
+        "end": "2026-11-22T09:58:44.100Z", "cycle_time": 31.6, "ideal_cycle_time": 30.0,
+        "verdict": "good", "partial": False, "energy_kwh": 0.0782, "co2e_kg": 0.0297,
+        "states": {"active": 31.6}, "booking": None, "ts": "2026-11-22T09:58:44.100Z"}
+
+
+def metrics_of(payload: bytes, names: dict[int, str] | None = None) -> dict[str, Any]:
+    """name -> value of a DBIRTH (names given) or DDATA (names by alias), read by the test
+    host's own decoder (tests/sparkplug_host.py), not by the module under test."""
+    out = {}
+    for m in decode(payload).metrics:
+        name = m.name or (names or {})[m.alias]
+        if names is not None and m.name:
+            names[m.alias] = m.name
+        out[name] = value_of(m)
+    return out
+
+
+def test_part_records_become_device_metrics() -> None:
+    """Issue 15: the `part` stream in every destination format. A part is one DBIRTH or
+    DDATA of its machine; `Part/Record` (the record as JSON text) changes with every part,
+    so a host that keeps only what changed still receives each part whole."""
+    node = SparkplugNode("g", "n", clock_ms=lambda: 1)
+    node.will()
+    node.birth()
+    (birth,) = node.feed({"asset": "m", "stream": "part", "records": [PART]})
+    names: dict[int, str] = {}
+    born = metrics_of(birth.payload, names)
+    assert birth.kind == "DBIRTH"
+    assert born["Part/Seq"] == 7 and born["Part/Verdict"] == "good"
+    assert born["Part/CycleTime"] == 31.6 and born["Part/IdealCycleTime"] == 30.0
+    assert born["Part/EnergyKWh"] == 0.0782 and born["Part/CO2eKg"] == 0.0297
+    assert born["Part/Start"] == 1795341492500 and born["Part/End"] == 1795341524100
+    assert born["Part/Program"] == "O1000" and born["Part/Partial"] is False
+    assert json.loads(born["Part/Record"]) == PART
+    second = {**PART, "part_seq": 8, "cycle_time": 30.2, "energy_kwh": None, "co2e_kg": None}
+    (data,) = node.feed({"asset": "m", "stream": "part", "records": [second]})
+    sent = metrics_of(data.payload, names)
+    assert data.kind == "DDATA" and "Part/Verdict" not in sent  # unchanged: by exception
+    assert sent["Part/Seq"] == 8 and sent["Part/EnergyKWh"] is None
+    assert json.loads(sent["Part/Record"]) == second
+    # a destination whose signals filter denies `program` gets records without it: no metric
+    hidden = {k: v for k, v in PART.items() if k != "program"}
+    assert "Part/Program" not in readings("part", hidden)
+
+
+def test_bookings_records_publish_nothing_on_sparkplug() -> None:
+    """docs/sparkplug.md: bookings have no metrics there (platforms read them signed)."""
     node = SparkplugNode("g", "n", clock_ms=lambda: 1)
     node.will()
     node.birth()
     booking = {"id": "b-1", "machine": "m", "state": "accepted", "ts": "2026-11-22T10:00:00.000Z"}
-    part = {"part_seq": 1, "parts": 1, "cycle_time": 31.6, "ts": "2026-11-22T10:00:00.000Z"}
-    assert readings("bookings", booking) == {} and readings("part", part) == {}
+    assert readings("bookings", booking) == {}
     assert node.feed({"asset": "m", "stream": "bookings", "records": [booking]}) == []
-    assert node.feed({"asset": "m", "stream": "part", "records": [part]}) == []
