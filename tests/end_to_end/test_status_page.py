@@ -94,6 +94,8 @@ def test_metrics_parse_with_series_for_every_demo_machine(demo: Running) -> None
         assert f"<th scope=\"row\">{point}</th>" in html, point
     assert "holding 100+2 float32 CDAB" in html
     assert re.search(r'data-k="mill-01.part_count/raw"[^>]*>0x[0-9a-f]{4} 0x[0-9a-f]{4}<', html)
+    # the destinations page names the payload format (the demo's: signed envelopes)
+    assert "<td>envelope</td>" in httpx.get(demo.url + "destinations", timeout=5).text
 
 
 def _parts_on_page(browser: Browser, machine: str) -> int | None:

@@ -16,6 +16,7 @@ from e2e import until
 from plant_status import FixedStatus
 
 from edge.metrics.collector import registry_for
+from edge.status.model import DestinationStatus
 from edge.web import pages
 from edge.web.server import StatusWeb
 
@@ -82,6 +83,20 @@ async def web() -> AsyncIterator[StatusWeb]:
         yield server
     finally:
         await server.stop()
+
+
+def test_destinations_page_names_each_payload_format() -> None:
+    """Issue 14 asked for the format beside link, backlog, drops and last PUBACK: a
+    Sparkplug destination looked like an envelope one."""
+
+    class Sparkplug(FixedStatus):
+        def destinations(self) -> list[DestinationStatus]:
+            return [replace(d, format="sparkplug_b") for d in super().destinations()]
+
+    html, _ = pages.destinations_page(Sparkplug())
+    head = re.findall(r"<th>([^<]*)</th>", html)
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
+    assert cells[head.index("format") - 1] == "sparkplug_b"  # the row's first cell is a <th>
 
 
 async def test_routes_token_and_live_stream(web: StatusWeb) -> None:
