@@ -86,6 +86,15 @@ class Browser:
     def screenshot(self) -> bytes:
         return base64.b64decode(self._call("GET", "/screenshot"))
 
+    def resize(self, width: int, height: int) -> None:
+        """The viewport's size: a screenshot shows the viewport only, so a document picture
+        sizes it to the page first. Through the DevTools protocol (chromedriver's
+        `goog/cdp/execute`): a headless window is not made taller than its screen."""
+        self._call("POST", "/goog/cdp/execute", {
+            "cmd": "Emulation.setDeviceMetricsOverride",
+            "params": {"width": width, "height": height, "deviceScaleFactor": 1,
+                       "mobile": False}})
+
     def close(self) -> None:
         try:
             if getattr(self, "session", None):

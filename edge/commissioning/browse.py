@@ -3,9 +3,9 @@
 Why: the adapter accepts only namespace-URI node ids (`nsu=...;s=...`), because bare
 namespace indexes change when a server reloads its models, but every generic OPC UA browser
 shows `ns=2;s=...`. This prints the tree with `nsu=` ids and data types, one YAML point
-line per variable, and says whether the server carries OPC 40001 (Machinery) / OPC 40501
-(Machine Tools), in which case `profile: machine_tool` maps the machine state without any
-point at all.
+line per variable, and says which `profile:` maps the machine state without points: OPC 40501
+(Machine Tools) -> `machine_tool`, OPC 40001 (Machinery) alone -> `machinery`, a SINUMERIK's
+NC variables -> `sinumerik`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from asyncua.ua.uaerrors import (
 from adapters.opcua.adapter import node_id_of
 from adapters.opcua.machine_tool import MACHINE_TOOL_URI, MACHINERY_URI, MACHINES_FOLDER, node_id
 from adapters.opcua.settings import browse_segments
+from adapters.opcua.sinumerik import SINUMERIK_URI
 from models.plant import url_port_problem
 
 OBJECTS = "i=85"
@@ -73,6 +74,10 @@ class BrowseTree:
     @property
     def machine_tool(self) -> bool:
         return MACHINE_TOOL_URI in self.namespaces
+
+    @property
+    def sinumerik(self) -> bool:
+        return SINUMERIK_URI in self.namespaces
 
 
 def expanded_id(node_id: ua.NodeId, namespaces: list[str]) -> str:
@@ -246,17 +251,41 @@ def _tree_lines(node: BrowseNode, indent: int = 0) -> list[str]:
 
 
 def profile_advice(tree: BrowseTree) -> str:
-    if tree.machine_tool:
-        machines = ", ".join(tree.machines) or "none found under Objects/Machines"
-        return (
+    """Which `profile:` maps this server's machine state without points.
+
+    The Machinery profiles need a machine under Objects/Machines as well as the namespace:
+    servers load the Machinery and Machine Tools models without a machine in them (the
+    SINUMERIK simulator does), and advising `machine_tool` there names a profile that finds
+    nothing. A SINUMERIK is known by its NC variables' namespace (adapters/opcua/sinumerik.py).
+    """
+    machines = ", ".join(tree.machines)
+    advice = []
+    if tree.machines and tree.machine_tool:
+        advice.append(
             "OPC 40501 (Machine Tools) on OPC 40001 (Machinery): set `profile: machine_tool` "
             "in the connection; execution, mode, program, parts and alarms are mapped without "
             f"points. Machines: {machines} (set `machine:` when there are several)."
         )
+    elif tree.machines and tree.machinery:
+        advice.append(
+            "OPC 40001 (Machinery) without OPC 40501 (Machine Tools): set `profile: machinery` "
+            "in the connection; identification, availability, execution and mode are mapped "
+            "without points, add points for part counts and the rest. "
+            f"Machines: {machines} (set `machine:` when there are several)."
+        )
+    if tree.sinumerik:
+        advice.append(
+            "SINUMERIK NC variables (namespace SinumerikVarProvider): set `profile: sinumerik` "
+            "in the connection; program status, mode, program, part count, spindle and "
+            "overrides are mapped without points."
+        )
+    if advice:
+        return " ".join(advice)
     if tree.machinery:
         return (
-            "OPC 40001 (Machinery) without OPC 40501 (Machine Tools): `profile: none`; map "
-            "the machine state (execution, controller_mode, part_count...) with points."
+            "OPC 40001 (Machinery) model loaded but no machine under Objects/Machines: "
+            "`profile: none`; map the machine state (execution, controller_mode, "
+            "part_count...) with points."
         )
     return "No OPC 40001/40501 model: `profile: none`; map the machine state with points."
 

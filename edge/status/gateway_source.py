@@ -77,6 +77,7 @@ def destination_status(
         pending=rows, pending_bytes=size, sent=sender.stats.published, acked=sender.stats.sent,
         dropped=counters["dropped"], rejected=counters["rejected"],
         last_ack=transport.last_ack, reconnects=stats["reconnects"], lost_records=lost_records,
+        format=dest.format,
     )
 
 

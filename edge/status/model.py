@@ -141,6 +141,9 @@ class DestinationStatus:
     last_ack: datetime | None
     reconnects: int
     lost_records: int = 0  # records never stored (disk full, store error): no seq, no envelope
+    format: str = "envelope"
+    """What its payloads look like (`envelope`, `json`, `sparkplug_b`; docs/protocol.md): a
+    platform that cannot read them is this column's first question."""
 
 
 class LogEntry(NamedTuple):

@@ -287,8 +287,9 @@ def _loss_tree_html(c: Cells) -> str:
 
 # ---- destinations and the gateway --------------------------------------------------------
 
-DEST_HEAD = ("destination", "url", "protocol", "streams", "link", "pending", "pending bytes",
-             "sent", "acked", "dropped", "rejected", "lost records", "last PUBACK")
+DEST_HEAD = ("destination", "url", "protocol", "format", "streams", "link", "pending",
+             "pending bytes", "sent", "acked", "dropped", "rejected", "lost records",
+             "last PUBACK")
 
 
 def _dest_cells(d: DestinationStatus, now: datetime) -> Cells:
@@ -326,7 +327,8 @@ def destinations_page(source: StatusSource) -> tuple[str, Live]:
         )
         rows.append(
             f'<tr><th scope="row">{escape(d.id)}</th><td>{escape(d.url)}</td>'
-            f"<td>{escape(d.protocol)}</td><td>{escape(', '.join(d.streams))}</td>{dynamic}</tr>"
+            f"<td>{escape(d.protocol)}</td><td>{escape(d.format)}</td>"
+            f"<td>{escape(', '.join(d.streams))}</td>{dynamic}</tr>"
         )
     return _table(DEST_HEAD, rows, "destinations"), live
 

@@ -63,9 +63,13 @@ def timeline_svg(
     tick = start.astimezone(tz).replace(minute=0, second=0, microsecond=0)
     while tick <= end:
         if tick >= start:
+            # a label centred on either edge of the view box is cut in half ("22:00" read
+            # ":00"): the shift's first and last ticks lean inwards
+            at = x(tick)
+            anchor = "start" if at <= 0 else "end" if at >= WIDTH else "middle"
             parts.append(
-                f'<text x="{x(tick)}" y="{BAR + AXIS - 3}" font-size="11" '
-                f'text-anchor="middle" fill="#333">{tick:%H:%M}</text>'
+                f'<text x="{at}" y="{BAR + AXIS - 3}" font-size="11" '
+                f'text-anchor="{anchor}" fill="#333">{tick:%H:%M}</text>'
             )
         tick = (tick.astimezone(UTC) + timedelta(hours=1)).astimezone(tz)
     parts.append("</svg>")

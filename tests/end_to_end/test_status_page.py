@@ -44,7 +44,9 @@ def demo(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Running]:
             except httpx.HTTPError:
                 return False
 
-        wait_for(serving, 30, "status page listening")
+        # the gateway serves the page once its simulators are up: OPC UA servers take seconds
+        # each, tens of seconds on a busy 2-core host (two runs timed out at 30 s)
+        wait_for(serving, 90, "status page listening")
         yield Running(url, load_plant(plant))
     finally:
         gw.kill()
@@ -94,6 +96,8 @@ def test_metrics_parse_with_series_for_every_demo_machine(demo: Running) -> None
         assert f"<th scope=\"row\">{point}</th>" in html, point
     assert "holding 100+2 float32 CDAB" in html
     assert re.search(r'data-k="mill-01.part_count/raw"[^>]*>0x[0-9a-f]{4} 0x[0-9a-f]{4}<', html)
+    # the destinations page names the payload format (the demo's: signed envelopes)
+    assert "<td>envelope</td>" in httpx.get(demo.url + "destinations", timeout=5).text
 
 
 def _parts_on_page(browser: Browser, machine: str) -> int | None:
@@ -163,9 +167,14 @@ def test_plant_page_in_chromium_shows_live_values_of_the_simulators(demo: Runnin
                 def rated() -> bool:  # every machine's effectiveness shown (OEE is cached)
                     cells = browser.run("return [...document.querySelectorAll("
                                         "'tr[data-machine] .aeq')].map(c => c.textContent)")
-                    return sum(c.split(" / ")[1] != "-" for c in cells) >= len(DEMO_MACHINES)
+                    # a meter's cell is a dash, not A / E / Q (it has no OEE)
+                    factors = [c.split(" / ") for c in cells]
+                    return sum(len(f) == 3 and f[1] != "-" for f in factors) >= len(DEMO_MACHINES)
 
                 wait_for(rated, 90, "effectiveness on every machine row")
+                browser.resize(1500, 900)  # every row in the picture, the names unwrapped
+                height = browser.run("return document.documentElement.scrollHeight")
+                browser.resize(1500, int(height) + 20)
                 browser.run("document.querySelectorAll('.changed')"
                             ".forEach(e => e.classList.remove('changed'))")
                 Path(target).write_bytes(browser.screenshot())

@@ -21,6 +21,7 @@ from asyncua import Server, ua
 from adapters.base import AdapterContext
 from adapters.opcua.adapter import OpcUaAdapter
 from adapters.opcua.settings import OpcUaSettings
+from edge.commissioning.browse import browse, profile_advice
 from models.sample import Sample
 
 NODESETS = Path(__file__).resolve().parent / "nodesets"
@@ -118,3 +119,12 @@ async def test_machine_tool_profile_includes_machinery(
     assert a.machine_name == "ExampleMachine01"
     assert latest["identification_model"].value == "Viper 6"
     assert {"item_state", "operation_mode_sm"} <= set(a.discovered)
+
+
+async def test_browse_advises_profile_machinery(example_server: tuple[Server, int]) -> None:
+    """A Machinery machine without Machine Tools was advised `profile: none` (browse
+    predated the machinery profile)."""
+    _, port = example_server
+    advice = profile_advice(await browse(f"opc.tcp://127.0.0.1:{port}/", None, 1, 10))
+    assert "set `profile: machinery`" in advice, advice
+    assert "Machines: ExampleMachine01" in advice, advice

@@ -14,7 +14,14 @@ from e2e import ROOT, demo_plant_on_free_ports
 
 from adapters.opcua.settings import OpcUaPoint
 from edge.cli import main
-from edge.commissioning.browse import BrowseError, browse, point_lines, render, signal_name
+from edge.commissioning.browse import (
+    BrowseError,
+    browse,
+    point_lines,
+    profile_advice,
+    render,
+    signal_name,
+)
 from edge.config.loader import LoadedPlant, load_plant, parse_plant
 from edge.daemon.simulation import start_simulators
 from edge.platform_kit.client import load_private_key
@@ -24,17 +31,23 @@ from edge.signing.jws import jwk_public
 
 
 @pytest.fixture
-async def opcua_machine(tmp_path: Path) -> AsyncIterator[str]:
+async def opcua_machines(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    """The demo's OPC UA simulators by machine id: dmu-01 (OPC 40501), dmc-01 (SINUMERIK)."""
     loaded = load_plant(demo_plant_on_free_ports(tmp_path))
     only = [m for m in loaded.plant.machines if m.adapter == "opcua"]
     sub = LoadedPlant(loaded.plant.model_copy(update={"machines": only}), loaded.path,
                       loaded.settings)
     handles = await start_simulators(sub)
     try:
-        yield str(only[0].connection["endpoint"])
+        yield {m.id: str(m.connection["endpoint"]) for m in only}
     finally:
         for h in handles:
             await h.aclose()
+
+
+@pytest.fixture
+def opcua_machine(opcua_machines: dict[str, str]) -> str:
+    return opcua_machines["dmu-01"]
 
 
 async def test_browse_shows_nsu_ids_types_and_the_profile(opcua_machine: str) -> None:
@@ -50,6 +63,15 @@ async def test_browse_shows_nsu_ids_types_and_the_profile(opcua_machine: str) ->
     points = [yaml.safe_load(line.split("   #")[0].strip()[2:]) for line in lines]
     names = [OpcUaPoint.model_validate(p).name for p in points]
     assert len(names) == len(set(names))
+
+
+async def test_a_sinumerik_is_advised_profile_sinumerik(opcua_machines: dict[str, str]) -> None:
+    """The demo's own dmc-01 (SINUMERIK) was advised `profile: machine_tool` with "Machines:
+    none found": its server loads the Machinery/Machine Tools models with no machine in them,
+    and browse knew no other profile."""
+    advice = profile_advice(await browse(opcua_machines["dmc-01"], None, depth=1, wait=10))
+    assert "set `profile: sinumerik`" in advice, advice
+    assert "machine_tool" not in advice, advice
 
 
 async def test_browse_from_a_path(opcua_machine: str) -> None:

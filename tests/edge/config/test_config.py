@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from edge.config.loader import json_schema, load_plant, parse_plant
 from models.errors import PlantConfigError
+from models.shift_calendar import shift_at
 
 ROOT = Path(__file__).resolve().parents[3]
 DEMO = ROOT / "config" / "demo-plant.yaml"
@@ -191,3 +193,16 @@ def test_a_repeated_machine_or_destination_id_is_located_at_the_repeat() -> None
         "plant.yaml:19:10: destinations[1].id: duplicate id 'plat' (also destinations[0]); "
         "ids must be unique",
     ]
+
+
+def test_the_demo_calendar_has_a_shift_at_every_hour_of_every_day() -> None:
+    """The demo shows OEE whenever it is started (issue 14: a Sunday's `query oee` was
+    `not_found`): every quarter hour of the two weeks around each of 2027's DST changes in
+    Europe/Berlin (03-28, 10-31), weekends included, lies in one of its shifts."""
+    cal = load_plant(DEMO).plant.shifts
+    assert cal is not None
+    instants = [first + timedelta(minutes=15 * i)
+                for first in (datetime(2027, 3, 22, tzinfo=UTC), datetime(2027, 10, 25, tzinfo=UTC))
+                for i in range(14 * 96)]
+    gaps = [t for t in instants if shift_at(cal, t) is None]
+    assert not gaps, gaps[:5]

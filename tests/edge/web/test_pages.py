@@ -7,8 +7,10 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -16,8 +18,10 @@ from e2e import until
 from plant_status import FixedStatus
 
 from edge.metrics.collector import registry_for
+from edge.status.model import DestinationStatus
 from edge.web import pages
 from edge.web.server import StatusWeb
+from edge.web.timeline import timeline_svg
 
 
 def test_plant_page_shows_every_machine_and_escapes() -> None:
@@ -73,6 +77,16 @@ def test_machine_page_points_timeline_loss_tree() -> None:
     assert pages.machine_page(FixedStatus(), "nope") is None
 
 
+def test_the_shifts_first_and_last_hour_labels_stay_inside_the_timeline() -> None:
+    """Centred on the view box's edges, the night shift's "22:00" showed as ":00" and its
+    "06:00" as "06." in Chromium."""
+    start = datetime(2026, 12, 6, 21, tzinfo=UTC)
+    svg = timeline_svg([], start, start + timedelta(hours=8), start, ZoneInfo("Europe/Berlin"))
+    ticks = re.findall(r'<text x="([\d.]+)"[^>]*text-anchor="(\w+)"[^>]*>([\d:]+)<', svg)
+    assert ticks[0] == ("0.0", "start", "22:00") and ticks[-1] == ("1000.0", "end", "06:00")
+    assert {anchor for _, anchor, _ in ticks[1:-1]} == {"middle"}
+
+
 @pytest.fixture
 async def web() -> AsyncIterator[StatusWeb]:
     source = FixedStatus()
@@ -82,6 +96,20 @@ async def web() -> AsyncIterator[StatusWeb]:
         yield server
     finally:
         await server.stop()
+
+
+def test_destinations_page_names_each_payload_format() -> None:
+    """Issue 14 asked for the format beside link, backlog, drops and last PUBACK: a
+    Sparkplug destination looked like an envelope one."""
+
+    class Sparkplug(FixedStatus):
+        def destinations(self) -> list[DestinationStatus]:
+            return [replace(d, format="sparkplug_b") for d in super().destinations()]
+
+    html, _ = pages.destinations_page(Sparkplug())
+    head = re.findall(r"<th>([^<]*)</th>", html)
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", html)
+    assert cells[head.index("format") - 1] == "sparkplug_b"  # the row's first cell is a <th>
 
 
 async def test_routes_token_and_live_stream(web: StatusWeb) -> None:
