@@ -23,6 +23,17 @@ HOSTILE = {
     "flow_nesting": ("gateway: " + "[" * 5000 + "]" * 5000 + "\n", ":1:", "nested deeper"),
     "block_nesting": ("gateway:\n" + "- " * 5000 + "x\n", ":2:", "nested deeper"),
     "alias_bomb": (ALIAS_BOMB, ":", "alias"),
+    # flat as text, 1,200 levels deep as data: each anchor holds an alias of the one before
+    # (the padding raises the expansion limit above the chain's ~720,000 nodes)
+    "alias_chain": (
+        MINIMAL + "pad: [" + ",".join(["1"] * 80_000) + "]\nc0: &c0 [1]\n"
+        + "".join(f"c{k}: &c{k} [*c{k - 1}]\n" for k in range(1, 1200)),
+        ":75:",
+        "aliases nest deeper than 64",
+    ),
+    "recursive_alias": (MINIMAL + "x: &x [*x]\n", ":10:4:", "inside its own anchor"),
+    "long_integer": (MINIMAL + "x: " + "9" * 5000 + "\n", ":10:4:", "integer too long"),
+    "nul": (MINIMAL + "x: \x00\n", ":10:4:", "U+0000 is not allowed"),
 }
 
 
