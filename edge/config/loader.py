@@ -318,6 +318,8 @@ def _check_expansion(root: yaml.Node | None) -> None:
     measuring: set[int] = set()
 
     def measure(node: yaml.Node) -> tuple[int, int]:
+        if isinstance(node, yaml.ScalarNode):  # most nodes: a leaf holds no alias
+            return 1, 0
         known = measured.get(id(node))
         if known is not None:
             return known
