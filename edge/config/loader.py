@@ -472,11 +472,15 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
 def load_plant(path: str | os.PathLike[str]) -> LoadedPlant:
     p = Path(path)
     try:
-        if p.stat().st_size > MAX_FILE_BYTES:
+        # at most one byte past the limit is read: a size from stat() is 0 for a device or
+        # /proc file (`validate /dev/zero` read until memory ran out)
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
             raise PlantConfigError(
                 [ConfigProblem(str(p), None, None, "", f"larger than {MAX_FILE_BYTES:,} bytes")]
             )
-        text = p.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PlantConfigError(
             [ConfigProblem(str(p), None, None, "", f"cannot read: {exc}")]

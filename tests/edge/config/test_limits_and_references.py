@@ -89,6 +89,13 @@ def test_an_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
     assert "larger than" in str(info.value.problems[0])
 
 
+def test_an_endless_file_is_refused_at_the_limit() -> None:
+    """stat() says 0 bytes for a device: /dev/zero was read until memory ran out."""
+    with pytest.raises(PlantConfigError) as info:
+        load_plant("/dev/zero")
+    assert "larger than" in str(info.value.problems[0])
+
+
 REFERENCES = """\
 gateway: {id: gw-1, site: plant-a}
 destinations:
