@@ -469,18 +469,43 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
     return LoadedPlant(plant=plant, path=Path(file), settings=settings, locate=where.mark)
 
 
+class FileTooLarge(ValueError):
+    """A YAML file over MAX_FILE_BYTES."""
+
+
+def _read_bounded(path: Path) -> str:
+    """The file as text, reading at most one byte past the limit: a size from stat() is 0
+    for a device or /proc file (`validate /dev/zero` read until memory ran out). Raises
+    OSError, FileTooLarge or UnicodeDecodeError."""
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise FileTooLarge(f"larger than {MAX_FILE_BYTES:,} bytes")
+    return raw.decode("utf-8")
+
+
+def read_yaml_file(path: Path) -> Any:
+    """The data of another YAML file the plant names (a machine's `bookings_file`, which a
+    scheduler writes and the gateway re-reads on every refresh), under the plant file's
+    limits: an alias bomb or deep nesting there made `validate` spin for over a minute or
+    die of a RecursionError. Raises OSError, ValueError (a refusal with its line and
+    column) or yaml.YAMLError."""
+    try:
+        _root, data, _duplicates = _read_yaml(_read_bounded(path), str(path),
+                                              _FastLoader or _PlantLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ValueError(f"{where}{_kind(exc)}{exc.problem or exc.context}") from None
+    return data
+
+
 def load_plant(path: str | os.PathLike[str]) -> LoadedPlant:
     p = Path(path)
     try:
-        # at most one byte past the limit is read: a size from stat() is 0 for a device or
-        # /proc file (`validate /dev/zero` read until memory ran out)
-        with p.open("rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
-        if len(raw) > MAX_FILE_BYTES:
-            raise PlantConfigError(
-                [ConfigProblem(str(p), None, None, "", f"larger than {MAX_FILE_BYTES:,} bytes")]
-            )
-        text = raw.decode("utf-8")
+        text = _read_bounded(p)
+    except FileTooLarge as exc:
+        raise PlantConfigError([ConfigProblem(str(p), None, None, "", str(exc))]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlantConfigError(
             [ConfigProblem(str(p), None, None, "", f"cannot read: {exc}")]

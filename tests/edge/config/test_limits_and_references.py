@@ -169,3 +169,24 @@ def test_validate_accepts_present_references(tmp_path: Path) -> None:
         + "platforms:\n  - {id: ok, public_key_file: ok.pub.pem}\n"
     )
     assert check_references(load_plant(plant)) == []
+
+
+@pytest.mark.parametrize(
+    ("case", "what"),
+    [("alias_bomb", "line 6, column 4: aliases expand"), ("flow_nesting", "line 1, column")],
+)
+def test_a_hostile_bookings_file_is_refused_with_a_location(
+    tmp_path: Path, case: str, what: str
+) -> None:
+    """A machine's `bookings_file` is YAML too, re-read on every refresh: an alias bomb there
+    made `validate` spin for over a minute, deep nesting died of a RecursionError."""
+    text = HOSTILE[case][0]
+    (tmp_path / "bookings.yaml").write_text(text.replace("gateway: ", "", 1))
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(
+        MINIMAL.replace("    connection:", "    bookings_file: bookings.yaml\n    connection:")
+    )
+    [problem] = check_references(load_plant(plant))
+    assert "machines[0].bookings_file" in str(problem) and what in str(problem)
+    res = run_cli("validate", str(plant))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
