@@ -255,11 +255,15 @@ class ShdrAdapter(Adapter):
             self.refused.refuse("control_characters", line)
             return None
         in_body = self.parser.in_asset_body
+        malformed = self.parser.malformed
         events = self.parser.feed(line)
         if in_body or line.startswith("*") or not line.strip():
             return events
         if "|" not in line:
             self.refused.refuse("no_fields", line)
+            return None
+        if self.parser.malformed > malformed:  # a key the line ends on, with no value field
+            self.refused.refuse("missing_value", line)
             return None
         for e in events:
             if isinstance(e, DataEvent | ConditionEvent):

@@ -3,7 +3,8 @@
 Why: a TCP port speaks whatever is connected to it. Random bytes once became signals named
 `k_e_1_h_s_5_la_1s_z_...` and NUL-padded numbers were signed as good data (issue 12 item
 5). A line is refused whole when it is not UTF-8, holds control characters (a tab is
-allowed), has no `|` field separator, or its timestamp or a key is unreadable; a single key
+allowed), has no `|` field separator, ends on a key with no value field (`|x`: random
+bytes made a few of those a minute), or its timestamp or a key is unreadable; a single key
 is refused when the machine's keys are known (a device model, or `unlisted: drop`) and it is
 not one of them. Refusals are counted per reason (`describe()["refused"]`) and logged once
 per interval with the count since the last line, never once per line: a babbling device

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 from structlog.typing import FilteringBoundLogger
 
+from edge.config.loader import read_yaml_file
 from models.capacity import parse_bookings
 from models.plant import Booking, Machine
 
@@ -19,8 +20,9 @@ def bookings_path(machine: Machine) -> Path | None:
 
 
 def read_bookings(path: Path) -> list[Booking]:
-    """Raises OSError, yaml.YAMLError or ValueError with the reason."""
-    return parse_bookings(yaml.safe_load(path.read_text(encoding="utf-8")) or [])
+    """Raises OSError, yaml.YAMLError or ValueError with the reason; the plant file's limits
+    apply (size, nesting, alias expansion)."""
+    return parse_bookings(read_yaml_file(path) or [])
 
 
 class BookingsFiles:

@@ -11,8 +11,9 @@ systemd (working directory `/`) opens what `validate` beside the file checked.
 Hostile or broken files are refused quickly with a location, never a traceback or a spin:
 a size limit, a nesting-depth limit checked on the event stream (before the recursive
 composer could overflow the stack), a limit on the node count after alias expansion (a
-YAML "billion laughs" is tiny as text and astronomic as data), and impossible dates
-(`2026-13-45`) reported at their node.
+YAML "billion laughs" is tiny as text and astronomic as data) and on its depth once
+aliases are followed (recursive aliases refused), and impossible dates (`2026-13-45`),
+over-long integers and forbidden characters reported at their node or position.
 """
 
 from __future__ import annotations
@@ -209,8 +210,21 @@ class _Mark(yaml.Mark):
         return None
 
 
-class _LocatedDates:
-    """Impossible timestamps (`2026-13-45`) as located errors, not ValueErrors."""
+class _LocatedScalars:
+    """Impossible timestamps (`2026-13-45`) and integers longer than Python converts (4,300
+    digits) as located errors, not ValueErrors."""
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            value: int = yaml.constructor.SafeConstructor.construct_yaml_int(
+                self, node  # type: ignore[arg-type]
+            )
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"integer too long ({len(node.value):,} characters)",
+                node.start_mark,
+            ) from None
+        return value
 
     def construct_yaml_timestamp(self, node: yaml.Node) -> dt.date | dt.datetime:
         safe = yaml.constructor.SafeConstructor
@@ -225,7 +239,7 @@ class _LocatedDates:
         return value
 
 
-class _PlantLoader(_LocatedDates, yaml.SafeLoader):
+class _PlantLoader(_LocatedScalars, yaml.SafeLoader):
     """The pure-Python SafeLoader: its error messages are the ones users see; its marks
     are line and column only (`_Mark`)."""
 
@@ -236,7 +250,7 @@ class _PlantLoader(_LocatedDates, yaml.SafeLoader):
 _FastLoader: type[yaml.SafeLoader] | None = None
 if getattr(yaml, "__with_libyaml__", False):
 
-    class _CPlantLoader(_LocatedDates, yaml.CSafeLoader):
+    class _CPlantLoader(_LocatedScalars, yaml.CSafeLoader):
         """libyaml's parser and composer: the same nodes, marks and data ~10x faster (a
         500-machine plant took 11 s of CPU to parse in pure Python, issue 17)."""
 
@@ -245,7 +259,9 @@ if getattr(yaml, "__with_libyaml__", False):
 for _loader in (_PlantLoader, _FastLoader):
     if _loader is not None:
         _loader.add_constructor("tag:yaml.org,2002:timestamp",  # type: ignore[type-var]
-                                _LocatedDates.construct_yaml_timestamp)
+                                _LocatedScalars.construct_yaml_timestamp)
+        _loader.add_constructor("tag:yaml.org,2002:int",  # type: ignore[type-var]
+                                _LocatedScalars.construct_yaml_int)
 
 
 class _Refused(yaml.MarkedYAMLError):
@@ -277,8 +293,12 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 def _check_expansion(root: yaml.Node | None) -> None:
     """Refuse a graph whose alias expansion exceeds MAX_EXPANSION times its distinct nodes
-    (at least MIN_NODE_LIMIT); sizes are memoized per distinct node, so the check itself is
-    linear in the file, not in the expansion."""
+    (at least MIN_NODE_LIMIT), nests deeper than MAX_DEPTH once aliases are followed (a
+    chain of anchors, each holding an alias of the one before, is flat as text), or holds
+    an alias inside its own anchor (`&a [*a]`, a cycle): every later step walks the data
+    recursively. Sizes and depths are memoized per distinct node, so the check itself is
+    linear in the file, not in the expansion; it recurses only as deep as the text nests,
+    since an alias refers to an anchor already measured unless it is inside it."""
     if root is None:
         return
     distinct: set[int] = set()
@@ -294,22 +314,36 @@ def _check_expansion(root: yaml.Node | None) -> None:
     if not shared:  # no alias: the expansion is the file itself (most plants; issue 17)
         return
     limit = max(MIN_NODE_LIMIT, MAX_EXPANSION * len(distinct))
-    sizes: dict[int, int] = {}
+    measured: dict[int, tuple[int, int]] = {}  # id -> (nodes, depth) once expanded
+    measuring: set[int] = set()
 
-    def size(node: yaml.Node) -> int:
-        known = sizes.get(id(node))
+    def measure(node: yaml.Node) -> tuple[int, int]:
+        if isinstance(node, yaml.ScalarNode):  # most nodes: a leaf holds no alias
+            return 1, 0
+        known = measured.get(id(node))
         if known is not None:
             return known
-        total = 1 + sum(size(c) for c in _children(node))
-        sizes[id(node)] = total
+        if id(node) in measuring:
+            raise _Refused(problem="an alias inside its own anchor (a recursive structure)",
+                           problem_mark=node.start_mark)
+        measuring.add(id(node))
+        parts = [measure(c) for c in _children(node)]
+        measuring.discard(id(node))
+        total = 1 + sum(n for n, _ in parts)
+        nests = isinstance(node, yaml.CollectionNode)  # as `_check_depth` counts levels
+        depth = int(nests) + max((d for _, d in parts), default=0)
+        measured[id(node)] = (total, depth)
         if total > limit:
             raise _Refused(
                 problem=f"aliases expand to more than {limit:,} nodes (an alias bomb?)",
                 problem_mark=node.start_mark,
             )
-        return total
+        if depth > MAX_DEPTH:
+            raise _Refused(problem=f"aliases nest deeper than {MAX_DEPTH} levels",
+                           problem_mark=node.start_mark)
+        return total, depth
 
-    size(root)
+    measure(root)
 
 
 def _kind(exc: yaml.MarkedYAMLError) -> str:
@@ -365,6 +399,13 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
                     f"{_kind(exc)}{exc.problem or exc.context}",
                 )
             ]
+        ) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL...)
+        row = text.count("\n", 0, exc.position) + 1
+        column = exc.position - text.rfind("\n", 0, exc.position)
+        raise PlantConfigError(
+            [ConfigProblem(file, row, column, "",
+                           f"character U+{int(exc.character):04X} is not allowed in YAML")]
         ) from None
     except yaml.YAMLError as exc:
         raise PlantConfigError(
@@ -428,14 +469,43 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
     return LoadedPlant(plant=plant, path=Path(file), settings=settings, locate=where.mark)
 
 
+class FileTooLarge(ValueError):
+    """A YAML file over MAX_FILE_BYTES."""
+
+
+def _read_bounded(path: Path) -> str:
+    """The file as text, reading at most one byte past the limit: a size from stat() is 0
+    for a device or /proc file (`validate /dev/zero` read until memory ran out). Raises
+    OSError, FileTooLarge or UnicodeDecodeError."""
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise FileTooLarge(f"larger than {MAX_FILE_BYTES:,} bytes")
+    return raw.decode("utf-8")
+
+
+def read_yaml_file(path: Path) -> Any:
+    """The data of another YAML file the plant names (a machine's `bookings_file`, which a
+    scheduler writes and the gateway re-reads on every refresh), under the plant file's
+    limits: an alias bomb or deep nesting there made `validate` spin for over a minute or
+    die of a RecursionError. Raises OSError, ValueError (a refusal with its line and
+    column) or yaml.YAMLError."""
+    try:
+        _root, data, _duplicates = _read_yaml(_read_bounded(path), str(path),
+                                              _FastLoader or _PlantLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ValueError(f"{where}{_kind(exc)}{exc.problem or exc.context}") from None
+    return data
+
+
 def load_plant(path: str | os.PathLike[str]) -> LoadedPlant:
     p = Path(path)
     try:
-        if p.stat().st_size > MAX_FILE_BYTES:
-            raise PlantConfigError(
-                [ConfigProblem(str(p), None, None, "", f"larger than {MAX_FILE_BYTES:,} bytes")]
-            )
-        text = p.read_text(encoding="utf-8")
+        text = _read_bounded(p)
+    except FileTooLarge as exc:
+        raise PlantConfigError([ConfigProblem(str(p), None, None, "", str(exc))]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlantConfigError(
             [ConfigProblem(str(p), None, None, "", f"cannot read: {exc}")]

@@ -54,9 +54,9 @@ backlog stops growing (freed pages are reused) and a full disk never wedges the 
 destination whose broker is connected keeps at least `LIVE_WINDOW_BYTES` (1 MiB), so live
 traffic always flows: its rows are written, sent and deleted on PUBACK. With `drop_oldest` a
 live row evicts the oldest backlog row when the destination holds more than that; with
-`reject_new` a live row waits until the backlog has drained below it. Caps count logical
-bytes; the file is larger by SQLite's page overhead (see bench/bench_outbox.py) and never
-shrinks by itself.
+`reject_new` a live row is refused (`rejected`) until the backlog has drained below it.
+Caps count logical bytes; the file is larger by SQLite's page overhead (see
+bench/bench_outbox.py) and never shrinks by itself.
 
 `historical` (docs/protocol.md, "Store-and-forward and `historical`"): the body is signed
 at sealing time, before anyone knows whether it will be delivered late, and one sealed

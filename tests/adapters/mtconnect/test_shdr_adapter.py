@@ -216,6 +216,7 @@ async def test_junk_is_refused_counted_and_logged_once() -> None:
         b"2024-01-01T00:00:01Z|S1load|2|S1temp|\x00nan\n"  # one control character: whole line
         b"2024-01-01T00:00:01Z|S1temp|nan|S1pos|1 2 3|S1dist|1abc\n"
         b"2024-01-01T00:00:01Z|k e y|1\n"
+        b"|xy\n"  # a key and no value: random bytes made 4 such "good" samples in 30 s
         b"2024-01-01T00:00:02Z|execution|READY\n")
     port = server.sockets[0].getsockname()[1]
     settings = ShdrSettings.model_validate({
@@ -236,7 +237,7 @@ async def test_junk_is_refused_counted_and_logged_once() -> None:
     assert bad == {"s1temp": None, "s1dist": None}
     refused = a.describe()["refused"]
     assert refused["not_utf8"] > 50 and refused["control_characters"] >= 2
-    assert refused["bad_key"] == 1
+    assert refused["bad_key"] == 1 and refused["missing_value"] == 1
     lines = [e for e in logs if e["event"] == "shdr_input_refused"]
     assert len(lines) == 1 and lines[0]["refused_total"] == 1  # once per interval
 

@@ -23,6 +23,17 @@ HOSTILE = {
     "flow_nesting": ("gateway: " + "[" * 5000 + "]" * 5000 + "\n", ":1:", "nested deeper"),
     "block_nesting": ("gateway:\n" + "- " * 5000 + "x\n", ":2:", "nested deeper"),
     "alias_bomb": (ALIAS_BOMB, ":", "alias"),
+    # flat as text, 1,200 levels deep as data: each anchor holds an alias of the one before
+    # (the padding raises the expansion limit above the chain's ~720,000 nodes)
+    "alias_chain": (
+        MINIMAL + "pad: [" + ",".join(["1"] * 80_000) + "]\nc0: &c0 [1]\n"
+        + "".join(f"c{k}: &c{k} [*c{k - 1}]\n" for k in range(1, 1200)),
+        ":75:",
+        "aliases nest deeper than 64",
+    ),
+    "recursive_alias": (MINIMAL + "x: &x [*x]\n", ":10:4:", "inside its own anchor"),
+    "long_integer": (MINIMAL + "x: " + "9" * 5000 + "\n", ":10:4:", "integer too long"),
+    "nul": (MINIMAL + "x: \x00\n", ":10:4:", "U+0000 is not allowed"),
 }
 
 
@@ -75,6 +86,13 @@ def test_an_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
     big.write_text(MINIMAL + "#" * (5 * 1024 * 1024) + "\n")
     with pytest.raises(PlantConfigError) as info:
         load_plant(big)
+    assert "larger than" in str(info.value.problems[0])
+
+
+def test_an_endless_file_is_refused_at_the_limit() -> None:
+    """stat() says 0 bytes for a device: /dev/zero was read until memory ran out."""
+    with pytest.raises(PlantConfigError) as info:
+        load_plant("/dev/zero")
     assert "larger than" in str(info.value.problems[0])
 
 
@@ -151,3 +169,24 @@ def test_validate_accepts_present_references(tmp_path: Path) -> None:
         + "platforms:\n  - {id: ok, public_key_file: ok.pub.pem}\n"
     )
     assert check_references(load_plant(plant)) == []
+
+
+@pytest.mark.parametrize(
+    ("case", "what"),
+    [("alias_bomb", "line 6, column 4: aliases expand"), ("flow_nesting", "line 1, column")],
+)
+def test_a_hostile_bookings_file_is_refused_with_a_location(
+    tmp_path: Path, case: str, what: str
+) -> None:
+    """A machine's `bookings_file` is YAML too, re-read on every refresh: an alias bomb there
+    made `validate` spin for over a minute, deep nesting died of a RecursionError."""
+    text = HOSTILE[case][0]
+    (tmp_path / "bookings.yaml").write_text(text.replace("gateway: ", "", 1))
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(
+        MINIMAL.replace("    connection:", "    bookings_file: bookings.yaml\n    connection:")
+    )
+    [problem] = check_references(load_plant(plant))
+    assert "machines[0].bookings_file" in str(problem) and what in str(problem)
+    res = run_cli("validate", str(plant))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr

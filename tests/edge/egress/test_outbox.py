@@ -361,6 +361,34 @@ def test_live_window_is_bounded_below_the_floor(tmp_path: Path) -> None:
         assert ob.counters("a")["dropped"] > 0 and ob.counters("b")["rejected"] > 0
 
 
+def test_a_backlog_over_the_live_window_is_what_live_rows_meet_below_the_floor(
+    tmp_path: Path,
+) -> None:
+    """README "Small disks": the live window includes a backlog still waiting for the broker.
+    A 2 MiB backlog stored above the floor; below it, once the broker is back, a live row
+    evicts the oldest backlog row (`drop_oldest`) or is refused (`reject_new`) until the
+    backlog has drained below the window."""
+    path = tmp_path / FILENAME
+    size = 64 * 1024
+    n = 2 * LIVE_WINDOW_BYTES // size
+    with Outbox(path, caps={"a": BIG, "b": BIG}) as ob:
+        fill(ob, "t", n, ["a", "b"], size=size)  # the backlog, disk not low yet
+    floor = 2 * (1 << 60)  # more than any disk has free
+    caps = {"a": OutboxCap(1 << 30, "drop_oldest", floor),
+            "b": OutboxCap(1 << 30, "reject_new", floor)}
+    with Outbox(path, caps=caps) as ob:
+        seq, _prev = ob.load_chain().next("t")
+        got = ob.append("t", seq, h(seq), b"l" * size, retain=False, dests=["a", "b"],
+                        live=["a", "b"])
+        assert got == {"a": True, "b": False}
+        assert ob.counters("a")["dropped"] == 1 and ob.counters("b")["rejected"] == 1
+        drained = [r.id for r in ob.peek("b", None, n)][: n - LIVE_WINDOW_BYTES // size + 2]
+        ob.ack("b", drained)  # the backlog drains below the window: live rows are stored
+        seq, _prev = ob.load_chain().next("t")
+        got = ob.append("t", seq, h(seq), b"l" * size, retain=False, dests=["b"], live=["b"])
+        assert got == {"b": True}
+
+
 def test_wal_stays_bounded_and_truncates_when_idle(tmp_path: Path) -> None:
     path = tmp_path / FILENAME
     wal = path.with_name(FILENAME + "-wal")
