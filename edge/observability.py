@@ -43,7 +43,11 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # one write() per line, newline included (`print` makes two): the processes of
+        # `run --workers N` share one stderr (the journal's stream, a file), and another
+        # process's line written between a line and its newline merged both into one
+        # line that is not JSON (as the stdlib handler below already writes)
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)

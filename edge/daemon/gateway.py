@@ -306,6 +306,9 @@ class Gateway:
                 loop.add_signal_handler(sig, self._stop.set)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+            # a worker starts with SIGHUP blocked (edge/daemon/workers.py `sighup_held`):
+            # one its parent passed on while it was starting is taken now, applied below
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         background: list[asyncio.Task[None]] = []
         broker: EmbeddedBroker | None = None
         web: StatusWeb | None = None

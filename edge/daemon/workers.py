@@ -27,7 +27,8 @@ SIGTERM (each stops as a single gateway does: devices, flush, settle) and is kil
 has not exited within `stop_timeout` (15 s, inside the unit's TimeoutStopSec); then the
 parent publishes `offline` and disconnects.
 SIGHUP is passed to every worker (each reloads its slice; a machine added to the YAML is
-picked up by the worker it hashes to) and the parent re-reads the YAML for its status and
+picked up by the worker it hashes to; one still starting takes it once it can,
+`sighup_held`) and the parent re-reads the YAML for its status and
 republishes the JWKS if `keys rotate` changed the key. A SIGHUP that changes N (the YAML's
 `gateway.workers`, unless `--workers` was given) stops every worker as SIGTERM does and
 makes `run` return `EXIT_RESTART` (the gateway view's history written for the next start,
@@ -45,7 +46,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -97,6 +98,22 @@ Command = Callable[[WorkerRole], list[str]]
 _SYSTEMD_ONLY_PARENT = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 _SUMMED = ("pending", "pending_bytes", "sent", "replayed", "dropped", "rejected",
            "lost_records", "failovers")
+
+
+@contextlib.contextmanager
+def sighup_held() -> Iterator[None]:
+    """SIGHUP blocked in this thread (the event loop's) meanwhile. Why: a process spawned
+    meanwhile keeps the block across exec, so a SIGHUP passed to a worker that is still
+    importing and loading the YAML (seconds on a busy box, and systemd lets a reload
+    through once the parent is READY) waits, pending, until the worker's gateway has its
+    handler and unblocks it (edge/daemon/gateway.py `Gateway.run`), instead of ending it
+    (SIGHUP's default action) and its reload with it. One sent to the parent meanwhile
+    waits too, until the mask is restored (or another thread of the parent takes it)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class RestartBackoff:
@@ -229,6 +246,7 @@ class WorkerPool:
         self.console_every = console_every  # None: no console table
         self.workers = [WorkerState(WorkerRole(i, count)) for i in range(count)]
         self._stopping = asyncio.Event()
+        self._spawning = asyncio.Lock()  # one spawn at a time: each restores the mask it found
         self._reload = asyncio.Event()
         self._changed = asyncio.Event()
         self._jwks = plan.jwks
@@ -372,10 +390,13 @@ class WorkerPool:
             try:
                 # its own process group: a terminal's Ctrl-C reaches the parent only, which
                 # stops each worker with SIGTERM; a worker still importing when the Ctrl-C
-                # came printed a KeyboardInterrupt traceback
-                worker.process = await asyncio.create_subprocess_exec(
-                    *self.command(worker.role), env=env, pass_fds=(write_fd, theirs.fileno()),
-                    process_group=0)
+                # came printed a KeyboardInterrupt traceback. SIGHUP held until it can
+                # reload (`sighup_held`).
+                async with self._spawning:
+                    with sighup_held():
+                        worker.process = await asyncio.create_subprocess_exec(
+                            *self.command(worker.role), env=env,
+                            pass_fds=(write_fd, theirs.fileno()), process_group=0)
             except BaseException:
                 ours.close()
                 raise

@@ -38,3 +38,38 @@ def test_asyncua_warnings_come_out_as_json_lines() -> None:
     foreign = [x for x in lines if x.get("logger", "").startswith("asyncua")]
     assert foreign, done.stderr
     assert all(x["level"] == "warning" and x["timestamp"].endswith("Z") for x in foreign)
+
+
+WRITES = """
+import io, json, logging, sys
+
+class Recording(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+    def write(self, s: str) -> int:
+        self.calls.append(s)
+        return len(s)
+
+sys.stderr = rec = Recording()
+from edge.observability import configure_logging, get_logger
+configure_logging("json")
+get_logger(worker=0).info("reloaded", machines=2)
+logging.getLogger("asyncua").warning("theirs")
+print(json.dumps(rec.calls), file=sys.__stdout__)
+"""
+
+
+def test_each_line_is_one_write_with_its_newline() -> None:
+    """The processes of `run --workers N` share one stderr (the journal's stream, a log
+    file), unbuffered under PYTHONUNBUFFERED: a line written in two calls, text then
+    newline, let another process's line in between, and both became one line that is not
+    JSON (a worker's `reloaded` was lost that way)."""
+    done = subprocess.run([sys.executable, "-c", WRITES], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    calls = [c for c in json.loads(done.stdout) if c]  # an empty flush-write is harmless
+    assert len(calls) == 2, calls
+    for call in calls:
+        assert call.endswith("\n") and call.count("\n") == 1, calls
+        json.loads(call)

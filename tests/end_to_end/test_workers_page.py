@@ -83,7 +83,11 @@ def test_a_workers_failing_device_and_refused_reload_show_on_the_parents_page(
                  for k, v in cells.items() if k.startswith("gw/warning/") and k.endswith("/from")]
         assert first in shown
 
-        # SIGHUP with an invalid change: every worker refuses it, and the page says so
+        # SIGHUP with an invalid change: every worker refuses it, and the page says so.
+        # Both running first: the warning above says only `dead`'s worker started, and a
+        # worker that read the YAML after the change would refuse to start, not reload
+        wait_for(lambda: {0, 1} <= {e.get("worker") for e in gw.events("gateway_started")},
+                 60, "both workers started")
         plant.write_text(text.replace("poll_interval: 0.2", "poll_interval: -1", 1))
         gw.signal(signal.SIGHUP)
 

@@ -156,3 +156,33 @@ def test_two_workers_sighup_adds_machine_and_rotates_key(
         gw.kill()
         simulate.kill()
         simulate.wait()
+
+
+@pytest.mark.slow
+def test_sighup_while_the_workers_start_is_applied_by_each_not_fatal(
+    tmp_path: Path, mosquitto: Mosquitto, free_port: Callable[[], int],
+) -> None:
+    """A SIGHUP at the earliest moment: the parent has spawned its workers (and told
+    systemd READY, so `systemctl reload` goes through) but they are still importing and
+    loading the YAML, seconds on a busy box. SIGHUP's default action ended such a worker
+    (restarted a second later, its reload lost with it). Each worker now starts with
+    SIGHUP blocked and applies the one that waited once its handler is in place."""
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(plant_yaml(tmp_path / "state", [free_port(), free_port()], mosquitto.port))
+    gw = GatewayProcess(plant, "--workers", "2").start()
+    try:
+        wait_for(lambda: len(gw.events("worker_started")) == 2, 60, "both workers spawned")
+        gw.signal(signal.SIGHUP)
+        # still starting: neither worker has got as far as its gateway yet
+        assert not [e for e in gw.events("gateway_started") if "worker" in e]
+        def reloaded_by() -> set[Any]:
+            return {e.get("worker") for e in gw.events("reloaded")}
+
+        wait_for(lambda: reloaded_by() == {0, 1} or bool(gw.events("worker_exited_restarting")),
+                 60, "each worker's reload")
+        assert not gw.events("worker_exited_restarting")
+        assert reloaded_by() == {0, 1}
+        assert len(gw.events("worker_started")) == 2  # no worker was restarted
+        gw.stop()
+    finally:
+        gw.kill()
