@@ -43,6 +43,7 @@ from edge.daemon import systemd
 from edge.daemon.console import MachineRow, console_loop, machine_rows
 from edge.daemon.embedded_broker import EmbeddedBroker
 from edge.daemon.reload import Reloader
+from edge.daemon.signal_loop import SignalLoop
 from edge.daemon.supervisor import Supervisor, cancel_all
 from edge.daemon.worker_channel import WorkerChannelServer
 from edge.daemon.worker_report import WorkerReporter
@@ -228,8 +229,9 @@ class Gateway:
             tap=TAP,
         )
         self.reloader = Reloader(self)
-        self._stop = asyncio.Event()
-        self._reload = asyncio.Event()
+        self.signals = SignalLoop(self.reloader, self.log)
+        self._stop = self.signals.stop
+        self._reload = self.signals.reload
         self.restart_as: int | None = None  # a SIGHUP asked for this many workers
         self._reporter: WorkerReporter | None = None
 
@@ -370,7 +372,7 @@ class Gateway:
                         name="console",
                     )
                 )
-            await self._serve_signals()
+            await self.signals.serve()
             return 0 if self.restart_as is None else EXIT_RESTART
         finally:
             systemd.notify(restarting_notice(self.restart_as))
@@ -399,22 +401,3 @@ class Gateway:
             self.log.info("gateway_stopped")
             if self.restart_as is not None:  # the page's history for the restarted command
                 keep_recent_log(self.loaded.state_dir, TAP.recent, (), self.log)
-
-    async def _serve_signals(self) -> None:
-        """Until SIGTERM: apply each SIGHUP; a stop request cancels a reload in progress
-        (its parse runs in a thread and is bounded by the loader's limits)."""
-        while not self._stop.is_set():
-            stop_wait = asyncio.create_task(self._stop.wait())
-            reload_wait = asyncio.create_task(self._reload.wait())
-            await asyncio.wait({stop_wait, reload_wait}, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            reload_wait.cancel()
-            if self._reload.is_set() and not self._stop.is_set():
-                self._reload.clear()
-                reload = asyncio.create_task(self.reloader.apply(), name="reload")
-                stop_wait = asyncio.create_task(self._stop.wait())
-                await asyncio.wait({reload, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                stop_wait.cancel()
-                if not reload.done() and not self.reloader.committing:
-                    reload.cancel()  # stop requested while parsing or preparing: abandon it
-                await asyncio.gather(reload, return_exceptions=True)
