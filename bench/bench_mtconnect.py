@@ -4,8 +4,8 @@
    over real HTTP on 127.0.0.1, pages of `count` observations, the whole path included
    (HTTP, safe XML parse, normalization into Samples). The simulator's buffer is filled
    first with a fast simulated clock, so the figure is the adapter's, not the machine's.
-2. SHDR: lines/s parsed from the OKUMA recording (shared/material), parser + normalizer
-   only (no socket), and end to end over TCP from the replayer at unlimited speed.
+2. SHDR: lines/s parsed from the OKUMA recording (tests/fixtures/mtconnect-cppagent), parser +
+   normalizer only (no socket), and end to end over TCP from the replayer at unlimited speed.
 """
 
 from __future__ import annotations

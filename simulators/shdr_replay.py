@@ -2,8 +2,8 @@
 
 Two servers, one protocol:
 
-- `ShdrReplayer` serves a recording (e.g. the OKUMA one in shared/material) at real or
-  accelerated speed. Every client gets the whole file from its first line, so a test sees
+- `ShdrReplayer` serves a recording (e.g. the OKUMA one in tests/fixtures/mtconnect-cppagent)
+  at real or accelerated speed. Every client gets the whole file from its first line, so a test sees
   exactly the recording. Delays come from the recorded timestamps: a gap is
   `(t - t_prev) / speed`; a timestamp that goes *backwards* (a new run on its own clock)
   or jumps forward by more than `max_gap` recorded seconds is replayed after `run_gap`

@@ -61,7 +61,7 @@ from models.errors import ConfigurationError, DeviceUnavailable, TransientError
 from models.machine_state import SIG_AVAILABILITY, Availability
 from models.sample import Quality, Sample, Value, utc_now
 
-from . import alarms, sinumerik
+from . import alarms, sinumerik, teardown_noise
 from . import machine_tool as mt
 from .publish_race import STARTUP_FILTER
 from .security import (
@@ -72,6 +72,8 @@ from .security import (
     thumbprint,
 )
 from .settings import OpcUaConnection, OpcUaPoint, OpcUaSettings, browse_segments
+
+teardown_noise.install()  # a retry's teardown is no news (teardown_noise.py)
 
 _POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,

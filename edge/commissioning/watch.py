@@ -149,17 +149,24 @@ async def watch(
     screen = Screen(out)
 
     linked = asyncio.Event()
+    # the listening also ends when the reader of the tables is gone (`watch | head`): the
+    # drawer's BrokenPipeError alone ended only the drawer, and watch listened on unseen
+    ended = stop if stop is not None else asyncio.Event()
 
     async def redraw() -> None:
         await linked.wait()  # no empty tables while the broker may not even be there
         while True:
             await asyncio.sleep(every)
-            screen.show(board.frame(f"{broker} {topic_filter}: verified envelopes only"))
+            try:
+                screen.show(board.frame(f"{broker} {topic_filter}: verified envelopes only"))
+            except BrokenPipeError:
+                ended.set()
+                raise  # out of `await drawer` below: the command line exits 141
 
     drawer = asyncio.create_task(redraw())
     try:
         report = await verify_live(
-            broker, topic_filter, seconds, err, on_verified=board.add, stop=stop,
+            broker, topic_filter, seconds, err, on_verified=board.add, stop=ended,
             connected=linked,
         )
     except TransportError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -148,3 +149,23 @@ async def test_fewer_endpoints_for_a_while_is_not_fatal(
         s.policies = offered
         await s.start()
         await until(lambda: device.good(mark), 20, "values once the endpoint is back")
+
+
+async def test_retries_against_a_gone_server_log_no_asyncua_warning(
+    sim: tuple[OpcUaSimulator, int], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The runner's one `device_unavailable` line says it; asyncua's publish-loop error with
+    a traceback and "close_session/close_secure_channel was called but connection is
+    closed" came on top, the last at every retry (teardown_noise.py)."""
+    s, port = sim
+    caplog.set_level(logging.WARNING)
+    device = Device(make_settings(port), Backoff(0.2, 0.5))
+    async with running(device) as logs:
+        await until(device.good, 10, "first data")
+        mark = len(device.statuses)
+        await s.stop()  # a lost connection, then connects refused
+        await until(lambda: len(device.statuses) >= mark + 3, 20, "a few refused retries")
+    loud = [f"{r.name}: {r.getMessage()}" for r in caplog.records
+            if r.name.startswith("asyncua") and r.levelno >= logging.WARNING]
+    assert loud == [], loud
+    assert len([e for e in logs if e["event"] == "device_unavailable"]) == 1

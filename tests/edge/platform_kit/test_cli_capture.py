@@ -1,6 +1,7 @@
 """`edge-gateway` as a platform engineer uses it in a shell: pipes, empty topics, `edge/#`.
 
-- output cut short by its reader (`... | head`) ends quietly, without a traceback;
+- output cut short by its reader (`... | head`) ends quietly, without a traceback, and
+  `watch`, which would listen forever, ends too;
 - `verify` that saw no envelope fails ("nothing verified"): a mistyped topic filter must
   not pass for a clean stream;
 - a capture of `edge/#` holds the unsigned `status` and `keys` messages: they are skipped
@@ -40,6 +41,24 @@ def test_output_into_a_closed_pipe_ends_without_traceback() -> None:
         os.close(write_end)
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
     assert done.returncode == 141  # as if killed by SIGPIPE, like any shell tool
+
+
+def test_watch_into_a_closed_pipe_ends(mosquitto: Mosquitto) -> None:
+    """`watch | head`: the reader is gone after the first table; watch must end (141), not
+    listen on until Ctrl-C with nobody reading (it did: its drawer died alone)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "edge.cli", "watch", "--broker", mosquitto.url,
+             "--every", "0.2"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=30,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 141, done.stderr
 
 
 def test_verify_live_with_no_envelope_fails(mosquitto: Mosquitto) -> None:
