@@ -73,6 +73,27 @@ WINDOW_OEE = {
     "ts": "2026-11-22T09:00:00.400Z",
 }
 
+_GOOD = {"Quality": {"type": "Int32", "value": 192}}  # docs/sparkplug.md: 192 good
+SPARKPLUG: dict[str, dict[str, Any]] = {
+    # What docs/sparkplug.md's mapping makes of the telemetry vector, written out by hand
+    # (not decoded from the files), so that a platform's decoder has values to compare with
+    # and tests/edge/platform_kit/test_vectors.py catches an encoder that drifts from the doc.
+    # Datatypes by their name in sparkplug_b.proto's DataType; properties by key.
+    "sparkplug-dbirth": {
+        "timestamp": 1795341600000, "seq": 1, "metrics": [
+            {"name": "Signals/spindle_speed", "alias": 1, "timestamp": 1795341599900,
+             "datatype": "Double", "value": 1200.0,
+             "properties": {"engUnit": {"type": "String", "value": "1/min"}, **_GOOD}},
+            {"name": "Signals/execution", "alias": 2, "timestamp": 1795341599900,
+             "datatype": "String", "value": "active", "properties": _GOOD},
+        ]},
+    "sparkplug-ddata": {
+        "timestamp": 1795341600000, "seq": 2, "metrics": [
+            {"alias": 1, "timestamp": 1795341599900, "datatype": "Double", "value": 1250.0,
+             "properties": _GOOD},
+        ]},
+}
+
 def _created(text: str = CREATED) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -228,7 +249,8 @@ def build() -> dict[str, bytes]:
     for name, msg in (("sparkplug-dbirth", birth), ("sparkplug-ddata", data)):
         files[f"{name}.bin"] = msg.payload
         cases.append({"name": name, "format": "sparkplug_b", "topic": msg.topic,
-                      "file": f"{name}.bin", "expect": {"verdict": "unsigned"}})
+                      "file": f"{name}.bin",
+                      "expect": {"verdict": "unsigned", "payload": SPARKPLUG[name]}})
 
     # a signed request and its reply (the worked example of docs/protocol.md), and its replay
     request_body = {"method": "state", "params": {"asset": "m1"}, "id": "7f3c2a91d04e5b68",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sparkplug_host import decode, value_of
+from sparkplug_host import decode, decoder, value_of
 
 from edge.platform_kit.verifier import (
     ChainChecker,
@@ -87,6 +87,33 @@ def test_captures_get_their_verdicts(case: dict[str, Any]) -> None:
         kinds.append(checker.feed(item["envelope"], GATEWAY_JWKS, topic=item["topic"]).kind)
     assert kinds == case["expect"]["verdicts"]
     assert not verify_stream(lines, GATEWAY_JWKS).ok
+
+
+def readable(payload: Any) -> dict[str, Any]:
+    """A Payload decoded by the test's own protoc build, in the vectors' `expect.payload`
+    form: datatypes by their DataType name, no member the message does not set."""
+    names = decoder().DataType.Name
+
+    def prop(value: Any) -> dict[str, Any]:
+        which = value.WhichOneof("value")
+        return {"type": names(value.type), "value": getattr(value, which) if which else None}
+
+    metrics = []
+    for m in payload.metrics:
+        metric: dict[str, Any] = {"name": m.name} if m.HasField("name") else {}
+        metric |= {"alias": m.alias, "timestamp": m.timestamp,
+                   "datatype": names(m.datatype), "value": value_of(m)}
+        if m.HasField("properties"):
+            metric["properties"] = {k: prop(v) for k, v in
+                                    zip(m.properties.keys, m.properties.values, strict=True)}
+        metrics.append(metric)
+    return {"timestamp": payload.timestamp, "seq": payload.seq, "metrics": metrics}
+
+
+@pytest.mark.parametrize("case", cases("sparkplug_b"), ids=lambda c: c["name"])
+def test_sparkplug_payloads_decode_to_their_expected_metrics(case: dict[str, Any]) -> None:
+    payload = decode((VECTORS / case["file"]).read_bytes())
+    assert readable(payload) == case["expect"]["payload"]
 
 
 def test_sparkplug_ddata_uses_the_aliases_of_its_dbirth() -> None:
