@@ -24,6 +24,7 @@ from edge.egress.formats import EnvelopeEncoder, PayloadEncoder
 from edge.egress.inflight import BacklogPace, InFlight
 from edge.egress.outbox import OutboxRow
 from models.errors import EdgeError
+from models.logger import Logger
 
 
 class Publisher(Protocol):
@@ -91,7 +92,7 @@ class DestinationSender:
         name: str,
         transport: Publisher,
         outbox: RowSource,
-        logger: Any,
+        logger: Logger,
         *,
         backlog_rate: float = 200.0,
         max_inflight: int = 64,

@@ -359,7 +359,7 @@ class StatusWeb:
 
 
 async def start_status_web(
-    settings: WebSettings, source: StatusSource, logger: Any, title: str = "plant",
+    settings: WebSettings, source: StatusSource, logger: FilteringBoundLogger, title: str = "plant",
     *, prepare: Prepare | None = None, bookings: BookingBoard | None = None,
 ) -> StatusWeb | None:
     """The status page per `gateway.web`, started; None when disabled or when it cannot be

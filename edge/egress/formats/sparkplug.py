@@ -33,6 +33,7 @@ from edge.egress.sender import Publisher, RowSource, SenderStats
 from edge.signing.jws import b64url_decode
 from edge.transport.mqtt import IncomingMessage
 from models.errors import EdgeError
+from models.logger import Logger
 from models.plant import Destination, Gateway
 
 __all__ = ["SparkplugLink", "SparkplugSender", "sparkplug_node_for"]
@@ -66,7 +67,7 @@ class SparkplugSender:
         transport: SparkplugLink,
         outbox: RowSource,
         node: SparkplugNode,
-        logger: Any,
+        logger: Logger,
         *,
         primary_host_id: str | None = None,
         backlog_rate: float = 200.0,
