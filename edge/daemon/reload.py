@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.config.loader import LoadedPlant
 from edge.config.workers import as_worker, workers_for
-from edge.daemon.preflight import load_share_checked
+from edge.daemon.preflight import load_for_reload
 from edge.egress.stack import EgressPlan, prepare_egress
 from edge.query.handler import PlatformKeys, load_platform_keys
 from models.errors import ConfigurationError, PlantConfigError
@@ -57,8 +57,9 @@ class Reloader:
     async def apply(self) -> None:
         gw = self.gw
         old = gw.loaded
+        gw.log.info("reload_started", file=str(old.path))
         try:
-            new = await asyncio.to_thread(load_share_checked, str(old.path), old.share)
+            new = await load_for_reload(old.path, old.share)
             if old.worker is not None:  # a worker process keeps its slice of the machines
                 new = as_worker(new, old.worker)
         except PlantConfigError as exc:

@@ -64,7 +64,8 @@ from edge.daemon import systemd
 from edge.daemon.console import console_loop, status_footer, status_rows
 from edge.daemon.embedded_broker import EmbeddedBroker
 from edge.daemon.gateway import EXIT_RESTART, RunOptions, destinations, restarting_notice
-from edge.daemon.preflight import load_share_checked
+from edge.daemon.preflight import load_for_reload
+from edge.daemon.signal_loop import SignalLoop
 from edge.daemon.supervisor import Supervisor, cancel_all
 from edge.daemon.worker_channel import ENV_FD as CHANNEL_FD
 from edge.daemon.worker_channel import WorkerChannel, WorkerUnavailable
@@ -245,9 +246,11 @@ class WorkerPool:
         self.stop_timeout = stop_timeout
         self.console_every = console_every  # None: no console table
         self.workers = [WorkerState(WorkerRole(i, count)) for i in range(count)]
-        self._stopping = asyncio.Event()
+        # the single gateway's signal loop: a SIGTERM abandons a reload still parsing
+        self.signals = SignalLoop(self, log)
+        self._stopping = self.signals.stop
         self._spawning = asyncio.Lock()  # one spawn at a time: each restores the mask it found
-        self._reload = asyncio.Event()
+        self._reload = self.signals.reload
         self._changed = asyncio.Event()
         self._jwks = plan.jwks
         # outbox_full_losing_data, from the workers' summed counters as one process does
@@ -461,16 +464,7 @@ class WorkerPool:
         self.log.info("gateway_started", workers=len(self.workers),
                       machines=len(self.loaded.enabled_machines()))
         try:
-            while not self._stopping.is_set():
-                stop_wait = asyncio.create_task(self._stopping.wait())
-                reload_wait = asyncio.create_task(self._reload.wait())
-                await asyncio.wait({stop_wait, reload_wait},
-                                   return_when=asyncio.FIRST_COMPLETED)
-                stop_wait.cancel()
-                reload_wait.cancel()
-                if self._reload.is_set() and not self._stopping.is_set():
-                    self._reload.clear()
-                    await self._apply_reload()
+            await self.signals.serve()
         finally:
             systemd.notify(restarting_notice(self.restart_as))
             self.log.info("gateway_stopping")
@@ -506,14 +500,18 @@ class WorkerPool:
                                 [w.recent for w in self.workers], self.log)
         return 0 if self.restart_as is None else EXIT_RESTART
 
-    async def _apply_reload(self) -> None:
+    committing = False
+    """For the signal loop (`ReloadStep`): `apply` awaits only its parse, so a stop may
+    always abandon it."""
+
+    async def apply(self) -> None:
         """The parent republishes the JWKS first (`keys rotate`: the new public key goes
         out before any worker signs with it), then every worker reloads its own slice, and
         the parent re-reads the YAML for the machine list of its status."""
         self._announce_keys()
+        self.log.info("reload_started", file=str(self.loaded.path))
         try:
-            new = await asyncio.to_thread(load_share_checked, str(self.loaded.path),
-                                          self.loaded.share)
+            new = await load_for_reload(self.loaded.path, self.loaded.share)
             count = workers_for(new, self.workers_arg)
         except (EdgeError, OSError) as exc:
             self._signal_all(signal.SIGHUP)  # each worker reads the file (and says why) too

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from e2e import ALIAS_BOMB, GatewayProcess, plant_yaml, wait_for
 
+from edge.config.loader import MAX_FILE_BYTES
 from edge.platform_kit.client import query
 
 GATEWAY = "edge/plant-a/gw-1"
@@ -104,6 +105,24 @@ def test_revoked_platform_and_narrowed_machines_take_effect_at_once(running: Run
 
 
 @pytest.mark.slow
+def test_a_replaced_platform_key_takes_effect_at_once(running: Running) -> None:
+    """The key file's content changes, its name does not (the YAML is the same): the reload
+    reads it again, so the old key is refused from the next request."""
+    assert running.ask("p1", "health", {})["ok"]
+    new_key = Ed25519PrivateKey.generate()
+    (running.plant.parent / "p1.pub.pem").write_bytes(
+        new_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    reloaded = running.reload_and_wait("reloaded")
+    assert not reloaded["egress_restarted"] and reloaded["devices_stopped"] == []
+    refused = running.ask("p1", "health", {})  # still signed with the old key
+    assert not refused["ok"] and refused["error"]["code"] == "unauthorized"
+    running.keys["p1"] = new_key
+    assert running.ask("p1", "health", {})["ok"]
+    no_tracebacks(running.gw)
+
+
+@pytest.mark.slow
 def test_a_missing_platform_key_keeps_the_running_configuration(running: Running) -> None:
     running.edit("p2.pub.pem}", "missing.pem}")
     running.edit("time_scale: 60", "time_scale: 30")  # a change that would restart m1
@@ -128,6 +147,34 @@ def test_an_alias_bomb_is_refused_while_telemetry_flows_and_sigterm_still_stops(
     running.gw.signal(signal.SIGTERM)
     assert running.gw.wait(timeout=5) == 0
     assert time.monotonic() - started < 5
+
+
+def huge_invalid_yaml() -> str:
+    """Just under the loader's size limit, no alias, shallow: every limit passes, and each
+    of its ~40,000 machines is a schema error the loader locates in the file (80-120 s of
+    parsing on a loaded 2-core host; well over 5 s on any)."""
+    line = "  - {id: m%06d, adapter: modbus, connection: {host: h, port: 502}}\n"
+    count = (MAX_FILE_BYTES - 100) // len(line % 0)
+    return "machines:\n" + "".join(line % i for i in range(count))
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_parse_of_a_huge_file_stops_within_5_s(running: Running) -> None:
+    """The parse of a reload runs in a thread the process does not wait for: a SIGTERM
+    while it runs stops the gateway at once (it waited for the parse's end, 121 s, when the
+    parse ran in asyncio's default executor), and telemetry flows meanwhile."""
+    running.plant.write_text(huge_invalid_yaml())
+    running.reload_and_wait("reload_started")
+    running.telemetry_keeps_arriving()
+    assert not running.gw.events("reload_rejected_keeping_running_config"), (
+        "the file was parsed before the SIGTERM: it no longer tests a stop during a parse"
+    )
+    started = time.monotonic()
+    running.gw.signal(signal.SIGTERM)
+    assert running.gw.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    assert running.gw.events("gateway_stopped")
+    no_tracebacks(running.gw)
 
 
 @pytest.mark.slow
