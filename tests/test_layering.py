@@ -23,6 +23,11 @@ The rules (docs/architecture.md, "Layers and import rules", describes the same):
    only through the entry-point registry. The one exception is `edge/commissioning/`, whose
    `browse` command speaks OPC UA on purpose and reuses the OPC UA adapter's node-id and
    browse-path code instead of a second copy.
+9. Inside `edge/`, each package imports only the packages `EDGE_DEPENDS_ON` lists (the
+   graph drawn in docs/architecture.md, which has no cycle): egress sits below devices, so
+   egress never imports devices, and so on. A package the graph does not place is a
+   violation too, until it is drawn there. Imports of `edge.daemon`/`edge.cli` (rule 5)
+   and the platform kit's forbidden ones (rule 6) are left to those rules.
 
 Every import counts, including those inside functions and under `TYPE_CHECKING`; relative
 imports are resolved. The checker is tested on synthetic modules that break each rule.
@@ -155,6 +160,56 @@ def simulators_only_for_the_daemon(m: Module) -> Iterable[str]:
         yield from (f"imports {i}" for i in m.imports if within(i, "simulators"))
 
 
+EDGE_DEPENDS_ON: dict[str, frozenset[str]] = {
+    name: frozenset(deps.split())
+    for name, deps in {
+        "query": "bookings capacity parts kpi devices egress storage signing config",
+        "web": "bookings metrics status config text_table",
+        "commissioning": "devices kpi platform_kit config text_table",
+        "metrics": "status",
+        "observability": "status",
+        "status": "kpi devices egress transport config",
+        "bookings": "capacity egress storage config platform_kit",
+        "capacity": "kpi devices egress config",
+        "parts": "kpi egress storage config",
+        "kpi": "devices egress storage config",
+        "devices": "egress config",
+        "egress": "transport signing storage config",
+        "platform_kit": "signing transport",
+        "transport": "config",
+        "signing": "",
+        "storage": "",
+        "config": "",
+        "text_table": "",
+    }.items()
+}
+"""What each package of `edge/` may import of the others (docs/architecture.md, "Layers and
+import rules"); `edge.daemon` and `edge.cli` sit on top and may import any of them."""
+ASSEMBLY = ("daemon", "cli")
+
+
+def packages_follow_the_graph(m: Module) -> Iterable[str]:
+    parts = m.name.split(".")
+    if parts[0] != "edge" or len(parts) < 2 or parts[1] in ASSEMBLY:
+        return
+    pkg = parts[1]
+    if pkg not in EDGE_DEPENDS_ON:
+        yield f"edge.{pkg} is not placed in the package graph (docs/architecture.md)"
+        return
+    allowed = EDGE_DEPENDS_ON[pkg]
+    for i in m.imports:
+        target = i.split(".")
+        if target[0] != "edge" or len(target) < 2 or target[1] == pkg:
+            continue
+        if target[1] in ASSEMBLY or target[1] not in EDGE_DEPENDS_ON:
+            continue  # rule 5; or a name of edge/__init__.py (`package_version`)
+        if pkg == "platform_kit" and within(i, *PLATFORM_KIT_MAY_NOT):
+            continue  # rule 6
+        if target[1] not in allowed:
+            only = ", ".join(sorted(allowed)) or "no other edge package"
+            yield f"imports {i} (edge.{pkg} may import only: {only})"
+
+
 def adapters_only_through_the_registry(m: Module) -> Iterable[str]:
     if within(m.name, "edge") and not within(m.name, "edge.commissioning"):
         for i in m.imports:
@@ -171,6 +226,7 @@ RULES: tuple[Rule, ...] = (
     platform_kit_shares_only_the_wire,
     simulators_only_for_the_daemon,
     adapters_only_through_the_registry,
+    packages_follow_the_graph,
 )
 
 
@@ -214,6 +270,12 @@ BAD = [
      "adapters_only_through_the_registry"),
     ("edge/egress/x.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
      "    from simulators.machine import MachineModel", "simulators_only_for_the_daemon"),
+    ("edge/egress/status.py", "from edge.devices.fleet import device_detail",
+     "packages_follow_the_graph"),
+    ("edge/signing/x.py", "from ..storage import wal", "packages_follow_the_graph"),
+    ("edge/kpi/x.py", "def f():\n    from edge.query.backend import QueryBackend",
+     "packages_follow_the_graph"),
+    ("edge/newstage/x.py", "import json", "packages_follow_the_graph"),
 ]  # fmt: skip
 
 
@@ -231,6 +293,8 @@ GOOD = [
     ("edge/daemon/x.py", "from edge.cli import main\nfrom simulators import machine"),
     ("edge/platform_kit/x.py", "from edge.signing.jws import REQUEST_TYP"),
     ("edge/config/registry.py", "from adapters.base import ENTRY_POINT_GROUP, Adapter"),
+    ("edge/devices/fleet.py", "from edge.egress.stack import RecordSink"),
+    ("edge/query/x.py", "from edge import package_version\nfrom . import nonces"),
 ]
 
 

@@ -47,10 +47,11 @@ from edge.daemon.signal_loop import SignalLoop
 from edge.daemon.supervisor import Supervisor, cancel_all
 from edge.daemon.worker_channel import WorkerChannelServer
 from edge.daemon.worker_report import WorkerReporter
-from edge.devices.fleet import DeviceFleet, device_detail
+from edge.devices.fleet import DeviceFleet
 from edge.egress.loss import LossLedger
 from edge.egress.stack import EgressPlan, EgressSlot, EgressStack, prepare_egress
 from edge.egress.status import StatusReporter
+from edge.egress.status_scope import device_detail
 from edge.egress.unsignable import UnsignableRecords
 from edge.egress.writer import LINGER
 from edge.kpi.publisher import OeePublisher

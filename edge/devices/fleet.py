@@ -55,26 +55,6 @@ class BatchObserver(Protocol):
     def on_unavailable(self, asset: str, at: datetime) -> None: ...
 
 
-class DeviceFaults(Protocol):
-    """Why devices are not up: the fleet, or a worker's report of its share."""
-
-    def reasons(self) -> dict[str, str]: ...
-    def faults(self) -> dict[str, dict[str, Any]]: ...
-
-
-def device_detail(devices: DeviceFaults) -> dict[str, Any]:
-    """The retained status's and `health`'s account of devices that are not up:
-    `device_reasons` (one line each, in the log's words) and `device_faults` (the same with
-    the error class, since when, failures and reconnects); both left out when all are up."""
-    detail: dict[str, Any] = {}
-    reasons, faults = devices.reasons(), devices.faults()
-    if reasons:
-        detail["device_reasons"] = reasons
-    if faults:
-        detail["device_faults"] = faults
-    return detail
-
-
 class FleetView(Protocol):
     """What queries, capacity and the console read of the fleet."""
 

@@ -13,9 +13,8 @@ from typing import Any, Protocol
 from structlog.typing import FilteringBoundLogger
 
 from edge.config.loader import LoadedPlant
-from edge.devices.fleet import device_detail
 from edge.egress.stack import EgressStack, Supervising, status_payload
-from edge.egress.status_scope import loss_alarm
+from edge.egress.status_scope import device_detail, loss_alarm
 from models.plant import gateway_topic
 
 

@@ -27,13 +27,34 @@ and are never narrowed.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 LOSS_ALARM = "outbox_full_losing_data"
 """The data-loss alarm; `outbox_full_losing_data:<destination id>` in `alarms`."""
 
 PER_MACHINE = ("devices", "device_reasons", "device_faults")
 """Maps keyed by machine id."""
+
+
+class DeviceFaults(Protocol):
+    """Why devices are not up: the fleet (edge/devices/fleet.py), or a worker's report of
+    its share. Here, not beside the fleet: egress sits below devices (docs/architecture.md)."""
+
+    def reasons(self) -> dict[str, str]: ...
+    def faults(self) -> dict[str, dict[str, Any]]: ...
+
+
+def device_detail(devices: DeviceFaults) -> dict[str, Any]:
+    """The retained status's and `health`'s account of devices that are not up:
+    `device_reasons` (one line each, in the log's words) and `device_faults` (the same with
+    the error class, since when, failures and reconnects); both left out when all are up."""
+    detail: dict[str, Any] = {}
+    reasons, faults = devices.reasons(), devices.faults()
+    if reasons:
+        detail["device_reasons"] = reasons
+    if faults:
+        detail["device_faults"] = faults
+    return detail
 
 
 def loss_alarm(destination: str) -> str:

@@ -15,7 +15,8 @@ from edge.bookings.desk import BookingDesk
 from edge.bookings.store import Refused
 from edge.capacity.publisher import CapacityRecords
 from edge.config.loader import LoadedPlant
-from edge.devices.fleet import FleetView, device_detail
+from edge.devices.fleet import FleetView
+from edge.egress.status_scope import device_detail
 from edge.kpi.service import KpiService
 from edge.parts.energy import EnergyWindows
 from edge.parts.store import PartStore
