@@ -33,9 +33,11 @@ from models.plant import Destination
 if TYPE_CHECKING:
     from edge.daemon.gateway import Gateway
 
-# gateway fields only the KPI service, capacity, part records, the query handler, logging or
-# the devices' poll phases read
-_NOT_EGRESS = {"oee", "capacity", "query", "log_format", "carbon", "poll_slots"}
+# gateway fields only the KPI service, capacity, part records, the query handler, logging,
+# the devices' poll phases, the status page (read at start; a reload keeps the running page)
+# or the worker count (its own path, `_workers_changed`) read: a change to them restarted
+# the egress side for nothing
+_NOT_EGRESS = {"oee", "capacity", "query", "log_format", "carbon", "poll_slots", "web", "workers"}
 
 
 def egress_inputs(loaded: LoadedPlant, destinations: list[Destination]) -> dict[str, Any]:

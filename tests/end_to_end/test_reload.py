@@ -192,8 +192,19 @@ def test_a_destination_change_restarts_egress_only(running: Running) -> None:
 
 
 @pytest.mark.slow
-def test_an_oee_change_restarts_nothing(running: Running) -> None:
-    running.edit("state_dir:", "oee: {publish_every: 5}, state_dir:")
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("state_dir:", "oee: {publish_every: 5}, state_dir:"),
+        # the page is read at start (README): a change restarted egress for nothing
+        ("web: {port: 0}", "web: {port: 0, refresh_seconds: 3}"),
+    ],
+    ids=["oee", "web"],
+)
+def test_a_gateway_change_egress_does_not_read_restarts_nothing(
+    running: Running, old: str, new: str
+) -> None:
+    running.edit(old, new)
     reloaded = running.reload_and_wait("reloaded")
     assert not reloaded["egress_restarted"]
     assert reloaded["devices_stopped"] == [] and reloaded["devices_started"] == []
