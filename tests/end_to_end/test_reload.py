@@ -16,9 +16,8 @@ import pytest
 from conftest import Collector, Mosquitto
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from e2e import ALIAS_BOMB, GatewayProcess, plant_yaml, wait_for
+from e2e import ALIAS_BOMB, GatewayProcess, huge_invalid_yaml, plant_yaml, wait_for
 
-from edge.config.loader import MAX_FILE_BYTES
 from edge.platform_kit.client import query
 
 GATEWAY = "edge/plant-a/gw-1"
@@ -147,15 +146,6 @@ def test_an_alias_bomb_is_refused_while_telemetry_flows_and_sigterm_still_stops(
     running.gw.signal(signal.SIGTERM)
     assert running.gw.wait(timeout=5) == 0
     assert time.monotonic() - started < 5
-
-
-def huge_invalid_yaml() -> str:
-    """Just under the loader's size limit, no alias, shallow: every limit passes, and each
-    of its ~40,000 machines is a schema error the loader locates in the file (80-120 s of
-    parsing on a loaded 2-core host; well over 5 s on any)."""
-    line = "  - {id: m%06d, adapter: modbus, connection: {host: h, port: 502}}\n"
-    count = (MAX_FILE_BYTES - 100) // len(line % 0)
-    return "machines:\n" + "".join(line % i for i in range(count))
 
 
 @pytest.mark.slow

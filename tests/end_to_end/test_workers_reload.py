@@ -14,13 +14,14 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Collector, Mosquitto, Received
-from e2e import ROOT, GatewayProcess, plant_yaml, verified_body, wait_for
+from e2e import ROOT, GatewayProcess, huge_invalid_yaml, plant_yaml, verified_body, wait_for
 from test_workers import chain
 
 from edge.config.workers import worker_of
@@ -184,5 +185,34 @@ def test_sighup_while_the_workers_start_is_applied_by_each_not_fatal(
         assert reloaded_by() == {0, 1}
         assert len(gw.events("worker_started")) == 2  # no worker was restarted
         gw.stop()
+    finally:
+        gw.kill()
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_parse_of_a_huge_file_stops_the_pool_within_5_s(
+    tmp_path: Path, mosquitto: Mosquitto, free_port: Callable[[], int],
+) -> None:
+    """The pool's parent parses a SIGHUP's file (before its workers do) in a thread it does
+    not wait for at exit: it used to serve no SIGTERM until that parse ended (minutes for a
+    4 MiB file of schema errors on a loaded host)."""
+    plant = tmp_path / "plant.yaml"
+    plant.write_text(plant_yaml(tmp_path / "state", [free_port(), free_port()], mosquitto.port))
+    gw = GatewayProcess(plant, "--workers", "2").start()
+    try:
+        wait_for(lambda: len(gw.events("device_connected")) == 2
+                 and {e.get("worker") for e in gw.events("gateway_started")} >= {0, 1}, 60,
+                 "both workers started, both machines up")
+        plant.write_text(huge_invalid_yaml())
+        gw.signal(signal.SIGHUP)  # the parent reads the file first, then signals its workers
+        wait_for(lambda: bool(gw.events("reload_started")), 30, "the parent reading the file")
+        assert not gw.events("reload_failed_keeping_running_config"), (
+            "the file was parsed before the SIGTERM: it no longer tests a stop during a parse"
+        )
+        started = time.monotonic()
+        gw.signal(signal.SIGTERM)
+        assert gw.wait(timeout=20) == 0
+        assert time.monotonic() - started < 5
+        assert not gw.events("workers_not_stopped_killing")
     finally:
         gw.kill()
