@@ -23,6 +23,9 @@ from edge.status.model import LogEntry
 from models.sample import utc_now
 
 RELOAD_EVENTS = {"reloaded": "ok", "reload_rejected_keeping_running_config": "rejected",
+                 # the file was valid, but what it names could not be prepared (a keys
+                 # directory that is a file...): refused as well, and said why
+                 "reload_preparation_failed_keeping_running_config": "rejected",
                  "workers_changed_restarting": "ok"}
 _SHOWN = ("asset", "destination", "error", "reason", "problems", "path", "hint")
 Kind = Literal["warnings", "reloads"]
@@ -154,7 +157,8 @@ class LogTap:
             if event == "workers_changed_restarting":  # applied by the restart it makes
                 detail += f": workers {event_dict.get('running')} -> {event_dict.get('workers')}"
             elif detail != "ok":
-                detail += ": " + "; ".join(map(str, event_dict.get("problems", [])))[:300]
+                why = event_dict.get("problems") or [event_dict.get("error", "")]
+                detail += ": " + "; ".join(map(str, why))[:300]
             self.recent.add_reload(utc_now(), detail)
         if method in ("warning", "error", "critical", "exception"):
             extra = " ".join(f"{k}={event_dict[k]}" for k in _SHOWN if k in event_dict)

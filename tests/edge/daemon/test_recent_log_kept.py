@@ -67,3 +67,14 @@ def test_a_worker_count_change_is_listed_as_a_reload() -> None:
     tap(None, "warning", {"event": "workers_changed_restarting", "running": 2, "workers": 3})
     assert [s for _, s in tap.recent.reloads] == ["ok: workers 2 -> 3"]
     assert tap.recent.reload_counts == {"ok": 1, "rejected": 0}
+
+
+def test_a_failed_preparation_is_listed_and_counted_as_a_rejected_reload() -> None:
+    """The file validated, but the new egress could not be prepared: the running
+    configuration stays, as for an invalid file, and the page and
+    `edge_gateway_reloads_total{result="rejected"}` say so (they counted nothing)."""
+    tap = LogTap()
+    tap(None, "error", {"event": "reload_preparation_failed_keeping_running_config",
+                        "error": "keys directory /k is not a directory"})
+    assert [s for _, s in tap.recent.reloads] == ["rejected: keys directory /k is not a directory"]
+    assert tap.recent.reload_counts == {"ok": 0, "rejected": 1}
