@@ -103,3 +103,20 @@ def test_cli_validate_exits_2_naming_file_line_and_fix(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert f"{bad}:12:" in res.stderr and "machines[0].points[1].name" in res.stderr
     assert "e.g. alarm_code" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_haas_and_focas_fixed_signals_are_located_at_the_point_too() -> None:
+    text = """\
+gateway: {id: gw-1, site: plant-a}
+machines:
+  - {id: vf2-01, area: a1, line: l1, adapter: haas, connection: {host: 127.0.0.1},
+     points: [{name: part_count, macro: 3901}, {name: alarm, macro: 3027}]}
+  - {id: rd-01, area: a1, line: l1, adapter: focas, connection: {host: 127.0.0.1},
+     points: [{name: program, source: macro, number: 500}]}
+"""
+    assert problems(text) == [
+        "plant.yaml:4:55: machines[0].points[1].name: rename the point, e.g. alarm_code; "
+        "Q500 (status: true) already publishes `alarm`",
+        "plant.yaml:6:22: machines[1].points[0].name: rename the point, e.g. program_point; "
+        "the FOCAS adapter already publishes `program`",
+    ]
