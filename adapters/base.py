@@ -31,7 +31,7 @@ import abc
 import asyncio
 import os
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -63,6 +63,32 @@ class AdapterSettings(BaseModel):
     plant YAML must not be ignored silently), and settings never change once validated."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def point_clashes(self) -> list[tuple[int, str]]:
+        """(index in `points`, message) for each configured point named like a signal the
+        adapter already publishes by itself with these settings (a profile, fixed commands).
+
+        Why: such a point puts two records of one signal in one envelope, often of two
+        types (`2002` and `"2002"`): a Sparkplug host re-births the device on every flip, a
+        Telegraf/InfluxDB consumer hits a field type conflict. The loader reports each at
+        the point's `name` with file and line. Empty by default: the adapter publishes only
+        its points."""
+        return []
+
+
+def name_clashes(names: Sequence[str | None], taken: Collection[str], by: str) -> list[
+        tuple[int, str]]:
+    """`AdapterSettings.point_clashes` for point names `names` and the signals `taken` that
+    `by` (e.g. "profile machine_tool") publishes: one message per clashing point."""
+    return [
+        (i, f"rename the point, e.g. {_renamed(name)}; {by} already publishes `{name}`")
+        for i, name in enumerate(names)
+        if name is not None and name in taken
+    ]
+
+
+def _renamed(name: str) -> str:
+    return "alarm_code" if name == "alarm" else f"{name}_point"
 
 
 def resolve_secret(ref: SecretRef) -> str:

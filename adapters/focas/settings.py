@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from adapters.base import AdapterSettings, no_duplicates
+from adapters.base import AdapterSettings, name_clashes, no_duplicates
 
 
 class FocasConnection(AdapterSettings):
@@ -48,9 +48,8 @@ class FocasSettings(AdapterSettings):
 
     @model_validator(mode="after")
     def _unique(self) -> FocasSettings:
-        names = [p.name for p in self.points]
-        no_duplicates(names)
-        clash = sorted(set(names) & FIXED_SIGNALS)
-        if clash:
-            raise ValueError(f"point name(s) {', '.join(clash)} are produced by the adapter itself")
+        no_duplicates([p.name for p in self.points])
         return self
+
+    def point_clashes(self) -> list[tuple[int, str]]:
+        return name_clashes([p.name for p in self.points], FIXED_SIGNALS, "the FOCAS adapter")

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from adapters.base import AdapterSettings, no_duplicates
+from adapters.base import AdapterSettings, name_clashes, no_duplicates
 
 
 class HaasConnection(AdapterSettings):
@@ -57,20 +57,26 @@ class HaasSettings(AdapterSettings):
 
     @model_validator(mode="after")
     def _unique(self) -> HaasSettings:
-        names = [p.name for p in self.points]
-        no_duplicates(names)
-        c = self.connection
-        taken = (IDENTITY_SIGNALS if c.identify else frozenset()) | (
-            MODE_SIGNALS if c.mode else frozenset()) | (STATUS_SIGNALS if c.status else frozenset())
-        clash = sorted(set(names) & taken)
-        if clash:
-            raise ValueError(
-                f"point name(s) {', '.join(clash)} are produced by the fixed Q-commands; "
-                "rename the point or turn that command off (identify/mode/status: false)"
-            )
+        no_duplicates([p.name for p in self.points])
         if not (self.connection.status or self.connection.mode or self.points):
             raise ValueError("nothing to read: enable status or mode, or list macro points")
         return self
+
+    def point_clashes(self) -> list[tuple[int, str]]:
+        """A macro point named like a signal of an enabled fixed command (the command can be
+        turned off instead); `part_count` is not one of them, see STATUS_SIGNALS."""
+        names = [p.name for p in self.points]
+        c = self.connection
+        return [
+            clash
+            for enabled, taken, by in (
+                (c.identify, IDENTITY_SIGNALS, "Q100-Q102 (identify: true)"),
+                (c.mode, MODE_SIGNALS, "Q104 (mode: true)"),
+                (c.status, STATUS_SIGNALS, "Q500 (status: true)"),
+            )
+            if enabled
+            for clash in name_clashes(names, taken, by)
+        ]
 
 
 IDENTITY_SIGNALS = frozenset({"serial_number", "control_version", "model"})

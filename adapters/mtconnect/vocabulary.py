@@ -213,6 +213,10 @@ class Normalizer:
         self.items = dict(items)
         self._signals.clear()
         self._taken.clear()
+        # `points:` renames win over the well-known names wherever their item sits in the
+        # model: a well-known item after it would otherwise take the same name, and every
+        # change would go out as two records of one signal.
+        self._taken.update(self.renames.values())
         for item in self.items.values():  # document order: the first spindle wins
             self._signals[item.id] = self._assign(item)
 

@@ -63,6 +63,7 @@ from models.sample import Quality, Sample, Value, utc_now
 
 from . import alarms, sinumerik, teardown_noise
 from . import machine_tool as mt
+from .profile_signals import ALARM_SIGNALS, identification_signal
 from .publish_race import STARTUP_FILTER
 from .security import (
     UntrustedServerCertificate,
@@ -496,7 +497,7 @@ class OpcUaAdapter(Adapter):
             for name, dv in zip(names, values, strict=True):
                 value = plain(dv.Value.Value if dv.Value is not None else None)
                 self.identification[name] = value
-                signal = mt.identification_signal(name)
+                signal = identification_signal(name)
                 self._signals[signal] = None
                 self._queue.put_nowait(
                     self._sample(signal, value, None, dv.SourceTimestamp, _quality(dv.StatusCode))
@@ -647,7 +648,7 @@ class OpcUaAdapter(Adapter):
                 error=str(exc) or type(exc).__name__,
             )
             return
-        for signal in alarms.ALARM_SIGNALS:
+        for signal in ALARM_SIGNALS:
             self._signals.setdefault(signal, None)
         if source != server:
             # Servers may bracket a refresh on the Server object only (asyncua does):

@@ -39,15 +39,14 @@ from asyncua.ua.object_ids import ObjectIds
 from models.machine_state import SIG_ALARM
 from models.sample import Value
 
+from .profile_signals import SIG_ALARM_COUNT, SIG_ALARM_TEXT
+
 
 def _ns0(ident: int) -> ua.NodeId:
     """asyncua types NodeId's identifier with its own Int32 class; a plain int is what works."""
     return ua.NodeId(ident, 0)  # type: ignore[arg-type]
 
 
-SIG_ALARM_TEXT = "alarm_text"
-SIG_ALARM_COUNT = "alarm_count"
-ALARM_SIGNALS = (SIG_ALARM, SIG_ALARM_TEXT, SIG_ALARM_COUNT)
 
 REFRESH_START = _ns0(ObjectIds.RefreshStartEventType)
 REFRESH_END = _ns0(ObjectIds.RefreshEndEventType)

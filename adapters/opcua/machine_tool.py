@@ -65,6 +65,9 @@ from models.machine_state import (
 )
 from models.sample import Value
 
+from .profile_signals import IDENTIFICATION
+from .profile_signals import MACHINE_TOOL_PASS_THROUGH as PASS_THROUGH
+
 MACHINERY_URI = "http://opcfoundation.org/UA/Machinery/"
 MACHINE_TOOL_URI = "http://opcfoundation.org/UA/MachineTool/"
 IA_URI = "http://opcfoundation.org/UA/IA/"
@@ -111,32 +114,6 @@ INPUTS: dict[tuple[str, str], str] = {
     ("statistics", "PartsProducedInLifetime"): "parts_lifetime",
     ("machine_tool", "PartsProducedInLifetime"): "parts_lifetime",
 }
-# Inputs that become telemetry signals of their own (besides the derived state).
-PASS_THROUGH: dict[str, tuple[str, str | None]] = {
-    "feed_override": ("feed_override", "%"),
-    "spindle_rotating": ("spindle_rotating", None),
-    "spindle_override": ("spindle_override", "%"),
-    "job": ("production_job", None),
-}
-# DI / Machinery identification property -> signal suffix (aliases of models/aas.py)
-IDENTIFICATION = (
-    "Manufacturer",
-    "ManufacturerUri",
-    "Model",
-    "ProductCode",
-    "SerialNumber",
-    "HardwareRevision",
-    "SoftwareRevision",
-    "DeviceClass",
-    "ProductInstanceUri",
-    "YearOfConstruction",
-    "MonthOfConstruction",
-    "InitialOperationDate",
-    "AssetId",
-    "ComponentName",
-    "Location",
-)
-
 # a bit mask on the wire; asyncua types the parameter as the (non-flag) NodeClass enum
 _OBJECTS_AND_VARIABLES = cast(ua.NodeClass, ua.NodeClass.Object | ua.NodeClass.Variable)
 _MAX_NODES = 2000
@@ -354,9 +331,3 @@ def derive(inputs: Mapping[str, Any]) -> dict[str, tuple[Value, str | None]]:
             v = inputs[key]
             out[signal] = (v if isinstance(v, bool | int | float) else text(v), unit)
     return out
-
-
-def identification_signal(browse_name: str) -> str:
-    """`SerialNumber` -> `identification_serial_number` (models/aas.py aliases the suffix)."""
-    snake = "".join("_" + c.lower() if c.isupper() else c for c in browse_name).lstrip("_")
-    return f"identification_{snake}"

@@ -15,9 +15,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from adapters.base import AdapterSettings, no_duplicates
+from adapters.base import AdapterSettings, name_clashes, no_duplicates
 from models.config_path import ConfigPath
 from models.plant import SecretRef, url_port_problem
+
+from .profile_signals import PROFILE_SIGNALS
 
 SecurityPolicyName = Literal["None", "Basic256Sha256", "Aes256_Sha256_RsaPss"]
 SecurityModeName = Literal["None", "Sign", "SignAndEncrypt"]
@@ -189,3 +191,10 @@ class OpcUaSettings(AdapterSettings):
             )
         no_duplicates([p.name for p in self.points])
         return self
+
+    def point_clashes(self) -> list[tuple[int, str]]:
+        """A point named like a profile's signal is refused, not merged: the adapter binds
+        points and profile inputs separately, so both would be published."""
+        profile = self.connection.profile
+        by = "the adapter" if profile == "none" else f"profile {profile}"
+        return name_clashes([p.name for p in self.points], PROFILE_SIGNALS[profile], by)

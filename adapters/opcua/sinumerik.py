@@ -56,6 +56,8 @@ from models.machine_state import (
 from models.sample import Value
 
 from .machine_tool import as_int
+from .profile_signals import SINUMERIK_PASS_THROUGH as PASS_THROUGH
+from .profile_signals import SINUMERIK_PROGRAM_PATH
 
 _T = TypeVar("_T")
 SINUMERIK_URI = "SinumerikVarProvider"
@@ -72,14 +74,6 @@ VARIABLES: dict[str, str] = {
     "/Channel/Spindle/driveLoad": "spindle_load",
     "/Channel/Spindle/speedOvr": "spindle_override",
     "/Channel/State/feedRateIpoOvr": "feed_override",
-}
-# inputs published as signals of their own: key -> (signal, unit)
-PASS_THROUGH: dict[str, tuple[str, str | None]] = {
-    "req_parts": ("required_parts", None),
-    "spindle_speed": ("spindle_speed", "1/min"),
-    "spindle_load": ("spindle_load", "%"),
-    "spindle_override": ("spindle_override", "%"),
-    "feed_override": ("feed_override", "%"),
 }
 _PROG_STATUS = {
     1: Execution.INTERRUPTED,
@@ -188,7 +182,7 @@ def derive(inputs: Mapping[str, Any]) -> dict[str, tuple[Value, str | None]]:
     program = inputs.get("program")
     if isinstance(program, str) and program:
         out[SIG_PROGRAM] = (program_name(program), None)
-        out["program_path"] = (program, None)
+        out[SINUMERIK_PROGRAM_PATH] = (program, None)
     parts = as_int(inputs.get("act_parts"))
     if parts is not None and parts >= 0:
         out[SIG_PART_COUNT] = (parts, None)

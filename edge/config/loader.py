@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from adapters.base import AdapterSettings
 from edge.config import registry
 from edge.config.shares import chosen_share, narrow, share_problems
 from edge.config.workers import WorkerRole
@@ -449,12 +450,19 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
             )
             continue
         try:
-            settings[str(raw.get("id"))] = model.model_validate(
+            machine_settings = model.model_validate(
                 {"connection": raw.get("connection"), "points": raw.get("points", [])},
                 context=context,
             )
         except ValidationError as exc:
             problems += _problems(exc, ("machines", i), where, file)
+            continue
+        settings[str(raw.get("id"))] = machine_settings
+        if isinstance(machine_settings, AdapterSettings):
+            for j, message in machine_settings.point_clashes():
+                loc: Loc = ("machines", i, "points", j, "name")
+                line, col = where.mark(loc)
+                problems.append(ConfigProblem(file, line, col, format_path(loc), message))
 
     if plant is not None:
         located = (duplicate_id_problems(plant) + share_problems(plant) + meter_problems(plant)

@@ -467,3 +467,18 @@ def test_everything_the_demo_plant_publishes_validates(
     for msg in cols["sp"].snapshot():
         host.feed(msg.topic, msg.payload)
     assert host.ndeaths == host.nbirths[-1:], (host.nbirths, host.ndeaths)
+
+    # Acceptance audit of issue 13: dmu-01's AlarmCode point was named `alarm` like its
+    # profile's signal, so envelopes carried `alarm` as 2002 and as "2002" (a Sparkplug
+    # host re-birthed on each flip). One signal of one machine has one JSON type.
+    kinds: dict[tuple[str, str], set[str]] = {}
+    for msg in cols["env"].snapshot():
+        if msg.topic.endswith("/telemetry"):
+            body = json.loads(b64d(json.loads(msg.payload)["payload"]))
+            for rec in body["records"]:
+                if rec["value"] is not None:
+                    kinds.setdefault((body["asset"], rec["signal"]), set()).add(
+                        "number" if isinstance(rec["value"], int | float)
+                        and not isinstance(rec["value"], bool) else type(rec["value"]).__name__)
+    assert {("dmu-01", "alarm"), ("dmu-01", "alarm_code")} <= kinds.keys(), sorted(kinds)
+    assert {k: v for k, v in kinds.items() if len(v) > 1} == {}

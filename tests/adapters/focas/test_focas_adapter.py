@@ -111,12 +111,20 @@ def test_invalid_settings() -> None:
     invalid: list[dict[str, Any]] = [
         {"connection": {}},
         {"connection": {"host": "h"}, "points": [{"name": "x", "source": "pmc", "number": 1}]},
-        {"connection": {"host": "h"},
-         "points": [{"name": "execution", "source": "macro", "number": 1}]},
     ]
     for raw in invalid:
         with pytest.raises(ValidationError):
             FocasSettings.model_validate(raw)
+
+
+def test_a_point_named_like_a_fixed_signal_clashes() -> None:
+    """Refused by the loader at the point's name (tests/edge/config/test_point_name_clashes.py)."""
+    settings = FocasSettings.model_validate({"connection": {"host": "h"}, "points": [
+        {"name": "spindle_speed", "source": "macro", "number": 1},
+        {"name": "execution", "source": "macro", "number": 2}]})
+    assert settings.point_clashes() == [
+        (1, "rename the point, e.g. execution_point; the FOCAS adapter already publishes "
+            "`execution`")]
 
 
 # --- over TCP -----------------------------------------------------------------------------

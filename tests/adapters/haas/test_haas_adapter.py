@@ -122,13 +122,42 @@ def test_simulator_replies_match_the_machine() -> None:
     {"connection": {}},  # tcp without host
     {"connection": {"transport": "serial"}},  # serial without port_path
     {"connection": {"host": "h"}, "points": [{"name": "a", "macro": 1}, {"name": "a", "macro": 2}]},
-    {"connection": {"host": "h"}, "points": [{"name": "execution", "macro": 3901}]},
     {"connection": {"host": "h", "bogus": 1}},
     {"connection": {"host": "h", "mode": False, "status": False}},
 ])
 def test_invalid_settings_are_refused(raw: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         HaasSettings.model_validate(raw)
+
+
+def test_a_macro_named_like_an_enabled_command_signal_clashes() -> None:
+    """Refused by the loader at the point's name; `part_count` is the documented override,
+    and a command turned off leaves its names free."""
+    points = [{"name": "execution", "macro": 1}, {"name": "controller_mode", "macro": 2},
+              {"name": "part_count", "macro": 3901}]
+    on = HaasSettings.model_validate({"connection": {"host": "h"}, "points": points})
+    assert sorted(on.point_clashes()) == [
+        (0, "rename the point, e.g. execution_point; Q500 (status: true) already publishes "
+            "`execution`"),
+        (1, "rename the point, e.g. controller_mode_point; Q104 (mode: true) already "
+            "publishes `controller_mode`"),
+    ]
+    off = HaasSettings.model_validate({"connection": {"host": "h", "mode": False},
+                                       "points": points[1:]})
+    assert off.point_clashes() == []
+
+
+async def test_part_count_from_the_m30_macro_replaces_q500s() -> None:
+    """Q500 reports PARTS while idle; with a `part_count` point only the macro's goes out."""
+    async with haas(scripted(Execution.READY)) as port:
+        adapter = adapter_for({"host": "127.0.0.1", "port": port},
+                              points=[{"name": "part_count", "macro": 3901, "data_type": "int"}])
+        try:
+            await adapter.connect()
+            samples = list(await adapter.read_once())
+        finally:
+            await adapter.aclose()
+    assert [s.value for s in samples if s.signal == "part_count"] == [41]
 
 
 async def test_part_count_from_the_m30_macro_counts_while_busy() -> None:

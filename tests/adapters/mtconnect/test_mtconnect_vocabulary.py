@@ -221,3 +221,22 @@ def test_settings() -> None:
     assert sh.connection.port == 7878 and sh.points == []
     with pytest.raises(ValidationError, match="needs"):
         ShdrSettings.model_validate({"connection": {"host": "h"}, "points": [{"key": "k"}]})
+
+
+def test_a_point_renamed_to_a_well_known_name_wins_wherever_it_sits_in_the_model() -> None:
+    """`points:` renames (adapters/mtconnect/README.md): a data item renamed to `execution` or
+    `spindle_speed` takes that name, and the well-known item that would have had it keeps its
+    own, even when the well-known one comes first in the device model. Before, it depended on
+    document order: both became `execution`, two records of one name per change (acceptance
+    audit of issue 13, same class as the OPC UA `alarm` point)."""
+    model = items()
+    model["plc_exec"] = DataItem("plc_exec", "MESSAGE")  # after `exec` in document order
+    model["plc_speed"] = DataItem("plc_speed", "MESSAGE")  # after `S1`
+    n = Normalizer("m1", model, {"plc_exec": "execution", "plc_speed": "spindle_speed"})
+    signals = [n.signal_of(i) for i in n.items.values()]
+    assert n.signal_of(n.items["plc_exec"]) == "execution"
+    assert n.signal_of(n.items["exec"]) == "exec"
+    assert n.signal_of(n.items["plc_speed"]) == "spindle_speed"
+    assert n.signal_of(n.items["S1"]) == "s1"
+    named = [s for s in signals if s is not None and s != "alarm"]
+    assert len(named) == len(set(named)), signals

@@ -29,9 +29,9 @@ from simulators.opcua_server import serve_opcua
 START = datetime(2026, 1, 5, 6, 0, tzinfo=UTC)
 
 
-def alarm_model() -> MachineModel:
+def alarm_model(asset: str = "m1") -> MachineModel:
     """No alarm until 100 s, 1001 until 200 s, none until 300 s, then 2002."""
-    return MachineModel.scripted("m1", [
+    return MachineModel.scripted(asset, [
         ScriptEvent(at=0, execution=Execution.ACTIVE, controller_mode=ControllerMode.AUTOMATIC,
                     program="O2000", part_count=1),
         ScriptEvent(at=100, execution=Execution.INTERRUPTED, alarm_code=1001,

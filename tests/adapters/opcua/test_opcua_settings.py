@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.opcua import machine_tool as mt
+from adapters.opcua.profile_signals import identification_signal
 from adapters.opcua.security import (
     UntrustedServerCertificate,
     check_server_certificate,
@@ -149,4 +150,4 @@ def test_mode_and_counts() -> None:
         "semi_automatic"
     assert mt.derive({"operation_mode_sm": "Setup"})["controller_mode"][0] == "manual"
     assert mt.derive({"parts_lifetime": 99})["part_count"][0] == 99
-    assert mt.identification_signal("SerialNumber") == "identification_serial_number"
+    assert identification_signal("SerialNumber") == "identification_serial_number"
