@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Literal
+import warnings
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -65,6 +66,26 @@ def configure_logging(
         logging.getLogger(noisy).setLevel(
             logging.CRITICAL if noisy == "pymodbus" else logging.WARNING
         )
+    # Python's own warnings (a library's DeprecationWarning, an unawaited coroutine's
+    # RuntimeWarning, an unclosed socket's ResourceWarning) were printed by
+    # `warnings.showwarning` as plain text on stderr, a non-JSON line in the journal.
+    # Only the printing is replaced: the filters still decide first (Python's default
+    # shows each once per location), so a warning in a loop stays one line.
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(  # noqa: PLR0917 - `warnings.showwarning`'s positional signature
+    message: Warning | str, category: type[Warning], filename: str, lineno: int,
+    file: TextIO | None = None, line: str | None = None,
+) -> None:
+    """`warnings.showwarning` as one structured `python_warning` event. A caller that
+    names a `file` (`warnings.showwarning(..., file=f)` by hand) still gets it written
+    there, as `logging.captureWarnings` also does."""
+    if file is not None:
+        file.write(warnings.formatwarning(message, category, filename, lineno, line))
+        return
+    get_logger().warning("python_warning", category=category.__name__, message=str(message),
+                         location=f"{filename}:{lineno}")
 
 
 def get_logger(**bindings: Any) -> Any:

@@ -27,7 +27,8 @@ RELOAD_EVENTS = {"reloaded": "ok", "reload_rejected_keeping_running_config": "re
                  # directory that is a file...): refused as well, and said why
                  "reload_preparation_failed_keeping_running_config": "rejected",
                  "workers_changed_restarting": "ok"}
-_SHOWN = ("asset", "destination", "error", "reason", "problems", "path", "hint")
+_SHOWN = ("asset", "destination", "error", "reason", "problems", "path", "hint",
+          "category", "message", "location")  # the last three: `python_warning`
 Kind = Literal["warnings", "reloads"]
 RELOAD_RESULTS = ("ok", "rejected")
 """`edge_gateway_reloads_total`'s `result` values: each has a sample (0) before any reload,

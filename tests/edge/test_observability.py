@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from e2e import ROOT
 
 SCRIPT = """
@@ -73,3 +74,38 @@ def test_each_line_is_one_write_with_its_newline() -> None:
     for call in calls:
         assert call.endswith("\n") and call.count("\n") == 1, calls
         json.loads(call)
+
+
+WARNS = """
+import json, sys, tempfile, warnings
+if sys.argv[1] == "cli":  # the entry every process runs, `run --workers N`'s workers too
+    from edge.cli import main
+    with tempfile.TemporaryDirectory() as tmp:
+        assert main(["--log-format", "json", "schema", "-o", tmp + "/s.json"]) == 0
+else:
+    from edge.observability import configure_logging
+    configure_logging("json")
+def library_call() -> None:
+    warnings.warn("old_api() is deprecated, use new_api()", UserWarning, stacklevel=1)
+for _ in range(3):  # one location: Python's default filter shows it once
+    library_call()
+warnings.warn("another place", RuntimeWarning)
+"""
+
+
+@pytest.mark.parametrize("entry", ["configure_logging", "cli"])
+def test_python_warnings_are_json_lines_once_per_location(entry: str) -> None:
+    """`warnings.warn` printed plain text on stderr (`file:line: UserWarning: ...`),
+    which broke the journal's JSON lines; now each is one `python_warning` event, and
+    the default filters still apply, so a warning raised in a loop is one line."""
+    done = subprocess.run([sys.executable, "-c", WARNS, entry], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    shown = [x for x in lines if x["event"] == "python_warning"]
+    assert [(x["category"], x["message"]) for x in shown] == [
+        ("UserWarning", "old_api() is deprecated, use new_api()"),
+        ("RuntimeWarning", "another place"),
+    ], done.stderr
+    assert all(x["level"] == "warning" and x["location"].startswith("<string>:")
+               for x in shown)

@@ -316,6 +316,41 @@ def test_compute_edge_cases() -> None:
     assert (c.effectiveness, c.oee) == (None, None)
 
 
+def _polled(phase_ms: int, poll_ms: int, last_ms: int) -> OeeResult:
+    """A machine joined an hour into the shift, read every `poll_ms` from `phase_ms` to
+    `last_ms` after the join: 1.5 s cutting, then 0.5 s loading, one part per 2 s (the demo's
+    30 s part at time_scale 20), at exactly its ideal cycle of 1.5 s; 500 parts before."""
+    eng = OeeEngine("m", ALWAYS, ideal_cycle_time=1.5, program_cycle_times={})
+    join = at(60)
+    for t in range(phase_ms, last_ms + 1, poll_ms):
+        when = join + timedelta(milliseconds=t)
+        eng.on_state(when, X.ACTIVE if t % 2000 < 1500 else X.READY, True, None, False)
+        eng.on_counts(when, 500 + (t + 500) // 2000, 0)
+    end = join + timedelta(milliseconds=last_ms)
+    return eng.window(at(0), end, now=end)
+
+
+def test_effectiveness_of_a_short_window_is_as_exact_as_the_state_is_read() -> None:
+    """Why the demo reads above 100 % in its first minute (README): parts and running time
+    are counted over the same observed time (the hour before the join adds neither: the
+    counter's first reading is a baseline, and no state means `no_data`), but a state
+    change is seen only at the next read. Read each 0.1 s, the running time is exact, and
+    E is above 1 only by the first part, whose cutting began before the join (0.6 of its
+    1.5 s seen). Read each second, the reads fall at 0.9 s (cutting) and 1.9 s (loading) of
+    every cycle: 1 s running per part, E = 1.5; at 0.4 s and 1.4 s both read cutting,
+    loading is never seen: E = 0.73. The counter is exact whatever the phase."""
+    fine = _polled(900, 100, 39_900)
+    assert (fine.pq, fine.apt) == (20, pytest.approx(0.6 + 19 * 1.5))
+    assert fine.effectiveness == pytest.approx(20 * 1.5 / 29.1)  # 1.031
+    assert fine.losses.downtime[NO_DATA] == pytest.approx(3600 + 0.9)  # before the join
+    late = _polled(900, 1000, 39_900)  # reads at 0.9 s and 1.9 s of each 2 s cycle
+    assert (late.pq, late.apt) == (20, pytest.approx(20 * 1.0))
+    assert late.effectiveness == pytest.approx(1.5)
+    early = _polled(400, 1000, 39_400)  # reads at 0.4 s and 1.4 s: always cutting
+    assert (early.pq, early.apt) == (19, pytest.approx(39.0))
+    assert early.effectiveness == pytest.approx(19 * 1.5 / 39)  # 0.731
+
+
 def test_late_events_are_taken_at_the_clock() -> None:
     eng = OeeEngine("m", ALWAYS, 1.0, {})
     eng.on_state(at(0), X.ACTIVE, True, None, False)
