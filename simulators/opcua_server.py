@@ -288,10 +288,20 @@ def _values(snap: MachineSnapshot) -> dict[str, Any]:
         # the SINUMERIK face
         "ProgStatus": _PROG_STATUS.get(ex, 5),
         "OpMode": _OP_MODE[snap.controller_mode],
-        "SelectedWorkPProg": f"/_N_MPF_DIR/_N_{snap.program}_MPF",
+        "SelectedWorkPProg": sinumerik_program_path(snap.program),
         "ReqParts": 0,
     }
 
+
+
+def sinumerik_program_path(program: str) -> str:
+    """The NC path of a plant `programs:` key: `O1000.MPF` -> `/_N_MPF_DIR/_N_O1000_MPF`, so
+    the adapter reads back the very key (a name without a type is a main program: `O1000`
+    -> `_N_O1000_MPF`, read back as `O1000.MPF`)."""
+    stem, dot, kind = program.rpartition(".")
+    if dot and stem and kind.upper() in ("MPF", "SPF"):
+        return f"/_N_{kind.upper()}_DIR/_N_{stem}_{kind.upper()}"
+    return f"/_N_MPF_DIR/_N_{program}_MPF"
 
 _VARIANTS: dict[type, ua.VariantType] = {
     bool: ua.VariantType.Boolean, int: ua.VariantType.Int32, float: ua.VariantType.Double,

@@ -19,7 +19,7 @@ from models.errors import ConfigurationError
 from models.machine_state import ControllerMode, Execution
 from models.sample import Quality, Sample
 from simulators.machine import MachineModel, ScriptEvent
-from simulators.opcua_server import serve_opcua, start_for_gateway
+from simulators.opcua_server import serve_opcua, sinumerik_program_path, start_for_gateway
 
 DEMO = Path(__file__).resolve().parents[3] / "config" / "demo-plant.yaml"
 
@@ -168,3 +168,17 @@ async def test_demo_plant_sinumerik_machine_needs_no_points(free_port: Callable[
     assert got["controller_mode"].value in {m.value for m in ControllerMode}
     assert got["program"].value.endswith(".MPF")
     assert isinstance(got["part_count"].value, int)
+
+
+def test_the_demo_sinumerik_programs_are_read_back_as_their_keys() -> None:
+    """The demo's SINUMERIK rates each part by its program's ideal cycle time only if the name
+    the adapter reads is a `programs:` key (it read `O2000.MPF` against a key `O2000` and
+    rated every O2000 part at the machine's 30 s instead of 40 s)."""
+    plant = load_plant(str(Path(__file__).parents[3] / "config" / "demo-plant.yaml")).plant
+    profiled = [m for m in plant.machines
+                if m.adapter == "opcua" and m.connection.get("profile") == "sinumerik"]
+    assert profiled
+    for machine in profiled:
+        assert machine.programs
+        for key in machine.programs:
+            assert sinumerik.program_name(sinumerik_program_path(key)) == key
