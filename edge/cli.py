@@ -618,9 +618,9 @@ def _platform_keys(args: argparse.Namespace) -> int:
 
 
 def _report(exc: PlantConfigError) -> int:
-    for problem in exc.problems:
-        print(problem, file=sys.stderr)
-    print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+    for line in exc.lines():
+        print(line, file=sys.stderr)
+    print(f"{exc.total} problem(s) found", file=sys.stderr)
     return EXIT_INPUT
 
 

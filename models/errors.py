@@ -48,11 +48,22 @@ class ConfigProblem:
 
 
 class PlantConfigError(ConfigurationError):
-    """The plant YAML is invalid; `problems` lists every error found, not just the first."""
+    """The plant YAML is invalid; `problems` lists the errors found, not just the first.
 
-    def __init__(self, problems: list[ConfigProblem]) -> None:
+    A file can hold hundreds of thousands of problems (4 MiB of them): the loader keeps the
+    first ones in file order and counts the rest in `omitted`, so `validate`'s output and
+    a rejected reload's log line stay readable and cheap."""
+
+    def __init__(self, problems: list[ConfigProblem], omitted: int = 0) -> None:
         self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+        self.omitted = omitted
+        self.total = len(problems) + omitted
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """One line per problem kept, then `... and N more problems` when some were not."""
+        more = [f"... and {self.omitted} more problems"] if self.omitted else []
+        return [str(p) for p in self.problems] + more
 
 
 class TransientError(EdgeError):

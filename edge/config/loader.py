@@ -52,6 +52,8 @@ MAX_DEPTH = 64  # the schema needs 6 levels; PyYAML's composer recurses per leve
 # an alias bomb multiplies a few dozen nodes a billion times
 MAX_EXPANSION = 10  # times the distinct nodes
 MIN_NODE_LIMIT = 100_000
+# problems reported, the first in file order; the rest are counted (`... and N more`)
+MAX_REPORTED = 50
 
 
 @dataclass
@@ -104,37 +106,71 @@ class _Located:
     Holds the text only and composes it on the first question. Why: the node tree with its
     marks is ~0.25 MB per machine of 40 points (~50 MB at 200 machines), which a running
     gateway (and each of its workers) kept for the few problems found after loading, when
-    the file is refused anyway.
+    the file is refused anyway. It composes once, with libyaml when PyYAML has it (the
+    pure-Python composer took 50-100 s of CPU for a 4 MiB file of schema errors, in
+    `validate` and in a SIGHUP's parse thread), and indexes each mapping's keys the first
+    time a path passes through it, so every later problem costs its path's depth, not a
+    scan of the file or of a mapping: locating is O(file) once, not once per problem.
     """
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.root: yaml.Node | None = None
+        self.composed = False
+        self._keys: dict[int, dict[str, yaml.Node]] = {}  # id(mapping) -> key -> value
 
-    def mark(self, loc: Loc) -> tuple[int | None, int | None]:
-        if self.root is None:  # the text passed the checks of `parse_plant` already
-            loader = _PlantLoader(self.text)
+    def _compose(self) -> yaml.Node | None:
+        """The text passed the checks of `parse_plant` already; libyaml first, the
+        pure-Python parser if libyaml refuses what it accepted (as `parse_plant` does).
+        Merge keys (`<<`) are flattened as when the file was loaded, without constructing
+        the data again."""
+        for cls in (_FastPositionsLoader, _PositionsLoader):
+            if cls is None:
+                continue
+            loader = cls(self.text)
             try:
-                self.root = loader.get_single_node()
-                if self.root is not None:  # flattens `<<` merge keys, as when it was loaded
-                    loader.construct_document(self.root)
+                root = loader.get_single_node()
+                seen: set[int] = set()
+                todo = [root] if root is not None and loader.merges else []
+                while todo:
+                    node = todo.pop()
+                    if id(node) in seen:
+                        continue
+                    seen.add(id(node))
+                    if isinstance(node, yaml.MappingNode) and any(
+                        k.tag == _MERGE for k, _ in node.value
+                    ):
+                        loader.flatten_mapping(node)
+                    todo.extend(_children(node))
+                return root
+            except yaml.YAMLError:
+                if cls is _PositionsLoader:
+                    raise
             finally:
                 loader.dispose()
-        node = self.root
-        best = node
+        return None  # pragma: no cover - the loop returns or raises at _PositionsLoader
+
+    def _child(self, node: yaml.Node, part: int | str) -> yaml.Node | None:
+        if isinstance(node, yaml.MappingNode):
+            keys = self._keys.get(id(node))
+            if keys is None:
+                keys = {}
+                for k, v in node.value:  # the first of duplicate keys, as reported
+                    if isinstance(k, yaml.ScalarNode):
+                        keys.setdefault(str(k.value), v)
+                self._keys[id(node)] = keys
+            return keys.get(str(part))
+        if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            return node.value[part] if 0 <= part < len(node.value) else None
+        return None
+
+    def mark(self, loc: Loc) -> tuple[int | None, int | None]:
+        if not self.composed:
+            self.root = self._compose()
+            self.composed = True
+        best = node = self.root
         for part in loc:
-            nxt = None
-            if isinstance(node, yaml.MappingNode):
-                for k, v in node.value:
-                    if isinstance(k, yaml.ScalarNode) and k.value == str(part):
-                        nxt = v
-                        break
-            elif (
-                isinstance(node, yaml.SequenceNode)
-                and isinstance(part, int)
-                and 0 <= part < len(node.value)
-            ):
-                nxt = node.value[part]
+            nxt = self._child(node, part) if node is not None else None
             if nxt is None:
                 break
             node = best = nxt
@@ -263,6 +299,38 @@ for _loader in (_PlantLoader, _FastLoader):
                                 _LocatedScalars.construct_yaml_timestamp)
         _loader.add_constructor("tag:yaml.org,2002:int",  # type: ignore[type-var]
                                 _LocatedScalars.construct_yaml_int)
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class _Positions(yaml.resolver.BaseResolver):
+    """Nodes for their positions only: every plain scalar a string but `<<`, which
+    `flatten_mapping` needs. Why: resolving each scalar against the int/float/bool/date
+    patterns was half of composing a 4 MiB file again to locate its problems."""
+
+    merges = False  # set when a `<<` key was seen: only then are mappings flattened
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode:
+            if value == "<<" and implicit[0]:
+                self.merges = True
+                return _MERGE
+            return self.DEFAULT_SCALAR_TAG
+        return self.DEFAULT_SEQUENCE_TAG if kind is yaml.SequenceNode else self.DEFAULT_MAPPING_TAG
+
+
+class _PositionsLoader(_Positions, _PlantLoader):
+    """`_Positions` on the pure-Python parser."""
+
+
+_FastPositionsLoader: type[_PositionsLoader] | None = None
+if _FastLoader is not None:
+
+    class _CPositionsLoader(_Positions, _FastLoader):  # type: ignore[misc,valid-type]
+        """`_Positions` on libyaml."""
+
+    _FastPositionsLoader = _CPositionsLoader
 
 
 class _Refused(yaml.MarkedYAMLError):
@@ -473,7 +541,8 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
 
     if problems or plant is None:
         problems.sort(key=lambda p: (p.line or 0, p.column or 0))
-        raise PlantConfigError(problems)
+        raise PlantConfigError(problems[:MAX_REPORTED],
+                               omitted=max(0, len(problems) - MAX_REPORTED))
     return LoadedPlant(plant=plant, path=Path(file), settings=settings, locate=where.mark)
 
 

@@ -66,7 +66,7 @@ class Reloader:
                 new = as_worker(new, old.worker)
         except PlantConfigError as exc:
             gw.log.error(
-                "reload_rejected_keeping_running_config", problems=[str(p) for p in exc.problems]
+                "reload_rejected_keeping_running_config", problems=exc.lines()
             )
             return
         except Exception:  # a bug in a check must not end the daemon nor pass silently
