@@ -131,7 +131,8 @@ class ShdrPoint(AdapterSettings):
     key: str = Field(min_length=1, description="SHDR key (data item name or id)")
     name: str | None = Field(None, pattern=r"^[a-z0-9_]+$", max_length=64)
     type: str | None = Field(
-        None, pattern=r"^[A-Z_]+$", description="MTConnect type, e.g. EXECUTION, PART_COUNT"
+        None, pattern=r"^[A-Z_]+$", description="MTConnect type, e.g. EXECUTION, PART_COUNT; "
+        "MESSAGE: the key sends `native_code|text`, the text is the value"
     )
     sub_type: str | None = Field(None, pattern=r"^[A-Z_]+$")
     category: Literal["SAMPLE", "EVENT", "CONDITION"] | None = None

@@ -22,6 +22,8 @@ Behaviour, each choice driven by what real recordings contain:
 - junk (not UTF-8, control characters, unreadable timestamps or keys, keys outside the
   device model): refused, counted and logged once per interval (`shdr_junk.py`), never
   published; a number that is not a number is published as None with quality bad;
+- MESSAGE items (`key|native_code|text`), typed by the device model or a point's
+  `type: MESSAGE`: the text is published as the value (string, quality good);
 - units: values are in the data item's `nativeUnits` (the agent would convert them); with a
   device model they are converted to the declared `units`, or labelled with the native unit
   when the conversion is unknown (`units.py`).
@@ -117,7 +119,7 @@ class ShdrAdapter(Adapter):
         self._by_key: dict[str, DataItem | None] = {}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self.parser = ShdrParser(self._is_condition)
+        self.parser = ShdrParser(self._is_condition, self._is_message)
         self.heartbeat: float | None = None  # seconds, from the device's PONG
         self.pongs = 0
         self.clock_jumps = 0
@@ -162,6 +164,14 @@ class ShdrAdapter(Adapter):
             return None
         return found.category == "CONDITION"
 
+    def _is_message(self, key: str) -> bool:
+        """A MESSAGE (`key|native_code|text`) only when the device model or a point says so:
+        its shape is a plain pair and a stray key, so guessing would publish junk as good.
+        The text is the value; records have no place for the native code, which is dropped
+        (as the agent adapter does with a Message's nativeCode)."""
+        found = self.normalizer.lookup(key)
+        return found is not None and found.type == "MESSAGE" and found.category == "EVENT"
+
     async def connect(self) -> None:
         await self.aclose()
         c = self.config.connection
@@ -173,7 +183,8 @@ class ShdrAdapter(Adapter):
         except OSError as exc:
             raise DeviceUnavailable(f"{self.endpoint}: cannot connect: {exc}") from exc
         self._reader, self._writer = reader, writer
-        self.parser = ShdrParser(self._is_condition)  # a half-read asset must not leak over
+        # a half-read asset must not leak over
+        self.parser = ShdrParser(self._is_condition, self._is_message)
         self.heartbeat = None
         await self._ping()
 

@@ -1,7 +1,8 @@
 """SHDR, the line protocol between an MTConnect adapter (port 7878) and an agent.
 
 A line is `timestamp|key|value|key|value...`; a CONDITION takes five fields
-(`key|level|native_code|native_severity|qualifier|message`); `@ASSET@|id|type|body`,
+(`key|level|native_code|native_severity|qualifier|message`), a MESSAGE two
+(`key|native_code|text`, the code may be empty: `ts|msg||Change inserts`); `@ASSET@|id|type|body`,
 `@UPDATE_ASSET@`, `@REMOVE_ASSET@|id` and `@REMOVE_ALL_ASSETS@|type` carry assets, whose
 body may span lines between two identical `--multiline--TAG` markers; lines starting with
 `*` are commands (`* PONG 10000` answers our `* PING`, `* shdrVersion: 2`...).
@@ -9,7 +10,10 @@ body may span lines between two identical `--multiline--TAG` markers; lines star
 Why the condition heuristic: SHDR does not say which keys are conditions; the agent knows
 from its device model. When no model is configured, a key is taken for a condition when
 its value is a condition level and exactly five fields follow it, which is how every
-condition line of the OKUMA recording looks (`system|NORMAL||||`).
+condition line of the OKUMA recording looks (`system|NORMAL||||`). A MESSAGE has no such
+tell (`msg|E1|text` reads as `msg=E1` and a stray key `text`), so only `is_message` (the
+device model or a point with `type: MESSAGE`) makes a key one. Like cppagent's token mapper
+(shdrVersion 2), the pairs after a message's two fields are read on: `ts|msg||hi|exec|ACTIVE`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class DataEvent:
     ts: str
     key: str
     value: str
+    native_code: str = ""  # MESSAGE items only: `key|native_code|text`, value is the text
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +74,13 @@ class ShdrParser:
     """Stateful line parser (multiline asset bodies span lines).
 
     `is_condition(key)` returns True/False when the device model knows the key, None when
-    it does not (then the heuristic above decides).
+    it does not (then the heuristic above decides); `is_message(key)` is True for a MESSAGE.
     """
 
-    def __init__(self, is_condition: Callable[[str], bool | None] | None = None) -> None:
+    def __init__(self, is_condition: Callable[[str], bool | None] | None = None,
+                 is_message: Callable[[str], bool] | None = None) -> None:
         self.is_condition = is_condition or (lambda _key: None)
+        self.is_message = is_message or (lambda _key: False)
         self._multiline: tuple[str, AssetEvent, list[str]] | None = None
         self.lines = 0
         self.malformed = 0
@@ -130,8 +137,15 @@ class ShdrParser:
                 i += 1
                 continue
             value = fields[i + 1] if i + 1 < n else ""
-            known = self.is_condition(key)
             remaining = n - i - 1
+            if self.is_message(key):
+                if remaining < 2:  # `ts|msg|text`: no native code field, or no text
+                    self.malformed += 1
+                    return out
+                out.append(DataEvent(ts, key, fields[i + 2], native_code=value))
+                i += 3
+                continue
+            known = self.is_condition(key)
             if known or (known is None and remaining == 5
                          and value.upper() in CONDITION_LEVELS):
                 f = [*fields[i + 1:i + 6], "", "", "", "", ""][:5]

@@ -242,19 +242,28 @@ async def test_junk_is_refused_counted_and_logged_once() -> None:
     assert len(lines) == 1 and lines[0]["refused_total"] == 1  # once per interval
 
 
-async def test_keys_outside_the_device_model_are_refused() -> None:
-    server = await raw_server(b"2024-01-01T00:00:00Z|pexecution|ACTIVE|k_e_1_h|5\n"
-                              b"2024-01-01T00:00:01Z|p1Fact|6000|nosuchkey|1\n")
+async def read_raw(payload: bytes, until: Callable[[list[Sample]], bool],
+                   points: list[dict[str, Any]] | None = None,
+                   **connection: Any) -> tuple[list[Sample], ShdrAdapter]:
+    """What the SHDR client makes of `payload` sent by a raw TCP port, and the client."""
+    server = await raw_server(payload)
     port = server.sockets[0].getsockname()[1]
-    settings = ShdrSettings.model_validate({"connection": {
-        "host": "127.0.0.1", "port": port, "device_model": str(OKUMA_DEVICES),
-        "device": "OKUMA"}})
-    a = ShdrAdapter(AdapterContext("okuma"), settings)
+    settings = ShdrSettings.model_validate({
+        "connection": {"host": "127.0.0.1", "port": port, **connection},
+        "points": points or []})
+    a = ShdrAdapter(AdapterContext("m1"), settings)
     await a.connect()
     try:
-        got = await collect(a, lambda s: any(x.signal == "feed_rate" for x in s))
+        return await collect(a, until), a
     finally:
         await a.aclose()
         server.close()
+
+
+async def test_keys_outside_the_device_model_are_refused() -> None:
+    got, a = await read_raw(b"2024-01-01T00:00:00Z|pexecution|ACTIVE|k_e_1_h|5\n"
+                            b"2024-01-01T00:00:01Z|p1Fact|6000|nosuchkey|1\n",
+                            lambda s: any(x.signal == "feed_rate" for x in s),
+                            device_model=str(OKUMA_DEVICES), device="OKUMA")
     assert [s.signal for s in got] == ["execution", "feed_rate"]
     assert a.describe()["refused"] == {"unknown_key": 2}
