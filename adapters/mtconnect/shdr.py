@@ -117,6 +117,7 @@ class ShdrAdapter(Adapter):
         self.refused = RefusedInput(self._log)
         self._good_ts = ""
         self._by_key: dict[str, DataItem | None] = {}
+        self._messages: dict[str, bool] = {}
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.parser = ShdrParser(self._is_condition, self._is_message)
@@ -169,8 +170,14 @@ class ShdrAdapter(Adapter):
         its shape is a plain pair and a stray key, so guessing would publish junk as good.
         The text is the value; records have no place for the native code, which is dropped
         (as the agent adapter does with a Message's nativeCode)."""
-        found = self.normalizer.lookup(key)
-        return found is not None and found.type == "MESSAGE" and found.category == "EVENT"
+        known = self._messages.get(key)
+        if known is None:  # asked for every key of every line: look a known key up once
+            found = self.normalizer.lookup(key)
+            if found is None:  # not cached: junk keys must not grow memory
+                return False
+            known = found.type == "MESSAGE" and found.category == "EVENT"
+            self._messages[key] = known
+        return known
 
     async def connect(self) -> None:
         await self.aclose()
