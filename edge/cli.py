@@ -79,20 +79,11 @@ def _seconds_arg(text: str) -> float:
 
 
 def _platform_id_arg(text: str) -> str:
-    """`keys platform --id`: checked as the YAML checks `platforms[].id`, so the printed
-    `platforms:` block validates and the files land in `-o DIR` (`--id "Plant A"` made a
-    block `validate` refused; `--id a/b` said the directory could not be written)."""
-    from pydantic import TypeAdapter, ValidationError
+    """`keys platform --id`: the kit's check (the YAML's `platforms[].id`); imported when
+    used, as the command's other parts."""
+    from edge.platform_kit.keys import platform_id_arg
 
-    from models.plant import Ident
-
-    try:
-        TypeAdapter(Ident).validate_python(text)
-    except ValidationError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected 1-64 of a-z, 0-9, '_' and '-' (the YAML's platforms[].id)"
-        ) from None
-    return text
+    return platform_id_arg(text)
 
 
 def _broker_arg(text: str) -> str:
@@ -596,25 +587,9 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _platform_keys(args: argparse.Namespace) -> int:
-    from edge.platform_kit.keys import make_platform_keys
+    from edge.platform_kit.keys import run
 
-    if args.output is None:
-        print("keys platform: give -o DIR for the key pair", file=sys.stderr)
-        return EXIT_INPUT
-    try:
-        made = make_platform_keys(args.output, args.id)
-    except FileExistsError as exc:
-        print(f"keys platform: {exc} exists; pick another directory or --id", file=sys.stderr)
-        return EXIT_INPUT
-    except OSError as exc:  # no such parent, no permission, a file in the way
-        print(f"keys platform: cannot write in {args.output}: {exc.strerror or exc}",
-              file=sys.stderr)
-        return EXIT_INPUT
-    print(f"created {made.private_key} (keep it on the platform) and {made.public_key}",
-          file=sys.stderr)
-    print("# paste into the plant YAML, then reload the gateway (SIGHUP):")
-    print(made.yaml_block, end="")
-    return EXIT_OK
+    return run(args.output, args.id)
 
 
 def _report(exc: PlantConfigError) -> int:
