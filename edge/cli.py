@@ -295,7 +295,8 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="file with one envelope (or {topic, envelope}) per line; - for stdin",
     )
-    ver.add_argument("--jwks", type=Path, help="JWKS file (capture mode)")
+    ver.add_argument("--jwks", type=Path,
+                     help="JWKS file (capture mode); default: the keys messages --save wrote")
     ver.add_argument(
         "--broker", type=_broker_arg, help="mqtt://HOST:PORT: verify live instead of from a file"
     )
@@ -309,7 +310,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from edge.platform_kit.verifier import KeySet, Malformed, Report, verify_stream
+    from edge.platform_kit.verifier import (
+        KeySet,
+        Malformed,
+        Report,
+        capture_jwks,
+        verify_stream,
+    )
 
     report: Report
     if args.broker:
@@ -328,20 +335,32 @@ def _verify(args: argparse.Namespace) -> int:
             if save:
                 save.close()
     else:
-        if args.capture is None or args.jwks is None:
-            print("verify: give CAPTURE and --jwks FILE, or --broker URL", file=sys.stderr)
-            return EXIT_INPUT
-        try:
-            jwks = KeySet.from_jwks(json.loads(args.jwks.read_text()))
-        except (OSError, ValueError, Malformed) as exc:  # named: two files are given
-            print(f"verify: JWKS {args.jwks}: {exc}", file=sys.stderr)
+        if args.capture is None:
+            print("verify: give CAPTURE [--jwks FILE], or --broker URL", file=sys.stderr)
             return EXIT_INPUT
         try:
             text = sys.stdin.read() if str(args.capture) == "-" else args.capture.read_text()
         except (OSError, ValueError) as exc:
             print(f"verify: capture {args.capture}: {exc}", file=sys.stderr)
             return EXIT_INPUT
-        report = verify_stream(text.splitlines(), jwks)
+        lines = text.splitlines()
+        if args.jwks is not None:  # an explicit JWKS wins over the capture's keys records
+            try:
+                jwks = KeySet.from_jwks(json.loads(args.jwks.read_text()))
+            except (OSError, ValueError, Malformed) as exc:  # named: two files are given
+                print(f"verify: JWKS {args.jwks}: {exc}", file=sys.stderr)
+                return EXIT_INPUT
+            print(f"verify: keys from --jwks {args.jwks}", file=sys.stderr)
+        else:
+            saved = capture_jwks(lines)
+            if saved is None:
+                print(f"verify: capture {args.capture} holds no keys message (`verify --broker "
+                      "--save` writes them); give --jwks FILE", file=sys.stderr)
+                return EXIT_INPUT
+            jwks = KeySet.from_jwks(saved)
+            print(f"verify: keys from the capture's keys message(s): {len(saved['keys'])} "
+                  "key(s)", file=sys.stderr)
+        report = verify_stream(lines, jwks)
         for f in report.findings:
             print(
                 f"{f.kind}: line {f.line} {f.topic or ''} seq {f.seq}: {f.detail}", file=sys.stderr
