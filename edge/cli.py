@@ -79,20 +79,11 @@ def _seconds_arg(text: str) -> float:
 
 
 def _platform_id_arg(text: str) -> str:
-    """`keys platform --id`: checked as the YAML checks `platforms[].id`, so the printed
-    `platforms:` block validates and the files land in `-o DIR` (`--id "Plant A"` made a
-    block `validate` refused; `--id a/b` said the directory could not be written)."""
-    from pydantic import TypeAdapter, ValidationError
+    """`keys platform --id`: the kit's check (the YAML's `platforms[].id`); imported when
+    used, as the command's other parts."""
+    from edge.platform_kit.keys import platform_id_arg
 
-    from models.plant import Ident
-
-    try:
-        TypeAdapter(Ident).validate_python(text)
-    except ValidationError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected 1-64 of a-z, 0-9, '_' and '-' (the YAML's platforms[].id)"
-        ) from None
-    return text
+    return platform_id_arg(text)
 
 
 def _broker_arg(text: str) -> str:
@@ -304,7 +295,8 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="file with one envelope (or {topic, envelope}) per line; - for stdin",
     )
-    ver.add_argument("--jwks", type=Path, help="JWKS file (capture mode)")
+    ver.add_argument("--jwks", type=Path,
+                     help="JWKS file (capture mode); default: the keys messages --save wrote")
     ver.add_argument(
         "--broker", type=_broker_arg, help="mqtt://HOST:PORT: verify live instead of from a file"
     )
@@ -318,7 +310,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from edge.platform_kit.verifier import KeySet, Malformed, Report, verify_stream
+    from edge.platform_kit.verifier import (
+        KeySet,
+        Malformed,
+        Report,
+        capture_jwks,
+        verify_stream,
+    )
 
     report: Report
     if args.broker:
@@ -337,20 +335,32 @@ def _verify(args: argparse.Namespace) -> int:
             if save:
                 save.close()
     else:
-        if args.capture is None or args.jwks is None:
-            print("verify: give CAPTURE and --jwks FILE, or --broker URL", file=sys.stderr)
-            return EXIT_INPUT
-        try:
-            jwks = KeySet.from_jwks(json.loads(args.jwks.read_text()))
-        except (OSError, ValueError, Malformed) as exc:  # named: two files are given
-            print(f"verify: JWKS {args.jwks}: {exc}", file=sys.stderr)
+        if args.capture is None:
+            print("verify: give CAPTURE [--jwks FILE], or --broker URL", file=sys.stderr)
             return EXIT_INPUT
         try:
             text = sys.stdin.read() if str(args.capture) == "-" else args.capture.read_text()
         except (OSError, ValueError) as exc:
             print(f"verify: capture {args.capture}: {exc}", file=sys.stderr)
             return EXIT_INPUT
-        report = verify_stream(text.splitlines(), jwks)
+        lines = text.splitlines()
+        if args.jwks is not None:  # an explicit JWKS wins over the capture's keys records
+            try:
+                jwks = KeySet.from_jwks(json.loads(args.jwks.read_text()))
+            except (OSError, ValueError, Malformed) as exc:  # named: two files are given
+                print(f"verify: JWKS {args.jwks}: {exc}", file=sys.stderr)
+                return EXIT_INPUT
+            print(f"verify: keys from --jwks {args.jwks}", file=sys.stderr)
+        else:
+            saved = capture_jwks(lines)
+            if saved is None:
+                print(f"verify: capture {args.capture} holds no keys message (`verify --broker "
+                      "--save` writes them); give --jwks FILE", file=sys.stderr)
+                return EXIT_INPUT
+            jwks = KeySet.from_jwks(saved)
+            print(f"verify: keys from the capture's keys message(s): {len(saved['keys'])} "
+                  "key(s)", file=sys.stderr)
+        report = verify_stream(lines, jwks)
         for f in report.findings:
             print(
                 f"{f.kind}: line {f.line} {f.topic or ''} seq {f.seq}: {f.detail}", file=sys.stderr
@@ -596,25 +606,9 @@ def _watch(args: argparse.Namespace) -> int:
 
 
 def _platform_keys(args: argparse.Namespace) -> int:
-    from edge.platform_kit.keys import make_platform_keys
+    from edge.platform_kit.keys import run
 
-    if args.output is None:
-        print("keys platform: give -o DIR for the key pair", file=sys.stderr)
-        return EXIT_INPUT
-    try:
-        made = make_platform_keys(args.output, args.id)
-    except FileExistsError as exc:
-        print(f"keys platform: {exc} exists; pick another directory or --id", file=sys.stderr)
-        return EXIT_INPUT
-    except OSError as exc:  # no such parent, no permission, a file in the way
-        print(f"keys platform: cannot write in {args.output}: {exc.strerror or exc}",
-              file=sys.stderr)
-        return EXIT_INPUT
-    print(f"created {made.private_key} (keep it on the platform) and {made.public_key}",
-          file=sys.stderr)
-    print("# paste into the plant YAML, then reload the gateway (SIGHUP):")
-    print(made.yaml_block, end="")
-    return EXIT_OK
+    return run(args.output, args.id)
 
 
 def _report(exc: PlantConfigError) -> int:

@@ -89,7 +89,7 @@ from edge.status.log_tap import TAP, RecentLog
 from edge.status.worker_source import WorkerStatusSource
 from edge.storage.writer import WriterThread
 from edge.web.server import StatusWeb, start_status_web
-from models.errors import EdgeError
+from models.errors import EdgeError, PlantConfigError
 from models.plant import Destination, gateway_topic
 from models.sample import utc_now
 
@@ -510,12 +510,22 @@ class WorkerPool:
         the parent re-reads the YAML for the machine list of its status."""
         self._announce_keys()
         self.log.info("reload_started", file=str(self.loaded.path))
+        # A file the parent refuses is refused once, as by a single process
+        # (edge/daemon/reload.py): the parent logs what the page's reload list and
+        # `edge_gateway_reloads_total` count, and the workers are not asked, so the pool
+        # neither counts it once per worker nor applies a file the parent kept out
         try:
             new = await load_for_reload(self.loaded.path, self.loaded.share)
-            count = workers_for(new, self.workers_arg)
+        except PlantConfigError as exc:
+            self.log.error("reload_rejected_keeping_running_config", problems=exc.lines())
+            return
         except (EdgeError, OSError) as exc:
-            self._signal_all(signal.SIGHUP)  # each worker reads the file (and says why) too
-            self.log.error("reload_failed_keeping_running_config", error=str(exc))
+            self.log.error("reload_preparation_failed_keeping_running_config", error=str(exc))
+            return
+        try:
+            count = workers_for(new, self.workers_arg)
+        except EdgeError as exc:  # a `gateway.workers` this host refuses
+            self.log.error("reload_preparation_failed_keeping_running_config", error=str(exc))
             return
         if count != len(self.workers):  # stop all, move the machines, start the new pool
             self.log.warning("workers_changed_restarting", running=len(self.workers),

@@ -4,7 +4,8 @@ A `json` destination's message (the body, with the detached JWS in the MQTT 5 us
 `jws`) is checked as the envelope it stands for. A capture line is
 `{"topic": ..., "envelope": {...}}` (what `--save` writes) or a bare envelope. Live capture
 takes the JWKS from the retained `.../keys` topic, so a platform
-engineer can check a gateway with nothing but its broker address.
+engineer can check a gateway with nothing but its broker address; `--save` writes each keys
+message it sees as `{"topic": ..., "keys": JWKS}`, so the saved file verifies on its own.
 """
 
 from __future__ import annotations
@@ -79,8 +80,11 @@ async def verify_live(
         async with _listening(seconds if up else 0, stop):
             async for msg in transport.messages():
                 if msg.topic.endswith("/keys"):
-                    with contextlib.suppress(ValueError, TypeError):
-                        for jwk in json.loads(msg.payload).get("keys", []):
+                    with contextlib.suppress(ValueError, TypeError, AttributeError):
+                        jwks = json.loads(msg.payload)
+                        if save is not None and isinstance(jwks, dict):
+                            save.write(json.dumps({"topic": msg.topic, "keys": jwks}) + "\n")
+                        for jwk in jwks.get("keys", []):
                             if jwk not in jwks_seen["keys"]:
                                 jwks_seen["keys"].append(jwk)
                         keys = KeySet.from_jwks(jwks_seen)

@@ -50,6 +50,7 @@ __all__ = [
     "UnknownKey",
     "VerificationError",
     "booking_commitment",
+    "capture_jwks",
     "detached_to_envelope",
     "link_hash",
     "verify_detached",
@@ -503,12 +504,39 @@ def not_gateway_envelopes(topic: str) -> bool:
     return parts[-1] in ("status", "keys", "query") or (len(parts) == 7 and parts[-2] == "values")
 
 
+def _keys_record(item: Any) -> bool:
+    return isinstance(item, dict) and set(item) == {"topic", "keys"}
+
+
+def capture_jwks(lines: Iterable[str]) -> dict[str, Any] | None:
+    """The JWKS a capture carries: every key of its `{"topic": ".../keys", "keys": JWKS}`
+    records (what `verify --broker --save` writes for each retained keys message it saw), so
+    a saved capture is checked later without a separate JWKS file; None when it has none.
+
+    Which keys are trusted is then the capture's say: use it for a capture you made from a
+    broker you trust, and pass the JWKS explicitly otherwise."""
+    found: list[Any] = []
+    for text in lines:
+        try:
+            item = json.loads(text)
+        except ValueError:
+            continue  # verify_stream reports it
+        if not _keys_record(item):
+            continue
+        entries = item["keys"].get("keys") if isinstance(item["keys"], dict) else None
+        for jwk in entries if isinstance(entries, list) else []:
+            if jwk not in found:
+                found.append(jwk)
+    return {"keys": found} if found else None
+
+
 def verify_stream(lines: Iterable[str], jwks: JwksLike) -> Report:
     """Check a capture with one JSON document per line; blank lines are skipped.
 
-    A line is either a bare envelope `{"protected","payload","signature"}` or a capture
-    record `{"topic": "<MQTT topic it arrived on>", "envelope": {...}}`; with the latter the
-    topic is checked against the signed body too (`misrouted`).
+    A line is either a bare envelope `{"protected","payload","signature"}`, a capture
+    record `{"topic": "<MQTT topic it arrived on>", "envelope": {...}}` (the topic is then
+    checked against the signed body too: `misrouted`) or a keys record
+    `{"topic": ..., "keys": JWKS}` (skipped here; `capture_jwks` reads them).
     """
     keys = jwks if isinstance(jwks, KeySet) else KeySet.from_jwks(jwks)
     checker = ChainChecker()
@@ -520,6 +548,9 @@ def verify_stream(lines: Iterable[str], jwks: JwksLike) -> Report:
             item = _json(text, f"line {number}")
         except Malformed as exc:
             checker.reject("malformed", str(exc), line=number)
+            continue
+        if _keys_record(item):
+            skipped += 1
             continue
         if isinstance(item, dict) and "envelope" in item:
             topic = item.get("topic")

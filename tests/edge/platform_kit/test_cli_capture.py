@@ -95,3 +95,49 @@ def test_capture_of_everything_skips_status_and_keys(tmp_path: Path) -> None:
     empty.write_text("".join(json.dumps(x) + "\n" for x in lines[:2]))
     nothing = cli("verify", str(empty), "--jwks", str(keys), capture_output=True)
     assert nothing.returncode == 1 and "nothing verified" in nothing.stdout
+
+
+def test_a_saved_capture_carries_its_keys(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """`verify --broker --save FILE` saved the envelopes but not the retained JWKS, so the
+    file could be verified later only with a separate `--jwks`. Now the keys message is
+    saved too and `verify FILE` uses it; an explicit `--jwks` still wins, and the output
+    says which keys were used."""
+    signer, chain = Signer(Ed25519PrivateKey.generate()), ChainState()
+    publish.single(f"{GW}/keys", json.dumps(jwks([signer.public_key])), qos=1, retain=True,
+                   hostname=mosquitto.host, port=mosquitto.port)
+    topics = [TOPIC, TOPIC.replace("/m1/", "/m2/")]
+    for topic in topics:  # retained, so they reach a subscriber that comes later
+        seq, prev = chain.next(topic)
+        env = signer.sign_body({
+            "v": 1, "gateway": "gw-01", "topic": topic, "asset": topic.split("/")[4],
+            "stream": "telemetry", "seq": seq, "prev": prev,
+            "created": "2026-11-22T10:00:00.123Z", "historical": False, "records": []})
+        publish.single(topic, json.dumps(env), qos=1, retain=True, hostname=mosquitto.host,
+                       port=mosquitto.port)
+    saved = tmp_path / "saved.jsonl"
+    live = cli("verify", "--broker", mosquitto.url, "--topic", "edge/#", "--seconds", "1",
+               "--save", str(saved), capture_output=True)
+    assert live.returncode == 0, live.stdout + live.stderr
+    assert live.stdout.startswith("OK: 2 envelope(s)"), live.stdout
+    lines = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert {"topic": f"{GW}/keys", "keys": jwks([signer.public_key])} in lines
+
+    later = cli("verify", str(saved), capture_output=True)
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert later.stdout.startswith("OK: 2 envelope(s): ok 2;"), later.stdout
+    assert "skipped 1 status/keys/query" in later.stdout
+    assert "verify: keys from the capture's keys message(s): 1 key(s)" in later.stderr
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(jwks([Ed25519PrivateKey.generate().public_key()])))
+    explicit = cli("verify", str(saved), "--jwks", str(other), capture_output=True)
+    assert explicit.returncode == 1, explicit.stdout + explicit.stderr
+    assert f"verify: keys from --jwks {other}" in explicit.stderr
+    assert "unknown_key" in explicit.stdout
+
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps(x) + "\n" for x in lines if "envelope" in x))
+    keyless = cli("verify", str(bare), capture_output=True)
+    assert keyless.returncode == 2, keyless.stdout + keyless.stderr
+    assert "holds no keys message" in keyless.stderr and "--jwks FILE" in keyless.stderr
+    assert "Traceback" not in keyless.stderr
