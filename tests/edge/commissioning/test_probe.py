@@ -157,3 +157,19 @@ async def _run_cli(argv: list[str]) -> int:
     import asyncio
 
     return await asyncio.to_thread(main, argv)
+
+
+async def test_profile_signals_name_the_nodes_they_come_from(demo: LoadedPlant) -> None:
+    """dmc-01 has no point list: every value comes from `profile: sinumerik`. Each row names
+    the NC variable node(s) it is derived from, so a wrong mapping can be seen (issue 14)."""
+    result = await probe(demo, "dmc-01")
+    text = render(result)
+    rows = {r.point: r for r in result.rows}
+    nc = "nsu=SinumerikVarProvider;s="
+    assert rows["execution"].address == (
+        f"{nc}/Channel/State/progStatus + {nc}/Channel/State/feedRateIpoOvr"
+    ), text
+    assert rows["program"].address == f"{nc}/Channel/ProgramInfo/selectedWorkPProg", text
+    assert rows["part_count"].address == f"{nc}/Channel/State/actParts", text
+    assert "(device model)" not in text, text
+    assert f"{nc}/Channel/State/actParts" in text  # in the table the engineer reads
