@@ -191,6 +191,13 @@ class Adapter(abc.ABC):
         Empty for adapters whose signals come from the device's own model."""
         return {}
 
+    def signal_sources(self) -> dict[str, str]:
+        """Where each signal the adapter derives by itself (a profile, the device's model, a
+        fixed status call) comes from, by signal name: node ids, data item ids, functions.
+        Asked again whenever shown, because some are known only after connect (OPC UA
+        discovery); `point_addresses()` covers the configured points."""
+        return {}
+
     def raw_values(self) -> dict[str, str]:
         """The last read's undecoded form per signal (registers, reply text), kept only when
         `context.keep_raw` is set; a wrong register map shows here before anywhere else."""

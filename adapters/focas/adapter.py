@@ -237,6 +237,23 @@ class FocasAdapter(PollingAdapter):
     def point_addresses(self) -> dict[str, str]:
         return {pt.name: f"{pt.source} {pt.number}" for pt in self.config.points}
 
+    def signal_sources(self) -> dict[str, str]:
+        """The FOCAS function (and ODB field) behind each fixed signal."""
+        return {
+            **dict.fromkeys(("model", "cnc_type", "cnc_series", "control_version"),
+                            "cnc_sysinfo (at connect)"),
+            "focas_run": "cnc_statinfo.run",
+            "focas_mode": "cnc_statinfo.aut",
+            "motion": "cnc_statinfo.motion",
+            SIG_EXECUTION: "cnc_statinfo.run",
+            SIG_MODE: "cnc_statinfo.aut",
+            SIG_ESTOP: "cnc_statinfo.emergency",
+            SIG_ALARM: "cnc_statinfo.alarm",
+            SIG_PROGRAM: "cnc_rdprgnum.data",
+            "program_number": "cnc_rdprgnum.data",
+            "main_program_number": "cnc_rdprgnum.mdata",
+        }
+
     def describe(self) -> dict[str, Any]:
         info = self.sysinfo
         c = self.config.connection

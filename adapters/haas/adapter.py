@@ -178,6 +178,23 @@ class HaasAdapter(PollingAdapter):
     def point_addresses(self) -> dict[str, str]:
         return {pt.name: f"macro #{pt.macro} (Q600)" for pt in self.config.points}
 
+    def signal_sources(self) -> dict[str, str]:
+        """The Q command (and reply field) behind each fixed signal."""
+        status = f"Q{p.Q_STATUS}"
+        return {
+            SIG_SERIAL: f"Q{p.Q_SERIAL}",
+            SIG_VERSION: f"Q{p.Q_VERSION}",
+            SIG_MODEL: f"Q{p.Q_MODEL}",
+            "haas_mode": f"Q{p.Q_MODE}",
+            SIG_MODE: f"Q{p.Q_MODE}",
+            "haas_status": f"{status} status",
+            SIG_EXECUTION: f"{status} status",
+            SIG_ALARM: f"{status} status",
+            SIG_PROGRAM: f"{status} PROGRAM",
+            "program_number": f"{status} PROGRAM",
+            SIG_PART_COUNT: f"{status} PARTS",
+        }
+
     def describe(self) -> dict[str, Any]:
         c = self.config.connection
         return {

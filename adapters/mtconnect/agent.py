@@ -258,6 +258,16 @@ class MtconnectAgentAdapter(Adapter):
     def point_addresses(self) -> dict[str, str]:
         return {p.name: f"data item {p.data_item}" for p in self.config.points}
 
+    def signal_sources(self) -> dict[str, str]:
+        """Each signal's data item id(s) from the agent's /probe; empty before the first."""
+        attrs = {"manufacturer": "manufacturer", "model": "model", "serial_number": "serialNumber"}
+        return {
+            **{key: f"/probe Device/Description@{attr}" for key, attr in attrs.items()
+               if key in self.description},
+            **{signal: "data item " + " + ".join(i.id for i in items)
+               for signal, items in self.normalizer.signals().items()},
+        }
+
     def describe(self) -> dict[str, Any]:
         return {
             "protocol": "mtconnect",

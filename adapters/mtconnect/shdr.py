@@ -382,6 +382,16 @@ class ShdrAdapter(Adapter):
         return {(p.name or p.key): f"SHDR key {p.key}" for p in self.config.points
                 if p.category != "CONDITION"}
 
+    def signal_sources(self) -> dict[str, str]:
+        """Each signal's SHDR key(s): the keys seen on the wire, else (not sent yet) the
+        device model's name or id for the item."""
+        keys = {id(item): key for key, item in self._by_key.items() if item is not None}
+        return {
+            SIG_ASSET: "SHDR @ASSET@ lines",
+            **{signal: "SHDR key " + " + ".join(keys.get(id(i), i.name or i.id) for i in items)
+               for signal, items in self.normalizer.signals().items()},
+        }
+
     def describe(self) -> dict[str, Any]:
         return {
             "protocol": "shdr",

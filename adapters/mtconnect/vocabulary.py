@@ -271,6 +271,16 @@ class Normalizer:
             self._signals[item.id] = self._assign(item)
         return self._signals[item.id]
 
+    def signals(self) -> dict[str, list[DataItem]]:
+        """Signal -> the data items that feed it (several CONDITION items fold into `alarm`),
+        so the status page and `probe` can name where a value comes from."""
+        out: dict[str, list[DataItem]] = {}
+        for item in list(self.items.values()):
+            signal = self.signal_of(item)
+            if signal is not None:
+                out.setdefault(signal, []).append(item)
+        return out
+
     def sample(self, item: DataItem, value: str, source_ts: datetime | None,
                gateway_ts: datetime) -> Sample | None:
         """One EVENT or SAMPLE observation; None when the item is filtered out."""

@@ -63,7 +63,7 @@ from models.sample import Quality, Sample, Value, utc_now
 
 from . import alarms, sinumerik, teardown_noise
 from . import machine_tool as mt
-from .profile_signals import ALARM_SIGNALS, identification_signal
+from .profile_signals import ALARM_SIGNALS, identification_signal, signal_sources
 from .publish_race import STARTUP_FILTER
 from .security import (
     UntrustedServerCertificate,
@@ -249,6 +249,10 @@ class OpcUaAdapter(Adapter):
         self._alarm_last: dict[str, tuple[Value, Quality]] = {}
         self._alarm_timer: asyncio.Handle | None = None
         self.alarm_source: str | None = None
+        self._ns_uris: list[str] = []
+        self._input_nodes: dict[str, str] | None = None  # None until discovery ran
+        self._identification_nodes: dict[str, str] = {}
+        self._alarm_node: str | None = None
         self.identification: dict[str, Value] = {}
         self.machine_name: str | None = None
         self.discovered: list[str] = []
@@ -375,6 +379,7 @@ class OpcUaAdapter(Adapter):
         c = self.config.connection
         ns_array = await client.get_namespace_array()
         ns = {uri: i for i, uri in enumerate(ns_array)}
+        self._ns_uris = list(ns_array)
         self._bindings.clear()
         self._reads = []
         self._inputs = {}
@@ -489,6 +494,10 @@ class OpcUaAdapter(Adapter):
         self.machine_name = found.name
         self._messages = found.roles.get("messages")
         self.discovered = sorted(found.inputs)
+        self._input_nodes = {k: self._node_text(n) for k, n in found.inputs.items()}
+        self._identification_nodes = {
+            name: self._node_text(n) for name, n in found.identification.items()
+        }
         if found.identification:
             names = list(found.identification)
             values = await client.read_attributes(
@@ -525,6 +534,7 @@ class OpcUaAdapter(Adapter):
         self._messages = None  # SINUMERIK alarms are events of the Server object
         self.machine_name = sinumerik.ROOT_NAME
         self.discovered = sorted(found.inputs)
+        self._input_nodes = {k: self._node_text(n) for k, n in found.inputs.items()}
         if found.missing:
             self._log_once("sinumerik_missing", "warning", "opcua_sinumerik_variables_missing",
                            variables=found.missing)
@@ -623,6 +633,7 @@ class OpcUaAdapter(Adapter):
         self._alarm_last = {}
         server = mt.node_id(ObjectIds.Server, 0)
         source, self.alarm_source = server, "server"
+        self._alarm_node = None
         if self._messages is not None:
             with contextlib.suppress(Exception):  # no EventNotifier attribute: use Server
                 notifier = await client.get_node(self._messages).read_event_notifier()
@@ -650,6 +661,7 @@ class OpcUaAdapter(Adapter):
             return
         for signal in ALARM_SIGNALS:
             self._signals.setdefault(signal, None)
+        self._alarm_node = f"{self._node_text(source)} ({self.alarm_source})"
         if source != server:
             # Servers may bracket a refresh on the Server object only (asyncua does):
             # listen there too, for RefreshStart/RefreshEnd only (the where clause keeps
@@ -875,6 +887,21 @@ class OpcUaAdapter(Adapter):
 
     def point_addresses(self) -> dict[str, str]:
         return {p.name: f"{p.node} ({p.mode})" for p in self.config.points}
+
+    def _node_text(self, nodeid: ua.NodeId) -> str:
+        """`nsu=<uri>;s=...`: the form the YAML takes, stable across server restarts (the
+        namespace index is not)."""
+        text = nodeid.to_string()
+        index = nodeid.NamespaceIndex
+        if 0 < index < len(self._ns_uris):
+            return f"nsu={self._ns_uris[index]};{text.partition(';')[2]}"
+        return text
+
+    def signal_sources(self) -> dict[str, str]:
+        return signal_sources(
+            self.config.connection.profile, self._input_nodes, self._identification_nodes,
+            self._alarm_node,
+        )
 
     def describe(self) -> dict[str, Any]:
         c = self.config.connection

@@ -84,3 +84,60 @@ PROFILE_SIGNALS: dict[str, frozenset[str]] = {
     }),
 }
 """Profile -> every signal name the adapter publishes for it whatever the points say."""
+
+# Which inputs (the `derive()` keys of machine_tool.py / sinumerik.py) feed which signal, so
+# the status page and `probe` can name the nodes behind a derived value: a wrong mapping
+# (the wrong channel, a vendor's look-alike variable) shows there before it skews OEE.
+_MACHINE_TOOL_INPUTS: dict[str, tuple[str, ...]] = {
+    SIG_AVAILABILITY: ("item_state",),
+    SIG_EXECUTION: ("item_state", "program_state", "feed_override"),
+    SIG_MODE: ("operation_mode", "channel_mode", "operation_mode_sm"),
+    SIG_PROGRAM: ("program",),
+    SIG_PART_COUNT: ("parts_completed", "parts_lifetime"),  # the first found only
+    SIG_BAD_PART_COUNT: ("parts_completed", "parts_good"),
+    **{signal: (key,) for key, (signal, _unit) in MACHINE_TOOL_PASS_THROUGH.items()},
+}
+_SINUMERIK_INPUTS: dict[str, tuple[str, ...]] = {
+    SIG_EXECUTION: ("prog_status", "feed_override"),
+    SIG_MODE: ("op_mode",),
+    SIG_PROGRAM: ("program",),
+    SINUMERIK_PROGRAM_PATH: ("program",),
+    SIG_PART_COUNT: ("act_parts",),
+    **{signal: (key,) for key, (signal, _unit) in SINUMERIK_PASS_THROUGH.items()},
+}
+_FIRST_FOUND = frozenset({SIG_PART_COUNT})
+RESOLVING = "(resolving)"
+CONNECTION = "(session)"
+
+
+def signal_sources(
+    profile: str,
+    nodes: dict[str, str] | None,
+    identification: dict[str, str],
+    alarms: str | None,
+) -> dict[str, str]:
+    """Where each profile signal comes from: the node ids of its inputs, joined by " + ".
+
+    `nodes` (input key -> node id text) is None until discovery ran: every signal is then
+    `(resolving)`. A signal none of whose inputs the server has is left out (it publishes
+    nothing); `alarms` names the event notifier, None when events are unavailable."""
+    wanted = PROFILE_SIGNALS.get(profile, frozenset())
+    if nodes is None:
+        return {signal: CONNECTION if signal == SIG_AVAILABILITY else RESOLVING
+                for signal in wanted}
+    table = _SINUMERIK_INPUTS if profile == "sinumerik" else _MACHINE_TOOL_INPUTS
+    out = {SIG_AVAILABILITY: CONNECTION}
+    for signal, keys in table.items():
+        found = [nodes[k] for k in keys if k in nodes]
+        if signal in _FIRST_FOUND:
+            found = found[:1]
+        if signal == SIG_AVAILABILITY:
+            found.insert(0, CONNECTION)
+        if found and signal in wanted:
+            out[signal] = " + ".join(dict.fromkeys(found))
+    for browse_name, node in identification.items():
+        out[identification_signal(browse_name)] = node
+    if alarms is not None:
+        for signal in ALARM_SIGNALS:
+            out[signal] = f"events of {alarms}"
+    return out

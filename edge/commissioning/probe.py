@@ -116,15 +116,18 @@ def judge(
     raw: dict[str, str],
     asset: str,
     within: float,
+    *,
+    sources: dict[str, str],
 ) -> list[ProbeRow]:
-    """Rows for every sample and every configured point that produced none."""
+    """Rows for every sample and every configured point that produced none; a signal the
+    adapter derives itself is shown beside `sources` (its nodes, data item...)."""
     latest = {sample.signal: sample for sample in samples}
     _, rejected = AssetTwin(asset).apply(latest.values())
     outside = dict(rejected)
     rows = []
     for name in [*addresses, *sorted(latest.keys() - addresses.keys())]:
         s = latest.get(name)
-        address = addresses.get(name, "(device model)")
+        address = addresses.get(name) or sources.get(name, "(device model)")
         if s is None:
             rows.append(
                 ProbeRow(name, address, "-", None, None, "-", f"no value within {within:g} s")
@@ -167,6 +170,7 @@ async def probe(loaded: LoadedPlant, machine_id: str, within: float = 10.0) -> P
         async with asyncio.timeout(within):
             await adapter.connect()
         samples = await _collect(adapter, set(addresses), within)
+        sources = adapter.signal_sources()
         endpoint = str(adapter.describe().get("endpoint", endpoint))
     except TimeoutError:
         return ProbeResult(machine.id, endpoint, [], f"no answer within {within:g} s")
@@ -175,7 +179,9 @@ async def probe(loaded: LoadedPlant, machine_id: str, within: float = 10.0) -> P
     finally:
         await adapter.aclose()
     return ProbeResult(
-        machine.id, endpoint, judge(samples, addresses, adapter.raw_values(), machine.id, within)
+        machine.id,
+        endpoint,
+        judge(samples, addresses, adapter.raw_values(), machine.id, within, sources=sources),
     )
 
 

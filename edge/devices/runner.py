@@ -125,6 +125,7 @@ class DeviceRunner:
         self.connect_slots = connect_slots
         self.keep_raw = keep_raw
         self._raw_values: Callable[[], dict[str, str]] | None = None
+        self._signal_sources: Callable[[], dict[str, str]] | None = None
         self.adapter_cls = adapter_cls
         self.settings = settings
         self.poll_interval = poll_interval
@@ -155,6 +156,11 @@ class DeviceRunner:
     def raw_values(self) -> dict[str, str]:
         """The running adapter's undecoded values (when kept), for the status page."""
         return self._raw_values() if self._raw_values is not None else {}
+
+    def signal_sources(self) -> dict[str, str]:
+        """Where the running adapter's own signals come from (`Adapter.signal_sources()`),
+        asked each time: OPC UA knows its nodes only once discovery ran."""
+        return self._signal_sources() if self._signal_sources is not None else {}
 
     def stop(self) -> None:
         """Ask the loop to end. A flag as well as a cancel: a library under an adapter may
@@ -223,6 +229,7 @@ class DeviceRunner:
             self.describe = adapter.describe()
             self.points = adapter.point_addresses()
             self._raw_values = adapter.raw_values
+            self._signal_sources = adapter.signal_sources
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any plugin error: this machine only

@@ -191,6 +191,7 @@ class GatewayStatusSource:
         addresses = d.runner.points
         values = d.twin.last_values
         raw = d.runner.raw_values()
+        sources = d.runner.signal_sources()
         # the configured points in YAML order, then what the device model adds, by name
         order = [n for n in addresses if n in values]
         order += sorted(n for n in values if n not in addresses)
@@ -199,7 +200,7 @@ class GatewayStatusSource:
             s = values[name]
             out.append(PointStatus(
                 name=name,
-                address=addresses.get(name, "(device model)"),
+                address=addresses.get(name) or sources.get(name, "(device model)"),
                 value=s.value,
                 unit=s.unit,
                 quality=s.quality.value,

@@ -73,7 +73,8 @@ def meter_text(of: str, power_w: float | None, energy_kwh: float | None) -> str:
 class PointStatus:
     name: str
     address: str
-    """Register, node id, macro...: `Adapter.point_addresses()`, or `(device model)`."""
+    """Register, node id, macro...: `Adapter.point_addresses()`, else where the adapter's
+    profile or device model reads it (`Adapter.signal_sources()`), else `(device model)`."""
     value: Value
     unit: str | None
     quality: str

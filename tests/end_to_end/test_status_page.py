@@ -96,6 +96,12 @@ def test_metrics_parse_with_series_for_every_demo_machine(demo: Running) -> None
         assert f"<th scope=\"row\">{point}</th>" in html, point
     assert "holding 100+2 float32 CDAB" in html
     assert re.search(r'data-k="mill-01.part_count/raw"[^>]*>0x[0-9a-f]{4} 0x[0-9a-f]{4}<', html)
+    # dmc-01 has no points (profile: sinumerik): its rows name the NC variable nodes the
+    # values are derived from, not "(device model)"
+    html = httpx.get(demo.url + "machines/dmc-01", timeout=5).text
+    assert "<th scope=\"row\">part_count</th>" in html
+    assert "nsu=SinumerikVarProvider;s=/Channel/State/actParts" in html
+    assert "nsu=SinumerikVarProvider;s=/Channel/State/progStatus + " in html
     # the destinations page names the payload format (the demo's: signed envelopes)
     assert "<td>envelope</td>" in httpx.get(demo.url + "destinations", timeout=5).text
 

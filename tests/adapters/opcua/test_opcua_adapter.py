@@ -26,6 +26,7 @@ from e2e import until
 
 from adapters.base import AdapterContext
 from adapters.opcua.adapter import OpcUaAdapter, _why
+from adapters.opcua.profile_signals import signal_sources
 from adapters.opcua.security import UntrustedServerCertificate
 from adapters.opcua.settings import OpcUaSettings
 from edge.devices.runner import Backoff, DeviceRunner
@@ -126,12 +127,25 @@ async def test_machine_tool_profile_maps_state_counts_and_identification(
 ) -> None:
     _, port = sim
     a = adapter(make_settings(port, {"profile": "machine_tool"}, points=[]))
+    assert a.signal_sources()["execution"] == "(resolving)"  # discovery has not run
     await a.connect()
     try:
         got = await collect(a, lambda d: {"execution", "part_count", "bad_part_count",
                                           "program", "controller_mode"} <= d.keys())
     finally:
         await a.aclose()
+    # where each derived signal comes from, for the status page and `probe` (issue 14)
+    sim_ns = "nsu=urn:edge-gateway:simulator;s=m1"
+    src = a.signal_sources()
+    assert src["execution"] == (
+        f"{sim_ns}.MachineryItemState.CurrentState + "
+        f"{sim_ns}.ActiveProgram.State.CurrentState + {sim_ns}.FeedOverride"
+    )
+    assert src["program"] == f"{sim_ns}.ProgramName"
+    assert src["part_count"] == f"{sim_ns}.PartsCompleted"
+    assert src["bad_part_count"] == f"{sim_ns}.PartsCompleted + {sim_ns}.PartsGood"
+    assert src["identification_serial_number"] == f"{sim_ns}.Identification.SerialNumber"
+    assert src["alarm"] == f"events of {sim_ns}.Messages (messages)"
     assert got["execution"].value == "active"
     assert got["controller_mode"].value == "automatic"
     assert got["program"].value == "O2000"
@@ -425,3 +439,17 @@ def test_a_connect_or_setup_failure_always_has_a_reason() -> None:
         "no answer from the server within 8 s (TimeoutError): server frozen or network down")
     assert _why(ConnectionResetError(), 0) == "ConnectionResetError"
     assert _why(OSError("refused"), 0) == "refused"
+
+
+def test_signal_sources_name_only_the_inputs_a_signal_is_derived_from() -> None:
+    """part_count is PartsCompleted when the job has one, else the lifetime counter (never
+    both); a signal none of whose inputs the server has is left out, not guessed."""
+    both = {"parts_completed": "ns=1;s=done", "parts_lifetime": "ns=1;s=life"}
+    assert signal_sources("machine_tool", both, {}, None)["part_count"] == "ns=1;s=done"
+    lifetime = {"parts_lifetime": "ns=1;s=life", "item_state": "ns=1;s=st"}
+    src = signal_sources("machinery", lifetime, {}, None)
+    assert "part_count" not in src  # machinery publishes no counts
+    assert src["availability"] == "(session) + ns=1;s=st"
+    assert "alarm" not in src  # no event notifier: no alarm signals
+    assert signal_sources("machine_tool", lifetime, {}, None)["part_count"] == "ns=1;s=life"
+    assert signal_sources("none", None, {}, None) == {"availability": "(session)"}

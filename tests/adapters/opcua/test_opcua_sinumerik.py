@@ -56,6 +56,7 @@ async def test_sinumerik_profile_maps_the_nc_variables(free_port: Callable[[], i
     sim = await serve_opcua([(scripted(), url)], sinumerik=[url])
     try:
         a = adapter(port)
+        assert a.signal_sources()["part_count"] == "(resolving)"
         await a.connect()
         try:
             got = await collect(a, lambda d: {"execution", "controller_mode", "program",
@@ -76,6 +77,12 @@ async def test_sinumerik_profile_maps_the_nc_variables(free_port: Callable[[], i
     assert (got["alarm"].value, got["alarm_text"].value) == ("1016", "coolant low")
     assert set(a.discovered) == set(sinumerik.VARIABLES.values())
     assert a.describe()["alarms"] == "server"
+    src = a.signal_sources()  # what the status page and `probe` show beside each value
+    nc = "nsu=SinumerikVarProvider;s="
+    assert src["execution"] == f"{nc}/Channel/State/progStatus + {nc}/Channel/State/feedRateIpoOvr"
+    assert src["program"] == f"{nc}/Channel/ProgramInfo/selectedWorkPProg"
+    assert src["part_count"] == f"{nc}/Channel/State/actParts"
+    assert src["alarm"] == "events of i=2253 (server)"
 
 
 async def test_documented_node_ids_work_as_plain_points(free_port: Callable[[], int]) -> None:

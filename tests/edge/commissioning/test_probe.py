@@ -34,9 +34,21 @@ async def demo(tmp_path: Path) -> AsyncIterator[LoadedPlant]:
             await h.aclose()
 
 
+# where the demo's device-model and fixed signals come from, by machine
+SOURCES = {
+    "vmc-01": {"execution": "data item exec", "part_count": "data item partcount"},
+    "lathe-02": {"execution": "SHDR key execution", "asset_changed": "SHDR @ASSET@ lines"},
+    "robodrill-01": {"execution": "cnc_statinfo.run", "program": "cnc_rdprgnum.data"},
+    "vf2-01": {"execution": "Q500 status", "part_count": "macro #3901 (Q600)"},
+}
+
+
 async def test_every_demo_machine_probes_good(demo: LoadedPlant) -> None:
     for machine in demo.plant.machines:
         result = await probe(demo, machine.id, within=10.0)
+        addresses = {r.point: r.address for r in result.rows}
+        for point, source in SOURCES.get(machine.id, {}).items():
+            assert addresses.get(point) == source, (machine.id, point, addresses)
         text = render(result)
         assert result.ok, text
         assert result.rows, text
@@ -44,6 +56,9 @@ async def test_every_demo_machine_probes_good(demo: LoadedPlant) -> None:
         configured.discard("system")  # the SHDR condition folds into `alarm`
         assert configured <= {r.point for r in result.rows}, text
         assert text.rstrip().endswith("good"), text
+        # every value names its source, profile and device-model signals too (issue 14)
+        unnamed = [r.point for r in result.rows if r.address == "(device model)"]
+        assert not unnamed, text
 
 
 async def test_modbus_rows_carry_registers_and_decoded_values(demo: LoadedPlant) -> None:
@@ -157,3 +172,19 @@ async def _run_cli(argv: list[str]) -> int:
     import asyncio
 
     return await asyncio.to_thread(main, argv)
+
+
+async def test_profile_signals_name_the_nodes_they_come_from(demo: LoadedPlant) -> None:
+    """dmc-01 has no point list: every value comes from `profile: sinumerik`. Each row names
+    the NC variable node(s) it is derived from, so a wrong mapping can be seen (issue 14)."""
+    result = await probe(demo, "dmc-01")
+    text = render(result)
+    rows = {r.point: r for r in result.rows}
+    nc = "nsu=SinumerikVarProvider;s="
+    assert rows["execution"].address == (
+        f"{nc}/Channel/State/progStatus + {nc}/Channel/State/feedRateIpoOvr"
+    ), text
+    assert rows["program"].address == f"{nc}/Channel/ProgramInfo/selectedWorkPProg", text
+    assert rows["part_count"].address == f"{nc}/Channel/State/actParts", text
+    assert "(device model)" not in text, text
+    assert f"{nc}/Channel/State/actParts" in text  # in the table the engineer reads
