@@ -147,22 +147,11 @@ def test_a_macro_named_like_an_enabled_command_signal_clashes() -> None:
     assert off.point_clashes() == []
 
 
-async def test_part_count_from_the_m30_macro_replaces_q500s() -> None:
-    """Q500 reports PARTS while idle; with a `part_count` point only the macro's goes out."""
-    async with haas(scripted(Execution.READY)) as port:
-        adapter = adapter_for({"host": "127.0.0.1", "port": port},
-                              points=[{"name": "part_count", "macro": 3901, "data_type": "int"}])
-        try:
-            await adapter.connect()
-            samples = list(await adapter.read_once())
-        finally:
-            await adapter.aclose()
-    assert [s.value for s in samples if s.signal == "part_count"] == [41]
-
-
-async def test_part_count_from_the_m30_macro_counts_while_busy() -> None:
-    """Q500 says only BUSY while cutting; #3901 keeps counting, so it wins when configured."""
-    async with haas(scripted(Execution.ACTIVE)) as port:
+@pytest.mark.parametrize("execution", [Execution.READY, Execution.ACTIVE])
+async def test_part_count_from_the_m30_macro_replaces_q500s(execution: Execution) -> None:
+    """Q500 reports PARTS while idle and only BUSY while cutting; #3901 keeps counting, so
+    with a `part_count` point only the macro's goes out, in either state."""
+    async with haas(scripted(execution)) as port:
         adapter = adapter_for({"host": "127.0.0.1", "port": port},
                               points=[{"name": "part_count", "macro": 3901, "data_type": "int"}])
         try:
