@@ -188,12 +188,40 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "figure": "peer not measured: "
                               f"{peer.get('reason') or peer.get('error') or 'absent'}"[:400],
                     "status": "n/a", "note": ""})
+    out.extend(_suite_duration(results))
+    return out
+
+
+ISSUE17_SECTIONS = ("sealing", "failover", "rabbitmq", "hotpath", "writer", "workers",
+                    "vspeer", "queries", "permachine")
+"""bench/__main__.py's `SECTIONS`: issue 17's before/after, scaling and failover runs. They
+came after the 10-minute target was set for sections 1-4 and alternate long windows by
+design, so the target is reported for the suite it was set for and for the whole run."""
+
+
+def _suite_duration(results: dict[str, Any]) -> list[dict[str, Any]]:
     dur = results.get("duration_s")
     limit = 60 if results.get("mode") == "quick" else 600
-    out.append({"target": "suite < 10 min (quick: seconds)",
-                "figure": f"{dur:.0f} s" if dur else "(set after the run)",
-                "status": _status(dur < limit) if dur else "n/a", "note": ""})
-    return out
+    target = "suite < 10 min (quick: seconds)"
+    if not dur:
+        return [{"target": target, "figure": "(set after the run)", "status": "n/a",
+                 "note": ""}]
+    extra = {name: float(results[name].get("bench_seconds") or 0.0)
+             for name in ISSUE17_SECTIONS
+             if isinstance(results.get(name), dict) and results[name].get("bench_seconds")}
+    if not extra:
+        return [{"target": target, "figure": f"{dur:.0f} s", "status": _status(dur < limit),
+                 "note": ""}]
+    core = dur - sum(extra.values())
+    parts = ", ".join(f"{name} {sec:.0f}" for name, sec in
+                      sorted(extra.items(), key=lambda kv: -kv[1]))
+    return [
+        {"target": target + ", sections 1-4 (the suite the target was set for)",
+         "figure": f"{core:.0f} s", "status": _status(core < limit), "note": ""},
+        {"target": target + ", with issue 17's sections",
+         "figure": f"{dur:.0f} s ({sum(extra.values()):.0f} s of them issue 17's: {parts})",
+         "status": _status(dur < limit), "note": ""},
+    ]
 
 
 # ---- console ------------------------------------------------------------------------------
