@@ -315,7 +315,13 @@ def _row(r: tuple[Any, ...]) -> BookingRow:
     )
 
 
-def _salt() -> str:
+def new_booking_id() -> str:
+    """A fresh booking id: 8 random bytes, so one platform cannot guess another's."""
+    return f"b-{secrets.token_hex(8)}"
+
+
+def new_salt() -> str:
+    """A fresh commitment salt (16 random bytes): see `BookingRow.commitment`."""
     return secrets.token_urlsafe(16)
 
 
@@ -345,9 +351,15 @@ class BookingStore(WalStore):
         busy_timeout: float = 10.0,
         logger: Logger | None = None,
         writes: WriterThread | None = None,
+        new_id: Callable[[], str] = new_booking_id,
+        salt: Callable[[], str] = new_salt,
     ) -> None:
         """`writes`: the thread that commits `write`'s operations (the gateway's store
-        writer); None runs them inline."""
+        writer); None runs them inline. `new_id` and `salt` make a booking's id and its
+        commitment's salt: random in the gateway, fixed by docs/vectors/generate.py, whose
+        reply vectors must come out the same on every run."""
+        self.new_id = new_id
+        self.salt = salt
         self._start(path, durable=durable, busy_timeout=busy_timeout, logger=logger,
                     component="bookings_store")
         self._upgrade()
@@ -444,7 +456,7 @@ class BookingStore(WalStore):
             conn.execute("ALTER TABLE bookings ADD COLUMN expires INTEGER")
             ids = [r[0] for r in conn.execute("SELECT id FROM bookings")]
             conn.executemany("UPDATE bookings SET salt = ? WHERE id = ?",
-                             [(_salt(), i) for i in ids])
+                             [(self.salt(), i) for i in ids])
             conn.execute("UPDATE bookings SET expires = start WHERE state = 'requested'")
 
     # --- inside a transaction -------------------------------------------------------
@@ -619,7 +631,7 @@ class BookingStore(WalStore):
             assert decision.start is not None
             expires = min(now + rules.hold, decision.start)
         row = BookingRow(
-            f"b-{secrets.token_hex(8)}",
+            self.new_id(),
             platform,
             req.reference,
             decision.machine,
@@ -631,7 +643,7 @@ class BookingStore(WalStore):
             list(decision.waits_for),
             now,
             now,
-            _salt(),
+            self.salt(),
             disclosed,
             expires,
         )
