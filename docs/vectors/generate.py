@@ -1,7 +1,7 @@
 """Regenerates the conformance vectors in this folder: `python docs/vectors/generate.py`.
 
 Everything is deterministic (fixed keys, fixed times, Ed25519 signatures are deterministic),
-so `tests/docs/test_vectors.py` rebuilds the files in memory and fails when one on disk
+so `tests/edge/platform_kit/test_vectors.py` rebuilds the files in memory and fails when one on disk
 differs: the vectors never drift from the code. The keys are public test keys (RFC 8037
 appendix A.1 for the gateway, RFC 8032 section 7.1 test 2 for the platform, test 3 for a
 stranger); never use them for anything real.
@@ -11,19 +11,31 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
+import structlog  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
+from edge.bookings.desk import BookingDesk, PlantHolds  # noqa: E402
+from edge.bookings.store import BookingStore  # noqa: E402
+from edge.capacity.bookings import BookingsFiles  # noqa: E402
+from edge.config.loader import LoadedPlant, parse_plant  # noqa: E402
+from edge.devices.fleet import Device  # noqa: E402
 from edge.egress.formats import JsonEncoder  # noqa: E402
 from edge.egress.formats.sparkplug_node import SparkplugNode  # noqa: E402
+from edge.parts.store import PartStore  # noqa: E402
 from edge.platform_kit.client import sign_request  # noqa: E402
 from edge.platform_kit.verifier import booking_commitment  # noqa: E402
+from edge.query.backend import QueryBackend  # noqa: E402
+from edge.query.handler import Incoming, QueryHandler  # noqa: E402
 from edge.signing.jws import (  # noqa: E402
     Signer,
     b64url_decode,
@@ -285,6 +297,16 @@ def build() -> dict[str, bytes]:
          "expect": {"verdict": "unauthorized", "message": "nonce already used",
                     "reply": "negative/replayed-nonce.reply.json"}},
     ]
+    for name, body, request, reply in _session(signer, platform, json.loads(
+            files["part.envelope.json"])):
+        files[f"request-{name}.json"] = _compact(request)
+        files[f"reply-{name}.json"] = _compact(reply)
+        record = json.loads(b64url_decode(reply["payload"]))["records"][0]
+        cases.append({"name": name, "format": "request", "topic": "edge/plant-a/gw-01/query",
+                      "file": f"request-{name}.json", "reply_topic": SESSION_TOPIC,
+                      "session": "bookings-and-parts",
+                      "expect": {"verdict": SESSION_EXPECT.get(name, "ok"), "body": body,
+                                 "reply": f"reply-{name}.json", "record": record}})
     cases.append({"name": "booking-commitment", "format": "commitment", "inputs": BOOKING,
                   "expect": {"commitment": COMMITMENT}})
     files["index.json"] = _json({
@@ -301,6 +323,118 @@ def _reply(signer: Signer, seq: int, prev: str | None, record: dict[str, Any],
     body = envelope_body(gateway="gw-01", topic=REPLY_TOPIC, asset=None, stream="response",
                          seq=seq, prev=prev, created=_created(created), records=[record])
     return signer.sign_body(body)
+
+
+# The booking and parts session: requests of platform p1 answered in this order by the real
+# query handler, backend, booking desk and SQLite stores (a temporary directory), all on one
+# reply topic, so the replies chain (seq 1, 2, ...). Ids, salts and clocks are passed in
+# (BookingStore's `new_id`/`salt`, the desk's and the handler's `clock`), nothing patched.
+SESSION_TOPIC = "platform/replies/b00c"
+SESSION_PLANT = """\
+gateway: {id: gw-01, site: plant-a}
+shifts:
+  shifts: [{name: day, start: "06:00", end: "22:00"}]
+machines:
+  - id: m1
+    area: hall-1
+    line: line-2
+    adapter: modbus
+    capabilities: {processes: [milling]}
+    connection: {host: 127.0.0.1}
+    points: [{name: part_count, register: holding, address: 10, data_type: uint32}]
+platforms:
+  - {id: p1, public_key_file: p1.pem, machines: [m1],
+     methods: [state, oee, parts, reserve, release, bookings]}
+"""
+SESSION_IDS = ("b-4f1c2a9e0d3b7a65", "b-0a9d3e5f7c1b2468")
+SESSION_SALTS = ("c2FsdC1mb3ItdmVjdG9ycw", "YW5vdGhlci12ZWN0b3Itc2FsdA")
+TUESDAY = "2026-11-24T{}:00:00Z"
+SESSION: list[tuple[str, str, dict[str, Any]]] = [
+    # (case name, method, params); a request is received one second after the one before
+    ("reserve-accepted", "reserve", {
+        "asset": "m1", "reference": "PO-4711", "start": TUESDAY.format("06"),
+        "end": TUESDAY.format("10"), "program": "O1000", "quantity": 40}),
+    ("reserve-declined", "reserve", {
+        "asset": "m1", "reference": "PO-4712", "start": TUESDAY.format("08"),
+        "end": TUESDAY.format("12")}),
+    ("release", "release", {"booking": SESSION_IDS[0]}),
+    ("bookings", "bookings", {"state": ["released", "declined"], "limit": 10}),
+    ("release-closed", "release", {"booking": SESSION_IDS[0]}),
+    ("parts", "parts", {"asset": "m1", "limit": 10}),
+    ("unknown-method", "cancel", {"booking": SESSION_IDS[0]}),
+]
+SESSION_EXPECT = {"release-closed": "bad_request", "unknown-method": "bad_request"}
+"""The cases refused with an error reply (`ok` false) and their code; the others are `ok`."""
+
+
+class _Clock:
+    """The one wall clock of the session's handler and booking desk: fixed, moved on by
+    hand between requests."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class _RunningMachines:
+    """The fleet as `QueryBackend` reads it for `parts`: every enabled machine running.
+    (The booking methods read the plant, not the fleet.)"""
+
+    def __init__(self, loaded: LoadedPlant) -> None:
+        self.loaded = loaded
+
+    def assets(self) -> list[str]:
+        return [m.id for m in self.loaded.enabled_machines()]
+
+    def device(self, asset: str) -> Device:
+        raise AssertionError(f"the session does not read device {asset}")
+
+    def statuses(self) -> dict[str, str]:
+        return {}
+
+    def reasons(self) -> dict[str, str]:
+        return {}
+
+    def faults(self) -> dict[str, dict[str, Any]]:
+        return {}
+
+
+def _session(signer: Signer, platform: Ed25519PrivateKey, part_envelope: dict[str, str]
+             ) -> Iterator[tuple[str, dict[str, Any], dict[str, str], dict[str, str]]]:
+    """(case name, request body, signed request, reply) for each request of SESSION."""
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stores:
+        loaded = parse_plant(SESSION_PLANT, str(Path(tmp) / "plant.yaml"))
+        clock = _Clock(_created("2026-11-22T10:00:00.250Z"))
+        logger = structlog.wrap_logger(structlog.ReturnLogger())
+        bookings = stores.enter_context(BookingStore(
+            Path(tmp) / "bookings.sqlite3", durable=False,
+            new_id=iter(SESSION_IDS).__next__, salt=iter(SESSION_SALTS).__next__))
+        parts = stores.enter_context(PartStore(Path(tmp) / "parts.sqlite3"))
+        parts.save("m1", {}, _created(PART["ts"]), [PART])
+        parts.attach_envelope("m1", PART["part_seq"], part_envelope)
+        desk = BookingDesk(lambda: loaded, bookings,
+                           PlantHolds(lambda: loaded, BookingsFiles(logger)),
+                           lambda machine, now: None, lambda: None, clock=clock)
+        backend = QueryBackend(
+            lambda: loaded, _RunningMachines(loaded),
+            None, None,  # type: ignore[arg-type]  # OEE and capacity: not asked
+            stats=dict, counts=dict, bookings=desk, parts=parts, started=clock())
+        (p1,) = loaded.plant.platforms
+        handler = QueryHandler(
+            loaded.plant, backend, signer=lambda: signer,
+            keys={jwk_public(platform)["kid"]: (p1, platform.public_key())},
+            logger=logger, clock=clock, monotonic=lambda: 0.0)
+        for n, (name, method, params) in enumerate(SESSION, 1):
+            body = {"method": method, "params": params, "id": f"q-{n}",
+                    "ts": "2026-11-22T10:00:00Z", "nonce": f"dmVjdG9yLXNlc3Npb24t{n}"}
+            request = sign_request(platform, body)
+            reply = handler.handle(Incoming("edge/plant-a/gw-01/query", _compact(request),
+                                            SESSION_TOPIC, None))
+            assert reply is not None, name
+            yield name, body, request, json.loads(reply.payload)
+            clock.now += timedelta(seconds=1)
 
 
 def main() -> None:

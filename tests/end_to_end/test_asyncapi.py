@@ -396,6 +396,33 @@ def test_every_vector_validates_against_the_document() -> None:
             "bookingsJson", "partEnvelope", "partJson"} <= seen, seen
 
 
+def test_every_request_and_reply_vector_validates_against_the_document() -> None:
+    """docs/vectors' signed requests and the replies the query handler gave them: each
+    request body validates against QueryRequestBody (one the gateway refuses as malformed
+    fails it, as it did at the gateway), each reply is a queryResponse, and each answer's
+    `result` validates against its method's `x-edge-result` schema."""
+    vectors = ROOT / "docs" / "vectors"
+    index = json.loads((vectors / "index.json").read_text())
+    methods = set()
+    for case in index["cases"]:
+        if case["format"] != "request":
+            continue
+        body = json.loads(b64d(json.loads((vectors / case["file"]).read_bytes())["payload"]))
+        if body["method"] in QUERY_PARAMS:
+            validator(REQUEST).validate(body)
+        else:
+            assert not validator(REQUEST).is_valid(body), case["name"]
+        if "reply" not in case["expect"]:
+            continue
+        reply = (vectors / case["expect"]["reply"]).read_bytes()
+        assert check(Received(case["reply_topic"], reply, 1, False, None)) == "queryResponse"
+        record = json.loads(b64d(json.loads(reply)["payload"]))["records"][0]
+        if record["ok"]:
+            result_validator(body["method"]).validate(record["result"])
+            methods.add(body["method"])
+    assert {"state", "reserve", "release", "bookings", "parts"} <= methods, methods
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
 def test_everything_the_demo_plant_publishes_validates(

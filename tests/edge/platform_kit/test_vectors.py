@@ -13,13 +13,17 @@ from typing import Any
 
 import pytest
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from sparkplug_host import decode, decoder, value_of
 
 from edge.platform_kit.verifier import (
     ChainChecker,
     booking_commitment,
     detached_to_envelope,
+    verify_envelope,
     verify_stream,
 )
 from edge.query import handler
@@ -138,10 +142,9 @@ class StateBackend:
         raise AssertionError(f"{name} is not asked by the vectors")
 
 
-@pytest.mark.parametrize("case", cases("request"), ids=lambda c: c["name"])
-def test_requests_are_answered_as_the_vectors_say(
-    case: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.parametrize("case", [c for c in cases("request") if "session" not in c],
+                         ids=lambda c: c["name"])
+def test_requests_are_answered_as_the_vectors_say(case: dict[str, Any]) -> None:
     gen = generator()
     platform = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(gen.PLATFORM_D))
     request = (VECTORS / case["file"]).read_bytes()
@@ -157,7 +160,6 @@ def test_requests_are_answered_as_the_vectors_say(
                        "machines": ["m1"]}],
     })
     now = datetime.fromisoformat(case["received_at"].replace("Z", "+00:00"))
-    monkeypatch.setattr(handler, "utc_now", lambda: now)
     gateway = Signer(Ed25519PrivateKey.from_private_bytes(b64url_decode(gen.GATEWAY_D)))
     state = {**gen.RECORDS["state"][0], "link": "up"}
     answering = handler.QueryHandler(
@@ -191,3 +193,85 @@ def test_a_booking_commitment_opens_with_its_salt(case: dict[str, Any]) -> None:
     assert part["expect"]["body"]["records"][0]["booking"]["commitment"] == record["commitment"]
     text = (ROOT / "docs" / "protocol.md").read_text()  # the worked example is this case
     assert case["expect"]["commitment"] in text and case["inputs"]["salt"] in text
+
+
+BOOKING_KEYS = {"booking", "reference", "salt", "commitment", "machine", "state", "start",
+                "end", "program", "process", "quantity", "reason", "waits_for", "hold_until",
+                "created", "updated"}
+"""A booking in `reserve`, `release` and `bookings` replies (docs/protocol.md, "Bookings");
+`reserve` adds `new`."""
+SESSIONS = sorted({c["session"] for c in cases("request") if "session" in c})
+
+
+def platform_signed(request: dict[str, str]) -> dict[str, Any]:
+    """The body of a request, after checking what the gateway checks of its signature."""
+    (jwk,) = json.loads((VECTORS / INDEX["platform_jwks"]).read_text())["keys"]
+    header = json.loads(b64url_decode(request["protected"]))
+    assert header == {"alg": "EdDSA", "kid": jwk["kid"], "typ": "edge-request+json"}
+    Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"])).verify(
+        b64url_decode(request["signature"]),
+        f"{request['protected']}.{request['payload']}".encode())
+    body: dict[str, Any] = json.loads(b64url_decode(request["payload"]))
+    return body
+
+
+def check_result(method: str, result: dict[str, Any]) -> None:
+    """The shape of each method's `result` as docs/protocol.md describes it."""
+    if method in ("reserve", "release"):
+        assert set(result) == BOOKING_KEYS | ({"new"} if method == "reserve" else set())
+        owner = ("p1", result["reference"], result["salt"])
+        assert booking_commitment(result["booking"], *owner) == result["commitment"]
+    elif method == "bookings":
+        assert set(result) == {"bookings"} and result["bookings"]
+        for booking in result["bookings"]:
+            check_result("release", booking)
+    else:
+        assert method == "parts", method
+        assert set(result) == {"asset", "next", "parts"}
+        (part,) = [c for c in cases("envelope") if c["name"] == "part-envelope"]
+        for item in result["parts"]:
+            assert set(item) == {"part_seq", "envelope", "record"}
+            # the envelope published on the part topic, verifiable offline there
+            body = verify_envelope(item["envelope"], GATEWAY_JWKS, topic=part["topic"])
+            assert body["records"] == [item["record"]]
+            assert item["part_seq"] == item["record"]["part_seq"]
+            assert item["envelope"] == json.loads((VECTORS / part["file"]).read_bytes())
+
+
+@pytest.mark.parametrize("name", SESSIONS)
+def test_session_replies_verify_chain_and_answer_their_requests(name: str) -> None:
+    """Each reply of a session verifies with the platform kit (gateway JWKS, the reply
+    topic), chains to the one before on that topic, answers its request's id, and has the
+    record `index.json` expects, in the shape docs/protocol.md gives its method."""
+    session = [c for c in cases("request") if c.get("session") == name]
+    checker = ChainChecker()
+    for case in session:
+        body = platform_signed(json.loads((VECTORS / case["file"]).read_bytes()))
+        assert body == case["expect"]["body"]
+        reply = (VECTORS / case["expect"]["reply"]).read_bytes()
+        topic = case["reply_topic"]
+        finding = checker.feed(reply, GATEWAY_JWKS, topic=topic)
+        assert finding.kind == "ok", (case["name"], finding)
+        verified = verify_envelope(reply, GATEWAY_JWKS, topic=topic)
+        assert (verified["stream"], verified["asset"]) == ("response", None)
+        (record,) = verified["records"]
+        assert record == case["expect"]["record"]
+        assert record["id"] == body["id"]
+        if case["expect"]["verdict"] == "ok":
+            assert set(record) == {"id", "ok", "result"} and record["ok"] is True
+            check_result(body["method"], record["result"])
+        else:
+            assert set(record) == {"id", "ok", "error"} and record["ok"] is False
+            assert set(record["error"]) == {"code", "message"}
+            assert record["error"]["code"] == case["expect"]["verdict"]
+
+
+def test_the_booking_vectors_are_the_examples_of_protocol_md() -> None:
+    """docs/protocol.md's `reserve` result and refusal are the session's replies."""
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    for marker, name in (("reserve-result", "reserve-accepted"),
+                         ("reserve-declined", "reserve-declined")):
+        block = text.split(f"<!-- example:{marker} -->", 1)[1].split("```json\n", 1)[1]
+        documented = json.loads(block.split("```", 1)[0])
+        (case,) = [c for c in cases("request") if c["name"] == name]
+        assert documented == case["expect"]["record"], marker
