@@ -1,6 +1,7 @@
 """Regenerates the conformance vectors in this folder: `python docs/vectors/generate.py`.
 
-Everything is deterministic (fixed keys, fixed times, Ed25519 signatures are deterministic),
+Everything is deterministic (fixed keys, fixed times, Ed25519 signatures are deterministic;
+the query session's booking ids, salts and clocks are passed into the gateway's classes),
 so `tests/edge/platform_kit/test_vectors.py` rebuilds the files in memory and fails when one on disk
 differs: the vectors never drift from the code. The keys are public test keys (RFC 8037
 appendix A.1 for the gateway, RFC 8032 section 7.1 test 2 for the platform, test 3 for a
