@@ -56,7 +56,7 @@ class Browser:
                 pass
             if time.monotonic() > deadline:
                 self.close()
-                raise RuntimeError("chromedriver did not start")
+                raise RuntimeError("chromedriver did not answer /status as ready within 20 s")
             time.sleep(0.05)
         caps = {"browserName": "chrome", "goog:chromeOptions": {
             "binary": CHROMIUM, "args": [*ARGS, f"--user-data-dir={profile}"]}}

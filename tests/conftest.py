@@ -39,7 +39,9 @@ def find_free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(host: str, port: int, timeout: float = 10.0) -> bool:
+def wait_port(host: str, port: int, timeout: float = 20.0) -> bool:
+    """Whether something listens on `port` within `timeout` s (a loaded 2-core box can take
+    seconds to start a process); the caller fails naming what did not start."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:

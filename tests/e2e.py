@@ -284,18 +284,19 @@ def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
     deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
+        time.sleep(0.05)  # between looks at the condition, not a wait for it
 
 
-async def until(predicate: Callable[[], bool], within: float = 10.0, what: str = "it") -> float:
+async def until(predicate: Callable[[], bool], within: float = 10.0,
+                what: str = "a condition") -> float:
     """`wait_for` inside an event loop: polls without blocking the loop under test; returns
     the seconds it took (recovery tests report them)."""
     t0 = time.monotonic()
     while not predicate():
         if time.monotonic() - t0 > within:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
+        await asyncio.sleep(0.02)  # between looks at the condition, not a wait for it
     return time.monotonic() - t0
 
 

@@ -17,16 +17,25 @@ class Step:
         self.fail_first = fail_first
         self.calls = 0
         self.commit = commit
-        self.committing = False
+        self._committing = False
+        self.asked = asyncio.Event()  # the loop looked at `committing`: its choice is made
+        self.task: asyncio.Task[None] | None = None
         self.started = asyncio.Event()
         self.go = asyncio.Event()
         self.applied = 0
         self.cancelled = False
 
+    @property
+    def committing(self) -> bool:
+        """Read by the loop once a stop arrives mid-reload, just before it cancels or waits."""
+        self.asked.set()
+        return self._committing
+
     async def apply(self) -> None:
         self.calls += 1
+        self.task = asyncio.current_task()
         self.started.set()
-        self.committing = self.commit
+        self._committing = self.commit
         try:
             await self.go.wait()
         except asyncio.CancelledError:
@@ -76,8 +85,10 @@ async def test_a_stop_waits_for_a_reload_that_is_committing() -> None:
     loop = SignalLoop(step, structlog.get_logger())
     serving = await _reload(step, loop)
     loop.stop.set()
-    for _ in range(20):  # turns of the event loop in which the stop is seen, not acted on
-        await asyncio.sleep(0)
+    # the loop reads `committing` and, in the same step, cancels the reload or waits for it:
+    # once it has asked, its choice shows on the reload's task
+    await asyncio.wait_for(step.asked.wait(), 5)
+    assert step.task is not None and step.task.cancelling() == 0 and not step.task.done()
     assert not serving.done() and not step.cancelled
     step.go.set()
     await asyncio.wait_for(serving, 5)

@@ -81,7 +81,7 @@ async def test_runner_twin_and_recovery(adapter_cls: Any, settings_cls: Any, ser
                           backoff=Backoff(initial=0.05, cap=0.2))
     task = asyncio.create_task(runner.run())
     try:
-        await until(lambda: twin.state.part_count == 12)
+        await until(lambda: twin.state.part_count == 12, what="part_count 12 in the twin")
         expected = model.snapshot(model.start).as_state()
         got = twin.state
         assert got.execution is expected.execution
@@ -91,9 +91,9 @@ async def test_runner_twin_and_recovery(adapter_cls: Any, settings_cls: Any, ser
         assert twin.last_values["model"].value  # identification for the nameplate
 
         await sim.aclose()  # the control goes away...
-        await until(lambda: DeviceStatus.DOWN in statuses)
+        await until(lambda: DeviceStatus.DOWN in statuses, what="the device DOWN")
         sim = await serve(model, port)  # ...and comes back on the same port
-        await until(lambda: statuses[-1] is DeviceStatus.UP)
+        await until(lambda: statuses[-1] is DeviceStatus.UP, what="the device UP again")
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -72,7 +72,9 @@ async def test_stop_ends_a_runner_whose_adapter_swallows_cancellation() -> None:
     await until(lambda: bool(samples) and r.status is DeviceStatus.UP, 5, "polling")
     r.stop()
     task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=2)
+    # "never ends" can only be told by a deadline: generous for a loaded box, and the wait
+    # returns as soon as the runner ends
+    done, _ = await asyncio.wait({task}, timeout=10)
     assert done, "the runner kept polling after stop()"
 
 
@@ -181,9 +183,19 @@ class GatedConnect(SwallowingAdapter):
             cls.connecting -= 1
 
 
+class CountedSlots(asyncio.Semaphore):
+    """The fleet's connect slots, counting the runners that have asked for one."""
+
+    asked = 0
+
+    async def acquire(self) -> bool:
+        self.asked += 1
+        return await super().acquire()
+
+
 async def test_shared_connect_slots_bound_the_connects_in_progress() -> None:
     GatedConnect.gate = asyncio.Event()
-    slots = asyncio.Semaphore(2)
+    slots = CountedSlots(2)
     up: list[str] = []
     runners = [
         DeviceRunner(f"m{i}", GatedConnect, settings=NoSettings(), poll_interval=0.01,
@@ -192,10 +204,9 @@ async def test_shared_connect_slots_bound_the_connects_in_progress() -> None:
         for i in range(5)
     ]
     tasks = [asyncio.create_task(r.run()) for r in runners]
-    await until(lambda: GatedConnect.connecting == 2, 5, "two connects in progress")
-    for _ in range(5):  # the others stay queued while the two are held
-        await asyncio.sleep(0)
-    assert GatedConnect.connecting == 2
+    # every runner has asked for a slot: the three without one are queued, not connecting
+    await until(lambda: slots.asked == 5, 10, "all five runners to ask for a connect slot")
+    assert GatedConnect.connecting == 2 and GatedConnect.most == 2
     GatedConnect.gate.set()
     await until(lambda: {r.status for r in runners} == {DeviceStatus.UP}, 5, "all up")
     assert GatedConnect.most == 2 and set(up) == {f"m{i}" for i in range(5)}

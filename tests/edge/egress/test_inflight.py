@@ -37,7 +37,7 @@ async def test_settle_waits_for_every_publish() -> None:
 
     async def publish(n: int) -> None:
         try:
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # a publish still in flight when settle starts (behaviour)
             done.append(n)
         finally:
             inflight.release()

@@ -62,13 +62,18 @@ async def stepped(kpi: KpiService, during: Callable[[], None]
     assert isinstance(writes, Recorded)
     base = len(writes.saves)
 
+    running = asyncio.Event()
+
     async def poll() -> None:
-        await asyncio.sleep(0)  # started before the tick: runs again at its first pause
+        running.set()
+        # ready again at once (behaviour, not a wait): parked before the tick, it runs at
+        # the tick's first pause
+        await asyncio.sleep(0)
         seen.append(writes.saves[base:])
         during()
 
     polling = asyncio.create_task(poll())
-    await asyncio.sleep(0)
+    await running.wait()
     out = await kpi.tick_in_steps()
     await asyncio.wait_for(polling, 5)
     return out, seen[0]

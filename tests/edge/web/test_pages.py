@@ -162,6 +162,12 @@ def _timers() -> set[asyncio.TimerHandle]:
     return set(loop._scheduled)
 
 
+def _other_tasks() -> set[asyncio.Task[Any]]:
+    """The loop's tasks besides the test's own."""
+    mine = asyncio.current_task()
+    return {t for t in asyncio.all_tasks() if t is not mine}
+
+
 async def test_nobody_looking_costs_nothing() -> None:
     """Served but unwatched, the page reads no figure and keeps no timer; a live stream
     reads only while it is open (issue 14: < 5 % of the gateway's CPU with nobody looking,
@@ -171,7 +177,8 @@ async def test_nobody_looking_costs_nothing() -> None:
     server = StatusWeb(source, registry_for(source), port=0, refresh=0.05)
     await server.start()
     try:
-        await asyncio.sleep(0)  # let anything the start scheduled get going
+        # what could read the figures later is a task or a timer: the start left neither
+        assert _other_tasks() == set(), "no task while nobody is connected"
         assert source.reads == 0
         assert _timers() <= before, "no timer while nobody is connected"
         async with aiohttp.ClientSession() as http, http.get(server.url + "events") as r:
@@ -181,9 +188,8 @@ async def test_nobody_looking_costs_nothing() -> None:
                     line = await r.content.readline()
             assert source.reads >= 3 and server.viewers == 1
         await until(lambda: server.viewers == 0, what="the stream to notice the browser left")
-        after = source.reads
-        await asyncio.sleep(0)
-        assert source.reads == after
+        # the stream stops reading when it ends: no task and no timer is left that could
+        await until(lambda: not _other_tasks(), what="the stream's tasks to end")
         assert not {t for t in _timers() - before if not t.cancelled()}, "no timer left behind"
     finally:
         await server.stop()
