@@ -17,6 +17,7 @@ from conftest import Collector, Mosquitto
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from e2e import ALIAS_BOMB, GatewayProcess, huge_invalid_yaml, plant_yaml, wait_for
+from test_workers_page import reloads_total, rows
 
 from edge.platform_kit.client import query
 
@@ -82,6 +83,20 @@ def running(
 
 def no_tracebacks(gw: GatewayProcess) -> None:
     assert not [e for e in gw.logs() if e.get("event") == "non-json"], "plain-text output"
+
+
+@pytest.mark.slow
+def test_one_sighup_is_one_reload_entry_and_one_count(running: Running) -> None:
+    """One process: one SIGHUP, one row on the page and one count on `/metrics`, as with
+    worker processes (tests/end_to_end/test_workers_page.py)."""
+    url = running.gw.events("status_page_started")[0]["url"]
+    assert reloads_total(url) == {"ok": 0, "partial": 0, "rejected": 0}
+    running.reload_and_wait("reloaded")
+    wait_for(lambda: reloads_total(url)["ok"] == 1, 15, "the reload on /metrics")
+    running.edit("poll_interval: 0.2", "poll_interval: -1")
+    running.reload_and_wait("reload_rejected_keeping_running_config")
+    assert reloads_total(url) == {"ok": 1, "partial": 0, "rejected": 1}
+    assert [r[2].split(":")[0] for r in rows(url, "reload")] == ["rejected", "ok"]
 
 
 @pytest.mark.slow
