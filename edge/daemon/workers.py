@@ -13,8 +13,9 @@ edge/daemon/worker_report.py), the `keys` topic, the query endpoint (checks, non
 reply signing here; a machine's methods answered by its worker over a socket pair,
 edge/daemon/worker_queries.py) and the status page, `/metrics` and console table, built
 from worker snapshots asked for when due (edge/status/worker_source.py); the gateway
-view's recent warnings and reloads are each worker's too, which ride on its reports and
-are kept here across its restarts (edge/status/log_tap.py). Its bookings page
+view's recent warnings are each worker's too, which ride on its reports and are kept
+here across its restarts (edge/status/log_tap.py); its reloads are the parent's, one per
+SIGHUP for the pool (below). Its bookings page
 reads every worker's bookings store, and a decision taken there is written to the store
 holding the booking, as `edge-gateway bookings accept|decline` does (edge/bookings/board.py
 `WorkerDesks`); that worker signs and publishes it. It creates the signing key before any
