@@ -34,16 +34,21 @@ def configure_logging(
     exc: Any = (structlog.processors.format_exc_info if fmt == "json"
                 else structlog.processors.StackInfoRenderer())
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    threshold = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             TAP,  # recent warnings and reloads for the status page
+            LevelGate(threshold),
             stamp,
             exc,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        # info passes to the tap whatever the level: a reload's outcome (`reloaded`) is
+        # counted, and a worker's reported to its parent, with `--log-level warning` too;
+        # debug, the only level hot paths log at, is still dropped at the call
+        wrapper_class=structlog.make_filtering_bound_logger(min(threshold, logging.INFO)),
         # one write() per line, newline included (`print` makes two): the processes of
         # `run --workers N` share one stderr (the journal's stream, a file), and another
         # process's line written between a line and its newline merged both into one
@@ -72,6 +77,23 @@ def configure_logging(
     # Only the printing is replaced: the filters still decide first (Python's default
     # shows each once per location), so a warning in a loop stays one line.
     warnings.showwarning = _show_warning
+
+
+class LevelGate:
+    """A processor that drops events below `threshold` (a `logging` level), after the tap
+    has seen them."""
+
+    LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+              "warn": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
+              "critical": logging.CRITICAL, "fatal": logging.CRITICAL}
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+
+    def __call__(self, logger: Any, method: str, event_dict: Any) -> Any:
+        if self.LEVELS.get(method, logging.INFO) < self.threshold:
+            raise structlog.DropEvent
+        return event_dict
 
 
 def _show_warning(  # noqa: PLR0917 - `warnings.showwarning`'s positional signature

@@ -124,6 +124,7 @@ class Reloader:
         old_keys = gw.queries.keys
         gw.queries.reconfigure(new.plant, keys)  # effective with the next request
         held, dropped = 0, gw.slot.dropped
+        failed: Exception | None = None
         if plan is not None:
             running = gw.slot.current.plan if gw.slot.current is not None else None
             await gw.stop_egress(old)
@@ -131,7 +132,8 @@ class Reloader:
                 plan.continue_sessions(running)
             try:
                 held = await gw.start_egress(plan)
-            except Exception:  # prepared, yet the outbox did not open (disk): go back
+            except Exception as exc:  # prepared, yet the outbox did not open (disk): go back
+                failed = exc
                 gw.log.exception("reload_egress_start_failed_restoring_previous")
                 gw.loaded = new = old
                 gw.queries.reconfigure(old.plant, old_keys)
@@ -143,6 +145,10 @@ class Reloader:
         gw.kpi.reconfigure(new.plant)
         gw.parts.reconfigure()
         started = gw.fleet.start_missing()
+        if failed is not None:  # the running configuration again: counted as refused
+            gw.log.error("reload_failed_restored_running_config", error=str(failed),
+                         devices_restarted=started)
+            return
         gw.log.info(
             "reloaded",
             machines=len(gw.fleet.assets()),

@@ -6,9 +6,11 @@ status and will. The pipe is inherited from the parent (its fd number in
 $EDGE_WORKER_STATS_FD); a write that finds the parent gone stops the worker, so no worker
 outlives its parent for longer than one period.
 
-The worker's recent warnings and reload outcomes ride along (`log`: only those new since
-the last report written, edge/status/log_tap.py `LogNews`), so the parent's status page
-shows them without a message per event. A line a full pipe cut short is finished before
+The worker's recent warnings ride along (`log`: only those new since the last report
+written, edge/status/log_tap.py `LogNews`), so the parent's status page shows them without
+a message per event, and so does its latest reload outcome (`reload`: when it began, its
+result and why), which the parent that passed a SIGHUP on waits for to log one outcome for
+the pool (edge/daemon/reload_outcomes.py). A line a full pipe cut short is finished before
 the next one starts, so the parent never reads two reports run together.
 """
 
@@ -62,6 +64,7 @@ class WorkerReporter:
     def line(self) -> tuple[bytes, dict[str, int]]:
         """The report, and the marks of the log entries it carries (`LogNews.delivered`)."""
         news, marks = self.news.pending() if self.news is not None else ({}, {})
+        last = self.news.log.last_reload if self.news is not None else None
         body = {
             "worker": self.role.index,
             "pid": os.getpid(),
@@ -70,6 +73,7 @@ class WorkerReporter:
             "losses": self.losses(),
             **self.detail(),
             **({"log": news} if news else {}),
+            **({"reload": list(last)} if last is not None else {}),
         }
         return json.dumps(body, separators=(",", ":")).encode() + b"\n", marks
 

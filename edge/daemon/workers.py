@@ -13,8 +13,9 @@ edge/daemon/worker_report.py), the `keys` topic, the query endpoint (checks, non
 reply signing here; a machine's methods answered by its worker over a socket pair,
 edge/daemon/worker_queries.py) and the status page, `/metrics` and console table, built
 from worker snapshots asked for when due (edge/status/worker_source.py); the gateway
-view's recent warnings and reloads are each worker's too, which ride on its reports and
-are kept here across its restarts (edge/status/log_tap.py). Its bookings page
+view's recent warnings are each worker's too, which ride on its reports and are kept
+here across its restarts (edge/status/log_tap.py); its reloads are the parent's, one per
+SIGHUP for the pool (below). Its bookings page
 reads every worker's bookings store, and a decision taken there is written to the store
 holding the booking, as `edge-gateway bookings accept|decline` does (edge/bookings/board.py
 `WorkerDesks`); that worker signs and publishes it. It creates the signing key before any
@@ -26,10 +27,14 @@ restarted worker resumes its chains from its own outbox. SIGTERM/SIGINT: every w
 SIGTERM (each stops as a single gateway does: devices, flush, settle) and is killed if it
 has not exited within `stop_timeout` (15 s, inside the unit's TimeoutStopSec); then the
 parent publishes `offline` and disconnects.
-SIGHUP is passed to every worker (each reloads its slice; a machine added to the YAML is
-picked up by the worker it hashes to; one still starting takes it once it can,
-`sighup_held`) and the parent re-reads the YAML for its status and
-republishes the JWKS if `keys rotate` changed the key. A SIGHUP that changes N (the YAML's
+SIGHUP: the parent republishes the JWKS if `keys rotate` changed the key, reads the YAML
+(a file it refuses is refused once, the workers not asked), passes the SIGHUP to every
+worker (each reloads its slice; a machine added to the YAML is picked up by the worker it
+hashes to; one still starting takes it once it can, `sighup_held`), waits for each
+worker's outcome and logs one for the pool (edge/daemon/reload_outcomes.py: one SIGHUP is
+one entry on the page and one count in `edge_gateway_reloads_total`, `partial` when some
+workers kept their running configuration), then takes the YAML for its status and queries
+unless every worker refused it. A SIGHUP that changes N (the YAML's
 `gateway.workers`, unless `--workers` was given) stops every worker as SIGTERM does and
 makes `run` return `EXIT_RESTART` (the gateway view's history written for the next start,
 edge/status/log_keep.py): edge/cli.py starts the command again in this process,
@@ -65,6 +70,13 @@ from edge.daemon.console import console_loop, status_footer, status_rows
 from edge.daemon.embedded_broker import EmbeddedBroker
 from edge.daemon.gateway import EXIT_RESTART, RunOptions, destinations, restarting_notice
 from edge.daemon.preflight import load_for_reload
+from edge.daemon.reload_outcomes import (
+    NOT_RUNNING,
+    STOPPED,
+    WorkerOutcome,
+    pool_outcome,
+    reported,
+)
 from edge.daemon.signal_loop import SignalLoop
 from edge.daemon.supervisor import Supervisor, cancel_all
 from edge.daemon.worker_channel import ENV_FD as CHANNEL_FD
@@ -147,8 +159,11 @@ class WorkerState:
     report: dict[str, Any] = field(default_factory=dict)
     channel: WorkerChannel | None = None
     recent: RecentLog = field(default_factory=RecentLog)
-    """Its recent warnings and reload outcomes as its reports brought them; kept when it
-    restarts (its new process starts empty), for the status page."""
+    """Its recent warnings as its reports brought them; kept when it restarts (its new
+    process starts empty), for the status page."""
+    ended: int = 0
+    """How many of its processes have ended, their reports read to the last (a reload
+    waits for the outcome of the process it signalled, or for that process's end)."""
 
     def summary(self, machines: list[str]) -> dict[str, Any]:
         alive = self.process is not None and self.process.returncode is None
@@ -235,6 +250,7 @@ class WorkerPool:
         stop_timeout: float = 15.0,  # below the unit's TimeoutStopSec=20s: room for offline
         console_every: float | None = None,
         workers_arg: int | None = None,
+        reload_within: float = 60.0,
     ) -> None:
         self.loaded = polls_nothing(loaded)
         self.plan = plan
@@ -252,6 +268,8 @@ class WorkerPool:
         self._spawning = asyncio.Lock()  # one spawn at a time: each restores the mask it found
         self._reload = self.signals.reload
         self._changed = asyncio.Event()
+        self._reported = asyncio.Event()  # a report came, or a worker process ended
+        self.reload_within = reload_within  # a worker's reload outcome, its start included
         self._jwks = plan.jwks
         # outbox_full_losing_data, from the workers' summed counters as one process does
         self.alarms = LossAlarms(log)
@@ -373,6 +391,7 @@ class WorkerPool:
                     if not worker.report or status_news(worker.report, report):
                         self._changed.set()
                     worker.report = report
+                    self._reported.set()
                     if news:
                         with contextlib.suppress(TypeError, KeyError):  # ValueError: above
                             worker.recent.absorb(news)
@@ -415,6 +434,8 @@ class WorkerPool:
             reading = asyncio.create_task(self._read_reports(worker, read_fd))
             code = await worker.process.wait()
             await asyncio.gather(reading, return_exceptions=True)
+            worker.ended += 1
+            self._reported.set()
             channel, worker.channel = worker.channel, None
             await channel.close()  # a request still waiting is answered `unavailable`
             self._changed.set()
@@ -501,13 +522,14 @@ class WorkerPool:
         return 0 if self.restart_as is None else EXIT_RESTART
 
     committing = False
-    """For the signal loop (`ReloadStep`): `apply` awaits only its parse, so a stop may
-    always abandon it."""
+    """For the signal loop (`ReloadStep`): `apply` awaits only its parse and the workers'
+    outcomes, so a stop may always abandon it (the workers are stopped next)."""
 
     async def apply(self) -> None:
         """The parent republishes the JWKS first (`keys rotate`: the new public key goes
-        out before any worker signs with it), then every worker reloads its own slice, and
-        the parent re-reads the YAML for the machine list of its status."""
+        out before any worker signs with it), then every worker reloads its own slice; the
+        parent logs one outcome for the pool and, unless every worker refused the file,
+        takes it for the machine list of its status and its queries."""
         self._announce_keys()
         self.log.info("reload_started", file=str(self.loaded.path))
         # A file the parent refuses is refused once, as by a single process
@@ -516,15 +538,12 @@ class WorkerPool:
         # neither counts it once per worker nor applies a file the parent kept out
         try:
             new = await load_for_reload(self.loaded.path, self.loaded.share)
+            count = workers_for(new, self.workers_arg)  # a `gateway.workers` host refuses
+            keys = load_platform_keys(new.plant.platforms)
         except PlantConfigError as exc:
             self.log.error("reload_rejected_keeping_running_config", problems=exc.lines())
             return
         except (EdgeError, OSError) as exc:
-            self.log.error("reload_preparation_failed_keeping_running_config", error=str(exc))
-            return
-        try:
-            count = workers_for(new, self.workers_arg)
-        except EdgeError as exc:  # a `gateway.workers` this host refuses
             self.log.error("reload_preparation_failed_keeping_running_config", error=str(exc))
             return
         if count != len(self.workers):  # stop all, move the machines, start the new pool
@@ -533,16 +552,51 @@ class WorkerPool:
             self.restart_as = count
             self._stopping.set()
             return
-        self._signal_all(signal.SIGHUP)
-        try:
-            keys = load_platform_keys(new.plant.platforms)
-        except EdgeError as exc:
-            self.log.error("reload_failed_keeping_running_config", error=str(exc))
+        result, lines = pool_outcome(await self._reload_workers())
+        if result == "rejected":  # no worker runs the file: neither does the parent
+            self.log.error("reload_rejected_keeping_running_config", pool=lines)
             return
         self.queries.reconfigure(new.plant, keys)
         self.loaded = polls_nothing(new)
         self._renew_birth_and_will()
         self._changed.set()
+        if result == "ok":
+            self.log.info("reloaded", pool=lines)
+        else:
+            self.log.error("reload_partially_applied", pool=lines)
+
+    async def _reload_workers(self) -> list[WorkerOutcome]:
+        """Pass the SIGHUP to every running worker and return each worker's outcome: the
+        first reload it began after the signal (a worker still starting takes the signal
+        once it can, `sighup_held`), the end of its process, or silence for
+        `reload_within` s. A worker not running reads the file as it starts."""
+        since = time.monotonic()  # the host's clock, as the workers' `LastReload.began`
+        asked = {w.role.index: (w.process, w.ended) for w in self.workers
+                 if w.process is not None and w.process.returncode is None}
+        self._signal_all(signal.SIGHUP)
+        found = {w.role.index: WorkerOutcome(w.role.index, "ok", NOT_RUNNING)
+                 for w in self.workers if w.role.index not in asked}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reload_within
+        while True:
+            self._reported.clear()
+            for index, (process, ended) in asked.items():
+                worker = self.workers[index]
+                if index in found:
+                    continue
+                last = reported(worker.report) if worker.process is process else None
+                if last is not None and last.began >= since:
+                    found[index] = WorkerOutcome(index, last.result, last.why)
+                elif worker.ended != ended:
+                    found[index] = WorkerOutcome(index, "unknown", STOPPED)
+            if len(found) == len(self.workers) or loop.time() >= deadline:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await self._reported.wait()
+        silent = f"no outcome within {self.reload_within:g} s"
+        return [found.get(w.role.index) or WorkerOutcome(w.role.index, "unknown", silent)
+                for w in self.workers]
 
     def _renew_birth_and_will(self) -> None:
         """Each destination's birth and will as the reloaded YAML says (its `machines`

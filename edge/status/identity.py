@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from edge.status.log_tap import KEEP, LogTap, RecentLog, merged, reload_counts
+from edge.status.log_tap import KEEP, LogTap, RecentLog, merged
 from edge.status.model import GatewayStatus, QueryCounts
 from models.plant import Plant
 
@@ -28,8 +28,9 @@ class GatewayIdentity:
     started: datetime
     tap: LogTap
     workers: Sequence[RecentLog] = ()
-    """With `run --workers N`: the parent's copy of each worker's recent warnings and
-    reloads (index = worker), shown beside the parent's own."""
+    """With `run --workers N`: the parent's copy of each worker's recent warnings (index =
+    worker), shown beside the parent's own. Reloads are the parent's only: it logs one
+    outcome per SIGHUP for the whole pool (edge/daemon/reload_outcomes.py)."""
     shown: int = 2 * KEEP
     """The newest this many of each kind, however many workers there are."""
 
@@ -39,10 +40,10 @@ class GatewayIdentity:
         g = self.plant().gateway
         return GatewayStatus(
             id=g.id, site=g.site, version=self.version, kid=kid, started=self.started,
-            reloads=merged(self.tap.recent, self.workers, "reloads", self.shown),
+            reloads=merged(self.tap.recent, (), "reloads", self.shown),
             warnings=merged(self.tap.recent, self.workers, "warnings", self.shown),
             envelopes_sealed=envelopes, records_sealed=records,
-            reload_counts=reload_counts(self.tap.recent, self.workers),
+            reload_counts=dict(self.tap.recent.reload_counts),
         )
 
     def query_counts(self) -> QueryCounts:

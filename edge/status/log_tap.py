@@ -6,18 +6,23 @@ in the logging chain keeps the last few in memory for the status page's gateway 
 no component needs a second reporting path. Secrets never reach log calls, so none reach
 the page either.
 
-With `run --workers N` each worker keeps its own; what is new since its last report rides
-on that report to the parent (`LogNews`, edge/daemon/worker_report.py), which keeps a copy
-per worker (`RecentLog.absorb`, edge/daemon/workers.py) that outlives a restart of the
-worker, and shows them beside its own (`merged`, edge/status/identity.py).
+With `run --workers N` each worker keeps its own; the warnings new since its last report
+ride on that report to the parent (`LogNews`, edge/daemon/worker_report.py), which keeps a
+copy per worker (`RecentLog.absorb`, edge/daemon/workers.py) that outlives a restart of the
+worker, and shows them beside its own (`merged`, edge/status/identity.py). A worker's
+reload outcomes are not listed nor counted there: its report carries its last one
+(`RecentLog.last_reload`), and the parent, which passed the SIGHUP on, logs one outcome
+for the whole pool (edge/daemon/reload_outcomes.py), so one SIGHUP is one entry and one
+count whatever the number of processes.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from edge.status.model import LogEntry
 from models.sample import utc_now
@@ -26,13 +31,24 @@ RELOAD_EVENTS = {"reloaded": "ok", "reload_rejected_keeping_running_config": "re
                  # the file was valid, but what it names could not be prepared (a keys
                  # directory that is a file...): refused as well, and said why
                  "reload_preparation_failed_keeping_running_config": "rejected",
+                 # a check failed unexpectedly (a bug), or the new egress did not start and
+                 # the previous one was restored: the running configuration stays
+                 "reload_failed_keeping_running_config": "rejected",
+                 "reload_failed_restored_running_config": "rejected",
+                 # a commit step raised (a bug; edge/daemon/signal_loop.py), or some
+                 # workers applied the file and others did not (edge/daemon/workers.py)
+                 "reload_failed": "partial",
+                 "reload_partially_applied": "partial",
                  "workers_changed_restarting": "ok"}
 _SHOWN = ("asset", "destination", "error", "reason", "problems", "path", "hint",
           "category", "message", "location")  # the last three: `python_warning`
 Kind = Literal["warnings", "reloads"]
-RELOAD_RESULTS = ("ok", "rejected")
+RELOAD_RESULTS = ("ok", "rejected", "partial")
 """`edge_gateway_reloads_total`'s `result` values: each has a sample (0) before any reload,
-as Prometheus asks of known label values, so `rate()` and alerts see the first one."""
+as Prometheus asks of known label values, so `rate()` and alerts see the first one. `ok`:
+the whole gateway (with workers: the parent and every worker) runs the new file;
+`rejected`: none of it does, the running configuration stays; `partial`: some of it does
+(a worker refused what the others applied, or a commit step failed), the entry says which."""
 KEEP = 50
 """Entries of each kind a process keeps (and the parent keeps per worker)."""
 
@@ -80,25 +96,41 @@ class RecentLog:
         self.reload_counts: dict[str, int] = dict.fromkeys(RELOAD_RESULTS, 0)
         """Every reload outcome ever seen, by result: the ring above forgets the oldest,
         and `edge_gateway_reloads_total` must never go down."""
+        self.last_reload: LastReload | None = None
+        """This process's latest reload outcome; a worker's report carries it to the
+        parent, which waits for the one that began after it passed a SIGHUP on."""
+        self._began = 0.0
 
-    def add_reload(self, when: datetime, text: str) -> None:
-        self.reloads.add(when, text)
-        ok = text == "ok" or text.startswith("ok: ")  # "ok: workers 2 -> 3"
-        result = RELOAD_RESULTS[0] if ok else RELOAD_RESULTS[1]
+    def reload_started(self) -> None:
+        self._began = time.monotonic()
+
+    def add_reload(self, when: datetime, result: str, why: str = "") -> None:
+        """One reload outcome: `result` one of RELOAD_RESULTS, `why` the detail shown
+        after it ("rejected: plant.yaml:3: ...", "ok: workers 2 -> 3")."""
+        self.reloads.add(when, f"{result}: {why}" if why else result)
         self.reload_counts[result] += 1
+        self.last_reload = LastReload(self._began, result, why)
 
     def kind(self, name: Kind) -> Recent:
         return self.warnings if name == "warnings" else self.reloads
 
     def absorb(self, news: Mapping[str, Any]) -> None:
-        """Add what a worker's report carried (`LogNews.pending`); ValueError, TypeError or
-        KeyError when it is not that shape."""
-        parsed = {k: [(datetime.fromisoformat(str(t)), str(s)) for t, s in news.get(k, ())]
-                  for k in self.KINDS}  # all parsed first: a bad report adds nothing
-        for when, text in parsed["warnings"]:
+        """Add the warnings a worker's report carried (`LogNews.pending`); ValueError,
+        TypeError or KeyError when they are not that shape."""
+        parsed = [(datetime.fromisoformat(str(t)), str(s)) for t, s in news.get("warnings", ())]
+        for when, text in parsed:  # all parsed first: a bad report adds nothing
             self.warnings.add(when, text)
-        for when, text in parsed["reloads"]:  # each arrives once (LogNews), so counted once
-            self.add_reload(when, text)
+
+
+class LastReload(NamedTuple):
+    """A process's latest reload outcome, as a worker reports it to its parent."""
+
+    began: float
+    """`time.monotonic()` when that reload began: the clock is the host's (CLOCK_MONOTONIC),
+    the same in every process, so the parent tells the outcome of the SIGHUP it passed on
+    from an earlier one."""
+    result: str
+    why: str
 
 
 class LogNews:
@@ -106,16 +138,19 @@ class LogNews:
     marks move only once a report carrying the entries was written (`delivered`), so a
     report skipped because the pipe was full loses nothing the ring still holds."""
 
+    KINDS: tuple[Kind, ...] = ("warnings",)
+    """Its reload outcomes are not sent: the parent logs one for the pool (module doc)."""
+
     def __init__(self, log: RecentLog) -> None:
         self.log = log
-        self._sent: dict[str, int] = dict.fromkeys(RecentLog.KINDS, 0)
+        self._sent: dict[str, int] = dict.fromkeys(self.KINDS, 0)
 
     def pending(self) -> tuple[dict[str, list[list[str]]], dict[str, int]]:
         """(the new entries by kind, as JSON; the marks to pass to `delivered`)."""
         news = {k: [[t.isoformat(), s] for t, s in self.log.kind(k).after(self._sent[k])]
-                for k in RecentLog.KINDS}
+                for k in self.KINDS}
         return ({k: v for k, v in news.items() if v},
-                {k: self.log.kind(k).total for k in RecentLog.KINDS})
+                {k: self.log.kind(k).total for k in self.KINDS})
 
     def delivered(self, marks: Mapping[str, int]) -> None:
         self._sent.update(marks)
@@ -133,16 +168,6 @@ def merged(own: RecentLog, workers: Sequence[RecentLog], kind: Kind,
     return tuple(entries[-limit:])
 
 
-def reload_counts(own: RecentLog, workers: Sequence[RecentLog]) -> dict[str, int]:
-    """Reload outcomes by result, this process's and every worker's (each worker's copy
-    survives its restarts in the parent, so the sum only grows)."""
-    out = dict(own.reload_counts)
-    for log in workers:
-        for result, n in log.reload_counts.items():
-            out[result] = out.get(result, 0) + n
-    return out
-
-
 class LogTap:
     """A structlog processor: passes every event on unchanged, remembers a few."""
 
@@ -153,14 +178,17 @@ class LogTap:
         self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         event = str(event_dict.get("event", ""))
-        if event in RELOAD_EVENTS:
-            detail = RELOAD_EVENTS[event]
+        if event == "reload_started":
+            self.recent.reload_started()
+        elif event in RELOAD_EVENTS:
+            result = RELOAD_EVENTS[event]
             if event == "workers_changed_restarting":  # applied by the restart it makes
-                detail += f": workers {event_dict.get('running')} -> {event_dict.get('workers')}"
-            elif detail != "ok":
-                why = event_dict.get("problems") or [event_dict.get("error", "")]
-                detail += ": " + "; ".join(map(str, why))[:300]
-            self.recent.add_reload(utc_now(), detail)
+                why = f"workers {event_dict.get('running')} -> {event_dict.get('workers')}"
+            else:  # the pool's parent names each worker's outcome (`pool`)
+                lines = event_dict.get("pool") or (() if result == "ok" else (
+                    event_dict.get("problems") or [event_dict.get("error", "")]))
+                why = "; ".join(map(str, lines))[:300]
+            self.recent.add_reload(utc_now(), result, why)
         if method in ("warning", "error", "critical", "exception"):
             extra = " ".join(f"{k}={event_dict[k]}" for k in _SHOWN if k in event_dict)
             self.recent.warnings.add(utc_now(), f"{method}: {event} {extra}".strip()[:500])

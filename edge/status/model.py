@@ -169,15 +169,15 @@ class GatewayStatus:
     kid: str | None
     started: datetime
     reloads: tuple[LogEntry, ...]
-    """(when, outcome, worker) of each SIGHUP reload, oldest first; with `run --workers
-    N` each worker's beside the parent's, merged by time."""
+    """(when, outcome) of each SIGHUP reload, oldest first; with `run --workers N` the
+    parent's one outcome for the whole pool, which names the workers."""
     warnings: tuple[LogEntry, ...]
     """Recent warning and error log events, oldest first, merged the same way."""
     envelopes_sealed: int = 0
     records_sealed: int = 0
     reload_counts: Mapping[str, int] = field(default_factory=dict)
-    """Every reload outcome since start by result (`ok`, `rejected`), workers' included:
-    `reloads` keeps only the recent ones."""
+    """Every reload outcome since start by result (`ok`, `rejected`, `partial`), one per
+    SIGHUP whatever the number of processes: `reloads` keeps only the recent ones."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,9 @@ every worker for a snapshot over the worker channel (edge/status/snapshot.py), a
 per `max_age` seconds however many viewers there are. A worker that does not answer (it is
 restarting) keeps its machines on the page from its last snapshot, with the link shown as
 `down` and the reason, rather than letting them vanish. The gateway row's recent warnings
-and reloads are not asked for: they come with the workers' periodic reports, so a worker
-that nobody looked at before it crashed has still handed them over (edge/status/log_tap.py).
+are not asked for: they come with the workers' periodic reports, so a worker that nobody
+looked at before it crashed has still handed them over (edge/status/log_tap.py); its
+reloads are the parent's, one per SIGHUP for the pool (edge/daemon/reload_outcomes.py).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class WorkerStatusSource:
         worker_logs: Sequence[RecentLog] = (),
         max_age: float = 1.0,
     ) -> None:
-        """`worker_logs`: the parent's copy of each worker's recent warnings and reloads
+        """`worker_logs`: the parent's copy of each worker's recent warnings
         (from its reports, edge/daemon/workers.py), merged into `gateway()`."""
         self._plant = plant
         self.workers = workers

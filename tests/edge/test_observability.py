@@ -109,3 +109,32 @@ def test_python_warnings_are_json_lines_once_per_location(entry: str) -> None:
     ], done.stderr
     assert all(x["level"] == "warning" and x["location"].startswith("<string>:")
                for x in shown)
+
+
+QUIET = """
+import json, sys
+from edge.observability import configure_logging, get_logger
+from edge.status.log_tap import TAP
+configure_logging("json", level="warning")
+log = get_logger()
+log.debug("noise")
+log.info("reload_started", file="plant.yaml")
+log.info("reloaded", machines=2)
+log.warning("device_link_down", asset="m1")
+print(json.dumps([TAP.recent.reload_counts, [t for _, t in TAP.recent.reloads],
+                  TAP.recent.last_reload is not None]), file=sys.__stdout__)
+"""
+
+
+def test_a_reload_is_counted_whatever_the_log_level() -> None:
+    """`--log-level warning` dropped `reloaded` (info) before the tap saw it: the reload
+    was neither listed nor counted, and a worker had no outcome to report, so its parent
+    would have waited for one in vain. The tap now sees info; the level still decides what
+    is written."""
+    done = subprocess.run([sys.executable, "-c", QUIET], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    counts, reloads, reported = json.loads(done.stdout)
+    assert counts == {"ok": 1, "rejected": 0, "partial": 0} and reloads == ["ok"] and reported
+    written = [json.loads(line)["event"] for line in done.stderr.splitlines() if line.strip()]
+    assert written == ["device_link_down"]

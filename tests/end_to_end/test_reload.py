@@ -17,7 +17,9 @@ from conftest import Collector, Mosquitto
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from e2e import ALIAS_BOMB, GatewayProcess, huge_invalid_yaml, plant_yaml, wait_for
+from test_workers_page import reloads_total, rows
 
+from edge.egress.outbox import FILENAME as OUTBOX_FILE
 from edge.platform_kit.client import query
 
 GATEWAY = "edge/plant-a/gw-1"
@@ -82,6 +84,20 @@ def running(
 
 def no_tracebacks(gw: GatewayProcess) -> None:
     assert not [e for e in gw.logs() if e.get("event") == "non-json"], "plain-text output"
+
+
+@pytest.mark.slow
+def test_one_sighup_is_one_reload_entry_and_one_count(running: Running) -> None:
+    """One process: one SIGHUP, one row on the page and one count on `/metrics`, as with
+    worker processes (tests/end_to_end/test_workers_page.py)."""
+    url = running.gw.events("status_page_started")[0]["url"]
+    assert reloads_total(url) == {"ok": 0, "partial": 0, "rejected": 0}
+    running.reload_and_wait("reloaded")
+    wait_for(lambda: reloads_total(url)["ok"] == 1, 15, "the reload on /metrics")
+    running.edit("poll_interval: 0.2", "poll_interval: -1")
+    running.reload_and_wait("reload_rejected_keeping_running_config")
+    assert reloads_total(url) == {"ok": 1, "partial": 0, "rejected": 1}
+    assert [r[2].split(":")[0] for r in rows(url, "reload")] == ["rejected", "ok"]
 
 
 @pytest.mark.slow
@@ -216,3 +232,23 @@ def test_a_failing_egress_preparation_keeps_the_running_egress(running: Running)
     assert running.ask("p1", "health", {})["ok"]
     assert len(running.gw.events("egress_ready")) == 1 and not running.gw.events("reloaded")
     no_tracebacks(running.gw)
+
+
+@pytest.mark.slow
+def test_a_new_outbox_that_does_not_open_restores_the_running_egress_counted_rejected(
+    running: Running,
+) -> None:
+    """Prepared, yet the new outbox does not open: the previous egress is started again.
+    That was logged `reloaded` and counted `ok`, though the running configuration stayed."""
+    url = running.gw.events("status_page_started")[0]["url"]
+    moved = running.plant.parent / "moved"
+    (moved / OUTBOX_FILE).mkdir(parents=True)  # a directory where the outbox file goes
+    state = running.plant.parent / "state"  # the signing key stays where it is
+    running.edit(f"state_dir: {state},", f"keys_dir: {state / 'keys'}, state_dir: {moved},")
+    failed = running.reload_and_wait("reload_failed_restored_running_config")
+    assert failed["error"], failed
+    assert not running.gw.events("reloaded")
+    assert reloads_total(url) == {"ok": 0, "partial": 0, "rejected": 1}
+    [row] = rows(url, "reload")
+    assert row[2].startswith("rejected: "), row
+    running.telemetry_keeps_arriving()

@@ -153,10 +153,95 @@ def test_the_reload_that_changed_the_worker_count_is_still_listed_after_the_rest
         url = gw.events("status_page_started")[1]["url"]
         reloads = rows(url, "reload")
         assert [r[2] for r in reloads] == ["ok: workers 2 -> 3"], reloads
+        # counted once, by the parent serving `/metrics` now (the stopping one was gone
+        # before any scrape): its counts go on from the previous run's
+        assert reloads_total(url) == {"ok": 1, "partial": 0, "rejected": 0}
         warnings = rows(url, "warning")  # the old worker's, now kept by the parent
         assert any(r[1] in ("", "parent") and r[2].startswith(
             f"worker {dead}: warning: device_unavailable asset=dead ") for r in warnings), warnings
         assert any(r[2] == "warning: workers_changed_restarting" for r in warnings), warnings
         assert not (state / "recent-log.json").exists()  # read once
+    finally:
+        gw.stop()
+
+
+def reloads_total(url: str) -> dict[str, float]:
+    """`edge_gateway_reloads_total` by result, as `/metrics` says now."""
+    text = httpx.get(url + "metrics", timeout=10).text
+    return {r: float(n) for r, n in
+            re.findall(r'^edge_gateway_reloads_total\{result="(\w+)"\} (\S+)$', text, re.M)}
+
+
+@pytest.mark.slow
+def test_one_sighup_is_one_reload_entry_and_one_count_with_two_workers(
+    tmp_path: Path, mosquitto: Mosquitto, free_port: Callable[[], int],
+) -> None:
+    """Each worker logged `reloaded` and the parent counted every worker's: one SIGHUP was
+    2 on `/metrics` and 2 rows on the page, and a worker that kept its running
+    configuration while the other applied the file was counted `ok` beside it. Now the
+    parent logs one outcome per SIGHUP for the pool: `ok` when both workers applied it,
+    `rejected` when the parent or both workers refused it, `partial` when one did (here a
+    new state directory where worker 1's own directory cannot be created), naming them."""
+    state = tmp_path / "state"
+    keys = f", keys_dir: {state / 'keys'}"  # the same key whichever state_dir (below)
+    plant = tmp_path / "plant.yaml"
+    text = plant_yaml(state, [free_port(), free_port()], mosquitto.port, gateway_extra=keys)
+    plant.write_text(text)
+    gw = GatewayProcess(plant, "--workers", "2").start()
+
+    def reload_rows() -> list[str]:
+        return [r[2] for r in reversed(rows(url, "reload"))]  # oldest first
+
+    def sighup(new_text: str, result: str, count: float) -> None:
+        plant.write_text(new_text)
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: reloads_total(url)[result] == count, 60,
+                 f"edge_gateway_reloads_total{{result={result!r}}} {count}")
+
+    try:
+        wait_for(lambda: bool(gw.events("status_page_started")), 60, "the status page")
+        url = gw.events("status_page_started")[0]["url"]
+        wait_for(lambda: {0, 1} <= {e.get("worker") for e in gw.events("gateway_started")},
+                 60, "both workers started")
+        assert reloads_total(url) == {"ok": 0, "partial": 0, "rejected": 0}
+
+        # the file as it is: both workers apply it, the parent counts it once
+        sighup(text, "ok", 1)
+        assert reload_rows() == ["ok: applied by workers 0, 1"]
+        assert {e.get("worker") for e in gw.events("reloaded")} == {None, 0, 1}
+        [pooled] = [e for e in gw.events("reloaded") if "worker" not in e]
+        assert pooled["pool"] == ["applied by workers 0, 1"]
+
+        # a file the parent refuses: once, the workers not asked
+        sighup(text.replace("poll_interval: 0.2", "poll_interval: -1", 1), "rejected", 1)
+        assert len(reload_rows()) == 2 and reload_rows()[1].startswith("rejected: ")
+        assert "poll_interval" in reload_rows()[1]
+
+        # a file the parent accepts and both workers refuse (a keys directory that is a
+        # file, which only the workers' new egress reads): once, naming both
+        (tmp_path / "not-a-dir").write_text("")
+        sighup(text.replace(keys, f", keys_dir: {tmp_path / 'not-a-dir'}"), "rejected", 2)
+        assert len(reload_rows()) == 3
+        assert reload_rows()[2].startswith("rejected: workers 0, 1: "), reload_rows()
+
+        # worker 1 cannot use the new state directory, worker 0 can: partial, once
+        moved = tmp_path / "moved"
+        moved.mkdir()
+        (moved / "worker-1").write_text("in the way")
+        sighup(text.replace(f"state_dir: {state},", f"state_dir: {moved},"), "partial", 1)
+        last = reload_rows()[-1]
+        assert last.startswith("partial: applied by worker 0; worker 1: rejected: "), last
+        assert "worker-1" in last
+        assert len(gw.events("reload_partially_applied")) == 1
+        assert (moved / "worker-0").is_dir()  # worker 0 applied it
+
+        # each SIGHUP one row and one count; the workers' own lines are theirs (worker 0
+        # applied the first and the last, worker 1 the first), counted in none of them
+        def applied_by(worker: int) -> int:
+            return len([e for e in gw.events("reloaded") if e.get("worker") == worker])
+
+        assert (applied_by(0), applied_by(1)) == (2, 1)
+        assert reloads_total(url) == {"ok": 1, "partial": 1, "rejected": 2}
+        assert len(reload_rows()) == 4
     finally:
         gw.stop()

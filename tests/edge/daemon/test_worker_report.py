@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -86,7 +87,11 @@ def test_each_entry_travels_once_and_the_parent_keeps_it(pipe: tuple[int, int]) 
         "warning: device_link_down asset=m1",
         "error: reload_rejected_keeping_running_config "
         "problems=['plant.yaml:3: machines.0.port: bad']"]
-    assert [t for _, t in kept.reloads] == ["rejected: plant.yaml:3: machines.0.port: bad"]
+    # its reload outcome is no entry of the parent's (which logs one for the pool) ...
+    assert "reloads" not in first["log"] and not len(kept.reloads)
+    # ... but every report carries the latest, for the parent waiting for it
+    assert first["reload"] == second["reload"] == [
+        0.0, "rejected", "plant.yaml:3: machines.0.port: bad"]
     warn(tap, "m2")
     rep.send()
     [third] = reports(drain(r))
@@ -123,7 +128,25 @@ def test_a_full_pipe_loses_nothing_and_never_runs_two_reports_together(
 def test_a_report_that_is_not_one_adds_nothing() -> None:
     kept = RecentLog()
     for bad in ({"warnings": [["not a time", "x"]]}, {"warnings": [["2026-01-01T00:00:00"]]},
-                {"reloads": [["2026-01-01T00:00:00+00:00", "ok"], 7]}):
+                {"warnings": [["2026-01-01T00:00:00+00:00", "x"], 7]}):
         with pytest.raises((ValueError, TypeError, KeyError)):
             kept.absorb(bad)
     assert len(kept.warnings) == len(kept.reloads) == 0
+
+
+def test_the_report_says_when_the_latest_reload_began(pipe: tuple[int, int]) -> None:
+    """The parent passes a SIGHUP on at a moment of the host's monotonic clock and waits
+    for the outcome of a reload that began after it: an earlier one's is not this one's."""
+    r, w = pipe
+    tap = LogTap()
+    rep = reporter(w, tap)
+    rep.send()
+    [none] = reports(drain(r))
+    assert "reload" not in none  # no reload yet
+    before = time.monotonic()
+    tap(None, "info", {"event": "reload_started", "file": "plant.yaml"})
+    tap(None, "info", {"event": "reloaded", "machines": 2})
+    rep.send()
+    [report] = reports(drain(r))
+    began, result, why = report["reload"]
+    assert before <= began <= time.monotonic() and (result, why) == ("ok", "")

@@ -9,7 +9,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge.metrics.collector import registry_for
-from edge.status.log_tap import KEEP, RecentLog, reload_counts
+from edge.status.log_tap import KEEP, RecentLog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
 from plant_status import T0, FixedStatus, machine
@@ -67,6 +67,7 @@ def test_reloads_have_a_sample_per_result_before_the_first_reload() -> None:
     text = generate_latest(registry_for(FixedStatus(reloads=()))).decode()
     assert 'edge_gateway_reloads_total{result="ok"} 0.0' in text
     assert 'edge_gateway_reloads_total{result="rejected"} 0.0' in text
+    assert 'edge_gateway_reloads_total{result="partial"} 0.0' in text
 
 
 def test_query_requests_help_says_refusals_count_too() -> None:
@@ -80,11 +81,15 @@ def test_query_requests_help_says_refusals_count_too() -> None:
 
 def test_the_reload_counter_never_goes_down_when_the_recent_list_is_full() -> None:
     """The page keeps the last `KEEP` reloads per process; the counter counted that list,
-    so it stopped at 50 (and fell when workers' lists were trimmed to the shown ones).
-    Counted as they happen, a worker's too (absorbed once from its report), it only grows."""
+    so it stopped at 50. Counted as they happen, it only grows; a worker's report adds
+    none (its parent logs one outcome per SIGHUP for the pool)."""
     own, worker = RecentLog(), RecentLog()
     for _ in range(KEEP + 10):
         own.add_reload(T0, "ok")
-    worker.absorb({"reloads": [[T0.isoformat(), "rejected: bad"]] * (KEEP + 5)})
-    assert len(own.reloads) == KEEP and len(worker.reloads) == KEEP
-    assert reload_counts(own, [worker]) == {"ok": KEEP + 10, "rejected": KEEP + 5}
+    for _ in range(KEEP + 5):
+        own.add_reload(T0, "rejected", "bad")
+    own.add_reload(T0, "partial", "applied by worker 0; worker 1: rejected: bad")
+    worker.absorb({"reloads": [[T0.isoformat(), "rejected: bad"]]})
+    assert len(own.reloads) == KEEP and not len(worker.reloads)
+    assert own.reload_counts == {"ok": KEEP + 10, "rejected": KEEP + 5, "partial": 1}
+    assert worker.reload_counts == {"ok": 0, "rejected": 0, "partial": 0}

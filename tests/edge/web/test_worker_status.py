@@ -164,16 +164,18 @@ def test_a_meter_row_shows_its_reading_not_an_oee_in_every_view() -> None:
     assert unread.meter_reading == "meter of mill-01"
 
 
-async def test_the_gateway_view_merges_each_workers_warnings_and_reloads_by_time() -> None:
+async def test_the_gateway_view_merges_each_workers_warnings_by_time() -> None:
     """With `run --workers N` the gateway page, its live cells and the shape show each
-    worker's recent warnings and reload outcomes (kept by the parent from the workers'
-    reports) beside the parent's own, newest first, labelled with the worker."""
+    worker's recent warnings (kept by the parent from the workers' reports) beside the
+    parent's own, newest first, labelled with the worker. Reloads are the parent's one
+    outcome per SIGHUP for the pool: a worker's copy holds none, and adds none."""
     parent_tap, logs = LogTap(), [RecentLog(), RecentLog()]
     parent_tap.recent.warnings.add(T0 + timedelta(seconds=2), "error: worker_exited_restarting")
     logs[1].warnings.add(T0 + timedelta(seconds=1), "warning: device_link_down asset=dead")
     logs[1].warnings.add(T0 + timedelta(seconds=3), "warning: device_link_down asset=dead2")
-    logs[0].reloads.add(T0 + timedelta(seconds=4), "rejected: plant.yaml:9: bad")
-    logs[1].reloads.add(T0 + timedelta(seconds=5), "rejected: plant.yaml:9: bad")
+    parent_tap.recent.add_reload(T0 + timedelta(seconds=4), "partial",
+                                 "applied by worker 0; worker 1: rejected: bad")
+    logs[1].reloads.add(T0 + timedelta(seconds=5), "rejected: bad")  # never so (log_tap.py)
     src = WorkerStatusSource(
         plant=lambda: plant(IDS), workers=2, fetch=Workers().fetch, kid=lambda: "kid-1",
         queries=dict, version="1.0", started=T0, tap=parent_tap, worker_logs=logs,
@@ -183,14 +185,16 @@ async def test_the_gateway_view_merges_each_workers_warnings_and_reloads_by_time
         ("worker 1", "warning: device_link_down asset=dead"),
         ("parent", "error: worker_exited_restarting"),
         ("worker 1", "warning: device_link_down asset=dead2")]
-    assert [e.worker for e in g.reloads] == [0, 1]
+    assert [(e.worker, e.text) for e in g.reloads] == [
+        (None, "partial: applied by worker 0; worker 1: rejected: bad")]
+    assert g.reload_counts == {"ok": 0, "rejected": 0, "partial": 1}
     body, live = pages.gateway_page(src)
     assert "<th>from</th>" in body
     cells = live.cells
     assert (cells["gw/warning/0/from"], cells["gw/warning/0/text"]) == (
         "worker 1", "warning: device_link_down asset=dead2")  # newest first
     assert cells["gw/warning/1/from"] == "parent"
-    assert cells["gw/reload/0/from"] == "worker 1" and cells["gw/reload/1/from"] == "worker 0"
+    assert "gw/reload/0/from" not in cells and "gw/reload/1/text" not in cells
     assert 'data-k="gw/warning/0/from">worker 1<' in body
     # a new entry of a worker changes the page's rows: the live shape says so
     before = live.shape
