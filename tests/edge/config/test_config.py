@@ -68,6 +68,25 @@ def test_unknown_field_is_named() -> None:
     text = MINIMAL.replace("    line: l1\n", "    line: l1\n    lien: l2\n")
     (p,) = problems(text)
     assert p.startswith("plant.yaml:6:11: machines[0].lien: unknown field")
+    assert "did you mean 'line'?" in p
+
+
+def test_a_misspelt_key_names_the_key_it_was_meant_to_be() -> None:
+    """In the plant schema and in an adapter's point settings alike; a key far from any
+    known one gets the keys its block takes instead."""
+    text = (
+        MINIMAL.replace("{id: gw-1, site: plant-a}", "{id: gw-1, site: plant-a, topic_prefx: e}")
+        .replace("data_type: float32", "data_typ: float32")
+        + "shifts: {timezone: UTC, qqq: 1}\n"
+    )
+    assert problems(text) == [
+        "plant.yaml:1:49: gateway.topic_prefx: unknown field: did you mean 'topic_prefix'? "
+        "(`edge-gateway schema` lists every key)",
+        "plant.yaml:9:73: machines[0].points[0].data_typ: unknown field: did you mean "
+        "'data_type'? (`edge-gateway schema` lists every key)",
+        "plant.yaml:10:30: shifts.qqq: unknown field: this block takes holidays, shifts, "
+        "timezone",
+    ]
 
 
 def test_adapter_settings_errors_are_located_in_the_machine_block() -> None:
