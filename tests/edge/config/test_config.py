@@ -89,6 +89,27 @@ def test_a_misspelt_key_names_the_key_it_was_meant_to_be() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        # YAML 1.1 reads an unquoted 22:00 as 1320 (base 60); it was taken as 00:22 UTC
+        ("22:00", 'unquoted, YAML reads 22:00 as the number 1320: write the time in quotes, '
+                  '"22:00"'),
+        ('"6am"', '\'6am\' is not a time of day: write "HH:MM" (24 h, in quotes), e.g. "06:00"'),
+    ],
+)
+def test_a_shift_time_that_is_not_hh_mm_says_what_to_write(written: str, message: str) -> None:
+    text = MINIMAL + f'shifts:\n  shifts:\n    - {{name: late, start: "14:00", end: {written}}}\n'
+    (p,) = problems(text)
+    assert p == f"plant.yaml:12:41: shifts.shifts[0].end: Value error, {message}"
+
+
+def test_quoted_shift_times_are_read_as_written() -> None:
+    text = MINIMAL + 'shifts:\n  shifts:\n    - {name: late, start: "14:00", end: "22:00:00"}\n'
+    (shift,) = parse_plant(text, "plant.yaml").plant.shifts.shifts
+    assert (shift.start.isoformat(), shift.end.isoformat()) == ("14:00:00", "22:00:00")
+
+
 def test_adapter_settings_errors_are_located_in_the_machine_block() -> None:
     text = MINIMAL.replace("address: 20", "address: 65535")
     (p,) = problems(text)
