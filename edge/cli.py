@@ -275,7 +275,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("method", choices=list(QUERY_METHODS))
     q.add_argument(
-        "params", nargs="*", help="NAME=VALUE request parameters, e.g. asset=mill-01 window=today"
+        "params",
+        nargs="*",
+        help="NAME=VALUE request parameters, e.g. asset=mill-01 window=today; a VALUE is "
+        "read as JSON where it parses (hours=8, state='[\"accepted\",\"released\"]'), "
+        "ids and references as written (reference=4711 is text)"
     )
     q.add_argument(
         "--broker", type=_broker_arg, required=True, help="mqtt://HOST:PORT of the gateway's broker"
@@ -441,19 +445,14 @@ def _aas(args: argparse.Namespace, loaded: LoadedPlant) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from edge.platform_kit.client import load_private_key, query
+    from edge.platform_kit.client import load_private_key, params_from_words, query
     from edge.platform_kit.verifier import VerificationError
 
-    params: dict[str, object] = {}
-    for item in args.params:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            print(f"query: parameter {item!r} is not NAME=VALUE", file=sys.stderr)
-            return EXIT_INPUT
-        try:
-            params[name] = json.loads(value)  # numbers, booleans; plain words stay strings
-        except ValueError:
-            params[name] = value
+    try:
+        params = params_from_words(args.params)
+    except ValueError as exc:
+        print(f"query: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     key = load_private_key(args.key)
     try:
         record = asyncio.run(

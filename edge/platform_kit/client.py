@@ -16,7 +16,27 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from edge.platform_kit.verifier import verify_envelope
 from edge.signing.jws import b64url_encode, canonical_json, jwk_public, sign_jws
 from models.errors import ConfigurationError, TransportError
-from models.query import REPLY_PREFIX, REQUEST_TYP, request_ts
+from models.query import REPLY_PREFIX, REQUEST_TYP, TEXT_PARAMS, request_ts
+
+
+def params_from_words(words: list[str]) -> dict[str, object]:
+    """`NAME=VALUE` words (a command line) as request params. VALUE is read as JSON where it
+    parses (numbers, booleans, lists: `state=["accepted","released"]`), else as text; ids and
+    names (`TEXT_PARAMS`: `reference=4711`) stay text as written. ValueError names a word
+    that is not NAME=VALUE."""
+    params: dict[str, object] = {}
+    for word in words:
+        name, sep, value = word.partition("=")
+        if not sep or not name:
+            raise ValueError(f"parameter {word!r} is not NAME=VALUE")
+        if name in TEXT_PARAMS:
+            params[name] = value
+            continue
+        try:
+            params[name] = json.loads(value)
+        except ValueError:
+            params[name] = value
+    return params
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
