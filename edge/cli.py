@@ -460,8 +460,9 @@ def _query(args: argparse.Namespace) -> int:
                 args.broker, key, args.gateway.rstrip("/"), args.method, params, wait=args.timeout
             )
         )
-    except TimeoutError:
-        print(f"query: no verified reply within {args.timeout:g} s", file=sys.stderr)
+    except TimeoutError as exc:
+        why = f": {exc}" if str(exc) else ""
+        print(f"query: no verified reply within {args.timeout:g} s{why}", file=sys.stderr)
         return EXIT_RUNTIME
     except VerificationError as exc:
         print(f"query: the reply does not verify: {exc}", file=sys.stderr)
