@@ -738,9 +738,12 @@ def _main(argv: list[str] | None) -> int:
             get_logger().warning(
                 "every_machine_is_simulated_but_no_simulator_runs",
                 plant=str(loaded.path),
-                hint="every machine has `simulate: true`: add --with-simulators (the demo), "
-                "run `edge-gateway simulate` beside it, or install a plant of real machines "
-                "(config/plant.example.yaml)",
+                # said without looking: `edge-gateway simulate` beside it is the documented
+                # way to serve them, so the hint must not claim that nothing serves them
+                hint="every machine has `simulate: true` and --with-simulators is not given: "
+                "fine if `edge-gateway simulate PLANT.yaml` serves them beside this gateway; "
+                "otherwise add --with-simulators (the demo) or install a plant of real "
+                "machines (config/plant.example.yaml)",
             )
         from edge.daemon import embedded_broker
 
