@@ -219,3 +219,18 @@ async def test_opc_ua_points_the_server_does_not_have_say_why(tmp_path: Path) ->
     ), text
     assert rows["speed"].good, text
     assert result.bad_points == ["typo", "elsewhere"], text
+
+
+async def test_a_refused_modicon_number_gets_the_address_to_write(
+    held: Callable[[list[dict[str, object]]], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A register map's 40011 written unquoted is a valid address the device refuses; the
+    probe says which address it stands for."""
+    path = held([
+        {"name": "part_count", "register": "holding", "address": 40011, "data_type": "uint32"},
+    ])
+    rc = await _run_cli(["probe", "-c", str(path), "mill-01"])
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    assert ("exception 2 (illegal data address): 40011 is Modicon numbering (1-based, table "
+            "digit first): write `register: holding, address: 10` (0-based)") in out, out
