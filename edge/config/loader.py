@@ -424,6 +424,21 @@ def _kind(exc: yaml.MarkedYAMLError) -> str:
     return "YAML syntax error: " if isinstance(exc, syntax) else ""
 
 
+_SYNTAX_HINTS = (
+    ("expected <block end>", "this line is indented differently from the lines of its block"),
+    ("mapping values are not allowed here",
+     "check this line's indentation against the line above, or quote a value holding ': '"),
+    ("found character '\\t'", "indent with spaces: YAML does not allow tabs there"),
+    ("expected ',' or '}'", "a { } mapping opened earlier lacks its '}' (or a ',') before this"),
+)
+"""PyYAML's words for the usual slips of a hand-edited file, and what they mean: a plant
+engineer reads "expected <block end>, but found '?'" as noise."""
+
+
+def _syntax_hint(problem: str) -> str:
+    return next((f" ({hint})" for words, hint in _SYNTAX_HINTS if words in problem), "")
+
+
 def _read_yaml(
     text: str, file: str, loader_cls: type[yaml.SafeLoader]
 ) -> tuple[yaml.Node | None, Any, list[ConfigProblem]]:
@@ -469,7 +484,8 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
                     mark.line + 1 if mark else None,
                     mark.column + 1 if mark else None,
                     "",
-                    f"{_kind(exc)}{exc.problem or exc.context}",
+                    f"{_kind(exc)}{exc.problem or exc.context}"
+                    f"{_syntax_hint(str(exc.problem or exc.context))}",
                 )
             ]
         ) from None

@@ -152,6 +152,28 @@ def test_yaml_syntax_error_is_located() -> None:
     assert p.startswith("plant.yaml:4:") and "YAML syntax error" in p
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("gateway:\n  id: gw\n   site: s\n",
+         "plant.yaml:3:8: YAML syntax error: mapping values are not allowed here (check this "
+         "line's indentation against the line above, or quote a value holding ': ')"),
+        ("gateway:\n\tid: gw\n",
+         "plant.yaml:2:1: YAML syntax error: found character '\\t' that cannot start any token "
+         "(indent with spaces: YAML does not allow tabs there)"),
+        ("machines:\n  - id: m1\n    area: a\n  line: l\n",
+         "plant.yaml:4:3: YAML syntax error: expected <block end>, but found '?' (this line is "
+         "indented differently from the lines of its block)"),
+        ("gateway: {id: gw, site: s\nmachines: []\n",
+         "plant.yaml:2:9: YAML syntax error: expected ',' or '}', but got ':' (a { } mapping "
+         "opened earlier lacks its '}' (or a ',') before this)"),
+    ],
+)
+def test_yaml_syntax_errors_say_what_the_slip_usually_is(text: str, expected: str) -> None:
+    """PyYAML's "expected <block end>, but found '?'" means nothing to a plant engineer."""
+    assert problems(text) == [expected]
+
+
 def test_duplicate_keys_are_errors() -> None:
     text = MINIMAL.replace("    line: l1\n", "    line: l1\n    line: l2\n")
     assert problems(text) == ["plant.yaml:6:5: machines[0].line: duplicate key"]
