@@ -275,7 +275,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     q.add_argument("method", choices=list(QUERY_METHODS))
     q.add_argument(
-        "params", nargs="*", help="NAME=VALUE request parameters, e.g. asset=mill-01 window=today"
+        "params",
+        nargs="*",
+        help="NAME=VALUE request parameters, e.g. asset=mill-01 window=today; a VALUE is "
+        "read as JSON where it parses (hours=8, state='[\"accepted\",\"released\"]'), "
+        "ids and references as written (reference=4711 is text)"
     )
     q.add_argument(
         "--broker", type=_broker_arg, required=True, help="mqtt://HOST:PORT of the gateway's broker"
@@ -441,19 +445,14 @@ def _aas(args: argparse.Namespace, loaded: LoadedPlant) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
-    from edge.platform_kit.client import load_private_key, query
+    from edge.platform_kit.client import load_private_key, params_from_words, query
     from edge.platform_kit.verifier import VerificationError
 
-    params: dict[str, object] = {}
-    for item in args.params:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            print(f"query: parameter {item!r} is not NAME=VALUE", file=sys.stderr)
-            return EXIT_INPUT
-        try:
-            params[name] = json.loads(value)  # numbers, booleans; plain words stay strings
-        except ValueError:
-            params[name] = value
+    try:
+        params = params_from_words(args.params)
+    except ValueError as exc:
+        print(f"query: {exc}", file=sys.stderr)
+        return EXIT_INPUT
     key = load_private_key(args.key)
     try:
         record = asyncio.run(
@@ -461,8 +460,9 @@ def _query(args: argparse.Namespace) -> int:
                 args.broker, key, args.gateway.rstrip("/"), args.method, params, wait=args.timeout
             )
         )
-    except TimeoutError:
-        print(f"query: no verified reply within {args.timeout:g} s", file=sys.stderr)
+    except TimeoutError as exc:
+        why = f": {exc}" if str(exc) else ""
+        print(f"query: no verified reply within {args.timeout:g} s{why}", file=sys.stderr)
         return EXIT_RUNTIME
     except VerificationError as exc:
         print(f"query: the reply does not verify: {exc}", file=sys.stderr)
@@ -738,9 +738,12 @@ def _main(argv: list[str] | None) -> int:
             get_logger().warning(
                 "every_machine_is_simulated_but_no_simulator_runs",
                 plant=str(loaded.path),
-                hint="every machine has `simulate: true`: add --with-simulators (the demo), "
-                "run `edge-gateway simulate` beside it, or install a plant of real machines "
-                "(config/plant.example.yaml)",
+                # said without looking: `edge-gateway simulate` beside it is the documented
+                # way to serve them, so the hint must not claim that nothing serves them
+                hint="every machine has `simulate: true` and --with-simulators is not given: "
+                "fine if `edge-gateway simulate PLANT.yaml` serves them beside this gateway; "
+                "otherwise add --with-simulators (the demo) or install a plant of real "
+                "machines (config/plant.example.yaml)",
             )
         from edge.daemon import embedded_broker
 

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -31,6 +32,33 @@ from pydantic import (
 from models.config_path import ConfigPath, StateDirPath
 
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9_-]+$", min_length=1, max_length=64)]
+
+
+def _clock_time(value: object) -> object:
+    """A time of day as the YAML writes it: "HH:MM" (24 h), quoted.
+
+    Why: unquoted, YAML 1.1 reads `22:00` as the base-60 number 1320, which pydantic took as
+    seconds after midnight: a shift silently ending at 00:22 UTC. And pydantic's own "input
+    is too short" for `6am` does not say what to write."""
+    if isinstance(value, time):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        hours, minutes = divmod(value, 60)
+        raise ValueError(
+            f"unquoted, YAML reads {hours}:{minutes:02d} as the number {value}: "
+            f'write the time in quotes, "{hours:02d}:{minutes:02d}"'
+        )
+    if isinstance(value, str):
+        try:
+            return time.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f'{value!r} is not a time of day: write "HH:MM" (24 h, in quotes), '
+                     'e.g. "06:00"')
+
+
+ClockTime = Annotated[time, BeforeValidator(_clock_time)]
+"""A shift's, break's or tariff period's time of day (`_clock_time`)."""
 """Ids become MQTT topic levels: lower case, digits, `_` and `-` only."""
 
 StreamName = Literal["telemetry", "state", "oee", "capacity", "bookings", "part"]
@@ -495,14 +523,14 @@ class Machine(Strict):
 
 
 class Break(Strict):
-    start: time
-    end: time
+    start: ClockTime
+    end: ClockTime
 
 
 class Shift(Strict):
     name: Ident
-    start: time
-    end: time = Field(description="may be earlier than start: the shift runs past midnight")
+    start: ClockTime
+    end: ClockTime = Field(description="may be earlier than start: the shift runs past midnight")
     days: list[Weekday] = Field(default_factory=lambda: list(ALL_DAYS[:5]))
     breaks: list[Break] = Field(default_factory=list)
 
@@ -679,8 +707,8 @@ class WebSettings(Strict):
 class CarbonPeriod(Strict):
     """A time-of-day grid factor, in the shift calendar's time zone; may pass midnight."""
 
-    start: time
-    end: time
+    start: ClockTime
+    end: ClockTime
     kg_per_kwh: float = Field(ge=0, le=5)
 
 

@@ -42,6 +42,12 @@ refuses any other key (`bad_request`, naming it): a misspelt `windw` must not be
 if it were absent, with the default window, a figure the platform did not ask for."""
 
 
+TEXT_PARAMS = frozenset({"asset", "booking", "reference", "process", "program"})
+"""Params whose value is an id or a name: text even when it reads as a number (a purchase
+order `4711`, a machine `42`), where a command line would otherwise send the number and be
+refused (`reference: Input should be a valid string`)."""
+
+
 def unknown_params(method: str, params: Mapping[str, object]) -> str | None:
     """The refusal of `params` keys `method` does not take, or None when all are known."""
     known = QUERY_PARAMS[method]

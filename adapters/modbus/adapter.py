@@ -39,7 +39,7 @@ from models.sample import Quality, Sample, utc_now
 
 from .codec import Decoder, point_decoder
 from .plan import ReadRequest, minimum_requests, plan_reads
-from .settings import BIT_KINDS, ModbusSettings
+from .settings import BIT_KINDS, ModbusSettings, modicon_advice
 
 _EXCEPTION_NAMES = {
     1: "illegal function",
@@ -288,6 +288,11 @@ class ModbusAdapter(PollingAdapter):
                 width = step.widths[name]
                 out[name] = reply if isinstance(reply, str) else _registers_text(
                     reply[at : at + width])
+            if isinstance(reply, str) and reply.startswith(_ILLEGAL_ADDRESS):
+                for slot in step.request.slots:  # a register map's 40011 written as is
+                    advice = modicon_advice(slot.point.kind, slot.point.address)
+                    if advice:
+                        out[slot.point.name] = f"{reply}: {advice}"
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from adapters.base import AdapterSettings, no_duplicates
 
@@ -81,6 +81,34 @@ class ModbusConnection(AdapterSettings):
         return self
 
 
+_MODICON_DIGIT = {"discrete": 1, "input": 3, "holding": 4}
+
+
+def modicon_address(kind: str, number: int) -> int | None:
+    """The 0-based address that `number` stands for when it reads as a "Modicon" register
+    number of `kind` (40011: holding register 11, 1-based, the leading digit naming the
+    table; 400011 in six digits), else None.
+
+    Why: register maps list these numbers, and copied into `address` they are refused by
+    the device (illegal data address) or read another register."""
+    digit = _MODICON_DIGIT.get(kind)
+    if digit is None:
+        return None
+    for base, last in ((digit * 10_000, 9_999), (digit * 100_000, MAX_ADDRESS + 1)):
+        if base < number <= base + last:
+            return number - base - 1
+    return None
+
+
+def modicon_advice(kind: str, number: int) -> str:
+    """What to write instead of a Modicon number, or ""."""
+    address = modicon_address(kind, number)
+    if address is None:
+        return ""
+    return (f"{number} is Modicon numbering (1-based, table digit first): write "
+            f"`register: {kind}, address: {address}` (0-based)")
+
+
 class ModbusPoint(AdapterSettings):
     name: str = Field(pattern=r"^[a-z0-9_]+$", max_length=64, description="signal name")
     # `register` in YAML; named `kind` here because pydantic models inherit ABCMeta.register
@@ -106,6 +134,23 @@ class ModbusPoint(AdapterSettings):
         if self.data_type == "string":
             return self.length or 0
         return _WIDTH[self.data_type]
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _not_modicon(cls, value: Any, info: ValidationInfo) -> Any:
+        """A quoted `"40011"`, or a six-digit 400011 beyond the address space, is a number
+        from a register map's Modicon column: refused with the address to write. An unquoted
+        five-digit one is a valid address too, so `probe` hints at it when it is refused."""
+        kind = info.data.get("kind")
+        text = value.strip() if isinstance(value, str) else None
+        number = int(text) if text is not None and text.isdigit() else value
+        if (text is not None or (isinstance(number, int) and number > MAX_ADDRESS)) and (
+            isinstance(number, int) and isinstance(kind, str)
+        ):
+            advice = modicon_advice(kind, number)
+            if advice:
+                raise ValueError(advice)
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -241,6 +241,8 @@ class OpcUaAdapter(Adapter):
         self._derived: dict[str, tuple[Value, str | None]] = {}
         self._signals: dict[str, str | None] = {p.name: p.unit for p in settings.points}
         self._reported: set[str] = set()
+        # why a configured point is bad since connect, in the server's words (`raw_values`)
+        self._failed: dict[str, str] = {}
         self._dropped = 0
         self._generation = 0
         self._messages: ua.NodeId | None = None
@@ -381,6 +383,7 @@ class OpcUaAdapter(Adapter):
         ns = {uri: i for i, uri in enumerate(ns_array)}
         self._ns_uris = list(ns_array)
         self._bindings.clear()
+        self._failed.clear()
         self._reads = []
         self._inputs = {}
         self._derived = {}
@@ -455,6 +458,7 @@ class OpcUaAdapter(Adapter):
             why = str(exc)
         except UaStatusCodeError as exc:
             why = ua.StatusCode(exc.code).name
+        self._failed[p.name] = f"unresolved: {why}"
         self._log_once(
             f"resolve:{p.name}",
             "warning",
@@ -593,6 +597,7 @@ class OpcUaAdapter(Adapter):
                 ):
                     overflow.append(item)
                     continue
+                self._failed[binding.signal] = f"refused by the server: {result.name}"
                 self._log_once(
                     f"monitor:{binding.signal}",
                     "warning",
@@ -887,6 +892,12 @@ class OpcUaAdapter(Adapter):
 
     def point_addresses(self) -> dict[str, str]:
         return {p.name: f"{p.node} ({p.mode})" for p in self.config.points}
+
+    def raw_values(self) -> dict[str, str]:
+        """Values arrive decoded; what commissioning needs from here is why a point is bad
+        (an unknown node id or namespace, a refused monitored item), which otherwise only a
+        log line the probe does not show says."""
+        return dict(self._failed)
 
     def _node_text(self, nodeid: ua.NodeId) -> str:
         """`nsu=<uri>;s=...`: the form the YAML takes, stable across server restarts (the

@@ -31,8 +31,9 @@ from models.errors import ConfigurationError, TransientError
 from models.machine_state import SIG_ALARM
 from models.sample import Quality, Sample
 
-_REFUSALS = ("exception", "short reply")
-"""How the Modbus adapter's raw_values() reports a request the device refused."""
+_REFUSALS = ("exception", "short reply", "unresolved", "refused by the server")
+"""How raw_values() reports a point the device refused: the Modbus adapter's exception
+replies, the OPC UA adapter's node ids the server does not have or would not monitor."""
 
 
 @dataclass(frozen=True)

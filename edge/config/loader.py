@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from adapters.base import AdapterSettings
 from edge.config import registry
 from edge.config.shares import chosen_share, narrow, share_problems
+from edge.config.suggest import unknown_key_message
 from edge.config.workers import WorkerRole
 from models.config_path import CONFIG_DIR
 from models.errors import ConfigProblem, PlantConfigError, PluginError
@@ -212,14 +213,17 @@ def _duplicate_keys(node: yaml.Node | None, path: Loc, file: str) -> list[Config
     return problems
 
 
-def _problems(exc: ValidationError, prefix: Loc, where: _Located, file: str) -> list[ConfigProblem]:
+def _problems(
+    exc: ValidationError, prefix: Loc, where: _Located, file: str, model: type[BaseModel]
+) -> list[ConfigProblem]:
     out = []
     for err in exc.errors():
-        loc: Loc = (*prefix, *(p for p in err["loc"] if not str(p).startswith("function-")))
+        inner: Loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
+        loc: Loc = (*prefix, *inner)
         line, col = where.mark(loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown field (check spelling; see config/schema.json)"
+            msg = unknown_key_message(model, inner)
         elif err["type"] == "missing":
             msg = "required field is missing"
         out.append(ConfigProblem(file, line, col, format_path(loc), msg))
@@ -420,6 +424,21 @@ def _kind(exc: yaml.MarkedYAMLError) -> str:
     return "YAML syntax error: " if isinstance(exc, syntax) else ""
 
 
+_SYNTAX_HINTS = (
+    ("expected <block end>", "this line is indented differently from the lines of its block"),
+    ("mapping values are not allowed here",
+     "check this line's indentation against the line above, or quote a value holding ': '"),
+    ("found character '\\t'", "indent with spaces: YAML does not allow tabs there"),
+    ("expected ',' or '}'", "a { } mapping opened earlier lacks its '}' (or a ',') before this"),
+)
+"""PyYAML's words for the usual slips of a hand-edited file, and what they mean: a plant
+engineer reads "expected <block end>, but found '?'" as noise."""
+
+
+def _syntax_hint(problem: str) -> str:
+    return next((f" ({hint})" for words, hint in _SYNTAX_HINTS if words in problem), "")
+
+
 def _read_yaml(
     text: str, file: str, loader_cls: type[yaml.SafeLoader]
 ) -> tuple[yaml.Node | None, Any, list[ConfigProblem]]:
@@ -465,7 +484,8 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
                     mark.line + 1 if mark else None,
                     mark.column + 1 if mark else None,
                     "",
-                    f"{_kind(exc)}{exc.problem or exc.context}",
+                    f"{_kind(exc)}{exc.problem or exc.context}"
+                    f"{_syntax_hint(str(exc.problem or exc.context))}",
                 )
             ]
         ) from None
@@ -501,7 +521,7 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
     try:
         plant = Plant.model_validate(data, context=context)
     except ValidationError as exc:
-        problems += _problems(exc, (), where, file)
+        problems += _problems(exc, (), where, file, Plant)
 
     settings: dict[str, BaseModel] = {}
     raw_machines = data.get("machines")
@@ -523,7 +543,7 @@ def parse_plant(text: str, file: str) -> LoadedPlant:
                 context=context,
             )
         except ValidationError as exc:
-            problems += _problems(exc, ("machines", i), where, file)
+            problems += _problems(exc, ("machines", i), where, file, model)
             continue
         settings[str(raw.get("id"))] = machine_settings
         if isinstance(machine_settings, AdapterSettings):

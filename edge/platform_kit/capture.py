@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TextIO
 
@@ -58,7 +59,11 @@ async def verify_live(
     from edge.transport.mqtt import MqttTransport  # noqa: PLC0415 (live part, lazily)
     from models.plant import Destination  # noqa: PLC0415
 
-    transport = MqttTransport(Destination(id="verify", url=broker), client_id="edge-verify")
+    # a client id of its own: `watch` and `verify` side by side (README) shared one, so the
+    # broker closed each link as the other connected and both reported gaps and duplicates
+    transport = MqttTransport(
+        Destination(id="verify", url=broker), client_id=f"edge-verify-{secrets.token_hex(4)}"
+    )
     await transport.start()
     checker = ChainChecker()
     keys: KeySet | None = None

@@ -16,7 +16,38 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from edge.platform_kit.verifier import verify_envelope
 from edge.signing.jws import b64url_encode, canonical_json, jwk_public, sign_jws
 from models.errors import ConfigurationError, TransportError
-from models.query import REPLY_PREFIX, REQUEST_TYP, request_ts
+from models.query import REPLY_PREFIX, REQUEST_TYP, TEXT_PARAMS, request_ts
+
+
+def _unanswered(gateway: str, keys_seen: bool) -> str:
+    """Why no reply came, as far as the broker tells: a gateway that ever ran there left its
+    keys retained, so none means a wrong `gateway` path (the usual first mistake)."""
+    if not keys_seen:
+        return (f"no gateway has published on this broker under {gateway} (nothing retained "
+                f"on {gateway}/keys): check the path, {{prefix}}/{{site}}/{{gateway id}} as in "
+                "the gateway's `status` topic")
+    return (f"the gateway at {gateway} did not answer: not running (see its `status` topic), "
+            "busy, or it dropped the request unanswered (docs/protocol.md, \"Query refusals\")")
+
+
+def params_from_words(words: list[str]) -> dict[str, object]:
+    """`NAME=VALUE` words (a command line) as request params. VALUE is read as JSON where it
+    parses (numbers, booleans, lists: `state=["accepted","released"]`), else as text; ids and
+    names (`TEXT_PARAMS`: `reference=4711`) stay text as written. ValueError names a word
+    that is not NAME=VALUE."""
+    params: dict[str, object] = {}
+    for word in words:
+        name, sep, value = word.partition("=")
+        if not sep or not name:
+            raise ValueError(f"parameter {word!r} is not NAME=VALUE")
+        if name in TEXT_PARAMS:
+            params[name] = value
+            continue
+        try:
+            params[name] = json.loads(value)
+        except ValueError:
+            params[name] = value
+    return params
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -89,14 +120,17 @@ async def query(
         )
         jwks: dict[str, Any] | None = None
         reply: bytes | None = None
-        async with asyncio.timeout(wait):
-            async for msg in transport.messages():
-                if msg.topic.endswith("/keys"):
-                    jwks = json.loads(msg.payload)
-                elif msg.topic == reply_topic:
-                    reply = msg.payload
-                if jwks is not None and reply is not None:
-                    break
+        try:
+            async with asyncio.timeout(wait):
+                async for msg in transport.messages():
+                    if msg.topic.endswith("/keys"):
+                        jwks = json.loads(msg.payload)
+                    elif msg.topic == reply_topic:
+                        reply = msg.payload
+                    if jwks is not None and reply is not None:
+                        break
+        except TimeoutError:
+            raise TimeoutError(_unanswered(gateway, jwks is not None)) from None
         assert jwks is not None and reply is not None
         verified = verify_envelope(reply, jwks, topic=reply_topic)
         record: dict[str, Any] = verified["records"][0]

@@ -187,3 +187,23 @@ def test_validate_names_the_plant_as_given_and_files_where_the_gateway_looks(
     site = tmp_path.resolve() / "site"
     assert f"cannot load keys from {site}/nokey.pem: No such file or directory" in problems[0]
     assert f"cannot use {site}/nob.yaml: No such file or directory" in problems[1]
+
+
+def test_a_query_to_a_gateway_path_nobody_publishes_says_to_check_it(
+    capsys: pytest.CaptureFixture[str], mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """A mistyped `--gateway` got only "no verified reply within 10 s"; the broker shows no
+    gateway ever published its keys there, which points at the path."""
+    from edge.platform_kit.keys import make_platform_keys
+
+    private = make_platform_keys(tmp_path, "acme").private_key
+    code, err = _run(
+        capsys, "query", "--broker", mosquitto.url, "--key", str(private),
+        "--gateway", "edge/plant-x/gw-typo", "--timeout", "1", "health",
+    )
+    assert code == 1
+    assert err.strip() == (
+        "query: no verified reply within 1 s: no gateway has published on this broker under "
+        "edge/plant-x/gw-typo (nothing retained on edge/plant-x/gw-typo/keys): check the "
+        "path, {prefix}/{site}/{gateway id} as in the gateway's `status` topic"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -247,3 +248,36 @@ def test_point_longer_than_the_limit_is_a_configuration_error() -> None:
     points = pts(("holding", 0, {"data_type": "string", "length": 20}))
     with pytest.raises(ConfigurationError, match="cannot be read in one request"):
         plan_reads(points, conn(max_registers_per_request=16))
+
+
+@pytest.mark.parametrize(
+    ("register", "written", "advice"),
+    [
+        ("holding", "40011", "40011 is Modicon numbering (1-based, table digit first): write "
+                             "`register: holding, address: 10` (0-based)"),
+        ("input", " 30001", "30001 is Modicon numbering (1-based, table digit first): write "
+                            "`register: input, address: 0` (0-based)"),
+        ("holding", 400011, "400011 is Modicon numbering (1-based, table digit first): write "
+                            "`register: holding, address: 10` (0-based)"),
+    ],
+)
+def test_a_modicon_register_number_is_refused_with_the_address_to_write(
+    register: str, written: object, advice: str
+) -> None:
+    """A register map's "40011" copied as the address: quoted, or beyond 65535 in six
+    digits, it cannot be meant as an address."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=re.escape(advice)):
+        ModbusPoint.model_validate({"name": "p", "register": register, "address": written})
+
+
+def test_addresses_that_are_no_modicon_number_stay_valid() -> None:
+    """An unquoted five-digit address is a valid one (probe hints if the device refuses
+    it), and a quoted plain number was always read as that number."""
+    for register, written, address in (("holding", 40011, 40011), ("holding", "10", 10),
+                                       ("coil", "40011", 40011)):
+        point = ModbusPoint.model_validate(
+            {"name": "p", "register": register, "address": written}
+        )
+        assert point.address == address

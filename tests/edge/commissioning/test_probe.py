@@ -188,3 +188,49 @@ async def test_profile_signals_name_the_nodes_they_come_from(demo: LoadedPlant) 
     assert rows["part_count"].address == f"{nc}/Channel/State/actParts", text
     assert "(device model)" not in text, text
     assert f"{nc}/Channel/State/actParts" in text  # in the table the engineer reads
+
+
+async def test_opc_ua_points_the_server_does_not_have_say_why(tmp_path: Path) -> None:
+    """A node id the server does not know, or a namespace it does not have, was shown as
+    "the adapter marked it bad": the reason was only in a log line the probe does not show."""
+    base = load_plant(demo_plant_on_free_ports(tmp_path))
+    plant = yaml.safe_load(base.path.read_text())
+    machine = next(m for m in plant["machines"] if m["id"] == "dmu-01")
+    machine["points"] = [
+        {"name": "typo", "node": "nsu=urn:edge-gateway:simulator;s=dmu-01.Spindle.Speed"},
+        {"name": "elsewhere", "node": "nsu=urn:vendor:press;s=Counters.Parts"},
+        {"name": "speed", "node": "nsu=urn:edge-gateway:simulator;s=dmu-01.Spindle.ActualSpeed"},
+    ]
+    plant["machines"] = [machine]
+    path = tmp_path / "opcua.yaml"
+    path.write_text(yaml.safe_dump(plant))
+    loaded = load_plant(path)
+    handles = await start_simulators(loaded)
+    try:
+        result = await probe(loaded, "dmu-01")
+    finally:
+        for h in handles:
+            await h.aclose()
+    rows = {r.point: r for r in result.rows}
+    text = render(result)
+    assert rows["typo"].error == "refused by the server: BadNodeIdUnknown", text
+    assert rows["elsewhere"].error == (
+        "unresolved: namespace urn:vendor:press is not on the server"
+    ), text
+    assert rows["speed"].good, text
+    assert result.bad_points == ["typo", "elsewhere"], text
+
+
+async def test_a_refused_modicon_number_gets_the_address_to_write(
+    held: Callable[[list[dict[str, object]]], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A register map's 40011 written unquoted is a valid address the device refuses; the
+    probe says which address it stands for."""
+    path = held([
+        {"name": "part_count", "register": "holding", "address": 40011, "data_type": "uint32"},
+    ])
+    rc = await _run_cli(["probe", "-c", str(path), "mill-01"])
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    assert ("exception 2 (illegal data address): 40011 is Modicon numbering (1-based, table "
+            "digit first): write `register: holding, address: 10` (0-based)") in out, out

@@ -68,6 +68,46 @@ def test_unknown_field_is_named() -> None:
     text = MINIMAL.replace("    line: l1\n", "    line: l1\n    lien: l2\n")
     (p,) = problems(text)
     assert p.startswith("plant.yaml:6:11: machines[0].lien: unknown field")
+    assert "did you mean 'line'?" in p
+
+
+def test_a_misspelt_key_names_the_key_it_was_meant_to_be() -> None:
+    """In the plant schema and in an adapter's point settings alike; a key far from any
+    known one gets the keys its block takes instead."""
+    text = (
+        MINIMAL.replace("{id: gw-1, site: plant-a}", "{id: gw-1, site: plant-a, topic_prefx: e}")
+        .replace("data_type: float32", "data_typ: float32")
+        + "shifts: {timezone: UTC, qqq: 1}\n"
+    )
+    assert problems(text) == [
+        "plant.yaml:1:49: gateway.topic_prefx: unknown field: did you mean 'topic_prefix'? "
+        "(`edge-gateway schema` lists every key)",
+        "plant.yaml:9:73: machines[0].points[0].data_typ: unknown field: did you mean "
+        "'data_type'? (`edge-gateway schema` lists every key)",
+        "plant.yaml:10:30: shifts.qqq: unknown field: this block takes holidays, shifts, "
+        "timezone",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        # YAML 1.1 reads an unquoted 22:00 as 1320 (base 60); it was taken as 00:22 UTC
+        ("22:00", 'unquoted, YAML reads 22:00 as the number 1320: write the time in quotes, '
+                  '"22:00"'),
+        ('"6am"', '\'6am\' is not a time of day: write "HH:MM" (24 h, in quotes), e.g. "06:00"'),
+    ],
+)
+def test_a_shift_time_that_is_not_hh_mm_says_what_to_write(written: str, message: str) -> None:
+    text = MINIMAL + f'shifts:\n  shifts:\n    - {{name: late, start: "14:00", end: {written}}}\n'
+    (p,) = problems(text)
+    assert p == f"plant.yaml:12:41: shifts.shifts[0].end: Value error, {message}"
+
+
+def test_quoted_shift_times_are_read_as_written() -> None:
+    text = MINIMAL + 'shifts:\n  shifts:\n    - {name: late, start: "14:00", end: "22:00:00"}\n'
+    (shift,) = parse_plant(text, "plant.yaml").plant.shifts.shifts
+    assert (shift.start.isoformat(), shift.end.isoformat()) == ("14:00:00", "22:00:00")
 
 
 def test_adapter_settings_errors_are_located_in_the_machine_block() -> None:
@@ -110,6 +150,28 @@ def test_a_loaded_plant_still_locates_fields() -> None:
 def test_yaml_syntax_error_is_located() -> None:
     (p,) = problems(MINIMAL.replace("machines:\n", "machines:\n  - id: [\n"))
     assert p.startswith("plant.yaml:4:") and "YAML syntax error" in p
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("gateway:\n  id: gw\n   site: s\n",
+         "plant.yaml:3:8: YAML syntax error: mapping values are not allowed here (check this "
+         "line's indentation against the line above, or quote a value holding ': ')"),
+        ("gateway:\n\tid: gw\n",
+         "plant.yaml:2:1: YAML syntax error: found character '\\t' that cannot start any token "
+         "(indent with spaces: YAML does not allow tabs there)"),
+        ("machines:\n  - id: m1\n    area: a\n  line: l\n",
+         "plant.yaml:4:3: YAML syntax error: expected <block end>, but found '?' (this line is "
+         "indented differently from the lines of its block)"),
+        ("gateway: {id: gw, site: s\nmachines: []\n",
+         "plant.yaml:2:9: YAML syntax error: expected ',' or '}', but got ':' (a { } mapping "
+         "opened earlier lacks its '}' (or a ',') before this)"),
+    ],
+)
+def test_yaml_syntax_errors_say_what_the_slip_usually_is(text: str, expected: str) -> None:
+    """PyYAML's "expected <block end>, but found '?'" means nothing to a plant engineer."""
+    assert problems(text) == [expected]
 
 
 def test_duplicate_keys_are_errors() -> None:

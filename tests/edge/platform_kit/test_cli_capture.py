@@ -141,3 +141,33 @@ def test_a_saved_capture_carries_its_keys(mosquitto: Mosquitto, tmp_path: Path) 
     assert keyless.returncode == 2, keyless.stdout + keyless.stderr
     assert "holds no keys message" in keyless.stderr and "--jwks FILE" in keyless.stderr
     assert "Traceback" not in keyless.stderr
+
+
+async def test_watch_and_verify_side_by_side_keep_their_links(mosquitto: Mosquitto) -> None:
+    """README suggests `watch` in one terminal and `verify` in another; both connected as
+    `edge-verify`, so the broker closed each link when the other (re)connected and both
+    reported false gaps and duplicates."""
+    import asyncio
+    import io
+
+    from e2e import until
+
+    from edge.platform_kit.capture import verify_live
+
+    stop = asyncio.Event()
+    links = [asyncio.Event(), asyncio.Event()]
+    runs = [
+        asyncio.create_task(verify_live(mosquitto.url, "edge/none/#", None, io.StringIO(),
+                                        stop=stop, connected=link))
+        for link in links
+    ]
+    try:
+        await until(lambda: all(link.is_set() for link in links), 10, "both connected")
+    finally:
+        stop.set()
+        await asyncio.gather(*runs)
+    log = mosquitto.log.read_text()
+    ids = {line.split(" as ")[1].split()[0] for line in log.splitlines()
+           if "New client connected" in line and " as edge-verify" in line}
+    assert len(ids) == 2, log
+    assert "already connected, closing old connection" not in log, log
