@@ -289,9 +289,10 @@ def decide(
     Candidates are tried in order (the YAML's machine order). For each, the earliest
     fitting start is taken, first at or after the minimum notice (so a flexible request
     is accepted automatically when it can be), then at any allowed start (the slot then
-    waits for a person). Among candidates, the first one whose slot passes every rule wins;
-    else the first one with any slot waits; else the request is declined with the first
-    candidate's reason. `candidates` must not be empty.
+    waits for a person; a flexible one no sooner than the hold's end when it fits there, so
+    it does not expire before a person could decide). Among candidates, the first one
+    whose slot passes every rule wins; else the first one with any slot waits; else the
+    request is declined with the first candidate's reason. `candidates` must not be empty.
     """
     if not candidates:
         raise ValueError("no machine to decide on")
@@ -333,17 +334,18 @@ def decide(
             why = f"{cand.machine}: {why}"
             refusal = refusal or Decision("declined", cand.machine, None, None, why)
             continue
+        waits = _auto_rules(rules, req, platform=platform, machine=cand.machine, start=start,
+                            end=start + duration, usage=usage, now=now)
+        decidable = max(earliest, now + rules.hold)
+        if waits and req.start is None and start < decidable:
+            # A person decides within the hold, which ends at the start at the latest: a
+            # flexible slot starting sooner would expire before anyone could accept it.
+            later = first_fit(free, duration, decidable, latest)
+            if later is not None:
+                start = later
+                waits = _auto_rules(rules, req, platform=platform, machine=cand.machine,
+                                    start=start, end=start + duration, usage=usage, now=now)
         end = start + duration
-        waits = _auto_rules(
-            rules,
-            req,
-            platform=platform,
-            machine=cand.machine,
-            start=start,
-            end=end,
-            usage=usage,
-            now=now,
-        )
         if not waits:
             return Decision("accepted", cand.machine, start, end)
         waiting = waiting or Decision("requested", cand.machine, start, end, None, tuple(waits))

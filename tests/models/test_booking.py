@@ -126,6 +126,25 @@ def test_a_flexible_request_prefers_a_start_the_rules_accept() -> None:
     assert d.start == datetime(2026, 12, 8, 6, tzinfo=UTC)
 
 
+def test_a_flexible_request_for_a_person_starts_after_the_hold() -> None:
+    """A slot that waits for a person holds until its start at the latest: starting at the
+    first free minute it would expire the moment it was asked for."""
+    rules = BookingRules(max_duration_minutes=60, hold_minutes=90)
+    d = run({"duration_minutes": 120, "earliest_start": at(7, 6)}, rules=rules)
+    assert d.state == "requested"
+    assert d.waits_for == ("longer than max_duration_minutes 60",)
+    # NOW is 05:00, the hold ends 06:30: the first free 2 h from then is 06:30-08:30
+    assert (d.start, d.end) == (datetime(2026, 12, 7, 6, 30, tzinfo=UTC),
+                                datetime(2026, 12, 7, 8, 30, tzinfo=UTC))
+    # no room after the hold: the earliest slot still waits, its hold ending at its start
+    d = run({"duration_minutes": 120, "earliest_start": at(7, 6), "latest_start": at(7, 6)},
+            rules=rules)
+    assert d.state == "requested" and d.start == datetime(2026, 12, 7, 6, tzinfo=UTC)
+    # a fixed window is never moved
+    d = run({"start": at(7, 6), "end": at(7, 8)}, rules=rules)
+    assert d.state == "requested" and d.start == datetime(2026, 12, 7, 6, tzinfo=UTC)
+
+
 def test_quota_per_platform() -> None:
     rules = BookingRules.model_validate({"quotas": {"p1": {"max_hours": 3}}})
     d = run({"start": at(7, 6), "end": at(7, 8)}, rules=rules, usage=Usage(hours=2, bookings=1))
