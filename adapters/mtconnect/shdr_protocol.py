@@ -1,11 +1,14 @@
-"""SHDR, the line protocol between an MTConnect adapter (port 7878) and an agent.
+r"""SHDR, the line protocol between an MTConnect adapter (port 7878) and an agent.
 
 A line is `timestamp|key|value|key|value...`; a CONDITION takes five fields
 (`key|level|native_code|native_severity|qualifier|message`), a MESSAGE two
 (`key|native_code|text`, the code may be empty: `ts|msg||Change inserts`); `@ASSET@|id|type|body`,
 `@UPDATE_ASSET@`, `@REMOVE_ASSET@|id` and `@REMOVE_ALL_ASSETS@|type` carry assets, whose
 body may span lines between two identical `--multiline--TAG` markers; lines starting with
-`*` are commands (`* PONG 10000` answers our `* PING`, `* shdrVersion: 2`...).
+`*` are commands (`* PONG 10000` answers our `* PING`, `* shdrVersion: 2`...). Fields are
+split as cppagent splits them (`shdr_tokenizer`): trimmed, and a `"`-quoted field may hold
+`\|` and `\"` (`ts|msg|E1|"Tool \| spindle"`); an asset body between `--multiline--`
+markers is taken as sent, never split.
 
 Why the condition heuristic: SHDR does not say which keys are conditions; the agent knows
 from its device model. When no model is configured, a key is taken for a condition when
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from .shdr_tokenizer import tokenize
 
 __all__ = [
     "AssetEvent",
@@ -70,6 +75,13 @@ class Command:
 Event = DataEvent | ConditionEvent | AssetEvent | Command
 
 
+def _raw_rest(line: str, skip: int) -> str:
+    """The line after its first `skip` fields, as sent: a one-line asset body that holds an
+    unquoted `|` stays whole (cppagent keeps only up to that `|` and loses the rest)."""
+    parts = line.split("|", skip)
+    return parts[skip] if len(parts) > skip else ""
+
+
 class ShdrParser:
     """Stateful line parser (multiline asset bodies span lines).
 
@@ -109,7 +121,7 @@ class ShdrParser:
             return []
         if line.startswith("*"):
             return [Command(line[1:].strip())]
-        fields = line.split("|")
+        fields = tokenize(line)
         ts = fields[0]
         out: list[Event] = []
         i = 1
@@ -126,7 +138,7 @@ class ShdrParser:
                 else:
                     asset_id = rest[0] if rest else ""
                     asset_type = rest[1] if len(rest) > 1 else ""
-                    text = "|".join(rest[2:])
+                    text = rest[2] if len(rest) == 3 else _raw_rest(line, i + 3)
                     event = AssetEvent(ts, command, asset_id, asset_type, text)
                     if text.startswith("--multiline--"):
                         self._multiline = (text.strip(), event, [])
