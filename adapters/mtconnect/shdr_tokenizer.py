@@ -31,7 +31,8 @@ from __future__ import annotations
 
 __all__ = ["tokenize"]
 
-_SPACE = frozenset(" \t\n\v\f\r")  # C isspace() in the "C" locale
+_SPACES = " \t\n\v\f\r"  # C isspace() in the "C" locale
+_SPACE = frozenset(_SPACES)
 
 
 def _skip_space(text: str, i: int) -> int:
@@ -49,6 +50,8 @@ def _field_end(text: str, i: int) -> int:
 def tokenize(line: str) -> list[str]:
     """The fields of one SHDR line (without its line end), as cppagent's agent reads them."""
     text = line.split("\0", 1)[0]
+    if '"' not in text:  # no quoted field: the rules above come down to split and trim
+        return [field.strip(_SPACES) for field in text.split("|")] if text else []
     unescaped = False  # a backslash was consumed: `text` is now edited in place
     tokens: list[str] = []
     i = 0
