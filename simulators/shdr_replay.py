@@ -11,7 +11,9 @@ Two servers, one protocol:
   Multiline asset blocks are sent whole, with the line that opens them.
 - `serve_shdr` / `start_for_gateway` serve `MachineModel`s: on connect the full state,
   then the data items that changed, sampled on a `refresh_interval` grid; alarms as an
-  SHDR condition (`system|FAULT|<code>|||<text>`) and a tool as a multiline asset.
+  SHDR condition (`system|FAULT|<code>|||"<text>"`, the text quoted and `\\`, `"`, `|`
+  escaped with a backslash, which the reference agent reads back whole) and a tool as a
+  multiline asset.
 
 Both answer `* PING` with `* PONG <heartbeat_ms>`, as MTConnect adapters do. Only the
 standard library and `models`/`simulators.machine` are imported (simulators never import
@@ -236,9 +238,16 @@ def shdr_values(snap: MachineSnapshot) -> dict[str, str]:
     }
 
 
+def _quoted(text: str) -> str:
+    """An SHDR text field that may hold `|` and `"`: an agent reads it back as sent (but for
+    spaces before the closing quote, which it drops)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("|", "\\|")
+    return f'"{escaped}"'
+
+
 def _condition(snap: MachineSnapshot) -> str:
     if snap.alarm_code:
-        return f"system|FAULT|{snap.alarm_code}|||{snap.alarm_text.replace('|', '/')}"
+        return f"system|FAULT|{snap.alarm_code}|||{_quoted(snap.alarm_text)}"
     return "system|NORMAL||||"
 
 

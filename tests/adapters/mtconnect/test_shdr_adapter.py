@@ -188,6 +188,8 @@ async def test_live_machine_model() -> None:
         assert state["controller_mode"] == "mdi"
         assert state["part_count"] == 7 and state["program"] == "O1000"
         assert state["asset_changed"] == "CuttingTool:T1.1"
+        # the alarm text is sent quoted with the pipe escaped and read back whole
+        assert a.normalizer.conditions.active["system"] == {"2002": "tool | broken"}
         assert a.pongs >= 1
     finally:
         await a.aclose()
