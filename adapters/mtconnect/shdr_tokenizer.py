@@ -52,7 +52,7 @@ def tokenize(line: str) -> list[str]:
     text = line.split("\0", 1)[0]
     if '"' not in text:  # no quoted field: the rules above come down to split and trim
         return [field.strip(_SPACES) for field in text.split("|")] if text else []
-    unescaped = False  # a backslash was consumed: `text` is now edited in place
+    edited = False  # a backslash was consumed: from then on `text` is edited in place
     tokens: list[str] = []
     i = 0
     while i < len(text):
@@ -62,13 +62,13 @@ def tokenize(line: str) -> list[str]:
         if i < len(text) and text[i] == '"':
             quote = i
             as_sent = text  # what the field is re-read from when the quote is not closed
-            undo_edits = not unescaped
+            undo_edits = not edited
             start = i = quote + 1
             while i < len(text):
                 c = text[i]
                 if c == "\\":
                     text = text[:i] + text[i + 1:]  # drop it; the next character is literal
-                    unescaped = True
+                    edited = True
                 elif c == "|":
                     break
                 elif c == '"':
@@ -78,7 +78,7 @@ def tokenize(line: str) -> list[str]:
                     close = i
                 if i < len(text):
                     i += 1
-            if close is None and unescaped:
+            if close is None and edited:
                 if undo_edits:
                     text = as_sent
                 start = quote
