@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: demo test test-fast lint typecheck unit bench schema proto mosquitto browser clean
+.PHONY: demo test test-fast lint typecheck unit bench schema proto mosquitto browser systemd-analyze clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -26,7 +26,7 @@ $(DEMO_STAMP): $(STAMP)
 	@touch $(DEMO_STAMP)
 
 ## Lint, type-check and run every test (starts its own Mosquitto on a free port).
-test: $(STAMP) mosquitto browser lint typecheck
+test: $(STAMP) mosquitto browser systemd-analyze lint typecheck
 	$(BIN)/pytest -q
 
 ## The fast lane while working: lint, types and every test not marked `slow` (no subprocess
@@ -60,6 +60,17 @@ browser:
 	      (apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null)); \
 	  else \
 	    echo "The status-page test needs Chromium; it is skipped without. Install: sudo apt-get install chromium chromium-driver"; \
+	  fi; }
+
+# The shipped unit is read by systemd-analyze (verify, offline security score), no systemd running.
+systemd-analyze:
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing systemd (its systemd-analyze checks systemd/edge-gateway.service)"; \
+	    (apt-get install -y --no-install-recommends systemd >/dev/null 2>&1 || \
+	      (apt-get update >/dev/null && apt-get install -y --no-install-recommends systemd >/dev/null)); \
+	  else \
+	    echo "The unit-file test needs systemd-analyze; it is skipped without. Install: sudo apt-get install systemd"; \
 	  fi; }
 
 ## Regenerate config/schema.json from the models (a test keeps them equal).
