@@ -44,8 +44,9 @@ from edge.storage.writer import StoreWriter, WriterStats, WriterThread
 __all__ = ["ACK_LINGER", "LINGER", "OutboxWriter"]
 
 LINGER = 0.005
-"""Seconds the writer waits after an append or ack for more to share its commit: a few
-milliseconds on the way to the broker, against envelopes batched for up to
+"""Seconds the writer waits after an append or ack for more to share its commit, while
+operations arrive faster than this apart (edge/storage/writer.py; slower, it does not
+wait): a few milliseconds on the way to the broker, against envelopes batched for up to
 `gateway.batch.max_delay` (50 ms) before they are sealed."""
 
 ACK_LINGER = 0.5
