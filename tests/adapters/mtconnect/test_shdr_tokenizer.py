@@ -11,11 +11,13 @@ from a build of that upstream function, not from our own reading.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from test_shdr_adapter import read_raw
 
+from adapters.mtconnect.shdr import MAX_LINE
 from adapters.mtconnect.shdr_protocol import AssetEvent, ConditionEvent, DataEvent, ShdrParser
 from adapters.mtconnect.shdr_tokenizer import tokenize
 from models.sample import Quality, Sample
@@ -129,6 +131,23 @@ DEVICES = """<?xml version="1.0" encoding="UTF-8"?>
  </DataItems></Path></Components></Controller></Components></Device></Devices>
 </MTConnectDevices>
 """
+
+
+@pytest.mark.parametrize("unit", ["\\", '"a\\|'], ids=["backslashes", "escaped-bars"])
+def test_a_hostile_line_of_escapes_is_split_in_linear_time(unit: str) -> None:
+    """A device may send a line of up to MAX_LINE escapes (issue 12: the reader faces hostile
+    devices). Cutting each dropped backslash out of the string made that quadratic: 1 MB took
+    28 s of the event loop. The bound is ~50x what the linear split takes on a shared
+    machine, far below that, so the test fails on the quadratic split, not on a slow
+    host."""
+    line = ('"' + "\\" * MAX_LINE if unit == "\\" else unit * MAX_LINE)[:MAX_LINE]
+    started = time.monotonic()
+    fields = tokenize(line)
+    assert time.monotonic() - started < 5.0
+    if unit == "\\":  # unclosed and escaped: re-read as sent, one field
+        assert fields == [line]
+    else:  # as the short line splits: `"a\|"a\|"a\|` -> `"a\`, `"a`, `"a`, ``
+        assert fields == ['"a\\'] + ['"a'] * (MAX_LINE // 4 - 1) + [""]
 
 
 async def test_quoted_texts_arrive_intact_over_a_socket(tmp_path: Path) -> None:
