@@ -42,11 +42,18 @@ def _clock_time(value: object) -> object:
     is too short" for `6am` does not say what to write."""
     if isinstance(value, time):
         return value
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 3600:
+        # H:MM reads as minutes; beyond a day's minutes it can only have been H:MM:SS
         hours, minutes = divmod(value, 60)
+        written = f"{hours}:{minutes:02d}"
+        quoted = f"{hours:02d}:{minutes:02d}"
+        if value >= 24 * 60:
+            hours, seconds = divmod(value, 3600)
+            written = f"{hours}:{seconds // 60:02d}:{seconds % 60:02d}"
+            quoted = f"{hours:02d}:{seconds // 60:02d}:{seconds % 60:02d}"
         raise ValueError(
-            f"unquoted, YAML reads {hours}:{minutes:02d} as the number {value}: "
-            f'write the time in quotes, "{hours:02d}:{minutes:02d}"'
+            f"unquoted, YAML reads {written} as the number {value}: "
+            f'write the time in quotes, "{quoted}"'
         )
     if isinstance(value, str):
         try:

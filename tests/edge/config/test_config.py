@@ -95,6 +95,9 @@ def test_a_misspelt_key_names_the_key_it_was_meant_to_be() -> None:
         # YAML 1.1 reads an unquoted 22:00 as 1320 (base 60); it was taken as 00:22 UTC
         ("22:00", 'unquoted, YAML reads 22:00 as the number 1320: write the time in quotes, '
                   '"22:00"'),
+        # and an unquoted 22:00:00 as 79200: the advice is 22:00:00, not "1320:00"
+        ("22:00:00", 'unquoted, YAML reads 22:00:00 as the number 79200: write the time in '
+                     'quotes, "22:00:00"'),
         ('"6am"', '\'6am\' is not a time of day: write "HH:MM" (24 h, in quotes), e.g. "06:00"'),
     ],
 )
