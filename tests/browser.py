@@ -10,11 +10,11 @@ import base64
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from e2e import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 MISSING = (
@@ -47,17 +47,11 @@ class Browser:
         self.proc = subprocess.Popen([binary, f"--port={self.port}"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
-        deadline = time.monotonic() + 20
-        while True:  # chromedriver answers /status once it listens
-            try:
-                if self.http.get("/status").json()["value"]["ready"]:
-                    break
-            except (httpx.HTTPError, KeyError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError("chromedriver did not answer /status as ready within 20 s")
-            time.sleep(0.05)
+        try:  # chromedriver answers /status once it listens
+            wait_for(self._ready, 20, "chromedriver to answer /status as ready")
+        except AssertionError as exc:
+            self.close()
+            raise RuntimeError(str(exc)) from None
         caps = {"browserName": "chrome", "goog:chromeOptions": {
             "binary": CHROMIUM, "args": [*ARGS, f"--user-data-dir={profile}"]}}
         reply = self.http.post("/session", json={"capabilities": {"alwaysMatch": caps}}).json()
@@ -94,6 +88,12 @@ class Browser:
             "cmd": "Emulation.setDeviceMetricsOverride",
             "params": {"width": width, "height": height, "deviceScaleFactor": 1,
                        "mobile": False}})
+
+    def _ready(self) -> bool:
+        try:
+            return bool(self.http.get("/status").json()["value"]["ready"])
+        except (httpx.HTTPError, KeyError, ValueError):
+            return False
 
     def close(self) -> None:
         try:

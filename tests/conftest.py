@@ -24,7 +24,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 import structlog
-from e2e import until
+from e2e import listens, until, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 
 _MISSING = (
@@ -42,14 +42,11 @@ def find_free_port() -> int:
 def wait_port(host: str, port: int, timeout: float = 20.0) -> bool:
     """Whether something listens on `port` within `timeout` s (a loaded 2-core box can take
     seconds to start a process); the caller fails naming what did not start."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex((host, port)) == 0:
-                return True
-        time.sleep(0.02)
-    return False
+    try:
+        wait_for(lambda: listens(host, port), timeout, f"{host}:{port} to listen")
+    except AssertionError:
+        return False
+    return True
 
 
 class Mosquitto:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import selectors
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,13 @@ class GatewayProcess:
         return [e for e in self.logs() if e.get("event") == name]
 
 
+def listens(host: str, port: int) -> bool:
+    """Whether something accepts a TCP connection on `port` now."""
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
 def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
     """Poll `predicate` until it holds; an AssertionError naming `what` after `within` s."""
     deadline = time.monotonic() + within
@@ -288,12 +296,18 @@ def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
         time.sleep(0.05)  # between looks at the condition, not a wait for it
 
 
-async def until(predicate: Callable[[], bool], within: float = 10.0,
+async def until(predicate: Callable[[], bool | Awaitable[bool]], within: float = 10.0,
                 what: str = "a condition") -> float:
     """`wait_for` inside an event loop: polls without blocking the loop under test; returns
-    the seconds it took (recovery tests report them)."""
+    the seconds it took (recovery tests report them). `predicate` may be a coroutine
+    function (a look that itself asks a device)."""
     t0 = time.monotonic()
-    while not predicate():
+
+    async def holds() -> bool:
+        seen = predicate()
+        return bool(await seen) if inspect.isawaitable(seen) else bool(seen)
+
+    while not await holds():
         if time.monotonic() - t0 > within:
             raise AssertionError(f"timed out after {within:g} s waiting for {what}")
         await asyncio.sleep(0.02)  # between looks at the condition, not a wait for it

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import wait_port
+from e2e import until
 from pymodbus.client import AsyncModbusTcpClient
 
 from models.machine_state import ControllerMode, Execution
@@ -294,11 +295,15 @@ async def test_real_clock_values_move_without_anyone_writing() -> None:
         try:
             first = (await client.read_holding_registers(200, count=100, device_id=1)).registers
             later = first
-            async with asyncio.timeout(5):  # time_scale 600: values change within a second
-                while later == first:
-                    await asyncio.sleep(0.05)  # poll interval of the reading client
-                    rr = await client.read_holding_registers(200, count=100, device_id=1)
-                    later = rr.registers
+
+            async def moved() -> bool:
+                nonlocal later
+                later = (await client.read_holding_registers(200, count=100,
+                                                             device_id=1)).registers
+                return later != first
+
+            # time_scale 600: values change within a second
+            await until(moved, 5, "a register to change on the simulator's own clock")
         finally:
             client.close()
         assert first != later

@@ -362,7 +362,10 @@ async def test_one_request_per_point_rescues_a_picky_device() -> None:
 
 
 async def test_no_listener_is_device_unavailable() -> None:
-    async with raw_server(lambda r, w: asyncio.sleep(0)) as port:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        return None
+
+    async with raw_server(silent) as port:
         pass  # now closed: nobody listens on `port`
     adapter = make_adapter(settings(POINTS[:1], host="127.0.0.1", port=port, timeout=0.5))
     with pytest.raises(DeviceUnavailable):

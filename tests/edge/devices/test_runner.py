@@ -28,6 +28,8 @@ class SwallowingAdapter(PollingAdapter):
 
     settings_model = NoSettings
     reads = 0
+    parked = 0  # reads waiting for the device's answer
+    answer: asyncio.Event | None = None  # None: the device answers at once
 
     async def connect(self) -> None:
         return None
@@ -37,9 +39,19 @@ class SwallowingAdapter(PollingAdapter):
 
     async def read_once(self) -> Sequence[Sample]:
         type(self).reads += 1
-        with contextlib.suppress(asyncio.CancelledError):  # the bug we must survive
-            await asyncio.sleep(0.01)  # a slow device read: the sleep is what is tested
+        gate = type(self).answer
+        if gate is not None:  # a read the device has not answered yet
+            type(self).parked += 1
+            with contextlib.suppress(asyncio.CancelledError):  # the bug we must survive
+                await gate.wait()
         return [Sample(self.context.asset, "x", 1, None, utc_now())]
+
+
+class UnansweredRead(SwallowingAdapter):
+    """Its own class attributes: the test parks its reads without touching the others'."""
+
+    answer = None
+    parked = 0
 
 
 class FlakyAdapter(SwallowingAdapter):
@@ -67,9 +79,12 @@ def runner(cls: type[PollingAdapter], statuses: list[Any], samples: list[Any]) -
 async def test_stop_ends_a_runner_whose_adapter_swallows_cancellation() -> None:
     statuses: list[Any] = []
     samples: list[Any] = []
-    r = runner(SwallowingAdapter, statuses, samples)
+    r = runner(UnansweredRead, statuses, samples)
     task = asyncio.create_task(r.run())
     await until(lambda: bool(samples) and r.status is DeviceStatus.UP, 5, "polling")
+    # the next read waits for an answer that never comes: the cancel lands inside it
+    UnansweredRead.answer = asyncio.Event()
+    await until(lambda: UnansweredRead.parked > 0, 5, "a read waiting for the device")
     r.stop()
     task.cancel()
     # "never ends" can only be told by a deadline: generous for a loaded box, and the wait

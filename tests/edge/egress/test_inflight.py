@@ -34,10 +34,11 @@ async def test_slots_are_bounded_and_withdraw_frees_them() -> None:
 async def test_settle_waits_for_every_publish() -> None:
     inflight = InFlight(4)
     done: list[int] = []
+    acked = asyncio.Event()
 
     async def publish(n: int) -> None:
         try:
-            await asyncio.sleep(0)  # a publish still in flight when settle starts (behaviour)
+            await acked.wait()  # in flight until its PUBACK
             done.append(n)
         finally:
             inflight.release()
@@ -45,6 +46,8 @@ async def test_settle_waits_for_every_publish() -> None:
     for n in range(3):
         assert await inflight.acquire()
         inflight.track(publish(n))
+    # the PUBACKs arrive only once settle has handed the loop over, i.e. is waiting
+    asyncio.get_running_loop().call_soon(acked.set)
     await inflight.settle()
     assert sorted(done) == [0, 1, 2] and len(inflight) == 0
 

@@ -72,16 +72,17 @@ class Kpi:
         return [(a, {"availability": 1.0}) for a in self.assets]
 
 
-async def watch(sink: Sink, fleet: Fleet, seen: list[int], running: asyncio.Event) -> None:
-    """A device's poll, ready to run at every turn of the loop (the `sleep(0)` is that
-    behaviour, not a wait): notes how many records were out each time it ran, and stops one
-    machine the first time it runs in the middle of the round (a reload)."""
-    running.set()
-    while len(sink.emitted) < MACHINES - 1:
-        seen.append(len(sink.emitted))
-        if sink.emitted and "m30" in fleet.devices:
-            del fleet.devices["m30"]
-        await asyncio.sleep(0)
+def watch(sink: Sink, fleet: Fleet, seen: list[int], done: asyncio.Event) -> None:
+    """A device's poll, ready at every turn of the loop (a callback that schedules itself
+    again): notes how many records were out each time it ran, and stops one machine the
+    first time it runs in the middle of the round (a reload). `done`: every record is out."""
+    seen.append(len(sink.emitted))
+    if sink.emitted and "m30" in fleet.devices:
+        del fleet.devices["m30"]
+    if len(sink.emitted) < MACHINES - 1:
+        asyncio.get_running_loop().call_soon(watch, sink, fleet, seen, done)
+    else:
+        done.set()
 
 
 async def test_oee_records_let_polls_in_and_skip_a_stopped_machine() -> None:
@@ -89,11 +90,10 @@ async def test_oee_records_let_polls_in_and_skip_a_stopped_machine() -> None:
     fleet, sink, seen = Fleet(loaded), Sink(), list[int]()
     pub = OeePublisher(cast(KpiService, Kpi(fleet.assets())), cast(FleetView, fleet),
                        cast(RecordSink, sink), lambda: loaded)
-    running = asyncio.Event()
-    poll = asyncio.create_task(watch(sink, fleet, seen, running))
-    await running.wait()  # the poll is parked, ready, before the round starts
+    done = asyncio.Event()
+    asyncio.get_running_loop().call_soon(watch, sink, fleet, seen, done)  # before the round
     await pub.publish_due()
-    await asyncio.wait_for(poll, 5)
+    await asyncio.wait_for(done.wait(), 5)
     assert any(0 < n < MACHINES - 1 for n in seen), f"no poll during the round: {seen}"
     assets = [a for _, a, _ in sink.emitted]
     assert "m30" not in assets and len(assets) == MACHINES - 1
@@ -117,12 +117,11 @@ async def test_capacity_round_lets_polls_in_and_skips_a_stopped_machine() -> Non
     fleet, sink, seen = Fleet(loaded), Sink(), list[int]()
     pub = CapacityPublisher(cast(CapacityRecords, Offers(fleet)), cast(FleetView, fleet),
                             cast(RecordSink, sink), lambda: loaded, structlog.get_logger())
-    running = asyncio.Event()
-    poll = asyncio.create_task(watch(sink, fleet, seen, running))
-    await running.wait()  # the poll is parked, ready, before the round starts
+    done = asyncio.Event()
+    asyncio.get_running_loop().call_soon(watch, sink, fleet, seen, done)  # before the round
     rounds = asyncio.create_task(pub.run())
     try:
-        await asyncio.wait_for(poll, 5)
+        await asyncio.wait_for(done.wait(), 5)
     finally:
         rounds.cancel()
     assert any(0 < n < MACHINES - 1 for n in seen), f"no poll during the round: {seen}"

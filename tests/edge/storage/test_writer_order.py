@@ -130,10 +130,10 @@ async def test_a_part_count_save_commits_before_the_envelope_showing_it(tmp_path
     m = Machine(tmp_path, shared=True)
     m.oee._lock = held = WatchedLock()  # type: ignore[assignment]
     with held:  # the OEE store is inside a long transaction (a checkpoint, say)
-        for count in range(1, PARTS + 1):
-            m.part(count)
-            await asyncio.sleep(0)  # the next part comes in a later loop iteration
+        m.part(1)
         assert await asyncio.to_thread(held.waiting.wait, 10), "the writer never came"
+        for count in range(2, PARTS + 1):  # the next parts queue behind the blocked save
+            m.part(count)
         # the thread is blocked on the OEE save: the envelopes behind it wait too
         assert m.outbox.seen == [] and m.outbox.peek("a") == []
     await m.writer.drain()
