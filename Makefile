@@ -40,38 +40,32 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# $(call install_or_advise,<Debian packages>,<why>,<advice without root>,<exit status without>):
+# as root with apt-get the packages are installed (an `apt-get update` only if the first try
+# fails); otherwise the advice is printed and make goes on or stops with the exit status.
+define install_or_advise
+	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing $(1) ($(2))"; \
+	  (apt-get install -y --no-install-recommends $(1) >/dev/null 2>&1 || \
+	    (apt-get update >/dev/null && apt-get install -y --no-install-recommends $(1) >/dev/null)); \
+	else \
+	  echo "$(3)"; exit $(4); \
+	fi
+endef
+
 mosquitto:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing mosquitto (tests need a real MQTT broker)"; \
-	    (apt-get install -y --no-install-recommends mosquitto >/dev/null 2>&1 || \
-	      (apt-get update >/dev/null && apt-get install -y --no-install-recommends mosquitto >/dev/null)); \
-	  else \
-	    echo "The tests need the Mosquitto broker binary. Install it, e.g.: sudo apt-get install mosquitto"; \
-	    exit 1; \
-	  fi; }
+	  $(call install_or_advise,mosquitto,tests need a real MQTT broker,The tests need the Mosquitto broker binary. Install it with: sudo apt-get install mosquitto,1); }
 
 # The status-page test loads the page in Debian's headless Chromium through chromedriver.
 browser:
 	@[ -x /usr/bin/chromium ] && { command -v chromedriver >/dev/null 2>&1 || [ -x /usr/bin/chromedriver ]; } || { \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing chromium + chromium-driver (the status-page test drives a real browser)"; \
-	    (apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
-	      (apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null)); \
-	  else \
-	    echo "The status-page test needs Chromium; it is skipped without. Install: sudo apt-get install chromium chromium-driver"; \
-	  fi; }
+	  $(call install_or_advise,chromium chromium-driver,the status-page test drives a real browser,The status-page test needs Chromium; it is skipped without. Install: sudo apt-get install chromium chromium-driver,0); }
 
 # The shipped unit is read by systemd-analyze (verify, offline security score), no systemd running.
 systemd-analyze:
 	@command -v systemd-analyze >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing systemd (its systemd-analyze checks systemd/edge-gateway.service)"; \
-	    (apt-get install -y --no-install-recommends systemd >/dev/null 2>&1 || \
-	      (apt-get update >/dev/null && apt-get install -y --no-install-recommends systemd >/dev/null)); \
-	  else \
-	    echo "The unit-file test needs systemd-analyze; it is skipped without. Install: sudo apt-get install systemd"; \
-	  fi; }
+	  $(call install_or_advise,systemd,its systemd-analyze checks systemd/edge-gateway.service,The unit-file test needs systemd-analyze; it is skipped without. Install: sudo apt-get install systemd,0); }
 
 ## Regenerate config/schema.json from the models (a test keeps them equal).
 schema: $(STAMP)
