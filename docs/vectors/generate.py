@@ -1,7 +1,8 @@
 """Regenerates the conformance vectors in this folder: `python docs/vectors/generate.py`.
 
 Everything is deterministic (fixed keys, fixed times, Ed25519 signatures are deterministic;
-the query session's booking ids, salts and clocks are passed into the gateway's classes),
+the query sessions' booking ids, salts, clocks and version are passed into the gateway's
+classes),
 so `tests/edge/platform_kit/test_vectors.py` rebuilds the files in memory and fails when one on disk
 differs: the vectors never drift from the code. The keys are public test keys (RFC 8037
 appendix A.1 for the gateway, RFC 8032 section 7.1 test 2 for the platform, test 3 for a
@@ -10,10 +11,11 @@ stranger); never use them for anything real.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,13 +27,22 @@ sys.path.insert(0, str(HERE.parents[1]))
 import structlog  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
+from adapters.base import Adapter  # noqa: E402
 from edge.bookings.desk import BookingDesk, PlantHolds  # noqa: E402
 from edge.bookings.store import BookingStore  # noqa: E402
 from edge.capacity.bookings import BookingsFiles  # noqa: E402
+from edge.capacity.publisher import CapacityRecords  # noqa: E402
 from edge.config.loader import LoadedPlant, parse_plant  # noqa: E402
-from edge.devices.fleet import Device  # noqa: E402
+from edge.devices.fleet import Device, DeviceFleet  # noqa: E402
 from edge.egress.formats import JsonEncoder  # noqa: E402
 from edge.egress.formats.sparkplug_node import SparkplugNode  # noqa: E402
+from edge.egress.loss import LossLedger  # noqa: E402
+from edge.egress.stack import EgressSlot  # noqa: E402
+from edge.egress.unsignable import UnsignableRecords  # noqa: E402
+from edge.kpi.service import KpiService  # noqa: E402
+from edge.kpi.store import OeeStore  # noqa: E402
+from edge.parts.energy import EnergyWindows  # noqa: E402
+from edge.parts.recorder import PartRecorder  # noqa: E402
 from edge.parts.store import PartStore  # noqa: E402
 from edge.platform_kit.client import sign_request  # noqa: E402
 from edge.platform_kit.verifier import booking_commitment  # noqa: E402
@@ -48,6 +59,7 @@ from edge.signing.jws import (  # noqa: E402
 )
 from models.booking import booking_record, part_range  # noqa: E402
 from models.envelope import Stream, envelope_body  # noqa: E402
+from models.sample import Sample  # noqa: E402
 
 GATEWAY_D = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"  # RFC 8037 A.1
 PLATFORM_D = "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb"  # RFC 8032 t2
@@ -132,7 +144,7 @@ RECORDS: dict[Stream, list[dict[str, Any]]] = {
                   "downtime": {"alarm": 600.0, "feed_hold": 120.0, "setup": 438.0,
                                "waiting": 300.0, "unavailable": 0.0, "no_data": 0.0}},
          "counts": {"pq": 412, "gq": 408, "scrap": 4, "unplanned_pq": 0, "unrated_pq": 0},
-         "losses": {"gap": 0.0, "speed_loss": 1916.5, "scrap_time": 124.5},
+         "losses": {"gap": 0.0, "speed_loss": 1916.5, "scrap_time": 124.5, "gap_parts": []},
          "ts": "2026-11-22T10:00:00.000Z"},
     ],
     "capacity": [
@@ -298,16 +310,21 @@ def build() -> dict[str, bytes]:
          "expect": {"verdict": "unauthorized", "message": "nonce already used",
                     "reply": "negative/replayed-nonce.reply.json"}},
     ]
-    for name, body, request, reply in _session(signer, platform, json.loads(
-            files["part.envelope.json"])):
-        files[f"request-{name}.json"] = _compact(request)
-        files[f"reply-{name}.json"] = _compact(reply)
-        record = json.loads(b64url_decode(reply["payload"]))["records"][0]
-        cases.append({"name": name, "format": "request", "topic": "edge/plant-a/gw-01/query",
-                      "file": f"request-{name}.json", "reply_topic": SESSION_TOPIC,
-                      "session": "bookings-and-parts",
-                      "expect": {"verdict": SESSION_EXPECT.get(name, "ok"), "body": body,
-                                 "reply": f"reply-{name}.json", "record": record}})
+    sessions = (
+        ("bookings-and-parts", SESSION_TOPIC,
+         _session(signer, platform, json.loads(files["part.envelope.json"]))),
+        ("query-methods", DAY_TOPIC, _plant_day(signer, platform)),
+    )
+    for session, topic, replies in sessions:
+        for name, body, request, reply in replies:
+            files[f"request-{name}.json"] = _compact(request)
+            files[f"reply-{name}.json"] = _compact(reply)
+            record = json.loads(b64url_decode(reply["payload"]))["records"][0]
+            cases.append({"name": name, "format": "request",
+                          "topic": "edge/plant-a/gw-01/query", "file": f"request-{name}.json",
+                          "reply_topic": topic, "session": session,
+                          "expect": {"verdict": SESSION_EXPECT.get(name, "ok"), "body": body,
+                                     "reply": f"reply-{name}.json", "record": record}})
     cases.append({"name": "booking-commitment", "format": "commitment", "inputs": BOOKING,
                   "expect": {"commitment": COMMITMENT}})
     files["index.json"] = _json({
@@ -422,20 +439,190 @@ def _session(signer: Signer, platform: Ed25519PrivateKey, part_envelope: dict[st
             lambda: loaded, _RunningMachines(loaded),
             None, None,  # type: ignore[arg-type]  # OEE and capacity: not asked
             stats=dict, counts=dict, bookings=desk, parts=parts, started=clock())
-        (p1,) = loaded.plant.platforms
-        handler = QueryHandler(
-            loaded.plant, backend, signer=lambda: signer,
-            keys={jwk_public(platform)["kid"]: (p1, platform.public_key())},
-            logger=logger, clock=clock, monotonic=lambda: 0.0)
-        for n, (name, method, params) in enumerate(SESSION, 1):
-            body = {"method": method, "params": params, "id": f"q-{n}",
-                    "ts": "2026-11-22T10:00:00Z", "nonce": f"dmVjdG9yLXNlc3Npb24t{n}"}
-            request = sign_request(platform, body)
-            reply = handler.handle(Incoming("edge/plant-a/gw-01/query", _compact(request),
-                                            SESSION_TOPIC, None))
-            assert reply is not None, name
-            yield name, body, request, json.loads(reply.payload)
-            clock.now += timedelta(seconds=1)
+        handler = _handler(loaded, backend, signer, platform, clock)
+        yield from _answers(handler, platform, clock, SESSION, topic=SESSION_TOPIC,
+                            prefixes=("q-", "dmVjdG9yLXNlc3Npb24t"), ts="2026-11-22T10:00:00Z")
+
+
+def _handler(loaded: LoadedPlant, backend: QueryBackend, signer: Signer,
+             platform: Ed25519PrivateKey, clock: _Clock) -> QueryHandler:
+    """The gateway's query handler, knowing the plant's one platform by `platform`'s key."""
+    (p1,) = loaded.plant.platforms
+    return QueryHandler(
+        loaded.plant, backend, signer=lambda: signer,
+        keys={jwk_public(platform)["kid"]: (p1, platform.public_key())},
+        logger=structlog.wrap_logger(structlog.ReturnLogger()), clock=clock,
+        monotonic=lambda: 0.0)
+
+
+def _answers(handler: QueryHandler, platform: Ed25519PrivateKey, clock: _Clock,
+             requests: list[tuple[str, str, dict[str, Any]]], *, topic: str,
+             prefixes: tuple[str, str], ts: str,
+             ) -> Iterator[tuple[str, dict[str, Any], dict[str, str], dict[str, str]]]:
+    """(case name, request body, signed request, reply) for each of `requests`, signed by
+    `platform` (`prefixes`: of the request ids and nonces, numbered from 1), answered by
+    `handler` on `topic`, one second apart on `clock`."""
+    for n, (name, method, params) in enumerate(requests, 1):
+        body = {"method": method, "params": params, "id": f"{prefixes[0]}{n}", "ts": ts,
+                "nonce": f"{prefixes[1]}{n}"}
+        request = sign_request(platform, body)
+        reply = handler.handle(Incoming("edge/plant-a/gw-01/query", _compact(request),
+                                        topic, None))
+        assert reply is not None, name
+        yield name, body, request, json.loads(reply.payload)
+        clock.now += timedelta(seconds=1)
+
+
+# The query methods' session: a morning of machine m1 (a mill that meters its own energy)
+# goes through the gateway's real classes, as in the daemon (edge/daemon/gateway.py): a
+# DeviceRunner reads a scripted device and hands each batch to the DeviceFleet, which
+# folds it into the AssetTwin and tells the KpiService (OEE, SQLite) and the PartRecorder
+# (part records and metered energy, SQLite); then platform p1 asks every query method, each
+# answered by the real QueryHandler and QueryBackend over those, with CapacityRecords and
+# EnergyWindows. The one clock (the fleet's, the KPI service's, the recorder's reads, the
+# handler's, the backend's uptime, the offer's and the energy's "now") and the version
+# are passed in. The only stand-in is the device: `_ScriptedDevice`, an adapter that
+# yields the script's batches (the vectors have no machine to connect to); no egress
+# stack runs, so `health` names no destination.
+DAY_TOPIC = "platform/replies/d0c5"
+DAY_VERSION = "1.0.0"
+DAY_PLANT = """\
+gateway:
+  id: gw-01
+  site: plant-a
+  carbon: {kg_per_kwh: 0.38, source: test grid, year: 2025}
+shifts:
+  shifts: [{name: early, start: "06:00", end: "14:00"}]
+machines:
+  - id: m1
+    name: Mill 1
+    area: hall-1
+    line: line-2
+    adapter: modbus
+    ideal_cycle_time: 50
+    nameplate: {manufacturer: ACME, model: VMC-800, serial_number: SN-0042,
+                year_of_construction: 2021}
+    capabilities: {processes: [milling], materials: [steel, aluminium]}
+    bookings: [{start: "2026-11-24T06:00:00Z", end: "2026-11-24T10:00:00Z",
+                reference: PO-4711}]
+    part_record: {signals: [spindle_load]}
+    energy: {energy_kwh: energy_kwh}
+    connection: {host: 127.0.0.1}
+    points:
+      - {name: execution, register: holding, address: 0, map: {0: ready, 1: active, 3: feed_hold}}
+      - {name: part_count, register: holding, address: 10, data_type: uint32}
+      - {name: bad_part_count, register: holding, address: 12, data_type: uint32}
+      - {name: spindle_load, register: input, address: 0, unit: "%"}
+      - {name: energy_kwh, register: input, address: 2, data_type: float32, unit: kWh}
+platforms:
+  - {id: p1, public_key_file: p1.pem, machines: [m1],
+     methods: [describe, health, oee, energy, capacity, aas]}
+"""
+DAY_STARTED = "2026-11-23T05:58:00.000Z"
+"""When the gateway started (Monday): two minutes before the early shift."""
+DAY_ASKED = "2026-11-23T06:15:00.250Z"
+"""When the first request is received; the shift's first quarter hour has been read."""
+
+
+def _day_reads() -> list[tuple[datetime, dict[str, Any]]]:
+    """The device's reads, every 30 s from 06:00: program O1000 runs a part a minute (ideal
+    50 s), a feed hold 06:08-06:10, a scrapped part at 06:05; the meter counts up."""
+    reads = []
+    kwh, count, bad = 1520.0, 100, 2
+    start = _created("2026-11-23T06:00:00.000Z")
+    for i in range(30):
+        at = start + timedelta(seconds=30 * i)
+        hold = 16 <= i < 20
+        if i and not hold and i % 2 == 0:
+            count += 1
+        if i == 10:
+            bad += 1
+        kwh = round(kwh + (0.004 if hold else 0.025), 3)
+        reads.append((at, {
+            "execution": "feed_hold" if hold else "active", "controller_mode": "automatic",
+            "program": "O1000", "part_count": count, "bad_part_count": bad,
+            "spindle_load": 0.0 if hold else 40.0 + 5.0 * (i % 3), "energy_kwh": kwh}))
+    return reads
+
+
+UNITS = {"spindle_load": "%", "energy_kwh": "kWh"}
+
+
+class _ScriptedDevice(Adapter):
+    """The vectors' device: yields each read of `_day_reads` with the gateway's clock set
+    to its time (a real device is read at the clock's time), then signals that it is done
+    and waits to be stopped."""
+
+    clock: _Clock
+    done: asyncio.Event
+
+    async def connect(self) -> None:
+        return None
+
+    async def stream(self) -> AsyncIterator[Sequence[Sample]]:
+        asset = self.context.asset
+        for at, values in _day_reads():
+            self.clock.now = at
+            yield [Sample(asset, name, value, UNITS.get(name), at)
+                   for name, value in values.items()]
+        self.done.set()
+        await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _read_the_morning(fleet: DeviceFleet, loaded: LoadedPlant, clock: _Clock) -> None:
+    """Start m1's runner on the scripted device, let it read the whole script, stop it."""
+    done = asyncio.Event()
+    device_type = type("ScriptedDevice", (_ScriptedDevice,), {"clock": clock, "done": done})
+    (machine,) = loaded.enabled_machines()
+    fleet.start(machine, lambda adapter: device_type, poll_phase=0.0)
+    await done.wait()
+    device = fleet.device(machine.id)
+    device.runner.stop()
+    device.task.cancel()
+    await asyncio.gather(device.task, return_exceptions=True)
+
+
+DAY: list[tuple[str, str, dict[str, Any]]] = [
+    ("describe", "describe", {}),
+    ("health", "health", {}),
+    ("oee", "oee", {"asset": "m1", "window": "shift"}),
+    ("energy", "energy", {"asset": "m1", "window": "range",
+                          "start": "2026-11-23T06:00:00Z", "end": "2026-11-23T06:15:00Z"}),
+    ("capacity", "capacity", {"asset": "m1"}),
+    ("aas", "aas", {"asset": "m1"}),
+]
+
+
+def _plant_day(signer: Signer, platform: Ed25519PrivateKey
+               ) -> Iterator[tuple[str, dict[str, Any], dict[str, str], dict[str, str]]]:
+    """(case name, request body, signed request, reply) for each request of DAY."""
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stores:
+        loaded = parse_plant(DAY_PLANT, str(Path(tmp) / "plant.yaml"))
+        clock = _Clock(_created(DAY_STARTED))
+        logger = structlog.wrap_logger(structlog.ReturnLogger())
+        oee = stores.enter_context(OeeStore(Path(tmp) / "oee.sqlite3", logger=logger))
+        parts = stores.enter_context(PartStore(Path(tmp) / "parts.sqlite3"))
+        kpi = KpiService(loaded.plant, oee, clock, logger=logger)
+        slot = EgressSlot()  # no egress stack: what the stages emit is dropped, counted
+        recorder = PartRecorder(lambda: loaded, parts, slot, logger)
+        energy = EnergyWindows(lambda: loaded, parts, recorder, clock=clock)
+        fleet = DeviceFleet(lambda: loaded, slot, kpi, logger, observers=[recorder],
+                            clock=clock)
+        asyncio.run(_read_the_morning(fleet, loaded, clock))
+        clock.now = _created(DAY_ASKED)
+        capacity = CapacityRecords(lambda: loaded, fleet, kpi, BookingsFiles(logger),
+                                   energy=energy.by_program, clock=clock)
+        backend = QueryBackend(
+            lambda: loaded, fleet, kpi, capacity, stats=slot.destination_stats,
+            counts=lambda: dict(handler.counts), losses=LossLedger().snapshot,
+            unsignable=UnsignableRecords(logger.warning).snapshot, parts=parts,
+            energy=energy, started=_created(DAY_STARTED), clock=clock, version=DAY_VERSION)
+        handler = _handler(loaded, backend, signer, platform, clock)
+        yield from _answers(handler, platform, clock, DAY, topic=DAY_TOPIC,
+                            prefixes=("d-", "dmVjdG9yLWRheS0"), ts="2026-11-23T06:15:00Z")
 
 
 def main() -> None:

@@ -70,7 +70,11 @@ class CapacityRecords:
         *,
         held: Held | None = None,
         energy: ProgramEnergyView | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        """`clock`: the time an offer is computed at (injectable: the conformance vectors'
+        `capacity` reply is the same every run)."""
+        self.clock = clock
         self.config = config
         self.fleet = fleet
         self.kpi = kpi
@@ -99,7 +103,7 @@ class CapacityRecords:
     def record(self, asset: str) -> dict[str, Any]:
         d = self.fleet.device(asset)
         plant = self.config().plant
-        m, settings, now = d.machine, plant.gateway.capacity, utc_now()
+        m, settings, now = d.machine, plant.gateway.capacity, self.clock()
         busy_until = self.busy_until(asset, now)
         held = self.held(asset, now) if self.held is not None else []
         slots = free_slots(

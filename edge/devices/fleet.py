@@ -73,7 +73,12 @@ class DeviceFleet:
         kpi: StateObserver,
         log: FilteringBoundLogger,
         observers: Sequence[BatchObserver] = (),
+        *,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        """`clock`: the gateway's clock that state changes and link losses are timed by
+        (injectable: docs/vectors/generate.py feeds a scripted day through a fleet)."""
+        self.clock = clock
         self.config = config
         self.sink = sink
         self.kpi = kpi
@@ -117,7 +122,7 @@ class DeviceFleet:
         if new_state is not None:
             # the gateway's clock, not the device's: OEE windows are on one time line, and
             # device clocks jump (SHDR recordings, controllers without NTP)
-            self.kpi.on_state(asset, new_state, utc_now())
+            self.kpi.on_state(asset, new_state, self.clock())
         for observer in self.observers:
             observer.on_batch(asset, batch, new_state)
         for signal_name, value in rejected:
@@ -138,7 +143,7 @@ class DeviceFleet:
         if device is None or status is DeviceStatus.UP:
             return
         # a device that never answered is announced too: silence is not a state
-        at = utc_now()
+        at = self.clock()
         changed = device.twin.set_available(False, at) is not None
         if changed:
             self.kpi.on_unavailable(asset, at)
@@ -151,7 +156,7 @@ class DeviceFleet:
         twin = device.twin
         twin.announced = True
         record = twin.state.as_record()
-        record["ts"] = format_ts(twin.state.since or utc_now())
+        record["ts"] = format_ts(twin.state.since or self.clock())
         topic = machine_topic(self.config().plant, device.machine, "state")
         self.sink.emit(topic, device.machine.id, "state", [record])
 

@@ -31,7 +31,11 @@ CATEGORIES = ("producing", "idle", "stopped")
 
 class EnergyWindows:
     def __init__(self, config: Callable[[], LoadedPlant], store: PartStore | None,
-                 recorder: PartRecorder | None = None) -> None:
+                 recorder: PartRecorder | None = None, *,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        """`clock`: "now" of the figures and footprints not given one (injectable: the
+        conformance vectors' `energy` and `aas` replies are the same every run)."""
+        self.clock = clock
         self.config = config
         self.store = store
         self.recorder = recorder
@@ -55,7 +59,7 @@ class EnergyWindows:
         if self.recorder is not None:
             # the tracker saved now; what it saved (and earlier saves) may still be queued
             # on the store writer thread: added here, never counted twice (`read.saved`)
-            self.recorder.flush(asset, now or utc_now())
+            self.recorder.flush(asset, now or self.clock())
             for save in self.recorder.unsaved(asset, read.saved):
                 for (iso, kind), value in (save.energy or {}).items():
                     at = datetime.fromisoformat(iso)
@@ -97,7 +101,7 @@ class EnergyWindows:
             return None
         if self.store is None:
             return {}
-        now = now or utc_now()
+        now = now or self.clock()
         return per_good_part(self.store.program_energy(asset, now - timedelta(days=days), now))
 
     def footprints(self, asset: str, days: int = 30,
@@ -107,7 +111,7 @@ class EnergyWindows:
         # process, which needs it only when a platform asks for a machine's AAS
         from models.aas import ProgramFootprint  # noqa: PLC0415
 
-        now = now or utc_now()
+        now = now or self.clock()
         programs = self.by_program(asset, days, now)
         if programs is None:
             return None

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from edge import package_version
 from edge.bookings.desk import BookingDesk
 from edge.bookings.store import Refused
 from edge.capacity.publisher import CapacityRecords
@@ -26,13 +26,6 @@ from models.plant import STREAMS, Machine, Platform, machine_topic
 from models.sample import format_ts, utc_now
 
 StatsProvider = Callable[[], dict[str, dict[str, Any]]]
-
-
-def _version() -> str:
-    try:
-        return version("edge-gateway")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def _ts(value: Any) -> datetime | None:
@@ -76,14 +69,15 @@ def _published_streams(machine: Machine) -> list[str]:
     ]
 
 
-def describe(loaded: LoadedPlant) -> dict[str, Any]:
-    """`describe`: the gateway and its machines, from the configuration alone."""
+def describe(loaded: LoadedPlant, version: str | None = None) -> dict[str, Any]:
+    """`describe`: the gateway and its machines, from the configuration alone; `version`
+    is the installed package's unless given (the conformance vectors pin it)."""
     plant = loaded.plant
     g = plant.gateway
     return {
         "gateway": g.id,
         "site": g.site,
-        "version": _version(),
+        "version": package_version() if version is None else version,
         "streams": list(STREAMS),
         "machines": {
             m.id: {
@@ -108,14 +102,19 @@ def health(
     losses: dict[str, Any],
     unsignable: dict[str, Any],
     queries: dict[str, int],
+    now: datetime | None = None,
+    version: str | None = None,
 ) -> dict[str, Any]:
     """`health` (before the handler scopes it to the platform and its destination);
-    `detail`: `device_reasons` and `device_faults` when some device is not up."""
+    `detail`: `device_reasons` and `device_faults` when some device is not up. `now` and
+    `version` default to the wall clock and the installed package's (the conformance
+    vectors pin both)."""
+    now = utc_now() if now is None else now
     return {
         "state": "online",
-        "version": _version(),
+        "version": package_version() if version is None else version,
         "started": format_ts(started),
-        "uptime_s": round((utc_now() - started).total_seconds(), 3),
+        "uptime_s": round((now - started).total_seconds(), 3),
         "devices": devices,
         **detail,
         "destinations": destinations,
@@ -127,7 +126,9 @@ def health(
 
 class QueryBackend:
     """The query handler's `Backend`; `counts` gives the handler's own counters to `health`
-    (the handler is built after its backend)."""
+    (the handler is built after its backend). `clock` (uptime, and `started` when not
+    given) and `version` (`describe`, `health`; default the installed package's) are
+    injectable so that docs/vectors/generate.py gets the same replies every run."""
 
     def __init__(
         self,
@@ -144,7 +145,11 @@ class QueryBackend:
         started: datetime | None = None,
         parts: PartStore | None = None,
         energy: EnergyWindows | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        version: str | None = None,
     ) -> None:
+        self.clock = clock
+        self.version = version
         self.parts = parts
         self.energy = energy
         self.config = config
@@ -156,7 +161,7 @@ class QueryBackend:
         self.losses = losses
         self.unsignable = unsignable
         self.bookings = bookings
-        self.started = started or utc_now()
+        self.started = started or clock()
 
     def _assets(self, asset: str | None) -> list[str]:
         running = self.fleet.assets()
@@ -167,7 +172,7 @@ class QueryBackend:
         return [asset]
 
     def query_describe(self) -> dict[str, Any]:
-        return describe(self.config())
+        return describe(self.config(), self.version)
 
     def query_state(self, asset: str | None) -> dict[str, Any]:
         out = {}
@@ -277,7 +282,7 @@ class QueryBackend:
         return health(self.started, devices=self.fleet.statuses(),
                       detail=device_detail(self.fleet), destinations=self.stats(),
                       losses=self.losses(), unsignable=self.unsignable(),
-                      queries=self.counts())
+                      queries=self.counts(), now=self.clock(), version=self.version)
 
     async def query_booking(
         self, method: str, platform: Platform, params: Mapping[str, Any],

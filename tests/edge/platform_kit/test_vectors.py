@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import structlog
+from aas_core3 import jsonization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -28,7 +29,8 @@ from edge.platform_kit.verifier import (
 )
 from edge.query import handler
 from edge.signing.jws import Signer, b64url_decode, jwk_public
-from models.plant import Plant
+from models.aas import verify_environment
+from models.plant import QUERY_METHODS, Nameplate, Plant
 
 ROOT = Path(__file__).resolve().parents[3]
 VECTORS = ROOT / "docs" / "vectors"
@@ -215,8 +217,34 @@ def platform_signed(request: dict[str, str]) -> dict[str, Any]:
     return body
 
 
+PROTOCOL = (ROOT / "docs" / "protocol.md").read_text()
+
+
+def documented(heading: str) -> Any:
+    """The first example block after `heading` in docs/protocol.md, as JSON; `{<as oee>}`
+    (the `energy` example's window) reads as the `oee` example's window."""
+    block = PROTOCOL.split(heading, 1)[1].split("```", 2)[1].removeprefix("json")
+    oee_window = json.dumps(documented("\n### oee\n")["window"]) if "<as oee>" in block else ""
+    return json.loads(block.replace("{<as oee>}", oee_window))
+
+
+def same_keys(result: dict[str, Any], doc: dict[str, Any], *nested: str) -> None:
+    """`result` has the documented example's keys, and so have its `nested` members."""
+    assert set(result) == set(doc), (set(result) ^ set(doc))
+    for key in nested:
+        assert set(result[key]) == set(doc[key]), (key, set(result[key]) ^ set(doc[key]))
+
+
+def check_oee(record: dict[str, Any]) -> None:
+    """An `oee` record in the shape docs/protocol.md's `oee` stream example has."""
+    doc = documented("\n### oee\n")
+    same_keys(record, doc, "window", "time", "counts", "losses")
+    assert set(record["time"]["downtime"]) == set(doc["time"]["downtime"])
+
+
 def check_result(method: str, result: dict[str, Any]) -> None:
-    """The shape of each method's `result` as docs/protocol.md describes it."""
+    """The shape of each method's `result` as docs/protocol.md describes it (its examples,
+    read from the file, and the lines beside them)."""
     if method in ("reserve", "release"):
         assert set(result) == BOOKING_KEYS | ({"new"} if method == "reserve" else set())
         owner = ("p1", result["reference"], result["salt"])
@@ -225,8 +253,7 @@ def check_result(method: str, result: dict[str, Any]) -> None:
         assert set(result) == {"bookings"} and result["bookings"]
         for booking in result["bookings"]:
             check_result("release", booking)
-    else:
-        assert method == "parts", method
+    elif method == "parts":
         assert set(result) == {"asset", "next", "parts"}
         (part,) = [c for c in cases("envelope") if c["name"] == "part-envelope"]
         for item in result["parts"]:
@@ -236,6 +263,48 @@ def check_result(method: str, result: dict[str, Any]) -> None:
             assert body["records"] == [item["record"]]
             assert item["part_seq"] == item["record"]["part_seq"]
             assert item["envelope"] == json.loads((VECTORS / part["file"]).read_bytes())
+    elif method == "describe":
+        doc = documented("**`describe`**")
+        same_keys(result, doc)
+        assert result["streams"] == doc["streams"]
+        for machine in result["machines"].values():
+            same_keys(machine, doc["machines"]["m1"])
+            # `part` too with a part_record: the vectors' m1 has one
+            assert set(machine["topics"]) == {*doc["machines"]["m1"]["topics"], "part"}
+            assert set(machine["nameplate"]) <= set(Nameplate.model_fields)
+    elif method == "health":
+        doc = documented("**`health`**")
+        # the two device blocks only when some device is not up: all are up here
+        assert set(result["devices"].values()) == {"up"}
+        same_keys(result, {k: v for k, v in doc.items() if not k.startswith("device_")},
+                  "losses", "unsignable", "queries")
+        assert result["uptime_s"] > 0
+    elif method == "oee":
+        check_oee(result)
+    elif method == "energy":
+        doc = documented("**`energy`**")
+        same_keys(result, doc, "window", "energy")
+        same_keys(result["energy"], doc["energy"], "kwh", "carbon_factor")
+        assert result["window"]["kind"] in ("shift", "last_hour", "today", "range")
+    elif method == "capacity":
+        doc = documented("\n### capacity\n")
+        for record in result["machines"].values():
+            # `energy_per_part` for a machine with a meter (the table below the example)
+            same_keys(record, {**doc, "energy_per_part": None}, "capabilities", "horizon",
+                      "freshness", "performance")
+            for days in record["energy_per_part"].values():
+                for program in days.values():
+                    assert set(program) == {"good_parts", "kwh_per_part", "co2e_kg_per_part"}
+            for slot in record["free_slots"]:
+                assert set(slot) == set(doc["free_slots"][0])
+    else:
+        assert method == "aas", method
+        assert set(result) == {"machines"}
+        for env in result["machines"].values():
+            # an AAS V3 environment (IDTA-01001-3-0 JSON) that meets the metamodel
+            environment = jsonization.environment_from_jsonable(env)
+            assert verify_environment(environment) == []
+            assert env["assetAdministrationShells"] and env["submodels"]
 
 
 @pytest.mark.parametrize("name", SESSIONS)
@@ -275,3 +344,16 @@ def test_the_booking_vectors_are_the_examples_of_protocol_md() -> None:
         documented = json.loads(block.split("```", 1)[0])
         (case,) = [c for c in cases("request") if c["name"] == name]
         assert documented == case["expect"]["record"], marker
+
+
+def test_every_query_method_has_a_reply_vector() -> None:
+    """An independent platform developer has an answered request of each method to test a
+    client with (docs/vectors/README.md's table names them)."""
+    answered = {json.loads(b64url_decode(json.loads((VECTORS / c["file"]).read_bytes())[
+        "payload"]))["method"] for c in cases("request")
+        if c["expect"]["verdict"] == "ok" and "reply" in c["expect"]}
+    assert answered == set(QUERY_METHODS), set(QUERY_METHODS) ^ answered
+    readme = (VECTORS / "README.md").read_text()
+    for case in cases("request"):
+        if "reply" in case["expect"]:
+            assert f"`{case['name']}`" in readme or case["expect"]["reply"] in readme, case
