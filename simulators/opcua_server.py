@@ -526,6 +526,11 @@ class OpcUaSimulator(SimulatorHandle):
     def endpoints(self) -> list[str]:
         return [e.url for e in self._endpoints]
 
+    @property
+    def servers(self) -> list[Server]:
+        """The running asyncua servers: tests inject server-side faults through them."""
+        return [e.server for e in self._endpoints if e.server is not None]
+
     async def start(self) -> None:
         """Start every server that is not running (same port, same certificate)."""
         try:

@@ -630,7 +630,9 @@ class OpcUaAdapter(Adapter):
         """Condition events of the machine (Notification/Messages, else the Server object).
 
         A server that refuses event subscriptions costs the alarm signals only (logged
-        once), never the device. See alarms.py for why ConditionRefresh follows.
+        once), never the device; one that does not answer fails the setup like any other
+        request, and the connection is retried. See alarms.py for why ConditionRefresh
+        follows.
         """
         c = self.config.connection
         self._alarms.clear()
@@ -655,6 +657,11 @@ class OpcUaAdapter(Adapter):
             else:
                 sub = await self._new_subscription(client, _Handler(self))
             await sub.subscribe_events(source, evfilter=alarms.event_filter(), queuesize=1000)
+        except (TimeoutError, OSError):
+            # No answer is not a refusal: taken for one, it cost the alarm signals for the
+            # whole connection (a loaded host's CI saw no `alarm` at all). The setup fails
+            # and the connection is retried, alarms included.
+            raise
         except Exception as exc:  # BadServiceUnsupported, BadFilterNotAllowed, ...
             self.alarm_source = None
             self._log_once(
@@ -678,6 +685,8 @@ class OpcUaAdapter(Adapter):
             await client.get_node(alarms.CONDITION_TYPE).call_method(
                 alarms.CONDITION_REFRESH, ua.Variant(sub.subscription_id, ua.VariantType.UInt32)
             )
+        except (TimeoutError, OSError):
+            raise  # no answer: retried with the connection, as above
         except Exception as exc:
             # Without a refresh, alarms raised before the subscription stay unseen: the
             # first value is only a guess, so it goes out as uncertain.

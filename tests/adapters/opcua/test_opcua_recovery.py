@@ -110,6 +110,43 @@ async def test_frozen_server_is_logged_with_a_reason(sim: tuple[OpcUaSimulator, 
         await proxy.aclose()
 
 
+async def test_alarm_events_that_time_out_are_retried_not_given_up(
+    sim: tuple[OpcUaSimulator, int],
+) -> None:
+    """The server answers the alarm events' CreateMonitoredItems only after the gateway's
+    request timeout, once (a loaded host). Taken for a refusal, the timeout cost the `alarm`
+    signal for the whole connection (the demo-plant test of a loaded CI run saw none); the
+    setup must fail instead and the retry bring the alarm."""
+    s, port = sim
+    service = s.servers[0].iserver.subscription_service
+    create = service.create_monitored_items
+    settings = make_settings(port, {"profile": "machine_tool", "watchdog_interval": 60.0})
+    stalled: list[ua.CreateMonitoredItemsParameters] = []
+    answer = asyncio.Event()
+
+    async def late_once(params: ua.CreateMonitoredItemsParameters
+                        ) -> list[ua.MonitoredItemCreateResult]:
+        if not stalled and any(i.ItemToMonitor.AttributeId == ua.AttributeIds.EventNotifier
+                               for i in params.ItemsToCreate):
+            stalled.append(params)
+            await answer.wait()
+        return await create(params)
+
+    service.create_monitored_items = late_once  # type: ignore[method-assign]
+    device = Device(settings, Backoff(0.2, 0.5))
+    async with running(device) as logs:
+        # the answer comes once the gateway has given up waiting for it, whichever way
+        await until(lambda: stalled and (device.statuses or any(
+            e["event"] == "opcua_alarm_events_unavailable" for e in logs)), 20, "the timeout")
+        answer.set()
+        await until(lambda: any(x.signal == "alarm" for x in device.samples), 30,
+                    "the alarm signal after the retry")
+    assert stalled
+    assert not [e for e in logs if e["event"] == "opcua_alarm_events_unavailable"]
+    [line] = [e for e in logs if e["event"] == "device_unavailable"]
+    assert "setup failed: no answer from the server within" in line["error"], line
+
+
 @pytest.mark.slow
 async def test_values_return_at_once_when_the_server_is_back(
     sim: tuple[OpcUaSimulator, int],
