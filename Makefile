@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: demo test test-fast lint typecheck unit bench schema proto mosquitto browser systemd-analyze clean
+.PHONY: demo test test-fast lint typecheck unit bench schema proto mosquitto browser systemd-analyze rabbitmq clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -26,7 +26,7 @@ $(DEMO_STAMP): $(STAMP)
 	@touch $(DEMO_STAMP)
 
 ## Lint, type-check and run every test (starts its own Mosquitto on a free port).
-test: $(STAMP) mosquitto browser systemd-analyze lint typecheck
+test: $(STAMP) mosquitto browser systemd-analyze rabbitmq lint typecheck
 	$(BIN)/pytest -q
 
 ## The fast lane while working: lint, types and every test not marked `slow` (no subprocess
@@ -66,6 +66,12 @@ browser:
 systemd-analyze:
 	@command -v systemd-analyze >/dev/null 2>&1 || { \
 	  $(call install_or_advise,systemd,its systemd-analyze checks systemd/edge-gateway.service,The unit-file test needs systemd-analyze; it is skipped without. Install: sudo apt-get install systemd,0); }
+
+# The broker-failover test kills a node of a real 3-node RabbitMQ cluster (Debian's package,
+# MQTT plugin); the nodes run as the test's user in its temporary directory, no service.
+rabbitmq:
+	@[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 || { \
+	  $(call install_or_advise,rabbitmq-server,the failover test kills a node of a RabbitMQ cluster,The clustered-broker failover test needs RabbitMQ; it is skipped without. Install: sudo apt-get install rabbitmq-server,0); }
 
 ## Regenerate config/schema.json from the models (a test keeps them equal).
 schema: $(STAMP)
