@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +253,17 @@ class GatewayProcess:
     def wait(self, timeout: float = 15) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout)
+
+    def stop_timed(self, timeout: float) -> float:
+        """SIGTERM, the clean exit (0) it must bring, and the seconds from the signal to the
+        last `gateway_stopped` line: the product's stop, without the interpreter's teardown
+        after it, which a loaded host stretches and no stop-time test is about."""
+        sent = datetime.now(UTC)
+        self.signal(signal.SIGTERM)
+        assert self.wait(timeout=timeout) == 0
+        stops = [datetime.fromisoformat(e["timestamp"]) for e in self.events("gateway_stopped")]
+        assert stops and max(stops) > sent, "no gateway_stopped line after the SIGTERM"
+        return (max(stops) - sent).total_seconds()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -36,6 +36,11 @@ from simulators.meter import MeterModel
 
 POLL = 0.1
 METER_POLL = 0.05
+# Times in part records are when polls saw the script's steps: on time, to the poll (0.07 s
+# measured across the restart); a loaded host delays a poll by more than one interval now and
+# then. The script's smallest step is 1 s, so a part or a state taken from the wrong event is
+# still off by 1 s or more.
+SEEN_WITHIN = 0.5
 SCRIPT: list[dict[str, Any]] = [
     {"at": 0, "execution": "ready", "program": "O1000", "part_count": 10, "bad_part_count": 0},
     {"at": 1, "execution": "active"},
@@ -95,7 +100,9 @@ def test_scripted_parts_are_published_as_the_script_implies(
     mqtt_collector: Callable[..., Collector],
     free_port: Callable[[], int],
 ) -> None:
-    start = (datetime.now(UTC) + timedelta(seconds=10)).replace(microsecond=0)  # gateway up
+    # the script begins once the gateway is up: ~2.5 s on a quiet host, 8 s beside three
+    # busy loops (it had 10 s then); 20 s keeps a wide margin for a loaded CI host
+    start = (datetime.now(UTC) + timedelta(seconds=20)).replace(microsecond=0)
     platform_key = Ed25519PrivateKey.generate()
     (tmp_path / "platform.pem").write_bytes(platform_key.public_key().public_bytes(
         Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
@@ -158,7 +165,7 @@ machines:
     try:
         wait_for(lambda: len(gw.events("device_connected")) >= 2, 30, "both devices connected")
         assert elapsed() < 0.5, "the gateway came up after the script began: part 1 is unseen"
-        wait_for(lambda: len(parts()) >= 3 and elapsed() >= KILL_AT, 60, "three parts")
+        wait_for(lambda: len(parts()) >= 3 and elapsed() >= KILL_AT, 90, "three parts")
         gw.signal(signal.SIGKILL)
         gw.wait()
         gw = GatewayProcess(plant).start()
@@ -207,9 +214,9 @@ machines:
         assert r["verdict"] == verdict, what
         assert r["partial"] is partial and r["counter_reset"] is reset, what
         assert r["program"] == "O1000" and r["ideal_cycle_time"] == 7.5, what
-        assert r["cycle_time"] == pytest.approx(t1 - t0, abs=POLL), what
+        assert r["cycle_time"] == pytest.approx(t1 - t0, abs=SEEN_WITHIN), what
         for cls, seconds in states.items():
-            assert r["states"][cls] == pytest.approx(seconds, abs=2 * POLL), what
+            assert r["states"][cls] == pytest.approx(seconds, abs=SEEN_WITHIN), what
         assert sum(r["states"].values()) == pytest.approx(r["cycle_time"], abs=0.01), what
         begin, end = (datetime.fromisoformat(r[k]) for k in ("start", "end"))
         expected_kwh = meter.energy_between(begin, end)

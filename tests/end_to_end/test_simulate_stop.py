@@ -12,8 +12,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -63,15 +63,19 @@ def test_simulate_stops_within_a_second_of_sigterm_and_logs_it(
     try:
         wait_for(lambda: len(_events(log, "simulators_started")) == 2, 60,
                  "the OPC UA and S7 simulators started")
+        sent = datetime.now(UTC)
         sims.send_signal(signal.SIGTERM)
-        sent = time.monotonic()
         assert sims.wait(timeout=30) == 0
-        took = time.monotonic() - sent
+        exited = (datetime.now(UTC) - sent).total_seconds()
     finally:
         if sims.poll() is None:
             sims.kill()
             sims.wait()
-    # one after the other, each OPC UA server waited up to 1 s: 3-4 s for these four
-    assert took < 2.0, f"simulate took {took:.1f} s to stop"
     stopped = _events(log, "simulators_stopped")
     assert len(stopped) == 1 and stopped[0]["signal"] == "SIGTERM", log.read_text()[-2000:]
+    # one after the other, each OPC UA server waited up to 1 s: 3-4 s for these four. Timed
+    # from the signal to the product's own `simulators_stopped` line, not to the process'
+    # exit: the interpreter's teardown after it (~1 s of the 1.75 s the exit took on a quiet
+    # host, more on a busy one) is not the stop this test is about.
+    took = (datetime.fromisoformat(str(stopped[0]["timestamp"])) - sent).total_seconds()
+    assert took < 2.0, f"servers stopped {took:.1f} s after SIGTERM (exit {exited:.1f} s)"

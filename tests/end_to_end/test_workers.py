@@ -104,8 +104,14 @@ def test_two_workers_one_gateway_restart_and_stop(
         wait_for(lambda: all(len(telemetry(m)) >= back[m] + 5 for m in victim["machines"]),
                  30, "the restarted worker's machines publishing again")
         recovered_at = time.monotonic()
-        for m in other["machines"]:  # polled every 0.2 s: no pause across the kill
-            assert longest_silence(telemetry(m), killed_at, recovered_at) < 2.0, m
+        # polled every 0.2 s: no pause across the kill. Measured 0.2 s quiet, up to 0.6 s beside
+        # three busy loops, where the victim's own gap (the restart a pause would ride along
+        # with) grew from ~3 s to ~6 s: the bound is 2 s or half that gap, whichever is more.
+        restart = min(longest_silence(telemetry(m), killed_at, recovered_at)
+                      for m in victim["machines"])
+        for m in other["machines"]:
+            silence = longest_silence(telemetry(m), killed_at, recovered_at)
+            assert silence < max(2.0, restart / 2), f"{m}: {silence:.1f} s silent ({restart:.1f})"
         [exited] = gw.events("worker_exited_restarting")
         assert exited["worker"] == victim["index"] and exited["exit_code"] == -signal.SIGKILL
         assert len(gw.events("worker_started")) == 3  # two at start, one restart

@@ -102,16 +102,17 @@ async def failing_modbus_unit() -> AsyncIterator[int]:
 
 async def run_until_degraded(
     adapter_cls: type[Any], settings: Any, within: float, more_batches: int = 5,
-) -> tuple[DeviceRunner, list[tuple[DeviceStatus, str | None]], list[dict[str, Any]], float]:
-    statuses: list[tuple[DeviceStatus, str | None]] = []
+) -> tuple[DeviceRunner, list[tuple[DeviceStatus, str | None, int]], list[dict[str, Any]], float]:
+    """Statuses come with the number of batches delivered when each was set: a verdict
+    counted in polls is checked in polls, not in seconds a loaded host may stretch."""
+    statuses: list[tuple[DeviceStatus, str | None, int]] = []
     twin = AssetTwin("m1")
+    batches = [0]
 
     def on_status(_a: str, status: DeviceStatus, reason: str | None) -> None:
-        statuses.append((status, reason))
+        statuses.append((status, reason, batches[0]))
         if status is not DeviceStatus.UP:
             twin.set_available(False, NOW)
-
-    batches = [0]
 
     def on_samples(_a: str, batch: Sequence[Sample]) -> None:
         batches[0] += 1
@@ -152,12 +153,12 @@ async def test_modbus_unit_answering_exception_4_is_degraded() -> None:
                 {"name": "part_count", "register": "holding", "address": 10,
                  "data_type": "uint32"},
             ]})
-        runner, statuses, logs, took = await run_until_degraded(ModbusAdapter, settings, 10)
-    assert took < 3.0  # three polls of 0.2 s, plus the connect
-    degraded = [r for s, r in statuses if s is DeviceStatus.DEGRADED]
-    assert len(degraded) == 1 and degraded[0] is not None
-    assert "execution" in degraded[0] and "part_count" in degraded[0]
-    assert runner.reason == degraded[0]
+        runner, statuses, logs, _took = await run_until_degraded(ModbusAdapter, settings, 10)
+    # at the third all-bad poll at the latest (sooner if three poll intervals passed first)
+    [(reason, polls)] = [(r, n) for s, r, n in statuses if s is DeviceStatus.DEGRADED]
+    assert 1 <= polls <= 3, f"degraded after {polls} all-bad polls, not 3"
+    assert reason is not None and "execution" in reason and "part_count" in reason
+    assert runner.reason == reason
     [line] = [e for e in logs if e["event"] == "device_degraded"]
     assert line["failing"] == ["execution", "part_count"] and line["log_level"] == "warning"
 
@@ -185,8 +186,10 @@ async def test_opcua_machine_with_no_resolvable_node_is_degraded(opcua_sim: int)
     _runner, statuses, logs, took = await run_until_degraded(
         OpcUaAdapter, settings, 10, more_batches=0
     )
-    assert took < 5.0  # 3 poll intervals of 0.2 s after the first (and only) batch
-    assert [s for s, _ in statuses].count(DeviceStatus.DEGRADED) == 1
+    # by time: 3 poll intervals of 0.2 s after the first (and only) batch, ~0.65 s measured
+    # (also on a starved host); 5 s is ~8x that and the point is that it comes at all
+    assert took < 5.0
+    assert [s for s, _, _ in statuses].count(DeviceStatus.DEGRADED) == 1
     [line] = [e for e in logs if e["event"] == "device_degraded"]
     assert line["failing"] == ["ghost", "misspelt"]
     why = {e["point"]: e["error"] for e in logs if e["event"] == "opcua_node_unresolved"}
