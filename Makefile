@@ -42,12 +42,14 @@ typecheck: $(STAMP)
 
 # $(call install_or_advise,<Debian packages>,<why>,<advice without root>,<exit status without>):
 # as root with apt-get the packages are installed (an `apt-get update` only if the first try
-# fails); otherwise the advice is printed and make goes on or stops with the exit status.
+# fails); otherwise, or when the install fails, the advice is printed and make goes on or
+# stops with the exit status (1 for what every test needs, 0 for what a few tests skip without).
 define install_or_advise
 	if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing $(1) ($(2))"; \
 	  (apt-get install -y --no-install-recommends $(1) >/dev/null 2>&1 || \
-	    (apt-get update >/dev/null && apt-get install -y --no-install-recommends $(1) >/dev/null)); \
+	    (apt-get update >/dev/null && apt-get install -y --no-install-recommends $(1) >/dev/null)) || \
+	    { echo "could not install $(1): $(3)"; exit $(4); }; \
 	else \
 	  echo "$(3)"; exit $(4); \
 	fi
