@@ -32,6 +32,7 @@ from e2e import (
     demo_plant_on_free_ports,
     plant_yaml,
     wait_for,
+    wait_for_offline_status,
 )
 from joserfc import jws
 from joserfc.jwk import KeySet as JoseKeySet
@@ -353,6 +354,10 @@ def test_live_payloads_validate_against_the_document(
         replies = every_method(b_env.url, key)
         # at js, whose signals filter leaves keys out of the results (none may be required)
         narrowed = every_method(b_js.url, key)
+        # the reservations' records go out on the bookings stream, apart from the replies
+        # (and after them): the kinds checked below need them at both brokers
+        wait_for(lambda: seen(cols[0], "/m1/bookings") and seen(cols[1], "/m1/bookings"), 20,
+                 "m1's bookings records at the envelope and the json broker")
     finally:
         gw.kill()
     refused = {}
@@ -489,12 +494,19 @@ def test_everything_the_demo_plant_publishes_validates(
     try:
         wait_for(complete, 120, "every demo machine's streams in every format")
         gw.stop()  # a clean stop: the edge node's NDEATH too
+        # the exit says the broker had them, not the collectors: each link's last message
+        # (the offline status; the NDEATH) is awaited, so every capture below is whole
+        for name in ("env", "js"):
+            wait_for_offline_status(cols[name])
+        wait_for(lambda: any("/NDEATH/" in m.topic for m in cols["sp"].snapshot()), 10,
+                 "the NDEATH of the clean stop at the Sparkplug broker")
     finally:
         gw.kill()
 
+    got = {name: col.snapshot() for name, col in cols.items()}  # one look, counted once
     matched: dict[str, int] = {}
-    for col in cols.values():
-        for msg in col.snapshot():
+    for msgs in got.values():
+        for msg in msgs:
             name = check(msg)
             matched[name] = matched.get(name, 0) + 1
     assert {"telemetryEnvelope", "stateEnvelope", "oeeEnvelope", "capacityEnvelope",
@@ -502,7 +514,7 @@ def test_everything_the_demo_plant_publishes_validates(
             "value", "status", "keys", "sparkplug:NBIRTH", "sparkplug:DBIRTH",
             "sparkplug:DDATA", "sparkplug:NDEATH"} <= set(matched), matched
 
-    js = cols["js"].snapshot()
+    js = got["js"]
     keys = JoseKeySet.import_key_set(json.loads(next(m for m in js
                                                       if m.topic.endswith("/keys")).payload))
     signed = [m for m in js if "jws" in dict(getattr(m.properties, "UserProperty", None) or [])]
@@ -512,13 +524,13 @@ def test_everything_the_demo_plant_publishes_validates(
         jws.deserialize_compact(detached, keys, algorithms=["EdDSA"], payload=msg.payload)
 
     host = SparkplugHost(plant["gateway"]["site"], plant["gateway"]["id"])
-    for msg in cols["sp"].snapshot():
+    for msg in got["sp"]:
         host.feed(msg.topic, msg.payload)
     assert host.ndeaths == host.nbirths[-1:], (host.nbirths, host.ndeaths)
 
     # Acceptance audit of issue 13: dmu-01's AlarmCode point was named `alarm` like its
     # profile's signal, so envelopes carried `alarm` as 2002 and as "2002" (a Sparkplug
     # host re-birthed on each flip). One signal of one machine has one JSON type.
-    kinds = value_kinds(cols["env"].snapshot())
+    kinds = value_kinds(got["env"])
     assert {("dmu-01", "alarm"), ("dmu-01", "alarm_code")} <= kinds.keys(), sorted(kinds)
     assert {k: v for k, v in kinds.items() if len(v) > 1} == {}

@@ -363,6 +363,11 @@ def test_a_booked_window_closes_with_its_parts_and_its_oee(
     p1 = Platform(mosquitto, key)
     booked = mqtt_collector(mosquitto.host, mosquitto.port, BOOKINGS)
     made = mqtt_collector(mosquitto.host, mosquitto.port, "edge/plant-a/+/+/m1/part")
+
+    def published_parts() -> set[int]:
+        return {r["part_seq"] for m in made.snapshot()
+                for r in json.loads(jws_payload(json.loads(m.payload)))["records"]}
+
     gw = GatewayProcess(plant).start()
     try:
         wait_for(lambda: bool(gw.events("device_connected")), 30, "the machine connected")
@@ -380,6 +385,11 @@ def test_a_booked_window_closes_with_its_parts_and_its_oee(
                                "end": booking["end"]})["result"]
         listed = p1.ask("parts", {"asset": "m1", "start": booking["start"],
                                   "end": booking["end"]})["result"]["parts"]
+        # the window's part records travel on the part stream, apart from the `completed`
+        # record (which may come first): each one the store holds is awaited here
+        stored = {p["record"]["part_seq"] for p in listed}
+        wait_for(lambda: stored <= published_parts(), 20,
+                 f"part records {sorted(stored)} of the window at the subscriber")
     finally:
         gw.kill()
 

@@ -59,6 +59,9 @@ def failing_unit(free_port: Callable[[], int]) -> Iterator[int]:
     server.server_close()
 
 
+DEAD_STATE = "edge/plant-a/hall-1/line-2/dead/state"
+
+
 def latest_status(col: Collector) -> dict[str, Any]:
     found = [json.loads(m.payload) for m in col.snapshot() if m.topic.endswith("/status")]
     detailed = [s for s in found if "devices" in s]
@@ -82,6 +85,10 @@ def test_all_points_failing_is_degraded_in_state_and_status(
     try:
         wait_for(lambda: status().get("devices", {}).get("dead") == "degraded", 30,
                  "retained status saying degraded")
+        # the status goes straight to the link, the state envelope through the batcher and
+        # the outbox: it may come later
+        wait_for(lambda: any(m.topic == DEAD_STATE for m in col.snapshot()), 20,
+                 "dead's state envelope")
         reason = status()["device_reasons"]["dead"]
         assert "execution" in reason and "spindle_speed" in reason
         assert status()["devices"]["m1"] == "up"
@@ -89,8 +96,7 @@ def test_all_points_failing_is_degraded_in_state_and_status(
         assert line["asset"] == "dead" and "part_count" in line["failing"]
     finally:
         gw.kill()
-    states = [json.loads(m.payload) for m in col.snapshot()
-              if m.topic == "edge/plant-a/hall-1/line-2/dead/state"]
+    states = [json.loads(m.payload) for m in col.snapshot() if m.topic == DEAD_STATE]
     assert states
     records = [json.loads(b64url_decode(s["payload"]))["records"][0] for s in states]
     assert [r["availability"] for r in records] == ["unavailable"] * len(records)

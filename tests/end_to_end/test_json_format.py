@@ -78,6 +78,10 @@ def test_json_destination_is_plain_json_with_a_detached_signature(
             wait_for(lambda c=col: has_all_streams(c), 40, "telemetry, state, capacity and keys")
         wait_for(lambda: len({m.topic for m in col_js.snapshot() if "/values/" in m.topic}) >= 6,
                  20, "the values of the six signals")
+        # logged once the broker acknowledged the first fallback: col_old may have that
+        # message before the gateway has the PUBACK
+        wait_for(lambda: bool(gw.events("egress_format_fallback")), 10,
+                 "the fallback of `old` in the log")
     finally:
         gw.kill()
 

@@ -100,6 +100,9 @@ def test_policies_withhold_data_and_capacity_is_offered(
             30,
             "state changes at b",
         )
+        # a's own sender and link: m1's state there does not follow from b's
+        wait_for(lambda: any(m.topic.endswith("/m1/state") for m in col_a.snapshot()), 20,
+                 "m1's state at a")
     finally:
         gw.kill()
 

@@ -101,8 +101,10 @@ def test_two_workers_sighup_adds_machine_and_rotates_key(
 
     try:
         running = ("m1", "m2", "m3", "m4")
-        wait_for(lambda: all(len(telemetry(m)) >= 3 for m in running), 60,
-                 "telemetry of every machine")
+        # the JWKS comes on the parent's own link, the telemetry on the workers': the
+        # signatures below are checked against it, so it is awaited too
+        wait_for(lambda: all(len(telemetry(m)) >= 3 for m in running)
+                 and bool(_jwks(col)["keys"]), 60, "telemetry of every machine and the JWKS")
         joins = worker_of("m5", 2)  # m5 joins a worker that serves machines already
         assert {worker_of(m, 2) for m in running} == {0, 1}
         assert any(worker_of(m, 2) == joins for m in running)

@@ -171,9 +171,15 @@ async def test_session_births_aliases_seq_wrap_device_loss_rebirth_and_bdseq(
         sp.seal("telemetry", telemetry(1000))
         await feed.until(lambda: m1().values.get("Signals/spindle_speed") == 1000.0,  # type: ignore[union-attr]
                          "data in the new session")
-        if sp.writer is not None:  # the deletes queued after the writes are committed
-            await sp.writer.drain()
-        assert sp.outbox.pending("sp")[0] == 0
+
+        async def all_deleted() -> bool:
+            """A row is deleted after its PUBACK, which this loop may read after the
+            subscriber had the message; deletes queued after the writes are committed."""
+            if sp.writer is not None:
+                await sp.writer.drain()
+            return sp.outbox.pending("sp")[0] == 0
+
+        await until(all_deleted, 10, "every row acknowledged and deleted from the outbox")
 
 
 async def test_primary_host_state_gates_the_session(

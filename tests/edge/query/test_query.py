@@ -39,7 +39,8 @@ def running(
 """
     plant.write_text(text)
     gw = GatewayProcess(plant).start()
-    wait_for(lambda: bool(gw.events("device_connected")), 20, "gateway up")
+    # both: the test asks about m1 and checks that m1 and m2 are up
+    wait_for(lambda: len(gw.events("device_connected")) >= 2, 20, "both machines connected")
     yield {"gw": gw, "a": a_key, "a_priv": a_priv, "b": b_key, "port": mosquitto.port}
     gw.kill()
 
