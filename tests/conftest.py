@@ -50,7 +50,11 @@ def wait_port(host: str, port: int, timeout: float = 20.0) -> bool:
 
 
 class Mosquitto:
-    """One mosquitto process; `stop()` then `start()` brings it back on the same port."""
+    """One mosquitto process; `stop()` then `start()` brings it back on the same port.
+
+    While it is not running its port stays bound by a socket that does not listen: a
+    connection is refused as by no broker, and no other process of the run gets the port
+    meanwhile (a restart found it taken by another test's broker or client: EADDRINUSE)."""
 
     host = "127.0.0.1"
 
@@ -64,12 +68,28 @@ class Mosquitto:
             f"user {getpass.getuser()}\nlog_type all\n{extra_config}\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None
+        self._held: socket.socket | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
+    def hold(self) -> None:
+        """Bind the port without listening (SO_REUSEADDR: the stopped broker's connections
+        may still be in TIME_WAIT on it)."""
+        if self._held is None:
+            held = socket.socket()
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            held.bind((self.host, self.port))
+            self._held = held
+
+    def release(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
+
     def start(self) -> None:
+        self.release()
         with self.log.open("ab") as log:
             cmd = [self.binary, "-c", str(self.config)]
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
@@ -86,6 +106,7 @@ class Mosquitto:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        self.hold()
 
 
 @pytest.fixture
@@ -105,11 +126,14 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
         made.append(broker)
         if start:
             broker.start()
+        else:
+            broker.hold()
         return broker
 
     yield make
     for broker in made:
         broker.stop()
+        broker.release()
 
 
 @pytest.fixture
